@@ -1,0 +1,108 @@
+// One error class, thrown where the knowledge is, rendered once (src/errors/render.ts).
+// SiliconFlow's numeric codes ride along so that apps that read SiliconFlow's body shape work too.
+
+export type ErrorType =
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'permission_error'
+  | 'not_found_error'
+  | 'rate_limit_error'
+  | 'overloaded_error'
+  | 'timeout_error'
+  | 'server_error';
+
+export interface InferaErrorInit {
+  status: number;
+  message: string;
+  type?: ErrorType;
+  /** The request field at fault, e.g. "messages[2].content" or "temperature". */
+  param?: string | null;
+  /** OpenAI-style string code, e.g. "model_not_found", "context_length_exceeded". */
+  code?: string | null;
+  /** SiliconFlow numeric code (20012 unknown model, 50505 overloaded, ...). */
+  siliconflowCode?: number;
+  /** Seconds, sent as Retry-After (and retry-after-ms). */
+  retryAfter?: number;
+  headers?: Record<string, string>;
+  cause?: unknown;
+}
+
+const defaultType = (status: number): ErrorType => {
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 429) return 'rate_limit_error';
+  if (status === 503) return 'overloaded_error';
+  if (status === 504) return 'timeout_error';
+  if (status >= 500) return 'server_error';
+  return 'invalid_request_error';
+};
+
+const defaultSiliconflowCode = (status: number): number => {
+  if (status === 400) return 20015;
+  if (status === 401) return 20001;
+  if (status === 403) return 30001;
+  if (status === 404) return 20012;
+  if (status === 429) return 42900;
+  if (status === 503) return 50505;
+  if (status === 504) return 50504;
+  return status >= 500 ? 50000 : 20015;
+};
+
+export class InferaError extends Error {
+  readonly status: number;
+  readonly type: ErrorType;
+  readonly param: string | null;
+  readonly code: string | null;
+  readonly siliconflowCode: number;
+  readonly retryAfter?: number;
+  readonly headers: Record<string, string>;
+
+  constructor(init: InferaErrorInit) {
+    super(init.message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.name = 'InferaError';
+    this.status = init.status;
+    this.type = init.type ?? defaultType(init.status);
+    this.param = init.param ?? null;
+    this.code = init.code ?? null;
+    this.siliconflowCode = init.siliconflowCode ?? defaultSiliconflowCode(init.status);
+    this.retryAfter = init.retryAfter;
+    this.headers = init.headers ?? {};
+  }
+
+  get retryable(): boolean {
+    return this.status === 408 || this.status === 409 || this.status === 429 || this.status >= 500;
+  }
+}
+
+export const badRequest = (message: string, param: string | null = null, code: string | null = 'invalid_request') =>
+  new InferaError({ status: 400, message, param, code });
+
+export const modelNotFound = (model: string) =>
+  new InferaError({
+    status: 404,
+    message: `The model '${model}' does not exist or is not served here. GET /v1/models lists the served ids.`,
+    param: 'model',
+    code: 'model_not_found',
+    siliconflowCode: 20012,
+  });
+
+export const overloaded = (what: string, retryAfter = 1) =>
+  new InferaError({
+    status: 503,
+    message: `${what} is busy: its queue is full. Retry after ${retryAfter}s.`,
+    code: 'overloaded',
+    retryAfter,
+  });
+
+/** Aborted because the client left; never rendered (nobody is listening), only logged and metered. */
+export class ClientGoneError extends Error {
+  constructor() {
+    super('client disconnected');
+    this.name = 'ClientGoneError';
+  }
+}
+
+export const isAbortError = (error: unknown): boolean =>
+  error instanceof ClientGoneError ||
+  (error instanceof Error && (error.name === 'AbortError' || (error as { code?: string }).code === 'ABORT_ERR'));

@@ -1,0 +1,41 @@
+import { InferaError } from './index.ts';
+
+/**
+ * The single error body: OpenAI's `error` object (what the openai SDK reads) plus SiliconFlow's
+ * `{code, message, data}` (what SiliconFlow-native apps read), in one JSON document.
+ */
+export interface WireErrorBody {
+  code: number;
+  message: string;
+  data: null;
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+export function toInferaError(error: unknown): InferaError {
+  if (error instanceof InferaError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new InferaError({ status: 500, message: `Internal error: ${message}`, code: 'internal_error', cause: error });
+}
+
+export function errorBody(error: InferaError): WireErrorBody {
+  return {
+    code: error.siliconflowCode,
+    message: error.message,
+    data: null,
+    error: { message: error.message, type: error.type, param: error.param, code: error.code },
+  };
+}
+
+export function errorHeaders(error: InferaError): Record<string, string> {
+  const headers: Record<string, string> = { ...error.headers };
+  if (error.retryAfter !== undefined) {
+    headers['retry-after'] = String(Math.max(1, Math.ceil(error.retryAfter)));
+    headers['retry-after-ms'] = String(Math.round(error.retryAfter * 1000));
+  }
+  return headers;
+}
+
+/** A mid-stream error frame: no `choices` key, so clients don't mistake it for a chunk. */
+export function sseErrorFrame(error: InferaError): string {
+  return `data: ${JSON.stringify({ error: errorBody(error).error })}\n\n`;
+}

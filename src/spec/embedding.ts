@@ -1,0 +1,52 @@
+// Embedding and rerank engine contracts.
+
+export type EmbeddingInput = { text: string } | { tokens: number[] };
+
+export interface EmbedCallOptions {
+  inputs: EmbeddingInput[];
+  /** Matryoshka truncation; only for models whose config declares it. */
+  dimensions?: number;
+  signal: AbortSignal;
+}
+
+export interface EmbedResult {
+  /** One vector per input, same order, L2-normalised when the model family expects it. */
+  embeddings: Float32Array[];
+  promptTokens: number;
+}
+
+export interface EmbeddingModel {
+  readonly kind: 'embedding';
+  readonly name: string;
+  /** Native vector size. */
+  readonly dimensions: number;
+  /** Max tokens of one input. */
+  readonly maxInputTokens: number;
+  readonly matryoshka: boolean;
+  tokenize(text: string): Promise<number[]>;
+  doEmbed(options: EmbedCallOptions): Promise<EmbedResult>;
+}
+
+export interface RerankCallOptions {
+  query: string;
+  documents: string[];
+  instruction?: string;
+  /** Split long documents into chunks of at most this many tokens' worth (see protocol docs). */
+  maxChunksPerDoc?: number;
+  overlapTokens?: number;
+  signal: AbortSignal;
+}
+
+export interface RerankResult {
+  /** Score per input document, same order: sigmoid of the cross-encoder logit, best chunk wins. */
+  scores: number[];
+  inputTokens: number;
+}
+
+export interface RerankModel {
+  readonly kind: 'reranker';
+  readonly name: string;
+  readonly maxInputTokens: number;
+  readonly acceptsInstruction: boolean;
+  doRerank(options: RerankCallOptions): Promise<RerankResult>;
+}
