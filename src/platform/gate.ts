@@ -1,0 +1,55 @@
+// What the HTTP layer asks the platform (keys, limits, ledger, balance) on every API request.
+// The HTTP layer depends on this interface only; src/platform implements it on SQLite or Postgres+Redis.
+
+export type Endpoint = 'chat' | 'embeddings' | 'rerank' | 'images' | 'models' | 'user-info';
+
+export interface Principal {
+  accountId: string;
+  /** Key id (never the secret); "config" for keys from the config file / INFERA_API_KEY; "anonymous" on an open loopback server. */
+  keyId: string;
+  keyName: string;
+  /** Model ids this key may use; undefined = all. Compared against the canonical public id. */
+  allowedModels?: string[];
+}
+
+export interface AdmissionRequest {
+  principal: Principal;
+  /** Canonical public id of the resolved model. */
+  model: string;
+  endpoint: Endpoint;
+  requestId: string;
+  /** Estimated tokens (prompt + max completion) for TPM/TPD pre-checks. */
+  estimatedTokens: number;
+  /** Images requested (IPM/IPD). */
+  images: number;
+}
+
+export interface UsageReport {
+  promptTokens: number;
+  completionTokens: number;
+  reasoningTokens: number;
+  images: number;
+  /** Rerank: documents scored (billed as searches). */
+  documents: number;
+  /** HTTP status sent (200 also for streams that ended with an error frame: see `outcome`). */
+  status: number;
+  outcome: 'ok' | 'error' | 'cancelled';
+  latencyMs: number;
+}
+
+export interface Admission {
+  /** Headers to put on the answer, e.g. x-ratelimit-remaining-requests. */
+  headers: Record<string, string>;
+  /** Record the real usage (ledger row, balance charge, token limit settle). Call exactly once. */
+  settle(usage: UsageReport): Promise<void>;
+}
+
+export interface Gate {
+  /** Resolve a bearer secret; throws InferaError 401 when unknown, disabled or expired. */
+  authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal>;
+  /** Check allow-list, balance (403) and rate limits (429); throws InferaError. */
+  admit(request: AdmissionRequest): Promise<Admission>;
+  /** SiliconFlow /v1/user/info body `data` for this principal. */
+  userInfo(principal: Principal): Promise<Record<string, unknown>>;
+  close(): Promise<void>;
+}
