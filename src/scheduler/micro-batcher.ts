@@ -1,0 +1,212 @@
+// Token-budget micro-batcher for embeddings and rerank (TEI's router → queue → batch → backend shape).
+// Requests queue per model; a batch is cut from the head of the queue when it reaches the token
+// budget or when its oldest entry has waited `maxWaitMs`. Entries whose caller left are dropped before
+// they run, and a full queue answers 503 + Retry-After instead of growing without bound.
+//
+// The batcher does not know what a batch *is* for an engine: `execute` receives the entries and returns
+// one result per entry. For embeddings that is one doEmbed call over the concatenated inputs (an engine
+// can then spread them over its contexts, or an upstream can take them in one HTTP call); for rerank,
+// whose entries carry different queries, it is the entries' doRerank calls side by side.
+import { ClientGoneError, overloaded } from '../errors/index.ts';
+
+export interface BatchEntry<I> {
+  input: I;
+  /** Cost of this entry against the batch's token budget. */
+  tokens: number;
+  /** The caller's signal: aborted when the client left. */
+  signal?: AbortSignal;
+}
+
+export interface MicroBatcherOptions<I, O> {
+  /** Names the model in the 503 message. */
+  label: string;
+  /** Entries allowed to wait (not counting those running); one more gets 503. */
+  maxQueue: number;
+  /** A batch stops growing once it holds this many tokens; a single larger entry runs alone. */
+  maxBatchTokens: number;
+  /** How long the oldest entry may wait for the batch to fill before it is sent anyway. */
+  maxWaitMs: number;
+  /** Batches running at the same time. */
+  concurrency: number;
+  /** Seconds suggested in Retry-After on a full queue. */
+  retryAfterSeconds?: number;
+  /**
+   * Runs one batch. `signal` aborts once every entry of the batch has been abandoned by its caller.
+   * Must resolve to one result per entry, in order.
+   */
+  execute(entries: BatchEntry<I>[], signal: AbortSignal): Promise<O[]>;
+}
+
+interface Pending<I, O> extends BatchEntry<I> {
+  enqueuedAt: number;
+  resolve(value: O): void;
+  reject(error: unknown): void;
+  onAbort?: () => void;
+}
+
+export interface MicroBatcherStats {
+  queued: number;
+  queuedTokens: number;
+  running: number;
+  batches: number;
+  /** Entries dropped because their caller left while they waited. */
+  dropped: number;
+}
+
+export class MicroBatcher<I, O> {
+  private readonly queue: Pending<I, O>[] = [];
+  private queuedTokens = 0;
+  private running = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private batches = 0;
+  private dropped = 0;
+
+  constructor(private readonly options: MicroBatcherOptions<I, O>) {
+    if (!(options.concurrency >= 1)) throw new RangeError('MicroBatcher: concurrency must be ≥ 1');
+    if (!(options.maxBatchTokens >= 1)) throw new RangeError('MicroBatcher: maxBatchTokens must be ≥ 1');
+    if (!(options.maxWaitMs >= 0)) throw new RangeError('MicroBatcher: maxWaitMs must be ≥ 0');
+    if (!(options.maxQueue >= 0)) throw new RangeError('MicroBatcher: maxQueue must be ≥ 0');
+  }
+
+  stats(): MicroBatcherStats {
+    return {
+      queued: this.queue.length,
+      queuedTokens: this.queuedTokens,
+      running: this.running,
+      batches: this.batches,
+      dropped: this.dropped,
+    };
+  }
+
+  submit(input: I, tokens: number, signal?: AbortSignal): Promise<O> {
+    if (signal?.aborted) return Promise.reject(new ClientGoneError());
+    if (this.closed) return Promise.reject(overloaded(this.options.label, this.options.retryAfterSeconds ?? 1));
+    if (this.queue.length >= this.options.maxQueue)
+      return Promise.reject(overloaded(this.options.label, this.options.retryAfterSeconds ?? 1));
+    return new Promise<O>((resolve, reject) => {
+      const entry: Pending<I, O> = { input, tokens: Math.max(0, tokens), signal, enqueuedAt: performance.now(), resolve, reject };
+      if (signal) {
+        // Waiting entries leave the queue the moment their caller leaves: no work is spent on them.
+        entry.onAbort = () => {
+          const at = this.queue.indexOf(entry);
+          if (at < 0) return;
+          this.queue.splice(at, 1);
+          this.queuedTokens -= entry.tokens;
+          this.dropped++;
+          reject(new ClientGoneError());
+          this.schedule();
+        };
+        signal.addEventListener('abort', entry.onAbort, { once: true });
+      }
+      this.queue.push(entry);
+      this.queuedTokens += entry.tokens;
+      this.schedule();
+    });
+  }
+
+  /** Refuse new entries and answer those still waiting with 503; running batches finish. */
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const entry of this.queue.splice(0)) {
+      this.detach(entry);
+      entry.reject(overloaded(this.options.label, this.options.retryAfterSeconds ?? 1));
+    }
+    this.queuedTokens = 0;
+  }
+
+  private schedule(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    while (this.running < this.options.concurrency && this.queue.length > 0) {
+      const waited = performance.now() - this.queue[0].enqueuedAt;
+      const full = this.queuedTokens >= this.options.maxBatchTokens;
+      if (!full && waited < this.options.maxWaitMs) {
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          this.schedule();
+        }, Math.max(0, Math.ceil(this.options.maxWaitMs - waited)));
+        this.timer.unref?.();
+        return;
+      }
+      this.dispatch(this.cut());
+    }
+  }
+
+  /** Take entries from the head until the budget is reached; the first entry always goes. */
+  private cut(): Pending<I, O>[] {
+    const batch: Pending<I, O>[] = [];
+    let tokens = 0;
+    while (this.queue.length > 0) {
+      const next = this.queue[0];
+      if (batch.length > 0 && tokens + next.tokens > this.options.maxBatchTokens) break;
+      this.queue.shift();
+      this.queuedTokens -= next.tokens;
+      this.detach(next);
+      // An entry whose caller left between its abort event and now is never run.
+      if (next.signal?.aborted) {
+        this.dropped++;
+        next.reject(new ClientGoneError());
+        continue;
+      }
+      batch.push(next);
+      tokens += next.tokens;
+    }
+    return batch;
+  }
+
+  private dispatch(batch: Pending<I, O>[]): void {
+    if (batch.length === 0) return;
+    this.running++;
+    this.batches++;
+    const controller = new AbortController();
+    const watchers = abortWhenAllAbort(batch.map((entry) => entry.signal), controller);
+    void (async () => {
+      try {
+        const results = await this.options.execute(
+          batch.map(({ input, tokens, signal }) => ({ input, tokens, signal })),
+          controller.signal,
+        );
+        if (results.length !== batch.length)
+          throw new Error(`micro-batcher: execute returned ${results.length} results for ${batch.length} entries`);
+        batch.forEach((entry, index) => entry.resolve(results[index]));
+      } catch (error) {
+        for (const entry of batch) entry.reject(error);
+      } finally {
+        watchers();
+        this.running--;
+        this.schedule();
+      }
+    })();
+  }
+
+  private detach(entry: Pending<I, O>): void {
+    if (entry.signal && entry.onAbort) entry.signal.removeEventListener('abort', entry.onAbort);
+    entry.onAbort = undefined;
+  }
+}
+
+/** Abort `controller` once every given signal has aborted (a batch is only abandoned when all its callers left). */
+function abortWhenAllAbort(signals: (AbortSignal | undefined)[], controller: AbortController): () => void {
+  // A caller without a signal never leaves, so the batch is never abandoned.
+  if (signals.some((signal) => !signal)) return () => undefined;
+  const live = signals as AbortSignal[];
+  let remaining = live.filter((signal) => !signal.aborted).length;
+  if (remaining === 0) {
+    controller.abort();
+    return () => undefined;
+  }
+  const onAbort = () => {
+    remaining--;
+    if (remaining === 0) controller.abort();
+  };
+  const pending = live.filter((signal) => !signal.aborted);
+  for (const signal of pending) signal.addEventListener('abort', onAbort, { once: true });
+  return () => {
+    for (const signal of pending) signal.removeEventListener('abort', onAbort);
+  };
+}
