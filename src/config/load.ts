@@ -1,0 +1,100 @@
+// The only module that reads the environment and config files. Everything else receives an
+// InferaConfig. Precedence: defaults < config file < environment < CLI flags.
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { configSchema, type InferaConfig } from './schema.ts';
+
+export interface ConfigOverrides {
+  configPath?: string;
+  host?: string;
+  port?: number;
+  apiKey?: string;
+  dataDir?: string;
+  logLevel?: string;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const DEFAULT_FILES = ['infera.yaml', 'infera.yml', 'infera.json'];
+
+/** Where the config came from, for the startup banner. */
+export interface LoadedConfig {
+  config: InferaConfig;
+  source: string;
+}
+
+export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): LoadedConfig {
+  const explicit = overrides.configPath ?? env.INFERA_CONFIG;
+  let path: string | undefined;
+  if (explicit) {
+    path = resolve(cwd, explicit);
+    if (!existsSync(path)) throw new ConfigError(`Config file not found: ${path}`);
+  } else {
+    path = DEFAULT_FILES.map((name) => resolve(cwd, name)).find((candidate) => existsSync(candidate));
+  }
+
+  let raw: Record<string, unknown> = {};
+  if (path) {
+    const text = readFileSync(path, 'utf8');
+    try {
+      const parsed = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+      raw = (parsed ?? {}) as Record<string, unknown>;
+    } catch (error) {
+      throw new ConfigError(`Cannot parse ${path}: ${(error as Error).message}`);
+    }
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${path}: the top level must be a mapping`);
+  }
+
+  const server = { ...((raw.server as object) ?? {}) } as Record<string, unknown>;
+  const storage = { ...((raw.storage as object) ?? {}) } as Record<string, unknown>;
+  const host = overrides.host ?? env.HOST;
+  if (host) server.host = host;
+  const port = overrides.port ?? (env.PORT !== undefined && env.PORT !== '' ? Number(env.PORT) : undefined);
+  if (port !== undefined) {
+    if (!Number.isInteger(port)) throw new ConfigError(`PORT must be an integer, got ${JSON.stringify(env.PORT)}`);
+    server.port = port;
+  }
+  const apiKey = overrides.apiKey ?? env.INFERA_API_KEY;
+  if (apiKey) server.apiKeys = [...((server.apiKeys as string[]) ?? []), apiKey];
+  if (env.INFERA_ADMIN_KEY) server.adminKey = env.INFERA_ADMIN_KEY;
+  const logLevel = overrides.logLevel ?? env.LOG_LEVEL;
+  if (logLevel) server.logLevel = logLevel;
+  const dataDir = overrides.dataDir ?? env.INFERA_DATA_DIR;
+  if (dataDir) storage.dataDir = dataDir;
+  // INFERA_-prefixed so that a DATABASE_URL meant for something else never redirects the ledger.
+  if (env.INFERA_DATABASE_URL) storage.databaseUrl = env.INFERA_DATABASE_URL;
+  if (env.INFERA_REDIS_URL) storage.redisUrl = env.INFERA_REDIS_URL;
+
+  const result = configSchema.safeParse({ ...raw, server, storage });
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      const where = issue.path.length ? issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '') : '(top level)';
+      return `  - ${where}: ${issue.message}`;
+    });
+    throw new ConfigError(`Invalid configuration${path ? ` in ${path}` : ''}:\n${lines.join('\n')}`);
+  }
+
+  // Paths in the file are relative to the file, so a config can be moved with its models.
+  const base = path ? dirname(path) : cwd;
+  const config = result.data;
+  const absolute = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  config.storage.dataDir = absolute(config.storage.dataDir);
+  if (config.images.dir) config.images.dir = absolute(config.images.dir);
+  for (const model of config.models) {
+    if (model.path) model.path = absolute(model.path);
+    if (model.onnx.tinyVaePath) model.onnx.tinyVaePath = absolute(model.onnx.tinyVaePath);
+  }
+  const ids = new Map<string, string>();
+  for (const model of config.models) {
+    for (const name of [model.id, ...model.aliases]) {
+      const key = name.toLowerCase();
+      const owner = ids.get(key);
+      if (owner) throw new ConfigError(`Model id or alias "${name}" is used twice (by ${owner} and ${model.id}).`);
+      ids.set(key, model.id);
+    }
+  }
+  return { config, source: path ?? '(no config file: defaults)' };
+}

@@ -1,0 +1,185 @@
+// The HTTP layer: the only folder that imports Fastify. Routing, request ids, auth, body limits,
+// error rendering and SSE writing live here; everything else is plain functions in src/serving.
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import { InferaError, isAbortError } from '../errors/index.ts';
+import { errorBody, errorHeaders, toInferaError } from '../errors/render.ts';
+import type { Principal } from '../platform/gate.ts';
+import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
+import { registerApiRoutes } from './routes/index.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    inferaId: string;
+    principal?: Principal;
+    abort: AbortController;
+  }
+}
+
+const TRACE_HEADERS = ['x-request-id', 'x-siliconcloud-trace-id'] as const;
+
+export type InferaApp = Awaited<ReturnType<typeof buildApp>>;
+
+export async function buildApp(services: Services) {
+  const { config, logger } = services;
+  const app = Fastify({
+    loggerInstance: logger,
+    disableRequestLogging: true,
+    bodyLimit: config.server.bodyLimit,
+    // Accept the client's id (sanitised) so traces join up across services.
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      const id = typeof given === 'string' ? given : undefined;
+      return id && /^[\w.:-]{1,128}$/.test(id) ? id : `req_${randomUUID().replaceAll('-', '')}`;
+    },
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
+    forceCloseConnections: true,
+  });
+
+  // curl --data without a Content-Type sends form encoding; SiliconFlow's examples are JSON either way.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    const text = body as string;
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (error) {
+      done(new InferaError({ status: 400, code: 'invalid_json', message: `Request body is not valid JSON: ${(error as Error).message}` }), undefined);
+    }
+  });
+
+  app.decorateRequest('inferaId', '');
+  app.decorateRequest('principal', undefined);
+  app.decorateRequest('abort', null as unknown as AbortController);
+
+  app.addHook('onRequest', async (request, reply) => {
+    request.inferaId = request.id;
+    for (const header of TRACE_HEADERS) reply.header(header, request.id);
+    const controller = new AbortController();
+    request.abort = controller;
+    // A response closed before it finished means the client left: cancel the work.
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) controller.abort();
+    });
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    logger.info(
+      { id: request.id, method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+      'request',
+    );
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const rendered = fromFastifyError(error);
+    if (rendered.status >= 500) logger.error({ id: request.id, err: error }, 'request failed');
+    return reply.status(rendered.status).headers(errorHeaders(rendered)).send(errorBody(rendered));
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const error = new InferaError({
+      status: 404,
+      code: 'unknown_route',
+      message: `No route ${request.method} ${request.url.split('?')[0]}. See README for the served endpoints.`,
+    });
+    return reply.status(404).send(errorBody(error));
+  });
+
+  app.get('/health', async () => ({ status: 'ok' }));
+
+  // Every API route is served under /v1 and bare (one LangChain package uses bare paths).
+  for (const prefix of ['/v1', '']) {
+    await app.register(
+      async (scope) => {
+        scope.addHook('preHandler', async (request) => {
+          request.principal = await services.gate.authenticate(bearer(request), request.socket.remoteAddress ?? '');
+        });
+        registerApiRoutes(scope, services);
+      },
+      { prefix },
+    );
+  }
+  return app;
+}
+
+function bearer(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (!header) return undefined;
+  const match = /^Bearer\s+(.+)$/i.exec(header.trim());
+  return match ? match[1].trim() : header.trim();
+}
+
+function fromFastifyError(error: unknown): InferaError {
+  if (error instanceof InferaError) return error;
+  const code = (error as { code?: string }).code;
+  const statusCode = (error as { statusCode?: number }).statusCode;
+  if (code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+    return new InferaError({ status: 413, code: 'request_too_large', message: `Request body is larger than the server's limit (server.bodyLimit).` });
+  if (code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || code === 'FST_ERR_CTP_INVALID_JSON_BODY')
+    return new InferaError({ status: 400, code: 'invalid_json', message: 'Request body is not valid JSON.' });
+  if (statusCode && statusCode >= 400 && statusCode < 500)
+    return new InferaError({ status: statusCode, message: (error as Error).message });
+  return toInferaError(error);
+}
+
+/** Per-request context for serving functions. Only valid inside an authenticated route. */
+export function requestContext(request: FastifyRequest, services: Services): RequestContext {
+  if (!request.principal) throw new InferaError({ status: 401, message: 'Not authenticated.' });
+  return {
+    requestId: request.inferaId,
+    principal: request.principal,
+    signal: request.abort.signal,
+    startedAt: performance.now(),
+    logger: services.logger.child({ id: request.inferaId }),
+  };
+}
+
+/** Write a serving result: JSON as is, SSE frame by frame with back-pressure, stopping when the client leaves. */
+export async function sendResult(request: FastifyRequest, reply: FastifyReply, result: ServeResult): Promise<void> {
+  if (result.type === 'json') {
+    reply.status(result.status ?? 200);
+    if (result.headers) reply.headers(result.headers);
+    return reply.send(result.body);
+  }
+  const raw = reply.raw;
+  const frames = result.frames;
+  reply.hijack();
+  raw.writeHead(200, {
+    ...Object.fromEntries(Object.entries(reply.getHeaders()).map(([k, v]) => [k, String(v)])),
+    ...result.headers,
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  const signal = request.abort.signal;
+  const onAbort = () => void frames.return?.();
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    for (;;) {
+      if (signal.aborted) break;
+      const next = await frames.next();
+      if (next.done) break;
+      if (signal.aborted) break;
+      if (!raw.write(next.value)) await waitDrain(raw, signal);
+    }
+  } catch (error) {
+    if (!isAbortError(error)) request.log.error({ err: error, id: request.inferaId }, 'stream failed after headers');
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    if (signal.aborted) await frames.return?.();
+    raw.end();
+  }
+}
+
+function waitDrain(raw: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      raw.removeListener('drain', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    raw.once('drain', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

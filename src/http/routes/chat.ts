@@ -1,0 +1,11 @@
+import type { FastifyInstance } from 'fastify';
+import type { Services } from '../../serving/context.ts';
+import { serveChatCompletion } from '../../serving/chat.ts';
+import { requestContext, sendResult } from '../app.ts';
+
+export function registerChatRoutes(scope: FastifyInstance, services: Services): void {
+  scope.post('/chat/completions', async (request, reply) => {
+    const result = await serveChatCompletion(services, requestContext(request, services), request.body);
+    return sendResult(request, reply, result);
+  });
+}

@@ -1,0 +1,13 @@
+// Route table for the API scope (mounted under /v1 and bare). Each file is thin: parse nothing,
+// call one serving function, write its result.
+import type { FastifyInstance } from 'fastify';
+import type { Services } from '../../serving/context.ts';
+import { registerChatRoutes } from './chat.ts';
+import { registerModelRoutes } from './models.ts';
+import { registerUserRoutes } from './user.ts';
+
+export function registerApiRoutes(scope: FastifyInstance, services: Services): void {
+  registerChatRoutes(scope, services);
+  registerModelRoutes(scope, services);
+  registerUserRoutes(scope, services);
+}

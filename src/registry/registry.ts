@@ -1,0 +1,165 @@
+// Public model id → a loaded engine model. Loads lazily on first use (or eagerly at startup), hands
+// out leases so a model is never disposed while a request uses it, and disposes everything on shutdown.
+import type { ModelConfig, ModelTypeName } from '../config/schema.ts';
+import { InferaError, modelNotFound } from '../errors/index.ts';
+import type { AnyModel, LoadedModel, LoadProgress, ChatModel, EmbeddingModel, RerankModel, ImageModel } from '../spec/index.ts';
+
+export type ModelState = 'unloaded' | 'loading' | 'ready' | 'failed';
+
+export type ModelLoader = (config: ModelConfig, onProgress?: LoadProgress) => Promise<LoadedModel>;
+
+export interface ModelEntry {
+  readonly config: ModelConfig;
+  state: ModelState;
+  /** 0..1 while loading. */
+  progress: number;
+  error?: string;
+  loadedAt?: number;
+}
+
+interface Slot extends ModelEntry {
+  loading?: Promise<LoadedModel>;
+  loaded?: LoadedModel;
+  leases: number;
+}
+
+export interface ModelLease<M extends AnyModel> {
+  model: M;
+  config: ModelConfig;
+  release(): void;
+}
+
+type KindOf = { chat: ChatModel; embedding: EmbeddingModel; reranker: RerankModel; 'text-to-image': ImageModel };
+
+const ENDPOINT_FOR: Record<ModelTypeName, string> = {
+  chat: '/v1/chat/completions',
+  embedding: '/v1/embeddings',
+  reranker: '/v1/rerank',
+  'text-to-image': '/v1/images/generations',
+};
+
+export interface RegistryEvents {
+  onStateChange?(entry: ModelEntry): void;
+  onProgress?(entry: ModelEntry): void;
+}
+
+export class ModelRegistry {
+  private readonly slots: Slot[];
+  private readonly byName = new Map<string, Slot>();
+  private closed = false;
+
+  constructor(
+    models: ModelConfig[],
+    private readonly loaderFor: (config: ModelConfig) => ModelLoader,
+    private readonly events: RegistryEvents = {},
+  ) {
+    this.slots = models.map((config) => ({ config, state: 'unloaded', progress: 0, leases: 0 }));
+    for (const slot of this.slots)
+      for (const name of [slot.config.id, ...slot.config.aliases]) this.byName.set(name.toLowerCase(), slot);
+  }
+
+  entries(): readonly ModelEntry[] {
+    return this.slots;
+  }
+
+  /** Case-insensitive; "Pro/x" falls back to "x" (SiliconFlow's paid-tier prefix names the same model). */
+  find(id: string): ModelEntry | undefined {
+    const key = id.toLowerCase();
+    return this.byName.get(key) ?? (key.startsWith('pro/') ? this.byName.get(key.slice(4)) : undefined);
+  }
+
+  resolve<T extends ModelTypeName>(id: string, type: T): ModelEntry {
+    const slot = this.find(id);
+    if (!slot) throw modelNotFound(id);
+    if (slot.config.type !== type)
+      throw new InferaError({
+        status: 400,
+        param: 'model',
+        code: 'model_type_mismatch',
+        message: `Model '${id}' is a ${slot.config.type} model; send it to ${ENDPOINT_FOR[slot.config.type]} instead.`,
+      });
+    return slot;
+  }
+
+  /** Resolve, load if needed, and lease. The caller must release() when the request is over. */
+  async acquire<T extends ModelTypeName>(id: string, type: T): Promise<ModelLease<KindOf[T]>> {
+    const slot = this.resolve(id, type) as Slot;
+    slot.leases++;
+    try {
+      const loaded = await this.load(slot);
+      let released = false;
+      return {
+        model: loaded.model as KindOf[T],
+        config: slot.config,
+        release: () => {
+          if (!released) {
+            released = true;
+            slot.leases--;
+          }
+        },
+      };
+    } catch (error) {
+      slot.leases--;
+      throw error;
+    }
+  }
+
+  private load(slot: Slot): Promise<LoadedModel> {
+    if (this.closed) return Promise.reject(new InferaError({ status: 503, message: 'Server is shutting down.', retryAfter: 5 }));
+    if (slot.loaded) return Promise.resolve(slot.loaded);
+    if (!slot.loading) {
+      slot.state = 'loading';
+      slot.progress = 0;
+      slot.error = undefined;
+      this.events.onStateChange?.(slot);
+      const loader = this.loaderFor(slot.config);
+      slot.loading = loader(slot.config, (fraction) => {
+        slot.progress = fraction;
+        this.events.onProgress?.(slot);
+      }).then(
+        (loaded) => {
+          slot.loaded = loaded;
+          slot.state = 'ready';
+          slot.progress = 1;
+          slot.loadedAt = Date.now();
+          this.events.onStateChange?.(slot);
+          return loaded;
+        },
+        (error: unknown) => {
+          slot.loading = undefined;
+          slot.state = 'failed';
+          slot.error = error instanceof Error ? error.message : String(error);
+          this.events.onStateChange?.(slot);
+          if (error instanceof InferaError) throw error;
+          throw new InferaError({
+            status: 500,
+            code: 'model_load_failed',
+            message: `Model '${slot.config.id}' failed to load: ${slot.error}`,
+            cause: error,
+          });
+        },
+      );
+    }
+    return slot.loading;
+  }
+
+  /** Load the models marked eager (startup). Failures are recorded in the entry, not thrown. */
+  async loadEager(): Promise<void> {
+    await Promise.all(
+      this.slots.filter((slot) => slot.config.eager).map((slot) => this.load(slot).catch(() => undefined)),
+    );
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled(
+      this.slots.map(async (slot) => {
+        const loaded = slot.loaded ?? (slot.loading ? await slot.loading.catch(() => undefined) : undefined);
+        slot.loaded = undefined;
+        slot.loading = undefined;
+        slot.state = 'unloaded';
+        if (loaded) await loaded.dispose();
+      }),
+    );
+  }
+}

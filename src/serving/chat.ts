@@ -1,0 +1,240 @@
+// POST /v1/chat/completions: resolve model → check context → admit (keys, limits, balance) →
+// generate (n choices) → meter. Streams are peeked before the HTTP status is sent, so queue-full,
+// context and engine errors that happen before the first token are still normal HTTP errors.
+import { randomUUID } from 'node:crypto';
+import { InferaError, isAbortError } from '../errors/index.ts';
+import { sseErrorFrame, toInferaError } from '../errors/render.ts';
+import type { Admission, UsageReport } from '../platform/gate.ts';
+import { parseChatRequest } from '../protocol/chat/request.ts';
+import { buildChatCompletion } from '../protocol/chat/response.ts';
+import { chatCompletionFrames } from '../protocol/chat/stream.ts';
+import type { ChatCallOptions, ChatModel, ChatResult, ChatStreamPart, ChatUsage } from '../spec/index.ts';
+import type { RequestContext, ServeResult, Services } from './context.ts';
+
+/** Completion tokens assumed for limit pre-checks when the request sets no max_tokens. */
+const DEFAULT_ESTIMATE_COMPLETION = 512;
+
+export async function serveChatCompletion(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
+  const request = parseChatRequest(body);
+  const lease = await services.registry.acquire(request.model, 'chat');
+  let admission: Admission | undefined;
+  try {
+    const model = lease.model;
+    const options: ChatCallOptions = { ...request.options, signal: context.signal };
+    const promptTokens = await checkContext(model, options);
+    admission = await services.gate.admit({
+      principal: context.principal,
+      model: lease.config.id,
+      endpoint: 'chat',
+      requestId: context.requestId,
+      estimatedTokens: promptTokens + (options.maxTokens ?? DEFAULT_ESTIMATE_COMPLETION) * request.n,
+      images: 0,
+    });
+    const meta = { id: `chatcmpl-${randomUUID().replaceAll('-', '')}`, created: Math.floor(Date.now() / 1000), model: request.model };
+
+    if (!request.stream) {
+      let results: ChatResult[];
+      try {
+        results = await Promise.all(Array.from({ length: request.n }, () => model.doGenerate(options)));
+      } catch (error) {
+        await admission.settle(report(context, emptyUsage(promptTokens), isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
+        throw error;
+      }
+      for (const result of results)
+        if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
+      await admission.settle(report(context, sumUsage(results.map((r) => r.usage)), 'ok', 200));
+      return { type: 'json', body: buildChatCompletion(meta, results), headers: admission.headers };
+    }
+
+    // Streaming: start every choice and wait for its first part before committing to a 200.
+    const meters = Array.from({ length: request.n }, () => new MeteredStream(model, options, promptTokens));
+    try {
+      await Promise.all(meters.map((meter) => meter.peek()));
+    } catch (error) {
+      await Promise.all(meters.map((meter) => meter.return()));
+      await admission.settle(report(context, emptyUsage(promptTokens), isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
+      throw error;
+    }
+    const frames = chatCompletionFrames(meta, meters, { includeUsage: request.includeUsage });
+    const settle = admission.settle;
+    const release = lease.release;
+    return {
+      type: 'sse',
+      headers: admission.headers,
+      frames: new SettlingFrames(frames, async (outcome, failure) => {
+        await Promise.all(meters.map((meter) => meter.return()));
+        release();
+        const usage = sumUsage(meters.map((meter) => meter.usage()));
+        await settle(report(context, usage, outcome, outcome === 'error' ? statusOf(failure) : 200));
+      }),
+    };
+  } catch (error) {
+    lease.release();
+    throw error;
+  } finally {
+    if (!request.stream) lease.release();
+  }
+}
+
+async function checkContext(model: ChatModel, options: ChatCallOptions): Promise<number> {
+  const promptTokens = await model.countPromptTokens(options);
+  const wanted = promptTokens + (options.maxTokens ?? 1);
+  if (wanted > model.contextSize)
+    throw new InferaError({
+      status: 400,
+      param: 'messages',
+      code: 'context_length_exceeded',
+      message:
+        `This model's maximum context length is ${model.contextSize} tokens. However, you requested ${wanted} tokens ` +
+        `(${promptTokens} in the messages, ${options.maxTokens ?? 1} in the completion). Please reduce the length of the messages or max_tokens.`,
+    });
+  return promptTokens;
+}
+
+const emptyUsage = (promptTokens: number): ChatUsage => ({ promptTokens, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 });
+
+function sumUsage(usages: ChatUsage[]): ChatUsage {
+  // The prompt is the same for every choice: bill it once, as OpenAI does for n > 1.
+  return usages.reduce(
+    (sum, usage) => ({
+      promptTokens: Math.max(sum.promptTokens, usage.promptTokens),
+      completionTokens: sum.completionTokens + usage.completionTokens,
+      reasoningTokens: sum.reasoningTokens + usage.reasoningTokens,
+      cachedPromptTokens: Math.max(sum.cachedPromptTokens, usage.cachedPromptTokens),
+    }),
+    emptyUsage(0),
+  );
+}
+
+const statusOf = (error: unknown) => (isAbortError(error) ? 499 : toInferaError(error).status);
+
+function report(context: RequestContext, usage: ChatUsage, outcome: UsageReport['outcome'], status: number): UsageReport {
+  return {
+    promptTokens: usage.promptTokens,
+    completionTokens: usage.completionTokens,
+    reasoningTokens: usage.reasoningTokens,
+    images: 0,
+    documents: 0,
+    status,
+    outcome,
+    latencyMs: performance.now() - context.startedAt,
+  };
+}
+
+/**
+ * One choice's engine stream, with a peek (first part fetched before the HTTP status is sent) and a
+ * meter: the finish part's usage, or — when the client left first — the parts seen so far.
+ */
+class MeteredStream implements AsyncIterableIterator<ChatStreamPart> {
+  private readonly source: AsyncIterator<ChatStreamPart>;
+  private peeked?: Promise<IteratorResult<ChatStreamPart>>;
+  private finalUsage?: ChatUsage;
+  private reasoningParts = 0;
+  private otherParts = 0;
+  private closed = false;
+
+  constructor(model: ChatModel, options: ChatCallOptions, private readonly promptTokens: number) {
+    this.source = model.doStream(options)[Symbol.asyncIterator]();
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  peek(): Promise<IteratorResult<ChatStreamPart>> {
+    this.peeked ??= this.pull();
+    return this.peeked;
+  }
+
+  next(): Promise<IteratorResult<ChatStreamPart>> {
+    if (this.peeked) {
+      const first = this.peeked;
+      this.peeked = undefined;
+      return first;
+    }
+    return this.pull();
+  }
+
+  private async pull(): Promise<IteratorResult<ChatStreamPart>> {
+    if (this.closed) return { done: true, value: undefined };
+    const next = await this.source.next();
+    if (!next.done) {
+      const part = next.value;
+      if (part.type === 'finish') this.finalUsage = part.usage;
+      else if (part.type === 'reasoning-delta') this.reasoningParts++;
+      else this.otherParts++;
+    }
+    return next;
+  }
+
+  async return(): Promise<IteratorResult<ChatStreamPart>> {
+    if (!this.closed) {
+      this.closed = true;
+      await this.source.return?.();
+    }
+    return { done: true, value: undefined };
+  }
+
+  /** Exact when the stream finished; otherwise one token per delta seen (engines emit about one per token). */
+  usage(): ChatUsage {
+    return (
+      this.finalUsage ?? {
+        promptTokens: this.promptTokens,
+        completionTokens: this.reasoningParts + this.otherParts,
+        reasoningTokens: this.reasoningParts,
+        cachedPromptTokens: 0,
+      }
+    );
+  }
+}
+
+/**
+ * Wraps the SSE frames so that usage is settled exactly once — after the last frame, after a
+ * mid-stream error (rendered as an error frame), or when the HTTP layer calls return() because the
+ * client left — and before the HTTP layer ends the response.
+ */
+class SettlingFrames implements AsyncIterator<string, void> {
+  private finished = false;
+  private pendingDone = false;
+
+  constructor(
+    private readonly frames: AsyncIterator<string, void>,
+    private readonly finish: (outcome: UsageReport['outcome'], failure?: unknown) => Promise<void>,
+  ) {}
+
+  async next(): Promise<IteratorResult<string, void>> {
+    if (this.finished) return { done: true, value: undefined };
+    if (this.pendingDone) {
+      this.finished = true;
+      return { done: false, value: 'data: [DONE]\n\n' };
+    }
+    try {
+      const next = await this.frames.next();
+      if (next.done) await this.close('ok');
+      return next;
+    } catch (error) {
+      if (isAbortError(error)) {
+        await this.close('cancelled');
+        return { done: true, value: undefined };
+      }
+      await this.close('error', error);
+      this.pendingDone = true;
+      return { done: false, value: sseErrorFrame(toInferaError(error)) };
+    }
+  }
+
+  async return(): Promise<IteratorResult<string, void>> {
+    if (!this.finished && !this.pendingDone) {
+      await this.frames.return?.();
+      await this.close('cancelled');
+    }
+    this.finished = true;
+    return { done: true, value: undefined };
+  }
+
+  private async close(outcome: UsageReport['outcome'], failure?: unknown): Promise<void> {
+    if (this.finished || this.pendingDone) return;
+    this.finished = outcome !== 'error';
+    await this.finish(outcome, failure);
+  }
+}
