@@ -1,0 +1,493 @@
+// POST /v1/chat/completions request: the wire body (snake_case, OpenAI + SiliconFlow fields) →
+// ChatCallOptions. Every field of API-CONTRACT.md is honoured or refused with a 400 naming it;
+// fields we do not know are ignored, because clients send vendor extensions freely.
+//
+// Leniency decisions (each one matches what a real client sends):
+// - `null` means "absent" for every optional field (`tools: null`, `stop: null`, ...).
+// - `developer` messages are system messages (the openai SDK sends them for reasoning models).
+// - Legacy `functions` / `function_call` become tools / tool_choice, and `role:"function"` messages
+//   become tool results; `legacyFunctions` tells the response builders to answer in that dialect.
+// - `thinking_budget` is clamped into 128..32768, never rejected (Cherry Studio sends ≥ 32768).
+// - `tools: []` means no tools. Empty stop strings are dropped (they could only stop at once).
+// - A tool message without `tool_call_id` is matched to its assistant's calls by position.
+// Strict where the engine needs it: a tool result must answer a preceding assistant message with
+// tool_calls (only other tool results in between) and name one of its ids, as OpenAI requires;
+// otherwise the engine could not attach the result to a call.
+
+import { z } from 'zod';
+import { badRequest } from '../../errors/index.ts';
+import type {
+  ChatCallOptions,
+  ChatMessage,
+  ResponseFormat,
+  ThinkingOptions,
+  ToolCall,
+  ToolChoice,
+  ToolDefinition,
+  UserContentPart,
+} from '../../spec/chat.ts';
+import { numberBetween, parseBody } from '../common/validation.ts';
+
+/** Most choices one request may ask for (`n`): each choice is a full generation on the engine. */
+export const MAX_CHOICES = 8;
+export const MAX_STOP_SEQUENCES = 4;
+export const THINKING_BUDGET_MIN = 128;
+export const THINKING_BUDGET_MAX = 32768;
+/** SiliconFlow's default thinking budget; engines apply it when `thinking.budgetTokens` is undefined. */
+export const DEFAULT_THINKING_BUDGET = 4096;
+
+/** reasoning_effort → thinking budget (only when thinking_budget itself is absent). */
+const REASONING_EFFORT_BUDGET = {
+  minimal: THINKING_BUDGET_MIN,
+  low: 1024,
+  medium: DEFAULT_THINKING_BUDGET,
+  high: 16384,
+  max: THINKING_BUDGET_MAX,
+} as const;
+
+const opt = <T extends z.ZodType>(schema: T) => schema.nullish();
+
+// OpenAI's own rule is ^[a-zA-Z0-9_-]{1,64}$; dots and colons are allowed too because MCP
+// bridges produce names like "server.tool" and templates render them verbatim.
+const functionName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:-]{1,128}$/, { error: 'must be 1-128 characters of letters, digits, _ . : -' });
+
+const jsonSchemaObject = z.record(z.string(), z.unknown());
+
+const textPart = z.object({ type: z.literal('text'), text: z.string() });
+const urlObject = (field: string) =>
+  z.union([
+    z.string().min(1),
+    z.object({
+      url: z.string().min(1),
+      detail: opt(z.enum(['auto', 'low', 'high'])),
+    }),
+  ], { error: `must be a URL string or an object {url} (${field})` });
+
+const unsupportedPart = <T extends string>(type: T, what: string) =>
+  z.object({ type: z.literal(type) }).check((ctx) => {
+    ctx.issues.push({
+      code: 'custom',
+      input: ctx.value,
+      path: ['type'],
+      message: `${what} content parts are not supported by this server`,
+    });
+  });
+
+const userPart = z.discriminatedUnion(
+  'type',
+  [
+    textPart,
+    z.object({ type: z.literal('image_url'), image_url: urlObject('image_url') }),
+    z.object({ type: z.literal('video_url'), video_url: urlObject('video_url') }),
+    unsupportedPart('input_audio', 'input_audio'),
+    unsupportedPart('file', 'file'),
+  ],
+  { error: 'must be one of "text", "image_url", "video_url"' },
+);
+
+const assistantPart = z.discriminatedUnion(
+  'type',
+  [textPart, z.object({ type: z.literal('refusal'), refusal: z.string() })],
+  { error: 'must be one of "text", "refusal"' },
+);
+
+const textOnlyContent = z.union([z.string(), z.array(textPart)]);
+
+const wireToolCall = z.object({
+  id: opt(z.string()),
+  type: opt(z.literal('function')),
+  function: z.object({
+    name: z.string().min(1),
+    // Some clients echo arguments back parsed; the engine wants the JSON text.
+    arguments: opt(z.union([z.string(), z.record(z.string(), z.unknown())])),
+  }),
+});
+
+const message = z.discriminatedUnion(
+  'role',
+  [
+    z.object({ role: z.literal('system'), content: textOnlyContent }),
+    z.object({ role: z.literal('developer'), content: textOnlyContent }),
+    z.object({ role: z.literal('user'), content: z.union([z.string(), z.array(userPart)]) }),
+    z.object({
+      role: z.literal('assistant'),
+      content: opt(z.union([z.string(), z.array(assistantPart)])),
+      reasoning_content: opt(z.string()),
+      reasoning: opt(z.string()),
+      tool_calls: opt(z.array(wireToolCall)),
+      function_call: opt(z.object({ name: z.string().min(1), arguments: opt(z.string()) })),
+    }),
+    z.object({ role: z.literal('tool'), content: textOnlyContent, tool_call_id: opt(z.string()), name: opt(z.string()) }),
+    z.object({ role: z.literal('function'), content: opt(textOnlyContent), name: z.string().min(1) }),
+  ],
+  { error: 'must be one of "system", "developer", "user", "assistant", "tool", "function"' },
+);
+
+const toolDefinition = z.object({
+  type: z.literal('function', { error: 'only "function" tools are supported' }),
+  function: z.object({
+    name: functionName,
+    description: opt(z.string()),
+    parameters: opt(jsonSchemaObject),
+    strict: opt(z.boolean()),
+  }),
+});
+
+const legacyFunction = z.object({
+  name: functionName,
+  description: opt(z.string()),
+  parameters: opt(jsonSchemaObject),
+});
+
+const toolChoice = z.union(
+  [
+    z.enum(['none', 'auto', 'required']),
+    z.object({ type: opt(z.literal('function')), function: z.object({ name: z.string().min(1) }) }),
+  ],
+  { error: 'must be "none", "auto", "required" or {"type":"function","function":{"name":...}}' },
+);
+
+const responseFormat = z.discriminatedUnion(
+  'type',
+  [
+    z.object({ type: z.literal('text') }),
+    z.object({ type: z.literal('json_object') }),
+    z.object({
+      type: z.literal('json_schema'),
+      json_schema: z.object({
+        name: opt(z.string()),
+        description: opt(z.string()),
+        schema: opt(jsonSchemaObject),
+        strict: opt(z.boolean()),
+      }),
+    }),
+  ],
+  { error: 'must be one of "text", "json_object", "json_schema"' },
+);
+
+const positiveInt = z.number().int().min(1, { error: 'must be >= 1' });
+
+export const chatRequestSchema = z.object({
+  model: z.string().min(1),
+  messages: z.array(message).min(1, { error: 'must contain at least one message' }),
+  stream: opt(z.boolean()),
+  stream_options: opt(z.object({ include_usage: opt(z.boolean()) })),
+  max_tokens: opt(positiveInt),
+  max_completion_tokens: opt(positiveInt),
+  temperature: opt(numberBetween(0, 2)),
+  top_p: opt(numberBetween(0, 1)),
+  // -1 and 0 both mean "no top-k" in vLLM and llama.cpp.
+  top_k: opt(z.number().int().min(-1, { error: 'must be -1 (disabled) or a non-negative integer' })),
+  min_p: opt(numberBetween(0, 1)),
+  frequency_penalty: opt(numberBetween(-2, 2)),
+  presence_penalty: opt(numberBetween(-2, 2)),
+  repetition_penalty: opt(z.number().gt(0, { error: 'must be > 0' }).max(10, { error: 'must be <= 10' })),
+  stop: opt(
+    z.union([z.string(), z.array(z.string()).max(MAX_STOP_SEQUENCES, { error: `must have at most ${MAX_STOP_SEQUENCES} items` })], {
+      error: 'must be a string or an array of strings',
+    }),
+  ),
+  n: opt(numberBetween(1, MAX_CHOICES, { int: true })),
+  seed: opt(z.number().int()),
+  user: opt(z.union([z.string(), z.number().transform(String)])),
+  response_format: opt(responseFormat),
+  tools: opt(z.array(toolDefinition)),
+  tool_choice: opt(toolChoice),
+  parallel_tool_calls: opt(z.boolean()),
+  functions: opt(z.array(legacyFunction)),
+  function_call: opt(
+    z.union([z.enum(['none', 'auto']), z.object({ name: z.string().min(1) })], {
+      error: 'must be "none", "auto" or {"name":...}',
+    }),
+  ),
+  enable_thinking: opt(z.boolean()),
+  thinking_budget: opt(z.number()),
+  reasoning_effort: opt(z.enum(['none', 'minimal', 'low', 'medium', 'high', 'max'])),
+  logprobs: opt(z.boolean()),
+  top_logprobs: opt(numberBetween(0, 20, { int: true })),
+  // OpenAI fields that would change the output and that no Infera engine can honour: refused
+  // when set to something meaningful, never silently dropped.
+  logit_bias: opt(z.record(z.string(), z.number())),
+  modalities: opt(z.array(z.string())),
+  audio: z.unknown().optional(),
+  prediction: z.unknown().optional(),
+  web_search_options: z.unknown().optional(),
+});
+
+export type WireChatRequest = z.infer<typeof chatRequestSchema>;
+type WireMessage = WireChatRequest['messages'][number];
+
+export interface ParsedChatRequest {
+  /** The model id exactly as the client sent it (echoed back in responses). */
+  model: string;
+  stream: boolean;
+  /** stream_options.include_usage: send the extra `choices: []` usage chunk. */
+  includeUsage: boolean;
+  /** Number of choices, 1..MAX_CHOICES. */
+  n: number;
+  user?: string;
+  /** The client used `functions`/`function_call`: answer with `function_call` as well. */
+  legacyFunctions: boolean;
+  options: Omit<ChatCallOptions, 'signal'>;
+}
+
+const joinText = (content: string | { text: string }[]): string =>
+  typeof content === 'string' ? content : content.map((part) => part.text).join('\n');
+
+const urlOf = (value: string | { url: string; detail?: 'auto' | 'low' | 'high' | null }) =>
+  typeof value === 'string' ? { url: value } : { url: value.url, detail: value.detail ?? undefined };
+
+function userContent(content: Extract<WireMessage, { role: 'user' }>['content']): string | UserContentPart[] {
+  if (typeof content === 'string') return content;
+  return content.map((part): UserContentPart => {
+    switch (part.type) {
+      case 'text':
+        return { type: 'text', text: part.text };
+      case 'image_url': {
+        const { url, detail } = urlOf(part.image_url);
+        return detail === undefined ? { type: 'image', url } : { type: 'image', url, detail };
+      }
+      case 'video_url':
+        return { type: 'video', url: urlOf(part.video_url).url };
+      default:
+        // input_audio / file never pass the schema.
+        throw badRequest(`Unsupported content part "${part.type}".`, 'messages');
+    }
+  });
+}
+
+function assistantMessage(wire: Extract<WireMessage, { role: 'assistant' }>, index: number): ChatMessage {
+  let content: string | null = null;
+  if (typeof wire.content === 'string') content = wire.content;
+  else if (Array.isArray(wire.content)) {
+    content = wire.content.map((part) => (part.type === 'text' ? part.text : part.refusal)).join('\n');
+  }
+  const toolCalls: ToolCall[] = (wire.tool_calls ?? []).map((call, j) => ({
+    id: call.id ?? `call_${index}_${j}`,
+    name: call.function.name,
+    arguments:
+      call.function.arguments == null
+        ? '{}'
+        : typeof call.function.arguments === 'string'
+          ? call.function.arguments
+          : JSON.stringify(call.function.arguments),
+  }));
+  if (wire.function_call && toolCalls.length === 0) {
+    toolCalls.push({ id: `call_${index}_0`, name: wire.function_call.name, arguments: wire.function_call.arguments ?? '{}' });
+  }
+  const reasoning = wire.reasoning_content ?? wire.reasoning ?? undefined;
+  const out: ChatMessage = { role: 'assistant', content };
+  if (reasoning) out.reasoning = reasoning;
+  if (toolCalls.length > 0) out.toolCalls = toolCalls;
+  return out;
+}
+
+/** Convert wire messages and check that every tool result answers a call the engine can see. */
+function toChatMessages(wire: WireMessage[]): ChatMessage[] {
+  const out: ChatMessage[] = [];
+  let openCalls: ToolCall[] | null = null; // calls of the assistant message the current tool run answers
+  let answered = 0;
+  wire.forEach((m, i) => {
+    if (m.role !== 'tool' && m.role !== 'function') openCalls = null;
+    switch (m.role) {
+      case 'system':
+      case 'developer':
+        out.push({ role: 'system', content: joinText(m.content) });
+        return;
+      case 'user':
+        out.push({ role: 'user', content: userContent(m.content) });
+        return;
+      case 'assistant': {
+        const converted = assistantMessage(m, i);
+        out.push(converted);
+        if (converted.role === 'assistant' && converted.toolCalls) {
+          openCalls = converted.toolCalls;
+          answered = 0;
+        }
+        return;
+      }
+      case 'tool':
+      case 'function': {
+        const calls = openCalls as ToolCall[] | null;
+        if (!calls) {
+          throw badRequest(
+            `messages[${i}]: a "${m.role}" message must answer a preceding assistant message with tool_calls ` +
+              '(only other tool messages may come between them).',
+            `messages[${i}]`,
+          );
+        }
+        let call: ToolCall | undefined;
+        if (m.role === 'tool' && m.tool_call_id != null) {
+          call = calls.find((c) => c.id === m.tool_call_id);
+          if (!call) {
+            throw badRequest(
+              `messages[${i}].tool_call_id: "${m.tool_call_id}" is not among the ids of the preceding assistant tool_calls ` +
+                `(${calls.map((c) => c.id).join(', ')}).`,
+              `messages[${i}].tool_call_id`,
+            );
+          }
+        } else if (m.role === 'function') {
+          call = calls.find((c) => c.name === m.name) ?? calls[Math.min(answered, calls.length - 1)];
+        } else {
+          call = calls[Math.min(answered, calls.length - 1)];
+        }
+        answered += 1;
+        const name = m.name ?? call!.name;
+        out.push({ role: 'tool', content: m.content == null ? '' : joinText(m.content), toolCallId: call!.id, name });
+        return;
+      }
+    }
+  });
+  return out;
+}
+
+function toolsOf(body: WireChatRequest): { tools?: ToolDefinition[]; legacy: boolean } {
+  const definitions: { def: ToolDefinition; param: string }[] = [];
+  for (const [i, tool] of (body.tools ?? []).entries()) {
+    const f = tool.function;
+    const def: ToolDefinition = { name: f.name };
+    if (f.description != null) def.description = f.description;
+    if (f.parameters != null) def.parameters = f.parameters;
+    if (f.strict != null) def.strict = f.strict;
+    definitions.push({ def, param: `tools[${i}].function.name` });
+  }
+  for (const [i, f] of (body.functions ?? []).entries()) {
+    const def: ToolDefinition = { name: f.name };
+    if (f.description != null) def.description = f.description;
+    if (f.parameters != null) def.parameters = f.parameters;
+    definitions.push({ def, param: `functions[${i}].name` });
+  }
+  const seen = new Set<string>();
+  for (const { def, param } of definitions) {
+    if (seen.has(def.name)) throw badRequest(`${param}: the function name "${def.name}" is defined twice.`, param);
+    seen.add(def.name);
+  }
+  const legacy = (body.functions?.length ?? 0) > 0 || body.function_call != null;
+  return { tools: definitions.length > 0 ? definitions.map((d) => d.def) : undefined, legacy };
+}
+
+function toolChoiceOf(body: WireChatRequest, tools: ToolDefinition[] | undefined): ToolChoice | undefined {
+  if (body.tool_choice != null && body.function_call != null) {
+    throw badRequest('function_call: send either tool_choice or the legacy function_call, not both.', 'function_call');
+  }
+  const param = body.tool_choice != null ? 'tool_choice' : 'function_call';
+  const wire = body.tool_choice ?? body.function_call;
+  if (wire == null) return undefined;
+  const choice: ToolChoice = typeof wire === 'string' ? wire : { name: 'function' in wire ? wire.function.name : wire.name };
+  if (choice === 'none' || choice === 'auto') return choice;
+  if (!tools) {
+    throw badRequest(`${param}: requires tools, but the request defines none.`, param);
+  }
+  if (typeof choice === 'object' && !tools.some((t) => t.name === choice.name)) {
+    throw badRequest(
+      `${param}: the function "${choice.name}" is not among the tools (${tools.map((t) => t.name).join(', ')}).`,
+      param,
+    );
+  }
+  return choice;
+}
+
+function responseFormatOf(body: WireChatRequest): ResponseFormat | undefined {
+  const wire = body.response_format;
+  if (wire == null) return undefined;
+  if (wire.type !== 'json_schema') return { type: wire.type };
+  const { name, schema, strict } = wire.json_schema;
+  // Without a schema, json_schema asks for nothing more than any JSON object.
+  if (schema == null) return { type: 'json_object' };
+  const out: ResponseFormat = { type: 'json_schema', schema };
+  if (name != null) out.name = name;
+  if (strict != null) out.strict = strict;
+  return out;
+}
+
+function thinkingOf(body: WireChatRequest): ThinkingOptions {
+  const thinking: ThinkingOptions = {};
+  if (body.reasoning_effort === 'none') thinking.enabled = false;
+  if (body.enable_thinking != null) thinking.enabled = body.enable_thinking;
+  if (body.thinking_budget != null) {
+    if (!Number.isFinite(body.thinking_budget)) {
+      throw badRequest('thinking_budget: must be a finite number.', 'thinking_budget');
+    }
+    thinking.budgetTokens = Math.min(THINKING_BUDGET_MAX, Math.max(THINKING_BUDGET_MIN, Math.round(body.thinking_budget)));
+  } else if (body.reasoning_effort != null && body.reasoning_effort !== 'none') {
+    thinking.budgetTokens = REASONING_EFFORT_BUDGET[body.reasoning_effort];
+  }
+  return thinking;
+}
+
+function refuseUnsupported(body: WireChatRequest): void {
+  if (body.logit_bias && Object.keys(body.logit_bias).length > 0) {
+    throw badRequest('logit_bias: is not supported by this server.', 'logit_bias');
+  }
+  if (body.modalities && body.modalities.some((m) => m !== 'text')) {
+    throw badRequest('modalities: only "text" output is supported by this server.', 'modalities');
+  }
+  for (const field of ['audio', 'prediction', 'web_search_options'] as const) {
+    if (body[field] != null) throw badRequest(`${field}: is not supported by this server.`, field);
+  }
+}
+
+/**
+ * Validate a chat-completions body and turn it into engine call options (all but the signal).
+ * Throws InferaError 400 with `param` naming the first offending field. The model id is not
+ * resolved here (the serving layer answers unknown models).
+ */
+export function parseChatRequest(body: unknown): ParsedChatRequest {
+  const wire = parseBody(chatRequestSchema, body);
+  refuseUnsupported(wire);
+
+  const stream = wire.stream ?? false;
+  if (wire.top_logprobs != null && wire.top_logprobs > 0 && wire.logprobs !== true) {
+    throw badRequest('top_logprobs: requires "logprobs": true.', 'top_logprobs');
+  }
+  if (wire.logprobs === true && stream) {
+    // The engine stream contract carries no per-token logprobs; refusing beats dropping them.
+    throw badRequest('logprobs: is not supported together with "stream": true on this server.', 'logprobs');
+  }
+
+  const { tools, legacy } = toolsOf(wire);
+  const toolChoice = toolChoiceOf(wire, tools);
+
+  const stop = (typeof wire.stop === 'string' ? [wire.stop] : (wire.stop ?? [])).filter((s) => s !== '');
+
+  const sampling: ChatCallOptions['sampling'] = {};
+  if (wire.temperature != null) sampling.temperature = wire.temperature;
+  if (wire.top_p != null) sampling.topP = wire.top_p;
+  if (wire.top_k != null && wire.top_k > 0) sampling.topK = wire.top_k;
+  if (wire.min_p != null) sampling.minP = wire.min_p;
+  if (wire.frequency_penalty != null) sampling.frequencyPenalty = wire.frequency_penalty;
+  if (wire.presence_penalty != null) sampling.presencePenalty = wire.presence_penalty;
+  if (wire.repetition_penalty != null) sampling.repetitionPenalty = wire.repetition_penalty;
+  if (wire.seed != null) sampling.seed = wire.seed;
+
+  const options: Omit<ChatCallOptions, 'signal'> = {
+    messages: toChatMessages(wire.messages),
+    sampling,
+    thinking: thinkingOf(wire),
+  };
+  if (tools) options.tools = tools;
+  if (toolChoice) options.toolChoice = toolChoice;
+  // The legacy dialect has room for one call per message only.
+  if (legacy && tools) options.parallelToolCalls = false;
+  else if (wire.parallel_tool_calls != null) options.parallelToolCalls = wire.parallel_tool_calls;
+  const format = responseFormatOf(wire);
+  if (format) options.responseFormat = format;
+  // max_completion_tokens is OpenAI's newer name; when both are sent the tighter cap wins.
+  const caps = [wire.max_tokens, wire.max_completion_tokens].filter((v): v is number => v != null);
+  if (caps.length > 0) options.maxTokens = Math.min(...caps);
+  if (stop.length > 0) options.stop = stop;
+  if (wire.logprobs === true) options.topLogprobs = wire.top_logprobs ?? 0;
+
+  const parsed: ParsedChatRequest = {
+    model: wire.model,
+    stream,
+    includeUsage: stream && wire.stream_options?.include_usage === true,
+    n: wire.n ?? 1,
+    legacyFunctions: legacy,
+    options,
+  };
+  if (wire.user != null) parsed.user = wire.user;
+  return parsed;
+}
