@@ -1,13 +1,12 @@
 // POST /v1/chat/completions: resolve model → check context → admit (keys, limits, balance) →
 // generate (n choices) → meter. Streams are peeked before the HTTP status is sent, so queue-full,
 // context and engine errors that happen before the first token are still normal HTTP errors.
-import { randomUUID } from 'node:crypto';
 import { InferaError, isAbortError } from '../errors/index.ts';
-import { sseErrorFrame, toInferaError } from '../errors/render.ts';
+import { toInferaError } from '../errors/render.ts';
 import type { Admission, UsageReport } from '../platform/gate.ts';
 import { parseChatRequest } from '../protocol/chat/request.ts';
-import { buildChatCompletion } from '../protocol/chat/response.ts';
-import { chatCompletionFrames } from '../protocol/chat/stream.ts';
+import { buildChatCompletion, newChatCompletionId } from '../protocol/chat/response.ts';
+import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/stream.ts';
 import type { ChatCallOptions, ChatModel, ChatResult, ChatStreamPart, ChatUsage } from '../spec/index.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 
@@ -30,7 +29,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
       estimatedTokens: promptTokens + (options.maxTokens ?? DEFAULT_ESTIMATE_COMPLETION) * request.n,
       images: 0,
     });
-    const meta = { id: `chatcmpl-${randomUUID().replaceAll('-', '')}`, created: Math.floor(Date.now() / 1000), model: request.model };
+    const meta = { id: newChatCompletionId(), created: Math.floor(Date.now() / 1000), model: request.model, legacyFunctions: request.legacyFunctions };
 
     if (!request.stream) {
       let results: ChatResult[];
@@ -195,7 +194,8 @@ class MeteredStream implements AsyncIterableIterator<ChatStreamPart> {
  */
 class SettlingFrames implements AsyncIterator<string, void> {
   private finished = false;
-  private pendingDone = false;
+  /** Frames still to send after a mid-stream error (the error frame, then [DONE]). */
+  private trailer: string[] = [];
 
   constructor(
     private readonly frames: AsyncIterator<string, void>,
@@ -203,11 +203,9 @@ class SettlingFrames implements AsyncIterator<string, void> {
   ) {}
 
   async next(): Promise<IteratorResult<string, void>> {
+    const queued = this.trailer.shift();
+    if (queued !== undefined) return { done: false, value: queued };
     if (this.finished) return { done: true, value: undefined };
-    if (this.pendingDone) {
-      this.finished = true;
-      return { done: false, value: 'data: [DONE]\n\n' };
-    }
     try {
       const next = await this.frames.next();
       if (next.done) await this.close('ok');
@@ -218,23 +216,23 @@ class SettlingFrames implements AsyncIterator<string, void> {
         return { done: true, value: undefined };
       }
       await this.close('error', error);
-      this.pendingDone = true;
-      return { done: false, value: sseErrorFrame(toInferaError(error)) };
+      this.trailer = chatStreamErrorFrames(error);
+      return this.next();
     }
   }
 
   async return(): Promise<IteratorResult<string, void>> {
-    if (!this.finished && !this.pendingDone) {
+    this.trailer = [];
+    if (!this.finished) {
       await this.frames.return?.();
       await this.close('cancelled');
     }
-    this.finished = true;
     return { done: true, value: undefined };
   }
 
   private async close(outcome: UsageReport['outcome'], failure?: unknown): Promise<void> {
-    if (this.finished || this.pendingDone) return;
-    this.finished = outcome !== 'error';
+    if (this.finished) return;
+    this.finished = true;
     await this.finish(outcome, failure);
   }
 }

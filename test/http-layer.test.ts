@@ -1,0 +1,147 @@
+// The HTTP layer on its own: auth, routing, error shape, body limits, request ids, /models filters.
+// Models here are configured but never loaded, so no engine runs in this file.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { http, startTestServer, type TestServer } from './helpers/server.ts';
+import { validateAgainstOpenApi } from './helpers/openapi.ts';
+
+const KEY = 'sk-test-http-layer-key';
+const models = [
+  { id: 'org/chat-a', aliases: ['deepseek-ai/DeepSeek-V3'], type: 'chat', engine: 'llama-cpp', path: '/nonexistent/a.gguf' },
+  { id: 'org/embed-b', type: 'embedding', engine: 'llama-cpp', path: '/nonexistent/b.gguf' },
+  { id: 'org/rerank-c', type: 'reranker', engine: 'llama-cpp', path: '/nonexistent/c.gguf' },
+  { id: 'org/image-d', type: 'text-to-image', engine: 'onnx-diffusion', path: '/nonexistent/d' },
+];
+
+describe('HTTP layer', () => {
+  let server: TestServer;
+  const auth = { authorization: `Bearer ${KEY}` };
+  before(async () => {
+    server = await startTestServer({ config: { server: { apiKeys: [KEY], bodyLimit: 4096 }, models } });
+  });
+  after(() => server.close());
+
+  test('401 without a key, and with a wrong key, in both error shapes', async () => {
+    for (const headers of [{}, { authorization: 'Bearer sk-wrong-key-123' }] as Record<string, string>[]) {
+      const response = await http(server.baseURL, '/models', { headers });
+      assert.equal(response.status, 401);
+      assert.equal(response.json.error.type, 'authentication_error');
+      assert.equal(typeof response.json.error.message, 'string');
+      assert.equal(typeof response.json.code, 'number');
+      assert.equal(response.json.data, null);
+      assert.deepEqual(validateAgainstOpenApi('ErrorResponse', { error: response.json.error }), []);
+    }
+  });
+
+  test('openai SDK: models.list with a key; AuthenticationError without', async () => {
+    const client = new OpenAI({ baseURL: server.baseURL, apiKey: KEY });
+    const list = await client.models.list();
+    assert.deepEqual(
+      list.data.map((m) => m.id),
+      models.map((m) => m.id),
+    );
+    const bad = new OpenAI({ baseURL: server.baseURL, apiKey: 'sk-nope-nope-nope', maxRetries: 0 });
+    await assert.rejects(bad.models.list(), OpenAI.AuthenticationError);
+  });
+
+  test('/models: shape, never-null created/owned_by, type and sub_type filters', async () => {
+    const all = await http(server.baseURL, '/models', { headers: auth });
+    assert.equal(all.status, 200);
+    assert.deepEqual(validateAgainstOpenApi('ListModelsResponse', all.json), []);
+    for (const model of all.json.data) {
+      assert.equal(typeof model.created, 'number');
+      assert.equal(typeof model.owned_by, 'string');
+    }
+    const ids = async (query: string) => (await http(server.baseURL, `/models?${query}`, { headers: auth })).json.data.map((m: { id: string }) => m.id);
+    assert.deepEqual(await ids('type=text'), ['org/chat-a', 'org/embed-b', 'org/rerank-c']);
+    assert.deepEqual(await ids('type=image'), ['org/image-d']);
+    assert.deepEqual(await ids('sub_type=reranker'), ['org/rerank-c']);
+    assert.deepEqual(await ids('type=text&sub_type=embedding'), ['org/embed-b']);
+    assert.deepEqual(await ids('type=audio'), []);
+    const bad = await http(server.baseURL, '/models?type=smell', { headers: auth });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.param, 'type');
+  });
+
+  test('routes answer without the /v1 prefix too; unknown routes are 404 in the error shape', async () => {
+    const bare = await http(server.url, '/models', { headers: auth });
+    assert.equal(bare.status, 200);
+    assert.equal(bare.json.data.length, 4);
+    const missing = await http(server.baseURL, '/nothing-here', { headers: auth });
+    assert.equal(missing.status, 404);
+    assert.match(missing.json.error.message, /No route/);
+  });
+
+  test('request ids: generated, or the client\'s echoed in both trace headers', async () => {
+    const generated = await http(server.baseURL, '/models', { headers: auth });
+    assert.match(generated.headers.get('x-request-id') ?? '', /^req_[0-9a-f]{32}$/);
+    assert.equal(generated.headers.get('x-siliconcloud-trace-id'), generated.headers.get('x-request-id'));
+    const echoed = await http(server.baseURL, '/models', { headers: { ...auth, 'x-request-id': 'trace-123' } });
+    assert.equal(echoed.headers.get('x-request-id'), 'trace-123');
+    assert.equal(echoed.headers.get('x-siliconcloud-trace-id'), 'trace-123');
+  });
+
+  test('bad bodies: invalid JSON → 400, oversized → 413; the server keeps serving', async () => {
+    const invalid = await http(server.baseURL, '/chat/completions', { headers: auth, rawBody: '{"model": ' });
+    assert.equal(invalid.status, 400);
+    assert.equal(invalid.json.error.code, 'invalid_json');
+    const huge = await http(server.baseURL, '/chat/completions', {
+      headers: auth,
+      body: { model: 'org/chat-a', messages: [{ role: 'user', content: 'x'.repeat(10_000) }] },
+    });
+    assert.equal(huge.status, 413);
+    assert.equal(huge.json.error.type, 'invalid_request_error');
+    const still = await http(server.baseURL, '/models', { headers: auth });
+    assert.equal(still.status, 200);
+  });
+
+  test('unknown model → 404 model_not_found (SiliconFlow code 20012); wrong endpoint for a model → 400', async () => {
+    const unknown = await http(server.baseURL, '/chat/completions', {
+      headers: auth,
+      body: { model: 'nobody/nothing', messages: [{ role: 'user', content: 'hi' }] },
+    });
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.json.error.code, 'model_not_found');
+    assert.equal(unknown.json.error.param, 'model');
+    assert.equal(unknown.json.code, 20012);
+    const wrongKind = await http(server.baseURL, '/chat/completions', {
+      headers: auth,
+      body: { model: 'org/embed-b', messages: [{ role: 'user', content: 'hi' }] },
+    });
+    assert.equal(wrongKind.status, 400);
+    assert.match(wrongKind.json.error.message, /\/v1\/embeddings/);
+  });
+
+  test('a model whose file is missing fails with a clear 500 naming the model, and stays listed as failed', async () => {
+    const response = await http(server.baseURL, '/chat/completions', {
+      headers: auth,
+      body: { model: 'DEEPSEEK-AI/deepseek-v3', messages: [{ role: 'user', content: 'hi' }] },
+    });
+    assert.equal(response.status, 500);
+    assert.match(response.json.error.message, /org\/chat-a/);
+    const list = await http(server.baseURL, '/models', { headers: auth });
+    const entry = list.json.data.find((m: { id: string }) => m.id === 'org/chat-a');
+    assert.equal(entry.infera.state, 'failed');
+  });
+
+  test('/user/info answers in SiliconFlow\'s shape', async () => {
+    const info = await http(server.baseURL, '/user/info', { headers: auth });
+    assert.equal(info.status, 200);
+    assert.equal(info.json.code, 20000);
+    assert.equal(info.json.status, true);
+    assert.equal(typeof info.json.data.totalBalance, 'string');
+  });
+});
+
+describe('HTTP layer without keys', () => {
+  test('serves loopback callers when no key is configured', async () => {
+    const server = await startTestServer({ config: { models } });
+    try {
+      const response = await http(server.baseURL, '/models');
+      assert.equal(response.status, 200);
+    } finally {
+      await server.close();
+    }
+  });
+});
