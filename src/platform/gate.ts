@@ -10,6 +10,8 @@ export interface Principal {
   keyName: string;
   /** Model ids this key may use; undefined = all. Compared against the canonical public id. */
   allowedModels?: string[];
+  /** Per-key rate limits across all models (rpm, tpm, ...), from the key store; absent = none. */
+  limits?: Partial<Record<'rpm' | 'rph' | 'rpd' | 'tpm' | 'tpd' | 'ipm' | 'ipd', number>>;
 }
 
 export interface AdmissionRequest {

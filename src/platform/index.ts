@@ -1,0 +1,73 @@
+// Builds the platform from the config: SQLite (default) or Postgres for records, in-process or Redis
+// for rate-limit counters. The HTTP layer gets a Gate; the admin routes and CLI use gate.admin.
+import { join, resolve } from 'node:path';
+import type { InferaConfig } from '../config/schema.ts';
+import { MemoryCounterStore } from '../storage/memory-counters.ts';
+import { PostgresStore } from '../storage/postgres-store.ts';
+import { RedisCounterStore } from '../storage/redis-counters.ts';
+import { SqliteStore } from '../storage/sqlite-store.ts';
+import type { CounterStore, PlatformStore } from '../storage/types.ts';
+import { parsePlatformConfig, type PlatformConfig } from './config.ts';
+import { PlatformGate, type PlatformLogger } from './platform-gate.ts';
+
+export { PlatformGate } from './platform-gate.ts';
+export type { PlatformLogger } from './platform-gate.ts';
+export { PlatformAdmin, parseSince } from './admin.ts';
+export { parsePlatformConfig, platformConfigSchema } from './config.ts';
+export type { PlatformConfig } from './config.ts';
+export type { Gate, Principal, Admission, AdmissionRequest, UsageReport, Endpoint } from './gate.ts';
+
+export const sqlitePath = (config: InferaConfig): string => join(resolve(config.storage.dataDir), 'infera.db');
+
+/** The durable store the config names: Postgres when storage.databaseUrl is set, else SQLite in dataDir. */
+export async function openPlatformStore(config: InferaConfig, platform?: PlatformConfig): Promise<PlatformStore> {
+  const settings = platform ?? parsePlatformConfig(config.platform);
+  if (config.storage.databaseUrl)
+    return PostgresStore.open({ connectionString: config.storage.databaseUrl, schema: settings.postgresSchema });
+  return new SqliteStore(sqlitePath(config), { synchronous: settings.ledger.synchronous });
+}
+
+export interface CreateGateOptions {
+  /** INFERA_API_KEY, passed in by main (config is the only module that reads the environment). */
+  envApiKey?: string;
+}
+
+export async function createGate(
+  config: InferaConfig,
+  logger: PlatformLogger,
+  options: CreateGateOptions = {},
+): Promise<PlatformGate> {
+  const platform = parsePlatformConfig(config.platform);
+  const store = await openPlatformStore(config, platform);
+  let counters: CounterStore;
+  if (config.storage.redisUrl) {
+    const redis = new RedisCounterStore({ url: config.storage.redisUrl, prefix: platform.redisKeyPrefix });
+    counters = redis;
+    await redis.ready().catch((error: unknown) => {
+      logger.error(
+        { err: error, redisFailure: config.storage.redisFailure },
+        `Redis unreachable at startup; rate limits will fail ${config.storage.redisFailure} until it answers`,
+      );
+    });
+  } else {
+    counters = new MemoryCounterStore();
+    if (config.storage.databaseUrl)
+      logger.warn('storage.databaseUrl is set without storage.redisUrl: rate limits are counted per replica, not shared');
+  }
+  // Accounts that exist without anyone creating them, so balances and /user/info work for them too.
+  await store.ensureAccount('default', 'default');
+  await store.ensureAccount('anonymous', 'anonymous');
+  const staticKeys = [...config.server.apiKeys, ...(options.envApiKey ? [options.envApiKey] : [])];
+  logger.info(
+    { store: store.kind, counters: counters.kind, staticKeys: staticKeys.length },
+    'platform gate ready',
+  );
+  return new PlatformGate({
+    store,
+    counters,
+    config: platform,
+    logger,
+    staticKeys,
+    counterFailure: config.storage.redisFailure,
+  });
+}

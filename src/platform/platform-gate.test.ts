@@ -1,0 +1,280 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { configSchema } from '../config/schema.ts';
+import { InferaError } from '../errors/index.ts';
+import { createGate, sqlitePath, type PlatformGate } from './index.ts';
+import type { AdmissionRequest, Principal, UsageReport } from './gate.ts';
+import { parsePlatformConfig } from './config.ts';
+import { formatMicro, parseAmount } from './pricing.ts';
+import { parseSince } from './admin.ts';
+
+const silent = { info() {}, warn() {}, error() {} };
+
+async function withGate(
+  overrides: { platform?: Record<string, unknown>; apiKeys?: string[]; envApiKey?: string },
+  run: (gate: PlatformGate, dir: string) => Promise<void>,
+) {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-gate-'));
+  const config = configSchema.parse({
+    storage: { dataDir: dir },
+    server: { apiKeys: overrides.apiKeys ?? [] },
+    platform: overrides.platform ?? {},
+  });
+  const gate = await createGate(config, silent, { envApiKey: overrides.envApiKey });
+  try {
+    await run(gate, dir);
+  } finally {
+    await gate.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+let counter = 0;
+const request = (principal: Principal, extra: Partial<AdmissionRequest> = {}): AdmissionRequest => ({
+  principal,
+  model: 'tiny/chat',
+  endpoint: 'chat',
+  requestId: `req-${++counter}`,
+  estimatedTokens: 10,
+  images: 0,
+  ...extra,
+});
+
+const usage = (extra: Partial<UsageReport> = {}): UsageReport => ({
+  promptTokens: 5,
+  completionTokens: 7,
+  reasoningTokens: 2,
+  images: 0,
+  documents: 0,
+  status: 200,
+  outcome: 'ok',
+  latencyMs: 12,
+  ...extra,
+});
+
+const rejects = async (promise: Promise<unknown>, status: number, pattern: RegExp) => {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof InferaError, `expected InferaError, got ${String(error)}`);
+    assert.equal(error.status, status);
+    assert.match(error.message, pattern);
+    return true;
+  });
+};
+
+test('no key anywhere: open to loopback callers only, as "anonymous"', async () => {
+  await withGate({}, async (gate) => {
+    const principal = await gate.authenticate(undefined, '127.0.0.1');
+    assert.equal(principal.accountId, 'anonymous');
+    assert.equal((await gate.authenticate('whatever', '::ffff:127.0.0.1')).keyId, 'anonymous');
+    assert.equal((await gate.authenticate(undefined, '::1')).accountId, 'anonymous');
+    await rejects(gate.authenticate(undefined, '10.0.0.7'), 401, /loopback/);
+  });
+});
+
+test('config and env keys authenticate as account "default"; others get 401', async () => {
+  await withGate({ apiKeys: ['config-secret-1'], envApiKey: 'env-secret-22' }, async (gate) => {
+    assert.deepEqual(await gate.authenticate('config-secret-1', '10.0.0.7'), {
+      accountId: 'default',
+      keyId: 'config',
+      keyName: 'config',
+    });
+    assert.equal((await gate.authenticate('env-secret-22', '127.0.0.1')).accountId, 'default');
+    await rejects(gate.authenticate('wrong-secret', '127.0.0.1'), 401, /Invalid API key/);
+    // Loopback is no longer open once a key exists.
+    await rejects(gate.authenticate(undefined, '127.0.0.1'), 401, /Missing API key/);
+  });
+});
+
+test('stored keys: secret shown once, hash stored, revoke, expiry, model allow-list', async () => {
+  await withGate({}, async (gate, dir) => {
+    const { key, secret } = await gate.admin.createKey({ name: 'ci', accountId: 'acme', models: ['tiny/chat'] });
+    assert.match(secret, /^sk-[A-Za-z0-9_-]{43}$/);
+    assert.ok(!key.prefix.includes(secret.slice(8, 30)), 'the list view must not reveal the secret');
+    const db = new Database(sqlitePath(configSchema.parse({ storage: { dataDir: dir } })), { readonly: true });
+    const stored = JSON.stringify(db.prepare('SELECT * FROM api_keys').all());
+    db.close();
+    assert.ok(!stored.includes(secret), 'the secret itself must never be stored');
+
+    const principal = await gate.authenticate(secret, '203.0.113.5');
+    assert.equal(principal.accountId, 'acme');
+    assert.equal(principal.keyId, key.id);
+    await gate.admit(request(principal, { model: 'TINY/Chat' }));
+    await rejects(gate.admit(request(principal, { model: 'other/model' })), 403, /may not use model "other\/model"/);
+
+    await gate.admin.revokeKey(key.id);
+    await rejects(gate.authenticate(secret, '127.0.0.1'), 401, /revoked/);
+    await rejects(gate.admin.revokeKey('key_missing'), 404, /No key/);
+
+    const soon = await gate.admin.createKey({ name: 'short', expiresAt: Date.now() + 150 });
+    await gate.authenticate(soon.secret, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 200));
+    await rejects(gate.authenticate(soon.secret, '127.0.0.1'), 401, /expired/);
+  });
+});
+
+test('RPM per account and model: 429 names the limit, carries Retry-After and x-ratelimit headers', async () => {
+  await withGate(
+    { platform: { limits: { defaults: { chat: { rpm: 2, tpm: 1000 } } }, accounts: { vip: { defaults: { chat: { rpm: 5 } } } } } },
+    async (gate) => {
+      const principal: Principal = { accountId: 'acme', keyId: 'k1', keyName: 'k1' };
+      const first = await gate.admit(request(principal));
+      assert.equal(first.headers['x-ratelimit-limit-requests'], '2');
+      assert.equal(first.headers['x-ratelimit-remaining-requests'], '1');
+      assert.match(first.headers['x-ratelimit-reset-requests']!, /^\d+s$/);
+      assert.equal(first.headers['x-ratelimit-limit-tokens'], '1000');
+      assert.equal(first.headers['x-ratelimit-remaining-tokens'], '990');
+      await gate.admit(request(principal));
+      await assert.rejects(gate.admit(request(principal)), (error: InferaError) => {
+        assert.equal(error.status, 429);
+        assert.match(error.message, /^RPM limit reached/);
+        assert.ok(error.retryAfter! >= 1 && error.retryAfter! <= 60);
+        assert.equal(error.headers['x-ratelimit-remaining-requests'], '0');
+        return true;
+      });
+      // Other models and other accounts have their own windows; the override raises vip's limit.
+      await gate.admit(request(principal, { model: 'tiny/other' }));
+      const vip: Principal = { accountId: 'vip', keyId: 'k2', keyName: 'k2' };
+      for (let i = 0; i < 5; i++) await gate.admit(request(vip));
+      await rejects(gate.admit(request(vip)), 429, /^RPM limit reached/);
+    },
+  );
+});
+
+test('TPM: the estimate is checked before, the real count settled after', async () => {
+  await withGate({ platform: { limits: { defaults: { chat: { tpm: 100 } } } } }, async (gate) => {
+    const principal: Principal = { accountId: 'acme', keyId: 'k', keyName: 'k' };
+    await rejects(gate.admit(request(principal, { estimatedTokens: 101 })), 429, /^TPM limit reached: this request needs 101/);
+    const a = await gate.admit(request(principal, { estimatedTokens: 80 }));
+    // 80 reserved: a second 80 does not fit...
+    await rejects(gate.admit(request(principal, { estimatedTokens: 80 })), 429, /^TPM limit reached/);
+    // ...until the first settles at its real 12 tokens.
+    await a.settle(usage());
+    await new Promise((r) => setImmediate(r));
+    const b = await gate.admit(request(principal, { estimatedTokens: 80 }));
+    assert.equal(b.headers['x-ratelimit-remaining-tokens'], String(100 - 12 - 80));
+  });
+});
+
+test('per-key limits apply across models; IPM counts images', async () => {
+  await withGate({ platform: { limits: { defaults: { 'text-to-image': { ipm: 3 } } } } }, async (gate) => {
+    const { secret } = await gate.admin.createKey({ name: 'limited', limits: { rpm: 2 } });
+    const principal = await gate.authenticate(secret, '127.0.0.1');
+    await gate.admit(request(principal, { model: 'a' }));
+    await gate.admit(request(principal, { model: 'b' }));
+    await rejects(gate.admit(request(principal, { model: 'c' })), 429, /^RPM limit reached: API key "limited"/);
+
+    const painter: Principal = { accountId: 'art', keyId: 'p', keyName: 'p' };
+    await gate.admit(request(painter, { endpoint: 'images', model: 'sd', images: 2 }));
+    await rejects(gate.admit(request(painter, { endpoint: 'images', model: 'sd', images: 2 })), 429, /^IPM limit reached/);
+    await gate.admit(request(painter, { endpoint: 'images', model: 'sd', images: 1 }));
+  });
+});
+
+test('ledger: one row per settle (ok, error, cancelled, refused), aggregated by model and key', async () => {
+  await withGate({ platform: { limits: { models: { 'tiny/limited': { rpm: 1 } } } } }, async (gate) => {
+    const principal: Principal = { accountId: 'acme', keyId: 'key_a', keyName: 'a' };
+    await (await gate.admit(request(principal))).settle(usage());
+    await (await gate.admit(request(principal))).settle(usage({ outcome: 'cancelled', completionTokens: 3 }));
+    await (await gate.admit(request(principal, { model: 'tiny/embed', endpoint: 'embeddings' }))).settle(
+      usage({ completionTokens: 0, reasoningTokens: 0, status: 400, outcome: 'error' }),
+    );
+    await (await gate.admit(request(principal, { model: 'tiny/limited' }))).settle(usage());
+    await gate.admit(request(principal, { model: 'tiny/limited' })).catch(() => {});
+    await gate.ledger.close();
+    const store = gate.admin.store;
+    assert.equal(await store.countLedger(), 5);
+    const byModel = await gate.admin.usage({ by: 'model' });
+    const chat = byModel.find((row) => row.group === 'tiny/chat')!;
+    assert.equal(chat.requests, 2);
+    assert.equal(chat.cancelled, 1);
+    assert.equal(chat.completionTokens, 10);
+    assert.equal(chat.reasoningTokens, 4);
+    const limited = byModel.find((row) => row.group === 'tiny/limited')!;
+    assert.equal(limited.requests, 2);
+    assert.equal(limited.errors, 1, 'the 429 is recorded as an error row');
+    assert.equal(byModel.find((row) => row.group === 'tiny/embed')!.errors, 1);
+    const byKey = await gate.admin.usage({ by: 'key', since: Date.now() - 60_000 });
+    assert.deepEqual(byKey.map((row) => [row.group, row.requests]), [['key_a', 5]]);
+    assert.deepEqual(await gate.admin.usage({ by: 'model', since: Date.now() + 60_000 }), []);
+  });
+});
+
+test('group commit: concurrent settles share transactions, each resolves only after its row is durable', async () => {
+  await withGate({}, async (gate) => {
+    const principal: Principal = { accountId: 'acme', keyId: 'k', keyName: 'k' };
+    const admissions = await Promise.all(Array.from({ length: 300 }, () => gate.admit(request(principal))));
+    await Promise.all(admissions.map((a) => a.settle(usage())));
+    assert.equal(gate.ledger.stats.rows, 300);
+    assert.ok(gate.ledger.stats.transactions <= 3, `expected batching, got ${gate.ledger.stats.transactions} transactions`);
+    assert.equal(await gate.admin.store.countLedger(), 300);
+    const admission = await gate.admit(request(principal));
+    await admission.settle(usage());
+    await assert.rejects(admission.settle(usage()), /twice/);
+  });
+});
+
+test('pricing: priced models need balance (403), free ones do not; settle charges; /user/info strings', async () => {
+  await withGate(
+    { platform: { pricing: { 'paid/chat': { inputPerMillion: 2, outputPerMillion: 8 }, 'paid/rerank': { perSearch: 0.01 } } } },
+    async (gate) => {
+      const principal: Principal = { accountId: 'acme', keyId: 'k', keyName: 'k' };
+      await gate.admin.createAccount('acme');
+      await rejects(gate.admit(request(principal, { model: 'paid/chat' })), 403, /Insufficient balance/);
+      await assert.rejects(gate.admit(request(principal, { model: 'paid/chat' })), (e: InferaError) => e.siliconflowCode === 30001);
+      await (await gate.admit(request(principal, { model: 'free/chat' }))).settle(usage());
+
+      await gate.admin.topUp('acme', parseAmount('1.5'));
+      const admission = await gate.admit(request(principal, { model: 'Paid/Chat' }));
+      // 1000 prompt × 2/M + 500 completion × 8/M = 0.002 + 0.004
+      await admission.settle(usage({ promptTokens: 1000, completionTokens: 500 }));
+      await (await gate.admit(request(principal, { model: 'paid/rerank', endpoint: 'rerank' }))).settle(
+        usage({ promptTokens: 0, completionTokens: 0, documents: 150 }),
+      );
+      const info = await gate.userInfo(principal);
+      // 1.5 - 0.006 - 2 searches × 0.01
+      assert.equal(info.balance, '1.474');
+      assert.equal(info.totalBalance, '1.474');
+      assert.equal(info.chargeBalance, '1.474');
+      assert.equal(info.id, 'acme');
+
+      await gate.admin.topUp('acme', -parseAmount('1.474'));
+      await rejects(gate.admit(request(principal, { model: 'paid/chat' })), 403, /Insufficient balance/);
+    },
+  );
+});
+
+test('platform config is validated with paths; helpers parse amounts and durations', () => {
+  assert.throws(() => parsePlatformConfig({ limits: { defaults: { chat: { rpmm: 3 } } } }), /platform\.limits\.defaults\.chat/);
+  assert.throws(() => parsePlatformConfig({ pricing: { m: { inputPerMillion: -1 } } }), /platform\.pricing\.m\.inputPerMillion/);
+  assert.equal(parsePlatformConfig(undefined).keyCacheSeconds, 5);
+  assert.equal(formatMicro(1_500_000), '1.50');
+  assert.equal(formatMicro(-2_000_001), '-2.000001');
+  assert.equal(parseAmount('0.25'), 250_000);
+  assert.throws(() => parseAmount('1.2345678'));
+  assert.equal(parseSince('2h', 10_000_000), 10_000_000 - 7_200_000);
+  assert.equal(parseSince('2026-01-01T00:00:00Z'), Date.UTC(2026, 0, 1));
+  assert.throws(() => parseSince('yesterday'));
+});
+
+test('migrations are versioned and run once; data survives reopening', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-mig-'));
+  try {
+    const config = configSchema.parse({ storage: { dataDir: dir } });
+    const first = await createGate(config, silent);
+    const { secret } = await first.admin.createKey({ name: 'keep' });
+    await first.close();
+    const second = await createGate(config, silent);
+    assert.equal((await second.authenticate(secret, '127.0.0.1')).keyName, 'keep');
+    await second.close();
+    const db = new Database(sqlitePath(config), { readonly: true });
+    assert.deepEqual(db.prepare('SELECT version FROM infera_migrations').all(), [{ version: 1 }]);
+    assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+    db.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

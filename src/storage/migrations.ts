@@ -1,0 +1,106 @@
+// Versioned schema migrations, one list per dialect. Append only: a released version is never edited,
+// a change is a new version. Both drivers record applied versions in `infera_migrations` and run the
+// missing ones at startup inside a transaction (Postgres also under an advisory lock, for replicas
+// starting together).
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const sqliteMigrations: Migration[] = [
+  {
+    version: 1,
+    name: 'accounts, keys, ledger',
+    sql: `
+      CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        balance_micro INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+      );
+      CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        models TEXT,
+        limits TEXT,
+        expires_at INTEGER,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+      );
+      CREATE INDEX api_keys_account ON api_keys(account_id);
+      CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        images INTEGER NOT NULL,
+        documents INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        cost_micro INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      CREATE INDEX ledger_created ON ledger(created_at);
+      CREATE INDEX ledger_request ON ledger(request_id);
+    `,
+  },
+];
+
+export const postgresMigrations: Migration[] = [
+  {
+    version: 1,
+    name: 'accounts, keys, ledger',
+    sql: `
+      CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        balance_micro BIGINT NOT NULL DEFAULT 0,
+        created_at BIGINT NOT NULL
+      );
+      CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        models JSONB,
+        limits JSONB,
+        expires_at BIGINT,
+        disabled BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at BIGINT NOT NULL
+      );
+      CREATE INDEX api_keys_account ON api_keys(account_id);
+      CREATE TABLE ledger (
+        id BIGSERIAL PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        images INTEGER NOT NULL,
+        documents INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        cost_micro BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+      CREATE INDEX ledger_created ON ledger(created_at);
+      CREATE INDEX ledger_request ON ledger(request_id);
+    `,
+  },
+];

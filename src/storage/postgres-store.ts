@@ -1,0 +1,294 @@
+// Keys, accounts and the ledger in Postgres, for several Infera replicas behind one load balancer.
+// Ledger batches are one multi-row INSERT plus the balance charges in one transaction (group commit).
+import pg from 'pg';
+import { postgresMigrations } from './migrations.ts';
+import { groupExpression } from './sqlite-store.ts';
+import type {
+  AccountRecord,
+  KeyRecord,
+  LedgerRow,
+  PlatformStore,
+  UsageAggregate,
+  UsageQuery,
+} from './types.ts';
+
+// BIGINT columns come back as strings by default; our values (micro-units, epoch ms) fit in 2^53.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value: string) => Number(value));
+
+export interface PostgresStoreOptions {
+  connectionString: string;
+  /** Schema for the tables; created when missing. */
+  schema?: string;
+  poolSize?: number;
+}
+
+interface KeyRow {
+  id: string;
+  name: string;
+  account_id: string;
+  hash: string;
+  prefix: string;
+  models: string[] | null;
+  limits: Record<string, number> | null;
+  expires_at: number | null;
+  disabled: boolean;
+  created_at: number;
+}
+
+interface AccountRow {
+  id: string;
+  name: string;
+  balance_micro: number;
+  created_at: number;
+}
+
+const toKey = (row: KeyRow): KeyRecord => ({
+  id: row.id,
+  name: row.name,
+  accountId: row.account_id,
+  hash: row.hash,
+  prefix: row.prefix,
+  models: row.models,
+  limits: row.limits,
+  expiresAt: row.expires_at,
+  disabled: row.disabled,
+  createdAt: row.created_at,
+});
+
+const toAccount = (row: AccountRow): AccountRecord => ({
+  id: row.id,
+  name: row.name,
+  balanceMicro: row.balance_micro,
+  createdAt: row.created_at,
+});
+
+const ledgerColumns = [
+  'request_id', 'account_id', 'key_id', 'model', 'endpoint', 'prompt_tokens', 'completion_tokens',
+  'reasoning_tokens', 'images', 'documents', 'latency_ms', 'status', 'outcome', 'cost_micro', 'created_at',
+] as const;
+
+const ledgerValues = (row: LedgerRow): unknown[] => [
+  row.requestId, row.accountId, row.keyId, row.model, row.endpoint, row.promptTokens, row.completionTokens,
+  row.reasoningTokens, row.images, row.documents, Math.round(row.latencyMs), row.status, row.outcome,
+  row.costMicro, row.createdAt,
+];
+
+export class PostgresStore implements PlatformStore {
+  readonly kind = 'postgres' as const;
+  private readonly pool: pg.Pool;
+  private readonly schema: string;
+
+  private constructor(options: PostgresStoreOptions) {
+    this.schema = options.schema ?? 'public';
+    if (!/^[a-z_][a-z0-9_]*$/.test(this.schema)) throw new Error(`invalid Postgres schema name "${this.schema}"`);
+    this.pool = new pg.Pool({ connectionString: options.connectionString, max: options.poolSize ?? 8 });
+    // A dropped idle connection must not crash the process; the next query reconnects.
+    this.pool.on('error', () => {});
+    // Unqualified table names resolve in our schema on every pooled connection.
+    this.pool.on('connect', (client) => {
+      client.query(`SET search_path TO "${this.schema}"`).catch(() => {});
+    });
+  }
+
+  static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
+    const store = new PostgresStore(options);
+    try {
+      await store.migrate();
+    } catch (error) {
+      await store.pool.end();
+      throw error;
+    }
+    return store;
+  }
+
+  private async migrate(): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query(`CREATE SCHEMA IF NOT EXISTS "${this.schema}"`).catch((error: { code?: string }) => {
+        // Two replicas racing on CREATE SCHEMA IF NOT EXISTS can still collide on the catalog index.
+        if (error.code !== '23505') throw error;
+      });
+      await client.query(`SET search_path TO "${this.schema}"`);
+      // Replicas starting at once take turns; the second finds the versions applied.
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [`infera-migrations:${this.schema}`]);
+      try {
+        await client.query(
+          'CREATE TABLE IF NOT EXISTS infera_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
+        );
+        const { rows } = await client.query<{ version: number }>('SELECT version FROM infera_migrations');
+        const applied = new Set(rows.map((r) => r.version));
+        for (const migration of postgresMigrations) {
+          if (applied.has(migration.version)) continue;
+          await client.query('BEGIN');
+          try {
+            await client.query(migration.sql);
+            await client.query('INSERT INTO infera_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [
+              migration.version,
+              migration.name,
+              Date.now(),
+            ]);
+            await client.query('COMMIT');
+          } catch (error) {
+            await client.query('ROLLBACK');
+            throw error;
+          }
+        }
+      } finally {
+        await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`infera-migrations:${this.schema}`]);
+      }
+    } finally {
+      client.release();
+    }
+  }
+
+  async findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
+    const { rows } = await this.pool.query<KeyRow>('SELECT * FROM api_keys WHERE hash = $1', [hash]);
+    return rows[0] ? toKey(rows[0]) : undefined;
+  }
+
+  async createKey(key: KeyRecord): Promise<void> {
+    await this.ensureAccount(key.accountId);
+    await this.pool.query(
+      `INSERT INTO api_keys (id, name, account_id, hash, prefix, models, limits, expires_at, disabled, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      [
+        key.id,
+        key.name,
+        key.accountId,
+        key.hash,
+        key.prefix,
+        key.models === null ? null : JSON.stringify(key.models),
+        key.limits === null ? null : JSON.stringify(key.limits),
+        key.expiresAt,
+        key.disabled,
+        key.createdAt,
+      ],
+    );
+  }
+
+  async listKeys(accountId?: string): Promise<KeyRecord[]> {
+    const { rows } =
+      accountId === undefined
+        ? await this.pool.query<KeyRow>('SELECT * FROM api_keys ORDER BY created_at, id')
+        : await this.pool.query<KeyRow>('SELECT * FROM api_keys WHERE account_id = $1 ORDER BY created_at, id', [
+            accountId,
+          ]);
+    return rows.map(toKey);
+  }
+
+  async revokeKey(id: string): Promise<boolean> {
+    const result = await this.pool.query('UPDATE api_keys SET disabled = TRUE WHERE id = $1', [id]);
+    return (result.rowCount ?? 0) > 0;
+  }
+
+  async getAccount(id: string): Promise<AccountRecord | undefined> {
+    const { rows } = await this.pool.query<AccountRow>('SELECT * FROM accounts WHERE id = $1', [id]);
+    return rows[0] ? toAccount(rows[0]) : undefined;
+  }
+
+  async ensureAccount(id: string, name = id): Promise<AccountRecord> {
+    await this.pool.query(
+      'INSERT INTO accounts (id, name, balance_micro, created_at) VALUES ($1, $2, 0, $3) ON CONFLICT (id) DO NOTHING',
+      [id, name, Date.now()],
+    );
+    return (await this.getAccount(id))!;
+  }
+
+  async listAccounts(): Promise<AccountRecord[]> {
+    const { rows } = await this.pool.query<AccountRow>('SELECT * FROM accounts ORDER BY created_at, id');
+    return rows.map(toAccount);
+  }
+
+  async adjustBalance(id: string, deltaMicro: number): Promise<number> {
+    const { rows } = await this.pool.query<{ balance_micro: number }>(
+      `INSERT INTO accounts (id, name, balance_micro, created_at) VALUES ($1, $1, $2, $3)
+       ON CONFLICT (id) DO UPDATE SET balance_micro = accounts.balance_micro + EXCLUDED.balance_micro
+       RETURNING balance_micro`,
+      [id, deltaMicro, Date.now()],
+    );
+    return rows[0]!.balance_micro;
+  }
+
+  async appendLedger(rows: LedgerRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      // One statement per ≤ 2000 rows keeps under Postgres' 65535 bind-parameter cap (15 columns).
+      for (let start = 0; start < rows.length; start += 2000) {
+        const chunk = rows.slice(start, start + 2000);
+        const params: unknown[] = [];
+        const tuples = chunk.map((row) => {
+          const base = params.length;
+          params.push(...ledgerValues(row));
+          return `(${ledgerColumns.map((_, i) => `$${base + i + 1}`).join(',')})`;
+        });
+        await client.query(`INSERT INTO ledger (${ledgerColumns.join(',')}) VALUES ${tuples.join(',')}`, params);
+      }
+      const charges = new Map<string, number>();
+      for (const row of rows)
+        if (row.costMicro > 0) charges.set(row.accountId, (charges.get(row.accountId) ?? 0) + row.costMicro);
+      // Sorted so that two replicas charging the same accounts lock them in the same order (no deadlock).
+      for (const [accountId, cost] of [...charges].sort(([a], [b]) => (a < b ? -1 : 1)))
+        await client.query('UPDATE accounts SET balance_micro = balance_micro - $1 WHERE id = $2', [cost, accountId]);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async usage(query: UsageQuery): Promise<UsageAggregate[]> {
+    const group = groupExpression.postgres[query.by];
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (query.since !== undefined) params.push(query.since), where.push(`created_at >= $${params.length}`);
+    if (query.until !== undefined) params.push(query.until), where.push(`created_at < $${params.length}`);
+    if (query.accountId !== undefined) params.push(query.accountId), where.push(`account_id = $${params.length}`);
+    const { rows } = await this.pool.query<Record<string, string | number>>(
+      `SELECT ${group} AS grp, COUNT(*) AS requests,
+        SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END) AS errors,
+        SUM(CASE WHEN outcome = 'cancelled' THEN 1 ELSE 0 END) AS cancelled,
+        SUM(prompt_tokens) AS pt, SUM(completion_tokens) AS ct, SUM(reasoning_tokens) AS rt,
+        SUM(images) AS img, SUM(documents) AS docs, SUM(cost_micro) AS cost, AVG(latency_ms) AS lat
+      FROM ledger ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      GROUP BY grp ORDER BY requests DESC, grp`,
+      params,
+    );
+    return rows.map((row) => ({
+      group: String(row.grp),
+      requests: Number(row.requests),
+      errors: Number(row.errors),
+      cancelled: Number(row.cancelled),
+      promptTokens: Number(row.pt),
+      completionTokens: Number(row.ct),
+      reasoningTokens: Number(row.rt),
+      images: Number(row.img),
+      documents: Number(row.docs),
+      costMicro: Number(row.cost),
+      avgLatencyMs: Math.round(Number(row.lat)),
+    }));
+  }
+
+  async countLedger(): Promise<number> {
+    const { rows } = await this.pool.query<{ n: number }>('SELECT COUNT(*)::int AS n FROM ledger');
+    return rows[0]!.n;
+  }
+
+  async hasRequest(requestId: string): Promise<boolean> {
+    const { rows } = await this.pool.query('SELECT 1 FROM ledger WHERE request_id = $1 LIMIT 1', [requestId]);
+    return rows.length > 0;
+  }
+
+  /** Drops the schema: tests only, so parallel runs leave nothing behind. */
+  async dropSchema(): Promise<void> {
+    if (this.schema === 'public') throw new Error('refusing to drop the public schema');
+    await this.pool.query(`DROP SCHEMA IF EXISTS "${this.schema}" CASCADE`);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
