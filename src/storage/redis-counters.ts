@@ -91,11 +91,18 @@ export class RedisCounterStore implements CounterStore {
         cleanup();
         resolve();
       };
+      // The first failed connect is answer enough at startup; ioredis keeps retrying in the background.
+      const onError = (error: Error) => {
+        cleanup();
+        reject(error);
+      };
       const cleanup = () => {
         clearTimeout(timer);
         this.redis.off('ready', onReady);
+        this.redis.off('error', onError);
       };
       this.redis.on('ready', onReady);
+      this.redis.on('error', onError);
     });
   }
 
