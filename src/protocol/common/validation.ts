@@ -52,6 +52,7 @@ const readableIssue = (issue: z.core.$ZodRawIssue): string | undefined => {
   switch (issue.code) {
     case 'invalid_type':
       if (i.input === undefined) return 'is required';
+      if (i.expected === 'int' && typeof i.input === 'number') return 'must be an integer';
       return `must be ${expectedName(String(i.expected))}, not ${describe(i.input)}`;
     case 'too_small': {
       const min = bound(i.minimum);
@@ -74,11 +75,13 @@ const readableIssue = (issue: z.core.$ZodRawIssue): string | undefined => {
     case 'unrecognized_keys':
       return `has unknown field(s) ${(i.keys as string[]).join(', ')}`;
     case 'invalid_union':
-      return i.note === 'No matching discriminator' ? 'has an unsupported value' : 'has an unsupported shape';
+      return i.note === 'No matching discriminator' ? 'has an unsupported value' : UNION_DEFAULT;
     default:
       return undefined;
   }
 };
+
+const UNION_DEFAULT = 'has an unsupported shape';
 
 interface Located {
   path: PathKey[];
@@ -97,7 +100,9 @@ function locate(issue: z.core.$ZodIssue, prefix: PathKey[]): Located {
       const deepest = Math.max(...candidates.map((c) => c.path.length));
       const best = candidates.filter((c) => c.path.length === deepest);
       if (deepest > path.length || best.length === 1) return best[0]!;
-      // Every branch failed at the union itself (wrong type altogether): name the acceptable types.
+      // Every branch failed at the union itself (wrong type altogether): the schema's own message
+      // if it has one, else the acceptable types.
+      if (issue.message !== UNION_DEFAULT) return { path, message: issue.message };
       const expected = issue.errors
         .map((branch) => branch[0])
         .filter((first): first is z.core.$ZodIssueInvalidType => first?.code === 'invalid_type')

@@ -1,0 +1,144 @@
+// Incremental Hermes / Qwen tool-call extraction: `<tool_call>{"name": …, "arguments": {…}}</tool_call>`
+// blocks inside raw model text become tool-call-start + tool-call-delta parts; the text around
+// them stays text. Markers may be split across deltas anywhere.
+//
+// Design decisions:
+// - A block is buffered until its closing tag, then parsed as a whole: the arguments arrive as one
+//   fragment. Streaming the JSON piecewise would forward arguments we might later have to take
+//   back when the block turns out to be malformed.
+// - Malformed JSON (or no "name") is not lost: the whole block, tags included, is emitted as text,
+//   so the client sees what the model wrote.
+// - An unclosed block at the end (generation stopped on </tool_call> as a stop word, or was cut)
+//   is still a tool call when its JSON is complete; otherwise it is text.
+// - Whitespace between blocks and at the edges of blocks is layout, not content: dropped.
+// - "arguments" may be an object (serialised) or already a JSON string; "parameters" is accepted
+//   as its synonym (Llama-3-style emitters). Missing arguments become "{}".
+
+import { randomBytes } from 'node:crypto';
+import { partialTagSuffix } from './think-tags.ts';
+
+export type ToolCallParserPart =
+  | { type: 'text-delta'; text: string }
+  | { type: 'tool-call-start'; index: number; id: string; name: string }
+  | { type: 'tool-call-delta'; index: number; argumentsDelta: string };
+
+export interface ToolCallParserOptions {
+  openTag?: string;
+  closeTag?: string;
+  /** Tool-call ids; default `call_` + 24 hex characters. */
+  createId?: () => string;
+}
+
+export const newToolCallId = (): string => `call_${randomBytes(12).toString('hex')}`;
+
+const isSpace = (ch: string | undefined) => ch !== undefined && /\s/.test(ch);
+
+/** Parse the inside of one block; undefined when it is not a well-formed call. */
+export function parseHermesToolCall(body: string): { name: string; arguments: string } | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const record = value as Record<string, unknown>;
+  if (typeof record.name !== 'string' || record.name === '') return undefined;
+  const args = record.arguments ?? record.parameters;
+  if (args === undefined || args === null) return { name: record.name, arguments: '{}' };
+  return { name: record.name, arguments: typeof args === 'string' ? args : JSON.stringify(args) };
+}
+
+export class ToolCallParser {
+  private readonly open: string;
+  private readonly close: string;
+  private readonly createId: () => string;
+  private buffer = '';
+  private inCall = false;
+  private afterCall = false;
+  private count = 0;
+
+  constructor(options: ToolCallParserOptions = {}) {
+    this.open = options.openTag ?? '<tool_call>';
+    this.close = options.closeTag ?? '</tool_call>';
+    this.createId = options.createId ?? newToolCallId;
+  }
+
+  /** Tool calls emitted so far (a finish reason of "tool_calls" is right when this is > 0). */
+  get toolCallCount(): number {
+    return this.count;
+  }
+
+  push(delta: string): ToolCallParserPart[] {
+    this.buffer += delta;
+    const parts: ToolCallParserPart[] = [];
+    this.drain(parts);
+    return parts;
+  }
+
+  end(): ToolCallParserPart[] {
+    const parts: ToolCallParserPart[] = [];
+    this.drain(parts);
+    if (this.inCall) {
+      this.finishBlock(parts, this.buffer, false);
+    } else {
+      this.emitText(parts, this.afterCall ? this.buffer.trimStart() : this.buffer);
+    }
+    this.buffer = '';
+    this.inCall = false;
+    return parts;
+  }
+
+  private drain(parts: ToolCallParserPart[]): void {
+    for (;;) {
+      if (this.inCall) {
+        const at = this.buffer.indexOf(this.close);
+        if (at < 0) return; // the block is still arriving
+        const body = this.buffer.slice(0, at);
+        this.buffer = this.buffer.slice(at + this.close.length);
+        this.inCall = false;
+        this.finishBlock(parts, body, true);
+        continue;
+      }
+      if (this.afterCall) {
+        this.buffer = this.buffer.trimStart();
+        if (this.buffer === '') return;
+      }
+      const at = this.buffer.indexOf(this.open);
+      if (at >= 0) {
+        // Layout whitespace right before a block is dropped.
+        this.emitText(parts, this.buffer.slice(0, at).trimEnd());
+        this.buffer = this.buffer.slice(at + this.open.length);
+        this.inCall = true;
+        continue;
+      }
+      // Hold back what may become the open tag, and trailing whitespace that may precede it.
+      let end = this.buffer.length - partialTagSuffix(this.buffer, this.open);
+      while (end > 0 && isSpace(this.buffer[end - 1])) end--;
+      this.emitText(parts, this.buffer.slice(0, end));
+      this.buffer = this.buffer.slice(end);
+      return;
+    }
+  }
+
+  private finishBlock(parts: ToolCallParserPart[], body: string, closed: boolean): void {
+    const call = parseHermesToolCall(body.trim());
+    if (!call) {
+      // Malformed: hand the model's text through rather than drop it.
+      this.emitText(parts, this.open + body + (closed ? this.close : ''));
+      return;
+    }
+    const index = this.count++;
+    parts.push({ type: 'tool-call-start', index, id: this.createId(), name: call.name });
+    parts.push({ type: 'tool-call-delta', index, argumentsDelta: call.arguments });
+    this.afterCall = true;
+  }
+
+  private emitText(parts: ToolCallParserPart[], text: string): void {
+    if (text === '') return;
+    this.afterCall = false;
+    const last = parts[parts.length - 1];
+    if (last?.type === 'text-delta') last.text += text;
+    else parts.push({ type: 'text-delta', text });
+  }
+}
