@@ -1,0 +1,171 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { modelSchema } from '../../config/schema.ts';
+import { InferaError, isAbortError } from '../../errors/index.ts';
+import type { ImageCallOptions, ImageModel, LoadedModel } from '../../spec/index.ts';
+import { ensureTinyDiffusionModel, type TinyDiffusionVariant } from '../../tiny-models/onnx/tiny-diffusion.ts';
+import { DiffusionPipeline } from './diffusion-pipeline.ts';
+import { loadOnnxDiffusionModel } from './diffusion-model.ts';
+
+let root: string;
+const loaded: LoadedModel<ImageModel>[] = [];
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'infera-sd-'));
+});
+after(async () => {
+  await Promise.all(loaded.map((m) => m.dispose()));
+  await rm(root, { recursive: true, force: true });
+});
+
+async function load(name: string, variant: TinyDiffusionVariant, onnx: Record<string, unknown> = {}, warnings: string[] = []) {
+  const path = await ensureTinyDiffusionModel(join(root, name), variant);
+  const config = modelSchema.parse({ id: `tiny/${name}`, type: 'text-to-image', engine: 'onnx-diffusion', path, maxQueue: 0, onnx: { threads: 1, ...onnx } });
+  const model = await loadOnnxDiffusionModel(config, undefined, { log: { warn: (m) => warnings.push(m) } });
+  loaded.push(model);
+  return model.model;
+}
+
+const call = (overrides: Partial<ImageCallOptions> = {}): ImageCallOptions => ({
+  prompt: 'a photo of a cat',
+  negativePrompt: 'blurry',
+  width: 64,
+  height: 64,
+  batchSize: 1,
+  steps: 2,
+  guidanceScale: 7.5,
+  seed: 1234,
+  signal: new AbortController().signal,
+  ...overrides,
+});
+
+test('both export variants generate PNGs of the requested size', async () => {
+  for (const variant of [{ export: 'legacy', scheduler: 'ddim' }, { export: 'current', scheduler: 'euler-ancestral' }] as const) {
+    const model = await load(`${variant.export}-${variant.scheduler}`, variant);
+    const result = await model.doGenerateImages(call({ width: 64, height: 80 }));
+    assert.equal(result.images.length, 1);
+    assert.equal(result.mediaType, 'image/png');
+    assert.equal(result.seed, 1234);
+    assert.ok(result.inferenceSeconds > 0);
+    const meta = await sharp(result.images[0]).metadata();
+    assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ["png", 64, 80, 3]);
+    const stats = await sharp(result.images[0]).stats();
+    assert.ok(stats.channels.some((c) => c.stdev > 1), 'the image is not a flat colour');
+  }
+});
+
+test('same seed → byte-identical PNG (also across separately loaded pipelines); other seed differs', async () => {
+  const a = await load('det-a', { scheduler: 'euler-ancestral' });
+  const b = await load('det-b', { scheduler: 'euler-ancestral' });
+  const first = await a.doGenerateImages(call({ steps: 3 }));
+  const again = await a.doGenerateImages(call({ steps: 3 }));
+  const elsewhere = await b.doGenerateImages(call({ steps: 3 }));
+  const other = await a.doGenerateImages(call({ steps: 3, seed: 1235 }));
+  assert.ok(first.images[0]!.equals(again.images[0]!));
+  assert.ok(first.images[0]!.equals(elsewhere.images[0]!));
+  assert.ok(!first.images[0]!.equals(other.images[0]!));
+  const jpeg = await a.doGenerateImages(call({ outputFormat: 'jpeg' }));
+  assert.equal(jpeg.mediaType, 'image/jpeg');
+  assert.equal((await sharp(jpeg.images[0]).metadata()).format, 'jpeg');
+});
+
+test('a batch gives distinct images; image 0 equals the single image with the same seed', async () => {
+  const model = await load('batch', { scheduler: 'euler' });
+  const single = await model.doGenerateImages(call());
+  const batch = await model.doGenerateImages(call({ batchSize: 3 }));
+  assert.equal(batch.images.length, 3);
+  assert.ok(batch.images[0]!.equals(single.images[0]!));
+  assert.ok(!batch.images[1]!.equals(batch.images[0]!));
+  assert.ok(!batch.images[2]!.equals(batch.images[1]!));
+});
+
+test('classifier-free guidance doubles the UNet batch only when guidance > 1 and the UNet has no timestep_cond', async () => {
+  for (const [variant, guidanceScale, rows] of [
+    [{ scheduler: 'euler' }, 7.5, 4],
+    [{ scheduler: 'euler' }, 1, 2],
+    [{ scheduler: 'euler' }, 0, 2],
+    [{ scheduler: 'lcm' }, 8.5, 2],
+  ] as const) {
+    const dir = await ensureTinyDiffusionModel(join(root, `cfg-${variant.scheduler}`), variant);
+    const pipeline = await DiffusionPipeline.load(dir, { threads: 1, executionProviders: ['cpu'] });
+    const seen: number[] = [];
+    const run = pipeline.unet.session.run.bind(pipeline.unet.session);
+    (pipeline.unet.session as { run: unknown }).run = (feeds: Record<string, { dims: readonly number[] }>) => {
+      seen.push(feeds.sample!.dims[0]!);
+      if (variant.scheduler === 'lcm') assert.deepEqual(feeds.timestep_cond!.dims, [2, 256]);
+      return run(feeds as never);
+    };
+    const result = await pipeline.generate({ ...call({ batchSize: 2, steps: 4, guidanceScale }) });
+    assert.deepEqual(seen, [rows, rows, rows, rows], `${variant.scheduler} guidance ${guidanceScale}`);
+    assert.equal(result.stepsRun, 4);
+    await pipeline.dispose();
+  }
+  const model = await load('cfg-effect', { scheduler: 'euler' });
+  const guided = await model.doGenerateImages(call({ guidanceScale: 7.5 }));
+  const unguided = await model.doGenerateImages(call({ guidanceScale: 1 }));
+  const otherNegative = await model.doGenerateImages(call({ guidanceScale: 7.5, negativePrompt: 'low quality' }));
+  assert.ok(!guided.images[0]!.equals(unguided.images[0]!));
+  assert.ok(!guided.images[0]!.equals(otherNegative.images[0]!), 'negative_prompt changes the image under CFG');
+});
+
+test('img2img: an init image is encoded, noised to strength and denoised; no VAE encoder → 400', async () => {
+  const model = await load('img2img', { scheduler: 'ddim' });
+  assert.equal(model.imageToImage, true);
+  const pixels = new Uint8Array(64 * 64 * 3);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 7) % 256;
+  const initImage = { data: pixels, width: 64, height: 64, channels: 3 };
+  const weak = await model.doGenerateImages(call({ initImage, strength: 0.25, steps: 4 }));
+  const again = await model.doGenerateImages(call({ initImage, strength: 0.25, steps: 4 }));
+  const strong = await model.doGenerateImages(call({ initImage, strength: 1, steps: 4 }));
+  const text = await model.doGenerateImages(call({ steps: 4 }));
+  assert.ok(weak.images[0]!.equals(again.images[0]!));
+  assert.ok(!weak.images[0]!.equals(strong.images[0]!));
+  assert.ok(!weak.images[0]!.equals(text.images[0]!));
+
+  const plain = await load('no-encoder', { scheduler: 'euler', vaeEncoder: false });
+  assert.equal(plain.imageToImage, false);
+  await assert.rejects(plain.doGenerateImages(call({ initImage })), (e: InferaError) => e.status === 400 && e.param === 'image');
+});
+
+test('bad sizes are refused with 400 naming image_size', async () => {
+  const model = await load('sizes', { scheduler: 'euler' }, { minSize: 64, maxSize: 128 });
+  for (const [width, height] of [[60, 64], [64, 65], [32, 64], [64, 256]])
+    await assert.rejects(model.doGenerateImages(call({ width, height })), (e: InferaError) => e.status === 400 && e.param === 'image_size');
+});
+
+test('abort between steps stops the loop at the next step', async () => {
+  const model = await load('abort', { scheduler: 'euler' });
+  const controller = new AbortController();
+  const steps: number[] = [];
+  await assert.rejects(
+    model.doGenerateImages(call({ steps: 10, signal: controller.signal, onStep: (step) => (steps.push(step), step === 2 && controller.abort()) })),
+    (e) => isAbortError(e),
+  );
+  assert.deepEqual(steps, [1, 2]);
+  const already = new AbortController();
+  already.abort();
+  await assert.rejects(model.doGenerateImages(call({ signal: already.signal })), (e) => isAbortError(e));
+});
+
+test('one generation at a time per model; a full queue answers 503 with Retry-After', async () => {
+  const model = await load('slots', { scheduler: 'euler' });
+  const first = model.doGenerateImages(call({ steps: 4 }));
+  await assert.rejects(model.doGenerateImages(call()), (e: InferaError) => e.status === 503 && e.retryAfter !== undefined);
+  await first;
+});
+
+test('cuda requested: works (GPU build) or warns and falls back to CPU', async () => {
+  const warnings: string[] = [];
+  const model = await load('cuda', { scheduler: 'euler' }, { executionProviders: ['cuda', 'cpu'] }, warnings);
+  const result = await model.doGenerateImages(call({ steps: 1 }));
+  assert.equal(result.images.length, 1);
+  // The CPU-only package cannot load CUDA here, so the warning must be there unless a CUDA build is installed.
+  if (warnings.length) {
+    assert.equal(warnings.length, 1, 'one warning per model, not per session');
+    assert.match(warnings[0]!, /falling back to CPU/);
+  }
+});

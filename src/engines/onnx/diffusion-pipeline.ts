@@ -1,0 +1,338 @@
+// Stable Diffusion inference over an optimum ONNX export: CLIP tokenizer → text encoder → scheduled
+// UNet loop with classifier-free guidance → VAE decode → PNG. Adapts to whatever the folder's
+// sessions declare (int32/int64 ids, int64 [1] / float scalar / per-batch timesteps, fp16 or fp32,
+// LCM's timestep_cond) instead of trusting dimension names, which differ between exports.
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { badRequest, ClientGoneError } from '../../errors/index.ts';
+import { ClipTokenizer } from './clip-tokenizer.ts';
+import { batchNoise, GaussianRandom } from './random.ts';
+import { createScheduler, guidanceScaleEmbedding, type DiffusionScheduler, type SchedulerConfig } from './schedulers.ts';
+import {
+  createSession,
+  floatData,
+  floatTensor,
+  intTensor,
+  metadataOf,
+  type ExecutionProvider,
+  type ort,
+  type SessionLogger,
+  type SessionSettings,
+  type TensorMetadata,
+} from './sessions.ts';
+
+export type OutputFormat = 'png' | 'jpeg' | 'webp';
+
+export interface PipelineRequest {
+  prompt: string;
+  negativePrompt?: string;
+  width: number;
+  height: number;
+  batchSize: number;
+  steps: number;
+  guidanceScale: number;
+  seed: number;
+  initImage?: { data: Uint8Array; width: number; height: number; channels: number };
+  strength?: number;
+  outputFormat?: OutputFormat;
+  signal?: AbortSignal;
+  onStep?: (step: number, total: number) => void;
+}
+
+export interface PipelineResult {
+  images: Buffer[];
+  /** Wall time per stage; `total` includes the glue between sessions (see bench/images.ts). */
+  seconds: { total: number; textEncoder: number; unet: number; vae: number; encode: number };
+  stepsRun: number;
+}
+
+interface Component {
+  session: ort.InferenceSession;
+  inputs: TensorMetadata[];
+  outputs: TensorMetadata[];
+  provider: ExecutionProvider;
+}
+
+export interface PipelineOptions extends SessionSettings {
+  /** Folder with a TAESD export (vae_decoder/ and optionally vae_encoder/) used instead of the full VAE. */
+  tinyVaePath?: string;
+  log?: SessionLogger;
+  onProgress?: (fraction: number) => void;
+}
+
+const exists = (path: string) => access(path).then(() => true, () => false);
+const readJson = async <T>(path: string): Promise<T | undefined> =>
+  (await exists(path)) ? (JSON.parse(await readFile(path, 'utf8')) as T) : undefined;
+
+function input(component: Component, name: string): TensorMetadata | undefined {
+  return component.inputs.find((value) => value.name === name);
+}
+
+function requireInput(component: Component, name: string, what: string): TensorMetadata {
+  const found = input(component, name);
+  if (!found) throw new Error(`onnx diffusion: ${what} has no input "${name}" (inputs: ${component.inputs.map((i) => i.name).join(', ')})`);
+  return found;
+}
+
+/** The output named `preferred`, else the first: exports disagree on names (out_sample vs sample). */
+function outputName(component: Component, preferred: string): string {
+  return (component.outputs.find((value) => value.name === preferred) ?? component.outputs[0]!).name;
+}
+
+function repeatRows(data: Float32Array, rows: number[], rowSize: number): Float32Array {
+  const out = new Float32Array(rows.length * rowSize);
+  rows.forEach((row, i) => out.set(data.subarray(row * rowSize, (row + 1) * rowSize), i * rowSize));
+  return out;
+}
+
+export class DiffusionPipeline {
+  readonly warnings: string[] = [];
+
+  private constructor(
+    readonly dir: string,
+    readonly tokenizer: ClipTokenizer,
+    readonly scheduler: DiffusionScheduler,
+    readonly textEncoder: Component,
+    readonly unet: Component,
+    readonly vaeDecoder: Component,
+    readonly vaeEncoder: Component | undefined,
+    /** Latents are multiplied by this after encoding and divided by it before decoding. */
+    readonly scalingFactor: number,
+    readonly encoderScalingFactor: number,
+    readonly latentChannels: number,
+  ) {}
+
+  get hasTimestepCond(): boolean {
+    return input(this.unet, 'timestep_cond') !== undefined;
+  }
+  get supportsImageToImage(): boolean {
+    return this.vaeEncoder !== undefined;
+  }
+  get schedulerKind(): string {
+    return this.scheduler.kind;
+  }
+
+  static async load(dir: string, options: PipelineOptions): Promise<DiffusionPipeline> {
+    for (const required of ['unet/model.onnx', 'text_encoder/model.onnx', 'vae_decoder/model.onnx', 'tokenizer/vocab.json'])
+      if (!(await exists(join(dir, required))))
+        throw new Error(`onnx diffusion: ${join(dir, required)} is missing; expected an optimum ONNX export folder`);
+    const tokenizer = await ClipTokenizer.fromFolder(join(dir, 'tokenizer'));
+    const schedulerConfig = (await readJson<SchedulerConfig>(join(dir, 'scheduler/scheduler_config.json'))) ?? {};
+    const scheduler = createScheduler(schedulerConfig);
+
+    const vaeDir = options.tinyVaePath ?? dir;
+    const encoderPath = join(vaeDir, 'vae_encoder/model.onnx');
+    const paths = [
+      join(dir, 'text_encoder/model.onnx'),
+      join(dir, 'unet/model.onnx'),
+      join(vaeDir, 'vae_decoder/model.onnx'),
+      ...((await exists(encoderPath)) ? [encoderPath] : []),
+    ];
+    const components: Component[] = [];
+    // After one component falls back to CPU the rest skip the CUDA attempt: one warning, not four.
+    let settings: SessionSettings = { threads: options.threads, executionProviders: options.executionProviders };
+    try {
+      for (const [index, path] of paths.entries()) {
+        const { session, provider } = await createSession(path, settings, options.log);
+        if (provider === 'cpu' && settings.executionProviders.includes('cuda')) settings = { ...settings, executionProviders: ['cpu'] };
+        components.push({ session, provider, inputs: metadataOf(session.inputMetadata), outputs: metadataOf(session.outputMetadata) });
+        options.onProgress?.((index + 1) / paths.length);
+      }
+    } catch (error) {
+      await Promise.allSettled(components.map((c) => c.session.release()));
+      throw error;
+    }
+    const [textEncoder, unet, vaeDecoder, vaeEncoder] = components as [Component, Component, Component, Component | undefined];
+
+    // AutoencoderKL exports carry 0.18215 (SD 1.x/2.x); TAESD works on unscaled latents (1.0).
+    const vaeConfig = await readJson<{ scaling_factor?: number }>(join(vaeDir, 'vae_decoder/config.json'));
+    const scalingFactor = vaeConfig?.scaling_factor ?? (options.tinyVaePath ? 1 : 0.18215);
+    const encoderConfig = await readJson<{ scaling_factor?: number }>(join(vaeDir, 'vae_encoder/config.json'));
+    const sampleShape = requireInput(unet, 'sample', 'unet').shape;
+    const latentChannels = typeof sampleShape[1] === 'number' ? sampleShape[1] : 4;
+    requireInput(unet, 'timestep', 'unet');
+    requireInput(unet, 'encoder_hidden_states', 'unet');
+    requireInput(textEncoder, 'input_ids', 'text_encoder');
+
+    const pipeline = new DiffusionPipeline(
+      dir, tokenizer, scheduler, textEncoder, unet, vaeDecoder, vaeEncoder,
+      scalingFactor, encoderConfig?.scaling_factor ?? scalingFactor, latentChannels,
+    );
+    pipeline.warnings.push(...scheduler.warnings);
+    return pipeline;
+  }
+
+  async dispose(): Promise<void> {
+    const all = [this.textEncoder, this.unet, this.vaeDecoder, this.vaeEncoder].filter((c): c is Component => !!c);
+    await Promise.allSettled(all.map((c) => c.session.release()));
+  }
+
+  /** Text embeddings for the given prompts, one row each: [rows, 77, hidden]. */
+  async encodeText(prompts: string[]): Promise<{ data: Float32Array; dims: number[] }> {
+    const idsInput = requireInput(this.textEncoder, 'input_ids', 'text_encoder');
+    const ids = prompts.flatMap((prompt) => this.tokenizer.encodePadded(prompt).ids);
+    const result = await this.textEncoder.session.run({
+      input_ids: intTensor(idsInput.type, ids, [prompts.length, this.tokenizer.maxLength]),
+    });
+    const hidden = result[outputName(this.textEncoder, 'last_hidden_state')]!;
+    return { data: floatData(hidden), dims: [...hidden.dims] };
+  }
+
+  private timestepTensor(t: number, rows: number): ort.Tensor {
+    const meta = requireInput(this.unet, 'timestep', 'unet');
+    // int64 [1] (optimum ≤ 1.23), float scalar (≥ 1.24), or [batch] (diffusers' own old converter).
+    const dims = meta.shape.length === 0 ? [] : typeof meta.shape[0] === 'number' ? [meta.shape[0]] : [rows];
+    const count = dims.length ? dims[0]! : 1;
+    const values = new Array<number>(count).fill(t);
+    return meta.type.startsWith('int') ? intTensor(meta.type, values.map(Math.round), dims) : floatTensor(meta.type, Float32Array.from(values), dims);
+  }
+
+  async runUnet(latents: Float32Array, latentDims: number[], t: number, context: ort.Tensor, timestepCond?: ort.Tensor): Promise<Float32Array> {
+    const sample = requireInput(this.unet, 'sample', 'unet');
+    const feeds: Record<string, ort.Tensor> = {
+      sample: floatTensor(sample.type, latents, latentDims),
+      timestep: this.timestepTensor(t, latentDims[0]!),
+      encoder_hidden_states: context,
+    };
+    if (timestepCond) feeds.timestep_cond = timestepCond;
+    const result = await this.unet.session.run(feeds);
+    return floatData(result[outputName(this.unet, 'out_sample')]!);
+  }
+
+  /** Decodes one image's latents (already divided by the scaling factor) to [3, H, W] floats in [-1, 1]. */
+  async decodeLatents(latents: Float32Array, dims: number[]): Promise<Float32Array> {
+    const meta = this.vaeDecoder.inputs.find((i) => i.name === 'latent_sample') ?? this.vaeDecoder.inputs[0]!;
+    const result = await this.vaeDecoder.session.run({ [meta.name]: floatTensor(meta.type, latents, dims) });
+    return floatData(result[outputName(this.vaeDecoder, 'sample')]!);
+  }
+
+  private async encodeImage(image: NonNullable<PipelineRequest['initImage']>, width: number, height: number): Promise<Float32Array> {
+    if (!this.vaeEncoder) throw badRequest('This model has no vae_encoder in its export folder, so it cannot take an input image.', 'image', 'image_to_image_unsupported');
+    if (image.width !== width || image.height !== height)
+      throw new Error(`onnx diffusion: init image is ${image.width}x${image.height}, expected ${width}x${height}`);
+    const plane = width * height;
+    const pixels = new Float32Array(3 * plane);
+    for (let p = 0; p < plane; p++)
+      for (let c = 0; c < 3; c++) pixels[c * plane + p] = image.data[p * image.channels + Math.min(c, image.channels - 1)]! / 127.5 - 1;
+    const meta = this.vaeEncoder.inputs.find((i) => i.name === 'sample') ?? this.vaeEncoder.inputs[0]!;
+    const result = await this.vaeEncoder.session.run({ [meta.name]: floatTensor(meta.type, pixels, [1, 3, height, width]) });
+    const output = result[this.vaeEncoder.outputs[0]!.name]!;
+    const data = floatData(output);
+    // latent_parameters = mean ‖ logvar (2×channels): use the mean (the distribution's mode), like
+    // diffusers' retrieve_latents(sample_mode="argmax"); a 4-channel output already is the latent.
+    const latentSize = this.latentChannels * (height / 8) * (width / 8);
+    const latents = data.slice(0, latentSize);
+    for (let i = 0; i < latents.length; i++) latents[i] = latents[i]! * this.encoderScalingFactor;
+    return latents;
+  }
+
+  async generate(request: PipelineRequest): Promise<PipelineResult> {
+    const started = performance.now();
+    const seconds = { total: 0, textEncoder: 0, unet: 0, vae: 0, encode: 0 };
+    const { width, height, batchSize } = request;
+    if (width % 8 || height % 8) throw badRequest('Image width and height must be multiples of 8.', 'image_size');
+    const checkAbort = () => {
+      if (request.signal?.aborted) throw new ClientGoneError();
+    };
+    const latentHeight = height / 8;
+    const latentWidth = width / 8;
+    const perImage = this.latentChannels * latentHeight * latentWidth;
+    const guidance = !this.hasTimestepCond && request.guidanceScale > 1;
+
+    let mark = performance.now();
+    const prompts = guidance ? [request.negativePrompt ?? '', request.prompt] : [request.prompt];
+    const text = await this.encodeText(prompts);
+    const rowSize = text.dims[1]! * text.dims[2]!;
+    // diffusers' order: all unconditional rows, then all conditional rows.
+    const rows = guidance ? [...Array(batchSize).fill(0), ...Array(batchSize).fill(1)] : Array(batchSize).fill(0);
+    const contextMeta = requireInput(this.unet, 'encoder_hidden_states', 'unet');
+    const context = floatTensor(contextMeta.type, repeatRows(text.data, rows, rowSize), [rows.length, text.dims[1]!, text.dims[2]!]);
+    seconds.textEncoder += (performance.now() - mark) / 1000;
+    checkAbort();
+
+    let timestepCond: ort.Tensor | undefined;
+    const condMeta = input(this.unet, 'timestep_cond');
+    if (condMeta) {
+      const dim = typeof condMeta.shape[1] === 'number' ? condMeta.shape[1] : 256;
+      const embedding = guidanceScaleEmbedding(request.guidanceScale, dim);
+      const all = new Float32Array(batchSize * dim);
+      for (let b = 0; b < batchSize; b++) all.set(embedding, b * dim);
+      timestepCond = floatTensor(condMeta.type, all, [batchSize, dim]);
+    }
+
+    const generators = Array.from({ length: batchSize }, (_, i) => new GaussianRandom(request.seed, i));
+    const strength = request.initImage ? (request.strength ?? 1) : 1;
+    const plan = this.scheduler.plan(request.steps, strength);
+    let latents: Float32Array;
+    if (request.initImage) {
+      mark = performance.now();
+      const encoded = await this.encodeImage(request.initImage, width, height);
+      seconds.vae += (performance.now() - mark) / 1000;
+      latents = new Float32Array(batchSize * perImage);
+      for (let b = 0; b < batchSize; b++) latents.set(encoded, b * perImage);
+      plan.addNoise(latents, batchNoise(generators, perImage));
+    } else {
+      latents = batchNoise(generators, perImage);
+      if (plan.initNoiseSigma !== 1) for (let i = 0; i < latents.length; i++) latents[i] = latents[i]! * plan.initNoiseSigma;
+    }
+
+    const unetRows = guidance ? batchSize * 2 : batchSize;
+    const modelInput = new Float32Array(unetRows * perImage);
+    const noise = () => batchNoise(generators, perImage);
+    for (let i = 0; i < plan.timesteps.length; i++) {
+      checkAbort();
+      mark = performance.now();
+      const scale = plan.inputScale(i);
+      for (let k = 0; k < latents.length; k++) modelInput[k] = latents[k]! * scale;
+      if (guidance) modelInput.copyWithin(latents.length, 0, latents.length);
+      const output = await this.runUnet(modelInput, [unetRows, this.latentChannels, latentHeight, latentWidth], plan.timesteps[i]!, context, timestepCond);
+      let guided = output;
+      if (guidance) {
+        const g = request.guidanceScale;
+        guided = new Float32Array(latents.length);
+        for (let k = 0; k < latents.length; k++) {
+          const unconditional = output[k]!;
+          guided[k] = unconditional + g * (output[latents.length + k]! - unconditional);
+        }
+      }
+      plan.step(i, guided, latents, noise);
+      seconds.unet += (performance.now() - mark) / 1000;
+      request.onStep?.(i + 1, plan.timesteps.length);
+    }
+
+    const images: Buffer[] = [];
+    for (let b = 0; b < batchSize; b++) {
+      checkAbort();
+      mark = performance.now();
+      const one = latents.slice(b * perImage, (b + 1) * perImage);
+      for (let k = 0; k < one.length; k++) one[k] = one[k]! / this.scalingFactor;
+      const decoded = await this.decodeLatents(one, [1, this.latentChannels, latentHeight, latentWidth]);
+      seconds.vae += (performance.now() - mark) / 1000;
+      mark = performance.now();
+      images.push(await encodeImage(toRgb(decoded, width, height), width, height, request.outputFormat ?? 'png'));
+      seconds.encode += (performance.now() - mark) / 1000;
+    }
+    seconds.total = (performance.now() - started) / 1000;
+    return { images, seconds, stepsRun: plan.timesteps.length };
+  }
+}
+
+/** [3, H, W] floats in [-1, 1] → interleaved RGB bytes, rounded like diffusers' numpy_to_pil. */
+export function toRgb(chw: Float32Array, width: number, height: number): Uint8Array {
+  const plane = width * height;
+  const out = new Uint8Array(plane * 3);
+  for (let p = 0; p < plane; p++)
+    for (let c = 0; c < 3; c++) {
+      const value = Math.min(1, Math.max(0, chw[c * plane + p]! / 2 + 0.5));
+      out[p * 3 + c] = Math.round(value * 255);
+    }
+  return out;
+}
+
+export async function encodeImage(rgb: Uint8Array, width: number, height: number, format: OutputFormat): Promise<Buffer> {
+  const image = sharp(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.byteLength), { raw: { width, height, channels: 3 } });
+  if (format === 'jpeg') return image.jpeg({ quality: 90 }).toBuffer();
+  if (format === 'webp') return image.webp({ quality: 90 }).toBuffer();
+  return image.png().toBuffer();
+}

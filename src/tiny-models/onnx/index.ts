@@ -1,0 +1,1 @@
+export { ensureTinyDiffusionModel, tinyDiffusionFiles, type TinyDiffusionVariant } from './tiny-diffusion.ts';
