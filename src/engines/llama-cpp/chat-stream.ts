@@ -1,0 +1,82 @@
+// A hand-written async iterator over parts pushed by a producer (node-llama-cpp's callbacks).
+// Why not an `async function*`: a generator whose consumer leaves before its first next() never runs
+// its finally block, so a sequence taken at start would leak. Here the producer starts when the
+// iterator is created, and return()/throw() abort it and resolve only after the producer has finished
+// its own cleanup (sequence disposed, slot released), whenever the consumer leaves.
+
+export type Producer<T> = (emit: (part: T) => void, signal: AbortSignal) => Promise<void>;
+
+export function streamFromProducer<T>(produce: Producer<T>, signal: AbortSignal): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]: () => new ProducerIterator(produce, signal),
+  };
+}
+
+class ProducerIterator<T> implements AsyncIterator<T> {
+  private readonly buffer: T[] = [];
+  private readonly controller = new AbortController();
+  private readonly finished: Promise<void>;
+  private waiting: { resolve: () => void } | undefined;
+  private done = false;
+  private failure: { error: unknown } | undefined;
+  private closed = false;
+
+  constructor(produce: Producer<T>, outer: AbortSignal) {
+    const abortFromOuter = () => this.controller.abort(outer.reason);
+    if (outer.aborted) abortFromOuter();
+    else outer.addEventListener('abort', abortFromOuter, { once: true });
+    const emit = (part: T) => {
+      if (this.closed) return;
+      this.buffer.push(part);
+      this.wake();
+    };
+    this.finished = (async () => {
+      try {
+        await produce(emit, this.controller.signal);
+      } catch (error) {
+        this.failure = { error };
+      } finally {
+        outer.removeEventListener('abort', abortFromOuter);
+        this.done = true;
+        this.wake();
+      }
+    })();
+  }
+
+  private wake(): void {
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    waiting?.resolve();
+  }
+
+  async next(): Promise<IteratorResult<T>> {
+    for (;;) {
+      if (this.closed) return { done: true, value: undefined };
+      if (this.buffer.length > 0) return { done: false, value: this.buffer.shift()! };
+      if (this.done) {
+        this.closed = true;
+        if (this.failure) throw this.failure.error;
+        return { done: true, value: undefined };
+      }
+      await new Promise<void>((resolve) => (this.waiting = { resolve }));
+    }
+  }
+
+  async return(): Promise<IteratorResult<T>> {
+    await this.close();
+    return { done: true, value: undefined };
+  }
+
+  async throw(error?: unknown): Promise<IteratorResult<T>> {
+    await this.close();
+    throw error;
+  }
+
+  private async close(): Promise<void> {
+    this.closed = true;
+    this.buffer.length = 0;
+    if (!this.done) this.controller.abort(new Error('stream closed by its consumer'));
+    await this.finished;
+    this.wake();
+  }
+}

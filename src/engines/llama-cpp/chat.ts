@@ -1,0 +1,528 @@
+// GGUF chat models through node-llama-cpp. One context with N sequences (llama.cpp batches the
+// sequences of one context together, so concurrency is handing out sequences, never batching again);
+// each request takes a sequence behind a bounded queue, runs ONE LlamaChat.generateResponse over its
+// own history with the model's own chat wrapper, and gives the sequence back (state erased) when it
+// ends, fails or is cancelled. LlamaChatSession is not used: it injects a default system prompt.
+import { randomBytes } from 'node:crypto';
+import {
+  LlamaChat,
+  LlamaText,
+  SpecialTokensText,
+  TokenBias,
+  resolveChatWrapper,
+  type ChatHistoryItem,
+  type ChatModelFunctions,
+  type ChatWrapper,
+  type GbnfJsonSchema,
+  type Llama,
+  type LlamaChatResponse,
+  type LlamaChatResponseChunk,
+  type LlamaChatResponseFunctionCallParamsChunk,
+  type LlamaContext,
+  type LlamaGrammar,
+  type LlamaModel,
+  type LLamaChatGenerateResponseOptions,
+} from 'node-llama-cpp';
+import type { ModelConfig } from '../../config/schema.ts';
+import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
+import { Slots } from '../../scheduler/slots.ts';
+import type {
+  ChatCallOptions,
+  ChatModel,
+  ChatResult,
+  ChatStreamPart,
+  ChatUsage,
+  FinishReason,
+  SamplingOptions,
+  ToolCall,
+} from '../../spec/chat.ts';
+import type { LoadProgress, LoadedModel } from '../../spec/index.ts';
+import { toLlamaChatHistory } from './chat-history.ts';
+import { toGbnfJsonSchema } from './chat-json-schema.ts';
+import { streamFromProducer } from './chat-stream.ts';
+import { getLlamaRuntime } from './runtime.ts';
+
+/**
+ * Used when the request gives no temperature. node-llama-cpp's own default is 0 (greedy), OpenAI's is
+ * 1; 0.7 is SiliconFlow's documented default, which is the API Infera speaks.
+ */
+export const DEFAULT_TEMPERATURE = 0.7;
+/** OpenAI's penalties look at every generated token; llama.cpp needs a window. */
+const PENALTY_WINDOW = 256;
+/**
+ * Tokens kept free at the end of the context: node-llama-cpp injects a few tokens of its own (a closing
+ * think tag when the thought budget runs out, a function-call prefix) that its maxTokens does not count,
+ * and running into the end of the context would make it shift (silently drop) the conversation.
+ */
+const CONTEXT_MARGIN = 16;
+
+interface Wrappers {
+  /** The wrapper resolved from the GGUF's chat template. */
+  standard: ChatWrapper;
+  /** Same template with thinking switched off (QwenChatWrapper thoughts:"discourage", Jinja enable_thinking:false). */
+  noThinking: ChatWrapper;
+}
+
+type Emit = (part: ChatStreamPart) => void;
+
+/** Everything about a request that can be checked before it takes a sequence. */
+interface Plan {
+  history: ChatHistoryItem[];
+  wrapper: ChatWrapper;
+  functions?: ChatModelFunctions;
+  maxParallelFunctionCalls?: number;
+  grammar?: { kind: 'json' } | { kind: 'schema'; schema: GbnfJsonSchema };
+  thinking: boolean;
+  thoughtBudget?: number;
+  /** Answer tokens (reasoning excluded), SiliconFlow's max_tokens. */
+  answerLimit?: number;
+  /** Everything the model may generate in this request (reasoning + answer + tool calls). */
+  totalLimit: number;
+  promptTokens: number;
+  stop: string[];
+  tokenBias?: TokenBias;
+  sampling: SamplingOptions;
+  warnings: string[];
+}
+
+export class LlamaCppChatModel implements ChatModel {
+  readonly kind = 'chat' as const;
+  readonly name: string;
+  readonly contextSize: number;
+  /** Admission in front of the sequences (exposed for metrics and tests). */
+  readonly slots: Slots;
+  private jsonGrammar: Promise<LlamaGrammar> | undefined;
+
+  constructor(
+    private readonly llama: Llama,
+    private readonly model: LlamaModel,
+    private readonly context: LlamaContext,
+    private readonly wrappers: Wrappers,
+    name: string,
+    maxQueue: number,
+  ) {
+    this.name = name;
+    this.contextSize = context.contextSize;
+    this.slots = new Slots(context.totalSequences, maxQueue, `Model ${name}`);
+  }
+
+  async countPromptTokens(options: ChatCallOptions): Promise<number> {
+    return this.plan(options, false).promptTokens;
+  }
+
+  async doGenerate(options: ChatCallOptions): Promise<ChatResult> {
+    const plan = this.plan(options, true);
+    const controller = new AbortController();
+    const forward = () => controller.abort(options.signal.reason);
+    if (options.signal.aborted) forward();
+    options.signal.addEventListener('abort', forward, { once: true });
+    try {
+      return await this.run(plan, controller.signal, () => {});
+    } finally {
+      options.signal.removeEventListener('abort', forward);
+    }
+  }
+
+  doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart> {
+    // Validation happens now, so a bad request fails before the caller commits to a stream.
+    const plan = this.plan(options, true);
+    return streamFromProducer<ChatStreamPart>(async (emit, signal) => {
+      await this.run(plan, signal, emit);
+    }, options.signal);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private plan(options: ChatCallOptions, checkContext: boolean): Plan {
+    const warnings: string[] = [];
+    if (options.topLogprobs !== undefined)
+      throw badRequest(
+        'logprobs are not available from the llama.cpp chat engine: node-llama-cpp 3.21.1 does not report token probabilities from chat generation',
+        'logprobs',
+      );
+    if (options.maxTokens !== undefined && (!Number.isInteger(options.maxTokens) || options.maxTokens < 1))
+      throw badRequest('max_tokens must be a positive integer', 'max_tokens');
+
+    const history = toLlamaChatHistory(options.messages);
+    const choice = options.toolChoice ?? 'auto';
+    const tools = options.tools ?? [];
+    const format = options.responseFormat ?? { type: 'text' };
+    const offerTools = tools.length > 0 && choice !== 'none';
+
+    if (choice === 'required' && tools.length === 0)
+      throw badRequest("tool_choice 'required' needs at least one tool in tools", 'tool_choice');
+    if (typeof choice === 'object' && !tools.some((tool) => tool.name === choice.name))
+      throw badRequest(`tool_choice names the function '${choice.name}', which is not in tools`, 'tool_choice');
+    if (offerTools && format.type !== 'text')
+      throw badRequest(
+        'response_format json_object/json_schema cannot be combined with tools on this engine (both constrain the output); send tool_choice "none" or drop response_format',
+        'response_format',
+      );
+
+    let functions: ChatModelFunctions | undefined;
+    if (offerTools) {
+      const offered = typeof choice === 'object' ? tools.filter((tool) => tool.name === choice.name) : tools;
+      const seen = new Set<string>();
+      const offeredFunctions: Record<string, ChatModelFunctions[string]> = {};
+      for (const tool of offered) {
+        const at = `tools[${tools.indexOf(tool)}].function`;
+        if (!/^[A-Za-z0-9_.-]{1,64}$/.test(tool.name))
+          throw badRequest('Function names must be 1-64 characters of a-z, A-Z, 0-9, _, . or -', `${at}.name`);
+        if (seen.has(tool.name)) throw badRequest(`The function name '${tool.name}' appears twice in tools`, `${at}.name`);
+        seen.add(tool.name);
+        let params: GbnfJsonSchema | undefined;
+        if (tool.parameters !== undefined && Object.keys(tool.parameters).length > 0) {
+          const converted = toGbnfJsonSchema(tool.parameters);
+          if (converted.unsupported.length > 0) {
+            // Non-strict tools follow OpenAI: the schema guides the model, it is not a guarantee.
+            if (tool.strict)
+              throw badRequest(
+                `Schema keywords this engine cannot enforce: ${converted.unsupported.join(', ')}`,
+                `${at}.parameters`,
+              );
+            warnings.push(`${at}.parameters: not enforced: ${converted.unsupported.join(', ')}`);
+          }
+          params = converted.schema;
+        }
+        offeredFunctions[tool.name] = { description: tool.description, params };
+      }
+      functions = offeredFunctions;
+    }
+
+    let grammar: Plan['grammar'];
+    if (format.type === 'json_object') grammar = { kind: 'json' };
+    else if (format.type === 'json_schema') {
+      const converted = toGbnfJsonSchema(format.schema);
+      if (converted.unsupported.length > 0)
+        throw badRequest(
+          `response_format.json_schema uses keywords this engine cannot enforce: ${converted.unsupported.join(', ')}`,
+          'response_format.json_schema',
+        );
+      grammar = { kind: 'schema', schema: converted.schema };
+    }
+
+    const forceCall = offerTools && (choice === 'required' || typeof choice === 'object');
+    const modelThinks = this.wrappers.standard.settings.segments?.thought != null;
+    // A grammar or a forced call constrains the first answer token, so the model cannot open a think
+    // block; the no-thinking rendering (empty think block) keeps the prompt in the model's distribution.
+    const thinking = modelThinks && options.thinking.enabled !== false && !grammar && !forceCall;
+    if (options.thinking.enabled === true && !thinking)
+      warnings.push(
+        !modelThinks
+          ? 'enable_thinking: this model has no thinking mode'
+          : 'enable_thinking: skipped because the output is constrained (response_format or a forced tool call)',
+      );
+    let wrapper = thinking ? this.wrappers.standard : this.wrappers.noThinking;
+    if (forceCall) wrapper = forcingFunctionCall(wrapper);
+
+    const promptTokens = this.renderedTokens(wrapper, history, functions);
+    const room = this.contextSize - promptTokens - CONTEXT_MARGIN;
+    if (checkContext && (room < 1 || (options.maxTokens !== undefined && options.maxTokens > room)))
+      throw new InferaError({
+        status: 400,
+        code: 'context_length_exceeded',
+        param: 'messages',
+        message:
+          `This model's maximum context length is ${this.contextSize} tokens. However, you requested ` +
+          `${promptTokens + (options.maxTokens ?? 0) + CONTEXT_MARGIN} tokens (${promptTokens} in the messages, ` +
+          `${options.maxTokens ?? 0} in the completion, ${CONTEXT_MARGIN} reserved). Please reduce the length of the messages or completion.`,
+      });
+
+    const thoughtBudget = thinking ? options.thinking.budgetTokens : 0;
+    const answerLimit = options.maxTokens;
+    const totalLimit = Math.max(
+      1,
+      Math.min(room, answerLimit === undefined ? room : answerLimit + (thinking ? (thoughtBudget ?? room) : 0)),
+    );
+
+    return {
+      history,
+      wrapper,
+      functions,
+      maxParallelFunctionCalls: options.parallelToolCalls === false ? 1 : undefined,
+      grammar,
+      thinking,
+      thoughtBudget,
+      answerLimit,
+      totalLimit,
+      promptTokens,
+      stop: (options.stop ?? []).filter((text) => text.length > 0),
+      tokenBias: functions ? undefined : this.noToolCallBias(wrapper),
+      sampling: options.sampling,
+      warnings,
+    };
+  }
+
+  private renderedTokens(wrapper: ChatWrapper, history: ChatHistoryItem[], functions?: ChatModelFunctions): number {
+    const withTurn: ChatHistoryItem[] =
+      history.at(-1)?.type === 'model' ? history : [...history, { type: 'model', response: [] }];
+    const { contextText } = wrapper.generateContextState({
+      chatHistory: withTurn,
+      availableFunctions: functions,
+      documentFunctionParams: true,
+    });
+    return contextText.tokenize(this.model.tokenizer).length;
+  }
+
+  /**
+   * With no functions offered node-llama-cpp does not parse tool calls, so a `<tool_call>` the model
+   * writes anyway would land in the content as text. When the call prefix is a single token, forbid it.
+   */
+  private noToolCallBias(wrapper: ChatWrapper): TokenBias | undefined {
+    const prefix = LlamaText(wrapper.settings.functions.call.prefix);
+    for (const value of prefix.values) {
+      if (!(value instanceof SpecialTokensText)) continue;
+      const tokens = LlamaText(value).tokenize(this.model.tokenizer);
+      if (tokens.length === 1 && !this.model.isEogToken(tokens[0]!)) return new TokenBias(this.model.tokenizer).set(tokens[0]!, 'never');
+      return undefined;
+    }
+    return undefined;
+  }
+
+  private async grammarFor(plan: Plan): Promise<LlamaGrammar | undefined> {
+    if (!plan.grammar) return undefined;
+    if (plan.grammar.kind === 'json') return (this.jsonGrammar ??= this.llama.getGrammarFor('json'));
+    try {
+      // The schema was checked by toGbnfJsonSchema; its generic type cannot be inferred from data.
+      return await this.llama.createGrammarForJsonSchema(plan.grammar.schema as never);
+    } catch (error) {
+      throw badRequest(
+        `response_format.json_schema could not be turned into a grammar: ${(error as Error).message}`,
+        'response_format.json_schema',
+      );
+    }
+  }
+
+  /** One request on one sequence. Resolves only after the sequence is disposed and the slot released. */
+  private async run(plan: Plan, signal: AbortSignal, emit: Emit): Promise<ChatResult> {
+    const grammar = await this.grammarFor(plan);
+    const lease = await this.slots.acquire(signal);
+    const stopper = new AbortController();
+    const stopForClient = () => stopper.abort(signal.reason);
+    let answerCapped = false;
+    let sequence: ReturnType<LlamaContext['getSequence']> | undefined;
+    let chat: LlamaChat | undefined;
+    try {
+      if (signal.aborted) throw new ClientGoneError();
+      signal.addEventListener('abort', stopForClient, { once: true });
+      sequence = this.context.getSequence();
+      chat = new LlamaChat({ contextSequence: sequence, chatWrapper: plan.wrapper });
+      const outputBefore = sequence.tokenMeter.usedOutputTokens;
+
+      let text = '';
+      let reasoning = '';
+      let answerTokens = 0;
+      let reasoningTokens = 0;
+      let leadingNewlines = true;
+      const calls: { id: string; name: string; raw: string; sent: number }[] = [];
+
+      const onResponseChunk = (chunk: LlamaChatResponseChunk) => {
+        if (answerCapped) return;
+        if (chunk.type === 'segment' && chunk.segmentType === 'thought') {
+          reasoningTokens += chunk.tokens.length;
+          if (chunk.text) {
+            reasoning += chunk.text;
+            emit({ type: 'reasoning-delta', text: chunk.text });
+          }
+          return;
+        }
+        // Answer text (and any non-thought segment, which is user-visible text).
+        let piece = chunk.text;
+        let tokens = chunk.tokens;
+        if (plan.answerLimit !== undefined && answerTokens + tokens.length >= plan.answerLimit) {
+          const allowed = plan.answerLimit - answerTokens;
+          if (allowed < tokens.length) {
+            tokens = tokens.slice(0, allowed);
+            piece = this.model.detokenize(tokens);
+          }
+          answerCapped = true;
+          stopper.abort(new Error('answer token limit reached'));
+        }
+        answerTokens += tokens.length;
+        // The template separates the think block from the answer with blank lines; they are not content.
+        if (leadingNewlines) {
+          piece = piece.replace(/^\n+/, '');
+          if (piece.length > 0) leadingNewlines = false;
+        }
+        if (piece) {
+          text += piece;
+          emit({ type: 'text-delta', text: piece });
+        }
+      };
+
+      const onFunctionCallParamsChunk = (chunk: LlamaChatResponseFunctionCallParamsChunk) => {
+        let call = calls[chunk.callIndex];
+        if (!call) {
+          call = { id: newToolCallId(), name: chunk.functionName, raw: '', sent: 0 };
+          calls[chunk.callIndex] = call;
+          emit({ type: 'tool-call-start', index: chunk.callIndex, id: call.id, name: call.name });
+        }
+        call.raw += chunk.paramsChunk;
+        // The params grammar ends with four newlines (node-llama-cpp's end marker); hold trailing
+        // newlines back until something else follows, so the deltas add up to the exact arguments.
+        const safe = call.raw.replace(/\n+$/, '').length;
+        if (safe > call.sent) {
+          emit({ type: 'tool-call-delta', index: chunk.callIndex, argumentsDelta: call.raw.slice(call.sent, safe) });
+          call.sent = safe;
+        }
+      };
+
+      const generateOptions: LLamaChatGenerateResponseOptions<ChatModelFunctions> = {
+        signal: stopper.signal,
+        stopOnAbortSignal: true,
+        maxTokens: plan.totalLimit,
+        temperature: plan.sampling.temperature ?? DEFAULT_TEMPERATURE,
+        topP: plan.sampling.topP,
+        topK: plan.sampling.topK,
+        minP: plan.sampling.minP,
+        seed: plan.sampling.seed,
+        repeatPenalty: penaltyOptions(plan.sampling),
+        tokenBias: plan.tokenBias,
+        customStopTriggers: plan.stop.length > 0 ? plan.stop : undefined,
+        budgets: { thoughtTokens: plan.thoughtBudget },
+        onResponseChunk,
+        ...(grammar
+          ? { grammar }
+          : plan.functions
+            ? {
+                functions: plan.functions,
+                documentFunctionParams: true,
+                maxParallelFunctionCalls: plan.maxParallelFunctionCalls,
+                onFunctionCallParamsChunk,
+              }
+            : {}),
+      } as LLamaChatGenerateResponseOptions<ChatModelFunctions>;
+
+      let response: LlamaChatResponse<ChatModelFunctions>;
+      try {
+        response = await chat.generateResponse(plan.history, generateOptions);
+      } catch (error) {
+        if (signal.aborted) throw new ClientGoneError();
+        throw error;
+      }
+      if (signal.aborted && !answerCapped) throw new ClientGoneError();
+
+      const toolCalls: ToolCall[] = (response.functionCalls ?? []).map((functionCall, index) => {
+        let call = calls[index];
+        if (!call) {
+          // Functions without parameters stream no argument chunks.
+          call = { id: newToolCallId(), name: functionCall.functionName, raw: '', sent: 0 };
+          calls[index] = call;
+          emit({ type: 'tool-call-start', index, id: call.id, name: call.name });
+        }
+        const end = call.raw.lastIndexOf('\n\n\n\n');
+        const args = call.raw.trim() === '' ? JSON.stringify(functionCall.params ?? {}) : end >= 0 ? call.raw.slice(0, end) : call.raw;
+        if (args.length > call.sent && args.startsWith(call.raw.slice(0, call.sent)))
+          emit({ type: 'tool-call-delta', index, argumentsDelta: args.slice(call.sent) });
+        return { id: call.id, name: call.name, arguments: args };
+      });
+
+      const stopReason = response.metadata.stopReason;
+      const finishReason: FinishReason =
+        answerCapped || stopReason === 'maxTokens' ? 'length' : toolCalls.length > 0 ? 'tool_calls' : 'stop';
+      const usage: ChatUsage = {
+        promptTokens: plan.promptTokens,
+        completionTokens: Math.max(sequence.tokenMeter.usedOutputTokens - outputBefore, reasoningTokens + answerTokens),
+        reasoningTokens,
+        cachedPromptTokens: 0,
+      };
+      emit({ type: 'finish', finishReason, usage });
+      return { text, reasoning, toolCalls, finishReason, usage, warnings: plan.warnings };
+    } finally {
+      signal.removeEventListener('abort', stopForClient);
+      // generateResponse has settled here (or never started), so nothing touches the sequence any more.
+      chat?.dispose({ disposeSequence: false });
+      try {
+        await sequence?.dispose();
+      } finally {
+        lease.release();
+      }
+    }
+  }
+}
+
+/** OpenAI's penalties default to off; node-llama-cpp's default (1.1 over 64 tokens) is not what clients asked for. */
+function penaltyOptions(sampling: SamplingOptions): LLamaChatGenerateResponseOptions['repeatPenalty'] {
+  const { frequencyPenalty, presencePenalty, repetitionPenalty } = sampling;
+  if (!frequencyPenalty && !presencePenalty && (repetitionPenalty === undefined || repetitionPenalty === 1)) return false;
+  return {
+    lastTokens: PENALTY_WINDOW,
+    penalty: repetitionPenalty ?? 1,
+    frequencyPenalty: frequencyPenalty ?? 0,
+    presencePenalty: presencePenalty ?? 0,
+  };
+}
+
+function newToolCallId(): string {
+  return `call_${randomBytes(12).toString('base64url').replace(/[-_]/g, 'x')}`;
+}
+
+/**
+ * Derive a wrapper that starts the answer in function-calling mode: node-llama-cpp then injects the
+ * call prefix and lets the model pick only among the offered functions (grammar-constrained name and
+ * arguments). Used for tool_choice "required" and a named tool_choice (only that function offered).
+ */
+function forcingFunctionCall(base: ChatWrapper): ChatWrapper {
+  const forced = Object.create(base) as ChatWrapper;
+  forced.generateContextState = function (options) {
+    const state = base.generateContextState.call(this, options);
+    if (state.functionCall !== undefined || state.ignoreStartText !== undefined)
+      return { ...state, functionCall: { initiallyEngaged: true, disengageInitiallyEngaged: [] } };
+    return {
+      contextText: state.contextText,
+      stopGenerationTriggers: state.stopGenerationTriggers,
+      noPrefixTrigger: { type: 'functionCall', inject: LlamaText([]) },
+    };
+  };
+  return forced;
+}
+
+/**
+ * Tool messages carry text. node-llama-cpp JSON-encodes results (a string gets quotes), while Qwen's
+ * own template inserts the content as is; this (internal, hence the cast) QwenChatWrapper option
+ * renders it the template's way.
+ */
+const qwenToolResults = { _flatFunctionResultString: true } as Record<string, unknown>;
+
+export async function loadLlamaCppChatModel(
+  config: ModelConfig,
+  onProgress?: LoadProgress,
+): Promise<LoadedModel<LlamaCppChatModel>> {
+  if (!config.path) throw new Error(`model ${config.id}: llama-cpp needs \`path\``);
+  const options = config.llamaCpp;
+  const llama = await getLlamaRuntime(options.gpu);
+  const model = await llama.loadModel({
+    modelPath: config.path,
+    gpuLayers: options.gpuLayers,
+    onLoadProgress: onProgress,
+  });
+  let context: LlamaContext;
+  try {
+    context = await model.createContext({
+      contextSize: Math.min(options.contextSize, model.trainContextSize),
+      sequences: options.sequences,
+      threads: options.threads,
+      batchSize: options.batchSize,
+    });
+  } catch (error) {
+    await model.dispose();
+    throw error;
+  }
+  const wrappers: Wrappers = {
+    standard: resolveChatWrapper(model, { customWrapperSettings: { qwen: qwenToolResults } }),
+    noThinking: resolveChatWrapper(model, {
+      customWrapperSettings: {
+        qwen: { ...qwenToolResults, thoughts: 'discourage' },
+        jinjaTemplate: { additionalRenderParameters: { enable_thinking: false } },
+      },
+    }),
+  };
+  const chatModel = new LlamaCppChatModel(llama, model, context, wrappers, config.id, config.maxQueue);
+  return {
+    model: chatModel,
+    async dispose() {
+      await context.dispose();
+      await model.dispose();
+    },
+  };
+}
