@@ -13,6 +13,8 @@ export interface EmbedResult {
   /** One vector per input, same order, L2-normalised when the model family expects it. */
   embeddings: Float32Array[];
   promptTokens: number;
+  /** Tokens evaluated per input (same order), so a batch of several requests can bill each one. */
+  tokensPerInput?: number[];
 }
 
 export interface EmbeddingModel {
@@ -20,9 +22,11 @@ export interface EmbeddingModel {
   readonly name: string;
   /** Native vector size. */
   readonly dimensions: number;
-  /** Max tokens of one input. */
+  /** Max tokens of one input, not counting the special tokens the engine adds around it. */
   readonly maxInputTokens: number;
   readonly matryoshka: boolean;
+  /** Token ids must be below this (token-array inputs are checked against it); undefined when unknown. */
+  readonly vocabularySize?: number;
   tokenize(text: string): Promise<number[]>;
   doEmbed(options: EmbedCallOptions): Promise<EmbedResult>;
 }
@@ -34,6 +38,8 @@ export interface RerankCallOptions {
   /** Split long documents into chunks of at most this many tokens' worth (see protocol docs). */
   maxChunksPerDoc?: number;
   overlapTokens?: number;
+  /** Truncate each document to this many tokens before chunking (Cohere v2 `max_tokens_per_doc`). */
+  maxTokensPerDoc?: number;
   signal: AbortSignal;
 }
 
@@ -41,6 +47,8 @@ export interface RerankResult {
   /** Score per input document, same order: sigmoid of the cross-encoder logit, best chunk wins. */
   scores: number[];
   inputTokens: number;
+  /** Query-document pairs evaluated (documents plus extra chunks of long ones); billed as searches. */
+  chunks?: number;
 }
 
 export interface RerankModel {

@@ -1,0 +1,171 @@
+// GGUF cross-encoder rerankers through node-llama-cpp: BERT/XLM-R models with a classification head
+// (bge-reranker-v2-m3 style; input `[CLS] query [SEP] document`, score = sigmoid(logit)) and Qwen3-Reranker
+// style decoders whose GGUF carries a `chat_template.rerank` (llama.cpp already returns a probability).
+//
+// Long documents are split here, not by node-llama-cpp, so that `max_chunks_per_doc` and
+// `overlap_tokens` mean what SiliconFlow documents: chunks of document tokens that fit next to the
+// query in one context, consecutive chunks sharing `overlap_tokens` tokens; a document scores its best chunk.
+import type { LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
+import type { ModelConfig } from '../../config/schema.ts';
+import { badRequest, ClientGoneError } from '../../errors/index.ts';
+import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
+import { ContextPool } from './embedding-context-pool.ts';
+import { getLlamaRuntime, type RuntimeLogger } from './runtime.ts';
+
+export interface LlamaCppRerankLoadOptions {
+  log?: RuntimeLogger;
+}
+
+/** Chunks scored per document when the request does not say (LlamaIndex sends 1024 explicitly). */
+export const DEFAULT_MAX_CHUNKS_PER_DOC = 1024;
+/** SiliconFlow's default and maximum overlap between consecutive chunks. */
+export const DEFAULT_OVERLAP_TOKENS = 80;
+
+export interface LlamaCppRerankModel extends RerankModel {
+  readonly parallelism: number;
+  readonly contextSize: number;
+  /** Text tokens (no special tokens) the engine would evaluate for this text. */
+  countTokens(text: string): number;
+}
+
+// Qwen3-Reranker's GGUF template hard-codes one instruction in this slot; a request's `instruction` replaces it.
+const QWEN3_INSTRUCT_SLOT = /<Instruct>: ([^\n]*)\n<Query>: \{query\}/;
+
+export async function loadLlamaCppRerankModel(
+  config: ModelConfig,
+  onProgress?: LoadProgress,
+  options: LlamaCppRerankLoadOptions = {},
+): Promise<LoadedModel<LlamaCppRerankModel>> {
+  if (!config.path) throw new Error(`model ${config.id}: llama-cpp needs \`path\``);
+  const llamaOptions = config.llamaCpp;
+  const llama = await getLlamaRuntime(llamaOptions.gpu, options.log);
+  const model = await llama.loadModel({ modelPath: config.path, gpuLayers: llamaOptions.gpuLayers, onLoadProgress: onProgress });
+  const contexts: LlamaRankingContext[] = [];
+  try {
+    if (!model.fileInsights.supportsRanking)
+      throw new Error(
+        `model ${config.id}: ${config.path} is not a reranker (no cls.weight / cls.output.weight classification head); serve it as type embedding or chat`,
+      );
+    const rerankTemplate = (model.fileInfo.metadata as unknown as { tokenizer?: Record<string, unknown> }).tokenizer?.[
+      'chat_template.rerank'
+    ];
+    const instructSlot = typeof rerankTemplate === 'string' ? QWEN3_INSTRUCT_SLOT.exec(rerankTemplate) : null;
+    // With the instruction slot folded into {{query}}, the instruction travels with the query text.
+    const template =
+      config.acceptsInstruction && instructSlot && typeof rerankTemplate === 'string'
+        ? (rerankTemplate.replace(QWEN3_INSTRUCT_SLOT, '{query}').replaceAll('{query}', '{{query}}').replaceAll('{document}', '{{document}}') as
+            `${string}{{query}}${string}{{document}}${string}`)
+        : undefined;
+    const contextSize = Math.min(llamaOptions.contextSize, model.trainContextSize || llamaOptions.contextSize);
+    for (let i = 0; i < llamaOptions.contexts; i++)
+      contexts.push(
+        await model.createRankingContext({ contextSize, batchSize: contextSize, threads: llamaOptions.threads, template }),
+      );
+    const reranker = new LlamaCppRerank(config, model, new ContextPool(contexts), contextSize, instructSlot?.[1]);
+    return {
+      model: reranker,
+      dispose: async () => {
+        await reranker.pool.dispose();
+        await model.dispose();
+      },
+    };
+  } catch (error) {
+    await Promise.allSettled(contexts.map((context) => context.dispose()));
+    await model.dispose();
+    throw error;
+  }
+}
+
+interface Chunk {
+  document: number;
+  tokens: Token[];
+}
+
+class LlamaCppRerank implements LlamaCppRerankModel {
+  readonly kind = 'reranker' as const;
+  readonly name: string;
+  readonly maxInputTokens: number;
+  readonly acceptsInstruction: boolean;
+  readonly parallelism: number;
+
+  constructor(
+    config: ModelConfig,
+    private readonly model: LlamaModel,
+    readonly pool: ContextPool<LlamaRankingContext>,
+    readonly contextSize: number,
+    /** The instruction a Qwen3-style template carries by default (used when a request gives none). */
+    private readonly defaultInstruction: string | undefined,
+  ) {
+    this.name = config.id;
+    this.acceptsInstruction = config.acceptsInstruction;
+    this.parallelism = pool.size;
+    // node-llama-cpp refuses a pair whose evaluated length reaches the context size.
+    this.maxInputTokens = contextSize - 1;
+  }
+
+  countTokens(text: string): number {
+    return this.tokenize(text).length;
+  }
+
+  async doRerank(options: RerankCallOptions): Promise<RerankResult> {
+    const { documents, signal } = options;
+    if (options.instruction !== undefined && !this.acceptsInstruction)
+      throw badRequest(`Model '${this.name}' does not take an instruction; omit \`instruction\`.`, 'instruction');
+    const query = this.tokenize(this.queryText(options.query, options.instruction));
+    const context = this.pool.contexts[0];
+    // Tokens the template and special tokens add around query + document.
+    const probe = this.tokenize('a');
+    const frame = context.calculateInputLength(query, probe) - probe.length;
+    const room = this.contextSize - 1 - frame;
+    if (room < 1)
+      throw badRequest(
+        `The query takes ${query.length} tokens and leaves no room for a document in model '${this.name}' (${this.maxInputTokens} tokens per query-document pair).`,
+        'query',
+        'context_length_exceeded',
+      );
+    const maxChunks = options.maxChunksPerDoc ?? DEFAULT_MAX_CHUNKS_PER_DOC;
+    const overlap = options.overlapTokens ?? DEFAULT_OVERLAP_TOKENS;
+    const chunks: Chunk[] = documents.flatMap((text, document) =>
+      splitIntoChunks(this.tokenize(text).slice(0, options.maxTokensPerDoc), room, overlap, maxChunks).map((tokens) => ({ document, tokens })),
+    );
+    const chunkScores = await Promise.all(
+      chunks.map((chunk) => this.pool.use((ranking) => ranking.rank(query, chunk.tokens), signal)),
+    );
+    if (signal.aborted) throw new ClientGoneError();
+    const scores = documents.map(() => 0);
+    chunks.forEach((chunk, index) => {
+      scores[chunk.document] = Math.max(scores[chunk.document], chunkScores[index]);
+    });
+    const inputTokens = chunks.reduce((sum, chunk) => sum + context.calculateInputLength(query, chunk.tokens), 0);
+    return { scores, inputTokens, chunks: chunks.length };
+  }
+
+  private queryText(query: string, instruction: string | undefined): string {
+    if (!this.acceptsInstruction) return query;
+    if (this.defaultInstruction !== undefined) return `<Instruct>: ${instruction ?? this.defaultInstruction}\n<Query>: ${query}`;
+    // Rerankers without a template slot: the instruct/query layout Qwen3 and E5-instruct models are trained on.
+    return instruction === undefined ? query : `Instruct: ${instruction}\nQuery: ${query}`;
+  }
+
+  private tokenize(text: string): Token[] {
+    // The same tokenization node-llama-cpp's ranking context applies to string inputs.
+    return this.model.tokenize(text, false, 'trimLeadingSpace');
+  }
+}
+
+/**
+ * Split `tokens` into chunks of at most `room` tokens, consecutive chunks sharing `overlap` tokens
+ * (capped at half a chunk so every chunk brings new text), keeping at most `maxChunks` chunks: the
+ * part of a document beyond them is not scored.
+ */
+export function splitIntoChunks<T>(tokens: T[], room: number, overlap: number, maxChunks: number): T[][] {
+  if (tokens.length <= room) return [tokens];
+  const shared = Math.min(Math.max(0, overlap), Math.floor(room / 2));
+  const stride = room - shared;
+  const chunks: T[][] = [];
+  for (let start = 0; chunks.length < maxChunks; start += stride) {
+    chunks.push(tokens.slice(start, start + room));
+    if (start + room >= tokens.length) break;
+  }
+  return chunks;
+}

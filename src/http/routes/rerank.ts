@@ -1,0 +1,18 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Services } from '../../serving/context.ts';
+import { serveRerank } from '../../serving/rerank.ts';
+import { requestContext, sendResult } from '../app.ts';
+
+/**
+ * POST /rerank in the API scope (/v1/rerank, and bare /rerank which the AI SDK's cohere provider
+ * calls with its base URL), plus /v2/rerank for Cohere's V2 client, whose base URL is the server
+ * root: registered in the bare scope only, so that it shares the auth hook without a /v1/v2 twin.
+ */
+export function registerRerankRoutes(scope: FastifyInstance, services: Services): void {
+  const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+    const result = await serveRerank(services, requestContext(request, services), request.body);
+    return sendResult(request, reply, result);
+  };
+  scope.post('/rerank', handler);
+  if (scope.prefix === '') scope.post('/v2/rerank', handler);
+}

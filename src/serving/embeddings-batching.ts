@@ -1,0 +1,33 @@
+// Micro-batcher settings shared by the embeddings and rerank serving paths, and the per-model
+// batchers themselves. One batcher per loaded model instance (a reloaded model gets a fresh one).
+import type { ModelConfig } from '../config/schema.ts';
+import { MicroBatcher, type BatchEntry } from '../scheduler/micro-batcher.ts';
+
+export interface BatchingSettings {
+  /** Tokens one batch may hold (TEI-style budget); a larger single request runs alone. */
+  maxBatchTokens: number;
+  /** How long the first request of a batch waits for company when the model is idle. */
+  maxWaitMs: number;
+  /** Batches in flight per model: 2 lets the next batch start on contexts the previous one has freed. */
+  concurrency: number;
+}
+
+// Measured with bench/embeddings.ts (docs/BENCHMARKS.md): on llama.cpp there is no cross-input batch
+// inside one context, so waiting longer than a couple of milliseconds only adds latency.
+export const DEFAULT_BATCHING: BatchingSettings = { maxBatchTokens: 8192, maxWaitMs: 2, concurrency: 2 };
+
+export function createBatcher<I, O>(
+  config: ModelConfig,
+  execute: (entries: BatchEntry<I>[], signal: AbortSignal) => Promise<O[]>,
+  settings: BatchingSettings = DEFAULT_BATCHING,
+): MicroBatcher<I, O> {
+  return new MicroBatcher<I, O>({
+    label: `Model '${config.id}'`,
+    maxQueue: config.maxQueue,
+    maxBatchTokens: settings.maxBatchTokens,
+    maxWaitMs: settings.maxWaitMs,
+    concurrency: settings.concurrency,
+    retryAfterSeconds: 1,
+    execute,
+  });
+}

@@ -1,0 +1,157 @@
+// POST /v1/embeddings: resolve model → check every input against the model (token limit, vocabulary,
+// dimensions) before anything queues → admit (keys, limits, balance) → micro-batch → meter.
+import { badRequest, isAbortError } from '../errors/index.ts';
+import { toInferaError } from '../errors/render.ts';
+import type { ModelConfig } from '../config/schema.ts';
+import type { UsageReport } from '../platform/gate.ts';
+import { buildEmbeddingsResponse, parseEmbeddingsRequest, type EmbeddingsRequest } from '../protocol/embeddings.ts';
+import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
+import type { EmbeddingInput, EmbeddingModel, EmbedResult } from '../spec/index.ts';
+import type { RequestContext, ServeResult, Services } from './context.ts';
+import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
+
+export interface EmbedJob {
+  inputs: EmbeddingInput[];
+  dimensions?: number;
+}
+
+export type EmbeddingBatcher = MicroBatcher<EmbedJob, EmbedResult>;
+
+const batchers = new WeakMap<EmbeddingModel, EmbeddingBatcher>();
+
+/** The model's batcher (created on first use with the model's config). */
+export function embeddingBatcherFor(model: EmbeddingModel, config: ModelConfig, settings: BatchingSettings = DEFAULT_BATCHING): EmbeddingBatcher {
+  let batcher = batchers.get(model);
+  if (!batcher) {
+    batcher = createBatcher<EmbedJob, EmbedResult>(config, (entries, signal) => runEmbedBatch(model, entries, signal), settings);
+    batchers.set(model, batcher);
+  }
+  return batcher;
+}
+
+/**
+ * One engine call per distinct `dimensions` in the batch, over the concatenated inputs of its
+ * requests, then the vectors and token counts are handed back to each request.
+ */
+export async function runEmbedBatch(model: EmbeddingModel, entries: BatchEntry<EmbedJob>[], signal: AbortSignal): Promise<EmbedResult[]> {
+  const groups = new Map<number | undefined, number[]>();
+  entries.forEach((entry, index) => {
+    const group = groups.get(entry.input.dimensions) ?? [];
+    group.push(index);
+    groups.set(entry.input.dimensions, group);
+  });
+  const results: EmbedResult[] = new Array(entries.length);
+  await Promise.all(
+    [...groups].map(async ([dimensions, members]) => {
+      const inputs = members.flatMap((index) => entries[index].input.inputs);
+      const result = await model.doEmbed({ inputs, dimensions, signal });
+      let offset = 0;
+      for (const index of members) {
+        const count = entries[index].input.inputs.length;
+        const tokens = result.tokensPerInput?.slice(offset, offset + count);
+        results[index] = {
+          embeddings: result.embeddings.slice(offset, offset + count),
+          // Engines that cannot count per input bill the batch in proportion to each request's share.
+          promptTokens: tokens
+            ? tokens.reduce((sum, n) => sum + n, 0)
+            : Math.round((result.promptTokens * entries[index].tokens) / Math.max(1, sumTokens(entries, members))),
+          tokensPerInput: tokens,
+        };
+        offset += count;
+      }
+    }),
+  );
+  return results;
+}
+
+const sumTokens = (entries: BatchEntry<EmbedJob>[], members: number[]) => members.reduce((sum, index) => sum + entries[index].tokens, 0);
+
+export async function serveEmbeddings(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
+  const request = parseEmbeddingsRequest(body);
+  const lease = await services.registry.acquire(request.model, 'embedding');
+  try {
+    const model = lease.model;
+    checkDimensions(model, request.dimensions);
+    const tokens = await countInputTokens(model, request);
+    const admission = await services.gate.admit({
+      principal: context.principal,
+      model: lease.config.id,
+      endpoint: 'embeddings',
+      requestId: context.requestId,
+      estimatedTokens: tokens,
+      images: 0,
+    });
+    let result: EmbedResult;
+    try {
+      result = await embeddingBatcherFor(model, lease.config).submit(
+        { inputs: request.inputs, dimensions: request.dimensions },
+        tokens,
+        context.signal,
+      );
+    } catch (error) {
+      await admission.settle(report(context, 0, isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
+      throw error;
+    }
+    await admission.settle(report(context, result.promptTokens, 'ok', 200));
+    return {
+      type: 'json',
+      body: buildEmbeddingsResponse(request.model, result.embeddings, result.promptTokens, request.encodingFormat),
+      headers: admission.headers,
+    };
+  } finally {
+    lease.release();
+  }
+}
+
+/** Matryoshka models truncate to any size up to their own; others accept only their native size. */
+export function checkDimensions(model: EmbeddingModel, dimensions: number | undefined): void {
+  if (dimensions === undefined || dimensions === model.dimensions) return;
+  if (!model.matryoshka)
+    throw badRequest(
+      `dimensions: model '${model.name}' produces ${model.dimensions}-dimensional vectors and cannot shorten them; omit \`dimensions\` or send ${model.dimensions}.`,
+      'dimensions',
+    );
+  if (dimensions > model.dimensions)
+    throw badRequest(`dimensions: must be at most ${model.dimensions} for model '${model.name}'.`, 'dimensions');
+}
+
+/**
+ * Token count of the whole request (batch budget and rate limits), refusing any input over the
+ * model's limit with a 400 that names it (`input[3]`, or `input` for a single input).
+ */
+export async function countInputTokens(model: EmbeddingModel, request: Pick<EmbeddingsRequest, 'inputs' | 'single'>): Promise<number> {
+  let total = 0;
+  const single = request.single;
+  for (const [index, input] of request.inputs.entries()) {
+    const param = single ? 'input' : `input[${index}]`;
+    const tokens = 'text' in input ? await model.tokenize(input.text) : input.tokens;
+    if (!('text' in input) && model.vocabularySize !== undefined) {
+      const bad = tokens.find((token) => token >= model.vocabularySize!);
+      if (bad !== undefined)
+        throw badRequest(`${param}: token id ${bad} is outside this model's vocabulary (0..${model.vocabularySize - 1}).`, param);
+    }
+    if (tokens.length > model.maxInputTokens)
+      throw badRequest(
+        `${param}: ${tokens.length} tokens is more than model '${model.name}' takes (${model.maxInputTokens} per input). Shorten or split it.`,
+        param,
+        'context_length_exceeded',
+      );
+    total += tokens.length;
+  }
+  return total;
+}
+
+const statusOf = (error: unknown) => (isAbortError(error) ? 499 : toInferaError(error).status);
+
+function report(context: RequestContext, promptTokens: number, outcome: UsageReport['outcome'], status: number): UsageReport {
+  return {
+    promptTokens,
+    completionTokens: 0,
+    reasoningTokens: 0,
+    images: 0,
+    documents: 0,
+    status,
+    outcome,
+    latencyMs: performance.now() - context.startedAt,
+  };
+}

@@ -1,0 +1,118 @@
+// POST /v1/rerank and /v2/rerank: resolve model → refuse what the model cannot honour → admit →
+// micro-batch → sort, cut to top_n, meter. Requests in one batch carry different queries, so the batch
+// runs them side by side on the model's context pool rather than as one engine call.
+import { badRequest, isAbortError } from '../errors/index.ts';
+import { toInferaError } from '../errors/render.ts';
+import type { ModelConfig } from '../config/schema.ts';
+import type { UsageReport } from '../platform/gate.ts';
+import { buildRerankResponse, parseRerankRequest, type RerankRequest } from '../protocol/rerank.ts';
+import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
+import type { RerankModel, RerankResult } from '../spec/index.ts';
+import type { RequestContext, ServeResult, Services } from './context.ts';
+import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
+
+export type RerankJob = Pick<RerankRequest, 'query' | 'documents' | 'instruction' | 'maxChunksPerDoc' | 'overlapTokens' | 'maxTokensPerDoc'>;
+/** Per-request failures come back as values so that one bad request does not fail its batch-mates. */
+export type RerankBatcher = MicroBatcher<RerankJob, RerankResult | Error>;
+
+const batchers = new WeakMap<RerankModel, RerankBatcher>();
+
+export function rerankBatcherFor(model: RerankModel, config: ModelConfig, settings: BatchingSettings = DEFAULT_BATCHING): RerankBatcher {
+  let batcher = batchers.get(model);
+  if (!batcher) {
+    batcher = createBatcher<RerankJob, RerankResult | Error>(config, (entries) => runRerankBatch(model, entries), settings);
+    batchers.set(model, batcher);
+  }
+  return batcher;
+}
+
+/**
+ * Each request keeps its own signal, so one caller leaving stops only its own pairs. A failure of
+ * one request (e.g. a query too long for the model) is that request's answer, not the batch's.
+ */
+export async function runRerankBatch(model: RerankModel, entries: BatchEntry<RerankJob>[]): Promise<(RerankResult | Error)[]> {
+  return Promise.all(
+    entries.map((entry) =>
+      model
+        .doRerank({ ...entry.input, signal: entry.signal ?? new AbortController().signal })
+        .catch((error: unknown) => (error instanceof Error ? error : new Error(String(error)))),
+    ),
+  );
+}
+
+/** Rough token cost for the batch budget and rate-limit pre-checks: ~4 characters a token. */
+export function estimateRerankTokens(job: Pick<RerankJob, 'query' | 'documents'>): number {
+  const query = Math.ceil(job.query.length / 4) + 3;
+  return job.documents.reduce((sum, document) => sum + query + Math.ceil(document.length / 4), 0);
+}
+
+export async function serveRerank(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
+  const request = parseRerankRequest(body);
+  const lease = await services.registry.acquire(request.model, 'reranker');
+  try {
+    const model = lease.model;
+    if (request.instruction !== undefined && !model.acceptsInstruction)
+      throw badRequest(
+        `instruction: model '${request.model}' is not an instruction-following reranker; omit \`instruction\`.`,
+        'instruction',
+      );
+    const estimate = estimateRerankTokens(request);
+    const admission = await services.gate.admit({
+      principal: context.principal,
+      model: lease.config.id,
+      endpoint: 'rerank',
+      requestId: context.requestId,
+      estimatedTokens: estimate,
+      images: 0,
+    });
+    let result: RerankResult;
+    try {
+      const outcome = await rerankBatcherFor(model, lease.config).submit(
+        {
+          query: request.query,
+          documents: request.documents,
+          instruction: request.instruction,
+          maxChunksPerDoc: request.maxChunksPerDoc,
+          overlapTokens: request.overlapTokens,
+          maxTokensPerDoc: request.maxTokensPerDoc,
+        },
+        estimate,
+        context.signal,
+      );
+      if (outcome instanceof Error) throw outcome;
+      result = outcome;
+    } catch (error) {
+      await admission.settle(report(context, 0, 0, isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
+      throw error;
+    }
+    await admission.settle(report(context, result.inputTokens, request.documents.length, 'ok', 200));
+    return {
+      type: 'json',
+      body: buildRerankResponse(request, result.scores, { inputTokens: result.inputTokens, chunks: result.chunks ?? request.documents.length }),
+      headers: admission.headers,
+    };
+  } finally {
+    lease.release();
+  }
+}
+
+const statusOf = (error: unknown) => (isAbortError(error) ? 499 : toInferaError(error).status);
+
+function report(
+  context: RequestContext,
+  promptTokens: number,
+  documents: number,
+  outcome: UsageReport['outcome'],
+  status: number,
+): UsageReport {
+  return {
+    promptTokens,
+    completionTokens: 0,
+    reasoningTokens: 0,
+    images: 0,
+    documents,
+    status,
+    outcome,
+    latencyMs: performance.now() - context.startedAt,
+  };
+}
