@@ -3,11 +3,15 @@
 import type { FastifyInstance } from 'fastify';
 import type { Services } from '../../serving/context.ts';
 import { registerChatRoutes } from './chat.ts';
+import { registerEmbeddingRoutes } from './embeddings.ts';
 import { registerModelRoutes } from './models.ts';
+import { registerRerankRoutes } from './rerank.ts';
 import { registerUserRoutes } from './user.ts';
 
 export function registerApiRoutes(scope: FastifyInstance, services: Services): void {
   registerChatRoutes(scope, services);
+  registerEmbeddingRoutes(scope, services);
+  registerRerankRoutes(scope, services);
   registerModelRoutes(scope, services);
   registerUserRoutes(scope, services);
 }
