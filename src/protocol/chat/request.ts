@@ -56,14 +56,14 @@ const functionName = z
 const jsonSchemaObject = z.record(z.string(), z.unknown());
 
 const textPart = z.object({ type: z.literal('text'), text: z.string() });
-const urlObject = (field: string) =>
+const urlObject = () =>
   z.union([
     z.string().min(1),
     z.object({
       url: z.string().min(1),
       detail: opt(z.enum(['auto', 'low', 'high'])),
     }),
-  ], { error: `must be a URL string or an object {url} (${field})` });
+  ], { error: 'must be a URL string or an object {"url": ...}' });
 
 const unsupportedPart = <T extends string>(type: T, what: string) =>
   z.object({ type: z.literal(type) }).check((ctx) => {
@@ -79,8 +79,8 @@ const userPart = z.discriminatedUnion(
   'type',
   [
     textPart,
-    z.object({ type: z.literal('image_url'), image_url: urlObject('image_url') }),
-    z.object({ type: z.literal('video_url'), video_url: urlObject('video_url') }),
+    z.object({ type: z.literal('image_url'), image_url: urlObject() }),
+    z.object({ type: z.literal('video_url'), video_url: urlObject() }),
     unsupportedPart('input_audio', 'input_audio'),
     unsupportedPart('file', 'file'),
   ],

@@ -102,6 +102,9 @@ function locate(issue: z.core.$ZodIssue, prefix: PathKey[]): Located {
       if (deepest > path.length || best.length === 1) return best[0]!;
       // Every branch failed at the union itself (wrong type altogether): the schema's own message
       // if it has one, else the acceptable types.
+      if (issue.errors.every((branch) => branch[0]?.code === 'invalid_type' && branch[0].message === 'is required')) {
+        return { path, message: 'is required' };
+      }
       if (issue.message !== UNION_DEFAULT) return { path, message: issue.message };
       const expected = issue.errors
         .map((branch) => branch[0])

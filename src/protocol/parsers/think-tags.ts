@@ -72,7 +72,7 @@ export class ThinkTagParser {
     const rest = this.buffer;
     this.buffer = '';
     if (this.state === 'reasoning' || (this.state === 'start' && this.startInThinking)) {
-      this.emitReasoning(parts, rest.trimStart(), true);
+      this.emitReasoning(parts, rest, true);
     } else if (this.state === 'start' || this.state === 'content') {
       pushPart(parts, { type: 'text-delta', text: rest });
     }
