@@ -2,8 +2,12 @@
 import { program } from './program.ts';
 import { registerServeCommand } from './serve.ts';
 import { registerModelsCommand } from './models.ts';
+import { registerKeysCommands } from './keys.ts';
+import { registerUsageCommands } from './usage.ts';
 
 registerServeCommand(program);
 registerModelsCommand(program);
+registerKeysCommands(program);
+registerUsageCommands(program);
 
 await program.parseAsync(process.argv);

@@ -8,7 +8,7 @@ import { configSchema } from '../config/schema.ts';
 import { InferaError } from '../errors/index.ts';
 import { createGate, sqlitePath, type PlatformGate } from './index.ts';
 import type { AdmissionRequest, Principal, UsageReport } from './gate.ts';
-import { parsePlatformConfig } from './config.ts';
+import { parseLimitsFlag, parsePlatformConfig } from './config.ts';
 import { formatMicro, parseAmount } from './pricing.ts';
 import { parseSince } from './admin.ts';
 
@@ -213,7 +213,8 @@ test('group commit: concurrent settles share transactions, each resolves only af
     assert.equal(await gate.admin.store.countLedger(), 300);
     const admission = await gate.admit(request(principal));
     await admission.settle(usage());
-    await assert.rejects(admission.settle(usage()), /twice/);
+    await admission.settle(usage());
+    assert.equal(await gate.admin.store.countLedger(), 301, 'a second settle of one admission writes nothing');
   });
 });
 
@@ -254,6 +255,9 @@ test('platform config is validated with paths; helpers parse amounts and duratio
   assert.equal(formatMicro(1_500_000), '1.50');
   assert.equal(formatMicro(-2_000_001), '-2.000001');
   assert.equal(parseAmount('0.25'), 250_000);
+  assert.deepEqual(parseLimitsFlag('rpm=10, TPM=1000'), { rpm: 10, tpm: 1000 });
+  assert.throws(() => parseLimitsFlag('rpn=3'), /unknown limit "rpn"/);
+  assert.throws(() => parseLimitsFlag('rpm=0'), /positive integer/);
   assert.throws(() => parseAmount('1.2345678'));
   assert.equal(parseSince('2h', 10_000_000), 10_000_000 - 7_200_000);
   assert.equal(parseSince('2026-01-01T00:00:00Z'), Date.UTC(2026, 0, 1));

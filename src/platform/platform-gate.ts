@@ -36,7 +36,7 @@ const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
 };
 
 const unauthorized = (message: string) =>
-  new InferaError({ status: 401, message, code: 'invalid_api_key', siliconflowCode: 20001 });
+  new InferaError({ status: 401, message, code: 'invalid_api_key', siliconflowCode: 20001, headers: { 'www-authenticate': 'Bearer' } });
 
 const noop: Admission = { headers: {}, settle: async () => {} };
 
@@ -268,7 +268,11 @@ export class PlatformGate implements Gate {
     return {
       headers,
       settle: async (usage: UsageReport) => {
-        if (settled) throw new Error(`settle() called twice for request ${request.requestId}`);
+        // A second settle would double-charge; refuse it loudly in the log but never break the response.
+        if (settled) {
+          this.logger.warn({ requestId: request.requestId }, 'settle() called twice; the second call is ignored');
+          return;
+        }
         settled = true;
         const cost = costMicro(price, usage, request.endpoint);
         if (counted) {

@@ -1,0 +1,158 @@
+// /admin/*: keys, accounts and usage over HTTP, guarded by server.adminKey (a separate secret from the
+// API keys). Mounted at the root, outside /v1, so API keys never reach it. Thin over PlatformAdmin.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { badRequest, InferaError } from '../../errors/index.ts';
+import type { PlatformAdmin } from '../../platform/admin.ts';
+import { parseSince } from '../../platform/admin.ts';
+import { limitsSchema } from '../../platform/config.ts';
+import type { Gate } from '../../platform/gate.ts';
+import { parseAmount } from '../../platform/pricing.ts';
+import type { Services } from '../../serving/context.ts';
+
+const digest = (secret: string) => createHash('sha256').update(secret).digest();
+
+const hasAdmin = (gate: Gate): gate is Gate & { admin: PlatformAdmin } =>
+  typeof (gate as { admin?: unknown }).admin === 'object' && (gate as { admin?: unknown }).admin !== null;
+
+/** zod → 400 naming the field, like every other request error. */
+function parse<T>(schema: z.ZodType<T>, value: unknown): T {
+  const result = schema.safeParse(value ?? {});
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const param = issue.path.join('.') || null;
+  throw badRequest(`${param ?? 'body'}: ${issue.message}`, param);
+}
+
+const createKeyBody = z
+  .object({
+    name: z.string().min(1).max(100),
+    account: z.string().optional(),
+    models: z.array(z.string().min(1)).optional(),
+    limits: limitsSchema.optional(),
+    /** ISO date, epoch ms, or a duration from now ("30d"). */
+    expires_at: z.union([z.string(), z.number()]).optional(),
+  })
+  .strict();
+
+const createAccountBody = z.object({ id: z.string().min(1), name: z.string().optional() }).strict();
+const topUpBody = z.object({ amount: z.union([z.string(), z.number()]) }).strict();
+const usageQuery = z
+  .object({
+    by: z.enum(['model', 'key', 'account', 'endpoint', 'day']).default('model'),
+    since: z.string().default('24h'),
+    until: z.string().optional(),
+    account: z.string().optional(),
+  })
+  .strict();
+
+function expiresAt(value: string | number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'number') return value;
+  const relative = /^(\d+)\s*(m|h|d|w)$/.exec(value.trim());
+  if (relative)
+    return Date.now() + Number(relative[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[relative[2] as 'm'];
+  const date = Date.parse(value);
+  if (Number.isNaN(date)) throw badRequest(`expires_at "${value}" is neither a date nor a duration like 30d.`, 'expires_at');
+  return date;
+}
+
+function sinceParam(value: string, param: string): number {
+  try {
+    return parseSince(value);
+  } catch (error) {
+    throw badRequest((error as Error).message, param);
+  }
+}
+
+/** Registers /admin/* on the root app (not inside the /v1 scope). */
+export async function registerAdminRoutes(app: FastifyInstance, services: Services): Promise<void> {
+  const adminKey = services.config.server.adminKey;
+  const expected = adminKey ? digest(adminKey) : undefined;
+
+  const authorize = async (request: FastifyRequest) => {
+    if (!expected)
+      throw new InferaError({ status: 403, code: 'admin_disabled', message: 'The admin API is disabled: set server.adminKey (or INFERA_ADMIN_KEY).' });
+    const match = /^Bearer\s+(.+)$/i.exec(request.headers.authorization?.trim() ?? '');
+    if (!match || !timingSafeEqual(digest(match[1]!.trim()), expected))
+      throw new InferaError({
+        status: 401,
+        code: 'invalid_admin_key',
+        message: 'The admin API needs "Authorization: Bearer <server.adminKey>".',
+        headers: { 'www-authenticate': 'Bearer' },
+      });
+    if (!hasAdmin(services.gate))
+      throw new InferaError({ status: 501, code: 'no_key_store', message: 'This server runs without the platform key store.' });
+    return services.gate.admin;
+  };
+
+  await app.register(
+    async (scope) => {
+      scope.get('/keys', async (request) => {
+        const admin = await authorize(request);
+        const { account } = request.query as { account?: string };
+        return { object: 'list', data: await admin.listKeys(account) };
+      });
+
+      scope.post('/keys', async (request, reply) => {
+        const admin = await authorize(request);
+        const body = parse(createKeyBody, request.body);
+        const { key, secret } = await admin.createKey({
+          name: body.name,
+          accountId: body.account,
+          models: body.models,
+          limits: body.limits,
+          expiresAt: expiresAt(body.expires_at),
+        });
+        return reply.status(201).send({ ...key, secret });
+      });
+
+      const revoke = async (request: FastifyRequest) => {
+        const admin = await authorize(request);
+        const { id } = request.params as { id: string };
+        await admin.revokeKey(id);
+        return { id, revoked: true };
+      };
+      scope.delete('/keys/:id', revoke);
+      scope.post('/keys/:id/revoke', revoke);
+
+      scope.get('/accounts', async (request) => {
+        const admin = await authorize(request);
+        return { object: 'list', data: await admin.listAccounts() };
+      });
+
+      scope.post('/accounts', async (request, reply) => {
+        const admin = await authorize(request);
+        const body = parse(createAccountBody, request.body);
+        return reply.status(201).send(await admin.createAccount(body.id, body.name));
+      });
+
+      scope.post('/accounts/:id/topup', async (request) => {
+        const admin = await authorize(request);
+        const { id } = request.params as { id: string };
+        const { amount } = parse(topUpBody, request.body);
+        let micro: number;
+        try {
+          micro = parseAmount(String(amount));
+        } catch (error) {
+          throw badRequest((error as Error).message, 'amount');
+        }
+        return admin.topUp(id, micro);
+      });
+
+      scope.get('/usage', async (request) => {
+        const admin = await authorize(request);
+        const query = parse(usageQuery, request.query);
+        const data = await admin.usage({
+          by: query.by,
+          since: sinceParam(query.since, 'since'),
+          until: query.until === undefined ? undefined : sinceParam(query.until, 'until'),
+          accountId: query.account,
+        });
+        return { object: 'list', by: query.by, data };
+      });
+    },
+    { prefix: '/admin' },
+  );
+}
