@@ -1,5 +1,6 @@
 // Public model id → a loaded engine model. Loads lazily on first use (or eagerly at startup), hands
 // out leases so a model is never disposed while a request uses it, and disposes everything on shutdown.
+import { existsSync } from 'node:fs';
 import type { ModelConfig, ModelTypeName } from '../config/schema.ts';
 import { InferaError, modelNotFound } from '../errors/index.ts';
 import type { AnyModel, LoadedModel, LoadProgress, ChatModel, EmbeddingModel, RerankModel, ImageModel } from '../spec/index.ts';
@@ -113,10 +114,13 @@ export class ModelRegistry {
       slot.error = undefined;
       this.events.onStateChange?.(slot);
       const loader = this.loaderFor(slot.config);
-      slot.loading = loader(slot.config, (fraction) => {
+      const { path } = slot.config;
+      // Fail fast and plainly on the most common operator mistake, before waking a native engine.
+      const start = path && !existsSync(path) ? Promise.reject(new Error(`file not found: ${path} (check models[].path)`)) : undefined;
+      slot.loading = (start ?? loader(slot.config, (fraction) => {
         slot.progress = fraction;
         this.events.onProgress?.(slot);
-      }).then(
+      })).then(
         (loaded) => {
           slot.loaded = loaded;
           slot.state = 'ready';
