@@ -7,6 +7,7 @@ import { errorBody, errorHeaders, toInferaError } from '../errors/render.ts';
 import type { Principal } from '../platform/gate.ts';
 import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
 import { registerApiRoutes } from './routes/index.ts';
+import { registerImageFileRoutes } from './routes/images.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -86,6 +87,7 @@ export async function buildApp(services: Services) {
   });
 
   app.get('/health', async () => ({ status: 'ok' }));
+  registerImageFileRoutes(app, services);
 
   // Every API route is served under /v1 and bare (one LangChain package uses bare paths).
   for (const prefix of ['/v1', '']) {

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Services } from '../../serving/context.ts';
 import { registerChatRoutes } from './chat.ts';
 import { registerEmbeddingRoutes } from './embeddings.ts';
+import { registerImageRoutes } from './images.ts';
 import { registerModelRoutes } from './models.ts';
 import { registerRerankRoutes } from './rerank.ts';
 import { registerUserRoutes } from './user.ts';
@@ -12,6 +13,7 @@ export function registerApiRoutes(scope: FastifyInstance, services: Services): v
   registerChatRoutes(scope, services);
   registerEmbeddingRoutes(scope, services);
   registerRerankRoutes(scope, services);
+  registerImageRoutes(scope, services);
   registerModelRoutes(scope, services);
   registerUserRoutes(scope, services);
 }

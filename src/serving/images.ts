@@ -1,0 +1,147 @@
+// POST /v1/images/generations: parse → resolve the image model → size/img2img checks against the
+// model → admit (keys, IPM limits, balance) → fetch/decode the input image → generate (the engine
+// queues per model and stops between steps when the client leaves) → store files → answer with
+// links that point back at this server and expire.
+import { randomInt } from 'node:crypto';
+import { join } from 'node:path';
+import { badRequest, isAbortError } from '../errors/index.ts';
+import { toInferaError } from '../errors/render.ts';
+import type { UsageReport } from '../platform/gate.ts';
+import { buildImagesResponse, checkImageSize, MAX_SEED, parseImageGenerationRequest } from '../protocol/images.ts';
+import type { ImageResult } from '../spec/index.ts';
+import type { RequestContext, ServeResult, Services } from './context.ts';
+import { decodeInitImage, loadImageInput } from './images-input.ts';
+import { ImageStore } from './images-store.ts';
+
+/** Path under which stored images are served (outside the authenticated API scope: the name is the key). */
+export const IMAGE_FILES_PATH = '/v1/images/files';
+
+const stores = new WeakMap<Services, Promise<ImageStore>>();
+
+/** The image store for these services, opened (and swept) on first use; the route opens it at startup. */
+export function imageStoreFor(services: Services): Promise<ImageStore> {
+  let store = stores.get(services);
+  if (!store) {
+    const { images, storage } = services.config;
+    store = ImageStore.open({
+      dir: images.dir ?? join(storage.dataDir, 'images'),
+      ttlSeconds: images.ttlSeconds,
+      log: { warn: (message) => services.logger.warn(message) },
+    });
+    stores.set(services, store);
+    store.catch(() => stores.delete(services));
+  }
+  return store;
+}
+
+/** Stops the sweeper (shutdown). Files stay on disk; the next start sweeps what expired meanwhile. */
+export async function closeImageStore(services: Services): Promise<void> {
+  const store = stores.get(services);
+  stores.delete(services);
+  (await store?.catch(() => undefined))?.close();
+}
+
+export interface ImageServeOptions {
+  /** Scheme://host[:port] clients reach this server at (server.publicUrl, else the request's Host). */
+  origin: string;
+}
+
+export async function serveImageGeneration(
+  services: Services,
+  context: RequestContext,
+  body: unknown,
+  options: ImageServeOptions,
+): Promise<ServeResult> {
+  const request = parseImageGenerationRequest(body, { strict: services.config.server.strictParameters });
+  for (const warning of request.warnings) context.logger.warn(warning);
+  const lease = await services.registry.acquire(request.model, 'text-to-image');
+  try {
+    const model = lease.model;
+    if (request.size) checkImageSize(request.size, model.limits);
+    if (request.image && !model.imageToImage)
+      throw badRequest(`image: model '${request.model}' cannot take an input image (its export has no VAE encoder).`, 'image', 'image_to_image_unsupported');
+    const admission = await services.gate.admit({
+      principal: context.principal,
+      model: lease.config.id,
+      endpoint: 'images',
+      requestId: context.requestId,
+      estimatedTokens: 0,
+      images: request.batchSize,
+    });
+    let result: ImageResult;
+    let urls: string[];
+    try {
+      let initImage: Awaited<ReturnType<typeof decodeInitImage>> | undefined;
+      if (request.image) {
+        const { images } = services.config;
+        const bytes = await loadImageInput(request.image, {
+          allowPrivateUrls: images.allowPrivateUrls,
+          maxBytes: images.maxInputBytes,
+          timeoutMs: images.fetchTimeoutMs,
+          signal: context.signal,
+        });
+        initImage = await decodeInitImage(bytes, request.size, model.limits);
+      }
+      const [width, height] = request.size
+        ? [request.size.width, request.size.height]
+        : initImage
+          ? [initImage.width, initImage.height]
+          : model.limits.defaultSize;
+      result = await model.doGenerateImages({
+        prompt: request.prompt,
+        negativePrompt: request.negativePrompt,
+        width,
+        height,
+        batchSize: request.batchSize,
+        steps: request.steps,
+        guidanceScale: request.guidanceScale,
+        seed: request.seed ?? randomInt(0, MAX_SEED + 1),
+        initImage,
+        strength: request.strength,
+        outputFormat: request.outputFormat,
+        signal: context.signal,
+      });
+      const store = await imageStoreFor(services);
+      const saved = await Promise.all(result.images.map((image) => store.save(image, result.mediaType ?? 'image/png')));
+      urls = saved.map((file) => `${options.origin.replace(/\/+$/, '')}${IMAGE_FILES_PATH}/${file.name}`);
+    } catch (error) {
+      await admission.settle(report(context, 0, isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
+      throw error;
+    }
+    await admission.settle(report(context, result.images.length, 'ok', 200));
+    return {
+      type: 'json',
+      body: buildImagesResponse({
+        urls,
+        files: result.images,
+        seed: result.seed,
+        inferenceSeconds: result.inferenceSeconds,
+        responseFormat: request.responseFormat,
+      }),
+      headers: admission.headers,
+    };
+  } finally {
+    lease.release();
+  }
+}
+
+/** GET /v1/images/files/:name → the stored file, 404 (unknown) or 410 (expired). */
+export async function serveImageFile(services: Services, name: string) {
+  const store = await imageStoreFor(services);
+  return store.read(name);
+}
+
+const statusOf = (error: unknown) => (isAbortError(error) ? 499 : toInferaError(error).status);
+
+function report(context: RequestContext, images: number, outcome: UsageReport['outcome'], status: number): UsageReport {
+  return {
+    promptTokens: 0,
+    completionTokens: 0,
+    reasoningTokens: 0,
+    images,
+    documents: 0,
+    status,
+    outcome,
+    latencyMs: performance.now() - context.startedAt,
+  };
+}
