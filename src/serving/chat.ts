@@ -16,11 +16,12 @@ const DEFAULT_ESTIMATE_COMPLETION = 512;
 export async function serveChatCompletion(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseChatRequest(body);
   const lease = await services.registry.acquire(request.model, 'chat');
-  let admission: Admission | undefined;
+  const model = lease.model;
+  const options: ChatCallOptions = { ...request.options, signal: context.signal };
+  let promptTokens: number;
+  let admission: Admission;
   try {
-    const model = lease.model;
-    const options: ChatCallOptions = { ...request.options, signal: context.signal };
-    const promptTokens = await checkContext(model, options);
+    promptTokens = await checkContext(model, options);
     admission = await services.gate.admit({
       principal: context.principal,
       model: lease.config.id,
@@ -29,49 +30,51 @@ export async function serveChatCompletion(services: Services, context: RequestCo
       estimatedTokens: promptTokens + (options.maxTokens ?? DEFAULT_ESTIMATE_COMPLETION) * request.n,
       images: 0,
     });
-    const meta = { id: newChatCompletionId(), created: Math.floor(Date.now() / 1000), model: request.model, legacyFunctions: request.legacyFunctions };
+  } catch (error) {
+    lease.release();
+    throw error;
+  }
 
+  // From here on the request is metered: settled exactly once, whatever happens.
+  let settled = false;
+  const settle = async (usage: ChatUsage, outcome: UsageReport['outcome'], status: number) => {
+    if (settled) return;
+    settled = true;
+    await admission.settle(report(context, usage, outcome, status));
+  };
+  const meta = { id: newChatCompletionId(), created: Math.floor(Date.now() / 1000), model: request.model, legacyFunctions: request.legacyFunctions };
+  const meters: MeteredStream[] = [];
+  let streaming = false;
+  try {
     if (!request.stream) {
-      let results: ChatResult[];
-      try {
-        results = await Promise.all(Array.from({ length: request.n }, () => model.doGenerate(options)));
-      } catch (error) {
-        await admission.settle(report(context, emptyUsage(promptTokens), isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
-        throw error;
-      }
+      const results = await Promise.all(Array.from({ length: request.n }, () => model.doGenerate(options)));
       for (const result of results)
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
-      await admission.settle(report(context, sumUsage(results.map((r) => r.usage)), 'ok', 200));
+      await settle(sumUsage(results.map((r) => r.usage)), 'ok', 200);
       return { type: 'json', body: buildChatCompletion(meta, results), headers: admission.headers };
     }
 
     // Streaming: start every choice and wait for its first part before committing to a 200.
-    const meters = Array.from({ length: request.n }, () => new MeteredStream(model, options, promptTokens));
-    try {
-      await Promise.all(meters.map((meter) => meter.peek()));
-    } catch (error) {
-      await Promise.all(meters.map((meter) => meter.return()));
-      await admission.settle(report(context, emptyUsage(promptTokens), isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
-      throw error;
-    }
+    for (let i = 0; i < request.n; i++) meters.push(new MeteredStream(model, options, promptTokens));
+    await Promise.all(meters.map((meter) => meter.peek()));
     const frames = chatCompletionFrames(meta, meters, { includeUsage: request.includeUsage });
-    const settle = admission.settle;
-    const release = lease.release;
+    streaming = true;
     return {
       type: 'sse',
       headers: admission.headers,
       frames: new SettlingFrames(frames, async (outcome, failure) => {
         await Promise.all(meters.map((meter) => meter.return()));
-        release();
-        const usage = sumUsage(meters.map((meter) => meter.usage()));
-        await settle(report(context, usage, outcome, outcome === 'error' ? statusOf(failure) : 200));
+        lease.release();
+        await settle(sumUsage(meters.map((meter) => meter.usage())), outcome, outcome === 'error' ? statusOf(failure) : 200);
       }),
     };
   } catch (error) {
-    lease.release();
+    await Promise.all(meters.map((meter) => meter.return()));
+    const usage = meters.length ? sumUsage(meters.map((meter) => meter.usage())) : emptyUsage(promptTokens);
+    await settle(usage, isAbortError(error) ? 'cancelled' : 'error', statusOf(error));
     throw error;
   } finally {
-    if (!request.stream) lease.release();
+    if (!streaming) lease.release();
   }
 }
 
