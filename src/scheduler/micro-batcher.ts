@@ -130,7 +130,7 @@ export class MicroBatcher<I, O> {
           this.timer = undefined;
           this.schedule();
         }, Math.max(0, Math.ceil(this.options.maxWaitMs - waited)));
-        this.timer.unref?.();
+        // Not unref'd: a waiting batch is pending work that must keep the process alive.
         return;
       }
       this.dispatch(this.cut());

@@ -8,7 +8,6 @@ interface Waiter<C> {
   resolve(context: C): void;
   reject(error: unknown): void;
   signal?: AbortSignal;
-  onAbort?: () => void;
 }
 
 export class ContextPool<C extends { dispose(): Promise<void> }> {
@@ -47,28 +46,21 @@ export class ContextPool<C extends { dispose(): Promise<void> }> {
     if (signal?.aborted) return Promise.reject(new ClientGoneError());
     const context = this.idle.pop();
     if (context) return Promise.resolve(context);
-    return new Promise<C>((resolve, reject) => {
-      const waiter: Waiter<C> = { resolve, reject, signal };
-      if (signal) {
-        waiter.onAbort = () => {
-          const at = this.waiters.indexOf(waiter);
-          if (at >= 0) this.waiters.splice(at, 1);
-          reject(new ClientGoneError());
-        };
-        signal.addEventListener('abort', waiter.onAbort, { once: true });
-      }
-      this.waiters.push(waiter);
-    });
+    // No abort listener per waiter: one request's inputs share a signal and can number in the
+    // thousands. An abandoned waiter is skipped when a context frees up instead.
+    return new Promise<C>((resolve, reject) => this.waiters.push({ resolve, reject, signal }));
   }
 
   private release(context: C): void {
-    const next = this.waiters.shift();
-    if (!next) {
-      this.idle.push(context);
+    for (let next = this.waiters.shift(); next; next = this.waiters.shift()) {
+      if (next.signal?.aborted) {
+        next.reject(new ClientGoneError());
+        continue;
+      }
+      next.resolve(context);
       return;
     }
-    if (next.signal && next.onAbort) next.signal.removeEventListener('abort', next.onAbort);
-    next.resolve(context);
+    this.idle.push(context);
   }
 }
 
