@@ -41,8 +41,16 @@ function start(command: string, args: string[], env: Record<string, string>, rea
 }
 
 async function measure(url: string, headers: Record<string, string>) {
-  const result = await autocannon({ url, connections, duration, headers });
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx };
+  // Throughput with `connections` clients, then latency with one client (mean, µs resolution).
+  const loaded = await autocannon({ url, connections, duration, headers });
+  const single = await autocannon({ url, connections: 1, duration: Math.max(2, duration / 2), headers });
+  return {
+    rps: loaded.requests.average,
+    p50: loaded.latency.p50,
+    p99: loaded.latency.p99,
+    meanLatencyUs: single.latency.average * 1000,
+    errors: loaded.errors + loaded.non2xx + single.errors + single.non2xx,
+  };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -72,7 +80,13 @@ try {
 const summary = Object.fromEntries(
   Object.entries(results).map(([name, runs]) => [
     name,
-    { rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)), errors: runs.reduce((s, r) => s + r.errors, 0) },
+    {
+      rps: median(runs.map((r) => r.rps)),
+      p50: median(runs.map((r) => r.p50)),
+      p99: median(runs.map((r) => r.p99)),
+      meanLatencyUs: median(runs.map((r) => r.meanLatencyUs)),
+      errors: runs.reduce((s, r) => s + r.errors, 0),
+    },
   ]),
 );
 const perRequestUs = (rps: number) => (1e6 * 1) / rps; // single event loop: µs of CPU per request at saturation
@@ -80,5 +94,7 @@ console.log(JSON.stringify({ duration, connections, rounds, summary }, null, 2))
 console.log(
   `bare node:http: ${summary.bare.rps.toFixed(0)} req/s (p50 ${summary.bare.p50} ms) | infera /v1/models with auth+log: ` +
     `${summary.infera.rps.toFixed(0)} req/s (p50 ${summary.infera.p50} ms) | ratio ${(summary.infera.rps / summary.bare.rps).toFixed(2)} | ` +
-    `added CPU per request ≈ ${(perRequestUs(summary.infera.rps) - perRequestUs(summary.bare.rps)).toFixed(1)} µs`,
+    `added CPU per request ≈ ${(perRequestUs(summary.infera.rps) - perRequestUs(summary.bare.rps)).toFixed(1)} µs | ` +
+    `one-client mean latency: bare ${summary.bare.meanLatencyUs.toFixed(0)} µs, infera ${summary.infera.meanLatencyUs.toFixed(0)} µs ` +
+    `(added ${(summary.infera.meanLatencyUs - summary.bare.meanLatencyUs).toFixed(0)} µs; budget 300 µs)`,
 );

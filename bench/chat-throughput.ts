@@ -1,0 +1,186 @@
+// Decode speed and time to first token through Infera's HTTP API (SSE streams) versus calling
+// node-llama-cpp directly (LlamaChat.generateResponse on a context sequence) on the same GGUF, same
+// threads, same context settings, at 1 and N concurrent streams. Not a test: prints figures for
+// docs/BENCHMARKS.md.
+//
+// Usage: node --import tsx bench/chat-throughput.ts [--threads 2] [--tokens 128] [--concurrency 8] [--rounds 3]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { LlamaChat, resolveChatWrapper, type LlamaContext } from 'node-llama-cpp';
+import { getLlamaRuntime } from '../src/engines/llama-cpp/runtime.ts';
+import { ensureBenchModel } from '../src/tiny-models/index.ts';
+
+const { values } = parseArgs({
+  options: {
+    threads: { type: 'string', default: '2' },
+    tokens: { type: 'string', default: '128' },
+    concurrency: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '3' },
+    port: { type: 'string', default: '8713' },
+  },
+});
+const threads = Number(values.threads);
+const tokens = Number(values.tokens);
+const concurrency = Number(values.concurrency);
+const rounds = Number(values.rounds);
+const port = Number(values.port);
+const contextSize = 1024;
+const prompt = 'Write a long story about a lighthouse keeper and the sea.';
+
+const dir = join(tmpdir(), 'infera-bench-models');
+mkdirSync(dir, { recursive: true });
+const modelPath = await ensureBenchModel('chat-512x8', dir);
+
+interface Run {
+  /** Aggregate generated tokens per second over the decode phase (first token → last token). */
+  tokensPerSecond: number;
+  /** Median time to first token, ms. */
+  ttftMs: number;
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+// ---- direct: node-llama-cpp, no HTTP ----------------------------------------------------------------
+async function direct(context: LlamaContext, streams: number): Promise<Run> {
+  const started = performance.now();
+  const firsts: number[] = [];
+  let generated = 0;
+  let lastEnd = 0;
+  await Promise.all(
+    Array.from({ length: streams }, async () => {
+      const sequence = context.getSequence();
+      try {
+        const chat = new LlamaChat({ contextSequence: sequence, chatWrapper: resolveChatWrapper(context.model) });
+        let first = 0;
+        const response = await chat.generateResponse([{ type: 'user', text: prompt }, { type: 'model', response: [] }], {
+          maxTokens: tokens,
+          temperature: 0,
+          onToken: () => {
+            if (!first) first = performance.now();
+          },
+        });
+        generated += chat.sequence.tokenMeter.usedOutputTokens;
+        firsts.push(first - started);
+        lastEnd = Math.max(lastEnd, performance.now());
+        void response;
+        chat.dispose({ disposeSequence: false });
+      } finally {
+        sequence.dispose();
+      }
+    }),
+  );
+  const decodeStart = started + Math.min(...firsts);
+  return { tokensPerSecond: generated / ((lastEnd - decodeStart) / 1000), ttftMs: median(firsts) };
+}
+
+// ---- through Infera's HTTP API ----------------------------------------------------------------------
+async function viaHttp(streams: number): Promise<Run> {
+  const started = performance.now();
+  const firsts: number[] = [];
+  let generated = 0;
+  let lastEnd = 0;
+  await Promise.all(
+    Array.from({ length: streams }, async () => {
+      const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'bench/chat-512x8',
+          messages: [{ role: 'user', content: prompt }],
+          stream: true,
+          max_tokens: tokens,
+          temperature: 0,
+          enable_thinking: false,
+        }),
+      });
+      if (!response.ok) throw new Error(`HTTP ${response.status}: ${await response.text()}`);
+      const decoder = new TextDecoder();
+      let first = 0;
+      let text = '';
+      for await (const chunk of response.body!) {
+        if (!first) first = performance.now();
+        text += decoder.decode(chunk, { stream: true });
+      }
+      const usage = text
+        .split('\n\n')
+        .filter((e) => e.startsWith('data: {'))
+        .map((e) => JSON.parse(e.slice(6)))
+        .findLast((c) => c.usage)?.usage;
+      // completion_tokens counts reasoning too (SiliconFlow): the bench model may emit think tags.
+      generated += usage.completion_tokens;
+      firsts.push(first - started);
+      lastEnd = Math.max(lastEnd, performance.now());
+    }),
+  );
+  const decodeStart = started + Math.min(...firsts);
+  return { tokensPerSecond: generated / ((lastEnd - decodeStart) / 1000), ttftMs: median(firsts) };
+}
+
+function startServer(): Promise<ChildProcess> {
+  const configDir = join(tmpdir(), 'infera-bench-chat');
+  mkdirSync(configDir, { recursive: true });
+  const configPath = join(configDir, 'infera.yaml');
+  writeFileSync(
+    configPath,
+    [
+      'server: { logLevel: warn }',
+      `storage: { dataDir: ${configDir} }`,
+      'models:',
+      '  - id: bench/chat-512x8',
+      '    type: chat',
+      '    engine: llama-cpp',
+      `    path: ${modelPath}`,
+      '    eager: true',
+      `    llamaCpp: { contextSize: ${contextSize}, sequences: ${concurrency}, threads: ${threads} }`,
+      '',
+    ].join('\n'),
+  );
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['bin/infera.js', 'serve', '--config', configPath, '--port', String(port)], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let seen = '';
+    child.stderr!.on('data', (chunk) => {
+      seen += chunk;
+      if (/bench\/chat-512x8: ready/.test(seen)) resolve(child);
+      if (/: failed/.test(seen)) reject(new Error(seen));
+    });
+    child.once('exit', (code) => reject(new Error(`server exited ${code}: ${seen}`)));
+  });
+}
+
+// Direct first, then the server (one llama.cpp instance at a time: both would share 2 cores otherwise).
+const llama = await getLlamaRuntime(false);
+const model = await llama.loadModel({ modelPath });
+const context = await model.createContext({ contextSize, sequences: concurrency, threads });
+const results: Record<string, Run[]> = { direct1: [], directN: [], http1: [], httpN: [] };
+await direct(context, 1); // warm-up
+for (let round = 0; round < rounds; round++) {
+  results.direct1.push(await direct(context, 1));
+  results.directN.push(await direct(context, concurrency));
+}
+await context.dispose();
+await model.dispose();
+
+const server = await startServer();
+try {
+  await viaHttp(1); // warm-up
+  for (let round = 0; round < rounds; round++) {
+    results.http1.push(await viaHttp(1));
+    results.httpN.push(await viaHttp(concurrency));
+  }
+} finally {
+  server.kill('SIGTERM');
+}
+
+const summary = Object.fromEntries(
+  Object.entries(results).map(([name, runs]) => [name, { tokensPerSecond: median(runs.map((r) => r.tokensPerSecond)), ttftMs: median(runs.map((r) => r.ttftMs)) }]),
+);
+console.log(JSON.stringify({ threads, tokens, concurrency, rounds, contextSize, summary }, null, 2));
+const f = (x: number) => x.toFixed(1);
+console.log(`single stream: direct ${f(summary.direct1.tokensPerSecond)} t/s, via HTTP ${f(summary.http1.tokensPerSecond)} t/s → ${(100 * summary.http1.tokensPerSecond / summary.direct1.tokensPerSecond).toFixed(1)} % (target ≥ 97 %)`);
+console.log(`TTFT single: direct ${f(summary.direct1.ttftMs)} ms, via HTTP ${f(summary.http1.ttftMs)} ms`);
+console.log(`${concurrency} streams: direct ${f(summary.directN.tokensPerSecond)} t/s, via HTTP ${f(summary.httpN.tokensPerSecond)} t/s → HTTP ${concurrency}-stream / HTTP single = ${(summary.httpN.tokensPerSecond / summary.http1.tokensPerSecond).toFixed(2)}× (target ≥ 3×)`);
+process.exit(0);

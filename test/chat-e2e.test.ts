@@ -1,0 +1,354 @@
+// End to end: the real server, the real llama.cpp engine on the scripted tiny Qwen3 model, driven by
+// the official openai SDK and by raw HTTP. Expected texts come from the model's own script constants.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { TINY_CHAT_SCRIPT, ensureTinyModels } from '../src/tiny-models/index.ts';
+import type { LlamaCppChatModel } from '../src/engines/llama-cpp/chat.ts';
+import { http, sseEvents, startTestServer, SHARED_DATA_DIR, type TestServer } from './helpers/server.ts';
+import { validateAgainstOpenApi } from './helpers/openapi.ts';
+
+const MODEL = 'Qwen/QwQ-32B'; // an alias of the tiny chat model, as the seed's curl example sends it
+const weatherTool = {
+  type: 'function' as const,
+  function: {
+    name: 'get_weather',
+    description: 'Current weather in a city',
+    // What LangChain and the AI SDK send: $schema and additionalProperties are accepted.
+    parameters: {
+      $schema: 'http://json-schema.org/draft-07/schema#',
+      type: 'object',
+      properties: { city: { type: 'string' } },
+      required: ['city'],
+      additionalProperties: false,
+    },
+  },
+};
+
+describe('chat completions end to end (openai SDK + raw HTTP)', () => {
+  let server: TestServer;
+  let client: OpenAI;
+  before(async () => {
+    server = await startTestServer();
+    client = new OpenAI({ baseURL: server.baseURL, apiKey: 'unused-on-loopback', maxRetries: 0 });
+  });
+  after(() => server.close());
+
+  const engineSlots = async () => {
+    const lease = await server.server.services.registry.acquire(MODEL, 'chat');
+    lease.release();
+    return (lease.model as LlamaCppChatModel).slots;
+  };
+
+  test('non-stream: reasoning_content split from the answer, usage with reasoning tokens, OpenAPI-valid', async () => {
+    const completion = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hello there' }] });
+    const choice = completion.choices[0];
+    assert.equal(choice.message.content, TINY_CHAT_SCRIPT.answer);
+    assert.equal((choice.message as unknown as { reasoning_content: string }).reasoning_content, TINY_CHAT_SCRIPT.reasoning);
+    assert.equal(choice.finish_reason, 'stop');
+    assert.equal(completion.model, MODEL);
+    assert.equal(completion.object, 'chat.completion');
+    const usage = completion.usage!;
+    assert.ok(usage.prompt_tokens > 5);
+    assert.ok(usage.completion_tokens_details!.reasoning_tokens! > 0);
+    assert.ok(usage.completion_tokens > usage.completion_tokens_details!.reasoning_tokens!);
+    assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
+    assert.deepEqual(validateAgainstOpenApi('CreateChatCompletionResponse', completion), []);
+  });
+
+  test('enable_thinking:false suppresses the think block', async () => {
+    const response = await http(server.baseURL, '/chat/completions', {
+      body: { model: MODEL, messages: [{ role: 'user', content: 'hello' }], enable_thinking: false },
+    });
+    assert.equal(response.status, 200);
+    const message = response.json.choices[0].message;
+    assert.equal(message.content, TINY_CHAT_SCRIPT.answer);
+    assert.ok(!message.reasoning_content, `unexpected reasoning: ${message.reasoning_content}`);
+    assert.equal(response.json.usage.completion_tokens_details.reasoning_tokens, 0);
+  });
+
+  test('stream: strict SSE framing, role first, reasoning then content, usage on the finish chunk, [DONE]', async () => {
+    const response = await http(server.baseURL, '/chat/completions', {
+      body: { model: MODEL, messages: [{ role: 'user', content: 'hello' }], stream: true },
+    });
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
+    const events = sseEvents(response.text);
+    assert.equal(events.at(-1), '[DONE]');
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+    for (const chunk of chunks) {
+      assert.deepEqual(validateAgainstOpenApi('CreateChatCompletionStreamResponse', chunk), []);
+      assert.ok(chunk.choices.length > 0, 'every chunk has choices (no include_usage requested)');
+      assert.equal(typeof chunk.choices[0].delta.content, 'string', 'delta.content is always a string');
+    }
+    assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+    const reasoning = chunks.map((c) => c.choices[0].delta.reasoning_content ?? '').join('');
+    const content = chunks.map((c) => c.choices[0].delta.content).join('');
+    assert.equal(reasoning.trim(), TINY_CHAT_SCRIPT.reasoning);
+    assert.equal(content, TINY_CHAT_SCRIPT.answer);
+    const last = chunks.at(-1);
+    assert.equal(last.choices[0].finish_reason, 'stop');
+    assert.ok(last.usage.completion_tokens > 0, 'cumulative usage rides on the finish chunk');
+    assert.equal(chunks.filter((c) => c.choices[0].finish_reason).length, 1);
+  });
+
+  test('stream via the SDK with include_usage: a final choices:[] usage chunk', async () => {
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let content = '';
+    let usageChunk: OpenAI.Chat.Completions.ChatCompletionChunk | undefined;
+    for await (const chunk of stream) {
+      if (chunk.choices.length === 0) usageChunk = chunk;
+      else content += chunk.choices[0].delta.content ?? '';
+    }
+    assert.equal(content, TINY_CHAT_SCRIPT.answer);
+    assert.ok(usageChunk?.usage && usageChunk.usage.total_tokens > 0);
+  });
+
+  test('tools: the model calls get_weather; arguments are JSON; finish_reason tool_calls', async () => {
+    const completion = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: "What's the weather in Paris?" }],
+      tools: [weatherTool],
+    });
+    const choice = completion.choices[0];
+    assert.equal(choice.finish_reason, 'tool_calls');
+    const calls = choice.message.tool_calls!;
+    assert.equal(calls.length, 1);
+    assert.equal(calls[0].type, 'function');
+    assert.match(calls[0].id, /^call_/);
+    const call = calls[0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall;
+    assert.equal(call.function.name, TINY_CHAT_SCRIPT.toolName);
+    assert.deepEqual(JSON.parse(call.function.arguments), TINY_CHAT_SCRIPT.toolArguments);
+    assert.ok(!choice.message.content?.includes('<tool_call>'), 'no raw tool-call markup leaks into content');
+    assert.deepEqual(validateAgainstOpenApi('CreateChatCompletionResponse', completion), []);
+  });
+
+  test('tools streamed: one call with a stable index and id, arguments in fragments', async () => {
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'weather in Paris please' }],
+      tools: [weatherTool],
+      stream: true,
+    });
+    let args = '';
+    const ids = new Set<string>();
+    const names: string[] = [];
+    let finish: string | null = null;
+    let content = '';
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      if (!choice) continue;
+      content += choice.delta.content ?? '';
+      for (const call of choice.delta.tool_calls ?? []) {
+        assert.equal(call.index, 0);
+        if (call.id) ids.add(call.id);
+        if (call.function?.name) names.push(call.function.name);
+        args += call.function?.arguments ?? '';
+      }
+      finish = choice.finish_reason ?? finish;
+    }
+    assert.equal(ids.size, 1);
+    assert.deepEqual(names, [TINY_CHAT_SCRIPT.toolName]);
+    assert.deepEqual(JSON.parse(args), TINY_CHAT_SCRIPT.toolArguments);
+    assert.equal(finish, 'tool_calls');
+    assert.ok(!content.includes('<tool_call>'));
+  });
+
+  test('tool_choice none: no call even when the model would call one', async () => {
+    const completion = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'weather in Paris?' }],
+      tools: [weatherTool],
+      tool_choice: 'none',
+      max_tokens: 40,
+    });
+    assert.equal(completion.choices[0].message.tool_calls ?? undefined, undefined);
+    assert.notEqual(completion.choices[0].finish_reason, 'tool_calls');
+  });
+
+  test('history with an assistant tool call (and its reasoning) plus the tool result → the final answer', async () => {
+    const completion = await client.chat.completions.create({
+      model: MODEL,
+      messages: [
+        { role: 'user', content: "What's the weather in Paris?" },
+        {
+          role: 'assistant',
+          content: null,
+          reasoning_content: 'I should call get_weather.',
+          tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }],
+        } as OpenAI.Chat.Completions.ChatCompletionAssistantMessageParam,
+        { role: 'tool', tool_call_id: 'call_1', content: '{"sky":"sunny","celsius":21}' },
+      ],
+      tools: [weatherTool],
+    });
+    assert.equal(completion.choices[0].message.content, TINY_CHAT_SCRIPT.toolAnswer);
+    assert.equal(completion.choices[0].finish_reason, 'stop');
+  });
+
+  test('max_tokens caps the answer: finish_reason length', async () => {
+    const completion = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'count for me' }],
+      max_tokens: 7,
+      enable_thinking: false,
+    } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming);
+    assert.equal(completion.choices[0].finish_reason, 'length');
+    assert.equal(completion.usage!.completion_tokens, 7);
+    assert.equal(completion.choices[0].message.content, TINY_CHAT_SCRIPT.countWords.slice(0, 7).join(''));
+  });
+
+  test('stop sequences end the answer without returning the stop text', async () => {
+    const completion = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'hello' }],
+      stop: [' tiny'],
+    });
+    const expected = TINY_CHAT_SCRIPT.answer.slice(0, TINY_CHAT_SCRIPT.answer.indexOf(' tiny'));
+    assert.equal(completion.choices[0].message.content, expected);
+    assert.equal(completion.choices[0].finish_reason, 'stop');
+  });
+
+  test('response_format json_schema: output parses and matches the schema', async () => {
+    const completion = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'answer in json' }],
+      response_format: {
+        type: 'json_schema',
+        json_schema: {
+          name: 'weather',
+          schema: { type: 'object', properties: { city: { type: 'string' }, temperature: { type: 'number' } }, required: ['city', 'temperature'] },
+        },
+      },
+    });
+    const parsed = JSON.parse(completion.choices[0].message.content!);
+    assert.equal(typeof parsed.city, 'string');
+    assert.equal(typeof parsed.temperature, 'number');
+  });
+
+  test('n: 2 choices with their own indexes', async () => {
+    const completion = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], n: 2 });
+    assert.deepEqual(completion.choices.map((c) => c.index), [0, 1]);
+    for (const choice of completion.choices) assert.equal(choice.message.content, TINY_CHAT_SCRIPT.answer);
+  });
+
+  test('bad input: 400 naming the field, through the SDK error classes; the server keeps serving', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ model: MODEL }, 'messages'],
+      [{ model: MODEL, messages: [{ role: 'user', content: 'hi' }], temperature: 3 }, 'temperature'],
+      [{ model: MODEL, messages: [{ role: 'user', content: 'hi' }], top_p: -1 }, 'top_p'],
+      [{ model: MODEL, messages: [{ role: 'wizard', content: 'hi' }] }, 'messages[0].role'],
+      [{ model: MODEL, messages: [{ role: 'user', content: 'hi' }], stop: ['a', 'b', 'c', 'd', 'e'] }, 'stop'],
+      [{ model: MODEL, messages: [{ role: 'user', content: 'hi' }], n: 0 }, 'n'],
+      [{ messages: [{ role: 'user', content: 'hi' }] }, 'model'],
+      [{ model: MODEL, messages: [{ role: 'user', content: 'hi' }], tools: [weatherTool], tool_choice: { type: 'function', function: { name: 'nope' } } }, 'tool_choice'],
+    ];
+    for (const [body, param] of cases) {
+      const response = await http(server.baseURL, '/chat/completions', { body });
+      assert.equal(response.status, 400, `${JSON.stringify(body)} → ${response.text}`);
+      assert.ok(response.json.error.param?.startsWith(param), `param ${response.json.error.param} should name ${param}`);
+      assert.ok(response.json.error.message.length > 10);
+    }
+    await assert.rejects(
+      client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], temperature: 5 }),
+      (error: unknown) => error instanceof OpenAI.BadRequestError && error.param === 'temperature',
+    );
+    await assert.rejects(
+      client.chat.completions.create({ model: 'no/such-model', messages: [{ role: 'user', content: 'hi' }] }),
+      OpenAI.NotFoundError,
+    );
+    const ok = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(ok.choices[0].message.content, TINY_CHAT_SCRIPT.answer);
+  });
+
+  test('prompt + max_tokens beyond the context → 400 context_length_exceeded', async () => {
+    const response = await http(server.baseURL, '/chat/completions', {
+      body: { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 1_000_000 },
+    });
+    assert.equal(response.status, 400);
+    assert.equal(response.json.error.code, 'context_length_exceeded');
+    const long = await http(server.baseURL, '/chat/completions', {
+      body: { model: MODEL, messages: [{ role: 'user', content: 'word '.repeat(5000) }] },
+    });
+    assert.equal(long.status, 400);
+    assert.equal(long.json.error.code, 'context_length_exceeded');
+  });
+
+  test('a client that disconnects mid-stream frees its sequence within 100 ms', async () => {
+    const slots = await engineSlots();
+    const controller = new AbortController();
+    const response = await fetch(`${server.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'count' }], stream: true, enable_thinking: false }),
+      signal: controller.signal,
+    });
+    const reader = response.body!.getReader();
+    let received = '';
+    while (!received.includes(TINY_CHAT_SCRIPT.countWords[3])) received += new TextDecoder().decode((await reader.read()).value);
+    assert.equal(slots.active, 1, 'the stream holds a sequence');
+    const abortedAt = performance.now();
+    controller.abort();
+    while (slots.active > 0 && performance.now() - abortedAt < 2000) await new Promise((r) => setTimeout(r, 2));
+    const freedAfter = performance.now() - abortedAt;
+    assert.equal(slots.active, 0);
+    assert.ok(freedAfter < 100, `sequence freed after ${freedAfter.toFixed(1)} ms`);
+  });
+
+  test('a client that disconnects before the first token (non-stream) frees its sequence', async () => {
+    const slots = await engineSlots();
+    const controller = new AbortController();
+    const pending = fetch(`${server.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'count' }], max_tokens: 1500 }),
+      signal: controller.signal,
+    }).catch((error: unknown) => error);
+    while (slots.active === 0) await new Promise((r) => setTimeout(r, 1));
+    const abortedAt = performance.now();
+    controller.abort();
+    await pending;
+    while (slots.active > 0 && performance.now() - abortedAt < 2000) await new Promise((r) => setTimeout(r, 2));
+    assert.equal(slots.active, 0);
+    assert.ok(performance.now() - abortedAt < 100);
+  });
+});
+
+describe('chat queue limits', () => {
+  test('a full queue answers 503 with Retry-After; the server recovers', async () => {
+    const paths = await ensureTinyModels(join(SHARED_DATA_DIR, 'tiny-models'));
+    const server = await startTestServer({
+      config: {
+        models: [{ id: 'tiny/one-seat', type: 'chat', engine: 'llama-cpp', path: paths.chat, maxQueue: 0, llamaCpp: { sequences: 1, threads: 1, contextSize: 1024 } }],
+      },
+    });
+    try {
+      const controller = new AbortController();
+      const holder = await fetch(`${server.baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'tiny/one-seat', messages: [{ role: 'user', content: 'count' }], stream: true }),
+        signal: controller.signal,
+      });
+      assert.equal(holder.status, 200);
+      const refused = await http(server.baseURL, '/chat/completions', { body: { model: 'tiny/one-seat', messages: [{ role: 'user', content: 'hi' }] } });
+      assert.equal(refused.status, 503);
+      assert.ok(Number(refused.headers.get('retry-after')) >= 1);
+      assert.equal(refused.json.code, 50505);
+      const client = new OpenAI({ baseURL: server.baseURL, apiKey: 'x', maxRetries: 0 });
+      await assert.rejects(client.chat.completions.create({ model: 'tiny/one-seat', messages: [{ role: 'user', content: 'hi' }] }), OpenAI.InternalServerError);
+      controller.abort();
+      await new Promise((r) => setTimeout(r, 150));
+      const after = await http(server.baseURL, '/chat/completions', { body: { model: 'tiny/one-seat', messages: [{ role: 'user', content: 'hi' }] } });
+      assert.equal(after.status, 200);
+      assert.equal(after.json.choices[0].message.content, TINY_CHAT_SCRIPT.answer);
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -1,0 +1,65 @@
+// `infera serve` as a newcomer runs it (what `npm start` does): a real process, the tiny models generated
+// on first start, the banner, one chat answer through the openai SDK, and a clean shutdown.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { TINY_CHAT_SCRIPT } from '../src/tiny-models/index.ts';
+
+function runCli(args: string[], env: Record<string, string>) {
+  const child = spawn(process.execPath, ['bin/infera.js', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, exited, stderr: () => stderr };
+}
+
+test('infera serve: banner with URL, models and key advice; answers the openai SDK; exits cleanly on SIGTERM', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'infera-cli-'));
+  const cli = runCli(['serve', '--port', '0'], { INFERA_DATA_DIR: dataDir, LOG_LEVEL: 'warn', INFERA_API_KEY: '', HOST: '127.0.0.1' });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no banner in 60 s:\n${cli.stderr()}`)), 60_000);
+      cli.child.stderr.on('data', () => {
+        const match = /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/.exec(cli.stderr());
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+      cli.exited.then((code) => reject(new Error(`exited ${code}:\n${cli.stderr()}`)));
+    });
+    const banner = cli.stderr();
+    assert.match(banner, /TINY TEST MODELS/);
+    assert.match(banner, /infera\/tiny-qwen3-chat/);
+    assert.match(banner, /INFERA_API_KEY/, 'tells how to set a key');
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none' });
+    const completion = await client.chat.completions.create({ model: 'Qwen/QwQ-32B', messages: [{ role: 'user', content: 'hello' }] });
+    assert.equal(completion.choices[0].message.content, TINY_CHAT_SCRIPT.answer);
+    const models = await client.models.list();
+    const tiny = models.data.find((m) => m.id === 'infera/tiny-qwen3-chat') as unknown as { infera: { description: string } };
+    assert.match(tiny.infera.description, /TINY TEST MODEL/);
+    cli.child.kill('SIGTERM');
+    assert.equal(await cli.exited, 0);
+  } finally {
+    cli.child.kill('SIGKILL');
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('infera serve: an invalid config stops with exit 2 and names the bad key', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-cli-bad-'));
+  const configPath = join(dir, 'infera.yaml');
+  writeFileSync(configPath, 'server:\n  port: "eighty"\nmodels:\n  - id: x\n    type: chat\n    engine: llama-cpp\n');
+  const cli = runCli(['serve', '--config', configPath], {});
+  try {
+    assert.equal(await cli.exited, 2);
+    assert.match(cli.stderr(), /server\.port/);
+    assert.match(cli.stderr(), /models\[0\]\.path/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
