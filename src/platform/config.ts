@@ -80,9 +80,11 @@ export const platformConfigSchema = z
         synchronous: z.enum(['normal', 'full']).default('normal'),
         /** Most rows in one group-commit transaction. */
         maxBatch: z.number().int().positive().default(512),
+        /** Postgres: ledger writes in flight at once (each waits on a commit fsync; they overlap). */
+        postgresWriters: z.number().int().min(1).max(32).default(4),
       })
       .strict()
-      .default({ synchronous: 'normal', maxBatch: 512 }),
+      .default({ synchronous: 'normal', maxBatch: 512, postgresWriters: 4 }),
     /** Postgres schema for Infera's tables (created if missing); lets replicas of one deployment share it. */
     postgresSchema: z.string().regex(/^[a-z_][a-z0-9_]*$/).default('public'),
     /** Prefix for Redis counter keys. */

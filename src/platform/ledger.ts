@@ -1,7 +1,9 @@
 // Group commit for the usage ledger. Every settle() waits until its row is in a committed transaction;
-// rows that arrive while a transaction is running wait for the next one, so N concurrent settles cost
-// about one commit, not N. A row is acknowledged only after commit, so a kill -9 can lose only rows whose
+// rows that arrive while a write is running wait for the next one, so N concurrent settles cost about
+// one commit, not N. A row is acknowledged only after commit, so a kill -9 can lose only rows whose
 // settle had not resolved yet — i.e. whose response had not been ended.
+// Up to `concurrency` writes run at once: SQLite is one synchronous writer (1), while Postgres spends
+// most of a commit waiting on its WAL fsync, which several connections overlap.
 import type { LedgerRow, PlatformStore } from '../storage/types.ts';
 
 interface Pending {
@@ -14,57 +16,83 @@ export interface LedgerLogger {
   error(obj: object, msg?: string): void;
 }
 
+export interface LedgerWriterOptions {
+  maxBatch?: number;
+  concurrency?: number;
+  retries?: number;
+}
+
 export class LedgerWriter {
   private queue: Pending[] = [];
-  private running: Promise<void> | undefined;
+  private active = 0;
+  private scheduled = false;
   private closed = false;
-  /** Rows committed and transactions used: the bench and tests read them to see batching happen. */
+  private idle: (() => void)[] = [];
+  private readonly maxBatch: number;
+  private readonly concurrency: number;
+  private readonly retries: number;
+  /** Rows committed and writes used: the bench and tests read them to see batching happen. */
   readonly stats = { rows: 0, transactions: 0 };
 
   constructor(
     private readonly store: PlatformStore,
     private readonly logger: LedgerLogger,
-    private readonly maxBatch = 512,
-    private readonly retries = 3,
-  ) {}
+    options: LedgerWriterOptions = {},
+  ) {
+    this.maxBatch = options.maxBatch ?? 512;
+    this.concurrency = options.concurrency ?? 1;
+    this.retries = options.retries ?? 3;
+  }
 
   append(row: LedgerRow): Promise<void> {
     if (this.closed) return Promise.reject(new Error('ledger is closed'));
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ row, resolve, reject });
-      // setImmediate, not a microtask: lets every settle of this event-loop turn join the batch.
-      if (!this.running) this.running = new Promise<void>((done) => setImmediate(() => void this.drain().then(done)));
+      this.schedule();
     });
   }
 
-  private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.maxBatch);
-      const rows = batch.map((p) => p.row);
-      let error: unknown;
-      for (let attempt = 0; attempt <= this.retries; attempt++) {
-        try {
-          await this.store.appendLedger(rows);
-          error = undefined;
-          break;
-        } catch (caught) {
-          error = caught;
-          this.logger.error({ err: caught, rows: rows.length, attempt }, 'usage ledger write failed');
-          if (attempt < this.retries) await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
-        }
+  private schedule(): void {
+    if (this.scheduled || this.active >= this.concurrency || this.queue.length === 0) return;
+    this.scheduled = true;
+    // setImmediate, not a microtask: lets every settle of this event-loop turn join the batch.
+    setImmediate(() => {
+      this.scheduled = false;
+      while (this.active < this.concurrency && this.queue.length > 0) {
+        const batch = this.queue.splice(0, this.maxBatch);
+        this.active++;
+        void this.write(batch).finally(() => {
+          this.active--;
+          if (this.queue.length > 0) this.schedule();
+          else if (this.active === 0) for (const done of this.idle.splice(0)) done();
+        });
       }
-      if (error === undefined) {
+    });
+  }
+
+  private async write(batch: Pending[]): Promise<void> {
+    const rows = batch.map((p) => p.row);
+    let error: unknown;
+    for (let attempt = 0; attempt <= this.retries; attempt++) {
+      try {
+        await this.store.appendLedger(rows);
         this.stats.rows += rows.length;
         this.stats.transactions += 1;
         for (const p of batch) p.resolve();
-      } else for (const p of batch) p.reject(error);
+        return;
+      } catch (caught) {
+        error = caught;
+        this.logger.error({ err: caught, rows: rows.length, attempt }, 'usage ledger write failed');
+        if (attempt < this.retries) await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
+      }
     }
-    this.running = undefined;
+    for (const p of batch) p.reject(error);
   }
 
   /** Waits for every queued row; later appends are refused. */
   async close(): Promise<void> {
     this.closed = true;
-    while (this.running) await this.running;
+    if (this.active === 0 && this.queue.length === 0) return;
+    await new Promise<void>((resolve) => this.idle.push(resolve));
   }
 }

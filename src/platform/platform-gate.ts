@@ -73,7 +73,10 @@ export class PlatformGate implements Gate {
     this.staticHashes = [...new Set(options.staticKeys.filter(Boolean))].map(hashSecret);
     this.policy = new LimitPolicy(options.config);
     this.prices = new Map(Object.entries(options.config.pricing).map(([id, p]) => [id.toLowerCase(), microPrice(p)]));
-    this.ledger = new LedgerWriter(options.store, options.logger, options.config.ledger.maxBatch);
+    this.ledger = new LedgerWriter(options.store, options.logger, {
+      maxBatch: options.config.ledger.maxBatch,
+      concurrency: options.store.kind === 'postgres' ? options.config.ledger.postgresWriters : 1,
+    });
     this.admin = new PlatformAdmin(options.store, () => this.invalidate());
   }
 

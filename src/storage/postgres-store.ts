@@ -211,26 +211,20 @@ export class PostgresStore implements PlatformStore {
 
   async appendLedger(rows: LedgerRow[]): Promise<void> {
     if (rows.length === 0) return;
+    // ≤ 2000 rows (15 columns) stay under Postgres' 65535 bind parameters: then the rows and the balance
+    // charges are ONE statement — atomic on its own, one round trip, one commit. Bigger batches fall
+    // back to an explicit transaction.
+    if (rows.length <= 2000) {
+      await this.pool.query(this.ledgerStatement(rows), rows.flatMap(ledgerValues));
+      return;
+    }
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
-      // One statement per ≤ 2000 rows keeps under Postgres' 65535 bind-parameter cap (15 columns).
       for (let start = 0; start < rows.length; start += 2000) {
         const chunk = rows.slice(start, start + 2000);
-        const params: unknown[] = [];
-        const tuples = chunk.map((row) => {
-          const base = params.length;
-          params.push(...ledgerValues(row));
-          return `(${ledgerColumns.map((_, i) => `$${base + i + 1}`).join(',')})`;
-        });
-        await client.query(`INSERT INTO ledger (${ledgerColumns.join(',')}) VALUES ${tuples.join(',')}`, params);
+        await client.query(this.ledgerStatement(chunk), chunk.flatMap(ledgerValues));
       }
-      const charges = new Map<string, number>();
-      for (const row of rows)
-        if (row.costMicro > 0) charges.set(row.accountId, (charges.get(row.accountId) ?? 0) + row.costMicro);
-      // Sorted so that two replicas charging the same accounts lock them in the same order (no deadlock).
-      for (const [accountId, cost] of [...charges].sort(([a], [b]) => (a < b ? -1 : 1)))
-        await client.query('UPDATE accounts SET balance_micro = balance_micro - $1 WHERE id = $2', [cost, accountId]);
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {});
@@ -238,6 +232,17 @@ export class PostgresStore implements PlatformStore {
     } finally {
       client.release();
     }
+  }
+
+  private ledgerStatement(rows: LedgerRow[]): string {
+    const width = ledgerColumns.length;
+    const tuples = rows.map((_, r) => `(${ledgerColumns.map((_, i) => `$${r * width + i + 1}`).join(',')})`);
+    const insert = `INSERT INTO ledger (${ledgerColumns.join(',')}) VALUES ${tuples.join(',')}`;
+    if (!rows.some((row) => row.costMicro > 0)) return insert;
+    return `WITH inserted AS (${insert} RETURNING account_id, cost_micro),
+      charges AS (SELECT account_id, SUM(cost_micro) AS cost FROM inserted WHERE cost_micro > 0 GROUP BY account_id)
+      UPDATE accounts SET balance_micro = accounts.balance_micro - charges.cost
+      FROM charges WHERE accounts.id = charges.account_id`;
   }
 
   async usage(query: UsageQuery): Promise<UsageAggregate[]> {
