@@ -1,0 +1,116 @@
+// Properties of the llama.cpp reranker that hold with random weights (tiny BERT with a classification head).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { modelSchema } from '../../config/schema.ts';
+import { ClientGoneError, InferaError } from '../../errors/index.ts';
+import type { LoadedModel } from '../../spec/index.ts';
+import { loadLlamaCppRerankModel, splitIntoChunks, type LlamaCppRerankModel } from './rerank.ts';
+
+const signal = () => new AbortController().signal;
+let paths: { embedding: string; reranker: string };
+let loaded: LoadedModel<LlamaCppRerankModel>;
+let instructed: LoadedModel<LlamaCppRerankModel>;
+const config = (extra: Record<string, unknown> = {}) =>
+  modelSchema.parse({ id: 'tiny-rerank', type: 'reranker', engine: 'llama-cpp', path: paths.reranker, llamaCpp: { threads: 1, contexts: 2 }, ...extra });
+
+before(async () => {
+  const { ensureTinyModels } = await import('../../tiny-models/index.ts');
+  paths = await ensureTinyModels(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'));
+  loaded = await loadLlamaCppRerankModel(config());
+  instructed = await loadLlamaCppRerankModel(config({ acceptsInstruction: true, llamaCpp: { threads: 1, contexts: 1 } }));
+});
+after(async () => {
+  await Promise.all([loaded?.dispose(), instructed?.dispose()]);
+});
+
+test('splitIntoChunks: chunks fit, overlap as asked (at most half a chunk), cover the document, stop at the cap', () => {
+  const tokens = Array.from({ length: 100 }, (_, i) => i);
+  assert.deepEqual(splitIntoChunks(tokens.slice(0, 10), 10, 3, 5), [tokens.slice(0, 10)]);
+  const chunks = splitIntoChunks(tokens, 30, 10, 100);
+  assert.ok(chunks.every((chunk) => chunk.length <= 30));
+  for (let i = 1; i < chunks.length; i++) assert.deepEqual(chunks[i].slice(0, 10), chunks[i - 1].slice(-10));
+  assert.equal(chunks[0][0], 0);
+  assert.equal(chunks.at(-1)!.at(-1), 99);
+  assert.deepEqual(splitIntoChunks(tokens, 30, 0, 100).flat(), tokens);
+  assert.equal(splitIntoChunks(tokens, 30, 10, 2).length, 2);
+  const halfCapped = splitIntoChunks(tokens, 10, 80, 100);
+  assert.deepEqual(halfCapped[1].slice(0, 5), halfCapped[0].slice(5));
+});
+
+test('rerank engine: scores are sigmoid probabilities and equal the per-pair scores', async () => {
+  const query = 'cat dog';
+  const documents = ['the cat', 'a dog in the house', 'paris london tokyo', 'apple banana', ''];
+  const together = await loaded.model.doRerank({ query, documents, signal: signal() });
+  assert.equal(together.scores.length, documents.length);
+  for (const [i, document] of documents.entries()) {
+    const [alone] = (await loaded.model.doRerank({ query, documents: [document], signal: signal() })).scores;
+    assert.ok(Math.abs(alone - together.scores[i]) < 1e-5, `document ${i}: ${alone} vs ${together.scores[i]}`);
+    assert.ok(together.scores[i] > 0 && together.scores[i] < 1);
+  }
+  assert.ok(new Set(together.scores.map((s) => s.toFixed(6))).size > 1, 'different documents get different scores');
+  assert.equal(together.chunks, documents.length);
+  assert.ok(together.inputTokens > 0);
+});
+
+test('rerank engine: a document longer than the context is chunked; its score is its best chunk', async () => {
+  const model = loaded.model;
+  const filler = Array.from({ length: model.contextSize }, () => 'paris').join(' ');
+  const relevant = 'cat dog cat dog';
+  const document = `${filler} ${relevant}`;
+  const query = 'cat dog';
+  const whole = await model.doRerank({ query, documents: [document], overlapTokens: 0, signal: signal() });
+  assert.ok(whole.chunks! >= 2, 'split into several chunks');
+  const firstOnly = await model.doRerank({ query, documents: [document], maxChunksPerDoc: 1, signal: signal() });
+  assert.equal(firstOnly.chunks, 1);
+  assert.ok(whole.scores[0] >= firstOnly.scores[0], 'more chunks can only raise the best score');
+  assert.ok(whole.inputTokens > firstOnly.inputTokens);
+  // Best chunk wins: allowing one more chunk can only keep or raise the score, and all of them give the whole's score.
+  let previous = 0;
+  for (let cap = 1; cap <= whole.chunks!; cap++) {
+    const [score] = (await model.doRerank({ query, documents: [document], overlapTokens: 0, maxChunksPerDoc: cap, signal: signal() })).scores;
+    assert.ok(score >= previous - 1e-9, `cap ${cap}: ${score} < ${previous}`);
+    previous = score;
+  }
+  assert.ok(Math.abs(previous - whole.scores[0]) < 1e-9);
+  const truncated = await model.doRerank({ query, documents: [document], maxTokensPerDoc: 5, signal: signal() });
+  assert.equal(truncated.chunks, 1);
+});
+
+test('rerank engine: a query that leaves no room for a document is a 400 naming `query`', async () => {
+  const query = Array.from({ length: loaded.model.contextSize + 10 }, () => 'cat').join(' ');
+  await assert.rejects(loaded.model.doRerank({ query, documents: ['x'], signal: signal() }), (error: unknown) => {
+    assert.ok(error instanceof InferaError);
+    assert.equal(error.status, 400);
+    assert.equal(error.param, 'query');
+    return true;
+  });
+});
+
+test('rerank engine: instruction only for rerankers that take one, and it changes the scores', async () => {
+  assert.equal(loaded.model.acceptsInstruction, false);
+  await assert.rejects(
+    loaded.model.doRerank({ query: 'q', documents: ['d'], instruction: 'find', signal: signal() }),
+    (error: unknown) => error instanceof InferaError && error.status === 400 && error.param === 'instruction',
+  );
+  const plain = await instructed.model.doRerank({ query: 'cat', documents: ['the cat', 'a dog'], signal: signal() });
+  const withInstruction = await instructed.model.doRerank({
+    query: 'cat',
+    documents: ['the cat', 'a dog'],
+    instruction: 'find the fish',
+    signal: signal(),
+  });
+  assert.notDeepEqual(plain.scores, withInstruction.scores);
+});
+
+test('rerank engine: refuses to load a model without a classification head', async () => {
+  await assert.rejects(
+    loadLlamaCppRerankModel(modelSchema.parse({ id: 'not-a-reranker', type: 'reranker', engine: 'llama-cpp', path: paths.embedding, llamaCpp: { threads: 1, contexts: 1 } })),
+    /not a reranker/,
+  );
+});
+
+test('rerank engine: an aborted call does no work', async () => {
+  await assert.rejects(loaded.model.doRerank({ query: 'q', documents: ['d'], signal: AbortSignal.abort() }), ClientGoneError);
+});
