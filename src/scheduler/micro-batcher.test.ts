@@ -162,6 +162,20 @@ test('micro-batcher: a full queue answers 503 with Retry-After', async () => {
   await Promise.all([a, b]);
 });
 
+test('micro-batcher: with maxQueue 0 an entry is still accepted while a batch slot is free', async () => {
+  const ex = gatedExecutor();
+  const batcher = new MicroBatcher({ label: 'm', maxQueue: 0, maxBatchTokens: 1, maxWaitMs: 0, concurrency: 1, execute: ex.execute });
+  const a = batcher.submit('a', 1);
+  await tick();
+  await assert.rejects(batcher.submit('b', 1), (error: unknown) => error instanceof InferaError && error.status === 503);
+  ex.gates.shift()!();
+  assert.equal(await a, 'A');
+  const c = batcher.submit('c', 1);
+  await tick();
+  ex.gates.shift()!();
+  assert.equal(await c, 'C');
+});
+
 test('micro-batcher: an execute failure rejects every entry of that batch only', async () => {
   let calls = 0;
   const batcher = new MicroBatcher<string, string>({

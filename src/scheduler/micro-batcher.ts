@@ -20,7 +20,7 @@ export interface BatchEntry<I> {
 export interface MicroBatcherOptions<I, O> {
   /** Names the model in the 503 message. */
   label: string;
-  /** Entries allowed to wait (not counting those running); one more gets 503. */
+  /** Entries allowed to wait while every batch slot is busy; one more gets 503. */
   maxQueue: number;
   /** A batch stops growing once it holds this many tokens; a single larger entry runs alone. */
   maxBatchTokens: number;
@@ -82,7 +82,9 @@ export class MicroBatcher<I, O> {
   submit(input: I, tokens: number, signal?: AbortSignal): Promise<O> {
     if (signal?.aborted) return Promise.reject(new ClientGoneError());
     if (this.closed) return Promise.reject(overloaded(this.options.label, this.options.retryAfterSeconds ?? 1));
-    if (this.queue.length >= this.options.maxQueue)
+    // Every entry passes through the queue (it may wait maxWaitMs for company), so the queue is only
+    // "full" when no batch slot is free either: with a free slot the entry leaves within maxWaitMs.
+    if (this.queue.length >= this.options.maxQueue && this.running >= this.options.concurrency)
       return Promise.reject(overloaded(this.options.label, this.options.retryAfterSeconds ?? 1));
     return new Promise<O>((resolve, reject) => {
       const entry: Pending<I, O> = { input, tokens: Math.max(0, tokens), signal, enqueuedAt: performance.now(), resolve, reject };
