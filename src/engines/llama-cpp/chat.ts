@@ -19,6 +19,8 @@ import {
   type LlamaChatResponseChunk,
   type LlamaChatResponseFunctionCallParamsChunk,
   type LlamaContext,
+  type LlamaContextSequence,
+  type Token,
   type LlamaGrammar,
   type LlamaModel,
   type LLamaChatGenerateResponseOptions,
@@ -34,6 +36,7 @@ import type {
   ChatUsage,
   FinishReason,
   SamplingOptions,
+  TokenLogprob,
   ToolCall,
 } from '../../spec/chat.ts';
 import type { LoadProgress, LoadedModel } from '../../spec/index.ts';
@@ -55,6 +58,12 @@ const PENALTY_WINDOW = 256;
  * and running into the end of the context would make it shift (silently drop) the conversation.
  */
 const CONTEXT_MARGIN = 16;
+/**
+ * node-llama-cpp's maxTokens counts every generated token, the think tags and the blank line after
+ * them included, while the thought budget counts only the thought's text and max_tokens only the
+ * answer. The answer limit itself is enforced exactly by counting answer tokens; this is slack.
+ */
+const THINK_OVERHEAD = 8;
 
 interface Wrappers {
   /** The wrapper resolved from the GGUF's chat template. */
@@ -82,6 +91,7 @@ interface Plan {
   stop: string[];
   tokenBias?: TokenBias;
   sampling: SamplingOptions;
+  topLogprobs?: number;
   warnings: string[];
 }
 
@@ -126,6 +136,8 @@ export class LlamaCppChatModel implements ChatModel {
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart> {
     // Validation happens now, so a bad request fails before the caller commits to a stream.
     const plan = this.plan(options, true);
+    if (plan.topLogprobs !== undefined)
+      throw badRequest('logprobs are returned by non-streaming requests only on this engine (stream parts carry no token probabilities)', 'logprobs');
     return streamFromProducer<ChatStreamPart>(async (emit, signal) => {
       await this.run(plan, signal, emit);
     }, options.signal);
@@ -135,11 +147,8 @@ export class LlamaCppChatModel implements ChatModel {
 
   private plan(options: ChatCallOptions, checkContext: boolean): Plan {
     const warnings: string[] = [];
-    if (options.topLogprobs !== undefined)
-      throw badRequest(
-        'logprobs are not available from the llama.cpp chat engine: node-llama-cpp 3.21.1 does not report token probabilities from chat generation',
-        'logprobs',
-      );
+    if (options.topLogprobs !== undefined && (!Number.isInteger(options.topLogprobs) || options.topLogprobs < 0 || options.topLogprobs > 20))
+      throw badRequest('top_logprobs must be an integer between 0 and 20', 'top_logprobs');
     if (options.maxTokens !== undefined && (!Number.isInteger(options.maxTokens) || options.maxTokens < 1))
       throw badRequest('max_tokens must be a positive integer', 'max_tokens');
 
@@ -232,7 +241,7 @@ export class LlamaCppChatModel implements ChatModel {
     const answerLimit = options.maxTokens;
     const totalLimit = Math.max(
       1,
-      Math.min(room, answerLimit === undefined ? room : answerLimit + (thinking ? (thoughtBudget ?? room) : 0)),
+      Math.min(room, answerLimit === undefined ? room : answerLimit + (thinking ? (thoughtBudget ?? room) + THINK_OVERHEAD : 0)),
     );
 
     return {
@@ -249,6 +258,7 @@ export class LlamaCppChatModel implements ChatModel {
       stop: (options.stop ?? []).filter((text) => text.length > 0),
       tokenBias: functions ? undefined : this.noToolCallBias(wrapper),
       sampling: options.sampling,
+      topLogprobs: options.topLogprobs,
       warnings,
     };
   }
@@ -279,6 +289,21 @@ export class LlamaCppChatModel implements ChatModel {
     return undefined;
   }
 
+  private tokenLogprob(sampled: SampledToken, top: number): TokenLogprob {
+    const describe = (token: Token, probability: number) => {
+      const text = this.model.detokenize([token], true);
+      return { token: text, logprob: toLogprob(probability), bytes: [...Buffer.from(text, 'utf8')] };
+    };
+    const chosen = describe(sampled.token, sampled.probabilities.get(sampled.token) ?? 0);
+    const topLogprobs: TokenLogprob['topLogprobs'] = [];
+    // The map is sorted by probability, highest first.
+    for (const [token, probability] of sampled.probabilities) {
+      if (topLogprobs.length >= top) break;
+      topLogprobs.push(describe(token, probability));
+    }
+    return { ...chosen, topLogprobs };
+  }
+
   private async grammarFor(plan: Plan): Promise<LlamaGrammar | undefined> {
     if (!plan.grammar) return undefined;
     if (plan.grammar.kind === 'json') return (this.jsonGrammar ??= this.llama.getGrammarFor('json'));
@@ -300,14 +325,32 @@ export class LlamaCppChatModel implements ChatModel {
     const stopper = new AbortController();
     const stopForClient = () => stopper.abort(signal.reason);
     let answerCapped = false;
-    let sequence: ReturnType<LlamaContext['getSequence']> | undefined;
+    let sequence: LlamaContextSequence | undefined;
     let chat: LlamaChat | undefined;
     try {
       if (signal.aborted) throw new ClientGoneError();
       signal.addEventListener('abort', stopForClient, { once: true });
       sequence = this.context.getSequence();
-      chat = new LlamaChat({ contextSequence: sequence, chatWrapper: plan.wrapper });
-      const outputBefore = sequence.tokenMeter.usedOutputTokens;
+      const sampled: SampledToken[] = [];
+      chat = new LlamaChat({
+        contextSequence: plan.topLogprobs === undefined ? sequence : recordingProbabilities(sequence, sampled),
+        chatWrapper: plan.wrapper,
+      });
+      const logprobs: TokenLogprob[] | undefined = plan.topLogprobs === undefined ? undefined : [];
+      let sampledAt = 0;
+      /** Match emitted answer tokens to the sampled ones (tool-call and injected tokens are skipped). */
+      let thoughtFloor = 0;
+      /** Match emitted answer tokens to the sampled ones (thought, tool-call and injected tokens are skipped). */
+      const matchSampled = (tokens: readonly Token[]) => {
+        if (!logprobs) return;
+        for (const token of tokens) {
+          let at = Math.max(sampledAt, thoughtFloor);
+          while (at < sampled.length && sampled[at]!.token !== token) at++;
+          if (at >= sampled.length) continue;
+          sampledAt = at + 1;
+          logprobs.push(this.tokenLogprob(sampled[at]!, plan.topLogprobs!));
+        }
+      };
 
       let text = '';
       let reasoning = '';
@@ -316,10 +359,15 @@ export class LlamaCppChatModel implements ChatModel {
       let leadingNewlines = true;
       const calls: { id: string; name: string; raw: string; sent: number }[] = [];
 
+      const meter = sequence.tokenMeter;
+      const outputBefore = meter.usedOutputTokens;
       const onResponseChunk = (chunk: LlamaChatResponseChunk) => {
         if (answerCapped) return;
         if (chunk.type === 'segment' && chunk.segmentType === 'thought') {
-          reasoningTokens += chunk.tokens.length;
+          // Thought chunks carry re-tokenized text (the tag newlines are cut off), not the sampled
+          // tokens; the sequence's meter counts what was really sampled up to the end of the thought.
+          reasoningTokens = meter.usedOutputTokens - outputBefore;
+          thoughtFloor = sampled.length;
           if (chunk.text) {
             reasoning += chunk.text;
             emit({ type: 'reasoning-delta', text: chunk.text });
@@ -329,22 +377,25 @@ export class LlamaCppChatModel implements ChatModel {
         // Answer text (and any non-thought segment, which is user-visible text).
         let piece = chunk.text;
         let tokens = chunk.tokens;
+        // The template separates the think block from the answer with blank lines: not content, and
+        // not counted against max_tokens.
+        if (leadingNewlines) {
+          piece = piece.replace(/^\n+/, '');
+          if (piece.length === 0) return;
+          leadingNewlines = false;
+        }
         if (plan.answerLimit !== undefined && answerTokens + tokens.length >= plan.answerLimit) {
           const allowed = plan.answerLimit - answerTokens;
           if (allowed < tokens.length) {
             tokens = tokens.slice(0, allowed);
-            piece = this.model.detokenize(tokens);
+            piece = this.model.detokenize(tokens).replace(/^\n+/, '');
           }
           answerCapped = true;
           stopper.abort(new Error('answer token limit reached'));
         }
         answerTokens += tokens.length;
-        // The template separates the think block from the answer with blank lines; they are not content.
-        if (leadingNewlines) {
-          piece = piece.replace(/^\n+/, '');
-          if (piece.length > 0) leadingNewlines = false;
-        }
         if (piece) {
+          matchSampled(tokens);
           text += piece;
           emit({ type: 'text-delta', text: piece });
         }
@@ -422,12 +473,12 @@ export class LlamaCppChatModel implements ChatModel {
         answerCapped || stopReason === 'maxTokens' ? 'length' : toolCalls.length > 0 ? 'tool_calls' : 'stop';
       const usage: ChatUsage = {
         promptTokens: plan.promptTokens,
-        completionTokens: Math.max(sequence.tokenMeter.usedOutputTokens - outputBefore, reasoningTokens + answerTokens),
+        completionTokens: Math.max(meter.usedOutputTokens - outputBefore, reasoningTokens + answerTokens),
         reasoningTokens,
         cachedPromptTokens: 0,
       };
       emit({ type: 'finish', finishReason, usage });
-      return { text, reasoning, toolCalls, finishReason, usage, warnings: plan.warnings };
+      return { text, reasoning, toolCalls, finishReason, usage, logprobs, warnings: plan.warnings };
     } finally {
       signal.removeEventListener('abort', stopForClient);
       // generateResponse has settled here (or never started), so nothing touches the sequence any more.
@@ -451,6 +502,44 @@ function penaltyOptions(sampling: SamplingOptions): LLamaChatGenerateResponseOpt
     frequencyPenalty: frequencyPenalty ?? 0,
     presencePenalty: presencePenalty ?? 0,
   };
+}
+
+interface SampledToken {
+  token: Token;
+  probabilities: Map<Token, number>;
+}
+
+/** OpenAI clamps impossible tokens to a large negative logprob rather than -Infinity (not JSON). */
+const toLogprob = (probability: number): number => (probability > 0 ? Math.log(probability) : -9999);
+
+/**
+ * LlamaChat samples through `sequence.evaluate()`, which in node-llama-cpp 3.21.1 is a thin loop over
+ * `evaluateWithMetadata(tokens, {})`. For logprobs the sequence is seen through a proxy whose
+ * `evaluate` asks for the probability map (after the request's sampling options, as llama.cpp reports
+ * it) and records it; every other member is the real sequence's.
+ */
+function recordingProbabilities(sequence: LlamaContextSequence, sampled: SampledToken[]): LlamaContextSequence {
+  const evaluate = async function* (tokens: Token[], options?: Parameters<LlamaContextSequence['evaluate']>[1]) {
+    const iterator = sequence.evaluateWithMetadata(tokens, { probabilities: true }, options);
+    let input: Token | Token[] | void = undefined;
+    try {
+      for (;;) {
+        const { value, done } = await iterator.next(input);
+        if (done) return;
+        sampled.push({ token: value.token, probabilities: value.probabilities });
+        input = yield value.token;
+      }
+    } finally {
+      await iterator.return();
+    }
+  };
+  return new Proxy(sequence, {
+    get(target, property) {
+      if (property === 'evaluate') return evaluate;
+      const value = Reflect.get(target, property, target) as unknown;
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
 }
 
 function newToolCallId(): string {
