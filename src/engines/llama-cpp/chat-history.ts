@@ -10,7 +10,7 @@ export function toLlamaChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
   if (messages.length === 0) throw badRequest('messages must contain at least one message', 'messages');
   const history: ChatHistoryItem[] = [];
   /** Tool calls of the current assistant turn still waiting for their tool message, by id. */
-  let pending: { call: ChatModelFunctionCall; id: string; at: string }[] = [];
+  const pending: { call: ChatModelFunctionCall; id: string; at: string }[] = [];
   let turn: ChatModelResponse | undefined;
 
   const requireAnswered = () => {

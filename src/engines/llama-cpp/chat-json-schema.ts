@@ -165,8 +165,10 @@ function convert(node: unknown, path: string, unsupported: string[], isRoot = fa
           Object.entries(properties).map(([name, value]) => [name, convert(value, `${path}/properties/${name}`, unsupported)]),
         );
     }
-    // node-llama-cpp emits every listed property; `required` needs no translation (a value with all
-    // properties present satisfies it).
+    // node-llama-cpp emits every listed property, which satisfies any `required`; it is kept because
+    // the tool documentation shown to the model is rendered from this schema.
+    if (Array.isArray(source.required) && source.required.every((name) => typeof name === 'string'))
+      out.required = source.required;
     const additional = source.additionalProperties;
     if (additional === true || (additional === undefined && properties === undefined)) out.additionalProperties = true;
     else if (additional !== undefined && additional !== false)
