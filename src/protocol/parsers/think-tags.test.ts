@@ -135,3 +135,19 @@ test('phase reports where the parser is', () => {
   parser.push('</think>b');
   assert.equal(parser.phase, 'content');
 });
+
+test('long reasoning streamed in small deltas stays linear', () => {
+  const parser = new ThinkTagParser();
+  const started = performance.now();
+  let reasoning = '';
+  const sink = (parts: ThinkPart[]) => {
+    for (const p of parts) if (p.type === 'reasoning-delta') reasoning += p.text;
+  };
+  sink(parser.push('<think>'));
+  for (let i = 0; i < 100_000; i++) sink(parser.push(i % 10 === 0 ? ' \n ' : 'abcd'));
+  sink(parser.push('</think>answer'));
+  sink(parser.end());
+  const elapsed = performance.now() - started;
+  assert.equal(reasoning.length, 90_000 * 4 + 9_999 * 3);
+  assert.ok(elapsed < 2000, `took ${elapsed.toFixed(0)} ms`);
+});

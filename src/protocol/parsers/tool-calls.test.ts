@@ -169,3 +169,16 @@ test('parseRawOutput gives the whole-text split', () => {
   });
   assert.deepEqual(parseRawOutput('<think>r</think>t', { thinking: false }), { reasoning: '', text: '<think>r</think>t', toolCalls: [] });
 });
+
+test('a long argument block streamed in small deltas stays fast (no rescanning)', () => {
+  const parser = new ToolCallParser({ createId: ids() });
+  const value = 'x'.repeat(400_000);
+  const started = performance.now();
+  const parts: ToolCallParserPart[] = [...parser.push('<tool_call>{"name":"write","arguments":{"text":"')];
+  for (let i = 0; i < value.length; i += 4) parts.push(...parser.push(value.slice(i, i + 4)));
+  parts.push(...parser.push('"}}</tool_call>'), ...parser.end());
+  const elapsed = performance.now() - started;
+  const got = collect(parts);
+  assert.equal(got.calls[0]!.arguments, JSON.stringify({ text: value }));
+  assert.ok(elapsed < 2000, `took ${elapsed.toFixed(0)} ms`);
+});

@@ -53,8 +53,17 @@ export class ToolCallParser {
   private readonly open: string;
   private readonly close: string;
   private readonly createId: () => string;
+  /** Text not yet emitted while outside a block (at most a partial open tag plus whitespace). */
   private buffer = '';
   private inCall = false;
+  /** Inside a block: its text so far, in pieces, joined once when the block closes. */
+  private body: string[] = [];
+  /**
+   * The block's last (close tag length - 1) characters, where a close tag split across deltas
+   * would begin. Searching only tail + delta keeps long blocks linear (searching a growing string
+   * flattens it on every delta: minutes for a 400 KB argument block).
+   */
+  private tail = '';
   private afterCall = false;
   private count = 0;
 
@@ -70,36 +79,48 @@ export class ToolCallParser {
   }
 
   push(delta: string): ToolCallParserPart[] {
-    this.buffer += delta;
     const parts: ToolCallParserPart[] = [];
-    this.drain(parts);
+    this.feed(delta, parts);
     return parts;
   }
 
   end(): ToolCallParserPart[] {
     const parts: ToolCallParserPart[] = [];
-    this.drain(parts);
     if (this.inCall) {
-      this.finishBlock(parts, this.buffer, false);
+      this.finishBlock(parts, this.body.join(''), false);
     } else {
       this.emitText(parts, this.afterCall ? this.buffer.trimStart() : this.buffer);
     }
     this.buffer = '';
+    this.body = [];
+    this.tail = '';
     this.inCall = false;
     return parts;
   }
 
-  private drain(parts: ToolCallParserPart[]): void {
+  private feed(delta: string, parts: ToolCallParserPart[]): void {
+    let input = delta;
     for (;;) {
       if (this.inCall) {
-        const at = this.buffer.indexOf(this.close);
-        if (at < 0) return; // the block is still arriving
-        const body = this.buffer.slice(0, at);
-        this.buffer = this.buffer.slice(at + this.close.length);
+        const window = this.tail + input;
+        const at = window.indexOf(this.close);
+        if (at < 0) {
+          if (input !== '') this.body.push(input);
+          const keep = this.close.length - 1;
+          this.tail = keep > 0 ? window.slice(-keep) : '';
+          return; // the block is still arriving
+        }
+        const before = this.body.join('');
+        const block = (before + input).slice(0, before.length - this.tail.length + at);
+        input = window.slice(at + this.close.length);
+        this.body = [];
+        this.tail = '';
         this.inCall = false;
-        this.finishBlock(parts, body, true);
+        this.finishBlock(parts, block, true);
         continue;
       }
+      this.buffer += input;
+      input = '';
       if (this.afterCall) {
         this.buffer = this.buffer.trimStart();
         if (this.buffer === '') return;
@@ -108,7 +129,8 @@ export class ToolCallParser {
       if (at >= 0) {
         // Layout whitespace right before a block is dropped.
         this.emitText(parts, this.buffer.slice(0, at).trimEnd());
-        this.buffer = this.buffer.slice(at + this.open.length);
+        input = this.buffer.slice(at + this.open.length);
+        this.buffer = '';
         this.inCall = true;
         continue;
       }
