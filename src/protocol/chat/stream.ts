@@ -43,7 +43,7 @@ export interface WireChatChunk {
   created: number;
   model: string;
   system_fingerprint: string;
-  choices: { index: number; delta: WireChunkDelta | Record<string, never>; logprobs: null; finish_reason: WireFinishReason | null }[];
+  choices: { index: number; delta: WireChunkDelta; logprobs: null; finish_reason: WireFinishReason | null }[];
   usage?: WireUsage;
 }
 
