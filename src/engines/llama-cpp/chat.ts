@@ -294,13 +294,8 @@ export class LlamaCppChatModel implements ChatModel {
       const text = this.model.detokenize([token], true);
       return { token: text, logprob: toLogprob(probability), bytes: [...Buffer.from(text, 'utf8')] };
     };
-    const chosen = describe(sampled.token, sampled.probabilities.get(sampled.token) ?? 0);
-    const topLogprobs: TokenLogprob['topLogprobs'] = [];
-    // The map is sorted by probability, highest first.
-    for (const [token, probability] of sampled.probabilities) {
-      if (topLogprobs.length >= top) break;
-      topLogprobs.push(describe(token, probability));
-    }
+    const chosen = describe(sampled.token, sampled.probability);
+    const topLogprobs = sampled.top.slice(0, top).map(([token, probability]) => describe(token, probability));
     return { ...chosen, topLogprobs };
   }
 
@@ -506,8 +501,11 @@ function penaltyOptions(sampling: SamplingOptions): LLamaChatGenerateResponseOpt
 
 interface SampledToken {
   token: Token;
-  probabilities: Map<Token, number>;
+  probability: number;
+  /** The most likely candidates, highest first (at most 20, OpenAI's top_logprobs ceiling). */
+  top: [Token, number][];
 }
+const MAX_TOP_LOGPROBS = 20;
 
 /** OpenAI clamps impossible tokens to a large negative logprob rather than -Infinity (not JSON). */
 const toLogprob = (probability: number): number => (probability > 0 ? Math.log(probability) : -9999);
@@ -526,7 +524,13 @@ function recordingProbabilities(sequence: LlamaContextSequence, sampled: Sampled
       for (;;) {
         const { value, done } = await iterator.next(input);
         if (done) return;
-        sampled.push({ token: value.token, probabilities: value.probabilities });
+        // Keep only what logprobs can show: with top_k 0 the map holds the whole vocabulary.
+        const top: [Token, number][] = [];
+        for (const entry of value.probabilities) {
+          if (top.length >= MAX_TOP_LOGPROBS) break;
+          top.push(entry);
+        }
+        sampled.push({ token: value.token, probability: value.probabilities.get(value.token) ?? 0, top });
         input = yield value.token;
       }
     } finally {
