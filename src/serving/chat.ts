@@ -47,7 +47,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   let streaming = false;
   try {
     if (!request.stream) {
-      const results = await Promise.all(Array.from({ length: request.n }, () => model.doGenerate(options)));
+      const results = await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
       for (const result of results)
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
       await settle(sumUsage(results.map((r) => r.usage)), 'ok', 200);
@@ -55,7 +55,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     }
 
     // Streaming: start every choice and wait for its first part before committing to a 200.
-    for (let i = 0; i < request.n; i++) meters.push(new MeteredStream(model, options, promptTokens));
+    for (let i = 0; i < request.n; i++) meters.push(new MeteredStream(model, choiceOptions(options, i), promptTokens));
     await Promise.all(meters.map((meter) => meter.peek()));
     const frames = chatCompletionFrames(meta, meters, { includeUsage: request.includeUsage });
     streaming = true;
@@ -76,6 +76,12 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   } finally {
     if (!streaming) lease.release();
   }
+}
+
+/** With a seed and n > 1, each choice gets its own seed, or all n answers would be the same text. */
+function choiceOptions(options: ChatCallOptions, index: number): ChatCallOptions {
+  if (index === 0 || options.sampling.seed === undefined) return options;
+  return { ...options, sampling: { ...options.sampling, seed: options.sampling.seed + index } };
 }
 
 async function checkContext(model: ChatModel, options: ChatCallOptions): Promise<number> {
