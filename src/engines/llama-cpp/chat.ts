@@ -121,16 +121,7 @@ export class LlamaCppChatModel implements ChatModel {
   }
 
   async doGenerate(options: ChatCallOptions): Promise<ChatResult> {
-    const plan = this.plan(options, true);
-    const controller = new AbortController();
-    const forward = () => controller.abort(options.signal.reason);
-    if (options.signal.aborted) forward();
-    options.signal.addEventListener('abort', forward, { once: true });
-    try {
-      return await this.run(plan, controller.signal, () => {});
-    } finally {
-      options.signal.removeEventListener('abort', forward);
-    }
+    return this.run(this.plan(options, true), options.signal, () => {});
   }
 
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart> {
@@ -333,7 +324,6 @@ export class LlamaCppChatModel implements ChatModel {
       });
       const logprobs: TokenLogprob[] | undefined = plan.topLogprobs === undefined ? undefined : [];
       let sampledAt = 0;
-      /** Match emitted answer tokens to the sampled ones (tool-call and injected tokens are skipped). */
       let thoughtFloor = 0;
       /** Match emitted answer tokens to the sampled ones (thought, tool-call and injected tokens are skipped). */
       const matchSampled = (tokens: readonly Token[]) => {
