@@ -1,0 +1,128 @@
+// Infera's generated test models. Everything here is computed from code and fixed seeds: no network,
+// and the same bytes on every run, so files are only rewritten when the generator changes.
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { encodeBert, randomBertWeights, type BertConfig } from './bert.ts';
+import { GgmlType } from './gguf-writer.ts';
+import { encodeRandomChatModel } from './random-chat.ts';
+import { encodeTinyChatModel } from './tiny-chat.ts';
+import { encodeTinyReranker } from './tiny-rerank.ts';
+
+export { TINY_CHAT_SCRIPT, TINY_CHAT_TRIGGERS, TINY_CHAT_MODES, type TinyChatMode } from './tiny-chat.ts';
+
+export interface TinyModelPaths {
+  /** Scripted qwen3 chat model (Qwen3 template → QwenChatWrapper); see TINY_CHAT_SCRIPT. */
+  chat: string;
+  /** BERT embedding model, mean pooling, 128 dimensions. */
+  embedding: string;
+  /** BERT reranker (cls head). */
+  reranker: string;
+}
+
+export const TINY_MODEL_FILES = {
+  chat: 'tiny-qwen3-chat.gguf',
+  embedding: 'tiny-bert-embed.gguf',
+  reranker: 'tiny-bert-rerank.gguf',
+} as const;
+
+export const TINY_EMBEDDING_DIMENSIONS = 128;
+
+const tinyBert: BertConfig = {
+  name: 'infera-tiny-bert-embed',
+  hidden: TINY_EMBEDDING_DIMENSIONS,
+  layers: 2,
+  heads: 4,
+  feedForward: 256,
+  contextLength: 512,
+  reranker: false,
+};
+
+let tinyBytes: Record<keyof TinyModelPaths, Buffer> | undefined;
+
+function tinyModelBytes(): Record<keyof TinyModelPaths, Buffer> {
+  tinyBytes ??= {
+    chat: encodeTinyChatModel(),
+    embedding: encodeBert({ config: tinyBert, weights: randomBertWeights(101), matrixType: GgmlType.F32 }),
+    reranker: encodeTinyReranker(),
+  };
+  return tinyBytes;
+}
+
+/** Writes the tiny models into dir (created if needed) unless identical files are already there; fast (< 1 s). */
+export async function ensureTinyModels(dir: string): Promise<TinyModelPaths> {
+  await mkdir(dir, { recursive: true });
+  const bytes = tinyModelBytes();
+  const paths = {} as TinyModelPaths;
+  for (const key of Object.keys(TINY_MODEL_FILES) as (keyof TinyModelPaths)[]) {
+    const path = join(dir, TINY_MODEL_FILES[key]);
+    const existing = await readFile(path).catch(() => undefined);
+    if (!existing?.equals(bytes[key])) await writeAtomically(path, bytes[key]);
+    paths[key] = path;
+  }
+  return paths;
+}
+
+export type BenchModelKind = 'chat-512x8' | 'bert-384x12-embed' | 'bert-384x12-rerank';
+
+/** Bumped whenever a generator's output changes, so stale files are never reused. */
+const BENCH_VERSION = 1;
+
+const benchModels: Record<BenchModelKind, { file: string; encode: () => Buffer }> = {
+  'chat-512x8': {
+    file: `bench-qwen3-512x8-q8_0-v${BENCH_VERSION}.gguf`,
+    encode: () =>
+      encodeRandomChatModel({
+        hidden: 512,
+        layers: 8,
+        heads: 8,
+        headsKv: 8,
+        feedForward: 2048,
+        seed: 512,
+        matrixType: GgmlType.Q8_0,
+        endBias: 100,
+      }),
+  },
+  'bert-384x12-embed': {
+    file: `bench-bert-384x12-embed-f16-v${BENCH_VERSION}.gguf`,
+    encode: () => encodeBert({ config: benchBert(false), weights: randomBertWeights(384), matrixType: GgmlType.F16 }),
+  },
+  'bert-384x12-rerank': {
+    file: `bench-bert-384x12-rerank-f16-v${BENCH_VERSION}.gguf`,
+    encode: () => encodeBert({ config: benchBert(true), weights: randomBertWeights(385), matrixType: GgmlType.F16 }),
+  },
+};
+
+function benchBert(reranker: boolean): BertConfig {
+  return {
+    name: `infera-bench-bert-384x12-${reranker ? 'rerank' : 'embed'}`,
+    hidden: 384,
+    layers: 12,
+    heads: 12,
+    feedForward: 1536,
+    contextLength: 512,
+    reranker,
+  };
+}
+
+/**
+ * Writes a benchmark-size model (random seeded weights, same tokenizer/template as the tiny ones) into
+ * dir unless it is already there, and returns its path. Generation takes a few seconds; files are
+ * tens of MB, so they are written on demand and never committed.
+ */
+export async function ensureBenchModel(kind: BenchModelKind, dir: string): Promise<string> {
+  const model = benchModels[kind];
+  if (!model) throw new TypeError(`unknown bench model kind: ${String(kind)}`);
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, model.file);
+  // Files only appear through an atomic rename, so an existing one is complete.
+  if (await stat(path).then((s) => s.isFile(), () => false)) return path;
+  await writeAtomically(path, model.encode());
+  return path;
+}
+
+/** Readers in other processes (parallel test files) never see a half-written model. */
+async function writeAtomically(path: string, bytes: Buffer): Promise<void> {
+  const temporary = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+  await writeFile(temporary, bytes);
+  await rename(temporary, path);
+}
