@@ -71,7 +71,7 @@ async function inProcess(backend: Backend, inFlight: number, total: number) {
     const admission = await gate.admit({ principal, model: 'bench/model', endpoint: 'chat', requestId: `r${++next}`, estimatedTokens: 20, images: 0 });
     await admission.settle({ promptTokens: 8, completionTokens: 12, reasoningTokens: 0, images: 0, documents: 0, status: 200, outcome: 'ok', latencyMs: 1 });
   };
-  for (let i = 0; i < 200; i++) await one(); // warm-up: prepared statements, pools, JIT
+  for (let i = 0; i < 2000; i++) await one(); // warm-up: prepared statements, pools, JIT
   const before = { rows: gate.ledger.stats.rows, tx: gate.ledger.stats.transactions };
   const cpu = process.cpuUsage();
   const start = performance.now();

@@ -2,9 +2,10 @@
 // slow password hashes (bcrypt, argon2) exist to stretch low-entropy human passwords, and brute-forcing
 // a 256-bit random secret from its sha256 is infeasible; a slow hash would only add milliseconds to
 // every request. Lookups go by hash, then the hashes are compared with timingSafeEqual.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
-export const hashSecret = (secret: string): string => createHash('sha256').update(secret, 'utf8').digest('hex');
+// crypto.hash: the one-shot form, several times cheaper per call than createHash().update().digest().
+export const hashSecret = (secret: string): string => hash('sha256', secret, 'hex');
 
 /** "sk-" + 43 base64url characters. */
 export const generateSecret = (): string => `sk-${randomBytes(32).toString('base64url')}`;

@@ -21,12 +21,35 @@ const measure = (dimension: LimitDimension): 'requests' | 'tokens' | 'images' =>
 const periodName = (dimension: LimitDimension): string =>
   dimension.endsWith('m') ? 'minute' : dimension.endsWith('h') ? 'hour' : 'day';
 
-export interface PlannedCheck extends CounterCheck {
+export type Measure = 'requests' | 'tokens' | 'images';
+
+/** One configured limit in one scope; resolved once per (account, model) or key and cached. */
+export interface LimitRule {
   dimension: LimitDimension;
+  measure: Measure;
+  limit: number;
+  windowMs: number;
+  /** Counter key without the window start, e.g. "a:acme:m:qwen/qwq-32b:rpm". */
+  keyBase: string;
   /** Human label of the scope for messages, e.g. `model "qwen" for account "acme"`. */
+  scope: string;
+}
+
+export interface PlannedCheck extends CounterCheck {
+  rule: LimitRule;
+  dimension: LimitDimension;
   scope: string;
   /** Epoch ms when this window ends. */
   resetAt: number;
+}
+
+export function limitRules(limits: Limits, keyBase: string, scope: string): LimitRule[] {
+  const rules: LimitRule[] = [];
+  for (const [dimension, limit] of Object.entries(limits) as [LimitDimension, number | undefined][]) {
+    if (limit === undefined) continue;
+    rules.push({ dimension, measure: measure(dimension), limit, windowMs: windowMs[dimension], keyBase: `${keyBase}:${dimension}`, scope });
+  }
+  return rules;
 }
 
 /** Lower-cased lookups so config keys match model ids case-insensitively, as the router does. */
@@ -36,6 +59,7 @@ const lowerKeys = <T>(record: Record<string, T>): Map<string, T> =>
 export class LimitPolicy {
   private readonly modelLimits: Map<string, Limits>;
   private readonly accounts: Map<string, { defaults: Partial<Record<ModelKind, Limits>>; models: Map<string, Limits> }>;
+  private readonly cache = new Map<string, LimitRule[]>();
 
   constructor(private readonly config: PlatformConfig) {
     this.modelLimits = lowerKeys(config.limits.models);
@@ -58,43 +82,44 @@ export class LimitPolicy {
       ...account?.models.get(id),
     };
   }
+
+  /** The account×model rules, cached: the config cannot change while the server runs. */
+  rules(accountId: string, model: string, kind: ModelKind): LimitRule[] {
+    const cacheKey = `${kind}\u0000${accountId}\u0000${model}`;
+    let rules = this.cache.get(cacheKey);
+    if (!rules) {
+      rules = limitRules(
+        this.resolve(accountId, model, kind),
+        `a:${accountId}:m:${model.toLowerCase()}`,
+        `model "${model}" for account "${accountId}"`,
+      );
+      if (this.cache.size > 10_000) this.cache.clear();
+      this.cache.set(cacheKey, rules);
+    }
+    return rules;
+  }
 }
 
-export function planChecks(input: {
-  accountLimits: Limits;
-  keyLimits: Limits | null;
-  accountId: string;
-  keyId: string;
-  keyName: string;
-  model: string;
-  estimatedTokens: number;
-  images: number;
-  now: number;
-}): PlannedCheck[] {
+export function planChecks(rules: LimitRule[], estimatedTokens: number, images: number, now: number): PlannedCheck[] {
   const checks: PlannedCheck[] = [];
-  const add = (limits: Limits, keyBase: string, scope: string) => {
-    for (const [dimension, limit] of Object.entries(limits) as [LimitDimension, number | undefined][]) {
-      if (limit === undefined) continue;
-      const kind = measure(dimension);
-      const amount = kind === 'requests' ? 1 : kind === 'tokens' ? Math.max(0, input.estimatedTokens) : input.images;
-      // An image window says nothing about a chat request; token windows always apply because the
-      // settle can push a window past its limit, which must then block the next request.
-      if (kind === 'images' && amount === 0) continue;
-      const length = windowMs[dimension];
-      const start = Math.floor(input.now / length);
-      checks.push({
-        key: `${keyBase}:${dimension}:${start}`,
-        amount,
-        limit,
-        ttlMs: (start + 1) * length - input.now + 1000,
-        dimension,
-        scope,
-        resetAt: (start + 1) * length,
-      });
-    }
-  };
-  add(input.accountLimits, `a:${input.accountId}:m:${input.model.toLowerCase()}`, `model "${input.model}" for account "${input.accountId}"`);
-  if (input.keyLimits) add(input.keyLimits, `k:${input.keyId}`, `API key "${input.keyName}"`);
+  for (const rule of rules) {
+    const amount = rule.measure === 'requests' ? 1 : rule.measure === 'tokens' ? Math.max(0, estimatedTokens) : images;
+    // An image window says nothing about a chat request; token windows always apply because the
+    // settle can push a window past its limit, which must then block the next request.
+    if (rule.measure === 'images' && amount === 0) continue;
+    const start = Math.floor(now / rule.windowMs);
+    const resetAt = (start + 1) * rule.windowMs;
+    checks.push({
+      key: `${rule.keyBase}:${start}`,
+      amount,
+      limit: rule.limit,
+      ttlMs: resetAt - now + 1000,
+      rule,
+      dimension: rule.dimension,
+      scope: rule.scope,
+      resetAt,
+    });
+  }
   return checks;
 }
 
@@ -113,17 +138,25 @@ export function formatReset(ms: number): string {
 /** x-ratelimit-{limit,remaining,reset}-{requests,tokens}: for each measure, the window closest to its limit. */
 export function rateLimitHeaders(checks: PlannedCheck[], values: number[], now: number): Record<string, string> {
   const headers: Record<string, string> = {};
-  for (const kind of ['requests', 'tokens'] as const) {
-    let best: { limit: number; remaining: number; resetAt: number } | undefined;
-    checks.forEach((check, i) => {
-      if (measure(check.dimension) !== kind) return;
-      const remaining = Math.max(0, check.limit - (values[i] ?? 0));
-      if (!best || remaining < best.remaining) best = { limit: check.limit, remaining, resetAt: check.resetAt };
-    });
-    if (!best) continue;
-    headers[`x-ratelimit-limit-${kind}`] = String(best.limit);
-    headers[`x-ratelimit-remaining-${kind}`] = String(best.remaining);
-    headers[`x-ratelimit-reset-${kind}`] = formatReset(best.resetAt - now);
+  let requests = -1;
+  let tokens = -1;
+  let requestsLeft = Infinity;
+  let tokensLeft = Infinity;
+  for (let i = 0; i < checks.length; i++) {
+    const check = checks[i]!;
+    const left = Math.max(0, check.limit - (values[i] ?? 0));
+    if (check.rule.measure === 'requests' && left < requestsLeft) (requests = i), (requestsLeft = left);
+    else if (check.rule.measure === 'tokens' && left < tokensLeft) (tokens = i), (tokensLeft = left);
+  }
+  if (requests >= 0) {
+    headers['x-ratelimit-limit-requests'] = String(checks[requests]!.limit);
+    headers['x-ratelimit-remaining-requests'] = String(requestsLeft);
+    headers['x-ratelimit-reset-requests'] = formatReset(checks[requests]!.resetAt - now);
+  }
+  if (tokens >= 0) {
+    headers['x-ratelimit-limit-tokens'] = String(checks[tokens]!.limit);
+    headers['x-ratelimit-remaining-tokens'] = String(tokensLeft);
+    headers['x-ratelimit-reset-tokens'] = formatReset(checks[tokens]!.resetAt - now);
   }
   return headers;
 }

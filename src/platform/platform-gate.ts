@@ -7,7 +7,7 @@ import type { Limits, ModelKind, PlatformConfig } from './config.ts';
 import type { Admission, AdmissionRequest, Endpoint, Gate, Principal, UsageReport } from './gate.ts';
 import { hashSecret, isLoopback, sameHash } from './keys.ts';
 import { LedgerWriter } from './ledger.ts';
-import { LimitPolicy, planChecks, rateLimitError, rateLimitHeaders, type PlannedCheck } from './limits.ts';
+import { LimitPolicy, limitRules, planChecks, rateLimitError, rateLimitHeaders, type LimitRule } from './limits.ts';
 import { costMicro, formatMicro, isPriced, microPrice, type MicroPrice } from './pricing.ts';
 
 export interface PlatformLogger {
@@ -59,6 +59,7 @@ export class PlatformGate implements Gate {
   private readonly now: () => number;
   private readonly keyCacheMs: number;
   private readonly keyCache = new Map<string, CachedKey>();
+  private readonly keyRuleCache = new WeakMap<object, LimitRule[]>();
   private readonly balanceCache = new Map<string, { balance: number; fetchedAt: number }>();
   private storeHasKeys: { value: boolean; fetchedAt: number } | undefined;
   private countersDown = false;
@@ -142,6 +143,16 @@ export class PlatformGate implements Gate {
     return cached.principal;
   }
 
+  private keyRules(principal: Principal): LimitRule[] {
+    // Keyed by the limits object, which lives as long as the cached principal that carries it.
+    let rules = this.keyRuleCache.get(principal.limits!);
+    if (!rules) {
+      rules = limitRules(principal.limits as Limits, `k:${principal.keyId}`, `API key "${principal.keyName}"`);
+      this.keyRuleCache.set(principal.limits!, rules);
+    }
+    return rules;
+  }
+
   private async balance(accountId: string): Promise<number> {
     const now = this.now();
     const cached = this.balanceCache.get(accountId);
@@ -213,17 +224,9 @@ export class PlatformGate implements Gate {
     }
 
     const now = this.now();
-    const checks = planChecks({
-      accountLimits: this.policy.resolve(principal.accountId, model, kind),
-      keyLimits: principal.limits ?? null,
-      accountId: principal.accountId,
-      keyId: principal.keyId,
-      keyName: principal.keyName,
-      model,
-      estimatedTokens: request.estimatedTokens,
-      images: request.images,
-      now,
-    });
+    const rules = this.policy.rules(principal.accountId, model, kind);
+    const keyRules = principal.limits ? this.keyRules(principal) : undefined;
+    const checks = planChecks(keyRules ? [...rules, ...keyRules] : rules, request.estimatedTokens, request.images, now);
 
     let headers: Record<string, string> = {};
     let counted = false;
@@ -281,10 +284,10 @@ export class PlatformGate implements Gate {
         if (counted) {
           const tokens = usage.promptTokens + usage.completionTokens;
           const adjustments = checks
-            .filter((c) => c.dimension[0] === 't' || c.dimension[0] === 'i')
+            .filter((c) => c.rule.measure !== 'requests')
             .map((c) => ({
               key: c.key,
-              delta: c.dimension[0] === 't' ? tokens - c.amount : usage.images - c.amount,
+              delta: c.rule.measure === 'tokens' ? tokens - c.amount : usage.images - c.amount,
               ttlMs: Math.max(1000, c.resetAt - this.now() + 1000),
             }));
           // Counter drift is not worth failing a finished request over; the ledger is.

@@ -95,8 +95,10 @@ export class PostgresStore implements PlatformStore {
     try {
       await store.migrate();
     } catch (error) {
-      await store.pool.end();
-      throw error;
+      await store.pool.end().catch(() => {});
+      // Say which database, without its password, so a wrong URL is obvious at startup.
+      const where = options.connectionString.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+      throw new Error(`Cannot open the Postgres store at ${where}: ${(error as Error).message}`, { cause: error });
     }
     return store;
   }

@@ -80,6 +80,7 @@ export class SqliteStore implements PlatformStore {
   private readonly db: Database.Database;
   private readonly statements;
   private readonly appendTransaction: (rows: LedgerRow[]) => void;
+  private readonly checkpointTimer: NodeJS.Timeout;
 
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -89,6 +90,18 @@ export class SqliteStore implements PlatformStore {
     // The CLI and a running server share the file: wait for a lock instead of failing at once.
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
+    // SQLite's automatic checkpoint runs inside a commit every 1000 WAL pages, with an fsync: a latency
+    // spike on some unlucky request. Checkpointing on a timer instead costs less too — every ledger
+    // commit rewrites the same few tail pages, so one checkpoint per second copies each page once.
+    this.db.pragma('wal_autocheckpoint = 0');
+    this.checkpointTimer = setInterval(() => {
+      try {
+        this.db.pragma('wal_checkpoint(PASSIVE)');
+      } catch {
+        // Busy (a CLI reading, say): the next tick tries again.
+      }
+    }, 1000);
+    this.checkpointTimer.unref();
     this.migrate();
     const db = this.db;
     this.statements = {
@@ -234,6 +247,7 @@ export class SqliteStore implements PlatformStore {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.checkpointTimer);
     if (this.db.open) this.db.close();
   }
 }
