@@ -283,20 +283,9 @@ export class DiffusionPipeline {
     for (let i = 0; i < plan.timesteps.length; i++) {
       checkAbort();
       mark = performance.now();
-      const scale = plan.inputScale(i);
-      for (let k = 0; k < latents.length; k++) modelInput[k] = latents[k]! * scale;
-      if (guidance) modelInput.copyWithin(latents.length, 0, latents.length);
+      scaleInto(modelInput, latents, plan.inputScale(i), guidance ? 2 : 1);
       const output = await this.runUnet(modelInput, [unetRows, this.latentChannels, latentHeight, latentWidth], plan.timesteps[i]!, context, timestepCond);
-      let guided = output;
-      if (guidance) {
-        const g = request.guidanceScale;
-        guided = new Float32Array(latents.length);
-        for (let k = 0; k < latents.length; k++) {
-          const unconditional = output[k]!;
-          guided[k] = unconditional + g * (output[latents.length + k]! - unconditional);
-        }
-      }
-      plan.step(i, guided, latents, noise);
+      plan.step(i, guidance ? applyGuidance(output, latents.length, request.guidanceScale) : output, latents, noise);
       seconds.unet += (performance.now() - mark) / 1000;
       request.onStep?.(i + 1, plan.timesteps.length);
     }
@@ -318,16 +307,38 @@ export class DiffusionPipeline {
   }
 }
 
-/** [3, H, W] floats in [-1, 1] → interleaved RGB bytes, rounded like diffusers' numpy_to_pil. */
+// The per-element loops live in small functions so V8 optimises them on their own; inside the big
+// async generate() they ran several times slower (bench/images.ts measures this glue).
+
+/** dst = src × scale, repeated `copies` times (CFG feeds the same latents twice). */
+function scaleInto(dst: Float32Array, src: Float32Array, scale: number, copies: number): void {
+  const n = src.length;
+  for (let k = 0; k < n; k++) dst[k] = src[k]! * scale;
+  for (let c = 1; c < copies; c++) dst.copyWithin(c * n, 0, n);
+}
+
+/** Classifier-free guidance: uncond + g·(cond − uncond), from [uncond rows ‖ cond rows]. */
+function applyGuidance(output: Float32Array, n: number, scale: number): Float32Array {
+  const guided = new Float32Array(n);
+  for (let k = 0; k < n; k++) {
+    const unconditional = output[k]!;
+    guided[k] = unconditional + scale * (output[n + k]! - unconditional);
+  }
+  return guided;
+}
+
+/**
+ * [3, H, W] floats in [-1, 1] → interleaved RGB bytes. Uint8ClampedArray clamps and rounds half to
+ * even, exactly like diffusers' numpy_to_pil ((x / 2 + 0.5).clamp(0, 1) × 255, np.round).
+ */
 export function toRgb(chw: Float32Array, width: number, height: number): Uint8Array {
   const plane = width * height;
-  const out = new Uint8Array(plane * 3);
-  for (let p = 0; p < plane; p++)
-    for (let c = 0; c < 3; c++) {
-      const value = Math.min(1, Math.max(0, chw[c * plane + p]! / 2 + 0.5));
-      out[p * 3 + c] = Math.round(value * 255);
-    }
-  return out;
+  const out = new Uint8ClampedArray(plane * 3);
+  for (let c = 0; c < 3; c++) {
+    const offset = c * plane;
+    for (let p = 0, q = c; p < plane; p++, q += 3) out[q] = (chw[offset + p]! / 2 + 0.5) * 255;
+  }
+  return new Uint8Array(out.buffer);
 }
 
 export async function encodeImage(rgb: Uint8Array, width: number, height: number, format: OutputFormat): Promise<Buffer> {

@@ -18,6 +18,11 @@ export interface TinyDiffusionVariant {
   timestepCond?: boolean;
   /** Include vae_encoder/ (needed for img2img). Default true. */
   vaeEncoder?: boolean;
+  /**
+   * Benchmarks only: a heavier UNet body (hidden channels × 3×3 conv layers) so that ORT does
+   * realistic work per step and the pipeline's own overhead can be measured against it.
+   */
+  unetBody?: { channels: number; layers: number };
 }
 
 const HIDDEN = 32; // text encoder width (768 in SD 1.x, 1024 in SD 2.x)
@@ -172,7 +177,7 @@ function textEncoderGraph(random: () => number, vocabSize: number, idType: 'int3
   };
 }
 
-function unetGraph(random: () => number, legacy: boolean, timestepCond: boolean): GraphSpec {
+function unetGraph(random: () => number, legacy: boolean, timestepCond: boolean, body?: { channels: number; layers: number }): GraphSpec {
   const graph: GraphSpec = {
     name: 'unet',
     inputs: [
@@ -208,6 +213,26 @@ function unetGraph(random: () => number, legacy: boolean, timestepCond: boolean)
       },
     ],
   };
+  if (body) {
+    // sample → C channels → layers × (3×3 conv, tanh) → 4 channels, replacing the single conv.
+    const conv = graph.nodes.pop()!;
+    const scale = (fanIn: number) => 1 / Math.sqrt(fanIn);
+    const c = body.channels;
+    graph.initializers.push(randomWeights(random, 'body.in.weight', [c, LATENT_CHANNELS, 3, 3], scale(LATENT_CHANNELS * 9)));
+    graph.nodes.push(
+      { op: 'Conv', inputs: ['sample', 'body.in.weight'], outputs: ['body_0_pre'], attributes: { pads: [1, 1, 1, 1], kernel_shape: [3, 3] } },
+      { op: 'Tanh', inputs: ['body_0_pre'], outputs: ['body_0'] },
+    );
+    for (let l = 1; l <= body.layers; l++) {
+      graph.initializers.push(randomWeights(random, `body.${l}.weight`, [c, c, 3, 3], scale(c * 9)));
+      graph.nodes.push(
+        { op: 'Conv', inputs: [`body_${l - 1}`, `body.${l}.weight`], outputs: [`body_${l}_pre`], attributes: { pads: [1, 1, 1, 1], kernel_shape: [3, 3] } },
+        { op: 'Tanh', inputs: [`body_${l}_pre`], outputs: [`body_${l}`] },
+      );
+    }
+    graph.initializers.push(randomWeights(random, 'body.out.weight', [LATENT_CHANNELS, c, 3, 3], scale(c * 9)));
+    graph.nodes.push({ ...conv, inputs: [`body_${body.layers}`, 'body.out.weight', 'conv.bias'] });
+  }
   let context = 'context_channels';
   if (timestepCond) {
     graph.inputs.push({ name: 'timestep_cond', type: 'float32', shape: ['batch_size', TIME_COND_DIM] });
@@ -338,7 +363,7 @@ export function tinyDiffusionFiles(variant: TinyDiffusionVariant = {}): Map<stri
 
   // Separate streams per component, so adding one never changes another's weights.
   files.set('text_encoder/model.onnx', writeOnnxModel(textEncoderGraph(prng(1), vocabSize, legacy ? 'int32' : 'int64')));
-  files.set('unet/model.onnx', writeOnnxModel(unetGraph(prng(2), legacy, timestepCond)));
+  files.set('unet/model.onnx', writeOnnxModel(unetGraph(prng(2), legacy, timestepCond, variant.unetBody)));
   files.set('vae_decoder/model.onnx', writeOnnxModel(vaeDecoderGraph(prng(3))));
   if (withEncoder) {
     json('vae_encoder/config.json', vaeConfig);
