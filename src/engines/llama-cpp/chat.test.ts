@@ -2,7 +2,7 @@
 // real Qwen3 template): every script, tools, grammars, limits, cancellation and admission.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
@@ -10,7 +10,7 @@ import { modelSchema } from '../../config/schema.ts';
 import { ClientGoneError, InferaError } from '../../errors/index.ts';
 import type { ChatCallOptions, ChatStreamPart } from '../../spec/chat.ts';
 import type { LoadedModel } from '../../spec/index.ts';
-import { TINY_CHAT_SCRIPT, encodeTinyChatModel } from '../../tiny-models/tiny-chat.ts';
+import { TINY_CHAT_SCRIPT, ensureTinyModels } from '../../tiny-models/index.ts';
 import { loadLlamaCppChatModel, type LlamaCppChatModel } from './chat.ts';
 
 const SEQUENCES = 2;
@@ -92,8 +92,7 @@ const waitUntil = async (condition: () => boolean, timeoutMs = 2000) => {
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'infera-chat-'));
-  const paths = { chat: join(dir, 'chat.gguf') };
-  writeFileSync(paths.chat, encodeTinyChatModel());
+  const paths = await ensureTinyModels(dir);
   const config = modelSchema.parse({
     id: 'tiny-chat',
     type: 'chat',

@@ -353,7 +353,9 @@ export class LlamaCppChatModel implements ChatModel {
           // tokens; the sequence's meter counts what was really sampled up to the end of the thought.
           reasoningTokens = meter.usedOutputTokens - outputBefore;
           thoughtFloor = sampled.length;
-          if (chunk.text) {
+          // With thinking off, wrappers that cannot suppress the think block rely on a zero thought
+          // budget, which still lets a token or two through: counted, but not shown.
+          if (chunk.text && plan.thinking) {
             reasoning += chunk.text;
             emit({ type: 'reasoning-delta', text: chunk.text });
           }
