@@ -209,3 +209,28 @@ test('micro-batcher: close() answers waiting entries with 503 and refuses new on
   ex.gates.shift()!();
   assert.equal(await running, 'A');
 });
+
+test('micro-batcher: with one promise per entry, each caller is answered when its own part is done', async () => {
+  const releases: Array<() => void> = [];
+  const batcher = new MicroBatcher<string, string>({
+    label: 'm',
+    maxQueue: 10,
+    maxBatchTokens: 100,
+    maxWaitMs: 5,
+    concurrency: 1,
+    execute: (entries) => entries.map((entry) => new Promise<string>((resolve) => releases.push(() => resolve(entry.input)))),
+  });
+  let bDone = false;
+  const a = batcher.submit('a', 1);
+  const b = batcher.submit('b', 1).then((value) => ((bDone = true), value));
+  await sleep(20);
+  assert.equal(releases.length, 2, 'one batch of two');
+  releases[0]();
+  assert.equal(await a, 'a');
+  await tick();
+  assert.equal(bDone, false, 'b is still running');
+  assert.equal(batcher.stats().running, 1, 'the batch holds its slot until every entry is done');
+  releases[1]();
+  assert.equal(await b, 'b');
+  assert.equal(batcher.stats().running, 0);
+});

@@ -4,9 +4,9 @@
 // they run, and a full queue answers 503 + Retry-After instead of growing without bound.
 //
 // The batcher does not know what a batch *is* for an engine: `execute` receives the entries and returns
-// one result per entry. For embeddings that is one doEmbed call over the concatenated inputs (an engine
-// can then spread them over its contexts, or an upstream can take them in one HTTP call); for rerank,
-// whose entries carry different queries, it is the entries' doRerank calls side by side.
+// either one promise per entry (each caller is answered as soon as its own part is done: right for
+// llama.cpp, whose contexts take one input at a time anyway) or one promise for all (right for an
+// engine that runs the whole batch in one call).
 import { ClientGoneError, overloaded } from '../errors/index.ts';
 
 export interface BatchEntry<I> {
@@ -32,9 +32,9 @@ export interface MicroBatcherOptions<I, O> {
   retryAfterSeconds?: number;
   /**
    * Runs one batch. `signal` aborts once every entry of the batch has been abandoned by its caller.
-   * Must resolve to one result per entry, in order.
+   * Returns one promise per entry, or one promise of all results, in entry order.
    */
-  execute(entries: BatchEntry<I>[], signal: AbortSignal): Promise<O[]>;
+  execute(entries: BatchEntry<I>[], signal: AbortSignal): Promise<O[]> | Promise<O>[];
 }
 
 interface Pending<I, O> extends BatchEntry<I> {
@@ -167,23 +167,44 @@ export class MicroBatcher<I, O> {
     this.batches++;
     const controller = new AbortController();
     const watchers = abortWhenAllAbort(batch.map((entry) => entry.signal), controller);
-    void (async () => {
-      try {
-        const results = await this.options.execute(
-          batch.map(({ input, tokens, signal }) => ({ input, tokens, signal })),
-          controller.signal,
+    let outcome: Promise<O[]> | Promise<O>[];
+    try {
+      outcome = this.options.execute(
+        batch.map(({ input, tokens, signal }) => ({ input, tokens, signal })),
+        controller.signal,
+      );
+    } catch (error) {
+      outcome = Promise.reject(error);
+    }
+    const perEntry = Array.isArray(outcome)
+      ? outcome
+      : batch.map((_, index) =>
+          (outcome as Promise<O[]>).then((results) => {
+            if (results.length !== batch.length)
+              throw new Error(`micro-batcher: execute returned ${results.length} results for ${batch.length} entries`);
+            return results[index];
+          }),
         );
-        if (results.length !== batch.length)
-          throw new Error(`micro-batcher: execute returned ${results.length} results for ${batch.length} entries`);
-        batch.forEach((entry, index) => entry.resolve(results[index]));
-      } catch (error) {
-        for (const entry of batch) entry.reject(error);
-      } finally {
-        watchers();
-        this.running--;
-        this.schedule();
-      }
-    })();
+    let unsettled = batch.length;
+    // The slot is freed before the last caller hears back, so that a caller who submits again at once finds it free.
+    const settled = () => {
+      if (--unsettled > 0) return;
+      watchers();
+      this.running--;
+      this.schedule();
+    };
+    batch.forEach((entry, index) =>
+      perEntry[index].then(
+        (value) => {
+          settled();
+          entry.resolve(value);
+        },
+        (error: unknown) => {
+          settled();
+          entry.reject(error);
+        },
+      ),
+    );
   }
 
   private detach(entry: Pending<I, O>): void {

@@ -18,7 +18,7 @@ export const DEFAULT_BATCHING: BatchingSettings = { maxBatchTokens: 8192, maxWai
 
 export function createBatcher<I, O>(
   config: ModelConfig,
-  execute: (entries: BatchEntry<I>[], signal: AbortSignal) => Promise<O[]>,
+  execute: (entries: BatchEntry<I>[], signal: AbortSignal) => Promise<O[]> | Promise<O>[],
   settings: BatchingSettings = DEFAULT_BATCHING,
 ): MicroBatcher<I, O> {
   return new MicroBatcher<I, O>({

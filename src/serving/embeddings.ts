@@ -30,41 +30,16 @@ export function embeddingBatcherFor(model: EmbeddingModel, config: ModelConfig, 
 }
 
 /**
- * One engine call per distinct `dimensions` in the batch, over the concatenated inputs of its
- * requests, then the vectors and token counts are handed back to each request.
+ * Each request of the batch is its own engine call, all started together: llama.cpp contexts take one
+ * input at a time, so concatenating requests would gain nothing and would make every caller wait for
+ * the slowest input of the whole batch. Each call carries its caller's signal, so a caller that leaves
+ * mid-batch stops its own remaining inputs.
  */
-export async function runEmbedBatch(model: EmbeddingModel, entries: BatchEntry<EmbedJob>[], signal: AbortSignal): Promise<EmbedResult[]> {
-  const groups = new Map<number | undefined, number[]>();
-  entries.forEach((entry, index) => {
-    const group = groups.get(entry.input.dimensions) ?? [];
-    group.push(index);
-    groups.set(entry.input.dimensions, group);
-  });
-  const results: EmbedResult[] = new Array(entries.length);
-  await Promise.all(
-    [...groups].map(async ([dimensions, members]) => {
-      const inputs = members.flatMap((index) => entries[index].input.inputs);
-      const result = await model.doEmbed({ inputs, dimensions, signal });
-      let offset = 0;
-      for (const index of members) {
-        const count = entries[index].input.inputs.length;
-        const tokens = result.tokensPerInput?.slice(offset, offset + count);
-        results[index] = {
-          embeddings: result.embeddings.slice(offset, offset + count),
-          // Engines that cannot count per input bill the batch in proportion to each request's share.
-          promptTokens: tokens
-            ? tokens.reduce((sum, n) => sum + n, 0)
-            : Math.round((result.promptTokens * entries[index].tokens) / Math.max(1, sumTokens(entries, members))),
-          tokensPerInput: tokens,
-        };
-        offset += count;
-      }
-    }),
+export function runEmbedBatch(model: EmbeddingModel, entries: BatchEntry<EmbedJob>[], batchSignal: AbortSignal): Promise<EmbedResult>[] {
+  return entries.map((entry) =>
+    model.doEmbed({ inputs: entry.input.inputs, dimensions: entry.input.dimensions, signal: entry.signal ?? batchSignal }),
   );
-  return results;
 }
-
-const sumTokens = (entries: BatchEntry<EmbedJob>[], members: number[]) => members.reduce((sum, index) => sum + entries[index].tokens, 0);
 
 export async function serveEmbeddings(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseEmbeddingsRequest(body);

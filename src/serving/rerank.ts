@@ -12,32 +12,26 @@ import type { RequestContext, ServeResult, Services } from './context.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
 
 export type RerankJob = Pick<RerankRequest, 'query' | 'documents' | 'instruction' | 'maxChunksPerDoc' | 'overlapTokens' | 'maxTokensPerDoc'>;
-/** Per-request failures come back as values so that one bad request does not fail its batch-mates. */
-export type RerankBatcher = MicroBatcher<RerankJob, RerankResult | Error>;
+export type RerankBatcher = MicroBatcher<RerankJob, RerankResult>;
 
 const batchers = new WeakMap<RerankModel, RerankBatcher>();
 
 export function rerankBatcherFor(model: RerankModel, config: ModelConfig, settings: BatchingSettings = DEFAULT_BATCHING): RerankBatcher {
   let batcher = batchers.get(model);
   if (!batcher) {
-    batcher = createBatcher<RerankJob, RerankResult | Error>(config, (entries) => runRerankBatch(model, entries), settings);
+    batcher = createBatcher<RerankJob, RerankResult>(config, (entries, signal) => runRerankBatch(model, entries, signal), settings);
     batchers.set(model, batcher);
   }
   return batcher;
 }
 
 /**
- * Each request keeps its own signal, so one caller leaving stops only its own pairs. A failure of
- * one request (e.g. a query too long for the model) is that request's answer, not the batch's.
+ * The requests of a batch run side by side on the model's context pool, each answered when its own
+ * documents are scored and each stopped by its own caller's signal. A failure of one request (e.g. a
+ * query too long for the model) is that request's answer only.
  */
-export async function runRerankBatch(model: RerankModel, entries: BatchEntry<RerankJob>[]): Promise<(RerankResult | Error)[]> {
-  return Promise.all(
-    entries.map((entry) =>
-      model
-        .doRerank({ ...entry.input, signal: entry.signal ?? new AbortController().signal })
-        .catch((error: unknown) => (error instanceof Error ? error : new Error(String(error)))),
-    ),
-  );
+export function runRerankBatch(model: RerankModel, entries: BatchEntry<RerankJob>[], batchSignal: AbortSignal): Promise<RerankResult>[] {
+  return entries.map((entry) => model.doRerank({ ...entry.input, signal: entry.signal ?? batchSignal }));
 }
 
 /** Rough token cost for the batch budget and rate-limit pre-checks: ~4 characters a token. */
@@ -67,7 +61,7 @@ export async function serveRerank(services: Services, context: RequestContext, b
     });
     let result: RerankResult;
     try {
-      const outcome = await rerankBatcherFor(model, lease.config).submit(
+      result = await rerankBatcherFor(model, lease.config).submit(
         {
           query: request.query,
           documents: request.documents,
@@ -79,8 +73,6 @@ export async function serveRerank(services: Services, context: RequestContext, b
         estimate,
         context.signal,
       );
-      if (outcome instanceof Error) throw outcome;
-      result = outcome;
     } catch (error) {
       await admission.settle(report(context, 0, 0, isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
       throw error;
