@@ -1,6 +1,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -58,6 +61,33 @@ test('both export variants generate PNGs of the requested size', async () => {
   }
 });
 
+test('fp16 exports (float16 inputs/outputs) generate the same picture as fp32 up to half-precision rounding', async () => {
+  const half = await load('fp16', { scheduler: 'euler', fp16: true });
+  const full = await load('fp32', { scheduler: 'euler' });
+  const options = call({ steps: 2, guidanceScale: 1 });
+  const [a, b] = await Promise.all([half.doGenerateImages(options), full.doGenerateImages(options)]);
+  const [pa, pb] = await Promise.all([a, b].map((r) => sharp(r.images[0]).raw().toBuffer()));
+  let worst = 0;
+  for (let i = 0; i < pa!.length; i++) worst = Math.max(worst, Math.abs(pa![i]! - pb![i]!));
+  assert.ok(worst <= 8, `max pixel difference ${worst}`);
+  assert.ok((await half.doGenerateImages(options)).images[0]!.equals(a.images[0]!), 'deterministic');
+  // img2img through a float16 VAE encoder.
+  const initImage = { data: new Uint8Array(64 * 64 * 3).fill(90), width: 64, height: 64, channels: 3 };
+  assert.equal((await half.doGenerateImages(call({ initImage, strength: 0.5, steps: 2 }))).images.length, 1);
+});
+
+test('a tiny VAE (TAESD) folder replaces the decoder, with its own scaling factor', async () => {
+  const taesd = await ensureTinyDiffusionModel(join(root, 'taesd-source'), { vaeEncoder: false });
+  await writeFile(join(taesd, 'vae_decoder/config.json'), JSON.stringify({ _class_name: 'AutoencoderTiny', scaling_factor: 1.0 }));
+  const plain = await load('with-vae', { scheduler: 'euler' });
+  const tiny = await load('with-taesd', { scheduler: 'euler' }, { tinyVaePath: taesd });
+  const [a, b] = await Promise.all([plain.doGenerateImages(call()), tiny.doGenerateImages(call())]);
+  assert.ok(!a.images[0]!.equals(b.images[0]!), 'decoded by the other VAE (scaling 1.0 instead of 0.18215)');
+  assert.equal(tiny.imageToImage, true, "img2img keeps the export's own encoder");
+  const initImage = { data: new Uint8Array(64 * 64 * 3).fill(90), width: 64, height: 64, channels: 3 };
+  assert.equal((await tiny.doGenerateImages(call({ initImage, strength: 0.5 }))).images.length, 1);
+});
+
 test('same seed → byte-identical PNG (also across separately loaded pipelines); other seed differs', async () => {
   const a = await load('det-a', { scheduler: 'euler-ancestral' });
   const b = await load('det-b', { scheduler: 'euler-ancestral' });
@@ -71,6 +101,22 @@ test('same seed → byte-identical PNG (also across separately loaded pipelines)
   const jpeg = await a.doGenerateImages(call({ outputFormat: 'jpeg' }));
   assert.equal(jpeg.mediaType, 'image/jpeg');
   assert.equal((await sharp(jpeg.images[0]).metadata()).format, 'jpeg');
+});
+
+test('same seed → byte-identical PNG across processes (2 pinned threads)', async () => {
+  const folder = await ensureTinyDiffusionModel(join(root, 'cross-process'), { scheduler: 'euler-ancestral' });
+  const helper = fileURLToPath(new URL('./testing/generate-hash.ts', import.meta.url));
+  const hash = (seed: number) =>
+    new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ['--import', 'tsx', helper, folder, String(seed), '2'], (error, stdout) => (error ? reject(error) : resolve(stdout))),
+    );
+  // One child process against this one: a separate process, runtime and session set.
+  const a = await hash(77);
+  assert.match(a, /^[0-9a-f]{64}$/);
+  const pipeline = await DiffusionPipeline.load(folder, { threads: 2, executionProviders: ['cpu'] });
+  const local = await pipeline.generate({ ...call({ steps: 3, seed: 77 }) });
+  assert.equal(createHash('sha256').update(local.images[0]!).digest('hex'), a, 'and equal to this process');
+  await pipeline.dispose();
 });
 
 test('a batch gives distinct images; image 0 equals the single image with the same seed', async () => {

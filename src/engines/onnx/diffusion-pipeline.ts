@@ -122,7 +122,9 @@ export class DiffusionPipeline {
     const scheduler = createScheduler(schedulerConfig);
 
     const vaeDir = options.tinyVaePath ?? dir;
-    const encoderPath = join(vaeDir, 'vae_encoder/model.onnx');
+    // TAESD shares SD's latent space, so a tiny VAE folder without an encoder keeps the export's own.
+    const encoderDir = (await exists(join(vaeDir, 'vae_encoder/model.onnx'))) ? vaeDir : dir;
+    const encoderPath = join(encoderDir, 'vae_encoder/model.onnx');
     const paths = [
       join(dir, 'text_encoder/model.onnx'),
       join(dir, 'unet/model.onnx'),
@@ -148,7 +150,7 @@ export class DiffusionPipeline {
     // AutoencoderKL exports carry 0.18215 (SD 1.x/2.x); TAESD works on unscaled latents (1.0).
     const vaeConfig = await readJson<{ scaling_factor?: number }>(join(vaeDir, 'vae_decoder/config.json'));
     const scalingFactor = vaeConfig?.scaling_factor ?? (options.tinyVaePath ? 1 : 0.18215);
-    const encoderConfig = await readJson<{ scaling_factor?: number }>(join(vaeDir, 'vae_encoder/config.json'));
+    const encoderConfig = await readJson<{ scaling_factor?: number }>(join(encoderDir, 'vae_encoder/config.json'));
     const sampleShape = requireInput(unet, 'sample', 'unet').shape;
     const latentChannels = typeof sampleShape[1] === 'number' ? sampleShape[1] : 4;
     requireInput(unet, 'timestep', 'unet');
@@ -157,7 +159,7 @@ export class DiffusionPipeline {
 
     const pipeline = new DiffusionPipeline(
       dir, tokenizer, scheduler, textEncoder, unet, vaeDecoder, vaeEncoder,
-      scalingFactor, encoderConfig?.scaling_factor ?? scalingFactor, latentChannels,
+      scalingFactor, encoderConfig?.scaling_factor ?? (encoderDir === vaeDir ? scalingFactor : 0.18215), latentChannels,
     );
     pipeline.warnings.push(...scheduler.warnings);
     return pipeline;

@@ -23,6 +23,34 @@ export interface TinyDiffusionVariant {
    * realistic work per step and the pipeline's own overhead can be measured against it.
    */
   unetBody?: { channels: number; layers: number };
+  /** float16 inputs and outputs on every model (as `optimum-cli export onnx --dtype fp16` writes). */
+  fp16?: boolean;
+}
+
+/** Re-types a graph's float32 inputs/outputs as float16, with Casts at the edges (weights stay fp32). */
+function withHalfPrecisionIo(graph: GraphSpec): GraphSpec {
+  const rename = new Map<string, string>();
+  const head: GraphSpec['nodes'] = [];
+  const tail: GraphSpec['nodes'] = [];
+  for (const input of graph.inputs)
+    if (input.type === 'float32') {
+      input.type = 'float16';
+      rename.set(input.name, `${input.name}_f32`);
+      head.push({ op: 'Cast', inputs: [input.name], outputs: [`${input.name}_f32`], attributes: { to: 1 } });
+    }
+  const outputs = new Map<string, string>();
+  for (const output of graph.outputs)
+    if (output.type === 'float32') {
+      output.type = 'float16';
+      outputs.set(output.name, `${output.name}_f32`);
+      tail.push({ op: 'Cast', inputs: [`${output.name}_f32`], outputs: [output.name], attributes: { to: 10 } });
+    }
+  const nodes = graph.nodes.map((node) => ({
+    ...node,
+    inputs: node.inputs.map((name) => rename.get(name) ?? outputs.get(name) ?? name),
+    outputs: node.outputs.map((name) => outputs.get(name) ?? name),
+  }));
+  return { ...graph, nodes: [...head, ...nodes, ...tail] };
 }
 
 const HIDDEN = 32; // text encoder width (768 in SD 1.x, 1024 in SD 2.x)
@@ -362,12 +390,13 @@ export function tinyDiffusionFiles(variant: TinyDiffusionVariant = {}): Map<stri
   json('vae_decoder/config.json', vaeConfig);
 
   // Separate streams per component, so adding one never changes another's weights.
-  files.set('text_encoder/model.onnx', writeOnnxModel(textEncoderGraph(prng(1), vocabSize, legacy ? 'int32' : 'int64')));
-  files.set('unet/model.onnx', writeOnnxModel(unetGraph(prng(2), legacy, timestepCond, variant.unetBody)));
-  files.set('vae_decoder/model.onnx', writeOnnxModel(vaeDecoderGraph(prng(3))));
+  const write = (graph: GraphSpec) => writeOnnxModel(variant.fp16 ? withHalfPrecisionIo(graph) : graph);
+  files.set('text_encoder/model.onnx', write(textEncoderGraph(prng(1), vocabSize, legacy ? 'int32' : 'int64')));
+  files.set('unet/model.onnx', write(unetGraph(prng(2), legacy, timestepCond, variant.unetBody)));
+  files.set('vae_decoder/model.onnx', write(vaeDecoderGraph(prng(3))));
   if (withEncoder) {
     json('vae_encoder/config.json', vaeConfig);
-    files.set('vae_encoder/model.onnx', writeOnnxModel(vaeEncoderGraph(prng(4), legacy)));
+    files.set('vae_encoder/model.onnx', write(vaeEncoderGraph(prng(4), legacy)));
   }
   return files;
 }
