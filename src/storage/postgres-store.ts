@@ -81,13 +81,14 @@ export class PostgresStore implements PlatformStore {
   private constructor(options: PostgresStoreOptions) {
     this.schema = options.schema ?? 'public';
     if (!/^[a-z_][a-z0-9_]*$/.test(this.schema)) throw new Error(`invalid Postgres schema name "${this.schema}"`);
-    this.pool = new pg.Pool({ connectionString: options.connectionString, max: options.poolSize ?? 8 });
+    this.pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.poolSize ?? 8,
+      // Sent in the startup packet: every pooled connection resolves unqualified tables in our schema.
+      options: `-c search_path=${this.schema}`,
+    });
     // A dropped idle connection must not crash the process; the next query reconnects.
     this.pool.on('error', () => {});
-    // Unqualified table names resolve in our schema on every pooled connection.
-    this.pool.on('connect', (client) => {
-      client.query(`SET search_path TO "${this.schema}"`).catch(() => {});
-    });
   }
 
   static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
