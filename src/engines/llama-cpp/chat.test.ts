@@ -454,6 +454,27 @@ describe('cancellation and admission', () => {
   });
 });
 
+describe('unloading', () => {
+  // Last on purpose: it disposes the shared model.
+  test('dispose() ends running requests with a retryable 503, refuses new ones, then frees the model', async () => {
+    const iterator = model.doStream(ask('Please count', { thinking: { enabled: false } }))[Symbol.asyncIterator]();
+    await iterator.next();
+    const pending = model.doGenerate(ask('Please count', { thinking: { enabled: false } }));
+    const outcome = pending.then(
+      () => 'finished',
+      (error: unknown) => error,
+    );
+    await waitUntil(() => model.slots.active === 2);
+    await loaded.dispose();
+    assert.equal(model.slots.active, 0);
+    await rejectsWith(outcome.then((value) => Promise.reject(value)), 503, null, 'model_unloading');
+    await assert.rejects(async () => {
+      for (;;) if ((await iterator.next()).done) break;
+    }, (error: unknown) => error instanceof InferaError && error.status === 503);
+    await rejectsWith(model.doGenerate(ask('Hello')), 503, null, 'model_unloading');
+  });
+});
+
 /** Every sequence can be taken again right away: SEQUENCES streams all hold one at once, none queued. */
 async function proveAllSequencesFree(): Promise<void> {
   assert.equal(model.slots.active, 0);

@@ -102,6 +102,10 @@ export class LlamaCppChatModel implements ChatModel {
   /** Admission in front of the sequences (exposed for metrics and tests). */
   readonly slots: Slots;
   private jsonGrammar: Promise<LlamaGrammar> | undefined;
+  /** Stoppers of the requests holding a sequence, so that unloading can end them first. */
+  private readonly running = new Set<AbortController>();
+  private drained: (() => void) | undefined;
+  private closing = false;
 
   constructor(
     private readonly llama: Llama,
@@ -137,6 +141,7 @@ export class LlamaCppChatModel implements ChatModel {
   // ---------------------------------------------------------------------------------------------
 
   private plan(options: ChatCallOptions, checkContext: boolean): Plan {
+    if (this.closing) throw unloading();
     const warnings: string[] = [];
     if (options.topLogprobs !== undefined && (!Number.isInteger(options.topLogprobs) || options.topLogprobs < 0 || options.topLogprobs > 20))
       throw badRequest('top_logprobs must be an integer between 0 and 20', 'top_logprobs');
@@ -304,6 +309,16 @@ export class LlamaCppChatModel implements ChatModel {
     }
   }
 
+  /**
+   * Stop taking requests, end the running ones (they fail with 503, retryable elsewhere) and wait until
+   * every sequence is back: disposing the context under a running generation would crash natively.
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const stopper of this.running) stopper.abort(unloading());
+    if (this.running.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+  }
+
   /** One request on one sequence. Resolves only after the sequence is disposed and the slot released. */
   private async run(plan: Plan, signal: AbortSignal, emit: Emit): Promise<ChatResult> {
     const grammar = await this.grammarFor(plan);
@@ -313,8 +328,10 @@ export class LlamaCppChatModel implements ChatModel {
     let answerCapped = false;
     let sequence: LlamaContextSequence | undefined;
     let chat: LlamaChat | undefined;
+    this.running.add(stopper);
     try {
       if (signal.aborted) throw new ClientGoneError();
+      if (this.closing) throw unloading();
       signal.addEventListener('abort', stopForClient, { once: true });
       sequence = this.context.getSequence();
       const sampled: SampledToken[] = [];
@@ -436,9 +453,11 @@ export class LlamaCppChatModel implements ChatModel {
         response = await chat.generateResponse(plan.history, generateOptions);
       } catch (error) {
         if (signal.aborted) throw new ClientGoneError();
+        if (this.closing) throw unloading();
         throw error;
       }
       if (signal.aborted && !answerCapped) throw new ClientGoneError();
+      if (this.closing && response.metadata.stopReason === 'abort') throw unloading();
 
       const toolCalls: ToolCall[] = (response.functionCalls ?? []).map((functionCall, index) => {
         let call = calls[index];
@@ -474,6 +493,8 @@ export class LlamaCppChatModel implements ChatModel {
         await sequence?.dispose();
       } finally {
         lease.release();
+        this.running.delete(stopper);
+        if (this.running.size === 0) this.drained?.();
       }
     }
   }
@@ -537,6 +558,9 @@ function recordingProbabilities(sequence: LlamaContextSequence, sampled: Sampled
     },
   });
 }
+
+const unloading = () =>
+  new InferaError({ status: 503, code: 'model_unloading', message: 'The model is being unloaded; retry the request.', retryAfter: 1 });
 
 function newToolCallId(): string {
   return `call_${randomBytes(12).toString('base64url').replace(/[-_]/g, 'x')}`;
@@ -606,6 +630,7 @@ export async function loadLlamaCppChatModel(
   return {
     model: chatModel,
     async dispose() {
+      await chatModel.close();
       await context.dispose();
       await model.dispose();
     },
