@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs the whole suite with node's own test runner (Node 20 has no --test globbing, so we list files).
 // Usage: npm test [-- path-substring ...] to run only matching files.
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -21,9 +22,32 @@ if (selected.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+// Human-readable spec output on the terminal; a TAP copy to count from for the closing summary line.
+const scratch = mkdtempSync(join(tmpdir(), 'infera-test-report-'));
+const tap = join(scratch, 'report.tap');
 const result = spawnSync(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-reporter=spec', ...selected],
-  { stdio: 'inherit', env: { ...process.env, NODE_ENV: 'test' } },
+  [
+    '--import', 'tsx', '--test',
+    '--test-reporter=spec', '--test-reporter-destination=stdout',
+    '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+    ...selected,
+  ],
+  { stdio: 'inherit', env: { ...process.env, NODE_ENV: 'test', INFERA_TEST_RUN: String(process.pid) } },
 );
+const report = (() => {
+  try {
+    return readFileSync(tap, 'utf8');
+  } catch {
+    return '';
+  }
+})();
+rmSync(scratch, { recursive: true, force: true });
+// Tiny models generated for this run (test/helpers/server.ts SHARED_DATA_DIR).
+rmSync(join(tmpdir(), `infera-test-data-${process.pid}`), { recursive: true, force: true });
+const count = (name) => Number(report.match(new RegExp(`^# ${name} (\\d+)$`, 'm'))?.[1] ?? 0);
+const passed = count('pass');
+const failed = count('fail');
+const skipped = count('skipped');
+console.log(`\n${passed} passed, ${failed} failed, ${skipped} skipped`);
 process.exit(result.status ?? 1);
