@@ -28,6 +28,7 @@ const assertClose = (a: Float32Array, b: Float32Array, tolerance = 1e-4) => {
 };
 
 let path: string;
+let chatPath: string;
 let loaded: LoadedModel<LlamaCppEmbeddingModel>;
 let raw: LoadedModel<LlamaCppEmbeddingModel>;
 let matryoshka: LoadedModel<LlamaCppEmbeddingModel>;
@@ -36,7 +37,9 @@ const config = (extra: Record<string, unknown> = {}) =>
 
 before(async () => {
   const { ensureTinyModels } = await import('../../tiny-models/index.ts');
-  path = (await ensureTinyModels(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'))).embedding;
+  const paths = await ensureTinyModels(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'));
+  path = paths.embedding;
+  chatPath = paths.chat;
   loaded = await loadLlamaCppEmbeddingModel(config());
   raw = await loadLlamaCppEmbeddingModel(config({ normalize: false, llamaCpp: { threads: 1, contexts: 1 } }));
   matryoshka = await loadLlamaCppEmbeddingModel(config({ matryoshka: true, llamaCpp: { threads: 1, contexts: 1 } }));
@@ -142,4 +145,25 @@ test('embedding engine: an input over the token limit is a 400 naming its index'
 
 test('embedding engine: an aborted call does no work', async () => {
   await assert.rejects(loaded.model.doEmbed({ inputs: [{ text: 'x' }], signal: AbortSignal.abort() }), ClientGoneError);
+});
+
+test('embedding engine: a decoder model (qwen3, as Qwen3-Embedding) loads and embeds through the same path', async () => {
+  const decoder = await loadLlamaCppEmbeddingModel(
+    modelSchema.parse({ id: 'tiny-decoder-embed', type: 'embedding', engine: 'llama-cpp', path: chatPath, llamaCpp: { threads: 1, contexts: 1, contextSize: 256 } }),
+  );
+  try {
+    const model = decoder.model;
+    const texts = ['hello there', 'the weather in paris', 'count to three'];
+    const together = await embed(model, texts);
+    for (const [i, text] of texts.entries()) {
+      assert.equal(together[i].length, model.dimensions);
+      assert.ok(Math.abs(norm(together[i]) - 1) < 1e-5);
+      assertClose(together[i], (await embed(model, [text]))[0]);
+    }
+    // The scripted tiny chat model's last hidden state depends on which script the text triggers.
+    assert.ok(cosine(together[0], together[1]) < 0.99);
+    assert.ok(cosine(together[1], together[2]) < 0.99);
+  } finally {
+    await decoder.dispose();
+  }
 });
