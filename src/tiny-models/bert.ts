@@ -115,6 +115,8 @@ export function encodeBert(build: BertBuild): Buffer {
     'tokenizer.ggml.token_type': gguf.array(GgufValueType.INT32, vocab.types),
     'tokenizer.ggml.padding_token_id': gguf.u32(vocab.ids.pad),
     'tokenizer.ggml.unknown_token_id': gguf.u32(vocab.ids.unk),
+    // llama.cpp reads [CLS] as the BOS id (it ignores cls_token_id); rank pooling reads its row.
+    'tokenizer.ggml.bos_token_id': gguf.u32(vocab.ids.cls),
     'tokenizer.ggml.cls_token_id': gguf.u32(vocab.ids.cls),
     'tokenizer.ggml.seperator_token_id': gguf.u32(vocab.ids.sep),
     'tokenizer.ggml.mask_token_id': gguf.u32(vocab.ids.mask),

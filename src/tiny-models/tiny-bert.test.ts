@@ -61,14 +61,17 @@ test('embedding model: WordPiece vocab without [UNK] for English, deterministic 
   }
 });
 
-test('reranker: node-llama-cpp ranks with it and returns scores in (0, 1)', async () => {
+test('reranker: node-llama-cpp ranks with it; the score rises with the words query and document share', async () => {
   const model = await load(paths.reranker);
   const context = await model.createRankingContext({ threads: 1 });
   try {
-    const docs = ['The giant panda is a bear', 'Paris is the capital of France', 'Cats are small'];
+    const docs = ['The giant panda is a bear', 'Paris is the capital of France', 'Cats are small animals'];
     const scores = await context.rankAll('what is a panda', docs);
     assert.equal(scores.length, docs.length);
     for (const score of scores) assert.ok(score > 0 && score < 1, String(score));
+    assert.ok(scores[0]! > 0.8, `shares "is a panda": ${scores[0]}`);
+    assert.ok(scores[0]! > scores[1]! && scores[1]! > scores[2]!, scores.join(', '));
+    assert.ok(scores[2]! < 0.3, `shares nothing: ${scores[2]}`);
     assert.deepEqual(await context.rankAll('what is a panda', docs), scores);
   } finally {
     await context.dispose();
