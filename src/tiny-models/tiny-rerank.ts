@@ -51,7 +51,7 @@ export function encodeTinyReranker(): Buffer {
       v.set(PATTERN.cls, IDENTITY);
       return v;
     }
-    const signs = Array.from({ length: IDENTITY }, (_, i) => (i < IDENTITY / 2 ? 1 : -1));
+    const signs: number[] = Array.from({ length: IDENTITY }, (_, i) => (i < IDENTITY / 2 ? 1 : -1));
     const random = mulberry32(0x5eed + t);
     for (let i = signs.length - 1; i > 0; i--) {
       const j = Math.floor(random() * (i + 1));
