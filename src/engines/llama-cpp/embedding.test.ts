@@ -29,6 +29,7 @@ const assertClose = (a: Float32Array, b: Float32Array, tolerance = 1e-4) => {
 
 let path: string;
 let chatPath: string;
+let rerankerPath: string;
 let loaded: LoadedModel<LlamaCppEmbeddingModel>;
 let raw: LoadedModel<LlamaCppEmbeddingModel>;
 let matryoshka: LoadedModel<LlamaCppEmbeddingModel>;
@@ -40,6 +41,7 @@ before(async () => {
   const paths = await ensureTinyModels(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'));
   path = paths.embedding;
   chatPath = paths.chat;
+  rerankerPath = paths.reranker;
   loaded = await loadLlamaCppEmbeddingModel(config());
   raw = await loadLlamaCppEmbeddingModel(config({ normalize: false, llamaCpp: { threads: 1, contexts: 1 } }));
   matryoshka = await loadLlamaCppEmbeddingModel(config({ matryoshka: true, llamaCpp: { threads: 1, contexts: 1 } }));
@@ -166,4 +168,11 @@ test('embedding engine: a decoder model (qwen3, as Qwen3-Embedding) loads and em
   } finally {
     await decoder.dispose();
   }
+});
+
+test('embedding engine: refuses to serve a reranker GGUF as an embedding model', async () => {
+  await assert.rejects(
+    loadLlamaCppEmbeddingModel(modelSchema.parse({ id: 'r', type: 'embedding', engine: 'llama-cpp', path: rerankerPath, llamaCpp: { threads: 1, contexts: 1 } })),
+    /serve it as type reranker/,
+  );
 });

@@ -40,6 +40,11 @@ export async function loadLlamaCppEmbeddingModel(
   });
   const contexts: LlamaEmbeddingContext[] = [];
   try {
+    // A classification head without a declared mean/CLS/last pooling is a cross-encoder: its "embedding"
+    // would be one score or the last token's state, never a sentence vector.
+    const pooling = poolingOf(model);
+    if (pooling === 'rank' || (pooling === 'unspecified' && model.fileInsights.supportsRanking))
+      throw new Error(`model ${config.id}: ${config.path} is a reranker (classification head); serve it as type reranker`);
     const contextSize = Math.min(llamaOptions.contextSize, model.trainContextSize || llamaOptions.contextSize);
     for (let i = 0; i < llamaOptions.contexts; i++)
       contexts.push(
@@ -91,9 +96,7 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
     // node-llama-cpp refuses inputs whose length (special tokens included) reaches the context size.
     this.maxInputTokens = contextSize - 1 - this.addedTokens;
     this.vocabularySize = vocabularySizeOf(model);
-    const metadata = model.fileInfo.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
-    const poolingType = metadata[model.fileInfo.metadata.general.architecture]?.pooling_type;
-    this.pooling = typeof poolingType === 'number' ? (POOLING_NAMES[poolingType] ?? 'unspecified') : 'unspecified';
+    this.pooling = poolingOf(model);
   }
 
   async tokenize(text: string): Promise<number[]> {
@@ -153,6 +156,12 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
     const vector = Float32Array.from(size === raw.length ? raw : raw.slice(0, size));
     return this.config.normalize ? normalizeInPlace(vector) : vector;
   }
+}
+
+function poolingOf(model: LlamaModel): PoolingName {
+  const metadata = model.fileInfo.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
+  const poolingType = metadata[model.fileInfo.metadata.general.architecture]?.pooling_type;
+  return typeof poolingType === 'number' ? (POOLING_NAMES[poolingType] ?? 'unspecified') : 'unspecified';
 }
 
 /** Rows of token_embd (ids at or above it would read out of bounds in llama.cpp). */
