@@ -155,6 +155,15 @@ export class DiffusionPipeline {
     const latentChannels = typeof sampleShape[1] === 'number' ? sampleShape[1] : 4;
     requireInput(unet, 'timestep', 'unet');
     requireInput(unet, 'encoder_hidden_states', 'unet');
+    const known = new Set(['sample', 'timestep', 'encoder_hidden_states', 'timestep_cond']);
+    const extra = unet.inputs.filter((i) => !known.has(i.name)).map((i) => i.name);
+    if (extra.length) {
+      await Promise.allSettled(components.map((c) => c.session.release()));
+      throw new Error(
+        `onnx diffusion: ${dir} has a UNet with inputs this pipeline does not feed (${extra.join(', ')}); ` +
+          'SD 1.x, SD 2.x, SD-Turbo and LCM exports are supported, SDXL-style pipelines are not.',
+      );
+    }
     requireInput(textEncoder, 'input_ids', 'text_encoder');
 
     const pipeline = new DiffusionPipeline(
@@ -187,7 +196,8 @@ export class DiffusionPipeline {
     const dims = meta.shape.length === 0 ? [] : typeof meta.shape[0] === 'number' ? [meta.shape[0]] : [rows];
     const count = dims.length ? dims[0]! : 1;
     const values = new Array<number>(count).fill(t);
-    return meta.type.startsWith('int') ? intTensor(meta.type, values.map(Math.round), dims) : floatTensor(meta.type, Float32Array.from(values), dims);
+    // Integer inputs truncate fractional (linspace-spaced) timesteps, as numpy's cast does in optimum's pipeline.
+    return meta.type.startsWith('int') ? intTensor(meta.type, values.map(Math.trunc), dims) : floatTensor(meta.type, Float32Array.from(values), dims);
   }
 
   async runUnet(latents: Float32Array, latentDims: number[], t: number, context: ort.Tensor, timestepCond?: ort.Tensor): Promise<Float32Array> {
