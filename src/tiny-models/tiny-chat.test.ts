@@ -126,6 +126,9 @@ test('a tool result in the prompt wins over "weather": the answer uses it', asyn
   assert.deepEqual(thoughts, [TINY_CHAT_SCRIPT.reasoningByMode.toolResult]);
   assert.equal(result.response, TINY_CHAT_SCRIPT.afterThought + TINY_CHAT_SCRIPT.toolAnswer);
   assert.equal(result.metadata.stopReason, 'eogToken');
+
+  const discouraged = await generate(history, { functions }, 'discourage');
+  assert.equal(discouraged.result.response, TINY_CHAT_SCRIPT.toolAnswer);
 });
 
 test('"count" never stops by itself: max tokens ends it', async () => {
