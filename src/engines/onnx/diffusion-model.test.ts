@@ -12,6 +12,7 @@ import { InferaError, isAbortError } from '../../errors/index.ts';
 import type { ImageCallOptions, ImageModel, LoadedModel } from '../../spec/index.ts';
 import { ensureTinyDiffusionModel, type TinyDiffusionVariant } from '../../tiny-models/onnx/tiny-diffusion.ts';
 import { DiffusionPipeline } from './diffusion-pipeline.ts';
+import { writeOnnxModel } from '../../tiny-models/onnx/onnx-writer.ts';
 import { loadOnnxDiffusionModel } from './diffusion-model.ts';
 
 let root: string;
@@ -202,6 +203,22 @@ test('one generation at a time per model; a full queue answers 503 with Retry-Af
   const first = model.doGenerateImages(call({ steps: 4 }));
   await assert.rejects(model.doGenerateImages(call()), (e: InferaError) => e.status === 503 && e.retryAfter !== undefined);
   await first;
+});
+
+test('a UNet needing inputs the pipeline does not feed (SDXL) fails to load with a clear message', async () => {
+  const folder = await ensureTinyDiffusionModel(join(root, 'sdxl-like'));
+  const f = (name: string, shape: (number | string)[]) => ({ name, type: 'float32' as const, shape });
+  await writeFile(
+    join(folder, 'unet/model.onnx'),
+    writeOnnxModel({
+      name: 'unet',
+      inputs: [f('sample', ['b', 4, 'h', 'w']), f('timestep', []), f('encoder_hidden_states', ['b', 77, 32]), f('text_embeds', ['b', 1280]), f('time_ids', ['b', 6])],
+      outputs: [f('out_sample', ['b', 4, 'h', 'w'])],
+      initializers: [],
+      nodes: [{ op: 'Identity', inputs: ['sample'], outputs: ['out_sample'] }],
+    }),
+  );
+  await assert.rejects(DiffusionPipeline.load(folder, { threads: 1, executionProviders: ['cpu'] }), /text_embeds, time_ids.*SDXL/s);
 });
 
 test('cuda requested: works (GPU build) or warns and falls back to CPU', async () => {

@@ -151,20 +151,24 @@ export class DiffusionPipeline {
     const vaeConfig = await readJson<{ scaling_factor?: number }>(join(vaeDir, 'vae_decoder/config.json'));
     const scalingFactor = vaeConfig?.scaling_factor ?? (options.tinyVaePath ? 1 : 0.18215);
     const encoderConfig = await readJson<{ scaling_factor?: number }>(join(encoderDir, 'vae_encoder/config.json'));
-    const sampleShape = requireInput(unet, 'sample', 'unet').shape;
-    const latentChannels = typeof sampleShape[1] === 'number' ? sampleShape[1] : 4;
-    requireInput(unet, 'timestep', 'unet');
-    requireInput(unet, 'encoder_hidden_states', 'unet');
-    const known = new Set(['sample', 'timestep', 'encoder_hidden_states', 'timestep_cond']);
-    const extra = unet.inputs.filter((i) => !known.has(i.name)).map((i) => i.name);
-    if (extra.length) {
+    let latentChannels = 4;
+    try {
+      const sampleShape = requireInput(unet, 'sample', 'unet').shape;
+      if (typeof sampleShape[1] === 'number') latentChannels = sampleShape[1];
+      requireInput(unet, 'timestep', 'unet');
+      requireInput(unet, 'encoder_hidden_states', 'unet');
+      requireInput(textEncoder, 'input_ids', 'text_encoder');
+      const known = new Set(['sample', 'timestep', 'encoder_hidden_states', 'timestep_cond']);
+      const extra = unet.inputs.filter((i) => !known.has(i.name)).map((i) => i.name);
+      if (extra.length)
+        throw new Error(
+          `onnx diffusion: ${dir} has a UNet with inputs this pipeline does not feed (${extra.join(', ')}); ` +
+            'SD 1.x, SD 2.x, SD-Turbo and LCM exports are supported, SDXL-style pipelines are not.',
+        );
+    } catch (error) {
       await Promise.allSettled(components.map((c) => c.session.release()));
-      throw new Error(
-        `onnx diffusion: ${dir} has a UNet with inputs this pipeline does not feed (${extra.join(', ')}); ` +
-          'SD 1.x, SD 2.x, SD-Turbo and LCM exports are supported, SDXL-style pipelines are not.',
-      );
+      throw error;
     }
-    requireInput(textEncoder, 'input_ids', 'text_encoder');
 
     const pipeline = new DiffusionPipeline(
       dir, tokenizer, scheduler, textEncoder, unet, vaeDecoder, vaeEncoder,
