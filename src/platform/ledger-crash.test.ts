@@ -46,7 +46,7 @@ test('kill -9 under load: every completed settle has its ledger row (SQLite)', a
   const dir = mkdtempSync(join(tmpdir(), 'infera-crash-'));
   try {
     const raw = { storage: { dataDir: dir } };
-    const completed = await crashUnderLoad(raw, 2000);
+    const completed = await crashUnderLoad(raw, 1000);
     // "Restart": open the database again, as the next server start would.
     const store = await openPlatformStore(configSchema.parse(raw));
     try {
