@@ -71,6 +71,8 @@ interface Cell {
   seconds: number;
   p50: number;
   p99: number;
+  /** CPU seconds this process used during the cell: on a shared box, how much of the machine it actually got. */
+  cpuSeconds: number;
 }
 
 /** `clients` loops each sending one request after another for the duration; returns throughput and latency. */
@@ -78,6 +80,7 @@ async function drive(clients: number, send: () => Promise<{ items: number; token
   const latencies: number[] = [];
   let items = 0;
   let tokens = 0;
+  const cpu = process.cpuUsage();
   const start = performance.now();
   const deadline = start + durationMs;
   await Promise.all(
@@ -92,9 +95,10 @@ async function drive(clients: number, send: () => Promise<{ items: number; token
     }),
   );
   const seconds = (performance.now() - start) / 1000;
+  const used = process.cpuUsage(cpu);
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  return { requests: latencies.length, items, tokens, seconds, p50: at(0.5), p99: at(0.99) };
+  return { requests: latencies.length, items, tokens, seconds, p50: at(0.5), p99: at(0.99), cpuSeconds: (used.user + used.system) / 1e6 };
 }
 
 function configFor(kind: 'embed' | 'rerank', path: string, pool: number) {
@@ -196,7 +200,8 @@ function print(cell: Cell): void {
   console.log(
     `${cell.kind.padEnd(10)} ${cell.mode.padEnd(10)} clients=${String(cell.clients).padStart(2)}  ` +
       `${(cell.items / cell.seconds).toFixed(1).padStart(7)} ${unit}  ${(cell.tokens / cell.seconds).toFixed(0).padStart(6)} tokens/s  ` +
-      `p50 ${cell.p50.toFixed(1)} ms  p99 ${cell.p99.toFixed(1)} ms  (${cell.requests} requests)`,
+      `p50 ${cell.p50.toFixed(1)} ms  p99 ${cell.p99.toFixed(1)} ms  (${cell.requests} requests)  ` +
+      `cores used ${(cell.cpuSeconds / cell.seconds).toFixed(2)}, ${(cell.items / cell.cpuSeconds).toFixed(1)} per CPU-second`,
   );
 }
 
