@@ -37,14 +37,19 @@ const tinyBert: BertConfig = {
   reranker: false,
 };
 
-let tinyBytes: Record<keyof TinyModelPaths, Buffer> | undefined;
-
-function tinyModelBytes(): Record<keyof TinyModelPaths, Buffer> {
-  tinyBytes ??= {
+/** Fresh, uncached bytes of the three tiny models. */
+export function encodeTinyModels(): Record<keyof TinyModelPaths, Buffer> {
+  return {
     chat: encodeTinyChatModel(),
     embedding: encodeBert({ config: tinyBert, weights: randomBertWeights(101), matrixType: GgmlType.F32 }),
     reranker: encodeTinyReranker(),
   };
+}
+
+let tinyBytes: Record<keyof TinyModelPaths, Buffer> | undefined;
+
+function tinyModelBytes(): Record<keyof TinyModelPaths, Buffer> {
+  tinyBytes ??= encodeTinyModels();
   return tinyBytes;
 }
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { LlamaModel, Token } from 'node-llama-cpp';
 import { buildWordPieceVocab } from './bert.ts';
 import { getLlamaRuntime } from '../engines/llama-cpp/runtime.ts';
-import { ensureTinyModels, TINY_EMBEDDING_DIMENSIONS, type TinyModelPaths } from './index.ts';
+import { encodeTinyModels, ensureTinyModels, TINY_EMBEDDING_DIMENSIONS, type TinyModelPaths } from './index.ts';
 
 let dir: string;
 let paths: TinyModelPaths;
@@ -86,4 +86,12 @@ test('ensureTinyModels is idempotent and leaves identical files untouched', asyn
   assert.deepEqual(again, paths);
   assert.deepEqual(Object.values(paths).map((p) => statSync(p).mtimeMs), before);
   assert.ok(performance.now() - started < 1000);
+});
+
+test('a fresh encode reproduces the written files byte for byte', async () => {
+  const { readFileSync } = await import('node:fs');
+  const fresh = encodeTinyModels();
+  for (const key of Object.keys(paths) as (keyof TinyModelPaths)[]) {
+    assert.ok(readFileSync(paths[key]).equals(fresh[key]), key);
+  }
 });
