@@ -50,6 +50,8 @@ import { getLlamaRuntime } from './runtime.ts';
  * 1; 0.7 is SiliconFlow's documented default, which is the API Infera speaks.
  */
 export const DEFAULT_TEMPERATURE = 0.7;
+/** SiliconFlow's thinking_budget default, applied when the request names none. */
+export const DEFAULT_THINKING_BUDGET = 4096;
 /** OpenAI's penalties look at every generated token; llama.cpp needs a window. */
 const PENALTY_WINDOW = 256;
 /**
@@ -84,7 +86,7 @@ interface Plan {
   maxParallelFunctionCalls?: number;
   grammar?: { kind: 'json' } | { kind: 'schema'; schema: GbnfJsonSchema };
   thinking: boolean;
-  thoughtBudget?: number;
+  thoughtBudget: number;
   /** Answer tokens (reasoning excluded), SiliconFlow's max_tokens. */
   answerLimit?: number;
   /** Everything the model may generate in this request (reasoning + answer + tool calls). */
@@ -238,11 +240,11 @@ export class LlamaCppChatModel implements ChatModel {
           `${options.maxTokens ?? 0} in the completion, ${CONTEXT_MARGIN} reserved). Please reduce the length of the messages or completion.`,
       });
 
-    const thoughtBudget = thinking ? options.thinking.budgetTokens : 0;
+    const thoughtBudget = thinking ? (options.thinking.budgetTokens ?? DEFAULT_THINKING_BUDGET) : 0;
     const answerLimit = options.maxTokens;
     const totalLimit = Math.max(
       1,
-      Math.min(room, answerLimit === undefined ? room : answerLimit + (thinking ? (thoughtBudget ?? room) + THINK_OVERHEAD : 0)),
+      Math.min(room, answerLimit === undefined ? room : answerLimit + (thinking ? thoughtBudget + THINK_OVERHEAD : 0)),
     );
 
     return {
