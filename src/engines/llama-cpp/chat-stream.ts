@@ -16,7 +16,8 @@ class ProducerIterator<T> implements AsyncIterator<T> {
   private readonly buffer: T[] = [];
   private readonly controller = new AbortController();
   private readonly finished: Promise<void>;
-  private waiting: { resolve: () => void } | undefined;
+  /** Pending next() calls (normally one; several only if a consumer does not await each next()). */
+  private waiting: (() => void)[] = [];
   private done = false;
   private failure: { error: unknown } | undefined;
   private closed = false;
@@ -45,8 +46,8 @@ class ProducerIterator<T> implements AsyncIterator<T> {
 
   private wake(): void {
     const waiting = this.waiting;
-    this.waiting = undefined;
-    waiting?.resolve();
+    this.waiting = [];
+    for (const resolve of waiting) resolve();
   }
 
   async next(): Promise<IteratorResult<T>> {
@@ -58,7 +59,7 @@ class ProducerIterator<T> implements AsyncIterator<T> {
         if (this.failure) throw this.failure.error;
         return { done: true, value: undefined };
       }
-      await new Promise<void>((resolve) => (this.waiting = { resolve }));
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
     }
   }
 
