@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { modelSchema } from '../../config/schema.ts';
 import { ClientGoneError, InferaError } from '../../errors/index.ts';
 import type { LoadedModel } from '../../spec/index.ts';
-import { loadLlamaCppRerankModel, splitIntoChunks, type LlamaCppRerankModel } from './rerank.ts';
+import { instructionSlot, loadLlamaCppRerankModel, queryWithInstruction, splitIntoChunks, type LlamaCppRerankModel } from './rerank.ts';
 
 const signal = () => new AbortController().signal;
 let paths: { embedding: string; reranker: string };
@@ -113,4 +113,23 @@ test('rerank engine: refuses to load a model without a classification head', asy
 
 test('rerank engine: an aborted call does no work', async () => {
   await assert.rejects(loaded.model.doRerank({ query: 'q', documents: ['d'], signal: AbortSignal.abort() }), ClientGoneError);
+});
+
+test('rerank engine: the Qwen3-Reranker template slot takes the request instruction', () => {
+  // The template llama.cpp's converter writes for Qwen3-Reranker.
+  const qwen3 =
+    '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. ' +
+    'Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n<Instruct>: Given a web search query, ' +
+    'retrieve relevant passages that answer the query\n<Query>: {query}\n<Document>: {document}<|im_end|>\n' +
+    '<|im_start|>assistant\n<think>\n\n</think>\n\n';
+  const slot = instructionSlot(qwen3)!;
+  assert.equal(slot.defaultInstruction, 'Given a web search query, retrieve relevant passages that answer the query');
+  assert.ok(slot.template.includes('user\n{{query}}\n<Document>: {{document}}<|im_end|>'));
+  assert.ok(!slot.template.includes('<Instruct>'));
+  assert.equal(queryWithInstruction('q', undefined, slot.defaultInstruction), `<Instruct>: ${slot.defaultInstruction}\n<Query>: q`);
+  assert.equal(queryWithInstruction('q', 'find code', slot.defaultInstruction), '<Instruct>: find code\n<Query>: q');
+  // Without a slot: the request's instruction is prefixed, and absent means the bare query.
+  assert.equal(instructionSlot('{query} {document}'), undefined);
+  assert.equal(queryWithInstruction('q', undefined, undefined), 'q');
+  assert.equal(queryWithInstruction('q', 'find code', undefined), 'Instruct: find code\nQuery: q');
 });

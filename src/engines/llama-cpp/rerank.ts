@@ -49,19 +49,14 @@ export async function loadLlamaCppRerankModel(
     const rerankTemplate = (model.fileInfo.metadata as unknown as { tokenizer?: Record<string, unknown> }).tokenizer?.[
       'chat_template.rerank'
     ];
-    const instructSlot = typeof rerankTemplate === 'string' ? QWEN3_INSTRUCT_SLOT.exec(rerankTemplate) : null;
-    // With the instruction slot folded into {{query}}, the instruction travels with the query text.
-    const template =
-      config.acceptsInstruction && instructSlot && typeof rerankTemplate === 'string'
-        ? (rerankTemplate.replace(QWEN3_INSTRUCT_SLOT, '{query}').replaceAll('{query}', '{{query}}').replaceAll('{document}', '{{document}}') as
-            `${string}{{query}}${string}{{document}}${string}`)
-        : undefined;
+    const slot = config.acceptsInstruction && typeof rerankTemplate === 'string' ? instructionSlot(rerankTemplate) : undefined;
+    const template = slot?.template;
     const contextSize = Math.min(llamaOptions.contextSize, model.trainContextSize || llamaOptions.contextSize);
     for (let i = 0; i < llamaOptions.contexts; i++)
       contexts.push(
         await model.createRankingContext({ contextSize, batchSize: contextSize, threads: llamaOptions.threads, template }),
       );
-    const reranker = new LlamaCppRerank(config, model, new ContextPool(contexts), contextSize, instructSlot?.[1]);
+    const reranker = new LlamaCppRerank(config, model, new ContextPool(contexts), contextSize, slot?.defaultInstruction);
     return {
       model: reranker,
       dispose: async () => {
@@ -141,16 +136,37 @@ class LlamaCppRerank implements LlamaCppRerankModel {
   }
 
   private queryText(query: string, instruction: string | undefined): string {
-    if (!this.acceptsInstruction) return query;
-    if (this.defaultInstruction !== undefined) return `<Instruct>: ${instruction ?? this.defaultInstruction}\n<Query>: ${query}`;
-    // Rerankers without a template slot: the instruct/query layout Qwen3 and E5-instruct models are trained on.
-    return instruction === undefined ? query : `Instruct: ${instruction}\nQuery: ${query}`;
+    return this.acceptsInstruction ? queryWithInstruction(query, instruction, this.defaultInstruction) : query;
   }
 
   private tokenize(text: string): Token[] {
     // The same tokenization node-llama-cpp's ranking context applies to string inputs.
     return this.model.tokenize(text, false, 'trimLeadingSpace');
   }
+}
+
+/**
+ * Qwen3-Reranker's `chat_template.rerank` hard-codes one instruction before `{query}`. Folding that
+ * slot into the query placeholder lets each request bring its own instruction (see queryWithInstruction).
+ * Returns undefined for templates without the slot.
+ */
+export function instructionSlot(
+  rerankTemplate: string,
+): { template: `${string}{{query}}${string}{{document}}${string}`; defaultInstruction: string } | undefined {
+  const match = QWEN3_INSTRUCT_SLOT.exec(rerankTemplate);
+  if (!match || !rerankTemplate.includes('{document}')) return undefined;
+  const template = rerankTemplate
+    .replace(QWEN3_INSTRUCT_SLOT, '{query}')
+    .replaceAll('{query}', '{{query}}')
+    .replaceAll('{document}', '{{document}}') as `${string}{{query}}${string}{{document}}${string}`;
+  return { template, defaultInstruction: match[1] };
+}
+
+/** The text that fills the query slot of an instruction-following reranker. */
+export function queryWithInstruction(query: string, instruction: string | undefined, templateDefault: string | undefined): string {
+  if (templateDefault !== undefined) return `<Instruct>: ${instruction ?? templateDefault}\n<Query>: ${query}`;
+  // Rerankers without a template slot: the instruct/query layout Qwen3 and E5-instruct models are trained on.
+  return instruction === undefined ? query : `Instruct: ${instruction}\nQuery: ${query}`;
 }
 
 /**
