@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import type { InferaConfig } from './config/schema.ts';
 import { buildApp, type InferaApp } from './http/app.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
-import { ConfigKeysGate } from './platform/config-keys-gate.ts';
+import { createGate } from './platform/index.ts';
 import type { Gate } from './platform/gate.ts';
 import { tinyModelConfigs } from './registry/default-models.ts';
 import { engineLoaderFor } from './registry/loaders.ts';
@@ -33,7 +33,7 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
   const usingTinyModels = config.models.length === 0;
   if (usingTinyModels) config.models = await tinyModelConfigs(config.storage.dataDir);
 
-  const gate = options.gate ?? new ConfigKeysGate(config.server.apiKeys);
+  const gate = options.gate ?? (await createGate(config, logger));
   const registry = new ModelRegistry(config.models, engineLoaderFor, options.registryEvents);
   const services: Services = { config, registry, gate, logger };
   const app = await buildApp(services);

@@ -6,6 +6,7 @@ import { InferaError, isAbortError } from '../errors/index.ts';
 import { errorBody, errorHeaders, toInferaError } from '../errors/render.ts';
 import type { Principal } from '../platform/gate.ts';
 import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
+import { registerAdminRoutes } from './routes/admin.ts';
 import { registerApiRoutes } from './routes/index.ts';
 import { registerImageFileRoutes } from './routes/images.ts';
 
@@ -87,6 +88,7 @@ export async function buildApp(services: Services) {
   });
 
   app.get('/health', async () => ({ status: 'ok' }));
+  await app.register(async (scope) => registerAdminRoutes(scope, services));
   registerImageFileRoutes(app, services);
 
   // Every API route is served under /v1 and bare (one LangChain package uses bare paths).

@@ -8,6 +8,7 @@ import { parseChatRequest } from '../protocol/chat/request.ts';
 import { buildChatCompletion, newChatCompletionId } from '../protocol/chat/response.ts';
 import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/stream.ts';
 import type { ChatCallOptions, ChatModel, ChatResult, ChatStreamPart, ChatUsage } from '../spec/index.ts';
+import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 
 /** Completion tokens assumed for limit pre-checks when the request sets no max_tokens. */
@@ -15,25 +16,19 @@ const DEFAULT_ESTIMATE_COMPLETION = 512;
 
 export async function serveChatCompletion(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseChatRequest(body);
-  const lease = await services.registry.acquire(request.model, 'chat');
-  const model = lease.model;
+  // Admission first (keys, limits, balance): a refused request never waits for a model load.
+  const entry = services.registry.resolve(request.model, 'chat');
+  const admission = await services.gate.admit({
+    principal: context.principal,
+    model: entry.config.id,
+    endpoint: 'chat',
+    requestId: context.requestId,
+    estimatedTokens: estimatePromptTokens(request.options) + (request.options.maxTokens ?? DEFAULT_ESTIMATE_COMPLETION) * request.n,
+    images: 0,
+  });
   const options: ChatCallOptions = { ...request.options, signal: context.signal };
-  let promptTokens: number;
-  let admission: Admission;
-  try {
-    promptTokens = await checkContext(model, options);
-    admission = await services.gate.admit({
-      principal: context.principal,
-      model: lease.config.id,
-      endpoint: 'chat',
-      requestId: context.requestId,
-      estimatedTokens: promptTokens + (options.maxTokens ?? DEFAULT_ESTIMATE_COMPLETION) * request.n,
-      images: 0,
-    });
-  } catch (error) {
-    lease.release();
-    throw error;
-  }
+  let promptTokens = 0;
+  let lease: ModelLease<ChatModel> | undefined;
 
   // From here on the request is metered: settled exactly once, whatever happens.
   let settled = false;
@@ -46,6 +41,9 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   const meters: MeteredStream[] = [];
   let streaming = false;
   try {
+    lease = await services.registry.acquire(request.model, 'chat');
+    const model = lease.model;
+    promptTokens = await checkContext(model, options);
     if (!request.stream) {
       const results = await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
       for (const result of results)
@@ -64,7 +62,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
       headers: admission.headers,
       frames: new SettlingFrames(frames, async (outcome, failure) => {
         await Promise.all(meters.map((meter) => meter.return()));
-        lease.release();
+        lease?.release();
         await settle(sumUsage(meters.map((meter) => meter.usage())), outcome, outcome === 'error' ? statusOf(failure) : 200);
       }),
     };
@@ -74,7 +72,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     await settle(usage, isAbortError(error) ? 'cancelled' : 'error', statusOf(error));
     throw error;
   } finally {
-    if (!streaming) lease.release();
+    if (!streaming) lease?.release();
   }
 }
 
@@ -82,6 +80,18 @@ export async function serveChatCompletion(services: Services, context: RequestCo
 function choiceOptions(options: ChatCallOptions, index: number): ChatCallOptions {
   if (index === 0 || options.sampling.seed === undefined) return options;
   return { ...options, sampling: { ...options.sampling, seed: options.sampling.seed + index } };
+}
+
+/** Before the model is loaded there is no tokenizer: about 3 characters per token errs on the high side. */
+function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>): number {
+  let characters = 0;
+  for (const message of options.messages) {
+    if (typeof message.content === 'string') characters += message.content.length;
+    else if (message.content) for (const part of message.content) if (part.type === 'text') characters += part.text.length;
+    if (message.role === 'assistant') characters += (message.reasoning?.length ?? 0) + JSON.stringify(message.toolCalls ?? []).length;
+  }
+  characters += JSON.stringify(options.tools ?? []).length;
+  return Math.ceil(characters / 3) + 8 * options.messages.length;
 }
 
 async function checkContext(model: ChatModel, options: ChatCallOptions): Promise<number> {
