@@ -35,7 +35,7 @@ test('infera serve: banner with URL, models and key advice; answers the openai S
     const banner = cli.stderr();
     assert.match(banner, /TINY TEST MODELS/);
     assert.match(banner, /infera\/tiny-qwen3-chat/);
-    assert.match(banner, /INFERA_API_KEY/, 'tells how to set a key');
+    assert.match(banner, /infera keys create/, 'tells how to make a key');
     const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none' });
     const completion = await client.chat.completions.create({ model: 'Qwen/QwQ-32B', messages: [{ role: 'user', content: 'hello' }] });
     assert.equal(completion.choices[0].message.content, TINY_CHAT_SCRIPT.answer);

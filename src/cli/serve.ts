@@ -47,9 +47,8 @@ export function registerServeCommand(program: Command): void {
         out('  !! in infera.yaml (docs/CONFIGURATION.md).');
       }
       out('');
-      if (config.server.apiKeys.length === 0)
-        out('  !! No API key configured: answering on loopback only. Set INFERA_API_KEY=sk-... (or server.apiKeys).');
-      else out(`  Auth: Bearer keys required (${config.server.apiKeys.length} configured).`);
+      out('  Keys: `npx infera keys create --name NAME` prints a new key (shown once); INFERA_API_KEY=sk-... also works.');
+      out('        While no key exists at all, only loopback clients are served.');
       out(`  Try: curl ${url}/v1/chat/completions -H 'Content-Type: application/json' \\`);
       out(`         -d '{"model":"${server.services.registry.entries()[0]?.config.id ?? 'MODEL'}","messages":[{"role":"user","content":"hello"}]}'`);
       out('');
