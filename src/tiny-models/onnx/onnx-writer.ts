@@ -21,7 +21,13 @@ export interface Initializer {
   name: string;
   type: 'float32' | 'int64' | 'int32';
   dims: number[];
-  values: ArrayLike<number> | bigint[];
+  /** Inline data; omit when `external` says where the bytes are. */
+  values?: ArrayLike<number> | bigint[];
+  /**
+   * Raw little-endian bytes in a side file next to the model (ONNX external data), for models over
+   * protobuf's 2 GB limit — as optimum writes `model.onnx_data` for full-size UNets.
+   */
+  external?: { location: string; offset: number; length: number };
 }
 
 export type AttributeValue = number | string | number[] | { floats: number[] } | { ints: number[] };
@@ -110,6 +116,7 @@ class ProtoWriter {
 }
 
 function rawData(init: Initializer): Uint8Array {
+  if (!init.values) throw new Error(`onnx writer: initializer ${init.name} has neither values nor external data`);
   const count = init.values.length;
   if (init.type === 'float32') {
     const data = new Float32Array(count);
@@ -181,7 +188,12 @@ export function writeOnnxModel(graph: GraphSpec, producer = 'infera-tiny-models'
         for (const d of init.dims) t.int(1, d);
         t.int(2, elemTypeCode[init.type]);
         t.string(8, init.name);
-        t.bytes(9, rawData(init));
+        if (init.external) {
+          // external_data (13) key/value entries, data_location (14) = EXTERNAL
+          for (const [key, value] of Object.entries(init.external))
+            t.message(13, (entry) => entry.string(1, key).string(2, String(value)));
+          t.int(14, 1);
+        } else t.bytes(9, rawData(init));
       });
     for (const input of graph.inputs) g.message(11, (v) => writeValueInfo(v, input));
     for (const output of graph.outputs) g.message(12, (v) => writeValueInfo(v, output));

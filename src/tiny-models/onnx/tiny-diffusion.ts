@@ -25,6 +25,8 @@ export interface TinyDiffusionVariant {
   unetBody?: { channels: number; layers: number };
   /** float16 inputs and outputs on every model (as `optimum-cli export onnx --dtype fp16` writes). */
   fp16?: boolean;
+  /** Benchmarks only: text encoder width (cross-attention dim), e.g. 1024 to pair with a full-size SD 2.x UNet. */
+  textHidden?: number;
 }
 
 /** Re-types a graph's float32 inputs/outputs as float16, with Casts at the edges (weights stay fp32). */
@@ -53,7 +55,7 @@ function withHalfPrecisionIo(graph: GraphSpec): GraphSpec {
   return { ...graph, nodes: [...head, ...nodes, ...tail] };
 }
 
-const HIDDEN = 32; // text encoder width (768 in SD 1.x, 1024 in SD 2.x)
+const TINY_HIDDEN = 32; // text encoder width (768 in SD 1.x, 1024 in SD 2.x)
 const MAX_LENGTH = 77;
 const LATENT_CHANNELS = 4;
 const TIME_COND_DIM = 256;
@@ -177,7 +179,7 @@ function randomWeights(random: () => number, name: string, dims: number[], scale
   return { name, type: 'float32', dims, values };
 }
 
-function textEncoderGraph(random: () => number, vocabSize: number, idType: 'int32' | 'int64'): GraphSpec {
+function textEncoderGraph(random: () => number, vocabSize: number, idType: 'int32' | 'int64', HIDDEN: number): GraphSpec {
   return {
     name: 'text_encoder',
     inputs: [{ name: 'input_ids', type: idType, shape: ['batch_size', 'sequence_length'] }],
@@ -205,7 +207,7 @@ function textEncoderGraph(random: () => number, vocabSize: number, idType: 'int3
   };
 }
 
-function unetGraph(random: () => number, legacy: boolean, timestepCond: boolean, body?: { channels: number; layers: number }): GraphSpec {
+function unetGraph(random: () => number, legacy: boolean, timestepCond: boolean, HIDDEN: number, body?: { channels: number; layers: number }): GraphSpec {
   const graph: GraphSpec = {
     name: 'unet',
     inputs: [
@@ -354,6 +356,7 @@ export function tinyDiffusionFiles(variant: TinyDiffusionVariant = {}): Map<stri
   const scheduler = variant.scheduler ?? 'euler';
   const timestepCond = variant.timestepCond ?? scheduler === 'lcm';
   const withEncoder = variant.vaeEncoder ?? true;
+  const HIDDEN = variant.textHidden ?? TINY_HIDDEN;
   const files = new Map<string, Uint8Array>();
   const text = (path: string, content: string) => files.set(path, new TextEncoder().encode(content));
   const json = (path: string, value: unknown) => text(path, JSON.stringify(value, null, 2) + '\n');
@@ -391,8 +394,8 @@ export function tinyDiffusionFiles(variant: TinyDiffusionVariant = {}): Map<stri
 
   // Separate streams per component, so adding one never changes another's weights.
   const write = (graph: GraphSpec) => writeOnnxModel(variant.fp16 ? withHalfPrecisionIo(graph) : graph);
-  files.set('text_encoder/model.onnx', write(textEncoderGraph(prng(1), vocabSize, legacy ? 'int32' : 'int64')));
-  files.set('unet/model.onnx', write(unetGraph(prng(2), legacy, timestepCond, variant.unetBody)));
+  files.set('text_encoder/model.onnx', write(textEncoderGraph(prng(1), vocabSize, legacy ? 'int32' : 'int64', HIDDEN)));
+  files.set('unet/model.onnx', write(unetGraph(prng(2), legacy, timestepCond, HIDDEN, variant.unetBody)));
   files.set('vae_decoder/model.onnx', write(vaeDecoderGraph(prng(3))));
   if (withEncoder) {
     json('vae_encoder/config.json', vaeConfig);
