@@ -39,18 +39,6 @@ export const onnxOptionsSchema = z
   })
   .strict();
 
-export const upstreamSchema = z
-  .object({
-    /** Base URL including /v1, e.g. http://vllm:8000/v1 */
-    baseUrl: z.string().url(),
-    apiKey: z.string().optional(),
-    /** The model name the upstream knows; defaults to the public id. */
-    model: z.string().optional(),
-    dialect: z.enum(['openai', 'vllm', 'sglang', 'tei', 'ollama', 'siliconflow', 'infera']).default('openai'),
-    timeoutMs: positiveInt.default(600_000),
-  })
-  .strict();
-
 export const modelTypeSchema = z.enum(['chat', 'embedding', 'reranker', 'text-to-image']);
 
 export const modelSchema = z
@@ -60,10 +48,10 @@ export const modelSchema = z
     /** Other ids that resolve to this model (apps validate keys with fixed ids like deepseek-ai/DeepSeek-V3). */
     aliases: z.array(z.string().min(1)).default([]),
     type: modelTypeSchema,
-    engine: z.enum(['llama-cpp', 'onnx-diffusion', 'openai-compatible']),
+    // Remote upstreams (vLLM, SGLang, TEI, Ollama, other Infera workers) are not implemented yet.
+    engine: z.enum(['llama-cpp', 'onnx-diffusion']),
     /** GGUF file (llama-cpp) or optimum export folder (onnx-diffusion). Relative to the config file. */
-    path: z.string().optional(),
-    upstream: upstreamSchema.optional(),
+    path: z.string().min(1),
     ownedBy: z.string().default('infera'),
     /** Load at startup instead of on first use. */
     eager: z.boolean().default(false),
@@ -82,10 +70,6 @@ export const modelSchema = z
   })
   .strict()
   .superRefine((model, ctx) => {
-    if (model.engine === 'openai-compatible' && !model.upstream)
-      ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'engine openai-compatible needs `upstream`' });
-    if (model.engine !== 'openai-compatible' && !model.path)
-      ctx.addIssue({ code: 'custom', path: ['path'], message: `engine ${model.engine} needs \`path\`` });
     if (model.engine === 'onnx-diffusion' && model.type !== 'text-to-image')
       ctx.addIssue({ code: 'custom', path: ['type'], message: 'engine onnx-diffusion serves type text-to-image only' });
     if (model.engine === 'llama-cpp' && model.type === 'text-to-image')
@@ -152,5 +136,4 @@ export type InferaConfig = z.infer<typeof configSchema>;
 export type ModelConfig = z.infer<typeof modelSchema>;
 export type LlamaCppOptions = z.infer<typeof llamaCppOptionsSchema>;
 export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;
-export type UpstreamConfig = z.infer<typeof upstreamSchema>;
 export type ModelTypeName = z.infer<typeof modelTypeSchema>;

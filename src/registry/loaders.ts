@@ -19,8 +19,6 @@ export function engineLoaderFor(config: ModelConfig): ModelLoader {
       break;
     case 'onnx-diffusion':
       return async (c, p) => (await import('../engines/onnx/index.ts')).loadOnnxDiffusionModel(c, p);
-    case 'openai-compatible':
-      break;
   }
   return async () => {
     throw new Error(`engine ${config.engine} cannot serve ${config.type} models in this version`);
