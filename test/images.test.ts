@@ -166,6 +166,24 @@ describe('images end to end', () => {
     assert.match(loopback.json.error.message, /private/);
   });
 
+  test('img2img from an http URL when images.allowPrivateUrls is set (here: a link this server handed out)', async () => {
+    const first = await http(server.baseURL, '/images/generations', { body: { model: MODEL, prompt: 'a cat', image_size: '64x64', num_inference_steps: 1, seed: 5 } });
+    const models = [{ id: MODEL, type: 'text-to-image', engine: 'onnx-diffusion', path: join(modelDir, 'tiny-sd'), onnx: { threads: 2, defaultSize: '64x64' } }];
+    const open = await startTestServer({ config: { models, images: { allowPrivateUrls: true } } });
+    try {
+      const body = { model: MODEL, prompt: 'a dog', image: first.json.images[0].url, num_inference_steps: 2, strength: 0.5, seed: 5 };
+      const response = await http(open.baseURL, '/images/generations', { body });
+      assert.equal(response.status, 200, response.text);
+      const file = Buffer.from(await (await fetch(response.json.images[0].url)).arrayBuffer());
+      assert.equal(await pngSize(file), 'png 64x64');
+      const gone = await http(open.baseURL, '/images/generations', { body: { ...body, image: `${server.url}/v1/images/files/nothing.png` } });
+      assert.equal(gone.status, 400);
+      assert.match(gone.json.error.message, /HTTP 404/);
+    } finally {
+      await open.close();
+    }
+  });
+
   test('a client that leaves mid-generation stops the loop (settled as cancelled)', async () => {
     const controller = new AbortController();
     const body = { model: MODEL, prompt: 'a long one', image_size: '1024x1024', batch_size: 4, num_inference_steps: 100, seed: 3 };
