@@ -7,6 +7,7 @@
 // Weights come from a seeded PRNG, so regeneration is byte-identical.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { mulberry32 as prng } from '../random.ts';
 import { writeOnnxModel, type GraphSpec, type Initializer } from './onnx-writer.ts';
 
 export type TinySchedulerKind = 'euler' | 'euler-ancestral' | 'ddim' | 'lcm' | 'pndm';
@@ -157,18 +158,6 @@ function tokenizerFiles(padToken: string): Record<string, string> {
       null,
       2,
     ),
-  };
-}
-
-/** mulberry32: tiny, fast and fully specified, so weights never change between Node versions. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
