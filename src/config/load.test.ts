@@ -1,0 +1,71 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, loadConfig } from './load.ts';
+
+const dir = () => mkdtempSync(join(tmpdir(), 'infera-config-'));
+
+test('defaults without a file: loopback, port 8000, no models (tiny models get served)', () => {
+  const { config, source } = loadConfig({}, {}, dir());
+  assert.equal(config.server.host, '127.0.0.1');
+  assert.equal(config.server.port, 8000);
+  assert.deepEqual(config.models, []);
+  assert.match(source, /no config file/);
+});
+
+test('precedence: file < environment < flags; paths are relative to the file', () => {
+  const root = dir();
+  writeFileSync(
+    join(root, 'infera.yaml'),
+    'server:\n  port: 9000\n  host: 0.0.0.0\nmodels:\n  - id: a/b\n    type: chat\n    engine: llama-cpp\n    path: models/x.gguf\n',
+  );
+  const fromFile = loadConfig({}, {}, root).config;
+  assert.equal(fromFile.server.port, 9000);
+  assert.equal(fromFile.models[0].path, join(root, 'models/x.gguf'));
+  const fromEnv = loadConfig({}, { PORT: '9100', HOST: '127.0.0.2', INFERA_API_KEY: 'sk-from-env-123' }, root).config;
+  assert.equal(fromEnv.server.port, 9100);
+  assert.equal(fromEnv.server.host, '127.0.0.2');
+  assert.deepEqual(fromEnv.server.apiKeys, ['sk-from-env-123']);
+  const fromFlags = loadConfig({ port: 9200, host: '127.0.0.3' }, { PORT: '9100' }, root).config;
+  assert.equal(fromFlags.server.port, 9200);
+  assert.equal(fromFlags.server.host, '127.0.0.3');
+});
+
+test('invalid files name every bad key', () => {
+  const root = dir();
+  const path = join(root, 'bad.yaml');
+  writeFileSync(path, 'server:\n  port: 70000\n  surprise: 1\nmodels:\n  - id: x\n    type: banana\n    engine: llama-cpp\n');
+  assert.throws(
+    () => loadConfig({ configPath: path }, {}, root),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(error.message, /server\.port/);
+      assert.match(error.message, /surprise/);
+      assert.match(error.message, /models\[0\]\.type/);
+      assert.match(error.message, /models\[0\]\.path/);
+      return true;
+    },
+  );
+});
+
+test('an id or alias used twice is refused (ids are case-insensitive)', () => {
+  const root = dir();
+  const path = join(root, 'dup.json');
+  writeFileSync(
+    path,
+    JSON.stringify({
+      models: [
+        { id: 'Org/One', type: 'chat', engine: 'llama-cpp', path: 'a.gguf' },
+        { id: 'org/two', aliases: ['ORG/ONE'], type: 'embedding', engine: 'llama-cpp', path: 'b.gguf' },
+      ],
+    }),
+  );
+  assert.throws(() => loadConfig({ configPath: path }, {}, root), /used twice/);
+});
+
+test('a missing explicit config file and a non-integer PORT are clear errors', () => {
+  assert.throws(() => loadConfig({ configPath: '/nonexistent/infera.yaml' }), /not found/);
+  assert.throws(() => loadConfig({}, { PORT: 'eighty' }, dir()), /PORT must be an integer/);
+});
