@@ -67,7 +67,7 @@ export async function ensureTinyModels(dir: string): Promise<TinyModelPaths> {
   return paths;
 }
 
-export type BenchModelKind = 'chat-512x8' | 'bert-384x12-embed' | 'bert-384x12-rerank';
+export type BenchModelKind = 'chat-512x8' | 'chat-1024x16' | 'bert-384x12-embed' | 'bert-384x12-rerank';
 
 /** Bumped whenever a generator's output changes, so stale files are never reused. */
 const BENCH_VERSION = 1;
@@ -83,6 +83,22 @@ const benchModels: Record<BenchModelKind, { file: string; encode: () => Buffer }
         headsKv: 8,
         feedForward: 2048,
         seed: 512,
+        matrixType: GgmlType.Q8_0,
+        endBias: 100,
+      }),
+  },
+  // Big enough (≈ 270 MB of Q8_0 weights) that decoding one stream is bound by memory bandwidth, the
+  // regime in which llama.cpp's batching of sequences pays off.
+  'chat-1024x16': {
+    file: `bench-qwen3-1024x16-q8_0-v${BENCH_VERSION}.gguf`,
+    encode: () =>
+      encodeRandomChatModel({
+        hidden: 1024,
+        layers: 16,
+        heads: 16,
+        headsKv: 8,
+        feedForward: 4096,
+        seed: 1024,
         matrixType: GgmlType.Q8_0,
         endBias: 100,
       }),
