@@ -155,30 +155,29 @@ function startServer(): Promise<ChildProcess> {
   });
 }
 
-// Direct first, then the server (one llama.cpp instance at a time: both would share 2 cores otherwise).
+// Both sides loaded at once and measured in alternation, so that load from other processes on this
+// shared box hits both alike (measuring one side after the other skewed the ratio by ±20 %). They
+// never run at the same moment: each measurement has the cores to itself.
 const llama = await getLlamaRuntime(false);
 const model = await llama.loadModel({ modelPath });
 const context = await model.createContext({ contextSize, sequences: concurrency, threads });
 // Resolved once, as Infera does at load time (resolving renders the Jinja template: slow).
 const wrapper = resolveChatWrapper(model);
-const results: Record<string, Run[]> = { direct1: [], directN: [], http1: [], httpN: [] };
-await direct(context, wrapper, 1); // warm-up
-for (let round = 0; round < rounds; round++) {
-  results.direct1.push(await direct(context, wrapper, 1));
-  results.directN.push(await direct(context, wrapper, concurrency));
-}
-await context.dispose();
-await model.dispose();
-
 const server = await startServer();
+const results: Record<string, Run[]> = { direct1: [], http1: [], directN: [], httpN: [] };
 try {
-  await viaHttp(1); // warm-up
+  await direct(context, wrapper, 1); // warm-up
+  await viaHttp(1);
   for (let round = 0; round < rounds; round++) {
+    results.direct1.push(await direct(context, wrapper, 1));
     results.http1.push(await viaHttp(1));
+    results.directN.push(await direct(context, wrapper, concurrency));
     results.httpN.push(await viaHttp(concurrency));
   }
 } finally {
   server.kill('SIGTERM');
+  await context.dispose();
+  await model.dispose();
 }
 
 const summary = Object.fromEntries(
