@@ -48,7 +48,9 @@ async function measure(url: string, headers: Record<string, string>) {
     rps: loaded.requests.average,
     p50: loaded.latency.p50,
     p99: loaded.latency.p99,
-    meanLatencyUs: single.latency.average * 1000,
+    // One client sends the next request when the previous answer arrived: 1/rps is its round trip
+    // (autocannon's own latency figures are whole milliseconds, too coarse here).
+    meanLatencyUs: 1e6 / single.requests.average,
     errors: loaded.errors + loaded.non2xx + single.errors + single.non2xx,
   };
 }
@@ -95,6 +97,6 @@ console.log(
   `bare node:http: ${summary.bare.rps.toFixed(0)} req/s (p50 ${summary.bare.p50} ms) | infera /v1/models with auth+log: ` +
     `${summary.infera.rps.toFixed(0)} req/s (p50 ${summary.infera.p50} ms) | ratio ${(summary.infera.rps / summary.bare.rps).toFixed(2)} | ` +
     `added CPU per request ≈ ${(perRequestUs(summary.infera.rps) - perRequestUs(summary.bare.rps)).toFixed(1)} µs | ` +
-    `one-client mean latency: bare ${summary.bare.meanLatencyUs.toFixed(0)} µs, infera ${summary.infera.meanLatencyUs.toFixed(0)} µs ` +
+    `one-client round trip: bare ${summary.bare.meanLatencyUs.toFixed(0)} µs, infera ${summary.infera.meanLatencyUs.toFixed(0)} µs ` +
     `(added ${(summary.infera.meanLatencyUs - summary.bare.meanLatencyUs).toFixed(0)} µs; budget 300 µs)`,
 );
