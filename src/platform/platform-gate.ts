@@ -163,11 +163,12 @@ export class PlatformGate implements Gate {
     return balance;
   }
 
-  private enqueueRejection(request: AdmissionRequest, error: InferaError): void {
-    // Refused requests are recorded too (status 403/429) without holding up the refusal.
-    this.ledger
+  private async recordRejection(request: AdmissionRequest, error: InferaError): Promise<void> {
+    // Refused requests get their row too (status 403/429), durable before the refusal is sent, like
+    // every other answer: a 429 a client saw is never missing from the ledger. Group commit keeps it cheap.
+    await this.ledger
       .append(this.row(request, { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, images: 0, documents: 0, status: error.status, outcome: 'error', latencyMs: 0 }, 0))
-      .catch(() => {});
+      .catch((failure: unknown) => this.logger.error({ err: failure, requestId: request.requestId }, 'ledger row for a refused request could not be written'));
   }
 
   private row(request: AdmissionRequest, usage: UsageReport, cost: number): LedgerRow {
@@ -204,7 +205,7 @@ export class PlatformGate implements Gate {
         code: 'model_not_allowed',
         siliconflowCode: 30003,
       });
-      this.enqueueRejection(request, error);
+      await this.recordRejection(request, error);
       throw error;
     }
 
@@ -218,7 +219,7 @@ export class PlatformGate implements Gate {
           code: 'insufficient_balance',
           siliconflowCode: 30001,
         });
-        this.enqueueRejection(request, error);
+        await this.recordRejection(request, error);
         throw error;
       }
     }
@@ -263,7 +264,7 @@ export class PlatformGate implements Gate {
         if (!result.ok) {
           const failed = checks[result.failed!]!;
           const error = rateLimitError(failed, result.values[result.failed!] ?? 0, headers, now);
-          this.enqueueRejection(request, error);
+          await this.recordRejection(request, error);
           throw error;
         }
         counted = true;
