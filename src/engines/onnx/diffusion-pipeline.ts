@@ -6,6 +6,7 @@ import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
+import type { ImageCallOptions } from '../../spec/image.ts';
 import { ClipTokenizer } from './clip-tokenizer.ts';
 import { batchNoise, GaussianRandom } from './random.ts';
 import { createScheduler, guidanceScaleEmbedding, type DiffusionScheduler, type SchedulerConfig } from './schedulers.ts';
@@ -22,23 +23,10 @@ import {
   type TensorMetadata,
 } from './sessions.ts';
 
-export type OutputFormat = 'png' | 'jpeg' | 'webp';
+export type OutputFormat = NonNullable<ImageCallOptions['outputFormat']>;
 
-export interface PipelineRequest {
-  prompt: string;
-  negativePrompt?: string;
-  width: number;
-  height: number;
-  batchSize: number;
-  steps: number;
-  guidanceScale: number;
-  seed: number;
-  initImage?: { data: Uint8Array; width: number; height: number; channels: number };
-  strength?: number;
-  outputFormat?: OutputFormat;
-  signal?: AbortSignal;
-  onStep?: (step: number, total: number) => void;
-}
+/** The engine call minus what the model wrapper owns; the pipeline may also run without a signal (benchmarks). */
+export type PipelineRequest = Omit<ImageCallOptions, 'signal'> & { signal?: AbortSignal };
 
 export interface PipelineResult {
   images: Buffer[];
