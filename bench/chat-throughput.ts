@@ -45,39 +45,47 @@ interface Run {
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-// ---- direct: node-llama-cpp, no HTTP ----------------------------------------------------------------
-async function direct(context: LlamaContext, wrapper: ChatWrapper, streams: number): Promise<Run> {
+/** Runs `streams` copies of one stream at once; each reports when its first token came and how many it made. */
+async function measureStreams(streams: number, stream: () => Promise<{ first: number; generated: number }>): Promise<Run> {
   const started = performance.now();
   const firsts: number[] = [];
   let generated = 0;
   let lastEnd = 0;
   await Promise.all(
     Array.from({ length: streams }, async () => {
-      const sequence = context.getSequence();
-      try {
-        const chat = new LlamaChat({ contextSequence: sequence, chatWrapper: wrapper });
-        let first = 0;
-        const response = await chat.generateResponse([{ type: 'user', text: prompt }, { type: 'model', response: [] }], {
-          maxTokens: tokens,
-          temperature: 0,
-          // Infera sends no repetition penalty unless the request asks; node-llama-cpp defaults to one.
-          repeatPenalty: false,
-          onToken: () => {
-            if (!first) first = performance.now();
-          },
-        });
-        generated += chat.sequence.tokenMeter.usedOutputTokens;
-        firsts.push(first - started);
-        lastEnd = Math.max(lastEnd, performance.now());
-        void response;
-        chat.dispose({ disposeSequence: false });
-      } finally {
-        sequence.dispose();
-      }
+      const one = await stream();
+      generated += one.generated;
+      firsts.push(one.first - started);
+      lastEnd = Math.max(lastEnd, performance.now());
     }),
   );
   const decodeStart = started + Math.min(...firsts);
   return { tokensPerSecond: generated / ((lastEnd - decodeStart) / 1000), ttftMs: median(firsts) };
+}
+
+// ---- direct: node-llama-cpp, no HTTP ----------------------------------------------------------------
+function direct(context: LlamaContext, wrapper: ChatWrapper, streams: number): Promise<Run> {
+  return measureStreams(streams, async () => {
+    const sequence = context.getSequence();
+    try {
+      const chat = new LlamaChat({ contextSequence: sequence, chatWrapper: wrapper });
+      let first = 0;
+      await chat.generateResponse([{ type: 'user', text: prompt }, { type: 'model', response: [] }], {
+        maxTokens: tokens,
+        temperature: 0,
+        // Infera sends no repetition penalty unless the request asks; node-llama-cpp defaults to one.
+        repeatPenalty: false,
+        onToken: () => {
+          if (!first) first = performance.now();
+        },
+      });
+      const generated = chat.sequence.tokenMeter.usedOutputTokens;
+      chat.dispose({ disposeSequence: false });
+      return { first, generated };
+    } finally {
+      sequence.dispose();
+    }
+  });
 }
 
 // ---- through Infera's HTTP API ----------------------------------------------------------------------
@@ -107,34 +115,24 @@ function postStream(body: unknown): Promise<{ first: number; text: string }> {
   });
 }
 
-async function viaHttp(streams: number): Promise<Run> {
-  const started = performance.now();
-  const firsts: number[] = [];
-  let generated = 0;
-  let lastEnd = 0;
-  await Promise.all(
-    Array.from({ length: streams }, async () => {
-      const { first, text } = await postStream({
-        model: 'bench/chat',
-        messages: [{ role: 'user', content: prompt }],
-        stream: true,
-        max_tokens: tokens,
-        temperature: 0,
-        enable_thinking: false,
-      });
-      const usage = text
-        .split('\n\n')
-        .filter((e) => e.startsWith('data: {'))
-        .map((e) => JSON.parse(e.slice(6)))
-        .findLast((c) => c.usage)?.usage;
-      // completion_tokens counts reasoning too (SiliconFlow): the bench model may emit think tags.
-      generated += usage.completion_tokens;
-      firsts.push(first - started);
-      lastEnd = Math.max(lastEnd, performance.now());
-    }),
-  );
-  const decodeStart = started + Math.min(...firsts);
-  return { tokensPerSecond: generated / ((lastEnd - decodeStart) / 1000), ttftMs: median(firsts) };
+function viaHttp(streams: number): Promise<Run> {
+  return measureStreams(streams, async () => {
+    const { first, text } = await postStream({
+      model: 'bench/chat',
+      messages: [{ role: 'user', content: prompt }],
+      stream: true,
+      max_tokens: tokens,
+      temperature: 0,
+      enable_thinking: false,
+    });
+    const usage = text
+      .split('\n\n')
+      .filter((e) => e.startsWith('data: {'))
+      .map((e) => JSON.parse(e.slice(6)))
+      .findLast((c) => c.usage)?.usage;
+    // completion_tokens counts reasoning too (SiliconFlow): the bench model may emit think tags.
+    return { first, generated: usage.completion_tokens as number };
+  });
 }
 
 function startServer(): Promise<ChildProcess> {
