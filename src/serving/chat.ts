@@ -5,7 +5,7 @@ import { InferaError, isAbortError } from '../errors/index.ts';
 import { toInferaError } from '../errors/render.ts';
 import type { Admission, UsageReport } from '../platform/gate.ts';
 import { parseChatRequest } from '../protocol/chat/request.ts';
-import { buildChatCompletion, newChatCompletionId } from '../protocol/chat/response.ts';
+import { buildChatCompletion, combineChoiceUsage, newChatCompletionId } from '../protocol/chat/response.ts';
 import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/stream.ts';
 import type { ChatCallOptions, ChatModel, ChatResult, ChatStreamPart, ChatUsage } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
@@ -48,7 +48,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
       const results = await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
       for (const result of results)
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
-      await settle(sumUsage(results.map((r) => r.usage)), 'ok', 200);
+      await settle(combineChoiceUsage(results.map((r) => r.usage)), 'ok', 200);
       return { type: 'json', body: buildChatCompletion(meta, results), headers: admission.headers };
     }
 
@@ -63,12 +63,12 @@ export async function serveChatCompletion(services: Services, context: RequestCo
       frames: new SettlingFrames(frames, async (outcome, failure) => {
         await Promise.all(meters.map((meter) => meter.return()));
         lease?.release();
-        await settle(sumUsage(meters.map((meter) => meter.usage())), outcome, outcome === 'error' ? statusOf(failure) : 200);
+        await settle(combineChoiceUsage(meters.map((meter) => meter.usage())), outcome, outcome === 'error' ? statusOf(failure) : 200);
       }),
     };
   } catch (error) {
     await Promise.all(meters.map((meter) => meter.return()));
-    const usage = meters.length ? sumUsage(meters.map((meter) => meter.usage())) : emptyUsage(promptTokens);
+    const usage = meters.length ? combineChoiceUsage(meters.map((meter) => meter.usage())) : emptyUsage(promptTokens);
     await settle(usage, isAbortError(error) ? 'cancelled' : 'error', statusOf(error));
     throw error;
   } finally {
@@ -110,19 +110,6 @@ async function checkContext(model: ChatModel, options: ChatCallOptions): Promise
 }
 
 const emptyUsage = (promptTokens: number): ChatUsage => ({ promptTokens, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 });
-
-function sumUsage(usages: ChatUsage[]): ChatUsage {
-  // The prompt is the same for every choice: bill it once, as OpenAI does for n > 1.
-  return usages.reduce(
-    (sum, usage) => ({
-      promptTokens: Math.max(sum.promptTokens, usage.promptTokens),
-      completionTokens: sum.completionTokens + usage.completionTokens,
-      reasoningTokens: sum.reasoningTokens + usage.reasoningTokens,
-      cachedPromptTokens: Math.max(sum.cachedPromptTokens, usage.cachedPromptTokens),
-    }),
-    emptyUsage(0),
-  );
-}
 
 const statusOf = (error: unknown) => (isAbortError(error) ? 499 : toInferaError(error).status);
 
