@@ -2,7 +2,6 @@
 // generate (n choices) → meter. Streams are peeked before the HTTP status is sent, so queue-full,
 // context and engine errors that happen before the first token are still normal HTTP errors.
 import { InferaError, isAbortError } from '../errors/index.ts';
-import { toInferaError } from '../errors/render.ts';
 import type { Admission, UsageReport } from '../platform/gate.ts';
 import { parseChatRequest } from '../protocol/chat/request.ts';
 import { buildChatCompletion, combineChoiceUsage, newChatCompletionId } from '../protocol/chat/response.ts';
@@ -10,6 +9,7 @@ import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/st
 import type { ChatCallOptions, ChatModel, ChatResult, ChatStreamPart, ChatUsage } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
+import { statusOf, usageReport } from './usage.ts';
 
 /** Completion tokens assumed for limit pre-checks when the request sets no max_tokens. */
 const DEFAULT_ESTIMATE_COMPLETION = 512;
@@ -35,7 +35,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   const settle = async (usage: ChatUsage, outcome: UsageReport['outcome'], status: number) => {
     if (settled) return;
     settled = true;
-    await admission.settle(report(context, usage, outcome, status));
+    await admission.settle(usageReport(context, usage, outcome, status));
   };
   const meta = { id: newChatCompletionId(), created: Math.floor(Date.now() / 1000), model: request.model, legacyFunctions: request.legacyFunctions };
   const meters: MeteredStream[] = [];
@@ -111,20 +111,6 @@ async function checkContext(model: ChatModel, options: ChatCallOptions): Promise
 
 const emptyUsage = (promptTokens: number): ChatUsage => ({ promptTokens, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 });
 
-const statusOf = (error: unknown) => (isAbortError(error) ? 499 : toInferaError(error).status);
-
-function report(context: RequestContext, usage: ChatUsage, outcome: UsageReport['outcome'], status: number): UsageReport {
-  return {
-    promptTokens: usage.promptTokens,
-    completionTokens: usage.completionTokens,
-    reasoningTokens: usage.reasoningTokens,
-    images: 0,
-    documents: 0,
-    status,
-    outcome,
-    latencyMs: performance.now() - context.startedAt,
-  };
-}
 
 /**
  * One choice's engine stream, with a peek (first part fetched before the HTTP status is sent) and a

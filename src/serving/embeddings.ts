@@ -1,13 +1,12 @@
 // POST /v1/embeddings: resolve model → check every input against the model (token limit, vocabulary,
 // dimensions) before anything queues → admit (keys, limits, balance) → micro-batch → meter.
-import { badRequest, isAbortError } from '../errors/index.ts';
-import { toInferaError } from '../errors/render.ts';
+import { badRequest } from '../errors/index.ts';
 import type { ModelConfig } from '../config/schema.ts';
-import type { UsageReport } from '../platform/gate.ts';
 import { buildEmbeddingsResponse, parseEmbeddingsRequest, type EmbeddingsRequest } from '../protocol/embeddings.ts';
 import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { EmbeddingInput, EmbeddingModel, EmbedResult } from '../spec/index.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
+import { failedReport, usageReport } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
 
 export interface EmbedJob {
@@ -64,10 +63,10 @@ export async function serveEmbeddings(services: Services, context: RequestContex
         context.signal,
       );
     } catch (error) {
-      await admission.settle(report(context, 0, isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
+      await admission.settle(failedReport(context, error));
       throw error;
     }
-    await admission.settle(report(context, result.promptTokens, 'ok', 200));
+    await admission.settle(usageReport(context, { promptTokens: result.promptTokens }, 'ok', 200));
     return {
       type: 'json',
       body: buildEmbeddingsResponse(request.model, result.embeddings, result.promptTokens, request.encodingFormat),
@@ -116,17 +115,3 @@ export async function countInputTokens(model: EmbeddingModel, request: Pick<Embe
   return total;
 }
 
-const statusOf = (error: unknown) => (isAbortError(error) ? 499 : toInferaError(error).status);
-
-function report(context: RequestContext, promptTokens: number, outcome: UsageReport['outcome'], status: number): UsageReport {
-  return {
-    promptTokens,
-    completionTokens: 0,
-    reasoningTokens: 0,
-    images: 0,
-    documents: 0,
-    status,
-    outcome,
-    latencyMs: performance.now() - context.startedAt,
-  };
-}

@@ -4,12 +4,11 @@
 // links that point back at this server and expire.
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
-import { badRequest, isAbortError } from '../errors/index.ts';
-import { toInferaError } from '../errors/render.ts';
-import type { UsageReport } from '../platform/gate.ts';
+import { badRequest } from '../errors/index.ts';
 import { buildImagesResponse, checkImageSize, MAX_SEED, parseImageGenerationRequest } from '../protocol/images.ts';
 import type { ImageResult } from '../spec/index.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
+import { failedReport, usageReport } from './usage.ts';
 import { decodeInitImage, loadImageInput } from './images-input.ts';
 import { ImageStore } from './images-store.ts';
 
@@ -105,10 +104,10 @@ export async function serveImageGeneration(
       const saved = await Promise.all(result.images.map((image) => store.save(image, result.mediaType ?? 'image/png')));
       urls = saved.map((file) => `${options.origin.replace(/\/+$/, '')}${IMAGE_FILES_PATH}/${file.name}`);
     } catch (error) {
-      await admission.settle(report(context, 0, isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
+      await admission.settle(failedReport(context, error));
       throw error;
     }
-    await admission.settle(report(context, result.images.length, 'ok', 200));
+    await admission.settle(usageReport(context, { images: result.images.length }, 'ok', 200));
     return {
       type: 'json',
       body: buildImagesResponse({
@@ -131,17 +130,3 @@ export async function serveImageFile(services: Services, name: string) {
   return store.read(name);
 }
 
-const statusOf = (error: unknown) => (isAbortError(error) ? 499 : toInferaError(error).status);
-
-function report(context: RequestContext, images: number, outcome: UsageReport['outcome'], status: number): UsageReport {
-  return {
-    promptTokens: 0,
-    completionTokens: 0,
-    reasoningTokens: 0,
-    images,
-    documents: 0,
-    status,
-    outcome,
-    latencyMs: performance.now() - context.startedAt,
-  };
-}

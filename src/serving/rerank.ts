@@ -1,14 +1,13 @@
 // POST /v1/rerank and /v2/rerank: resolve model → refuse what the model cannot honour → admit →
 // micro-batch → sort, cut to top_n, meter. Requests in one batch carry different queries, so the batch
 // runs them side by side on the model's context pool rather than as one engine call.
-import { badRequest, isAbortError } from '../errors/index.ts';
-import { toInferaError } from '../errors/render.ts';
+import { badRequest } from '../errors/index.ts';
 import type { ModelConfig } from '../config/schema.ts';
-import type { UsageReport } from '../platform/gate.ts';
 import { buildRerankResponse, parseRerankRequest, type RerankRequest } from '../protocol/rerank.ts';
 import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { RerankModel, RerankResult } from '../spec/index.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
+import { failedReport, usageReport } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
 
 export type RerankJob = Pick<RerankRequest, 'query' | 'documents' | 'instruction' | 'maxChunksPerDoc' | 'overlapTokens' | 'maxTokensPerDoc'>;
@@ -74,10 +73,10 @@ export async function serveRerank(services: Services, context: RequestContext, b
         context.signal,
       );
     } catch (error) {
-      await admission.settle(report(context, 0, 0, isAbortError(error) ? 'cancelled' : 'error', statusOf(error)));
+      await admission.settle(failedReport(context, error));
       throw error;
     }
-    await admission.settle(report(context, result.inputTokens, request.documents.length, 'ok', 200));
+    await admission.settle(usageReport(context, { promptTokens: result.inputTokens, documents: request.documents.length }, 'ok', 200));
     return {
       type: 'json',
       body: buildRerankResponse(request, result.scores, { inputTokens: result.inputTokens, chunks: result.chunks ?? request.documents.length }),
@@ -88,23 +87,3 @@ export async function serveRerank(services: Services, context: RequestContext, b
   }
 }
 
-const statusOf = (error: unknown) => (isAbortError(error) ? 499 : toInferaError(error).status);
-
-function report(
-  context: RequestContext,
-  promptTokens: number,
-  documents: number,
-  outcome: UsageReport['outcome'],
-  status: number,
-): UsageReport {
-  return {
-    promptTokens,
-    completionTokens: 0,
-    reasoningTokens: 0,
-    images: 0,
-    documents,
-    status,
-    outcome,
-    latencyMs: performance.now() - context.startedAt,
-  };
-}
