@@ -48,22 +48,18 @@ export async function tinyModelConfigs(dataDir: string): Promise<ModelConfig[]> 
       llamaCpp: { threads: 1, contexts: 2 },
     }),
   ];
-  try {
-    const { ensureTinyDiffusionModel } = await import('../tiny-models/onnx/index.ts');
-    const folder = await ensureTinyDiffusionModel(join(dataDir, 'tiny-models', 'tiny-sd'));
-    models.push(
-      modelSchema.parse({
-        id: TINY_IDS.image,
-        aliases: ['Kwai-Kolors/Kolors', 'stabilityai/stable-diffusion-3-5-large', 'black-forest-labs/FLUX.1-schnell'],
-        type: 'text-to-image',
-        engine: 'onnx-diffusion',
-        path: folder,
-        description: TINY_MODEL_NOTE,
-        onnx: { threads: 2, minSize: 64, maxSize: 1024, defaultSize: '64x64' },
-      }),
-    );
-  } catch (error) {
-    if ((error as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
-  }
+  const { ensureTinyDiffusionModel } = await import('../tiny-models/onnx/index.ts');
+  const folder = await ensureTinyDiffusionModel(join(dataDir, 'tiny-models', 'tiny-sd'));
+  models.push(
+    modelSchema.parse({
+      id: TINY_IDS.image,
+      aliases: ['Kwai-Kolors/Kolors', 'stabilityai/stable-diffusion-3-5-large', 'black-forest-labs/FLUX.1-schnell'],
+      type: 'text-to-image',
+      engine: 'onnx-diffusion',
+      path: folder,
+      description: TINY_MODEL_NOTE,
+      onnx: { threads: 2, minSize: 64, maxSize: 1024, defaultSize: '64x64' },
+    }),
+  );
   return models;
 }
