@@ -15,8 +15,9 @@ import {
   floatData,
   floatTensor,
   intTensor,
-  metadataOf,
+  OnnxWorker,
   type ExecutionProvider,
+  type OnnxSession,
   type ort,
   type SessionLogger,
   type SessionSettings,
@@ -36,9 +37,9 @@ export interface PipelineResult {
 }
 
 interface Component {
-  session: ort.InferenceSession;
-  inputs: TensorMetadata[];
-  outputs: TensorMetadata[];
+  session: OnnxSession;
+  inputs: readonly TensorMetadata[];
+  outputs: readonly TensorMetadata[];
   provider: ExecutionProvider;
 }
 
@@ -79,6 +80,7 @@ export class DiffusionPipeline {
 
   private constructor(
     readonly dir: string,
+    private readonly worker: OnnxWorker,
     readonly tokenizer: ClipTokenizer,
     readonly scheduler: DiffusionScheduler,
     readonly textEncoder: Component,
@@ -120,17 +122,19 @@ export class DiffusionPipeline {
       ...((await exists(encoderPath)) ? [encoderPath] : []),
     ];
     const components: Component[] = [];
+    // The stages run one after another, so one worker thread hosts them all.
+    const worker = new OnnxWorker();
     // After one component falls back to CPU the rest skip the CUDA attempt: one warning, not four.
     let settings: SessionSettings = { threads: options.threads, executionProviders: options.executionProviders };
     try {
       for (const [index, path] of paths.entries()) {
-        const { session, provider } = await createSession(path, settings, options.log);
+        const { session, provider } = await createSession(path, settings, options.log, worker);
         if (provider === 'cpu' && settings.executionProviders.includes('cuda')) settings = { ...settings, executionProviders: ['cpu'] };
-        components.push({ session, provider, inputs: metadataOf(session.inputMetadata), outputs: metadataOf(session.outputMetadata) });
+        components.push({ session, provider, inputs: session.inputMetadata, outputs: session.outputMetadata });
         options.onProgress?.((index + 1) / paths.length);
       }
     } catch (error) {
-      await Promise.allSettled(components.map((c) => c.session.release()));
+      await worker.terminate();
       throw error;
     }
     const [textEncoder, unet, vaeDecoder, vaeEncoder] = components as [Component, Component, Component, Component | undefined];
@@ -154,12 +158,12 @@ export class DiffusionPipeline {
             'SD 1.x, SD 2.x, SD-Turbo and LCM exports are supported, SDXL-style pipelines are not.',
         );
     } catch (error) {
-      await Promise.allSettled(components.map((c) => c.session.release()));
+      await worker.terminate();
       throw error;
     }
 
     const pipeline = new DiffusionPipeline(
-      dir, tokenizer, scheduler, textEncoder, unet, vaeDecoder, vaeEncoder,
+      dir, worker, tokenizer, scheduler, textEncoder, unet, vaeDecoder, vaeEncoder,
       scalingFactor, encoderConfig?.scaling_factor ?? (encoderDir === vaeDir ? scalingFactor : 0.18215), latentChannels,
     );
     pipeline.warnings.push(...scheduler.warnings);
@@ -167,8 +171,7 @@ export class DiffusionPipeline {
   }
 
   async dispose(): Promise<void> {
-    const all = [this.textEncoder, this.unet, this.vaeDecoder, this.vaeEncoder].filter((c): c is Component => !!c);
-    await Promise.allSettled(all.map((c) => c.session.release()));
+    await this.worker.terminate();
   }
 
   /** Text embeddings for the given prompts, one row each: [rows, 77, hidden]. */

@@ -1,5 +1,10 @@
 // The one place that creates onnxruntime-node sessions, plus the tensor conversions that let one
 // pipeline drive fp32 and fp16 exports alike.
+//
+// onnxruntime-node runs a session on the thread that calls run(): a UNet step or an encoder batch would
+// freeze the server's event loop (every stream, health check and upload) for its whole duration. So
+// sessions live in a worker thread (OnnxWorker) and the main thread only ships tensors back and forth.
+import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 
 export type ExecutionProvider = 'cpu' | 'cuda';
@@ -23,36 +28,143 @@ const sessionOptions = (settings: SessionSettings, providers: ExecutionProvider[
   logSeverityLevel: 3,
 });
 
+export type TensorMetadata = { name: string; type: string; shape: readonly (number | string)[] };
+
+/** A tensor as it crosses the thread boundary (structured-clonable). */
+export interface WireTensor {
+  type: string;
+  data: Float32Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
+  dims: number[];
+}
+
+export type WorkerRequest =
+  | { kind: 'create'; id: number; session: number; path: string; options: ort.InferenceSession.SessionOptions }
+  | { kind: 'run'; id: number; session: number; feeds: Record<string, WireTensor>; fetches?: string[] }
+  | { kind: 'release'; id: number; session: number };
+
+export type WorkerReply =
+  | { id: number; ok: true; inputs?: TensorMetadata[]; outputs?: TensorMetadata[] | Record<string, WireTensor> }
+  | { id: number; ok: false; error: string };
+
+/** The surface of ort.InferenceSession that Infera's engines use, served from a worker thread. */
+export interface OnnxSession {
+  readonly inputMetadata: readonly TensorMetadata[];
+  readonly outputMetadata: readonly TensorMetadata[];
+  run(feeds: Record<string, ort.Tensor>, fetches?: string[]): Promise<Record<string, ort.Tensor>>;
+  release(): Promise<void>;
+}
+
+/**
+ * One worker thread hosting any number of sessions; their runs execute one after another, in order.
+ * A pipeline whose sessions run in sequence anyway (text encoder → UNet → VAE) shares one worker.
+ */
+export class OnnxWorker {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, { resolve(reply: WorkerReply): void; reject(error: Error): void }>();
+  private nextId = 1;
+  private nextSession = 1;
+  private failure: Error | undefined;
+
+  constructor() {
+    this.worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), {
+      workerData: { entry: new URL('./session-worker.ts', import.meta.url).href },
+    });
+    // Held (ref'd) only while a request is outstanding: an idle worker never keeps the process alive.
+    this.worker.unref();
+    this.worker.on('message', (reply: WorkerReply) => {
+      const waiter = this.pending.get(reply.id);
+      if (!waiter) return;
+      this.settle(reply.id);
+      if (reply.ok) waiter.resolve(reply);
+      else waiter.reject(new Error(reply.error));
+    });
+    const fail = (error: Error) => {
+      this.failure ??= error;
+      for (const [id, waiter] of this.pending) {
+        this.settle(id);
+        waiter.reject(this.failure);
+      }
+    };
+    this.worker.on('error', (error) => fail(error instanceof Error ? error : new Error(String(error))));
+    this.worker.on('exit', (code) => fail(new Error(`onnx worker thread exited (code ${code})`)));
+  }
+
+  private settle(id: number): void {
+    this.pending.delete(id);
+    if (this.pending.size === 0) this.worker.unref();
+  }
+
+  private request(message: WorkerRequest): Promise<WorkerReply> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      if (this.pending.size === 0) this.worker.ref();
+      this.pending.set(message.id, { resolve, reject });
+      this.worker.postMessage(message);
+    });
+  }
+
+  async createSession(path: string, options: ort.InferenceSession.SessionOptions): Promise<OnnxSession> {
+    const session = this.nextSession++;
+    const reply = await this.request({ kind: 'create', id: this.nextId++, session, path, options });
+    if (!reply.ok) throw new Error(reply.error);
+    const worker = this;
+    return {
+      inputMetadata: reply.inputs ?? [],
+      outputMetadata: (reply.outputs as TensorMetadata[] | undefined) ?? [],
+      async run(feeds, fetches) {
+        const wire: Record<string, WireTensor> = {};
+        for (const [name, tensor] of Object.entries(feeds))
+          wire[name] = { type: tensor.type, data: tensor.data as WireTensor['data'], dims: [...tensor.dims] };
+        const result = await worker.request({ kind: 'run', id: worker.nextId++, session, feeds: wire, fetches });
+        if (!result.ok) throw new Error(result.error);
+        const outputs: Record<string, ort.Tensor> = {};
+        for (const [name, t] of Object.entries((result.outputs ?? {}) as Record<string, WireTensor>))
+          outputs[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims);
+        return outputs;
+      },
+      async release() {
+        await worker.request({ kind: 'release', id: worker.nextId++, session }).catch(() => undefined);
+      },
+    };
+  }
+
+  async terminate(): Promise<void> {
+    this.failure ??= new Error('onnx worker terminated');
+    await this.worker.terminate();
+  }
+}
+
 /**
  * ORT throws when a requested provider (cuda) cannot load instead of falling back, so the fallback to
  * CPU is ours — and it is loud, because a silent CPU fallback turns a 1 s image into a minute.
+ * Without `worker` the session gets a worker of its own, ended when the session is released.
  */
 export async function createSession(
   path: string,
   settings: SessionSettings,
   log?: SessionLogger,
-): Promise<{ session: ort.InferenceSession; provider: ExecutionProvider }> {
+  worker?: OnnxWorker,
+): Promise<{ session: OnnxSession; provider: ExecutionProvider }> {
+  const host = worker ?? new OnnxWorker();
+  const owned = (session: OnnxSession): OnnxSession =>
+    worker ? session : { ...session, release: async () => { await session.release(); await host.terminate(); } };
   const providers: ExecutionProvider[] = settings.executionProviders.length ? settings.executionProviders : ['cpu'];
   try {
-    return { session: await ort.InferenceSession.create(path, sessionOptions(settings, providers)), provider: providers[0]! };
+    try {
+      return { session: owned(await host.createSession(path, sessionOptions(settings, providers))), provider: providers[0]! };
+    } catch (error) {
+      if (!providers.includes('cuda')) throw error;
+      const reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
+      (log ?? console).warn(
+        `onnx: CUDA was requested but could not be used (${reason}); falling back to CPU for ${path}. ` +
+          'Install the CUDA build with ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (needs CUDA 12 + cuDNN).',
+      );
+      return { session: owned(await host.createSession(path, sessionOptions(settings, ['cpu']))), provider: 'cpu' };
+    }
   } catch (error) {
-    if (!providers.includes('cuda')) throw error;
-    const reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
-    (log ?? console).warn(
-      `onnx: CUDA was requested but could not be used (${reason}); falling back to CPU for ${path}. ` +
-        'Install the CUDA build with ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (needs CUDA 12 + cuDNN).',
-    );
-    return { session: await ort.InferenceSession.create(path, sessionOptions(settings, ['cpu'])), provider: 'cpu' };
+    if (!worker) await host.terminate();
+    throw error;
   }
-}
-
-export type TensorMetadata = { name: string; type: string; shape: readonly (number | string)[] };
-
-/** Tensor inputs/outputs of a session (non-tensor values are never part of SD exports). */
-export function metadataOf(values: readonly ort.InferenceSession.ValueMetadata[]): TensorMetadata[] {
-  return values.map((value) =>
-    value.isTensor ? { name: value.name, type: value.type, shape: value.shape } : { name: value.name, type: 'unknown', shape: [] },
-  );
 }
 
 const f32 = new Float32Array(1);
