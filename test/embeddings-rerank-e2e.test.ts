@@ -1,24 +1,42 @@
 // End to end: the real server on the tiny BERT embedding model and reranker, driven by the official
 // openai SDK (embeddings, float and base64), cohere-ai (rerank v1 and v2, base URL = server root) and raw
-// HTTP for every SiliconFlow field and bad input.
+// HTTP for every SiliconFlow field and bad input. The whole suite runs once per engine: the GGUF models
+// on llama.cpp (the default models) and their ONNX exports on ONNX Runtime (engine onnx).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { CohereClient, CohereClientV2 } from 'cohere-ai';
 import { base64ToFloat32, MAX_EMBEDDING_INPUTS } from '../src/protocol/embeddings.ts';
+import { join } from 'node:path';
+import type { ModelConfig } from '../src/config/schema.ts';
+import { tinyModelConfigs } from '../src/registry/default-models.ts';
 import { embeddingBatcherFor } from '../src/serving/embeddings.ts';
+import { DEFAULT_BATCHING } from '../src/serving/embeddings-batching.ts';
 import type { EmbeddingModel } from '../src/spec/index.ts';
-import { http, startTestServer, type TestServer } from './helpers/server.ts';
+import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
+import { http, SHARED_DATA_DIR, startTestServer, type TestServer } from './helpers/server.ts';
 import { validateAgainstOpenApi } from './helpers/openapi.ts';
 
 const EMBED = 'BAAI/bge-m3'; // aliases of the tiny models, as SiliconFlow's docs and apps send them
 const RERANK = 'BAAI/bge-reranker-v2-m3';
 
-describe('embeddings and rerank end to end', () => {
+/** The default tiny models with the embedding model and reranker swapped for their ONNX exports. */
+async function onnxEncoderModels(): Promise<ModelConfig[]> {
+  const dir = join(SHARED_DATA_DIR, 'tiny-models');
+  const embed = await ensureOnnxBert('tiny-embed', join(dir, 'tiny-bert-embed-onnx'));
+  const rerank = await ensureOnnxBert('tiny-rerank', join(dir, 'tiny-bert-rerank-onnx'));
+  return (await tinyModelConfigs(SHARED_DATA_DIR)).map((model) =>
+    model.type === 'embedding' ? { ...model, engine: 'onnx', path: embed } : model.type === 'reranker' ? { ...model, engine: 'onnx', path: rerank } : model,
+  );
+}
+
+for (const engine of ['llama-cpp', 'onnx'] as const)
+describe(`embeddings and rerank end to end (engine ${engine})`, () => {
   let server: TestServer;
   let openai: OpenAI;
   before(async () => {
-    server = await startTestServer();
+    server = await startTestServer(engine === 'onnx' ? { config: { models: await onnxEncoderModels() } } : {});
+    assert.equal((await embedModel()).config.engine, engine);
     openai = new OpenAI({ baseURL: server.baseURL, apiKey: 'unused-on-loopback', maxRetries: 0 });
   });
   after(() => server.close());
@@ -108,15 +126,15 @@ describe('embeddings and rerank end to end', () => {
   test('embeddings: a full queue is 503 + Retry-After; a caller that leaves while queued is dropped', async () => {
     const { model, config } = await embedModel();
     const batcher = embeddingBatcherFor(model, config);
-    // Keep both batch slots busy with big jobs submitted straight to the model's batcher.
-    const heavy = Array.from({ length: 2 }, () =>
-      batcher.submit({ inputs: Array.from({ length: 150 }, () => ({ text: 'the cat and the dog in the house by the river' })) }, 9000),
-    );
+    const slots = model.preferredBatching?.concurrency ?? DEFAULT_BATCHING.concurrency;
+    // Keep every batch slot busy with big jobs submitted straight to the model's batcher.
+    const text = Array.from({ length: 12 }, () => 'the cat and the dog in the house by the river').join(' ');
+    const heavy = Array.from({ length: slots }, () => batcher.submit({ inputs: Array.from({ length: 150 }, () => ({ text })) }, 9000));
     const waitFor = async (condition: () => boolean) => {
       for (let i = 0; i < 400 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
       assert.ok(condition());
     };
-    await waitFor(() => batcher.stats().running === 2);
+    await waitFor(() => batcher.stats().running === slots);
     const dropped = batcher.stats().dropped;
     const leaving = new AbortController();
     const request = fetch(`${server.baseURL}/embeddings`, {

@@ -36,6 +36,17 @@ export const onnxOptionsSchema = z
     tinyVaePath: z.string().optional(),
     /** img2img strength when the request gives none. */
     defaultStrength: z.number().min(0).max(1).default(0.6),
+    /** Encoders (engine onnx): model file inside the folder when it is not model.onnx or onnx/model.onnx. */
+    file: z.string().min(1).optional(),
+    /**
+     * Embedding models (engine onnx): how token states become one vector. Default: what the export's
+     * 1_Pooling/config.json says; required when the folder has none and no `sentence_embedding` output.
+     */
+    pooling: z.enum(['cls', 'mean', 'last']).optional(),
+    /** Encoders (engine onnx): rows per forward pass. */
+    maxBatchSize: positiveInt.default(32),
+    /** Encoders (engine onnx): padded tokens (rows × longest row) per forward pass, bounding its memory. */
+    maxBatchTokens: positiveInt.default(16384),
   })
   .strict();
 
@@ -49,8 +60,11 @@ export const modelSchema = z
     aliases: z.array(z.string().min(1)).default([]),
     type: modelTypeSchema,
     // Remote upstreams (vLLM, SGLang, TEI, Ollama, other Infera workers) are not implemented yet.
-    engine: z.enum(['llama-cpp', 'onnx-diffusion']),
-    /** GGUF file (llama-cpp) or optimum export folder (onnx-diffusion). Relative to the config file. */
+    engine: z.enum(['llama-cpp', 'onnx', 'onnx-diffusion']),
+    /**
+     * GGUF file (llama-cpp), encoder export folder (onnx: model.onnx + tokenizer.json) or Stable
+     * Diffusion export folder (onnx-diffusion). Relative to the config file.
+     */
     path: z.string().min(1),
     ownedBy: z.string().default('infera'),
     /** Load at startup instead of on first use. */
@@ -72,6 +86,8 @@ export const modelSchema = z
   .superRefine((model, ctx) => {
     if (model.engine === 'onnx-diffusion' && model.type !== 'text-to-image')
       ctx.addIssue({ code: 'custom', path: ['type'], message: 'engine onnx-diffusion serves type text-to-image only' });
+    if (model.engine === 'onnx' && model.type !== 'embedding' && model.type !== 'reranker')
+      ctx.addIssue({ code: 'custom', path: ['type'], message: 'engine onnx serves type embedding or reranker (use onnx-diffusion for text-to-image)' });
     if (model.engine === 'llama-cpp' && model.type === 'text-to-image')
       ctx.addIssue({ code: 'custom', path: ['type'], message: 'engine llama-cpp does not serve text-to-image' });
   });

@@ -17,6 +17,10 @@ export function engineLoaderFor(config: ModelConfig): ModelLoader {
           break;
       }
       break;
+    case 'onnx':
+      if (config.type === 'embedding') return async (c, p) => (await import('../engines/onnx/embedding.ts')).loadOnnxEmbeddingModel(c, p);
+      if (config.type === 'reranker') return async (c, p) => (await import('../engines/onnx/rerank.ts')).loadOnnxRerankModel(c, p);
+      break;
     case 'onnx-diffusion':
       return async (c, p) => (await import('../engines/onnx/index.ts')).loadOnnxDiffusionModel(c, p);
   }

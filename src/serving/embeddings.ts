@@ -22,22 +22,24 @@ const batchers = new WeakMap<EmbeddingModel, EmbeddingBatcher>();
 export function embeddingBatcherFor(model: EmbeddingModel, config: ModelConfig, settings: BatchingSettings = DEFAULT_BATCHING): EmbeddingBatcher {
   let batcher = batchers.get(model);
   if (!batcher) {
-    batcher = createBatcher<EmbedJob, EmbedResult>(config, (entries, signal) => runEmbedBatch(model, entries, signal), settings);
+    batcher = createBatcher<EmbedJob, EmbedResult>(config, (entries, signal) => runEmbedBatch(model, entries, signal), {
+      ...settings,
+      ...model.preferredBatching,
+    });
     batchers.set(model, batcher);
   }
   return batcher;
 }
 
 /**
- * Each request of the batch is its own engine call, all started together: llama.cpp contexts take one
- * input at a time, so concatenating requests would gain nothing and would make every caller wait for
- * the slowest input of the whole batch. Each call carries its caller's signal, so a caller that leaves
- * mid-batch stops its own remaining inputs.
+ * Engines with true batching (ONNX Runtime) get the whole batch in one call and put every input of every
+ * request into shared forward passes. Others (llama.cpp contexts take one input at a time) get one call
+ * per request, all started together, so no caller waits for the slowest input of the whole batch. Each
+ * call carries its caller's signal, so a caller that leaves mid-batch stops its own remaining inputs.
  */
 export function runEmbedBatch(model: EmbeddingModel, entries: BatchEntry<EmbedJob>[], batchSignal: AbortSignal): Promise<EmbedResult>[] {
-  return entries.map((entry) =>
-    model.doEmbed({ inputs: entry.input.inputs, dimensions: entry.input.dimensions, signal: entry.signal ?? batchSignal }),
-  );
+  const calls = entries.map((entry) => ({ inputs: entry.input.inputs, dimensions: entry.input.dimensions, signal: entry.signal ?? batchSignal }));
+  return model.doEmbedBatch ? model.doEmbedBatch(calls) : calls.map((call) => model.doEmbed(call));
 }
 
 export async function serveEmbeddings(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {

@@ -1,6 +1,5 @@
 // POST /v1/rerank and /v2/rerank: resolve model → refuse what the model cannot honour → admit →
-// micro-batch → sort, cut to top_n, meter. Requests in one batch carry different queries, so the batch
-// runs them side by side on the model's context pool rather than as one engine call.
+// micro-batch → sort, cut to top_n, meter.
 import { badRequest } from '../errors/index.ts';
 import type { ModelConfig } from '../config/schema.ts';
 import { buildRerankResponse, parseRerankRequest, type RerankRequest } from '../protocol/rerank.ts';
@@ -18,19 +17,24 @@ const batchers = new WeakMap<RerankModel, RerankBatcher>();
 export function rerankBatcherFor(model: RerankModel, config: ModelConfig, settings: BatchingSettings = DEFAULT_BATCHING): RerankBatcher {
   let batcher = batchers.get(model);
   if (!batcher) {
-    batcher = createBatcher<RerankJob, RerankResult>(config, (entries, signal) => runRerankBatch(model, entries, signal), settings);
+    batcher = createBatcher<RerankJob, RerankResult>(config, (entries, signal) => runRerankBatch(model, entries, signal), {
+      ...settings,
+      ...model.preferredBatching,
+    });
     batchers.set(model, batcher);
   }
   return batcher;
 }
 
 /**
- * The requests of a batch run side by side on the model's context pool, each answered when its own
- * documents are scored and each stopped by its own caller's signal. A failure of one request (e.g. a
- * query too long for the model) is that request's answer only.
+ * Engines with true batching score the pairs of every request of the batch in shared forward passes;
+ * others run the requests side by side on their context pool. Either way each request is stopped by its
+ * own caller's signal, and a failure of one request (e.g. a query too long for the model) is that
+ * request's answer only.
  */
 export function runRerankBatch(model: RerankModel, entries: BatchEntry<RerankJob>[], batchSignal: AbortSignal): Promise<RerankResult>[] {
-  return entries.map((entry) => model.doRerank({ ...entry.input, signal: entry.signal ?? batchSignal }));
+  const calls = entries.map((entry) => ({ ...entry.input, signal: entry.signal ?? batchSignal }));
+  return model.doRerankBatch ? model.doRerankBatch(calls) : calls.map((call) => model.doRerank(call));
 }
 
 /** Rough token cost for the batch budget and rate-limit pre-checks: ~4 characters a token. */

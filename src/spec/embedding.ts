@@ -2,6 +2,17 @@
 
 export type EmbeddingInput = { text: string } | { tokens: number[] };
 
+/**
+ * Micro-batcher settings an engine works best with (measured per engine; see docs/BENCHMARKS.md).
+ * Engines that run a whole batch in one forward pass gain from a short wait; one-input-at-a-time
+ * engines do not.
+ */
+export interface PreferredBatching {
+  maxWaitMs?: number;
+  concurrency?: number;
+  maxBatchTokens?: number;
+}
+
 export interface EmbedCallOptions {
   inputs: EmbeddingInput[];
   /** Matryoshka truncation; only for models whose config declares it. */
@@ -29,6 +40,12 @@ export interface EmbeddingModel {
   readonly vocabularySize?: number;
   tokenize(text: string): Promise<number[]>;
   doEmbed(options: EmbedCallOptions): Promise<EmbedResult>;
+  /**
+   * Engines that put many inputs into one forward pass take a whole micro-batch (several requests) at
+   * once; one promise per call, same order. Without it the batcher calls doEmbed per request.
+   */
+  doEmbedBatch?(calls: EmbedCallOptions[]): Promise<EmbedResult>[];
+  readonly preferredBatching?: PreferredBatching;
 }
 
 export interface RerankCallOptions {
@@ -57,4 +74,7 @@ export interface RerankModel {
   readonly maxInputTokens: number;
   readonly acceptsInstruction: boolean;
   doRerank(options: RerankCallOptions): Promise<RerankResult>;
+  /** As EmbeddingModel.doEmbedBatch: every query-document pair of several requests in shared forward passes. */
+  doRerankBatch?(calls: RerankCallOptions[]): Promise<RerankResult>[];
+  readonly preferredBatching?: PreferredBatching;
 }

@@ -6,7 +6,8 @@ import type { LlamaEmbeddingContext, LlamaModel, Token } from 'node-llama-cpp';
 import type { ModelConfig } from '../../config/schema.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { EmbedCallOptions, EmbedResult, EmbeddingInput, EmbeddingModel, LoadedModel, LoadProgress } from '../../spec/index.ts';
-import { ContextPool, normalizeInPlace } from './embedding-context-pool.ts';
+import { normalizeInPlace } from '../shared/vectors.ts';
+import { ContextPool } from './embedding-context-pool.ts';
 import { getLlamaRuntime, type RuntimeLogger } from './runtime.ts';
 
 export interface LlamaCppEmbeddingLoadOptions {

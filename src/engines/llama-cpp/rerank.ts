@@ -9,17 +9,13 @@ import type { LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
 import type { ModelConfig } from '../../config/schema.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
+import { DEFAULT_MAX_CHUNKS_PER_DOC, DEFAULT_OVERLAP_TOKENS, queryWithInstruction, splitIntoChunks } from '../shared/rerank-text.ts';
 import { ContextPool } from './embedding-context-pool.ts';
 import { getLlamaRuntime, type RuntimeLogger } from './runtime.ts';
 
 export interface LlamaCppRerankLoadOptions {
   log?: RuntimeLogger;
 }
-
-/** Chunks scored per document when the request does not say (LlamaIndex sends 1024 explicitly). */
-export const DEFAULT_MAX_CHUNKS_PER_DOC = 1024;
-/** SiliconFlow's default and maximum overlap between consecutive chunks. */
-export const DEFAULT_OVERLAP_TOKENS = 80;
 
 export interface LlamaCppRerankModel extends RerankModel {
   readonly parallelism: number;
@@ -162,26 +158,4 @@ export function instructionSlot(
   return { template, defaultInstruction: match[1] };
 }
 
-/** The text that fills the query slot of an instruction-following reranker. */
-export function queryWithInstruction(query: string, instruction: string | undefined, templateDefault: string | undefined): string {
-  if (templateDefault !== undefined) return `<Instruct>: ${instruction ?? templateDefault}\n<Query>: ${query}`;
-  // Rerankers without a template slot: the instruct/query layout Qwen3 and E5-instruct models are trained on.
-  return instruction === undefined ? query : `Instruct: ${instruction}\nQuery: ${query}`;
-}
-
-/**
- * Split `tokens` into chunks of at most `room` tokens, consecutive chunks sharing `overlap` tokens
- * (capped at half a chunk so every chunk brings new text), keeping at most `maxChunks` chunks: the
- * part of a document beyond them is not scored.
- */
-export function splitIntoChunks<T>(tokens: T[], room: number, overlap: number, maxChunks: number): T[][] {
-  if (tokens.length <= room) return [tokens];
-  const shared = Math.min(Math.max(0, overlap), Math.floor(room / 2));
-  const stride = room - shared;
-  const chunks: T[][] = [];
-  for (let start = 0; chunks.length < maxChunks; start += stride) {
-    chunks.push(tokens.slice(start, start + room));
-    if (start + room >= tokens.length) break;
-  }
-  return chunks;
-}
+export { queryWithInstruction, splitIntoChunks };
