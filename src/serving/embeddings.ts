@@ -18,13 +18,17 @@ export type EmbeddingBatcher = MicroBatcher<EmbedJob, EmbedResult>;
 
 const batchers = new WeakMap<EmbeddingModel, EmbeddingBatcher>();
 
-/** The model's batcher (created on first use with the model's config). */
-export function embeddingBatcherFor(model: EmbeddingModel, config: ModelConfig, settings: BatchingSettings = DEFAULT_BATCHING): EmbeddingBatcher {
+/**
+ * The model's batcher (created on first use with the model's config). Settings: the defaults, then what
+ * the engine prefers, then `overrides` (benchmarks).
+ */
+export function embeddingBatcherFor(model: EmbeddingModel, config: ModelConfig, overrides: Partial<BatchingSettings> = {}): EmbeddingBatcher {
   let batcher = batchers.get(model);
   if (!batcher) {
     batcher = createBatcher<EmbedJob, EmbedResult>(config, (entries, signal) => runEmbedBatch(model, entries, signal), {
-      ...settings,
+      ...DEFAULT_BATCHING,
       ...model.preferredBatching,
+      ...overrides,
     });
     batchers.set(model, batcher);
   }

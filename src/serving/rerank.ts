@@ -14,12 +14,14 @@ export type RerankBatcher = MicroBatcher<RerankJob, RerankResult>;
 
 const batchers = new WeakMap<RerankModel, RerankBatcher>();
 
-export function rerankBatcherFor(model: RerankModel, config: ModelConfig, settings: BatchingSettings = DEFAULT_BATCHING): RerankBatcher {
+/** As embeddingBatcherFor: defaults, then the engine's preference, then `overrides`. */
+export function rerankBatcherFor(model: RerankModel, config: ModelConfig, overrides: Partial<BatchingSettings> = {}): RerankBatcher {
   let batcher = batchers.get(model);
   if (!batcher) {
     batcher = createBatcher<RerankJob, RerankResult>(config, (entries, signal) => runRerankBatch(model, entries, signal), {
-      ...settings,
+      ...DEFAULT_BATCHING,
       ...model.preferredBatching,
+      ...overrides,
     });
     batchers.set(model, batcher);
   }
