@@ -53,3 +53,43 @@ test('concurrent next() calls all resolve', async () => {
   await iterator.return!();
   assert.equal(state.cleanedUp, true);
 });
+
+/** Emits one part and, in the same turn, queues an immediate standing for node-llama-cpp's decode dispatch. */
+async function consumedBeforeDispatch(overlapDecode: boolean): Promise<string[]> {
+  const order: string[] = [];
+  const iterator = streamFromProducer<number>(
+    async (emit) => {
+      emit(1);
+      setImmediate(() => order.push('dispatch'));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    },
+    new AbortController().signal,
+    { overlapDecode },
+  )[Symbol.asyncIterator]();
+  assert.deepEqual(await iterator.next(), { done: false, value: 1 });
+  order.push('consumed');
+  assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  return order;
+}
+
+test('overlapDecode wakes the consumer after the dispatch queued with the part, not before', async () => {
+  assert.deepEqual(await consumedBeforeDispatch(false), ['consumed', 'dispatch']);
+  assert.deepEqual(await consumedBeforeDispatch(true), ['dispatch', 'consumed']);
+});
+
+test('overlapDecode: parts emitted together, then the end or a failure, all arrive in order', async () => {
+  const ok = streamFromProducer<number>(async (emit) => {
+    emit(1);
+    emit(2);
+  }, new AbortController().signal, { overlapDecode: true });
+  const seen: number[] = [];
+  for await (const part of ok) seen.push(part);
+  assert.deepEqual(seen, [1, 2]);
+
+  const failing = streamFromProducer<number>(async (emit) => {
+    emit(1);
+    throw new Error('engine failed');
+  }, new AbortController().signal, { overlapDecode: true })[Symbol.asyncIterator]();
+  assert.deepEqual(await failing.next(), { done: false, value: 1 });
+  await assert.rejects(failing.next(), /engine failed/);
+});

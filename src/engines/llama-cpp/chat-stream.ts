@@ -6,9 +6,21 @@
 
 export type Producer<T> = (emit: (part: T) => void, signal: AbortSignal) => Promise<void>;
 
-export function streamFromProducer<T>(produce: Producer<T>, signal: AbortSignal): AsyncIterable<T> {
+export interface ProducerStreamOptions {
+  /**
+   * Wake the consumer one event-loop turn after a part is emitted instead of at once. node-llama-cpp
+   * (3.21.1) emits a token from the same microtask drain in which it asks for the next decode, and
+   * dispatches that decode with setImmediate; a consumer woken at once (SSE serialisation, the socket
+   * write) runs before the dispatch, so its time adds to every token. Woken a turn later it runs while
+   * the decode computes on llama.cpp's threads. Only worth it when a core is free for it: with every
+   * core in llama.cpp's threads the consumer would preempt one of them mid-graph instead.
+   */
+  overlapDecode?: boolean;
+}
+
+export function streamFromProducer<T>(produce: Producer<T>, signal: AbortSignal, options: ProducerStreamOptions = {}): AsyncIterable<T> {
   return {
-    [Symbol.asyncIterator]: () => new ProducerIterator(produce, signal),
+    [Symbol.asyncIterator]: () => new ProducerIterator(produce, signal, options.overlapDecode ?? false),
   };
 }
 
@@ -21,15 +33,17 @@ class ProducerIterator<T> implements AsyncIterator<T> {
   private done = false;
   private failure: { error: unknown } | undefined;
   private closed = false;
+  private wakeQueued = false;
 
-  constructor(produce: Producer<T>, outer: AbortSignal) {
+  constructor(produce: Producer<T>, outer: AbortSignal, overlapDecode: boolean) {
     const abortFromOuter = () => this.controller.abort(outer.reason);
     if (outer.aborted) abortFromOuter();
     else outer.addEventListener('abort', abortFromOuter, { once: true });
     const emit = (part: T) => {
       if (this.closed) return;
       this.buffer.push(part);
-      this.wake();
+      if (overlapDecode) this.wakeNextTurn();
+      else this.wake();
     };
     this.finished = (async () => {
       try {
@@ -44,6 +58,21 @@ class ProducerIterator<T> implements AsyncIterator<T> {
     })();
   }
 
+  /**
+   * An immediate queued here runs just before node-llama-cpp's dispatch (queued after it in the same
+   * check phase); the one it queues runs on the next loop turn, once the decode is on its worker thread.
+   */
+  private wakeNextTurn(): void {
+    if (this.wakeQueued) return;
+    this.wakeQueued = true;
+    setImmediate(() =>
+      setImmediate(() => {
+        this.wakeQueued = false;
+        this.wake();
+      }),
+    );
+  }
+
   private wake(): void {
     const waiting = this.waiting;
     this.waiting = [];
@@ -53,11 +82,15 @@ class ProducerIterator<T> implements AsyncIterator<T> {
   async next(): Promise<IteratorResult<T>> {
     for (;;) {
       if (this.closed) return { done: true, value: undefined };
-      if (this.buffer.length > 0) return { done: false, value: this.buffer.shift()! };
-      if (this.done) {
-        this.closed = true;
-        if (this.failure) throw this.failure.error;
-        return { done: true, value: undefined };
+      // Parts whose wake is still queued wait for it too, or a consumer that comes back on its own
+      // would take them before the decode is dispatched.
+      if (!this.wakeQueued) {
+        if (this.buffer.length > 0) return { done: false, value: this.buffer.shift()! };
+        if (this.done) {
+          this.closed = true;
+          if (this.failure) throw this.failure.error;
+          return { done: true, value: undefined };
+        }
       }
       await new Promise<void>((resolve) => this.waiting.push(resolve));
     }

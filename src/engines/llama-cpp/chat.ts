@@ -4,6 +4,7 @@
 // own history with the model's own chat wrapper, and gives the sequence back (state erased) when it
 // ends, fails or is cancelled. LlamaChatSession is not used: it injects a default system prompt.
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import {
   LlamaChat,
   LlamaText,
@@ -112,6 +113,8 @@ export class LlamaCppChatModel implements ChatModel {
   private readonly running = new Set<AbortController>();
   private drained: (() => void) | undefined;
   private closing = false;
+  /** Stream consumers run during decodes when llama.cpp's threads leave a core free (see chat-stream.ts). */
+  private readonly overlapDecode: boolean;
 
   constructor(
     private readonly llama: Llama,
@@ -124,6 +127,7 @@ export class LlamaCppChatModel implements ChatModel {
     this.name = name;
     this.contextSize = context.contextSize;
     this.slots = new Slots(context.totalSequences, maxQueue, `Model ${name}`);
+    this.overlapDecode = context.idealThreads < availableParallelism();
   }
 
   async countPromptTokens(options: ChatCallOptions): Promise<number> {
@@ -139,9 +143,13 @@ export class LlamaCppChatModel implements ChatModel {
     const plan = this.plan(options, true);
     if (plan.topLogprobs !== undefined)
       throw badRequest('logprobs are returned by non-streaming requests only on this engine (stream parts carry no token probabilities)', 'logprobs');
-    return streamFromProducer<ChatStreamPart>(async (emit, signal) => {
-      await this.run(plan, signal, emit);
-    }, options.signal);
+    return streamFromProducer<ChatStreamPart>(
+      async (emit, signal) => {
+        await this.run(plan, signal, emit);
+      },
+      options.signal,
+      { overlapDecode: this.overlapDecode },
+    );
   }
 
   // ---------------------------------------------------------------------------------------------
