@@ -72,10 +72,14 @@ export type BenchModelKind = 'chat-512x8' | 'chat-1024x16' | 'bert-384x12-embed'
 /** Bumped whenever a generator's output changes, so stale files are never reused. */
 const BENCH_VERSION = 1;
 
-const benchModels: Record<BenchModelKind, { file: string; encode: () => Buffer }> = {
+/** Weight type of a benchmark model's matrices (chat models; BERT ones are always F16). */
+export type BenchWeights = 'q8_0' | 'f16' | 'f32';
+const benchWeightTypes: Record<BenchWeights, GgmlType> = { q8_0: GgmlType.Q8_0, f16: GgmlType.F16, f32: GgmlType.F32 };
+
+const benchModels: Record<BenchModelKind, { file: (weights: BenchWeights) => string; encode: (weights: BenchWeights) => Buffer }> = {
   'chat-512x8': {
-    file: `bench-qwen3-512x8-q8_0-v${BENCH_VERSION}.gguf`,
-    encode: () =>
+    file: (weights) => `bench-qwen3-512x8-${weights}-v${BENCH_VERSION}.gguf`,
+    encode: (weights) =>
       encodeRandomChatModel({
         hidden: 512,
         layers: 8,
@@ -83,15 +87,15 @@ const benchModels: Record<BenchModelKind, { file: string; encode: () => Buffer }
         headsKv: 8,
         feedForward: 2048,
         seed: 512,
-        matrixType: GgmlType.Q8_0,
+        matrixType: benchWeightTypes[weights],
         endBias: 100,
       }),
   },
   // Big enough (≈ 270 MB of Q8_0 weights) that decoding one stream is bound by memory bandwidth, the
   // regime in which llama.cpp's batching of sequences pays off.
   'chat-1024x16': {
-    file: `bench-qwen3-1024x16-q8_0-v${BENCH_VERSION}.gguf`,
-    encode: () =>
+    file: (weights) => `bench-qwen3-1024x16-${weights}-v${BENCH_VERSION}.gguf`,
+    encode: (weights) =>
       encodeRandomChatModel({
         hidden: 1024,
         layers: 16,
@@ -99,16 +103,16 @@ const benchModels: Record<BenchModelKind, { file: string; encode: () => Buffer }
         headsKv: 8,
         feedForward: 4096,
         seed: 1024,
-        matrixType: GgmlType.Q8_0,
+        matrixType: benchWeightTypes[weights],
         endBias: 100,
       }),
   },
   'bert-384x12-embed': {
-    file: `bench-bert-384x12-embed-f16-v${BENCH_VERSION}.gguf`,
+    file: () => `bench-bert-384x12-embed-f16-v${BENCH_VERSION}.gguf`,
     encode: () => encodeBert({ config: benchBert(false), weights: randomBertWeights(384), matrixType: GgmlType.F16 }),
   },
   'bert-384x12-rerank': {
-    file: `bench-bert-384x12-rerank-f16-v${BENCH_VERSION}.gguf`,
+    file: () => `bench-bert-384x12-rerank-f16-v${BENCH_VERSION}.gguf`,
     encode: () => encodeBert({ config: benchBert(true), weights: randomBertWeights(385), matrixType: GgmlType.F16 }),
   },
 };
@@ -130,14 +134,15 @@ function benchBert(reranker: boolean): BertConfig {
  * dir unless it is already there, and returns its path. Generation takes a few seconds; files are
  * tens of MB, so they are written on demand and never committed.
  */
-export async function ensureBenchModel(kind: BenchModelKind, dir: string): Promise<string> {
+export async function ensureBenchModel(kind: BenchModelKind, dir: string, weights: BenchWeights = 'q8_0'): Promise<string> {
   const model = benchModels[kind];
   if (!model) throw new TypeError(`unknown bench model kind: ${String(kind)}`);
+  if (!(weights in benchWeightTypes)) throw new TypeError(`unknown bench weight type: ${String(weights)}`);
   await mkdir(dir, { recursive: true });
-  const path = join(dir, model.file);
+  const path = join(dir, model.file(weights));
   // Files only appear through an atomic rename, so an existing one is complete.
   if (await stat(path).then((s) => s.isFile(), () => false)) return path;
-  await writeAtomically(path, model.encode());
+  await writeAtomically(path, model.encode(weights));
   return path;
 }
 
