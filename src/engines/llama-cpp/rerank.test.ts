@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { modelSchema } from '../../config/schema.ts';
 import { ClientGoneError, InferaError } from '../../errors/index.ts';
 import type { LoadedModel } from '../../spec/index.ts';
-import { instructionSlot, loadLlamaCppRerankModel, queryWithInstruction, splitIntoChunks, type LlamaCppRerankModel } from './rerank.ts';
+import { fillHead, loadLlamaCppRerankModel, promptTemplate, queryWithInstruction, splitIntoChunks, type LlamaCppRerankModel } from './rerank.ts';
 
 const signal = () => new AbortController().signal;
 let paths: { embedding: string; reranker: string };
@@ -122,14 +122,15 @@ test('rerank engine: the Qwen3-Reranker template slot takes the request instruct
     'Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n<Instruct>: Given a web search query, ' +
     'retrieve relevant passages that answer the query\n<Query>: {query}\n<Document>: {document}<|im_end|>\n' +
     '<|im_start|>assistant\n<think>\n\n</think>\n\n';
-  const slot = instructionSlot(qwen3)!;
+  const slot = promptTemplate(qwen3)!;
   assert.equal(slot.defaultInstruction, 'Given a web search query, retrieve relevant passages that answer the query');
-  assert.ok(slot.template.includes('user\n{{query}}\n<Document>: {{document}}<|im_end|>'));
-  assert.ok(!slot.template.includes('<Instruct>'));
-  assert.equal(queryWithInstruction('q', undefined, slot.defaultInstruction), `<Instruct>: ${slot.defaultInstruction}\n<Query>: q`);
-  assert.equal(queryWithInstruction('q', 'find code', slot.defaultInstruction), '<Instruct>: find code\n<Query>: q');
+  assert.ok(slot.head.endsWith('user\n<Instruct>: Given a web search query, retrieve relevant passages that answer the query\n<Query>: {query}\n<Document>: '));
+  assert.ok(slot.tail.startsWith('<|im_end|>\n<|im_start|>assistant'));
+  assert.ok(fillHead(slot, 'q $& $1', undefined).endsWith(`<Instruct>: ${slot.defaultInstruction}\n<Query>: q $& $1\n<Document>: `));
+  assert.ok(fillHead(slot, 'q', 'find code').endsWith('<Instruct>: find code\n<Query>: q\n<Document>: '));
   // Without a slot: the request's instruction is prefixed, and absent means the bare query.
-  assert.equal(instructionSlot('{query} {document}'), undefined);
+  assert.equal(fillHead(promptTemplate('{query} {document}')!, 'q', 'find code'), 'Instruct: find code\nQuery: q ');
+  assert.equal(promptTemplate('{document} {query}'), undefined);
   assert.equal(queryWithInstruction('q', undefined, undefined), 'q');
   assert.equal(queryWithInstruction('q', 'find code', undefined), 'Instruct: find code\nQuery: q');
 });

@@ -45,14 +45,18 @@ export async function loadLlamaCppRerankModel(
     const rerankTemplate = (model.fileInfo.metadata as unknown as { tokenizer?: Record<string, unknown> }).tokenizer?.[
       'chat_template.rerank'
     ];
-    const slot = config.acceptsInstruction && typeof rerankTemplate === 'string' ? instructionSlot(rerankTemplate) : undefined;
-    const template = slot?.template;
+    // A GGUF rerank template (Qwen3-Reranker) is filled as text and tokenized whole, as llama-server and the
+    // model's reference code do; node-llama-cpp's own template handling tokenizes the document apart from
+    // the text around it ("<Document>: the" would read ":", " ", "the" instead of ":", " the"). Its ranking
+    // contexts then get a pass-through template and the finished token sequence.
+    const prompt = typeof rerankTemplate === 'string' ? promptTemplate(rerankTemplate) : undefined;
+    const template = prompt ? '{{query}}{{document}}' : undefined;
     const contextSize = Math.min(llamaOptions.contextSize, model.trainContextSize || llamaOptions.contextSize);
     for (let i = 0; i < llamaOptions.contexts; i++)
       contexts.push(
         await model.createRankingContext({ contextSize, batchSize: contextSize, threads: llamaOptions.threads, template }),
       );
-    const reranker = new LlamaCppRerank(config, model, new ContextPool(contexts), contextSize, slot?.defaultInstruction);
+    const reranker = new LlamaCppRerank(config, model, new ContextPool(contexts), contextSize, prompt);
     return {
       model: reranker,
       dispose: async () => {
@@ -69,7 +73,31 @@ export async function loadLlamaCppRerankModel(
 
 interface Chunk {
   document: number;
+  /** Document tokens (cross-encoders), or the whole filled prompt (templated rerankers). */
   tokens: Token[];
+}
+
+/** A GGUF `chat_template.rerank` split around its document, with its instruction slot if it has one. */
+export interface PromptTemplate {
+  /** Text before the document, with `{query}` in it. */
+  head: string;
+  tail: string;
+  /** The instruction the template hard-codes (Qwen3-Reranker); a request's `instruction` replaces it. */
+  defaultInstruction?: string;
+}
+
+/** Undefined for templates this engine cannot fill (no `{query}` before a `{document}`). */
+export function promptTemplate(text: string): PromptTemplate | undefined {
+  const at = text.indexOf('{document}');
+  if (at < 0 || !text.slice(0, at).includes('{query}')) return undefined;
+  return { head: text.slice(0, at), tail: text.slice(at + '{document}'.length), defaultInstruction: QWEN3_INSTRUCT_SLOT.exec(text)?.[1] };
+}
+
+/** The template's text before the document, for this query and instruction (function replacers: no `$&` surprises). */
+export function fillHead(template: PromptTemplate, query: string, instruction: string | undefined): string {
+  if (template.defaultInstruction !== undefined)
+    return template.head.replace(QWEN3_INSTRUCT_SLOT, () => `<Instruct>: ${instruction ?? template.defaultInstruction}\n<Query>: ${query}`);
+  return template.head.replace('{query}', () => queryWithInstruction(query, instruction, undefined));
 }
 
 class LlamaCppRerank implements LlamaCppRerankModel {
@@ -84,8 +112,8 @@ class LlamaCppRerank implements LlamaCppRerankModel {
     private readonly model: LlamaModel,
     readonly pool: ContextPool<LlamaRankingContext>,
     readonly contextSize: number,
-    /** The instruction a Qwen3-style template carries by default (used when a request gives none). */
-    private readonly defaultInstruction: string | undefined,
+    /** Set for templated rerankers (Qwen3-Reranker): Infera fills and tokenizes the whole prompt. */
+    private readonly prompt: PromptTemplate | undefined,
   ) {
     this.name = config.id;
     this.acceptsInstruction = config.acceptsInstruction;
@@ -99,9 +127,24 @@ class LlamaCppRerank implements LlamaCppRerankModel {
   }
 
   async doRerank(options: RerankCallOptions): Promise<RerankResult> {
-    const { documents, signal } = options;
     if (options.instruction !== undefined && !this.acceptsInstruction)
       throw badRequest(`Model '${this.name}' does not take an instruction; omit \`instruction\`.`, 'instruction');
+    return this.prompt ? this.rerankWithPrompt(this.prompt, options) : this.rerankPairs(options);
+  }
+
+  private async score(chunks: Chunk[], documentCount: number, signal: AbortSignal, evaluate: (ranking: LlamaRankingContext, chunk: Chunk) => Promise<number>): Promise<number[]> {
+    const chunkScores = await Promise.all(chunks.map((chunk) => this.pool.use((ranking) => evaluate(ranking, chunk), signal)));
+    if (signal.aborted) throw new ClientGoneError();
+    const scores = new Array<number>(documentCount).fill(0);
+    chunks.forEach((chunk, index) => {
+      scores[chunk.document] = Math.max(scores[chunk.document]!, chunkScores[index]!);
+    });
+    return scores;
+  }
+
+  /** Cross-encoders: node-llama-cpp frames query and document tokens ([CLS] q [SEP] d …). */
+  private async rerankPairs(options: RerankCallOptions): Promise<RerankResult> {
+    const { documents, signal } = options;
     const query = this.tokenize(this.queryText(options.query, options.instruction));
     const context = this.pool.contexts[0];
     // Tokens the template and special tokens add around query + document.
@@ -119,43 +162,48 @@ class LlamaCppRerank implements LlamaCppRerankModel {
     const chunks: Chunk[] = documents.flatMap((text, document) =>
       splitIntoChunks(this.tokenize(text).slice(0, options.maxTokensPerDoc), room, overlap, maxChunks).map((tokens) => ({ document, tokens })),
     );
-    const chunkScores = await Promise.all(
-      chunks.map((chunk) => this.pool.use((ranking) => ranking.rank(query, chunk.tokens), signal)),
-    );
-    if (signal.aborted) throw new ClientGoneError();
-    const scores = documents.map(() => 0);
-    chunks.forEach((chunk, index) => {
-      scores[chunk.document] = Math.max(scores[chunk.document], chunkScores[index]);
-    });
+    const scores = await this.score(chunks, documents.length, signal, (ranking, chunk) => ranking.rank(query, chunk.tokens));
     const inputTokens = chunks.reduce((sum, chunk) => sum + context.calculateInputLength(query, chunk.tokens), 0);
     return { scores, inputTokens, chunks: chunks.length };
   }
 
+  /**
+   * Templated rerankers: the filled prompt is tokenized as one text. Long documents are chunked by their
+   * own tokens and each chunk goes back to text before filling, so chunk edges may differ from a
+   * whole-prompt tokenization by a token; the room keeps a margin for that.
+   */
+  private async rerankWithPrompt(template: PromptTemplate, options: RerankCallOptions): Promise<RerankResult> {
+    const { documents, signal } = options;
+    const head = fillHead(template, options.query, this.acceptsInstruction ? options.instruction : undefined);
+    const promptTokens = (text: string) => this.model.tokenize(head + text + template.tail, true);
+    const margin = 2;
+    const room = this.contextSize - 1 - promptTokens('').length - margin;
+    if (room < 1)
+      throw badRequest(
+        `The query takes too many tokens and leaves no room for a document in model '${this.name}' (${this.maxInputTokens} tokens per query-document pair).`,
+        'query',
+        'context_length_exceeded',
+      );
+    const maxChunks = options.maxChunksPerDoc ?? DEFAULT_MAX_CHUNKS_PER_DOC;
+    const overlap = options.overlapTokens ?? DEFAULT_OVERLAP_TOKENS;
+    const chunks: Chunk[] = documents.flatMap((text, document) => {
+      const tokens = this.tokenize(text);
+      const kept = options.maxTokensPerDoc !== undefined && tokens.length > options.maxTokensPerDoc ? tokens.slice(0, options.maxTokensPerDoc) : undefined;
+      if (!kept && tokens.length <= room) return [{ document, tokens: promptTokens(text) }];
+      return splitIntoChunks(kept ?? tokens, room, overlap, maxChunks).map((part) => ({ document, tokens: promptTokens(this.model.detokenize(part)) }));
+    });
+    const scores = await this.score(chunks, documents.length, signal, (ranking, chunk) => ranking.rank(chunk.tokens, []));
+    return { scores, inputTokens: chunks.reduce((sum, chunk) => sum + chunk.tokens.length, 0), chunks: chunks.length };
+  }
+
   private queryText(query: string, instruction: string | undefined): string {
-    return this.acceptsInstruction ? queryWithInstruction(query, instruction, this.defaultInstruction) : query;
+    return this.acceptsInstruction ? queryWithInstruction(query, instruction, undefined) : query;
   }
 
   private tokenize(text: string): Token[] {
     // The same tokenization node-llama-cpp's ranking context applies to string inputs.
     return this.model.tokenize(text, false, 'trimLeadingSpace');
   }
-}
-
-/**
- * Qwen3-Reranker's `chat_template.rerank` hard-codes one instruction before `{query}`. Folding that
- * slot into the query placeholder lets each request bring its own instruction (see queryWithInstruction).
- * Returns undefined for templates without the slot.
- */
-export function instructionSlot(
-  rerankTemplate: string,
-): { template: `${string}{{query}}${string}{{document}}${string}`; defaultInstruction: string } | undefined {
-  const match = QWEN3_INSTRUCT_SLOT.exec(rerankTemplate);
-  if (!match || !rerankTemplate.includes('{document}')) return undefined;
-  const template = rerankTemplate
-    .replace(QWEN3_INSTRUCT_SLOT, '{query}')
-    .replaceAll('{query}', '{{query}}')
-    .replaceAll('{document}', '{{document}}') as `${string}{{query}}${string}{{document}}${string}`;
-  return { template, defaultInstruction: match[1] };
 }
 
 export { queryWithInstruction, splitIntoChunks };
