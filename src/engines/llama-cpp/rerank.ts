@@ -9,7 +9,7 @@ import type { LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
 import type { ModelConfig } from '../../config/schema.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
-import { DEFAULT_MAX_CHUNKS_PER_DOC, DEFAULT_OVERLAP_TOKENS, queryWithInstruction, splitIntoChunks } from '../shared/rerank-text.ts';
+import { chunkLimits, documentRoom, queryWithInstruction, splitIntoChunks } from '../shared/rerank-text.ts';
 import { ContextPool } from './embedding-context-pool.ts';
 import { getLlamaRuntime, type RuntimeLogger } from './runtime.ts';
 
@@ -150,15 +150,8 @@ class LlamaCppRerank implements LlamaCppRerankModel {
     // Tokens the template and special tokens add around query + document.
     const probe = this.tokenize('a');
     const frame = context.calculateInputLength(query, probe) - probe.length;
-    const room = this.contextSize - 1 - frame;
-    if (room < 1)
-      throw badRequest(
-        `The query takes ${query.length} tokens and leaves no room for a document in model '${this.name}' (${this.maxInputTokens} tokens per query-document pair).`,
-        'query',
-        'context_length_exceeded',
-      );
-    const maxChunks = options.maxChunksPerDoc ?? DEFAULT_MAX_CHUNKS_PER_DOC;
-    const overlap = options.overlapTokens ?? DEFAULT_OVERLAP_TOKENS;
+    const room = documentRoom(this.contextSize - 1 - frame, this.name, this.maxInputTokens);
+    const { maxChunks, overlap } = chunkLimits(options);
     const chunks: Chunk[] = documents.flatMap((text, document) =>
       splitIntoChunks(this.tokenize(text).slice(0, options.maxTokensPerDoc), room, overlap, maxChunks).map((tokens) => ({ document, tokens })),
     );
@@ -177,15 +170,8 @@ class LlamaCppRerank implements LlamaCppRerankModel {
     const head = fillHead(template, options.query, this.acceptsInstruction ? options.instruction : undefined);
     const promptTokens = (text: string) => this.model.tokenize(head + text + template.tail, true);
     const margin = 2;
-    const room = this.contextSize - 1 - promptTokens('').length - margin;
-    if (room < 1)
-      throw badRequest(
-        `The query takes too many tokens and leaves no room for a document in model '${this.name}' (${this.maxInputTokens} tokens per query-document pair).`,
-        'query',
-        'context_length_exceeded',
-      );
-    const maxChunks = options.maxChunksPerDoc ?? DEFAULT_MAX_CHUNKS_PER_DOC;
-    const overlap = options.overlapTokens ?? DEFAULT_OVERLAP_TOKENS;
+    const room = documentRoom(this.contextSize - 1 - promptTokens('').length - margin, this.name, this.maxInputTokens);
+    const { maxChunks, overlap } = chunkLimits(options);
     const chunks: Chunk[] = documents.flatMap((text, document) => {
       const tokens = this.tokenize(text);
       const kept = options.maxTokensPerDoc !== undefined && tokens.length > options.maxTokensPerDoc ? tokens.slice(0, options.maxTokensPerDoc) : undefined;

@@ -6,7 +6,7 @@
 import type { ModelConfig } from '../../config/schema.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
-import { DEFAULT_MAX_CHUNKS_PER_DOC, DEFAULT_OVERLAP_TOKENS, queryWithInstruction, splitIntoChunks } from '../shared/rerank-text.ts';
+import { chunkLimits, documentRoom, queryWithInstruction, splitIntoChunks } from '../shared/rerank-text.ts';
 import { loadEncoder, ONNX_BATCHING } from './embedding.ts';
 import type { EncoderRow, OnnxEncoder, OutputView } from './encoder.ts';
 import type { SessionLogger } from './sessions.ts';
@@ -101,15 +101,8 @@ class OnnxRerank implements RerankModel {
       throw badRequest(`Model '${this.name}' does not take an instruction; omit \`instruction\`.`, 'instruction');
     const queryText = this.acceptsInstruction ? queryWithInstruction(call.query, call.instruction, undefined) : call.query;
     const query = this.encoder.textTokens(queryText);
-    const room = this.encoder.maxLength - this.pairFrame - query.length;
-    if (room < 1)
-      throw badRequest(
-        `The query takes ${query.length} tokens and leaves no room for a document in model '${this.name}' (${this.maxInputTokens} tokens per query-document pair).`,
-        'query',
-        'context_length_exceeded',
-      );
-    const maxChunks = call.maxChunksPerDoc ?? DEFAULT_MAX_CHUNKS_PER_DOC;
-    const overlap = call.overlapTokens ?? DEFAULT_OVERLAP_TOKENS;
+    const room = documentRoom(this.encoder.maxLength - this.pairFrame - query.length, this.name, this.maxInputTokens);
+    const { maxChunks, overlap } = chunkLimits(call);
     const rows: EncoderRow[] = [];
     const documents: number[] = [];
     call.documents.forEach((text, document) => {

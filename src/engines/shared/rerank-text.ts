@@ -1,6 +1,7 @@
 // Engine-neutral parts of cross-encoder reranking: how long documents become chunks and how an
 // instruction joins the query. Shared by the llama.cpp and ONNX Runtime rerankers so that
 // `max_chunks_per_doc`, `overlap_tokens` and `instruction` mean the same on every engine.
+import { badRequest } from '../../errors/index.ts';
 
 /** Chunks scored per document when the request does not say (LlamaIndex sends 1024 explicitly). */
 export const DEFAULT_MAX_CHUNKS_PER_DOC = 1024;
@@ -29,4 +30,20 @@ export function splitIntoChunks<T>(tokens: T[], room: number, overlap: number, m
     if (start + room >= tokens.length) break;
   }
   return chunks;
+}
+
+/** The request's chunking limits, SiliconFlow's defaults filled in. */
+export function chunkLimits(call: { maxChunksPerDoc?: number; overlapTokens?: number }): { maxChunks: number; overlap: number } {
+  return { maxChunks: call.maxChunksPerDoc ?? DEFAULT_MAX_CHUNKS_PER_DOC, overlap: call.overlapTokens ?? DEFAULT_OVERLAP_TOKENS };
+}
+
+/** `room` (document tokens that fit next to the query), or the 400 that says the query leaves none. */
+export function documentRoom(room: number, model: string, tokensPerPair: number): number {
+  if (room < 1)
+    throw badRequest(
+      `The query leaves no room for a document in model '${model}' (${tokensPerPair} tokens per query-document pair); shorten the query.`,
+      'query',
+      'context_length_exceeded',
+    );
+  return room;
 }
