@@ -42,6 +42,7 @@ import type {
 } from '../../spec/chat.ts';
 import type { LoadProgress, LoadedModel } from '../../spec/index.ts';
 import { toLlamaChatHistory } from './chat-history.ts';
+import { sequenceOrderedStrategy } from './chat-batching.ts';
 import { toGbnfJsonSchema } from './chat-json-schema.ts';
 import { streamFromProducer } from './chat-stream.ts';
 import { getLlamaRuntime } from './runtime.ts';
@@ -637,13 +638,14 @@ export async function loadLlamaCppChatModel(
     gpuLayers: options.gpuLayers,
     onLoadProgress: onProgress,
   });
-  let context: LlamaContext;
+  let context: LlamaContext | undefined;
   try {
     context = await model.createContext({
       contextSize: Math.min(options.contextSize, model.trainContextSize),
       sequences: options.sequences,
       threads: options.threads,
       batchSize: options.batchSize,
+      batching: { itemPrioritizationStrategy: sequenceOrderedStrategy(() => context) },
     });
   } catch (error) {
     await model.dispose();
