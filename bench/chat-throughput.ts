@@ -3,16 +3,17 @@
 // threads, same context settings, at 1 and N concurrent streams. Not a test: prints figures for
 // docs/BENCHMARKS.md.
 //
-// Usage: node --import tsx bench/chat-throughput.ts [--model chat-512x8|chat-1024x16] [--threads 2] [--tokens 128] [--concurrency 8] [--rounds 3]
+// Usage: node --import tsx bench/chat-throughput.ts [--model chat-512x8|chat-1024x16] [--weights q8_0|f16|f32]
+//          [--threads 2] [--tokens 128] [--concurrency 8] [--rounds 3]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { LlamaChat, resolveChatWrapper, type ChatWrapper, type LlamaContext } from 'node-llama-cpp';
 import { getLlamaRuntime } from '../src/engines/llama-cpp/runtime.ts';
-import { ensureBenchModel } from '../src/tiny-models/index.ts';
+import { ensureBenchModel, type BenchWeights } from '../src/tiny-models/index.ts';
 
 const { values } = parseArgs({
   options: {
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     port: { type: 'string', default: '8713' },
     model: { type: 'string', default: 'chat-512x8' },
+    weights: { type: 'string', default: 'q8_0' },
   },
 });
 const threads = Number(values.threads);
@@ -35,7 +37,8 @@ const prompt = 'Write a long story about a lighthouse keeper and the sea.';
 const dir = join(tmpdir(), 'infera-bench-models');
 mkdirSync(dir, { recursive: true });
 const benchKind = values.model as 'chat-512x8' | 'chat-1024x16';
-const modelPath = await ensureBenchModel(benchKind, dir);
+const weights = values.weights as BenchWeights;
+const modelPath = await ensureBenchModel(benchKind, dir, weights);
 
 interface Run {
   /** Aggregate generated tokens per second over the decode phase (first token → last token). */
@@ -45,22 +48,26 @@ interface Run {
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Runs `streams` copies of one stream at once; each reports when its first token came and how many it made. */
-async function measureStreams(streams: number, stream: () => Promise<{ first: number; generated: number }>): Promise<Run> {
+/**
+ * Runs `streams` copies of one stream at once; each reports when its first and last tokens came and how
+ * many it made. The decode phase ends at the last token on both sides: what follows it (sequence
+ * disposal; over HTTP also usage settlement, the end of the response and parsing it) is not decoding.
+ */
+async function measureStreams(streams: number, stream: () => Promise<{ first: number; last: number; generated: number }>): Promise<Run> {
   const started = performance.now();
   const firsts: number[] = [];
   let generated = 0;
-  let lastEnd = 0;
+  let lastToken = 0;
   await Promise.all(
     Array.from({ length: streams }, async () => {
       const one = await stream();
       generated += one.generated;
       firsts.push(one.first - started);
-      lastEnd = Math.max(lastEnd, performance.now());
+      lastToken = Math.max(lastToken, one.last);
     }),
   );
   const decodeStart = started + Math.min(...firsts);
-  return { tokensPerSecond: generated / ((lastEnd - decodeStart) / 1000), ttftMs: median(firsts) };
+  return { tokensPerSecond: generated / ((lastToken - decodeStart) / 1000), ttftMs: median(firsts) };
 }
 
 // ---- direct: node-llama-cpp, no HTTP ----------------------------------------------------------------
@@ -70,18 +77,20 @@ function direct(context: LlamaContext, wrapper: ChatWrapper, streams: number): P
     try {
       const chat = new LlamaChat({ contextSequence: sequence, chatWrapper: wrapper });
       let first = 0;
+      let last = 0;
       await chat.generateResponse([{ type: 'user', text: prompt }, { type: 'model', response: [] }], {
         maxTokens: tokens,
         temperature: 0,
         // Infera sends no repetition penalty unless the request asks; node-llama-cpp defaults to one.
         repeatPenalty: false,
         onToken: () => {
-          if (!first) first = performance.now();
+          last = performance.now();
+          if (!first) first = last;
         },
       });
       const generated = chat.sequence.tokenMeter.usedOutputTokens;
       chat.dispose({ disposeSequence: false });
-      return { first, generated };
+      return { first, last, generated };
     } finally {
       sequence.dispose();
     }
@@ -91,21 +100,25 @@ function direct(context: LlamaContext, wrapper: ChatWrapper, streams: number): P
 // ---- through Infera's HTTP API ----------------------------------------------------------------------
 // node:http rather than fetch: on 2 cores the client shares a core with the server's event loop, and
 // fetch's web streams cost several times more per chunk than a plain 'data' listener.
-function postStream(body: unknown): Promise<{ first: number; text: string }> {
+function postStream(body: unknown): Promise<{ first: number; last: number; text: string }> {
   return new Promise((resolve, reject) => {
     const request = httpRequest(
       { host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', headers: { 'content-type': 'application/json' } },
       (response) => {
         let first = 0;
+        let last = 0;
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => {
-          if (!first) first = performance.now();
+          const now = performance.now();
+          if (!first) first = now;
+          // The finish chunk follows the last token at once (the engine emits it when generation returns).
+          if (!last && chunk.includes('"finish_reason":"')) last = now;
           chunks.push(chunk);
         });
         response.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
           if (response.statusCode !== 200) reject(new Error(`HTTP ${response.statusCode}: ${text}`));
-          else resolve({ first, text });
+          else resolve({ first, last, text });
         });
         response.on('error', reject);
       },
@@ -117,7 +130,7 @@ function postStream(body: unknown): Promise<{ first: number; text: string }> {
 
 function viaHttp(streams: number): Promise<Run> {
   return measureStreams(streams, async () => {
-    const { first, text } = await postStream({
+    const { first, last, text } = await postStream({
       model: 'bench/chat',
       messages: [{ role: 'user', content: prompt }],
       stream: true,
@@ -131,7 +144,7 @@ function viaHttp(streams: number): Promise<Run> {
       .map((e) => JSON.parse(e.slice(6)))
       .findLast((c) => c.usage)?.usage;
     // completion_tokens counts reasoning too (SiliconFlow): the bench model may emit think tags.
-    return { first, generated: usage.completion_tokens as number };
+    return { first, last, generated: usage.completion_tokens as number };
   });
 }
 
@@ -178,6 +191,7 @@ const context = await model.createContext({ contextSize, sequences: concurrency,
 const wrapper = resolveChatWrapper(model);
 const server = await startServer();
 const results: Record<string, Run[]> = { direct1: [], http1: [], directN: [], httpN: [] };
+const loadBefore = loadavg()[0]!;
 try {
   await direct(context, wrapper, 1); // warm-up
   await viaHttp(1);
@@ -196,7 +210,10 @@ try {
 const summary = Object.fromEntries(
   Object.entries(results).map(([name, runs]) => [name, { tokensPerSecond: median(runs.map((r) => r.tokensPerSecond)), ttftMs: median(runs.map((r) => r.ttftMs)) }]),
 );
-console.log(JSON.stringify({ model: benchKind, threads, tokens, concurrency, rounds, contextSize, summary }, null, 2));
+const perRound = Object.fromEntries(Object.entries(results).map(([name, runs]) => [name, runs.map((r) => Math.round(r.tokensPerSecond))]));
+const load = { before: loadBefore, after: loadavg()[0]! };
+console.log(JSON.stringify({ model: benchKind, weights, threads, tokens, concurrency, rounds, contextSize, load, summary }, null, 2));
+for (const [name, values] of Object.entries(perRound)) console.log(`${name} per round (t/s): ${values.join(' ')}`);
 const f = (x: number) => x.toFixed(1);
 console.log(`single stream: direct ${f(summary.direct1.tokensPerSecond)} t/s, via HTTP ${f(summary.http1.tokensPerSecond)} t/s → ${(100 * summary.http1.tokensPerSecond / summary.direct1.tokensPerSecond).toFixed(1)} % (target ≥ 97 %)`);
 console.log(`TTFT single: direct ${f(summary.direct1.ttftMs)} ms, via HTTP ${f(summary.http1.ttftMs)} ms`);
