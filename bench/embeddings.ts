@@ -8,7 +8,7 @@
 //
 // Usage:
 //   node --import tsx bench/embeddings.ts [--kind embed|rerank|both] [--engines llama-cpp,onnx] [--duration 6]
-//        [--clients 1,8,32] [--contexts 2] [--threads 1] [--onnx-threads 2] [--inputs 1] [--docs 8] [--wait ms]
+//        [--clients 1,8,32] [--contexts 2] [--threads 1] [--onnx-threads 2] [--onnx-batch rows] [--inputs 1] [--docs 8] [--wait ms] [--concurrency n]
 //        [--rounds 2] [--model path.gguf] [--modes sequential,batched]
 // The bge-small-shaped bench models (hidden 384, 12 layers, random weights) are generated into
 // $TMPDIR/infera-bench-models: the GGUF by ensureBenchModel, its ONNX twin (same weights) by ensureOnnxBert.
@@ -21,7 +21,7 @@ import { loadLlamaCppRerankModel } from '../src/engines/llama-cpp/rerank.ts';
 import { loadOnnxEmbeddingModel } from '../src/engines/onnx/embedding.ts';
 import { loadOnnxRerankModel } from '../src/engines/onnx/rerank.ts';
 import { Slots } from '../src/scheduler/slots.ts';
-import { embeddingBatcherFor, countInputTokens } from '../src/serving/embeddings.ts';
+import { embeddingBatcherFor, tokenizeInputs } from '../src/serving/embeddings.ts';
 import { estimateRerankTokens, rerankBatcherFor } from '../src/serving/rerank.ts';
 import type { EmbeddingModel, RerankModel } from '../src/spec/index.ts';
 
@@ -33,10 +33,12 @@ const { values } = parseArgs({
     contexts: { type: 'string', default: '2' },
     threads: { type: 'string', default: '1' },
     'onnx-threads': { type: 'string', default: '2' },
+    'onnx-batch': { type: 'string' },
     engines: { type: 'string', default: 'llama-cpp,onnx' },
     inputs: { type: 'string', default: '1' },
     docs: { type: 'string', default: '8' },
     wait: { type: 'string' },
+    concurrency: { type: 'string' },
     model: { type: 'string' },
     modes: { type: 'string', default: 'sequential,batched' },
     rounds: { type: 'string', default: '2' },
@@ -55,7 +57,10 @@ const modes = values.modes!.split(',') as ('sequential' | 'batched')[];
 /** Other jobs share these cores: each cell runs `rounds` times, modes interleaved, and the best round counts. */
 const rounds = Number(values.rounds);
 /** Batcher overrides; without --wait each engine gets its own preferred settings, as in the server. */
-const batching = values.wait === undefined ? {} : { maxWaitMs: Number(values.wait) };
+const batching = {
+  ...(values.wait === undefined ? {} : { maxWaitMs: Number(values.wait) }),
+  ...(values.concurrency === undefined ? {} : { concurrency: Number(values.concurrency) }),
+};
 
 const WORDS =
   'the a of to and in is it that for on with as by at from this be are was or not cat dog fish bird tree car house sun moon water fire earth wind red blue green apple banana cherry paris london tokyo river mountain ocean city music book code data model query document search rank vector hello world'.split(
@@ -125,7 +130,7 @@ function configFor(kind: 'embed' | 'rerank', engine: Engine, path: string, pool:
     path,
     maxQueue: 10_000,
     llamaCpp: { threads, contexts: pool, contextSize: 512 },
-    onnx: { threads: onnxThreads },
+    onnx: { threads: onnxThreads, ...(values['onnx-batch'] ? { maxBatchSize: Number(values['onnx-batch']) } : {}) },
   });
 }
 
@@ -163,8 +168,8 @@ async function benchEmbeddings(): Promise<Cell[]> {
     const turn = new Slots(1, 10_000, 'bench');
     const batcher = embeddingBatcherFor(model, config, batching);
     senders[`${engine} ${mode}`] = async () => {
-      const inputs = Array.from({ length: inputsPerRequest }, () => ({ text: sentence(12) }));
-      const tokens = await countInputTokens(model, { inputs, single: false });
+      // As the server does: tokenize (and check) once, then hand the engine token arrays.
+      const { inputs, tokens } = await tokenizeInputs(model, { inputs: Array.from({ length: inputsPerRequest }, () => ({ text: sentence(12) })), single: false });
       if (mode === 'sequential') {
         const lease = await turn.acquire();
         try {

@@ -52,7 +52,7 @@ export async function serveEmbeddings(services: Services, context: RequestContex
   try {
     const model = lease.model;
     checkDimensions(model, request.dimensions);
-    const tokens = await countInputTokens(model, request);
+    const { inputs, tokens } = await tokenizeInputs(model, request);
     const admission = await services.gate.admit({
       principal: context.principal,
       model: lease.config.id,
@@ -64,7 +64,7 @@ export async function serveEmbeddings(services: Services, context: RequestContex
     let result: EmbedResult;
     try {
       result = await embeddingBatcherFor(model, lease.config).submit(
-        { inputs: request.inputs, dimensions: request.dimensions },
+        { inputs, dimensions: request.dimensions },
         tokens,
         context.signal,
       );
@@ -96,15 +96,21 @@ export function checkDimensions(model: EmbeddingModel, dimensions: number | unde
 }
 
 /**
- * Token count of the whole request (batch budget and rate limits), refusing any input over the
- * model's limit with a 400 that names it (`input[3]`, or `input` for a single input).
+ * The request's inputs as token arrays plus their total (batch budget and rate limits), refusing any
+ * input over the model's limit with a 400 that names it (`input[3]`, or `input` for a single input).
+ * The engine gets the tokens, so no text is tokenized twice.
  */
-export async function countInputTokens(model: EmbeddingModel, request: Pick<EmbeddingsRequest, 'inputs' | 'single'>): Promise<number> {
+export async function tokenizeInputs(
+  model: EmbeddingModel,
+  request: Pick<EmbeddingsRequest, 'inputs' | 'single'>,
+): Promise<{ inputs: EmbeddingInput[]; tokens: number }> {
   let total = 0;
   const single = request.single;
+  const inputs: EmbeddingInput[] = [];
   for (const [index, input] of request.inputs.entries()) {
     const param = single ? 'input' : `input[${index}]`;
     const tokens = 'text' in input ? await model.tokenize(input.text) : input.tokens;
+    inputs.push({ tokens });
     if (!('text' in input) && model.vocabularySize !== undefined) {
       const bad = tokens.find((token) => token >= model.vocabularySize!);
       if (bad !== undefined)
@@ -118,6 +124,6 @@ export async function countInputTokens(model: EmbeddingModel, request: Pick<Embe
       );
     total += tokens.length;
   }
-  return total;
+  return { inputs, tokens: total };
 }
 

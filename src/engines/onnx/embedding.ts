@@ -18,10 +18,12 @@ export interface OnnxEmbeddingModel extends EmbeddingModel {
 }
 
 /**
- * Measured with bench/embeddings.ts on 2 cores (docs/BENCHMARKS.md): a short wait lets a batch fill
- * while the previous forward pass runs; one batch in flight keeps the whole queue for the next pass.
+ * Measured with bench/embeddings.ts on 2 cores (docs/BENCHMARKS.md): with one batch in flight, the next
+ * batch is whatever queued during the current pass, so waiting buys nothing under load (32 clients:
+ * 254 / 255 / 256 embeddings/s at 0 / 2 / 5 ms) and costs a lone client its latency (p50 5.7 / 8.4 /
+ * 10.7 ms). A second batch in flight gained nothing (259 vs 255): the session runs one pass at a time.
  */
-export const ONNX_BATCHING: PreferredBatching = { maxWaitMs: 2, concurrency: 1 };
+export const ONNX_BATCHING: PreferredBatching = { maxWaitMs: 0, concurrency: 1 };
 
 export async function loadOnnxEmbeddingModel(
   config: ModelConfig,

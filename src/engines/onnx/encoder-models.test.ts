@@ -239,3 +239,21 @@ describe('onnx rerank model', () => {
     assert.ok(withInstruction.inputTokens > without.inputTokens, 'the instruction is part of what the model reads');
   });
 });
+
+test('groupByLength: cuts sorted rows where padding would cost more than another pass, within the limits', async () => {
+  const { groupByLength } = await import('./encoder.ts');
+  const cover = (groups: [number, number][], n: number) => assert.deepEqual(groups.flatMap(([a, b]) => Array.from({ length: b - a }, (_, i) => a + i)), Array.from({ length: n }, (_, i) => i));
+  // Equal lengths: one pass up to the row limit.
+  assert.deepEqual(groupByLength(Array(10).fill(20), 32, 100_000), [[0, 10]]);
+  assert.deepEqual(groupByLength(Array(40).fill(20), 32, 100_000).length, 2);
+  // A long row among short ones gets its own pass instead of padding 30 rows to 400 tokens.
+  const mixed = [400, ...Array(30).fill(12)];
+  assert.deepEqual(groupByLength(mixed, 32, 100_000), [[0, 1], [1, 31]]);
+  // The padded-token budget splits a group even when lengths are equal; a lone over-budget row still runs.
+  const budget = groupByLength(Array(8).fill(100), 32, 300);
+  assert.ok(budget.every(([a, b]) => (b - a) * 100 <= 300));
+  cover(budget, 8);
+  assert.deepEqual(groupByLength([5000], 32, 300), [[0, 1]]);
+  cover(groupByLength([30, 29, 25, 22, 20, 18, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5], 4, 100_000), 17);
+  assert.deepEqual(groupByLength([], 32, 1000), []);
+});
