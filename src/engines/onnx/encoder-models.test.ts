@@ -257,3 +257,42 @@ test('groupByLength: cuts sorted rows where padding would cost more than another
   cover(groupByLength([30, 29, 25, 22, 20, 18, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5], 4, 100_000), 17);
   assert.deepEqual(groupByLength([], 32, 1000), []);
 });
+
+test('XLM-R style exports (Unigram + Metaspace + RobertaProcessing, positions offset by 2): pairs framed as the tokenizer frames them', async () => {
+  const { OnnxEncoder } = await import('./encoder.ts');
+  const folder = join(dir, 'xlmr-style');
+  cpSync(embedDir, folder, { recursive: true });
+  const pieces = ['<s>', '<pad>', '</s>', '<unk>', ...['▁the', '▁cat', '▁sat', '▁on', '▁mat', '▁dog', '▁a', '▁', 's', 'at', 'c', 'd', 'o', 'g', 't', 'h', 'e', 'm', 'n']];
+  const special = (content: string, id: number) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  writeFileSync(
+    join(folder, 'tokenizer.json'),
+    JSON.stringify({
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: [special('<s>', 0), special('<pad>', 1), special('</s>', 2), special('<unk>', 3)],
+      normalizer: null,
+      pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true },
+      post_processor: { type: 'RobertaProcessing', sep: ['</s>', 2], cls: ['<s>', 0], trim_offsets: true, add_prefix_space: true },
+      decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true },
+      model: { type: 'Unigram', unk_id: 3, vocab: pieces.map((piece, i) => [piece, i < 4 ? 0 : -1 - i / 10]), byte_fallback: false },
+    }),
+  );
+  writeFileSync(join(folder, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'XLMRobertaTokenizer', model_max_length: 512, pad_token: '<pad>' }));
+  writeFileSync(join(folder, 'config.json'), JSON.stringify({ model_type: 'xlm-roberta', max_position_embeddings: 514, hidden_size: 128 }));
+  const encoder = await OnnxEncoder.load(folder, { threads: 1, executionProviders: ['cpu'], maxBatchSize: 8, maxBatchTokens: 4096 });
+  try {
+    assert.equal(encoder.maxLength, 512, 'XLM-R positions start after the padding index');
+    const tokenizer = exportTokenizer(folder);
+    for (const [query, document] of [['the cat', 'a dog sat on the mat'], ['cats', 'the']] as const) {
+      const expected = tokenizer.encode(query, { text_pair: document });
+      const row = encoder.row(encoder.textTokens(query), encoder.textTokens(document));
+      assert.deepEqual(row.ids, expected.ids, `${query} / ${document}`);
+      assert.equal(row.ids[0], 0);
+      assert.deepEqual(row.ids.filter((id) => id === 2).length, 3, '<s> A </s></s> B </s>');
+    }
+    assert.deepEqual(encoder.row(encoder.textTokens('the cat')).ids, tokenizer.encode('the cat').ids);
+  } finally {
+    await encoder.dispose();
+  }
+});
