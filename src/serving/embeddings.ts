@@ -1,10 +1,12 @@
-// POST /v1/embeddings: resolve model → check every input against the model (token limit, vocabulary,
-// dimensions) before anything queues → admit (keys, limits, balance) → micro-batch → meter.
+// POST /v1/embeddings: resolve model → admit (keys, limits, balance) on an estimate → load → check every
+// input against the model (token limit, vocabulary, dimensions) before anything queues → micro-batch →
+// meter the real token count.
 import { badRequest } from '../errors/index.ts';
 import type { ModelConfig } from '../config/schema.ts';
 import { buildEmbeddingsResponse, parseEmbeddingsRequest, type EmbeddingsRequest } from '../protocol/embeddings.ts';
 import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { EmbeddingInput, EmbeddingModel, EmbedResult } from '../spec/index.ts';
+import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { failedReport, usageReport } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
@@ -48,26 +50,25 @@ export function runEmbedBatch(model: EmbeddingModel, entries: BatchEntry<EmbedJo
 
 export async function serveEmbeddings(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseEmbeddingsRequest(body);
-  const lease = await services.registry.acquire(request.model, 'embedding');
+  // Admission first (keys, limits, balance): a refused request never waits for a model load.
+  const entry = services.registry.resolve(request.model, 'embedding');
+  const admission = await services.gate.admit({
+    principal: context.principal,
+    model: entry.config.id,
+    endpoint: 'embeddings',
+    requestId: context.requestId,
+    estimatedTokens: estimateInputTokens(request.inputs),
+    images: 0,
+  });
+  let lease: ModelLease<EmbeddingModel> | undefined;
   try {
-    const model = lease.model;
-    checkDimensions(model, request.dimensions);
-    const { inputs, tokens } = await tokenizeInputs(model, request);
-    const admission = await services.gate.admit({
-      principal: context.principal,
-      model: lease.config.id,
-      endpoint: 'embeddings',
-      requestId: context.requestId,
-      estimatedTokens: tokens,
-      images: 0,
-    });
     let result: EmbedResult;
     try {
-      result = await embeddingBatcherFor(model, lease.config).submit(
-        { inputs, dimensions: request.dimensions },
-        tokens,
-        context.signal,
-      );
+      lease = await services.registry.acquire(request.model, 'embedding');
+      const model = lease.model;
+      checkDimensions(model, request.dimensions);
+      const { inputs, tokens } = await tokenizeInputs(model, request);
+      result = await embeddingBatcherFor(model, lease.config).submit({ inputs, dimensions: request.dimensions }, tokens, context.signal);
     } catch (error) {
       await admission.settle(failedReport(context, error));
       throw error;
@@ -79,8 +80,13 @@ export async function serveEmbeddings(services: Services, context: RequestContex
       headers: admission.headers,
     };
   } finally {
-    lease.release();
+    lease?.release();
   }
+}
+
+/** Token estimate before the model (and its tokenizer) is loaded: exact for token arrays, ~4 characters a token for text. */
+export function estimateInputTokens(inputs: readonly EmbeddingInput[]): number {
+  return inputs.reduce((sum, input) => sum + ('text' in input ? Math.ceil(input.text.length / 4) + 2 : input.tokens.length), 0);
 }
 
 /** Matryoshka models truncate to any size up to their own; others accept only their native size. */

@@ -1,10 +1,11 @@
-// POST /v1/rerank and /v2/rerank: resolve model → refuse what the model cannot honour → admit →
-// micro-batch → sort, cut to top_n, meter.
+// POST /v1/rerank and /v2/rerank: resolve model → refuse what the model cannot honour → admit (before
+// any model load) → micro-batch → sort, cut to top_n, meter.
 import { badRequest } from '../errors/index.ts';
 import type { ModelConfig } from '../config/schema.ts';
 import { buildRerankResponse, parseRerankRequest, type RerankRequest } from '../protocol/rerank.ts';
 import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { RerankModel, RerankResult } from '../spec/index.ts';
+import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { failedReport, usageReport } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
@@ -47,26 +48,28 @@ export function estimateRerankTokens(job: Pick<RerankJob, 'query' | 'documents'>
 
 export async function serveRerank(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseRerankRequest(body);
-  const lease = await services.registry.acquire(request.model, 'reranker');
+  // Admission first (keys, limits, balance): a refused request never waits for a model load.
+  const entry = services.registry.resolve(request.model, 'reranker');
+  if (request.instruction !== undefined && !entry.config.acceptsInstruction)
+    throw badRequest(
+      `instruction: model '${request.model}' is not an instruction-following reranker; omit \`instruction\`.`,
+      'instruction',
+    );
+  const estimate = estimateRerankTokens(request);
+  const admission = await services.gate.admit({
+    principal: context.principal,
+    model: entry.config.id,
+    endpoint: 'rerank',
+    requestId: context.requestId,
+    estimatedTokens: estimate,
+    images: 0,
+  });
+  let lease: ModelLease<RerankModel> | undefined;
   try {
-    const model = lease.model;
-    if (request.instruction !== undefined && !model.acceptsInstruction)
-      throw badRequest(
-        `instruction: model '${request.model}' is not an instruction-following reranker; omit \`instruction\`.`,
-        'instruction',
-      );
-    const estimate = estimateRerankTokens(request);
-    const admission = await services.gate.admit({
-      principal: context.principal,
-      model: lease.config.id,
-      endpoint: 'rerank',
-      requestId: context.requestId,
-      estimatedTokens: estimate,
-      images: 0,
-    });
     let result: RerankResult;
     try {
-      result = await rerankBatcherFor(model, lease.config).submit(
+      lease = await services.registry.acquire(request.model, 'reranker');
+      result = await rerankBatcherFor(lease.model, lease.config).submit(
         {
           query: request.query,
           documents: request.documents,
@@ -89,7 +92,6 @@ export async function serveRerank(services: Services, context: RequestContext, b
       headers: admission.headers,
     };
   } finally {
-    lease.release();
+    lease?.release();
   }
 }
-
