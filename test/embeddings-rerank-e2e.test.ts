@@ -234,15 +234,20 @@ describe(`embeddings and rerank end to end (engine ${engine})`, () => {
   });
 });
 
-test('a request over its limits gets its 429 before the model is loaded for it', async () => {
-  const server = await startTestServer({ config: { platform: { limits: { defaults: { embedding: { tpm: 1 }, reranker: { tpm: 1 } } } } } });
+test('a request over its limits gets its 429 before the model is loaded for it (embeddings, rerank, images)', async () => {
+  const server = await startTestServer({
+    config: { platform: { limits: { defaults: { embedding: { tpm: 1 }, reranker: { tpm: 1 }, 'text-to-image': { ipm: 1 } } } } },
+  });
   try {
     const embed = await http(server.baseURL, '/embeddings', { body: { model: EMBED, input: 'a sentence of several words' } });
     assert.equal(embed.status, 429, embed.text);
     assert.match(embed.json.error.message, /TPM/);
     const rerank = await http(server.baseURL, '/rerank', { body: { model: RERANK, query: 'cat', documents: ['a cat', 'a dog'] } });
     assert.equal(rerank.status, 429, rerank.text);
+    const image = await http(server.baseURL, '/images/generations', { body: { model: 'Kwai-Kolors/Kolors', prompt: 'a cat', batch_size: 2 } });
+    assert.equal(image.status, 429, image.text);
     const registry = server.server.services.registry;
+    assert.equal(registry.resolve('Kwai-Kolors/Kolors', 'text-to-image').state, 'unloaded');
     assert.equal(registry.resolve(EMBED, 'embedding').state, 'unloaded');
     assert.equal(registry.resolve(RERANK, 'reranker').state, 'unloaded');
   } finally {

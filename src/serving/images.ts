@@ -1,12 +1,13 @@
-// POST /v1/images/generations: parse → resolve the image model → size/img2img checks against the
-// model → admit (keys, IPM limits, balance) → fetch/decode the input image → generate (the engine
+// POST /v1/images/generations: parse → resolve the image model → admit (keys, IPM limits, balance)
+// before any model load → size/img2img checks against the model → fetch/decode the input image → generate (the engine
 // queues per model and stops between steps when the client leaves) → store files → answer with
 // links that point back at this server and expire.
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import { badRequest } from '../errors/index.ts';
 import { buildImagesResponse, checkImageSize, MAX_SEED, parseImageGenerationRequest } from '../protocol/images.ts';
-import type { ImageResult } from '../spec/index.ts';
+import type { ImageModel, ImageResult } from '../spec/index.ts';
+import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { failedReport, usageReport } from './usage.ts';
 import { decodeInitImage, loadImageInput } from './images-input.ts';
@@ -53,23 +54,26 @@ export async function serveImageGeneration(
 ): Promise<ServeResult> {
   const request = parseImageGenerationRequest(body, { strict: services.config.server.strictParameters });
   for (const warning of request.warnings) context.logger.warn(warning);
-  const lease = await services.registry.acquire(request.model, 'text-to-image');
+  // Admission first (keys, limits, balance): a refused request never waits for a model load.
+  const entry = services.registry.resolve(request.model, 'text-to-image');
+  const admission = await services.gate.admit({
+    principal: context.principal,
+    model: entry.config.id,
+    endpoint: 'images',
+    requestId: context.requestId,
+    estimatedTokens: 0,
+    images: request.batchSize,
+  });
+  let lease: ModelLease<ImageModel> | undefined;
   try {
-    const model = lease.model;
-    if (request.size) checkImageSize(request.size, model.limits);
-    if (request.image && !model.imageToImage)
-      throw badRequest(`image: model '${request.model}' cannot take an input image (its export has no VAE encoder).`, 'image', 'image_to_image_unsupported');
-    const admission = await services.gate.admit({
-      principal: context.principal,
-      model: lease.config.id,
-      endpoint: 'images',
-      requestId: context.requestId,
-      estimatedTokens: 0,
-      images: request.batchSize,
-    });
     let result: ImageResult;
     let urls: string[];
     try {
+      lease = await services.registry.acquire(request.model, 'text-to-image');
+      const model = lease.model;
+      if (request.size) checkImageSize(request.size, model.limits);
+      if (request.image && !model.imageToImage)
+        throw badRequest(`image: model '${request.model}' cannot take an input image (its export has no VAE encoder).`, 'image', 'image_to_image_unsupported');
       let initImage: Awaited<ReturnType<typeof decodeInitImage>> | undefined;
       if (request.image) {
         const { images } = services.config;
@@ -120,7 +124,7 @@ export async function serveImageGeneration(
       headers: admission.headers,
     };
   } finally {
-    lease.release();
+    lease?.release();
   }
 }
 
