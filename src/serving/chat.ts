@@ -9,20 +9,15 @@ import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/st
 import type { ChatCallOptions, ChatModel, ChatResult, ChatStreamPart, ChatUsage } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { statusOf, usageReport } from './usage.ts';
+import { admitFor, statusOf, usageReport } from './usage.ts';
 
 /** Completion tokens assumed for limit pre-checks when the request sets no max_tokens. */
 const DEFAULT_ESTIMATE_COMPLETION = 512;
 
 export async function serveChatCompletion(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseChatRequest(body);
-  // Admission first (keys, limits, balance): a refused request never waits for a model load.
   const entry = services.registry.resolve(request.model, 'chat');
-  const admission = await services.gate.admit({
-    principal: context.principal,
-    model: entry.config.id,
-    endpoint: 'chat',
-    requestId: context.requestId,
+  const admission = await admitFor(services, context, entry, 'chat', {
     estimatedTokens: estimatePromptTokens(request.options) + (request.options.maxTokens ?? DEFAULT_ESTIMATE_COMPLETION) * request.n,
     images: 0,
   });

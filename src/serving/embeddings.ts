@@ -8,7 +8,7 @@ import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { EmbeddingInput, EmbeddingModel, EmbedResult } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { failedReport, usageReport } from './usage.ts';
+import { admitFor, failedReport, usageReport } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
 
 export interface EmbedJob {
@@ -50,16 +50,8 @@ export function runEmbedBatch(model: EmbeddingModel, entries: BatchEntry<EmbedJo
 
 export async function serveEmbeddings(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseEmbeddingsRequest(body);
-  // Admission first (keys, limits, balance): a refused request never waits for a model load.
   const entry = services.registry.resolve(request.model, 'embedding');
-  const admission = await services.gate.admit({
-    principal: context.principal,
-    model: entry.config.id,
-    endpoint: 'embeddings',
-    requestId: context.requestId,
-    estimatedTokens: estimateInputTokens(request.inputs),
-    images: 0,
-  });
+  const admission = await admitFor(services, context, entry, 'embeddings', { estimatedTokens: estimateInputTokens(request.inputs), images: 0 });
   let lease: ModelLease<EmbeddingModel> | undefined;
   try {
     let result: EmbedResult;

@@ -9,7 +9,7 @@ import { buildImagesResponse, checkImageSize, MAX_SEED, parseImageGenerationRequ
 import type { ImageModel, ImageResult } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { failedReport, usageReport } from './usage.ts';
+import { admitFor, failedReport, usageReport } from './usage.ts';
 import { decodeInitImage, loadImageInput } from './images-input.ts';
 import { ImageStore } from './images-store.ts';
 
@@ -54,16 +54,8 @@ export async function serveImageGeneration(
 ): Promise<ServeResult> {
   const request = parseImageGenerationRequest(body, { strict: services.config.server.strictParameters });
   for (const warning of request.warnings) context.logger.warn(warning);
-  // Admission first (keys, limits, balance): a refused request never waits for a model load.
   const entry = services.registry.resolve(request.model, 'text-to-image');
-  const admission = await services.gate.admit({
-    principal: context.principal,
-    model: entry.config.id,
-    endpoint: 'images',
-    requestId: context.requestId,
-    estimatedTokens: 0,
-    images: request.batchSize,
-  });
+  const admission = await admitFor(services, context, entry, 'images', { estimatedTokens: 0, images: request.batchSize });
   let lease: ModelLease<ImageModel> | undefined;
   try {
     let result: ImageResult;

@@ -7,7 +7,7 @@ import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { RerankModel, RerankResult } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { failedReport, usageReport } from './usage.ts';
+import { admitFor, failedReport, usageReport } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
 
 export type RerankJob = Pick<RerankRequest, 'query' | 'documents' | 'instruction' | 'maxChunksPerDoc' | 'overlapTokens' | 'maxTokensPerDoc'>;
@@ -48,7 +48,6 @@ export function estimateRerankTokens(job: Pick<RerankJob, 'query' | 'documents'>
 
 export async function serveRerank(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseRerankRequest(body);
-  // Admission first (keys, limits, balance): a refused request never waits for a model load.
   const entry = services.registry.resolve(request.model, 'reranker');
   if (request.instruction !== undefined && !entry.config.acceptsInstruction)
     throw badRequest(
@@ -56,14 +55,7 @@ export async function serveRerank(services: Services, context: RequestContext, b
       'instruction',
     );
   const estimate = estimateRerankTokens(request);
-  const admission = await services.gate.admit({
-    principal: context.principal,
-    model: entry.config.id,
-    endpoint: 'rerank',
-    requestId: context.requestId,
-    estimatedTokens: estimate,
-    images: 0,
-  });
+  const admission = await admitFor(services, context, entry, 'rerank', { estimatedTokens: estimate, images: 0 });
   let lease: ModelLease<RerankModel> | undefined;
   try {
     let result: RerankResult;

@@ -1,9 +1,10 @@
-// The usage report every serving function settles with: what was produced, how the request ended
+// Admission and the usage report every serving function settles with: what was produced, how the request ended
 // (499 for a client that left, the rendered status for a failure), and how long it took.
 import { isAbortError } from '../errors/index.ts';
 import { toInferaError } from '../errors/render.ts';
-import type { UsageReport } from '../platform/gate.ts';
-import type { RequestContext } from './context.ts';
+import type { Admission, AdmissionRequest, UsageReport } from '../platform/gate.ts';
+import type { ModelEntry } from '../registry/registry.ts';
+import type { RequestContext, Services } from './context.ts';
 
 export type UsageCounts = Partial<Pick<UsageReport, 'promptTokens' | 'completionTokens' | 'reasoningTokens' | 'images' | 'documents'>>;
 
@@ -25,4 +26,18 @@ export function usageReport(context: RequestContext, counts: UsageCounts, outcom
 /** A request that ended in `error`: cancelled when the client left, otherwise an error with its status. */
 export function failedReport(context: RequestContext, error: unknown, counts: UsageCounts = {}): UsageReport {
   return usageReport(context, counts, isAbortError(error) ? 'cancelled' : 'error', statusOf(error));
+}
+
+/**
+ * Admission (keys, limits, balance) for a resolved model, before it is loaded: a refused request never
+ * waits for, or causes, a model load. `demand` is what the limits pre-check counts.
+ */
+export function admitFor(
+  services: Services,
+  context: RequestContext,
+  entry: ModelEntry,
+  endpoint: AdmissionRequest['endpoint'],
+  demand: Pick<AdmissionRequest, 'estimatedTokens' | 'images'>,
+): Promise<Admission> {
+  return services.gate.admit({ principal: context.principal, model: entry.config.id, endpoint, requestId: context.requestId, ...demand });
 }
