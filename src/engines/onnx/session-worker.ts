@@ -23,16 +23,16 @@ async function handle(request: WorkerRequest): Promise<{ reply: WorkerReply; tra
       if (!session) throw new Error('onnx worker: session was released');
       const feeds = Object.fromEntries(Object.entries(request.feeds).map(([name, wire]) => [name, toTensor(wire)]));
       const results = request.fetches ? await session.run(feeds, request.fetches) : await session.run(feeds);
-      const outputs: Record<string, WireTensor> = {};
+      const tensors: Record<string, WireTensor> = {};
       const transfer: ArrayBuffer[] = [];
       for (const [name, tensor] of Object.entries(results)) {
         const data = tensor.data as WireTensor['data'];
         // A tensor may view a larger native buffer: copy so the transfer moves exactly its bytes.
         const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
-        outputs[name] = { type: tensor.type, data: own, dims: [...tensor.dims] };
+        tensors[name] = { type: tensor.type, data: own, dims: [...tensor.dims] };
         transfer.push(own.buffer as ArrayBuffer);
       }
-      return { reply: { id: request.id, ok: true, outputs }, transfer };
+      return { reply: { id: request.id, ok: true, tensors }, transfer };
     }
     case 'release': {
       await sessions.get(request.session)?.release();

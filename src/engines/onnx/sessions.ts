@@ -42,9 +42,8 @@ export type WorkerRequest =
   | { kind: 'run'; id: number; session: number; feeds: Record<string, WireTensor>; fetches?: string[] }
   | { kind: 'release'; id: number; session: number };
 
-export type WorkerReply =
-  | { id: number; ok: true; inputs?: TensorMetadata[]; outputs?: TensorMetadata[] | Record<string, WireTensor> }
-  | { id: number; ok: false; error: string };
+type WorkerSuccess = { id: number; ok: true; inputs?: TensorMetadata[]; outputs?: TensorMetadata[]; tensors?: Record<string, WireTensor> };
+export type WorkerReply = WorkerSuccess | { id: number; ok: false; error: string };
 
 /** The surface of ort.InferenceSession that Infera's engines use, served from a worker thread. */
 export interface OnnxSession {
@@ -60,7 +59,7 @@ export interface OnnxSession {
  */
 export class OnnxWorker {
   private readonly worker: Worker;
-  private readonly pending = new Map<number, { resolve(reply: WorkerReply): void; reject(error: Error): void }>();
+  private readonly pending = new Map<number, { resolve(reply: WorkerSuccess): void; reject(error: Error): void }>();
   private nextId = 1;
   private nextSession = 1;
   private failure: Error | undefined;
@@ -94,7 +93,8 @@ export class OnnxWorker {
     if (this.pending.size === 0) this.worker.unref();
   }
 
-  private request(message: WorkerRequest): Promise<WorkerReply> {
+  /** Resolves with the worker's success reply; a failure reply rejects with its error. */
+  private request(message: WorkerRequest): Promise<WorkerSuccess> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       if (this.pending.size === 0) this.worker.ref();
@@ -106,19 +106,17 @@ export class OnnxWorker {
   async createSession(path: string, options: ort.InferenceSession.SessionOptions): Promise<OnnxSession> {
     const session = this.nextSession++;
     const reply = await this.request({ kind: 'create', id: this.nextId++, session, path, options });
-    if (!reply.ok) throw new Error(reply.error);
     const worker = this;
     return {
       inputMetadata: reply.inputs ?? [],
-      outputMetadata: (reply.outputs as TensorMetadata[] | undefined) ?? [],
+      outputMetadata: reply.outputs ?? [],
       async run(feeds, fetches) {
         const wire: Record<string, WireTensor> = {};
         for (const [name, tensor] of Object.entries(feeds))
           wire[name] = { type: tensor.type, data: tensor.data as WireTensor['data'], dims: [...tensor.dims] };
         const result = await worker.request({ kind: 'run', id: worker.nextId++, session, feeds: wire, fetches });
-        if (!result.ok) throw new Error(result.error);
         const outputs: Record<string, ort.Tensor> = {};
-        for (const [name, t] of Object.entries((result.outputs ?? {}) as Record<string, WireTensor>))
+        for (const [name, t] of Object.entries(result.tensors ?? {}))
           outputs[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims);
         return outputs;
       },
