@@ -6,6 +6,7 @@ import type { LlamaEmbeddingContext, LlamaModel, Token } from 'node-llama-cpp';
 import type { ModelConfig } from '../../config/schema.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { EmbedCallOptions, EmbedResult, EmbeddingInput, EmbeddingModel, LoadedModel, LoadProgress } from '../../spec/index.ts';
+import { checkedInputTokens } from '../shared/embedding-input.ts';
 import { normalizeInPlace } from '../shared/vectors.ts';
 import { ContextPool } from './embedding-context-pool.ts';
 import { getLlamaRuntime, type RuntimeLogger } from './runtime.ts';
@@ -133,19 +134,7 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
   }
 
   private tokensOf(input: EmbeddingInput, index: number): Token[] {
-    const tokens = 'text' in input ? this.model.tokenize(input.text, false) : (input.tokens as Token[]);
-    if (tokens.length === 0) throw badRequest('Input must not be empty.', `input[${index}]`);
-    if (!('text' in input) && this.vocabularySize !== undefined)
-      for (const token of tokens)
-        if (!Number.isInteger(token) || token < 0 || token >= this.vocabularySize)
-          throw badRequest(`Token id ${token} is outside this model's vocabulary (0..${this.vocabularySize - 1}).`, `input[${index}]`);
-    if (this.evaluatedLength(tokens) >= this.contextSize)
-      throw badRequest(
-        `Input ${index} has ${tokens.length} tokens; model '${this.name}' takes at most ${this.maxInputTokens}.`,
-        `input[${index}]`,
-        'context_length_exceeded',
-      );
-    return tokens;
+    return checkedInputTokens(input, index, (text) => this.model.tokenize(text, false), this) as Token[];
   }
 
   private evaluatedLength(tokens: Token[]): number {

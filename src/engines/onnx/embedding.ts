@@ -5,8 +5,9 @@
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import type { ModelConfig } from '../../config/schema.ts';
-import { badRequest, ClientGoneError } from '../../errors/index.ts';
+import { ClientGoneError } from '../../errors/index.ts';
 import type { EmbedCallOptions, EmbedResult, EmbeddingModel, LoadedModel, LoadProgress, PreferredBatching } from '../../spec/index.ts';
+import { checkedInputTokens } from '../shared/embedding-input.ts';
 import { normalizeInPlace } from '../shared/vectors.ts';
 import { OnnxEncoder, type EncoderRow, type OutputView } from './encoder.ts';
 import type { SessionLogger } from './sessions.ts';
@@ -141,19 +142,7 @@ class OnnxEmbedding implements OnnxEmbeddingModel {
   }
 
   private rowOf(input: EmbedCallOptions['inputs'][number], index: number): EncoderRow {
-    const tokens = 'text' in input ? this.encoder.textTokens(input.text) : input.tokens;
-    if (tokens.length === 0) throw badRequest('Input must not be empty.', `input[${index}]`);
-    if (!('text' in input))
-      for (const token of tokens)
-        if (!Number.isInteger(token) || token < 0 || token >= this.vocabularySize)
-          throw badRequest(`Token id ${token} is outside this model's vocabulary (0..${this.vocabularySize - 1}).`, `input[${index}]`);
-    if (tokens.length > this.maxInputTokens)
-      throw badRequest(
-        `Input ${index} has ${tokens.length} tokens; model '${this.name}' takes at most ${this.maxInputTokens}.`,
-        `input[${index}]`,
-        'context_length_exceeded',
-      );
-    return this.encoder.row(tokens);
+    return this.encoder.row(checkedInputTokens(input, index, (text) => this.encoder.textTokens(text), this));
   }
 
   /** One vector from a row of the output: already pooled, or token states pooled over the real tokens. */
