@@ -13,9 +13,8 @@ import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** /work/shared/spec/... from a checkout at /work/main; overridable for other layouts. */
-export const OPENAPI_PATH =
-  process.env.INFERA_OPENAPI_PATH ?? join(here, '..', '..', '..', 'shared', 'spec', 'openai-openapi', 'openapi.json');
+/** Vendored with its licence and upstream commit (test/fixtures/openai-openapi/README.md). */
+export const OPENAPI_PATH = join(here, '..', 'fixtures', 'openai-openapi', 'openapi.json');
 
 const DOCUMENT_ID = 'https://openai.invalid/openapi.json';
 
