@@ -22,6 +22,10 @@ if (selected.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+// The CLI and drain tests run bin/infera.js, which runs the compiled build: rebuild it from the
+// sources under test so they never exercise a stale dist/.
+const build = spawnSync(process.execPath, ['scripts/build.js'], { stdio: 'inherit' });
+if (build.status !== 0) process.exit(build.status ?? 1);
 // Human-readable spec output on the terminal; a TAP copy to count from for the closing summary line.
 const scratch = mkdtempSync(join(tmpdir(), 'infera-test-report-'));
 const tap = join(scratch, 'report.tap');

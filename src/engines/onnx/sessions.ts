@@ -65,9 +65,11 @@ export class OnnxWorker {
   private failure: Error | undefined;
 
   constructor() {
-    this.worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), {
-      workerData: { entry: new URL('./session-worker.ts', import.meta.url).href },
-    });
+    // Compiled (dist/, what `npm start` runs): the worker is plain JS. From the sources (tests and
+    // benchmarks under tsx): workers do not inherit the tsx loader, so a small boot file registers it.
+    this.worker = import.meta.url.endsWith('.ts')
+      ? new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { entry: new URL('./session-worker.ts', import.meta.url).href } })
+      : new Worker(new URL('./session-worker.js', import.meta.url));
     // Held (ref'd) only while a request is outstanding: an idle worker never keeps the process alive.
     this.worker.unref();
     this.worker.on('message', (reply: WorkerReply) => {
