@@ -2,17 +2,17 @@
 // directory, or Postgres when storage.databaseUrl is set). A running server sees a new key at once and
 // a revoke within platform.keyCacheSeconds (5 s by default).
 import type { Command } from 'commander';
-import { PlatformAdmin, type KeyView } from '../platform/admin.ts';
-import { parseLimitsFlag } from '../platform/config.ts';
-import { openPlatformStore } from '../platform/index.ts';
+import type { KeyView, PlatformAdmin } from '../platform/admin.ts';
 import { formatMicro, parseAmount } from '../platform/pricing.ts';
 import { configFromCli } from './program.ts';
 
 /** Opens the store the config names, runs `work`, always closes; user errors exit 1 with their message. */
 export async function withAdmin(work: (admin: PlatformAdmin) => Promise<void>): Promise<void> {
-  const { config } = configFromCli();
+  const { config } = await configFromCli();
   let store;
   try {
+    // Imported here: only the store the config names is loaded (SQLite or Postgres), nothing else.
+    const { openPlatformStore, PlatformAdmin } = await import('../platform/index.ts');
     store = await openPlatformStore(config);
     await work(new PlatformAdmin(store));
   } catch (error) {
@@ -60,6 +60,7 @@ export function registerKeysCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (flags: { name: string; account: string; models?: string; limits?: string; expires?: string; json?: boolean }) => {
       await withAdmin(async (admin) => {
+        const { parseLimitsFlag } = await import('../platform/config.ts');
         const { key, secret } = await admin.createKey({
           name: flags.name,
           accountId: flags.account,

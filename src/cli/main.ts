@@ -1,4 +1,5 @@
-// The `infera` command. Thin: every command calls the same services the server uses.
+// The `infera` command. Thin: every command calls the same services the server uses, and imports
+// them only when it runs (program.ts says why).
 import { program } from './program.ts';
 import { registerServeCommand } from './serve.ts';
 import { registerModelsCommand } from './models.ts';

@@ -1,6 +1,5 @@
 // `infera usage`: what the ledger recorded, grouped by model, key, account, endpoint or day.
 import { Option, type Command } from 'commander';
-import { parseSince } from '../platform/admin.ts';
 import type { UsageGroup } from '../storage/types.ts';
 import { printTable, withAdmin } from './keys.ts';
 
@@ -15,6 +14,7 @@ export function registerUsageCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (flags: { by: UsageGroup; since: string; until?: string; account?: string; json?: boolean }) => {
       await withAdmin(async (admin) => {
+        const { parseSince } = await import('../platform/admin.ts');
         const since = parseSince(flags.since);
         const until = flags.until ? parseSince(flags.until) : undefined;
         const rows = await admin.usage({ by: flags.by, since, until, accountId: flags.account });

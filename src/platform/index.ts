@@ -3,9 +3,6 @@
 import { join, resolve } from 'node:path';
 import type { InferaConfig } from '../config/schema.ts';
 import { MemoryCounterStore } from '../storage/memory-counters.ts';
-import { PostgresStore } from '../storage/postgres-store.ts';
-import { RedisCounterStore } from '../storage/redis-counters.ts';
-import { SqliteStore } from '../storage/sqlite-store.ts';
 import type { CounterStore, PlatformStore } from '../storage/types.ts';
 import { parsePlatformConfig, type PlatformConfig } from './config.ts';
 import { PlatformGate, type PlatformLogger } from './platform-gate.ts';
@@ -22,8 +19,12 @@ export const sqlitePath = (config: InferaConfig): string => join(resolve(config.
 /** The durable store the config names: Postgres when storage.databaseUrl is set, else SQLite in dataDir. */
 export async function openPlatformStore(config: InferaConfig, platform?: PlatformConfig): Promise<PlatformStore> {
   const settings = platform ?? parsePlatformConfig(config.platform);
-  if (config.storage.databaseUrl)
+  // Drivers are imported on use: a SQLite deployment never loads pg, a Postgres one never better-sqlite3.
+  if (config.storage.databaseUrl) {
+    const { PostgresStore } = await import('../storage/postgres-store.ts');
     return PostgresStore.open({ connectionString: config.storage.databaseUrl, schema: settings.postgresSchema });
+  }
+  const { SqliteStore } = await import('../storage/sqlite-store.ts');
   return new SqliteStore(sqlitePath(config), { synchronous: settings.ledger.synchronous });
 }
 
@@ -41,6 +42,7 @@ export async function createGate(
   const store = await openPlatformStore(config, platform);
   let counters: CounterStore;
   if (config.storage.redisUrl) {
+    const { RedisCounterStore } = await import('../storage/redis-counters.ts');
     const redis = new RedisCounterStore({ url: config.storage.redisUrl, prefix: platform.redisKeyPrefix });
     counters = redis;
     await redis.ready().catch((error: unknown) => {

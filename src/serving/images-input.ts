@@ -5,8 +5,9 @@
 // 127.0.0.1 is refused too; redirects are followed by hand so each hop is checked the same way.
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
-import sharp from 'sharp';
-import { Agent, fetch as undiciFetch } from 'undici';
+// sharp (libvips, ~30 MB resident) and undici are imported when an input image arrives: a server that
+// never sees img2img should not pay for them at start-up (bench/cli-startup.ts).
+import type { Agent } from 'undici';
 import { badRequest, ClientGoneError } from '../errors/index.ts';
 
 const blocked = new BlockList();
@@ -70,6 +71,7 @@ function findCause(error: unknown, predicate: (e: unknown) => boolean): unknown 
 export async function fetchImageBytes(url: string, options: FetchImageOptions): Promise<Buffer> {
   const timeout = AbortSignal.timeout(options.timeoutMs);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  const { Agent, fetch: undiciFetch } = await import('undici');
   const dispatcher = options.allowPrivateUrls
     ? (openAgent ??= new Agent())
     : (guardedAgent ??= new Agent({ connect: { lookup: guardedLookup as never } }));
@@ -148,6 +150,7 @@ export async function decodeInitImage(
   size: { width: number; height: number } | undefined,
   limits: { minSize: number; maxSize: number },
 ): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
+  const { default: sharp } = await import('sharp');
   let meta: Awaited<ReturnType<ReturnType<typeof sharp>["metadata"]>>;
   try {
     meta = await sharp(bytes).metadata();

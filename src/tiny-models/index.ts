@@ -1,7 +1,8 @@
 // Infera's generated test models. Everything here is computed from code and fixed seeds: no network,
 // and the same bytes on every run, so files are only rewritten when the generator changes.
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ensureGeneratedFiles, writeAtomically } from './generated-files.ts';
 import { encodeBert, randomBertWeights, type BertConfig } from './bert.ts';
 import { GgmlType } from './gguf-writer.ts';
 import { encodeRandomChatModel } from './random-chat.ts';
@@ -53,17 +54,14 @@ function tinyModelBytes(): Record<keyof TinyModelPaths, Buffer> {
   return tinyBytes;
 }
 
-/** Writes the tiny models into dir (created if needed) unless identical files are already there; fast (< 1 s). */
+/** Writes the tiny models into dir (created if needed) unless this generator already wrote them there. */
 export async function ensureTinyModels(dir: string): Promise<TinyModelPaths> {
-  await mkdir(dir, { recursive: true });
-  const bytes = tinyModelBytes();
+  await ensureGeneratedFiles(dir, 'tiny-models', () => {
+    const bytes = tinyModelBytes();
+    return (Object.keys(TINY_MODEL_FILES) as (keyof TinyModelPaths)[]).map((key) => [TINY_MODEL_FILES[key], bytes[key]]);
+  });
   const paths = {} as TinyModelPaths;
-  for (const key of Object.keys(TINY_MODEL_FILES) as (keyof TinyModelPaths)[]) {
-    const path = join(dir, TINY_MODEL_FILES[key]);
-    const existing = await readFile(path).catch(() => undefined);
-    if (!existing?.equals(bytes[key])) await writeAtomically(path, bytes[key]);
-    paths[key] = path;
-  }
+  for (const key of Object.keys(TINY_MODEL_FILES) as (keyof TinyModelPaths)[]) paths[key] = join(dir, TINY_MODEL_FILES[key]);
   return paths;
 }
 
@@ -144,11 +142,4 @@ export async function ensureBenchModel(kind: BenchModelKind, dir: string, weight
   if (await stat(path).then((s) => s.isFile(), () => false)) return path;
   await writeAtomically(path, model.encode(weights));
   return path;
-}
-
-/** Readers in other processes (parallel test files) never see a half-written model. */
-async function writeAtomically(path: string, bytes: Buffer): Promise<void> {
-  const temporary = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-  await writeFile(temporary, bytes);
-  await rename(temporary, path);
 }

@@ -9,7 +9,8 @@ import { ensureTinyDiffusionModel, tinyDiffusionFiles } from './tiny-diffusion.t
 async function listFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
   for (const entry of await readdir(dir, { withFileTypes: true, recursive: true }))
-    if (entry.isFile()) out.push(relative(dir, join(entry.parentPath, entry.name)));
+    // The generator's own manifest (generated-files.ts) is bookkeeping, not part of the export layout.
+    if (entry.isFile() && entry.name !== '.infera-generated.json') out.push(relative(dir, join(entry.parentPath, entry.name)));
   return out.sort();
 }
 

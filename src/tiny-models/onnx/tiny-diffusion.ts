@@ -5,8 +5,7 @@
 //   legacy  (optimum ≤ 1.23): input_ids int32, timestep int64 [1], vae_encoder → latent_sample
 //   current (optimum ≥ 1.24): input_ids int64, timestep float32 scalar, vae_encoder → latent_parameters
 // Weights come from a seeded PRNG, so regeneration is byte-identical.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { ensureGeneratedFiles } from '../generated-files.ts';
 import { mulberry32 as prng } from '../random.ts';
 import { writeOnnxModel, type GraphSpec, type Initializer } from './onnx-writer.ts';
 
@@ -394,16 +393,10 @@ export function tinyDiffusionFiles(variant: TinyDiffusionVariant = {}): Map<stri
 }
 
 /**
- * Writes the tiny pipeline into `dir` (creating it), rewriting only files whose bytes differ, and
- * returns `dir`. Safe to call on every start and in every test: generation takes milliseconds.
+ * Writes the tiny pipeline into `dir` (creating it) unless this generator already wrote this variant
+ * there, and returns `dir`. Safe to call on every start and in every test.
  */
 export async function ensureTinyDiffusionModel(dir: string, variant: TinyDiffusionVariant = {}): Promise<string> {
-  for (const [path, bytes] of tinyDiffusionFiles(variant)) {
-    const target = join(dir, path);
-    const existing = await readFile(target).catch(() => undefined);
-    if (existing && Buffer.compare(existing, bytes) === 0) continue;
-    await mkdir(dirname(target), { recursive: true });
-    await writeFile(target, bytes);
-  }
+  await ensureGeneratedFiles(dir, { tinyDiffusion: variant }, () => tinyDiffusionFiles(variant));
   return dir;
 }
