@@ -2,6 +2,7 @@
 // code base builds services or reads the environment.
 import { mkdirSync } from 'node:fs';
 import type { InferaConfig } from './config/schema.ts';
+import { InferaError } from './errors/index.ts';
 import { buildApp, type InferaApp } from './http/app.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createGate } from './platform/index.ts';
@@ -17,7 +18,8 @@ export interface InferaServer {
   /** The URL the server listens on (after listen()). */
   url: string;
   usingTinyModels: boolean;
-  close(): Promise<void>;
+  /** Graceful stop (see drainAndClose); the drain deadline defaults to server.drainTimeoutSeconds. */
+  close(options?: { drainTimeoutMs?: number }): Promise<void>;
 }
 
 export interface CreateServerOptions {
@@ -44,17 +46,51 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
     services,
     url: '',
     usingTinyModels,
-    // Stop accepting, let in-flight requests finish (fastify waits), then free native memory.
-    close: () =>
-      (closing ??= (async () => {
-        await app.close();
-        await registry.close();
-        await gate.close();
-        const { disposeLlamaRuntimes } = await import('./engines/llama-cpp/runtime.ts');
-        await disposeLlamaRuntimes();
-      })()),
+    close: (options = {}) =>
+      (closing ??= drainAndClose(services, app, options.drainTimeoutMs ?? config.server.drainTimeoutSeconds * 1000)),
   };
   return server;
+}
+
+/** What a request still running at the drain deadline is told (503: the client may retry elsewhere). */
+export const shuttingDown = () =>
+  new InferaError({
+    status: 503,
+    code: 'server_shutting_down',
+    message: 'The server is shutting down and stopped this request at its drain deadline. Retry in a moment.',
+    retryAfter: 5,
+  });
+
+/**
+ * The graceful stop: refuse new connections at once, let requests and streams in flight finish until
+ * the drain deadline, then abort what is left (JSON requests get a 503, streams an error frame and
+ * [DONE]). Models are disposed only after every lease is back, and the ledger is flushed last, so each
+ * request — finished or cut off — leaves its row.
+ */
+async function drainAndClose(services: Services, app: InferaApp, drainTimeoutMs: number): Promise<void> {
+  const { logger, registry, gate } = services;
+  const closed = app.close();
+  const inFlight = app.inFlight();
+  if (inFlight > 0) logger.info({ requests: inFlight, deadlineMs: drainTimeoutMs }, 'draining requests in flight');
+  if (!(await settlesWithin(closed, drainTimeoutMs))) {
+    const aborted = app.abortInFlight(shuttingDown());
+    logger.warn({ requests: aborted }, 'drain deadline passed: stopping the requests still running');
+    // Aborted work unwinds in milliseconds; a socket that still will not close is cut.
+    if (!(await settlesWithin(closed, ABORT_GRACE_MS))) app.server.closeAllConnections();
+  }
+  await closed;
+  await registry.close();
+  await gate.close();
+  const { disposeLlamaRuntimes } = await import('./engines/llama-cpp/runtime.ts');
+  await disposeLlamaRuntimes();
+}
+
+const ABORT_GRACE_MS = 5_000;
+
+function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  return Promise.race([promise.then(() => true, () => true), timeout]).finally(() => clearTimeout(timer));
 }
 
 export async function listen(server: InferaServer): Promise<string> {

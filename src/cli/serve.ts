@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { createServer, listen } from '../main.ts';
 import type { ModelEntry } from '../registry/registry.ts';
 import { configFromCli } from './program.ts';
 
@@ -12,7 +11,8 @@ export function registerServeCommand(program: Command): void {
     .option('--api-key <key>', 'accept this bearer key (env INFERA_API_KEY)')
     .option('--data-dir <dir>', 'data directory (env INFERA_DATA_DIR)')
     .action(async (flags: { host?: string; port?: number; apiKey?: string; dataDir?: string }) => {
-      const { config, source } = configFromCli(flags);
+      const { config, source } = await configFromCli(flags);
+      const { createServer, listen } = await import('../main.ts');
       const out = (line = '') => process.stderr.write(`${line}\n`);
       const progressBars = new Map<string, number>();
       const server = await createServer(config, {
@@ -54,15 +54,20 @@ export function registerServeCommand(program: Command): void {
       out('');
       void server.services.registry.loadEager();
 
+      // First signal: drain (server.drainTimeoutSeconds), then exit 0. A second one: exit at once.
       let stopping = false;
-      const stop = async (signal: string) => {
-        if (stopping) process.exit(1);
+      const stop = async (signal: NodeJS.Signals) => {
+        if (stopping) {
+          out(`${signal} again: exiting without waiting for requests in flight.`);
+          process.exit(130);
+        }
         stopping = true;
-        out(`\n${signal}: draining requests and unloading models…`);
+        out(`\n${signal}: no new connections; finishing requests in flight (up to ${config.server.drainTimeoutSeconds}s, ${signal} again to exit now)…`);
         await server.close();
+        out('Stopped.');
         process.exit(0);
       };
-      process.on('SIGINT', () => void stop('SIGINT'));
-      process.on('SIGTERM', () => void stop('SIGTERM'));
+      process.on('SIGINT', (signal) => void stop(signal));
+      process.on('SIGTERM', (signal) => void stop(signal));
     });
 }

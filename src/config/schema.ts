@@ -107,6 +107,8 @@ export const serverSchema = z
     /** Reject parameters an engine cannot honour (true) or honour-or-warn (false). Default strict. */
     strictParameters: z.boolean().default(true),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** On SIGTERM/SIGINT, seconds requests and streams in flight may take to finish before they are stopped. */
+    drainTimeoutSeconds: z.number().min(0).max(3600).default(30),
   })
   .strict();
 

@@ -3,7 +3,7 @@
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { InferaError, isAbortError } from '../errors/index.ts';
-import { errorBody, errorHeaders, toInferaError } from '../errors/render.ts';
+import { errorBody, errorHeaders, sseErrorFrame, toInferaError } from '../errors/render.ts';
 import type { Principal } from '../platform/gate.ts';
 import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
@@ -15,6 +15,12 @@ declare module 'fastify' {
     inferaId: string;
     principal?: Principal;
     abort: AbortController;
+  }
+  interface FastifyInstance {
+    /** Requests whose response has not ended yet (shutdown waits for them). */
+    inFlight(): number;
+    /** Shutdown past its drain deadline: abort every request still running with `reason`. */
+    abortInFlight(reason: InferaError): number;
   }
 }
 
@@ -35,7 +41,18 @@ export async function buildApp(services: Services) {
       return id && /^[\w.:-]{1,128}$/.test(id) ? id : `req_${randomUUID().replaceAll('-', '')}`;
     },
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
-    forceCloseConnections: true,
+    // On close, drop idle keep-alive sockets only: responses and streams in flight finish (the drain);
+    // src/main.ts aborts what is left at the drain deadline.
+    forceCloseConnections: 'idle',
+  });
+
+  // Per app, not per module: two servers in one process drain independently.
+  const running = new Set<FastifyRequest>();
+  app.decorate('inFlight', () => running.size);
+  app.decorate('abortInFlight', (reason: InferaError) => {
+    const count = running.size;
+    for (const request of running) request.abort.abort(reason);
+    return count;
   });
 
   // curl --data without a Content-Type sends form encoding; SiliconFlow's examples are JSON either way.
@@ -59,9 +76,13 @@ export async function buildApp(services: Services) {
     for (const header of TRACE_HEADERS) reply.header(header, request.id);
     const controller = new AbortController();
     request.abort = controller;
+    running.add(request);
     // A response closed before it finished means the client left: cancel the work.
     reply.raw.once('close', () => {
+      running.delete(request);
       if (!reply.raw.writableFinished) controller.abort();
+      // Draining: once the last response is out, idle keep-alive sockets are all that keep close() waiting.
+      if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
     });
   });
 
@@ -73,7 +94,9 @@ export async function buildApp(services: Services) {
   });
 
   app.setErrorHandler((error, request, reply) => {
-    const rendered = fromFastifyError(error);
+    // Work cut off by shutdown (not by the client, who is still here) answers with the shutdown error.
+    const reason: unknown = request.abort?.signal.reason;
+    const rendered = isAbortError(error) && reason instanceof InferaError ? reason : fromFastifyError(error);
     if (rendered.status >= 500) logger.error({ id: request.id, err: error }, 'request failed');
     return reply.status(rendered.status).headers(errorHeaders(rendered)).send(errorBody(rendered));
   });
@@ -172,6 +195,9 @@ export async function sendResult(request: FastifyRequest, reply: FastifyReply, r
   } finally {
     signal.removeEventListener('abort', onAbort);
     if (signal.aborted) await frames.return?.();
+    // Aborted by shutdown with the client still listening: an error frame and [DONE], as for any
+    // mid-stream failure, so SDKs see why the answer stopped.
+    if (signal.reason instanceof InferaError && !raw.destroyed) raw.write(`${sseErrorFrame(signal.reason)}data: [DONE]\n\n`);
     raw.end();
   }
 }

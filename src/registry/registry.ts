@@ -154,8 +154,13 @@ export class ModelRegistry {
     );
   }
 
-  async close(): Promise<void> {
+  /** Stop loading and dispose every model once its leases are back (bounded: a stuck request cannot hold shutdown forever). */
+  async close(leaseWaitMs = 10_000): Promise<void> {
     this.closed = true;
+    // Disposing a model under a running request frees native memory the request is still using.
+    const deadline = Date.now() + leaseWaitMs;
+    while (this.slots.some((slot) => slot.leases > 0) && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 10));
     await Promise.allSettled(
       this.slots.map(async (slot) => {
         const loaded = slot.loaded ?? (slot.loading ? await slot.loading.catch(() => undefined) : undefined);

@@ -181,6 +181,8 @@ class MeteredStream implements AsyncIterableIterator<ChatStreamPart> {
  */
 class SettlingFrames implements AsyncIterator<string, void> {
   private finished = false;
+  /** return() was called: whatever the frames do from now on, the outcome is 'cancelled'. */
+  private cancelled = false;
   /** Frames still to send after a mid-stream error (the error frame, then [DONE]). */
   private trailer: string[] = [];
 
@@ -192,13 +194,19 @@ class SettlingFrames implements AsyncIterator<string, void> {
   async next(): Promise<IteratorResult<string, void>> {
     const queued = this.trailer.shift();
     if (queued !== undefined) return { done: false, value: queued };
-    if (this.finished) return { done: true, value: undefined };
+    if (this.finished || this.cancelled) return { done: true, value: undefined };
     try {
       const next = await this.frames.next();
+      // return() may run while this next() is pending (the client left, or shutdown stopped the
+      // stream): an engine that ends its answer early on abort must not be recorded as finished.
+      if (this.cancelled) {
+        await this.close('cancelled');
+        return { done: true, value: undefined };
+      }
       if (next.done) await this.close('ok');
       return next;
     } catch (error) {
-      if (isAbortError(error)) {
+      if (isAbortError(error) || this.cancelled) {
         await this.close('cancelled');
         return { done: true, value: undefined };
       }
@@ -210,6 +218,7 @@ class SettlingFrames implements AsyncIterator<string, void> {
 
   async return(): Promise<IteratorResult<string, void>> {
     this.trailer = [];
+    this.cancelled = true;
     if (!this.finished) {
       await this.frames.return?.();
       await this.close('cancelled');
