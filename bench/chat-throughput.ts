@@ -12,7 +12,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { LlamaChat, resolveChatWrapper, type ChatWrapper, type LlamaContext } from 'node-llama-cpp';
-import { getLlamaRuntime } from '../src/engines/llama-cpp/runtime.ts';
+import { createLlama } from '../src/engines/llama-cpp/runtime.ts';
 import { ensureBenchModel, type BenchWeights } from '../src/tiny-models/index.ts';
 
 const { values } = parseArgs({
@@ -188,7 +188,7 @@ function startServer(): Promise<ChildProcess> {
 // Both sides loaded at once and measured in alternation, so that load from other processes on this
 // shared box hits both alike (measuring one side after the other skewed the ratio by ±20 %). They
 // never run at the same moment: each measurement has the cores to itself.
-const llama = await getLlamaRuntime(false);
+const llama = await createLlama(false);
 const model = await llama.loadModel({ modelPath });
 const context = await model.createContext({ contextSize, sequences: concurrency, threads });
 // Resolved once, as Infera does at load time (resolving renders the Jinja template: slow).

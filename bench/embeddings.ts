@@ -15,14 +15,16 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { modelSchema } from '../src/config/schema.ts';
+import { llamaCppModelSchema } from '../src/engines/llama-cpp/config.ts';
+import { createLlama } from '../src/engines/llama-cpp/runtime.ts';
+import { onnxModelSchema } from '../src/engines/onnx/config.ts';
 import { loadLlamaCppEmbeddingModel } from '../src/engines/llama-cpp/embedding.ts';
 import { loadLlamaCppRerankModel } from '../src/engines/llama-cpp/rerank.ts';
 import { loadOnnxEmbeddingModel } from '../src/engines/onnx/embedding.ts';
 import { loadOnnxRerankModel } from '../src/engines/onnx/rerank.ts';
 import { Slots } from '../src/scheduler/slots.ts';
-import { embeddingBatcherFor, tokenizeInputs } from '../src/serving/embeddings.ts';
-import { estimateRerankTokens, rerankBatcherFor } from '../src/serving/rerank.ts';
+import { createEmbeddingBatcher, tokenizeInputs } from '../src/serving/embeddings.ts';
+import { createRerankBatcher, estimateRerankTokens } from '../src/serving/rerank.ts';
 import type { EmbeddingModel, RerankModel } from '../src/spec/index.ts';
 
 const { values } = parseArgs({
@@ -123,16 +125,18 @@ async function drive(clients: number, send: () => Promise<{ items: number; token
 }
 
 function configFor(kind: 'embed' | 'rerank', engine: Engine, path: string, pool: number) {
-  return modelSchema.parse({
-    id: `bench/${kind}`,
-    type: kind === 'embed' ? 'embedding' : 'reranker',
-    engine,
-    path,
-    maxQueue: 10_000,
-    llamaCpp: { threads, contexts: pool, contextSize: 512 },
-    onnx: { threads: onnxThreads, ...(values['onnx-batch'] ? { maxBatchSize: Number(values['onnx-batch']) } : {}) },
-  });
+  const common = { id: `bench/${kind}`, type: kind === 'embed' ? 'embedding' : 'reranker', path, maxQueue: 10_000 };
+  return {
+    llamaCpp: llamaCppModelSchema.parse({ ...common, engine: 'llama-cpp', llamaCpp: { threads, contexts: pool, contextSize: 512 } }),
+    onnx: onnxModelSchema.parse({
+      ...common,
+      engine: 'onnx',
+      onnx: { threads: onnxThreads, ...(values['onnx-batch'] ? { maxBatchSize: Number(values['onnx-batch']) } : {}) },
+    }),
+  };
 }
+
+const llama = await createLlama(false);
 
 type Send = () => Promise<{ items: number; tokens: number }>;
 
@@ -161,12 +165,13 @@ async function benchEmbeddings(): Promise<Cell[]> {
   const disposers: (() => Promise<void>)[] = [];
   for (const engine of engines)
   for (const mode of modes) {
-    const config = configFor('embed', engine, await benchModelPath('embed', engine), mode === 'sequential' ? 1 : contexts);
-    const loaded = engine === 'onnx' ? await loadOnnxEmbeddingModel(config) : await loadLlamaCppEmbeddingModel(config);
+    const configs = configFor('embed', engine, await benchModelPath('embed', engine), mode === 'sequential' ? 1 : contexts);
+    const loaded = engine === 'onnx' ? await loadOnnxEmbeddingModel(configs.onnx) : await loadLlamaCppEmbeddingModel(configs.llamaCpp, undefined, { llama });
+    const config = engine === 'onnx' ? configs.onnx : configs.llamaCpp;
     disposers.push(loaded.dispose);
     const model: EmbeddingModel = loaded.model;
     const turn = new Slots(1, 10_000, 'bench');
-    const batcher = embeddingBatcherFor(model, config, batching);
+    const batcher = createEmbeddingBatcher(model, config, batching);
     senders[`${engine} ${mode}`] = async () => {
       // As the server does: tokenize (and check) once, then hand the engine token arrays.
       const { inputs, tokens } = await tokenizeInputs(model, { inputs: Array.from({ length: inputsPerRequest }, () => ({ text: sentence(12) })), single: false });
@@ -193,12 +198,13 @@ async function benchRerank(): Promise<Cell[]> {
   const disposers: (() => Promise<void>)[] = [];
   for (const engine of engines)
   for (const mode of modes) {
-    const config = configFor('rerank', engine, await benchModelPath('rerank', engine), mode === 'sequential' ? 1 : contexts);
-    const loaded = engine === 'onnx' ? await loadOnnxRerankModel(config) : await loadLlamaCppRerankModel(config);
+    const configs = configFor('rerank', engine, await benchModelPath('rerank', engine), mode === 'sequential' ? 1 : contexts);
+    const loaded = engine === 'onnx' ? await loadOnnxRerankModel(configs.onnx) : await loadLlamaCppRerankModel(configs.llamaCpp, undefined, { llama });
+    const config = engine === 'onnx' ? configs.onnx : configs.llamaCpp;
     disposers.push(loaded.dispose);
     const model: RerankModel = loaded.model;
     const turn = new Slots(1, 10_000, 'bench');
-    const batcher = rerankBatcherFor(model, config, batching);
+    const batcher = createRerankBatcher(model, config, batching);
     senders[`${engine} ${mode}`] = async () => {
       const job = { query: sentence(6), documents: Array.from({ length: docsPerRequest }, () => sentence(24)) };
       if (mode === 'sequential') {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { LlamaContextSequence } from 'node-llama-cpp';
-import { getLlamaRuntime } from '../src/engines/llama-cpp/runtime.ts';
+import { createLlama } from '../src/engines/llama-cpp/runtime.ts';
 import { ensureBenchModel, type BenchModelKind, type BenchWeights } from '../src/tiny-models/index.ts';
 
 const { values } = parseArgs({
@@ -21,7 +21,7 @@ const { values } = parseArgs({
   },
 });
 const path = await ensureBenchModel(values.model as BenchModelKind, join(tmpdir(), 'infera-bench-models'), values.weights as BenchWeights);
-const llama = await getLlamaRuntime(false);
+const llama = await createLlama(false);
 const model = await llama.loadModel({ modelPath: path });
 const context = await model.createContext({ contextSize: 1024, sequences: 8, threads: Number(values.threads) });
 const text = model.tokenize('Write a long story about a lighthouse keeper and the sea. '.repeat(200));

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { modelSchema } from '../src/config/schema.ts';
+import { onnxModelSchema } from '../src/engines/onnx/config.ts';
 import { loadOnnxEmbeddingModel } from '../src/engines/onnx/embedding.ts';
 import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
 
@@ -64,7 +64,7 @@ for (const batch of values.batches!.split(',').map(Number)) {
   console.log(`batch ${String(batch).padStart(3)}: ${ms.toFixed(1).padStart(7)} ms/pass  ${rate.toFixed(1).padStart(7)} rows/s${single ? `  ${(rate / single).toFixed(2)}× batch 1` : ''}`);
 }
 
-const model = (await loadOnnxEmbeddingModel(modelSchema.parse({ id: 'bench/onnx', type: 'embedding', engine: 'onnx', path: dir, onnx: { threads } }))).model;
+const model = (await loadOnnxEmbeddingModel(onnxModelSchema.parse({ id: 'bench/onnx', type: 'embedding', engine: 'onnx', path: dir, onnx: { threads } }))).model;
 const signal = new AbortController().signal;
 const inputs = Array.from({ length: 32 }, () => ({ tokens: row.slice(1, -1) }));
 const raw32 = feeds(32);

@@ -8,9 +8,10 @@ import { createLogger, type Logger } from './observability/logger.ts';
 import { createGate } from './platform/index.ts';
 import type { Gate } from './platform/gate.ts';
 import { tinyModelConfigs } from './registry/default-models.ts';
-import { engineLoaderFor } from './registry/loaders.ts';
+import { engines as defaultEngines, type EngineTable } from './engines/index.ts';
 import { ModelRegistry, type RegistryEvents } from './registry/registry.ts';
 import type { Services } from './serving/context.ts';
+import { closeServingResources, createServingResources } from './serving/resources.ts';
 
 export interface InferaServer {
   app: InferaApp;
@@ -27,6 +28,8 @@ export interface CreateServerOptions {
   /** Override the gate (tests); default picks from config. */
   gate?: Gate;
   registryEvents?: RegistryEvents;
+  /** The engines models are loaded with; default: the built-in table. Must match the table the config was validated with. */
+  engines?: EngineTable;
 }
 
 export async function createServer(config: InferaConfig, options: CreateServerOptions = {}): Promise<InferaServer> {
@@ -36,8 +39,10 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
   if (usingTinyModels) config.models = await tinyModelConfigs(config.storage.dataDir);
 
   const gate = options.gate ?? (await createGate(config, logger));
-  const registry = new ModelRegistry(config.models, engineLoaderFor, options.registryEvents);
-  const services: Services = { config, registry, gate, logger };
+  // Everything below belongs to this server alone (engine runtimes live in the registry's resources),
+  // so two servers in one process share nothing and close() disposes only what this one created.
+  const registry = new ModelRegistry(config.models, { engines: options.engines ?? defaultEngines, logger, events: options.registryEvents });
+  const services: Services = { config, registry, gate, logger, ...createServingResources(config, logger) };
   const app = await buildApp(services);
 
   let closing: Promise<void> | undefined;
@@ -81,8 +86,7 @@ async function drainAndClose(services: Services, app: InferaApp, drainTimeoutMs:
   await closed;
   await registry.close();
   await gate.close();
-  const { disposeLlamaRuntimes } = await import('./engines/llama-cpp/runtime.ts');
-  await disposeLlamaRuntimes();
+  await closeServingResources(services);
 }
 
 const ABORT_GRACE_MS = 5_000;

@@ -10,7 +10,6 @@ import { base64ToFloat32, MAX_EMBEDDING_INPUTS } from '../src/protocol/embedding
 import { join } from 'node:path';
 import type { ModelConfig } from '../src/config/schema.ts';
 import { tinyModelConfigs } from '../src/registry/default-models.ts';
-import { embeddingBatcherFor } from '../src/serving/embeddings.ts';
 import { DEFAULT_BATCHING } from '../src/serving/embeddings-batching.ts';
 import type { EmbeddingModel } from '../src/spec/index.ts';
 import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
@@ -25,8 +24,13 @@ async function onnxEncoderModels(): Promise<ModelConfig[]> {
   const dir = join(SHARED_DATA_DIR, 'tiny-models');
   const embed = await ensureOnnxBert('tiny-embed', join(dir, 'tiny-bert-embed-onnx'));
   const rerank = await ensureOnnxBert('tiny-rerank', join(dir, 'tiny-bert-rerank-onnx'));
+  // The llama-cpp entries' own options block goes: another engine's options are a config error.
+  const asOnnx = (model: ModelConfig, path: string) => {
+    const { llamaCpp: _, ...common } = model as ModelConfig & { llamaCpp?: unknown };
+    return { ...common, engine: 'onnx', path };
+  };
   return (await tinyModelConfigs(SHARED_DATA_DIR)).map((model) =>
-    model.type === 'embedding' ? { ...model, engine: 'onnx', path: embed } : model.type === 'reranker' ? { ...model, engine: 'onnx', path: rerank } : model,
+    model.type === 'embedding' ? asOnnx(model, embed) : model.type === 'reranker' ? asOnnx(model, rerank) : model,
   );
 }
 
@@ -125,7 +129,7 @@ describe(`embeddings and rerank end to end (engine ${engine})`, () => {
 
   test('embeddings: a full queue is 503 + Retry-After; a caller that leaves while queued is dropped', async () => {
     const { model, config } = await embedModel();
-    const batcher = embeddingBatcherFor(model, config);
+    const batcher = server.server.services.batchers.embedding(model, config);
     const slots = model.preferredBatching?.concurrency ?? DEFAULT_BATCHING.concurrency;
     // Keep every batch slot busy with big jobs submitted straight to the model's batcher.
     const text = Array.from({ length: 12 }, () => 'the cat and the dog in the house by the river').join(' ');

@@ -3,7 +3,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { configSchema, type InferaConfig } from './schema.ts';
+import { engines as defaultEngines, type EngineTable } from '../engines/index.ts';
+import { configSchema, configSchemaFor, type InferaConfig } from './schema.ts';
 
 export interface ConfigOverrides {
   configPath?: string;
@@ -26,7 +27,13 @@ export interface LoadedConfig {
   source: string;
 }
 
-export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): LoadedConfig {
+export function loadConfig(
+  overrides: ConfigOverrides = {},
+  env: NodeJS.ProcessEnv = process.env,
+  cwd = process.cwd(),
+  /** The engines model entries may name (tests add their own). */
+  engines: EngineTable = defaultEngines,
+): LoadedConfig {
   const explicit = overrides.configPath ?? env.INFERA_CONFIG;
   let path: string | undefined;
   if (explicit) {
@@ -68,7 +75,8 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessE
   if (env.INFERA_DATABASE_URL) storage.databaseUrl = env.INFERA_DATABASE_URL;
   if (env.INFERA_REDIS_URL) storage.redisUrl = env.INFERA_REDIS_URL;
 
-  const result = configSchema.safeParse({ ...raw, server, storage });
+  const schema = engines === defaultEngines ? configSchema : configSchemaFor(engines);
+  const result = schema.safeParse({ ...raw, server, storage });
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
       const where = issue.path.length ? issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '') : '(top level)';
@@ -85,7 +93,7 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessE
   if (config.images.dir) config.images.dir = absolute(config.images.dir);
   for (const model of config.models) {
     if (model.path) model.path = absolute(model.path);
-    if (model.onnx.tinyVaePath) model.onnx.tinyVaePath = absolute(model.onnx.tinyVaePath);
+    engines.find((engine) => engine.name === model.engine)?.resolvePaths?.(model, absolute);
   }
   const ids = new Map<string, string>();
   for (const model of config.models) {

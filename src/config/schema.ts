@@ -1,96 +1,79 @@
 // The one schema for infera's config file (YAML or JSON). docs/CONFIGURATION.md documents every key.
-// Engine-specific options live in their own sub-schemas so that each engine owns its knobs.
+// Model entries are composed from the engine table: each engine owns its keys (src/engines/*/config.ts),
+// so this file names no engine.
 import { z } from 'zod';
+import { commonModelShape, type ModelConfig } from './model.ts';
+import { engines as defaultEngines } from '../engines/index.ts';
+import type { EngineDescriptor, EngineTable } from '../engines/descriptor.ts';
+
+export { modelTypeSchema, type ModelConfig, type ModelTypeName } from './model.ts';
 
 const positiveInt = z.number().int().positive();
 
-export const llamaCppOptionsSchema = z
-  .object({
-    /** Tokens of context per sequence. */
-    contextSize: positiveInt.default(4096),
-    /** Parallel sequences in one context: concurrent requests llama.cpp batches together. */
-    sequences: positiveInt.default(4),
-    /** CPU threads for llama.cpp. Always explicit: node-llama-cpp's default is badly wrong on small boxes. */
-    threads: positiveInt.default(1),
-    /** Layers to offload to a GPU; 0 = CPU only. "auto" lets node-llama-cpp decide. */
-    gpuLayers: z.union([z.number().int().min(0), z.literal('auto')]).default(0),
-    /** Use a GPU backend when one is present ("auto") or never (false). */
-    gpu: z.union([z.literal('auto'), z.literal(false), z.enum(['cuda', 'vulkan', 'metal'])]).default(false),
-    batchSize: positiveInt.optional(),
-    /** Embedding/rerank: contexts in the pool (each handles one input at a time). */
-    contexts: positiveInt.default(2),
-  })
-  .strict();
-
-export const onnxOptionsSchema = z
-  .object({
-    /** Intra-op threads. Pinned: more than 2 threads changes float rounding and breaks seed determinism. */
-    threads: positiveInt.default(2),
-    executionProviders: z.array(z.enum(['cpu', 'cuda'])).default(['cpu']),
-    /** One generation at a time per model unless raised. */
-    concurrency: positiveInt.default(1),
-    minSize: positiveInt.default(64),
-    maxSize: positiveInt.default(1024),
-    defaultSize: z.string().regex(/^\d+x\d+$/).default('512x512'),
-    /** Use a tiny VAE (TAESD) folder for decoding when set. */
-    tinyVaePath: z.string().optional(),
-    /** img2img strength when the request gives none. */
-    defaultStrength: z.number().min(0).max(1).default(0.6),
-    /** Encoders (engine onnx): model file inside the folder when it is not model.onnx or onnx/model.onnx. */
-    file: z.string().min(1).optional(),
-    /**
-     * Embedding models (engine onnx): how token states become one vector. Default: what the export's
-     * 1_Pooling/config.json says; required when the folder has none and no `sentence_embedding` output.
-     */
-    pooling: z.enum(['cls', 'mean', 'last']).optional(),
-    /** Encoders (engine onnx): rows per forward pass. */
-    maxBatchSize: positiveInt.default(32),
-    /** Encoders (engine onnx): padded tokens (rows × longest row) per forward pass, bounding its memory. */
-    maxBatchTokens: positiveInt.default(16384),
-  })
-  .strict();
-
-export const modelTypeSchema = z.enum(['chat', 'embedding', 'reranker', 'text-to-image']);
-
-export const modelSchema = z
-  .object({
-    /** Public id clients send, e.g. "Qwen/QwQ-32B". Matched case-insensitively. */
-    id: z.string().min(1),
-    /** Other ids that resolve to this model (apps validate keys with fixed ids like deepseek-ai/DeepSeek-V3). */
-    aliases: z.array(z.string().min(1)).default([]),
-    type: modelTypeSchema,
-    // Remote upstreams (vLLM, SGLang, TEI, Ollama, other Infera workers) are not implemented yet.
-    engine: z.enum(['llama-cpp', 'onnx', 'onnx-diffusion']),
-    /**
-     * GGUF file (llama-cpp), encoder export folder (onnx: model.onnx + tokenizer.json) or Stable
-     * Diffusion export folder (onnx-diffusion). Relative to the config file.
-     */
-    path: z.string().min(1),
-    ownedBy: z.string().default('infera'),
-    /** Load at startup instead of on first use. */
-    eager: z.boolean().default(false),
-    /** Requests allowed to wait for a slot; more get 503 + Retry-After. */
-    maxQueue: z.number().int().min(0).default(64),
-    /** Embedding models: supports Matryoshka truncation via `dimensions`. */
-    matryoshka: z.boolean().default(false),
-    /** Embedding models: pooling the model family expects, when the GGUF does not say. */
-    normalize: z.boolean().default(true),
-    /** Rerankers that take an `instruction` (Qwen3-Reranker style). */
-    acceptsInstruction: z.boolean().default(false),
-    /** Shown in /v1/models metadata; tiny test models say so here. */
-    description: z.string().optional(),
-    llamaCpp: llamaCppOptionsSchema.default(() => llamaCppOptionsSchema.parse({})),
-    onnx: onnxOptionsSchema.default(() => onnxOptionsSchema.parse({})),
-  })
-  .strict()
-  .superRefine((model, ctx) => {
-    if (model.engine === 'onnx-diffusion' && model.type !== 'text-to-image')
-      ctx.addIssue({ code: 'custom', path: ['type'], message: 'engine onnx-diffusion serves type text-to-image only' });
-    if (model.engine === 'onnx' && model.type !== 'embedding' && model.type !== 'reranker')
-      ctx.addIssue({ code: 'custom', path: ['type'], message: 'engine onnx serves type embedding or reranker (use onnx-diffusion for text-to-image)' });
-    if (model.engine === 'llama-cpp' && model.type === 'text-to-image')
-      ctx.addIssue({ code: 'custom', path: ['type'], message: 'engine llama-cpp does not serve text-to-image' });
+/**
+ * A `models[]` entry, validated by the schema of the engine it names: the common keys
+ * (src/config/model.ts) plus that engine's own. An unknown engine, a type the engine does not serve, or
+ * another engine's options block is an error naming the key and what would be accepted.
+ */
+export function modelSchemaFor(table: EngineTable) {
+  const byName = new Map(table.map((engine) => [engine.name, engine]));
+  const known = table.map((engine) => engine.name).join(', ');
+  return z.unknown().transform((input, ctx): ModelConfig => {
+    const name = input && typeof input === 'object' ? (input as { engine?: unknown }).engine : undefined;
+    const engine = typeof name === 'string' ? byName.get(name) : undefined;
+    if (!engine) {
+      // Still check the common keys, so that one run names every mistake in the entry.
+      const common = commonModelEntry.safeParse(input);
+      if (!common.success) for (const issue of common.error.issues) if (issue.path[0] !== 'engine') ctx.addIssue({ ...issue } as never);
+      ctx.addIssue({
+        code: 'custom',
+        path: ['engine'],
+        input: name,
+        message: name === undefined ? `required; known engines: ${known}` : `unknown engine ${JSON.stringify(name)}; known engines: ${known}`,
+      });
+      return z.NEVER;
+    }
+    const result = engine.schema.safeParse(input);
+    if (!result.success) {
+      for (const issue of result.error.issues) ctx.addIssue(explainForeignKeys(issue, engine, table) as never);
+      return z.NEVER;
+    }
+    const model = result.data as ModelConfig;
+    if (!engine.kinds.includes(model.type)) {
+      const others = table.filter((other) => other.kinds.includes(model.type)).map((other) => other.name);
+      ctx.addIssue({
+        code: 'custom',
+        path: ['type'],
+        input: model.type,
+        message:
+          `engine ${engine.name} serves ${engine.kinds.join(', ')}, not ${model.type}` +
+          (others.length ? ` (${model.type} models: engine ${others.join(' or ')})` : ''),
+      });
+      return z.NEVER;
+    }
+    return model;
   });
+}
+
+const commonModelEntry = z.object(commonModelShape).loose();
+
+/** "Unrecognized key: onnx" on a llama-cpp model becomes "onnx: options of engine onnx, …; this model's engine is llama-cpp". */
+function explainForeignKeys(issue: z.core.$ZodIssue, engine: EngineDescriptor, table: EngineTable): z.core.$ZodIssue {
+  if (issue.code !== 'unrecognized_keys' || issue.path.length) return issue;
+  const owners = (key: string) => table.filter((other) => other !== engine && key in other.schema.shape).map((other) => other.name);
+  const foreign = issue.keys.filter((key) => owners(key).length);
+  if (!foreign.length) return issue;
+  return {
+    ...issue,
+    message: issue.keys
+      .map((key) =>
+        owners(key).length
+          ? `${key}: options of engine ${owners(key).join(', ')}; this model's engine is ${engine.name}`
+          : `unrecognized key ${JSON.stringify(key)}`,
+      )
+      .join('; '),
+  };
+}
 
 export const serverSchema = z
   .object({
@@ -138,20 +121,23 @@ export const imagesSchema = z
   })
   .strict();
 
-export const configSchema = z
-  .object({
-    server: serverSchema.default(() => serverSchema.parse({})),
-    storage: storageSchema.default(() => storageSchema.parse({})),
-    images: imagesSchema.default(() => imagesSchema.parse({})),
-    /** Served models. Empty: Infera generates and serves its tiny test models. */
-    models: z.array(modelSchema).default([]),
-    /** Platform settings (keys, limits, pricing); owned by src/platform. */
-    platform: z.record(z.string(), z.unknown()).default({}),
-  })
-  .strict();
+/** The config schema for a server with these engines. */
+export function configSchemaFor(table: EngineTable) {
+  return z
+    .object({
+      server: serverSchema.default(() => serverSchema.parse({})),
+      storage: storageSchema.default(() => storageSchema.parse({})),
+      images: imagesSchema.default(() => imagesSchema.parse({})),
+      /** Served models. Empty: Infera generates and serves its tiny test models. */
+      models: z.array(modelSchemaFor(table)).default([]),
+      /** Platform settings (keys, limits, pricing); owned by src/platform. */
+      platform: z.record(z.string(), z.unknown()).default({}),
+    })
+    .strict();
+}
+
+/** The schemas for the built-in engine table (src/engines/index.ts). */
+export const modelSchema = modelSchemaFor(defaultEngines);
+export const configSchema = configSchemaFor(defaultEngines);
 
 export type InferaConfig = z.infer<typeof configSchema>;
-export type ModelConfig = z.infer<typeof modelSchema>;
-export type LlamaCppOptions = z.infer<typeof llamaCppOptionsSchema>;
-export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;
-export type ModelTypeName = z.infer<typeof modelTypeSchema>;

@@ -1,13 +1,14 @@
-// Public model id → a loaded engine model. Loads lazily on first use (or eagerly at startup), hands
-// out leases so a model is never disposed while a request uses it, and disposes everything on shutdown.
-import { existsSync } from 'node:fs';
+// Public model id → a loaded engine model. Loads lazily on first use (or eagerly at startup) through
+// the engine the entry names in the engine table, hands out leases so a model is never disposed while a
+// request uses it, and on shutdown disposes the models and the engine state this server created.
+import type { Logger } from 'pino';
 import type { ModelConfig, ModelTypeName } from '../config/schema.ts';
+import type { EngineTable } from '../engines/descriptor.ts';
+import { EngineResources } from '../engines/resources.ts';
 import { InferaError, modelNotFound } from '../errors/index.ts';
-import type { AnyModel, LoadedModel, LoadProgress, ChatModel, EmbeddingModel, RerankModel, ImageModel } from '../spec/index.ts';
+import type { AnyModel, LoadedModel, ChatModel, EmbeddingModel, RerankModel, ImageModel } from '../spec/index.ts';
 
 export type ModelState = 'unloaded' | 'loading' | 'ready' | 'failed';
-
-export type ModelLoader = (config: ModelConfig, onProgress?: LoadProgress) => Promise<LoadedModel>;
 
 export interface ModelEntry {
   readonly config: ModelConfig;
@@ -44,16 +45,30 @@ export interface RegistryEvents {
   onProgress?(entry: ModelEntry): void;
 }
 
+export interface RegistryOptions {
+  /** The engines entries are loaded with (the same table the config was validated against). */
+  engines: EngineTable;
+  /** Each model's load gets a child of it (`model` = its id). */
+  logger: Logger;
+  events?: RegistryEvents;
+}
+
 export class ModelRegistry {
   private readonly slots: Slot[];
   private readonly byName = new Map<string, Slot>();
+  private readonly engines: EngineTable;
+  private readonly logger: Logger;
+  private readonly events: RegistryEvents;
+  private readonly shutdown = new AbortController();
+  /** Engine state shared by this server's models (a llama.cpp runtime…); never shared with another server. */
+  readonly resources: EngineResources;
   private closed = false;
 
-  constructor(
-    models: ModelConfig[],
-    private readonly loaderFor: (config: ModelConfig) => ModelLoader,
-    private readonly events: RegistryEvents = {},
-  ) {
+  constructor(models: ModelConfig[], options: RegistryOptions) {
+    this.engines = options.engines;
+    this.logger = options.logger;
+    this.events = options.events ?? {};
+    this.resources = new EngineResources(options.logger);
     this.slots = models.map((config) => ({ config, state: 'unloaded', progress: 0, leases: 0 }));
     for (const slot of this.slots)
       for (const name of [slot.config.id, ...slot.config.aliases]) this.byName.set(name.toLowerCase(), slot);
@@ -113,14 +128,24 @@ export class ModelRegistry {
       slot.progress = 0;
       slot.error = undefined;
       this.events.onStateChange?.(slot);
-      const loader = this.loaderFor(slot.config);
-      const { path } = slot.config;
-      // Fail fast and plainly on the most common operator mistake, before waking a native engine.
-      const start = path && !existsSync(path) ? Promise.reject(new Error(`file not found: ${path} (check models[].path)`)) : undefined;
-      slot.loading = (start ?? loader(slot.config, (fraction) => {
-        slot.progress = fraction;
-        this.events.onProgress?.(slot);
-      })).then(
+      const { config } = slot;
+      const engine = this.engines.find((candidate) => candidate.name === config.engine);
+      const logger = this.logger.child({ model: config.id, engine: config.engine });
+      const loading = engine
+        ? Promise.resolve().then(() =>
+            engine.load({
+              config,
+              onProgress: (fraction) => {
+                slot.progress = fraction;
+                this.events.onProgress?.(slot);
+              },
+              signal: this.shutdown.signal,
+              logger,
+              resources: this.resources,
+            }),
+          )
+        : Promise.reject(new Error(`engine ${config.engine} is not in this server's engine table`));
+      slot.loading = loading.then(
         (loaded) => {
           slot.loaded = loaded;
           slot.state = 'ready';
@@ -157,6 +182,7 @@ export class ModelRegistry {
   /** Stop loading and dispose every model once its leases are back (bounded: a stuck request cannot hold shutdown forever). */
   async close(leaseWaitMs = 10_000): Promise<void> {
     this.closed = true;
+    this.shutdown.abort(new InferaError({ status: 503, message: 'Server is shutting down.', retryAfter: 5 }));
     // Disposing a model under a running request frees native memory the request is still using.
     const deadline = Date.now() + leaseWaitMs;
     while (this.slots.some((slot) => slot.leases > 0) && Date.now() < deadline)
@@ -170,5 +196,6 @@ export class ModelRegistry {
         if (loaded) await loaded.dispose();
       }),
     );
+    await this.resources.close();
   }
 }

@@ -3,8 +3,9 @@ import type { Logger } from 'pino';
 import type { InferaConfig } from '../config/schema.ts';
 import type { Gate, Principal } from '../platform/gate.ts';
 import type { ModelRegistry } from '../registry/registry.ts';
+import type { ServingResources } from './resources.ts';
 
-export interface Services {
+export interface Services extends ServingResources {
   config: InferaConfig;
   registry: ModelRegistry;
   gate: Gate;

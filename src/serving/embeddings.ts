@@ -18,23 +18,16 @@ export interface EmbedJob {
 
 export type EmbeddingBatcher = MicroBatcher<EmbedJob, EmbedResult>;
 
-const batchers = new WeakMap<EmbeddingModel, EmbeddingBatcher>();
-
 /**
- * The model's batcher (created on first use with the model's config). Settings: the defaults, then what
- * the engine prefers, then `overrides` (benchmarks).
+ * A batcher for the model. Settings: the defaults, then what the engine prefers, then `overrides`
+ * (benchmarks). The server keeps one per loaded model in its ModelBatchers (services.batchers).
  */
-export function embeddingBatcherFor(model: EmbeddingModel, config: ModelConfig, overrides: Partial<BatchingSettings> = {}): EmbeddingBatcher {
-  let batcher = batchers.get(model);
-  if (!batcher) {
-    batcher = createBatcher<EmbedJob, EmbedResult>(config, (entries, signal) => runEmbedBatch(model, entries, signal), {
-      ...DEFAULT_BATCHING,
-      ...model.preferredBatching,
-      ...overrides,
-    });
-    batchers.set(model, batcher);
-  }
-  return batcher;
+export function createEmbeddingBatcher(model: EmbeddingModel, config: ModelConfig, overrides: Partial<BatchingSettings> = {}): EmbeddingBatcher {
+  return createBatcher<EmbedJob, EmbedResult>(config, (entries, signal) => runEmbedBatch(model, entries, signal), {
+    ...DEFAULT_BATCHING,
+    ...model.preferredBatching,
+    ...overrides,
+  });
 }
 
 /**
@@ -60,7 +53,7 @@ export async function serveEmbeddings(services: Services, context: RequestContex
       const model = lease.model;
       checkDimensions(model, request.dimensions);
       const { inputs, tokens } = await tokenizeInputs(model, request);
-      result = await embeddingBatcherFor(model, lease.config).submit({ inputs, dimensions: request.dimensions }, tokens, context.signal);
+      result = await services.batchers.embedding(model, lease.config).submit({ inputs, dimensions: request.dimensions }, tokens, context.signal);
     } catch (error) {
       await admission.settle(failedReport(context, error));
       throw error;

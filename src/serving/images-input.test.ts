@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { InferaError } from '../errors/index.ts';
-import { decodeInitImage, fetchImageBytes, isPrivateAddress, loadImageInput } from './images-input.ts';
+import { decodeInitImage, FetchAgents, fetchImageBytes, isPrivateAddress, loadImageInput } from './images-input.ts';
 
 let server: Server;
 let base: string;
@@ -27,12 +27,14 @@ before(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
-after(() => {
+after(async () => {
   server.closeAllConnections();
   server.close();
+  await agents.close();
 });
 
-const open = { allowPrivateUrls: true, maxBytes: 100_000, timeoutMs: 2000 };
+const agents = new FetchAgents();
+const open = { agents, allowPrivateUrls: true, maxBytes: 100_000, timeoutMs: 2000 };
 const guarded = { ...open, allowPrivateUrls: false };
 const status400 = (param = 'image', pattern?: RegExp) => (e: InferaError) =>
   e.status === 400 && e.param === param && (!pattern || pattern.test(e.message));

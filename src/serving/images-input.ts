@@ -52,10 +52,27 @@ function guardedLookup(hostname: string, options: { all?: boolean; family?: numb
   });
 }
 
-let guardedAgent: Agent | undefined;
-let openAgent: Agent | undefined;
+/** One server's connection pools for img2img URL fetches (guarded and, if allowed, unguarded). */
+export class FetchAgents {
+  private guardedAgent: Agent | undefined;
+  private openAgent: Agent | undefined;
+
+  async for(allowPrivateUrls: boolean): Promise<Agent> {
+    const { Agent } = await import('undici');
+    return allowPrivateUrls
+      ? (this.openAgent ??= new Agent())
+      : (this.guardedAgent ??= new Agent({ connect: { lookup: guardedLookup as never } }));
+  }
+
+  async close(): Promise<void> {
+    const agents = [this.guardedAgent, this.openAgent];
+    this.guardedAgent = this.openAgent = undefined;
+    await Promise.allSettled(agents.map((agent) => agent?.close()));
+  }
+}
 
 export interface FetchImageOptions {
+  agents: FetchAgents;
   allowPrivateUrls: boolean;
   maxBytes: number;
   timeoutMs: number;
@@ -71,10 +88,8 @@ function findCause(error: unknown, predicate: (e: unknown) => boolean): unknown 
 export async function fetchImageBytes(url: string, options: FetchImageOptions): Promise<Buffer> {
   const timeout = AbortSignal.timeout(options.timeoutMs);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-  const { Agent, fetch: undiciFetch } = await import('undici');
-  const dispatcher = options.allowPrivateUrls
-    ? (openAgent ??= new Agent())
-    : (guardedAgent ??= new Agent({ connect: { lookup: guardedLookup as never } }));
+  const { fetch: undiciFetch } = await import('undici');
+  const dispatcher = await options.agents.for(options.allowPrivateUrls);
   let current = url;
   try {
     for (let hop = 0; hop <= 3; hop++) {

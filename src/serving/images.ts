@@ -4,6 +4,8 @@
 // links that point back at this server and expire.
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { InferaConfig } from '../config/schema.ts';
 import { badRequest } from '../errors/index.ts';
 import { buildImagesResponse, checkImageSize, MAX_SEED, parseImageGenerationRequest } from '../protocol/images.ts';
 import type { ImageModel, ImageResult } from '../spec/index.ts';
@@ -16,29 +18,41 @@ import { ImageStore } from './images-store.ts';
 /** Path under which stored images are served (outside the authenticated API scope: the name is the key). */
 export const IMAGE_FILES_PATH = '/v1/images/files';
 
-const stores = new WeakMap<Services, Promise<ImageStore>>();
+/** One server's image store, opened (and swept) on first use; the route opens it at startup. */
+export class LazyImageStore {
+  private store: Promise<ImageStore> | undefined;
 
-/** The image store for these services, opened (and swept) on first use; the route opens it at startup. */
-export function imageStoreFor(services: Services): Promise<ImageStore> {
-  let store = stores.get(services);
-  if (!store) {
-    const { images, storage } = services.config;
-    store = ImageStore.open({
-      dir: images.dir ?? join(storage.dataDir, 'images'),
-      ttlSeconds: images.ttlSeconds,
-      log: { warn: (message) => services.logger.warn(message) },
-    });
-    stores.set(services, store);
-    store.catch(() => stores.delete(services));
+  constructor(
+    private readonly config: Pick<InferaConfig, 'images' | 'storage'>,
+    private readonly logger: Logger,
+  ) {}
+
+  get(): Promise<ImageStore> {
+    if (!this.store) {
+      const { images, storage } = this.config;
+      const store = ImageStore.open({
+        dir: images.dir ?? join(storage.dataDir, 'images'),
+        ttlSeconds: images.ttlSeconds,
+        log: { warn: (message) => this.logger.warn(message) },
+      });
+      this.store = store;
+      store.catch(() => {
+        if (this.store === store) this.store = undefined;
+      });
+    }
+    return this.store;
   }
-  return store;
+
+  /** Stops the sweeper (shutdown). Files stay on disk; the next start sweeps what expired meanwhile. */
+  async close(): Promise<void> {
+    const store = this.store;
+    this.store = undefined;
+    (await store?.catch(() => undefined))?.close();
+  }
 }
 
-/** Stops the sweeper (shutdown). Files stay on disk; the next start sweeps what expired meanwhile. */
-export async function closeImageStore(services: Services): Promise<void> {
-  const store = stores.get(services);
-  stores.delete(services);
-  (await store?.catch(() => undefined))?.close();
+export function imageStoreFor(services: Services): Promise<ImageStore> {
+  return services.imageStore.get();
 }
 
 export interface ImageServeOptions {
@@ -74,6 +88,7 @@ export async function serveImageGeneration(
           maxBytes: images.maxInputBytes,
           timeoutMs: images.fetchTimeoutMs,
           signal: context.signal,
+          agents: services.fetchAgents,
         });
         initImage = await decodeInitImage(bytes, request.size, model.limits);
       }

@@ -13,20 +13,13 @@ import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embedd
 export type RerankJob = Pick<RerankRequest, 'query' | 'documents' | 'instruction' | 'maxChunksPerDoc' | 'overlapTokens' | 'maxTokensPerDoc'>;
 export type RerankBatcher = MicroBatcher<RerankJob, RerankResult>;
 
-const batchers = new WeakMap<RerankModel, RerankBatcher>();
-
-/** As embeddingBatcherFor: defaults, then the engine's preference, then `overrides`. */
-export function rerankBatcherFor(model: RerankModel, config: ModelConfig, overrides: Partial<BatchingSettings> = {}): RerankBatcher {
-  let batcher = batchers.get(model);
-  if (!batcher) {
-    batcher = createBatcher<RerankJob, RerankResult>(config, (entries, signal) => runRerankBatch(model, entries, signal), {
-      ...DEFAULT_BATCHING,
-      ...model.preferredBatching,
-      ...overrides,
-    });
-    batchers.set(model, batcher);
-  }
-  return batcher;
+/** As createEmbeddingBatcher: defaults, then the engine's preference, then `overrides`. */
+export function createRerankBatcher(model: RerankModel, config: ModelConfig, overrides: Partial<BatchingSettings> = {}): RerankBatcher {
+  return createBatcher<RerankJob, RerankResult>(config, (entries, signal) => runRerankBatch(model, entries, signal), {
+    ...DEFAULT_BATCHING,
+    ...model.preferredBatching,
+    ...overrides,
+  });
 }
 
 /**
@@ -61,7 +54,7 @@ export async function serveRerank(services: Services, context: RequestContext, b
     let result: RerankResult;
     try {
       lease = await services.registry.acquire(request.model, 'reranker');
-      result = await rerankBatcherFor(lease.model, lease.config).submit(
+      result = await services.batchers.rerank(lease.model, lease.config).submit(
         {
           query: request.query,
           documents: request.documents,

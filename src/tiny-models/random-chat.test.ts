@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LlamaChat } from 'node-llama-cpp';
-import { getLlamaRuntime } from '../engines/llama-cpp/runtime.ts';
+import { createLlama } from '../engines/llama-cpp/runtime.ts';
 import { encodeRandomChatModel } from './random-chat.ts';
 
 const options = { hidden: 64, layers: 2, heads: 4, headsKv: 2, feedForward: 128, seed: 7, endBias: 100 };
@@ -15,7 +15,7 @@ test('random qwen3 chat model: byte-identical across encodes, loads with QwenCha
   assert.ok(!bytes.equals(encodeRandomChatModel({ ...options, seed: 8 })), 'seed changes the weights');
 
   const dir = mkdtempSync(join(tmpdir(), 'random-chat-'));
-  const llama = await getLlamaRuntime(false);
+  const llama = await createLlama(false);
   const path = join(dir, 'random.gguf');
   writeFileSync(path, bytes);
   const model = await llama.loadModel({ modelPath: path });

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LlamaModel, Token } from 'node-llama-cpp';
 import { buildWordPieceVocab } from './bert.ts';
-import { getLlamaRuntime } from '../engines/llama-cpp/runtime.ts';
+import { createLlama } from '../engines/llama-cpp/runtime.ts';
 import { encodeTinyModels, ensureTinyModels, TINY_EMBEDDING_DIMENSIONS, type TinyModelPaths } from './index.ts';
 
 let dir: string;
@@ -24,7 +24,7 @@ after(async () => {
 });
 
 async function load(path: string) {
-  const llama = await getLlamaRuntime(false);
+  const llama = await createLlama(false);
   const model = await llama.loadModel({ modelPath: path });
   models.push(model);
   return model;

@@ -11,11 +11,12 @@ import {
   type ChatHistoryItem,
   type ChatModelFunctions,
   type LLamaChatGenerateResponseOptions,
+  type Llama,
   type LlamaContext,
   type LlamaContextSequence,
   type LlamaModel,
 } from 'node-llama-cpp';
-import { getLlamaRuntime } from '../engines/llama-cpp/runtime.ts';
+import { createLlama } from '../engines/llama-cpp/runtime.ts';
 import { encodeTinyChatModel, TINY_CHAT_SCRIPT } from './tiny-chat.ts';
 
 let dir: string;
@@ -23,11 +24,13 @@ let model: LlamaModel;
 let context: LlamaContext;
 let sequence: LlamaContextSequence;
 
+let llama: Llama;
+
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tiny-chat-'));
   const path = join(dir, 'tiny-qwen3-chat.gguf');
   writeFileSync(path, encodeTinyChatModel());
-  const llama = await getLlamaRuntime(false);
+  llama = await createLlama(false);
   model = await llama.loadModel({ modelPath: path });
   context = await model.createContext({ contextSize: 2048, threads: 1 });
   sequence = context.getSequence();
@@ -36,6 +39,7 @@ before(async () => {
 after(async () => {
   await context?.dispose();
   await model?.dispose();
+  await llama?.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -142,7 +146,6 @@ test('"count" never stops by itself: max tokens ends it', async () => {
 test('"json": the JSON answer, also under a JSON-schema grammar (which skips the thought)', async () => {
   const plain = await generate([user('Answer in json')], {}, 'discourage');
   assert.equal(plain.result.response, TINY_CHAT_SCRIPT.json);
-  const llama = await getLlamaRuntime(false);
   const grammar = await llama.createGrammarForJsonSchema({
     type: 'object',
     properties: { city: { type: 'string' }, temperature: { type: 'number' } },

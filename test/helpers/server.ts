@@ -3,7 +3,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configSchema, type InferaConfig } from '../../src/config/schema.ts';
+import { configSchemaFor, type InferaConfig } from '../../src/config/schema.ts';
+import { engines as defaultEngines, type EngineTable } from '../../src/engines/index.ts';
 import { createServer, listen, type InferaServer } from '../../src/main.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import type { Gate } from '../../src/platform/gate.ts';
@@ -22,6 +23,8 @@ export interface TestServerOptions {
   /** Raw config (validated by the real schema); server.port is forced to 0. */
   config?: Record<string, unknown>;
   gate?: Gate;
+  /** The engine table the config is validated and the models loaded with (default: the built-in one). */
+  engines?: EngineTable;
 }
 
 /** Tiny models are generated once per test run into a shared folder (generation is deterministic). */
@@ -33,13 +36,14 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const ownDir = raw.storage?.dataDir === undefined;
   const dataDir = ownDir ? mkdtempSync(join(tmpdir(), 'infera-test-')) : String(raw.storage.dataDir);
   raw.storage = { ...(raw.storage ?? {}), dataDir };
-  const config = configSchema.parse(raw);
+  const engines = options.engines ?? defaultEngines;
+  const config = configSchemaFor(engines).parse(raw);
   // Share the generated tiny models across test files instead of regenerating them per server.
   if (config.models.length === 0) {
     const { tinyModelConfigs } = await import('../../src/registry/default-models.ts');
     config.models = await tinyModelConfigs(SHARED_DATA_DIR);
   }
-  const server = await createServer(config, { logger: createLogger(config.server.logLevel), gate: options.gate });
+  const server = await createServer(config, { logger: createLogger(config.server.logLevel), gate: options.gate, engines });
   const url = await listen(server);
   return {
     url,

@@ -6,12 +6,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
-import { modelSchema } from '../../config/schema.ts';
 import { ClientGoneError, InferaError } from '../../errors/index.ts';
 import type { ChatCallOptions, ChatStreamPart } from '../../spec/chat.ts';
 import type { LoadedModel } from '../../spec/index.ts';
 import { TINY_CHAT_SCRIPT, ensureTinyModels } from '../../tiny-models/index.ts';
+import type { Llama } from 'node-llama-cpp';
 import { loadLlamaCppChatModel, type LlamaCppChatModel } from './chat.ts';
+import { llamaCppModelSchema } from './config.ts';
+import { createLlama } from './runtime.ts';
 
 const SEQUENCES = 2;
 const MAX_QUEUE = 1;
@@ -90,10 +92,12 @@ const waitUntil = async (condition: () => boolean, timeoutMs = 2000) => {
   return performance.now() - start;
 };
 
+let llama: Llama;
+
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'infera-chat-'));
   const paths = await ensureTinyModels(dir);
-  const config = modelSchema.parse({
+  const config = llamaCppModelSchema.parse({
     id: 'tiny-chat',
     type: 'chat',
     engine: 'llama-cpp',
@@ -102,13 +106,15 @@ before(async () => {
     llamaCpp: { contextSize: 1024, sequences: SEQUENCES, threads: 1 },
   });
   const progress: number[] = [];
-  loaded = await loadLlamaCppChatModel(config, (fraction) => progress.push(fraction));
+  llama = await createLlama(false);
+  loaded = await loadLlamaCppChatModel(config, (fraction) => progress.push(fraction), { llama });
   model = loaded.model;
   assert.ok(progress.length > 0 && progress.at(-1) === 1, 'load progress reaches 1');
 });
 
 after(async () => {
   await loaded?.dispose();
+  await llama?.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
 

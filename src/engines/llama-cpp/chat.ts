@@ -26,7 +26,7 @@ import {
   type LlamaModel,
   type LLamaChatGenerateResponseOptions,
 } from 'node-llama-cpp';
-import type { ModelConfig } from '../../config/schema.ts';
+import type { LlamaCppModelConfig } from './config.ts';
 import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
 import { Slots } from '../../scheduler/slots.ts';
 import type {
@@ -45,7 +45,7 @@ import { toLlamaChatHistory } from './chat-history.ts';
 import { sequenceOrderedStrategy } from './chat-batching.ts';
 import { toGbnfJsonSchema } from './chat-json-schema.ts';
 import { streamFromProducer } from './chat-stream.ts';
-import { getLlamaRuntime } from './runtime.ts';
+import type { LlamaCppLoadOptions } from './embedding.ts';
 
 /**
  * Used when the request gives no temperature. node-llama-cpp's own default is 0 (greedy), OpenAI's is
@@ -627,16 +627,17 @@ function forcingFunctionCall(base: ChatWrapper): ChatWrapper {
 const qwenToolResults = { _flatFunctionResultString: true } as Record<string, unknown>;
 
 export async function loadLlamaCppChatModel(
-  config: ModelConfig,
-  onProgress?: LoadProgress,
+  config: LlamaCppModelConfig,
+  onProgress: LoadProgress | undefined,
+  { llama, signal }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppChatModel>> {
   if (!config.path) throw new Error(`model ${config.id}: llama-cpp needs \`path\``);
   const options = config.llamaCpp;
-  const llama = await getLlamaRuntime(options.gpu);
   const model = await llama.loadModel({
     modelPath: config.path,
     gpuLayers: options.gpuLayers,
     onLoadProgress: onProgress,
+    loadSignal: signal,
   });
   let context: LlamaContext | undefined;
   try {

@@ -3,11 +3,13 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { modelSchema } from '../../config/schema.ts';
 import { ClientGoneError, InferaError } from '../../errors/index.ts';
 import type { LoadedModel } from '../../spec/index.ts';
-import { embeddingBatcherFor } from '../../serving/embeddings.ts';
+import type { Llama } from 'node-llama-cpp';
+import { createEmbeddingBatcher } from '../../serving/embeddings.ts';
+import { llamaCppModelSchema } from './config.ts';
 import { loadLlamaCppEmbeddingModel, type LlamaCppEmbeddingModel } from './embedding.ts';
+import { createLlama } from './runtime.ts';
 
 const signal = () => new AbortController().signal;
 const cosine = (a: Float32Array, b: Float32Array) => {
@@ -33,8 +35,9 @@ let rerankerPath: string;
 let loaded: LoadedModel<LlamaCppEmbeddingModel>;
 let raw: LoadedModel<LlamaCppEmbeddingModel>;
 let matryoshka: LoadedModel<LlamaCppEmbeddingModel>;
+let llama: Llama;
 const config = (extra: Record<string, unknown> = {}) =>
-  modelSchema.parse({ id: 'tiny-embed', type: 'embedding', engine: 'llama-cpp', path, llamaCpp: { threads: 1, contexts: 2 }, ...extra });
+  llamaCppModelSchema.parse({ id: 'tiny-embed', type: 'embedding', engine: 'llama-cpp', path, llamaCpp: { threads: 1, contexts: 2 }, ...extra });
 
 before(async () => {
   const { ensureTinyModels } = await import('../../tiny-models/index.ts');
@@ -42,12 +45,14 @@ before(async () => {
   path = paths.embedding;
   chatPath = paths.chat;
   rerankerPath = paths.reranker;
-  loaded = await loadLlamaCppEmbeddingModel(config());
-  raw = await loadLlamaCppEmbeddingModel(config({ normalize: false, llamaCpp: { threads: 1, contexts: 1 } }));
-  matryoshka = await loadLlamaCppEmbeddingModel(config({ matryoshka: true, llamaCpp: { threads: 1, contexts: 1 } }));
+  llama = await createLlama(false);
+  loaded = await loadLlamaCppEmbeddingModel(config(), undefined, { llama });
+  raw = await loadLlamaCppEmbeddingModel(config({ normalize: false, llamaCpp: { threads: 1, contexts: 1 } }), undefined, { llama });
+  matryoshka = await loadLlamaCppEmbeddingModel(config({ matryoshka: true, llamaCpp: { threads: 1, contexts: 1 } }), undefined, { llama });
 });
 after(async () => {
   await Promise.all([loaded?.dispose(), raw?.dispose(), matryoshka?.dispose()]);
+  await llama?.dispose();
 });
 
 const embed = async (model: LlamaCppEmbeddingModel, texts: string[], dimensions?: number) =>
@@ -95,7 +100,7 @@ test('embedding engine: batched results equal one-at-a-time results', async () =
   const together = await embed(loaded.model, texts);
   for (const [i, text] of texts.entries()) assertClose(together[i], (await embed(loaded.model, [text]))[0]);
   // And through the micro-batcher, with concurrent requests sharing batches.
-  const batcher = embeddingBatcherFor(loaded.model, config(), { maxBatchTokens: 8192, maxWaitMs: 20, concurrency: 2 });
+  const batcher = createEmbeddingBatcher(loaded.model, config(), { maxBatchTokens: 8192, maxWaitMs: 20, concurrency: 2 });
   const results = await Promise.all(texts.map((text) => batcher.submit({ inputs: [{ text }] }, 4, signal())));
   results.forEach((result, i) => assertClose(result.embeddings[0], together[i]));
   assert.equal(batcher.stats().batches, 1, 'concurrent requests shared one batch');
@@ -151,7 +156,9 @@ test('embedding engine: an aborted call does no work', async () => {
 
 test('embedding engine: a decoder model (qwen3, as Qwen3-Embedding) loads and embeds through the same path', async () => {
   const decoder = await loadLlamaCppEmbeddingModel(
-    modelSchema.parse({ id: 'tiny-decoder-embed', type: 'embedding', engine: 'llama-cpp', path: chatPath, llamaCpp: { threads: 1, contexts: 1, contextSize: 256 } }),
+    llamaCppModelSchema.parse({ id: 'tiny-decoder-embed', type: 'embedding', engine: 'llama-cpp', path: chatPath, llamaCpp: { threads: 1, contexts: 1, contextSize: 256 } }),
+    undefined,
+    { llama },
   );
   try {
     const model = decoder.model;
@@ -172,7 +179,7 @@ test('embedding engine: a decoder model (qwen3, as Qwen3-Embedding) loads and em
 
 test('embedding engine: refuses to serve a reranker GGUF as an embedding model', async () => {
   await assert.rejects(
-    loadLlamaCppEmbeddingModel(modelSchema.parse({ id: 'r', type: 'embedding', engine: 'llama-cpp', path: rerankerPath, llamaCpp: { threads: 1, contexts: 1 } })),
+    loadLlamaCppEmbeddingModel(llamaCppModelSchema.parse({ id: 'r', type: 'embedding', engine: 'llama-cpp', path: rerankerPath, llamaCpp: { threads: 1, contexts: 1 } }), undefined, { llama }),
     /serve it as type reranker/,
   );
 });

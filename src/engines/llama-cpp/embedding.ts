@@ -2,17 +2,20 @@
 // GGUF's `{arch}.pooling_type` says) and decoder embedders such as Qwen3-Embedding (last-token
 // pooling; the EOS the GGUF asks for is appended by node-llama-cpp). llama.cpp returns raw pooled
 // vectors, so L2 normalisation and Matryoshka truncation happen here.
-import type { LlamaEmbeddingContext, LlamaModel, Token } from 'node-llama-cpp';
-import type { ModelConfig } from '../../config/schema.ts';
+import type { Llama, LlamaEmbeddingContext, LlamaModel, Token } from 'node-llama-cpp';
+import type { LlamaCppModelConfig } from './config.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { EmbedCallOptions, EmbedResult, EmbeddingInput, EmbeddingModel, LoadedModel, LoadProgress } from '../../spec/index.ts';
 import { checkedInputTokens } from '../shared/embedding-input.ts';
 import { normalizeInPlace } from '../shared/vectors.ts';
 import { ContextPool } from './embedding-context-pool.ts';
-import { getLlamaRuntime, type RuntimeLogger } from './runtime.ts';
 
-export interface LlamaCppEmbeddingLoadOptions {
-  log?: RuntimeLogger;
+/** What every llama-cpp load takes besides the model entry. */
+export interface LlamaCppLoadOptions {
+  /** The server's Llama (LlamaRuntime); tests pass one from createLlama. */
+  llama: Llama;
+  /** Stops a load in progress (server shutdown). */
+  signal?: AbortSignal;
 }
 
 export type PoolingName = 'none' | 'mean' | 'cls' | 'last' | 'rank' | 'unspecified';
@@ -28,17 +31,17 @@ export interface LlamaCppEmbeddingModel extends EmbeddingModel {
 }
 
 export async function loadLlamaCppEmbeddingModel(
-  config: ModelConfig,
-  onProgress?: LoadProgress,
-  options: LlamaCppEmbeddingLoadOptions = {},
+  config: LlamaCppModelConfig,
+  onProgress: LoadProgress | undefined,
+  { llama, signal }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppEmbeddingModel>> {
   if (!config.path) throw new Error(`model ${config.id}: llama-cpp needs \`path\``);
   const llamaOptions = config.llamaCpp;
-  const llama = await getLlamaRuntime(llamaOptions.gpu, options.log);
   const model = await llama.loadModel({
     modelPath: config.path,
     gpuLayers: llamaOptions.gpuLayers,
     onLoadProgress: onProgress,
+    loadSignal: signal,
   });
   const contexts: LlamaEmbeddingContext[] = [];
   try {
@@ -85,7 +88,7 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
   private readonly addedTokens: number;
 
   constructor(
-    private readonly config: ModelConfig,
+    private readonly config: LlamaCppModelConfig,
     private readonly model: LlamaModel,
     readonly pool: ContextPool<LlamaEmbeddingContext>,
     readonly contextSize: number,

@@ -7,8 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
-import { modelSchema } from '../../config/schema.ts';
+import type { Llama, LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
 import { InferaError } from '../../errors/index.ts';
 import type { LoadedModel } from '../../spec/index.ts';
 import {
@@ -17,7 +16,8 @@ import {
   QWEN3_RERANK_TEMPLATE,
 } from '../../tiny-models/tiny-qwen3-reranker.ts';
 import { loadLlamaCppRerankModel, queryWithInstruction, type LlamaCppRerankModel } from './rerank.ts';
-import { getLlamaRuntime } from './runtime.ts';
+import { llamaCppModelSchema } from './config.ts';
+import { createLlama } from './runtime.ts';
 
 const signal = () => new AbortController().signal;
 const CONTEXT = 1024;
@@ -25,9 +25,10 @@ let path: string;
 let instructed: LoadedModel<LlamaCppRerankModel>;
 let plain: LoadedModel<LlamaCppRerankModel>;
 let reference: { model: LlamaModel; raw: LlamaRankingContext };
+let llama: Llama;
 
 const config = (acceptsInstruction: boolean) =>
-  modelSchema.parse({
+  llamaCppModelSchema.parse({
     id: 'tiny-qwen3-reranker',
     type: 'reranker',
     engine: 'llama-cpp',
@@ -38,9 +39,9 @@ const config = (acceptsInstruction: boolean) =>
 
 before(async () => {
   path = await ensureTinyQwen3Reranker(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'));
-  instructed = await loadLlamaCppRerankModel(config(true));
-  plain = await loadLlamaCppRerankModel(config(false));
-  const llama = await getLlamaRuntime(false);
+  llama = await createLlama(false);
+  instructed = await loadLlamaCppRerankModel(config(true), undefined, { llama });
+  plain = await loadLlamaCppRerankModel(config(false), undefined, { llama });
   const model = await llama.loadModel({ modelPath: path });
   reference = {
     model,
@@ -51,6 +52,7 @@ before(async () => {
 after(async () => {
   await Promise.all([instructed?.dispose(), plain?.dispose(), reference?.raw.dispose()]);
   await reference?.model.dispose();
+  await llama?.dispose();
 });
 
 /** P(yes) for exactly these tokens. */

@@ -3,26 +3,31 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { modelSchema } from '../../config/schema.ts';
+import type { Llama } from 'node-llama-cpp';
 import { ClientGoneError, InferaError } from '../../errors/index.ts';
 import type { LoadedModel } from '../../spec/index.ts';
+import { llamaCppModelSchema } from './config.ts';
+import { createLlama } from './runtime.ts';
 import { fillHead, loadLlamaCppRerankModel, promptTemplate, queryWithInstruction, splitIntoChunks, type LlamaCppRerankModel } from './rerank.ts';
 
 const signal = () => new AbortController().signal;
 let paths: { embedding: string; reranker: string };
 let loaded: LoadedModel<LlamaCppRerankModel>;
 let instructed: LoadedModel<LlamaCppRerankModel>;
+let llama: Llama;
 const config = (extra: Record<string, unknown> = {}) =>
-  modelSchema.parse({ id: 'tiny-rerank', type: 'reranker', engine: 'llama-cpp', path: paths.reranker, llamaCpp: { threads: 1, contexts: 2 }, ...extra });
+  llamaCppModelSchema.parse({ id: 'tiny-rerank', type: 'reranker', engine: 'llama-cpp', path: paths.reranker, llamaCpp: { threads: 1, contexts: 2 }, ...extra });
 
 before(async () => {
   const { ensureTinyModels } = await import('../../tiny-models/index.ts');
   paths = await ensureTinyModels(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'));
-  loaded = await loadLlamaCppRerankModel(config());
-  instructed = await loadLlamaCppRerankModel(config({ acceptsInstruction: true, llamaCpp: { threads: 1, contexts: 1 } }));
+  llama = await createLlama(false);
+  loaded = await loadLlamaCppRerankModel(config(), undefined, { llama });
+  instructed = await loadLlamaCppRerankModel(config({ acceptsInstruction: true, llamaCpp: { threads: 1, contexts: 1 } }), undefined, { llama });
 });
 after(async () => {
   await Promise.all([loaded?.dispose(), instructed?.dispose()]);
+  await llama?.dispose();
 });
 
 test('splitIntoChunks: chunks fit, overlap as asked (at most half a chunk), cover the document, stop at the cap', () => {
@@ -106,7 +111,7 @@ test('rerank engine: instruction only for rerankers that take one, and it change
 
 test('rerank engine: refuses to load a model without a classification head', async () => {
   await assert.rejects(
-    loadLlamaCppRerankModel(modelSchema.parse({ id: 'not-a-reranker', type: 'reranker', engine: 'llama-cpp', path: paths.embedding, llamaCpp: { threads: 1, contexts: 1 } })),
+    loadLlamaCppRerankModel(llamaCppModelSchema.parse({ id: 'not-a-reranker', type: 'reranker', engine: 'llama-cpp', path: paths.embedding, llamaCpp: { threads: 1, contexts: 1 } }), undefined, { llama }),
     /not a reranker/,
   );
 });

@@ -6,16 +6,12 @@
 // `overlap_tokens` mean what SiliconFlow documents: chunks of document tokens that fit next to the
 // query in one context, consecutive chunks sharing `overlap_tokens` tokens; a document scores its best chunk.
 import type { LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
-import type { ModelConfig } from '../../config/schema.ts';
+import type { LlamaCppModelConfig } from './config.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
 import { chunkLimits, documentRoom, queryWithInstruction, splitIntoChunks } from '../shared/rerank-text.ts';
 import { ContextPool } from './embedding-context-pool.ts';
-import { getLlamaRuntime, type RuntimeLogger } from './runtime.ts';
-
-export interface LlamaCppRerankLoadOptions {
-  log?: RuntimeLogger;
-}
+import type { LlamaCppLoadOptions } from './embedding.ts';
 
 export interface LlamaCppRerankModel extends RerankModel {
   readonly parallelism: number;
@@ -28,14 +24,13 @@ export interface LlamaCppRerankModel extends RerankModel {
 const QWEN3_INSTRUCT_SLOT = /<Instruct>: ([^\n]*)\n<Query>: \{query\}/;
 
 export async function loadLlamaCppRerankModel(
-  config: ModelConfig,
-  onProgress?: LoadProgress,
-  options: LlamaCppRerankLoadOptions = {},
+  config: LlamaCppModelConfig,
+  onProgress: LoadProgress | undefined,
+  { llama, signal }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppRerankModel>> {
   if (!config.path) throw new Error(`model ${config.id}: llama-cpp needs \`path\``);
   const llamaOptions = config.llamaCpp;
-  const llama = await getLlamaRuntime(llamaOptions.gpu, options.log);
-  const model = await llama.loadModel({ modelPath: config.path, gpuLayers: llamaOptions.gpuLayers, onLoadProgress: onProgress });
+  const model = await llama.loadModel({ modelPath: config.path, gpuLayers: llamaOptions.gpuLayers, onLoadProgress: onProgress, loadSignal: signal });
   const contexts: LlamaRankingContext[] = [];
   try {
     if (!model.fileInsights.supportsRanking)
@@ -108,7 +103,7 @@ class LlamaCppRerank implements LlamaCppRerankModel {
   readonly parallelism: number;
 
   constructor(
-    config: ModelConfig,
+    config: LlamaCppModelConfig,
     private readonly model: LlamaModel,
     readonly pool: ContextPool<LlamaRankingContext>,
     readonly contextSize: number,

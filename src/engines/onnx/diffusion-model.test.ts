@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { modelSchema } from '../../config/schema.ts';
+import { onnxDiffusionModelSchema } from './config.ts';
 import { InferaError, isAbortError } from '../../errors/index.ts';
 import type { ImageCallOptions, ImageModel, LoadedModel } from '../../spec/index.ts';
 import { ensureTinyDiffusionModel, type TinyDiffusionVariant } from '../../tiny-models/onnx/tiny-diffusion.ts';
@@ -28,7 +28,7 @@ after(async () => {
 
 async function load(name: string, variant: TinyDiffusionVariant, onnx: Record<string, unknown> = {}, warnings: string[] = []) {
   const path = await ensureTinyDiffusionModel(join(root, name), variant);
-  const config = modelSchema.parse({ id: `tiny/${name}`, type: 'text-to-image', engine: 'onnx-diffusion', path, maxQueue: 0, onnx: { threads: 1, ...onnx } });
+  const config = onnxDiffusionModelSchema.parse({ id: `tiny/${name}`, type: 'text-to-image', engine: 'onnx-diffusion', path, maxQueue: 0, onnx: { threads: 1, ...onnx } });
   const model = await loadOnnxDiffusionModel(config, undefined, { log: { warn: (m) => warnings.push(m) } });
   loaded.push(model);
   return model.model;

@@ -2,7 +2,7 @@
 // generations through a per-model Slots queue (one at a time by default: a CPU diffusion step already
 // uses every pinned thread, so running two only interleaves them and doubles memory).
 import { resolve } from 'node:path';
-import type { ModelConfig } from '../../config/schema.ts';
+import type { OnnxModelConfig } from './config.ts';
 import { badRequest } from '../../errors/index.ts';
 import { Slots } from '../../scheduler/slots.ts';
 import type { ImageCallOptions, ImageModel, ImageResult, LoadedModel, LoadProgress } from '../../spec/index.ts';
@@ -18,7 +18,7 @@ export interface OnnxDiffusionLoadOptions {
 const mediaTypes = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' } as const;
 
 export async function loadOnnxDiffusionModel(
-  config: ModelConfig,
+  config: OnnxModelConfig,
   onProgress?: LoadProgress,
   options: OnnxDiffusionLoadOptions = {},
 ): Promise<LoadedModel<ImageModel>> {
@@ -32,7 +32,7 @@ export async function loadOnnxDiffusionModel(
     log: options.log,
     onProgress,
   });
-  for (const warning of pipeline.warnings) (options.log ?? console).warn(`model ${config.id}: ${warning}`);
+  for (const warning of pipeline.warnings) options.log?.warn(`model ${config.id}: ${warning}`);
 
   const [defaultWidth, defaultHeight] = onnx.defaultSize.split('x').map(Number) as [number, number];
   const slots = new Slots(onnx.concurrency, config.maxQueue, `Image model ${config.id}`);

@@ -4,7 +4,7 @@
 // vectors are L2-normalised here, as for the llama.cpp engine.
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
-import type { ModelConfig } from '../../config/schema.ts';
+import type { OnnxModelConfig } from './config.ts';
 import { ClientGoneError } from '../../errors/index.ts';
 import type { EmbedCallOptions, EmbedResult, EmbeddingModel, LoadedModel, LoadProgress, PreferredBatching } from '../../spec/index.ts';
 import { checkedInputTokens } from '../shared/embedding-input.ts';
@@ -27,7 +27,7 @@ export interface OnnxEmbeddingModel extends EmbeddingModel {
 export const ONNX_BATCHING: PreferredBatching = { maxWaitMs: 0, concurrency: 1 };
 
 export async function loadOnnxEmbeddingModel(
-  config: ModelConfig,
+  config: OnnxModelConfig,
   onProgress?: LoadProgress,
   options: { log?: SessionLogger } = {},
 ): Promise<LoadedModel<OnnxEmbeddingModel>> {
@@ -43,7 +43,7 @@ export async function loadOnnxEmbeddingModel(
   }
 }
 
-export function loadEncoder(config: ModelConfig, log?: SessionLogger): Promise<OnnxEncoder> {
+export function loadEncoder(config: OnnxModelConfig, log?: SessionLogger): Promise<OnnxEncoder> {
   const onnx = config.onnx;
   return OnnxEncoder.load(config.path, {
     threads: onnx.threads,
@@ -55,7 +55,7 @@ export function loadEncoder(config: ModelConfig, log?: SessionLogger): Promise<O
   });
 }
 
-async function poolingOf(config: ModelConfig, encoder: OnnxEncoder): Promise<OnnxPooling> {
+async function poolingOf(config: OnnxModelConfig, encoder: OnnxEncoder): Promise<OnnxPooling> {
   if (config.onnx.pooling) return config.onnx.pooling;
   if (encoder.outputs.some((o) => o.name === 'sentence_embedding')) return 'sentence_embedding';
   const st = await readFile(join(encoder.dir, '1_Pooling', 'config.json'), 'utf8').then(
@@ -82,7 +82,7 @@ class OnnxEmbedding implements OnnxEmbeddingModel {
   private readonly output: string;
 
   constructor(
-    private readonly config: ModelConfig,
+    private readonly config: OnnxModelConfig,
     private readonly encoder: OnnxEncoder,
     readonly pooling: OnnxPooling,
   ) {

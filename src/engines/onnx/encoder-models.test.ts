@@ -8,13 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { modelSchema } from '../../config/schema.ts';
 import { ClientGoneError, InferaError } from '../../errors/index.ts';
 import type { EmbeddingModel, RerankModel } from '../../spec/index.ts';
 import { encodeBert } from '../../tiny-models/bert.ts';
 import { GgmlType } from '../../tiny-models/gguf-writer.ts';
 import { ensureOnnxBert, onnxBertBuild } from '../../tiny-models/onnx/index.ts';
+import { llamaCppModelSchema } from '../llama-cpp/config.ts';
 import { loadLlamaCppEmbeddingModel } from '../llama-cpp/embedding.ts';
+import { createLlama } from '../llama-cpp/runtime.ts';
+import { onnxModelSchema } from './config.ts';
 import { loadOnnxEmbeddingModel } from './embedding.ts';
 import { loadOnnxRerankModel } from './rerank.ts';
 
@@ -26,14 +28,14 @@ const rerankDir = join(dir, 'rerank');
 const disposers: (() => Promise<void>)[] = [];
 
 const embedConfig = (extra: Record<string, unknown> = {}) =>
-  modelSchema.parse({ id: 'test/onnx-embed', type: 'embedding', engine: 'onnx', path: embedDir, ...extra });
+  onnxModelSchema.parse({ id: 'test/onnx-embed', type: 'embedding', engine: 'onnx', path: embedDir, ...extra });
 async function loadEmbed(extra: Record<string, unknown> = {}): Promise<EmbeddingModel> {
   const loaded = await loadOnnxEmbeddingModel(embedConfig(extra));
   disposers.push(loaded.dispose);
   return loaded.model;
 }
 async function loadRerank(extra: Record<string, unknown> = {}): Promise<RerankModel> {
-  const loaded = await loadOnnxRerankModel(modelSchema.parse({ id: 'test/onnx-rerank', type: 'reranker', engine: 'onnx', path: rerankDir, ...extra }));
+  const loaded = await loadOnnxRerankModel(onnxModelSchema.parse({ id: 'test/onnx-rerank', type: 'reranker', engine: 'onnx', path: rerankDir, ...extra }));
   disposers.push(loaded.dispose);
   return loaded.model;
 }
@@ -59,8 +61,9 @@ describe('onnx embedding model', () => {
     const build = onnxBertBuild('tiny-embed');
     const ggufPath = join(dir, 'twin.gguf');
     writeFileSync(ggufPath, encodeBert({ config: build.config, weights: build.weights, matrixType: GgmlType.F32 }));
-    const twin = await loadLlamaCppEmbeddingModel(modelSchema.parse({ id: 'twin', type: 'embedding', engine: 'llama-cpp', path: ggufPath }));
-    disposers.push(twin.dispose);
+    const llama = await createLlama(false);
+    const twin = await loadLlamaCppEmbeddingModel(llamaCppModelSchema.parse({ id: 'twin', type: 'embedding', engine: 'llama-cpp', path: ggufPath }), undefined, { llama });
+    disposers.push(twin.dispose, () => llama.dispose());
     const model = await loadEmbed();
     assert.equal(model.dimensions, twin.model.dimensions);
     for (const text of TEXTS) assert.deepEqual(await model.tokenize(text), await twin.model.tokenize(text), text);
@@ -185,7 +188,7 @@ describe('onnx embedding model', () => {
     await assert.rejects(loadOnnxEmbeddingModel(embedConfig({ path: noTokenizer })), /tokenizer\.json is missing/);
     await assert.rejects(loadOnnxEmbeddingModel(embedConfig({ path: join(dir, 'nothing-here') })), /no model file .*set onnx\.file/);
     await assert.rejects(
-      loadOnnxRerankModel(modelSchema.parse({ id: 'x', type: 'reranker', engine: 'onnx', path: embedDir })),
+      loadOnnxRerankModel(onnxModelSchema.parse({ id: 'x', type: 'reranker', engine: 'onnx', path: embedDir })),
       /no 'logits' output/,
     );
   });

@@ -3,7 +3,7 @@
 // of every request in a micro-batch share forward passes. Chunking and instructions follow the same
 // rules as the llama.cpp reranker (../shared/rerank-text.ts). Score = sigmoid of the one logit, or the
 // positive-class probability for two-label heads.
-import type { ModelConfig } from '../../config/schema.ts';
+import type { OnnxModelConfig } from './config.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
 import { chunkLimits, documentRoom, queryWithInstruction, splitIntoChunks } from '../shared/rerank-text.ts';
@@ -12,7 +12,7 @@ import type { EncoderRow, OnnxEncoder, OutputView } from './encoder.ts';
 import type { SessionLogger } from './sessions.ts';
 
 export async function loadOnnxRerankModel(
-  config: ModelConfig,
+  config: OnnxModelConfig,
   onProgress?: LoadProgress,
   options: { log?: SessionLogger } = {},
 ): Promise<LoadedModel<RerankModel>> {
@@ -49,7 +49,7 @@ class OnnxRerank implements RerankModel {
   private readonly pairFrame: number;
 
   constructor(
-    config: ModelConfig,
+    config: OnnxModelConfig,
     private readonly encoder: OnnxEncoder,
   ) {
     this.name = config.id;

@@ -155,7 +155,7 @@ export async function createSession(
     } catch (error) {
       if (!providers.includes('cuda')) throw error;
       const reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
-      (log ?? console).warn(
+      log?.warn(
         `onnx: CUDA was requested but could not be used (${reason}); falling back to CPU for ${path}. ` +
           'Install the CUDA build with ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (needs CUDA 12 + cuDNN).',
       );

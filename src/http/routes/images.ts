@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Services } from '../../serving/context.ts';
-import { closeImageStore, IMAGE_FILES_PATH, imageStoreFor, serveImageFile, serveImageGeneration } from '../../serving/images.ts';
+import { IMAGE_FILES_PATH, imageStoreFor, serveImageFile, serveImageGeneration } from '../../serving/images.ts';
 import { requestContext, sendResult } from '../app.ts';
 
 /** POST image generation (plus the singular path older Dify releases call), inside the API scope. */
@@ -21,7 +21,6 @@ export function registerImageRoutes(scope: FastifyInstance, services: Services):
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the root app carries pino's logger type
 export function registerImageFileRoutes(app: FastifyInstance<any, any, any, any>, services: Services): void {
   imageStoreFor(services).catch((error) => services.logger.error({ err: error }, 'image store could not be opened'));
-  app.addHook('onClose', async () => closeImageStore(services));
   app.get(`${IMAGE_FILES_PATH}/:name`, async (request, reply) => {
     const { name } = request.params as { name: string };
     const file = await serveImageFile(services, name);

@@ -1,0 +1,45 @@
+// The keys every model entry has, whatever its engine. An engine adds its own keys (its options block,
+// `path` when it reads local files) through engineModelSchema, in its own folder; src/config/schema.ts
+// composes the entries of the engines in the table, so adding an engine never edits this file.
+import { z } from 'zod';
+
+export const modelTypeSchema = z.enum(['chat', 'embedding', 'reranker', 'text-to-image']);
+
+export const commonModelShape = {
+  /** Public id clients send, e.g. "Qwen/QwQ-32B". Matched case-insensitively. */
+  id: z.string().min(1),
+  /** Other ids that resolve to this model (apps validate keys with fixed ids like deepseek-ai/DeepSeek-V3). */
+  aliases: z.array(z.string().min(1)).default([]),
+  type: modelTypeSchema,
+  /** Which engine serves the model: a name from the engine table (src/engines/index.ts). */
+  engine: z.string().min(1),
+  /**
+   * The model's file or folder, relative to the config file. Optional here because a remote engine
+   * has none; an engine that reads local files makes it required in its own schema.
+   */
+  path: z.string().min(1).optional(),
+  ownedBy: z.string().default('infera'),
+  /** Load at startup instead of on first use. */
+  eager: z.boolean().default(false),
+  /** Requests allowed to wait for a slot; more get 503 + Retry-After. */
+  maxQueue: z.number().int().min(0).default(64),
+  /** Embedding models: supports Matryoshka truncation via `dimensions`. */
+  matryoshka: z.boolean().default(false),
+  /** Embedding models: pooling the model family expects, when the GGUF does not say. */
+  normalize: z.boolean().default(true),
+  /** Rerankers that take an `instruction` (Qwen3-Reranker style). */
+  acceptsInstruction: z.boolean().default(false),
+  /** Shown in /v1/models metadata; tiny test models say so here. */
+  description: z.string().optional(),
+};
+
+const commonModelSchema = z.object(commonModelShape).strict();
+
+/** What every part of Infera outside an engine may read from a model entry. */
+export type ModelConfig = z.output<typeof commonModelSchema>;
+export type ModelTypeName = z.infer<typeof modelTypeSchema>;
+
+/** One engine's model entry: the common keys, `engine` fixed to its name, plus the engine's own keys. */
+export function engineModelSchema<const Name extends string, Shape extends z.ZodRawShape>(name: Name, shape: Shape) {
+  return commonModelSchema.extend({ engine: z.literal(name) }).extend(shape).strict();
+}

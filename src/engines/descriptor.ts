@@ -1,0 +1,44 @@
+// The contract between Infera and an engine. Each engine folder exports one EngineDescriptor, and the
+// engine table (src/engines/index.ts) lists them: config validation, path resolution and model loading
+// all go through the table, so an engine is one folder plus one line there.
+//
+// A descriptor module must stay cheap to import (zod and types only): the CLI and the config loader
+// import every descriptor, and a server that serves no image model must never load ONNX Runtime. The
+// heavy engine code is imported inside load().
+import type { z } from 'zod';
+import type { Logger } from 'pino';
+import type { ModelConfig, ModelTypeName } from '../config/model.ts';
+import type { LoadedModel, LoadProgress } from '../spec/index.ts';
+import type { EngineResources } from './resources.ts';
+
+export interface EngineLoadContext<C extends ModelConfig = ModelConfig> {
+  /** The validated entry (this engine's schema, paths already absolute). */
+  config: C;
+  onProgress: LoadProgress;
+  /** Aborted when the server shuts down while the model is still loading. */
+  signal: AbortSignal;
+  /** The server's logger, bound to this model: engine warnings go here, never to the console. */
+  logger: Logger;
+  /** Engine state shared by this server's models (e.g. one llama.cpp runtime); disposed when the server closes. */
+  resources: EngineResources;
+}
+
+export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {
+  /** The value of `engine` in a model entry. */
+  readonly name: string;
+  /** The model types it serves; any other `type` is a config error. */
+  readonly kinds: readonly ModelTypeName[];
+  /** Its model entry: the common keys plus its own (build it with engineModelSchema). */
+  readonly schema: z.ZodType<C> & { readonly shape: Readonly<Record<string, unknown>> };
+  /** Makes the paths inside its own options absolute (`path` itself is resolved for every engine). */
+  resolvePaths?(config: C, absolute: (path: string) => string): void;
+  load(context: EngineLoadContext<C>): Promise<LoadedModel>;
+}
+
+/** The engines a server knows. Passed to the config schema and the registry (tests pass their own). */
+export type EngineTable = readonly EngineDescriptor<any>[];
+
+/** Checks the descriptor's types against its schema; returns it unchanged. */
+export function defineEngine<C extends ModelConfig>(descriptor: EngineDescriptor<C>): EngineDescriptor<C> {
+  return descriptor;
+}

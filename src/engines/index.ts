@@ -1,0 +1,11 @@
+// The engine table: every engine Infera can serve models with. Adding an engine is one folder with a
+// descriptor (src/engines/descriptor.ts) and one line here; the config schema, the config loader and
+// the registry read this table and nothing else about engines.
+import type { EngineTable } from './descriptor.ts';
+import { llamaCpp } from './llama-cpp/descriptor.ts';
+import { onnxDiffusion } from './onnx-diffusion/descriptor.ts';
+import { onnx } from './onnx/descriptor.ts';
+
+export const engines: EngineTable = [llamaCpp, onnx, onnxDiffusion];
+
+export type { EngineDescriptor, EngineLoadContext, EngineTable } from './descriptor.ts';

@@ -1,0 +1,33 @@
+// The llama-cpp engine's model entry: a GGUF `path` and the `llamaCpp` options block
+// (docs/CONFIGURATION.md, "models[].llamaCpp"). zod only: imported by the config loader.
+import { z } from 'zod';
+import { engineModelSchema } from '../../config/model.ts';
+
+const positiveInt = z.number().int().positive();
+
+export const llamaCppOptionsSchema = z
+  .object({
+    /** Tokens of context per sequence. */
+    contextSize: positiveInt.default(4096),
+    /** Parallel sequences in one context: concurrent requests llama.cpp batches together. */
+    sequences: positiveInt.default(4),
+    /** CPU threads for llama.cpp. Always explicit: node-llama-cpp's default is badly wrong on small boxes. */
+    threads: positiveInt.default(1),
+    /** Layers to offload to a GPU; 0 = CPU only. "auto" lets node-llama-cpp decide. */
+    gpuLayers: z.union([z.number().int().min(0), z.literal('auto')]).default(0),
+    /** Use a GPU backend when one is present ("auto") or never (false). */
+    gpu: z.union([z.literal('auto'), z.literal(false), z.enum(['cuda', 'vulkan', 'metal'])]).default(false),
+    batchSize: positiveInt.optional(),
+    /** Embedding/rerank: contexts in the pool (each handles one input at a time). */
+    contexts: positiveInt.default(2),
+  })
+  .strict();
+
+export const llamaCppModelSchema = engineModelSchema('llama-cpp', {
+  /** The GGUF file. */
+  path: z.string().min(1),
+  llamaCpp: llamaCppOptionsSchema.default(() => llamaCppOptionsSchema.parse({})),
+});
+
+export type LlamaCppOptions = z.infer<typeof llamaCppOptionsSchema>;
+export type LlamaCppModelConfig = z.output<typeof llamaCppModelSchema>;

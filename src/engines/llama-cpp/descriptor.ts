@@ -1,0 +1,35 @@
+// Engine `llama-cpp`: GGUF chat, embedding and reranker models through node-llama-cpp. Cheap to import:
+// node-llama-cpp is imported inside load().
+import { defineEngine } from '../descriptor.ts';
+import { requireLocalPath } from '../shared/files.ts';
+import { llamaCppModelSchema } from './config.ts';
+
+export const llamaCpp = defineEngine({
+  name: 'llama-cpp',
+  kinds: ['chat', 'embedding', 'reranker'],
+  schema: llamaCppModelSchema,
+  async load({ config, onProgress, signal, logger, resources }) {
+    requireLocalPath(config.path);
+    const { LlamaRuntime } = await import('./runtime.ts');
+    const runtime = await resources.get(
+      'llama-cpp',
+      () => new LlamaRuntime(resources.logger.child({ engine: 'llama-cpp' })),
+      (created) => created.dispose(),
+    );
+    const llama = await runtime.llama(config.llamaCpp.gpu);
+    signal.throwIfAborted();
+    return runtime.attributed(logger, async () => {
+      const options = { llama, signal };
+      switch (config.type) {
+        case 'chat':
+          return (await import('./chat.ts')).loadLlamaCppChatModel(config, onProgress, options);
+        case 'embedding':
+          return (await import('./embedding.ts')).loadLlamaCppEmbeddingModel(config, onProgress, options);
+        case 'reranker':
+          return (await import('./rerank.ts')).loadLlamaCppRerankModel(config, onProgress, options);
+        default:
+          throw new Error(`engine llama-cpp cannot serve ${config.type} models`);
+      }
+    });
+  },
+});
