@@ -8,7 +8,7 @@
 import type { z } from 'zod';
 import type { Logger } from 'pino';
 import type { ModelConfig, ModelTypeName } from '../config/model.ts';
-import type { LoadedModel, LoadProgress } from '../spec/index.ts';
+import type { ImageLimits, LoadedModel, LoadProgress } from '../spec/index.ts';
 import type { EngineResources } from './resources.ts';
 
 export interface EngineLoadContext<C extends ModelConfig = ModelConfig> {
@@ -33,6 +33,11 @@ export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {
   /** Makes the paths inside its own options absolute (`path` itself is resolved for every engine). */
   resolvePaths?(config: C, absolute: (path: string) => string): void;
   load(context: EngineLoadContext<C>): Promise<LoadedModel>;
+  /**
+   * Image engines: the sizes the entry's options allow, known before any load, so a request for a size
+   * the model cannot make is refused without loading it (the loaded model's `limits` are the same).
+   */
+  imageLimits?(config: C): ImageLimits;
 }
 
 /** The engines a server knows. Passed to the config schema and the registry (tests pass their own). */

@@ -11,13 +11,14 @@
 //   `image3` (multi-image editing models only) are always refused; `prompt_enhancement: true`, a
 //   `quality` other than auto/standard, and any `style` are refused under server.strictParameters
 //   (the default) and ignored with a warning otherwise.
-// - Size limits depend on the model, so they are checked in serving (checkImageSize), still naming
-//   the field the client used.
+// - Size limits depend on the model (its config declares them: imageLimitsOf), so serving checks them
+//   with checkImageSize before the model loads, still naming the field the client used.
 // - Response: SiliconFlow's `images[{url}]`, `timings.inference` (seconds), `seed`, plus OpenAI's
 //   `created` and `data[{url}]`; with response_format b64_json each data item also carries b64_json
 //   (Cherry Studio 1.9 needs it; real SiliconFlow omits it).
 import { z } from 'zod';
 import { badRequest } from '../errors/index.ts';
+import { imageSizeProblem, type ImageLimits } from '../spec/image.ts';
 import { numberBetween, parseBody } from './common/validation.ts';
 
 export const MAX_SEED = 9_999_999_999;
@@ -138,16 +139,13 @@ export function parseImageGenerationRequest(body: unknown, options: { strict: bo
   };
 }
 
-/** Model-dependent size check: multiples of 8 within the model's limits, 400 naming the client's field. */
+/** The model's size rule (imageSizeProblem) as a 400 naming the field the client used. */
 export function checkImageSize(
   size: { width: number; height: number; param: SizeParam },
-  limits: { minSize: number; maxSize: number },
+  limits: Pick<ImageLimits, 'minSize' | 'maxSize'>,
 ): void {
-  for (const [name, value] of [['width', size.width], ['height', size.height]] as const) {
-    if (value % 8 !== 0) throw badRequest(`${size.param}: ${name} ${value} must be a multiple of 8.`, size.param);
-    if (value < limits.minSize || value > limits.maxSize)
-      throw badRequest(`${size.param}: ${name} ${value} is outside this model's range ${limits.minSize}–${limits.maxSize}.`, size.param);
-  }
+  const problem = imageSizeProblem(size.width, size.height, limits);
+  if (problem) throw badRequest(`${size.param}: ${problem}.`, size.param);
 }
 
 export interface ImagesResponse {

@@ -6,7 +6,7 @@ import type { ModelConfig, ModelTypeName } from '../config/schema.ts';
 import type { EngineTable } from '../engines/descriptor.ts';
 import { EngineResources } from '../engines/resources.ts';
 import { InferaError, modelNotFound } from '../errors/index.ts';
-import type { AnyModel, LoadedModel, ChatModel, EmbeddingModel, RerankModel, ImageModel } from '../spec/index.ts';
+import type { AnyModel, LoadedModel, ChatModel, EmbeddingModel, RerankModel, ImageModel, ImageLimits } from '../spec/index.ts';
 
 export type ModelState = 'unloaded' | 'loading' | 'ready' | 'failed';
 
@@ -170,6 +170,11 @@ export class ModelRegistry {
       );
     }
     return slot.loading;
+  }
+
+  /** The image sizes a model's engine declares from its config, before any load (undefined: known only once loaded). */
+  imageLimits(entry: ModelEntry): ImageLimits | undefined {
+    return this.engines.find((candidate) => candidate.name === entry.config.engine)?.imageLimits?.(entry.config);
   }
 
   /** Load the models marked eager (startup). Failures are recorded in the entry, not thrown. */

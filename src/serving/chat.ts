@@ -1,7 +1,8 @@
-// POST /v1/chat/completions: resolve model → check context → admit (keys, limits, balance) →
-// generate (n choices) → meter. Streams are peeked before the HTTP status is sent, so queue-full,
+// POST /v1/chat/completions: parse (wire rules) → resolve model → admit (keys, limits, balance) → load →
+// the engine checks what depends on the model (context window, schemas) once → generate (n choices) →
+// meter. Streams are peeked before the HTTP status is sent, so queue-full,
 // context and engine errors that happen before the first token are still normal HTTP errors.
-import { InferaError, isAbortError } from '../errors/index.ts';
+import { isAbortError } from '../errors/index.ts';
 import type { Admission, UsageReport } from '../platform/gate.ts';
 import { parseChatRequest } from '../protocol/chat/request.ts';
 import { buildChatCompletion, combineChoiceUsage, newChatCompletionId } from '../protocol/chat/response.ts';
@@ -38,7 +39,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   try {
     lease = await services.registry.acquire(request.model, 'chat');
     const model = lease.model;
-    promptTokens = await checkContext(model, options);
+    promptTokens = await model.checkPrompt(options);
     if (!request.stream) {
       const results = await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
       for (const result of results)
@@ -87,21 +88,6 @@ function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>): number 
   }
   characters += JSON.stringify(options.tools ?? []).length;
   return Math.ceil(characters / 3) + 8 * options.messages.length;
-}
-
-async function checkContext(model: ChatModel, options: ChatCallOptions): Promise<number> {
-  const promptTokens = await model.countPromptTokens(options);
-  const wanted = promptTokens + (options.maxTokens ?? 1);
-  if (wanted > model.contextSize)
-    throw new InferaError({
-      status: 400,
-      param: 'messages',
-      code: 'context_length_exceeded',
-      message:
-        `This model's maximum context length is ${model.contextSize} tokens. However, you requested ${wanted} tokens ` +
-        `(${promptTokens} in the messages, ${options.maxTokens ?? 1} in the completion). Please reduce the length of the messages or max_tokens.`,
-    });
-  return promptTokens;
 }
 
 const emptyUsage = (promptTokens: number): ChatUsage => ({ promptTokens, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 });

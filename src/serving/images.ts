@@ -1,7 +1,8 @@
-// POST /v1/images/generations: parse → resolve the image model → admit (keys, IPM limits, balance)
-// before any model load → size/img2img checks against the model → fetch/decode the input image → generate (the engine
-// queues per model and stops between steps when the client leaves) → store files → answer with
-// links that point back at this server and expire.
+// POST /v1/images/generations: parse → resolve the image model → size check against the limits its
+// config declares → admit (keys, IPM limits, balance), all before any model load → img2img check
+// against the loaded model (whether its export has a VAE encoder) → fetch/decode the input image →
+// generate (the engine queues per model and stops between steps when the client leaves) → store
+// files → answer with links that point back at this server and expire.
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -69,6 +70,8 @@ export async function serveImageGeneration(
   const request = parseImageGenerationRequest(body, { strict: services.config.server.strictParameters });
   for (const warning of request.warnings) context.logger.warn(warning);
   const entry = services.registry.resolve(request.model, 'text-to-image');
+  const declared = services.registry.imageLimits(entry);
+  if (request.size && declared) checkImageSize(request.size, declared);
   const admission = await admitFor(services, context, entry, 'images', { estimatedTokens: 0, images: request.batchSize });
   let lease: ModelLease<ImageModel> | undefined;
   try {
@@ -77,7 +80,8 @@ export async function serveImageGeneration(
     try {
       lease = await services.registry.acquire(request.model, 'text-to-image');
       const model = lease.model;
-      if (request.size) checkImageSize(request.size, model.limits);
+      // An engine that declares no limits up front (known only once loaded) is checked here, once.
+      if (request.size && !declared) checkImageSize(request.size, model.limits);
       if (request.image && !model.imageToImage)
         throw badRequest(`image: model '${request.model}' cannot take an input image (its export has no VAE encoder).`, 'image', 'image_to_image_unsupported');
       let initImage: Awaited<ReturnType<typeof decodeInitImage>> | undefined;

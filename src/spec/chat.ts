@@ -32,7 +32,17 @@ export type ChatMessage =
   | { role: 'assistant'; content: string | null; reasoning?: string; toolCalls?: ToolCall[] }
   | { role: 'tool'; content: string; toolCallId?: string; name?: string };
 
+/**
+ * What a tool (function) name may be: OpenAI's rule (^[a-zA-Z0-9_-]{1,64}$) plus dots, which MCP bridges
+ * use ("server.tool"). The protocol refuses any other name with a 400 naming the field, so engines rely
+ * on it and never check again. node-llama-cpp itself refuses only whitespace (colons render and parse
+ * too), but Infera has always refused colons, and clients written against OpenAI never send them.
+ */
+export const TOOL_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+export const TOOL_NAME_RULE = 'must be 1-64 characters of letters, digits, _, . or -';
+
 export interface ToolDefinition {
+  /** Matches TOOL_NAME_PATTERN and is unique among the request's tools. */
   name: string;
   description?: string;
   /** JSON schema of the arguments; may carry "$schema" / "additionalProperties" from LangChain or the AI SDK. */
@@ -48,10 +58,16 @@ export type ResponseFormat =
   | { type: 'json_object' }
   | { type: 'json_schema'; name?: string; schema: JsonSchema; strict?: boolean };
 
+/** SiliconFlow's thinking_budget range; the protocol clamps requests into it. */
+export const THINKING_BUDGET_MIN = 128;
+export const THINKING_BUDGET_MAX = 32768;
+/** SiliconFlow's default thinking budget: what `budgetTokens: undefined` means to every engine. */
+export const DEFAULT_THINKING_BUDGET = 4096;
+
 export interface ThinkingOptions {
   /** undefined: the model's default (thinking models think). false: suppress the think block. */
   enabled?: boolean;
-  /** Upper bound on reasoning tokens (SiliconFlow thinking_budget, clamped to 128..32768). */
+  /** Upper bound on reasoning tokens, THINKING_BUDGET_MIN..MAX; undefined: DEFAULT_THINKING_BUDGET. */
   budgetTokens?: number;
 }
 
@@ -66,18 +82,27 @@ export interface SamplingOptions {
   seed?: number;
 }
 
+/**
+ * What an engine gets. src/protocol/chat/request.ts has already refused what no engine could honour
+ * (the wire rules below are its, and engines do not check them again); engines refuse only what depends
+ * on the model itself (context window, schemas their grammar cannot enforce, unsupported content).
+ */
 export interface ChatCallOptions {
   messages: ChatMessage[];
   tools?: ToolDefinition[];
+  /** A named choice names one of `tools`; 'required' comes with at least one tool. */
   toolChoice?: ToolChoice;
   parallelToolCalls?: boolean;
   responseFormat?: ResponseFormat;
-  /** Cap on answer tokens. SiliconFlow semantics: excludes the chain of thought. */
+  /** Cap on answer tokens (an integer ≥ 1). SiliconFlow semantics: excludes the chain of thought. */
   maxTokens?: number;
   stop?: string[];
   sampling: SamplingOptions;
   thinking: ThinkingOptions;
-  /** Number of top alternatives per token when logprobs were requested; undefined = no logprobs. */
+  /**
+   * Number of top alternatives per token (0..20) when logprobs were requested; undefined = no logprobs.
+   * Never set on doStream calls: stream parts carry no token probabilities.
+   */
   topLogprobs?: number;
   /** Aborted when the client leaves: the engine must stop generating and free its slot promptly. */
   signal: AbortSignal;
@@ -122,10 +147,15 @@ export interface ChatModel {
   readonly kind: 'chat';
   /** The engine-side model name (for logs); the public id lives in the registry. */
   readonly name: string;
-  /** Context window in tokens, used for context_length_exceeded checks. */
+  /** Context window in tokens. */
   readonly contextSize: number;
-  /** Count the tokens the prompt of these options would take (template applied). */
-  countPromptTokens(options: ChatCallOptions): Promise<number>;
+  /**
+   * Check the request against this model and count the tokens its prompt takes (template applied).
+   * Throws the same 400 doGenerate / doStream would (context_length_exceeded, a schema the engine cannot
+   * enforce, ...): the engine is the one owner of the rules that depend on the model, and the serving
+   * layer asks it here once, before it starts any choice or takes a place in the queue.
+   */
+  checkPrompt(options: ChatCallOptions): Promise<number>;
   doGenerate(options: ChatCallOptions): Promise<ChatResult>;
   /**
    * Iterating starts generation; calling return() on the iterator (client left) must stop it and

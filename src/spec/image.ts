@@ -1,5 +1,36 @@
 // Image generation engine contract.
 
+/** The sizes a model generates: multiples of 8 (latents are 1/8 of the image) within min..max. */
+export interface ImageLimits {
+  minSize: number;
+  maxSize: number;
+  defaultSize: [number, number];
+}
+
+/**
+ * A model's size limits, as its config declares them. The one owner of the size rule: the engine builds
+ * `ImageModel.limits` from it, and its descriptor's `imageLimits` hands the same limits to serving, which
+ * checks a requested size against them before the model is loaded, so a bad size is refused without a pipeline load. A default size the limits refuse is an
+ * operator mistake, reported as such rather than blamed on a request.
+ */
+export function imageLimitsOf(modelId: string, sizes: { minSize: number; maxSize: number; defaultSize: string }): ImageLimits {
+  const { minSize, maxSize } = sizes;
+  const [width, height] = sizes.defaultSize.split('x').map(Number) as [number, number];
+  const limits: ImageLimits = { minSize, maxSize, defaultSize: [width, height] };
+  if (imageSizeProblem(width, height, limits))
+    throw new Error(`model ${modelId}: defaultSize ${sizes.defaultSize}: ${imageSizeProblem(width, height, limits)}`);
+  return limits;
+}
+
+/** Why a model cannot generate width×height, or undefined when it can. */
+export function imageSizeProblem(width: number, height: number, limits: Pick<ImageLimits, 'minSize' | 'maxSize'>): string | undefined {
+  for (const [name, value] of [['width', width], ['height', height]] as const) {
+    if (value % 8 !== 0) return `${name} ${value} must be a multiple of 8`;
+    if (value < limits.minSize || value > limits.maxSize) return `${name} ${value} is outside this model's range ${limits.minSize}–${limits.maxSize}`;
+  }
+  return undefined;
+}
+
 export interface ImageCallOptions {
   prompt: string;
   negativePrompt?: string;
@@ -32,8 +63,9 @@ export interface ImageResult {
 export interface ImageModel {
   readonly kind: 'text-to-image';
   readonly name: string;
-  readonly limits: { minSize: number; maxSize: number; defaultSize: [number, number] };
-  /** Whether `initImage` (img2img) is accepted; absent means false. */
+  /** imageLimitsOf(config): callers only pass sizes these limits allow. */
+  readonly limits: ImageLimits;
+  /** Whether `initImage` (img2img) is accepted; absent means false. Callers check it before passing one. */
   readonly imageToImage?: boolean;
   /** img2img strength used when a call gives none. */
   readonly defaultStrength?: number;

@@ -29,16 +29,17 @@ import {
 import type { LlamaCppModelConfig } from './config.ts';
 import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
 import { Slots } from '../../scheduler/slots.ts';
-import type {
-  ChatCallOptions,
-  ChatModel,
-  ChatResult,
-  ChatStreamPart,
-  ChatUsage,
-  FinishReason,
-  SamplingOptions,
-  TokenLogprob,
-  ToolCall,
+import {
+  DEFAULT_THINKING_BUDGET,
+  type ChatCallOptions,
+  type ChatModel,
+  type ChatResult,
+  type ChatStreamPart,
+  type ChatUsage,
+  type FinishReason,
+  type SamplingOptions,
+  type TokenLogprob,
+  type ToolCall,
 } from '../../spec/chat.ts';
 import type { LoadProgress, LoadedModel } from '../../spec/index.ts';
 import { toLlamaChatHistory } from './chat-history.ts';
@@ -52,8 +53,6 @@ import type { LlamaCppLoadOptions } from './embedding.ts';
  * 1; 0.7 is SiliconFlow's documented default, which is the API Infera speaks.
  */
 export const DEFAULT_TEMPERATURE = 0.7;
-/** SiliconFlow's thinking_budget default, applied when the request names none. */
-export const DEFAULT_THINKING_BUDGET = 4096;
 /** OpenAI's penalties look at every generated token; llama.cpp needs a window. */
 const PENALTY_WINDOW = 256;
 /**
@@ -131,19 +130,17 @@ export class LlamaCppChatModel implements ChatModel {
     this.overlapDecode = context.idealThreads < availableParallelism();
   }
 
-  async countPromptTokens(options: ChatCallOptions): Promise<number> {
-    return this.plan(options, false).promptTokens;
+  async checkPrompt(options: ChatCallOptions): Promise<number> {
+    return this.plan(options).promptTokens;
   }
 
   async doGenerate(options: ChatCallOptions): Promise<ChatResult> {
-    return this.run(this.plan(options, true), options.signal, () => {});
+    return this.run(this.plan(options), options.signal, () => {});
   }
 
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart> {
     // Validation happens now, so a bad request fails before the caller commits to a stream.
-    const plan = this.plan(options, true);
-    if (plan.topLogprobs !== undefined)
-      throw badRequest('logprobs are returned by non-streaming requests only on this engine (stream parts carry no token probabilities)', 'logprobs');
+    const plan = this.plan(options);
     return streamFromProducer<ChatStreamPart>(
       async (emit, signal) => {
         await this.run(plan, signal, emit);
@@ -155,13 +152,9 @@ export class LlamaCppChatModel implements ChatModel {
 
   // ---------------------------------------------------------------------------------------------
 
-  private plan(options: ChatCallOptions, checkContext: boolean): Plan {
+  private plan(options: ChatCallOptions): Plan {
     if (this.closing) throw unloading();
     const warnings: string[] = [];
-    if (options.topLogprobs !== undefined && (!Number.isInteger(options.topLogprobs) || options.topLogprobs < 0 || options.topLogprobs > 20))
-      throw badRequest('top_logprobs must be an integer between 0 and 20', 'top_logprobs');
-    if (options.maxTokens !== undefined && (!Number.isInteger(options.maxTokens) || options.maxTokens < 1))
-      throw badRequest('max_tokens must be a positive integer', 'max_tokens');
 
     const history = toLlamaChatHistory(options.messages);
     const choice = options.toolChoice ?? 'auto';
@@ -169,10 +162,6 @@ export class LlamaCppChatModel implements ChatModel {
     const format = options.responseFormat ?? { type: 'text' };
     const offerTools = tools.length > 0 && choice !== 'none';
 
-    if (choice === 'required' && tools.length === 0)
-      throw badRequest("tool_choice 'required' needs at least one tool in tools", 'tool_choice');
-    if (typeof choice === 'object' && !tools.some((tool) => tool.name === choice.name))
-      throw badRequest(`tool_choice names the function '${choice.name}', which is not in tools`, 'tool_choice');
     if (offerTools && format.type !== 'text')
       throw badRequest(
         'response_format json_object/json_schema cannot be combined with tools on this engine (both constrain the output); send tool_choice "none" or drop response_format',
@@ -182,14 +171,9 @@ export class LlamaCppChatModel implements ChatModel {
     let functions: ChatModelFunctions | undefined;
     if (offerTools) {
       const offered = typeof choice === 'object' ? tools.filter((tool) => tool.name === choice.name) : tools;
-      const seen = new Set<string>();
       const offeredFunctions: Record<string, ChatModelFunctions[string]> = {};
       for (const tool of offered) {
         const at = `tools[${tools.indexOf(tool)}].function`;
-        if (!/^[A-Za-z0-9_.-]{1,64}$/.test(tool.name))
-          throw badRequest('Function names must be 1-64 characters of a-z, A-Z, 0-9, _, . or -', `${at}.name`);
-        if (seen.has(tool.name)) throw badRequest(`The function name '${tool.name}' appears twice in tools`, `${at}.name`);
-        seen.add(tool.name);
         let params: GbnfJsonSchema | undefined;
         if (tool.parameters !== undefined && Object.keys(tool.parameters).length > 0) {
           const converted = toGbnfJsonSchema(tool.parameters);
@@ -238,7 +222,7 @@ export class LlamaCppChatModel implements ChatModel {
     const promptTokenIds = this.renderedTokens(wrapper, history, functions);
     const promptTokens = promptTokenIds.length;
     const room = this.contextSize - promptTokens - CONTEXT_MARGIN;
-    if (checkContext && (room < 1 || (options.maxTokens !== undefined && options.maxTokens > room)))
+    if (room < 1 || (options.maxTokens !== undefined && options.maxTokens > room))
       throw new InferaError({
         status: 400,
         code: 'context_length_exceeded',

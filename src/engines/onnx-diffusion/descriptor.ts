@@ -4,12 +4,14 @@
 import { defineEngine } from '../descriptor.ts';
 import { onnxDiffusionModelSchema, resolveOnnxPaths } from '../onnx/config.ts';
 import { requireLocalPath } from '../shared/files.ts';
+import { imageLimitsOf } from '../../spec/image.ts';
 
 export const onnxDiffusion = defineEngine({
   name: 'onnx-diffusion',
   kinds: ['text-to-image'],
   schema: onnxDiffusionModelSchema,
   resolvePaths: resolveOnnxPaths,
+  imageLimits: (config) => imageLimitsOf(config.id, config.onnx),
   async load({ config, onProgress, signal, logger }) {
     requireLocalPath(config.path);
     const loaded = await (await import('../onnx/diffusion-model.ts')).loadOnnxDiffusionModel(config, onProgress, { log: logger });

@@ -3,9 +3,8 @@
 // uses every pinned thread, so running two only interleaves them and doubles memory).
 import { resolve } from 'node:path';
 import type { OnnxModelConfig } from './config.ts';
-import { badRequest } from '../../errors/index.ts';
 import { Slots } from '../../scheduler/slots.ts';
-import type { ImageCallOptions, ImageModel, ImageResult, LoadedModel, LoadProgress } from '../../spec/index.ts';
+import { imageLimitsOf, type ImageCallOptions, type ImageModel, type ImageResult, type LoadedModel, type LoadProgress } from '../../spec/index.ts';
 import { DiffusionPipeline } from './diffusion-pipeline.ts';
 import type { SessionLogger } from './sessions.ts';
 
@@ -25,6 +24,7 @@ export async function loadOnnxDiffusionModel(
   if (!config.path) throw new Error(`model ${config.id}: engine onnx-diffusion needs \`path\` (an optimum export folder)`);
   const onnx = config.onnx;
   const base = options.baseDir ?? process.cwd();
+  const limits = imageLimitsOf(config.id, config.onnx);
   const pipeline = await DiffusionPipeline.load(resolve(base, config.path), {
     threads: onnx.threads,
     executionProviders: onnx.executionProviders,
@@ -34,23 +34,16 @@ export async function loadOnnxDiffusionModel(
   });
   for (const warning of pipeline.warnings) options.log?.warn(`model ${config.id}: ${warning}`);
 
-  const [defaultWidth, defaultHeight] = onnx.defaultSize.split('x').map(Number) as [number, number];
   const slots = new Slots(onnx.concurrency, config.maxQueue, `Image model ${config.id}`);
 
   const model: ImageModel = {
     kind: 'text-to-image',
     name: config.id,
-    limits: { minSize: onnx.minSize, maxSize: onnx.maxSize, defaultSize: [defaultWidth, defaultHeight] },
+    limits,
     imageToImage: pipeline.supportsImageToImage,
     defaultStrength: onnx.defaultStrength,
     warnings: pipeline.warnings,
     async doGenerateImages(call: ImageCallOptions): Promise<ImageResult> {
-      const { minSize, maxSize } = model.limits;
-      for (const [name, value] of [['width', call.width], ['height', call.height]] as const)
-        if (value % 8 || value < minSize || value > maxSize)
-          throw badRequest(`Image ${name} ${value} must be a multiple of 8 within ${minSize}–${maxSize} for ${config.id}.`, 'image_size');
-      if (call.initImage && !pipeline.supportsImageToImage)
-        throw badRequest(`${config.id} has no VAE encoder, so it cannot take an input image.`, 'image', 'image_to_image_unsupported');
       const lease = await slots.acquire(call.signal);
       try {
         const format = call.outputFormat ?? 'png';

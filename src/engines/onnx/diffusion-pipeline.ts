@@ -5,7 +5,7 @@
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { badRequest, ClientGoneError } from '../../errors/index.ts';
+import { ClientGoneError } from '../../errors/index.ts';
 import type { ImageCallOptions } from '../../spec/image.ts';
 import { ClipTokenizer } from './clip-tokenizer.ts';
 import { batchNoise, GaussianRandom } from './random.ts';
@@ -215,7 +215,8 @@ export class DiffusionPipeline {
   }
 
   private async encodeImage(image: NonNullable<PipelineRequest['initImage']>, width: number, height: number): Promise<Float32Array> {
-    if (!this.vaeEncoder) throw badRequest('This model has no vae_encoder in its export folder, so it cannot take an input image.', 'image', 'image_to_image_unsupported');
+    // Callers check supportsImageToImage (ImageModel.imageToImage) first; this only guards the invariant.
+    if (!this.vaeEncoder) throw new Error('onnx diffusion: no vae_encoder in this export, so it cannot take an input image');
     if (image.width !== width || image.height !== height)
       throw new Error(`onnx diffusion: init image is ${image.width}x${image.height}, expected ${width}x${height}`);
     const plane = width * height;
@@ -238,7 +239,8 @@ export class DiffusionPipeline {
     const started = performance.now();
     const seconds = { total: 0, textEncoder: 0, unet: 0, vae: 0, encode: 0 };
     const { width, height, batchSize } = request;
-    if (width % 8 || height % 8) throw badRequest('Image width and height must be multiples of 8.', 'image_size');
+    // Callers pass sizes imageLimitsOf allows; this only guards the invariant (latents are 1/8 of the image).
+    if (width % 8 || height % 8) throw new Error(`onnx diffusion: ${width}x${height} is not a multiple of 8`);
     const checkAbort = () => {
       if (request.signal?.aborted) throw new ClientGoneError();
     };

@@ -272,6 +272,12 @@ test('tools: LangChain/AI SDK parameters accepted verbatim; null and [] mean non
   assert.equal(parse({ tools: [{ type: 'function', function: { name: 'noargs' } }] }).options.tools?.[0]?.name, 'noargs');
   rejectsField({ tools: [{ type: 'retrieval' }] }, 'tools[0].type', /only "function" tools/);
   rejectsField({ tools: [{ type: 'function', function: { name: 'has space' } }] }, 'tools[0].function.name');
+  // One rule (TOOL_NAME_PATTERN in src/spec/chat.ts): OpenAI's plus dots; the engine does not check again.
+  assert.equal(parse({ tools: [{ type: 'function', function: { name: 'server.get_weather' } }] }).options.tools?.[0]?.name, 'server.get_weather');
+  assert.equal(parse({ tools: [{ type: 'function', function: { name: 'x'.repeat(64) } }] }).options.tools?.[0]?.name.length, 64);
+  rejectsField({ tools: [{ type: 'function', function: { name: 'server:get_weather' } }] }, 'tools[0].function.name', /letters, digits/);
+  rejectsField({ tools: [{ type: 'function', function: { name: 'x'.repeat(65) } }] }, 'tools[0].function.name', /1-64/);
+  rejectsField({ functions: [{ name: 'server:get_weather' }] }, 'functions[0].name', /1-64/);
   rejectsField({ tools: [{ type: 'function', function: {} }] }, 'tools[0].function.name', /is required/);
   rejectsField({ tools: [weather, weather] }, 'tools[1].function.name', /defined twice/);
   rejectsField({ tools: [{ type: 'function', function: { name: 'f', parameters: 'x' } }] }, 'tools[0].function.parameters');

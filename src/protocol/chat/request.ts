@@ -26,15 +26,18 @@ import type {
   ToolDefinition,
   UserContentPart,
 } from '../../spec/chat.ts';
+import {
+  DEFAULT_THINKING_BUDGET,
+  THINKING_BUDGET_MAX,
+  THINKING_BUDGET_MIN,
+  TOOL_NAME_PATTERN,
+  TOOL_NAME_RULE,
+} from '../../spec/chat.ts';
 import { numberBetween, parseBody } from '../common/validation.ts';
 
 /** Most choices one request may ask for (`n`): each choice is a full generation on the engine. */
 export const MAX_CHOICES = 8;
 export const MAX_STOP_SEQUENCES = 4;
-export const THINKING_BUDGET_MIN = 128;
-export const THINKING_BUDGET_MAX = 32768;
-/** SiliconFlow's default thinking budget; engines apply it when `thinking.budgetTokens` is undefined. */
-export const DEFAULT_THINKING_BUDGET = 4096;
 
 /** reasoning_effort → thinking budget (only when thinking_budget itself is absent). */
 const REASONING_EFFORT_BUDGET = {
@@ -47,11 +50,7 @@ const REASONING_EFFORT_BUDGET = {
 
 const opt = <T extends z.ZodType>(schema: T) => schema.nullish();
 
-// OpenAI's own rule is ^[a-zA-Z0-9_-]{1,64}$; dots and colons are allowed too because MCP
-// bridges produce names like "server.tool" and templates render them verbatim.
-const functionName = z
-  .string()
-  .regex(/^[A-Za-z0-9_.:-]{1,128}$/, { error: 'must be 1-128 characters of letters, digits, _ . : -' });
+const functionName = z.string().regex(TOOL_NAME_PATTERN, { error: TOOL_NAME_RULE });
 
 const jsonSchemaObject = z.record(z.string(), z.unknown());
 
