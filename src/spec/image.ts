@@ -13,12 +13,17 @@ export interface ImageLimits {
  * checks a requested size against them before the model is loaded, so a bad size is refused without a pipeline load. A default size the limits refuse is an
  * operator mistake, reported as such rather than blamed on a request.
  */
-export function imageLimitsOf(modelId: string, sizes: { minSize: number; maxSize: number; defaultSize: string }): ImageLimits {
+export function imageLimitsOf(
+  modelId: string,
+  sizes: { minSize: number; maxSize: number; defaultSize: string },
+  /** The config key the default size comes from, for the operator's error message. */
+  setting = 'defaultSize',
+): ImageLimits {
   const { minSize, maxSize } = sizes;
   const [width, height] = sizes.defaultSize.split('x').map(Number) as [number, number];
   const limits: ImageLimits = { minSize, maxSize, defaultSize: [width, height] };
   if (imageSizeProblem(width, height, limits))
-    throw new Error(`model ${modelId}: defaultSize ${sizes.defaultSize}: ${imageSizeProblem(width, height, limits)}`);
+    throw new Error(`model ${modelId}: ${setting} ${sizes.defaultSize}: ${imageSizeProblem(width, height, limits)}`);
   return limits;
 }
 

@@ -11,7 +11,7 @@ export const onnxDiffusion = defineEngine({
   kinds: ['text-to-image'],
   schema: onnxDiffusionModelSchema,
   resolvePaths: resolveOnnxPaths,
-  imageLimits: (config) => imageLimitsOf(config.id, config.onnx),
+  imageLimits: (config) => imageLimitsOf(config.id, config.onnx, 'onnx.defaultSize'),
   async load({ config, onProgress, signal, logger }) {
     requireLocalPath(config.path);
     const loaded = await (await import('../onnx/diffusion-model.ts')).loadOnnxDiffusionModel(config, onProgress, { log: logger });

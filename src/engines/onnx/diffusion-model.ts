@@ -24,7 +24,7 @@ export async function loadOnnxDiffusionModel(
   if (!config.path) throw new Error(`model ${config.id}: engine onnx-diffusion needs \`path\` (an optimum export folder)`);
   const onnx = config.onnx;
   const base = options.baseDir ?? process.cwd();
-  const limits = imageLimitsOf(config.id, config.onnx);
+  const limits = imageLimitsOf(config.id, config.onnx, 'onnx.defaultSize');
   const pipeline = await DiffusionPipeline.load(resolve(base, config.path), {
     threads: onnx.threads,
     executionProviders: onnx.executionProviders,
