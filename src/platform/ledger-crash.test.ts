@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configSchema } from '../config/schema.ts';
-import { PostgresStore } from '../storage/postgres-store.ts';
+import type { PostgresStore } from '../storage/postgres-store.ts';
 import { openPlatformStore } from './index.ts';
 
 const child = fileURLToPath(new URL('./fixtures/ledger-crash-child.ts', import.meta.url));

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { configSchema } from '../config/schema.ts';
-import { PostgresStore } from '../storage/postgres-store.ts';
+import type { PostgresStore } from '../storage/postgres-store.ts';
 import { SHARED_DATA_DIR } from '../../test/helpers/server.ts';
 import { tinyModelConfigs } from '../registry/default-models.ts';
 import { openPlatformStore, PlatformAdmin } from './index.ts';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { InferaError } from '../errors/index.ts';
+import type { InferaError } from '../errors/index.ts';
 import { buildImagesResponse, checkImageSize, parseImageGenerationRequest } from './images.ts';
 
 const base = { model: 'm', prompt: 'a cat' };

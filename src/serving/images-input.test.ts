@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
-import { InferaError } from '../errors/index.ts';
+import type { InferaError } from '../errors/index.ts';
 import { decodeInitImage, FetchAgents, fetchImageBytes, isPrivateAddress, loadImageInput } from './images-input.ts';
 
 let server: Server;

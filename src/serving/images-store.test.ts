@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InferaError } from '../errors/index.ts';
+import type { InferaError } from '../errors/index.ts';
 import { ImageStore } from './images-store.ts';
 
 test('stored images get unguessable names, are served until they expire (410 after), and are swept', async () => {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { configSchema } from '../config/schema.ts';
-import { InferaError } from '../errors/index.ts';
+import type { InferaError } from '../errors/index.ts';
 import { createGate } from '../platform/index.ts';
 import type { Principal } from '../platform/gate.ts';
 import { PostgresStore } from './postgres-store.ts';

@@ -549,6 +549,7 @@ const toLogprob = (probability: number): number => (probability > 0 ? Math.log(p
 function recordingProbabilities(sequence: LlamaContextSequence, sampled: SampledToken[]): LlamaContextSequence {
   const evaluate = async function* (tokens: Token[], options?: Parameters<LlamaContextSequence['evaluate']>[1]) {
     const iterator = sequence.evaluateWithMetadata(tokens, { probabilities: true }, options);
+    // biome-ignore lint/complexity/noUselessUndefinedInitialization: TypeScript wants it definitely assigned before the first next(input).
     let input: Token | Token[] | void = undefined;
     try {
       for (;;) {

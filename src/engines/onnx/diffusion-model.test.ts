@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { onnxDiffusionModelSchema } from './config.ts';
-import { InferaError, isAbortError } from '../../errors/index.ts';
+import { type InferaError, isAbortError } from '../../errors/index.ts';
 import type { ImageCallOptions, ImageModel, LoadedModel } from '../../spec/index.ts';
 import { ensureTinyDiffusionModel, type TinyDiffusionVariant } from '../../tiny-models/onnx/tiny-diffusion.ts';
 import { DiffusionPipeline } from './diffusion-pipeline.ts';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { ClientGoneError, InferaError } from '../../errors/index.ts';
+import { ClientGoneError, type InferaError } from '../../errors/index.ts';
 import type { EmbeddingModel, RerankModel } from '../../spec/index.ts';
 import { encodeBert } from '../../tiny-models/bert.ts';
 import { GgmlType } from '../../tiny-models/gguf-writer.ts';
