@@ -3,7 +3,8 @@
 // Usage: npm test [-- path-substring ...] to run only matching files.
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 const roots = ['src', 'test'];
@@ -22,10 +23,25 @@ if (selected.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+const step = (name, args) => {
+  const started = Date.now();
+  const result = spawnSync(process.execPath, args, { stdio: 'inherit' });
+  if (result.status !== 0) {
+    console.error(`\nnpm test: ${name} failed (see above); no tests were run.`);
+    process.exit(result.status ?? 1);
+  }
+  console.log(`${name}: ok (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+};
 // The CLI and drain tests run bin/infera.js, which runs the compiled build: rebuild it from the
 // sources under test so they never exercise a stale dist/.
-const build = spawnSync(process.execPath, ['scripts/build.js'], { stdio: 'inherit' });
-if (build.status !== 0) process.exit(build.status ?? 1);
+step('build', ['scripts/build.js']);
+// The whole tree (tests, benchmarks and scripts too) type-checks and lints clean; a filtered run
+// (npm test -- name) skips both to stay quick while iterating.
+if (filters.length === 0) {
+  const bin = (pkg, file) => join(dirname(createRequire(import.meta.url).resolve(`${pkg}/package.json`)), file);
+  step('typecheck (tsc --noEmit)', [bin('typescript', 'bin/tsc'), '-p', 'tsconfig.json', '--noEmit']);
+  step('lint (biome, zero warnings)', [bin('@biomejs/biome', 'bin/biome'), 'lint', '--error-on-warnings', '.']);
+}
 // Human-readable spec output on the terminal; a TAP copy to count from for the closing summary line.
 const scratch = mkdtempSync(join(tmpdir(), 'infera-test-report-'));
 const tap = join(scratch, 'report.tap');
