@@ -10,6 +10,6 @@ export function registerModelsCommand(program: Command): void {
       console.log(`config: ${source}`);
       if (config.models.length === 0) console.log('no models configured: `infera serve` will serve the tiny test models');
       for (const model of config.models)
-        console.log(`${model.id}\t${model.type}\t${model.engine}\t${model.path}`);
+        console.log(`${model.id}\t${model.type}\t${model.engine}\t${model.path ?? ""}`);
     });
 }
