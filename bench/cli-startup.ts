@@ -17,9 +17,9 @@ const dataDir = mkdtempSync(join(tmpdir(), 'infera-bench-startup-'));
 const env = { ...process.env, INFERA_DATA_DIR: dataDir, INFERA_API_KEY: '', INFERA_CONFIG: '' };
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-function timeCommand(args: string[]): number {
+function timeCommand(args: string[], script: string = bin): number {
   const start = performance.now();
-  const result = spawnSync(process.execPath, [bin, ...args], { env, stdio: 'ignore' });
+  const result = spawnSync(process.execPath, [script, ...args].filter(Boolean), { env, stdio: 'ignore' });
   if (result.status !== 0) throw new Error(`infera ${args.join(' ')} exited ${result.status}`);
   return performance.now() - start;
 }
@@ -58,12 +58,14 @@ declare module 'node:child_process' {
 console.log(`load average before: ${loadavg().map((l) => l.toFixed(2)).join(' ')} (2 cores; figures are only good on a quiet box)`);
 // First start generates the tiny models; not what this measures.
 await serveOnce();
+const bare: number[] = [];
 const help: number[] = [];
 const keys: number[] = [];
 const listen: number[] = [];
 const rss: number[] = [];
 const cpu: number[] = [];
 for (let i = 0; i < runs; i++) {
+  bare.push(timeCommand(['-e', '0'], ''));
   help.push(timeCommand(['--help']));
   keys.push(timeCommand(['keys', 'list']));
   const served = await serveOnce();
@@ -73,6 +75,7 @@ for (let i = 0; i < runs; i++) {
 }
 rmSync(dataDir, { recursive: true, force: true });
 console.log(`runs: ${runs}, node ${process.version}`);
+console.log(`node -e 0 (bare Node)    median ${median(bare).toFixed(0)} ms   (the floor on this machine)`);
 console.log(`infera --help            median ${median(help).toFixed(0)} ms   (target ≤ 300 ms)`);
 console.log(`infera keys list         median ${median(keys).toFixed(0)} ms`);
 console.log(`infera serve → listening median ${median(listen).toFixed(0)} ms   (target ≤ 1000 ms)`);
