@@ -69,7 +69,10 @@ const WORDS =
     ' ',
   );
 let seed = 12345;
-const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+const random = () => {
+  seed = (seed * 1103515245 + 12345) % 2 ** 31;
+  return seed / 2 ** 31;
+};
 /** A sentence of about `words` words (short texts are what retrieval apps embed at query time). */
 const sentence = (words: number) => Array.from({ length: words }, () => WORDS[Math.floor(random() * WORDS.length)]).join(' ');
 
@@ -124,7 +127,7 @@ async function drive(clients: number, send: () => Promise<{ items: number; token
   return { requests: latencies.length, items, tokens, seconds, p50: at(0.5), p99: at(0.99), cpuSeconds: (used.user + used.system) / 1e6 };
 }
 
-function configFor(kind: 'embed' | 'rerank', engine: Engine, path: string, pool: number) {
+function configFor(kind: 'embed' | 'rerank', path: string, pool: number) {
   const common = { id: `bench/${kind}`, type: kind === 'embed' ? 'embedding' : 'reranker', path, maxQueue: 10_000 };
   return {
     llamaCpp: llamaCppModelSchema.parse({ ...common, engine: 'llama-cpp', llamaCpp: { threads, contexts: pool, contextSize: 512 } }),
@@ -165,7 +168,7 @@ async function benchEmbeddings(): Promise<Cell[]> {
   const disposers: (() => Promise<void>)[] = [];
   for (const engine of engines)
   for (const mode of modes) {
-    const configs = configFor('embed', engine, await benchModelPath('embed', engine), mode === 'sequential' ? 1 : contexts);
+    const configs = configFor('embed', await benchModelPath('embed', engine), mode === 'sequential' ? 1 : contexts);
     const loaded = engine === 'onnx' ? await loadOnnxEmbeddingModel(configs.onnx) : await loadLlamaCppEmbeddingModel(configs.llamaCpp, undefined, { llama });
     const config = engine === 'onnx' ? configs.onnx : configs.llamaCpp;
     disposers.push(loaded.dispose);
@@ -198,7 +201,7 @@ async function benchRerank(): Promise<Cell[]> {
   const disposers: (() => Promise<void>)[] = [];
   for (const engine of engines)
   for (const mode of modes) {
-    const configs = configFor('rerank', engine, await benchModelPath('rerank', engine), mode === 'sequential' ? 1 : contexts);
+    const configs = configFor('rerank', await benchModelPath('rerank', engine), mode === 'sequential' ? 1 : contexts);
     const loaded = engine === 'onnx' ? await loadOnnxRerankModel(configs.onnx) : await loadLlamaCppRerankModel(configs.llamaCpp, undefined, { llama });
     const config = engine === 'onnx' ? configs.onnx : configs.llamaCpp;
     disposers.push(loaded.dispose);

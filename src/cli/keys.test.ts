@@ -37,7 +37,7 @@ async function infera(dataDir: string, ...args: string[]) {
   }
   const status = process.exitCode ?? 0;
   process.exitCode = undefined;
-  return { status, stdout: stdout.join('\n') + '\n', stderr: stderr.join('\n') };
+  return { status, stdout: `${stdout.join('\n')}\n`, stderr: stderr.join('\n') };
 }
 
 test('infera keys create / list / revoke, accounts topup, usage: the newcomer path on SQLite', async () => {

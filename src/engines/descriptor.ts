@@ -41,7 +41,7 @@ export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {
 }
 
 /** The engines a server knows. Passed to the config schema and the registry (tests pass their own). */
-export type EngineTable = readonly EngineDescriptor<any>[];
+export type EngineTable = readonly EngineDescriptor<ModelConfig>[];
 
 /** Checks the descriptor's types against its schema; returns it unchanged. */
 export function defineEngine<C extends ModelConfig>(descriptor: EngineDescriptor<C>): EngineDescriptor<C> {

@@ -112,7 +112,7 @@ export async function buildApp(services: Services) {
 
   app.get('/health', async () => ({ status: 'ok' }));
   await app.register(async (scope) => registerAdminRoutes(scope, services));
-  registerImageFileRoutes(app, services);
+  await app.register(async (scope) => registerImageFileRoutes(scope, services));
 
   // Every API route is served under /v1 and bare (one LangChain package uses bare paths).
   for (const prefix of ['/v1', '']) {

@@ -1,7 +1,7 @@
 // The Gate the HTTP layer calls on every API request: who is asking (keys), may they (allow-list,
 // balance, rate limits), and what did it cost (ledger, balance, token-limit settle).
 import { InferaError } from '../errors/index.ts';
-import type { CounterStore, KeyRecord, LedgerRow, PlatformStore } from '../storage/types.ts';
+import type { ConsumeResult, CounterStore, KeyRecord, LedgerRow, PlatformStore } from '../storage/types.ts';
 import { PlatformAdmin } from './admin.ts';
 import type { Limits, ModelKind, PlatformConfig } from './config.ts';
 import type { Admission, AdmissionRequest, Endpoint, Gate, Principal, UsageReport } from './gate.ts';
@@ -232,7 +232,7 @@ export class PlatformGate implements Gate {
     let headers: Record<string, string> = {};
     let counted = false;
     if (checks.length > 0) {
-      let result;
+      let result: ConsumeResult | undefined;
       try {
         result = await this.counters.consume(checks);
         if (this.countersDown) {

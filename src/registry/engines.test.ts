@@ -61,7 +61,9 @@ const echo = defineEngine({
   kinds: ['embedding'],
   schema: echoSchema,
   async load({ config, onProgress, logger, resources }) {
-    const shared = await resources.get('echo', () => ({ disposed: false, loads: 0 }), (state) => void (state.disposed = true));
+    const shared = await resources.get('echo', () => ({ disposed: false, loads: 0 }), (state) => {
+      state.disposed = true;
+    });
     shared.loads++;
     logger.warn('echo: loaded');
     const { dimensions } = config.echo;
@@ -76,7 +78,7 @@ const echo = defineEngine({
         const embeddings = inputs.map((input) => {
           const tokens = 'text' in input ? [...input.text].map((c) => c.charCodeAt(0)) : input.tokens;
           const vector = new Float32Array(dimensions);
-          tokens.forEach((token, i) => (vector[i % dimensions]! += token));
+          for (let i = 0; i < tokens.length; i++) vector[i % dimensions]! += tokens[i]!;
           return vector;
         });
         const promptTokens = inputs.reduce((sum, input) => sum + ('text' in input ? input.text.length : input.tokens.length), 0);
@@ -114,7 +116,12 @@ test('a new engine is one descriptor in a table passed to the config and the ser
   }
 
   // The load context: the model's child logger, and resources disposed when the registry closes.
-  const logger = createLogger('info', new Writable({ write: (chunk, _encoding, done) => (lines.push(JSON.parse(String(chunk))), done()) }));
+  const logger = createLogger('info', new Writable({
+      write: (chunk, _encoding, done) => {
+        lines.push(JSON.parse(String(chunk)));
+        done();
+      },
+    }));
   const config = echoSchema.parse(entry);
   const registry = new ModelRegistry([config], { engines: table, logger });
   (await registry.acquire('test/echo', 'embedding')).release();

@@ -87,7 +87,7 @@ test('micro-batcher: runs up to `concurrency` batches side by side', async () =>
   ex.gates.shift()!();
   await tick();
   assert.equal(ex.batches.length, 3);
-  ex.gates.splice(0).forEach((open) => open());
+  for (const open of ex.gates.splice(0)) open();
   assert.deepEqual(await Promise.all(all), ['A', 'B', 'C']);
 });
 
@@ -222,7 +222,10 @@ test('micro-batcher: with one promise per entry, each caller is answered when it
   });
   let bDone = false;
   const a = batcher.submit('a', 1);
-  const b = batcher.submit('b', 1).then((value) => ((bDone = true), value));
+  const b = batcher.submit('b', 1).then((value) => {
+    bDone = true;
+    return value;
+  });
   await sleep(20);
   assert.equal(releases.length, 2, 'one batch of two');
   releases[0]();

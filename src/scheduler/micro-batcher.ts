@@ -193,7 +193,7 @@ export class MicroBatcher<I, O> {
       this.running--;
       this.schedule();
     };
-    batch.forEach((entry, index) =>
+    batch.forEach((entry, index) => {
       perEntry[index].then(
         (value) => {
           settled();
@@ -203,8 +203,8 @@ export class MicroBatcher<I, O> {
           settled();
           entry.reject(error);
         },
-      ),
-    );
+      );
+    });
   }
 
   private detach(entry: Pending<I, O>): void {

@@ -9,7 +9,10 @@ test('slots: grants up to capacity, queues, hands over on release', async () => 
   await slots.acquire();
   assert.equal(slots.active, 2);
   let granted = false;
-  const waiting = slots.acquire().then((lease) => ((granted = true), lease));
+  const waiting = slots.acquire().then((lease) => {
+    granted = true;
+    return lease;
+  });
   await new Promise((r) => setImmediate(r));
   assert.equal(granted, false);
   assert.equal(slots.queued, 1);

@@ -12,13 +12,19 @@ export class ModelBatchers {
 
   embedding(model: EmbeddingModel, config: ModelConfig): EmbeddingBatcher {
     let batcher = this.embeddings.get(model);
-    if (!batcher) this.embeddings.set(model, (batcher = createEmbeddingBatcher(model, config)));
+    if (!batcher) {
+      batcher = createEmbeddingBatcher(model, config);
+      this.embeddings.set(model, batcher);
+    }
     return batcher;
   }
 
   rerank(model: RerankModel, config: ModelConfig): RerankBatcher {
     let batcher = this.rerankers.get(model);
-    if (!batcher) this.rerankers.set(model, (batcher = createRerankBatcher(model, config)));
+    if (!batcher) {
+      batcher = createRerankBatcher(model, config);
+      this.rerankers.set(model, batcher);
+    }
     return batcher;
   }
 }

@@ -59,9 +59,12 @@ export class FetchAgents {
 
   async for(allowPrivateUrls: boolean): Promise<Agent> {
     const { Agent } = await import('undici');
-    return allowPrivateUrls
-      ? (this.openAgent ??= new Agent())
-      : (this.guardedAgent ??= new Agent({ connect: { lookup: guardedLookup as never } }));
+    if (allowPrivateUrls) {
+      this.openAgent ??= new Agent();
+      return this.openAgent;
+    }
+    this.guardedAgent ??= new Agent({ connect: { lookup: guardedLookup as never } });
+    return this.guardedAgent;
   }
 
   async close(): Promise<void> {

@@ -252,9 +252,13 @@ export class PostgresStore implements PlatformStore {
     const group = groupExpression.postgres[query.by];
     const where: string[] = [];
     const params: (string | number)[] = [];
-    if (query.since !== undefined) params.push(query.since), where.push(`created_at >= $${params.length}`);
-    if (query.until !== undefined) params.push(query.until), where.push(`created_at < $${params.length}`);
-    if (query.accountId !== undefined) params.push(query.accountId), where.push(`account_id = $${params.length}`);
+    const condition = (sql: string, value: string | number) => {
+      params.push(value);
+      where.push(`${sql} $${params.length}`);
+    };
+    if (query.since !== undefined) condition('created_at >=', query.since);
+    if (query.until !== undefined) condition('created_at <', query.until);
+    if (query.accountId !== undefined) condition('account_id =', query.accountId);
     const { rows } = await this.pool.query<Record<string, string | number>>(
       `SELECT ${group} AS grp, COUNT(*) AS requests,
         SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END) AS errors,

@@ -34,7 +34,7 @@ export function buildChatVocab(words: readonly string[], extraTokens: readonly s
   vocab.addWord('\n\n');
   for (const word of [...COMMON_WORDS, ...words]) {
     vocab.addWord(word);
-    if (!vocab.has(' ' + word)) vocab.addMerge(' ', word);
+    if (!vocab.has(` ${word}`)) vocab.addMerge(' ', word);
   }
   const special = {} as Record<keyof typeof CHAT_SPECIAL_TOKENS, number>;
   for (const [key, text] of Object.entries(CHAT_SPECIAL_TOKENS) as [keyof typeof CHAT_SPECIAL_TOKENS, string][]) {

@@ -132,9 +132,20 @@ function align(n: number): number {
 }
 
 function writeValue(out: ByteSink, key: string, value: GgufMetadataValue): void {
-  if (typeof value === 'string') return (out.u32(GgufValueType.STRING), out.string(value));
-  if (typeof value === 'boolean') return (out.u32(GgufValueType.BOOL), out.u8(value ? 1 : 0));
-  if (Array.isArray(value)) return writeValue(out, key, gguf.array(GgufValueType.STRING, value as string[]));
+  if (typeof value === 'string') {
+    out.u32(GgufValueType.STRING);
+    out.string(value);
+    return;
+  }
+  if (typeof value === 'boolean') {
+    out.u32(GgufValueType.BOOL);
+    out.u8(value ? 1 : 0);
+    return;
+  }
+  if (Array.isArray(value)) {
+    writeValue(out, key, gguf.array(GgufValueType.STRING, value as string[]));
+    return;
+  }
   const tagged = value as GgufScalar | GgufArray;
   if (tagged.kind === 'scalar') {
     out.u32(tagged.type);
@@ -154,21 +165,31 @@ function writeScalar(out: ByteSink, key: string, type: ScalarType, value: Scalar
   switch (type) {
     case GgufValueType.STRING:
       expect('string', typeof value === 'string');
-      return out.string(value as string);
+      out.string(value as string);
+      return;
     case GgufValueType.BOOL:
       expect('boolean', typeof value === 'boolean');
-      return out.u8(value ? 1 : 0);
+      out.u8(value ? 1 : 0);
+      return;
     case GgufValueType.UINT64:
+      expect('integer', typeof value === 'bigint' || Number.isInteger(value));
+      out.u64(BigInt(value as number));
+      return;
     case GgufValueType.INT64:
       expect('integer', typeof value === 'bigint' || Number.isInteger(value));
-      return type === GgufValueType.UINT64 ? out.u64(BigInt(value as number)) : out.i64(BigInt(value as number));
+      out.i64(BigInt(value as number));
+      return;
     case GgufValueType.FLOAT32:
+      expect('number', typeof value === 'number');
+      out.f32(value as number);
+      return;
     case GgufValueType.FLOAT64:
       expect('number', typeof value === 'number');
-      return type === GgufValueType.FLOAT32 ? out.f32(value as number) : out.f64(value as number);
+      out.f64(value as number);
+      return;
     default:
       expect('integer', typeof value === 'number' && Number.isInteger(value));
-      return out.int(type, value as number);
+      out.int(type, value as number);
   }
 }
 

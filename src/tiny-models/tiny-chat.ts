@@ -91,7 +91,7 @@ interface Rule {
 function scriptRules(): Rule[] {
   const rules: Rule[] = [];
   const chain = (tokens: readonly string[], then: string) => {
-    tokens.forEach((token, i) => rules.push({ cur: token, next: tokens[i + 1] ?? then, strength: 'primary' }));
+    for (const [i, token] of tokens.entries()) rules.push({ cur: token, next: tokens[i + 1] ?? then, strength: 'primary' });
   };
   const jsonStart = SCRIPT_TOKENS.answer.json[0];
   // Any prompt ends after "<|im_start|>assistant\n", i.e. on an ordinary token: start thinking.
@@ -185,7 +185,7 @@ export function encodeTinyChatModel(): Buffer {
   for (const [mode, words] of Object.entries(TINY_CHAT_TRIGGERS) as [TriggerMode, string[]][]) {
     for (const word of words) {
       triggerMode.set(id(word), mode);
-      if (!word.startsWith('<')) triggerMode.set(id(' ' + word), mode);
+      if (!word.startsWith('<')) triggerMode.set(id(` ${word}`), mode);
     }
   }
   const curTokens = [...new Set(rules.map((r) => r.cur).filter((c): c is string => c !== GENERIC))];
@@ -255,7 +255,7 @@ export function encodeTinyChatModel(): Buffer {
   // With w = |q|/sqrt(D) a key along dimension d scores exactly q[d].
   const queryFor = (scores: number[]) => {
     const q = new Float64Array(HEAD_DIM);
-    scores.forEach((score, i) => (q[stillDims[i]!] = score));
+    for (const [i, score] of scores.entries()) q[stillDims[i]!] = score;
     return { q, normWeight: Math.hypot(...q) / Math.sqrt(HEAD_DIM) };
   };
   // Layer 0 marks "inside the first system message": attention finds "system" only while no
@@ -331,7 +331,7 @@ export function encodeTinyChatModel(): Buffer {
         }
         break;
       case 'blk.1.attn_output.weight':
-        TINY_CHAT_MODES.forEach((m, i) => set(modeIndex.get(m)!, i, 1));
+        for (const [i, m] of TINY_CHAT_MODES.entries()) set(modeIndex.get(m)!, i, 1);
         break;
       case 'blk.1.ffn_gate.weight':
         // Fires (≈ GATE/2) only when both the token feature and the mode are on; otherwise ≤ -GATE/2.
@@ -342,10 +342,10 @@ export function encodeTinyChatModel(): Buffer {
         });
         break;
       case 'blk.1.ffn_up.weight':
-        neurons.forEach((_, i) => set(i, 0, 1 / norm3));
+        for (let i = 0; i < neurons.length; i++) set(i, 0, 1 / norm3);
         break;
       case 'blk.1.ffn_down.weight':
-        neurons.forEach((n, i) => set(n.slot, i, n.logit / STRENGTH.primary / silu(GATE / 2)));
+        for (const [i, n] of neurons.entries()) set(n.slot, i, n.logit / STRENGTH.primary / silu(GATE / 2));
         break;
       case 'output.weight':
         for (const rule of rules) {

@@ -68,11 +68,14 @@ export function encodeTinyReranker(): Buffer {
     const set = (row: number, col: number, value: number) => {
       out[row * cols + col] = value;
     };
-    const setPattern = (row: number, pattern: Float64Array, scale: number) =>
-      pattern.forEach((p, j) => set(row, IDENTITY + j, p * scale));
+    const setPattern = (row: number, pattern: Float64Array, scale: number) => {
+      for (const [j, p] of pattern.entries()) set(row, IDENTITY + j, p * scale);
+    };
     switch (spec.name) {
       case 'token_embd.weight':
-        for (let t = 0; t < vocab.tokens.length; t++) embedding(t).forEach((x, d) => set(t, d, x));
+        for (let t = 0; t < vocab.tokens.length; t++) {
+          for (const [d, x] of embedding(t).entries()) set(t, d, x);
+        }
         break;
       case 'token_embd_norm.weight':
       case 'blk.0.attn_output_norm.weight':
@@ -99,7 +102,7 @@ export function encodeTinyReranker(): Buffer {
         setPattern(0, PATTERN.cls, 1 / (2 * EXTRA));
         break;
       case 'blk.0.attn_output.weight':
-        PATTERN.duplicate.forEach((p, j) => set(IDENTITY + j, 0, p / Math.sqrt(EXTRA)));
+        for (const [j, p] of PATTERN.duplicate.entries()) set(IDENTITY + j, 0, p / Math.sqrt(EXTRA));
         break;
       // Layer 1: [CLS] averages that share over the whole-word tokens.
       case 'blk.1.attn_q.weight':
@@ -112,7 +115,7 @@ export function encodeTinyReranker(): Buffer {
         setPattern(0, PATTERN.duplicate, 1 / Math.sqrt(EXTRA));
         break;
       case 'blk.1.attn_output.weight':
-        PATTERN.score.forEach((p, j) => set(IDENTITY + j, 0, p / Math.sqrt(EXTRA)));
+        for (const [j, p] of PATTERN.score.entries()) set(IDENTITY + j, 0, p / Math.sqrt(EXTRA));
         break;
       // Head: read the mean share back off the score pattern, then logit = OUT·tanh(SLOPE·(CENTER − mean)).
       case 'cls.weight':

@@ -57,19 +57,23 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   };
 }
 
+/** A response body as the tests read it: assertions walk whatever JSON the server answered. */
+// biome-ignore lint/suspicious/noExplicitAny: tests index straight into arbitrary response JSON; `unknown` would need a cast at each of hundreds of assertions.
+export type ResponseJson = any;
+
 /** Raw HTTP helper returning status, headers and parsed JSON (or text). */
 export async function http(
   base: string,
   path: string,
   init: { method?: string; body?: unknown; headers?: Record<string, string>; rawBody?: string } = {},
-): Promise<{ status: number; headers: Headers; json: any; text: string }> {
+): Promise<{ status: number; headers: Headers; json: ResponseJson; text: string }> {
   const response = await fetch(`${base}${path}`, {
     method: init.method ?? (init.body !== undefined || init.rawBody !== undefined ? 'POST' : 'GET'),
     headers: { 'content-type': 'application/json', ...(init.headers ?? {}) },
     body: init.rawBody ?? (init.body !== undefined ? JSON.stringify(init.body) : undefined),
   });
   const text = await response.text();
-  let json: any;
+  let json: ResponseJson;
   try {
     json = JSON.parse(text);
   } catch {

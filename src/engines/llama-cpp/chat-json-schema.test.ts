@@ -55,7 +55,7 @@ test('constraints the grammar cannot enforce are reported by path', () => {
 
 test('JSON Schema shapes node-llama-cpp reads differently are rewritten', () => {
   // `{}` means any value (node-llama-cpp would emit null), a bare object means any object.
-  const any = toGbnfJsonSchema({ type: 'object', properties: { value: {} } }).schema as Record<string, any>;
+  const any = toGbnfJsonSchema({ type: 'object', properties: { value: {} } }).schema as unknown as { properties: { value: { oneOf?: unknown } } };
   assert.ok(Array.isArray(any.properties.value.oneOf));
   assert.deepEqual(toGbnfJsonSchema({ type: 'object' }).schema, { type: 'object', additionalProperties: true });
   // anyOf generates like oneOf; nullable objects become alternatives; definitions/$ref are renamed.
@@ -71,6 +71,6 @@ test('JSON Schema shapes node-llama-cpp reads differently are rewritten', () => 
     properties: { at: { $ref: '#/definitions/point' } },
   });
   assert.deepEqual(refs.unsupported, []);
-  assert.deepEqual((refs.schema as Record<string, any>).properties.at, { $ref: '#/$defs/point' });
+  assert.deepEqual((refs.schema as unknown as { properties: { at: unknown } }).properties.at, { $ref: '#/$defs/point' });
   assert.deepEqual(toGbnfJsonSchema({ $ref: 'https://example.com/schema.json' }).unsupported, ['#/$ref']);
 });

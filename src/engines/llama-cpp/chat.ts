@@ -298,7 +298,10 @@ export class LlamaCppChatModel implements ChatModel {
 
   private async grammarFor(plan: Plan): Promise<LlamaGrammar | undefined> {
     if (!plan.grammar) return undefined;
-    if (plan.grammar.kind === 'json') return (this.jsonGrammar ??= this.llama.getGrammarFor('json'));
+    if (plan.grammar.kind === 'json') {
+      this.jsonGrammar ??= this.llama.getGrammarFor('json');
+      return this.jsonGrammar;
+    }
     try {
       // The schema was checked by toGbnfJsonSchema; its generic type cannot be inferred from data.
       return await this.llama.createGrammarForJsonSchema(plan.grammar.schema as never);
@@ -549,8 +552,7 @@ const toLogprob = (probability: number): number => (probability > 0 ? Math.log(p
 function recordingProbabilities(sequence: LlamaContextSequence, sampled: SampledToken[]): LlamaContextSequence {
   const evaluate = async function* (tokens: Token[], options?: Parameters<LlamaContextSequence['evaluate']>[1]) {
     const iterator = sequence.evaluateWithMetadata(tokens, { probabilities: true }, options);
-    // biome-ignore lint/complexity/noUselessUndefinedInitialization: TypeScript wants it definitely assigned before the first next(input).
-    let input: Token | Token[] | void = undefined;
+    let input: Token | Token[] | undefined;
     try {
       for (;;) {
         const { value, done } = await iterator.next(input);

@@ -74,7 +74,9 @@ test('embedding engine: vectors are L2-normalised when configured, raw otherwise
   const rawVectors = await embed(raw.model, texts);
   assert.ok(rawVectors.some((vector) => Math.abs(norm(vector) - 1) > 1e-3), 'llama.cpp returns unnormalised vectors');
   const normalised = await embed(loaded.model, texts);
-  rawVectors.forEach((vector, i) => assertClose(vector.map((x) => x / norm(vector)), normalised[i], 1e-5));
+  rawVectors.forEach((vector, i) => {
+    assertClose(vector.map((x) => x / norm(vector)), normalised[i], 1e-5);
+  });
 });
 
 test('embedding engine: a text is closest to itself and to texts sharing its tokens (mean pooling)', async () => {
@@ -102,7 +104,9 @@ test('embedding engine: batched results equal one-at-a-time results', async () =
   // And through the micro-batcher, with concurrent requests sharing batches.
   const batcher = createEmbeddingBatcher(loaded.model, config(), { maxBatchTokens: 8192, maxWaitMs: 20, concurrency: 2 });
   const results = await Promise.all(texts.map((text) => batcher.submit({ inputs: [{ text }] }, 4, signal())));
-  results.forEach((result, i) => assertClose(result.embeddings[0], together[i]));
+  results.forEach((result, i) => {
+    assertClose(result.embeddings[0], together[i]);
+  });
   assert.equal(batcher.stats().batches, 1, 'concurrent requests shared one batch');
 });
 

@@ -40,7 +40,7 @@ export class ClipTokenizer {
   constructor(files: ClipTokenizerFiles) {
     this.vocab = new Map(Object.entries(files.vocab));
     const lines = files.merges.filter((line, index) => line.trim() && !(index === 0 && line.startsWith('#version')));
-    lines.forEach((line, rank) => this.ranks.set(line.trim(), rank));
+    for (const [rank, line] of lines.entries()) this.ranks.set(line.trim(), rank);
     const id = (token: string, what: string) => {
       const value = this.vocab.get(token);
       if (value === undefined) throw new Error(`tokenizer: ${what} token ${JSON.stringify(token)} is not in vocab.json`);

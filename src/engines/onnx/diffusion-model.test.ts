@@ -189,7 +189,16 @@ test('abort between steps stops the loop at the next step', async () => {
   const controller = new AbortController();
   const steps: number[] = [];
   await assert.rejects(
-    model.doGenerateImages(call({ steps: 10, signal: controller.signal, onStep: (step) => (steps.push(step), step === 2 && controller.abort()) })),
+    model.doGenerateImages(
+      call({
+        steps: 10,
+        signal: controller.signal,
+        onStep: (step) => {
+          steps.push(step);
+          if (step === 2) controller.abort();
+        },
+      }),
+    ),
     (e) => isAbortError(e),
   );
   assert.deepEqual(steps, [1, 2]);

@@ -71,7 +71,7 @@ function outputName(component: Component, preferred: string): string {
 
 function repeatRows(data: Float32Array, rows: number[], rowSize: number): Float32Array {
   const out = new Float32Array(rows.length * rowSize);
-  rows.forEach((row, i) => out.set(data.subarray(row * rowSize, (row + 1) * rowSize), i * rowSize));
+  for (const [i, row] of rows.entries()) out.set(data.subarray(row * rowSize, (row + 1) * rowSize), i * rowSize);
   return out;
 }
 

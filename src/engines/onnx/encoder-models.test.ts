@@ -89,7 +89,7 @@ describe('onnx embedding model', () => {
       const alone = await model.doEmbed(call);
       assert.equal(together[c]!.embeddings.length, call.inputs.length);
       assert.deepEqual(together[c]!.tokensPerInput, alone.tokensPerInput);
-      together[c]!.embeddings.forEach((vector, i) => assert.ok(maxDiff(vector, alone.embeddings[i]!) < 1e-5));
+      for (const [i, vector] of together[c]!.embeddings.entries()) assert.ok(maxDiff(vector, alone.embeddings[i]!) < 1e-5);
     }
     // A token array and its text give the same vector.
     assert.ok(maxDiff(together[1]!.embeddings[0]!, together[2]!.embeddings[1]!) < 1e-5);
@@ -127,7 +127,7 @@ describe('onnx embedding model', () => {
     assert.equal(short.length, 16);
     assert.ok(Math.abs(Math.hypot(...short) - 1) < 1e-5);
     const scale = full[0]! / short[0]!;
-    short.forEach((v, i) => assert.ok(Math.abs(v * scale - full[i]!) < 1e-5));
+    for (const [i, v] of short.entries()) assert.ok(Math.abs(v * scale - full[i]!) < 1e-5);
   });
 
   test('bad input fails its own call only; a call whose client left is not computed', async () => {
@@ -217,7 +217,9 @@ describe('onnx rerank model', () => {
     const result = await model.doRerank({ query, documents: TEXTS, signal });
     assert.equal(result.inputTokens, tokens);
     assert.equal(result.chunks, TEXTS.length);
-    result.scores.forEach((score, i) => assert.ok(Math.abs(score - expected[i]!) < 1e-5, `${TEXTS[i]}: ${score} vs ${expected[i]}`));
+    for (const [i, score] of result.scores.entries()) {
+      assert.ok(Math.abs(score - expected[i]!) < 1e-5, `${TEXTS[i]}: ${score} vs ${expected[i]}`);
+    }
   });
 
   test('long documents: chunks share overlap tokens, max_chunks_per_doc caps them, the best chunk scores', async () => {

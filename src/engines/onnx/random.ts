@@ -64,6 +64,6 @@ export class GaussianRandom {
 /** Noise for a whole batch: image i's slice comes from its own stream. */
 export function batchNoise(generators: GaussianRandom[], perImage: number): Float32Array {
   const out = new Float32Array(generators.length * perImage);
-  generators.forEach((generator, i) => generator.fill(out, i * perImage, perImage));
+  for (const [i, generator] of generators.entries()) generator.fill(out, i * perImage, perImage);
   return out;
 }

@@ -88,9 +88,9 @@ class OnnxRerank implements RerankModel {
       const all = await scores;
       if (calls[callIndex]!.signal.aborted) throw new ClientGoneError();
       const best = new Array<number>(plan.documentCount).fill(0);
-      plan.rows.forEach((row, i) => {
+      for (let i = 0; i < plan.rows.length; i++) {
         best[plan.documents[i]!] = Math.max(best[plan.documents[i]!]!, all[start + i]!);
-      });
+      }
       return { scores: best, inputTokens: plan.rows.reduce((sum, row) => sum + row.ids.length, 0), chunks: plan.rows.length };
     });
   }

@@ -67,7 +67,10 @@ export function alphasCumprod(config: SchedulerConfig): Float64Array {
   const count = config.num_train_timesteps ?? 1000;
   const out = new Float64Array(count);
   let product = 1;
-  betas(config, count).forEach((beta, i) => (out[i] = product *= 1 - beta));
+  for (const [i, beta] of betas(config, count).entries()) {
+    product *= 1 - beta;
+    out[i] = product;
+  }
   return out;
 }
 

@@ -420,7 +420,7 @@ function refuseUnsupported(body: WireChatRequest): void {
   if (body.logit_bias && Object.keys(body.logit_bias).length > 0) {
     throw badRequest('logit_bias: is not supported by this server.', 'logit_bias');
   }
-  if (body.modalities && body.modalities.some((m) => m !== 'text')) {
+  if (body.modalities?.some((m) => m !== 'text')) {
     throw badRequest('modalities: only "text" output is supported by this server.', 'modalities');
   }
   for (const field of ['audio', 'prediction', 'web_search_options'] as const) {

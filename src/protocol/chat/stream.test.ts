@@ -137,7 +137,8 @@ test('tool calls: stable wire index from 0, id/type/name in the first piece, arg
   // What the openai SDK's accumulator would rebuild:
   const rebuilt: Record<number, { id?: string; name?: string; args: string }> = {};
   for (const d of toolDeltas) {
-    const call = (rebuilt[d.index] ??= { args: '' });
+    rebuilt[d.index] ??= { args: '' };
+    const call = rebuilt[d.index];
     if (d.id) call.id = d.id;
     if (d.function.name) call.name = d.function.name;
     call.args += d.function.arguments;

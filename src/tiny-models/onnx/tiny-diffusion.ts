@@ -150,7 +150,7 @@ function tokenizerFiles(padToken: string): Record<string, string> {
   };
   return {
     'tokenizer/vocab.json': JSON.stringify(vocab),
-    'tokenizer/merges.txt': ['#version: 0.2', ...merges.map(([l, r]) => `${l} ${r}`)].join('\n') + '\n',
+    'tokenizer/merges.txt': `${['#version: 0.2', ...merges.map(([l, r]) => `${l} ${r}`)].join('\n')}\n`,
     'tokenizer/special_tokens_map.json': JSON.stringify(special, null, 2),
     'tokenizer/tokenizer_config.json': JSON.stringify(
       { ...special, model_max_length: MAX_LENGTH, do_lower_case: true, tokenizer_class: 'CLIPTokenizer' },
@@ -347,7 +347,7 @@ export function tinyDiffusionFiles(variant: TinyDiffusionVariant = {}): Map<stri
   const HIDDEN = variant.textHidden ?? TINY_HIDDEN;
   const files = new Map<string, Uint8Array>();
   const text = (path: string, content: string) => files.set(path, new TextEncoder().encode(content));
-  const json = (path: string, value: unknown) => text(path, JSON.stringify(value, null, 2) + '\n');
+  const json = (path: string, value: unknown) => text(path, `${JSON.stringify(value, null, 2)}\n`);
 
   // SD 1.x pads with <|endoftext|>, SD 2.x with "!": alternate with the export generation to cover both.
   const tokenizer = tokenizerFiles(legacy ? '<|endoftext|>' : '!');
