@@ -14,7 +14,8 @@ type Strategy = (options: { items: readonly BatchItem[]; size: number }) => Prio
  * node-llama-cpp's "maximumParallelism" token split (every item gets an equal share of the batch, the
  * rest goes to the items that want more), with the items in sequence-id order. The ids come from the
  * context's queue, whose order is the order of `items` (BatchItem carries no id; the field is internal,
- * hence the version pin). If that queue does not line up, the library's own order is kept.
+ * hence the version pin). If that queue does not line up, the library's own order is kept: only
+ * speed is lost, never a result, so this falls back rather than fails (internals.test.ts catches the change).
  */
 export function sequenceOrderedStrategy(context: () => LlamaContext | undefined): Strategy {
   return ({ items, size }) => {

@@ -13,7 +13,8 @@ export interface ProducerStreamOptions {
    * dispatches that decode with setImmediate; a consumer woken at once (SSE serialisation, the socket
    * write) runs before the dispatch, so its time adds to every token. Woken a turn later it runs while
    * the decode computes on llama.cpp's threads. Only worth it when a core is free for it: with every
-   * core in llama.cpp's threads the consumer would preempt one of them mid-graph instead.
+   * core in llama.cpp's threads the consumer would preempt one of them mid-graph instead. If a
+   * node-llama-cpp upgrade changes that timing only speed changes (internals.test.ts catches it).
    */
   overlapDecode?: boolean;
 }

@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import {
   LlamaChat,
   LlamaText,
+  QwenChatWrapper,
   SpecialTokensText,
   TokenBias,
   resolveChatWrapper,
@@ -87,6 +88,8 @@ interface Plan {
   maxParallelFunctionCalls?: number;
   grammar?: { kind: 'json' } | { kind: 'schema'; schema: GbnfJsonSchema };
   thinking: boolean;
+  /** tool_choice "required" or a named function: the wrapper is forcingFunctionCall's. */
+  forceCall: boolean;
   thoughtBudget: number;
   /** Answer tokens (reasoning excluded), SiliconFlow's max_tokens. */
   answerLimit?: number;
@@ -247,6 +250,7 @@ export class LlamaCppChatModel implements ChatModel {
       maxParallelFunctionCalls: options.parallelToolCalls === false ? 1 : undefined,
       grammar,
       thinking,
+      forceCall,
       thoughtBudget,
       answerLimit,
       totalLimit,
@@ -463,6 +467,11 @@ export class LlamaCppChatModel implements ChatModel {
       }
       if (signal.aborted && !answerCapped) throw new ClientGoneError();
       if (this.closing && response.metadata.stopReason === 'abort') throw unloading();
+      // Both would otherwise pass silently as a valid-looking answer (see internals.test.ts).
+      if (logprobs && answerTokens > 0 && sampled.length === 0)
+        throw internalChanged('LlamaContextSequence.evaluate (sampled through by LlamaChat)', 'no token went through the logprobs proxy');
+      if (plan.forceCall && (response.functionCalls ?? []).length === 0 && response.metadata.stopReason === 'eogToken')
+        throw internalChanged('ChatWrapper.generateContextState (overridden by forcingFunctionCall)', 'a forced tool call was not made');
 
       const toolCalls: ToolCall[] = (response.functionCalls ?? []).map((functionCall, index) => {
         let call = calls[index];
@@ -532,7 +541,7 @@ async function prefill(sequence: LlamaContextSequence, tokens: Token[], signal: 
   signal.throwIfAborted();
 }
 
-interface SampledToken {
+export interface SampledToken {
   token: Token;
   probability: number;
   /** The most likely candidates, highest first (at most 20, OpenAI's top_logprobs ceiling). */
@@ -547,9 +556,10 @@ const toLogprob = (probability: number): number => (probability > 0 ? Math.log(p
  * LlamaChat samples through `sequence.evaluate()`, which in node-llama-cpp 3.21.1 is a thin loop over
  * `evaluateWithMetadata(tokens, {})`. For logprobs the sequence is seen through a proxy whose
  * `evaluate` asks for the probability map (after the request's sampling options, as llama.cpp reports
- * it) and records it; every other member is the real sequence's.
+ * it) and records it; every other member is the real sequence's. run() refuses an answer whose
+ * tokens never passed through here, and internals.test.ts checks both assumptions.
  */
-function recordingProbabilities(sequence: LlamaContextSequence, sampled: SampledToken[]): LlamaContextSequence {
+export function recordingProbabilities(sequence: LlamaContextSequence, sampled: SampledToken[]): LlamaContextSequence {
   const evaluate = async function* (tokens: Token[], options?: Parameters<LlamaContextSequence['evaluate']>[1]) {
     const iterator = sequence.evaluateWithMetadata(tokens, { probabilities: true }, options);
     let input: Token | Token[] | undefined;
@@ -579,6 +589,14 @@ function recordingProbabilities(sequence: LlamaContextSequence, sampled: Sampled
   });
 }
 
+/** A node-llama-cpp internal this engine reaches into no longer does what the engine expects. */
+const internalChanged = (internal: string, effect: string) =>
+  new InferaError({
+    status: 500,
+    code: 'internal_error',
+    message: `node-llama-cpp internal ${internal} changed: ${effect}. This node-llama-cpp version is not supported by this build (see src/engines/llama-cpp/internals.test.ts).`,
+  });
+
 const unloading = () =>
   new InferaError({ status: 503, code: 'model_unloading', message: 'The model is being unloaded; retry the request.', retryAfter: 1 });
 
@@ -591,7 +609,7 @@ function newToolCallId(): string {
  * call prefix and lets the model pick only among the offered functions (grammar-constrained name and
  * arguments). Used for tool_choice "required" and a named tool_choice (only that function offered).
  */
-function forcingFunctionCall(base: ChatWrapper): ChatWrapper {
+export function forcingFunctionCall(base: ChatWrapper): ChatWrapper {
   const forced = Object.create(base) as ChatWrapper;
   forced.generateContextState = function (options) {
     const state = base.generateContextState.call(this, options);
@@ -613,6 +631,16 @@ function forcingFunctionCall(base: ChatWrapper): ChatWrapper {
  */
 const qwenToolResults = { _flatFunctionResultString: true } as Record<string, unknown>;
 
+/** An option node-llama-cpp no longer reads would quote every tool result silently: refuse to load instead. */
+function checkQwenToolResults(wrappers: Wrappers): void {
+  for (const wrapper of [wrappers.standard, wrappers.noThinking])
+    if (wrapper instanceof QwenChatWrapper && (wrapper as unknown as Record<string, unknown>)._flatFunctionResultString !== true)
+      throw new Error(
+        'node-llama-cpp internal QwenChatWrapper._flatFunctionResultString is gone: tool results would be rendered JSON-quoted. ' +
+          'This node-llama-cpp version is not supported by this build (see src/engines/llama-cpp/internals.test.ts).',
+      );
+}
+
 export async function loadLlamaCppChatModel(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
@@ -626,8 +654,18 @@ export async function loadLlamaCppChatModel(
     onLoadProgress: onProgress,
     loadSignal: signal,
   });
+  const wrappers: Wrappers = {
+    standard: resolveChatWrapper(model, { customWrapperSettings: { qwen: qwenToolResults } }),
+    noThinking: resolveChatWrapper(model, {
+      customWrapperSettings: {
+        qwen: { ...qwenToolResults, thoughts: 'discourage' },
+        jinjaTemplate: { additionalRenderParameters: { enable_thinking: false } },
+      },
+    }),
+  };
   let context: LlamaContext | undefined;
   try {
+    checkQwenToolResults(wrappers);
     context = await model.createContext({
       contextSize: Math.min(options.contextSize, model.trainContextSize),
       sequences: options.sequences,
@@ -639,15 +677,6 @@ export async function loadLlamaCppChatModel(
     await model.dispose();
     throw error;
   }
-  const wrappers: Wrappers = {
-    standard: resolveChatWrapper(model, { customWrapperSettings: { qwen: qwenToolResults } }),
-    noThinking: resolveChatWrapper(model, {
-      customWrapperSettings: {
-        qwen: { ...qwenToolResults, thoughts: 'discourage' },
-        jinjaTemplate: { additionalRenderParameters: { enable_thinking: false } },
-      },
-    }),
-  };
   const chatModel = new LlamaCppChatModel(llama, model, context, wrappers, config.id, config.maxQueue);
   return {
     model: chatModel,
