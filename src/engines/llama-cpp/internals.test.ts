@@ -16,21 +16,24 @@ import {
   type ChatWrapper,
   type ChatWrapperGenerateContextStateOptions,
   type ChatWrapperGeneratedContextState,
+  type Llama,
   type LlamaContext,
   type LlamaContextSequence,
   type LlamaModel,
   type PrioritizedBatchItem,
   type Token,
 } from 'node-llama-cpp';
-import { modelSchema } from '../../config/schema.ts';
+import { llamaCppModelSchema } from './config.ts';
 import type { LoadedModel } from '../../spec/index.ts';
 import { TINY_CHAT_SCRIPT, ensureTinyModels } from '../../tiny-models/index.ts';
 import { sequenceOrderedStrategy } from './chat-batching.ts';
+import { createLlama } from './runtime.ts';
 import { forcingFunctionCall, recordingProbabilities, type LlamaCppChatModel, type SampledToken, loadLlamaCppChatModel } from './chat.ts';
 
 let dir: string;
 let loaded: LoadedModel<LlamaCppChatModel>;
 let version: string;
+let llama: Llama;
 /** The engine's own objects (private fields, reached the way only a test may). */
 let engine: { model: LlamaModel; context: LlamaContext; wrappers: { standard: ChatWrapper; noThinking: ChatWrapper } };
 
@@ -45,19 +48,21 @@ before(async () => {
   version = await getModuleVersion();
   dir = mkdtempSync(join(tmpdir(), 'infera-internals-'));
   const paths = await ensureTinyModels(dir);
-  const config = modelSchema.parse({
+  const config = llamaCppModelSchema.parse({
     id: 'tiny-chat',
     type: 'chat',
     engine: 'llama-cpp',
     path: paths.chat,
     llamaCpp: { contextSize: 1024, sequences: 3, threads: 1 },
   });
-  loaded = await loadLlamaCppChatModel(config);
+  llama = await createLlama(false);
+  loaded = await loadLlamaCppChatModel(config, undefined, { llama });
   engine = loaded.model as unknown as typeof engine;
 });
 
 after(async () => {
   await loaded?.dispose();
+  await llama?.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
 
