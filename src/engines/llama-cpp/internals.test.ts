@@ -170,7 +170,12 @@ test('LlamaChat samples every token through contextSequence.evaluate (chat.ts lo
       const members = new Set<string | symbol>();
       const recording = recordingProbabilities(sequence, sampled);
       // Which members LlamaChat reads, to tell a direct evaluateWithMetadata call from an unused proxy.
-      const watched = new Proxy(recording, { get: (target, property) => (members.add(property), Reflect.get(target, property)) });
+      const watched = new Proxy(recording, {
+        get: (target, property) => {
+          members.add(property);
+          return Reflect.get(target, property);
+        },
+      });
       const chat = new LlamaChat({ contextSequence: proxied ? watched : sequence, chatWrapper: engine.wrappers.noThinking });
       try {
         const outputBefore = sequence.tokenMeter.usedOutputTokens;
