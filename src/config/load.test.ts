@@ -69,3 +69,15 @@ test('a missing explicit config file and a non-integer PORT are clear errors', (
   assert.throws(() => loadConfig({ configPath: '/nonexistent/infera.yaml' }), /not found/);
   assert.throws(() => loadConfig({}, { PORT: 'eighty' }, dir()), /PORT must be an integer/);
 });
+
+test('a short INFERA_API_KEY or --api-key is refused naming what the operator set', () => {
+  const cwd = mkdtempSync(join(tmpdir(), 'infera-config-'));
+  assert.throws(() => loadConfig({}, { INFERA_API_KEY: 'short' }, cwd), (error: unknown) => {
+    assert.ok(error instanceof ConfigError);
+    assert.match(error.message, /^INFERA_API_KEY must be at least 8 characters/);
+    assert.doesNotMatch(error.message, /apiKeys/);
+    return true;
+  });
+  assert.throws(() => loadConfig({ apiKey: 'tiny' }, {}, cwd), /^ConfigError: --api-key must be at least 8 characters|--api-key must be at least 8/);
+  assert.deepEqual(loadConfig({}, { INFERA_API_KEY: 'long-enough-key' }, cwd).config.server.apiKeys, ['long-enough-key']);
+});

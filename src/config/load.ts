@@ -65,6 +65,9 @@ export function loadConfig(
     server.port = port;
   }
   const apiKey = overrides.apiKey ?? env.INFERA_API_KEY;
+  // Checked here, not by the schema, so the message names what the operator set rather than server.apiKeys[N].
+  if (apiKey && apiKey.length < 8)
+    throw new ConfigError(`${overrides.apiKey ? '--api-key' : 'INFERA_API_KEY'} must be at least 8 characters (got ${apiKey.length}); use a long random key, e.g. \`infera keys create --name NAME\`.`);
   if (apiKey) server.apiKeys = [...((server.apiKeys as string[]) ?? []), apiKey];
   if (env.INFERA_ADMIN_KEY) server.adminKey = env.INFERA_ADMIN_KEY;
   const logLevel = overrides.logLevel ?? env.LOG_LEVEL;
