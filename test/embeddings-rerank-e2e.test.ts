@@ -66,6 +66,8 @@ describe(`embeddings and rerank end to end (engine ${engine})`, () => {
     assert.equal(byDefault.model, EMBED);
     assert.ok(byDefault.usage.prompt_tokens > 0);
     assert.equal(byDefault.usage.total_tokens, byDefault.usage.prompt_tokens);
+    // SiliconFlow's example answer carries completion_tokens: 0 (OpenAI's schema allows the extra field).
+    assert.equal((byDefault.usage as unknown as { completion_tokens: number }).completion_tokens, 0);
     for (const [i, item] of floats.data.entries()) {
       assert.equal(item.index, i);
       assert.equal(item.object, 'embedding');

@@ -69,7 +69,7 @@ test('embeddings response: float and base64 carry the same little-endian float32
   const encoded = buildEmbeddingsResponse('m', vectors, 9, 'base64');
   assert.equal(floats.object, 'list');
   assert.equal(floats.model, 'm');
-  assert.deepEqual(floats.usage, { prompt_tokens: 9, total_tokens: 9 });
+  assert.deepEqual(floats.usage, { prompt_tokens: 9, completion_tokens: 0, total_tokens: 9 });
   assert.deepEqual(
     floats.data.map((d) => [d.object, d.index]),
     [

@@ -67,7 +67,8 @@ export interface EmbeddingsResponse {
   object: 'list';
   model: string;
   data: { object: 'embedding'; embedding: number[] | string; index: number }[];
-  usage: { prompt_tokens: number; total_tokens: number };
+  /** completion_tokens is always 0: SiliconFlow's embeddings answers carry it (OpenAI's omit it). */
+  usage: { prompt_tokens: number; completion_tokens: 0; total_tokens: number };
 }
 
 export function buildEmbeddingsResponse(
@@ -84,7 +85,7 @@ export function buildEmbeddingsResponse(
       embedding: encodingFormat === 'base64' ? float32ToBase64(vector) : Array.from(vector),
       index,
     })),
-    usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+    usage: { prompt_tokens: promptTokens, completion_tokens: 0, total_tokens: promptTokens },
   };
 }
 
