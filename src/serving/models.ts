@@ -16,11 +16,17 @@ const SUB_TYPES = new Set(['chat', 'embedding', 'reranker', 'text-to-image', 'im
 /** Stable for the life of the process: Cherry Studio rejects a list with a null `created`. */
 const STARTED = Math.floor(Date.now() / 1000);
 
-function describe(entry: ModelEntry) {
+/**
+ * One entry per accepted id: apps fill their model pickers from this list and then send the id they
+ * picked, so an alias (a SiliconFlow id such as Qwen/QwQ-32B served by a local model) is listed as a
+ * model of its own, pointing at the model that serves it.
+ */
+function describe(entry: ModelEntry, id: string = entry.config.id) {
   const { config } = entry;
   const wire = WIRE_TYPE[config.type];
+  const canonical = id.toLowerCase() === config.id.toLowerCase();
   return {
-    id: config.id,
+    id,
     object: 'model' as const,
     created: STARTED,
     owned_by: config.ownedBy,
@@ -30,7 +36,7 @@ function describe(entry: ModelEntry) {
     infera: {
       engine: config.engine,
       state: entry.state,
-      aliases: config.aliases,
+      ...(canonical ? { aliases: config.aliases } : { alias_of: config.id }),
       ...(config.description ? { description: config.description } : {}),
       ...(entry.error ? { error: entry.error } : {}),
     },
@@ -45,13 +51,14 @@ export function listModels(services: Services, query: Record<string, unknown>) {
     throw badRequest(`sub_type must be one of ${[...SUB_TYPES].join(', ')}`, 'sub_type');
   const data = services.registry
     .entries()
-    .map(describe)
+    .flatMap((entry) => [entry.config.id, ...entry.config.aliases].map((id) => describe(entry, id)))
     .filter((model) => (type === undefined || model.type === type) && (subType === undefined || model.sub_type === subType));
   return { object: 'list' as const, data };
 }
 
+/** `id` arrives decoded once by the router (decoding it again made `%25FF` a 500). Answers with the id asked for. */
 export function retrieveModel(services: Services, id: string) {
-  const entry = services.registry.find(decodeURIComponent(id));
+  const entry = services.registry.find(id);
   if (!entry) throw modelNotFound(id);
-  return describe(entry);
+  return describe(entry, id);
 }
