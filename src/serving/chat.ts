@@ -48,8 +48,10 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   try {
     lease = await services.registry.acquire(entry.config.id, 'chat');
     const model = lease.model;
-    promptTokens = await model.checkPrompt(options);
-    await admission.resize({ promptTokens, completionTokens: maxCompletionTokens(model, options, promptTokens) * request.n, images: 0, documents: 0 });
+    const counted = await model.checkPrompt(options);
+    // Refused here (the exact worst case is not covered), nothing ran: the row is free, prompt included.
+    await admission.resize({ promptTokens: counted, completionTokens: maxCompletionTokens(model, options, counted) * request.n, images: 0, documents: 0 });
+    promptTokens = counted;
     if (!request.stream) {
       const results = await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
       for (const result of results)
