@@ -4,12 +4,13 @@
 import type { Command } from 'commander';
 import type { KeyView, PlatformAdmin } from '../platform/admin.ts';
 import { formatMicro, parseAmount } from '../platform/pricing.ts';
+import type { PlatformStore } from '../storage/types.ts';
 import { configFromCli } from './program.ts';
 
 /** Opens the store the config names, runs `work`, always closes; user errors exit 1 with their message. */
 export async function withAdmin(work: (admin: PlatformAdmin) => Promise<void>): Promise<void> {
   const { config } = await configFromCli();
-  let store;
+  let store: PlatformStore | undefined;
   try {
     // Imported here: only the store the config names is loaded (SQLite or Postgres), nothing else.
     const { openPlatformStore, PlatformAdmin } = await import('../platform/index.ts');

@@ -148,8 +148,13 @@ export function rateLimitHeaders(checks: PlannedCheck[], values: number[], now: 
   for (let i = 0; i < checks.length; i++) {
     const check = checks[i]!;
     const left = Math.max(0, check.limit - (values[i] ?? 0));
-    if (check.rule.measure === 'requests' && left < requestsLeft) (requests = i), (requestsLeft = left);
-    else if (check.rule.measure === 'tokens' && left < tokensLeft) (tokens = i), (tokensLeft = left);
+    if (check.rule.measure === 'requests' && left < requestsLeft) {
+      requests = i;
+      requestsLeft = left;
+    } else if (check.rule.measure === 'tokens' && left < tokensLeft) {
+      tokens = i;
+      tokensLeft = left;
+    }
   }
   if (requests >= 0) {
     headers['x-ratelimit-limit-requests'] = String(checks[requests]!.limit);

@@ -307,7 +307,7 @@ export class PlatformGate implements Gate {
     let headers: Record<string, string> = {};
     let counted = false;
     if (checks.length > 0) {
-      let result;
+      let result: Awaited<ReturnType<CounterStore['consume']>> | undefined;
       try {
         result = await this.counters.consume(checks);
         if (this.countersDown) {

@@ -3,11 +3,11 @@
 // meter. Streams are peeked before the HTTP status is sent, so queue-full,
 // context and engine errors that happen before the first token are still normal HTTP errors.
 import { isAbortError } from '../errors/index.ts';
-import type { Admission, UsageReport } from '../platform/gate.ts';
+import type { UsageReport } from '../platform/gate.ts';
 import { parseChatRequest } from '../protocol/chat/request.ts';
 import { buildChatCompletion, combineChoiceUsage, newChatCompletionId } from '../protocol/chat/response.ts';
 import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/stream.ts';
-import { DEFAULT_THINKING_BUDGET, type ChatCallOptions, type ChatModel, type ChatResult, type ChatStreamPart, type ChatUsage } from '../spec/index.ts';
+import { DEFAULT_THINKING_BUDGET, type ChatCallOptions, type ChatModel, type ChatStreamPart, type ChatUsage } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, cancelledStatus, statusOf, usageReport } from './usage.ts';

@@ -331,9 +331,14 @@ export class PostgresStore implements PlatformStore {
     const group = groupExpression.postgres[query.by];
     const where: string[] = [];
     const params: (string | number)[] = [];
-    if (query.since !== undefined) params.push(query.since), where.push(`created_at >= $${params.length}`);
-    if (query.until !== undefined) params.push(query.until), where.push(`created_at < $${params.length}`);
-    if (query.accountId !== undefined) params.push(query.accountId), where.push(`account_id = $${params.length}`);
+    const filter = (condition: (placeholder: string) => string, value: string | number | undefined) => {
+      if (value === undefined) return;
+      params.push(value);
+      where.push(condition(`$${params.length}`));
+    };
+    filter((p) => `created_at >= ${p}`, query.since);
+    filter((p) => `created_at < ${p}`, query.until);
+    filter((p) => `account_id = ${p}`, query.accountId);
     const { rows } = await this.pool.query<Record<string, string | number>>(
       `SELECT ${group} AS grp, COUNT(*) AS requests,
         SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END) AS errors,

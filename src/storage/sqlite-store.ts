@@ -322,9 +322,14 @@ export class SqliteStore implements PlatformStore {
     const group = groupExpression.sqlite[query.by];
     const where: string[] = [];
     const params: (string | number)[] = [];
-    if (query.since !== undefined) where.push('created_at >= ?'), params.push(query.since);
-    if (query.until !== undefined) where.push('created_at < ?'), params.push(query.until);
-    if (query.accountId !== undefined) where.push('account_id = ?'), params.push(query.accountId);
+    const filter = (condition: string, value: string | number | undefined) => {
+      if (value === undefined) return;
+      where.push(condition);
+      params.push(value);
+    };
+    filter('created_at >= ?', query.since);
+    filter('created_at < ?', query.until);
+    filter('account_id = ?', query.accountId);
     const sql = `SELECT ${group} AS grp, COUNT(*) AS requests,
         SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END) AS errors,
         SUM(CASE WHEN outcome = 'cancelled' THEN 1 ELSE 0 END) AS cancelled,
