@@ -22,7 +22,7 @@ class RecordingGate implements Gate {
     return { accountId: 'test', keyId: 'anonymous', keyName: 'test' };
   }
   async admit(request: AdmissionRequest): Promise<Admission> {
-    return { headers: {}, settle: async (usage) => void this.settled.push({ request, usage }) };
+    return { headers: {}, resize: async () => {}, settle: async (usage) => void this.settled.push({ request, usage }) };
   }
   async userInfo() {
     return {};

@@ -100,7 +100,7 @@ export function registerKeysCommands(program: Command): void {
             k.name,
             k.accountId,
             k.prefix,
-            k.disabled ? 'revoked' : k.expiresAt && Date.parse(k.expiresAt) <= now ? 'expired' : 'active',
+            k.invalid ? 'invalid' : k.disabled ? 'revoked' : k.expiresAt && Date.parse(k.expiresAt) <= now ? 'expired' : 'active',
             k.models?.join(',') ?? '*',
             describeLimits(k.limits),
             k.expiresAt ?? '-',

@@ -38,6 +38,11 @@ export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {
    * the model cannot make is refused without loading it (the loaded model's `limits` are the same).
    */
   imageLimits?(config: C): ImageLimits;
+  /**
+   * Chat engines: the context window (tokens per sequence) the entry's options set, known before any
+   * load. Admission reserves a request without max_tokens against it (docs/PLATFORM.md).
+   */
+  contextSize?(config: C): number;
 }
 
 /** The engines a server knows. Passed to the config schema and the registry (tests pass their own). */

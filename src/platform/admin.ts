@@ -23,9 +23,12 @@ export interface KeyView {
   prefix: string;
   models: string[] | null;
   limits: Limits | null;
+  /** ISO time; null = never; "invalid" when the stored value is not a date (see `invalid`). */
   expiresAt: string | null;
   disabled: boolean;
   createdAt: string;
+  /** What is wrong with the stored row, when something is: such a key authenticates nobody. */
+  invalid?: string[];
 }
 
 export interface AccountView {
@@ -36,6 +39,12 @@ export interface AccountView {
   createdAt: string;
 }
 
+/** Rendering never throws: a row written by an older version or by hand must not break a listing. */
+const isoTime = (value: number): string => {
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? 'invalid' : date.toISOString();
+};
+
 export const keyView = (key: KeyRecord): KeyView => ({
   id: key.id,
   name: key.name,
@@ -43,10 +52,14 @@ export const keyView = (key: KeyRecord): KeyView => ({
   prefix: key.prefix,
   models: key.models,
   limits: key.limits as Limits | null,
-  expiresAt: key.expiresAt === null ? null : new Date(key.expiresAt).toISOString(),
+  expiresAt: key.expiresAt === null ? null : isoTime(key.expiresAt),
   disabled: key.disabled,
-  createdAt: new Date(key.createdAt).toISOString(),
+  createdAt: isoTime(key.createdAt),
+  ...(key.invalid ? { invalid: key.invalid } : {}),
 });
+
+/** Latest expiry accepted: the end of year 9999 (what ISO dates, and every store column, can hold). */
+export const MAX_EXPIRES_AT = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
 export const accountView = (account: AccountRecord): AccountView => ({
   id: account.id,
@@ -72,9 +85,18 @@ export class PlatformAdmin {
     const accountId = input.accountId ?? 'default';
     if (!accountIdPattern.test(accountId)) throw badRequest(`Invalid account id "${accountId}".`, 'account');
     const limits = input.limits === undefined ? null : limitsSchema.parse(input.limits);
-    if (input.expiresAt !== undefined && !(input.expiresAt > Date.now()))
-      throw badRequest('expires must lie in the future.', 'expires');
+    const expiresAt = input.expiresAt;
+    if (expiresAt !== undefined) {
+      if (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt))
+        throw badRequest(`expires_at: ${String(expiresAt)} is not a time (give an ISO date, epoch milliseconds or a duration like 30d).`, 'expires_at');
+      if (!(expiresAt > Date.now())) throw badRequest('expires_at: must lie in the future.', 'expires_at');
+      if (expiresAt > MAX_EXPIRES_AT)
+        throw badRequest(`expires_at: ${expiresAt} is out of range (latest: ${new Date(MAX_EXPIRES_AT).toISOString()}); omit it for a key that never expires.`, 'expires_at');
+    }
     const models = input.models?.map((m) => m.trim()).filter(Boolean);
+    // An empty allow-list is refused rather than stored: "no models" and "all models" are one typo apart.
+    if (input.models !== undefined && (!models || models.length === 0))
+      throw badRequest('models: the allow-list names no model; list at least one model id, or omit it to allow every model.', 'models');
     const secret = generateSecret();
     const record: KeyRecord = {
       id: generateKeyId(),
@@ -82,9 +104,9 @@ export class PlatformAdmin {
       accountId,
       hash: hashSecret(secret),
       prefix: secretPrefix(secret),
-      models: models && models.length > 0 ? models : null,
+      models: models ?? null,
       limits: limits && Object.keys(limits).length > 0 ? (limits as Record<string, number>) : null,
-      expiresAt: input.expiresAt ?? null,
+      expiresAt: expiresAt === undefined ? null : Math.trunc(expiresAt),
       disabled: false,
       createdAt: Date.now(),
     };

@@ -85,6 +85,22 @@ export const platformConfigSchema = z
       })
       .strict()
       .default({ synchronous: 'normal', maxBatch: 512, postgresWriters: 4 }),
+    /**
+     * Balance reservations (docs/PLATFORM.md, "Prices and balance"). Each server records a heartbeat;
+     * reservations held by a server silent for `staleAfterSeconds` (killed mid-request) are given back
+     * by whichever server sweeps next (every `heartbeatSeconds`, and at startup).
+     */
+    reservations: z
+      .object({
+        heartbeatSeconds: z.number().positive().max(3600).default(10),
+        staleAfterSeconds: z.number().positive().max(86_400).default(60),
+      })
+      .strict()
+      .refine((r) => r.staleAfterSeconds >= 2 * r.heartbeatSeconds, {
+        message: 'staleAfterSeconds must be at least twice heartbeatSeconds, or a live server could lose its reservations',
+        path: ['staleAfterSeconds'],
+      })
+      .default({ heartbeatSeconds: 10, staleAfterSeconds: 60 }),
     /** Postgres schema for Infera's tables (created if missing); lets replicas of one deployment share it. */
     postgresSchema: z.string().regex(/^[a-z_][a-z0-9_]*$/).default('public'),
     /** Prefix for Redis counter keys. */

@@ -14,16 +14,34 @@ export interface Principal {
   limits?: Partial<Record<'rpm' | 'rph' | 'rpd' | 'tpm' | 'tpd' | 'ipm' | 'ipd', number>>;
 }
 
+/** What a request may use at most; its cost is what the balance reservation holds. */
+export interface WorstCase {
+  promptTokens: number;
+  completionTokens: number;
+  images: number;
+  /** Rerank: documents (billed per search of up to 100). */
+  documents: number;
+}
+
 export interface AdmissionRequest {
   principal: Principal;
-  /** Canonical public id of the resolved model. */
+  /** Canonical public id of the resolved model (the registry entry's id, aliases already resolved). */
   model: string;
+  /**
+   * The model's other names (its aliases): prices, limits and allow-lists written under any of them
+   * apply to the model, and rate-limit counters are kept under the canonical id.
+   */
+  aliases?: readonly string[];
+  /** The id the client sent, recorded in the ledger next to the canonical one. */
+  requestedModel?: string;
   endpoint: Endpoint;
   requestId: string;
   /** Estimated tokens (prompt + max completion) for TPM/TPD pre-checks. */
   estimatedTokens: number;
   /** Images requested (IPM/IPD). */
   images: number;
+  /** Worst-case usage reserved against the balance (priced models); absent: `estimatedTokens` as prompt tokens and `images`. */
+  worstCase?: WorstCase;
 }
 
 export interface UsageReport {
@@ -42,6 +60,12 @@ export interface UsageReport {
 export interface Admission {
   /** Headers to put on the answer, e.g. x-ratelimit-remaining-requests. */
   headers: Record<string, string>;
+  /**
+   * Re-sizes the balance reservation to a new worst case (known once the model has counted the prompt):
+   * a smaller one gives the difference back now, a larger one is taken only if the balance covers it,
+   * else this throws 403 insufficient_balance — before any generation. No-op for free models.
+   */
+  resize(worstCase: WorstCase): Promise<void>;
   /** Record the real usage (ledger row, balance charge, token limit settle). Call exactly once. */
   settle(usage: UsageReport): Promise<void>;
 }
@@ -49,7 +73,7 @@ export interface Admission {
 export interface Gate {
   /** Resolve a bearer secret; throws InferaError 401 when unknown, disabled or expired. */
   authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal>;
-  /** Check allow-list, balance (403) and rate limits (429); throws InferaError. */
+  /** Check allow-list (403), reserve the worst-case cost against the balance (403) and rate limits (429); throws InferaError. */
   admit(request: AdmissionRequest): Promise<Admission>;
   /** SiliconFlow /v1/user/info body `data` for this principal. */
   userInfo(principal: Principal): Promise<Record<string, unknown>>;

@@ -71,25 +71,28 @@ export class LimitPolicy {
     );
   }
 
-  /** Type default ← model ← account type default ← account model: later wins per dimension. */
-  resolve(accountId: string, model: string, kind: ModelKind): Limits {
-    const id = model.toLowerCase();
+  /**
+   * Type default ← model ← account type default ← account model: later wins per dimension. A model's
+   * entries may be written under any of its names: its aliases' are merged first, its canonical id's last.
+   */
+  resolve(accountId: string, model: string, kind: ModelKind, aliases: readonly string[] = []): Limits {
+    const names = [...aliases, model].map((name) => name.toLowerCase());
     const account = this.accounts.get(accountId);
-    return {
-      ...this.config.limits.defaults[kind],
-      ...this.modelLimits.get(id),
-      ...account?.defaults[kind],
-      ...account?.models.get(id),
-    };
+    const merged: Limits = { ...this.config.limits.defaults[kind] };
+    for (const name of names) Object.assign(merged, this.modelLimits.get(name));
+    Object.assign(merged, account?.defaults[kind]);
+    for (const name of names) Object.assign(merged, account?.models.get(name));
+    return merged;
   }
 
   /** The account×model rules, cached: the config cannot change while the server runs. */
-  rules(accountId: string, model: string, kind: ModelKind): LimitRule[] {
+  rules(accountId: string, model: string, kind: ModelKind, aliases: readonly string[] = []): LimitRule[] {
     const cacheKey = `${kind}\u0000${accountId}\u0000${model}`;
     let rules = this.cache.get(cacheKey);
     if (!rules) {
+      // Counters are keyed by the canonical id, so a limit holds whichever name the client calls.
       rules = limitRules(
-        this.resolve(accountId, model, kind),
+        this.resolve(accountId, model, kind, aliases),
         `a:${accountId}:m:${model.toLowerCase()}`,
         `model "${model}" for account "${accountId}"`,
       );

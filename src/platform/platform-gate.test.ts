@@ -218,21 +218,24 @@ test('group commit: concurrent settles share transactions, each resolves only af
   });
 });
 
-test('pricing: priced models need balance (403), free ones do not; settle charges; /user/info strings', async () => {
+test('pricing: priced models reserve their worst case (403 when not covered), settle refunds exactly; /user/info strings', async () => {
   await withGate(
     { platform: { pricing: { 'paid/chat': { inputPerMillion: 2, outputPerMillion: 8 }, 'paid/rerank': { perSearch: 0.01 } } } },
     async (gate) => {
       const principal: Principal = { accountId: 'acme', keyId: 'k', keyName: 'k' };
+      const worstCase = { promptTokens: 1000, completionTokens: 1000, images: 0, documents: 0 };
       await gate.admin.createAccount('acme');
-      await rejects(gate.admit(request(principal, { model: 'paid/chat' })), 403, /Insufficient balance/);
-      await assert.rejects(gate.admit(request(principal, { model: 'paid/chat' })), (e: InferaError) => e.siliconflowCode === 30001);
+      await rejects(gate.admit(request(principal, { model: 'paid/chat' })), 403, /^Sorry, your account balance is insufficient/);
+      await assert.rejects(gate.admit(request(principal, { model: 'paid/chat' })), (e: InferaError) => e.siliconflowCode === 30001 && e.code === 'insufficient_balance');
       await (await gate.admit(request(principal, { model: 'free/chat' }))).settle(usage());
 
       await gate.admin.topUp('acme', parseAmount('1.5'));
-      const admission = await gate.admit(request(principal, { model: 'Paid/Chat' }));
-      // 1000 prompt × 2/M + 500 completion × 8/M = 0.002 + 0.004
+      const admission = await gate.admit(request(principal, { model: 'Paid/Chat', worstCase }));
+      // Held while the request runs: 1000 × 2/M + 1000 × 8/M = 0.01.
+      assert.equal((await gate.userInfo(principal)).balance, '1.49');
+      // 1000 prompt × 2/M + 500 completion × 8/M = 0.002 + 0.004; the unused 0.004 comes back.
       await admission.settle(usage({ promptTokens: 1000, completionTokens: 500 }));
-      await (await gate.admit(request(principal, { model: 'paid/rerank', endpoint: 'rerank' }))).settle(
+      await (await gate.admit(request(principal, { model: 'paid/rerank', endpoint: 'rerank', worstCase: { ...worstCase, documents: 150 } }))).settle(
         usage({ promptTokens: 0, completionTokens: 0, documents: 150 }),
       );
       const info = await gate.userInfo(principal);
@@ -242,8 +245,21 @@ test('pricing: priced models need balance (403), free ones do not; settle charge
       assert.equal(info.chargeBalance, '1.474');
       assert.equal(info.id, 'acme');
 
-      await gate.admin.topUp('acme', -parseAmount('1.474'));
-      await rejects(gate.admit(request(principal, { model: 'paid/chat' })), 403, /Insufficient balance/);
+      // A request can never be charged more than it reserved.
+      const capped = await gate.admit(request(principal, { model: 'paid/chat', worstCase: { ...worstCase, completionTokens: 10 } }));
+      await capped.settle(usage({ promptTokens: 1000, completionTokens: 500 }));
+      assert.equal((await gate.userInfo(principal)).balance, '1.47192');
+
+      // resize: smaller gives back at once, larger is taken only when covered.
+      const growing = await gate.admit(request(principal, { model: 'paid/chat', worstCase }));
+      await growing.resize({ ...worstCase, completionTokens: 0 });
+      assert.equal((await gate.userInfo(principal)).balance, '1.46992');
+      await rejects(growing.resize({ ...worstCase, completionTokens: 1_000_000_000 }), 403, /may cost up to 8000\.002/);
+      await growing.settle(usage({ promptTokens: 1000, completionTokens: 0, status: 403, outcome: 'error' }));
+      assert.equal((await gate.userInfo(principal)).balance, '1.46992');
+
+      await gate.admin.topUp('acme', -parseAmount('1.46992'));
+      await rejects(gate.admit(request(principal, { model: 'paid/chat' })), 403, /insufficient/);
     },
   );
 });
@@ -275,7 +291,7 @@ test('migrations are versioned and run once; data survives reopening', async () 
     assert.equal((await second.authenticate(secret, '127.0.0.1')).keyName, 'keep');
     await second.close();
     const db = new Database(sqlitePath(config), { readonly: true });
-    assert.deepEqual(db.prepare('SELECT version FROM infera_migrations').all(), [{ version: 1 }]);
+    assert.deepEqual(db.prepare('SELECT version FROM infera_migrations').all(), [{ version: 1 }, { version: 2 }]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();
   } finally {

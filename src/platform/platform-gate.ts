@@ -1,10 +1,11 @@
 // The Gate the HTTP layer calls on every API request: who is asking (keys), may they (allow-list,
 // balance, rate limits), and what did it cost (ledger, balance, token-limit settle).
+import { randomUUID } from 'node:crypto';
 import { InferaError } from '../errors/index.ts';
 import type { ConsumeResult, CounterStore, KeyRecord, LedgerRow, PlatformStore } from '../storage/types.ts';
 import { PlatformAdmin } from './admin.ts';
 import type { Limits, ModelKind, PlatformConfig } from './config.ts';
-import type { Admission, AdmissionRequest, Endpoint, Gate, Principal, UsageReport } from './gate.ts';
+import type { Admission, AdmissionRequest, Endpoint, Gate, Principal, UsageReport, WorstCase } from './gate.ts';
 import { hashSecret, isLoopback, sameHash } from './keys.ts';
 import { LedgerWriter } from './ledger.ts';
 import { LimitPolicy, limitRules, planChecks, rateLimitError, rateLimitHeaders, type LimitRule } from './limits.ts';
@@ -38,7 +39,7 @@ const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
 const unauthorized = (message: string) =>
   new InferaError({ status: 401, message, code: 'invalid_api_key', siliconflowCode: 20001, headers: { 'www-authenticate': 'Bearer' } });
 
-const noop: Admission = { headers: {}, settle: async () => {} };
+const noop: Admission = { headers: {}, resize: async () => {}, settle: async () => {} };
 
 interface CachedKey {
   record: KeyRecord;
@@ -60,7 +61,11 @@ export class PlatformGate implements Gate {
   private readonly keyCacheMs: number;
   private readonly keyCache = new Map<string, CachedKey>();
   private readonly keyRuleCache = new WeakMap<object, LimitRule[]>();
-  private readonly balanceCache = new Map<string, { balance: number; fetchedAt: number }>();
+  /** This process in the reservations table: its heartbeat keeps its reservations from being reconciled. */
+  readonly instanceId = `inst_${randomUUID()}`;
+  /** The first heartbeat (and startup reconciliation); reservations wait for it. */
+  private readonly ready: Promise<void>;
+  private readonly heartbeatTimer: NodeJS.Timeout;
   private storeHasKeys: { value: boolean; fetchedAt: number } | undefined;
   private countersDown = false;
 
@@ -79,12 +84,36 @@ export class PlatformGate implements Gate {
       concurrency: options.store.kind === 'postgres' ? options.config.ledger.postgresWriters : 1,
     });
     this.admin = new PlatformAdmin(options.store, () => this.invalidate());
+    const { heartbeatSeconds } = options.config.reservations;
+    this.ready = this.beat();
+    this.ready.catch(() => {});
+    this.heartbeatTimer = setInterval(() => void this.beat().catch(() => {}), heartbeatSeconds * 1000);
+    this.heartbeatTimer.unref();
   }
 
-  /** Forget cached keys and balances (after a revoke or top-up in this process). */
+  /**
+   * Heartbeat, then give back the reservations of servers that stopped beating (killed mid-request):
+   * their requests never settled, so the money they held returns to the accounts in full.
+   */
+  private async beat(): Promise<void> {
+    const now = this.now();
+    try {
+      await this.store.heartbeat(this.instanceId, now);
+      const released = await this.store.releaseStale(now - this.config.reservations.staleAfterSeconds * 1000);
+      if (released.reservations > 0)
+        this.logger.warn(
+          { reservations: released.reservations, amount: formatMicro(released.micro) },
+          'gave back the balance reservations of a server that stopped without settling them (killed mid-request)',
+        );
+    } catch (error) {
+      this.logger.warn({ err: error }, 'reservation heartbeat failed; retrying at the next beat');
+      throw error;
+    }
+  }
+
+  /** Forget cached keys (after a revoke in this process). Balances are never cached: reservations read the store. */
   invalidate(): void {
     this.keyCache.clear();
-    this.balanceCache.clear();
     this.storeHasKeys = undefined;
   }
 
@@ -138,6 +167,9 @@ export class PlatformGate implements Gate {
       this.keyCache.set(hash, cached);
     }
     if (cached.record.disabled) throw unauthorized(`API key "${cached.record.name}" has been revoked.`);
+    // A row that cannot be read as written (an expiry out of range, a broken allow-list) grants nothing.
+    if (cached.record.invalid)
+      throw unauthorized(`API key "${cached.record.name}" has an invalid stored record (${cached.record.invalid.join('; ')}); create a new key.`);
     if (cached.record.expiresAt !== null && cached.record.expiresAt <= now)
       throw unauthorized(`API key "${cached.record.name}" expired at ${new Date(cached.record.expiresAt).toISOString()}.`);
     return cached.principal;
@@ -153,30 +185,22 @@ export class PlatformGate implements Gate {
     return rules;
   }
 
-  private async balance(accountId: string): Promise<number> {
-    const now = this.now();
-    const cached = this.balanceCache.get(accountId);
-    // One second of staleness: a balance check is advisory anyway (concurrent requests all pass it).
-    if (cached && now - cached.fetchedAt < 1000) return cached.balance;
-    const balance = (await this.store.getAccount(accountId))?.balanceMicro ?? 0;
-    this.balanceCache.set(accountId, { balance, fetchedAt: now });
-    return balance;
-  }
-
-  private async recordRejection(request: AdmissionRequest, error: InferaError): Promise<void> {
+  private async recordRejection(request: AdmissionRequest, error: InferaError, reservationId?: string): Promise<void> {
     // Refused requests get their row too (status 403/429), durable before the refusal is sent, like
     // every other answer: a 429 a client saw is never missing from the ledger. Group commit keeps it cheap.
     await this.ledger
-      .append(this.row(request, { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, images: 0, documents: 0, status: error.status, outcome: 'error', latencyMs: 0 }, 0))
+      .append(this.row(request, { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, images: 0, documents: 0, status: error.status, outcome: 'error', latencyMs: 0 }, 0, reservationId))
       .catch((failure: unknown) => this.logger.error({ err: failure, requestId: request.requestId }, 'ledger row for a refused request could not be written'));
   }
 
-  private row(request: AdmissionRequest, usage: UsageReport, cost: number): LedgerRow {
+  private row(request: AdmissionRequest, usage: UsageReport, cost: number, reservationId?: string): LedgerRow {
     return {
       requestId: request.requestId,
       accountId: request.principal.accountId,
       keyId: request.principal.keyId,
       model: request.model,
+      requestedModel: request.requestedModel ?? null,
+      ...(reservationId ? { reservationId } : {}),
       endpoint: request.endpoint,
       promptTokens: usage.promptTokens,
       completionTokens: usage.completionTokens,
@@ -191,16 +215,55 @@ export class PlatformGate implements Gate {
     };
   }
 
+  /** The model's price, written under its canonical id or any alias (the canonical id wins). */
+  private priceOf(request: AdmissionRequest): MicroPrice | undefined {
+    const price = this.prices.get(request.model.toLowerCase());
+    if (price || !request.aliases) return price;
+    for (const alias of request.aliases) {
+      const found = this.prices.get(alias.toLowerCase());
+      if (found) return found;
+    }
+    return undefined;
+  }
+
+  private allowed(principal: Principal, request: AdmissionRequest): boolean {
+    const names = new Set([request.model, ...(request.aliases ?? [])].map((name) => name.toLowerCase()));
+    return principal.allowedModels!.some((m) => names.has(m.toLowerCase()));
+  }
+
+  private insufficient(request: AdmissionRequest, balance: number, amount: number, worst: WorstCase): InferaError {
+    const { principal, model } = request;
+    const parts = [
+      worst.promptTokens ? `${worst.promptTokens} prompt tokens` : '',
+      worst.completionTokens ? `${worst.completionTokens} completion tokens` : '',
+      worst.images ? `${worst.images} images` : '',
+      worst.documents ? `${worst.documents} documents` : '',
+    ].filter(Boolean);
+    const hint = request.endpoint === 'chat' ? 'Lower max_tokens or n, or top up' : 'Top up';
+    return new InferaError({
+      status: 403,
+      message:
+        `Sorry, your account balance is insufficient: account "${principal.accountId}" has ${formatMicro(balance)} ` +
+        `and this request may cost up to ${formatMicro(amount)} (model "${model}", at most ${parts.join(' + ') || 'nothing billable'}). ` +
+        `${hint} with \`infera accounts topup ${principal.accountId} <amount>\`.`,
+      code: 'insufficient_balance',
+      siliconflowCode: 30001,
+    });
+  }
+
   async admit(request: AdmissionRequest): Promise<Admission> {
     const kind = endpointKind[request.endpoint];
     // /models and /user/info cost nothing and are not metered.
     if (!kind) return noop;
     const { principal, model } = request;
 
-    if (principal.allowedModels && !principal.allowedModels.some((m) => m.toLowerCase() === model.toLowerCase())) {
+    if (principal.allowedModels && !this.allowed(principal, request)) {
       const error = new InferaError({
         status: 403,
-        message: `API key "${principal.keyName}" may not use model "${model}" (allowed: ${principal.allowedModels.join(', ')}).`,
+        message:
+          principal.allowedModels.length === 0
+            ? `API key "${principal.keyName}" may not use any model (its allow-list is empty).`
+            : `API key "${principal.keyName}" may not use model "${request.requestedModel ?? model}" (allowed: ${principal.allowedModels.join(', ')}).`,
         param: 'model',
         code: 'model_not_allowed',
         siliconflowCode: 30003,
@@ -209,23 +272,35 @@ export class PlatformGate implements Gate {
       throw error;
     }
 
-    const price = this.prices.get(model.toLowerCase());
-    if (isPriced(price)) {
-      const balance = await this.balance(principal.accountId);
-      if (balance <= 0) {
-        const error = new InferaError({
-          status: 403,
-          message: `Insufficient balance: account "${principal.accountId}" has ${formatMicro(balance)} left and model "${model}" is priced. Top up with \`infera accounts topup ${principal.accountId} <amount>\`.`,
-          code: 'insufficient_balance',
-          siliconflowCode: 30001,
-        });
+    // Money first: the worst case is set aside atomically (across replicas), so concurrent requests can
+    // never spend more than the balance holds; settle() gives back what was not used.
+    const price = this.priceOf(request);
+    const priced = isPriced(price);
+    let reservation: { id: string; heldMicro: number } | undefined;
+    if (priced) {
+      const worst = request.worstCase ?? { promptTokens: request.estimatedTokens, completionTokens: 0, images: request.images, documents: 0 };
+      // At least one micro-unit: a priced model is never served on an empty balance.
+      const amount = Math.max(1, costMicro(price, worst, request.endpoint));
+      await this.ready;
+      const id = `res_${randomUUID()}`;
+      const result = await this.store.reserve({
+        id,
+        accountId: principal.accountId,
+        amountMicro: amount,
+        instanceId: this.instanceId,
+        requestId: request.requestId,
+        createdAt: this.now(),
+      });
+      if (!result.ok) {
+        const error = this.insufficient(request, result.balanceMicro, amount, worst);
         await this.recordRejection(request, error);
         throw error;
       }
+      reservation = { id, heldMicro: amount };
     }
 
     const now = this.now();
-    const rules = this.policy.rules(principal.accountId, model, kind);
+    const rules = this.policy.rules(principal.accountId, model, kind, request.aliases);
     const keyRules = principal.limits ? this.keyRules(principal) : undefined;
     const checks = planChecks(keyRules ? [...rules, ...keyRules] : rules, request.estimatedTokens, request.images, now);
 
@@ -249,14 +324,17 @@ export class PlatformGate implements Gate {
               : 'rate-limit counter store unreachable: FAILING CLOSED, requests are refused with 503',
           );
         }
-        if (this.options.counterFailure === 'closed')
-          throw new InferaError({
+        if (this.options.counterFailure === 'closed') {
+          const refusal = new InferaError({
             status: 503,
             message: 'Rate limiting is unavailable (its Redis store is unreachable), so requests are refused for now.',
             code: 'rate_limiter_unavailable',
             retryAfter: 1,
             cause: error,
           });
+          if (reservation) await this.recordRejection(request, refusal, reservation.id);
+          throw refusal;
+        }
         result = undefined;
       }
       if (result) {
@@ -264,7 +342,8 @@ export class PlatformGate implements Gate {
         if (!result.ok) {
           const failed = checks[result.failed!]!;
           const error = rateLimitError(failed, result.values[result.failed!] ?? 0, headers, now);
-          await this.recordRejection(request, error);
+          // The refusal's row releases the reservation in the same transaction.
+          await this.recordRejection(request, error, reservation?.id);
           throw error;
         }
         counted = true;
@@ -274,6 +353,15 @@ export class PlatformGate implements Gate {
     let settled = false;
     return {
       headers,
+      resize: async (worst: WorstCase) => {
+        if (!reservation || settled) return;
+        const amount = Math.max(1, costMicro(price, worst, request.endpoint));
+        const delta = amount - reservation.heldMicro;
+        if (delta === 0) return;
+        const result = await this.store.resizeReservation(reservation.id, principal.accountId, delta);
+        if (!result.ok) throw this.insufficient(request, result.balanceMicro + reservation.heldMicro, amount, worst);
+        reservation.heldMicro = amount;
+      },
       settle: async (usage: UsageReport) => {
         // A second settle would double-charge; refuse it loudly in the log but never break the response.
         if (settled) {
@@ -281,7 +369,15 @@ export class PlatformGate implements Gate {
           return;
         }
         settled = true;
-        const cost = costMicro(price, usage, request.endpoint);
+        let cost = costMicro(price, usage, request.endpoint);
+        if (reservation && cost > reservation.heldMicro) {
+          // The reservation is the most a request can be charged: what the account agreed to at admission.
+          this.logger.warn(
+            { requestId: request.requestId, model, costMicro: cost, reservedMicro: reservation.heldMicro },
+            'request used more than its worst-case estimate; charged the reserved amount',
+          );
+          cost = reservation.heldMicro;
+        }
         if (counted) {
           const tokens = usage.promptTokens + usage.completionTokens;
           const adjustments = checks
@@ -296,11 +392,7 @@ export class PlatformGate implements Gate {
             this.logger.warn({ err: error }, 'could not settle token/image counters');
           });
         }
-        if (cost > 0) {
-          const cached = this.balanceCache.get(principal.accountId);
-          if (cached) cached.balance -= cost;
-        }
-        await this.ledger.append(this.row(request, usage, cost));
+        await this.ledger.append(this.row(request, usage, cost, reservation?.id));
       },
     };
   }
@@ -324,7 +416,18 @@ export class PlatformGate implements Gate {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.heartbeatTimer);
     await this.ledger.close();
+    // Every request has settled by now (the HTTP layer drained first); anything still held is given back.
+    await this.ready.catch(() => {});
+    const left = await this.store
+      .releaseStale(this.now() - this.config.reservations.staleAfterSeconds * 1000, { instanceId: this.instanceId })
+      .catch((error: unknown) => {
+        this.logger.warn({ err: error }, 'could not release reservations at shutdown; the next server start reconciles them');
+        return { reservations: 0, micro: 0 };
+      });
+    if (left.reservations > 0)
+      this.logger.warn({ reservations: left.reservations, amount: formatMicro(left.micro) }, 'gave back reservations of requests that never settled');
     await this.counters.close();
     await this.store.close();
   }

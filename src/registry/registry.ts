@@ -177,6 +177,11 @@ export class ModelRegistry {
     return this.engines.find((candidate) => candidate.name === entry.config.engine)?.imageLimits?.(entry.config);
   }
 
+  /** The context window a chat model's engine declares from its config, before any load (undefined: not declared). */
+  contextSize(entry: ModelEntry): number | undefined {
+    return this.engines.find((candidate) => candidate.name === entry.config.engine)?.contextSize?.(entry.config);
+  }
+
   /** Load the models marked eager (startup). Failures are recorded in the entry, not thrown. */
   async loadEager(): Promise<void> {
     await Promise.all(

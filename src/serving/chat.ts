@@ -7,20 +7,29 @@ import type { UsageReport } from '../platform/gate.ts';
 import { parseChatRequest } from '../protocol/chat/request.ts';
 import { buildChatCompletion, combineChoiceUsage, newChatCompletionId } from '../protocol/chat/response.ts';
 import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/stream.ts';
-import type { ChatCallOptions, ChatModel, ChatStreamPart, ChatUsage } from '../spec/index.ts';
+import { DEFAULT_THINKING_BUDGET, type ChatCallOptions, type ChatModel, type ChatStreamPart, type ChatUsage } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { admitFor, statusOf, usageReport } from './usage.ts';
+import { admitFor, cancelledStatus, statusOf, usageReport } from './usage.ts';
 
 /** Completion tokens assumed for limit pre-checks when the request sets no max_tokens. */
 const DEFAULT_ESTIMATE_COMPLETION = 512;
+/** Context assumed for the balance reservation of an engine that declares none before loading (corrected once loaded). */
+const FALLBACK_CONTEXT_SIZE = 4096;
+/** Tokens an engine may add around a chain of thought beyond its budget (think tags, a forced close). */
+const THINKING_SLACK = 16;
 
 export async function serveChatCompletion(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseChatRequest(body);
   const entry = services.registry.resolve(request.model, 'chat');
-  const admission = await admitFor(services, context, entry, 'chat', {
-    estimatedTokens: estimatePromptTokens(request.options) + (request.options.maxTokens ?? DEFAULT_ESTIMATE_COMPLETION) * request.n,
+  const promptEstimate = estimatePromptTokens(request.options);
+  // Worst case before the model is loaded: max_tokens (or the whole context) for every choice. Once the
+  // model has counted the prompt, resize() makes it exact, thinking budget included.
+  const contextSize = services.registry.contextSize(entry) ?? FALLBACK_CONTEXT_SIZE;
+  const admission = await admitFor(services, context, entry, request.model, 'chat', {
+    estimatedTokens: promptEstimate + (request.options.maxTokens ?? DEFAULT_ESTIMATE_COMPLETION) * request.n,
     images: 0,
+    worstCase: { promptTokens: promptEstimate, completionTokens: (request.options.maxTokens ?? contextSize) * request.n, images: 0, documents: 0 },
   });
   const options: ChatCallOptions = { ...request.options, signal: context.signal };
   let promptTokens = 0;
@@ -37,9 +46,12 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   const meters: MeteredStream[] = [];
   let streaming = false;
   try {
-    lease = await services.registry.acquire(request.model, 'chat');
+    lease = await services.registry.acquire(entry.config.id, 'chat');
     const model = lease.model;
-    promptTokens = await model.checkPrompt(options);
+    const counted = await model.checkPrompt(options);
+    // Refused here (the exact worst case is not covered), nothing ran: the row is free, prompt included.
+    await admission.resize({ promptTokens: counted, completionTokens: maxCompletionTokens(model, options, counted) * request.n, images: 0, documents: 0 });
+    promptTokens = counted;
     if (!request.stream) {
       const results = await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
       for (const result of results)
@@ -59,13 +71,14 @@ export async function serveChatCompletion(services: Services, context: RequestCo
       frames: new SettlingFrames(frames, async (outcome, failure) => {
         await Promise.all(meters.map((meter) => meter.return()));
         lease?.release();
-        await settle(combineChoiceUsage(meters.map((meter) => meter.usage())), outcome, outcome === 'error' ? statusOf(failure) : 200);
+        const status = outcome === 'error' ? statusOf(failure, context) : outcome === 'cancelled' ? cancelledStatus(context) : 200;
+        await settle(combineChoiceUsage(meters.map((meter) => meter.usage())), outcome, status);
       }),
     };
   } catch (error) {
     await Promise.all(meters.map((meter) => meter.return()));
     const usage = meters.length ? combineChoiceUsage(meters.map((meter) => meter.usage())) : emptyUsage(promptTokens);
-    await settle(usage, isAbortError(error) ? 'cancelled' : 'error', statusOf(error));
+    await settle(usage, isAbortError(error) ? 'cancelled' : 'error', statusOf(error, context));
     throw error;
   } finally {
     if (!streaming) lease?.release();
@@ -76,6 +89,19 @@ export async function serveChatCompletion(services: Services, context: RequestCo
 function choiceOptions(options: ChatCallOptions, index: number): ChatCallOptions {
   if (index === 0 || options.sampling.seed === undefined) return options;
   return { ...options, sampling: { ...options.sampling, seed: options.sampling.seed + index } };
+}
+
+/**
+ * The most one choice can generate: never more than the context leaves after the prompt; with
+ * max_tokens, that (SiliconFlow's max_tokens excludes the chain of thought) plus the thinking budget
+ * when the model may think.
+ */
+function maxCompletionTokens(model: ChatModel, options: ChatCallOptions, promptTokens: number): number {
+  const room = Math.max(0, model.contextSize - promptTokens);
+  if (options.maxTokens === undefined) return room;
+  const thinks = model.thinks !== false && options.thinking.enabled !== false;
+  const thought = thinks ? (options.thinking.budgetTokens ?? DEFAULT_THINKING_BUDGET) + THINKING_SLACK : 0;
+  return Math.min(room, options.maxTokens + thought);
 }
 
 /** Before the model is loaded there is no tokenizer: about 3 characters per token errs on the high side. */

@@ -44,15 +44,22 @@ export function runEmbedBatch(model: EmbeddingModel, entries: BatchEntry<EmbedJo
 export async function serveEmbeddings(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
   const request = parseEmbeddingsRequest(body);
   const entry = services.registry.resolve(request.model, 'embedding');
-  const admission = await admitFor(services, context, entry, 'embeddings', { estimatedTokens: estimateInputTokens(request.inputs), images: 0 });
+  const estimate = estimateInputTokens(request.inputs);
+  const admission = await admitFor(services, context, entry, request.model, 'embeddings', {
+    estimatedTokens: estimate,
+    images: 0,
+    worstCase: { promptTokens: estimate, completionTokens: 0, images: 0, documents: 0 },
+  });
   let lease: ModelLease<EmbeddingModel> | undefined;
   try {
     let result: EmbedResult;
     try {
-      lease = await services.registry.acquire(request.model, 'embedding');
+      lease = await services.registry.acquire(entry.config.id, 'embedding');
       const model = lease.model;
       checkDimensions(model, request.dimensions);
       const { inputs, tokens } = await tokenizeInputs(model, request);
+      // The exact count is known before anything runs: the reservation becomes exactly the cost.
+      await admission.resize({ promptTokens: tokens, completionTokens: 0, images: 0, documents: 0 });
       result = await services.batchers.embedding(model, lease.config).submit({ inputs, dimensions: request.dimensions }, tokens, context.signal);
     } catch (error) {
       await admission.settle(failedReport(context, error));

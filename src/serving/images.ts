@@ -72,13 +72,17 @@ export async function serveImageGeneration(
   const entry = services.registry.resolve(request.model, 'text-to-image');
   const declared = services.registry.imageLimits(entry);
   if (request.size && declared) checkImageSize(request.size, declared);
-  const admission = await admitFor(services, context, entry, 'images', { estimatedTokens: 0, images: request.batchSize });
+  const admission = await admitFor(services, context, entry, request.model, 'images', {
+    estimatedTokens: 0,
+    images: request.batchSize,
+    worstCase: { promptTokens: 0, completionTokens: 0, images: request.batchSize, documents: 0 },
+  });
   let lease: ModelLease<ImageModel> | undefined;
   try {
     let result: ImageResult;
     let urls: string[];
     try {
-      lease = await services.registry.acquire(request.model, 'text-to-image');
+      lease = await services.registry.acquire(entry.config.id, 'text-to-image');
       const model = lease.model;
       // An engine that declares no limits up front (known only once loaded) is checked here, once.
       if (request.size && !declared) checkImageSize(request.size, model.limits);

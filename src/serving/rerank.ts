@@ -48,12 +48,18 @@ export async function serveRerank(services: Services, context: RequestContext, b
       'instruction',
     );
   const estimate = estimateRerankTokens(request);
-  const admission = await admitFor(services, context, entry, 'rerank', { estimatedTokens: estimate, images: 0 });
+  // Chunking and the query repeated per chunk are only counted inside the batch run, so the reservation
+  // takes twice the character estimate; a request that still uses more is charged what was reserved.
+  const admission = await admitFor(services, context, entry, request.model, 'rerank', {
+    estimatedTokens: estimate,
+    images: 0,
+    worstCase: { promptTokens: 2 * estimate, completionTokens: 0, images: 0, documents: request.documents.length },
+  });
   let lease: ModelLease<RerankModel> | undefined;
   try {
     let result: RerankResult;
     try {
-      lease = await services.registry.acquire(request.model, 'reranker');
+      lease = await services.registry.acquire(entry.config.id, 'reranker');
       result = await services.batchers.rerank(lease.model, lease.config).submit(
         {
           query: request.query,

@@ -1,6 +1,6 @@
 // Admission and the usage report every serving function settles with: what was produced, how the request ended
 // (499 for a client that left, the rendered status for a failure), and how long it took.
-import { isAbortError } from '../errors/index.ts';
+import { InferaError, isAbortError } from '../errors/index.ts';
 import { toInferaError } from '../errors/render.ts';
 import type { Admission, AdmissionRequest, UsageReport } from '../platform/gate.ts';
 import type { ModelEntry } from '../registry/registry.ts';
@@ -8,7 +8,17 @@ import type { RequestContext, Services } from './context.ts';
 
 export type UsageCounts = Partial<Pick<UsageReport, 'promptTokens' | 'completionTokens' | 'reasoningTokens' | 'images' | 'documents'>>;
 
-export const statusOf = (error: unknown): number => (isAbortError(error) ? 499 : toInferaError(error).status);
+/**
+ * The status a cancelled request is recorded with: 499 (nginx's "client closed request") when the client
+ * left, or the reason's own status when the server cut it off (shutdown past its drain deadline: 503).
+ */
+export const cancelledStatus = (context: Pick<RequestContext, 'signal'>): number => {
+  const reason: unknown = context.signal.reason;
+  return reason instanceof InferaError ? reason.status : 499;
+};
+
+export const statusOf = (error: unknown, context?: Pick<RequestContext, 'signal'>): number =>
+  isAbortError(error) ? (context ? cancelledStatus(context) : 499) : toInferaError(error).status;
 
 export function usageReport(context: RequestContext, counts: UsageCounts, outcome: UsageReport['outcome'], status: number): UsageReport {
   return {
@@ -25,19 +35,31 @@ export function usageReport(context: RequestContext, counts: UsageCounts, outcom
 
 /** A request that ended in `error`: cancelled when the client left, otherwise an error with its status. */
 export function failedReport(context: RequestContext, error: unknown, counts: UsageCounts = {}): UsageReport {
-  return usageReport(context, counts, isAbortError(error) ? 'cancelled' : 'error', statusOf(error));
+  return usageReport(context, counts, isAbortError(error) ? 'cancelled' : 'error', statusOf(error, context));
 }
 
 /**
  * Admission (keys, limits, balance) for a resolved model, before it is loaded: a refused request never
- * waits for, or causes, a model load. `demand` is what the limits pre-check counts.
+ * waits for, or causes, a model load. The model is the registry entry the edge resolved the client's id
+ * to: the gate sees its canonical id and aliases (prices, limits, allow-lists written under any name)
+ * and records `requested` too. `demand` is what the limits pre-check counts and the worst case the
+ * balance reservation holds.
  */
 export function admitFor(
   services: Services,
   context: RequestContext,
   entry: ModelEntry,
+  requested: string,
   endpoint: AdmissionRequest['endpoint'],
-  demand: Pick<AdmissionRequest, 'estimatedTokens' | 'images'>,
+  demand: Pick<AdmissionRequest, 'estimatedTokens' | 'images' | 'worstCase'>,
 ): Promise<Admission> {
-  return services.gate.admit({ principal: context.principal, model: entry.config.id, endpoint, requestId: context.requestId, ...demand });
+  return services.gate.admit({
+    principal: context.principal,
+    model: entry.config.id,
+    aliases: entry.config.aliases,
+    requestedModel: requested,
+    endpoint,
+    requestId: context.requestId,
+    ...demand,
+  });
 }

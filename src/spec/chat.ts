@@ -150,6 +150,11 @@ export interface ChatModel {
   /** Context window in tokens. */
   readonly contextSize: number;
   /**
+   * Whether the model can write a chain of thought (which max_tokens does not count). Undefined: assume
+   * it can. Serving uses it to bound what a request may cost before it runs.
+   */
+  readonly thinks?: boolean;
+  /**
    * Check the request against this model and count the tokens its prompt takes (template applied).
    * Throws the same 400 doGenerate / doStream would (context_length_exceeded, a schema the engine cannot
    * enforce, ...): the engine is the one owner of the rules that depend on the model, and the serving

@@ -55,6 +55,26 @@ export const sqliteMigrations: Migration[] = [
       CREATE INDEX ledger_request ON ledger(request_id);
     `,
   },
+  {
+    version: 2,
+    name: 'requested model id, durable balance reservations, instance heartbeats',
+    sql: `
+      ALTER TABLE ledger ADD COLUMN requested_model TEXT;
+      CREATE TABLE reservations (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        amount_micro INTEGER NOT NULL,
+        instance_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      CREATE INDEX reservations_instance ON reservations(instance_id);
+      CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        heartbeat_at INTEGER NOT NULL
+      );
+    `,
+  },
 ];
 
 export const postgresMigrations: Migration[] = [
@@ -101,6 +121,26 @@ export const postgresMigrations: Migration[] = [
       );
       CREATE INDEX ledger_created ON ledger(created_at);
       CREATE INDEX ledger_request ON ledger(request_id);
+    `,
+  },
+  {
+    version: 2,
+    name: 'requested model id, durable balance reservations, instance heartbeats',
+    sql: `
+      ALTER TABLE ledger ADD COLUMN requested_model TEXT;
+      CREATE TABLE reservations (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        amount_micro BIGINT NOT NULL,
+        instance_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+      CREATE INDEX reservations_instance ON reservations(instance_id);
+      CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        heartbeat_at BIGINT NOT NULL
+      );
     `,
   },
 ];

@@ -2,12 +2,14 @@
 // Ledger batches are one multi-row INSERT plus the balance charges in one transaction (group commit).
 import pg from 'pg';
 import { postgresMigrations } from './migrations.ts';
-import { groupExpression } from './sqlite-store.ts';
+import { checkedKey, groupExpression } from './sqlite-store.ts';
 import type {
   AccountRecord,
   KeyRecord,
   LedgerRow,
   PlatformStore,
+  Reservation,
+  ReserveResult,
   UsageAggregate,
   UsageQuery,
 } from './types.ts';
@@ -42,18 +44,19 @@ interface AccountRow {
   created_at: number;
 }
 
-const toKey = (row: KeyRow): KeyRecord => ({
-  id: row.id,
-  name: row.name,
-  accountId: row.account_id,
-  hash: row.hash,
-  prefix: row.prefix,
-  models: row.models,
-  limits: row.limits,
-  expiresAt: row.expires_at,
-  disabled: row.disabled,
-  createdAt: row.created_at,
-});
+const toKey = (row: KeyRow): KeyRecord =>
+  checkedKey({
+    id: row.id,
+    name: row.name,
+    accountId: row.account_id,
+    hash: row.hash,
+    prefix: row.prefix,
+    models: row.models,
+    limits: row.limits,
+    expiresAt: row.expires_at,
+    disabled: row.disabled,
+    createdAt: row.created_at,
+  });
 
 const toAccount = (row: AccountRow): AccountRecord => ({
   id: row.id,
@@ -63,12 +66,12 @@ const toAccount = (row: AccountRow): AccountRecord => ({
 });
 
 const ledgerColumns = [
-  'request_id', 'account_id', 'key_id', 'model', 'endpoint', 'prompt_tokens', 'completion_tokens',
+  'request_id', 'account_id', 'key_id', 'model', 'requested_model', 'endpoint', 'prompt_tokens', 'completion_tokens',
   'reasoning_tokens', 'images', 'documents', 'latency_ms', 'status', 'outcome', 'cost_micro', 'created_at',
 ] as const;
 
 const ledgerValues = (row: LedgerRow): unknown[] => [
-  row.requestId, row.accountId, row.keyId, row.model, row.endpoint, row.promptTokens, row.completionTokens,
+  row.requestId, row.accountId, row.keyId, row.model, row.requestedModel ?? null, row.endpoint, row.promptTokens, row.completionTokens,
   row.reasoningTokens, row.images, row.documents, Math.round(row.latencyMs), row.status, row.outcome,
   row.costMicro, row.createdAt,
 ];
@@ -212,21 +215,87 @@ export class PostgresStore implements PlatformStore {
     return rows[0]!.balance_micro;
   }
 
+  async reserve(reservation: Reservation): Promise<ReserveResult> {
+    // One statement: the conditional UPDATE takes the account row's lock, and a concurrent one waits for
+    // it and then re-checks its WHERE against the committed balance (READ COMMITTED), so replicas
+    // reserving at once can never take more than the balance holds.
+    const { rows } = await this.pool.query<{ taken: number | null; current: number | null }>(
+      `WITH taken AS (
+         UPDATE accounts SET balance_micro = balance_micro - $3
+         WHERE id = $2 AND ($3 <= 0 OR balance_micro >= $3) RETURNING id, balance_micro),
+       recorded AS (
+         INSERT INTO reservations (id, account_id, amount_micro, instance_id, request_id, created_at)
+         SELECT $1, id, $3, $4, $5, $6 FROM taken RETURNING id)
+       SELECT (SELECT balance_micro FROM taken) AS taken, (SELECT balance_micro FROM accounts WHERE id = $2) AS current,
+         (SELECT count(*) FROM recorded) AS recorded`,
+      [reservation.id, reservation.accountId, reservation.amountMicro, reservation.instanceId, reservation.requestId, reservation.createdAt],
+    );
+    const row = rows[0]!;
+    return row.taken !== null ? { ok: true, balanceMicro: row.taken } : { ok: false, balanceMicro: row.current ?? 0 };
+  }
+
+  async resizeReservation(id: string, accountId: string, deltaMicro: number): Promise<ReserveResult> {
+    const { rows } = await this.pool.query<{ taken: number | null; current: number | null; held: number }>(
+      `WITH held AS (SELECT id FROM reservations WHERE id = $1),
+       taken AS (
+         UPDATE accounts SET balance_micro = balance_micro - $3
+         WHERE id = $2 AND $3 <> 0 AND EXISTS (SELECT 1 FROM held) AND ($3 <= 0 OR balance_micro >= $3)
+         RETURNING balance_micro),
+       grown AS (
+         UPDATE reservations SET amount_micro = amount_micro + $3 WHERE id = $1 AND EXISTS (SELECT 1 FROM taken) RETURNING id)
+       SELECT (SELECT balance_micro FROM taken) AS taken, (SELECT balance_micro FROM accounts WHERE id = $2) AS current,
+         (SELECT count(*) FROM held) AS held, (SELECT count(*) FROM grown) AS grown`,
+      [id, accountId, deltaMicro],
+    );
+    const row = rows[0]!;
+    if (row.taken !== null) return { ok: true, balanceMicro: row.taken };
+    // Nothing to change (a zero delta, or a reservation already released) is not a refusal.
+    return { ok: deltaMicro === 0 || Number(row.held) === 0, balanceMicro: row.current ?? 0 };
+  }
+
+  async heartbeat(instanceId: string, now: number): Promise<void> {
+    await this.pool.query(
+      'INSERT INTO instances (id, heartbeat_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at',
+      [instanceId, now],
+    );
+  }
+
+  async releaseStale(staleBefore: number, options: { instanceId?: string } = {}): Promise<{ reservations: number; micro: number }> {
+    // Replicas sweeping at once each DELETE a given reservation at most once (row locks), so a refund
+    // is never paid twice; a settlement racing the sweep finds the row gone and charges in full.
+    const { rows } = await this.pool.query<{ n: number; micro: number }>(
+      `WITH released AS (
+         DELETE FROM reservations WHERE instance_id = $2
+           OR instance_id NOT IN (SELECT id FROM instances WHERE heartbeat_at >= $1)
+         RETURNING account_id, amount_micro),
+       refunds AS (SELECT account_id, SUM(amount_micro) AS amount, COUNT(*) AS n FROM released GROUP BY account_id),
+       refunded AS (
+         UPDATE accounts SET balance_micro = accounts.balance_micro + refunds.amount
+         FROM refunds WHERE accounts.id = refunds.account_id RETURNING accounts.id),
+       forgotten AS (DELETE FROM instances WHERE id = $2 OR heartbeat_at < $1 RETURNING id)
+       SELECT COALESCE(SUM(n), 0)::bigint AS n, COALESCE(SUM(amount), 0)::bigint AS micro,
+         (SELECT count(*) FROM refunded) AS accounts, (SELECT count(*) FROM forgotten) AS instances FROM refunds`,
+      [staleBefore, options.instanceId ?? ''],
+    );
+    return { reservations: Number(rows[0]?.n ?? 0), micro: Number(rows[0]?.micro ?? 0) };
+  }
+
   async appendLedger(rows: LedgerRow[]): Promise<void> {
     if (rows.length === 0) return;
-    // ≤ 2000 rows (15 columns) stay under Postgres' 65535 bind parameters: then the rows and the balance
-    // charges are ONE statement — atomic on its own, one round trip, one commit. Bigger batches fall
-    // back to an explicit transaction.
+    // ≤ 2000 rows (16 columns) stay under Postgres' 65535 bind parameters: then the rows, the released
+    // reservations and the balance charges are ONE statement — atomic on its own, one round trip, one
+    // commit. Bigger batches fall back to an explicit transaction.
     if (rows.length <= 2000) {
-      await this.pool.query(this.ledgerStatement(rows), rows.flatMap(ledgerValues));
+      const { text, values } = this.ledgerStatement(rows);
+      await this.pool.query(text, values);
       return;
     }
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
       for (let start = 0; start < rows.length; start += 2000) {
-        const chunk = rows.slice(start, start + 2000);
-        await client.query(this.ledgerStatement(chunk), chunk.flatMap(ledgerValues));
+        const { text, values } = this.ledgerStatement(rows.slice(start, start + 2000));
+        await client.query(text, values);
       }
       await client.query('COMMIT');
     } catch (error) {
@@ -237,15 +306,25 @@ export class PostgresStore implements PlatformStore {
     }
   }
 
-  private ledgerStatement(rows: LedgerRow[]): string {
+  private ledgerStatement(rows: LedgerRow[]): { text: string; values: unknown[] } {
     const width = ledgerColumns.length;
     const tuples = rows.map((_, r) => `(${ledgerColumns.map((_, i) => `$${r * width + i + 1}`).join(',')})`);
     const insert = `INSERT INTO ledger (${ledgerColumns.join(',')}) VALUES ${tuples.join(',')}`;
-    if (!rows.some((row) => row.costMicro > 0)) return insert;
-    return `WITH inserted AS (${insert} RETURNING account_id, cost_micro),
-      charges AS (SELECT account_id, SUM(cost_micro) AS cost FROM inserted WHERE cost_micro > 0 GROUP BY account_id)
-      UPDATE accounts SET balance_micro = accounts.balance_micro - charges.cost
+    const values = rows.flatMap(ledgerValues);
+    const reservations = rows.flatMap((row) => (row.reservationId ? [row.reservationId] : []));
+    if (reservations.length === 0 && !rows.some((row) => row.costMicro > 0)) return { text: insert, values };
+    values.push(reservations);
+    // Per account: costs minus what its released reservations held. A charge never takes a balance
+    // below zero (or below where an operator already put it); a refund always applies in full.
+    const text = `WITH inserted AS (${insert} RETURNING account_id, cost_micro),
+      released AS (DELETE FROM reservations WHERE id = ANY($${values.length}::text[]) RETURNING account_id, amount_micro),
+      moves AS (SELECT account_id, cost_micro AS delta FROM inserted UNION ALL SELECT account_id, -amount_micro FROM released),
+      charges AS (SELECT account_id, SUM(delta) AS delta FROM moves GROUP BY account_id HAVING SUM(delta) <> 0)
+      UPDATE accounts SET balance_micro = CASE WHEN charges.delta > 0
+          THEN GREATEST(accounts.balance_micro - charges.delta, LEAST(accounts.balance_micro, 0))
+          ELSE accounts.balance_micro - charges.delta END
       FROM charges WHERE accounts.id = charges.account_id`;
+    return { text, values };
   }
 
   async usage(query: UsageQuery): Promise<UsageAggregate[]> {

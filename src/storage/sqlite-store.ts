@@ -9,6 +9,8 @@ import type {
   KeyRecord,
   LedgerRow,
   PlatformStore,
+  Reservation,
+  ReserveResult,
   UsageAggregate,
   UsageQuery,
 } from './types.ts';
@@ -38,18 +40,56 @@ interface AccountRow {
   created_at: number;
 }
 
-const toKey = (row: KeyRow): KeyRecord => ({
-  id: row.id,
-  name: row.name,
-  accountId: row.account_id,
-  hash: row.hash,
-  prefix: row.prefix,
-  models: row.models === null ? null : (JSON.parse(row.models) as string[]),
-  limits: row.limits === null ? null : (JSON.parse(row.limits) as Record<string, number>),
-  expiresAt: row.expires_at,
-  disabled: row.disabled !== 0,
-  createdAt: row.created_at,
-});
+const parseJson = <T>(text: string | null, field: string, invalid: string[], fallback: T): T | null => {
+  if (text === null) return null;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    invalid.push(`${field}: not valid JSON`);
+    return fallback;
+  }
+};
+
+const toKey = (row: KeyRow): KeyRecord => {
+  const invalid: string[] = [];
+  // An unreadable allow-list admits nothing rather than everything.
+  const models = parseJson<string[]>(row.models, 'models', invalid, []);
+  const limits = parseJson<Record<string, number>>(row.limits, 'limits', invalid, {});
+  return checkedKey({
+    id: row.id,
+    name: row.name,
+    accountId: row.account_id,
+    hash: row.hash,
+    prefix: row.prefix,
+    models,
+    limits,
+    expiresAt: row.expires_at,
+    disabled: row.disabled !== 0,
+    createdAt: row.created_at,
+  }, invalid);
+};
+
+/** Latest instant a JavaScript Date can represent (epoch ms). */
+export const MAX_DATE_MS = 8_640_000_000_000_000;
+
+const validTime = (value: unknown): value is number =>
+  typeof value === 'number' && Number.isFinite(value) && Math.abs(value) <= MAX_DATE_MS;
+
+/** Marks what a stored key row holds that no valid key has (shared by both drivers). */
+export function checkedKey(key: KeyRecord, invalid: string[] = []): KeyRecord {
+  if (key.expiresAt !== null && !validTime(key.expiresAt)) invalid.push(`expires_at: ${String(key.expiresAt)} is not a date`);
+  if (!validTime(key.createdAt)) invalid.push(`created_at: ${String(key.createdAt)} is not a date`);
+  let { models, limits } = key;
+  if (models !== null && !(Array.isArray(models) && models.every((m) => typeof m === 'string'))) {
+    invalid.push('models: not a list of model ids');
+    models = [];
+  }
+  if (limits !== null && (typeof limits !== 'object' || Array.isArray(limits))) {
+    invalid.push('limits: not an object of limits');
+    limits = null;
+  }
+  return invalid.length > 0 ? { ...key, models, limits, invalid } : key;
+}
 
 const toAccount = (row: AccountRow): AccountRecord => ({
   id: row.id,
@@ -80,6 +120,9 @@ export class SqliteStore implements PlatformStore {
   private readonly db: Database.Database;
   private readonly statements;
   private readonly appendTransaction: (rows: LedgerRow[]) => void;
+  private readonly reserveTransaction: Database.Transaction<(reservation: Reservation) => ReserveResult>;
+  private readonly resizeTransaction: Database.Transaction<(id: string, accountId: string, delta: number) => ReserveResult>;
+  private readonly releaseTransaction: Database.Transaction<(staleBefore: number, instanceId: string) => { reservations: number; micro: number }>;
   private readonly checkpointTimer: NodeJS.Timeout;
 
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
@@ -119,11 +162,38 @@ export class SqliteStore implements PlatformStore {
       ),
       listAccounts: db.prepare<[], AccountRow>('SELECT * FROM accounts ORDER BY created_at, id'),
       charge: db.prepare<[number, string]>('UPDATE accounts SET balance_micro = balance_micro - ? WHERE id = ?'),
+      // A charge never takes a balance below zero (or below where it already is, if an operator made it
+      // negative); a refund (negative delta) always applies in full.
+      settle: db.prepare<{ delta: number; id: string }>(
+        `UPDATE accounts SET balance_micro = CASE WHEN @delta > 0
+           THEN MAX(balance_micro - @delta, MIN(balance_micro, 0)) ELSE balance_micro - @delta END WHERE id = @id`,
+      ),
+      take: db.prepare<{ amount: number; id: string }>(
+        'UPDATE accounts SET balance_micro = balance_micro - @amount WHERE id = @id AND (@amount <= 0 OR balance_micro >= @amount)',
+      ),
+      insertReservation: db.prepare(
+        `INSERT INTO reservations (id, account_id, amount_micro, instance_id, request_id, created_at)
+         VALUES (@id, @accountId, @amountMicro, @instanceId, @requestId, @createdAt)`,
+      ),
+      growReservation: db.prepare<[number, string]>('UPDATE reservations SET amount_micro = amount_micro + ? WHERE id = ?'),
+      hasReservation: db.prepare<[string], { n: number }>('SELECT 1 AS n FROM reservations WHERE id = ?'),
+      releaseReservation: db.prepare<[string], { amount_micro: number }>('DELETE FROM reservations WHERE id = ? RETURNING amount_micro'),
+      heartbeat: db.prepare<[string, number]>(
+        'INSERT INTO instances (id, heartbeat_at) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at',
+      ),
+      releaseStale: db.prepare<{ staleBefore: number; instanceId: string }, { account_id: string; amount_micro: number }>(
+        `DELETE FROM reservations WHERE instance_id = @instanceId
+           OR instance_id NOT IN (SELECT id FROM instances WHERE heartbeat_at >= @staleBefore)
+         RETURNING account_id, amount_micro`,
+      ),
+      forgetInstances: db.prepare<{ staleBefore: number; instanceId: string }>(
+        'DELETE FROM instances WHERE id = @instanceId OR heartbeat_at < @staleBefore',
+      ),
       insertLedger: db.prepare(
-        `INSERT INTO ledger (request_id, account_id, key_id, model, endpoint, prompt_tokens, completion_tokens,
-           reasoning_tokens, images, documents, latency_ms, status, outcome, cost_micro, created_at)
-         VALUES (@requestId, @accountId, @keyId, @model, @endpoint, @promptTokens, @completionTokens,
-           @reasoningTokens, @images, @documents, @latencyMs, @status, @outcome, @costMicro, @createdAt)`,
+        `INSERT INTO ledger (request_id, account_id, key_id, model, requested_model, endpoint, prompt_tokens,
+           completion_tokens, reasoning_tokens, images, documents, latency_ms, status, outcome, cost_micro, created_at)
+         VALUES (@requestId, @accountId, @keyId, @model, @requestedModel, @endpoint, @promptTokens,
+           @completionTokens, @reasoningTokens, @images, @documents, @latencyMs, @status, @outcome, @costMicro, @createdAt)`,
       ),
       countLedger: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM ledger'),
       hasRequest: db.prepare<[string], { n: number }>('SELECT 1 AS n FROM ledger WHERE request_id = ? LIMIT 1'),
@@ -131,10 +201,33 @@ export class SqliteStore implements PlatformStore {
     this.appendTransaction = this.db.transaction((rows: LedgerRow[]) => {
       const charges = new Map<string, number>();
       for (const row of rows) {
-        this.statements.insertLedger.run(row);
-        if (row.costMicro > 0) charges.set(row.accountId, (charges.get(row.accountId) ?? 0) + row.costMicro);
+        const { reservationId: _, ...columns } = row;
+        this.statements.insertLedger.run({ ...columns, requestedModel: row.requestedModel ?? null });
+        const released = row.reservationId ? (this.statements.releaseReservation.get(row.reservationId)?.amount_micro ?? 0) : 0;
+        const delta = row.costMicro - released;
+        if (delta !== 0) charges.set(row.accountId, (charges.get(row.accountId) ?? 0) + delta);
       }
-      for (const [accountId, cost] of charges) this.statements.charge.run(cost, accountId);
+      for (const [id, delta] of charges) if (delta !== 0) this.statements.settle.run({ delta, id });
+    });
+    this.reserveTransaction = this.db.transaction((reservation: Reservation): ReserveResult => {
+      const taken = this.statements.take.run({ amount: reservation.amountMicro, id: reservation.accountId }).changes > 0;
+      if (taken) this.statements.insertReservation.run(reservation);
+      return { ok: taken, balanceMicro: this.statements.account.get(reservation.accountId)?.balance_micro ?? 0 };
+    });
+    this.resizeTransaction = this.db.transaction((id: string, accountId: string, delta: number): ReserveResult => {
+      const balance = () => this.statements.account.get(accountId)?.balance_micro ?? 0;
+      if (delta === 0 || !this.statements.hasReservation.get(id)) return { ok: true, balanceMicro: balance() };
+      if (this.statements.take.run({ amount: delta, id: accountId }).changes === 0) return { ok: false, balanceMicro: balance() };
+      this.statements.growReservation.run(delta, id);
+      return { ok: true, balanceMicro: balance() };
+    });
+    this.releaseTransaction = this.db.transaction((staleBefore: number, instanceId: string) => {
+      const released = this.statements.releaseStale.all({ staleBefore, instanceId });
+      const refunds = new Map<string, number>();
+      for (const row of released) refunds.set(row.account_id, (refunds.get(row.account_id) ?? 0) + row.amount_micro);
+      for (const [id, amount] of refunds) this.statements.settle.run({ delta: -amount, id });
+      this.statements.forgetInstances.run({ staleBefore, instanceId });
+      return { reservations: released.length, micro: released.reduce((sum, row) => sum + row.amount_micro, 0) };
     });
   }
 
@@ -202,6 +295,23 @@ export class SqliteStore implements PlatformStore {
       this.statements.charge.run(-deltaMicro, id);
       return this.statements.account.get(id)!.balance_micro;
     })();
+  }
+
+  async reserve(reservation: Reservation): Promise<ReserveResult> {
+    // IMMEDIATE: the write lock first, so another process cannot slip in between the check and the take.
+    return this.reserveTransaction.immediate(reservation);
+  }
+
+  async resizeReservation(id: string, accountId: string, deltaMicro: number): Promise<ReserveResult> {
+    return this.resizeTransaction.immediate(id, accountId, deltaMicro);
+  }
+
+  async heartbeat(instanceId: string, now: number): Promise<void> {
+    this.statements.heartbeat.run(instanceId, now);
+  }
+
+  async releaseStale(staleBefore: number, options: { instanceId?: string } = {}): Promise<{ reservations: number; micro: number }> {
+    return this.releaseTransaction.immediate(staleBefore, options.instanceId ?? '');
   }
 
   async appendLedger(rows: LedgerRow[]): Promise<void> {

@@ -17,6 +17,11 @@ export interface KeyRecord {
   expiresAt: number | null;
   disabled: boolean;
   createdAt: number;
+  /**
+   * Set when the stored row cannot be read as written (a number out of Date's range, JSON that does not
+   * parse): listings show it as invalid instead of failing, and authentication refuses the key.
+   */
+  invalid?: string[];
 }
 
 export interface AccountRecord {
@@ -31,7 +36,10 @@ export interface LedgerRow {
   requestId: string;
   accountId: string;
   keyId: string;
+  /** Canonical id of the model that served the request (aliases resolved). */
   model: string;
+  /** The id the client sent (an alias, a "Pro/" name or the canonical id itself); null when unknown. */
+  requestedModel?: string | null;
   endpoint: string;
   promptTokens: number;
   completionTokens: number;
@@ -44,6 +52,29 @@ export interface LedgerRow {
   costMicro: number;
   /** Epoch ms. */
   createdAt: number;
+  /**
+   * The balance reservation this request holds (taken at admission). Committing the row releases it in
+   * the same transaction: the account gets back the reservation minus `costMicro`. When the reservation
+   * is gone (released by a reconciliation), `costMicro` is charged in full, never below a zero balance.
+   */
+  reservationId?: string;
+}
+
+/** A balance reservation: money set aside at admission, released when the request's ledger row commits. */
+export interface Reservation {
+  id: string;
+  accountId: string;
+  amountMicro: number;
+  /** The process holding it (its heartbeat keeps it alive; see PlatformStore.releaseStale). */
+  instanceId: string;
+  requestId: string;
+  createdAt: number;
+}
+
+export interface ReserveResult {
+  ok: boolean;
+  /** Balance after the reservation, or the balance that could not cover it. */
+  balanceMicro: number;
 }
 
 export type UsageGroup = 'model' | 'key' | 'account' | 'endpoint' | 'day';
@@ -85,8 +116,26 @@ export interface PlatformStore {
   /** Adds (or with a negative amount removes) balance; creates the account when missing. Returns the new balance. */
   adjustBalance(id: string, deltaMicro: number): Promise<number>;
   /**
-   * Writes the rows and charges their cost to their accounts in ONE transaction; resolves only once it is
-   * durable (the group commit of LedgerWriter).
+   * Atomically, and across processes: when the account's balance covers `amountMicro`, subtracts it and
+   * records the reservation (durably, in the same transaction); otherwise changes nothing.
+   */
+  reserve(reservation: Reservation): Promise<ReserveResult>;
+  /**
+   * Grows (positive delta, only when the balance covers it) or shrinks (negative delta) a reservation.
+   * ok=false with a positive delta: not covered, nothing changed. A reservation that is gone (released
+   * by a reconciliation) is left alone: ok=true, nothing changed.
+   */
+  resizeReservation(id: string, accountId: string, deltaMicro: number): Promise<ReserveResult>;
+  /** Records that `instanceId` is alive at `now` (its reservations are not reconciled while it beats). */
+  heartbeat(instanceId: string, now: number): Promise<void>;
+  /**
+   * Gives back every reservation whose instance has not beaten since `staleBefore` (a killed process)
+   * or that `instanceId` holds (its own clean shutdown), and forgets those instances.
+   */
+  releaseStale(staleBefore: number, options?: { instanceId?: string }): Promise<{ reservations: number; micro: number }>;
+  /**
+   * Writes the rows and settles their money in ONE transaction — releases each row's reservation and
+   * charges its cost — and resolves only once it is durable (the group commit of LedgerWriter).
    */
   appendLedger(rows: LedgerRow[]): Promise<void>;
   usage(query: UsageQuery): Promise<UsageAggregate[]>;

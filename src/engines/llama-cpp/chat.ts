@@ -155,6 +155,10 @@ export class LlamaCppChatModel implements ChatModel {
 
   // ---------------------------------------------------------------------------------------------
 
+  get thinks(): boolean {
+    return this.wrappers.standard.settings.segments?.thought != null;
+  }
+
   private plan(options: ChatCallOptions): Plan {
     if (this.closing) throw unloading();
     const warnings: string[] = [];
@@ -209,7 +213,7 @@ export class LlamaCppChatModel implements ChatModel {
     }
 
     const forceCall = offerTools && (choice === 'required' || typeof choice === 'object');
-    const modelThinks = this.wrappers.standard.settings.segments?.thought != null;
+    const modelThinks = this.thinks;
     // A grammar or a forced call constrains the first answer token, so the model cannot open a think
     // block; the no-thinking rendering (empty think block) keeps the prompt in the model's distribution.
     const thinking = modelThinks && options.thinking.enabled !== false && !grammar && !forceCall;

@@ -8,6 +8,7 @@ export const llamaCpp = defineEngine({
   name: 'llama-cpp',
   kinds: ['chat', 'embedding', 'reranker'],
   schema: llamaCppModelSchema,
+  contextSize: (config) => config.llamaCpp.contextSize,
   async load({ config, onProgress, signal, logger, resources }) {
     requireLocalPath(config.path);
     const { LlamaRuntime } = await import('./runtime.ts');
