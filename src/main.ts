@@ -34,7 +34,8 @@ export interface CreateServerOptions {
 
 export async function createServer(config: InferaConfig, options: CreateServerOptions = {}): Promise<InferaServer> {
   const logger = options.logger ?? createLogger(config.server.logLevel);
-  mkdirSync(config.storage.dataDir, { recursive: true });
+  // Keys, the ledger and generated images are the operator's alone.
+  mkdirSync(config.storage.dataDir, { recursive: true, mode: 0o700 });
   const usingTinyModels = config.models.length === 0;
   if (usingTinyModels) config.models = await tinyModelConfigs(config.storage.dataDir);
 

@@ -1,6 +1,7 @@
 // Builds the platform from the config: SQLite (default) or Postgres for records, in-process or Redis
 // for rate-limit counters. The HTTP layer gets a Gate; the admin routes and CLI use gate.admin.
-import { join, resolve } from 'node:path';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { InferaConfig } from '../config/schema.ts';
 import { MemoryCounterStore } from '../storage/memory-counters.ts';
 import type { CounterStore, PlatformStore } from '../storage/types.ts';
@@ -25,7 +26,12 @@ export async function openPlatformStore(config: InferaConfig, platform?: Platfor
     return PostgresStore.open({ connectionString: config.storage.databaseUrl, schema: settings.postgresSchema });
   }
   const { SqliteStore } = await import('../storage/sqlite-store.ts');
-  return new SqliteStore(sqlitePath(config), { synchronous: settings.ledger.synchronous });
+  const file = sqlitePath(config);
+  // Key hashes and the ledger are private: dir 0700, file 0600 before SQLite opens it (its -wal/-shm copy the file's mode).
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  closeSync(openSync(file, 'a', 0o600));
+  chmodSync(file, 0o600);
+  return new SqliteStore(file, { synchronous: settings.ledger.synchronous });
 }
 
 export interface CreateGateOptions {

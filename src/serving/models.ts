@@ -51,7 +51,8 @@ export function listModels(services: Services, query: Record<string, unknown>) {
 }
 
 export function retrieveModel(services: Services, id: string) {
-  const entry = services.registry.find(decodeURIComponent(id));
+  // The router has decoded the path once already; decoding again turns %25FF into a malformed URI.
+  const entry = services.registry.find(id);
   if (!entry) throw modelNotFound(id);
   return describe(entry);
 }
