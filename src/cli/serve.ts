@@ -94,6 +94,6 @@ export function startupFailure(error: unknown, config: InferaConfig): string {
   }
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `host ${host} cannot be resolved: set --host or HOST`;
   if (path && code)
-    return `cannot use ${path} (${code}): ${path.startsWith(config.storage.dataDir) ? 'set --data-dir or INFERA_DATA_DIR (storage.dataDir) to a writable directory' : 'check the path in the config'}`;
+    return `cannot use ${path} (${code}): ${(path.startsWith(config.storage.dataDir) || config.storage.dataDir.startsWith(path)) ? 'set --data-dir or INFERA_DATA_DIR (storage.dataDir) to a writable directory' : 'check the path in the config'}`;
   return `startup failed: ${(error as Error)?.message ?? String(error)}`;
 }

@@ -19,7 +19,7 @@ export function registerImageRoutes(scope: FastifyInstance, services: Services):
  * fetch the links without an API key (the unguessable, expiring name is the credential).
  * Opens the store at startup so files that expired while the server was down are swept now.
  */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the root app carries pino's logger type
+// biome-ignore lint/suspicious/noExplicitAny: the root app carries pino's logger type
 export function registerImageFileRoutes(app: FastifyInstance<any, any, any, any>, services: Services): void {
   imageStoreFor(services).catch((error) => services.logger.error({ err: error }, 'image store could not be opened'));
   app.get(`${IMAGE_FILES_PATH}/:name`, async (request, reply) => {
