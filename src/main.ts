@@ -1,6 +1,6 @@
 // Composition root: config → services → HTTP server, and the ordered shutdown. Nothing else in the
 // code base builds services or reads the environment.
-import { mkdirSync } from 'node:fs';
+import { ensurePrivateDir } from './config/data-dir.ts';
 import type { InferaConfig } from './config/schema.ts';
 import { InferaError } from './errors/index.ts';
 import { buildApp, type InferaApp } from './http/app.ts';
@@ -34,7 +34,8 @@ export interface CreateServerOptions {
 
 export async function createServer(config: InferaConfig, options: CreateServerOptions = {}): Promise<InferaServer> {
   const logger = options.logger ?? createLogger(config.server.logLevel);
-  mkdirSync(config.storage.dataDir, { recursive: true });
+  // Keys, the ledger and generated images are the operator's alone.
+  ensurePrivateDir(config.storage.dataDir);
   const usingTinyModels = config.models.length === 0;
   if (usingTinyModels) config.models = await tinyModelConfigs(config.storage.dataDir);
 

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { ModelEntry } from '../registry/registry.ts';
+import type { InferaConfig } from '../config/schema.ts';
 import { configFromCli } from './program.ts';
 
 export function registerServeCommand(program: Command): void {
@@ -7,30 +8,40 @@ export function registerServeCommand(program: Command): void {
     .command('serve', { isDefault: true })
     .description('start the API server')
     .option('--host <host>', 'listen address (env HOST)')
-    .option('--port <port>', 'listen port (env PORT)', (value) => Number.parseInt(value, 10))
+    // Parsed strictly by the config loader (parseInt would read "80x" as 80).
+    .option('--port <port>', 'listen port (env PORT)')
     .option('--api-key <key>', 'accept this bearer key (env INFERA_API_KEY)')
     .option('--data-dir <dir>', 'data directory (env INFERA_DATA_DIR)')
-    .action(async (flags: { host?: string; port?: number; apiKey?: string; dataDir?: string }) => {
+    .action(async (flags: { host?: string; port?: string; apiKey?: string; dataDir?: string }) => {
       const { config, source } = await configFromCli(flags);
       const { createServer, listen } = await import('../main.ts');
       const out = (line = '') => process.stderr.write(`${line}\n`);
       const progressBars = new Map<string, number>();
-      const server = await createServer(config, {
-        registryEvents: {
-          onStateChange: (entry: ModelEntry) => {
-            out(`  model ${entry.config.id}: ${entry.state}${entry.error ? ` (${entry.error})` : ''}`);
+      let server: Awaited<ReturnType<typeof createServer>>;
+      let url: string;
+      try {
+        server = await createServer(config, {
+          registryEvents: {
+            onStateChange: (entry: ModelEntry) => {
+              out(`  model ${entry.config.id}: ${entry.state}${entry.error ? ` (${entry.error})` : ''}`);
+            },
+            onProgress: (entry: ModelEntry) => {
+              // Loading a real model takes a while: show progress in 10 % steps.
+              const step = Math.floor(entry.progress * 10);
+              if (step > (progressBars.get(entry.config.id) ?? -1)) {
+                progressBars.set(entry.config.id, step);
+                out(`  model ${entry.config.id}: loading ${step * 10}%`);
+              }
+            },
           },
-          onProgress: (entry: ModelEntry) => {
-            // Loading a real model takes a while: show progress in 10 % steps.
-            const step = Math.floor(entry.progress * 10);
-            if (step > (progressBars.get(entry.config.id) ?? -1)) {
-              progressBars.set(entry.config.id, step);
-              out(`  model ${entry.config.id}: loading ${step * 10}%`);
-            }
-          },
-        },
-      });
-      const url = await listen(server);
+        });
+        url = await listen(server);
+      } catch (error) {
+        // One line naming the setting to change, not a stack trace (LOG_LEVEL=debug prints it).
+        out(`infera: ${startupFailure(error, config)}`);
+        if (config.server.logLevel === 'debug' || config.server.logLevel === 'trace') out((error as Error).stack);
+        process.exit(1);
+      }
       out('');
       out(`Infera is serving the SiliconFlow / OpenAI API at ${url}/v1   (config: ${source})`);
       out('');
@@ -70,4 +81,19 @@ export function registerServeCommand(program: Command): void {
       process.on('SIGINT', (signal) => void stop(signal));
       process.on('SIGTERM', (signal) => void stop(signal));
     });
+}
+
+/** What went wrong at startup, as one line naming the setting to change. */
+export function startupFailure(error: unknown, config: InferaConfig): string {
+  const { code, syscall, path } = error as NodeJS.ErrnoException;
+  const { host, port } = config.server;
+  if (syscall === 'listen' || code === 'EADDRINUSE') {
+    if (code === 'EADDRINUSE') return `port ${port} is in use: set --port or PORT`;
+    if (code === 'EACCES') return `port ${port} needs privileges on this system: set --port or PORT (1024 or above)`;
+    if (code === 'EADDRNOTAVAIL') return `address ${host} is not one of this machine's: set --host or HOST`;
+  }
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `host ${host} cannot be resolved: set --host or HOST`;
+  if (path && code)
+    return `cannot use ${path} (${code}): ${(path.startsWith(config.storage.dataDir) || config.storage.dataDir.startsWith(path)) ? 'set --data-dir or INFERA_DATA_DIR (storage.dataDir) to a writable directory' : 'check the path in the config'}`;
+  return `startup failed: ${(error as Error)?.message ?? String(error)}`;
 }

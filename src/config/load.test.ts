@@ -68,6 +68,9 @@ test('an id or alias used twice is refused (ids are case-insensitive)', () => {
 test('a missing explicit config file and a non-integer PORT are clear errors', () => {
   assert.throws(() => loadConfig({ configPath: '/nonexistent/infera.yaml' }), /not found/);
   assert.throws(() => loadConfig({}, { PORT: 'eighty' }, dir()), /PORT must be an integer/);
+  for (const port of ['80x', '8e3', ' 80', '0x50', '70000', '-1'])
+    assert.throws(() => loadConfig({ port }, {}, dir()), /--port must be an integer from 0 to 65535/);
+  assert.equal(loadConfig({ port: '8080' }, {}, dir()).config.server.port, 8080);
 });
 
 test('a short INFERA_API_KEY or --api-key is refused naming what the operator set', () => {

@@ -9,7 +9,8 @@ import { configSchema, configSchemaFor, type InferaConfig } from './schema.ts';
 export interface ConfigOverrides {
   configPath?: string;
   host?: string;
-  port?: number;
+  /** A number, or the --port flag's text (parsed strictly here). */
+  port?: number | string;
   apiKey?: string;
   dataDir?: string;
   logLevel?: string;
@@ -17,6 +18,14 @@ export interface ConfigOverrides {
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/** "8000" → 8000; "80x", "8e3", " 80", "0x50" and 70000 are errors (Number() and parseInt() accept some of them). */
+export function parsePort(value: number | string, name: string): number {
+  const port = typeof value === 'number' ? value : /^\d{1,5}$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new ConfigError(`${name} must be an integer from 0 to 65535, got ${JSON.stringify(String(value))}`);
+  return port;
 }
 
 const DEFAULT_FILES = ['infera.yaml', 'infera.yml', 'infera.json'];
@@ -59,11 +68,8 @@ export function loadConfig(
   const storage = { ...((raw.storage as object) ?? {}) } as Record<string, unknown>;
   const host = overrides.host ?? env.HOST;
   if (host) server.host = host;
-  const port = overrides.port ?? (env.PORT !== undefined && env.PORT !== '' ? Number(env.PORT) : undefined);
-  if (port !== undefined) {
-    if (!Number.isInteger(port)) throw new ConfigError(`PORT must be an integer, got ${JSON.stringify(env.PORT)}`);
-    server.port = port;
-  }
+  if (overrides.port !== undefined) server.port = parsePort(overrides.port, '--port');
+  else if (env.PORT !== undefined && env.PORT !== '') server.port = parsePort(env.PORT, 'PORT');
   const apiKey = overrides.apiKey ?? env.INFERA_API_KEY;
   // Checked here, not by the schema, so the message names what the operator set rather than server.apiKeys[N].
   if (apiKey && apiKey.length < 8)
@@ -85,7 +91,8 @@ export function loadConfig(
       const where = issue.path.length ? issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '') : '(top level)';
       return `  - ${where}: ${issue.message}`;
     });
-    throw new ConfigError(`Invalid configuration${path ? ` in ${path}` : ''}:\n${lines.join('\n')}`);
+    const where = `Invalid configuration${path ? ` in ${path}` : ''}`;
+    throw new ConfigError(lines.length === 1 ? `${where}: ${lines[0]!.slice(4)}` : `${where}:\n${lines.join('\n')}`);
   }
 
   // Paths in the file are relative to the file, so a config can be moved with its models.

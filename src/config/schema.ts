@@ -83,8 +83,34 @@ export const serverSchema = z
     apiKeys: z.array(z.string().min(8)).default([]),
     /** Guards /admin/*. */
     adminKey: z.string().min(8).optional(),
-    /** Largest request body in bytes; larger bodies get 413. */
+    /** Largest request body in bytes; larger bodies get 413. The default for every route bodyLimits does not name. */
     bodyLimit: positiveInt.default(8 * 1024 * 1024),
+    /** Per-route body limits in bytes. images defaults to the larger of bodyLimit and 16 MiB (img2img carries a base64 image). */
+    bodyLimits: z
+      .object({ chat: positiveInt, embeddings: positiveInt, rerank: positiveInt, images: positiveInt, admin: positiveInt })
+      .partial()
+      .strict()
+      .default({}),
+    /** Seconds a client may take to send the request line and headers (slow-loris); also cuts connections that send nothing. */
+    headersTimeoutSeconds: z.number().positive().max(3600).default(10),
+    /** Seconds a client may take to send the whole request, body included; the answer may then take as long as it needs. */
+    requestTimeoutSeconds: z.number().positive().max(3600).default(60),
+    /** Seconds an idle keep-alive connection stays open (above the 60 s proxies commonly use, so the proxy closes first). */
+    keepAliveTimeoutSeconds: z.number().positive().max(3600).default(72),
+    /** Requests served on one connection before it is closed; 0: no limit. */
+    maxRequestsPerSocket: z.number().int().min(0).default(1000),
+    /** Open connections in all; more are closed at once. */
+    maxConnections: positiveInt.default(1024),
+    /** Open connections from one client address; more are closed at once. 0: no per-address cap (behind a proxy every client has its address). */
+    maxConnectionsPerIp: z.number().int().min(0).default(256),
+    /** Largest request line + headers in bytes; larger get 431. */
+    maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
+    /**
+     * Host names this server answers to (the Host header's name, without port; "*": any). Unset: only
+     * requests without an API key (keyless mode) are checked, against localhost, 127.0.0.1, ::1, the bind
+     * address and publicUrl's host. Set: every request is checked.
+     */
+    allowedHosts: z.array(z.string().min(1)).optional(),
     /** Public base URL for links this server hands out (image URLs); defaults to the listen address. */
     publicUrl: z.string().url().optional(),
     /** Reject parameters an engine cannot honour (true) or honour-or-warn (false). Default strict. */
@@ -93,7 +119,11 @@ export const serverSchema = z
     /** On SIGTERM/SIGINT, seconds requests and streams in flight may take to finish before they are stopped. */
     drainTimeoutSeconds: z.number().min(0).max(3600).default(30),
   })
-  .strict();
+  .strict()
+  .refine((server) => server.headersTimeoutSeconds <= server.requestTimeoutSeconds, {
+    path: ['headersTimeoutSeconds'],
+    message: 'must not exceed server.requestTimeoutSeconds (the headers are part of the request)',
+  });
 
 export const storageSchema = z
   .object({

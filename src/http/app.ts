@@ -4,11 +4,22 @@ import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { InferaError, isAbortError } from '../errors/index.ts';
 import { errorBody, errorHeaders, sseErrorFrame, toInferaError } from '../errors/render.ts';
+import { redactUrl } from '../observability/logger.ts';
 import type { Principal } from '../platform/gate.ts';
 import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerApiRoutes } from './routes/index.ts';
 import { registerImageFileRoutes } from './routes/images.ts';
+import {
+  capConnections,
+  clientErrorHandler,
+  closeUnreadBody,
+  edgeEvents,
+  hostPolicy,
+  publicOrigin,
+  serverOptions,
+  unsupportedContentType,
+} from './edge.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -21,6 +32,8 @@ declare module 'fastify' {
     inFlight(): number;
     /** Shutdown past its drain deadline: abort every request still running with `reason`. */
     abortInFlight(reason: InferaError): number;
+    /** Base URL of the links this server hands out (server.publicUrl, else the listen address). */
+    publicOrigin(): string;
   }
 }
 
@@ -30,10 +43,13 @@ export type InferaApp = Awaited<ReturnType<typeof buildApp>>;
 
 export async function buildApp(services: Services) {
   const { config, logger } = services;
+  const events = edgeEvents(logger);
   const app = Fastify({
     loggerInstance: logger,
     disableRequestLogging: true,
     bodyLimit: config.server.bodyLimit,
+    ...serverOptions(config.server),
+    clientErrorHandler: clientErrorHandler(config.server, events),
     // Accept the client's id (sanitised) so traces join up across services.
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
@@ -46,6 +62,10 @@ export async function buildApp(services: Services) {
     forceCloseConnections: 'idle',
   });
 
+  capConnections(app.server, config.server, events);
+  app.decorate('publicOrigin', () => publicOrigin(config.server, app.server.address()));
+  const hosts = hostPolicy(config.server);
+
   // Per app, not per module: two servers in one process drain independently.
   const running = new Set<FastifyRequest>();
   app.decorate('inFlight', () => running.size);
@@ -55,9 +75,9 @@ export async function buildApp(services: Services) {
     return count;
   });
 
-  // curl --data without a Content-Type sends form encoding; SiliconFlow's examples are JSON either way.
+  // JSON only: unsupportedContentType (an onRequest hook) refuses every other type before the body is read.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = body as string;
     if (text.trim() === '') return done(null, undefined);
     try {
@@ -84,11 +104,13 @@ export async function buildApp(services: Services) {
       // Draining: once the last response is out, idle keep-alive sockets are all that keep close() waiting.
       if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
     });
+    const refused = unsupportedContentType(request);
+    if (refused) throw refused;
   });
 
   app.addHook('onResponse', async (request, reply) => {
     logger.info(
-      { id: request.id, method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+      { id: request.id, method: request.method, url: redactUrl(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
       'request',
     );
   });
@@ -96,8 +118,12 @@ export async function buildApp(services: Services) {
   app.setErrorHandler((error, request, reply) => {
     // Work cut off by shutdown (not by the client, who is still here) answers with the shutdown error.
     const reason: unknown = request.abort?.signal.reason;
-    const rendered = isAbortError(error) && reason instanceof InferaError ? reason : fromFastifyError(error);
-    if (rendered.status >= 500) logger.error({ id: request.id, err: error }, 'request failed');
+    const rendered = isAbortError(error) && reason instanceof InferaError ? reason : fromFastifyError(error, request);
+    // Expected events are not errors: a client that left, an overloaded model (503), a timeout (504).
+    if (request.abort?.signal.aborted && !(reason instanceof InferaError)) logger.info({ id: request.id }, 'client disconnected before the answer');
+    else if (rendered.status === 503 || rendered.status === 504) logger.warn({ id: request.id, code: rendered.code }, rendered.message);
+    else if (rendered.status >= 500) logger.error({ id: request.id, err: error }, 'request failed');
+    closeUnreadBody(request, reply);
     return reply.status(rendered.status).headers(errorHeaders(rendered)).send(errorBody(rendered));
   });
 
@@ -107,6 +133,7 @@ export async function buildApp(services: Services) {
       code: 'unknown_route',
       message: `No route ${request.method} ${request.url.split('?')[0]}. See README for the served endpoints.`,
     });
+    closeUnreadBody(request, reply);
     return reply.status(404).send(errorBody(error));
   });
 
@@ -118,8 +145,11 @@ export async function buildApp(services: Services) {
   for (const prefix of ['/v1', '']) {
     await app.register(
       async (scope) => {
-        scope.addHook('preHandler', async (request) => {
+        // onRequest, before the body is read: a request without a valid key costs no body bytes.
+        scope.addHook('onRequest', async (request) => {
           request.principal = await services.gate.authenticate(bearer(request), request.socket.remoteAddress ?? '');
+          const refused = hosts.check(request, request.principal.keyId === 'anonymous');
+          if (refused) throw refused;
         });
         registerApiRoutes(scope, services);
       },
@@ -136,12 +166,18 @@ function bearer(request: FastifyRequest): string | undefined {
   return match ? match[1].trim() : header.trim();
 }
 
-function fromFastifyError(error: unknown): InferaError {
+function fromFastifyError(error: unknown, request: FastifyRequest): InferaError {
   if (error instanceof InferaError) return error;
   const code = (error as { code?: string }).code;
   const statusCode = (error as { statusCode?: number }).statusCode;
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE')
-    return new InferaError({ status: 413, code: 'request_too_large', message: `Request body is larger than the server's limit (server.bodyLimit).` });
+    return new InferaError({
+      status: 413,
+      code: 'request_too_large',
+      message: `Request body is larger than this route's limit of ${request.routeOptions.bodyLimit} bytes (server.bodyLimit, server.bodyLimits).`,
+    });
+  if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+    return new InferaError({ status: 415, code: 'unsupported_media_type', message: 'Send the body as JSON with "Content-Type: application/json".' });
   if (code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || code === 'FST_ERR_CTP_INVALID_JSON_BODY')
     return new InferaError({ status: 400, code: 'invalid_json', message: 'Request body is not valid JSON.' });
   if (statusCode && statusCode >= 400 && statusCode < 500)

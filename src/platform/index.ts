@@ -1,6 +1,8 @@
 // Builds the platform from the config: SQLite (default) or Postgres for records, in-process or Redis
 // for rate-limit counters. The HTTP layer gets a Gate; the admin routes and CLI use gate.admin.
-import { join, resolve } from 'node:path';
+import { chmodSync, closeSync, openSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { ensurePrivateDir } from '../config/data-dir.ts';
 import type { InferaConfig } from '../config/schema.ts';
 import { MemoryCounterStore } from '../storage/memory-counters.ts';
 import type { CounterStore, PlatformStore } from '../storage/types.ts';
@@ -25,7 +27,12 @@ export async function openPlatformStore(config: InferaConfig, platform?: Platfor
     return PostgresStore.open({ connectionString: config.storage.databaseUrl, schema: settings.postgresSchema });
   }
   const { SqliteStore } = await import('../storage/sqlite-store.ts');
-  return new SqliteStore(sqlitePath(config), { synchronous: settings.ledger.synchronous });
+  const file = sqlitePath(config);
+  // Key hashes and the ledger are private: dir 0700, file 0600 before SQLite opens it (its -wal/-shm copy the file's mode).
+  ensurePrivateDir(dirname(file));
+  closeSync(openSync(file, 'a', 0o600));
+  chmodSync(file, 0o600);
+  return new SqliteStore(file, { synchronous: settings.ledger.synchronous });
 }
 
 export interface CreateGateOptions {

@@ -57,7 +57,7 @@ export function imageStoreFor(services: Services): Promise<ImageStore> {
 }
 
 export interface ImageServeOptions {
-  /** Scheme://host[:port] clients reach this server at (server.publicUrl, else the request's Host). */
+  /** Scheme://host[:port] clients reach this server at (server.publicUrl, else the listen address). */
   origin: string;
 }
 

@@ -10,6 +10,7 @@ import { limitsSchema } from '../../platform/config.ts';
 import type { Gate } from '../../platform/gate.ts';
 import { parseAmount } from '../../platform/pricing.ts';
 import type { Services } from '../../serving/context.ts';
+import { bodyLimitFor } from '../edge.ts';
 
 const digest = (secret: string) => createHash('sha256').update(secret).digest();
 
@@ -87,8 +88,16 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
     return services.gate.admin;
   };
 
+  const bodyLimit = bodyLimitFor(services.config.server, 'admin');
   await app.register(
     async (scope) => {
+      scope.addHook('onRoute', (route) => {
+        route.bodyLimit ??= bodyLimit;
+      });
+      // Before the body is read, like the API routes; the handlers' own authorize() calls stay as the typed way to the admin.
+      scope.addHook('onRequest', async (request) => {
+        await authorize(request);
+      });
       scope.get('/keys', async (request) => {
         const admin = await authorize(request);
         const { account } = request.query as { account?: string };
