@@ -125,7 +125,8 @@ describe(`embeddings and rerank end to end (engine ${engine})`, () => {
     await expect400('/embeddings', { input: 'x' }, 'model');
     await expect400('/embeddings', { model: RERANK, input: 'x' }, 'model');
     const unknown = await http(server.baseURL, '/embeddings', { body: { model: 'nobody/none', input: 'x' } });
-    assert.equal(unknown.status, 404);
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.json.code, 20012);
     assert.equal(unknown.json.error.param, 'model');
   });
 

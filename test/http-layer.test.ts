@@ -97,12 +97,12 @@ describe('HTTP layer', () => {
     assert.equal(still.status, 200);
   });
 
-  test('unknown model → 404 model_not_found (SiliconFlow code 20012); wrong endpoint for a model → 400', async () => {
+  test('unknown model → 400 model_not_found with SiliconFlow code 20012, as SiliconFlow answers; wrong endpoint for a model → 400', async () => {
     const unknown = await http(server.baseURL, '/chat/completions', {
       headers: auth,
       body: { model: 'nobody/nothing', messages: [{ role: 'user', content: 'hi' }] },
     });
-    assert.equal(unknown.status, 404);
+    assert.equal(unknown.status, 400);
     assert.equal(unknown.json.error.code, 'model_not_found');
     assert.equal(unknown.json.error.param, 'model');
     assert.equal(unknown.json.code, 20012);

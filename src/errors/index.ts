@@ -78,9 +78,13 @@ export class InferaError extends Error {
 export const badRequest = (message: string, param: string | null = null, code: string | null = 'invalid_request') =>
   new InferaError({ status: 400, message, param, code });
 
-export const modelNotFound = (model: string) =>
+/**
+ * An id nothing serves. Inference endpoints answer 400 with code 20012, as SiliconFlow does (the openai
+ * SDK raises BadRequestError); GET /v1/models/{id} answers 404, as for any unknown resource.
+ */
+export const modelNotFound = (model: string, status: 400 | 404 = 400) =>
   new InferaError({
-    status: 404,
+    status,
     message: `The model '${model}' does not exist or is not served here. GET /v1/models lists the served ids.`,
     param: 'model',
     code: 'model_not_found',

@@ -59,6 +59,6 @@ export function listModels(services: Services, query: Record<string, unknown>) {
 /** `id` arrives decoded once by the router (decoding it again made `%25FF` a 500). Answers with the id asked for. */
 export function retrieveModel(services: Services, id: string) {
   const entry = services.registry.find(id);
-  if (!entry) throw modelNotFound(id);
+  if (!entry) throw modelNotFound(id, 404);
   return describe(entry, id);
 }
