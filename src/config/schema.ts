@@ -91,6 +91,20 @@ export const serverSchema = z
       .partial()
       .strict()
       .default({}),
+    /**
+     * Seconds a request may run on its route, from arrival to the last byte of the answer (streams
+     * included); then the work is stopped and the client gets a 504 (a stream: an error frame and
+     * [DONE]). 0 turns a route's limit off.
+     */
+    routeTimeoutsSeconds: z
+      .object({
+        chat: z.number().min(0).max(86_400).default(600),
+        embeddings: z.number().min(0).max(86_400).default(120),
+        rerank: z.number().min(0).max(86_400).default(120),
+        images: z.number().min(0).max(86_400).default(600),
+      })
+      .strict()
+      .default({ chat: 600, embeddings: 120, rerank: 120, images: 600 }),
     /** Seconds a client may take to send the request line and headers (slow-loris); also cuts connections that send nothing. */
     headersTimeoutSeconds: z.number().positive().max(3600).default(10),
     /** Seconds a client may take to send the whole request, body included; the answer may then take as long as it needs. */

@@ -17,6 +17,7 @@ import {
   edgeEvents,
   hostPolicy,
   publicOrigin,
+  routeTimedOut,
   serverOptions,
   unsupportedContentType,
 } from './edge.ts';
@@ -97,8 +98,14 @@ export async function buildApp(services: Services) {
     const controller = new AbortController();
     request.abort = controller;
     running.add(request);
+    // The route's time limit: past it the work is stopped like a shutdown stops it (504, or an error
+    // frame and [DONE]), and the ledger row settles with status 504.
+    const limit = request.routeOptions.config?.routeTimeout;
+    const timer = limit ? setTimeout(() => controller.abort(routeTimedOut(limit)), limit.ms) : undefined;
+    timer?.unref();
     // A response closed before it finished means the client left: cancel the work.
     reply.raw.once('close', () => {
+      clearTimeout(timer);
       running.delete(request);
       if (!reply.raw.writableFinished) controller.abort();
       // Draining: once the last response is out, idle keep-alive sockets are all that keep close() waiting.

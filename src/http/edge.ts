@@ -6,7 +6,7 @@ import { STATUS_CODES, type Server } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { hostname as machineName } from 'node:os';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyContextConfig, FastifyReply, FastifyRequest } from 'fastify';
 import type { InferaConfig } from '../config/schema.ts';
 import { InferaError } from '../errors/index.ts';
 import { errorBody } from '../errors/render.ts';
@@ -23,6 +23,31 @@ export function bodyLimitFor(server: ServerConfig, route: BodyRoute): number {
   if (set !== undefined) return set;
   return route === 'images' ? Math.max(server.bodyLimit, IMAGES_BODY_FLOOR) : server.bodyLimit;
 }
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route's time limit (server.routeTimeoutsSeconds), enforced by app.ts from the request's arrival. */
+    routeTimeout?: { ms: number; setting: string };
+  }
+}
+
+export type TimedRoute = keyof ServerConfig['routeTimeoutsSeconds'];
+
+/** Route options for an inference route: its body limit and its time limit. */
+export function inferenceRouteOptions(server: ServerConfig, route: TimedRoute): { bodyLimit: number; config: FastifyContextConfig } {
+  const seconds = server.routeTimeoutsSeconds[route];
+  const config: FastifyContextConfig = {};
+  if (seconds > 0) config.routeTimeout = { ms: Math.round(seconds * 1000), setting: `server.routeTimeoutsSeconds.${route}` };
+  return { bodyLimit: bodyLimitFor(server, route), config };
+}
+
+/** What a request stopped at its route's time limit answers (JSON: this error; a stream: its frame). */
+export const routeTimedOut = (limit: { ms: number; setting: string }) =>
+  new InferaError({
+    status: 504,
+    code: 'request_timeout',
+    message: `The request ran past this route's time limit of ${limit.ms / 1000} s (${limit.setting}) and was stopped. Ask for less (max_tokens, fewer inputs) or raise the limit.`,
+  });
 
 /** Fastify/Node server options for the timeouts and limits under `server.*`. */
 export function serverOptions(server: ServerConfig) {

@@ -2,12 +2,12 @@ import type { FastifyInstance } from 'fastify';
 import type { Services } from '../../serving/context.ts';
 import { IMAGE_FILES_PATH, imageStoreFor, serveImageFile, serveImageGeneration } from '../../serving/images.ts';
 import { requestContext, sendResult } from '../app.ts';
-import { bodyLimitFor } from '../edge.ts';
+import { inferenceRouteOptions } from '../edge.ts';
 
 /** POST image generation (plus the singular path older Dify releases call), inside the API scope. */
 export function registerImageRoutes(scope: FastifyInstance, services: Services): void {
   for (const path of ['/images/generations', '/image/generations'])
-    scope.post(path, { bodyLimit: bodyLimitFor(services.config.server, 'images') }, async (request, reply) => {
+    scope.post(path, inferenceRouteOptions(services.config.server, 'images'), async (request, reply) => {
       // Never the request's Host header: a client (or a rebinding page) would choose the links we hand out.
       const result = await serveImageGeneration(services, requestContext(request, services), request.body, { origin: request.server.publicOrigin() });
       return sendResult(request, reply, result);

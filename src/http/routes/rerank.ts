@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Services } from '../../serving/context.ts';
 import { serveRerank } from '../../serving/rerank.ts';
 import { requestContext, sendResult } from '../app.ts';
-import { bodyLimitFor } from '../edge.ts';
+import { inferenceRouteOptions } from '../edge.ts';
 
 /**
  * POST /rerank in the API scope (/v1/rerank, and bare /rerank which the AI SDK's cohere provider
@@ -14,7 +14,7 @@ export function registerRerankRoutes(scope: FastifyInstance, services: Services)
     const result = await serveRerank(services, requestContext(request, services), request.body);
     return sendResult(request, reply, result);
   };
-  const options = { bodyLimit: bodyLimitFor(services.config.server, 'rerank') };
+  const options = inferenceRouteOptions(services.config.server, 'rerank');
   scope.post('/rerank', options, handler);
   if (scope.prefix === '') scope.post('/v2/rerank', options, handler);
 }

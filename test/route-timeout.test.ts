@@ -1,0 +1,72 @@
+// A request that runs past its route's time limit (server.routeTimeoutsSeconds) is stopped: the engine
+// work is aborted, a JSON request gets a 504, a stream an error frame and [DONE], and the ledger row
+// settles with status 504. The random 512x8 benchmark GGUF never stops early, so 1,000 tokens take
+// seconds against a 0.4 s limit.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import OpenAI from 'openai';
+import { sqlitePath } from '../src/platform/index.ts';
+import { ensureBenchModel } from '../src/tiny-models/index.ts';
+import { SHARED_DATA_DIR, startTestServer, type TestServer } from './helpers/server.ts';
+
+let server: TestServer;
+before(async () => {
+  const path = await ensureBenchModel('chat-512x8', join(SHARED_DATA_DIR, 'bench-models'));
+  server = await startTestServer({
+    config: {
+      server: { routeTimeoutsSeconds: { chat: 0.4 } },
+      models: [{ id: 'bench/chat', type: 'chat', engine: 'llama-cpp', path, llamaCpp: { contextSize: 2048, sequences: 2, threads: 1 } }],
+    },
+  });
+  // Load first: the limit is for answering, and a cold load on a busy box could take most of it.
+  (await server.server.services.registry.acquire('bench/chat', 'chat')).release();
+});
+after(() => server.close());
+
+const ask = { model: 'bench/chat', messages: [{ role: 'user' as const, content: 'A very long story, please.' }], max_tokens: 1000 };
+
+function ledger() {
+  const db = new Database(sqlitePath(server.config), { readonly: true });
+  try {
+    return db.prepare('SELECT outcome, status, completion_tokens FROM ledger ORDER BY id').all() as { outcome: string; status: number; completion_tokens: number }[];
+  } finally {
+    db.close();
+  }
+}
+
+test('a JSON answer past the route limit: 504 request_timeout naming the setting, work stopped, row settled 504', async () => {
+  const client = new OpenAI({ baseURL: server.baseURL, apiKey: 'none', maxRetries: 0 });
+  const started = Date.now();
+  await assert.rejects(client.chat.completions.create(ask), (error: unknown) => {
+    assert.ok(error instanceof OpenAI.APIError && error.status === 504, String(error));
+    assert.equal(error.code, 'request_timeout');
+    assert.match(error.message, /server\.routeTimeoutsSeconds\.chat/);
+    return true;
+  });
+  assert.ok(Date.now() - started < 5000, `stopped promptly (${Date.now() - started} ms)`);
+  const row = ledger().at(-1)!;
+  assert.equal(row.status, 504);
+  assert.equal(row.outcome, 'cancelled');
+});
+
+test('a stream past the route limit: an error frame and [DONE], tokens so far billed, the sequence freed', async () => {
+  const response = await fetch(`${server.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...ask, stream: true }),
+  });
+  assert.equal(response.status, 200);
+  const lines = (await response.text()).split('\n\n').filter((block) => block.startsWith('data: ')).map((block) => block.slice(6));
+  assert.equal(lines.at(-1), '[DONE]');
+  assert.equal(lines.filter((line) => line === '[DONE]').length, 1);
+  assert.equal((JSON.parse(lines.at(-2)!) as { error: { code: string } }).error.code, 'request_timeout');
+  const row = ledger().at(-1)!;
+  assert.equal(row.status, 504);
+  assert.ok(row.completion_tokens > 0 && row.completion_tokens < 1000, `tokens generated before the stop are billed: ${row.completion_tokens}`);
+  // Both sequences are free again: two short answers run side by side.
+  const client = new OpenAI({ baseURL: server.baseURL, apiKey: 'none', maxRetries: 0 });
+  const short = await Promise.all([1, 2].map(() => client.chat.completions.create({ ...ask, max_tokens: 4 })));
+  for (const answer of short) assert.equal(answer.choices[0]!.finish_reason, 'length');
+});
