@@ -72,6 +72,15 @@ describe('HTTP layer', () => {
     const missing = await http(server.baseURL, '/nothing-here', { headers: auth });
     assert.equal(missing.status, 404);
     assert.match(missing.json.error.message, /No route/);
+    // A multipart upload to an endpoint Infera lacks names the route, not the encoding.
+    const form = new FormData();
+    form.append('file', new Blob(['RIFF']), 'a.wav');
+    form.append('model', 'FunAudioLLM/SenseVoiceSmall');
+    const upload = await fetch(`${server.baseURL}/audio/transcriptions`, { method: 'POST', headers: auth, body: form });
+    assert.equal(upload.status, 404);
+    const body = (await upload.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'unknown_route');
+    assert.match(body.error.message, /POST \/v1\/audio\/transcriptions/);
   });
 
   test('request ids: generated, or the client\'s echoed in both trace headers', async () => {

@@ -111,7 +111,9 @@ export async function buildApp(services: Services) {
       // Draining: once the last response is out, idle keep-alive sockets are all that keep close() waiting.
       if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
     });
-    const refused = unsupportedContentType(request);
+    // A route that does not exist answers 404 naming it, whatever the body's type (a multipart upload to
+    // an endpoint Infera lacks must say so, not complain about the encoding).
+    const refused = request.is404 ? undefined : unsupportedContentType(request);
     if (refused) throw refused;
   });
 
