@@ -33,6 +33,7 @@ function describe(entry: ModelEntry) {
       aliases: config.aliases,
       ...(config.description ? { description: config.description } : {}),
       ...(entry.error ? { error: entry.error } : {}),
+      ...(entry.state === 'failed' && entry.retryAt !== undefined ? { retry_at: Math.ceil(entry.retryAt / 1000) } : {}),
     },
   };
 }
