@@ -155,7 +155,7 @@ export function* fuzzRequests(seed: number, count: number, options: FuzzOptions 
     },
     () => post('token ids', '/v1/embeddings', JSON.stringify({ model: valid['/v1/embeddings']!.model, input: Array.from({ length: 1 + int(3000) }, () => pick([-1, 0, 2 ** 31, 1e15, 1.5, 250_000])) })),
     () => post('image work', '/v1/images/generations', JSON.stringify({ ...valid['/v1/images/generations'], image_size: pick(['1024x1024', '99999x99999', '0x0', '64x64', '1x1', '8x8192']), batch_size: 1 + int(6), num_inference_steps: pick([1, 50, 100, 101, 1e6]) })),
-    () => post('image input', '/v1/images/generations', JSON.stringify({ ...valid['/v1/images/generations'], image: pick(['data:image/png;base64,AAAA', 'data:,', 'http://127.0.0.1:1/x.png', 'file:///etc/passwd', 'x'.repeat(5000), 'data:image/png;base64,' + 'A'.repeat(20_000)]) })),
+    () => post('image input', '/v1/images/generations', JSON.stringify({ ...valid['/v1/images/generations'], image: pick(['data:image/png;base64,AAAA', 'data:,', 'http://127.0.0.1:1/x.png', 'file:///etc/passwd', 'x'.repeat(5000), `data:image/png;base64,${'A'.repeat(20_000)}`]) })),
     // GET routes, junk ids and query strings, wrong methods, unknown paths.
     () => ({ kind: 'get', method: 'GET', path: `${pick(getPaths)}${random() < 0.5 ? `?${pick(['type=x', 'sub_type=%00', 'type=chat&sub_type=chat', 'a[b]=c', 'x='.padEnd(2000, 'y')])}` : ''}`, headers: {} }),
     () => ({ kind: 'model id', method: 'GET', path: `/v1/models/${pick(['..%2F..%2Fetc', '%00', 'Pro%2F', 'x'.repeat(5000), '%F0%9F%99%82', 'a/b/c/d', '%20', '.'])}`, headers: {} }),
