@@ -3,10 +3,12 @@
 // so this file names no engine.
 import { z } from 'zod';
 import { commonModelShape, type ModelConfig } from './model.ts';
+import { requestsSchema } from './requests.ts';
 import { engines as defaultEngines } from '../engines/index.ts';
 import type { EngineDescriptor, EngineTable } from '../engines/descriptor.ts';
 
 export { modelTypeSchema, type ModelConfig, type ModelTypeName } from './model.ts';
+export { requestsSchema, type RequestLimits } from './requests.ts';
 
 const positiveInt = z.number().int().positive();
 
@@ -172,6 +174,8 @@ export function configSchemaFor(table: EngineTable) {
       server: serverSchema.default(() => serverSchema.parse({})),
       storage: storageSchema.default(() => storageSchema.parse({})),
       images: imagesSchema.default(() => imagesSchema.parse({})),
+      /** Caps on the work one request may ask for (src/config/requests.ts). */
+      requests: requestsSchema.default(() => requestsSchema.parse({})),
       /** Served models. Empty: Infera generates and serves its tiny test models. */
       models: z.array(modelSchemaFor(table)).default([]),
       /** Platform settings (keys, limits, pricing); owned by src/platform. */

@@ -11,24 +11,26 @@
 //   only their native size.
 // - `null` means absent for every optional field; unknown fields are ignored (vendor extensions).
 import { z } from 'zod';
+import { badRequest } from '../errors/index.ts';
 import { parseBody } from './common/validation.ts';
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../config/requests.ts';
 import type { EmbeddingInput } from '../spec/index.ts';
 
-/** Most items one request may carry in `input`. */
-export const MAX_EMBEDDING_INPUTS = 2048;
+/** Most items one request may carry in `input` by default (config `requests.maxEmbeddingInputs`). */
+export const MAX_EMBEDDING_INPUTS = DEFAULT_REQUEST_LIMITS.maxEmbeddingInputs;
 
 const text = z.string().min(1, { error: 'must not be an empty string' });
 const tokenId = z.number().int().min(0);
 const tokenArray = z.array(tokenId).min(1, { error: 'must not be an empty token array' });
-const tooMany = `must have at most ${MAX_EMBEDDING_INPUTS} items`;
 
 export const embeddingsRequestSchema = z.object({
   model: z.string().min(1),
   input: z.union([
     text,
-    z.array(text).min(1).max(MAX_EMBEDDING_INPUTS, { error: tooMany }),
+    // The item cap is the server's (requests.maxEmbeddingInputs), checked after parsing.
+    z.array(text).min(1),
     tokenArray.max(1_000_000),
-    z.array(tokenArray).min(1).max(MAX_EMBEDDING_INPUTS, { error: tooMany }),
+    z.array(tokenArray).min(1),
   ]),
   encoding_format: z.enum(['float', 'base64']).nullish(),
   dimensions: z.number().int().min(1).nullish(),
@@ -45,8 +47,10 @@ export interface EmbeddingsRequest {
   user?: string;
 }
 
-export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest {
+export function parseEmbeddingsRequest(body: unknown, limits: Pick<RequestLimits, 'maxEmbeddingInputs'> = DEFAULT_REQUEST_LIMITS): EmbeddingsRequest {
   const wire = parseBody(embeddingsRequestSchema, body);
+  if (Array.isArray(wire.input) && typeof wire.input[0] !== 'number' && wire.input.length > limits.maxEmbeddingInputs)
+    throw badRequest(`input: must have at most ${limits.maxEmbeddingInputs} items (this server's cap; got ${wire.input.length}).`, 'input');
   return {
     model: wire.model,
     inputs: toInputs(wire.input),

@@ -20,6 +20,7 @@ import { z } from 'zod';
 import { badRequest } from '../errors/index.ts';
 import { imageSizeProblem, type ImageLimits } from '../spec/image.ts';
 import { numberBetween, parseBody } from './common/validation.ts';
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../config/requests.ts';
 
 export const MAX_SEED = 9_999_999_999;
 export const MAX_BATCH = 4;
@@ -99,8 +100,20 @@ function pick<T>(first: T | null | undefined, second: T | null | undefined, firs
   return a ?? b;
 }
 
-export function parseImageGenerationRequest(body: unknown, options: { strict: boolean } = { strict: true }): ImageGenerationRequest {
+export function parseImageGenerationRequest(
+  body: unknown,
+  options: { strict: boolean; limits?: Pick<RequestLimits, 'maxImagePromptChars'> } = { strict: true },
+): ImageGenerationRequest {
   const wire = parseBody(imageGenerationRequestSchema, body);
+  const maxPrompt = (options.limits ?? DEFAULT_REQUEST_LIMITS).maxImagePromptChars;
+  const promptChars = wire.prompt.length + (wire.negative_prompt?.length ?? 0);
+  if (promptChars > maxPrompt) {
+    const param = wire.prompt.length > maxPrompt ? 'prompt' : 'negative_prompt';
+    throw badRequest(
+      `${param}: prompt and negative_prompt have ${promptChars} characters; this server takes at most ${maxPrompt} (the text encoder reads the first 77 tokens).`,
+      param,
+    );
+  }
   const warnings: string[] = [];
   const unsupported = (param: string, message: string) => {
     if (options.strict) throw badRequest(`${param}: ${message}`, param, 'unsupported_parameter');
@@ -137,6 +150,17 @@ export function parseImageGenerationRequest(body: unknown, options: { strict: bo
     responseFormat: wire.response_format ?? 'url',
     warnings,
   };
+}
+
+/** The server's cap on batch × width × height × steps (config `requests.maxImagePixelSteps`), as a 400. */
+export function checkImageWork(request: Pick<ImageGenerationRequest, 'batchSize' | 'steps'>, width: number, height: number, cap: number): void {
+  const work = request.batchSize * width * height * request.steps;
+  if (work > cap)
+    throw badRequest(
+      `num_inference_steps: ${request.batchSize} image(s) × ${width}×${height} pixels × ${request.steps} steps = ${work} pixel-steps is more than this server takes ` +
+        `(at most ${cap} per request); lower the steps, the size or the batch.`,
+      'num_inference_steps',
+    );
 }
 
 /** The model's size rule (imageSizeProblem) as a 400 naming the field the client used. */

@@ -15,9 +15,10 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { badRequest } from '../errors/index.ts';
 import { parseBody } from './common/validation.ts';
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../config/requests.ts';
 
-/** Most documents one request may rank. */
-export const MAX_RERANK_DOCUMENTS = 1024;
+/** Most documents one request may rank by default (config `requests.maxRerankDocuments`). */
+export const MAX_RERANK_DOCUMENTS = DEFAULT_REQUEST_LIMITS.maxRerankDocuments;
 /** Highest `max_chunks_per_doc` accepted (LlamaIndex sends 1024). */
 export const MAX_CHUNKS_PER_DOC_LIMIT = 4096;
 export const MAX_OVERLAP_TOKENS = 80;
@@ -29,7 +30,8 @@ const document = z.union([z.string(), z.object({ text: z.string() }).loose()]);
 export const rerankRequestSchema = z.object({
   model: z.string().min(1),
   query: z.string().min(1, { error: 'must not be empty' }),
-  documents: z.array(document).min(1).max(MAX_RERANK_DOCUMENTS, { error: `must have at most ${MAX_RERANK_DOCUMENTS} items` }),
+  // The item cap is the server's (requests.maxRerankDocuments), checked after parsing.
+  documents: z.array(document).min(1),
   top_n: z.number().int().min(1).nullish(),
   return_documents: z.boolean().nullish(),
   max_chunks_per_doc: z.number().int().min(1).max(MAX_CHUNKS_PER_DOC_LIMIT).nullish(),
@@ -53,8 +55,10 @@ export interface RerankRequest {
   instruction?: string;
 }
 
-export function parseRerankRequest(body: unknown): RerankRequest {
+export function parseRerankRequest(body: unknown, limits: Pick<RequestLimits, 'maxRerankDocuments'> = DEFAULT_REQUEST_LIMITS): RerankRequest {
   const wire = parseBody(rerankRequestSchema, body);
+  if (wire.documents.length > limits.maxRerankDocuments)
+    throw badRequest(`documents: must have at most ${limits.maxRerankDocuments} items (this server's cap; got ${wire.documents.length}).`, 'documents');
   if (wire.rank_fields && !(wire.rank_fields.length === 1 && wire.rank_fields[0] === 'text'))
     throw badRequest('rank_fields: only ["text"] is supported; send each document as a string or {"text": ...}.', 'rank_fields');
   if (wire.priority !== undefined && wire.priority !== null)

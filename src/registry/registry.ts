@@ -1,6 +1,7 @@
 // Public model id → a loaded engine model. Loads lazily on first use (or eagerly at startup) through
 // the engine the entry names in the engine table, hands out leases so a model is never disposed while a
 // request uses it, and on shutdown disposes the models and the engine state this server created.
+import { statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { ModelConfig, ModelTypeName } from '../config/schema.ts';
 import type { EngineTable } from '../engines/descriptor.ts';
@@ -17,9 +18,18 @@ export interface ModelEntry {
   progress: number;
   error?: string;
   loadedAt?: number;
+  /** Failed: when a request may try loading again (epoch ms), unless the model's file changes first. */
+  retryAt?: number;
 }
 
+/** First wait after a failed load; it doubles with each failure in a row, up to LOAD_RETRY_MAX_MS. */
+export const LOAD_RETRY_MIN_MS = 5_000;
+export const LOAD_RETRY_MAX_MS = 10 * 60_000;
+
 interface Slot extends ModelEntry {
+  /** Consecutive failed loads, and the model file's size and mtime when the last one failed. */
+  failures?: number;
+  failedStamp?: string;
   loading?: Promise<LoadedModel>;
   loaded?: LoadedModel;
   leases: number;
@@ -123,6 +133,10 @@ export class ModelRegistry {
   private load(slot: Slot): Promise<LoadedModel> {
     if (this.closed) return Promise.reject(new InferaError({ status: 503, message: 'Server is shutting down.', retryAfter: 5 }));
     if (slot.loaded) return Promise.resolve(slot.loaded);
+    // A model that failed stays failed until its file changes or its backoff ends: a broken file is
+    // not read again (and its error not paid again) on every request.
+    if (!slot.loading && slot.state === 'failed' && slot.retryAt !== undefined && Date.now() < slot.retryAt && fileStamp(slot.config.path) === slot.failedStamp)
+      return Promise.reject(loadFailed(slot, `not retried until its file changes or ${new Date(slot.retryAt).toISOString()}`));
     if (!slot.loading) {
       slot.state = 'loading';
       slot.progress = 0;
@@ -148,6 +162,9 @@ export class ModelRegistry {
       slot.loading = loading.then(
         (loaded) => {
           slot.loaded = loaded;
+          slot.failures = undefined;
+          slot.failedStamp = undefined;
+          slot.retryAt = undefined;
           slot.state = 'ready';
           slot.progress = 1;
           slot.loadedAt = Date.now();
@@ -158,14 +175,16 @@ export class ModelRegistry {
           slot.loading = undefined;
           slot.state = 'failed';
           slot.error = error instanceof Error ? error.message : String(error);
+          if (!this.closed) {
+            slot.failures = (slot.failures ?? 0) + 1;
+            slot.failedStamp = fileStamp(config.path);
+            const wait = Math.min(LOAD_RETRY_MAX_MS, LOAD_RETRY_MIN_MS * 2 ** (slot.failures - 1));
+            slot.retryAt = Date.now() + wait;
+            logger.error({ err: error, failures: slot.failures, retryInSeconds: wait / 1000 }, 'model failed to load; not retried until its file changes or the wait ends');
+          }
           this.events.onStateChange?.(slot);
           if (error instanceof InferaError) throw error;
-          throw new InferaError({
-            status: 500,
-            code: 'model_load_failed',
-            message: `Model '${slot.config.id}' failed to load: ${slot.error}`,
-            cause: error,
-          });
+          throw loadFailed(slot, undefined, error);
         },
       );
     }
@@ -207,5 +226,25 @@ export class ModelRegistry {
       }),
     );
     await this.resources.close();
+  }
+}
+
+function loadFailed(slot: ModelEntry, note?: string, cause?: unknown): InferaError {
+  return new InferaError({
+    status: 500,
+    code: 'model_load_failed',
+    message: `Model '${slot.config.id}' failed to load: ${slot.error}${note ? ` (${note})` : ''}`,
+    cause,
+  });
+}
+
+/** Size and mtime of a model's file or folder ('' when it has none or it is missing): a change means "try again". */
+function fileStamp(path: string | undefined): string {
+  if (path === undefined) return '';
+  try {
+    const stats = statSync(path);
+    return `${stats.size}:${stats.mtimeMs}`;
+  } catch {
+    return 'missing';
   }
 }

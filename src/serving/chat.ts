@@ -2,7 +2,7 @@
 // the engine checks what depends on the model (context window, schemas) once → generate (n choices) →
 // meter. Streams are peeked before the HTTP status is sent, so queue-full,
 // context and engine errors that happen before the first token are still normal HTTP errors.
-import { isAbortError } from '../errors/index.ts';
+import { InferaError, isAbortError } from '../errors/index.ts';
 import type { UsageReport } from '../platform/gate.ts';
 import { parseChatRequest } from '../protocol/chat/request.ts';
 import { buildChatCompletion, combineChoiceUsage, newChatCompletionId } from '../protocol/chat/response.ts';
@@ -20,7 +20,8 @@ const FALLBACK_CONTEXT_SIZE = 4096;
 const THINKING_SLACK = 16;
 
 export async function serveChatCompletion(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
-  const request = parseChatRequest(body);
+  const limits = services.config.requests;
+  const request = parseChatRequest(body, limits);
   const entry = services.registry.resolve(request.model, 'chat');
   const promptEstimate = estimatePromptTokens(request.options);
   // Worst case before the model is loaded: max_tokens (or the whole context) for every choice. Once the
@@ -48,6 +49,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   try {
     lease = await services.registry.acquire(entry.config.id, 'chat');
     const model = lease.model;
+    refuseUnfittablePrompt(model, request.options, limits.maxCharsPerToken);
     const counted = await model.checkPrompt(options);
     // Refused here (the exact worst case is not covered), nothing ran: the row is free, prompt included.
     await admission.resize({ promptTokens: counted, completionTokens: maxCompletionTokens(model, options, counted) * request.n, images: 0, documents: 0 });
@@ -106,6 +108,28 @@ function maxCompletionTokens(model: ChatModel, options: ChatCallOptions, promptT
 
 /** Before the model is loaded there is no tokenizer: about 3 characters per token errs on the high side. */
 function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>): number {
+  return Math.ceil(promptCharacters(options) / 3) + 8 * options.messages.length;
+}
+
+/**
+ * A prompt with more characters than the context could hold even at `maxCharsPerToken` characters a
+ * token is refused before it is tokenized: tokenizing runs on the main thread (a 7 MB message stalled
+ * every request for 4 s only to be refused for its length afterwards).
+ */
+function refuseUnfittablePrompt(model: ChatModel, options: Omit<ChatCallOptions, 'signal'>, maxCharsPerToken: number): void {
+  const characters = promptCharacters(options);
+  if (characters <= model.contextSize * maxCharsPerToken) return;
+  throw new InferaError({
+    status: 400,
+    code: 'context_length_exceeded',
+    param: 'messages',
+    message:
+      `This model's maximum context length is ${model.contextSize} tokens. However, your messages have ${characters} characters, ` +
+      `more than ${model.contextSize} tokens can hold (at most ${maxCharsPerToken} characters a token). Please reduce the length of the messages.`,
+  });
+}
+
+function promptCharacters(options: Omit<ChatCallOptions, 'signal'>): number {
   let characters = 0;
   for (const message of options.messages) {
     if (typeof message.content === 'string') characters += message.content.length;
@@ -113,7 +137,7 @@ function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>): number 
     if (message.role === 'assistant') characters += (message.reasoning?.length ?? 0) + JSON.stringify(message.toolCalls ?? []).length;
   }
   characters += JSON.stringify(options.tools ?? []).length;
-  return Math.ceil(characters / 3) + 8 * options.messages.length;
+  return characters;
 }
 
 const emptyUsage = (promptTokens: number): ChatUsage => ({ promptTokens, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { InferaConfig } from '../config/schema.ts';
 import { badRequest } from '../errors/index.ts';
-import { buildImagesResponse, checkImageSize, MAX_SEED, parseImageGenerationRequest } from '../protocol/images.ts';
+import { buildImagesResponse, checkImageSize, checkImageWork, MAX_SEED, parseImageGenerationRequest } from '../protocol/images.ts';
 import type { ImageModel, ImageResult } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
@@ -67,11 +67,14 @@ export async function serveImageGeneration(
   body: unknown,
   options: ImageServeOptions,
 ): Promise<ServeResult> {
-  const request = parseImageGenerationRequest(body, { strict: services.config.server.strictParameters });
+  const limits = services.config.requests;
+  const request = parseImageGenerationRequest(body, { strict: services.config.server.strictParameters, limits });
   for (const warning of request.warnings) context.logger.warn(warning);
   const entry = services.registry.resolve(request.model, 'text-to-image');
   const declared = services.registry.imageLimits(entry);
   if (request.size && declared) checkImageSize(request.size, declared);
+  const declaredSize = request.size ? [request.size.width, request.size.height] : declared?.defaultSize;
+  if (declaredSize) checkImageWork(request, declaredSize[0]!, declaredSize[1]!, limits.maxImagePixelSteps);
   const admission = await admitFor(services, context, entry, request.model, 'images', {
     estimatedTokens: 0,
     images: request.batchSize,
@@ -105,6 +108,8 @@ export async function serveImageGeneration(
         : initImage
           ? [initImage.width, initImage.height]
           : model.limits.defaultSize;
+      // Sizes known only now (an input image's, or a model that declares no limits before loading).
+      checkImageWork(request, width, height, limits.maxImagePixelSteps);
       result = await model.doGenerateImages({
         prompt: request.prompt,
         negativePrompt: request.negativePrompt,

@@ -39,6 +39,7 @@ function describe(entry: ModelEntry, id: string = entry.config.id) {
       ...(canonical ? { aliases: config.aliases } : { alias_of: config.id }),
       ...(config.description ? { description: config.description } : {}),
       ...(entry.error ? { error: entry.error } : {}),
+      ...(entry.state === 'failed' && entry.retryAt !== undefined ? { retry_at: Math.ceil(entry.retryAt / 1000) } : {}),
     },
   };
 }

@@ -4,13 +4,15 @@ import { badRequest } from '../errors/index.ts';
 import type { ModelConfig } from '../config/schema.ts';
 import { buildRerankResponse, parseRerankRequest, type RerankRequest } from '../protocol/rerank.ts';
 import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
-import type { RerankModel, RerankResult } from '../spec/index.ts';
+import type { RerankCallOptions, RerankModel, RerankResult } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failedReport, usageReport } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
+import { RerankWorkMeter } from '../engines/shared/rerank-text.ts';
 
-export type RerankJob = Pick<RerankRequest, 'query' | 'documents' | 'instruction' | 'maxChunksPerDoc' | 'overlapTokens' | 'maxTokensPerDoc'>;
+export type RerankJob = Pick<RerankRequest, 'query' | 'documents' | 'instruction' | 'maxChunksPerDoc' | 'overlapTokens' | 'maxTokensPerDoc'> &
+  Pick<RerankCallOptions, 'limits'>;
 export type RerankBatcher = MicroBatcher<RerankJob, RerankResult>;
 
 /** As createEmbeddingBatcher: defaults, then the engine's preference, then `overrides`. */
@@ -39,8 +41,22 @@ export function estimateRerankTokens(job: Pick<RerankJob, 'query' | 'documents'>
   return job.documents.reduce((sum, document) => sum + query + Math.ceil(document.length / 4), 0);
 }
 
+/**
+ * Before anything loads: every document is at least one pair, and every pair at least one token per
+ * `maxCharsPerToken` characters of the query and of its document. The engine counts exactly (and
+ * refuses the same way) once it has planned the chunks.
+ */
+function refuseOverRerankCap(request: RerankRequest, limits: { maxPairs: number; maxTokens: number }, maxCharsPerToken: number): void {
+  const meter = new RerankWorkMeter(limits);
+  const query = Math.ceil(request.query.length / maxCharsPerToken);
+  for (const document of request.documents) meter.add(query + Math.ceil(document.length / maxCharsPerToken));
+}
+
 export async function serveRerank(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
-  const request = parseRerankRequest(body);
+  const limits = services.config.requests;
+  const request = parseRerankRequest(body, limits);
+  const workLimits = { maxPairs: limits.maxRerankPairs, maxTokens: limits.maxRerankTokens };
+  refuseOverRerankCap(request, workLimits, limits.maxCharsPerToken);
   const entry = services.registry.resolve(request.model, 'reranker');
   if (request.instruction !== undefined && !entry.config.acceptsInstruction)
     throw badRequest(
@@ -68,6 +84,7 @@ export async function serveRerank(services: Services, context: RequestContext, b
           maxChunksPerDoc: request.maxChunksPerDoc,
           overlapTokens: request.overlapTokens,
           maxTokensPerDoc: request.maxTokensPerDoc,
+          limits: workLimits,
         },
         estimate,
         context.signal,

@@ -57,6 +57,11 @@ export interface RerankCallOptions {
   overlapTokens?: number;
   /** Truncate each document to this many tokens before chunking (Cohere v2 `max_tokens_per_doc`). */
   maxTokensPerDoc?: number;
+  /**
+   * The server's caps on pairs and evaluated tokens: an engine plans every chunk first and refuses the
+   * request with a 400 naming `documents` (RerankWorkMeter) before it scores anything.
+   */
+  limits?: { maxPairs: number; maxTokens: number };
   signal: AbortSignal;
 }
 

@@ -11,6 +11,12 @@ export interface GbnfSchemaConversion {
   schema: GbnfJsonSchema;
   /** JSON pointers (`#/properties/age/minimum`) of keywords the grammar cannot enforce. */
   unsupported: string[];
+  /**
+   * Where a `$ref` closes a reference cycle (a recursive schema), if one does. node-llama-cpp expands
+   * references inline, so a grammar for a recursive schema cannot be built at all: unlike an
+   * unsupported keyword this is never a warning.
+   */
+  recursiveAt?: string;
 }
 
 /** Keywords that only describe; dropping them changes nothing about which outputs are valid. */
@@ -42,7 +48,76 @@ const anyJson = (): Record<string, unknown> => ({
 export function toGbnfJsonSchema(schema: unknown): GbnfSchemaConversion {
   const unsupported: string[] = [];
   const converted = convert(schema, '#', unsupported, true);
-  return { schema: converted as GbnfJsonSchema, unsupported };
+  const recursiveAt = findRefCycle(schema);
+  return recursiveAt === undefined ? { schema: converted as GbnfJsonSchema, unsupported } : { schema: converted as GbnfJsonSchema, unsupported, recursiveAt };
+}
+
+/**
+ * The pointer of a `$ref` that leads back to a schema it is (transitively) inside of, or undefined.
+ * References are followed through any local JSON pointer; unresolvable ones are the wire check's
+ * business (src/protocol/chat/json-schema-check.ts) and are skipped here. Iterative, so that a deep
+ * schema cannot overflow the stack.
+ */
+export function findRefCycle(root: unknown): string | undefined {
+  const refsInside = new Map<object, { target: object; ref: string; at: string }[]>();
+  const refsOf = (node: object, base: string) => {
+    let found = refsInside.get(node);
+    if (found) return found;
+    found = [];
+    const stack: { value: unknown; at: string }[] = [{ value: node, at: base }];
+    while (stack.length > 0) {
+      const { value, at } = stack.pop()!;
+      if (value === null || typeof value !== 'object') continue;
+      for (const [key, item] of Object.entries(value)) {
+        if (key === '$ref' && typeof item === 'string' && !Array.isArray(value)) {
+          const target = resolveLocalRef(root, item);
+          if (target) found.push({ target, ref: item, at: `${at}/$ref` });
+        } else stack.push({ value: item, at: `${at}/${key}` });
+      }
+    }
+    refsInside.set(node, found);
+    return found;
+  };
+  if (root === null || typeof root !== 'object') return undefined;
+  // Depth-first over "schema → the schemas its references reach"; a reference to a schema still on
+  // the path is a cycle.
+  const onPath = new Set<object>([root]);
+  const done = new Set<object>();
+  const path: { node: object; refs: { target: object; ref: string; at: string }[]; next: number }[] = [{ node: root, refs: refsOf(root, '#'), next: 0 }];
+  while (path.length > 0) {
+    const frame = path.at(-1)!;
+    if (frame.next >= frame.refs.length) {
+      path.pop();
+      onPath.delete(frame.node);
+      done.add(frame.node);
+      continue;
+    }
+    const { target, ref, at } = frame.refs[frame.next++]!;
+    if (onPath.has(target)) return at;
+    if (done.has(target)) continue;
+    onPath.add(target);
+    // Pointers inside the target are spelled from the target's own pointer (the reference itself).
+    path.push({ node: target, refs: refsOf(target, ref), next: 0 });
+  }
+  return undefined;
+}
+
+function resolveLocalRef(root: unknown, ref: string): object | undefined {
+  if (!ref.startsWith('#')) return undefined;
+  let pointer: string;
+  try {
+    pointer = decodeURIComponent(ref.slice(1));
+  } catch {
+    return undefined;
+  }
+  if (pointer !== '' && !pointer.startsWith('/')) return undefined;
+  let node: unknown = root;
+  for (const raw of pointer === '' ? [] : pointer.slice(1).split('/')) {
+    const key = raw.replaceAll('~1', '/').replaceAll('~0', '~');
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return undefined;
+    node = (node as Record<string, unknown>)[key];
+  }
+  return node !== null && typeof node === 'object' ? node : undefined;
 }
 
 function convert(node: unknown, path: string, unsupported: string[], isRoot = false): Record<string, unknown> {

@@ -105,6 +105,28 @@ interface Plan {
   warnings: string[];
 }
 
+/**
+ * The one gate every client schema (tool parameters, response_format) passes before it reaches
+ * node-llama-cpp: a recursive schema is always a 400 (no grammar can be built for it, and for tools
+ * the failure would otherwise surface mid-generation as a 500); keywords the grammar cannot enforce are
+ * a 400 (`'refuse'`) or a warning pushed to the given list.
+ */
+function grammarSchema(schema: unknown, param: string, unsupported: 'refuse' | string[]): GbnfJsonSchema {
+  const converted = toGbnfJsonSchema(schema);
+  if (converted.recursiveAt !== undefined)
+    throw badRequest(
+      `${param}: the schema is recursive ($ref at ${converted.recursiveAt} leads back into itself); this engine cannot enforce recursive schemas.`,
+      param,
+      'invalid_schema',
+    );
+  if (converted.unsupported.length > 0) {
+    if (unsupported === 'refuse')
+      throw badRequest(`${param}: uses schema keywords this engine cannot enforce: ${converted.unsupported.join(', ')}`, param);
+    unsupported.push(`${param}: not enforced: ${converted.unsupported.join(', ')}`);
+  }
+  return converted.schema;
+}
+
 export class LlamaCppChatModel implements ChatModel {
   readonly kind = 'chat' as const;
   readonly name: string;
@@ -182,19 +204,9 @@ export class LlamaCppChatModel implements ChatModel {
       for (const tool of offered) {
         const at = `tools[${tools.indexOf(tool)}].function`;
         let params: GbnfJsonSchema | undefined;
-        if (tool.parameters !== undefined && Object.keys(tool.parameters).length > 0) {
-          const converted = toGbnfJsonSchema(tool.parameters);
-          if (converted.unsupported.length > 0) {
-            // Non-strict tools follow OpenAI: the schema guides the model, it is not a guarantee.
-            if (tool.strict)
-              throw badRequest(
-                `Schema keywords this engine cannot enforce: ${converted.unsupported.join(', ')}`,
-                `${at}.parameters`,
-              );
-            warnings.push(`${at}.parameters: not enforced: ${converted.unsupported.join(', ')}`);
-          }
-          params = converted.schema;
-        }
+        if (tool.parameters !== undefined && Object.keys(tool.parameters).length > 0)
+          // Non-strict tools follow OpenAI: the schema guides the model, it is not a guarantee.
+          params = grammarSchema(tool.parameters, `${at}.parameters`, tool.strict ? 'refuse' : warnings);
         offeredFunctions[tool.name] = { description: tool.description, params };
       }
       functions = offeredFunctions;
@@ -203,13 +215,7 @@ export class LlamaCppChatModel implements ChatModel {
     let grammar: Plan['grammar'];
     if (format.type === 'json_object') grammar = { kind: 'json' };
     else if (format.type === 'json_schema') {
-      const converted = toGbnfJsonSchema(format.schema);
-      if (converted.unsupported.length > 0)
-        throw badRequest(
-          `response_format.json_schema uses keywords this engine cannot enforce: ${converted.unsupported.join(', ')}`,
-          'response_format.json_schema',
-        );
-      grammar = { kind: 'schema', schema: converted.schema };
+      grammar = { kind: 'schema', schema: grammarSchema(format.schema, 'response_format.json_schema', 'refuse') };
     }
 
     const forceCall = offerTools && (choice === 'required' || typeof choice === 'object');

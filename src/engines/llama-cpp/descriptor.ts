@@ -11,6 +11,9 @@ export const llamaCpp = defineEngine({
   contextSize: (config) => config.llamaCpp.contextSize,
   async load({ config, onProgress, signal, logger, resources }) {
     requireLocalPath(config.path);
+    // Before any node-llama-cpp call: llama.cpp trusts the header, and a hostile one can abort the process.
+    await (await import('./gguf-check.ts')).checkGgufFile(config.path);
+    signal.throwIfAborted();
     const { LlamaRuntime } = await import('./runtime.ts');
     const runtime = await resources.get(
       'llama-cpp',

@@ -9,7 +9,7 @@ import type { LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
 import type { LlamaCppModelConfig } from './config.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
-import { chunkLimits, documentRoom, queryWithInstruction, splitIntoChunks } from '../shared/rerank-text.ts';
+import { chunkLimits, documentRoom, queryWithInstruction, RerankWorkMeter, splitIntoChunks } from '../shared/rerank-text.ts';
 import { ContextPool } from './embedding-context-pool.ts';
 import type { LlamaCppLoadOptions } from './embedding.ts';
 
@@ -147,8 +147,12 @@ class LlamaCppRerank implements LlamaCppRerankModel {
     const frame = context.calculateInputLength(query, probe) - probe.length;
     const room = documentRoom(this.contextSize - 1 - frame, this.name, this.maxInputTokens);
     const { maxChunks, overlap } = chunkLimits(options);
+    const meter = new RerankWorkMeter(options.limits);
     const chunks: Chunk[] = documents.flatMap((text, document) =>
-      splitIntoChunks(this.tokenize(text).slice(0, options.maxTokensPerDoc), room, overlap, maxChunks).map((tokens) => ({ document, tokens })),
+      splitIntoChunks(this.tokenize(text).slice(0, options.maxTokensPerDoc), room, overlap, maxChunks).map((tokens) => {
+        meter.add(frame + query.length + tokens.length);
+        return { document, tokens };
+      }),
     );
     const scores = await this.score(chunks, documents.length, signal, (ranking, chunk) => ranking.rank(query, chunk.tokens));
     const inputTokens = chunks.reduce((sum, chunk) => sum + context.calculateInputLength(query, chunk.tokens), 0);
@@ -167,12 +171,21 @@ class LlamaCppRerank implements LlamaCppRerankModel {
     const margin = 2;
     const room = documentRoom(this.contextSize - 1 - promptTokens('').length - margin, this.name, this.maxInputTokens);
     const { maxChunks, overlap } = chunkLimits(options);
-    const chunks: Chunk[] = documents.flatMap((text, document) => {
+    const frame = promptTokens('').length;
+    // Every chunk is planned and counted before any prompt is filled (filling tokenizes the query again).
+    const meter = new RerankWorkMeter(options.limits);
+    const planned = documents.map((text) => {
       const tokens = this.tokenize(text);
       const kept = options.maxTokensPerDoc !== undefined && tokens.length > options.maxTokensPerDoc ? tokens.slice(0, options.maxTokensPerDoc) : undefined;
-      if (!kept && tokens.length <= room) return [{ document, tokens: promptTokens(text) }];
-      return splitIntoChunks(kept ?? tokens, room, overlap, maxChunks).map((part) => ({ document, tokens: promptTokens(this.model.detokenize(part)) }));
+      const parts = !kept && tokens.length <= room ? undefined : splitIntoChunks(kept ?? tokens, room, overlap, maxChunks);
+      for (const part of parts ?? [tokens]) meter.add(frame + part.length);
+      return { text, parts };
     });
+    const chunks: Chunk[] = planned.flatMap(({ text, parts }, document) =>
+      parts === undefined
+        ? [{ document, tokens: promptTokens(text) }]
+        : parts.map((part) => ({ document, tokens: promptTokens(this.model.detokenize(part)) })),
+    );
     const scores = await this.score(chunks, documents.length, signal, (ranking, chunk) => ranking.rank(chunk.tokens, []));
     return { scores, inputTokens: chunks.reduce((sum, chunk) => sum + chunk.tokens.length, 0), chunks: chunks.length };
   }

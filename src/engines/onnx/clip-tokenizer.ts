@@ -16,6 +16,9 @@ function byteEncoder(): string[] {
   return map;
 }
 
+/** Bytes of one word BPE merges at once (no vocabulary entry comes near it). */
+const MAX_BPE_WORD = 256;
+
 const HTML_ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", '#39': "'" };
 
 export interface ClipTokenizerFiles {
@@ -61,8 +64,12 @@ export class ClipTokenizer {
     return new ClipTokenizer({ vocab, merges, config });
   }
 
-  /** Splits text into BPE pieces (strings as in vocab.json), without special tokens. */
-  tokenize(text: string): string[] {
+  /**
+   * Splits text into BPE pieces (strings as in vocab.json), without special tokens. Stops once `limit`
+   * pieces are out: the text encoder reads 77 tokens, and BPE work on the rest of a long prompt (a
+   * 300 KB one took seconds and overflowed the stack) is thrown away.
+   */
+  tokenize(text: string, limit = Number.POSITIVE_INFINITY): string[] {
     const cleaned = text
       .replace(/&(amp|lt|gt|quot|apos|#39);/g, (_, name: string) => HTML_ENTITIES[name] ?? _)
       .replace(/\s+/g, ' ')
@@ -70,37 +77,44 @@ export class ClipTokenizer {
       .toLowerCase();
     const pieces: string[] = [];
     for (const match of cleaned.matchAll(PRETOKENIZE)) {
+      if (pieces.length >= limit) break;
       const word = match[0];
       if (word === '<|startoftext|>' || word === '<|endoftext|>') {
         pieces.push(word);
         continue;
       }
-      const encoded = [...new TextEncoder().encode(word)].map((b) => this.bytes[b]!).join('');
-      pieces.push(...this.bpe(encoded));
+      const encoded = [...new TextEncoder().encode(word)].map((b) => this.bytes[b]!);
+      // BPE is quadratic in the word's length; a "word" longer than any in the vocabulary is merged in
+      // segments (only the last one carries the end-of-word marker).
+      for (let start = 0; start < encoded.length && pieces.length < limit; start += MAX_BPE_WORD) {
+        const end = Math.min(encoded.length, start + MAX_BPE_WORD);
+        for (const piece of this.bpe(encoded.slice(start, end).join(''), end === encoded.length)) pieces.push(piece);
+      }
     }
-    return pieces;
+    return limit < pieces.length ? pieces.slice(0, limit) : pieces;
   }
 
-  /** Token ids without BOS/EOS. */
-  encode(text: string): number[] {
-    return this.tokenize(text).map((piece) => this.vocab.get(piece) ?? this.eosId);
+  /** Token ids without BOS/EOS (at most `limit`). */
+  encode(text: string, limit?: number): number[] {
+    return this.tokenize(text, limit).map((piece) => this.vocab.get(piece) ?? this.eosId);
   }
 
   /** [BOS, ...ids, EOS, PAD...] of exactly maxLength ids; long prompts are truncated (EOS kept). */
   encodePadded(text: string): { ids: number[]; truncated: boolean } {
-    const ids = this.encode(text);
     const room = this.maxLength - 2;
+    const ids = this.encode(text, room + 1);
     const truncated = ids.length > room;
     const out = [this.bosId, ...ids.slice(0, room), this.eosId];
     while (out.length < this.maxLength) out.push(this.padId);
     return { ids: out, truncated };
   }
 
-  private bpe(token: string): string[] {
-    const cached = this.cache.get(token);
+  private bpe(token: string, wordEnd = true): string[] {
+    const key = wordEnd ? token : `${token}\u0000`;
+    const cached = this.cache.get(key);
     if (cached) return cached;
     const chars = [...token];
-    let word = [...chars.slice(0, -1), `${chars[chars.length - 1]}</w>`];
+    let word = wordEnd ? [...chars.slice(0, -1), `${chars[chars.length - 1]}</w>`] : chars;
     while (word.length > 1) {
       let bestRank = Infinity;
       let best: [string, string] | undefined;
@@ -118,7 +132,7 @@ export class ClipTokenizer {
       }
       word = next;
     }
-    if (this.cache.size < 10_000) this.cache.set(token, word);
+    if (this.cache.size < 10_000) this.cache.set(key, word);
     return word;
   }
 }

@@ -6,7 +6,7 @@
 import type { OnnxModelConfig } from './config.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
-import { chunkLimits, documentRoom, queryWithInstruction, splitIntoChunks } from '../shared/rerank-text.ts';
+import { chunkLimits, documentRoom, queryWithInstruction, RerankWorkMeter, splitIntoChunks } from '../shared/rerank-text.ts';
 import { loadEncoder, ONNX_BATCHING } from './embedding.ts';
 import type { EncoderRow, OnnxEncoder, OutputView } from './encoder.ts';
 import type { SessionLogger } from './sessions.ts';
@@ -105,9 +105,11 @@ class OnnxRerank implements RerankModel {
     const { maxChunks, overlap } = chunkLimits(call);
     const rows: EncoderRow[] = [];
     const documents: number[] = [];
+    const meter = new RerankWorkMeter(call.limits);
     call.documents.forEach((text, document) => {
       const tokens = this.encoder.textTokens(text).slice(0, call.maxTokensPerDoc);
       for (const chunk of splitIntoChunks(tokens, room, overlap, maxChunks)) {
+        meter.add(this.pairFrame + query.length + chunk.length);
         rows.push(this.encoder.row(query, chunk));
         documents.push(document);
       }

@@ -47,3 +47,44 @@ export function documentRoom(room: number, model: string, tokensPerPair: number)
     );
   return room;
 }
+
+/** The server's caps on what one rerank request may make the model evaluate (config `requests`). */
+export interface RerankWorkLimits {
+  /** Query–chunk pairs (documents × their chunks). */
+  maxPairs: number;
+  /** Tokens over every pair, query included. */
+  maxTokens: number;
+}
+
+/**
+ * Counts the pairs and tokens of a request while its chunks are planned, and refuses it with a 400 as
+ * soon as it passes a cap: before any pair is scored, and before a templated reranker fills a prompt
+ * per chunk. A long query multiplies: every chunk is scored together with it (102 KiB of documents
+ * once became 7.97 M evaluated tokens).
+ */
+export class RerankWorkMeter {
+  pairs = 0;
+  tokens = 0;
+
+  constructor(private readonly limits: RerankWorkLimits | undefined) {}
+
+  add(pairTokens: number): void {
+    this.pairs++;
+    this.tokens += pairTokens;
+    if (!this.limits) return;
+    if (this.pairs > this.limits.maxPairs)
+      throw badRequest(
+        `documents: this request needs more than ${this.limits.maxPairs} query-document pairs (documents × their chunks); ` +
+          `this server scores at most ${this.limits.maxPairs} per request. Send fewer or shorter documents, or a lower max_chunks_per_doc.`,
+        'documents',
+        'too_many_tokens',
+      );
+    if (this.tokens > this.limits.maxTokens)
+      throw badRequest(
+        `documents: scoring this request would evaluate more than ${this.limits.maxTokens} tokens (each chunk is scored together with the query); ` +
+          `this server evaluates at most ${this.limits.maxTokens} per request. Shorten the query or the documents.`,
+        'documents',
+        'too_many_tokens',
+      );
+  }
+}

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InferaError } from '../../errors/index.ts';
 import { MAX_CHOICES, parseChatRequest, type ParsedChatRequest } from './request.ts';
+import { DEFAULT_REQUEST_LIMITS } from '../../config/requests.ts';
 
 const base = { model: 'Qwen/Qwen3-8B', messages: [{ role: 'user', content: 'hi' }] };
 const parse = (extra: Record<string, unknown>): ParsedChatRequest => parseChatRequest({ ...base, ...extra });
@@ -366,4 +367,31 @@ test('the first bad field is the one reported, with a wire path', () => {
     'messages[2].content[0].image_url',
     /is required/,
   );
+});
+
+test('caps from the config: n, tools, schema size, depth, enum, unresolvable $ref', () => {
+  const limits = { ...DEFAULT_REQUEST_LIMITS, maxChoices: 2, maxTools: 1, jsonSchema: { maxBytes: 2000, maxDepth: 8, maxNodes: 300, maxEnumValues: 5 } };
+  const caps = (extra: Record<string, unknown>, param: string, pattern: RegExp) =>
+    assert.throws(
+      () => parseChatRequest({ ...base, ...extra }, limits),
+      (error: InferaError) => error.status === 400 && error.param === param && pattern.test(error.message),
+    );
+  assert.equal(parseChatRequest({ ...base, n: 2 }, limits).n, 2);
+  caps({ n: 3 }, 'n', /between 1 and 2/);
+  const tool = (name: string, parameters?: unknown) => ({ type: 'function', function: { name, parameters } });
+  caps({ tools: [tool('a'), tool('b')] }, 'tools', /at most 1/);
+  let deep: unknown = { type: 'string' };
+  for (let i = 0; i < 5000; i++) deep = { type: 'array', items: deep };
+  caps({ tools: [tool('a', deep)] }, 'tools[0].function.parameters', /deeper than 8/);
+  const schema = (s: unknown) => ({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: s } } });
+  caps(schema(deep), 'response_format.json_schema.schema', /deeper than 8/);
+  caps(schema({ enum: [1, 2, 3, 4, 5, 6] }), 'response_format.json_schema.schema', /enum at #\/enum has 6 values.*at most 5/);
+  caps(schema({ type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`p${i}`, { type: 'string' }])) }),
+    'response_format.json_schema.schema', /more than 300 values/);
+  caps(schema({ type: 'string', description: 'x'.repeat(3000) }), 'response_format.json_schema.schema', /3\d{3} bytes.*at most 2000/);
+  caps(schema({ type: 'object', properties: { a: { $ref: '#/$defs/Nope' } } }), 'response_format.json_schema.schema', /"#\/\$defs\/Nope" at #\/properties\/a\/\$ref does not resolve/);
+  caps({ tools: [tool('a', { type: 'object', properties: { a: { $ref: 'https://example.com/s.json' } } })] }, 'tools[0].function.parameters', /does not resolve/);
+  // Valid references (including recursion, which is the engine's question) pass the wire check.
+  const tree = { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } }, leaf: { $ref: '#/$defs/Leaf' } }, $defs: { Leaf: { type: 'string' } } };
+  assert.ok(parseChatRequest({ ...base, ...schema(tree) }, limits).options.responseFormat);
 });

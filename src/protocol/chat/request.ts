@@ -34,9 +34,11 @@ import {
   TOOL_NAME_RULE,
 } from '../../spec/chat.ts';
 import { numberBetween, parseBody } from '../common/validation.ts';
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../../config/requests.ts';
+import { checkJsonSchema } from './json-schema-check.ts';
 
-/** Most choices one request may ask for (`n`): each choice is a full generation on the engine. */
-export const MAX_CHOICES = 8;
+/** Most choices one request may ask for (`n`) by default (config `requests.maxChoices`): each choice is a full generation. */
+export const MAX_CHOICES = DEFAULT_REQUEST_LIMITS.maxChoices;
 export const MAX_STOP_SEQUENCES = 4;
 
 /** reasoning_effort → thinking budget (only when thinking_budget itself is absent). */
@@ -188,7 +190,8 @@ export const chatRequestSchema = z.object({
       error: 'must be a string or an array of strings',
     }),
   ),
-  n: opt(numberBetween(1, MAX_CHOICES, { int: true })),
+  // The upper bound is the server's cap (requests.maxChoices), checked after parsing.
+  n: opt(z.number().int({ error: 'must be an integer' })),
   seed: opt(z.number().int()),
   user: opt(z.union([z.string(), z.number().transform(String)])),
   response_format: opt(responseFormat),
@@ -224,7 +227,7 @@ export interface ParsedChatRequest {
   stream: boolean;
   /** stream_options.include_usage: send the extra `choices: []` usage chunk. */
   includeUsage: boolean;
-  /** Number of choices, 1..MAX_CHOICES. */
+  /** Number of choices, 1..requests.maxChoices. */
   n: number;
   user?: string;
   /** The client used `functions`/`function_call`: answer with `function_call` as well. */
@@ -416,6 +419,24 @@ function thinkingOf(body: WireChatRequest): ThinkingOptions {
   return thinking;
 }
 
+/** The server's caps on the work one request may ask for (config `requests`), before anything else reads the schemas. */
+function checkCaps(wire: WireChatRequest, limits: RequestLimits): void {
+  if (wire.n != null && (wire.n < 1 || wire.n > limits.maxChoices))
+    throw badRequest(`n: must be between 1 and ${limits.maxChoices} (this server's cap on choices per request).`, 'n');
+  const toolCount = (wire.tools?.length ?? 0) + (wire.functions?.length ?? 0);
+  if (toolCount > limits.maxTools) {
+    const param = wire.tools?.length ? 'tools' : 'functions';
+    throw badRequest(`${param}: ${toolCount} tools is more than this server takes (at most ${limits.maxTools} per request).`, param);
+  }
+  for (const [i, tool] of (wire.tools ?? []).entries())
+    if (tool.function.parameters != null) checkJsonSchema(tool.function.parameters, `tools[${i}].function.parameters`, limits.jsonSchema);
+  for (const [i, f] of (wire.functions ?? []).entries())
+    if (f.parameters != null) checkJsonSchema(f.parameters, `functions[${i}].parameters`, limits.jsonSchema);
+  const format = wire.response_format;
+  if (format?.type === 'json_schema' && format.json_schema.schema != null)
+    checkJsonSchema(format.json_schema.schema, 'response_format.json_schema.schema', limits.jsonSchema);
+}
+
 function refuseUnsupported(body: WireChatRequest): void {
   if (body.logit_bias && Object.keys(body.logit_bias).length > 0) {
     throw badRequest('logit_bias: is not supported by this server.', 'logit_bias');
@@ -433,9 +454,10 @@ function refuseUnsupported(body: WireChatRequest): void {
  * Throws InferaError 400 with `param` naming the first offending field. The model id is not
  * resolved here (the serving layer answers unknown models).
  */
-export function parseChatRequest(body: unknown): ParsedChatRequest {
+export function parseChatRequest(body: unknown, limits: RequestLimits = DEFAULT_REQUEST_LIMITS): ParsedChatRequest {
   const wire = parseBody(chatRequestSchema, body);
   refuseUnsupported(wire);
+  checkCaps(wire, limits);
 
   const stream = wire.stream ?? false;
   if (wire.top_logprobs != null && wire.top_logprobs > 0 && wire.logprobs !== true) {

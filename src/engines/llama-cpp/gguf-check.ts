@@ -1,0 +1,266 @@
+// Validates a GGUF file's header before llama.cpp sees it. llama.cpp trusts the header: a file that
+// declares a huge tensor count made it allocate 3.4 GB and pause the event loop for seconds before it
+// refused, and a tensor with a type the model code cannot use aborts the whole process natively,
+// where nothing can catch it. This reads only the header (metadata and tensor infos, through a small
+// window, never the tensor data), checks every count and length against the file's size before
+// believing it, and throws a GgufCheckError naming the first problem. Layout: ggml/include/gguf.h.
+import { open, type FileHandle } from 'node:fs/promises';
+
+export class GgufCheckError extends Error {
+  constructor(path: string, problem: string) {
+    super(`${path} is not a GGUF file llama.cpp can load safely: ${problem}`);
+    this.name = 'GgufCheckError';
+  }
+}
+
+/** What a checked header says, for logs and tests. */
+export interface GgufSummary {
+  version: number;
+  tensorCount: number;
+  metadataCount: number;
+  /** Bytes of header (metadata + tensor infos + padding) before the tensor data. */
+  headerBytes: number;
+  alignment: number;
+}
+
+/** Headers larger than this are refused (a 150k-token vocabulary with merges is ~10 MiB). */
+export const MAX_HEADER_BYTES = 256 * 1024 * 1024;
+/** gguf.h GGML_MAX_DIMS and GGML_MAX_NAME. */
+const MAX_DIMS = 4;
+const MAX_NAME = 64;
+/** Most nested array levels llama.cpp's own reader accepts (arrays of arrays are not used by models). */
+const MAX_ARRAY_NESTING = 2;
+
+/**
+ * ggml types a model's weights may have, with [elements per block, bytes per block] (ggml.c type
+ * traits). Types ggml numbers but that are not weight formats (Q8_1 and Q8_K are matmul scratch types,
+ * I8–I64 and F64 are not read by llama.cpp's model code), removed ones (4, 5, 31–33, 36–38) and newer
+ * ones this table does not know are refused: a weight of such a type is where llama.cpp aborts.
+ */
+const WEIGHT_TYPES: ReadonlyMap<number, { name: string; block: number; bytes: number }> = new Map(
+  (
+    [
+      [0, 'F32', 1, 4],
+      [1, 'F16', 1, 2],
+      [2, 'Q4_0', 32, 18],
+      [3, 'Q4_1', 32, 20],
+      [6, 'Q5_0', 32, 22],
+      [7, 'Q5_1', 32, 24],
+      [8, 'Q8_0', 32, 34],
+      [10, 'Q2_K', 256, 84],
+      [11, 'Q3_K', 256, 110],
+      [12, 'Q4_K', 256, 144],
+      [13, 'Q5_K', 256, 176],
+      [14, 'Q6_K', 256, 210],
+      [16, 'IQ2_XXS', 256, 66],
+      [17, 'IQ2_XS', 256, 74],
+      [18, 'IQ3_XXS', 256, 98],
+      [19, 'IQ1_S', 256, 50],
+      [20, 'IQ4_NL', 32, 18],
+      [21, 'IQ3_S', 256, 110],
+      [22, 'IQ2_S', 256, 82],
+      [23, 'IQ4_XS', 256, 136],
+      [29, 'IQ1_M', 256, 56],
+      [30, 'BF16', 1, 2],
+      [34, 'TQ1_0', 256, 54],
+      [35, 'TQ2_0', 256, 66],
+      [39, 'MXFP4', 32, 17],
+    ] as const
+  ).map(([id, name, block, bytes]) => [id, { name, block, bytes }]),
+);
+
+const NOT_WEIGHT_TYPES: Record<number, string> = {
+  4: 'Q4_2 (removed from ggml)',
+  5: 'Q4_3 (removed from ggml)',
+  9: 'Q8_1 (a scratch type, not a weight format)',
+  15: 'Q8_K (a scratch type, not a weight format)',
+  24: 'I8',
+  25: 'I16',
+  26: 'I32',
+  27: 'I64',
+  28: 'F64',
+  31: 'Q4_0_4_4 (removed from ggml)',
+  32: 'Q4_0_4_8 (removed from ggml)',
+  33: 'Q4_0_8_8 (removed from ggml)',
+  36: 'IQ4_NL_4_4 (removed from ggml)',
+  37: 'IQ4_NL_4_8 (removed from ggml)',
+  38: 'IQ4_NL_8_8 (removed from ggml)',
+};
+
+/** GGUF metadata value types: fixed sizes, or STRING (8) and ARRAY (9). */
+const SCALAR_BYTES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
+const STRING = 8;
+const ARRAY = 9;
+
+/** A forward-only reader over a window of the file; reads only what is asked, in 1 MiB steps. */
+class HeaderReader {
+  private buffer = Buffer.alloc(0);
+  /** File offset of buffer[0]. */
+  private start = 0;
+  pos = 0;
+
+  constructor(
+    private readonly file: FileHandle,
+    readonly size: number,
+    private readonly fail: (problem: string) => never,
+  ) {}
+
+  get remaining(): number {
+    return this.size - this.pos;
+  }
+
+  /** Makes `n` bytes from `pos` readable, or fails naming `what` when the file (or the header budget) ends first. */
+  async need(n: number, what: string): Promise<void> {
+    if (n > this.remaining) this.fail(`${what} at byte ${this.pos} needs ${n} bytes, but the file ends ${this.remaining} bytes later`);
+    if (this.pos + n > MAX_HEADER_BYTES) this.fail(`the header is larger than ${MAX_HEADER_BYTES} bytes (at ${what})`);
+    if (this.pos + n <= this.start + this.buffer.length) return;
+    const length = Math.min(Math.max(n, 1 << 20), this.size - this.pos);
+    const chunk = Buffer.alloc(length);
+    const { bytesRead } = await this.file.read(chunk, 0, length, this.pos);
+    if (bytesRead < n) this.fail(`${what}: the file was shorter than its size while reading`);
+    this.buffer = chunk.subarray(0, bytesRead);
+    this.start = this.pos;
+  }
+
+  private at(n: number): number {
+    const offset = this.pos - this.start;
+    this.pos += n;
+    return offset;
+  }
+
+  u32 = async (what: string) => {
+    await this.need(4, what);
+    return this.buffer.readUInt32LE(this.at(4));
+  };
+
+  /** A u64 as a number; values past 2^53 are reported as such (no count or offset in a real file gets near). */
+  u64 = async (what: string) => {
+    await this.need(8, what);
+    const value = this.buffer.readBigUInt64LE(this.at(8));
+    if (value > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`${what} is ${value}, beyond any file`);
+    return Number(value);
+  };
+
+  async string(what: string, maxBytes = Number.POSITIVE_INFINITY): Promise<string> {
+    const length = await this.u64(`${what} length`);
+    if (length > maxBytes) this.fail(`${what} is ${length} bytes long (at most ${maxBytes})`);
+    await this.need(length, what);
+    return this.buffer.toString('utf8', this.at(length), this.pos - this.start);
+  }
+
+  async skip(n: number, what: string): Promise<void> {
+    if (n > this.remaining) this.fail(`${what} at byte ${this.pos} needs ${n} bytes, but the file ends ${this.remaining} bytes later`);
+    if (this.pos + n > MAX_HEADER_BYTES) this.fail(`the header is larger than ${MAX_HEADER_BYTES} bytes (at ${what})`);
+    if (this.pos + n <= this.start + this.buffer.length) this.pos += n;
+    else {
+      this.pos += n;
+      this.buffer = Buffer.alloc(0);
+      this.start = this.pos;
+    }
+  }
+}
+
+/** Checks the GGUF header of `path`; throws GgufCheckError naming the first problem. */
+export async function checkGgufFile(path: string): Promise<GgufSummary> {
+  const fail = (problem: string): never => {
+    throw new GgufCheckError(path, problem);
+  };
+  const file = await open(path, 'r');
+  try {
+    const { size } = await file.stat();
+    const r = new HeaderReader(file, size, fail);
+    await r.need(4, 'the magic');
+    const magic = Buffer.alloc(4);
+    await file.read(magic, 0, 4, 0);
+    if (magic.toString('latin1') !== 'GGUF') fail(`the file does not start with "GGUF" (found ${JSON.stringify(magic.toString('latin1'))})`);
+    r.pos = 4;
+    const version = await r.u32('the version');
+    if (version !== 2 && version !== 3) fail(`GGUF version ${version} is not supported (2 or 3)`);
+    const tensorCount = await r.u64('the tensor count');
+    const metadataCount = await r.u64('the metadata count');
+    // Each tensor info takes at least 8 (name length) + 1 + 4 (dims) + 8 + 4 (type) + 8 (offset) bytes,
+    // each key/value at least 8 + 1 + 4 + 1: counts the file cannot hold are refused before anything
+    // is allocated for them.
+    if (tensorCount * 33 > r.remaining) fail(`it declares ${tensorCount} tensors, more than its ${size} bytes can describe`);
+    if (metadataCount * 14 > r.remaining) fail(`it declares ${metadataCount} metadata entries, more than its ${size} bytes can hold`);
+
+    let alignment = 32;
+    for (let i = 0; i < metadataCount; i++) {
+      const key = await r.string(`metadata key #${i}`, 65_535);
+      const type = await r.u32(`the type of metadata ${key}`);
+      if (key === 'general.alignment') {
+        if (type !== 4) fail(`general.alignment has value type ${type}, not uint32`);
+        alignment = await r.u32('general.alignment');
+        if (alignment === 0 || (alignment & (alignment - 1)) !== 0) fail(`general.alignment ${alignment} is not a power of two`);
+        continue;
+      }
+      await skipValue(r, type, `metadata ${key}`, 0, fail);
+    }
+
+    const names = new Set<string>();
+    const tensors: { name: string; bytes: number; offset: number }[] = [];
+    for (let i = 0; i < tensorCount; i++) {
+      const name = await r.string(`the name of tensor #${i}`, MAX_NAME - 1);
+      if (names.has(name)) fail(`tensor ${name} is declared twice`);
+      names.add(name);
+      const dimCount = await r.u32(`the dimension count of tensor ${name}`);
+      if (dimCount === 0 || dimCount > MAX_DIMS) fail(`tensor ${name} has ${dimCount} dimensions (1–${MAX_DIMS})`);
+      const dims: number[] = [];
+      for (let d = 0; d < dimCount; d++) dims.push(await r.u64(`dimension ${d} of tensor ${name}`));
+      const typeId = await r.u32(`the type of tensor ${name}`);
+      const type = WEIGHT_TYPES.get(typeId);
+      if (!type)
+        fail(
+          `tensor ${name} has ggml type ${typeId}${NOT_WEIGHT_TYPES[typeId] ? ` (${NOT_WEIGHT_TYPES[typeId]})` : ''}, which is not a weight type this server accepts`,
+        );
+      const offset = await r.u64(`the data offset of tensor ${name}`);
+      if (dims[0]! % type!.block !== 0) fail(`tensor ${name}: its row of ${dims[0]} elements is not a multiple of ${type!.name}'s block of ${type!.block}`);
+      // BigInt: the element count of a hostile tensor may pass 2^53 long before the file ends.
+      const bytes = (dims.reduce((product, dim) => product * BigInt(dim), 1n) / BigInt(type!.block)) * BigInt(type!.bytes);
+      if (bytes > BigInt(size)) fail(`tensor ${name} [${dims.join(', ')}] of type ${type!.name} would take ${bytes} bytes, more than the whole file (${size})`);
+      tensors.push({ name, bytes: Number(bytes), offset });
+    }
+
+    const headerBytes = Math.ceil(r.pos / alignment) * alignment;
+    const dataBytes = size - headerBytes;
+    if (tensorCount > 0 && dataBytes < 0) fail(`the file ends inside its header padding`);
+    let end = 0;
+    for (const tensor of tensors) {
+      if (tensor.offset % alignment !== 0) fail(`tensor ${tensor.name} starts at data offset ${tensor.offset}, not a multiple of the alignment ${alignment}`);
+      if (tensor.offset < end) fail(`tensor ${tensor.name} at data offset ${tensor.offset} overlaps the tensor before it (which ends at ${end})`);
+      if (tensor.offset + tensor.bytes > dataBytes)
+        fail(`tensor ${tensor.name} needs bytes ${tensor.offset}–${tensor.offset + tensor.bytes} of the data section, but the file holds only ${dataBytes} (truncated?)`);
+      end = tensor.offset + tensor.bytes;
+    }
+    return { version, tensorCount, metadataCount, headerBytes, alignment };
+  } finally {
+    await file.close();
+  }
+}
+
+async function skipValue(r: HeaderReader, type: number, what: string, nesting: number, fail: (problem: string) => never): Promise<void> {
+  if (type === STRING) {
+    const length = await r.u64(`${what} length`);
+    await r.skip(length, what);
+    return;
+  }
+  if (type === ARRAY) {
+    if (nesting >= MAX_ARRAY_NESTING) fail(`${what} nests arrays deeper than ${MAX_ARRAY_NESTING}`);
+    const itemType = await r.u32(`${what} item type`);
+    const count = await r.u64(`${what} item count`);
+    const fixed = SCALAR_BYTES[itemType];
+    if (fixed !== undefined) {
+      if (count * fixed > r.remaining) fail(`${what} declares ${count} items, more than the file holds`);
+      await r.skip(count * fixed, what);
+      return;
+    }
+    if (itemType !== STRING && itemType !== ARRAY) fail(`${what} has unknown item type ${itemType}`);
+    // Every string or array item takes at least 8 bytes (its length or its header).
+    if (count * 8 > r.remaining) fail(`${what} declares ${count} items, more than the file holds`);
+    for (let i = 0; i < count; i++) await skipValue(r, itemType, `${what}[${i}]`, nesting + 1, fail);
+    return;
+  }
+  const fixed = SCALAR_BYTES[type];
+  if (fixed === undefined) fail(`${what} has unknown value type ${type}`);
+  await r.skip(fixed!, what);
+}
