@@ -1,7 +1,7 @@
 // A seeded generator of bad requests across every route, and a runner that checks the answers: no
 // crash (every request gets an HTTP answer), no hang (each within a deadline), no answer >= 500, and
 // every 4xx in OpenAI's error shape ({error: {message, type, param, code}}). Used in reduced form by
-// test/fuzz.test.ts and in full form by scripts/fuzz.ts (the figures in docs/RELIABILITY-caps.md).
+// test/fuzz.test.ts and in full form by scripts/fuzz.ts (the figures in docs/RELIABILITY.md).
 import { mulberry32 } from '../../src/tiny-models/random.ts';
 
 export interface FuzzRequest {
