@@ -23,6 +23,8 @@ export const commonModelShape = {
   eager: z.boolean().default(false),
   /** Requests allowed to wait for a slot; more get 503 + Retry-After. */
   maxQueue: z.number().int().min(0).default(64),
+  /** Longest a request waits in that queue before it gets 503 + Retry-After (the client may try elsewhere). */
+  maxQueueWaitSeconds: z.number().positive().max(3600).default(60),
   /** Embedding models: supports Matryoshka truncation via `dimensions`. */
   matryoshka: z.boolean().default(false),
   /** Embedding models: pooling the model family expects, when the GGUF does not say. */

@@ -135,7 +135,7 @@ test('micro-batcher: the batch signal aborts only when every caller in it has le
   await Promise.all([a, b]);
 });
 
-test('micro-batcher: a full queue answers 503 with Retry-After', async () => {
+test('micro-batcher: a full queue answers 503 with a Retry-After computed from the batches ahead and how long batches run', async () => {
   const ex = gatedExecutor();
   const batcher = new MicroBatcher({
     label: 'model e',
@@ -143,23 +143,51 @@ test('micro-batcher: a full queue answers 503 with Retry-After', async () => {
     maxBatchTokens: 1,
     maxWaitMs: 0,
     concurrency: 1,
-    retryAfterSeconds: 2,
     execute: ex.execute,
   });
+  // Nothing has run yet: the minimum.
   const a = batcher.submit('a', 1);
   await tick();
   const b = batcher.submit('b', 1);
   await assert.rejects(batcher.submit('c', 1), (error: unknown) => {
     assert.ok(error instanceof InferaError);
     assert.equal(error.status, 503);
-    assert.equal(error.retryAfter, 2);
+    assert.equal(error.retryAfter, 1);
     assert.match(error.message, /model e/);
+    return true;
+  });
+  // A batch that ran 0.6 s: with one running and one queued, the next arrival waits about 1.2 s.
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  ex.gates.shift()!();
+  await tick();
+  await a;
+  const d = batcher.submit('d', 1);
+  await assert.rejects(batcher.submit('e', 1), (error: unknown) => {
+    assert.ok(error instanceof InferaError && error.status === 503);
+    assert.ok(error.retryAfter! >= 2 && error.retryAfter! <= 4, `retryAfter ${error.retryAfter}`);
     return true;
   });
   ex.gates.shift()!();
   await tick();
   ex.gates.shift()!();
-  await Promise.all([a, b]);
+  await Promise.all([b, d]);
+});
+
+test('micro-batcher: an entry past maxQueueWaitMs gets 503 queue_timeout and is never run', async () => {
+  const ex = gatedExecutor();
+  const batcher = new MicroBatcher({ label: 'model q', maxQueue: 4, maxBatchTokens: 1, maxWaitMs: 0, concurrency: 1, maxQueueWaitMs: 100, execute: ex.execute });
+  const a = batcher.submit('a', 1);
+  await tick();
+  await assert.rejects(batcher.submit('b', 1), (error: unknown) => {
+    assert.ok(error instanceof InferaError);
+    assert.equal(error.status, 503);
+    assert.equal(error.code, 'queue_timeout');
+    return true;
+  });
+  assert.equal(batcher.stats().queued, 0);
+  ex.gates.shift()!();
+  await a;
+  assert.equal(ex.batches.length, 1, 'only the first entry ran');
 });
 
 test('micro-batcher: with maxQueue 0 an entry is still accepted while a batch slot is free', async () => {

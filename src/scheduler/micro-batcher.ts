@@ -8,6 +8,7 @@
 // llama.cpp, whose contexts take one input at a time anyway) or one promise for all (right for an
 // engine that runs the whole batch in one call).
 import { ClientGoneError, overloaded } from '../errors/index.ts';
+import { queueWaitExpired, ServiceTime } from './queue-wait.ts';
 
 export interface BatchEntry<I> {
   input: I;
@@ -28,8 +29,8 @@ export interface MicroBatcherOptions<I, O> {
   maxWaitMs: number;
   /** Batches running at the same time. */
   concurrency: number;
-  /** Seconds suggested in Retry-After on a full queue. */
-  retryAfterSeconds?: number;
+  /** Longest an entry may wait in the queue before it is answered 503 (default: no deadline). */
+  maxQueueWaitMs?: number;
   /**
    * Runs one batch. `signal` aborts once every entry of the batch has been abandoned by its caller.
    * Returns one promise per entry, or one promise of all results, in entry order.
@@ -42,6 +43,7 @@ interface Pending<I, O> extends BatchEntry<I> {
   resolve(value: O): void;
   reject(error: unknown): void;
   onAbort?: () => void;
+  deadline?: NodeJS.Timeout;
 }
 
 export interface MicroBatcherStats {
@@ -61,6 +63,8 @@ export class MicroBatcher<I, O> {
   private closed = false;
   private batches = 0;
   private dropped = 0;
+  /** How long a batch runs: with the queue ahead, what Retry-After says (queue-wait.ts). */
+  private readonly runs = new ServiceTime();
 
   constructor(private readonly options: MicroBatcherOptions<I, O>) {
     if (!(options.concurrency >= 1)) throw new RangeError('MicroBatcher: concurrency must be ≥ 1');
@@ -81,11 +85,11 @@ export class MicroBatcher<I, O> {
 
   submit(input: I, tokens: number, signal?: AbortSignal): Promise<O> {
     if (signal?.aborted) return Promise.reject(new ClientGoneError());
-    if (this.closed) return Promise.reject(overloaded(this.options.label, this.options.retryAfterSeconds ?? 1));
+    if (this.closed) return Promise.reject(overloaded(this.options.label, this.retryAfter()));
     // Every entry passes through the queue (it may wait maxWaitMs for company), so the queue is only
     // "full" when no batch slot is free either: with a free slot the entry leaves within maxWaitMs.
     if (this.queue.length >= this.options.maxQueue && this.running >= this.options.concurrency)
-      return Promise.reject(overloaded(this.options.label, this.options.retryAfterSeconds ?? 1));
+      return Promise.reject(overloaded(this.options.label, this.retryAfter()));
     return new Promise<O>((resolve, reject) => {
       const entry: Pending<I, O> = { input, tokens: Math.max(0, tokens), signal, enqueuedAt: performance.now(), resolve, reject };
       if (signal) {
@@ -101,6 +105,18 @@ export class MicroBatcher<I, O> {
         };
         signal.addEventListener('abort', entry.onAbort, { once: true });
       }
+      const { maxQueueWaitMs } = this.options;
+      if (maxQueueWaitMs !== undefined && Number.isFinite(maxQueueWaitMs)) {
+        entry.deadline = setTimeout(() => {
+          const at = this.queue.indexOf(entry);
+          if (at < 0) return;
+          this.queue.splice(at, 1);
+          this.queuedTokens -= entry.tokens;
+          this.detach(entry);
+          this.dropped++;
+          reject(queueWaitExpired(this.options.label, performance.now() - entry.enqueuedAt, this.retryAfter()));
+        }, maxQueueWaitMs);
+      }
       this.queue.push(entry);
       this.queuedTokens += entry.tokens;
       this.schedule();
@@ -114,7 +130,7 @@ export class MicroBatcher<I, O> {
     this.timer = undefined;
     for (const entry of this.queue.splice(0)) {
       this.detach(entry);
-      entry.reject(overloaded(this.options.label, this.options.retryAfterSeconds ?? 1));
+      entry.reject(overloaded(this.options.label, this.retryAfter()));
     }
     this.queuedTokens = 0;
   }
@@ -186,9 +202,11 @@ export class MicroBatcher<I, O> {
           }),
         );
     let unsettled = batch.length;
+    const started = performance.now();
     // The slot is freed before the last caller hears back, so that a caller who submits again at once finds it free.
     const settled = () => {
       if (--unsettled > 0) return;
+      this.runs.record(performance.now() - started);
       watchers();
       this.running--;
       this.schedule();
@@ -210,6 +228,13 @@ export class MicroBatcher<I, O> {
   private detach(entry: Pending<I, O>): void {
     if (entry.signal && entry.onAbort) entry.signal.removeEventListener('abort', entry.onAbort);
     entry.onAbort = undefined;
+    clearTimeout(entry.deadline);
+  }
+
+  /** Seconds until a request arriving now could expect its batch: the batches queued and running, `concurrency` at a time. */
+  retryAfter(): number {
+    const queuedBatches = Math.ceil(this.queuedTokens / this.options.maxBatchTokens) || (this.queue.length > 0 ? 1 : 0);
+    return this.runs.retryAfterSeconds(queuedBatches + this.running, this.options.concurrency);
   }
 }
 

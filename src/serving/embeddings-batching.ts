@@ -29,7 +29,7 @@ export function createBatcher<I, O>(
     maxBatchTokens: settings.maxBatchTokens,
     maxWaitMs: settings.maxWaitMs,
     concurrency: settings.concurrency,
-    retryAfterSeconds: 1,
+    maxQueueWaitMs: config.maxQueueWaitSeconds * 1000,
     execute,
   });
 }

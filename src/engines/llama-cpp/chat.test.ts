@@ -430,7 +430,8 @@ describe('cancellation and admission', () => {
     try {
       await model.doGenerate(ask('Hello there'));
     } catch (error) {
-      assert.equal((error as InferaError).retryAfter, 1);
+      // Computed from the queue (src/scheduler/queue-wait.ts): at least a second.
+      assert.ok((error as InferaError).retryAfter! >= 1);
     }
 
     await iterators[0]!.return!();

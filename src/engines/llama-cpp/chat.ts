@@ -147,11 +147,11 @@ export class LlamaCppChatModel implements ChatModel {
     private readonly context: LlamaContext,
     private readonly wrappers: Wrappers,
     name: string,
-    maxQueue: number,
+    queue: { maxQueue: number; maxQueueWaitSeconds: number },
   ) {
     this.name = name;
     this.contextSize = context.contextSize;
-    this.slots = new Slots(context.totalSequences, maxQueue, `Model ${name}`);
+    this.slots = new Slots(context.totalSequences, queue.maxQueue, `Model ${name}`, { maxWaitMs: queue.maxQueueWaitSeconds * 1000 });
     this.overlapDecode = context.idealThreads < availableParallelism();
   }
 
@@ -687,7 +687,7 @@ export async function loadLlamaCppChatModel(
     await model.dispose();
     throw error;
   }
-  const chatModel = new LlamaCppChatModel(llama, model, context, wrappers, config.id, config.maxQueue);
+  const chatModel = new LlamaCppChatModel(llama, model, context, wrappers, config.id, config);
   return {
     model: chatModel,
     async dispose() {

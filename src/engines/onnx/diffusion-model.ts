@@ -34,7 +34,7 @@ export async function loadOnnxDiffusionModel(
   });
   for (const warning of pipeline.warnings) options.log?.warn(`model ${config.id}: ${warning}`);
 
-  const slots = new Slots(onnx.concurrency, config.maxQueue, `Image model ${config.id}`);
+  const slots = new Slots(onnx.concurrency, config.maxQueue, `Image model ${config.id}`, { maxWaitMs: config.maxQueueWaitSeconds * 1000 });
 
   const model: ImageModel = {
     kind: 'text-to-image',
