@@ -11,10 +11,19 @@ export interface WireErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
 }
 
+/**
+ * An error nobody anticipated: the client learns only that it happened (internal messages can carry
+ * paths, SQL or library state); the original stays as `cause` for the server log, which the request id
+ * in the response headers finds.
+ */
 export function toInferaError(error: unknown): InferaError {
   if (error instanceof InferaError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new InferaError({ status: 500, message: `Internal error: ${message}`, code: 'internal_error', cause: error });
+  return new InferaError({
+    status: 500,
+    message: 'Internal server error. The server log has the details under this response\'s x-request-id.',
+    code: 'internal_error',
+    cause: error,
+  });
 }
 
 export function errorBody(error: InferaError): WireErrorBody {

@@ -75,6 +75,9 @@ const echo = defineEngine({
       matryoshka: false,
       tokenize: async (text) => [...text].map((c) => c.charCodeAt(0)),
       doEmbed: async ({ inputs }) => {
+        // A fault the server did not anticipate, with internals in its message (the 500 test below).
+        const texts = inputs.map((input) => ('text' in input ? input.text : String.fromCharCode(...input.tokens)));
+        if (texts.includes('explode')) throw new TypeError('secret: /var/lib/internal.db is locked by pid 4242');
         const embeddings = inputs.map((input) => {
           const tokens = 'text' in input ? [...input.text].map((c) => c.charCodeAt(0)) : input.tokens;
           const vector = new Float32Array(dimensions);
@@ -193,4 +196,20 @@ test("ONNX engine warnings (CUDA unavailable → CPU) reach the server's logger,
   const ortDir = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
   const cudaShipped = existsSync(join(ortDir, 'bin', 'napi-v6', 'linux', 'x64', 'libonnxruntime_providers_cuda.so'));
   if (!cudaShipped) assert.equal(fallback.length, 1, JSON.stringify(lines));
+});
+
+test('an unanticipated fault is a 500 in the error shape that says nothing of the internals and names the request id', async () => {
+  const server = await startTestServer({ config: { models: [{ id: 'test/echo', type: 'embedding', engine: 'echo', echo: { dimensions: 4 } }] }, engines: [...engines, echo] });
+  try {
+    const response = await http(server.baseURL, '/embeddings', { body: { model: 'test/echo', input: 'explode' } });
+    assert.equal(response.status, 500);
+    assert.equal(response.json.error.code, 'internal_error');
+    assert.doesNotMatch(response.text, /secret|internal\.db|4242/);
+    assert.match(response.json.error.message, /x-request-id/);
+    assert.ok(response.headers.get('x-request-id'));
+    // The server keeps serving.
+    assert.equal((await http(server.baseURL, '/embeddings', { body: { model: 'test/echo', input: 'fine' } })).status, 200);
+  } finally {
+    await server.close();
+  }
 });

@@ -74,6 +74,8 @@ export async function serveChatCompletion(services: Services, context: RequestCo
         await Promise.all(meters.map((meter) => meter.return()));
         lease?.release();
         const status = outcome === 'error' ? statusOf(failure, context) : outcome === 'cancelled' ? cancelledStatus(context) : 200;
+        // The client sees only a generic error frame for a server fault; the log keeps what happened.
+        if (status >= 500 && outcome === 'error') context.logger.error({ err: failure }, 'stream failed after its first token');
         await settle(combineChoiceUsage(meters.map((meter) => meter.usage())), outcome, status);
       }),
     };
