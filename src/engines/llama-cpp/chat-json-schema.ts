@@ -6,6 +6,7 @@
 // anything that cannot be enforced is reported by its path.
 import type { GbnfJsonSchema } from 'node-llama-cpp';
 import type { JsonSchema } from '../../spec/chat.ts';
+import { resolveJsonPointer } from '../../spec/json-pointer.ts';
 
 export interface GbnfSchemaConversion {
   schema: GbnfJsonSchema;
@@ -102,22 +103,10 @@ export function findRefCycle(root: unknown): string | undefined {
   return undefined;
 }
 
+/** Object schemas only: a boolean target has no refs of its own to follow. */
 function resolveLocalRef(root: unknown, ref: string): object | undefined {
-  if (!ref.startsWith('#')) return undefined;
-  let pointer: string;
-  try {
-    pointer = decodeURIComponent(ref.slice(1));
-  } catch {
-    return undefined;
-  }
-  if (pointer !== '' && !pointer.startsWith('/')) return undefined;
-  let node: unknown = root;
-  for (const raw of pointer === '' ? [] : pointer.slice(1).split('/')) {
-    const key = raw.replaceAll('~1', '/').replaceAll('~0', '~');
-    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return undefined;
-    node = (node as Record<string, unknown>)[key];
-  }
-  return node !== null && typeof node === 'object' ? node : undefined;
+  const target = resolveJsonPointer(root, ref);
+  return target !== null && typeof target === 'object' ? target : undefined;
 }
 
 function convert(node: unknown, path: string, unsupported: string[], isRoot = false): Record<string, unknown> {

@@ -6,6 +6,7 @@
 // Whether an engine can enforce a valid schema (recursion, keywords) is the engine's rule.
 import type { JsonSchemaLimits } from '../../config/requests.ts';
 import { badRequest, InferaError } from '../../errors/index.ts';
+import { resolveJsonPointer } from '../../spec/json-pointer.ts';
 
 const capError = (param: string, message: string) =>
   new InferaError({ status: 400, message: `${param}: ${message}`, param, code: 'schema_too_large' });
@@ -47,7 +48,7 @@ export function checkJsonSchema(schema: unknown, param: string, limits: JsonSche
   if (bytes > limits.maxBytes)
     throw capError(param, `the schema is ${bytes} bytes of JSON; this server takes at most ${limits.maxBytes}.`);
   for (const { ref, at } of refs)
-    if (resolvePointer(schema, ref) === undefined)
+    if (resolveJsonPointer(schema, ref) === undefined)
       throw badRequest(
         `${param}: $ref ${JSON.stringify(ref)} at ${at} does not resolve to a schema inside this schema (only local references such as "#/$defs/Name" are followed).`,
         param,
@@ -55,22 +56,3 @@ export function checkJsonSchema(schema: unknown, param: string, limits: JsonSche
       );
 }
 
-/** The value a local reference (`#`, `#/$defs/x`, `#/definitions/x`, any JSON pointer) points at, or undefined. */
-export function resolvePointer(root: unknown, ref: string): unknown {
-  if (!ref.startsWith('#')) return undefined;
-  let pointer: string;
-  try {
-    pointer = decodeURIComponent(ref.slice(1));
-  } catch {
-    return undefined;
-  }
-  if (pointer === '') return root;
-  if (!pointer.startsWith('/')) return undefined;
-  let node: unknown = root;
-  for (const raw of pointer.slice(1).split('/')) {
-    const key = raw.replaceAll('~1', '/').replaceAll('~0', '~');
-    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return undefined;
-    node = (node as Record<string, unknown>)[key];
-  }
-  return node !== null && (typeof node === 'object' || typeof node === 'boolean') ? node : undefined;
-}
