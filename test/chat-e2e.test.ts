@@ -203,6 +203,48 @@ describe('chat completions end to end (openai SDK + raw HTTP)', () => {
     assert.equal(completion.choices[0].message.content, TINY_CHAT_SCRIPT.countWords.slice(0, 7).join(''));
   });
 
+  test('a tool call cut off by max_tokens: JSON and stream carry the same partial call, finish_reason length', async () => {
+    // Two parameters, so that the scripted arguments take several tokens and max_tokens can cut them.
+    const reportTool = {
+      type: 'function' as const,
+      function: {
+        name: 'get_weather',
+        parameters: {
+          type: 'object',
+          properties: { city: { type: 'string' }, temperature: { type: 'number' } },
+          required: ['city', 'temperature'],
+          additionalProperties: false,
+        },
+      },
+    };
+    const request = {
+      model: MODEL,
+      messages: [{ role: 'user' as const, content: 'weather in Paris?' }],
+      tools: [reportTool],
+      tool_choice: 'required' as const,
+      temperature: 0,
+      max_tokens: 16,
+    };
+    const completion = await client.chat.completions.create(request);
+    const choice = completion.choices[0];
+    assert.equal(choice.finish_reason, 'length');
+    const calls = choice.message.tool_calls as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall[] | undefined;
+    assert.equal(calls?.length, 1, JSON.stringify(choice.message));
+    assert.equal(calls![0].function.name, TINY_CHAT_SCRIPT.toolName);
+    const partial = calls![0].function.arguments;
+    assert.ok(partial.startsWith('{"city": ') && partial.length > '{"city": '.length, partial);
+    assert.throws(() => JSON.parse(partial), 'the arguments were cut mid-object');
+    assert.deepEqual(validateAgainstOpenApi('CreateChatCompletionResponse', completion), []);
+
+    const final = await client.chat.completions.stream(request).finalChatCompletion();
+    const streamed = final.choices[0];
+    assert.equal(streamed.finish_reason, 'length');
+    const streamedCalls = streamed.message.tool_calls as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall[];
+    assert.equal(streamedCalls.length, 1);
+    assert.equal(streamedCalls[0].function.name, TINY_CHAT_SCRIPT.toolName);
+    assert.equal(streamedCalls[0].function.arguments, partial);
+  });
+
   test('stop sequences end the answer without returning the stop text', async () => {
     const completion = await client.chat.completions.create({
       model: MODEL,

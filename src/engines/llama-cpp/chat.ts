@@ -497,6 +497,12 @@ export class LlamaCppChatModel implements ChatModel {
           emit({ type: 'tool-call-delta', index, argumentsDelta: args.slice(call.sent) });
         return { id: call.id, name: call.name, arguments: args };
       });
+      // A call cut off by the token limit is not in response.functionCalls, but its start and
+      // arguments so far were already streamed: the JSON answer carries the same partial call.
+      for (let index = toolCalls.length; index < calls.length; index++) {
+        const call = calls[index];
+        if (call) toolCalls.push({ id: call.id, name: call.name, arguments: call.raw.slice(0, call.sent) });
+      }
 
       const stopReason = response.metadata.stopReason;
       const finishReason: FinishReason =
