@@ -203,6 +203,97 @@ describe('chat completions end to end (openai SDK + raw HTTP)', () => {
     assert.equal(completion.choices[0].message.content, TINY_CHAT_SCRIPT.countWords.slice(0, 7).join(''));
   });
 
+  test('a tool call cut off by max_tokens: JSON and stream carry the same partial call, finish_reason length', async () => {
+    // Two parameters, so that the scripted arguments take several tokens and max_tokens can cut them.
+    const reportTool = {
+      type: 'function' as const,
+      function: {
+        name: 'get_weather',
+        parameters: {
+          type: 'object',
+          properties: { city: { type: 'string' }, temperature: { type: 'number' } },
+          required: ['city', 'temperature'],
+          additionalProperties: false,
+        },
+      },
+    };
+    const request = {
+      model: MODEL,
+      messages: [{ role: 'user' as const, content: 'weather in Paris?' }],
+      tools: [reportTool],
+      tool_choice: 'required' as const,
+      temperature: 0,
+      max_tokens: 16,
+    };
+    const completion = await client.chat.completions.create(request);
+    const choice = completion.choices[0];
+    assert.equal(choice.finish_reason, 'length');
+    const calls = choice.message.tool_calls as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall[] | undefined;
+    assert.equal(calls?.length, 1, JSON.stringify(choice.message));
+    assert.equal(calls![0].function.name, TINY_CHAT_SCRIPT.toolName);
+    const partial = calls![0].function.arguments;
+    assert.ok(partial.startsWith('{"city": ') && partial.length > '{"city": '.length, partial);
+    assert.throws(() => JSON.parse(partial), 'the arguments were cut mid-object');
+    assert.deepEqual(validateAgainstOpenApi('CreateChatCompletionResponse', completion), []);
+
+    const final = await client.chat.completions.stream(request).finalChatCompletion();
+    const streamed = final.choices[0];
+    assert.equal(streamed.finish_reason, 'length');
+    const streamedCalls = streamed.message.tool_calls as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall[];
+    assert.equal(streamedCalls.length, 1);
+    assert.equal(streamedCalls[0].function.name, TINY_CHAT_SCRIPT.toolName);
+    assert.equal(streamedCalls[0].function.arguments, partial);
+  });
+
+  test('prefix completion: a last assistant message with prefix:true is continued, and the answer is the continuation only', async () => {
+    const PREFIX = 'Sure, here it is:';
+    const asked = { role: 'user' as const, content: 'hello there' };
+    const withPrefix = [asked, { role: 'assistant', content: PREFIX, prefix: true }] as OpenAI.Chat.Completions.ChatCompletionMessageParam[];
+    // Through the SDK: `prefix` is an extra field of the message, passed through as the client wrote it.
+    const continued = await client.chat.completions.create({ model: MODEL, messages: withPrefix, temperature: 0 });
+    const fresh = await client.chat.completions.create({ model: MODEL, messages: [asked], temperature: 0 });
+    const newTurn = await client.chat.completions.create({
+      model: MODEL,
+      messages: [asked, { role: 'assistant', content: PREFIX }],
+      temperature: 0,
+    });
+    const message = continued.choices[0].message as unknown as { content: string; reasoning_content?: string };
+    assert.equal(continued.choices[0].finish_reason, 'stop');
+    assert.ok(message.content.length > 0);
+    assert.ok(!message.content.includes(PREFIX), `the prefix is not repeated: ${message.content}`);
+    // The answer has begun, so there is no new thought; a fresh answer (or a new turn) thinks first.
+    assert.equal(message.reasoning_content, undefined);
+    assert.equal((fresh.choices[0].message as unknown as { reasoning_content: string }).reasoning_content, TINY_CHAT_SCRIPT.reasoning);
+    assert.ok((newTurn.choices[0].message as unknown as { reasoning_content?: string }).reasoning_content);
+    // The prefix is in the prompt as the open assistant turn: more than the fresh prompt, and fewer
+    // than the same text as a finished message followed by a new turn.
+    assert.ok(continued.usage!.prompt_tokens > fresh.usage!.prompt_tokens);
+    assert.ok(continued.usage!.prompt_tokens < newTurn.usage!.prompt_tokens);
+    assert.deepEqual(validateAgainstOpenApi('CreateChatCompletionResponse', continued), []);
+
+    // Raw HTTP, JSON and stream: the same continuation.
+    const body = { model: MODEL, messages: withPrefix, temperature: 0 };
+    const json = await http(server.baseURL, '/chat/completions', { body });
+    assert.equal(json.status, 200);
+    assert.equal(json.json.choices[0].message.content, message.content);
+    const streamed = await http(server.baseURL, '/chat/completions', { body: { ...body, stream: true } });
+    assert.equal(streamed.status, 200);
+    const chunks = sseEvents(streamed.text).slice(0, -1).map((e) => JSON.parse(e));
+    assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''), message.content);
+    assert.ok(!chunks.some((c) => c.choices[0]?.delta.reasoning_content));
+    assert.equal(chunks.at(-1).choices[0].finish_reason, 'stop');
+
+    // prefix anywhere else is a 400 naming it, not silently ignored.
+    for (const [messages, param] of [
+      [[{ role: 'user', content: 'hi', prefix: true }], 'messages[0].prefix'],
+      [[asked, { role: 'assistant', content: 'He', prefix: true }, { role: 'user', content: 'and?' }], 'messages[1].prefix'],
+    ] as const) {
+      const refused = await http(server.baseURL, '/chat/completions', { body: { model: MODEL, messages } });
+      assert.equal(refused.status, 400);
+      assert.equal(refused.json.error.param, param);
+    }
+  });
+
   test('stop sequences end the answer without returning the stop text', async () => {
     const completion = await client.chat.completions.create({
       model: MODEL,

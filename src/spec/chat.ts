@@ -29,7 +29,17 @@ export interface ToolCall {
 export type ChatMessage =
   | { role: 'system'; content: string }
   | { role: 'user'; content: string | UserContentPart[] }
-  | { role: 'assistant'; content: string | null; reasoning?: string; toolCalls?: ToolCall[] }
+  | {
+      role: 'assistant';
+      content: string | null;
+      reasoning?: string;
+      toolCalls?: ToolCall[];
+      /**
+       * Prefix completion (SiliconFlow beta, DeepSeek): only ever on the last message. The engine continues
+       * this message instead of starting a new turn, and answers with the continuation only.
+       */
+      prefix?: boolean;
+    }
   | { role: 'tool'; content: string; toolCallId?: string; name?: string };
 
 /**

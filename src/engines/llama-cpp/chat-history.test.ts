@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InferaError } from '../../errors/index.ts';
+import { QwenChatWrapper } from 'node-llama-cpp';
 import { toLlamaChatHistory } from './chat-history.ts';
 
 const fails = (run: () => unknown, param: string) =>
@@ -79,4 +80,24 @@ test('malformed conversations are 400s naming the message', () => {
     'messages[0].tool_calls[0].function.arguments',
   );
   fails(() => toLlamaChatHistory([{ role: 'user', content: [{ type: 'video', url: 'https://v' }] }]), 'messages[0].content[0]');
+});
+
+test('a last assistant message with prefix stays the open model item; without it a new turn starts', () => {
+  const asked = { role: 'user' as const, content: 'Write a poem' };
+  const open = toLlamaChatHistory([asked, { role: 'assistant', content: 'Roses are', prefix: true }]);
+  assert.deepEqual(open, [{ type: 'user', text: 'Write a poem' }, { type: 'model', response: ['Roses are'] }]);
+  const finished = toLlamaChatHistory([asked, { role: 'assistant', content: 'Roses are red.' }]);
+  assert.deepEqual(finished, [
+    { type: 'user', text: 'Write a poem' },
+    { type: 'model', response: ['Roses are red.'] },
+    { type: 'model', response: [] },
+  ]);
+
+  // Rendered with Qwen's wrapper (as the engine renders it with thinking off): the prompt ends in the
+  // prefix itself, and the finished message is closed before a fresh assistant turn.
+  const wrapper = new QwenChatWrapper({ thoughts: 'discourage' });
+  const render = (history: ReturnType<typeof toLlamaChatHistory>) =>
+    wrapper.generateContextState({ chatHistory: history }).contextText.toString();
+  assert.ok(render(open).endsWith('<|im_start|>assistant\n<think>\n\n</think>\n\nRoses are'), render(open));
+  assert.ok(render(finished).endsWith('Roses are red.<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n'), render(finished));
 });

@@ -1,7 +1,8 @@
 // OpenAI-shaped messages → node-llama-cpp's ChatHistoryItem[]. node-llama-cpp keeps a whole assistant
 // turn (thought, text, tool calls and their results, the text after them) in ONE model item, and the
 // chat wrapper renders it with the model's own template; so an assistant message, the tool messages
-// answering it and the assistant message that follows are folded into one item.
+// answering it and the assistant message that follows are folded into one item. A last assistant
+// message with `prefix` stays the open model item, which LlamaChat continues (prefix completion).
 import type { ChatHistoryItem, ChatModelFunctionCall, ChatModelResponse } from 'node-llama-cpp';
 import { badRequest } from '../../errors/index.ts';
 import type { ChatMessage } from '../../spec/chat.ts';
@@ -80,6 +81,10 @@ export function toLlamaChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
     }
   });
   requireAnswered();
+  // A trailing assistant message is a finished turn unless it is a prefix to continue: node-llama-cpp
+  // continues whatever model item ends the history, so a new turn needs its own (empty) item.
+  const last = messages.at(-1)!;
+  if (last.role === 'assistant' && last.prefix !== true) history.push({ type: 'model', response: [] });
   return history;
 }
 

@@ -88,6 +88,8 @@ interface Plan {
   maxParallelFunctionCalls?: number;
   grammar?: { kind: 'json' } | { kind: 'schema'; schema: GbnfJsonSchema };
   thinking: boolean;
+  /** The last message is an assistant prefix to continue (its text is in the prompt, not in the answer). */
+  prefix: boolean;
   /** tool_choice "required" or a named function: the wrapper is forcingFunctionCall's. */
   forceCall: boolean;
   thoughtBudget: number;
@@ -219,15 +221,21 @@ export class LlamaCppChatModel implements ChatModel {
     }
 
     const forceCall = offerTools && (choice === 'required' || typeof choice === 'object');
+    const last = options.messages.at(-1);
+    const prefix = last?.role === 'assistant' && last.prefix === true;
     const modelThinks = this.thinks;
     // A grammar or a forced call constrains the first answer token, so the model cannot open a think
     // block; the no-thinking rendering (empty think block) keeps the prompt in the model's distribution.
-    const thinking = modelThinks && options.thinking.enabled !== false && !grammar && !forceCall;
+    // A prefix continues the answer itself, which comes after the thought: the thought is rendered
+    // closed (empty unless the message carries reasoning) and the model goes on with the answer.
+    const thinking = modelThinks && options.thinking.enabled !== false && !grammar && !forceCall && !prefix;
     if (options.thinking.enabled === true && !thinking)
       warnings.push(
         !modelThinks
           ? 'enable_thinking: this model has no thinking mode'
-          : 'enable_thinking: skipped because the output is constrained (response_format or a forced tool call)',
+          : prefix
+            ? 'enable_thinking: skipped because the last message is a prefix to continue (the answer has begun)'
+            : 'enable_thinking: skipped because the output is constrained (response_format or a forced tool call)',
       );
     let wrapper = thinking ? this.wrappers.standard : this.wrappers.noThinking;
     if (forceCall) wrapper = forcingFunctionCall(wrapper);
@@ -260,6 +268,7 @@ export class LlamaCppChatModel implements ChatModel {
       maxParallelFunctionCalls: options.parallelToolCalls === false ? 1 : undefined,
       grammar,
       thinking,
+      prefix,
       forceCall,
       thoughtBudget,
       answerLimit,
@@ -376,7 +385,8 @@ export class LlamaCppChatModel implements ChatModel {
       let reasoning = '';
       let answerTokens = 0;
       let reasoningTokens = 0;
-      let leadingNewlines = true;
+      // After a prefix, newlines are part of the continued text, not the gap after a think block.
+      let leadingNewlines = !plan.prefix;
       const calls: { id: string; name: string; raw: string; sent: number }[] = [];
 
       const meter = sequence.tokenMeter;
@@ -388,6 +398,8 @@ export class LlamaCppChatModel implements ChatModel {
           // tokens; the sequence's meter counts what was really sampled up to the end of the thought.
           reasoningTokens = meter.usedOutputTokens - outputBefore;
           thoughtFloor = sampled.length;
+          // A think block the model opens after a prefix anyway is followed by the template's gap too.
+          if (text === '') leadingNewlines = true;
           // With thinking off, wrappers that cannot suppress the think block rely on a zero thought
           // budget, which still lets a token or two through: counted, but not shown.
           if (chunk.text && plan.thinking) {
@@ -497,6 +509,12 @@ export class LlamaCppChatModel implements ChatModel {
           emit({ type: 'tool-call-delta', index, argumentsDelta: args.slice(call.sent) });
         return { id: call.id, name: call.name, arguments: args };
       });
+      // A call cut off by the token limit is not in response.functionCalls, but its start and
+      // arguments so far were already streamed: the JSON answer carries the same partial call.
+      for (let index = toolCalls.length; index < calls.length; index++) {
+        const call = calls[index];
+        if (call) toolCalls.push({ id: call.id, name: call.name, arguments: call.raw.slice(0, call.sent) });
+      }
 
       const stopReason = response.metadata.stopReason;
       const finishReason: FinishReason =

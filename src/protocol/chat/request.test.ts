@@ -395,3 +395,49 @@ test('caps from the config: n, tools, schema size, depth, enum, unresolvable $re
   const tree = { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } }, leaf: { $ref: '#/$defs/Leaf' } }, $defs: { Leaf: { type: 'string' } } };
   assert.ok(parseChatRequest({ ...base, ...schema(tree) }, limits).options.responseFormat);
 });
+
+test('prefix: true is accepted on the last assistant message only', () => {
+  const continued = parse({
+    messages: [
+      { role: 'user', content: 'Write a poem' },
+      { role: 'assistant', content: 'Roses are', prefix: true },
+    ],
+  });
+  assert.deepEqual(continued.options.messages.at(-1), { role: 'assistant', content: 'Roses are', prefix: true });
+  // false (or null) is the default and may stand anywhere.
+  const plain = parse({
+    messages: [
+      { role: 'user', content: 'hi', prefix: false },
+      { role: 'assistant', content: 'Hello', prefix: null },
+    ],
+  });
+  assert.deepEqual(plain.options.messages.at(-1), { role: 'assistant', content: 'Hello' });
+
+  rejectsField({ messages: [{ role: 'user', content: 'hi', prefix: true }] }, 'messages[0].prefix', /assistant/);
+  rejectsField(
+    { messages: [{ role: 'system', content: 's' }, { role: 'user', content: 'hi' }, { role: 'tool', content: 'r', prefix: true }] },
+    'messages[2].prefix',
+  );
+  rejectsField(
+    {
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'assistant', content: 'He', prefix: true },
+        { role: 'user', content: 'and?' },
+      ],
+    },
+    'messages[1].prefix',
+    /last message/,
+  );
+  rejectsField(
+    {
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'assistant', content: null, prefix: true, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] },
+      ],
+    },
+    'messages[1].prefix',
+    /tool_calls/,
+  );
+  rejectsField({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'x', prefix: 'yes' }] }, 'messages[1].prefix');
+});

@@ -106,12 +106,18 @@ const wireToolCall = z.object({
   }),
 });
 
+/**
+ * SiliconFlow's (and DeepSeek's) beta prefix completion. Declared on every role so that a `prefix: true`
+ * where it cannot act is refused with a 400 instead of being stripped unseen.
+ */
+const prefix = opt(z.boolean());
+
 const message = z.discriminatedUnion(
   'role',
   [
-    z.object({ role: z.literal('system'), content: textOnlyContent }),
-    z.object({ role: z.literal('developer'), content: textOnlyContent }),
-    z.object({ role: z.literal('user'), content: z.union([z.string(), z.array(userPart)]) }),
+    z.object({ role: z.literal('system'), content: textOnlyContent, prefix }),
+    z.object({ role: z.literal('developer'), content: textOnlyContent, prefix }),
+    z.object({ role: z.literal('user'), content: z.union([z.string(), z.array(userPart)]), prefix }),
     z.object({
       role: z.literal('assistant'),
       content: opt(z.union([z.string(), z.array(assistantPart)])),
@@ -119,9 +125,10 @@ const message = z.discriminatedUnion(
       reasoning: opt(z.string()),
       tool_calls: opt(z.array(wireToolCall)),
       function_call: opt(z.object({ name: z.string().min(1), arguments: opt(z.string()) })),
+      prefix,
     }),
-    z.object({ role: z.literal('tool'), content: textOnlyContent, tool_call_id: opt(z.string()), name: opt(z.string()) }),
-    z.object({ role: z.literal('function'), content: opt(textOnlyContent), name: z.string().min(1) }),
+    z.object({ role: z.literal('tool'), content: textOnlyContent, tool_call_id: opt(z.string()), name: opt(z.string()), prefix }),
+    z.object({ role: z.literal('function'), content: opt(textOnlyContent), name: z.string().min(1), prefix }),
   ],
   { error: 'must be one of "system", "developer", "user", "assistant", "tool", "function"' },
 );
@@ -286,12 +293,23 @@ function assistantMessage(wire: Extract<WireMessage, { role: 'assistant' }>, ind
   return out;
 }
 
+/** `prefix: true` continues the conversation's last message, which the model itself must have written. */
+function checkPrefix(m: WireMessage, i: number, count: number): void {
+  const param = `messages[${i}].prefix`;
+  if (m.role !== 'assistant')
+    throw badRequest(`${param}: prefix completion continues an assistant message; this is a "${m.role}" message.`, param);
+  if (i !== count - 1) throw badRequest(`${param}: only the last message may be a prefix to continue.`, param);
+  if ((m.tool_calls?.length ?? 0) > 0 || m.function_call)
+    throw badRequest(`${param}: a prefix message carries text to continue, not tool_calls.`, param);
+}
+
 /** Convert wire messages and check that every tool result answers a call the engine can see. */
 function toChatMessages(wire: WireMessage[]): ChatMessage[] {
   const out: ChatMessage[] = [];
   let openCalls: ToolCall[] | null = null; // calls of the assistant message the current tool run answers
   let answered = 0;
   wire.forEach((m, i) => {
+    if (m.prefix === true) checkPrefix(m, i, wire.length);
     if (m.role !== 'tool' && m.role !== 'function') openCalls = null;
     switch (m.role) {
       case 'system':
@@ -303,6 +321,7 @@ function toChatMessages(wire: WireMessage[]): ChatMessage[] {
         return;
       case 'assistant': {
         const converted = assistantMessage(m, i);
+        if (m.prefix === true && converted.role === 'assistant') converted.prefix = true;
         out.push(converted);
         if (converted.role === 'assistant' && converted.toolCalls) {
           openCalls = converted.toolCalls;
