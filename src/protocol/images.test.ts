@@ -15,13 +15,14 @@ test('defaults and SiliconFlow fields', () => {
   const plain = parseImageGenerationRequest(base);
   assert.deepEqual(
     { ...plain, warnings: undefined },
-    { model: 'm', prompt: 'a cat', negativePrompt: undefined, size: undefined, batchSize: 1, steps: 20, guidanceScale: 7.5, seed: undefined, image: undefined, strength: undefined, outputFormat: 'png', responseFormat: 'url', warnings: undefined },
+    { model: 'm', prompt: 'a cat', negativePrompt: undefined, size: undefined, batchSize: 1, steps: 20, guidanceScale: 7.5, guidanceParam: undefined, seed: undefined, image: undefined, strength: undefined, outputFormat: 'png', responseFormat: 'url', warnings: undefined },
   );
   const sf = parseImageGenerationRequest({ ...base, image_size: '1024x768', batch_size: 4, num_inference_steps: 30, guidance_scale: 0, seed: 9999999999, negative_prompt: '', prompt_enhancement: false });
   assert.deepEqual(sf.size, { width: 1024, height: 768, param: 'image_size' });
   assert.equal(sf.batchSize, 4);
   assert.equal(sf.steps, 30);
   assert.equal(sf.guidanceScale, 0);
+  assert.equal(sf.guidanceParam, 'guidance_scale');
   assert.equal(sf.seed, 9999999999);
   assert.equal(sf.negativePrompt, '');
 });
@@ -31,6 +32,7 @@ test('OpenAI fields and aliases: size, n, cfg, digit-string seed, null seed, out
   assert.deepEqual(openai.size, { width: 512, height: 512, param: 'size' });
   assert.equal(openai.batchSize, 2);
   assert.equal(openai.guidanceScale, 4);
+  assert.equal(openai.guidanceParam, 'cfg');
   assert.equal(openai.seed, 42);
   assert.equal(openai.responseFormat, 'b64_json');
   assert.equal(openai.outputFormat, 'jpeg');

@@ -65,6 +65,14 @@ export interface ImageResult {
   seed: number;
 }
 
+/** Which request fields can change this model's images (known once its graph is loaded). */
+export interface ImageCapabilities {
+  /** Classifier-free guidance: false for LCM-distilled UNets (timestep_cond), which run without it. */
+  negativePrompt: boolean;
+  /** guidance_scale acts: as CFG's scale, or as LCM's embedded guidance (timestep_cond). */
+  guidanceScale: boolean;
+}
+
 export interface ImageModel {
   readonly kind: 'text-to-image';
   readonly name: string;
@@ -74,6 +82,8 @@ export interface ImageModel {
   readonly imageToImage?: boolean;
   /** img2img strength used when a call gives none. */
   readonly defaultStrength?: number;
+  /** Absent: every field acts. */
+  readonly capabilities?: ImageCapabilities;
   /** Settings the model was loaded with that it cannot honour (e.g. an unimplemented scheduler). */
   readonly warnings?: string[];
   doGenerateImages(options: ImageCallOptions): Promise<ImageResult>;
