@@ -1,6 +1,7 @@
 // Image export variants through the real server: classic UNet layouts (a one-value timestep, a static
 // batch of 1) that used to answer 500 on every request, and LCM's limits (no classifier-free guidance,
-// so negative_prompt cannot act), as /v1/models and the x-infera-ignored header report them.
+// so negative_prompt cannot act), as /v1/models and the x-infera-ignored header report them, and the
+// sizes SiliconFlow lists under the default pixel budget.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -74,5 +75,19 @@ describe('image export variants end to end', () => {
     assert.deepEqual(capabilities[LCM], { negative_prompt: false, guidance_scale: true, image_to_image: true });
     assert.deepEqual(capabilities[EULER], { negative_prompt: true, guidance_scale: true, image_to_image: true });
     assert.deepEqual((await http(server.baseURL, `/models/${LCM}`)).json.infera.capabilities, capabilities[LCM]);
+  });
+
+  test('SiliconFlow-listed sizes beyond 1024 and off the multiple-of-8 grid generate; over the pixel budget is a 400 naming image_size', async () => {
+    for (const size of ['720x1440', '1140x1472']) {
+      const response = await generate(EULER, { image_size: size, batch_size: 1, num_inference_steps: 1 });
+      assert.equal(response.status, 200, `${size}: ${response.text}`);
+      const file = Buffer.from(await (await fetch(response.json.images[0].url)).arrayBuffer());
+      const meta = await sharp(file).metadata();
+      assert.equal(`${meta.width}x${meta.height}`, size);
+    }
+    const over = await generate(EULER, { image_size: '1536x1536', batch_size: 1 });
+    assert.equal(over.status, 400, over.text);
+    assert.equal(over.json.error.param, 'image_size');
+    assert.match(over.json.error.message, /largest square is 1328x1328/);
   });
 });

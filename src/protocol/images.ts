@@ -169,7 +169,7 @@ export function checkImageWork(request: Pick<ImageGenerationRequest, 'batchSize'
 /** The model's size rule (imageSizeProblem) as a 400 naming the field the client used. */
 export function checkImageSize(
   size: { width: number; height: number; param: SizeParam },
-  limits: Pick<ImageLimits, 'minSize' | 'maxSize'>,
+  limits: Pick<ImageLimits, 'minSize' | 'maxSize' | 'maxPixels'>,
 ): void {
   const problem = imageSizeProblem(size.width, size.height, limits);
   if (problem) throw badRequest(`${size.param}: ${problem}.`, size.param);

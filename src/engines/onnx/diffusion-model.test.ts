@@ -210,7 +210,7 @@ test('img2img: an init image is encoded, noised to strength and denoised; no VAE
 
 test('the model declares the limits its config gives (imageLimitsOf); a default size outside them fails the load', async () => {
   const model = await load('sizes', { scheduler: 'euler' }, { minSize: 64, maxSize: 128, defaultSize: '96x64' });
-  assert.deepEqual(model.limits, { minSize: 64, maxSize: 128, defaultSize: [96, 64] });
+  assert.deepEqual(model.limits, { minSize: 64, maxSize: 128, maxPixels: 1328 * 1328, defaultSize: [96, 64] });
   await assert.rejects(load('bad-default', { scheduler: 'euler' }, { minSize: 64, maxSize: 128, defaultSize: '256x256' }), /onnx.defaultSize 256x256/);
 });
 
@@ -270,4 +270,17 @@ test('cuda requested: works (GPU build) or warns and falls back to CPU', async (
     assert.equal(warnings.length, 1, 'one warning per model, not per session');
     assert.match(warnings[0]!, /falling back to CPU/);
   }
+});
+
+test('a side that is not a multiple of 8 is generated at the next one and center-cropped (also img2img)', async () => {
+  const model = await load('odd-size', { scheduler: 'euler' });
+  const odd = await model.doGenerateImages(call({ width: 68, height: 60 }));
+  const whole = await model.doGenerateImages(call({ width: 72, height: 64 }));
+  const meta = await sharp(odd.images[0]).metadata();
+  assert.deepEqual([meta.width, meta.height], [68, 60]);
+  const cropped = await sharp(whole.images[0]).extract({ left: 2, top: 2, width: 68, height: 60 }).raw().toBuffer();
+  assert.ok((await sharp(odd.images[0]).raw().toBuffer()).equals(cropped), 'same latents, the centered window');
+  const initImage = { data: new Uint8Array(68 * 60 * 3).fill(90), width: 68, height: 60, channels: 3 };
+  const edited = await model.doGenerateImages(call({ width: 68, height: 60, initImage, strength: 0.5 }));
+  assert.deepEqual([(await sharp(edited.images[0]).metadata()).width, (await sharp(edited.images[0]).metadata()).height], [68, 60]);
 });

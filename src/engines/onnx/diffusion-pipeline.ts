@@ -304,9 +304,11 @@ export class DiffusionPipeline {
   async generate(request: PipelineRequest): Promise<PipelineResult> {
     const started = performance.now();
     const seconds = { total: 0, textEncoder: 0, unet: 0, vae: 0, encode: 0 };
-    const { width, height, batchSize } = request;
-    // Callers pass sizes imageLimitsOf allows; this only guards the invariant (latents are 1/8 of the image).
-    if (width % 8 || height % 8) throw new Error(`onnx diffusion: ${width}x${height} is not a multiple of 8`);
+    const { batchSize } = request;
+    // Latents are 1/8 of the image: a side that is not a multiple of 8 is generated at the next one
+    // and the picture center-cropped to the size asked for (the init image is edge-padded to match).
+    const width = Math.ceil(request.width / 8) * 8;
+    const height = Math.ceil(request.height / 8) * 8;
     const checkAbort = () => {
       if (request.signal?.aborted) throw new ClientGoneError();
     };
@@ -338,7 +340,7 @@ export class DiffusionPipeline {
     let latents: Float32Array;
     if (request.initImage) {
       mark = performance.now();
-      const encoded = await this.encodeImage(request.initImage, width, height);
+      const encoded = await this.encodeImage(padImage(request.initImage, width, height), width, height);
       seconds.vae += (performance.now() - mark) / 1000;
       latents = new Float32Array(batchSize * perImage);
       for (let b = 0; b < batchSize; b++) latents.set(encoded, b * perImage);
@@ -375,7 +377,8 @@ export class DiffusionPipeline {
       const decoded = await this.decodeLatents(one, [1, this.latentChannels, latentHeight, latentWidth]);
       seconds.vae += (performance.now() - mark) / 1000;
       mark = performance.now();
-      images.push(await encodeImage(toRgb(decoded, width, height), width, height, request.outputFormat ?? 'png'));
+      const rgb = cropCenter(toRgb(decoded, width, height), width, height, request.width, request.height);
+      images.push(await encodeImage(rgb, request.width, request.height, request.outputFormat ?? 'png'));
       seconds.encode += (performance.now() - mark) / 1000;
     }
     seconds.total = (performance.now() - started) / 1000;
@@ -401,6 +404,39 @@ function applyGuidance(output: Float32Array, n: number, scale: number): Float32A
     guided[k] = unconditional + scale * (output[n + k]! - unconditional);
   }
   return guided;
+}
+
+type RawImage = NonNullable<PipelineRequest['initImage']>;
+
+/** Grows an interleaved image to width × height around its center, repeating the edge pixels. */
+export function padImage(image: RawImage, width: number, height: number): RawImage {
+  if (image.width === width && image.height === height) return image;
+  const left = Math.floor((width - image.width) / 2);
+  const top = Math.floor((height - image.height) / 2);
+  const { channels } = image;
+  const data = new Uint8Array(width * height * channels);
+  for (let y = 0; y < height; y++) {
+    const sy = Math.min(image.height - 1, Math.max(0, y - top));
+    for (let x = 0; x < width; x++) {
+      const sx = Math.min(image.width - 1, Math.max(0, x - left));
+      const from = (sy * image.width + sx) * channels;
+      data.set(image.data.subarray(from, from + channels), (y * width + x) * channels);
+    }
+  }
+  return { ...image, data, width, height };
+}
+
+/** The centered width × height window of interleaved RGB (the inverse of padImage's placement). */
+export function cropCenter(rgb: Uint8Array, fromWidth: number, fromHeight: number, width: number, height: number): Uint8Array {
+  if (fromWidth === width && fromHeight === height) return rgb;
+  const left = Math.floor((fromWidth - width) / 2);
+  const top = Math.floor((fromHeight - height) / 2);
+  const out = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    const from = ((top + y) * fromWidth + left) * 3;
+    out.set(rgb.subarray(from, from + width * 3), y * width * 3);
+  }
+  return out;
 }
 
 /**
