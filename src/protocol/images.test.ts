@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { InferaError } from '../errors/index.ts';
 import { buildImagesResponse, checkImageSize, parseImageGenerationRequest } from './images.ts';
+import { onnxOptionsSchema } from '../engines/onnx/config.ts';
 
 const base = { model: 'm', prompt: 'a cat' };
 const rejects = (body: Record<string, unknown>, param: string, options?: { strict: boolean }) =>
@@ -15,13 +16,14 @@ test('defaults and SiliconFlow fields', () => {
   const plain = parseImageGenerationRequest(base);
   assert.deepEqual(
     { ...plain, warnings: undefined },
-    { model: 'm', prompt: 'a cat', negativePrompt: undefined, size: undefined, batchSize: 1, steps: 20, guidanceScale: 7.5, seed: undefined, image: undefined, strength: undefined, outputFormat: 'png', responseFormat: 'url', warnings: undefined },
+    { model: 'm', prompt: 'a cat', negativePrompt: undefined, size: undefined, batchSize: 1, steps: 20, guidanceScale: 7.5, guidanceParam: undefined, seed: undefined, image: undefined, strength: undefined, outputFormat: 'png', responseFormat: 'url', warnings: undefined },
   );
   const sf = parseImageGenerationRequest({ ...base, image_size: '1024x768', batch_size: 4, num_inference_steps: 30, guidance_scale: 0, seed: 9999999999, negative_prompt: '', prompt_enhancement: false });
   assert.deepEqual(sf.size, { width: 1024, height: 768, param: 'image_size' });
   assert.equal(sf.batchSize, 4);
   assert.equal(sf.steps, 30);
   assert.equal(sf.guidanceScale, 0);
+  assert.equal(sf.guidanceParam, 'guidance_scale');
   assert.equal(sf.seed, 9999999999);
   assert.equal(sf.negativePrompt, '');
 });
@@ -31,6 +33,7 @@ test('OpenAI fields and aliases: size, n, cfg, digit-string seed, null seed, out
   assert.deepEqual(openai.size, { width: 512, height: 512, param: 'size' });
   assert.equal(openai.batchSize, 2);
   assert.equal(openai.guidanceScale, 4);
+  assert.equal(openai.guidanceParam, 'cfg');
   assert.equal(openai.seed, 42);
   assert.equal(openai.responseFormat, 'b64_json');
   assert.equal(openai.outputFormat, 'jpeg');
@@ -74,12 +77,34 @@ test('fields the pipeline cannot honour: 400 when strict, warnings when lenient'
   }
 });
 
-test('size check against the model: multiples of 8 within limits, naming the field the client used', () => {
-  const limits = { minSize: 64, maxSize: 1024 };
+test('size check against the model: sides within limits and pixels within the budget, naming the field the client used', () => {
+  const limits = { minSize: 64, maxSize: 1024, maxPixels: 512 * 1024 };
   checkImageSize({ width: 64, height: 1024, param: 'size' }, limits);
-  for (const [width, height] of [[63, 64], [64, 100], [56, 64], [1032, 64]])
+  checkImageSize({ width: 100, height: 70, param: 'size' }, limits);
+  for (const [width, height] of [[63, 64], [56, 64], [1032, 64], [1024, 1024]])
     for (const param of ['image_size', 'size'] as const)
       assert.throws(() => checkImageSize({ width, height, param }, limits), (e: InferaError) => e.status === 400 && e.param === param);
+  assert.throws(() => checkImageSize({ width: 1024, height: 1024, param: 'image_size' }, limits), /1048576 pixels.*largest square is 724x724/);
+});
+
+test('the default limits take every size SiliconFlow lists for its image models, and refuse beyond the budget', () => {
+  const limits = onnxOptionsSchema.parse({});
+  const listed = [
+    // Kwai-Kolors/Kolors
+    '1024x1024', '960x1280', '768x1024', '720x1440', '720x1280',
+    // Qwen/Qwen-Image (1140 is not a multiple of 8)
+    '1328x1328', '1664x928', '928x1664', '1472x1140', '1140x1472', '1584x1056', '1056x1584',
+    // FLUX.1 / SD 3.5
+    '512x1024', '768x512', '1024x576', '576x1024',
+  ];
+  for (const size of listed) {
+    const [width, height] = size.split('x').map(Number) as [number, number];
+    checkImageSize({ width, height, param: 'image_size' }, limits);
+  }
+  assert.throws(
+    () => checkImageSize({ width: 1536, height: 1536, param: 'image_size' }, limits),
+    (e: InferaError) => e.status === 400 && e.param === 'image_size' && /largest square is 1328x1328/.test(e.message),
+  );
 });
 
 test('response carries both families; b64_json only when asked', () => {

@@ -76,6 +76,8 @@ export interface ImageGenerationRequest {
   batchSize: number;
   steps: number;
   guidanceScale: number;
+  /** The field that carried guidanceScale when the request sent one (absent: the default). */
+  guidanceParam?: 'guidance_scale' | 'cfg';
   /** Absent: pick a random seed (and echo it). */
   seed?: number;
   /** img2img input: a data URI or an http(s) URL. */
@@ -143,6 +145,7 @@ export function parseImageGenerationRequest(
     batchSize: pick(wire.batch_size, wire.n, 'batch_size', 'n') ?? 1,
     steps: wire.num_inference_steps ?? DEFAULT_STEPS,
     guidanceScale: pick(wire.guidance_scale, wire.cfg, 'guidance_scale', 'cfg') ?? DEFAULT_GUIDANCE,
+    guidanceParam: wire.guidance_scale != null ? 'guidance_scale' : wire.cfg != null ? 'cfg' : undefined,
     seed: seedValue,
     image: wire.image ?? undefined,
     strength: wire.strength ?? undefined,
@@ -166,7 +169,7 @@ export function checkImageWork(request: Pick<ImageGenerationRequest, 'batchSize'
 /** The model's size rule (imageSizeProblem) as a 400 naming the field the client used. */
 export function checkImageSize(
   size: { width: number; height: number; param: SizeParam },
-  limits: Pick<ImageLimits, 'minSize' | 'maxSize'>,
+  limits: Pick<ImageLimits, 'minSize' | 'maxSize' | 'maxPixels'>,
 ): void {
   const problem = imageSizeProblem(size.width, size.height, limits);
   if (problem) throw badRequest(`${size.param}: ${problem}.`, size.param);

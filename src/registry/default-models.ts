@@ -58,7 +58,8 @@ export async function tinyModelConfigs(dataDir: string): Promise<ModelConfig[]> 
       engine: 'onnx-diffusion',
       path: folder,
       description: TINY_MODEL_NOTE,
-      onnx: { threads: 2, minSize: 64, maxSize: 1024, defaultSize: '64x64' },
+      // Default size limits, so the SiliconFlow ids it answers for take every size SiliconFlow lists.
+      onnx: { threads: 2, minSize: 64, defaultSize: '64x64' },
     }),
   );
   return models;

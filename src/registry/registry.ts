@@ -20,6 +20,11 @@ export interface ModelEntry {
   loadedAt?: number;
   /** Failed: when a request may try loading again (epoch ms), unless the model's file changes first. */
   retryAt?: number;
+  /**
+   * What the loaded model can honour (image models: negativePrompt, guidanceScale, imageToImage),
+   * kept after an unload since the files still say the same; absent until the first load.
+   */
+  capabilities?: Readonly<Record<string, boolean>>;
 }
 
 /** First wait after a failed load; it doubles with each failure in a row, up to LOAD_RETRY_MAX_MS. */
@@ -39,6 +44,11 @@ export interface ModelLease<M extends AnyModel> {
   model: M;
   config: ModelConfig;
   release(): void;
+}
+
+function capabilitiesOf(model: AnyModel): Record<string, boolean> | undefined {
+  if (model.kind !== 'text-to-image') return undefined;
+  return { negativePrompt: true, guidanceScale: true, ...model.capabilities, imageToImage: model.imageToImage === true };
 }
 
 type KindOf = { chat: ChatModel; embedding: EmbeddingModel; reranker: RerankModel; 'text-to-image': ImageModel };
@@ -162,6 +172,7 @@ export class ModelRegistry {
       slot.loading = loading.then(
         (loaded) => {
           slot.loaded = loaded;
+          slot.capabilities = capabilitiesOf(loaded.model);
           slot.failures = undefined;
           slot.failedStamp = undefined;
           slot.retryAt = undefined;

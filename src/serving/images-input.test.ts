@@ -82,4 +82,6 @@ test('init images are decoded to RGB at the requested size, or their own size ro
   assert.deepEqual([own.width, own.height], [96, 56]);
   const scaled = await decodeInitImage(png, undefined, { minSize: 64, maxSize: 1024 });
   assert.deepEqual([scaled.width, scaled.height], [104, 64], 'scaled up so the short side reaches minSize');
+  const budget = await decodeInitImage(png, undefined, { minSize: 16, maxSize: 1024, maxPixels: 50 * 30 });
+  assert.deepEqual([budget.width, budget.height], [48, 24], 'scaled down into the pixel budget (100x60 → 50x30, rounded down to multiples of 8)');
 });

@@ -161,12 +161,12 @@ const round8 = (value: number) => Math.max(8, Math.floor(value / 8) * 8);
 
 /**
  * Decodes to RGB at the generation size (center-cropped to the aspect ratio). With no requested size
- * the image's own size is used, scaled into the model's limits and rounded down to multiples of 8.
+ * the image's own size is used, scaled into the model's limits (sides and pixel budget) and rounded down to multiples of 8.
  */
 export async function decodeInitImage(
   bytes: Buffer,
   size: { width: number; height: number } | undefined,
-  limits: { minSize: number; maxSize: number },
+  limits: { minSize: number; maxSize: number; maxPixels?: number },
 ): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
   const { default: sharp } = await import('sharp');
   let meta: Awaited<ReturnType<ReturnType<typeof sharp>["metadata"]>>;
@@ -179,7 +179,7 @@ export async function decodeInitImage(
   if (!target) {
     const w = meta.autoOrient?.width ?? meta.width ?? limits.minSize;
     const h = meta.autoOrient?.height ?? meta.height ?? limits.minSize;
-    const down = Math.min(1, limits.maxSize / Math.max(w, h));
+    const down = Math.min(1, limits.maxSize / Math.max(w, h), Math.sqrt((limits.maxPixels ?? Number.POSITIVE_INFINITY) / (w * h)));
     const up = Math.max(1, limits.minSize / Math.min(w * down, h * down));
     target = {
       width: Math.min(limits.maxSize, round8(w * down * up)),

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { InferaConfig } from '../config/schema.ts';
 import { badRequest } from '../errors/index.ts';
-import { buildImagesResponse, checkImageSize, checkImageWork, MAX_SEED, parseImageGenerationRequest } from '../protocol/images.ts';
+import { buildImagesResponse, checkImageSize, checkImageWork, type ImageGenerationRequest, MAX_SEED, parseImageGenerationRequest } from '../protocol/images.ts';
 import type { ImageModel, ImageResult } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
@@ -84,6 +84,7 @@ export async function serveImageGeneration(
   try {
     let result: ImageResult;
     let urls: string[];
+    let ignored: Record<string, string>;
     try {
       lease = await services.registry.acquire(entry.config.id, 'text-to-image');
       const model = lease.model;
@@ -124,6 +125,7 @@ export async function serveImageGeneration(
         outputFormat: request.outputFormat,
         signal: context.signal,
       });
+      ignored = ignoredHeader(request, model);
       const store = await imageStoreFor(services);
       const saved = await Promise.all(result.images.map((image) => store.save(image, result.mediaType ?? 'image/png')));
       urls = saved.map((file) => `${options.origin.replace(/\/+$/, '')}${IMAGE_FILES_PATH}/${file.name}`);
@@ -141,11 +143,24 @@ export async function serveImageGeneration(
         inferenceSeconds: result.inferenceSeconds,
         responseFormat: request.responseFormat,
       }),
-      headers: admission.headers,
+      headers: { ...admission.headers, ...ignored },
     };
   } finally {
     lease?.release();
   }
+}
+
+/**
+ * Fields the request sent that could not change its images, in `x-infera-ignored` (strict mode has no
+ * say here: they are valid, just inert for this model): negative_prompt without classifier-free
+ * guidance (an LCM UNet, or guidance_scale ≤ 1), guidance_scale on a model that takes none.
+ */
+function ignoredHeader(request: ImageGenerationRequest, model: ImageModel): Record<string, string> {
+  const capabilities = model.capabilities ?? { negativePrompt: true, guidanceScale: true };
+  const ignored: string[] = [];
+  if (request.negativePrompt && (!capabilities.negativePrompt || request.guidanceScale <= 1)) ignored.push('negative_prompt');
+  if (request.guidanceParam && !capabilities.guidanceScale) ignored.push(request.guidanceParam);
+  return ignored.length ? { 'x-infera-ignored': ignored.join(',') } : {};
 }
 
 /** GET /v1/images/files/:name → the stored file, 404 (unknown) or 410 (expired). */

@@ -16,6 +16,11 @@ const SUB_TYPES = new Set(['chat', 'embedding', 'reranker', 'text-to-image', 'im
 /** Stable for the life of the process: Cherry Studio rejects a list with a null `created`. */
 const STARTED = Math.floor(Date.now() / 1000);
 
+/** Request field names (negative_prompt, guidance_scale, image_to_image), as clients send them. */
+function wireCapabilities(capabilities: Readonly<Record<string, boolean>>): Record<string, boolean> {
+  return Object.fromEntries(Object.entries(capabilities).map(([key, value]) => [key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), value]));
+}
+
 /**
  * One entry per accepted id: apps fill their model pickers from this list and then send the id they
  * picked, so an alias (a SiliconFlow id such as Qwen/QwQ-32B served by a local model) is listed as a
@@ -38,6 +43,7 @@ function describe(entry: ModelEntry, id: string = entry.config.id) {
       state: entry.state,
       ...(canonical ? { aliases: config.aliases } : { alias_of: config.id }),
       ...(config.description ? { description: config.description } : {}),
+      ...(entry.capabilities ? { capabilities: wireCapabilities(entry.capabilities) } : {}),
       ...(entry.error ? { error: entry.error } : {}),
       ...(entry.state === 'failed' && entry.retryAt !== undefined ? { retry_at: Math.ceil(entry.retryAt / 1000) } : {}),
     },

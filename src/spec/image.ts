@@ -1,9 +1,14 @@
 // Image generation engine contract.
 
-/** The sizes a model generates: multiples of 8 (latents are 1/8 of the image) within min..max. */
+/**
+ * The sizes a model generates: sides within min..max and width × height within maxPixels. Any side
+ * length: a side that is not a multiple of 8 (latents are 1/8 of the image; Qwen-Image lists 1140x1472)
+ * is generated at the next multiple of 8 and center-cropped.
+ */
 export interface ImageLimits {
   minSize: number;
   maxSize: number;
+  maxPixels: number;
   defaultSize: [number, number];
 }
 
@@ -15,23 +20,25 @@ export interface ImageLimits {
  */
 export function imageLimitsOf(
   modelId: string,
-  sizes: { minSize: number; maxSize: number; defaultSize: string },
+  sizes: { minSize: number; maxSize: number; maxPixels: number; defaultSize: string },
   /** The config key the default size comes from, for the operator's error message. */
   setting = 'defaultSize',
 ): ImageLimits {
-  const { minSize, maxSize } = sizes;
+  const { minSize, maxSize, maxPixels } = sizes;
   const [width, height] = sizes.defaultSize.split('x').map(Number) as [number, number];
-  const limits: ImageLimits = { minSize, maxSize, defaultSize: [width, height] };
+  const limits: ImageLimits = { minSize, maxSize, maxPixels, defaultSize: [width, height] };
   if (imageSizeProblem(width, height, limits))
     throw new Error(`model ${modelId}: ${setting} ${sizes.defaultSize}: ${imageSizeProblem(width, height, limits)}`);
   return limits;
 }
 
 /** Why a model cannot generate width×height, or undefined when it can. */
-export function imageSizeProblem(width: number, height: number, limits: Pick<ImageLimits, 'minSize' | 'maxSize'>): string | undefined {
-  for (const [name, value] of [['width', width], ['height', height]] as const) {
-    if (value % 8 !== 0) return `${name} ${value} must be a multiple of 8`;
+export function imageSizeProblem(width: number, height: number, limits: Pick<ImageLimits, 'minSize' | 'maxSize' | 'maxPixels'>): string | undefined {
+  for (const [name, value] of [['width', width], ['height', height]] as const)
     if (value < limits.minSize || value > limits.maxSize) return `${name} ${value} is outside this model's range ${limits.minSize}–${limits.maxSize}`;
+  if (width * height > limits.maxPixels) {
+    const side = Math.floor(Math.sqrt(limits.maxPixels));
+    return `${width}x${height} is ${width * height} pixels, more than this model's ${limits.maxPixels} (the largest square is ${side}x${side})`;
   }
   return undefined;
 }
@@ -65,6 +72,14 @@ export interface ImageResult {
   seed: number;
 }
 
+/** Which request fields can change this model's images (known once its graph is loaded). */
+export interface ImageCapabilities {
+  /** Classifier-free guidance: false for LCM-distilled UNets (timestep_cond), which run without it. */
+  negativePrompt: boolean;
+  /** guidance_scale acts: as CFG's scale, or as LCM's embedded guidance (timestep_cond). */
+  guidanceScale: boolean;
+}
+
 export interface ImageModel {
   readonly kind: 'text-to-image';
   readonly name: string;
@@ -74,6 +89,8 @@ export interface ImageModel {
   readonly imageToImage?: boolean;
   /** img2img strength used when a call gives none. */
   readonly defaultStrength?: number;
+  /** Absent: every field acts. */
+  readonly capabilities?: ImageCapabilities;
   /** Settings the model was loaded with that it cannot honour (e.g. an unimplemented scheduler). */
   readonly warnings?: string[];
   doGenerateImages(options: ImageCallOptions): Promise<ImageResult>;

@@ -14,7 +14,9 @@ export const onnxOptionsSchema = z
     /** One generation at a time per model unless raised. */
     concurrency: positiveInt.default(1),
     minSize: positiveInt.default(64),
-    maxSize: positiveInt.default(1024),
+    maxSize: positiveInt.default(2048),
+    /** Pixel budget of one image; the default covers every size SiliconFlow lists (largest: 1328x1328). */
+    maxPixels: positiveInt.default(1328 * 1328),
     defaultSize: z.string().regex(/^\d+x\d+$/).default('512x512'),
     /** Use a tiny VAE (TAESD) folder for decoding when set. */
     tinyVaePath: z.string().optional(),

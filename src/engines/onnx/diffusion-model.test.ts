@@ -120,22 +120,51 @@ test('same seed → byte-identical PNG across processes (2 pinned threads)', asy
   await pipeline.dispose();
 });
 
-test('a batch gives distinct images; image 0 equals the single image with the same seed', async () => {
-  const model = await load('batch', { scheduler: 'euler' });
-  const single = await model.doGenerateImages(call());
-  const batch = await model.doGenerateImages(call({ batchSize: 3 }));
-  assert.equal(batch.images.length, 3);
-  assert.ok(batch.images[0]!.equals(single.images[0]!));
-  assert.ok(!batch.images[1]!.equals(batch.images[0]!));
-  assert.ok(!batch.images[2]!.equals(batch.images[1]!));
+test('a batch gives distinct images; image 0 equals the single image with the same seed (every scheduler, 4 threads)', async () => {
+  // With 4 threads ORT splits a 6-row UNet batch differently from a 2-row one, so a batched UNet
+  // made image 0 drift from the single image under ddim and euler-ancestral.
+  for (const scheduler of ['euler', 'euler-ancestral', 'ddim', 'lcm'] as const) {
+    const model = await load(`batch-${scheduler}`, { scheduler }, { threads: 4 });
+    const single = await model.doGenerateImages(call({ steps: 4 }));
+    const batch = await model.doGenerateImages(call({ steps: 4, batchSize: 3 }));
+    assert.equal(batch.images.length, 3);
+    assert.ok(batch.images[0]!.equals(single.images[0]!), scheduler);
+    assert.ok(!batch.images[1]!.equals(batch.images[0]!), scheduler);
+    assert.ok(!batch.images[2]!.equals(batch.images[1]!), scheduler);
+  }
 });
 
-test('classifier-free guidance doubles the UNet batch only when guidance > 1 and the UNet has no timestep_cond', async () => {
+test('classic UNet layouts: a one-value timestep (declared [1] or symbolic) and a static batch of 1 all generate', async () => {
+  const reference = await load('layout-reference', { scheduler: 'euler' });
+  for (const variant of [
+    { classicTimestep: 'fixed' },
+    { classicTimestep: 'dynamic' },
+    { staticBatch: true },
+    { staticBatch: true, classicTimestep: 'dynamic' },
+  ] as const) {
+    const name = `layout-${variant.classicTimestep ?? 'scalar'}-${variant.staticBatch ? 'static' : 'batched'}`;
+    const model = await load(name, { scheduler: 'euler', ...variant });
+    for (const guidanceScale of [7.5, 1]) {
+      const result = await model.doGenerateImages(call({ batchSize: 2, guidanceScale }));
+      assert.equal(result.images.length, 2, name);
+      const meta = await sharp(result.images[0]).metadata();
+      assert.deepEqual([meta.width, meta.height], [64, 64], name);
+      // Same weights, same timestep value: the picture matches the default layout's up to float noise.
+      const expected = await reference.doGenerateImages(call({ batchSize: 2, guidanceScale }));
+      const [a, b] = await Promise.all([result.images[1]!, expected.images[1]!].map((png) => sharp(png).raw().toBuffer()));
+      let worst = 0;
+      for (let i = 0; i < a!.length; i++) worst = Math.max(worst, Math.abs(a![i]! - b![i]!));
+      assert.ok(worst <= 2, `${name}: max pixel difference ${worst}`);
+    }
+  }
+});
+
+test('classifier-free guidance doubles the UNet rows only when guidance > 1 and the UNet has no timestep_cond; images run one by one', async () => {
   for (const [variant, guidanceScale, rows] of [
-    [{ scheduler: 'euler' }, 7.5, 4],
-    [{ scheduler: 'euler' }, 1, 2],
-    [{ scheduler: 'euler' }, 0, 2],
-    [{ scheduler: 'lcm' }, 8.5, 2],
+    [{ scheduler: 'euler' }, 7.5, 2],
+    [{ scheduler: 'euler' }, 1, 1],
+    [{ scheduler: 'euler' }, 0, 1],
+    [{ scheduler: 'lcm' }, 8.5, 1],
   ] as const) {
     const dir = await ensureTinyDiffusionModel(join(root, `cfg-${variant.scheduler}`), variant);
     const pipeline = await DiffusionPipeline.load(dir, { threads: 1, executionProviders: ['cpu'] });
@@ -143,11 +172,12 @@ test('classifier-free guidance doubles the UNet batch only when guidance > 1 and
     const run = pipeline.unet.session.run.bind(pipeline.unet.session);
     (pipeline.unet.session as { run: unknown }).run = (feeds: Record<string, { dims: readonly number[] }>) => {
       seen.push(feeds.sample!.dims[0]!);
-      if (variant.scheduler === 'lcm') assert.deepEqual(feeds.timestep_cond!.dims, [2, 256]);
+      if (variant.scheduler === 'lcm') assert.deepEqual(feeds.timestep_cond!.dims, [1, 256]);
       return run(feeds as never);
     };
     const result = await pipeline.generate({ ...call({ batchSize: 2, steps: 4, guidanceScale }) });
-    assert.deepEqual(seen, [rows, rows, rows, rows], `${variant.scheduler} guidance ${guidanceScale}`);
+    // 4 steps × 2 images.
+    assert.deepEqual(seen, Array(8).fill(rows), `${variant.scheduler} guidance ${guidanceScale}`);
     assert.equal(result.stepsRun, 4);
     await pipeline.dispose();
   }
@@ -180,7 +210,7 @@ test('img2img: an init image is encoded, noised to strength and denoised; no VAE
 
 test('the model declares the limits its config gives (imageLimitsOf); a default size outside them fails the load', async () => {
   const model = await load('sizes', { scheduler: 'euler' }, { minSize: 64, maxSize: 128, defaultSize: '96x64' });
-  assert.deepEqual(model.limits, { minSize: 64, maxSize: 128, defaultSize: [96, 64] });
+  assert.deepEqual(model.limits, { minSize: 64, maxSize: 128, maxPixels: 1328 * 1328, defaultSize: [96, 64] });
   await assert.rejects(load('bad-default', { scheduler: 'euler' }, { minSize: 64, maxSize: 128, defaultSize: '256x256' }), /onnx.defaultSize 256x256/);
 });
 
@@ -240,4 +270,17 @@ test('cuda requested: works (GPU build) or warns and falls back to CPU', async (
     assert.equal(warnings.length, 1, 'one warning per model, not per session');
     assert.match(warnings[0]!, /falling back to CPU/);
   }
+});
+
+test('a side that is not a multiple of 8 is generated at the next one and center-cropped (also img2img)', async () => {
+  const model = await load('odd-size', { scheduler: 'euler' });
+  const odd = await model.doGenerateImages(call({ width: 68, height: 60 }));
+  const whole = await model.doGenerateImages(call({ width: 72, height: 64 }));
+  const meta = await sharp(odd.images[0]).metadata();
+  assert.deepEqual([meta.width, meta.height], [68, 60]);
+  const cropped = await sharp(whole.images[0]).extract({ left: 2, top: 2, width: 68, height: 60 }).raw().toBuffer();
+  assert.ok((await sharp(odd.images[0]).raw().toBuffer()).equals(cropped), 'same latents, the centered window');
+  const initImage = { data: new Uint8Array(68 * 60 * 3).fill(90), width: 68, height: 60, channels: 3 };
+  const edited = await model.doGenerateImages(call({ width: 68, height: 60, initImage, strength: 0.5 }));
+  assert.deepEqual([(await sharp(edited.images[0]).metadata()).width, (await sharp(edited.images[0]).metadata()).height], [68, 60]);
 });

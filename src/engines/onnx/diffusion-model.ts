@@ -42,6 +42,8 @@ export async function loadOnnxDiffusionModel(
     limits,
     imageToImage: pipeline.supportsImageToImage,
     defaultStrength: onnx.defaultStrength,
+    // An LCM UNet takes the guidance scale as an embedding and runs without CFG, so nothing reads the negative prompt.
+    capabilities: { negativePrompt: !pipeline.hasTimestepCond, guidanceScale: true },
     warnings: pipeline.warnings,
     async doGenerateImages(call: ImageCallOptions): Promise<ImageResult> {
       const lease = await slots.acquire(call.signal);

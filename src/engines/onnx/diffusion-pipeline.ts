@@ -1,7 +1,8 @@
 // Stable Diffusion inference over an optimum ONNX export: CLIP tokenizer → text encoder → scheduled
 // UNet loop with classifier-free guidance → VAE decode → PNG. Adapts to whatever the folder's
 // sessions declare (int32/int64 ids, int64 [1] / float scalar / per-batch timesteps, fp16 or fp32,
-// LCM's timestep_cond) instead of trusting dimension names, which differ between exports.
+// LCM's timestep_cond) instead of trusting dimension names, which differ between exports; where the
+// declared shapes say too little (classic exports), the first UNet run finds the feed that works.
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -69,14 +70,27 @@ function outputName(component: Component, preferred: string): string {
   return (component.outputs.find((value) => value.name === preferred) ?? component.outputs[0]!).name;
 }
 
-function repeatRows(data: Float32Array, rows: number[], rowSize: number): Float32Array {
-  const out = new Float32Array(rows.length * rowSize);
-  for (const [i, row] of rows.entries()) out.set(data.subarray(row * rowSize, (row + 1) * rowSize), i * rowSize);
-  return out;
+type TimestepFeed = 'scalar' | 'one' | 'rows';
+interface UnetLayout {
+  timestep: TimestepFeed;
+  /** Run each row on its own (a UNet traced with a static batch of 1). */
+  splitRows: boolean;
+}
+/** Float rows in the model's layout (row-major; dims[0] rows). */
+export interface FloatRows {
+  data: Float32Array;
+  dims: number[];
+}
+
+function sliceRows(value: FloatRows, start: number, count: number): FloatRows {
+  const rowSize = value.data.length / value.dims[0]!;
+  return { data: value.data.slice(start * rowSize, (start + count) * rowSize), dims: [count, ...value.dims.slice(1)] };
 }
 
 export class DiffusionPipeline {
   readonly warnings: string[] = [];
+  /** The UNet feed that worked, by row count: found on the first run, then reused. */
+  private readonly layouts = new Map<number, UnetLayout>();
 
   private constructor(
     readonly dir: string,
@@ -185,26 +199,78 @@ export class DiffusionPipeline {
     return { data: floatData(hidden), dims: [...hidden.dims] };
   }
 
-  private timestepTensor(t: number, rows: number): ort.Tensor {
+  /**
+   * How to feed `rows` UNet rows, most preferred first. The timestep's declared shape is a hint only:
+   * classic exports declare a symbolic dim yet reshape the timestep to [1, 1] inside, so the reference
+   * pipelines' feed (one value) comes first and one value per row second; a UNet whose batch is fixed
+   * at 1 (or that takes neither) runs one row at a time.
+   */
+  private unetLayouts(rows: number): UnetLayout[] {
     const meta = requireInput(this.unet, 'timestep', 'unet');
-    // int64 [1] (optimum ≤ 1.23), float scalar (≥ 1.24), or [batch] (diffusers' own old converter).
-    const dims = meta.shape.length === 0 ? [] : typeof meta.shape[0] === 'number' ? [meta.shape[0]] : [rows];
-    const count = dims.length ? dims[0]! : 1;
-    const values = new Array<number>(count).fill(t);
+    const declared = meta.shape[0];
+    const feeds: TimestepFeed[] = meta.shape.length === 0 ? ['scalar'] : declared === 1 || rows === 1 ? ['one'] : typeof declared === 'number' ? ['rows'] : ['one', 'rows'];
+    const sampleBatch = requireInput(this.unet, 'sample', 'unet').shape[0];
+    const batched = rows === 1 || typeof sampleBatch !== 'number' || sampleBatch === rows;
+    const layouts: UnetLayout[] = batched ? feeds.map((timestep) => ({ timestep, splitRows: false })) : [];
+    if (rows > 1) layouts.push({ timestep: feeds[0] === 'scalar' ? 'scalar' : 'one', splitRows: true });
+    return layouts;
+  }
+
+  private timestepTensor(t: number, feed: TimestepFeed, rows: number): ort.Tensor {
+    const meta = requireInput(this.unet, 'timestep', 'unet');
+    const dims = feed === 'scalar' ? [] : [feed === 'rows' ? rows : 1];
+    const values = new Array<number>(feed === 'rows' ? rows : 1).fill(t);
     // Integer inputs truncate fractional (linspace-spaced) timesteps, as numpy's cast does in optimum's pipeline.
     return meta.type.startsWith('int') ? intTensor(meta.type, values.map(Math.trunc), dims) : floatTensor(meta.type, Float32Array.from(values), dims);
   }
 
-  async runUnet(latents: Float32Array, latentDims: number[], t: number, context: ort.Tensor, timestepCond?: ort.Tensor): Promise<Float32Array> {
+  private async runUnetWith(layout: UnetLayout, latents: Float32Array, latentDims: number[], t: number, context: FloatRows, timestepCond?: FloatRows): Promise<Float32Array> {
+    const rows = latentDims[0]!;
+    if (layout.splitRows && rows > 1) {
+      const rowSize = latents.length / rows;
+      const out = new Float32Array(latents.length);
+      for (let r = 0; r < rows; r++) {
+        const one = await this.runUnetWith(
+          layout,
+          latents.slice(r * rowSize, (r + 1) * rowSize),
+          [1, ...latentDims.slice(1)],
+          t,
+          sliceRows(context, r, 1),
+          timestepCond && sliceRows(timestepCond, r, 1),
+        );
+        out.set(one, r * rowSize);
+      }
+      return out;
+    }
     const sample = requireInput(this.unet, 'sample', 'unet');
+    const contextMeta = requireInput(this.unet, 'encoder_hidden_states', 'unet');
     const feeds: Record<string, ort.Tensor> = {
       sample: floatTensor(sample.type, latents, latentDims),
-      timestep: this.timestepTensor(t, latentDims[0]!),
-      encoder_hidden_states: context,
+      timestep: this.timestepTensor(t, layout.timestep, rows),
+      encoder_hidden_states: floatTensor(contextMeta.type, context.data, context.dims),
     };
-    if (timestepCond) feeds.timestep_cond = timestepCond;
+    if (timestepCond) feeds.timestep_cond = floatTensor(requireInput(this.unet, 'timestep_cond', 'unet').type, timestepCond.data, timestepCond.dims);
     const result = await this.unet.session.run(feeds);
     return floatData(result[outputName(this.unet, 'out_sample')]!);
+  }
+
+  /** One UNet evaluation of `latentDims[0]` rows; `context` and `timestepCond` carry one row per latent row. */
+  async runUnet(latents: Float32Array, latentDims: number[], t: number, context: FloatRows, timestepCond?: FloatRows): Promise<Float32Array> {
+    const rows = latentDims[0]!;
+    const known = this.layouts.get(rows);
+    if (known) return this.runUnetWith(known, latents, latentDims, t, context, timestepCond);
+    const candidates = this.unetLayouts(rows);
+    let first: unknown;
+    for (const layout of candidates) {
+      try {
+        const out = await this.runUnetWith(layout, latents, latentDims, t, context, timestepCond);
+        this.layouts.set(rows, layout);
+        return out;
+      } catch (error) {
+        first ??= error;
+      }
+    }
+    throw first;
   }
 
   /** Decodes one image's latents (already divided by the scaling factor) to [3, H, W] floats in [-1, 1]. */
@@ -238,9 +304,11 @@ export class DiffusionPipeline {
   async generate(request: PipelineRequest): Promise<PipelineResult> {
     const started = performance.now();
     const seconds = { total: 0, textEncoder: 0, unet: 0, vae: 0, encode: 0 };
-    const { width, height, batchSize } = request;
-    // Callers pass sizes imageLimitsOf allows; this only guards the invariant (latents are 1/8 of the image).
-    if (width % 8 || height % 8) throw new Error(`onnx diffusion: ${width}x${height} is not a multiple of 8`);
+    const { batchSize } = request;
+    // Latents are 1/8 of the image: a side that is not a multiple of 8 is generated at the next one
+    // and the picture center-cropped to the size asked for (the init image is edge-padded to match).
+    const width = Math.ceil(request.width / 8) * 8;
+    const height = Math.ceil(request.height / 8) * 8;
     const checkAbort = () => {
       if (request.signal?.aborted) throw new ClientGoneError();
     };
@@ -252,22 +320,18 @@ export class DiffusionPipeline {
     let mark = performance.now();
     const prompts = guidance ? [request.negativePrompt ?? '', request.prompt] : [request.prompt];
     const text = await this.encodeText(prompts);
-    const rowSize = text.dims[1]! * text.dims[2]!;
-    // diffusers' order: all unconditional rows, then all conditional rows.
-    const rows = guidance ? [...Array(batchSize).fill(0), ...Array(batchSize).fill(1)] : Array(batchSize).fill(0);
-    const contextMeta = requireInput(this.unet, 'encoder_hidden_states', 'unet');
-    const context = floatTensor(contextMeta.type, repeatRows(text.data, rows, rowSize), [rows.length, text.dims[1]!, text.dims[2]!]);
+    // Rows in diffusers' order (unconditional, then conditional), fed per image: the UNet always sees
+    // the same rows for an image whatever the batch size, because ORT's threaded kernels split a larger
+    // batch differently and the float results (hence the PNG bytes) would drift from the single image's.
+    const context: FloatRows = { data: text.data, dims: text.dims };
     seconds.textEncoder += (performance.now() - mark) / 1000;
     checkAbort();
 
-    let timestepCond: ort.Tensor | undefined;
+    let timestepCond: FloatRows | undefined;
     const condMeta = input(this.unet, 'timestep_cond');
     if (condMeta) {
       const dim = typeof condMeta.shape[1] === 'number' ? condMeta.shape[1] : 256;
-      const embedding = guidanceScaleEmbedding(request.guidanceScale, dim);
-      const all = new Float32Array(batchSize * dim);
-      for (let b = 0; b < batchSize; b++) all.set(embedding, b * dim);
-      timestepCond = floatTensor(condMeta.type, all, [batchSize, dim]);
+      timestepCond = { data: guidanceScaleEmbedding(request.guidanceScale, dim), dims: [1, dim] };
     }
 
     const generators = Array.from({ length: batchSize }, (_, i) => new GaussianRandom(request.seed, i));
@@ -276,7 +340,7 @@ export class DiffusionPipeline {
     let latents: Float32Array;
     if (request.initImage) {
       mark = performance.now();
-      const encoded = await this.encodeImage(request.initImage, width, height);
+      const encoded = await this.encodeImage(padImage(request.initImage, width, height), width, height);
       seconds.vae += (performance.now() - mark) / 1000;
       latents = new Float32Array(batchSize * perImage);
       for (let b = 0; b < batchSize; b++) latents.set(encoded, b * perImage);
@@ -286,16 +350,21 @@ export class DiffusionPipeline {
       if (plan.initNoiseSigma !== 1) for (let i = 0; i < latents.length; i++) latents[i] = latents[i]! * plan.initNoiseSigma;
     }
 
-    const unetRows = guidance ? batchSize * 2 : batchSize;
+    const unetRows = guidance ? 2 : 1;
     const modelInput = new Float32Array(unetRows * perImage);
+    const guided = new Float32Array(latents.length);
     const noise = () => batchNoise(generators, perImage);
     for (let i = 0; i < plan.timesteps.length; i++) {
-      checkAbort();
-      mark = performance.now();
-      scaleInto(modelInput, latents, plan.inputScale(i), guidance ? 2 : 1);
-      const output = await this.runUnet(modelInput, [unetRows, this.latentChannels, latentHeight, latentWidth], plan.timesteps[i]!, context, timestepCond);
-      plan.step(i, guidance ? applyGuidance(output, latents.length, request.guidanceScale) : output, latents, noise);
-      seconds.unet += (performance.now() - mark) / 1000;
+      const scale = plan.inputScale(i);
+      for (let b = 0; b < batchSize; b++) {
+        checkAbort();
+        mark = performance.now();
+        scaleInto(modelInput, latents.subarray(b * perImage, (b + 1) * perImage), scale, unetRows);
+        const output = await this.runUnet(modelInput, [unetRows, this.latentChannels, latentHeight, latentWidth], plan.timesteps[i]!, context, timestepCond);
+        guided.set(guidance ? applyGuidance(output, perImage, request.guidanceScale) : output, b * perImage);
+        seconds.unet += (performance.now() - mark) / 1000;
+      }
+      plan.step(i, guided, latents, noise);
       request.onStep?.(i + 1, plan.timesteps.length);
     }
 
@@ -308,7 +377,8 @@ export class DiffusionPipeline {
       const decoded = await this.decodeLatents(one, [1, this.latentChannels, latentHeight, latentWidth]);
       seconds.vae += (performance.now() - mark) / 1000;
       mark = performance.now();
-      images.push(await encodeImage(toRgb(decoded, width, height), width, height, request.outputFormat ?? 'png'));
+      const rgb = cropCenter(toRgb(decoded, width, height), width, height, request.width, request.height);
+      images.push(await encodeImage(rgb, request.width, request.height, request.outputFormat ?? 'png'));
       seconds.encode += (performance.now() - mark) / 1000;
     }
     seconds.total = (performance.now() - started) / 1000;
@@ -334,6 +404,39 @@ function applyGuidance(output: Float32Array, n: number, scale: number): Float32A
     guided[k] = unconditional + scale * (output[n + k]! - unconditional);
   }
   return guided;
+}
+
+type RawImage = NonNullable<PipelineRequest['initImage']>;
+
+/** Grows an interleaved image to width × height around its center, repeating the edge pixels. */
+export function padImage(image: RawImage, width: number, height: number): RawImage {
+  if (image.width === width && image.height === height) return image;
+  const left = Math.floor((width - image.width) / 2);
+  const top = Math.floor((height - image.height) / 2);
+  const { channels } = image;
+  const data = new Uint8Array(width * height * channels);
+  for (let y = 0; y < height; y++) {
+    const sy = Math.min(image.height - 1, Math.max(0, y - top));
+    for (let x = 0; x < width; x++) {
+      const sx = Math.min(image.width - 1, Math.max(0, x - left));
+      const from = (sy * image.width + sx) * channels;
+      data.set(image.data.subarray(from, from + channels), (y * width + x) * channels);
+    }
+  }
+  return { ...image, data, width, height };
+}
+
+/** The centered width × height window of interleaved RGB (the inverse of padImage's placement). */
+export function cropCenter(rgb: Uint8Array, fromWidth: number, fromHeight: number, width: number, height: number): Uint8Array {
+  if (fromWidth === width && fromHeight === height) return rgb;
+  const left = Math.floor((fromWidth - width) / 2);
+  const top = Math.floor((fromHeight - height) / 2);
+  const out = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    const from = ((top + y) * fromWidth + left) * 3;
+    out.set(rgb.subarray(from, from + width * 3), y * width * 3);
+  }
+  return out;
 }
 
 /**

@@ -85,3 +85,27 @@ test('regeneration is byte-identical and leaves unchanged files alone', async ()
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('classic timestep variants take exactly one timestep value, as the reported exports do', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'infera-tiny-sd-'));
+  try {
+    for (const [classic, shape] of [['fixed', [1]], ['dynamic', ['steps']]] as const) {
+      const root = await ensureTinyDiffusionModel(join(dir, classic), { classicTimestep: classic, staticBatch: true });
+      const unet = await ort.InferenceSession.create(join(root, 'unet/model.onnx'), { intraOpNumThreads: 1, logSeverityLevel: 4 });
+      const meta = Object.fromEntries(unet.inputMetadata.map((m) => [m.name, m.isTensor ? { type: m.type, shape: m.shape } : null]));
+      assert.deepEqual(meta.timestep, { type: 'float32', shape });
+      assert.deepEqual(meta.sample?.shape, [1, 4, 'height', 'width']);
+      const feeds = (steps: number) => ({
+        sample: new ort.Tensor('float32', new Float32Array(4 * 8 * 8), [1, 4, 8, 8]),
+        timestep: new ort.Tensor('float32', new Float32Array(steps).fill(500), [steps]),
+        encoder_hidden_states: new ort.Tensor('float32', new Float32Array(77 * 32), [1, 77, 32]),
+      });
+      assert.deepEqual((await unet.run(feeds(1))).out_sample!.dims, [1, 4, 8, 8]);
+      // One value per CFG row is what the engine used to feed: the fixed graph rejects it, the symbolic one fails in its Reshape.
+      await assert.rejects(unet.run(feeds(2)), classic === 'fixed' ? /dimensions/ : /Reshape/);
+      await unet.release();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

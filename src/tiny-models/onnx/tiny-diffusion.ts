@@ -27,6 +27,14 @@ export interface TinyDiffusionVariant {
   fp16?: boolean;
   /** Benchmarks only: text encoder width (cross-attention dim), e.g. 1024 to pair with a full-size SD 2.x UNet. */
   textHidden?: number;
+  /**
+   * The classic layout (diffusers' older conversion script, some optimum exports): a float32 timestep
+   * of one value, declared `[1]` ('fixed') or with a symbolic dim ('dynamic'), reshaped to [1, 1] inside
+   * the graph as a trace with one timestep bakes it, so feeding one value per batch row fails.
+   */
+  classicTimestep?: 'fixed' | 'dynamic';
+  /** A UNet traced at batch 1 with static shapes: `sample` and `encoder_hidden_states` take one row. */
+  staticBatch?: boolean;
 }
 
 /** Re-types a graph's float32 inputs/outputs as float16, with Casts at the edges (weights stay fp32). */
@@ -195,13 +203,21 @@ function textEncoderGraph(random: () => number, vocabSize: number, idType: 'int3
   };
 }
 
-function unetGraph(random: () => number, legacy: boolean, timestepCond: boolean, HIDDEN: number, body?: { channels: number; layers: number }): GraphSpec {
+function unetGraph(random: () => number, legacy: boolean, timestepCond: boolean, HIDDEN: number, variant: TinyDiffusionVariant): GraphSpec {
+  const body = variant.unetBody;
+  const batch = variant.staticBatch ? 1 : 'batch_size';
+  const classic = variant.classicTimestep;
+  const timestep: GraphSpec['inputs'][number] = classic
+    ? { name: 'timestep', type: 'float32', shape: [classic === 'fixed' ? 1 : 'steps'] }
+    : legacy
+      ? { name: 'timestep', type: 'int64', shape: [1] }
+      : { name: 'timestep', type: 'float32', shape: [] };
   const graph: GraphSpec = {
     name: 'unet',
     inputs: [
-      { name: 'sample', type: 'float32', shape: ['batch_size', LATENT_CHANNELS, 'height', 'width'] },
-      legacy ? { name: 'timestep', type: 'int64', shape: [1] } : { name: 'timestep', type: 'float32', shape: [] },
-      { name: 'encoder_hidden_states', type: 'float32', shape: ['batch_size', 'sequence_length', HIDDEN] },
+      { name: 'sample', type: 'float32', shape: [batch, LATENT_CHANNELS, 'height', 'width'] },
+      timestep,
+      { name: 'encoder_hidden_states', type: 'float32', shape: [batch, 'sequence_length', HIDDEN] },
     ],
     outputs: [{ name: 'out_sample', type: 'float32', shape: ['batch_size', LATENT_CHANNELS, 'height', 'width'] }],
     initializers: [
@@ -231,6 +247,11 @@ function unetGraph(random: () => number, legacy: boolean, timestepCond: boolean,
       },
     ],
   };
+  if (classic) {
+    graph.initializers.push({ name: 'timestep.shape', type: 'int64', dims: [2], values: [1, 1] });
+    graph.nodes.unshift({ op: 'Reshape', inputs: ['timestep', 'timestep.shape'], outputs: ['timestep_1x1'] });
+    graph.nodes[1] = { ...graph.nodes[1]!, inputs: ['timestep_1x1'] };
+  }
   if (body) {
     // sample → C channels → layers × (3×3 conv, tanh) → 4 channels, replacing the single conv.
     const conv = graph.nodes.pop()!;
@@ -383,7 +404,7 @@ export function tinyDiffusionFiles(variant: TinyDiffusionVariant = {}): Map<stri
   // Separate streams per component, so adding one never changes another's weights.
   const write = (graph: GraphSpec) => writeOnnxModel(variant.fp16 ? withHalfPrecisionIo(graph) : graph);
   files.set('text_encoder/model.onnx', write(textEncoderGraph(prng(1), vocabSize, legacy ? 'int32' : 'int64', HIDDEN)));
-  files.set('unet/model.onnx', write(unetGraph(prng(2), legacy, timestepCond, HIDDEN, variant.unetBody)));
+  files.set('unet/model.onnx', write(unetGraph(prng(2), legacy, timestepCond, HIDDEN, variant)));
   files.set('vae_decoder/model.onnx', write(vaeDecoderGraph(prng(3))));
   if (withEncoder) {
     json('vae_encoder/config.json', vaeConfig);

@@ -1,0 +1,93 @@
+// Image export variants through the real server: classic UNet layouts (a one-value timestep, a static
+// batch of 1) that used to answer 500 on every request, and LCM's limits (no classifier-free guidance,
+// so negative_prompt cannot act), as /v1/models and the x-infera-ignored header report them, and the
+// sizes SiliconFlow lists under the default pixel budget.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { ensureTinyDiffusionModel } from '../src/tiny-models/onnx/index.ts';
+import { http, startTestServer, type TestServer } from './helpers/server.ts';
+
+const CLASSIC = 'tiny/sd-classic-timestep';
+const CLASSIC_STATIC = 'tiny/sd-classic-static-batch';
+const LCM = 'tiny/sd-lcm';
+const EULER = 'tiny/sd-euler';
+
+describe('image export variants end to end', () => {
+  let server: TestServer;
+  const modelDir = mkdtempSync(join(tmpdir(), 'infera-images-layouts-'));
+  before(async () => {
+    const variants = {
+      [CLASSIC]: { classicTimestep: 'dynamic' },
+      [CLASSIC_STATIC]: { classicTimestep: 'fixed', staticBatch: true },
+      [LCM]: { scheduler: 'lcm' },
+      [EULER]: { scheduler: 'euler' },
+    } as const;
+    const models = [];
+    for (const [id, variant] of Object.entries(variants)) {
+      const path = await ensureTinyDiffusionModel(join(modelDir, id.replace('/', '-')), variant);
+      models.push({ id, type: 'text-to-image', engine: 'onnx-diffusion', path, onnx: { threads: 2, defaultSize: '64x64' } });
+    }
+    server = await startTestServer({ config: { models } });
+  });
+  after(async () => {
+    await server.close();
+    rmSync(modelDir, { recursive: true, force: true });
+  });
+
+  const generate = (model: string, extra: Record<string, unknown> = {}) =>
+    http(server.baseURL, '/images/generations', {
+      body: { model, prompt: 'a photo of a cat', image_size: '64x64', batch_size: 2, num_inference_steps: 2, seed: 7, ...extra },
+    });
+
+  test('classic layouts (timestep reshaped to [1, 1]; declared [1] with a static batch) answer 200 with and without guidance', async () => {
+    for (const model of [CLASSIC, CLASSIC_STATIC])
+      for (const guidance_scale of [7.5, 1]) {
+        const response = await generate(model, { guidance_scale, negative_prompt: 'blurry' });
+        assert.equal(response.status, 200, `${model} guidance ${guidance_scale}: ${response.text}`);
+        assert.equal(response.json.images.length, 2);
+        const file = Buffer.from(await (await fetch(response.json.images[1].url)).arrayBuffer());
+        const meta = await sharp(file).metadata();
+        assert.deepEqual([meta.format, meta.width, meta.height], ['png', 64, 64]);
+      }
+  });
+
+  test('LCM: /v1/models says negative_prompt cannot act; a request that sends it gets x-infera-ignored', async () => {
+    const before = await http(server.baseURL, `/models/${LCM}`);
+    assert.equal(before.json.infera.capabilities, undefined, 'unknown until the graph is loaded');
+
+    const lcm = await generate(LCM, { negative_prompt: 'blurry', guidance_scale: 8 });
+    assert.equal(lcm.status, 200, lcm.text);
+    assert.equal(lcm.headers.get('x-infera-ignored'), 'negative_prompt');
+    // Without it nothing is flagged; guidance_scale acts on LCM as its embedded guidance.
+    const plain = await generate(LCM, { guidance_scale: 8 });
+    assert.equal(plain.headers.get('x-infera-ignored'), null);
+    const euler = await generate(EULER, { negative_prompt: 'blurry', guidance_scale: 7.5 });
+    assert.equal(euler.headers.get('x-infera-ignored'), null, 'CFG reads the negative prompt');
+    const unguided = await generate(EULER, { negative_prompt: 'blurry', cfg: 1 });
+    assert.equal(unguided.headers.get('x-infera-ignored'), 'negative_prompt', 'no CFG at guidance ≤ 1');
+
+    const list = await http(server.baseURL, '/models?sub_type=text-to-image');
+    const capabilities = Object.fromEntries(list.json.data.map((m: { id: string; infera: { capabilities?: unknown } }) => [m.id, m.infera.capabilities]));
+    assert.deepEqual(capabilities[LCM], { negative_prompt: false, guidance_scale: true, image_to_image: true });
+    assert.deepEqual(capabilities[EULER], { negative_prompt: true, guidance_scale: true, image_to_image: true });
+    assert.deepEqual((await http(server.baseURL, `/models/${LCM}`)).json.infera.capabilities, capabilities[LCM]);
+  });
+
+  test('SiliconFlow-listed sizes beyond 1024 and off the multiple-of-8 grid generate; over the pixel budget is a 400 naming image_size', async () => {
+    for (const size of ['720x1440', '1140x1472']) {
+      const response = await generate(EULER, { image_size: size, batch_size: 1, num_inference_steps: 1 });
+      assert.equal(response.status, 200, `${size}: ${response.text}`);
+      const file = Buffer.from(await (await fetch(response.json.images[0].url)).arrayBuffer());
+      const meta = await sharp(file).metadata();
+      assert.equal(`${meta.width}x${meta.height}`, size);
+    }
+    const over = await generate(EULER, { image_size: '1536x1536', batch_size: 1 });
+    assert.equal(over.status, 400, over.text);
+    assert.equal(over.json.error.param, 'image_size');
+    assert.match(over.json.error.message, /largest square is 1328x1328/);
+  });
+});
