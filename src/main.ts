@@ -84,7 +84,8 @@ async function drainAndClose(services: Services, app: InferaApp, drainTimeoutMs:
     // Aborted work unwinds in milliseconds; a socket that still will not close is cut.
     if (!(await settlesWithin(closed, ABORT_GRACE_MS))) app.server.closeAllConnections();
   }
-  await closed;
+  // A listener that failed to close must not stop the models' disposal and the ledger's flush.
+  await closed.catch((error: unknown) => logger.error({ err: error }, 'closing the HTTP server failed'));
   await registry.close();
   await gate.close();
   await closeServingResources(services);
