@@ -125,7 +125,7 @@ export async function buildApp(services: Services) {
   });
 
   app.setErrorHandler((error, request, reply) => {
-    // Work cut off by shutdown (not by the client, who is still here) answers with the shutdown error.
+    // Work the server cut off (shutdown, the route's time limit) answers with that reason: the client is still here.
     const reason: unknown = request.abort?.signal.reason;
     const rendered = isAbortError(error) && reason instanceof InferaError ? reason : fromFastifyError(error, request);
     // Expected events are not errors: a client that left, an overloaded model (503), a timeout (504).
