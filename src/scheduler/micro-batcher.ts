@@ -94,33 +94,31 @@ export class MicroBatcher<I, O> {
       const entry: Pending<I, O> = { input, tokens: Math.max(0, tokens), signal, enqueuedAt: performance.now(), resolve, reject };
       if (signal) {
         // Waiting entries leave the queue the moment their caller leaves: no work is spent on them.
-        entry.onAbort = () => {
-          const at = this.queue.indexOf(entry);
-          if (at < 0) return;
-          this.queue.splice(at, 1);
-          this.queuedTokens -= entry.tokens;
-          this.dropped++;
-          reject(new ClientGoneError());
-          this.schedule();
-        };
+        entry.onAbort = () => this.leave(entry, new ClientGoneError());
         signal.addEventListener('abort', entry.onAbort, { once: true });
       }
       const { maxQueueWaitMs } = this.options;
-      if (maxQueueWaitMs !== undefined && Number.isFinite(maxQueueWaitMs)) {
-        entry.deadline = setTimeout(() => {
-          const at = this.queue.indexOf(entry);
-          if (at < 0) return;
-          this.queue.splice(at, 1);
-          this.queuedTokens -= entry.tokens;
-          this.detach(entry);
-          this.dropped++;
-          reject(queueWaitExpired(this.options.label, performance.now() - entry.enqueuedAt, this.retryAfter()));
-        }, maxQueueWaitMs);
-      }
+      if (maxQueueWaitMs !== undefined && Number.isFinite(maxQueueWaitMs))
+        entry.deadline = setTimeout(
+          () => this.leave(entry, queueWaitExpired(this.options.label, performance.now() - entry.enqueuedAt, this.retryAfter())),
+          maxQueueWaitMs,
+        );
       this.queue.push(entry);
       this.queuedTokens += entry.tokens;
       this.schedule();
     });
+  }
+
+  /** A waiting entry leaves the queue unrun (its caller left, or its wait outlived the deadline). */
+  private leave(entry: Pending<I, O>, error: unknown): void {
+    const at = this.queue.indexOf(entry);
+    if (at < 0) return;
+    this.queue.splice(at, 1);
+    this.queuedTokens -= entry.tokens;
+    this.detach(entry);
+    this.dropped++;
+    entry.reject(error);
+    this.schedule();
   }
 
   /** Refuse new entries and answer those still waiting with 503; running batches finish. */
