@@ -153,7 +153,7 @@ export class ModelRegistry {
       slot.error = undefined;
       this.events.onStateChange?.(slot);
       const { config } = slot;
-      const engine = this.engines.find((candidate) => candidate.name === config.engine);
+      const engine = this.engineOf(config);
       const logger = this.logger.child({ model: config.id, engine: config.engine });
       const loading = engine
         ? Promise.resolve().then(() =>
@@ -204,12 +204,16 @@ export class ModelRegistry {
 
   /** The image sizes a model's engine declares from its config, before any load (undefined: known only once loaded). */
   imageLimits(entry: ModelEntry): ImageLimits | undefined {
-    return this.engines.find((candidate) => candidate.name === entry.config.engine)?.imageLimits?.(entry.config);
+    return this.engineOf(entry.config)?.imageLimits?.(entry.config);
   }
 
   /** The context window a chat model's engine declares from its config, before any load (undefined: not declared). */
   contextSize(entry: ModelEntry): number | undefined {
-    return this.engines.find((candidate) => candidate.name === entry.config.engine)?.contextSize?.(entry.config);
+    return this.engineOf(entry.config)?.contextSize?.(entry.config);
+  }
+
+  private engineOf(config: ModelConfig) {
+    return this.engines.find((candidate) => candidate.name === config.engine);
   }
 
   /** Load the models marked eager (startup). Failures are recorded in the entry, not thrown. */
