@@ -89,7 +89,11 @@ export async function serveImageGeneration(
       lease = await services.registry.acquire(entry.config.id, 'text-to-image');
       const model = lease.model;
       // An engine that declares no limits up front (known only once loaded) is checked here, once.
-      if (request.size && !declared) checkImageSize(request.size, model.limits);
+      if (!declared) {
+        if (request.size) checkImageSize(request.size, model.limits);
+        const [width, height] = request.size ? [request.size.width, request.size.height] : model.limits.defaultSize;
+        checkImageWork(request, width, height, limits.maxImagePixelSteps);
+      }
       if (request.image && !model.imageToImage)
         throw badRequest(`image: model '${request.model}' cannot take an input image (its export has no VAE encoder).`, 'image', 'image_to_image_unsupported');
       let initImage: Awaited<ReturnType<typeof decodeInitImage>> | undefined;
