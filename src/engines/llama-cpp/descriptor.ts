@@ -12,7 +12,7 @@ export const llamaCpp = defineEngine({
   async load({ config, onProgress, signal, logger, resources }) {
     requireLocalPath(config.path);
     // Before any node-llama-cpp call: llama.cpp trusts the header, and a hostile one can abort the process.
-    await (await import('./gguf-check.ts')).checkGgufFile(config.path);
+    if (config.llamaCpp.checkHeader) await (await import('./gguf-check.ts')).checkGgufFile(config.path);
     signal.throwIfAborted();
     const { LlamaRuntime } = await import('./runtime.ts');
     const runtime = await resources.get(
