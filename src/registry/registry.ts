@@ -183,9 +183,13 @@ export class ModelRegistry {
       };
       const loading: Promise<LoadedModel> = !engine
         ? Promise.reject(new Error(`engine ${config.engine} is not in this server's engine table`))
-        : config.isolation === 'process'
-          ? loadInEngineProcess({ ...context, hangTimeoutSeconds: config.hangTimeoutSeconds, onExit: (reason) => this.crashed(slot, reason) })
-          : Promise.resolve().then(() => engine.load({ ...context, resources: this.resources }));
+        : Promise.resolve()
+            .then(() => engine.check?.(config))
+            .then(() =>
+              config.isolation === 'process'
+                ? loadInEngineProcess({ ...context, hangTimeoutSeconds: config.hangTimeoutSeconds, onExit: (reason) => this.crashed(slot, reason) })
+                : engine.load({ ...context, resources: this.resources }),
+            );
       slot.loading = loading.then(
         (loaded) => {
           slot.loaded = loaded;
