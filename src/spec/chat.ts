@@ -1,5 +1,6 @@
 // The chat engine contract. Everything inside Infera speaks these camelCase types; the wire's
 // snake_case lives only in src/protocol. Engines (llama.cpp, remote upstreams) implement ChatModel.
+import type { EngineStats } from './index.ts';
 
 export type JsonSchema = Record<string, unknown>;
 
@@ -177,4 +178,6 @@ export interface ChatModel {
    * release the sequence, even before the first part was pulled.
    */
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart>;
+  /** Its sequences in use and requests waiting for one. */
+  stats?(): Promise<EngineStats>;
 }

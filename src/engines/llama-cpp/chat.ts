@@ -42,7 +42,7 @@ import {
   type TokenLogprob,
   type ToolCall,
 } from '../../spec/chat.ts';
-import type { LoadProgress, LoadedModel } from '../../spec/index.ts';
+import type { EngineStats, LoadProgress, LoadedModel } from '../../spec/index.ts';
 import { toLlamaChatHistory } from './chat-history.ts';
 import { sequenceOrderedStrategy } from './chat-batching.ts';
 import { toGbnfJsonSchema } from './chat-json-schema.ts';
@@ -155,6 +155,10 @@ export class LlamaCppChatModel implements ChatModel {
     this.contextSize = context.contextSize;
     this.slots = new Slots(context.totalSequences, queue.maxQueue, `Model ${name}`, { maxWaitMs: queue.maxQueueWaitSeconds * 1000 });
     this.overlapDecode = context.idealThreads < availableParallelism();
+  }
+
+  async stats(): Promise<EngineStats> {
+    return { active: this.slots.active, queued: this.slots.queued };
   }
 
   async checkPrompt(options: ChatCallOptions): Promise<number> {
