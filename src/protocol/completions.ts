@@ -5,7 +5,7 @@
 // field, never dropped:
 // - `echo` with `logprobs` (the prompt's own token logprobs are not computed) and `echo` with `suffix`
 //   (OpenAI refuses that pair too);
-// - `best_of` above `n` (no server-side selection), `logit_bias`.
+// - `best_of` above `n` (no server-side selection), a non-empty `logit_bias`.
 // Leniencies: `null` is "absent" for every optional field; `suffix: ""` is no suffix, so that FIM
 // clients that always send one still work on models without FIM tokens; empty stop strings are dropped.
 
@@ -98,10 +98,9 @@ export function parseCompletionRequest(body: unknown, limits: RequestLimits = DE
       param,
     );
   }
-  if (wire.best_of != null && wire.best_of !== n && wire.best_of !== 1) {
-    if (wire.best_of < n) throw badRequest(`best_of: must be greater than or equal to n (${n}).`, 'best_of');
-    throw badRequest('best_of: server-side selection among more candidates than n is not supported; send n only.', 'best_of', 'unsupported_parameter');
-  }
+  // best_of ≤ n selects nothing (clients send best_of: 1 by default); more candidates than n would need a selection.
+  if (wire.best_of != null && wire.best_of > n)
+    throw badRequest(`best_of: choosing the best ${n} of ${wire.best_of} candidates is not supported on this server; send n only.`, 'best_of', 'unsupported_parameter');
   const suffix = wire.suffix ? wire.suffix : undefined;
   const echo = wire.echo === true;
   if (echo && suffix !== undefined) throw badRequest('echo: cannot be combined with suffix.', 'echo');
