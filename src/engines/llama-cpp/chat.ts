@@ -54,6 +54,7 @@ import { emptyCompletion, infillTokens, planCompletion, runCompletion, type Comp
 import type { LlamaCppLoadOptions } from './embedding.ts';
 import {
   DEFAULT_TEMPERATURE,
+  countingSamples,
   internalChanged,
   penaltyOptions,
   prefill,
@@ -428,8 +429,26 @@ export class LlamaCppChatModel implements ChatModel {
     let chat: LlamaChat | undefined;
     try {
       const sampled: SampledToken[] = [];
+      const answerLimit = plan.answerLimit;
+      // With a chain of thought, node-llama-cpp's maxTokens must leave room for it, so it cannot bound
+      // what follows; the text path counts its own tokens, but a tool call streams no token counts and
+      // its prefix and name none at all. Every sampled token is counted here instead, from the end of
+      // the thought (and the blank line after it): the first one past max_tokens stops the generation,
+      // and its text never reaches the call's arguments.
+      let sampledCount = 0;
+      let answerFrom: number | undefined;
+      let callCapped = false;
+      const boundCalls = plan.functions !== undefined && plan.thinking && answerLimit !== undefined;
+      const source = plan.topLogprobs === undefined ? sequence : recordingProbabilities(sequence, sampled);
       chat = new LlamaChat({
-        contextSequence: plan.topLogprobs === undefined ? sequence : recordingProbabilities(sequence, sampled),
+        contextSequence: !boundCalls
+          ? source
+          : countingSamples(source, () => {
+              sampledCount++;
+              if (answerFrom === undefined || sampledCount - answerFrom <= answerLimit) return;
+              callCapped = true;
+              stopper.abort(new Error('answer token limit reached'));
+            }),
         chatWrapper: plan.wrapper,
       });
       const logprobs: TokenLogprob[] | undefined = plan.topLogprobs === undefined ? undefined : [];
@@ -464,6 +483,7 @@ export class LlamaCppChatModel implements ChatModel {
           // tokens; the sequence's meter counts what was really sampled up to the end of the thought.
           reasoningTokens = meter.usedOutputTokens - outputBefore;
           thoughtFloor = sampled.length;
+          if (chunk.segmentEndTime !== undefined) answerFrom = sampledCount;
           // A think block the model opens after a prefix anyway is followed by the template's gap too.
           if (text === '') leadingNewlines = true;
           // With thinking off, wrappers that cannot suppress the think block rely on a zero thought
@@ -481,7 +501,10 @@ export class LlamaCppChatModel implements ChatModel {
         // not counted against max_tokens.
         if (leadingNewlines) {
           piece = piece.replace(/^\n+/, '');
-          if (piece.length === 0) return;
+          if (piece.length === 0) {
+            if (answerFrom !== undefined) answerFrom = sampledCount;
+            return;
+          }
           leadingNewlines = false;
         }
         if (plan.answerLimit !== undefined && answerTokens + tokens.length >= plan.answerLimit) {
@@ -502,6 +525,7 @@ export class LlamaCppChatModel implements ChatModel {
       };
 
       const onFunctionCallParamsChunk = (chunk: LlamaChatResponseFunctionCallParamsChunk) => {
+        if (callCapped) return;
         let call = calls[chunk.callIndex];
         if (!call) {
           call = { id: newToolCallId(), name: chunk.functionName, raw: '', sent: 0 };
@@ -584,7 +608,11 @@ export class LlamaCppChatModel implements ChatModel {
 
       const stopReason = response.metadata.stopReason;
       const finishReason: FinishReason =
-        answerCapped || stopReason === 'maxTokens' ? 'length' : toolCalls.length > 0 ? 'tool_calls' : 'stop';
+        answerCapped || (callCapped && stopReason === 'abort') || stopReason === 'maxTokens'
+          ? 'length'
+          : toolCalls.length > 0
+            ? 'tool_calls'
+            : 'stop';
       const usage: ChatUsage = {
         promptTokens: plan.promptTokens,
         completionTokens: Math.max(meter.usedOutputTokens - outputBefore, reasoningTokens + answerTokens),

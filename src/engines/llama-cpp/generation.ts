@@ -101,6 +101,35 @@ export function recordingProbabilities(sequence: LlamaContextSequence, sampled: 
   });
 }
 
+/**
+ * The sequence seen through a proxy whose `evaluate` (what LlamaChat samples through, see
+ * recordingProbabilities) calls `onSampled` for every token sampled, before the generator uses it:
+ * thought, answer, tool-call and grammar-forced tokens alike.
+ */
+export function countingSamples(sequence: LlamaContextSequence, onSampled: () => void): LlamaContextSequence {
+  const evaluate = async function* (tokens: Token[], options?: Parameters<LlamaContextSequence['evaluate']>[1]) {
+    const iterator = sequence.evaluate(tokens, options);
+    let input: Token | Token[] | undefined;
+    try {
+      for (;;) {
+        const { value, done } = await iterator.next(input as Token);
+        if (done) return;
+        onSampled();
+        input = yield value;
+      }
+    } finally {
+      await iterator.return();
+    }
+  };
+  return new Proxy(sequence, {
+    get(target, property) {
+      if (property === 'evaluate') return evaluate;
+      const value = Reflect.get(target, property, target) as unknown;
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 /** A node-llama-cpp internal this engine reaches into no longer does what the engine expects. */
 export const internalChanged = (internal: string, effect: string) =>
   new InferaError({
