@@ -71,7 +71,7 @@ export async function serveCompletion(services: Services, context: RequestContex
       return { type: 'json', body: completion, headers: admission.headers };
     }
 
-    for (const options of perChoice) meters.push(new MeteredCompletion(model.doCompleteStream(options)));
+    for (const options of perChoice) meters.push(new MeteredCompletion(model.doCompleteStream(options), options.echo === true));
     await Promise.all(meters.map((meter) => meter.peek()));
     const frames = new TextCompletionFrames(meta, meters, {
       includeUsage: request.includeUsage,
@@ -145,17 +145,19 @@ function refuseUnfittablePrompt(model: ChatModel, prompt: string | number[], suf
 
 /**
  * One choice's engine stream, with a peek (first part fetched before the HTTP status is sent) and a
- * meter: the finish part's count, or — when the client left first — one token per delta seen.
+ * meter: the finish part's count, or — when the client left first — one token per generated delta
+ * seen (the echoed prompt, the first delta with `echo`, is not generated).
  */
 class MeteredCompletion implements AsyncIterableIterator<CompletionStreamPart> {
   private readonly source: AsyncIterator<CompletionStreamPart>;
   private peeked?: Promise<IteratorResult<CompletionStreamPart>>;
   private finalTokens?: number;
-  private deltas = 0;
+  private deltas: number;
   private closed = false;
 
-  constructor(stream: AsyncIterable<CompletionStreamPart>) {
+  constructor(stream: AsyncIterable<CompletionStreamPart>, echo: boolean) {
     this.source = stream[Symbol.asyncIterator]();
+    this.deltas = echo ? -1 : 0;
   }
 
   [Symbol.asyncIterator]() {
@@ -195,6 +197,6 @@ class MeteredCompletion implements AsyncIterableIterator<CompletionStreamPart> {
   }
 
   completionTokens(): number {
-    return this.finalTokens ?? this.deltas;
+    return this.finalTokens ?? Math.max(0, this.deltas);
   }
 }

@@ -82,14 +82,13 @@ export function planCompletion(model: LlamaModel, contextSize: number, options: 
   } else {
     body = promptTokens;
   }
-  const input = bos === null ? body : [bos, ...body];
-  if (input.length === 0) {
+  if (body.length === 0 && bos === null) {
     // OpenAI: without a prompt the model writes "as if from the beginning of a new document".
     const start = model.tokens.bos ?? model.tokens.eos;
     if (start === null) throw badRequest('prompt: must not be empty for this model (it has no beginning-of-text token).', 'prompt');
     body = [start];
-    input.push(start);
   }
+  const input = bos === null ? body : [bos, ...body];
 
   if (input.length + options.maxTokens + CONTEXT_MARGIN > contextSize)
     throw new InferaError({
