@@ -200,6 +200,15 @@ describe('text completions end to end (openai SDK + raw HTTP)', () => {
     assert.equal(streamed, TINY_CHAT_SCRIPT.fimMiddle);
   });
 
+  test('/v1/models says, once a chat model has loaded, whether it takes /v1/completions and suffix', async () => {
+    for (const model of [CHAT, CODER]) (await server.server.services.registry.acquire(model, 'chat')).release();
+    const list = await http(server.baseURL, '/models?sub_type=chat');
+    const capabilities = Object.fromEntries(list.json.data.map((m: { id: string; infera: { capabilities?: unknown } }) => [m.id, m.infera.capabilities]));
+    assert.deepEqual(capabilities[CHAT], { completions: true, suffix: false });
+    assert.deepEqual(capabilities[CODER], { completions: true, suffix: true });
+    assert.deepEqual(capabilities['infera/tiny-qwen3-coder'], capabilities[CODER]);
+  });
+
   test('suffix on a model without FIM tokens is a 400 naming suffix (an empty suffix is no suffix)', async () => {
     await assert.rejects(client.completions.create({ model: CHAT, prompt: 'def add(a, b):\n', suffix: '\nprint(1)' }), (error: unknown) => {
       assert.ok(error instanceof OpenAI.BadRequestError, String(error));
