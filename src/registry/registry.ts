@@ -60,6 +60,11 @@ export interface ModelLease<M extends AnyModel> {
 }
 
 function capabilitiesOf(model: AnyModel): Record<string, boolean> | undefined {
+  if (model.kind === 'chat') {
+    // /v1/completions, and its `suffix` (fill in the middle), depend on the engine and the model file.
+    const completions = typeof model.doComplete === 'function';
+    return { completions, suffix: completions && model.infill === true };
+  }
   if (model.kind !== 'text-to-image') return undefined;
   return { negativePrompt: true, guidanceScale: true, ...model.capabilities, imageToImage: model.imageToImage === true };
 }

@@ -217,7 +217,7 @@ class MeteredStream implements AsyncIterableIterator<ChatStreamPart> {
  * mid-stream error (rendered as an error frame), or when the HTTP layer calls return() because the
  * client left — and before the HTTP layer ends the response.
  */
-class SettlingFrames implements AsyncIterator<string, void> {
+export class SettlingFrames implements AsyncIterator<string, void> {
   private finished = false;
   /** return() was called: whatever the frames do from now on, the outcome is 'cancelled'. */
   private cancelled = false;
