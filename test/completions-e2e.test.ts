@@ -6,7 +6,6 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
 import OpenAI from 'openai';
-import type { LlamaCppChatModel } from '../src/engines/llama-cpp/chat.ts';
 import { sqlitePath } from '../src/platform/index.ts';
 import { buildTinyChatVocab } from '../src/tiny-models/tiny-chat.ts';
 import { TINY_CHAT_SCRIPT } from '../src/tiny-models/index.ts';
@@ -254,7 +253,8 @@ describe('text completions end to end (openai SDK + raw HTTP)', () => {
   test('a client that disconnects mid-stream frees its sequence, and the ledger row is settled as cancelled', async () => {
     const lease = await server.server.services.registry.acquire(CHAT, 'chat');
     lease.release();
-    const slots = (lease.model as LlamaCppChatModel).slots;
+    // The model runs in its engine process: its queue is read across the boundary.
+    const active = async () => (await lease.model.stats!()).active;
     const controller = new AbortController();
     const stream = await client.completions.create(
       { model: CHAT, prompt: 'Please count', max_tokens: 1500, stream: true },
@@ -263,14 +263,14 @@ describe('text completions end to end (openai SDK + raw HTTP)', () => {
     let seen = 0;
     for await (const _chunk of stream) {
       if (++seen === 5) {
-        assert.equal(slots.active, 1, 'the stream holds a sequence');
+        assert.equal(await active(), 1, 'the stream holds a sequence');
         controller.abort();
         break;
       }
     }
     const abortedAt = performance.now();
-    while (slots.active > 0 && performance.now() - abortedAt < 2000) await new Promise((r) => setTimeout(r, 2));
-    assert.equal(slots.active, 0);
+    while ((await active()) > 0 && performance.now() - abortedAt < 2000) await new Promise((r) => setTimeout(r, 2));
+    assert.equal(await active(), 0);
     let row = ledger().at(-1)!;
     while (row.outcome !== 'cancelled' && performance.now() - abortedAt < 2000) {
       await new Promise((r) => setTimeout(r, 5));
