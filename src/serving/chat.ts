@@ -261,12 +261,19 @@ export class SettlingFrames implements AsyncIterator<string, void> {
       await this.frames.return?.();
       await this.close('cancelled');
     }
+    // A settlement already under way (a pending next() saw the cancellation first) is waited for too:
+    // the HTTP layer ends the response only after this returns, and the row must be written by then.
+    await this.settled;
     return { done: true, value: undefined };
   }
 
-  private async close(outcome: UsageReport['outcome'], failure?: unknown): Promise<void> {
-    if (this.finished) return;
-    this.finished = true;
-    await this.finish(outcome, failure);
+  private settled: Promise<void> | undefined;
+
+  private close(outcome: UsageReport['outcome'], failure?: unknown): Promise<void> {
+    if (!this.finished) {
+      this.finished = true;
+      this.settled = this.finish(outcome, failure);
+    }
+    return this.settled ?? Promise.resolve();
   }
 }
