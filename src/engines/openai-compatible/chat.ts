@@ -576,8 +576,9 @@ class UpstreamStream<P> implements AsyncIterableIterator<P> {
       if (next.done) this.release();
       return next;
     } catch (error) {
+      const response = this.response;
       this.release();
-      throw this.response && !(error instanceof InferaError) ? this.response.failure(error) : error;
+      throw response && !(error instanceof InferaError) ? response.failure(error) : error;
     }
   }
 

@@ -110,6 +110,9 @@ export class Upstream {
         done();
       }
     }
+    // An abort (the client left) destroys the body with an error between two reads too, when no read is
+    // listening: the readers see it on their next read, so the event itself must not go unhandled.
+    response.body.on('error', () => {});
     return { status: response.statusCode, contentType, body: response.body, done, failure };
   }
 
