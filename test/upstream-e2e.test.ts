@@ -128,6 +128,22 @@ describe('gateway Infera → worker Infera (engine openai-compatible, quick form
     assert.deepEqual(gatewayRerank.json.tokens, workerRerank.json.tokens);
   });
 
+  test('text completion with fill in the middle, JSON and stream: the worker\'s text and usage', async () => {
+    const request = { model: 'Qwen/Qwen2.5-Coder-32B-Instruct', prompt: 'def add(a, b):\n', suffix: '\n\nprint(add(1, 2))\n', max_tokens: 32, temperature: 0 };
+    const viaGateway = await openai.completions.create(request);
+    const viaWorker = await direct.completions.create(request);
+    assert.equal(viaGateway.choices[0]!.text, TINY_CHAT_SCRIPT.fimMiddle);
+    assert.deepEqual(
+      [viaGateway.usage?.prompt_tokens, viaGateway.usage?.completion_tokens],
+      [viaWorker.usage?.prompt_tokens, viaWorker.usage?.completion_tokens],
+    );
+    const row = ledger(gateway).at(-1)!;
+    assert.deepEqual([row.endpoint, row.prompt_tokens, row.completion_tokens], ['completions', viaWorker.usage?.prompt_tokens, viaWorker.usage?.completion_tokens]);
+    let text = '';
+    for await (const chunk of await openai.completions.create({ ...request, stream: true })) text += chunk.choices[0]?.text ?? '';
+    assert.equal(text, TINY_CHAT_SCRIPT.fimMiddle);
+  });
+
   test("a client that leaves mid-stream cancels the worker's generation (its ledger row says cancelled)", async () => {
     const workerRows = ledger(worker).length;
     const controller = new AbortController();
