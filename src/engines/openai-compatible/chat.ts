@@ -258,7 +258,13 @@ function settleUsage(
   counter: TokenCounter,
   warnings: string[],
 ): ChatUsage {
-  if (reported) return reported;
+  if (reported) {
+    // vLLM, llama-server and Ollama report no reasoning_tokens: the breakdown is counted from the
+    // reasoning text (never more than the upstream's total, which stays exact and is what is billed).
+    if (reported.reasoningTokens === 0 && choice.reasoning !== '')
+      return { ...reported, reasoningTokens: Math.min(reported.completionTokens, counter.count(choice.reasoning)) };
+    return reported;
+  }
   warnings.push(counter.note);
   const reasoningTokens = counter.count(choice.reasoning);
   return {

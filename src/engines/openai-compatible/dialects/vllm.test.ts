@@ -13,6 +13,7 @@ describe('dialect vllm', () => {
     gateway = await startGateway(() => [
       remoteModel('qwen3', 'chat', 'vllm', { model: 'Qwen/Qwen3-8B' }),
       remoteModel('qwen3-raw', 'chat', 'vllm', { model: 'Qwen/Qwen3-8B' }),
+      remoteModel('qwen3-isolated', 'chat', 'vllm', { model: 'Qwen/Qwen3-8B' }, { isolation: 'process' }),
       remoteModel('bge-m3', 'embedding', 'vllm', { model: 'BAAI/bge-m3', dimensions: 4 }),
       remoteModel('bge-reranker', 'reranker', 'vllm', { model: 'BAAI/bge-reranker-v2-m3' }),
     ]);
@@ -79,6 +80,8 @@ describe('dialect vllm', () => {
     assert.deepEqual(lastSent('/v1/chat/completions').body.stream_options, { include_usage: true });
     const [row] = (await gateway.ledgerRows(gateway.ledger().length)).slice(-1);
     assert.deepEqual([row!.prompt_tokens, row!.completion_tokens, row!.outcome], [12, 18, 'ok']);
+    // vLLM gives no reasoning_tokens: the breakdown is counted from the reasoning text, within the total.
+    assert.equal(row!.reasoning_tokens, Math.ceil('The user wrote hello.'.length / 3));
   });
 
   test('stream: tool-call deltas arrive as one call with its arguments in pieces', async () => {
@@ -104,6 +107,16 @@ describe('dialect vllm', () => {
     }
     assert.deepEqual([name, JSON.parse(args), finish], ['get_weather', { city: 'Paris' }, 'tool_calls']);
     assert.equal(usage?.prompt_tokens, 160);
+  });
+
+  test('isolation: process also works (the model in an engine process of its own, its own pool there)', async () => {
+    gateway.upstream.route('POST', '/v1/chat/completions', serve('vllm/chat-stream-reasoning.sse'));
+    const stream = await openai.chat.completions.create({ model: 'qwen3-isolated', messages: [{ role: 'user', content: 'hello' }], stream: true });
+    let content = '';
+    for await (const chunk of stream) content += chunk.choices[0]?.delta.content ?? '';
+    assert.equal(content, 'Hello! How can I help?');
+    const entry = gateway.server.server.services.registry.find('qwen3-isolated')!;
+    assert.ok(entry.pid && entry.pid !== process.pid, 'served from an engine process');
   });
 
   test('prefix completion becomes continue_final_message', async () => {
