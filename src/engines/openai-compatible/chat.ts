@@ -31,7 +31,7 @@ type Options = Omit<ChatCallOptions, 'signal'>;
 // ---------------------------------------------------------------------------------------------------
 // Requests
 
-function wireMessage(message: ChatMessage, sendsReasoning: boolean): Json {
+function wireMessage(message: ChatMessage, dialect: Dialect): Json {
   switch (message.role) {
     case 'system':
       return { role: 'system', content: message.content };
@@ -53,11 +53,17 @@ function wireMessage(message: ChatMessage, sendsReasoning: boolean): Json {
       const out: Json = { role: 'assistant', content: message.content };
       if (message.toolCalls?.length)
         out.tool_calls = message.toolCalls.map((call) => ({ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }));
-      if (sendsReasoning && message.reasoning) out.reasoning_content = message.reasoning;
+      if (dialect.sendsReasoning && message.reasoning) out.reasoning_content = message.reasoning;
       return out;
     }
     case 'tool':
-      return { role: 'tool', content: message.content, ...(message.toolCallId ? { tool_call_id: message.toolCallId } : {}), ...(message.name ? { name: message.name } : {}) };
+      // OpenAI's tool message has no `name`; the servers built on chat templates use it (Ollama's tool_name).
+      return {
+        role: 'tool',
+        content: message.content,
+        ...(message.toolCallId ? { tool_call_id: message.toolCallId } : {}),
+        ...(message.name && dialect.name !== 'openai' ? { name: message.name } : {}),
+      };
   }
 }
 
@@ -80,7 +86,7 @@ function samplingFields(sampling: ChatCallOptions['sampling']): Json {
 
 /** The OpenAI chat body for `options`, shaped by the dialect. The client's unknown fields go first, so a known field always wins. */
 export function chatBody(upstream: Upstream, dialect: Dialect, options: Options, stream: boolean): Json {
-  const body: Json = { ...options.extra, model: upstream.model, messages: options.messages.map((m) => wireMessage(m, dialect.sendsReasoning === true)), stream };
+  const body: Json = { ...options.extra, model: upstream.model, messages: options.messages.map((m) => wireMessage(m, dialect)), stream };
   // Usage for the ledger, whether or not the client asked for it.
   if (stream) body.stream_options = { ...obj(options.extra?.stream_options), include_usage: true };
   if (options.tools)
