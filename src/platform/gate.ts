@@ -55,6 +55,11 @@ export interface UsageReport {
   status: number;
   outcome: 'ok' | 'error' | 'cancelled';
   latencyMs: number;
+  /**
+   * What happened beyond the numbers, kept in the ledger row: why a request failed (an upstream that
+   * timed out or answered garbage), or that usage was counted by Infera because the upstream sent none.
+   */
+  note?: string;
 }
 
 export interface Admission {

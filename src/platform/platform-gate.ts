@@ -41,6 +41,9 @@ const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
 const unauthorized = (message: string) =>
   new InferaError({ status: 401, message, code: 'invalid_api_key', siliconflowCode: 20001, headers: { 'www-authenticate': 'Bearer' } });
 
+/** A ledger note is a sentence or two; an upstream's error page quoted whole would bloat every row. */
+const NOTE_MAX = 500;
+
 const noop: Admission = { headers: {}, resize: async () => {}, settle: async () => {} };
 
 interface CachedKey {
@@ -214,6 +217,7 @@ export class PlatformGate implements Gate {
       outcome: usage.outcome,
       costMicro: cost,
       createdAt: this.now(),
+      ...(usage.note ? { note: usage.note.slice(0, NOTE_MAX) } : {}),
     };
   }
 

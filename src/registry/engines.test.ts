@@ -41,7 +41,7 @@ test('config: a type the engine does not serve is an error on models[i].type nam
   const message = configError(
     'models:\n  - id: a\n    type: chat\n    engine: llama-cpp\n    path: a.gguf\n  - id: b\n    type: chat\n    engine: onnx\n    path: b\n',
   );
-  assert.match(message, /models\[1\]\.type: engine onnx serves embedding, reranker, not chat \(chat models: engine llama-cpp\)/);
+  assert.match(message, /models\[1\]\.type: engine onnx serves embedding, reranker, not chat \(chat models: engine llama-cpp or openai-compatible\)/);
   assert.doesNotMatch(message, /models\[0\]/);
 });
 

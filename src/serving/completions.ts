@@ -10,7 +10,7 @@ import type { ChatModel, CompletionCallOptions, CompletionStreamPart, Completion
 import type { ModelLease } from '../registry/registry.ts';
 import { SettlingFrames } from './chat.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { admitFor, cancelledStatus, statusOf, usageReport } from './usage.ts';
+import { admitFor, cancelledStatus, failureNote, statusOf, usageReport, warningsNote } from './usage.ts';
 
 /** Context assumed for the balance reservation of an engine that declares none before loading (corrected once loaded). */
 const FALLBACK_CONTEXT_SIZE = 4096;
@@ -37,10 +37,10 @@ export async function serveCompletion(services: Services, context: RequestContex
   let lease: ModelLease<ChatModel> | undefined;
 
   let settled = false;
-  const settle = async (usage: CompletionUsage, outcome: UsageReport['outcome'], status: number) => {
+  const settle = async (usage: CompletionUsage, outcome: UsageReport['outcome'], status: number, note?: string) => {
     if (settled) return;
     settled = true;
-    await admission.settle(usageReport(context, usage, outcome, status));
+    await admission.settle(usageReport(context, usage, outcome, status, note));
   };
   const meta = { id: newTextCompletionId(), created: Math.floor(Date.now() / 1000), model: request.model };
   const meters: MeteredCompletion[] = [];
@@ -66,8 +66,10 @@ export async function serveCompletion(services: Services, context: RequestContex
       const results = await Promise.all(perChoice.map((options) => model.doComplete(options)));
       for (const result of results)
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
+      // The engine's own count of each prompt (a remote upstream's, which checkCompletion only estimated).
+      promptTokens = request.prompts.reduce((sum, _, p) => sum + results[p * request.n]!.usage.promptTokens, 0);
       const completion = buildTextCompletion(meta, results, promptTokens, request.options.topLogprobs);
-      await settle({ promptTokens, completionTokens: completion.usage!.completion_tokens }, 'ok', 200);
+      await settle({ promptTokens, completionTokens: completion.usage!.completion_tokens }, 'ok', 200, warningsNote(results.flatMap((r) => r.warnings)));
       return { type: 'json', body: completion, headers: admission.headers };
     }
 
@@ -87,13 +89,14 @@ export async function serveCompletion(services: Services, context: RequestContex
         lease?.release();
         const status = outcome === 'error' ? statusOf(failure, context) : outcome === 'cancelled' ? cancelledStatus(context) : 200;
         if (status >= 500 && outcome === 'error') context.logger.error({ err: failure }, 'stream failed after its first token');
-        await settle({ promptTokens, completionTokens: meters.reduce((sum, meter) => sum + meter.completionTokens(), 0) }, outcome, status);
+        const note = outcome === 'error' ? failureNote(failure) : warningsNote(meters.flatMap((meter) => meter.warnings));
+        await settle({ promptTokens, completionTokens: meters.reduce((sum, meter) => sum + meter.completionTokens(), 0) }, outcome, status, note);
       }),
     };
   } catch (error) {
     await Promise.all(meters.map((meter) => meter.return()));
     const completionTokens = meters.reduce((sum, meter) => sum + meter.completionTokens(), 0);
-    await settle({ promptTokens, completionTokens }, isAbortError(error) ? 'cancelled' : 'error', statusOf(error, context));
+    await settle({ promptTokens, completionTokens }, isAbortError(error) ? 'cancelled' : 'error', statusOf(error, context), failureNote(error));
     throw error;
   } finally {
     if (!streaming) lease?.release();
@@ -152,6 +155,8 @@ class MeteredCompletion implements AsyncIterableIterator<CompletionStreamPart> {
   private readonly source: AsyncIterator<CompletionStreamPart>;
   private peeked?: Promise<IteratorResult<CompletionStreamPart>>;
   private finalTokens?: number;
+  /** The finish part's warnings, for the ledger row. */
+  warnings: string[] = [];
   private deltas: number;
   private closed = false;
 
@@ -182,7 +187,10 @@ class MeteredCompletion implements AsyncIterableIterator<CompletionStreamPart> {
     if (this.closed) return { done: true, value: undefined };
     const next = await this.source.next();
     if (!next.done) {
-      if (next.value.type === 'finish') this.finalTokens = next.value.usage.completionTokens;
+      if (next.value.type === 'finish') {
+        this.finalTokens = next.value.usage.completionTokens;
+        if (next.value.warnings) this.warnings = next.value.warnings;
+      }
       else this.deltas++;
     }
     return next;

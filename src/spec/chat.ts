@@ -115,6 +115,12 @@ export interface ChatCallOptions {
    * Never set on doStream calls: stream parts carry no token probabilities.
    */
   topLogprobs?: number;
+  /**
+   * Top-level request fields this server does not know (vendor extensions such as vLLM's
+   * `chat_template_kwargs`), as the client sent them. An engine that forwards requests to another
+   * server (openai-compatible) passes them on; engines that run the model themselves ignore them.
+   */
+  extra?: Record<string, unknown>;
   /** Aborted when the client leaves: the engine must stop generating and free its slot promptly. */
   signal: AbortSignal;
 }
@@ -152,7 +158,13 @@ export type ChatStreamPart =
   | { type: 'text-delta'; text: string }
   | { type: 'tool-call-start'; index: number; id: string; name: string }
   | { type: 'tool-call-delta'; index: number; argumentsDelta: string }
-  | { type: 'finish'; finishReason: FinishReason; usage: ChatUsage };
+  | {
+      type: 'finish';
+      finishReason: FinishReason;
+      usage: ChatUsage;
+      /** As ChatResult.warnings (e.g. usage counted by Infera because the upstream sent none). */
+      warnings?: string[];
+    };
 
 /**
  * Legacy text completion (`/v1/completions`): raw text in, raw text out, no chat template. src/protocol
@@ -178,6 +190,8 @@ export interface CompletionCallOptions {
   echo?: boolean;
   /** Alternatives per generated token (0..5) when logprobs were requested; undefined: no logprobs. */
   topLogprobs?: number;
+  /** As ChatCallOptions.extra: unknown top-level fields, for engines that forward requests. */
+  extra?: Record<string, unknown>;
   signal: AbortSignal;
 }
 
@@ -200,7 +214,7 @@ export interface CompletionResult {
 /** Streamed parts: text deltas (the echoed prompt first, as its own delta), then one finish part. */
 export type CompletionStreamPart =
   | { type: 'text-delta'; text: string; logprobs?: TokenLogprob[] }
-  | { type: 'finish'; finishReason: 'stop' | 'length'; usage: CompletionUsage };
+  | { type: 'finish'; finishReason: 'stop' | 'length'; usage: CompletionUsage; warnings?: string[] };
 
 export interface ChatModel {
   readonly kind: 'chat';
