@@ -22,6 +22,20 @@ const LOAD_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 const LEDGER_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const STATES: readonly ModelState[] = ['unloaded', 'loading', 'ready', 'failed'];
 
+/**
+ * prom-client's process metrics (CPU, memory, event-loop lag, GC) describe the process, not a server,
+ * and each collection starts monitors that are never stopped: one registry for the process, created on
+ * first use and appended to every server's exposition.
+ */
+let processRegistry: Registry | undefined;
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
 /** What the HTTP layer knows once a response is over (or its client left). */
 export interface HttpObservation {
   route: string;
@@ -86,7 +100,10 @@ export class InferaMetrics {
   private readonly loadStarted = new Map<string, number>();
   private models: () => readonly ModelEntry[] = () => [];
 
+  private readonly withProcess: boolean;
+
   constructor(options: { processMetrics?: boolean } = {}) {
+    this.withProcess = options.processMetrics ?? true;
     const registers = [this.registry];
     this.httpRequests = new Counter({
       name: 'infera_http_requests_total',
@@ -231,7 +248,6 @@ export class InferaMetrics {
       registers,
     });
     this.ledgerRows = new Counter({ name: 'infera_ledger_rows_total', help: 'Usage ledger rows written (ok) or given up after retries (failed).', labelNames: ['outcome'], registers });
-    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
   /** The registry whose entries the model gauges read at scrape time. */
@@ -311,6 +327,7 @@ export class InferaMetrics {
 
   /** The Prometheus text exposition. */
   async text(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    const own = await this.registry.metrics();
+    return { contentType: this.registry.contentType, body: this.withProcess ? `${own}\n${await processMetrics().metrics()}` : own };
   }
 }
