@@ -13,6 +13,7 @@ import { registerImageFileRoutes } from './routes/images.ts';
 import { registerCors } from './cors.ts';
 import { registerOperationRoutes, requestObserver } from './observe.ts';
 import { registerDocs, registerOpenApi } from './openapi.ts';
+import { registerPlayground } from './playground.ts';
 import {
   capConnections,
   clientErrorHandler,
@@ -154,6 +155,7 @@ export async function buildApp(services: Services) {
 
   registerOperationRoutes(app, services, hosts);
   await registerDocs(app);
+  registerPlayground(app);
   await app.register(async (scope) => registerAdminRoutes(scope, services));
   await app.register(async (scope) => registerImageFileRoutes(scope, services));
 
