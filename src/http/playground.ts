@@ -1,4 +1,4 @@
-// The browser playground at / (playground/ at the package root: plain HTML, CSS and JavaScript, no
+// The browser playground at / and the admin console at /console (playground/ at the package root: plain HTML, CSS and JavaScript, no
 // build step, no CDN). Read once at startup and served from memory; the page talks to this server's
 // own API, same origin, with the key the user types (kept in the browser).
 import { readFileSync } from 'node:fs';
@@ -10,7 +10,9 @@ const ROOT = new URL('../../playground/', import.meta.url);
 
 const FILES: Record<string, string> = {
   'index.html': 'text/html; charset=utf-8',
+  'console.html': 'text/html; charset=utf-8',
   'app.js': 'text/javascript; charset=utf-8',
+  'console.js': 'text/javascript; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',
 };
 
@@ -27,10 +29,15 @@ export function registerPlayground<L extends FastifyBaseLogger>(app: RootApp<L>)
     return { type: file.type, body: file.body };
   };
   const options = { schema: { hide: true } };
-  app.get('/', options, async (_request, reply) => {
-    const { type, body } = send('index.html');
-    return reply.type(type).header('content-security-policy', CSP).header('cache-control', 'no-cache').send(body);
-  });
+  // The console page is harmless without the admin key: every figure it shows comes from /admin/*.
+  for (const [path, name] of [
+    ['/', 'index.html'],
+    ['/console', 'console.html'],
+  ] as const)
+    app.get(path, options, async (_request, reply) => {
+      const { type, body } = send(name);
+      return reply.type(type).header('content-security-policy', CSP).header('cache-control', 'no-cache').send(body);
+    });
   app.get('/playground/:name', options, async (request, reply) => {
     const { name } = request.params as { name: string };
     if (!files.has(name)) return reply.callNotFound();

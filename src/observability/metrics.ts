@@ -325,6 +325,22 @@ export class InferaMetrics {
     if (outcome !== 'retry') this.ledgerRows.inc({ outcome }, rows);
   };
 
+  /** Per model: admitted requests not yet settled, and requests waiting in its micro-batcher queues (the admin console). */
+  async load(): Promise<Map<string, { inFlight: number; queued: number }>> {
+    const byModel = new Map<string, { inFlight: number; queued: number }>();
+    const of = (model: string) => {
+      const entry = byModel.get(model) ?? { inFlight: 0, queued: 0 };
+      byModel.set(model, entry);
+      return entry;
+    };
+    for (const sample of (await this.inFlight.get()).values) of(String(sample.labels.model)).inFlight += sample.value;
+    for (const ref of this.queues) {
+      const queue = ref.deref();
+      if (queue) of(queue.model).queued += queue.queued();
+    }
+    return byModel;
+  }
+
   /** The Prometheus text exposition. */
   async text(): Promise<{ contentType: string; body: string }> {
     const own = await this.registry.metrics();

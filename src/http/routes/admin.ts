@@ -167,6 +167,28 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
         return admin.topUp(id, micro);
       });
 
+      scope.get('/models', { schema: doc('Every configured model: load state and progress, the last load error, requests in flight and queued.') }, async (request) => {
+        await authorize(request);
+        const load = await services.metrics.load();
+        return {
+          object: 'list',
+          data: services.registry.entries().map((entry) => ({
+            id: entry.config.id,
+            aliases: entry.config.aliases,
+            type: entry.config.type,
+            engine: entry.config.engine,
+            eager: entry.config.eager,
+            state: entry.state,
+            progress: entry.progress,
+            ...(entry.error ? { error: entry.error } : {}),
+            ...(entry.state === 'failed' && entry.retryAt !== undefined ? { retryAt: new Date(entry.retryAt).toISOString() } : {}),
+            ...(entry.loadedAt !== undefined ? { loadedAt: new Date(entry.loadedAt).toISOString() } : {}),
+            inFlight: load.get(entry.config.id)?.inFlight ?? 0,
+            queued: load.get(entry.config.id)?.queued ?? 0,
+          })),
+        };
+      });
+
       scope.get('/usage', { schema: doc('Usage from the ledger, grouped.', { querystring: usageQuery }) }, async (request) => {
         const admin = await authorize(request);
         const query = parse(usageQuery, request.query);
