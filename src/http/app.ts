@@ -118,8 +118,8 @@ export async function buildApp(services: Services) {
     reply.raw.once('close', () => {
       clearTimeout(timer);
       running.delete(request);
-      observe(request, reply);
       if (!reply.raw.writableFinished) controller.abort();
+      observe(request, reply);
       // Draining: once the last response is out, idle keep-alive sockets are all that keep close() waiting.
       if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
     });

@@ -47,6 +47,15 @@ export function requestObserver(services: Services) {
   const { logger, metrics } = services;
   const bodies = services.config.logging.bodies;
   return (request: FastifyRequest, reply: FastifyReply): void => {
+    try {
+      record(request, reply);
+    } catch (error) {
+      // Runs in the response's close listener: a failure here must not stop what follows it there.
+      logger.warn({ err: error, id: request.id }, 'could not record the request in the access log and metrics');
+    }
+  };
+
+  function record(request: FastifyRequest, reply: FastifyReply): void {
     const status = reply.raw.writableFinished ? reply.raw.statusCode : 499;
     const route = request.is404 ? 'unmatched' : (request.routeOptions.url ?? 'unmatched');
     const model = modelOf(request, services);
@@ -66,7 +75,7 @@ export function requestObserver(services: Services) {
       },
       'request',
     );
-  };
+  }
 }
 
 export const healthSchema = z.object({ status: z.literal('ok') });
