@@ -121,6 +121,19 @@ export const loggingSchema = z
   })
   .strict();
 
+export const tracingSchema = z
+  .object({
+    /** Send OpenTelemetry traces of every request (@fastify/otel) over OTLP/HTTP. Off: nothing is loaded. */
+    enabled: z.boolean().default(false),
+    /** The collector's OTLP/HTTP traces URL (JSON encoding). */
+    endpoint: z.string().url().default('http://127.0.0.1:4318/v1/traces'),
+    /** `service.name` of the spans. */
+    serviceName: z.string().min(1).default('infera'),
+    /** Extra headers for the collector (an auth token). */
+    headers: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+
 export const serverSchema = z
   .object({
     host: z.string().default('127.0.0.1'),
@@ -226,6 +239,8 @@ export function configSchemaFor(table: EngineTable) {
       storage: storageSchema.default(() => storageSchema.parse({})),
       images: imagesSchema.default(() => imagesSchema.parse({})),
       logging: loggingSchema.default(() => loggingSchema.parse({})),
+      /** OpenTelemetry traces (off by default). */
+      tracing: tracingSchema.default(() => tracingSchema.parse({})),
       /** Caps on the work one request may ask for (src/config/requests.ts). */
       requests: requestsSchema.default(() => requestsSchema.parse({})),
       /** Served models. Empty: Infera generates and serves its tiny test models. */

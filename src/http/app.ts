@@ -5,13 +5,14 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { InferaError, isAbortError } from '../errors/index.ts';
 import { errorBody, errorHeaders, sseErrorFrame, toInferaError } from '../errors/render.ts';
+import { startTracing } from '../observability/tracing.ts';
 import type { Principal } from '../platform/gate.ts';
 import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerApiRoutes } from './routes/index.ts';
 import { registerImageFileRoutes } from './routes/images.ts';
 import { registerCors } from './cors.ts';
-import { registerOperationRoutes, requestObserver } from './observe.ts';
+import { modelOf, registerOperationRoutes, requestObserver } from './observe.ts';
 import { registerDocs, registerOpenApi } from './openapi.ts';
 import { registerPlayground } from './playground.ts';
 import {
@@ -71,10 +72,24 @@ export async function buildApp(services: Services) {
   });
 
   capConnections(app.server, config.server, events);
-  // Before any route: the document is built from the routes as they are added.
+  // Before any route: the traces and the document cover the routes as they are added.
+  const tracing = await startTracing(config.tracing, logger);
+  if (tracing) {
+    await app.register(tracing.plugin);
+    app.addHook('onClose', () => tracing.close());
+    // Once the key and the body are known: who asked, for which model, under which request id.
+    app.addHook('preHandler', async (request) => {
+      const model = modelOf(request, services);
+      tracing.annotate(request, {
+        'infera.request_id': request.id,
+        ...(request.principal ? { 'infera.key_id': request.principal.keyId } : {}),
+        ...(model ? { 'infera.model': model } : {}),
+      });
+    });
+  }
   await registerOpenApi(app, VERSION);
   await registerCors(app, config.server.cors);
-  const observe = requestObserver(services);
+  const observe = requestObserver(services, tracing);
   app.decorate('publicOrigin', () => publicOrigin(config.server, app.server.address()));
   const hosts = hostPolicy(config.server);
 

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { InferaError } from '../errors/index.ts';
 import { wireErrorBodySchema } from '../errors/render.ts';
 import { redactUrl } from '../observability/logger.ts';
+import type { Tracing } from '../observability/tracing.ts';
 import type { Services } from '../serving/context.ts';
 import type { hostPolicy } from './edge.ts';
 import { adminKeyDigest, bearerMatches } from './routes/admin.ts';
@@ -25,7 +26,7 @@ const MAX_LOGGED_BODY = 64 * 1024;
  * The configured model a request named (canonical id), or "". Only ids the registry knows become a
  * label or a log field, so a client sending random model names cannot grow the metrics without bound.
  */
-function modelOf(request: FastifyRequest, services: Services): string {
+export function modelOf(request: FastifyRequest, services: Services): string {
   const body = request.body as { model?: unknown } | undefined;
   let named: unknown = typeof body === 'object' && body !== null ? body.model : undefined;
   if (named === undefined && request.routeOptions.url?.endsWith('/models/*')) named = (request.params as { '*'?: string })['*'];
@@ -43,7 +44,7 @@ function loggedBody(body: unknown): string | undefined {
  * status, time; the body only with logging.bodies) and the HTTP metrics. A response that closed before
  * it finished is recorded as 499 (the client left), as the ledger records it.
  */
-export function requestObserver(services: Services) {
+export function requestObserver(services: Services, tracing?: Tracing) {
   const { logger, metrics } = services;
   const bodies = services.config.logging.bodies;
   return (request: FastifyRequest, reply: FastifyReply): void => {
@@ -61,6 +62,7 @@ export function requestObserver(services: Services) {
     const model = modelOf(request, services);
     const seconds = reply.elapsedTime / 1000;
     metrics.http({ route, method: request.method, status, model, seconds, code: request.errorCode });
+    tracing?.finish(request, reply, status);
     logger.info(
       {
         id: request.id,
