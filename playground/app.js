@@ -109,10 +109,14 @@ function chatBody() {
   const body = { model: $('#chat-model').value, messages, stream: true, stream_options: { include_usage: true } };
   const temperature = number('#chat-temperature');
   const topP = number('#chat-top-p');
+  const topK = number('#chat-top-k');
   const maxTokens = number('#chat-max-tokens');
+  const seed = number('#chat-seed');
   const budget = number('#chat-budget');
   if (temperature !== undefined) body.temperature = temperature;
   if (topP !== undefined) body.top_p = topP;
+  if (topK !== undefined) body.top_k = topK;
+  if (seed !== undefined) body.seed = seed;
   if (maxTokens !== undefined) body.max_tokens = maxTokens;
   body.enable_thinking = $('#chat-thinking').checked;
   if (budget !== undefined) body.thinking_budget = budget;

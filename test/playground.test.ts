@@ -68,6 +68,9 @@ describe('playground in a real browser', { skip: CHROMIUM ? false : 'no chromium
   });
 
   test('chat: the answer streams in, the reasoning in its own panel, token counts and t/s after it', async () => {
+    await page.fill('#chat-temperature', '0.7');
+    await page.fill('#chat-top-k', '40');
+    await page.fill('#chat-seed', '7');
     await page.fill('#chat-input', 'hello there');
     await page.click('#chat-send');
     const reply = page.locator('.message.assistant').last();
@@ -79,6 +82,7 @@ describe('playground in a real browser', { skip: CHROMIUM ? false : 'no chromium
     const curl = (await page.textContent('#curl')) ?? '';
     assert.match(curl, new RegExp(`curl -X POST ${server.url}/v1/chat/completions`));
     assert.match(curl, /\$INFERA_API_KEY/);
+    assert.match(curl, /"temperature": 0\.7,[\s\S]*"top_k": 40,[\s\S]*"seed": 7,[\s\S]*"enable_thinking": true/, 'the sampling fields are sent');
     assert.ok(!curl.includes(KEY), 'the curl never shows the key');
     await shot('chat');
   });
