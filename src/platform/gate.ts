@@ -1,7 +1,7 @@
 // What the HTTP layer asks the platform (keys, limits, ledger, balance) on every API request.
 // The HTTP layer depends on this interface only; src/platform implements it on SQLite or Postgres+Redis.
 
-export type Endpoint = 'chat' | 'embeddings' | 'rerank' | 'images' | 'models' | 'user-info';
+export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'rerank' | 'images' | 'models' | 'user-info';
 
 export interface Principal {
   accountId: string;

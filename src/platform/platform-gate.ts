@@ -31,6 +31,8 @@ export interface PlatformGateOptions {
 
 const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
   chat: 'chat',
+  // Text completion runs on chat models: their prices, limits and allow-lists apply.
+  completions: 'chat',
   embeddings: 'embedding',
   rerank: 'reranker',
   images: 'text-to-image',
@@ -258,7 +260,7 @@ export class PlatformGate implements Gate {
       worst.images ? `${worst.images} images` : '',
       worst.documents ? `${worst.documents} documents` : '',
     ].filter(Boolean);
-    const hint = request.endpoint === 'chat' ? 'Lower max_tokens or n, or top up' : 'Top up';
+    const hint = request.endpoint === 'chat' || request.endpoint === 'completions' ? 'Lower max_tokens or n, or top up' : 'Top up';
     return new InferaError({
       status: 403,
       message:

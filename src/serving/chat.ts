@@ -224,7 +224,7 @@ class MeteredStream implements AsyncIterableIterator<ChatStreamPart> {
  * mid-stream error (rendered as an error frame), or when the HTTP layer calls return() because the
  * client left — and before the HTTP layer ends the response.
  */
-class SettlingFrames implements AsyncIterator<string, void> {
+export class SettlingFrames implements AsyncIterator<string, void> {
   private finished = false;
   /** return() was called: whatever the frames do from now on, the outcome is 'cancelled'. */
   private cancelled = false;
@@ -268,12 +268,19 @@ class SettlingFrames implements AsyncIterator<string, void> {
       await this.frames.return?.();
       await this.close('cancelled');
     }
+    // A settlement already under way (a pending next() saw the cancellation first) is waited for too:
+    // the HTTP layer ends the response only after this returns, and the row must be written by then.
+    await this.settled;
     return { done: true, value: undefined };
   }
 
-  private async close(outcome: UsageReport['outcome'], failure?: unknown): Promise<void> {
-    if (this.finished) return;
-    this.finished = true;
-    await this.finish(outcome, failure);
+  private settled: Promise<void> | undefined;
+
+  private close(outcome: UsageReport['outcome'], failure?: unknown): Promise<void> {
+    if (!this.finished) {
+      this.finished = true;
+      this.settled = this.finish(outcome, failure);
+    }
+    return this.settled ?? Promise.resolve();
   }
 }
