@@ -14,6 +14,7 @@ import { createServer, listen, type InferaServer } from '../src/main.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createGate } from '../src/platform/index.ts';
 import type { Gate } from '../src/platform/gate.ts';
+import { TINY_CHAT_SCRIPT } from '../src/tiny-models/tiny-chat.ts';
 import { parseExposition, total, type Sample } from './helpers/prometheus.ts';
 import { http, sseEvents, startTestServer, type ResponseJson, type TestServer } from './helpers/server.ts';
 
@@ -129,11 +130,13 @@ describe('metrics after real traffic', () => {
     const response = await fetch(`${server.baseURL}/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: CHAT, messages: [{ role: 'user', content: 'a long one' }], stream: true, max_tokens: 2000 }),
+      // "count" makes the tiny model count on for its whole budget: the stream is still running when the client leaves.
+      body: JSON.stringify({ model: CHAT, messages: [{ role: 'user', content: 'count' }], stream: true, enable_thinking: false }),
       signal: controller.signal,
     });
     const reader = response.body!.getReader();
-    await reader.read();
+    let received = '';
+    while (!received.includes(TINY_CHAT_SCRIPT.countWords[3]!)) received += new TextDecoder().decode((await reader.read()).value);
     controller.abort();
     await reader.read().catch(() => undefined);
     let after = await scrape();
@@ -249,12 +252,12 @@ describe('access log', () => {
       const created = await http(url, '/admin/keys', { body: { name: 'logged' }, headers: { authorization: `Bearer ${ADMIN}` } });
       assert.equal(created.status, 201, created.text);
       const { id: keyId, secret } = created.json;
-      // Refused at the model load (its file is missing), after the key, the body and the model were read.
+      // Refused at the model load (its file is missing: 503), after the key, the body and the model were read.
       const answer = await http(url, '/v1/chat/completions', {
         body: { model: 'org/chat-missing', messages: [{ role: 'user', content: SECRET_PROMPT }] },
         headers: { authorization: `Bearer ${secret}`, 'x-request-id': 'trace-me-123' },
       });
-      assert.equal(answer.status, 500);
+      assert.equal(answer.status, 503);
       assert.equal(answer.headers.get('x-request-id'), 'trace-me-123');
       return { lines: raw.map((line) => JSON.parse(line)), raw: raw.join('\n'), keyId, requestId: 'trace-me-123', secret };
     } finally {
@@ -270,7 +273,7 @@ describe('access log', () => {
     assert.equal(line.key, keyId);
     assert.equal(line.account, 'default');
     assert.equal(line.model, 'org/chat-missing');
-    assert.equal(line.status, 500);
+    assert.equal(line.status, 503);
     assert.equal(line.code, 'model_load_failed');
     assert.equal(line.url, '/v1/chat/completions');
     assert.equal(line.body, undefined);

@@ -64,6 +64,7 @@ describe('/openapi.json', () => {
     const routes = Object.entries(document.paths).flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method.toUpperCase()} ${path}`));
     for (const route of [
       'POST /v1/chat/completions',
+      'POST /v1/completions',
       'POST /v1/embeddings',
       'POST /v1/rerank',
       'POST /v2/rerank',
@@ -78,7 +79,7 @@ describe('/openapi.json', () => {
       'POST /admin/keys',
     ])
       assert.ok(routes.includes(route), `${route} in ${routes.join(', ')}`);
-    assert.ok(!routes.some((route) => / \/chat\/completions$|\/image\/generations$|^GET \/models$/.test(route)), routes.join(', '));
+    assert.ok(!routes.some((route) => /^POST \/(chat\/)?completions$|\/image\/generations$|^GET \/models$/.test(route)), routes.join(', '));
     assert.ok(!routes.some((route) => /\/docs|openapi\.json|OPTIONS/.test(route)), 'the document and its viewer are not API routes');
   });
 
@@ -126,6 +127,22 @@ describe('/openapi.json', () => {
     assert.equal(refused.json.error.param, 'temperature');
     conforms('/v1/chat/completions', 'post', refused);
     conforms('/v1/chat/completions', 'post', await http(server.baseURL, '/chat/completions', { body: { ...body, model: 'nobody/serves-this' } }));
+  });
+
+  test('text completions: JSON with logprobs and echo, stream events, errors validate', async () => {
+    const body = { model: CHAT, prompt: 'Hello there', max_tokens: 8, logprobs: 2 };
+    assert.ok(requestConforms('/v1/completions', body));
+    const answered = await http(server.baseURL, '/completions', { body });
+    assert.equal(answered.status, 200, answered.text);
+    assert.ok(answered.json.choices[0].logprobs.tokens.length > 0);
+    conforms('/v1/completions', 'post', answered);
+    conforms('/v1/completions', 'post', await http(server.baseURL, '/completions', { body: { model: CHAT, prompt: 'Hello', max_tokens: 4, echo: true } }));
+    const streamed = await http(server.baseURL, '/completions', { body: { model: CHAT, prompt: 'Hello', max_tokens: 8, stream: true, stream_options: { include_usage: true } } });
+    const events = sseEvents(streamed.text);
+    assert.equal(events.pop(), '[DONE]');
+    assert.ok(events.length > 1);
+    for (const event of events) conforms('/v1/completions', 'post', { status: 200, json: JSON.parse(event) }, 'text/event-stream');
+    conforms('/v1/completions', 'post', await http(server.baseURL, '/completions', { body: { model: CHAT, prompt: 'x', max_tokens: -1 } }));
   });
 
   test('embeddings (float and base64), rerank (v1 and v2), images (url and b64_json) validate', async () => {
