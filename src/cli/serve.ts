@@ -50,6 +50,7 @@ export function registerServeCommand(program: Command): void {
       }
       out('');
       out(`Infera is serving the SiliconFlow / OpenAI API at ${url}/v1   (config: ${source})`);
+      out(`Try it in a browser: ${url}/   API reference: ${url}/docs`);
       out('');
       out('Models (loaded on first use unless eager):');
       for (const entry of server.services.registry.entries()) {

@@ -5,9 +5,9 @@ import { InferaError } from '../errors/index.ts';
 import type { ConsumeResult, CounterStore, KeyRecord, LedgerRow, PlatformStore } from '../storage/types.ts';
 import { PlatformAdmin } from './admin.ts';
 import type { Limits, ModelKind, PlatformConfig } from './config.ts';
-import type { Admission, AdmissionRequest, Endpoint, Gate, Principal, UsageReport, WorstCase } from './gate.ts';
+import type { Admission, AdmissionRequest, Endpoint, Gate, GateHealth, Principal, UsageReport, WorstCase } from './gate.ts';
 import { hashSecret, isLoopback, sameHash } from './keys.ts';
-import { LedgerWriter } from './ledger.ts';
+import { LedgerWriter, type LedgerWriteObserver } from './ledger.ts';
 import { LimitPolicy, limitRules, planChecks, rateLimitError, rateLimitHeaders, type LimitRule } from './limits.ts';
 import { costMicro, formatMicro, isPriced, microPrice, type MicroPrice } from './pricing.ts';
 
@@ -73,6 +73,8 @@ export class PlatformGate implements Gate {
   private readonly heartbeatTimer: NodeJS.Timeout;
   private storeHasKeys: { value: boolean; fetchedAt: number } | undefined;
   private countersDown = false;
+  /** The last heartbeat failed: the durable store did not answer (readiness reads this, no query of its own). */
+  private storeDown = false;
 
   constructor(private readonly options: PlatformGateOptions) {
     this.store = options.store;
@@ -103,7 +105,13 @@ export class PlatformGate implements Gate {
   private async beat(): Promise<void> {
     const now = this.now();
     try {
-      await this.store.heartbeat(this.instanceId, now);
+      try {
+        await this.store.heartbeat(this.instanceId, now);
+        this.storeDown = false;
+      } catch (error) {
+        this.storeDown = true;
+        throw error;
+      }
       const released = await this.store.releaseStale(now - this.config.reservations.staleAfterSeconds * 1000);
       if (released.reservations > 0)
         this.logger.warn(
@@ -114,6 +122,17 @@ export class PlatformGate implements Gate {
       this.logger.warn({ err: error }, 'reservation heartbeat failed; retrying at the next beat');
       throw error;
     }
+  }
+
+  health(): GateHealth {
+    return {
+      store: { kind: this.store.kind, up: !this.storeDown },
+      counters: { kind: this.counters.kind, up: !this.countersDown, failure: this.options.counterFailure },
+    };
+  }
+
+  observeLedger(observer: LedgerWriteObserver): void {
+    this.ledger.onWrite = observer;
   }
 
   /** Forget cached keys (after a revoke in this process). Balances are never cached: reservations read the store. */

@@ -152,35 +152,41 @@ export interface TextCompletionMeta {
 
 export const newTextCompletionId = (): string => `cmpl-${randomBytes(16).toString('hex')}`;
 
-export interface WireCompletionLogprobs {
-  tokens: string[];
-  token_logprobs: number[];
-  top_logprobs: Record<string, number>[];
-  text_offset: number[];
-}
+// Zod schemas, as for chat (response.ts): /openapi.json describes exactly what the builders return.
+export const wireCompletionLogprobsSchema = z.object({
+  tokens: z.array(z.string()),
+  token_logprobs: z.array(z.number()),
+  top_logprobs: z.array(z.record(z.string(), z.number())),
+  text_offset: z.array(z.number().int().min(0)),
+});
+export type WireCompletionLogprobs = z.infer<typeof wireCompletionLogprobsSchema>;
 
-export interface WireCompletionUsage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-}
+export const wireCompletionUsageSchema = z.object({
+  prompt_tokens: z.number().int().min(0),
+  completion_tokens: z.number().int().min(0),
+  total_tokens: z.number().int().min(0),
+});
+export type WireCompletionUsage = z.infer<typeof wireCompletionUsageSchema>;
 
-export interface WireCompletionChoice {
-  index: number;
-  text: string;
-  logprobs: WireCompletionLogprobs | null;
-  finish_reason: 'stop' | 'length' | null;
-}
+export const wireCompletionChoiceSchema = z.object({
+  index: z.number().int().min(0),
+  text: z.string(),
+  logprobs: wireCompletionLogprobsSchema.nullable(),
+  finish_reason: z.enum(['stop', 'length']).nullable(),
+});
+export type WireCompletionChoice = z.infer<typeof wireCompletionChoiceSchema>;
 
-export interface WireTextCompletion {
-  id: string;
-  object: 'text_completion';
-  created: number;
-  model: string;
-  system_fingerprint: string;
-  choices: WireCompletionChoice[];
-  usage?: WireCompletionUsage;
-}
+/** The JSON answer, and each stream chunk (usage on the last chunk only, or its own with include_usage). */
+export const textCompletionSchema = z.object({
+  id: z.string(),
+  object: z.literal('text_completion'),
+  created: z.number().int(),
+  model: z.string(),
+  system_fingerprint: z.string(),
+  choices: z.array(wireCompletionChoiceSchema),
+  usage: wireCompletionUsageSchema.optional(),
+});
+export type WireTextCompletion = z.infer<typeof textCompletionSchema>;
 
 export const toWireCompletionUsage = (usage: CompletionUsage): WireCompletionUsage => ({
   prompt_tokens: usage.promptTokens,

@@ -55,16 +55,21 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     await admission.resize({ promptTokens: counted, completionTokens: maxCompletionTokens(model, options, counted) * request.n, images: 0, documents: 0 });
     promptTokens = counted;
     if (!request.stream) {
+      const called = performance.now();
       const results = await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
       for (const result of results)
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
-      await settle(combineChoiceUsage(results.map((r) => r.usage)), 'ok', 200, warningsNote(results.flatMap((r) => r.warnings)));
+      const usage = combineChoiceUsage(results.map((r) => r.usage));
+      services.metrics.generationRate(entry.config.id, false, usage.completionTokens, (performance.now() - called) / 1000);
+      await settle(usage, 'ok', 200, warningsNote(results.flatMap((r) => r.warnings)));
       return { type: 'json', body: buildChatCompletion(meta, results), headers: admission.headers };
     }
 
     // Streaming: start every choice and wait for its first part before committing to a 200.
     for (let i = 0; i < request.n; i++) meters.push(new MeteredStream(model, choiceOptions(options, i), promptTokens));
     await Promise.all(meters.map((meter) => meter.peek()));
+    const firstTokenAt = performance.now();
+    services.metrics.firstToken(entry.config.id, (firstTokenAt - context.startedAt) / 1000);
     const frames = chatCompletionFrames(meta, meters, { includeUsage: request.includeUsage });
     streaming = true;
     return {
@@ -77,7 +82,9 @@ export async function serveChatCompletion(services: Services, context: RequestCo
         // The client sees only a generic error frame for a server fault; the log keeps what happened.
         if (status >= 500 && outcome === 'error') context.logger.error({ err: failure }, 'stream failed after its first token');
         const note = outcome === 'error' ? failureNote(failure) : warningsNote(meters.flatMap((meter) => meter.warnings));
-        await settle(combineChoiceUsage(meters.map((meter) => meter.usage())), outcome, status, note);
+        const usage = combineChoiceUsage(meters.map((meter) => meter.usage()));
+        if (outcome === 'ok') services.metrics.generationRate(entry.config.id, true, usage.completionTokens, (performance.now() - firstTokenAt) / 1000);
+        await settle(usage, outcome, status, note);
       }),
     };
   } catch (error) {

@@ -60,7 +60,7 @@ export function warningsNote(warnings: readonly string[] | undefined): string | 
  * and records `requested` too. `demand` is what the limits pre-check counts and the worst case the
  * balance reservation holds.
  */
-export function admitFor(
+export async function admitFor(
   services: Services,
   context: RequestContext,
   entry: ModelEntry,
@@ -68,13 +68,27 @@ export function admitFor(
   endpoint: AdmissionRequest['endpoint'],
   demand: Pick<AdmissionRequest, 'estimatedTokens' | 'images' | 'worstCase'>,
 ): Promise<Admission> {
-  return services.gate.admit({
+  const model = entry.config.id;
+  const admission = await services.gate.admit({
     principal: context.principal,
-    model: entry.config.id,
+    model,
     aliases: entry.config.aliases,
     requestedModel: requested,
     endpoint,
     requestId: context.requestId,
     ...demand,
   });
+  // The metrics see each admitted request settle exactly as the ledger does (same report, same once).
+  const { metrics } = services;
+  metrics.admitted(endpoint, model);
+  return {
+    get headers() {
+      return admission.headers;
+    },
+    resize: (worstCase) => admission.resize(worstCase),
+    settle: (usage) => {
+      metrics.settled({ model, endpoint, ...usage });
+      return admission.settle(usage);
+    },
+  };
 }
