@@ -21,6 +21,7 @@ const CHAT = 'tiny/chat';
 const OTHER = 'tiny/chat-other';
 const EMBED = 'tiny/embed';
 const ABORTS = 'evil/aborts-llama-cpp';
+const ADMIN = 'admin-secret-for-engine-processes';
 const silent = { info() {}, warn() {}, error() {} };
 const dir = mkdtempSync(join(tmpdir(), 'infera-engine-processes-'));
 let server: TestServer;
@@ -48,6 +49,7 @@ before(async () => {
     llamaCpp: { contextSize: 512, sequences: 2, threads: 1, ...extra },
   });
   const raw = {
+    server: { adminKey: ADMIN },
     storage: { dataDir: dir },
     platform: { pricing: { [CHAT]: { inputPerMillion: 1000, outputPerMillion: 1000 } } },
     models: [
@@ -192,4 +194,28 @@ test('a hung engine process (no heartbeat for hangTimeoutSeconds) is killed and 
   assert.equal((await ask(CHAT)).status, 200);
   // The other model never noticed.
   assert.equal((await ask(OTHER)).status, 200);
+});
+
+test('the admin API shows each engine process and its crashes, and reloads a failed model at once', async () => {
+  const admin = { authorization: `Bearer ${ADMIN}` };
+  const models = await http(server.url, '/admin/models', { headers: admin });
+  assert.equal(models.status, 200, models.text);
+  const byId = new Map(models.json.data.map((model: { id: string }) => [model.id, model]));
+  const chat = byId.get(CHAT) as { pid: number; crashes: number; state: string };
+  assert.equal(chat.pid, entry(CHAT).pid);
+  assert.ok(chat.crashes >= 3, JSON.stringify(chat));
+  const evil = byId.get(ABORTS) as { state: string; error: string; retryAt: string };
+  assert.equal(evil.state, 'failed');
+  assert.match(evil.error, /SIGABRT/);
+  // The backoff is seconds away; a reload tries now (and, the file being the same, fails the same way).
+  const before = Date.parse(evil.retryAt);
+  const reloaded = await http(server.url, '/admin/models/reload', { body: { model: ABORTS }, headers: admin });
+  assert.equal(reloaded.status, 200, reloaded.text);
+  assert.equal(reloaded.json.state, 'failed');
+  assert.match(reloaded.json.error, /SIGABRT/);
+  assert.ok(Date.parse(reloaded.json.retryAt) > before, 'a new attempt, with its own backoff');
+  const unknown = await http(server.url, '/admin/models/reload', { body: { model: 'no/such' }, headers: admin });
+  assert.equal(unknown.status, 404);
+  const anonymous = await http(server.url, '/admin/models/reload', { body: { model: ABORTS } });
+  assert.equal(anonymous.status, 401);
 });

@@ -257,6 +257,24 @@ export class ModelRegistry {
     return Math.ceil(wait / 1000);
   }
 
+  /**
+   * An operator's "try now": a failed model (a load that failed, an engine process waiting for its
+   * restart) forgets its backoff and loads at once; an unloaded one loads. A loaded one is left as it is.
+   * Resolves when the attempt is over, whatever its outcome (the entry says which).
+   */
+  async reload(id: string): Promise<ModelEntry> {
+    const slot = this.find(id) as Slot | undefined;
+    if (!slot) throw modelNotFound(id, 404);
+    if (slot.state === 'failed') {
+      clearTimeout(slot.restartTimer);
+      slot.restartTimer = undefined;
+      slot.retryAt = undefined;
+      slot.failedStamp = undefined;
+    }
+    await this.load(slot).catch(() => undefined);
+    return slot;
+  }
+
   /** The image sizes a model's engine declares from its config, before any load (undefined: known only once loaded). */
   imageLimits(entry: ModelEntry): ImageLimits | undefined {
     return this.engineOf(entry.config)?.imageLimits?.(entry.config);

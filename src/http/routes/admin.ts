@@ -10,6 +10,7 @@ import { parseSince } from '../../platform/admin.ts';
 import { limitsSchema } from '../../platform/config.ts';
 import type { Gate } from '../../platform/gate.ts';
 import { parseAmount } from '../../platform/pricing.ts';
+import type { ModelEntry } from '../../registry/registry.ts';
 import type { Services } from '../../serving/context.ts';
 import { bodyLimitFor } from '../edge.ts';
 
@@ -34,6 +35,8 @@ function parse<T>(schema: z.ZodType<T>, value: unknown): T {
   const param = issue.path.join('.') || null;
   throw badRequest(`${param ?? 'body'}: ${issue.message}`, param);
 }
+
+const reloadBody = z.object({ model: z.string().min(1) }).strict();
 
 const createKeyBody = z
   .object({
@@ -167,26 +170,34 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
         return admin.topUp(id, micro);
       });
 
-      scope.get('/models', { schema: doc('Every configured model: load state and progress, the last load error, requests in flight and queued.') }, async (request) => {
+      const modelState = (entry: ModelEntry, load: Awaited<ReturnType<typeof services.metrics.load>>) => ({
+        id: entry.config.id,
+        aliases: entry.config.aliases,
+        type: entry.config.type,
+        engine: entry.config.engine,
+        eager: entry.config.eager,
+        state: entry.state,
+        progress: entry.progress,
+        ...(entry.error ? { error: entry.error } : {}),
+        ...(entry.state === 'failed' && entry.retryAt !== undefined ? { retryAt: new Date(entry.retryAt).toISOString() } : {}),
+        ...(entry.loadedAt !== undefined ? { loadedAt: new Date(entry.loadedAt).toISOString() } : {}),
+        // The supervised engine process serving it, and how often one died under it (docs/RELIABILITY.md).
+        ...(entry.pid !== undefined ? { pid: entry.pid } : {}),
+        crashes: entry.crashes ?? 0,
+        inFlight: load.get(entry.config.id)?.inFlight ?? 0,
+        queued: load.get(entry.config.id)?.queued ?? 0,
+      });
+      scope.get('/models', { schema: doc('Every configured model: load state and progress, the last load error, its engine process and crashes, requests in flight and queued.') }, async (request) => {
         await authorize(request);
         const load = await services.metrics.load();
-        return {
-          object: 'list',
-          data: services.registry.entries().map((entry) => ({
-            id: entry.config.id,
-            aliases: entry.config.aliases,
-            type: entry.config.type,
-            engine: entry.config.engine,
-            eager: entry.config.eager,
-            state: entry.state,
-            progress: entry.progress,
-            ...(entry.error ? { error: entry.error } : {}),
-            ...(entry.state === 'failed' && entry.retryAt !== undefined ? { retryAt: new Date(entry.retryAt).toISOString() } : {}),
-            ...(entry.loadedAt !== undefined ? { loadedAt: new Date(entry.loadedAt).toISOString() } : {}),
-            inFlight: load.get(entry.config.id)?.inFlight ?? 0,
-            queued: load.get(entry.config.id)?.queued ?? 0,
-          })),
-        };
+        return { object: 'list', data: services.registry.entries().map((entry) => modelState(entry, load)) };
+      });
+      // Model ids hold slashes ("Qwen/QwQ-32B"), so the id travels in the body, not the path.
+      scope.post('/models/reload', { schema: doc('Load a model now: a failed one forgets its backoff and tries again (answers when the attempt is over).', { body: reloadBody }) }, async (request) => {
+        await authorize(request);
+        const { model } = parse(reloadBody, request.body);
+        const entry = await services.registry.reload(model);
+        return modelState(entry, await services.metrics.load());
       });
 
       scope.get('/usage', { schema: doc('Usage from the ledger, grouped.', { querystring: usageQuery }) }, async (request) => {
