@@ -26,7 +26,7 @@ export const llamaCpp = defineEngine({
       const options = { llama, signal };
       switch (config.type) {
         case 'chat':
-          return (await import('./chat.ts')).loadLlamaCppChatModel(config, onProgress, options);
+          return (await import('./chat.ts')).loadChatModel(config, onProgress, options, (reason) => logger.info(reason));
         case 'embedding':
           return (await import('./embedding.ts')).loadLlamaCppEmbeddingModel(config, onProgress, options);
         case 'reranker':

@@ -26,6 +26,11 @@ export class RawOutputParser {
     if (toolCalls !== false) this.tools = new ToolCallParser(toolCalls === true ? {} : toolCalls);
   }
 
+  /** Where the think parser is ('content' when thinking is not parsed). */
+  get phase(): 'start' | 'reasoning' | 'content' {
+    return this.think?.phase ?? 'content';
+  }
+
   get toolCallCount(): number {
     return this.tools?.toolCallCount ?? 0;
   }

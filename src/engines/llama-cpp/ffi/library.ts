@@ -12,7 +12,7 @@ import { join } from 'node:path';
 type Koffi = typeof import('koffi');
 type TypeObject = ReturnType<Koffi['struct']>;
 export type Pointer = unknown;
-type Fn = ((...args: never[]) => unknown) & { async: (...args: unknown[]) => void };
+type Fn = ((...args: unknown[]) => unknown) & { async: (...args: unknown[]) => void };
 
 /** The release this file was declared against: node-llama-cpp's version and its bundled llama.cpp commit. */
 export const DECLARED_FOR = { nodeLlamaCpp: '3.21.1', llamaCppCommit: '80fb11a' } as const;

@@ -165,16 +165,16 @@ export class LlamaRunner {
   ) {
     const { api, koffi } = lib;
     this.api = api;
-    this.vocab = api.llama_model_get_vocab(model as never);
-    this.memory = api.llama_get_memory(context as never);
-    this.vocabSize = api.llama_vocab_n_tokens(this.vocab as never) as number;
+    this.vocab = api.llama_model_get_vocab(model);
+    this.memory = api.llama_get_memory(context);
+    this.vocabSize = api.llama_vocab_n_tokens(this.vocab) as number;
     this.contextSize = options.contextSize;
     this.sequences = options.sequences;
-    this.batchSize = api.llama_n_batch(context as never) as number;
+    this.batchSize = api.llama_n_batch(context) as number;
     this.prefillChunk = Math.max(1, Math.min(options.prefillChunk, this.batchSize - options.sequences));
     this.threadpool = lib.newThreadpool(options.threads);
     // One pool for both: llama-server attaches a batch pool only when its thread count differs.
-    api.llama_attach_threadpool(context as never, this.threadpool as never, this.threadpool as never);
+    api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
 
     const raw = api.llama_batch_init(this.batchSize, 0, 1) as Record<string, unknown>;
     const view = (pointer: unknown, bytes: number) => koffi.view(pointer, bytes);
@@ -191,22 +191,25 @@ export class LlamaRunner {
     this.slots = Array.from({ length: this.sequences }, () => ({ busy: undefined, kv: [] }));
     this.pieces = new Array(this.vocabSize);
     this.eog = new Uint8Array(this.vocabSize);
-    for (let token = 0; token < this.vocabSize; token++) if (api.llama_vocab_is_eog(this.vocab as never, token as never)) this.eog[token] = 1;
+    for (let token = 0; token < this.vocabSize; token++) if (api.llama_vocab_is_eog(this.vocab, token)) this.eog[token] = 1;
   }
 
   /** Loads the model and creates the context (synchronously: run it in the engine process). */
   static load(lib: LlamaLibrary, path: string, options: RunnerOptions): LlamaRunner {
     const { api } = lib;
     const modelParams = { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0 };
-    const model = api.llama_model_load_from_file(path as never, modelParams as never);
+    const model = api.llama_model_load_from_file(path, modelParams);
     if (!model) throw new Error(`llama.cpp could not load ${path}`);
     const threadsBatch = options.threadsBatch ?? options.threads;
+    // No more context per sequence than the model was trained for (node-llama-cpp's rule too).
+    const trained = api.llama_model_n_ctx_train(model) as number;
+    const contextSize = trained > 0 ? Math.min(options.contextSize, trained) : options.contextSize;
     const batchSize = Math.max(options.batchSize ?? 512, options.sequences);
     const contextParams = {
       ...(api.llama_context_default_params() as Record<string, unknown>),
       // Per-sequence KV streams (kv_unified off, as llama-server with -np N): attention in each
       // sequence only reads its own cells.
-      n_ctx: options.contextSize * options.sequences,
+      n_ctx: contextSize * options.sequences,
       n_seq_max: options.sequences,
       n_batch: batchSize,
       n_ubatch: batchSize,
@@ -216,13 +219,13 @@ export class LlamaRunner {
       kv_unified: false,
       no_perf: true,
     };
-    const context = api.llama_init_from_model(model as never, contextParams as never);
+    const context = api.llama_init_from_model(model, contextParams);
     if (!context) {
-      api.llama_model_free(model as never);
-      throw new Error(`llama.cpp could not create a context of ${options.contextSize}×${options.sequences} tokens for ${path}`);
+      api.llama_model_free(model);
+      throw new Error(`llama.cpp could not create a context of ${contextSize}×${options.sequences} tokens for ${path}`);
     }
     return new LlamaRunner(lib, model, context, {
-      contextSize: api.llama_n_ctx_seq(context as never) as number,
+      contextSize: api.llama_n_ctx_seq(context) as number,
       sequences: options.sequences,
       threads: options.threads,
       threadsBatch,
@@ -240,10 +243,10 @@ export class LlamaRunner {
     let piece = this.pieces[token];
     if (piece === undefined) {
       const buffer = new Uint8Array(64);
-      let length = this.api.llama_token_to_piece(this.vocab as never, token as never, buffer as never, 64 as never, 0 as never, false as never) as number;
+      let length = this.api.llama_token_to_piece(this.vocab, token, buffer, 64, 0, false) as number;
       if (length < 0) {
         const larger = new Uint8Array(-length);
-        length = this.api.llama_token_to_piece(this.vocab as never, token as never, larger as never, -length as never, 0 as never, false as never) as number;
+        length = this.api.llama_token_to_piece(this.vocab, token, larger, -length, 0, false) as number;
         piece = larger.slice(0, length);
       } else piece = buffer.slice(0, length);
       this.pieces[token] = piece;
@@ -255,10 +258,10 @@ export class LlamaRunner {
   tokenize(text: string, addSpecial = false): number[] {
     const bytes = Buffer.from(text, 'utf8');
     let out = new Int32Array(bytes.length + 8);
-    let count = this.api.llama_tokenize(this.vocab as never, bytes as never, bytes.length as never, out as never, out.length as never, addSpecial as never, true as never) as number;
+    let count = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, true) as number;
     if (count < 0) {
       out = new Int32Array(-count);
-      count = this.api.llama_tokenize(this.vocab as never, bytes as never, bytes.length as never, out as never, out.length as never, addSpecial as never, true as never) as number;
+      count = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, true) as number;
     }
     return Array.from(out.subarray(0, count));
   }
@@ -284,8 +287,8 @@ export class LlamaRunner {
     // short of the whole prompt (the last prompt token must be evaluated for its logits).
     const keep = Math.min(commonPrefix(slot.kv, spec.prompt), spec.prompt.length - 1);
     if (keep < slot.kv.length) {
-      if (!this.api.llama_memory_seq_rm(this.memory as never, id as never, keep as never, -1 as never)) {
-        this.api.llama_memory_seq_rm(this.memory as never, id as never, -1 as never, -1 as never);
+      if (!this.api.llama_memory_seq_rm(this.memory, id, keep, -1)) {
+        this.api.llama_memory_seq_rm(this.memory, id, -1, -1);
         slot.kv = [];
       } else slot.kv.length = keep;
     }
@@ -346,49 +349,49 @@ export class LlamaRunner {
 
   private createSampler(sampling: SamplingSpec): Pointer {
     const { api } = this;
-    const chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params() as never);
+    const chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
     const add = (sampler: Pointer) => {
       if (!sampler) {
-        api.llama_sampler_free(chain as never);
+        api.llama_sampler_free(chain);
         throw new Error('llama.cpp refused a sampler setting');
       }
-      api.llama_sampler_chain_add(chain as never, sampler as never);
+      api.llama_sampler_chain_add(chain, sampler);
     };
     try {
       if (sampling.logitBias && sampling.logitBias.length > 0) {
         for (const [token] of sampling.logitBias) this.checkToken(token);
         const entries = sampling.logitBias.map(([token, bias]) => ({ token, bias }));
-        add(api.llama_sampler_init_logit_bias(this.vocabSize as never, entries.length as never, entries as never));
+        add(api.llama_sampler_init_logit_bias(this.vocabSize, entries.length, entries));
       }
       if (sampling.grammar) {
         const { text, root = 'root', triggerTokens } = sampling.grammar;
         const grammar = triggerTokens
           ? api.llama_sampler_init_grammar_lazy_patterns(
-              this.vocab as never,
-              text as never,
-              root as never,
-              [] as never,
-              0 as never,
-              Int32Array.from(triggerTokens) as never,
-              triggerTokens.length as never,
+              this.vocab,
+              text,
+              root,
+              [],
+              0,
+              Int32Array.from(triggerTokens),
+              triggerTokens.length,
             )
-          : api.llama_sampler_init_grammar(this.vocab as never, text as never, root as never);
+          : api.llama_sampler_init_grammar(this.vocab, text, root);
         add(grammar);
       }
       const penalties = sampling.penalties;
-      if (penalties) add(api.llama_sampler_init_penalties(this.vocabSize as never, penalties.lastN as never, penalties.repeat as never, penalties.frequency as never, penalties.presence as never));
+      if (penalties) add(api.llama_sampler_init_penalties(this.vocabSize, penalties.lastN, penalties.repeat, penalties.frequency, penalties.presence));
       if (sampling.temperature <= 0) {
         add(api.llama_sampler_init_greedy());
       } else {
-        if (sampling.topK !== undefined && sampling.topK > 0) add(api.llama_sampler_init_top_k(sampling.topK as never));
-        if (sampling.topP !== undefined && sampling.topP < 1) add(api.llama_sampler_init_top_p(sampling.topP as never, 1 as never));
-        if (sampling.minP !== undefined && sampling.minP > 0) add(api.llama_sampler_init_min_p(sampling.minP as never, 1 as never));
-        add(api.llama_sampler_init_temp(sampling.temperature as never));
+        if (sampling.topK !== undefined && sampling.topK > 0) add(api.llama_sampler_init_top_k(sampling.topK));
+        if (sampling.topP !== undefined && sampling.topP < 1) add(api.llama_sampler_init_top_p(sampling.topP, 1));
+        if (sampling.minP !== undefined && sampling.minP > 0) add(api.llama_sampler_init_min_p(sampling.minP, 1));
+        add(api.llama_sampler_init_temp(sampling.temperature));
         // LLAMA_DEFAULT_SEED (0xFFFFFFFF) draws a random seed.
-        add(api.llama_sampler_init_dist((sampling.seed === undefined ? 0xffffffff : sampling.seed >>> 0) as never));
+        add(api.llama_sampler_init_dist((sampling.seed === undefined ? 0xffffffff : sampling.seed >>> 0)));
       }
     } catch (error) {
-      if (!(error instanceof Error && error.message.startsWith('llama.cpp refused'))) api.llama_sampler_free(chain as never);
+      if (!(error instanceof Error && error.message.startsWith('llama.cpp refused'))) api.llama_sampler_free(chain);
       throw error;
     }
     return chain;
@@ -457,7 +460,7 @@ export class LlamaRunner {
     const struct = batch.struct;
     struct.n_tokens = n;
     const t0 = performance.now();
-    const status = this.api.llama_decode(this.context as never, struct as never) as number;
+    const status = this.api.llama_decode(this.context, struct) as number;
     const t1 = performance.now();
     this.stats.steps++;
     this.stats.decodeMs += t1 - t0;
@@ -466,7 +469,7 @@ export class LlamaRunner {
       const failed = new Set<Sequence>();
       for (let i = 0; i < n; i++) failed.add(this.slots[batch.seqId[i]![0]!]!.busy!);
       for (const sequence of failed) {
-        this.api.llama_memory_seq_rm(this.memory as never, sequence.id as never, -1 as never, -1 as never);
+        this.api.llama_memory_seq_rm(this.memory, sequence.id, -1, -1);
         sequence.kv.length = 0;
         this.fail(sequence, new Error(`llama_decode returned ${status}${status === 1 ? ' (no room in the KV cache)' : ''}`));
       }
@@ -476,7 +479,7 @@ export class LlamaRunner {
 
     for (const { sequence, index } of outputs) {
       if (sequence.ended || sequence.pendingAt < sequence.pending.length) continue;
-      const token = this.api.llama_sampler_sample(sequence.sampler as never, this.context as never, index as never) as number;
+      const token = this.api.llama_sampler_sample(sequence.sampler, this.context, index) as number;
       sequence.generated++;
       this.stats.tokens++;
       const isEog = this.isEog(token);
@@ -501,7 +504,7 @@ export class LlamaRunner {
           const forced = decision.force.slice(0, Math.max(0, room));
           for (const forcedToken of forced) {
             this.checkToken(forcedToken);
-            this.api.llama_sampler_accept(sequence.sampler as never, forcedToken as never);
+            this.api.llama_sampler_accept(sequence.sampler, forcedToken);
           }
           sequence.pending = [token, ...forced];
           sequence.pendingAt = 0;
@@ -518,7 +521,7 @@ export class LlamaRunner {
 
   /** log-softmax of the raw logits: the chosen token's logprob and the top alternatives. */
   private logprobs(index: number, token: number, top: number): TokenLogprobs {
-    const pointer = this.api.llama_get_logits_ith(this.context as never, index as never);
+    const pointer = this.api.llama_get_logits_ith(this.context, index);
     const logits = new Float32Array(this.lib.koffi.view(pointer, this.vocabSize * 4));
     let max = -Infinity;
     for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
@@ -546,7 +549,7 @@ export class LlamaRunner {
 
   private release(sequence: Sequence): void {
     sequence.ended = true;
-    this.api.llama_sampler_free(sequence.sampler as never);
+    this.api.llama_sampler_free(sequence.sampler);
     const slot = this.slots[sequence.id]!;
     slot.busy = undefined;
     // Tokens queued but never evaluated are not in the KV.
@@ -580,12 +583,12 @@ export class LlamaRunner {
     for (const slot of this.slots) if (slot.busy) this.fail(slot.busy, error);
     this.disposed = true;
     const { api } = this;
-    api.llama_batch_free(this.batch.struct as never);
-    api.llama_detach_threadpool(this.context as never);
-    api.llama_free(this.context as never);
+    api.llama_batch_free(this.batch.struct);
+    api.llama_detach_threadpool(this.context);
+    api.llama_free(this.context);
     this.lib.freeThreadpool(this.threadpool);
     this.threadpool = undefined;
-    api.llama_model_free(this.model as never);
+    api.llama_model_free(this.model);
   }
 }
 
