@@ -295,7 +295,7 @@ class OutputState {
     this.parser = new RawOutputParser({
       // Newlines after the thought are layout; a space there already belongs to the answer.
       thinking: thought ? { openTag: thought.open, closeTag: thought.close, trimAfterThought: 'newlines' } : false,
-      toolCalls: plan.functions ? { openTag: TOOL_OPEN, closeTag: TOOL_CLOSE, createId: newToolCallId } : false,
+      toolCalls: plan.functions ? { openTag: TOOL_OPEN, closeTag: TOOL_CLOSE, createId: newToolCallId, streamArguments: true } : false,
     });
     this.stops = new StopMatcher(plan.stop);
     this.logprobs = plan.topLogprobs === undefined ? undefined : [];
@@ -311,8 +311,10 @@ class OutputState {
     if (this.stopped) return 'stop';
     const before = this.parser.phase;
     const chunk = this.decoder.decode(event.piece, { stream: !event.isEog });
+    const inCall = this.parser.inToolCall;
     const answered = this.route(this.parser.push(chunk), event);
-    if (answered) this.answerTokens++;
+    // Tool-call tokens are answer tokens too (max_tokens can cut a call), though no text comes out.
+    if (answered || inCall || this.parser.inToolCall) this.answerTokens++;
     else if (before === 'reasoning' || this.parser.phase === 'reasoning')
       this.reasoningTokens++;
     if (this.stopped) return 'stop';

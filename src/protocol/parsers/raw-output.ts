@@ -31,6 +31,11 @@ export class RawOutputParser {
     return this.think?.phase ?? 'content';
   }
 
+  /** Inside a tool-call block. */
+  get inToolCall(): boolean {
+    return this.tools?.inToolCall ?? false;
+  }
+
   get toolCallCount(): number {
     return this.tools?.toolCallCount ?? 0;
   }
