@@ -22,7 +22,8 @@ const { values } = parseArgs({
     streams: { type: 'string', default: '1,8' },
     tokens: { type: 'string', default: '128' },
     rounds: { type: 'string', default: '3' },
-    runners: { type: 'string', default: 'ffi,node-llama-cpp' },
+    // ffi (decode on koffi's worker thread), ffi-loop (decode on the loop's thread), node-llama-cpp.
+    runners: { type: 'string', default: 'ffi-loop,ffi,node-llama-cpp' },
   },
 });
 const path = await ensureBenchModel(values.model as BenchModelKind, join(tmpdir(), 'infera-bench-models'));
@@ -56,9 +57,10 @@ for (const threads of list(values.threads).map(Number)) {
       engine: 'llama-cpp',
       path,
       maxQueue: 64,
-      llamaCpp: { contextSize: 1024, sequences: Math.max(...streamsList), threads, runner },
+      llamaCpp: { contextSize: 1024, sequences: Math.max(...streamsList), threads, runner: runner === 'ffi-loop' ? 'ffi' : runner },
     });
-    loaded.set(runner, await loadChatModel(config, undefined, { llama }, (reason) => console.error(reason)));
+    const decodeOn = runner === 'ffi-loop' ? 'loop' : 'worker';
+    loaded.set(runner, await loadChatModel(config, undefined, { llama, decodeOn }, (reason) => console.error(reason)));
   }
   for (const streams of streamsList) {
     const rates = new Map<string, number[]>();
@@ -71,9 +73,11 @@ for (const threads of list(values.threads).map(Number)) {
       }
     const row: Record<string, unknown> = { model: values.model, threads, streams };
     for (const [runner, list] of rates) row[`${runner} t/s`] = Math.round(median(list));
-    const ffi = rates.get('ffi');
     const nlc = rates.get('node-llama-cpp');
-    if (ffi && nlc) row['ffi / node-llama-cpp'] = Number((median(ffi) / median(nlc)).toFixed(2));
+    for (const ffi of ['ffi', 'ffi-loop']) {
+      const rate = rates.get(ffi);
+      if (rate && nlc) row[`${ffi} / node-llama-cpp`] = Number((median(rate) / median(nlc)).toFixed(2));
+    }
     rows.push(row);
     console.log(JSON.stringify(row));
   }

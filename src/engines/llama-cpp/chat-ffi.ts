@@ -449,7 +449,7 @@ const unloading = () =>
 export async function loadFfiChatModel(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { llama, signal }: LlamaCppLoadOptions,
+  { llama, signal, decodeOn }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<FfiChatModel> | string> {
   const options = config.llamaCpp;
   if (options.gpu !== false || options.gpuLayers !== 0) return 'GPU offload is configured (gpu / gpuLayers), and the FFI runner drives the CPU backend only';
@@ -475,6 +475,7 @@ export async function loadFfiChatModel(
       sequences: options.sequences,
       threads: options.threads,
       batchSize: options.batchSize,
+      decodeOn,
     });
     onProgress?.(1);
     const model = new FfiChatModel(llama, vocab, runner, wrappers, template, config.id, config);
@@ -483,12 +484,12 @@ export async function loadFfiChatModel(
       model,
       async dispose() {
         await model.close();
-        loadedRunner.dispose();
+        await loadedRunner.dispose();
         await vocab.dispose();
       },
     };
   } catch (error) {
-    runner?.dispose();
+    await runner?.dispose();
     await vocab.dispose();
     throw error;
   }

@@ -23,6 +23,13 @@ export interface RunnerOptions {
   batchSize?: number;
   /** Prompt tokens per step across all prefilling sequences, so that running streams keep their pace. */
   prefillChunk?: number;
+  /**
+   * Where llama_decode runs. 'loop': on the calling thread (an engine process of its own: no hop at
+   * all). 'worker': on koffi's worker thread, one hop per step, so that the event loop stays free
+   * while the weights are read (a server process that also answers HTTP). Sampling is on the loop's
+   * thread either way. Default 'worker'.
+   */
+  decodeOn?: 'loop' | 'worker';
 }
 
 export interface Penalties {
@@ -115,6 +122,8 @@ interface Sequence {
   next: number | undefined;
   /** Tokens that are in this sequence's KV cache, in order (positions 0..n-1). */
   kv: number[];
+  /** Cached tokens from this position on are to be dropped before the sequence's first decode. */
+  trim: number | undefined;
   generated: number;
   cachedPromptTokens: number;
   ended: boolean;
@@ -154,6 +163,10 @@ export class LlamaRunner {
   private threadpool: Pointer;
   private scheduled = false;
   private disposed = false;
+  private readonly decodeOnWorker: boolean;
+  /** A decode is running on the worker: nothing may touch the context, the batch or the KV until it returns. */
+  private decoding = false;
+  private idleWaiters: (() => void)[] = [];
   /** Counters for benchmarks and tests. */
   readonly stats = { steps: 0, decodeMs: 0, sampleMs: 0, tokens: 0 };
 
@@ -161,7 +174,7 @@ export class LlamaRunner {
     private readonly lib: LlamaLibrary,
     private readonly model: Pointer,
     private readonly context: Pointer,
-    options: Required<Omit<RunnerOptions, 'threadsBatch'>> & { threadsBatch: number },
+    options: Required<RunnerOptions>,
   ) {
     const { api, koffi } = lib;
     this.api = api;
@@ -172,6 +185,7 @@ export class LlamaRunner {
     this.sequences = options.sequences;
     this.batchSize = api.llama_n_batch(context) as number;
     this.prefillChunk = Math.max(1, Math.min(options.prefillChunk, this.batchSize - options.sequences));
+    this.decodeOnWorker = options.decodeOn === 'worker';
     this.threadpool = lib.newThreadpool(options.threads);
     // One pool for both: llama-server attaches a batch pool only when its thread count differs.
     api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
@@ -231,6 +245,7 @@ export class LlamaRunner {
       threadsBatch,
       batchSize,
       prefillChunk: options.prefillChunk ?? 256,
+      decodeOn: options.decodeOn ?? 'worker',
     });
   }
 
@@ -285,13 +300,8 @@ export class LlamaRunner {
     const slot = this.slots[id]!;
     // Prompt cache: keep the longest common prefix this sequence already holds, at least one token
     // short of the whole prompt (the last prompt token must be evaluated for its logits).
+    // The KV itself is trimmed at the next step (a decode may be running on the worker now).
     const keep = Math.min(commonPrefix(slot.kv, spec.prompt), spec.prompt.length - 1);
-    if (keep < slot.kv.length) {
-      if (!this.api.llama_memory_seq_rm(this.memory, id, keep, -1)) {
-        this.api.llama_memory_seq_rm(this.memory, id, -1, -1);
-        slot.kv = [];
-      } else slot.kv.length = keep;
-    }
     const sampler = this.createSampler(spec.sampling);
     let resolve!: (end: GenerationEnd) => void;
     let reject!: (error: Error) => void;
@@ -304,11 +314,12 @@ export class LlamaRunner {
       spec,
       sampler,
       pending: spec.prompt,
-      pendingAt: slot.kv.length,
+      pendingAt: keep,
       next: undefined,
       kv: slot.kv,
+      trim: keep < slot.kv.length ? keep : undefined,
       generated: 0,
-      cachedPromptTokens: slot.kv.length,
+      cachedPromptTokens: keep,
       ended: false,
       cancelError: undefined,
       cancelled: false,
@@ -408,6 +419,7 @@ export class LlamaRunner {
 
   /** One decode and the sampling after it. */
   private step(): void {
+    if (this.decoding) return; // the decode's return schedules the next step
     const running: Sequence[] = [];
     for (const slot of this.slots) {
       const sequence = slot.busy;
@@ -415,7 +427,22 @@ export class LlamaRunner {
       if (sequence.cancelled) this.finish(sequence, 'cancelled');
       else running.push(sequence);
     }
-    if (running.length === 0 || this.disposed) return;
+    if (running.length === 0 || this.disposed) {
+      this.notifyIdle();
+      return;
+    }
+    for (const sequence of running) {
+      if (sequence.trim === undefined) continue;
+      if (this.api.llama_memory_seq_rm(this.memory, sequence.id, sequence.trim, -1)) sequence.kv.length = sequence.trim;
+      else {
+        // A partial removal can fail (llama.cpp's rule for some memory types): start the sequence over.
+        this.api.llama_memory_seq_rm(this.memory, sequence.id, -1, -1);
+        sequence.kv.length = 0;
+        sequence.pendingAt = 0;
+        sequence.cachedPromptTokens = 0;
+      }
+      sequence.trim = undefined;
+    }
 
     const batch = this.batch;
     let n = 0;
@@ -449,7 +476,10 @@ export class LlamaRunner {
       }
       budget -= take;
     }
-    if (n === 0) return;
+    if (n === 0) {
+      this.notifyIdle();
+      return;
+    }
 
     // A malformed batch aborts the process inside llama.cpp: check what was built.
     for (let i = 0; i < n; i++) {
@@ -460,10 +490,27 @@ export class LlamaRunner {
     const struct = batch.struct;
     struct.n_tokens = n;
     const t0 = performance.now();
-    const status = this.api.llama_decode(this.context, struct) as number;
+    if (this.decodeOnWorker) {
+      this.decoding = true;
+      this.api.llama_decode.async(this.context, struct, (error: unknown, status: number) => {
+        this.decoding = false;
+        if (error) this.afterDecode(-100, n, outputs, t0);
+        else this.afterDecode(status, n, outputs, t0);
+      });
+      return;
+    }
+    this.afterDecode(this.api.llama_decode(this.context, struct) as number, n, outputs, t0);
+  }
+
+  private afterDecode(status: number, n: number, outputs: BatchOutput[], t0: number): void {
+    const batch = this.batch;
     const t1 = performance.now();
     this.stats.steps++;
     this.stats.decodeMs += t1 - t0;
+    if (this.disposed) {
+      this.notifyIdle();
+      return;
+    }
     if (status !== 0) {
       // The KV of this batch is not trustworthy: drop the sequences in it, keep the others going.
       const failed = new Set<Sequence>();
@@ -577,11 +624,18 @@ export class LlamaRunner {
     sequence.reject(error);
   }
 
-  /** Ends every running sequence with `error`, then frees the context, the pool and the model. */
-  dispose(error: Error = new Error('the llama.cpp runner is closed')): void {
+  private notifyIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  /** Ends every running sequence with `error`, waits for a decode in flight, then frees the context, the pool and the model. */
+  async dispose(error: Error = new Error('the llama.cpp runner is closed')): Promise<void> {
     if (this.disposed) return;
     for (const slot of this.slots) if (slot.busy) this.fail(slot.busy, error);
     this.disposed = true;
+    if (this.decoding) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     const { api } = this;
     api.llama_batch_free(this.batch.struct);
     api.llama_detach_threadpool(this.context);
