@@ -59,6 +59,15 @@ export function parseHermesToolCall(body: string): { name: string; arguments: st
   return { name: record.name, arguments: typeof args === 'string' ? args : JSON.stringify(args) };
 }
 
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export class ToolCallParser {
   private readonly open: string;
   private readonly close: string;
@@ -106,8 +115,14 @@ export class ToolCallParser {
   end(): ToolCallParserPart[] {
     const parts: ToolCallParserPart[] = [];
     if (this.streaming) {
-      // Cut off: the call keeps the arguments already sent.
+      // Cut off: what was held back is released, unless it is the call object's own closing brace
+      // (the arguments parse without it and not with it).
+      const call = this.streaming;
       this.streaming = undefined;
+      let args = call.args;
+      const closed = args.replace(/\s*\}\s*$/, '');
+      if (closed !== args && isJson(closed) && !isJson(args)) args = closed;
+      if (args.length > call.sent) parts.push({ type: 'tool-call-delta', index: call.index, argumentsDelta: args.slice(call.sent) });
     } else if (this.inCall) {
       this.finishBlock(parts, this.body.join(''), false);
     } else {
