@@ -9,7 +9,7 @@ export const llamaCpp = defineEngine({
   kinds: ['chat', 'embedding', 'reranker'],
   schema: llamaCppModelSchema,
   contextSize: (config) => config.llamaCpp.contextSize,
-  async load({ config, onProgress, signal, logger, resources }) {
+  async load({ config, onProgress, signal, logger, resources, ownProcess }) {
     requireLocalPath(config.path);
     // Before any node-llama-cpp call: llama.cpp trusts the header, and a hostile one can abort the process.
     await (await import('./gguf-check.ts')).checkGgufFile(config.path);
@@ -23,7 +23,7 @@ export const llamaCpp = defineEngine({
     const llama = await runtime.llama(config.llamaCpp.gpu);
     signal.throwIfAborted();
     return runtime.attributed(logger, async () => {
-      const options = { llama, signal };
+      const options = { llama, signal, decodeOn: ownProcess ? ('loop' as const) : ('worker' as const) };
       switch (config.type) {
         case 'chat':
           return (await import('./chat.ts')).loadChatModel(config, onProgress, options, (reason) => logger.info(reason));
