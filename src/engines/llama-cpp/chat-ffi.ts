@@ -285,6 +285,7 @@ class OutputState {
   private stopped = false;
   private readonly logprobs: TokenLogprob[] | undefined;
   private closingThought = false;
+  private grammarAwake = false;
 
   constructor(
     private readonly model: FfiChatModel,
@@ -309,6 +310,9 @@ class OutputState {
 
   onToken(event: TokenEvent): TokenDecision {
     if (this.stopped) return 'stop';
+    // A grammar is constraining the output (from the start, or the lazy tool-call one woke up): a forced
+    // token it does not allow would abort the process inside llama.cpp, so nothing is forced then.
+    if ((this.plan.functions && event.token === this.model.template.toolOpenToken) || this.plan.grammar || this.plan.forceCall) this.grammarAwake = true;
     const before = this.parser.phase;
     const chunk = this.decoder.decode(event.piece, { stream: !event.isEog });
     const inCall = this.parser.inToolCall;
@@ -324,7 +328,7 @@ class OutputState {
       return 'stop';
     }
     // The thought budget (zero with thinking off): close the thought the way the template does.
-    if (this.parser.phase === 'reasoning' && !this.closingThought && this.reasoningTokens >= this.plan.thoughtBudget && !event.isEog) {
+    if (this.parser.phase === 'reasoning' && !this.closingThought && !this.grammarAwake && this.reasoningTokens >= this.plan.thoughtBudget && !event.isEog) {
       const thought = this.model.template.thought;
       if (thought) {
         this.closingThought = true;
