@@ -317,8 +317,10 @@ class OutputState {
     const chunk = this.decoder.decode(event.piece, { stream: !event.isEog });
     const inCall = this.parser.inToolCall;
     const answered = this.route(this.parser.push(chunk), event);
-    // Tool-call tokens are answer tokens too (max_tokens can cut a call), though no text comes out.
-    if (answered || inCall || this.parser.inToolCall) this.answerTokens++;
+    // Tool-call tokens are answer tokens too (max_tokens can cut a call), though no text comes out;
+    // so is a token holding the first bytes of a character that a later token completes.
+    const partialCharacter = chunk === '' && event.piece.length > 0 && this.parser.phase === 'content';
+    if (answered || inCall || this.parser.inToolCall || partialCharacter) this.answerTokens++;
     else if (before === 'reasoning' || this.parser.phase === 'reasoning')
       this.reasoningTokens++;
     if (this.stopped) return 'stop';
