@@ -108,3 +108,12 @@ test('a model the runner cannot serve (GPU offload configured) loads on node-lla
   assert.ok(chosen.model instanceof LlamaCppChatModel, 'runner: node-llama-cpp is honoured without a log line');
   await chosen.dispose();
 });
+
+test('the runner refuses what would abort llama.cpp: tokens outside the vocabulary, a prompt beyond the context', () => {
+  const { runner } = model;
+  const spec = { sampling: { temperature: 0 }, maxTokens: 4, onToken: () => undefined };
+  assert.throws(() => runner.generate({ ...spec, prompt: [runner.vocabSize] }), /outside the vocabulary/);
+  assert.throws(() => runner.generate({ ...spec, prompt: [1], sampling: { temperature: 0, logitBias: [[-1, 1]] } }), /outside the vocabulary/);
+  assert.throws(() => runner.generate({ ...spec, prompt: Array(runner.contextSize).fill(1) }), /exceed the context/);
+  assert.equal(runner.active, 0, 'nothing refused took a sequence');
+});
