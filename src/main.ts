@@ -36,7 +36,14 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
   const logger = options.logger ?? createLogger(config.server.logLevel);
   // Keys, the ledger and generated images are the operator's alone.
   ensurePrivateDir(config.storage.dataDir);
-  const usingTinyModels = config.models.length === 0;
+  // The quick form: what each upstream lists joins the configured models (an unreachable one fails startup, naming it).
+  if (config.upstreams.length) {
+    const { modelsOfUpstreams } = await import('./engines/openai-compatible/discover.ts');
+    const taken = config.models.flatMap((model) => [model.id, ...model.aliases]);
+    config.models.push(...(await modelsOfUpstreams(config.upstreams, taken, logger)));
+  }
+  // A gateway in front of upstreams serves what they serve, never the tiny defaults.
+  const usingTinyModels = config.models.length === 0 && config.upstreams.length === 0;
   if (usingTinyModels) config.models = await tinyModelConfigs(config.storage.dataDir);
 
   const gate = options.gate ?? (await createGate(config, logger));

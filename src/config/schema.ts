@@ -6,6 +6,7 @@ import { commonModelShape, type ModelConfig } from './model.ts';
 import { requestsSchema } from './requests.ts';
 import { engines as defaultEngines } from '../engines/index.ts';
 import type { EngineDescriptor, EngineTable } from '../engines/descriptor.ts';
+import { quickUpstreamSchema } from '../engines/openai-compatible/config.ts';
 
 export { modelTypeSchema, type ModelConfig, type ModelTypeName } from './model.ts';
 export { requestsSchema, type RequestLimits } from './requests.ts';
@@ -176,8 +177,10 @@ export function configSchemaFor(table: EngineTable) {
       images: imagesSchema.default(() => imagesSchema.parse({})),
       /** Caps on the work one request may ask for (src/config/requests.ts). */
       requests: requestsSchema.default(() => requestsSchema.parse({})),
-      /** Served models. Empty: Infera generates and serves its tiny test models. */
+      /** Served models. Empty (and no upstreams): Infera generates and serves its tiny test models. */
       models: z.array(modelSchemaFor(table)).default([]),
+      /** Servers whose every listed model is served under its own id (engine openai-compatible's quick form). */
+      upstreams: z.array(quickUpstreamSchema).default([]),
       /** Platform settings (keys, limits, pricing); owned by src/platform. */
       platform: z.record(z.string(), z.unknown()).default({}),
     })

@@ -1,7 +1,7 @@
 // What the HTTP layer asks the platform (keys, limits, ledger, balance) on every API request.
 // The HTTP layer depends on this interface only; src/platform implements it on SQLite or Postgres+Redis.
 
-export type Endpoint = 'chat' | 'embeddings' | 'rerank' | 'images' | 'models' | 'user-info';
+export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'rerank' | 'images' | 'models' | 'user-info';
 
 export interface Principal {
   accountId: string;
@@ -55,6 +55,11 @@ export interface UsageReport {
   status: number;
   outcome: 'ok' | 'error' | 'cancelled';
   latencyMs: number;
+  /**
+   * What happened beyond the numbers, kept in the ledger row: why a request failed (an upstream that
+   * timed out or answered garbage), or that usage was counted by Infera because the upstream sent none.
+   */
+  note?: string;
 }
 
 export interface Admission {

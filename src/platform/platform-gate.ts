@@ -31,6 +31,8 @@ export interface PlatformGateOptions {
 
 const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
   chat: 'chat',
+  // Text completion runs on chat models: their prices, limits and allow-lists apply.
+  completions: 'chat',
   embeddings: 'embedding',
   rerank: 'reranker',
   images: 'text-to-image',
@@ -38,6 +40,9 @@ const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
 
 const unauthorized = (message: string) =>
   new InferaError({ status: 401, message, code: 'invalid_api_key', siliconflowCode: 20001, headers: { 'www-authenticate': 'Bearer' } });
+
+/** A ledger note is a sentence or two; an upstream's error page quoted whole would bloat every row. */
+const NOTE_MAX = 500;
 
 const noop: Admission = { headers: {}, resize: async () => {}, settle: async () => {} };
 
@@ -212,6 +217,7 @@ export class PlatformGate implements Gate {
       outcome: usage.outcome,
       costMicro: cost,
       createdAt: this.now(),
+      ...(usage.note ? { note: usage.note.slice(0, NOTE_MAX) } : {}),
     };
   }
 
@@ -239,7 +245,7 @@ export class PlatformGate implements Gate {
       worst.images ? `${worst.images} images` : '',
       worst.documents ? `${worst.documents} documents` : '',
     ].filter(Boolean);
-    const hint = request.endpoint === 'chat' ? 'Lower max_tokens or n, or top up' : 'Top up';
+    const hint = request.endpoint === 'chat' || request.endpoint === 'completions' ? 'Lower max_tokens or n, or top up' : 'Top up';
     return new InferaError({
       status: 403,
       message:

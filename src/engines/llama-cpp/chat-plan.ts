@@ -21,21 +21,14 @@ import { DEFAULT_THINKING_BUDGET, type ChatCallOptions, type SamplingOptions } f
 import { toLlamaChatHistory } from './chat-history.ts';
 import { toGbnfJsonSchema } from './chat-json-schema.ts';
 
-/**
- * Used when the request gives no temperature. node-llama-cpp's own default is 0 (greedy), OpenAI's is
- * 1; 0.7 is SiliconFlow's documented default, which is the API Infera speaks.
- */
-export const DEFAULT_TEMPERATURE = 0.7;
-/** OpenAI's penalties look at every generated token; llama.cpp needs a window. */
-export const PENALTY_WINDOW = 256;
+export { DEFAULT_TEMPERATURE, PENALTY_WINDOW } from './generation.ts';
+
 /**
  * Tokens kept free at the end of the context: node-llama-cpp injects a few tokens of its own (a closing
  * think tag when the thought budget runs out, a function-call prefix) that its maxTokens does not count,
  * and running into the end of the context would make it shift (silently drop) the conversation.
  */
 export const CONTEXT_MARGIN = 16;
-/** Prompt tokens per prefill step: an abort waits for at most one step (128: ~20% slower prefill on CPU than 512). */
-export const PREFILL_CHUNK = 128;
 /**
  * node-llama-cpp's maxTokens counts every generated token, the think tags and the blank line after
  * them included, while the thought budget counts only the thought's text and max_tokens only the
