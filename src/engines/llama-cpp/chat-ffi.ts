@@ -5,6 +5,7 @@
 // JSON schema → GBNF. The model's text is split into reasoning, answer and tool calls by the parsers
 // in src/protocol/parsers, stop strings and token limits are applied here, and tool calls are
 // constrained by a lazy grammar that wakes on the tool-call opening token, as llama-server does.
+// Text completion (/v1/completions) runs on the same sequences, its input planned by completions.ts.
 import type { Llama, LlamaModel, Token } from 'node-llama-cpp';
 import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
 import { RawOutputParser } from '../../protocol/parsers/raw-output.ts';
@@ -15,17 +16,31 @@ import type {
   ChatResult,
   ChatStreamPart,
   ChatUsage,
+  CompletionCallOptions,
+  CompletionResult,
+  CompletionStreamPart,
   FinishReason,
+  SamplingOptions,
   TokenLogprob,
   ToolCall,
 } from '../../spec/chat.ts';
-import type { LoadProgress, LoadedModel } from '../../spec/index.ts';
+import type { EngineStats, LoadProgress, LoadedModel } from '../../spec/index.ts';
 import type { LlamaCppModelConfig } from './config.ts';
 import type { LlamaCppLoadOptions } from './embedding.ts';
 import { LlamaLibraryUnavailable, openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
-import { LlamaRunner, type GrammarSpec, type SamplingSpec, type TokenDecision, type TokenEvent } from './ffi/runner.ts';
+import {
+  LlamaRunner,
+  type Generation,
+  type GenerationEnd,
+  type GrammarSpec,
+  type SamplingSpec,
+  type TokenDecision,
+  type TokenEvent,
+} from './ffi/runner.ts';
 import { ChatPlanner, DEFAULT_TEMPERATURE, PENALTY_WINDOW, newToolCallId, resolveWrappers, type Plan, type Wrappers } from './chat-plan.ts';
 import { streamFromProducer } from './chat-stream.ts';
+import { emptyCompletion, infillTokens, planCompletion, type CompletionPlan } from './completions.ts';
+import { unloading } from './generation.ts';
 
 const TOOL_OPEN = '<tool_call>';
 const TOOL_CLOSE = '</tool_call>';
@@ -90,6 +105,10 @@ export class FfiChatModel implements ChatModel {
     return this.planner.thinks;
   }
 
+  async stats(): Promise<EngineStats> {
+    return { active: this.slots.active, queued: this.slots.queued };
+  }
+
   async checkPrompt(options: ChatCallOptions): Promise<number> {
     return this.plan(options).promptTokens;
   }
@@ -108,6 +127,48 @@ export class FfiChatModel implements ChatModel {
   private plan(options: ChatCallOptions): Plan {
     if (this.closing) throw unloading();
     return this.planner.plan(options);
+  }
+
+  get infill(): boolean {
+    return infillTokens(this.vocab) !== undefined;
+  }
+
+  async checkCompletion(options: CompletionCallOptions): Promise<number> {
+    return this.planCompletion(options).input.length;
+  }
+
+  async doComplete(options: CompletionCallOptions): Promise<CompletionResult> {
+    return this.complete(this.planCompletion(options), options.signal, () => {});
+  }
+
+  doCompleteStream(options: CompletionCallOptions): AsyncIterable<CompletionStreamPart> {
+    const plan = this.planCompletion(options);
+    return streamFromProducer<CompletionStreamPart>(async (emit, signal) => {
+      await this.complete(plan, signal, emit);
+    }, options.signal);
+  }
+
+  private planCompletion(options: CompletionCallOptions): CompletionPlan {
+    if (this.closing) throw unloading();
+    // The vocabulary-only load answers everything the plan asks (tokens, BOS rule, FIM tokens).
+    return planCompletion(this.vocab, this.contextSize, options);
+  }
+
+  private async complete(plan: CompletionPlan, signal: AbortSignal, emit: (part: CompletionStreamPart) => void): Promise<CompletionResult> {
+    if (plan.maxTokens === 0) return emptyCompletion(plan, emit);
+    let output!: CompletionOutput;
+    const end = await this.generateOnSlot(signal, () => {
+      output = new CompletionOutput(this, plan, emit);
+      // The plan's input is what the model sees, beginning-of-sequence and FIM tokens included.
+      return this.runner.generate({
+        prompt: plan.input,
+        sampling: this.sampling(plan.sampling, [], undefined),
+        maxTokens: plan.maxTokens,
+        topLogprobs: plan.topLogprobs,
+        onToken: (event) => output.onToken(event),
+      });
+    });
+    return output.finish(end);
   }
 
   /** Stop taking requests, end the running ones with a retryable 503 and wait until every sequence is back. */
@@ -167,8 +228,8 @@ export class FfiChatModel implements ChatModel {
     return lines.join('\n');
   }
 
-  private sampling(plan: Plan, grammar: GrammarSpec | undefined): SamplingSpec {
-    const { temperature, topP, topK, minP, seed, frequencyPenalty, presencePenalty, repetitionPenalty } = plan.sampling;
+  private sampling(options: SamplingOptions, bannedTokens: Token[], grammar: GrammarSpec | undefined): SamplingSpec {
+    const { temperature, topP, topK, minP, seed, frequencyPenalty, presencePenalty, repetitionPenalty } = options;
     const penalized = !!frequencyPenalty || !!presencePenalty || (repetitionPenalty !== undefined && repetitionPenalty !== 1);
     return {
       temperature: temperature ?? DEFAULT_TEMPERATURE,
@@ -179,43 +240,55 @@ export class FfiChatModel implements ChatModel {
       penalties: penalized
         ? { lastN: PENALTY_WINDOW, repeat: repetitionPenalty ?? 1, frequency: frequencyPenalty ?? 0, presence: presencePenalty ?? 0 }
         : undefined,
-      logitBias: plan.bannedTokens.map((token) => [token, -Infinity] as [number, number]),
+      logitBias: bannedTokens.map((token) => [token, -Infinity] as [number, number]),
       grammar,
     };
   }
 
-  /** One request on one sequence. Resolves only after the sequence is back and the slot released. */
+  /** One chat request on one sequence. */
   private async run(plan: Plan, signal: AbortSignal, emit: Emit): Promise<ChatResult> {
     const grammar = await this.grammarFor(plan);
+    let output!: OutputState;
+    let prompt!: number[];
+    const end = await this.generateOnSlot(signal, () => {
+      output = new OutputState(this, plan, emit);
+      prompt = [...plan.promptTokenIds];
+      if (plan.forceCall) {
+        prompt.push(this.template.toolOpenToken);
+        output.pushText(TOOL_OPEN, 0);
+      }
+      return this.runner.generate({
+        prompt,
+        sampling: this.sampling(plan.sampling, plan.bannedTokens, grammar),
+        maxTokens: Math.max(1, Math.min(plan.totalLimit + 4, this.contextSize - prompt.length)),
+        topLogprobs: plan.topLogprobs,
+        onToken: (event) => output.onToken(event),
+      });
+    });
+    return output.finish(end.reason === 'length', end.promptTokens - (plan.forceCall ? 1 : 0), end.cachedPromptTokens, end.generatedTokens);
+  }
+
+  /**
+   * Takes a slot, starts a generation on the runner with `start` and waits for its end; the client
+   * leaving or an unload cancels it (the promise then rejects with ClientGoneError or a 503).
+   * Resolves only after the runner's sequence is back and the slot released.
+   */
+  private async generateOnSlot(signal: AbortSignal, start: () => Generation): Promise<GenerationEnd> {
     const lease = await this.slots.acquire(signal);
     let stopRun: ((error: Error) => void) | undefined;
     try {
       if (signal.aborted) throw new ClientGoneError();
       if (this.closing) throw unloading();
-      const output = new OutputState(this, plan, emit);
-      const prompt = [...plan.promptTokenIds];
-      if (plan.forceCall) {
-        prompt.push(this.template.toolOpenToken);
-        output.pushText(TOOL_OPEN, 0);
-      }
-      const generation = this.runner.generate({
-        prompt,
-        sampling: this.sampling(plan, grammar),
-        maxTokens: Math.max(1, Math.min(plan.totalLimit + 4, this.contextSize - prompt.length)),
-        topLogprobs: plan.topLogprobs,
-        onToken: (event) => output.onToken(event),
-      });
+      const generation = start();
       stopRun = (error: Error) => generation.cancel(error);
       this.running.add(stopRun);
       const onAbort = () => generation.cancel(new ClientGoneError());
       signal.addEventListener('abort', onAbort, { once: true });
-      let end: Awaited<typeof generation.done>;
       try {
-        end = await generation.done;
+        return await generation.done;
       } finally {
         signal.removeEventListener('abort', onAbort);
       }
-      return output.finish(end.reason === 'length', end.promptTokens - (plan.forceCall ? 1 : 0), end.cachedPromptTokens, end.generatedTokens);
     } finally {
       lease.release();
       if (stopRun) this.running.delete(stopRun);
@@ -427,6 +500,92 @@ class OutputState {
   }
 }
 
+/**
+ * One text completion's output: generated bytes → text, stop strings, and legacy logprobs that follow
+ * the released text exactly (one entry per generated token, its `token` the text that token added, so
+ * the entries always spell the text; none for the end token or for what a stop string cut).
+ */
+class CompletionOutput {
+  private readonly decoder = new TextDecoder('utf-8', { fatal: false });
+  private readonly stops: StopMatcher;
+  private text: string;
+  /** Generated characters decoded so far / released to the client (echo excluded). */
+  private produced = 0;
+  private released = 0;
+  private stopped = false;
+  private readonly logprobs: TokenLogprob[] | undefined;
+  /** Entries whose text is decoded but not released yet (held back by a possible stop string). */
+  private readonly pending: { entry: TokenLogprob; start: number; end: number }[] = [];
+
+  constructor(
+    private readonly model: FfiChatModel,
+    private readonly plan: CompletionPlan,
+    private readonly emit: (part: CompletionStreamPart) => void,
+  ) {
+    this.stops = new StopMatcher(plan.stop);
+    this.logprobs = plan.topLogprobs === undefined ? undefined : [];
+    this.text = plan.echo ?? '';
+    if (this.text) emit({ type: 'text-delta', text: this.text });
+  }
+
+  onToken(event: TokenEvent): TokenDecision {
+    if (this.stopped) return 'stop';
+    const chunk = this.decoder.decode(event.piece, { stream: !event.isEog });
+    const start = this.produced;
+    this.produced += chunk.length;
+    if (this.logprobs && event.logprobs && !event.isEog) this.pending.push({ entry: this.describe(event, chunk), start, end: this.produced });
+    const { emit, stopped } = this.stops.push(chunk);
+    this.out(emit);
+    if (stopped) this.stopped = true;
+    return stopped ? 'stop' : undefined;
+  }
+
+  private describe(event: TokenEvent, text: string): TokenLogprob {
+    const top = this.plan.topLogprobs ?? 0;
+    const chosen = { token: text, logprob: event.logprobs!.logprob, bytes: [...event.piece] };
+    const alternatives = event.logprobs!.top.slice(0, top).map((entry) => {
+      if (entry.token === event.token) return { ...chosen, logprob: entry.logprob };
+      const tokenText = this.model.tokenText(entry.token);
+      return { token: tokenText, logprob: entry.logprob, bytes: [...Buffer.from(tokenText, 'utf8')] };
+    });
+    return { ...chosen, topLogprobs: alternatives };
+  }
+
+  /** Releases text, with the logprob entries it now covers whole. */
+  private out(text: string): void {
+    this.released += text.length;
+    this.text += text;
+    let entries: TokenLogprob[] | undefined;
+    if (this.logprobs) {
+      entries = [];
+      while (this.pending.length > 0 && this.pending[0]!.end <= this.released) entries.push(this.pending.shift()!.entry);
+      this.logprobs.push(...entries);
+    }
+    if (text || entries?.length) this.emit(entries ? { type: 'text-delta', text, logprobs: entries } : { type: 'text-delta', text });
+  }
+
+  finish(end: GenerationEnd): CompletionResult {
+    if (!this.stopped) {
+      const { emit, stopped } = this.stops.push(this.decoder.decode());
+      this.out(emit);
+      if (stopped) this.stopped = true;
+      else this.out(this.stops.flush());
+    }
+    // A stop string that begins inside a token: that token's entry keeps the part before it.
+    const straddling = this.pending.find((item) => item.start < this.released);
+    if (straddling && this.logprobs) {
+      const kept = straddling.entry.token.slice(0, this.released - straddling.start);
+      const entry = { ...straddling.entry, token: kept, bytes: [...Buffer.from(kept, 'utf8')] };
+      this.logprobs.push(entry);
+      this.emit({ type: 'text-delta', text: '', logprobs: [entry] });
+    }
+    const finishReason = end.reason === 'length' && !this.stopped ? 'length' : 'stop';
+    const usage = { promptTokens: this.plan.input.length, completionTokens: end.generatedTokens };
+    this.emit({ type: 'finish', finishReason, usage });
+    return { text: this.text, finishReason, usage, logprobs: this.logprobs, warnings: this.plan.warnings };
+  }
+}
+
 function trimLogprobs(entries: TokenLogprob[], text: string): void {
   let at = 0;
   for (let i = 0; i < entries.length; i++) {
@@ -444,8 +603,6 @@ function trimLogprobs(entries: TokenLogprob[], text: string): void {
   }
 }
 
-const unloading = () =>
-  new InferaError({ status: 503, code: 'model_unloading', message: 'The model is being unloaded; retry the request.', retryAfter: 1 });
 
 /**
  * Loads a chat model on the FFI runner, or says why it cannot serve it (the caller then loads it on

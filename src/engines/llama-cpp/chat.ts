@@ -20,7 +20,7 @@ import {
   type LLamaChatGenerateResponseOptions,
 } from 'node-llama-cpp';
 import type { LlamaCppModelConfig } from './config.ts';
-import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
+import { ClientGoneError, badRequest } from '../../errors/index.ts';
 import { Slots } from '../../scheduler/slots.ts';
 import type {
   ChatCallOptions,
@@ -32,7 +32,6 @@ import type {
   CompletionResult,
   CompletionStreamPart,
   FinishReason,
-  SamplingOptions,
   TokenLogprob,
   ToolCall,
 } from '../../spec/chat.ts';
