@@ -79,6 +79,11 @@ export class FfiChatModel implements ChatModel {
   readonly name: string;
   readonly contextSize: number;
   readonly slots: Slots;
+  /**
+   * Where the runner calls llama_decode: 'loop' in an engine process of its own (ownProcess), else on
+   * koffi's worker. Plain data, so the server's proxy of a model in its engine process shows it too.
+   */
+  readonly decodeOn: 'loop' | 'worker';
   private readonly planner: ChatPlanner;
   private jsonGrammar: Promise<string> | undefined;
   private readonly running = new Set<(error: Error) => void>();
@@ -97,6 +102,7 @@ export class FfiChatModel implements ChatModel {
   ) {
     this.name = name;
     this.contextSize = runner.contextSize;
+    this.decodeOn = runner.decodeOn;
     this.planner = new ChatPlanner(vocab, wrappers, this.contextSize);
     this.slots = new Slots(runner.sequences, queue.maxQueue, `Model ${name}`, { maxWaitMs: queue.maxQueueWaitSeconds * 1000 });
   }

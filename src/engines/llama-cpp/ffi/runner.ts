@@ -164,6 +164,7 @@ export class LlamaRunner {
   private scheduled = false;
   private disposed = false;
   private readonly decodeOnWorker: boolean;
+  readonly decodeOn: 'loop' | 'worker';
   /** A decode is running on the worker: nothing may touch the context, the batch or the KV until it returns. */
   private decoding = false;
   private idleWaiters: (() => void)[] = [];
@@ -185,6 +186,7 @@ export class LlamaRunner {
     this.sequences = options.sequences;
     this.batchSize = api.llama_n_batch(context) as number;
     this.prefillChunk = Math.max(1, Math.min(options.prefillChunk, this.batchSize - options.sequences));
+    this.decodeOn = options.decodeOn;
     this.decodeOnWorker = options.decodeOn === 'worker';
     this.threadpool = lib.newThreadpool(options.threads);
     // One pool for both: llama-server attaches a batch pool only when its thread count differs.
