@@ -111,6 +111,11 @@ test('models load in engine processes of their own: the server process never map
   const maps = readFileSync(`/proc/${process.pid}/maps`, 'utf8');
   assert.doesNotMatch(maps, /libllama|libggml/, 'llama.cpp is loaded in the engine processes only');
   assert.match(readFileSync(`/proc/${pids[0]}/maps`, 'utf8'), /libllama/);
+  // The chat model runs on the FFI runner, which decodes on the engine process's main thread
+  // (ownProcess in the load context); the proxy shows the model's plain-data properties.
+  const lease = await server.server.services.registry.acquire(CHAT, 'chat');
+  lease.release();
+  assert.equal((lease.model as unknown as { decodeOn?: string }).decodeOn, 'loop');
 });
 
 test('a GGUF that aborts llama.cpp costs only its own model: a 503 naming the abort, the others keep answering', async () => {

@@ -21,6 +21,12 @@ export interface EngineLoadContext<C extends ModelConfig = ModelConfig> {
   logger: Logger;
   /** Engine state shared by this server's models (e.g. one llama.cpp runtime); disposed when the server closes. */
   resources: EngineResources;
+  /**
+   * The model is loaded in an engine process of its own (src/engines/runner/): the engine may then run
+   * native work on the process's main thread (llama-cpp's FFI runner decodes there instead of on a
+   * worker thread). Unset: the main thread is the server's and must stay free.
+   */
+  ownProcess?: boolean;
 }
 
 export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {

@@ -60,11 +60,12 @@ const echo = defineEngine({
   name: 'echo',
   kinds: ['embedding'],
   schema: echoSchema,
-  async load({ config, onProgress, logger, resources }) {
-    const shared = await resources.get('echo', () => ({ disposed: false, loads: 0 }), (state) => {
+  async load({ config, onProgress, logger, resources, ownProcess }) {
+    const shared = await resources.get('echo', () => ({ disposed: false, loads: 0, ownProcess: [] as unknown[] }), (state) => {
       state.disposed = true;
     });
     shared.loads++;
+    shared.ownProcess.push(ownProcess);
     logger.warn('echo: loaded');
     const { dimensions } = config.echo;
     const model: EmbeddingModel = {
@@ -129,8 +130,9 @@ test('a new engine is one descriptor in a table passed to the config and the ser
   const config = echoSchema.parse(entry);
   const registry = new ModelRegistry([config], { engines: table, logger });
   (await registry.acquire('test/echo', 'embedding')).release();
-  const state = await registry.resources.get<{ disposed: boolean; loads: number }>('echo', () => assert.fail('created twice'), () => undefined);
-  assert.deepEqual(state, { disposed: false, loads: 1 });
+  const state = await registry.resources.get<{ disposed: boolean; loads: number; ownProcess: unknown[] }>('echo', () => assert.fail('created twice'), () => undefined);
+  // In the server process (isolation: none) the engine is not told it owns the process: its main thread is the server's.
+  assert.deepEqual(state, { disposed: false, loads: 1, ownProcess: [undefined] });
   await registry.close();
   assert.equal(state.disposed, true);
   assert.ok(lines.some((line) => line.msg === 'echo: loaded' && line.model === 'test/echo' && line.engine === 'echo'), JSON.stringify(lines));

@@ -134,6 +134,12 @@ function scriptRules(fim: boolean): Rule[] {
   // Grammars end with "\n\n\n\n" and mask the end token until then.
   rules.push({ cur: SCRIPT_TOKENS.answer.json.at(-1)!, next: GRAMMAR_END, strength: 'fallback' });
   chain(SCRIPT_TOKENS.toolCall, EOS);
+  // A grammar that writes the whole call object (llama-server's and Infera's FFI runner's lazy
+  // tool-call grammar) masks the scripted arguments when the tool has other required parameters:
+  // the arguments then start the way a JSON answer does.
+  rules.push({ cur: SCRIPT_TOKENS.toolCall[3], next: jsonStart, strength: 'fallback' });
+  // …and end where the scripted call object ends, so that the call closes with its own tokens.
+  rules.push({ cur: SCRIPT_TOKENS.answer.json.at(-1)!, mode: 'weather', next: SCRIPT_TOKENS.toolCall[5], strength: 'modeFallback' });
   rules.push({ cur: '{"city": "Paris"}', next: GRAMMAR_END, strength: 'fallback' });
   rules.push({ cur: GRAMMAR_END, next: EOS, strength: 'primary' });
   chain(COUNT_WORDS, COUNT_WORDS[0]!);

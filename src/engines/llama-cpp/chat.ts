@@ -3,19 +3,11 @@
 // each request takes a sequence behind a bounded queue, runs ONE LlamaChat.generateResponse over its
 // own history with the model's own chat wrapper, and gives the sequence back (state erased) when it
 // ends, fails or is cancelled. LlamaChatSession is not used: it injects a default system prompt.
-import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import {
   LlamaChat,
-  LlamaText,
-  QwenChatWrapper,
-  SpecialTokensText,
   TokenBias,
-  resolveChatWrapper,
-  type ChatHistoryItem,
   type ChatModelFunctions,
-  type ChatWrapper,
-  type GbnfJsonSchema,
   type Llama,
   type LlamaChatResponse,
   type LlamaChatResponseChunk,
@@ -28,27 +20,24 @@ import {
   type LLamaChatGenerateResponseOptions,
 } from 'node-llama-cpp';
 import type { LlamaCppModelConfig } from './config.ts';
-import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
+import { ClientGoneError, badRequest } from '../../errors/index.ts';
 import { Slots } from '../../scheduler/slots.ts';
-import {
-  DEFAULT_THINKING_BUDGET,
-  type ChatCallOptions,
-  type ChatModel,
-  type ChatResult,
-  type ChatStreamPart,
-  type ChatUsage,
-  type CompletionCallOptions,
-  type CompletionResult,
-  type CompletionStreamPart,
-  type FinishReason,
-  type SamplingOptions,
-  type TokenLogprob,
-  type ToolCall,
+import type {
+  ChatCallOptions,
+  ChatModel,
+  ChatResult,
+  ChatStreamPart,
+  ChatUsage,
+  CompletionCallOptions,
+  CompletionResult,
+  CompletionStreamPart,
+  FinishReason,
+  TokenLogprob,
+  ToolCall,
 } from '../../spec/chat.ts';
 import type { EngineStats, LoadProgress, LoadedModel } from '../../spec/index.ts';
-import { toLlamaChatHistory } from './chat-history.ts';
 import { sequenceOrderedStrategy } from './chat-batching.ts';
-import { toGbnfJsonSchema } from './chat-json-schema.ts';
+import { ChatPlanner, newToolCallId, resolveWrappers, type Plan, type Wrappers } from './chat-plan.ts';
 import { streamFromProducer } from './chat-stream.ts';
 import { emptyCompletion, infillTokens, planCompletion, runCompletion, type CompletionPlan } from './completions.ts';
 import type { LlamaCppLoadOptions } from './embedding.ts';
@@ -65,77 +54,9 @@ import {
 } from './generation.ts';
 
 export { DEFAULT_TEMPERATURE, recordingProbabilities, type SampledToken } from './generation.ts';
-
-/**
- * Tokens kept free at the end of the context: node-llama-cpp injects a few tokens of its own (a closing
- * think tag when the thought budget runs out, a function-call prefix) that its maxTokens does not count,
- * and running into the end of the context would make it shift (silently drop) the conversation.
- */
-const CONTEXT_MARGIN = 16;
-/**
- * node-llama-cpp's maxTokens counts every generated token, the think tags and the blank line after
- * them included, while the thought budget counts only the thought's text and max_tokens only the
- * answer. The answer limit itself is enforced exactly by counting answer tokens; this is slack.
- */
-const THINK_OVERHEAD = 8;
-
-interface Wrappers {
-  /** The wrapper resolved from the GGUF's chat template. */
-  standard: ChatWrapper;
-  /** Same template with thinking switched off (QwenChatWrapper thoughts:"discourage", Jinja enable_thinking:false). */
-  noThinking: ChatWrapper;
-}
+export { forcingFunctionCall } from './chat-plan.ts';
 
 type Emit = (part: ChatStreamPart) => void;
-
-/** Everything about a request that can be checked before it takes a sequence. */
-interface Plan {
-  history: ChatHistoryItem[];
-  wrapper: ChatWrapper;
-  functions?: ChatModelFunctions;
-  maxParallelFunctionCalls?: number;
-  grammar?: { kind: 'json' } | { kind: 'schema'; schema: GbnfJsonSchema };
-  thinking: boolean;
-  /** The last message is an assistant prefix to continue (its text is in the prompt, not in the answer). */
-  prefix: boolean;
-  /** tool_choice "required" or a named function: the wrapper is forcingFunctionCall's. */
-  forceCall: boolean;
-  thoughtBudget: number;
-  /** Answer tokens (reasoning excluded), SiliconFlow's max_tokens. */
-  answerLimit?: number;
-  /** Everything the model may generate in this request (reasoning + answer + tool calls). */
-  totalLimit: number;
-  promptTokens: number;
-  /** The rendered prompt, prefilled in chunks so that an abort is noticed during long prefills. */
-  promptTokenIds: Token[];
-  stop: string[];
-  tokenBias?: TokenBias;
-  sampling: SamplingOptions;
-  topLogprobs?: number;
-  warnings: string[];
-}
-
-/**
- * The one gate every client schema (tool parameters, response_format) passes before it reaches
- * node-llama-cpp: a recursive schema is always a 400 (no grammar can be built for it, and for tools
- * the failure would otherwise surface mid-generation as a 500); keywords the grammar cannot enforce are
- * a 400 (`'refuse'`) or a warning pushed to the given list.
- */
-function grammarSchema(schema: unknown, param: string, unsupported: 'refuse' | string[]): GbnfJsonSchema {
-  const converted = toGbnfJsonSchema(schema);
-  if (converted.recursiveAt !== undefined)
-    throw badRequest(
-      `${param}: the schema is recursive ($ref at ${converted.recursiveAt} leads back into itself); this engine cannot enforce recursive schemas.`,
-      param,
-      'invalid_schema',
-    );
-  if (converted.unsupported.length > 0) {
-    if (unsupported === 'refuse')
-      throw badRequest(`${param}: uses schema keywords this engine cannot enforce: ${converted.unsupported.join(', ')}`, param);
-    unsupported.push(`${param}: not enforced: ${converted.unsupported.join(', ')}`);
-  }
-  return converted.schema;
-}
 
 export class LlamaCppChatModel implements ChatModel {
   readonly kind = 'chat' as const;
@@ -150,17 +71,20 @@ export class LlamaCppChatModel implements ChatModel {
   private closing = false;
   /** Stream consumers run during decodes when llama.cpp's threads leave a core free (see chat-stream.ts). */
   private readonly overlapDecode: boolean;
+  private readonly planner: ChatPlanner;
 
   constructor(
     private readonly llama: Llama,
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
-    private readonly wrappers: Wrappers,
+    /** The model's wrappers (internals.test.ts checks node-llama-cpp still honours them). */
+    readonly wrappers: Wrappers,
     name: string,
     queue: { maxQueue: number; maxQueueWaitSeconds: number },
   ) {
     this.name = name;
     this.contextSize = context.contextSize;
+    this.planner = new ChatPlanner(model, wrappers, this.contextSize);
     this.slots = new Slots(context.totalSequences, queue.maxQueue, `Model ${name}`, { maxWaitMs: queue.maxQueueWaitSeconds * 1000 });
     this.overlapDecode = context.idealThreads < availableParallelism();
   }
@@ -227,133 +151,12 @@ export class LlamaCppChatModel implements ChatModel {
   }
 
   get thinks(): boolean {
-    return this.wrappers.standard.settings.segments?.thought != null;
+    return this.planner.thinks;
   }
 
   private plan(options: ChatCallOptions): Plan {
     if (this.closing) throw unloading();
-    const warnings: string[] = [];
-
-    const history = toLlamaChatHistory(options.messages);
-    const choice = options.toolChoice ?? 'auto';
-    const tools = options.tools ?? [];
-    const format = options.responseFormat ?? { type: 'text' };
-    const offerTools = tools.length > 0 && choice !== 'none';
-
-    if (offerTools && format.type !== 'text')
-      throw badRequest(
-        'response_format json_object/json_schema cannot be combined with tools on this engine (both constrain the output); send tool_choice "none" or drop response_format',
-        'response_format',
-      );
-
-    let functions: ChatModelFunctions | undefined;
-    if (offerTools) {
-      const offered = typeof choice === 'object' ? tools.filter((tool) => tool.name === choice.name) : tools;
-      const offeredFunctions: Record<string, ChatModelFunctions[string]> = {};
-      for (const tool of offered) {
-        const at = `tools[${tools.indexOf(tool)}].function`;
-        let params: GbnfJsonSchema | undefined;
-        if (tool.parameters !== undefined && Object.keys(tool.parameters).length > 0)
-          // Non-strict tools follow OpenAI: the schema guides the model, it is not a guarantee.
-          params = grammarSchema(tool.parameters, `${at}.parameters`, tool.strict ? 'refuse' : warnings);
-        offeredFunctions[tool.name] = { description: tool.description, params };
-      }
-      functions = offeredFunctions;
-    }
-
-    let grammar: Plan['grammar'];
-    if (format.type === 'json_object') grammar = { kind: 'json' };
-    else if (format.type === 'json_schema') {
-      grammar = { kind: 'schema', schema: grammarSchema(format.schema, 'response_format.json_schema', 'refuse') };
-    }
-
-    const forceCall = offerTools && (choice === 'required' || typeof choice === 'object');
-    const last = options.messages.at(-1);
-    const prefix = last?.role === 'assistant' && last.prefix === true;
-    const modelThinks = this.thinks;
-    // A grammar or a forced call constrains the first answer token, so the model cannot open a think
-    // block; the no-thinking rendering (empty think block) keeps the prompt in the model's distribution.
-    // A prefix continues the answer itself, which comes after the thought: the thought is rendered
-    // closed (empty unless the message carries reasoning) and the model goes on with the answer.
-    const thinking = modelThinks && options.thinking.enabled !== false && !grammar && !forceCall && !prefix;
-    if (options.thinking.enabled === true && !thinking)
-      warnings.push(
-        !modelThinks
-          ? 'enable_thinking: this model has no thinking mode'
-          : prefix
-            ? 'enable_thinking: skipped because the last message is a prefix to continue (the answer has begun)'
-            : 'enable_thinking: skipped because the output is constrained (response_format or a forced tool call)',
-      );
-    let wrapper = thinking ? this.wrappers.standard : this.wrappers.noThinking;
-    if (forceCall) wrapper = forcingFunctionCall(wrapper);
-
-    const promptTokenIds = this.renderedTokens(wrapper, history, functions);
-    const promptTokens = promptTokenIds.length;
-    const room = this.contextSize - promptTokens - CONTEXT_MARGIN;
-    if (room < 1 || (options.maxTokens !== undefined && options.maxTokens > room))
-      throw new InferaError({
-        status: 400,
-        code: 'context_length_exceeded',
-        param: 'messages',
-        message:
-          `This model's maximum context length is ${this.contextSize} tokens. However, you requested ` +
-          `${promptTokens + (options.maxTokens ?? 0) + CONTEXT_MARGIN} tokens (${promptTokens} in the messages, ` +
-          `${options.maxTokens ?? 0} in the completion, ${CONTEXT_MARGIN} reserved). Please reduce the length of the messages or completion.`,
-      });
-
-    const thoughtBudget = thinking ? (options.thinking.budgetTokens ?? DEFAULT_THINKING_BUDGET) : 0;
-    const answerLimit = options.maxTokens;
-    const totalLimit = Math.max(
-      1,
-      Math.min(room, answerLimit === undefined ? room : answerLimit + (thinking ? thoughtBudget + THINK_OVERHEAD : 0)),
-    );
-
-    return {
-      history,
-      wrapper,
-      functions,
-      maxParallelFunctionCalls: options.parallelToolCalls === false ? 1 : undefined,
-      grammar,
-      thinking,
-      prefix,
-      forceCall,
-      thoughtBudget,
-      answerLimit,
-      totalLimit,
-      promptTokens,
-      promptTokenIds,
-      stop: (options.stop ?? []).filter((text) => text.length > 0),
-      tokenBias: functions ? undefined : this.noToolCallBias(wrapper),
-      sampling: options.sampling,
-      topLogprobs: options.topLogprobs,
-      warnings,
-    };
-  }
-
-  private renderedTokens(wrapper: ChatWrapper, history: ChatHistoryItem[], functions?: ChatModelFunctions): Token[] {
-    const withTurn: ChatHistoryItem[] =
-      history.at(-1)?.type === 'model' ? history : [...history, { type: 'model', response: [] }];
-    const { contextText } = wrapper.generateContextState({
-      chatHistory: withTurn,
-      availableFunctions: functions,
-      documentFunctionParams: true,
-    });
-    return contextText.tokenize(this.model.tokenizer);
-  }
-
-  /**
-   * With no functions offered node-llama-cpp does not parse tool calls, so a `<tool_call>` the model
-   * writes anyway would land in the content as text. When the call prefix is a single token, forbid it.
-   */
-  private noToolCallBias(wrapper: ChatWrapper): TokenBias | undefined {
-    const prefix = LlamaText(wrapper.settings.functions.call.prefix);
-    for (const value of prefix.values) {
-      if (!(value instanceof SpecialTokensText)) continue;
-      const tokens = LlamaText(value).tokenize(this.model.tokenizer);
-      if (tokens.length === 1 && !this.model.isEogToken(tokens[0]!)) return new TokenBias(this.model.tokenizer).set(tokens[0]!, 'never');
-      return undefined;
-    }
-    return undefined;
+    return this.planner.plan(options);
   }
 
   private async grammarFor(plan: Plan): Promise<LlamaGrammar | undefined> {
@@ -556,7 +359,7 @@ export class LlamaCppChatModel implements ChatModel {
         minP: plan.sampling.minP,
         seed: plan.sampling.seed,
         repeatPenalty: penaltyOptions(plan.sampling),
-        tokenBias: plan.tokenBias,
+        tokenBias: plan.bannedTokens.length > 0 ? bannedBias(this.model, plan.bannedTokens) : undefined,
         customStopTriggers: plan.stop.length > 0 ? plan.stop : undefined,
         budgets: { thoughtTokens: plan.thoughtBudget },
         onResponseChunk,
@@ -633,45 +436,10 @@ export class LlamaCppChatModel implements ChatModel {
 }
 
 
-function newToolCallId(): string {
-  return `call_${randomBytes(12).toString('base64url').replace(/[-_]/g, 'x')}`;
-}
-
-/**
- * Derive a wrapper that starts the answer in function-calling mode: node-llama-cpp then injects the
- * call prefix and lets the model pick only among the offered functions (grammar-constrained name and
- * arguments). Used for tool_choice "required" and a named tool_choice (only that function offered).
- */
-export function forcingFunctionCall(base: ChatWrapper): ChatWrapper {
-  const forced = Object.create(base) as ChatWrapper;
-  forced.generateContextState = function (options) {
-    const state = base.generateContextState.call(this, options);
-    if (state.functionCall !== undefined || state.ignoreStartText !== undefined)
-      return { ...state, functionCall: { initiallyEngaged: true, disengageInitiallyEngaged: [] } };
-    return {
-      contextText: state.contextText,
-      stopGenerationTriggers: state.stopGenerationTriggers,
-      noPrefixTrigger: { type: 'functionCall', inject: LlamaText([]) },
-    };
-  };
-  return forced;
-}
-
-/**
- * Tool messages carry text. node-llama-cpp JSON-encodes results (a string gets quotes), while Qwen's
- * own template inserts the content as is; this (internal, hence the cast) QwenChatWrapper option
- * renders it the template's way.
- */
-const qwenToolResults = { _flatFunctionResultString: true } as Record<string, unknown>;
-
-/** An option node-llama-cpp no longer reads would quote every tool result silently: refuse to load instead. */
-function checkQwenToolResults(wrappers: Wrappers): void {
-  for (const wrapper of [wrappers.standard, wrappers.noThinking])
-    if (wrapper instanceof QwenChatWrapper && (wrapper as unknown as Record<string, unknown>)._flatFunctionResultString !== true)
-      throw new Error(
-        'node-llama-cpp internal QwenChatWrapper._flatFunctionResultString is gone: tool results would be rendered JSON-quoted. ' +
-          'This node-llama-cpp version is not supported by this build (see src/engines/llama-cpp/internals.test.ts).',
-      );
+function bannedBias(model: LlamaModel, tokens: Token[]): TokenBias {
+  const bias = new TokenBias(model.tokenizer);
+  for (const token of tokens) bias.set(token, 'never');
+  return bias;
 }
 
 export async function loadLlamaCppChatModel(
@@ -687,18 +455,10 @@ export async function loadLlamaCppChatModel(
     onLoadProgress: onProgress,
     loadSignal: signal,
   });
-  const wrappers: Wrappers = {
-    standard: resolveChatWrapper(model, { customWrapperSettings: { qwen: qwenToolResults } }),
-    noThinking: resolveChatWrapper(model, {
-      customWrapperSettings: {
-        qwen: { ...qwenToolResults, thoughts: 'discourage' },
-        jinjaTemplate: { additionalRenderParameters: { enable_thinking: false } },
-      },
-    }),
-  };
   let context: LlamaContext | undefined;
+  let wrappers: Wrappers;
   try {
-    checkQwenToolResults(wrappers);
+    wrappers = resolveWrappers(model);
     context = await model.createContext({
       contextSize: Math.min(options.contextSize, model.trainContextSize),
       sequences: options.sequences,
@@ -719,4 +479,22 @@ export async function loadLlamaCppChatModel(
       await model.dispose();
     },
   };
+}
+
+/**
+ * The llama-cpp chat engine's loader: the FFI runner when the config asks for it and it can serve the
+ * model, else node-llama-cpp's LlamaChat, with `onFallback` told why (one log line).
+ */
+export async function loadChatModel(
+  config: LlamaCppModelConfig,
+  onProgress: LoadProgress | undefined,
+  options: LlamaCppLoadOptions,
+  onFallback: (reason: string) => void = () => {},
+): Promise<LoadedModel<ChatModel & { readonly slots: Slots }>> {
+  if (config.llamaCpp.runner === 'ffi') {
+    const loaded = await (await import('./chat-ffi.ts')).loadFfiChatModel(config, onProgress, options);
+    if (typeof loaded !== 'string') return loaded;
+    onFallback(`llama.cpp FFI runner not used for ${config.id}: ${loaded}; running it on node-llama-cpp`);
+  }
+  return loadLlamaCppChatModel(config, onProgress, options);
 }

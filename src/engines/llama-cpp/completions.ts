@@ -161,13 +161,17 @@ export async function runCompletion(plan: CompletionPlan, run: CompletionRun, em
         // Released tokens are the sampled ones in order (a completion injects nothing); the end token
         // and a stop string's tokens are sampled but never released.
         partLogprobs = [];
-        for (const token of released) {
-          const entry = sampled[generated + partLogprobs.length];
-          if (entry?.token !== token) {
-            mismatch = true;
-            break;
-          }
-          partLogprobs.push(tokenLogprob(model, entry, plan.topLogprobs!));
+        if (released.every((token, i) => sampled[generated + i]?.token === token))
+          for (const [i] of released.entries()) partLogprobs.push(tokenLogprob(model, sampled[generated + i]!, plan.topLogprobs!));
+        else {
+          // A stop string that begins inside a token: node-llama-cpp releases the text before it
+          // tokenized anew, not the token sampled. That token's entry, cut to the released text.
+          const entry = sampled[generated];
+          const whole = entry && tokenLogprob(model, entry, plan.topLogprobs!);
+          if (whole && piece.length > 0 && whole.token.length > piece.length && whole.token.startsWith(piece)) {
+            partLogprobs.push({ ...whole, token: piece, bytes: [...Buffer.from(piece, 'utf8')] });
+            released = [entry.token];
+          } else mismatch = true;
         }
         logprobs.push(...partLogprobs);
       }

@@ -18,6 +18,13 @@ export const llamaCppOptionsSchema = z
     /** Use a GPU backend when one is present ("auto") or never (false). */
     gpu: z.union([z.literal('auto'), z.literal(false), z.enum(['cuda', 'vulkan', 'metal'])]).default(false),
     batchSize: positiveInt.optional(),
+    /**
+     * Chat: what drives llama.cpp. "ffi" is Infera's own loop over llama.cpp's C API (one decode per
+     * step over all sequences, persistent thread pool); when it cannot serve a model (koffi or the
+     * library layout unavailable, GPU offload, a tool-call format other than <tool_call>) the model
+     * runs on "node-llama-cpp" instead, with one log line saying why.
+     */
+    runner: z.enum(['ffi', 'node-llama-cpp']).default('ffi'),
     /** Embedding/rerank: contexts in the pool (each handles one input at a time). */
     contexts: positiveInt.default(2),
     /**

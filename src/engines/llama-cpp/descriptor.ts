@@ -14,7 +14,7 @@ export const llamaCpp = defineEngine({
     // Before any node-llama-cpp call: llama.cpp trusts the header, and a hostile one can abort the process.
     if (config.llamaCpp.checkHeader) await (await import('./gguf-check.ts')).checkGgufFile(config.path);
   },
-  async load({ config, onProgress, signal, logger, resources }) {
+  async load({ config, onProgress, signal, logger, resources, ownProcess }) {
     signal.throwIfAborted();
     const { LlamaRuntime } = await import('./runtime.ts');
     const runtime = await resources.get(
@@ -25,10 +25,10 @@ export const llamaCpp = defineEngine({
     const llama = await runtime.llama(config.llamaCpp.gpu);
     signal.throwIfAborted();
     return runtime.attributed(logger, async () => {
-      const options = { llama, signal };
+      const options = { llama, signal, decodeOn: ownProcess ? ('loop' as const) : ('worker' as const) };
       switch (config.type) {
         case 'chat':
-          return (await import('./chat.ts')).loadLlamaCppChatModel(config, onProgress, options);
+          return (await import('./chat.ts')).loadChatModel(config, onProgress, options, (reason) => logger.info(reason));
         case 'embedding':
           return (await import('./embedding.ts')).loadLlamaCppEmbeddingModel(config, onProgress, options);
         case 'reranker':

@@ -16,6 +16,11 @@ export interface LlamaCppLoadOptions {
   llama: Llama;
   /** Stops a load in progress (server shutdown). */
   signal?: AbortSignal;
+  /**
+   * Chat on the FFI runner: where llama_decode runs (see RunnerOptions.decodeOn). An engine process
+   * of its own passes 'loop'; the default, 'worker', keeps a shared event loop free during decodes.
+   */
+  decodeOn?: 'loop' | 'worker';
 }
 
 export type PoolingName = 'none' | 'mean' | 'cls' | 'last' | 'rank' | 'unspecified';

@@ -10,10 +10,10 @@ import type { SamplingOptions, TokenLogprob } from '../../spec/chat.ts';
  */
 export const DEFAULT_TEMPERATURE = 0.7;
 /** OpenAI's penalties look at every generated token; llama.cpp needs a window. */
-const PENALTY_WINDOW = 256;
+export const PENALTY_WINDOW = 256;
 
 /** Prompt tokens per prefill step: an abort waits for at most one step (128: ~20% slower prefill on CPU than 512). */
-const PREFILL_CHUNK = 128;
+export const PREFILL_CHUNK = 128;
 
 /** OpenAI's penalties default to off; node-llama-cpp's default (1.1 over 64 tokens) is not what clients asked for. */
 export function penaltyOptions(sampling: SamplingOptions): false | LLamaContextualRepeatPenalty {

@@ -103,6 +103,9 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
       signal: loadAbort.signal,
       logger,
       resources,
+      // This process holds nothing but the model, so an engine may block its main thread (the llama.cpp
+      // FFI runner decodes there instead of hopping to a worker each step).
+      ownProcess: true,
     });
     loaded = {
       model: result.model,

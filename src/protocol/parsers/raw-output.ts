@@ -26,6 +26,16 @@ export class RawOutputParser {
     if (toolCalls !== false) this.tools = new ToolCallParser(toolCalls === true ? {} : toolCalls);
   }
 
+  /** Where the think parser is ('content' when thinking is not parsed). */
+  get phase(): 'start' | 'reasoning' | 'content' {
+    return this.think?.phase ?? 'content';
+  }
+
+  /** Inside a tool-call block. */
+  get inToolCall(): boolean {
+    return this.tools?.inToolCall ?? false;
+  }
+
   get toolCallCount(): number {
     return this.tools?.toolCallCount ?? 0;
   }

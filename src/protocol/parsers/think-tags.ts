@@ -18,6 +18,11 @@ export interface ThinkTagParserOptions {
   startInThinking?: boolean;
   openTag?: string;
   closeTag?: string;
+  /**
+   * What to drop between the close tag and the answer: all whitespace (default) or only line breaks,
+   * for engines whose answers may begin with a space that belongs to the first word.
+   */
+  trimAfterThought?: 'whitespace' | 'newlines';
 }
 
 type State = 'start' | 'reasoning' | 'after-reasoning' | 'content';
@@ -44,6 +49,7 @@ export class ThinkTagParser {
   private readonly open: string;
   private readonly close: string;
   private readonly startInThinking: boolean;
+  private readonly trimAfter: (text: string) => string;
   private buffer = '';
   private state: State = 'start';
   private reasoningStarted = false;
@@ -52,6 +58,7 @@ export class ThinkTagParser {
     this.open = options.openTag ?? '<think>';
     this.close = options.closeTag ?? '</think>';
     this.startInThinking = options.startInThinking ?? false;
+    this.trimAfter = options.trimAfterThought === 'newlines' ? (text) => text.replace(/^[\r\n]+/, '') : (text) => text.trimStart();
   }
 
   /** Where the parser is: useful to tell whether the response ended inside the think block. */
@@ -110,7 +117,7 @@ export class ThinkTagParser {
           return;
         }
         case 'after-reasoning': {
-          this.buffer = this.buffer.trimStart();
+          this.buffer = this.trimAfter(this.buffer);
           if (this.buffer === '') return;
           this.state = 'content';
           continue;

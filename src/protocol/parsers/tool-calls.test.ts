@@ -182,3 +182,39 @@ test('a long argument block streamed in small deltas stays fast (no rescanning)'
   assert.equal(got.calls[0]!.arguments, JSON.stringify({ text: value }));
   assert.ok(elapsed < 2000, `took ${elapsed.toFixed(0)} ms`);
 });
+
+test('streamArguments: start once the header is complete, arguments in fragments, the closing brace held back', () => {
+  const parser = new ToolCallParser({ createId: ids(), streamArguments: true });
+  const chunks = ['Sure. <tool_call>\n{"name": "', 'get_weather', '", "arguments": ', '{"city": ', '"Paris"}', '}\n', '</tool', '_call>\n<tool_call>{"name": "noop", "arguments": {}}</tool_call>'];
+  const perChunk = chunks.map((chunk) => parser.push(chunk));
+  const parts = [...perChunk.flat(), ...parser.end()];
+  // Nothing of the call before its name is complete; the start comes with the arguments' first fragment.
+  assert.deepEqual(perChunk[1], []);
+  assert.equal(perChunk[2]!.find((p) => p.type === 'tool-call-start')?.type, 'tool-call-start');
+  // "{"city": "Paris"}" may still be followed by the object's own "}": its last brace waits (and so
+  // does whitespace, which may be layout before it).
+  assert.deepEqual(perChunk[3], [{ type: 'tool-call-delta', index: 0, argumentsDelta: '{"city":' }]);
+  assert.deepEqual(perChunk[4], [{ type: 'tool-call-delta', index: 0, argumentsDelta: ' "Paris"' }]);
+  const collected = collect(parts);
+  assert.equal(collected.text, 'Sure.');
+  assert.deepEqual(
+    collected.calls.map(({ name, arguments: args }) => ({ name, args })),
+    [
+      { name: 'get_weather', args: '{"city": "Paris"}' },
+      { name: 'noop', args: '{}' },
+    ],
+  );
+});
+
+test('streamArguments: a call cut off keeps the arguments sent so far; a block without the header is parsed whole', () => {
+  const cut = new ToolCallParser({ createId: ids(), streamArguments: true });
+  const parts = [...cut.push('<tool_call>{"name": "f", "arguments": {"a": 1, "b": '), ...cut.end()];
+  assert.deepEqual(collect(parts).calls.map((call) => call.arguments), ['{"a": 1, "b": ']);
+  // Cut right after complete arguments: the brace held back was theirs.
+  const complete = new ToolCallParser({ createId: ids(), streamArguments: true });
+  const done = collect([...complete.push('<tool_call>{"name": "f", "arguments": {"a": 1}'), ...complete.end()]);
+  assert.deepEqual(done.calls.map((call) => call.arguments), ['{"a": 1}']);
+  const other = new ToolCallParser({ createId: ids(), streamArguments: true });
+  const whole = collect([...other.push('<tool_call>{"arguments": {"x": 1}, "name": "g"}</tool_call>'), ...other.end()]);
+  assert.deepEqual(whole.calls.map(({ name, arguments: args }) => ({ name, args })), [{ name: 'g', args: '{"x":1}' }]);
+});

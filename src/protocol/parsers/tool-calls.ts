@@ -27,7 +27,17 @@ export interface ToolCallParserOptions {
   closeTag?: string;
   /** Tool-call ids; default `call_` + 24 hex characters. */
   createId?: () => string;
+  /**
+   * Stream each call as it is written: tool-call-start once `{"name": "…", "arguments": ` is complete,
+   * then the arguments in fragments (the object's own closing brace held back until the block ends).
+   * For engines whose grammar guarantees the block's shape; a call cut off by a token limit keeps the
+   * arguments written so far. Blocks that do not open that way are buffered and parsed as usual.
+   */
+  streamArguments?: boolean;
 }
+
+/** The opening of a Hermes call object up to where its arguments begin. */
+const CALL_HEADER = /^\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*/;
 
 export const newToolCallId = (): string => `call_${randomBytes(12).toString('hex')}`;
 
@@ -49,6 +59,15 @@ export function parseHermesToolCall(body: string): { name: string; arguments: st
   return { name: record.name, arguments: typeof args === 'string' ? args : JSON.stringify(args) };
 }
 
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export class ToolCallParser {
   private readonly open: string;
   private readonly close: string;
@@ -66,11 +85,20 @@ export class ToolCallParser {
   private tail = '';
   private afterCall = false;
   private count = 0;
+  private readonly streamArguments: boolean;
+  /** Streaming mode: the call being written (its index, its arguments so far and how much was sent). */
+  private streaming: { index: number; args: string; sent: number } | undefined;
 
   constructor(options: ToolCallParserOptions = {}) {
     this.open = options.openTag ?? '<tool_call>';
     this.close = options.closeTag ?? '</tool_call>';
     this.createId = options.createId ?? newToolCallId;
+    this.streamArguments = options.streamArguments ?? false;
+  }
+
+  /** Inside a tool-call block (its tokens are the answer's, though no text comes out of them). */
+  get inToolCall(): boolean {
+    return this.inCall;
   }
 
   /** Tool calls emitted so far (a finish reason of "tool_calls" is right when this is > 0). */
@@ -86,7 +114,16 @@ export class ToolCallParser {
 
   end(): ToolCallParserPart[] {
     const parts: ToolCallParserPart[] = [];
-    if (this.inCall) {
+    if (this.streaming) {
+      // Cut off: what was held back is released, unless it is the call object's own closing brace
+      // (the arguments parse without it and not with it).
+      const call = this.streaming;
+      this.streaming = undefined;
+      let args = call.args;
+      const closed = args.replace(/\s*\}\s*$/, '');
+      if (closed !== args && isJson(closed) && !isJson(args)) args = closed;
+      if (args.length > call.sent) parts.push({ type: 'tool-call-delta', index: call.index, argumentsDelta: args.slice(call.sent) });
+    } else if (this.inCall) {
       this.finishBlock(parts, this.body.join(''), false);
     } else {
       this.emitText(parts, this.afterCall ? this.buffer.trimStart() : this.buffer);
@@ -108,6 +145,7 @@ export class ToolCallParser {
           if (input !== '') this.body.push(input);
           const keep = this.close.length - 1;
           this.tail = keep > 0 ? window.slice(-keep) : '';
+          if (this.streamArguments) this.streamCall(parts, input, false);
           return; // the block is still arriving
         }
         const before = this.body.join('');
@@ -116,7 +154,8 @@ export class ToolCallParser {
         this.body = [];
         this.tail = '';
         this.inCall = false;
-        this.finishBlock(parts, block, true);
+        if (this.streamArguments) this.streamCall(parts, block, true);
+        else this.finishBlock(parts, block, true);
         continue;
       }
       this.buffer += input;
@@ -140,6 +179,59 @@ export class ToolCallParser {
       this.emitText(parts, this.buffer.slice(0, end));
       this.buffer = this.buffer.slice(end);
       return;
+    }
+  }
+
+  /**
+   * Streaming mode. `text` is the new part of the block (or, when `closed`, the whole block). Before
+   * the header is complete nothing is emitted; a closed block whose header never matched is parsed whole.
+   */
+  private streamCall(parts: ToolCallParserPart[], text: string, closed: boolean): void {
+    let call = this.streaming;
+    if (!call) {
+      const body = closed ? text : this.body.join('');
+      const header = CALL_HEADER.exec(body);
+      if (!header) {
+        if (closed) this.finishBlock(parts, text, true);
+        return;
+      }
+      let name: unknown;
+      try {
+        name = JSON.parse(header[1]!);
+      } catch {
+        name = undefined;
+      }
+      if (typeof name !== 'string' || name === '') {
+        if (closed) this.finishBlock(parts, text, true);
+        return;
+      }
+      call = { index: this.count++, args: body.slice(header[0].length), sent: 0 };
+      this.streaming = call;
+      parts.push({ type: 'tool-call-start', index: call.index, id: this.createId(), name });
+      this.afterCall = true;
+    } else if (closed) {
+      // `text` is the whole block: its arguments are everything after the header.
+      const header = CALL_HEADER.exec(text);
+      if (header) call.args = text.slice(header[0].length);
+    } else call.args += text;
+    // The call object's own closing brace (and layout around it) is not part of the arguments.
+    let releasable: number;
+    let args = call.args;
+    if (closed) {
+      args = args.replace(/\s*\}\s*$/, '');
+      releasable = args.length;
+    } else {
+      // Hold back what may be the start of the close tag, then the brace and layout before it.
+      const open = args.slice(0, args.length - partialTagSuffix(args, this.close));
+      releasable = open.length - (/\s*(\}\s*)?$/.exec(open)?.[0].length ?? 0);
+    }
+    if (releasable > call.sent) {
+      parts.push({ type: 'tool-call-delta', index: call.index, argumentsDelta: args.slice(call.sent, releasable) });
+      call.sent = releasable;
+    }
+    if (closed) {
+      if (call.sent === 0) parts.push({ type: 'tool-call-delta', index: call.index, argumentsDelta: '{}' });
+      this.streaming = undefined;
     }
   }
 

@@ -1,0 +1,119 @@
+// What the FFI runner adds over node-llama-cpp's LlamaChat, on the scripted tiny qwen3 model: one
+// llama_decode per step for all running sequences, an event loop that keeps turning during
+// generation, the prompt cache, and the fallback to node-llama-cpp when the runner cannot serve a
+// model. (The behaviour both runners share is chat.test.ts, which runs on the FFI runner.)
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Llama } from 'node-llama-cpp';
+import type { ChatCallOptions } from '../../spec/chat.ts';
+import { TINY_CHAT_SCRIPT, ensureTinyModels } from '../../tiny-models/index.ts';
+import { LlamaCppChatModel, loadChatModel } from './chat.ts';
+import { FfiChatModel } from './chat-ffi.ts';
+import { llamaCppModelSchema } from './config.ts';
+import { createLlama } from './runtime.ts';
+
+let dir: string;
+let llama: Llama;
+let chatPath: string;
+let loaded: Awaited<ReturnType<typeof loadChatModel>>;
+let model: FfiChatModel;
+
+const configFor = (llamaCpp: Record<string, unknown>) =>
+  llamaCppModelSchema.parse({ id: 'tiny-chat', type: 'chat', engine: 'llama-cpp', path: chatPath, maxQueue: 4, llamaCpp });
+
+const ask = (content: string, extra: Partial<ChatCallOptions> = {}): ChatCallOptions => ({
+  messages: [{ role: 'user', content }],
+  sampling: { temperature: 0 },
+  thinking: { enabled: false },
+  signal: new AbortController().signal,
+  ...extra,
+});
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'infera-chat-ffi-'));
+  chatPath = (await ensureTinyModels(dir)).chat;
+  llama = await createLlama(false);
+  loaded = await loadChatModel(configFor({ contextSize: 1024, sequences: 4, threads: 1 }), undefined, { llama }, (reason) => assert.fail(reason));
+  assert.ok(loaded.model instanceof FfiChatModel);
+  model = loaded.model;
+});
+
+after(async () => {
+  await loaded?.dispose();
+  await llama?.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('concurrent streams share one llama_decode per step', async () => {
+  const before = { ...model.runner.stats };
+  const results = await Promise.all(Array.from({ length: 4 }, () => model.doGenerate(ask('Please count', { maxTokens: 24 }))));
+  for (const result of results) assert.equal(result.text, TINY_CHAT_SCRIPT.countWords.concat(TINY_CHAT_SCRIPT.countWords, TINY_CHAT_SCRIPT.countWords).slice(0, 24).join(''));
+  const steps = model.runner.stats.steps - before.steps;
+  const tokens = model.runner.stats.tokens - before.tokens;
+  assert.equal(tokens, 4 * 24);
+  // 24 tokens each, plus at most a prefill step per request when they arrive apart.
+  assert.ok(steps <= 24 + 4, `${steps} decodes for 4 × 24 tokens`);
+});
+
+test('the event loop keeps turning while sequences generate', async () => {
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const started = performance.now();
+  await Promise.all([model.doGenerate(ask('Please count', { maxTokens: 200 })), model.doGenerate(ask('Please count', { maxTokens: 200 }))]);
+  clearInterval(timer);
+  const ms = performance.now() - started;
+  assert.ok(ticks >= Math.min(20, ms / 10), `${ticks} timer ticks in ${ms.toFixed(0)} ms of generation`);
+});
+
+test('prompt cache: the second turn of a conversation reuses the first turn from the KV cache', async () => {
+  const first = await model.doGenerate(ask('Hello there'));
+  assert.equal(first.text, TINY_CHAT_SCRIPT.answer);
+  const second = await model.doGenerate({
+    ...ask(''),
+    messages: [
+      { role: 'user', content: 'Hello there' },
+      { role: 'assistant', content: first.text },
+      { role: 'user', content: 'And again?' },
+    ],
+  });
+  assert.equal(second.text, TINY_CHAT_SCRIPT.answer);
+  // Qwen3's template renders the earlier answer without the empty think block the first prompt ended
+  // with (<think>, \n\n, </think>, \n\n): everything before it comes from the cache.
+  assert.ok(second.usage.cachedPromptTokens >= first.usage.promptTokens - 4, JSON.stringify({ first: first.usage, second: second.usage }));
+  assert.ok(second.usage.cachedPromptTokens < second.usage.promptTokens);
+  // A different conversation takes another sequence or starts over: nothing wrong is reused.
+  const other = await model.doGenerate(ask('Please count', { maxTokens: 3 }));
+  assert.equal(other.text, TINY_CHAT_SCRIPT.countWords.slice(0, 3).join(''));
+});
+
+test('a model the runner cannot serve (GPU offload configured) loads on node-llama-cpp, with the reason', async () => {
+  const reasons: string[] = [];
+  const fallback = await loadChatModel(configFor({ contextSize: 512, sequences: 1, threads: 1, gpuLayers: 1 }), undefined, { llama }, (reason) =>
+    reasons.push(reason),
+  );
+  try {
+    assert.ok(fallback.model instanceof LlamaCppChatModel);
+    assert.equal(reasons.length, 1);
+    assert.match(reasons[0]!, /GPU offload/);
+    assert.equal((await fallback.model.doGenerate(ask('Hello there'))).text, TINY_CHAT_SCRIPT.answer);
+  } finally {
+    await fallback.dispose();
+  }
+  const chosen = await loadChatModel(configFor({ contextSize: 512, sequences: 1, threads: 1, runner: 'node-llama-cpp' }), undefined, { llama }, (reason) =>
+    assert.fail(reason),
+  );
+  assert.ok(chosen.model instanceof LlamaCppChatModel, 'runner: node-llama-cpp is honoured without a log line');
+  await chosen.dispose();
+});
+
+test('the runner refuses what would abort llama.cpp: tokens outside the vocabulary, a prompt beyond the context', () => {
+  const { runner } = model;
+  const spec = { sampling: { temperature: 0 }, maxTokens: 4, onToken: () => undefined };
+  assert.throws(() => runner.generate({ ...spec, prompt: [runner.vocabSize] }), /outside the vocabulary/);
+  assert.throws(() => runner.generate({ ...spec, prompt: [1], sampling: { temperature: 0, logitBias: [[-1, 1]] } }), /outside the vocabulary/);
+  assert.throws(() => runner.generate({ ...spec, prompt: Array(runner.contextSize).fill(1) }), /exceed the context/);
+  assert.equal(runner.active, 0, 'nothing refused took a sequence');
+});

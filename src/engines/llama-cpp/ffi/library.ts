@@ -1,0 +1,408 @@
+// llama.cpp's C API through koffi, on the shared libraries node-llama-cpp's prebuilt package ships.
+// Everything here is declared by hand from the headers of the llama.cpp commit bundled with the pinned
+// node-llama-cpp (node_modules/node-llama-cpp/llama/gitRelease.bundle): a struct declared with a field
+// too few or too many corrupts memory silently, so layout.test.ts compares every size and offset
+// declared here with that header (compiled by gcc), and openLlamaLibrary() refuses to run when the
+// defaults the library returns do not read back as the header says they should.
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+// koffi's types are structural: only the parts used here are spelled out.
+type Koffi = typeof import('koffi');
+type TypeObject = ReturnType<Koffi['struct']>;
+export type Pointer = unknown;
+type Fn = ((...args: unknown[]) => unknown) & { async: (...args: unknown[]) => void };
+
+/** The release this file was declared against: node-llama-cpp's version and its bundled llama.cpp commit. */
+export const DECLARED_FOR = { nodeLlamaCpp: '3.21.1', llamaCppCommit: '80fb11a' } as const;
+
+export const GGML_MAX_N_THREADS = 512;
+export const LLAMA_POOLING_TYPE = { unspecified: -1, none: 0, mean: 1, cls: 2, last: 3, rank: 4 } as const;
+const GGML_BACKEND_DEVICE_TYPE_CPU = 0;
+
+/** Why the FFI runner cannot be used here (koffi missing, another platform, a layout mismatch). */
+export class LlamaLibraryUnavailable extends Error {}
+
+function declareTypes(koffi: Koffi) {
+  // Anonymous types: koffi's registry of named types is process-wide, and two copies of this module
+  // (src and dist in one test process) would otherwise collide.
+  const model = koffi.pointer(koffi.opaque());
+  const context = koffi.pointer(koffi.opaque());
+  const vocab = koffi.pointer(koffi.opaque());
+  const sampler = koffi.pointer(koffi.opaque());
+  const memory = koffi.pointer(koffi.opaque());
+  const threadpool = koffi.pointer(koffi.opaque());
+
+  const modelParams = koffi.struct({
+    devices: 'void *',
+    tensor_buft_overrides: 'void *',
+    n_gpu_layers: 'int32_t',
+    split_mode: 'int32_t',
+    load_mode: 'int32_t',
+    lazy_mode: 'int32_t',
+    main_gpu: 'int32_t',
+    tensor_split: 'void *',
+    progress_callback: 'void *',
+    progress_callback_user_data: 'void *',
+    kv_overrides: 'void *',
+    vocab_only: 'bool',
+    check_tensors: 'bool',
+    use_extra_bufts: 'bool',
+    no_host: 'bool',
+    no_alloc: 'bool',
+    load_mtp: 'bool',
+  });
+  const contextParams = koffi.struct({
+    n_ctx: 'uint32_t',
+    n_batch: 'uint32_t',
+    n_ubatch: 'uint32_t',
+    n_seq_max: 'uint32_t',
+    n_rs_seq: 'uint32_t',
+    n_outputs_max: 'uint32_t',
+    n_outputs_max_per_seq: 'uint32_t',
+    n_threads: 'int32_t',
+    n_threads_batch: 'int32_t',
+    ctx_type: 'int32_t',
+    rope_scaling_type: 'int32_t',
+    pooling_type: 'int32_t',
+    attention_type: 'int32_t',
+    flash_attn_type: 'int32_t',
+    rope_freq_base: 'float',
+    rope_freq_scale: 'float',
+    yarn_ext_factor: 'float',
+    yarn_attn_factor: 'float',
+    yarn_beta_fast: 'float',
+    yarn_beta_slow: 'float',
+    yarn_orig_ctx: 'uint32_t',
+    defrag_thold: 'float',
+    cb_eval: 'void *',
+    cb_eval_user_data: 'void *',
+    type_k: 'int32_t',
+    type_v: 'int32_t',
+    abort_callback: 'void *',
+    abort_callback_data: 'void *',
+    embeddings: 'bool',
+    offload_kqv: 'bool',
+    no_perf: 'bool',
+    op_offload: 'bool',
+    swa_full: 'bool',
+    kv_unified: 'bool',
+    samplers: 'void *',
+    n_samplers: 'size_t',
+    ctx_other: 'void *',
+  });
+  const batch = koffi.struct({
+    n_tokens: 'int32_t',
+    token: 'void *',
+    embd: 'void *',
+    pos: 'void *',
+    n_seq_id: 'void *',
+    seq_id: 'void *',
+    logits: 'void *',
+  });
+  const threadpoolParams = koffi.struct({
+    cpumask: koffi.array('bool', GGML_MAX_N_THREADS),
+    n_threads: 'int',
+    prio: 'int32_t',
+    poll: 'uint32_t',
+    strict_cpu: 'bool',
+    paused: 'bool',
+  });
+  const samplerChainParams = koffi.struct({ no_perf: 'bool' });
+  const logitBias = koffi.struct({ token: 'int32_t', bias: 'float' });
+  return { model, context, vocab, sampler, memory, threadpool, modelParams, contextParams, batch, threadpoolParams, samplerChainParams, logitBias };
+}
+
+export type LlamaTypes = ReturnType<typeof declareTypes>;
+
+/** The structs whose layout must match the header, with their C names (layout.test.ts walks this). */
+export function declaredStructs(types: LlamaTypes): { name: string; type: TypeObject }[] {
+  return [
+    { name: 'llama_model_params', type: types.modelParams },
+    { name: 'llama_context_params', type: types.contextParams },
+    { name: 'llama_batch', type: types.batch },
+    { name: 'ggml_threadpool_params', type: types.threadpoolParams },
+    { name: 'llama_sampler_chain_params', type: types.samplerChainParams },
+    { name: 'llama_logit_bias', type: types.logitBias },
+  ];
+}
+
+function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnType<Koffi['load']>, ggmlBase: ReturnType<Koffi['load']>, t: LlamaTypes) {
+  const f = (lib: ReturnType<Koffi['load']>, name: string, result: unknown, args: unknown[]) =>
+    lib.func(name, result as never, args as never[]) as unknown as Fn;
+  const llamaFn = (name: string, result: unknown, args: unknown[]) => f(llama, name, result, args);
+  const bindings = {
+    // ggml
+    ggml_backend_reg_count: f(ggml, 'ggml_backend_reg_count', 'size_t', []),
+    ggml_backend_load_all_from_path: f(ggml, 'ggml_backend_load_all_from_path', 'void', ['const char *']),
+    ggml_backend_dev_by_type: f(ggml, 'ggml_backend_dev_by_type', 'void *', ['int32_t']),
+    ggml_backend_dev_backend_reg: f(ggml, 'ggml_backend_dev_backend_reg', 'void *', ['void *']),
+    ggml_backend_reg_get_proc_address: f(ggml, 'ggml_backend_reg_get_proc_address', 'void *', ['void *', 'const char *']),
+    ggml_threadpool_params_default: f(ggmlBase, 'ggml_threadpool_params_default', t.threadpoolParams, ['int']),
+    ggml_threadpool_params_init: f(ggmlBase, 'ggml_threadpool_params_init', 'void', [koffi.pointer(t.threadpoolParams), 'int']),
+
+    // llama: lifecycle
+    llama_backend_init: llamaFn('llama_backend_init', 'void', []),
+    llama_model_default_params: llamaFn('llama_model_default_params', t.modelParams, []),
+    llama_context_default_params: llamaFn('llama_context_default_params', t.contextParams, []),
+    llama_sampler_chain_default_params: llamaFn('llama_sampler_chain_default_params', t.samplerChainParams, []),
+    llama_model_load_from_file: llamaFn('llama_model_load_from_file', t.model, ['const char *', t.modelParams]),
+    llama_model_free: llamaFn('llama_model_free', 'void', [t.model]),
+    llama_init_from_model: llamaFn('llama_init_from_model', t.context, [t.model, t.contextParams]),
+    llama_free: llamaFn('llama_free', 'void', [t.context]),
+    llama_attach_threadpool: llamaFn('llama_attach_threadpool', 'void', [t.context, t.threadpool, t.threadpool]),
+    llama_detach_threadpool: llamaFn('llama_detach_threadpool', 'void', [t.context]),
+    llama_set_n_threads: llamaFn('llama_set_n_threads', 'void', [t.context, 'int32_t', 'int32_t']),
+
+    // llama: model and context facts
+    llama_n_ctx: llamaFn('llama_n_ctx', 'uint32_t', [t.context]),
+    llama_n_ctx_seq: llamaFn('llama_n_ctx_seq', 'uint32_t', [t.context]),
+    llama_n_batch: llamaFn('llama_n_batch', 'uint32_t', [t.context]),
+    llama_n_ubatch: llamaFn('llama_n_ubatch', 'uint32_t', [t.context]),
+    llama_n_seq_max: llamaFn('llama_n_seq_max', 'uint32_t', [t.context]),
+    llama_model_n_ctx_train: llamaFn('llama_model_n_ctx_train', 'int32_t', [t.model]),
+    llama_model_get_vocab: llamaFn('llama_model_get_vocab', t.vocab, [t.model]),
+    llama_model_chat_template: llamaFn('llama_model_chat_template', 'const char *', [t.model, 'const char *']),
+    llama_get_memory: llamaFn('llama_get_memory', t.memory, [t.context]),
+
+    // vocabulary
+    llama_vocab_n_tokens: llamaFn('llama_vocab_n_tokens', 'int32_t', [t.vocab]),
+    llama_vocab_is_eog: llamaFn('llama_vocab_is_eog', 'bool', [t.vocab, 'int32_t']),
+    llama_vocab_is_control: llamaFn('llama_vocab_is_control', 'bool', [t.vocab, 'int32_t']),
+    llama_vocab_get_attr: llamaFn('llama_vocab_get_attr', 'int32_t', [t.vocab, 'int32_t']),
+    llama_vocab_bos: llamaFn('llama_vocab_bos', 'int32_t', [t.vocab]),
+    llama_vocab_eos: llamaFn('llama_vocab_eos', 'int32_t', [t.vocab]),
+    llama_tokenize: llamaFn('llama_tokenize', 'int32_t', [t.vocab, 'const char *', 'int32_t', 'int32_t *', 'int32_t', 'bool', 'bool']),
+    llama_token_to_piece: llamaFn('llama_token_to_piece', 'int32_t', [t.vocab, 'int32_t', 'uint8_t *', 'int32_t', 'int32_t', 'bool']),
+
+    // batches and decoding
+    llama_batch_init: llamaFn('llama_batch_init', t.batch, ['int32_t', 'int32_t', 'int32_t']),
+    llama_batch_free: llamaFn('llama_batch_free', 'void', [t.batch]),
+    llama_decode: llamaFn('llama_decode', 'int32_t', [t.context, t.batch]),
+    llama_get_logits_ith: llamaFn('llama_get_logits_ith', 'void *', [t.context, 'int32_t']),
+    llama_get_embeddings_seq: llamaFn('llama_get_embeddings_seq', 'void *', [t.context, 'int32_t']),
+
+    // memory (KV cache)
+    llama_memory_clear: llamaFn('llama_memory_clear', 'void', [t.memory, 'bool']),
+    llama_memory_seq_rm: llamaFn('llama_memory_seq_rm', 'bool', [t.memory, 'int32_t', 'int32_t', 'int32_t']),
+    llama_memory_seq_cp: llamaFn('llama_memory_seq_cp', 'void', [t.memory, 'int32_t', 'int32_t', 'int32_t', 'int32_t']),
+    llama_memory_seq_pos_max: llamaFn('llama_memory_seq_pos_max', 'int32_t', [t.memory, 'int32_t']),
+
+    // sampling
+    llama_sampler_chain_init: llamaFn('llama_sampler_chain_init', t.sampler, [t.samplerChainParams]),
+    llama_sampler_chain_add: llamaFn('llama_sampler_chain_add', 'void', [t.sampler, t.sampler]),
+    llama_sampler_free: llamaFn('llama_sampler_free', 'void', [t.sampler]),
+    llama_sampler_accept: llamaFn('llama_sampler_accept', 'void', [t.sampler, 'int32_t']),
+    llama_sampler_sample: llamaFn('llama_sampler_sample', 'int32_t', [t.sampler, t.context, 'int32_t']),
+    llama_sampler_init_greedy: llamaFn('llama_sampler_init_greedy', t.sampler, []),
+    llama_sampler_init_dist: llamaFn('llama_sampler_init_dist', t.sampler, ['uint32_t']),
+    llama_sampler_init_top_k: llamaFn('llama_sampler_init_top_k', t.sampler, ['int32_t']),
+    llama_sampler_init_top_p: llamaFn('llama_sampler_init_top_p', t.sampler, ['float', 'size_t']),
+    llama_sampler_init_min_p: llamaFn('llama_sampler_init_min_p', t.sampler, ['float', 'size_t']),
+    llama_sampler_init_temp: llamaFn('llama_sampler_init_temp', t.sampler, ['float']),
+    llama_sampler_init_penalties: llamaFn('llama_sampler_init_penalties', t.sampler, ['int32_t', 'int32_t', 'float', 'float', 'float']),
+    llama_sampler_init_logit_bias: llamaFn('llama_sampler_init_logit_bias', t.sampler, ['int32_t', 'int32_t', koffi.pointer(t.logitBias)]),
+    llama_sampler_init_grammar: llamaFn('llama_sampler_init_grammar', t.sampler, [t.vocab, 'const char *', 'const char *']),
+    llama_sampler_init_grammar_lazy_patterns: llamaFn('llama_sampler_init_grammar_lazy_patterns', t.sampler, [
+      t.vocab,
+      'const char *',
+      'const char *',
+      'const char **',
+      'size_t',
+      'int32_t *',
+      'size_t',
+    ]),
+  };
+  return bindings;
+}
+
+export type LlamaBindings = ReturnType<typeof bindLlama>;
+
+export interface LlamaLibrary {
+  koffi: Koffi;
+  types: LlamaTypes;
+  api: LlamaBindings;
+  binsDir: string;
+  /** Creates a ggml CPU thread pool (the CPU backend exports it; it is loaded at run time). */
+  newThreadpool(threads: number): Pointer;
+  freeThreadpool(pool: Pointer): void;
+}
+
+/** node-llama-cpp's prebuilt package for this platform (its public getBinsDir()), and the folder with the libraries. */
+async function findBinsDir(): Promise<{ dir: string; packageVersion: string }> {
+  const os = process.platform === 'darwin' ? 'mac' : process.platform === 'win32' ? 'win' : process.platform;
+  const name = `${os}-${process.arch}`;
+  let found: { binsDir: string; packageVersion: string };
+  try {
+    const pkg = (await import(`@node-llama-cpp/${name}`)) as { getBinsDir(): { binsDir: string; packageVersion: string } };
+    found = pkg.getBinsDir();
+  } catch (error) {
+    throw new LlamaLibraryUnavailable(`node-llama-cpp's prebuilt package @node-llama-cpp/${name} is not installed (${(error as Error).message})`);
+  }
+  // The package's bins folder holds one folder per build (linux-x64, ...): the one with libllama.
+  const candidates = [join(found.binsDir, name), ...readdirSync(found.binsDir).map((entry) => join(found.binsDir, entry))];
+  const dir = candidates.find((candidate) => existsSync(candidate) && libraryFile(candidate, 'llama') !== undefined);
+  if (!dir) throw new LlamaLibraryUnavailable(`no libllama in ${found.binsDir}`);
+  return { dir, packageVersion: found.packageVersion };
+}
+
+/** The file of a shared library in a folder: libllama.v0.4.0.so, libggml-base.so, llama.dll, libllama.dylib. */
+function libraryFile(dir: string, stem: string): string | undefined {
+  const pattern = new RegExp(`^(lib)?${stem.replace(/[-.]/g, '\\$&')}(\\.v[0-9.]+)?\\.(so|dylib|dll)$`);
+  const file = readdirSync(dir).find((entry) => pattern.test(entry));
+  return file === undefined ? undefined : join(dir, file);
+}
+
+/**
+ * What the library's default-parameter functions must return when read through the declarations
+ * (the values written in the bundled commit's llama-model.cpp / llama-context.cpp / ggml-cpu.c). A field
+ * declared at the wrong offset reads back another field's value, so a shifted layout fails here.
+ */
+export const EXPECTED_DEFAULTS = {
+  llama_model_params: {
+    devices: null,
+    n_gpu_layers: -1,
+    split_mode: 1,
+    load_mode: -1,
+    lazy_mode: 1,
+    main_gpu: 0,
+    tensor_split: null,
+    progress_callback: null,
+    kv_overrides: null,
+    vocab_only: false,
+    check_tensors: false,
+    use_extra_bufts: true,
+    no_host: false,
+    no_alloc: false,
+    load_mtp: false,
+  },
+  llama_context_params: {
+    n_ctx: 512,
+    n_batch: 2048,
+    n_ubatch: 512,
+    n_seq_max: 1,
+    n_rs_seq: 0,
+    n_outputs_max: 0,
+    n_outputs_max_per_seq: 1,
+    n_threads: 4,
+    n_threads_batch: 4,
+    ctx_type: 0,
+    rope_scaling_type: -1,
+    pooling_type: -1,
+    attention_type: -1,
+    flash_attn_type: -1,
+    rope_freq_base: 0,
+    rope_freq_scale: 0,
+    yarn_ext_factor: -1,
+    yarn_attn_factor: -1,
+    yarn_beta_fast: -1,
+    yarn_beta_slow: -1,
+    yarn_orig_ctx: 0,
+    defrag_thold: -1,
+    cb_eval: null,
+    type_k: 1,
+    type_v: 1,
+    abort_callback: null,
+    embeddings: false,
+    offload_kqv: true,
+    no_perf: true,
+    op_offload: true,
+    swa_full: true,
+    kv_unified: false,
+    samplers: null,
+    n_samplers: 0,
+    ctx_other: null,
+  },
+} as const;
+
+/** Compares the library's defaults, read through the declarations, with EXPECTED_DEFAULTS; returns the mismatches. */
+export function layoutMismatches(api: LlamaBindings): string[] {
+  const problems: string[] = [];
+  const compare = (struct: string, actual: Record<string, unknown>, expected: Record<string, unknown>) => {
+    for (const [field, want] of Object.entries(expected)) {
+      const got = actual[field];
+      const same = want === null ? got === null || got === undefined : typeof want === 'number' ? Number(got) === want : got === want;
+      if (!same) problems.push(`${struct}.${field} reads ${String(got)}, expected ${String(want)}`);
+    }
+  };
+  compare('llama_model_params', api.llama_model_default_params() as Record<string, unknown>, EXPECTED_DEFAULTS.llama_model_params);
+  compare('llama_context_params', api.llama_context_default_params() as Record<string, unknown>, EXPECTED_DEFAULTS.llama_context_params);
+  const pool = api.ggml_threadpool_params_default(3) as Record<string, unknown>;
+  compare('ggml_threadpool_params', pool, { n_threads: 3, prio: 0, poll: 50, strict_cpu: false, paused: false });
+  const chain = api.llama_sampler_chain_default_params() as Record<string, unknown>;
+  compare('llama_sampler_chain_params', chain, { no_perf: true });
+  return problems;
+}
+
+let opened: Promise<LlamaLibrary> | undefined;
+
+/**
+ * Loads koffi and the libraries once per process. Rejects with LlamaLibraryUnavailable (a message fit
+ * for the one log line that explains the fallback) when anything does not line up.
+ */
+export function openLlamaLibrary(): Promise<LlamaLibrary> {
+  opened ??= open();
+  return opened;
+}
+
+async function open(): Promise<LlamaLibrary> {
+  let koffi: Koffi;
+  try {
+    // koffi's native part arrives as an optional dependency (@koromix/koffi-<platform>).
+    koffi = createRequire(import.meta.url)('koffi') as Koffi;
+  } catch (error) {
+    throw new LlamaLibraryUnavailable(`koffi cannot be loaded (${(error as Error).message.split('\n')[0]})`);
+  }
+  const { dir, packageVersion } = await findBinsDir();
+  if (packageVersion !== DECLARED_FOR.nodeLlamaCpp)
+    throw new LlamaLibraryUnavailable(
+      `the installed llama.cpp binaries are node-llama-cpp ${packageVersion}; the FFI declarations are for ${DECLARED_FOR.nodeLlamaCpp}`,
+    );
+  const paths = { base: libraryFile(dir, 'ggml-base'), ggml: libraryFile(dir, 'ggml'), llama: libraryFile(dir, 'llama') };
+  if (!paths.base || !paths.ggml || !paths.llama) throw new LlamaLibraryUnavailable(`libggml-base, libggml or libllama missing in ${dir}`);
+  let api: LlamaBindings;
+  const types = declareTypes(koffi);
+  try {
+    const ggmlBase = koffi.load(paths.base);
+    const ggml = koffi.load(paths.ggml);
+    const llama = koffi.load(paths.llama);
+    api = bindLlama(koffi, llama, ggml, ggmlBase, types);
+  } catch (error) {
+    throw new LlamaLibraryUnavailable(`the llama.cpp libraries in ${dir} cannot be bound: ${(error as Error).message}`);
+  }
+  const problems = layoutMismatches(api);
+  if (problems.length > 0)
+    throw new LlamaLibraryUnavailable(
+      `the llama.cpp structs declared for commit ${DECLARED_FOR.llamaCppCommit} do not match the installed library: ${problems.slice(0, 5).join('; ')}`,
+    );
+  // The libraries are built with dynamically loaded backends (GGML_BACKEND_DL): load the best CPU
+  // variant for this machine the way node-llama-cpp's addon does, unless the addon already did.
+  if (Number(api.ggml_backend_reg_count()) === 0) api.ggml_backend_load_all_from_path(dir);
+  api.llama_backend_init();
+  const cpu = api.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+  if (!cpu) throw new LlamaLibraryUnavailable(`no CPU backend could be loaded from ${dir}`);
+  const reg = api.ggml_backend_dev_backend_reg(cpu);
+  const newAddress = api.ggml_backend_reg_get_proc_address(reg, 'ggml_threadpool_new');
+  const freeAddress = api.ggml_backend_reg_get_proc_address(reg, 'ggml_threadpool_free');
+  if (!newAddress || !freeAddress) throw new LlamaLibraryUnavailable('the CPU backend exports no ggml_threadpool_new');
+  const newProto = koffi.proto(types.threadpool, [koffi.pointer(types.threadpoolParams)]);
+  const freeProto = koffi.proto('void', [types.threadpool]);
+  const threadpoolNew = koffi.decode(newAddress, newProto) as unknown as (params: unknown) => Pointer;
+  const threadpoolFree = koffi.decode(freeAddress, freeProto) as unknown as (pool: Pointer) => void;
+  return {
+    koffi,
+    types,
+    api,
+    binsDir: dir,
+    newThreadpool(threads: number) {
+      const params = api.ggml_threadpool_params_default(threads);
+      const pool = threadpoolNew(params);
+      if (!pool) throw new Error(`ggml_threadpool_new(${threads}) failed`);
+      return pool;
+    },
+    freeThreadpool(pool: Pointer) {
+      threadpoolFree(pool);
+    },
+  };
+}

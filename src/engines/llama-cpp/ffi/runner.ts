@@ -1,0 +1,656 @@
+// Infera's own llama.cpp generation loop: one model, one context, one persistent ggml thread pool.
+// Every step is ONE llama_decode holding the next token of every running sequence plus bounded prompt
+// chunks of newly admitted ones (continuous batching, as llama-server does it), and each sequence
+// samples right after it on the same thread with llama.cpp's sampler chain. Between steps the loop
+// yields to the event loop (setImmediate) so that cancellations and new requests get in; nothing ever
+// blocks for a whole generation.
+//
+// llama.cpp aborts the process on a malformed batch (sequence id out of range, a position gap, no
+// room in the KV cache) or on a grammar fed a token it does not allow: every batch is validated here
+// before llama_decode, and tokens are only ever forced into a grammar that is still waiting for its
+// trigger. The runner is meant to live in the model's own engine process for the remaining cases.
+import { LLAMA_POOLING_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
+
+export interface RunnerOptions {
+  /** Tokens of context per sequence. */
+  contextSize: number;
+  /** Parallel sequences (llama.cpp's n_seq_max). */
+  sequences: number;
+  /** Threads for single-token steps and for prompt batches. */
+  threads: number;
+  threadsBatch?: number;
+  /** llama.cpp's n_batch (the most tokens one decode may hold). */
+  batchSize?: number;
+  /** Prompt tokens per step across all prefilling sequences, so that running streams keep their pace. */
+  prefillChunk?: number;
+  /**
+   * Where llama_decode runs. 'loop': on the calling thread (an engine process of its own: no hop at
+   * all). 'worker': on koffi's worker thread, one hop per step, so that the event loop stays free
+   * while the weights are read (a server process that also answers HTTP). Sampling is on the loop's
+   * thread either way. Default 'worker'.
+   */
+  decodeOn?: 'loop' | 'worker';
+}
+
+export interface Penalties {
+  lastN: number;
+  repeat: number;
+  frequency: number;
+  presence: number;
+}
+
+export interface GrammarSpec {
+  /** GBNF text. */
+  text: string;
+  root?: string;
+  /** Lazy grammar: unconstrained until one of these tokens is sampled (or forced), which the grammar must start with. */
+  triggerTokens?: number[];
+}
+
+export interface SamplingSpec {
+  /** 0 = greedy. */
+  temperature: number;
+  topP?: number;
+  topK?: number;
+  minP?: number;
+  seed?: number;
+  penalties?: Penalties;
+  /** Token → logit bias (-Infinity bans it). */
+  logitBias?: [number, number][];
+  grammar?: GrammarSpec;
+}
+
+export interface TokenLogprobs {
+  logprob: number;
+  /** Most likely tokens first. */
+  top: { token: number; logprob: number }[];
+}
+
+/** What the owner of a sequence sees after each sampled token, on the loop's thread. */
+export interface TokenEvent {
+  token: number;
+  /** The token's text bytes (special tokens rendered as text, control tokens empty). */
+  piece: Uint8Array;
+  isEog: boolean;
+  logprobs?: TokenLogprobs;
+}
+
+/**
+ * What the owner wants next: continue (undefined), stop now, or feed these tokens before sampling
+ * again (a closing think tag when the thought budget runs out). Forced tokens must be legal for the
+ * sequence's grammar: only force while a lazy grammar still waits for its trigger, or into its trigger.
+ */
+export type TokenDecision = undefined | 'stop' | { force: number[] };
+
+export interface GenerationSpec {
+  prompt: number[];
+  sampling: SamplingSpec;
+  /** Tokens this sequence may generate (sampled + forced); the owner enforces finer limits. */
+  maxTokens: number;
+  /** Top alternatives to report per token (0..20); undefined = no logprobs. */
+  topLogprobs?: number;
+  onToken(event: TokenEvent): TokenDecision;
+}
+
+export type EndReason = 'eog' | 'length' | 'stopped' | 'cancelled';
+
+export interface GenerationEnd {
+  reason: EndReason;
+  promptTokens: number;
+  /** Prompt tokens found in the sequence's KV from an earlier request (not evaluated again). */
+  cachedPromptTokens: number;
+  /** Sampled + forced tokens. */
+  generatedTokens: number;
+}
+
+export interface Generation {
+  readonly done: Promise<GenerationEnd>;
+  /** Ends the sequence at the next step (the promise resolves with 'cancelled'), or rejects it with `error`. */
+  cancel(error?: Error): void;
+}
+
+const MAX_TOP_LOGPROBS = 20;
+
+interface Sequence {
+  id: number;
+  spec: GenerationSpec;
+  sampler: Pointer;
+  /** Tokens still to evaluate before the next sample (prompt, then forced tokens). */
+  pending: number[];
+  pendingAt: number;
+  /** The token sampled last, to be fed at the next step. */
+  next: number | undefined;
+  /** Tokens that are in this sequence's KV cache, in order (positions 0..n-1). */
+  kv: number[];
+  /** Cached tokens from this position on are to be dropped before the sequence's first decode. */
+  trim: number | undefined;
+  generated: number;
+  cachedPromptTokens: number;
+  ended: boolean;
+  cancelError: Error | undefined;
+  cancelled: boolean;
+  resolve(end: GenerationEnd): void;
+  reject(error: Error): void;
+}
+
+interface BatchOutput {
+  sequence: Sequence;
+  index: number;
+}
+
+/** Runs generations on one llama.cpp context. */
+export class LlamaRunner {
+  readonly contextSize: number;
+  readonly sequences: number;
+  readonly vocabSize: number;
+  private readonly api: LlamaBindings;
+  private readonly vocab: Pointer;
+  private readonly memory: Pointer;
+  private readonly batchSize: number;
+  private readonly prefillChunk: number;
+  private readonly batch: {
+    struct: Record<string, unknown>;
+    token: Int32Array;
+    pos: Int32Array;
+    nSeqId: Int32Array;
+    seqId: Int32Array[];
+    logits: Int8Array;
+  };
+  /** What each sequence id's KV holds after its last request (prompt cache), or empty. */
+  private readonly slots: { busy: Sequence | undefined; kv: number[] }[];
+  private readonly pieces: (Uint8Array | undefined)[];
+  private readonly eog: Uint8Array;
+  private threadpool: Pointer;
+  private scheduled = false;
+  private disposed = false;
+  private readonly decodeOnWorker: boolean;
+  readonly decodeOn: 'loop' | 'worker';
+  /** A decode is running on the worker: nothing may touch the context, the batch or the KV until it returns. */
+  private decoding = false;
+  private idleWaiters: (() => void)[] = [];
+  /** Counters for benchmarks and tests. */
+  readonly stats = { steps: 0, decodeMs: 0, sampleMs: 0, tokens: 0 };
+
+  private constructor(
+    private readonly lib: LlamaLibrary,
+    private readonly model: Pointer,
+    private readonly context: Pointer,
+    options: Required<RunnerOptions>,
+  ) {
+    const { api, koffi } = lib;
+    this.api = api;
+    this.vocab = api.llama_model_get_vocab(model);
+    this.memory = api.llama_get_memory(context);
+    this.vocabSize = api.llama_vocab_n_tokens(this.vocab) as number;
+    this.contextSize = options.contextSize;
+    this.sequences = options.sequences;
+    this.batchSize = api.llama_n_batch(context) as number;
+    this.prefillChunk = Math.max(1, Math.min(options.prefillChunk, this.batchSize - options.sequences));
+    this.decodeOn = options.decodeOn;
+    this.decodeOnWorker = options.decodeOn === 'worker';
+    this.threadpool = lib.newThreadpool(options.threads);
+    // One pool for both: llama-server attaches a batch pool only when its thread count differs.
+    api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
+
+    const raw = api.llama_batch_init(this.batchSize, 0, 1) as Record<string, unknown>;
+    const view = (pointer: unknown, bytes: number) => koffi.view(pointer, bytes);
+    const seqIdPointers = koffi.decode(raw.seq_id, koffi.array('void *', this.batchSize)) as unknown[];
+    this.batch = {
+      struct: raw,
+      token: new Int32Array(view(raw.token, this.batchSize * 4)),
+      pos: new Int32Array(view(raw.pos, this.batchSize * 4)),
+      nSeqId: new Int32Array(view(raw.n_seq_id, this.batchSize * 4)),
+      seqId: seqIdPointers.map((pointer) => new Int32Array(view(pointer, 4))),
+      logits: new Int8Array(view(raw.logits, this.batchSize)),
+    };
+    this.batch.nSeqId.fill(1);
+    this.slots = Array.from({ length: this.sequences }, () => ({ busy: undefined, kv: [] }));
+    this.pieces = new Array(this.vocabSize);
+    this.eog = new Uint8Array(this.vocabSize);
+    for (let token = 0; token < this.vocabSize; token++) if (api.llama_vocab_is_eog(this.vocab, token)) this.eog[token] = 1;
+  }
+
+  /** Loads the model and creates the context (synchronously: run it in the engine process). */
+  static load(lib: LlamaLibrary, path: string, options: RunnerOptions): LlamaRunner {
+    const { api } = lib;
+    const modelParams = { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0 };
+    const model = api.llama_model_load_from_file(path, modelParams);
+    if (!model) throw new Error(`llama.cpp could not load ${path}`);
+    const threadsBatch = options.threadsBatch ?? options.threads;
+    // No more context per sequence than the model was trained for (node-llama-cpp's rule too).
+    const trained = api.llama_model_n_ctx_train(model) as number;
+    const contextSize = trained > 0 ? Math.min(options.contextSize, trained) : options.contextSize;
+    const batchSize = Math.max(options.batchSize ?? 512, options.sequences);
+    const contextParams = {
+      ...(api.llama_context_default_params() as Record<string, unknown>),
+      // Per-sequence KV streams (kv_unified off, as llama-server with -np N): attention in each
+      // sequence only reads its own cells.
+      n_ctx: contextSize * options.sequences,
+      n_seq_max: options.sequences,
+      n_batch: batchSize,
+      n_ubatch: batchSize,
+      n_threads: options.threads,
+      n_threads_batch: threadsBatch,
+      pooling_type: LLAMA_POOLING_TYPE.none,
+      kv_unified: false,
+      no_perf: true,
+    };
+    const context = api.llama_init_from_model(model, contextParams);
+    if (!context) {
+      api.llama_model_free(model);
+      throw new Error(`llama.cpp could not create a context of ${contextSize}×${options.sequences} tokens for ${path}`);
+    }
+    return new LlamaRunner(lib, model, context, {
+      contextSize: api.llama_n_ctx_seq(context) as number,
+      sequences: options.sequences,
+      threads: options.threads,
+      threadsBatch,
+      batchSize,
+      prefillChunk: options.prefillChunk ?? 256,
+      decodeOn: options.decodeOn ?? 'worker',
+    });
+  }
+
+  get active(): number {
+    return this.slots.filter((slot) => slot.busy).length;
+  }
+
+  /** The bytes of a token's text; control tokens (end of turn, ...) render empty. */
+  piece(token: number): Uint8Array {
+    let piece = this.pieces[token];
+    if (piece === undefined) {
+      const buffer = new Uint8Array(64);
+      let length = this.api.llama_token_to_piece(this.vocab, token, buffer, 64, 0, false) as number;
+      if (length < 0) {
+        const larger = new Uint8Array(-length);
+        length = this.api.llama_token_to_piece(this.vocab, token, larger, -length, 0, false) as number;
+        piece = larger.slice(0, length);
+      } else piece = buffer.slice(0, length);
+      this.pieces[token] = piece;
+    }
+    return piece;
+  }
+
+  /** llama.cpp's own tokenizer (special tokens parsed), for benchmarks and tests; chat prompts come from the chat wrapper. */
+  tokenize(text: string, addSpecial = false): number[] {
+    const bytes = Buffer.from(text, 'utf8');
+    let out = new Int32Array(bytes.length + 8);
+    let count = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, true) as number;
+    if (count < 0) {
+      out = new Int32Array(-count);
+      count = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, true) as number;
+    }
+    return Array.from(out.subarray(0, count));
+  }
+
+  isEog(token: number): boolean {
+    return this.eog[token] === 1;
+  }
+
+  /**
+   * Starts a generation on a free sequence. The caller admits at most `sequences` at once (the chat
+   * model's Slots); a call with none free throws.
+   */
+  generate(spec: GenerationSpec): Generation {
+    if (this.disposed) throw new Error('the llama.cpp runner is closed');
+    if (spec.prompt.length === 0) throw new Error('empty prompt');
+    if (spec.prompt.length + spec.maxTokens > this.contextSize)
+      throw new Error(`prompt (${spec.prompt.length}) + max tokens (${spec.maxTokens}) exceed the context (${this.contextSize})`);
+    for (const token of spec.prompt) this.checkToken(token);
+    const id = this.pickSlot(spec.prompt);
+    if (id < 0) throw new Error('no free sequence');
+    const slot = this.slots[id]!;
+    // Prompt cache: keep the longest common prefix this sequence already holds, at least one token
+    // short of the whole prompt (the last prompt token must be evaluated for its logits).
+    // The KV itself is trimmed at the next step (a decode may be running on the worker now).
+    const keep = Math.min(commonPrefix(slot.kv, spec.prompt), spec.prompt.length - 1);
+    const sampler = this.createSampler(spec.sampling);
+    let resolve!: (end: GenerationEnd) => void;
+    let reject!: (error: Error) => void;
+    const done = new Promise<GenerationEnd>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const sequence: Sequence = {
+      id,
+      spec,
+      sampler,
+      pending: spec.prompt,
+      pendingAt: keep,
+      next: undefined,
+      kv: slot.kv,
+      trim: keep < slot.kv.length ? keep : undefined,
+      generated: 0,
+      cachedPromptTokens: keep,
+      ended: false,
+      cancelError: undefined,
+      cancelled: false,
+      resolve,
+      reject,
+    };
+    slot.busy = sequence;
+    this.schedule();
+    return {
+      done,
+      cancel: (error?: Error) => {
+        if (sequence.ended) return;
+        sequence.cancelled = true;
+        sequence.cancelError = error;
+        this.schedule();
+      },
+    };
+  }
+
+  /** A free sequence id: the one whose cached tokens share the longest prefix with the prompt, else the lowest. */
+  private pickSlot(prompt: number[]): number {
+    let best = -1;
+    let bestShared = -1;
+    for (const [id, slot] of this.slots.entries()) {
+      if (slot.busy) continue;
+      const shared = commonPrefix(slot.kv, prompt);
+      if (shared > bestShared) {
+        best = id;
+        bestShared = shared;
+      }
+    }
+    return best;
+  }
+
+  private checkToken(token: number): void {
+    if (!Number.isInteger(token) || token < 0 || token >= this.vocabSize) throw new Error(`token ${token} is outside the vocabulary`);
+  }
+
+  private createSampler(sampling: SamplingSpec): Pointer {
+    const { api } = this;
+    const chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
+    const add = (sampler: Pointer) => {
+      if (!sampler) {
+        api.llama_sampler_free(chain);
+        throw new Error('llama.cpp refused a sampler setting');
+      }
+      api.llama_sampler_chain_add(chain, sampler);
+    };
+    try {
+      if (sampling.logitBias && sampling.logitBias.length > 0) {
+        for (const [token] of sampling.logitBias) this.checkToken(token);
+        const entries = sampling.logitBias.map(([token, bias]) => ({ token, bias }));
+        add(api.llama_sampler_init_logit_bias(this.vocabSize, entries.length, entries));
+      }
+      if (sampling.grammar) {
+        const { text, root = 'root', triggerTokens } = sampling.grammar;
+        const grammar = triggerTokens
+          ? api.llama_sampler_init_grammar_lazy_patterns(
+              this.vocab,
+              text,
+              root,
+              [],
+              0,
+              Int32Array.from(triggerTokens),
+              triggerTokens.length,
+            )
+          : api.llama_sampler_init_grammar(this.vocab, text, root);
+        add(grammar);
+      }
+      const penalties = sampling.penalties;
+      if (penalties) add(api.llama_sampler_init_penalties(this.vocabSize, penalties.lastN, penalties.repeat, penalties.frequency, penalties.presence));
+      if (sampling.temperature <= 0) {
+        add(api.llama_sampler_init_greedy());
+      } else {
+        if (sampling.topK !== undefined && sampling.topK > 0) add(api.llama_sampler_init_top_k(sampling.topK));
+        if (sampling.topP !== undefined && sampling.topP < 1) add(api.llama_sampler_init_top_p(sampling.topP, 1));
+        if (sampling.minP !== undefined && sampling.minP > 0) add(api.llama_sampler_init_min_p(sampling.minP, 1));
+        add(api.llama_sampler_init_temp(sampling.temperature));
+        // LLAMA_DEFAULT_SEED (0xFFFFFFFF) draws a random seed.
+        add(api.llama_sampler_init_dist((sampling.seed === undefined ? 0xffffffff : sampling.seed >>> 0)));
+      }
+    } catch (error) {
+      if (!(error instanceof Error && error.message.startsWith('llama.cpp refused'))) api.llama_sampler_free(chain);
+      throw error;
+    }
+    return chain;
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.disposed) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.step();
+    });
+  }
+
+  /** One decode and the sampling after it. */
+  private step(): void {
+    if (this.decoding) return; // the decode's return schedules the next step
+    const running: Sequence[] = [];
+    for (const slot of this.slots) {
+      const sequence = slot.busy;
+      if (!sequence) continue;
+      if (sequence.cancelled) this.finish(sequence, 'cancelled');
+      else running.push(sequence);
+    }
+    if (running.length === 0 || this.disposed) {
+      this.notifyIdle();
+      return;
+    }
+    for (const sequence of running) {
+      if (sequence.trim === undefined) continue;
+      if (this.api.llama_memory_seq_rm(this.memory, sequence.id, sequence.trim, -1)) sequence.kv.length = sequence.trim;
+      else {
+        // A partial removal can fail (llama.cpp's rule for some memory types): start the sequence over.
+        this.api.llama_memory_seq_rm(this.memory, sequence.id, -1, -1);
+        sequence.kv.length = 0;
+        sequence.pendingAt = 0;
+        sequence.cachedPromptTokens = 0;
+      }
+      sequence.trim = undefined;
+    }
+
+    const batch = this.batch;
+    let n = 0;
+    const outputs: BatchOutput[] = [];
+    const add = (sequence: Sequence, token: number, output: boolean) => {
+      batch.token[n] = token;
+      batch.pos[n] = sequence.kv.length;
+      batch.seqId[n]![0] = sequence.id;
+      batch.logits[n] = output ? 1 : 0;
+      if (output) outputs.push({ sequence, index: n });
+      sequence.kv.push(token);
+      n++;
+    };
+    // Running streams first, one token each, in sequence-id order (llama.cpp puts consecutive ids
+    // into one micro-batch); then prompt chunks for what budget remains.
+    for (const sequence of running) {
+      if (sequence.next !== undefined) {
+        add(sequence, sequence.next, true);
+        sequence.next = undefined;
+      }
+    }
+    let budget = Math.min(this.batchSize - n, Math.max(this.prefillChunk, 1));
+    for (const sequence of running) {
+      if (budget <= 0) break;
+      const left = sequence.pending.length - sequence.pendingAt;
+      if (left <= 0) continue;
+      const take = Math.min(left, budget);
+      for (let i = 0; i < take; i++) {
+        const at = sequence.pendingAt++;
+        add(sequence, sequence.pending[at]!, at === sequence.pending.length - 1);
+      }
+      budget -= take;
+    }
+    if (n === 0) {
+      this.notifyIdle();
+      return;
+    }
+
+    // A malformed batch aborts the process inside llama.cpp: check what was built.
+    for (let i = 0; i < n; i++) {
+      const id = batch.seqId[i]![0]!;
+      if (id < 0 || id >= this.sequences) throw new Error(`batch check: sequence id ${id} out of range`);
+      if (batch.pos[i]! >= this.contextSize) throw new Error(`batch check: position ${batch.pos[i]} beyond the context (${this.contextSize})`);
+    }
+    const struct = batch.struct;
+    struct.n_tokens = n;
+    const t0 = performance.now();
+    if (this.decodeOnWorker) {
+      this.decoding = true;
+      this.api.llama_decode.async(this.context, struct, (error: unknown, status: number) => {
+        this.decoding = false;
+        if (error) this.afterDecode(-100, n, outputs, t0);
+        else this.afterDecode(status, n, outputs, t0);
+      });
+      return;
+    }
+    this.afterDecode(this.api.llama_decode(this.context, struct) as number, n, outputs, t0);
+  }
+
+  private afterDecode(status: number, n: number, outputs: BatchOutput[], t0: number): void {
+    const batch = this.batch;
+    const t1 = performance.now();
+    this.stats.steps++;
+    this.stats.decodeMs += t1 - t0;
+    if (this.disposed) {
+      this.notifyIdle();
+      return;
+    }
+    if (status !== 0) {
+      // The KV of this batch is not trustworthy: drop the sequences in it, keep the others going.
+      const failed = new Set<Sequence>();
+      for (let i = 0; i < n; i++) failed.add(this.slots[batch.seqId[i]![0]!]!.busy!);
+      for (const sequence of failed) {
+        this.api.llama_memory_seq_rm(this.memory, sequence.id, -1, -1);
+        sequence.kv.length = 0;
+        this.fail(sequence, new Error(`llama_decode returned ${status}${status === 1 ? ' (no room in the KV cache)' : ''}`));
+      }
+      this.schedule();
+      return;
+    }
+
+    for (const { sequence, index } of outputs) {
+      if (sequence.ended || sequence.pendingAt < sequence.pending.length) continue;
+      const token = this.api.llama_sampler_sample(sequence.sampler, this.context, index) as number;
+      sequence.generated++;
+      this.stats.tokens++;
+      const isEog = this.isEog(token);
+      const event: TokenEvent = { token, piece: this.piece(token), isEog };
+      if (sequence.spec.topLogprobs !== undefined) event.logprobs = this.logprobs(index, token, sequence.spec.topLogprobs);
+      let decision: TokenDecision;
+      try {
+        decision = sequence.spec.onToken(event);
+      } catch (error) {
+        this.fail(sequence, error as Error);
+        continue;
+      }
+      if (isEog) this.finish(sequence, 'eog');
+      else if (decision === 'stop') this.finish(sequence, 'stopped');
+      else if (sequence.cancelled) this.finish(sequence, 'cancelled');
+      else {
+        sequence.next = token;
+        let room = sequence.spec.maxTokens - sequence.generated;
+        if (decision && typeof decision === 'object' && decision.force.length > 0) {
+          // Forced tokens go through the sampler chain's accept (penalty history, the grammar's
+          // trigger) and are evaluated with the sampled one in the next step.
+          const forced = decision.force.slice(0, Math.max(0, room));
+          for (const forcedToken of forced) {
+            this.checkToken(forcedToken);
+            this.api.llama_sampler_accept(sequence.sampler, forcedToken);
+          }
+          sequence.pending = [token, ...forced];
+          sequence.pendingAt = 0;
+          sequence.next = undefined;
+          sequence.generated += forced.length;
+          room -= forced.length;
+        }
+        if (room <= 0 || sequence.kv.length + 1 + (sequence.pending.length - sequence.pendingAt) >= this.contextSize) this.finish(sequence, 'length');
+      }
+    }
+    this.stats.sampleMs += performance.now() - t1;
+    this.schedule();
+  }
+
+  /** log-softmax of the raw logits: the chosen token's logprob and the top alternatives. */
+  private logprobs(index: number, token: number, top: number): TokenLogprobs {
+    const pointer = this.api.llama_get_logits_ith(this.context, index);
+    const logits = new Float32Array(this.lib.koffi.view(pointer, this.vocabSize * 4));
+    let max = -Infinity;
+    for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
+    let sum = 0;
+    for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
+    const logZ = max + Math.log(sum);
+    const count = Math.min(Math.max(top, 1), MAX_TOP_LOGPROBS);
+    // Partial selection: the vocabulary is large, the list is short.
+    const best: { token: number; logit: number }[] = [];
+    for (let i = 0; i < logits.length; i++) {
+      const logit = logits[i]!;
+      if (best.length < count) {
+        best.push({ token: i, logit });
+        best.sort((a, b) => b.logit - a.logit);
+      } else if (logit > best[count - 1]!.logit) {
+        best[count - 1] = { token: i, logit };
+        best.sort((a, b) => b.logit - a.logit);
+      }
+    }
+    return {
+      logprob: logits[token]! - logZ,
+      top: best.slice(0, top).map((entry) => ({ token: entry.token, logprob: entry.logit - logZ })),
+    };
+  }
+
+  private release(sequence: Sequence): void {
+    sequence.ended = true;
+    this.api.llama_sampler_free(sequence.sampler);
+    const slot = this.slots[sequence.id]!;
+    slot.busy = undefined;
+    // Tokens queued but never evaluated are not in the KV.
+    slot.kv = sequence.kv;
+  }
+
+  private finish(sequence: Sequence, reason: EndReason): void {
+    if (sequence.ended) return;
+    this.release(sequence);
+    if (sequence.cancelled && sequence.cancelError) {
+      sequence.reject(sequence.cancelError);
+      return;
+    }
+    sequence.resolve({
+      reason: sequence.cancelled ? 'cancelled' : reason,
+      promptTokens: sequence.spec.prompt.length,
+      cachedPromptTokens: sequence.cachedPromptTokens,
+      generatedTokens: sequence.generated,
+    });
+  }
+
+  private fail(sequence: Sequence, error: Error): void {
+    if (sequence.ended) return;
+    this.release(sequence);
+    sequence.reject(error);
+  }
+
+  private notifyIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  /** Ends every running sequence with `error`, waits for a decode in flight, then frees the context, the pool and the model. */
+  async dispose(error: Error = new Error('the llama.cpp runner is closed')): Promise<void> {
+    if (this.disposed) return;
+    for (const slot of this.slots) if (slot.busy) this.fail(slot.busy, error);
+    this.disposed = true;
+    if (this.decoding) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    const { api } = this;
+    api.llama_batch_free(this.batch.struct);
+    api.llama_detach_threadpool(this.context);
+    api.llama_free(this.context);
+    this.lib.freeThreadpool(this.threadpool);
+    this.threadpool = undefined;
+    api.llama_model_free(this.model);
+  }
+}
+
+function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  const length = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < length && a[i] === b[i]) i++;
+  return i;
+}
