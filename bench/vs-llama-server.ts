@@ -214,6 +214,9 @@ interface Server {
   model: string;
 }
 
+/** Every server and llama-batched-bench still running: an interrupt stops them before it reports. */
+const children = new Set<ChildProcess>();
+
 let portCounter = 0;
 const nextPort = () => basePort + (portCounter++ % 50);
 
@@ -274,6 +277,8 @@ function spawnServer(name: Server['name'], setup: Setup): Server {
   } else {
     child = spawn(llamaServer, llamaServerArgs(setup, port), { stdio: ['ignore', 'ignore', 'pipe'] });
   }
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   // Kept short: only for the error message if the server dies.
   child.stderr!.on('data', (chunk) => {
     output = (output + chunk).slice(-4000);
@@ -408,7 +413,12 @@ async function firstAnswer(server: Server, kind: Setup['kind'], since: number): 
 async function startPair(setup: Setup): Promise<Server[]> {
   const servers = [spawnServer('infera', setup), spawnServer('llama-server', setup)];
   const since = performance.now();
-  await Promise.all(servers.map((server) => firstAnswer(server, setup.kind, since)));
+  try {
+    await Promise.all(servers.map((server) => firstAnswer(server, setup.kind, since)));
+  } catch (error) {
+    await Promise.all(servers.map(stopServer));
+    throw error;
+  }
   return servers;
 }
 
@@ -442,7 +452,7 @@ function treeRssMiB(rootPid: number): number {
 // ---- llama-batched-bench ------------------------------------------------------------------------------
 
 /** S_TG (t/s) of llama-batched-bench per parallel-sequence count, for one model and thread count. */
-function batchedBenchRun(path: string, threads: number, promptTokens: number): Map<number, number> {
+async function batchedBenchRun(path: string, threads: number, promptTokens: number): Promise<Map<number, number>> {
   const args = [
     '-m', path,
     '-c', String(contextPerSlot * slots),
@@ -453,10 +463,21 @@ function batchedBenchRun(path: string, threads: number, promptTokens: number): M
     '-tb', String(threads),
     '--output-format', 'jsonl',
   ];
-  const run = spawnSync(batchedBench, args, { encoding: 'utf8' });
-  if (run.status !== 0) throw new Error(`llama-batched-bench exited ${run.status}: ${run.stderr.slice(-2000)}`);
+  // Asynchronous, so that an interrupt reaches the handler below while it runs.
+  const child = spawn(batchedBench, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let output = '';
+  child.stdout!.on('data', (chunk) => {
+    output += chunk;
+  });
+  child.stderr!.on('data', (chunk) => {
+    output += chunk;
+  });
+  const status = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  children.delete(child);
+  if (status !== 0) throw new Error(`llama-batched-bench exited ${status}: ${output.slice(-2000)}`);
   const speeds = new Map<number, number>();
-  for (const line of `${run.stdout}\n${run.stderr}`.split('\n')) {
+  for (const line of output.split('\n')) {
     if (!line.startsWith('{"n_kv_max"')) continue;
     const row = JSON.parse(line);
     speeds.set(row.pl, row.speed_tg);
@@ -498,7 +519,12 @@ async function decodeGroup(kind: BenchModelKind, threads: number, samplings: Sam
       for (const sampling of samplings)
         for (const streams of streamCounts) {
           const key = `${sampling}/${streams}`;
-          if (!cells.has(key)) cells.set(key, { model: kind, threads, streams, sampling, infera: [], llama: [], inferaTtft: [], llamaTtft: [], batched: [], loads: [] });
+          if (!cells.has(key)) {
+            const cell: DecodeCell = { model: kind, threads, streams, sampling, infera: [], llama: [], inferaTtft: [], llamaTtft: [], batched: [], loads: [] };
+            cells.set(key, cell);
+            // Listed at once, so an interrupted run still reports the rounds it finished.
+            decodeCells.push(cell);
+          }
           const cell = cells.get(key)!;
           const quiet = await waitQuiet();
           cell.loads.push(quiet.load);
@@ -517,7 +543,7 @@ async function decodeGroup(kind: BenchModelKind, threads: number, samplings: Sam
         }
       if (withBatchedBench && !values['no-batched-bench']) {
         await waitQuiet();
-        const { value, others, busy } = await measured(async () => batchedBenchRun(path, threads, promptTokens));
+        const { value, others, busy } = await measured(() => batchedBenchRun(path, threads, promptTokens));
         for (const cell of cells.values()) {
           const speed = value.get(cell.streams);
           if (speed !== undefined) cell.batched.push({ value: speed, busy, others });
@@ -525,7 +551,6 @@ async function decodeGroup(kind: BenchModelKind, threads: number, samplings: Sam
         console.log(`round ${round + 1} llama-batched-bench (prompt ${promptTokens} tokens): ${[...value].map(([pl, s]) => `${pl} seq ${s.toFixed(1)} t/s`).join(', ')}`);
       }
     }
-    decodeCells.push(...cells.values());
   } finally {
     await Promise.all([stopServer(infera!), stopServer(llama!)]);
   }
@@ -574,6 +599,7 @@ async function embeddingsPart(): Promise<void> {
     for (const server of [infera!, llama!]) await embedRun(server, Math.max(...embedClients)).catch(() => 0);
     for (const clients of embedClients) {
       const cell: EmbedCell = { clients, infera: [], llama: [] };
+      embedCells.push(cell);
       for (let round = 0; round < rounds; round++) {
         await waitQuiet();
         const order = round % 2 === 0 ? [infera!, llama!] : [llama!, infera!];
@@ -583,7 +609,6 @@ async function embeddingsPart(): Promise<void> {
         }
         console.log(`round ${round + 1} ${clients} client(s): ${label} ${cell.infera.at(-1)!.value.toFixed(1)} /s, llama-server ${cell.llama.at(-1)!.value.toFixed(1)} /s`);
       }
-      embedCells.push(cell);
     }
   } finally {
     await Promise.all([stopServer(infera!), stopServer(llama!)]);
@@ -608,6 +633,7 @@ async function startupPart(): Promise<void> {
   console.log(`\n== start-up (spawn → first answer) and idle RSS, ${startupThreads} thread(s)`);
   for (const [name, setup] of models) {
     const cell: StartupCell = { model: name, inferaMs: [], llamaMs: [], inferaRss: [], llamaRss: [], busy: false };
+    startupCells.push(cell);
     for (let run = 0; run < startupRuns; run++) {
       const order: Server['name'][] = run % 2 === 0 ? ['infera', 'llama-server'] : ['llama-server', 'infera'];
       for (const which of order) {
@@ -634,7 +660,6 @@ async function startupPart(): Promise<void> {
       `${name}: first answer ${label} ${median(cell.inferaMs).toFixed(0)} ms / llama-server ${median(cell.llamaMs).toFixed(0)} ms; ` +
         `idle RSS ${median(cell.inferaRss).toFixed(0)} / ${median(cell.llamaRss).toFixed(0)} MiB`,
     );
-    startupCells.push(cell);
   }
 }
 
@@ -658,6 +683,7 @@ function report(): string {
       '|---|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const c of decodeCells) {
+      if (!c.infera.length || !c.llama.length) continue;
       const i = figure(c.infera);
       const l = figure(c.llama);
       const b = figure(c.batched);
@@ -670,6 +696,7 @@ function report(): string {
   if (embedCells.length) {
     lines.push('', `| embeddings (bert-384x12-embed, ${embedThreads} threads) | ${label} /s | llama-server /s | ratio |`, '|---|---|---|---|');
     for (const c of embedCells) {
+      if (!c.infera.length || !c.llama.length) continue;
       const i = figure(c.infera);
       const l = figure(c.llama);
       lines.push(`| ${c.clients} client(s) | ${i.text} | ${l.text} | **${ratio(i.value, l.value)}** |`);
@@ -682,6 +709,7 @@ function report(): string {
       '|---|---|---|---|---|---|',
     );
     for (const c of startupCells) {
+      if (!c.inferaMs.length || !c.llamaMs.length) continue;
       const mark = c.busy ? ' †' : '';
       const ri = median(c.inferaRss);
       const rl = median(c.llamaRss);
@@ -700,6 +728,28 @@ const head =
   `load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}`;
 console.log(head);
 
+function finish(code: number, why?: string): never {
+  const table = report();
+  const loadEnd = loadavg();
+  const summary =
+    `${head}\nload average at end ${loadEnd.map((x) => x.toFixed(2)).join(' ')}; took ${((Date.now() - started.getTime()) / 60000).toFixed(1)} min` +
+    `${why ? `; ${why}` : ''}\n\n${table}\n`;
+  console.log(`\n${summary}`);
+  if (!recordBusy) console.log('busy = others used more than --max-other-cpu during every try: not recorded (--record-busy records it, marked †).');
+  else console.log('† = other processes used more than --max-other-cpu cores during at least one of the measurements: indicative only.');
+  if (values.out) writeFileSync(values.out, summary);
+  process.exit(code);
+}
+
+// An interrupted run (the busy box made it too slow) still stops its servers and reports the finished rounds.
+for (const signal of ['SIGINT', 'SIGTERM'] as const)
+  process.once(signal, () => {
+    for (const child of children) child.kill('SIGKILL');
+    agent.destroy();
+    rmSync(work, { recursive: true, force: true });
+    finish(130, `interrupted (${signal}): partial`);
+  });
+
 let failed: unknown;
 try {
   if (parts.has('decode')) for (const kind of chatModels) for (const threads of threadCounts) await decodeGroup(kind, threads, ['greedy'], true);
@@ -710,19 +760,11 @@ try {
 } catch (error) {
   failed = error;
 } finally {
+  // Whatever a failure left running (a server, llama-batched-bench) goes too.
+  for (const child of children) child.kill('SIGKILL');
   agent.destroy();
   rmSync(work, { recursive: true, force: true });
 }
 
-const table = report();
-const loadEnd = loadavg();
-const summary = `${head}\nload average at end ${loadEnd.map((x) => x.toFixed(2)).join(' ')}; took ${((Date.now() - started.getTime()) / 60000).toFixed(1)} min\n\n${table}\n`;
-console.log(`\n${summary}`);
-if (!recordBusy) console.log('busy = others used more than --max-other-cpu during every try: not recorded (--record-busy records it, marked †).');
-else console.log('† = other processes used more than --max-other-cpu cores during at least one of the measurements: indicative only.');
-if (values.out) writeFileSync(values.out, summary);
-if (failed) {
-  console.error(failed);
-  process.exit(1);
-}
-process.exit(0);
+if (failed) console.error(failed);
+finish(failed ? 1 : 0, failed ? 'failed: partial' : undefined);
