@@ -5,6 +5,7 @@ import type { InferaConfig } from './config/schema.ts';
 import { InferaError } from './errors/index.ts';
 import { buildApp, type InferaApp } from './http/app.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
+import { InferaMetrics } from './observability/metrics.ts';
 import { createGate } from './platform/index.ts';
 import type { Gate } from './platform/gate.ts';
 import { tinyModelConfigs } from './registry/default-models.ts';
@@ -36,14 +37,25 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
   const logger = options.logger ?? createLogger(config.server.logLevel);
   // Keys, the ledger and generated images are the operator's alone.
   ensurePrivateDir(config.storage.dataDir);
-  const usingTinyModels = config.models.length === 0;
+  // The quick form: what each upstream lists joins the configured models (an unreachable one fails startup, naming it).
+  if (config.upstreams.length) {
+    const { modelsOfUpstreams } = await import('./engines/openai-compatible/discover.ts');
+    const taken = config.models.flatMap((model) => [model.id, ...model.aliases]);
+    config.models.push(...(await modelsOfUpstreams(config.upstreams, taken, logger)));
+  }
+  // A gateway in front of upstreams serves what they serve, never the tiny defaults.
+  const usingTinyModels = config.models.length === 0 && config.upstreams.length === 0;
   if (usingTinyModels) config.models = await tinyModelConfigs(config.storage.dataDir);
 
   const gate = options.gate ?? (await createGate(config, logger));
   // Everything below belongs to this server alone (engine runtimes live in the registry's resources),
   // so two servers in one process share nothing and close() disposes only what this one created.
-  const registry = new ModelRegistry(config.models, { engines: options.engines ?? defaultEngines, logger, events: options.registryEvents });
-  const services: Services = { config, registry, gate, logger, ...createServingResources(config, logger) };
+  const metrics = new InferaMetrics();
+  gate.observeLedger?.(metrics.ledgerWritten);
+  const events = bothEvents(metrics.registryEvents, options.registryEvents);
+  const registry = new ModelRegistry(config.models, { engines: options.engines ?? defaultEngines, logger, events });
+  metrics.watchModels(() => registry.entries());
+  const services: Services = { config, registry, gate, logger, ...createServingResources(config, logger, metrics) };
   const app = await buildApp(services);
 
   let closing: Promise<void> | undefined;
@@ -56,6 +68,20 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
       (closing ??= drainAndClose(services, app, options.drainTimeoutMs ?? config.server.drainTimeoutSeconds * 1000)),
   };
   return server;
+}
+
+/** The metrics' registry events, then the caller's (tests watch loads too). */
+function bothEvents(first: RegistryEvents, second: RegistryEvents = {}): RegistryEvents {
+  return {
+    onStateChange: (entry) => {
+      first.onStateChange?.(entry);
+      second.onStateChange?.(entry);
+    },
+    onProgress: (entry) => {
+      first.onProgress?.(entry);
+      second.onProgress?.(entry);
+    },
+  };
 }
 
 /** What a request still running at the drain deadline is told (503: the client may retry elsewhere). */

@@ -98,6 +98,27 @@ test('a key allowed an alias may call the model under any of its names; the ledg
   );
 });
 
+test("docs/PLATFORM.md's example key (`infera keys create --models Qwen/QwQ-32B,BAAI/bge-m3 …`) admits those aliases and nothing else", async () => {
+  const cli = spawnSync(
+    process.execPath,
+    ['bin/infera.js', 'keys', 'create', '--name', 'alice', '--account', 'team-a', '--models', 'Qwen/QwQ-32B,BAAI/bge-m3', '--limits', 'rpm=60,tpm=100000', '--expires', '90d', '--json'],
+    { cwd: root, env: { ...process.env, INFERA_DATA_DIR: dir, INFERA_CONFIG: '', INFERA_DATABASE_URL: '' }, encoding: 'utf8' },
+  );
+  assert.equal(cli.status, 0, cli.stderr);
+  const { secret } = JSON.parse(cli.stdout) as { secret: string };
+  const headers = { authorization: `Bearer ${secret}` };
+  const embedded = await http(server.baseURL, '/embeddings', { body: { model: 'BAAI/bge-m3', input: 'x' }, headers });
+  assert.equal(embedded.status, 200, embedded.text);
+  assert.equal((await ask(secret, 'Qwen/QwQ-32B')).status, 200);
+  const completed = await http(server.baseURL, '/completions', { body: { model: 'Qwen/QwQ-32B', prompt: 'hi', max_tokens: 2 }, headers });
+  assert.equal(completed.status, 200, completed.text);
+  const reranked = await http(server.baseURL, '/rerank', { body: { model: 'BAAI/bge-reranker-v2-m3', query: 'q', documents: ['d'] }, headers });
+  assert.equal(reranked.status, 403);
+  assert.equal(reranked.json.error.code, 'model_not_allowed');
+  const coder = await http(server.baseURL, '/completions', { body: { model: 'Qwen/Qwen2.5-Coder-32B-Instruct', prompt: 'hi' }, headers });
+  assert.equal(coder.status, 403, 'the coder model is another model, not an alias of an allowed one');
+});
+
 test('a rate limit written under one alias holds under every name (one counter, canonical id)', async () => {
   const { json } = await admin('/admin/keys', { body: { name: 'limited', account: 'limited' } });
   const embed = (model: string) =>

@@ -90,6 +90,8 @@ describe('default caps', () => {
     const query = 'apple banana cherry '.repeat(20);
     const documents = Array.from({ length: 1000 }, (_, i) => `document ${i} `.repeat(8));
     assert.ok(JSON.stringify(documents).length > 100_000);
+    // Counting tokens needs the model's tokenizer: load it first, so the time below is the refusal's alone.
+    (await server.server.services.registry.acquire(RERANK, 'reranker')).release();
     await expect400(server, '/rerank', { model: RERANK, query, documents }, 'documents', /would evaluate more than 500000 tokens/);
   });
 });
@@ -110,6 +112,10 @@ describe('caps lowered in the config', () => {
         },
       },
     });
+    // Caps that count tokens need the models' tokenizers: loaded here, so each refusal below is timed alone.
+    const { registry } = server.server.services;
+    (await registry.acquire(EMBED, 'embedding')).release();
+    (await registry.acquire(RERANK, 'reranker')).release();
   });
   after(() => server.close());
 

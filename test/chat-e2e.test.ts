@@ -5,7 +5,6 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { TINY_CHAT_SCRIPT, ensureTinyModels } from '../src/tiny-models/index.ts';
-import type { LlamaCppChatModel } from '../src/engines/llama-cpp/chat.ts';
 import { http, sseEvents, startTestServer, SHARED_DATA_DIR, type TestServer } from './helpers/server.ts';
 import { validateAgainstOpenApi } from './helpers/openapi.ts';
 
@@ -38,7 +37,8 @@ describe('chat completions end to end (openai SDK + raw HTTP)', () => {
   const engineSlots = async () => {
     const lease = await server.server.services.registry.acquire(MODEL, 'chat');
     lease.release();
-    return (lease.model as LlamaCppChatModel).slots;
+    // The model runs in its engine process: its queue is read across the boundary.
+    return () => lease.model.stats!();
   };
 
   test('non-stream: reasoning_content split from the answer, usage with reasoning tokens, OpenAPI-valid', async () => {
@@ -382,12 +382,12 @@ describe('chat completions end to end (openai SDK + raw HTTP)', () => {
     const reader = response.body!.getReader();
     let received = '';
     while (!received.includes(TINY_CHAT_SCRIPT.countWords[3])) received += new TextDecoder().decode((await reader.read()).value);
-    assert.equal(slots.active, 1, 'the stream holds a sequence');
+    assert.equal((await slots()).active, 1, 'the stream holds a sequence');
     const abortedAt = performance.now();
     controller.abort();
-    while (slots.active > 0 && performance.now() - abortedAt < 2000) await new Promise((r) => setTimeout(r, 2));
+    while ((await slots()).active > 0 && performance.now() - abortedAt < 2000) await new Promise((r) => setTimeout(r, 2));
     const freedAfter = performance.now() - abortedAt;
-    assert.equal(slots.active, 0);
+    assert.equal((await slots()).active, 0);
     assert.ok(freedAfter < 100, `sequence freed after ${freedAfter.toFixed(1)} ms`);
   });
 
@@ -400,12 +400,12 @@ describe('chat completions end to end (openai SDK + raw HTTP)', () => {
       body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'count' }], max_tokens: 1500 }),
       signal: controller.signal,
     }).catch((error: unknown) => error);
-    while (slots.active === 0) await new Promise((r) => setTimeout(r, 1));
+    while ((await slots()).active === 0) await new Promise((r) => setTimeout(r, 1));
     const abortedAt = performance.now();
     controller.abort();
     await pending;
-    while (slots.active > 0 && performance.now() - abortedAt < 2000) await new Promise((r) => setTimeout(r, 2));
-    assert.equal(slots.active, 0);
+    while ((await slots()).active > 0 && performance.now() - abortedAt < 2000) await new Promise((r) => setTimeout(r, 2));
+    assert.equal((await slots()).active, 0);
     assert.ok(performance.now() - abortedAt < 100);
   });
 });

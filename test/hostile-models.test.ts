@@ -62,7 +62,7 @@ test('each hostile file is refused quickly, naming the problem; the good model k
     const started = performance.now();
     const answer = await ask(model);
     const ms = performance.now() - started;
-    assert.equal(answer.status, 500, answer.text);
+    assert.equal(answer.status, 503, answer.text);
     assert.equal(answer.json.error.code, 'model_load_failed');
     assert.match(answer.json.error.message, new RegExp(`Model '${model}' failed to load: .*not a GGUF file llama.cpp can load safely`));
     assert.match(answer.json.error.message, problem);
@@ -74,7 +74,7 @@ test('each hostile file is refused quickly, naming the problem; the good model k
 
 test('a failed model stays failed (shown in /v1/models) until its file changes, then loads', async () => {
   const first = await ask('evil/truncated');
-  assert.equal(first.status, 500);
+  assert.equal(first.status, 503);
   // Not loaded again: the answer says why and when it will be.
   assert.match(first.json.error.message, /not retried until its file changes or \d{4}-/);
   const listed = await http(server.baseURL, '/models');

@@ -123,13 +123,16 @@ describe('HTTP layer', () => {
     assert.match(wrongKind.json.error.message, /\/v1\/embeddings/);
   });
 
-  test('a model whose file is missing fails with a clear 500 naming the model, and stays listed as failed', async () => {
+  test('a model whose file is missing fails with a clear 503 naming the model and when it is tried again, and stays listed as failed', async () => {
     const response = await http(server.baseURL, '/chat/completions', {
       headers: auth,
       body: { model: 'DEEPSEEK-AI/deepseek-v3', messages: [{ role: 'user', content: 'hi' }] },
     });
-    assert.equal(response.status, 500);
+    assert.equal(response.status, 503);
+    assert.equal(response.json.error.code, 'model_load_failed');
+    assert.ok(Number(response.headers.get('retry-after')) >= 1);
     assert.match(response.json.error.message, /org\/chat-a/);
+    assert.match(response.json.error.message, /file not found/);
     const list = await http(server.baseURL, '/models', { headers: auth });
     const entry = list.json.data.find((m: { id: string }) => m.id === 'org/chat-a');
     assert.equal(entry.infera.state, 'failed');

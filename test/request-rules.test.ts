@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import sharp from 'sharp';
-import type { LlamaCppChatModel } from '../src/engines/llama-cpp/chat.ts';
 import { ensureTinyModels } from '../src/tiny-models/index.ts';
 import { ensureTinyDiffusionModel } from '../src/tiny-models/onnx/index.ts';
 import { http, startTestServer, SHARED_DATA_DIR, type TestServer } from './helpers/server.ts';
@@ -76,10 +75,11 @@ describe('refused before any model load', () => {
 
   test('a valid request does reach the load (so the 400s above really came first)', async () => {
     const chat = await http(server.baseURL, '/chat/completions', { body: { model: CHAT, messages: hi, tools: [tool('server.get_weather')] } });
-    assert.equal(chat.status, 500);
+    assert.equal(chat.status, 503);
     assert.equal(chat.json.error.code, 'model_load_failed');
+    assert.ok(Number(chat.headers.get('retry-after')) >= 1, 'says when the next load is tried');
     const image = await http(server.baseURL, '/images/generations', { body: { model: IMAGE, prompt: 'x', image_size: '64x64' } });
-    assert.equal(image.status, 500);
+    assert.equal(image.status, 503);
     assert.equal(state(IMAGE), 'failed');
   });
 });
@@ -131,7 +131,7 @@ describe('rules that need the loaded model: refused once, before the request que
     assert.equal(new Set(messages).size, 1, 'the same rule answers every overshoot');
     const lease = await server.server.services.registry.acquire(CHAT, 'chat');
     lease.release();
-    const slots = (lease.model as LlamaCppChatModel).slots;
+    const slots = await lease.model.stats!();
     assert.deepEqual([slots.active, slots.queued], [0, 0], 'refused requests never took a sequence');
   });
 

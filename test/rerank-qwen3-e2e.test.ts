@@ -41,6 +41,8 @@ test('POST /v1/rerank with `instruction` on a Qwen3-style reranker: sorted proba
   // The HTTP answer is the engine's answer for the same request.
   const lease = await server.server.services.registry.acquire(INSTRUCTED, 'reranker');
   const engine = lease.model as LlamaCppRerankModel;
+  // The model lives in its engine process: its synchronous methods answer with a promise here.
+  const countTokens = (text: string) => Promise.resolve(engine.countTokens(text) as number | Promise<number>);
   try {
     const direct = await engine.doRerank({ query, documents, instruction, signal: new AbortController().signal });
     for (const r of results) assert.ok(Math.abs(r.relevance_score - direct.scores[r.index]!) < 1e-6);
@@ -50,8 +52,8 @@ test('POST /v1/rerank with `instruction` on a Qwen3-style reranker: sorted proba
     const withDefault = await http(server.baseURL, '/rerank', { body: { model: INSTRUCTED, query, documents } });
     assert.equal(withDefault.status, 200, withDefault.text);
     const slotGrowth =
-      engine.countTokens(queryWithInstruction(query, instruction, QWEN3_RERANK_DEFAULT_INSTRUCTION)) -
-      engine.countTokens(queryWithInstruction(query, undefined, QWEN3_RERANK_DEFAULT_INSTRUCTION));
+      (await countTokens(queryWithInstruction(query, instruction, QWEN3_RERANK_DEFAULT_INSTRUCTION))) -
+      (await countTokens(queryWithInstruction(query, undefined, QWEN3_RERANK_DEFAULT_INSTRUCTION)));
     assert.equal(withInstruction.json.tokens.input_tokens - withDefault.json.tokens.input_tokens, slotGrowth * documents.length);
     const scoreOf = (body: { results: { index: number; relevance_score: number }[] }, index: number) =>
       body.results.find((r) => r.index === index)!.relevance_score;

@@ -1,7 +1,7 @@
 // A request that runs past its route's time limit (server.routeTimeoutsSeconds) is stopped: the engine
 // work is aborted, a JSON request gets a 504, a stream an error frame and [DONE], and the ledger row
 // settles with status 504. The random 512x8 benchmark GGUF never stops early, so 1,000 tokens take
-// seconds against a 0.4 s limit.
+// seconds against a 1.5 s limit (long enough for the first tokens on a busy 2-core box).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -16,12 +16,19 @@ before(async () => {
   const path = await ensureBenchModel('chat-512x8', join(SHARED_DATA_DIR, 'bench-models'));
   server = await startTestServer({
     config: {
-      server: { routeTimeoutsSeconds: { chat: 0.4 } },
+      server: { routeTimeoutsSeconds: { chat: 1.5 } },
       models: [{ id: 'bench/chat', type: 'chat', engine: 'llama-cpp', path, llamaCpp: { contextSize: 2048, sequences: 2, threads: 1 } }],
     },
   });
-  // Load first: the limit is for answering, and a cold load on a busy box could take most of it.
+  // Load and run once first: the limit is for answering, and a cold load on a busy box could take most
+  // of it, as could the first generation in a fresh engine process (its code is not compiled yet).
   (await server.server.services.registry.acquire('bench/chat', 'chat')).release();
+  const warm = await fetch(`${server.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...ask, max_tokens: 2, stream: true }),
+  });
+  await warm.text();
 });
 after(() => server.close());
 
@@ -30,7 +37,12 @@ const ask = { model: 'bench/chat', messages: [{ role: 'user' as const, content: 
 function ledger() {
   const db = new Database(sqlitePath(server.config), { readonly: true });
   try {
-    return db.prepare('SELECT outcome, status, completion_tokens FROM ledger ORDER BY id').all() as { outcome: string; status: number; completion_tokens: number }[];
+    return db.prepare('SELECT endpoint, outcome, status, completion_tokens FROM ledger ORDER BY id').all() as {
+      endpoint: string;
+      outcome: string;
+      status: number;
+      completion_tokens: number;
+    }[];
   } finally {
     db.close();
   }
@@ -69,4 +81,31 @@ test('a stream past the route limit: an error frame and [DONE], tokens so far bi
   const client = new OpenAI({ baseURL: server.baseURL, apiKey: 'none', maxRetries: 0 });
   const short = await Promise.all([1, 2].map(() => client.chat.completions.create({ ...ask, max_tokens: 4 })));
   for (const answer of short) assert.equal(answer.choices[0]!.finish_reason, 'length');
+});
+
+test('/v1/completions runs under the chat route limit: 504 for JSON, an error frame for a stream, rows settled 504', async () => {
+  const client = new OpenAI({ baseURL: server.baseURL, apiKey: 'none', maxRetries: 0 });
+  const request = { model: 'bench/chat', prompt: 'A very long story, please.', max_tokens: 1000 };
+  const started = Date.now();
+  await assert.rejects(client.completions.create(request), (error: unknown) => {
+    assert.ok(error instanceof OpenAI.APIError && error.status === 504, String(error));
+    assert.match(error.message, /server\.routeTimeoutsSeconds\.chat/);
+    return true;
+  });
+  assert.ok(Date.now() - started < 5000, `stopped promptly (${Date.now() - started} ms)`);
+  let row = ledger().at(-1)!;
+  assert.deepEqual([row.endpoint, row.status, row.outcome], ['completions', 504, 'cancelled']);
+
+  const response = await fetch(`${server.baseURL}/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...request, stream: true }),
+  });
+  assert.equal(response.status, 200);
+  const lines = (await response.text()).split('\n\n').filter((block) => block.startsWith('data: ')).map((block) => block.slice(6));
+  assert.equal(lines.at(-1), '[DONE]');
+  assert.equal((JSON.parse(lines.at(-2)!) as { error: { code: string } }).error.code, 'request_timeout');
+  row = ledger().at(-1)!;
+  assert.deepEqual([row.endpoint, row.status], ['completions', 504]);
+  assert.ok(row.completion_tokens > 0 && row.completion_tokens < 1000, `tokens generated before the stop are billed: ${row.completion_tokens}`);
 });

@@ -1,5 +1,6 @@
 // Two servers in one process share no state: each has its own batchers, image store, fetch pools and
-// engine runtimes (llama.cpp), and closing one disposes only what it created — the other keeps serving.
+// engine processes (llama.cpp runs in those), and closing one disposes only what it created — the other
+// keeps serving.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { http, startTestServer, type TestServer } from './helpers/server.ts';
@@ -27,8 +28,20 @@ test('two servers in one process share nothing, and closing one leaves the other
     assert.notEqual(await sa.imageStore.get(), await sb.imageStore.get());
     assert.notEqual(sa.fetchAgents, sb.fetchAgents);
     assert.notEqual(sa.registry.resources, sb.registry.resources);
-    assert.equal(sa.registry.resources.size, 1, "server a's llama.cpp runtime");
-    assert.equal(sb.registry.resources.size, 1, "server b's llama.cpp runtime");
+    // The engines run in engine processes: no engine state in the server process, one process per model and server.
+    assert.equal(sa.registry.resources.size, 0);
+    const pids = (server: TestServer) => server.server.services.registry.entries().flatMap((entry) => (entry.pid === undefined ? [] : [entry.pid]));
+    const [pa, pb] = [pids(a), pids(b)];
+    assert.equal(pa.length, 2, "server a's chat and embedding engine processes");
+    assert.equal(new Set([...pa, ...pb]).size, 4, 'no engine process is shared');
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
 
     // Each server loaded its own model instance, batched by its own batcher.
     const modelOf = async (server: TestServer) => {
@@ -41,9 +54,9 @@ test('two servers in one process share nothing, and closing one leaves the other
     assert.notEqual(sa.batchers.embedding(la.model as EmbeddingModel, la.config), sb.batchers.embedding(lb.model as EmbeddingModel, lb.config));
 
     await a.close();
-    assert.equal(sa.registry.resources.size, 0, "closing a disposed a's runtime");
-    assert.equal(sb.registry.resources.size, 1, "and left b's alone");
-    // b's models run on b's llama.cpp runtime, which a's shutdown must not have disposed.
+    assert.ok(pa.every((pid) => !alive(pid)), "closing a ended a's engine processes");
+    assert.ok(pb.every(alive), "and left b's alone");
+    // b's models run in b's engine processes, which a's shutdown must not have touched.
     const afterEmbed = await embed(b);
     assert.equal(afterEmbed.status, 200, afterEmbed.text);
     const afterChat = await chat(b);

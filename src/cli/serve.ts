@@ -3,6 +3,8 @@ import type { ModelEntry } from '../registry/registry.ts';
 import type { InferaConfig } from '../config/schema.ts';
 import { configFromCli } from './program.ts';
 
+const collect = (value: string, previous: string[]) => [...previous, value];
+
 export function registerServeCommand(program: Command): void {
   program
     .command('serve', { isDefault: true })
@@ -12,8 +14,12 @@ export function registerServeCommand(program: Command): void {
     .option('--port <port>', 'listen port (env PORT)')
     .option('--api-key <key>', 'accept this bearer key (env INFERA_API_KEY)')
     .option('--data-dir <dir>', 'data directory (env INFERA_DATA_DIR)')
-    .action(async (flags: { host?: string; port?: string; apiKey?: string; dataDir?: string }) => {
-      const { config, source } = await configFromCli(flags);
+    .option('--upstream <url>', 'serve every model this OpenAI-compatible server lists, e.g. http://gpu1:8000/v1 (repeatable)', collect, [])
+    .option('--upstream-key-env <name>', "environment variable holding the upstreams' API key")
+    .option('--upstream-dialect <dialect>', 'what the upstreams are: openai, vllm, sglang, ollama, llama-server, tei, infinity, siliconflow or infera (default: detected from their answers)')
+    .action(async (flags: { host?: string; port?: string; apiKey?: string; dataDir?: string; upstream: string[]; upstreamKeyEnv?: string; upstreamDialect?: string }) => {
+      const { upstream, ...rest } = flags;
+      const { config, source } = await configFromCli({ ...rest, upstreams: upstream });
       const { createServer, listen } = await import('../main.ts');
       const out = (line = '') => process.stderr.write(`${line}\n`);
       const progressBars = new Map<string, number>();
@@ -44,6 +50,7 @@ export function registerServeCommand(program: Command): void {
       }
       out('');
       out(`Infera is serving the SiliconFlow / OpenAI API at ${url}/v1   (config: ${source})`);
+      out(`Try it in a browser: ${url}/   API reference: ${url}/docs`);
       out('');
       out('Models (loaded on first use unless eager):');
       for (const entry of server.services.registry.entries()) {

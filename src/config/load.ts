@@ -14,6 +14,10 @@ export interface ConfigOverrides {
   apiKey?: string;
   dataDir?: string;
   logLevel?: string;
+  /** --upstream URLs (the quick form), with the key variable and dialect that the flags give them all. */
+  upstreams?: string[];
+  upstreamKeyEnv?: string;
+  upstreamDialect?: string;
 }
 
 export class ConfigError extends Error {
@@ -83,6 +87,16 @@ export function loadConfig(
   // INFERA_-prefixed so that a DATABASE_URL meant for something else never redirects the ledger.
   if (env.INFERA_DATABASE_URL) storage.databaseUrl = env.INFERA_DATABASE_URL;
   if (env.INFERA_REDIS_URL) storage.redisUrl = env.INFERA_REDIS_URL;
+
+  // --upstream adds to the file's upstreams; the flags' key variable and dialect apply to those it adds.
+  if (overrides.upstreams?.length) {
+    const extra = overrides.upstreams.map((baseUrl) => ({
+      baseUrl,
+      ...(overrides.upstreamKeyEnv ? { apiKeyEnv: overrides.upstreamKeyEnv } : {}),
+      ...(overrides.upstreamDialect ? { dialect: overrides.upstreamDialect } : {}),
+    }));
+    raw.upstreams = [...(Array.isArray(raw.upstreams) ? raw.upstreams : []), ...extra];
+  }
 
   const schema = engines === defaultEngines ? configSchema : configSchemaFor(engines);
   const result = schema.safeParse({ ...raw, server, storage });

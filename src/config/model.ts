@@ -25,6 +25,14 @@ export const commonModelShape = {
   maxQueue: z.number().int().min(0).default(64),
   /** Longest a request waits in that queue before it gets 503 + Retry-After (the client may try elsewhere). */
   maxQueueWaitSeconds: z.number().positive().max(3600).default(60),
+  /**
+   * 'process' (the default): the model runs in an engine process of its own that the server supervises,
+   * so a native abort, an out-of-memory kill or a hang costs this model a restart, never the server.
+   * 'none': inside the server process (only for engines outside Infera's own table, e.g. test doubles).
+   */
+  isolation: z.enum(['process', 'none']).default('process'),
+  /** An engine process that answers no heartbeat for this long is taken for hung, killed and restarted. */
+  hangTimeoutSeconds: z.number().positive().max(3600).default(60),
   /** Embedding models: supports Matryoshka truncation via `dimensions`. */
   matryoshka: z.boolean().default(false),
   /** Embedding models: pooling the model family expects, when the GGUF does not say. */

@@ -6,6 +6,7 @@ import { commonModelShape, type ModelConfig } from './model.ts';
 import { requestsSchema } from './requests.ts';
 import { engines as defaultEngines } from '../engines/index.ts';
 import type { EngineDescriptor, EngineTable } from '../engines/descriptor.ts';
+import { quickUpstreamSchema } from '../engines/openai-compatible/config.ts';
 
 export { modelTypeSchema, type ModelConfig, type ModelTypeName } from './model.ts';
 export { requestsSchema, type RequestLimits } from './requests.ts';
@@ -77,6 +78,63 @@ function explainForeignKeys(issue: z.core.$ZodIssue, engine: EngineDescriptor, t
   };
 }
 
+/** "https://app.example.com" or "http://localhost:5173": a scheme, a host and an optional port, no path. */
+const originPattern = /^https?:\/\/[^/?#\s]+$/i;
+
+export const corsSchema = z
+  .object({
+    /**
+     * Origins allowed to call /v1 (and the bare API paths) from a browser: exact origins, or "*" for any
+     * page. "*" reaches keyed requests only: without an API key a page must be named here exactly.
+     */
+    origins: z
+      .array(
+        z.string().refine((origin) => origin === '*' || originPattern.test(origin), {
+          message: 'must be "*" or an origin like "https://app.example.com" (scheme, host, optional port; no path)',
+        }),
+      )
+      .default([]),
+    /** Seconds a browser may cache a preflight answer (Access-Control-Max-Age). */
+    maxAgeSeconds: z.number().int().min(0).max(86_400).default(600),
+  })
+  .strict();
+
+export const metricsSchema = z
+  .object({
+    /** Serve GET /metrics at all. */
+    enabled: z.boolean().default(true),
+    /**
+     * Anyone who reaches the port may read /metrics (put it behind your network policy). Off (the
+     * default): the admin key (server.adminKey) is required; a server without one answers /metrics only
+     * in keyless mode, to callers on this machine, as it does the API.
+     */
+    public: z.boolean().default(false),
+  })
+  .strict();
+
+export const loggingSchema = z
+  .object({
+    /**
+     * Put each request's JSON body (prompts, inputs; cut at 64 KiB) in its access log line. Off by
+     * default: the access log carries the request id, the key id and the model, never what was asked.
+     */
+    bodies: z.boolean().default(false),
+  })
+  .strict();
+
+export const tracingSchema = z
+  .object({
+    /** Send OpenTelemetry traces of every request (@fastify/otel) over OTLP/HTTP. Off: nothing is loaded. */
+    enabled: z.boolean().default(false),
+    /** The collector's OTLP/HTTP traces URL (JSON encoding). */
+    endpoint: z.string().url().default('http://127.0.0.1:4318/v1/traces'),
+    /** `service.name` of the spans. */
+    serviceName: z.string().min(1).default('infera'),
+    /** Extra headers for the collector (an auth token). */
+    headers: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+
 export const serverSchema = z
   .object({
     host: z.string().default('127.0.0.1'),
@@ -134,6 +192,13 @@ export const serverSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** On SIGTERM/SIGINT, seconds requests and streams in flight may take to finish before they are stopped. */
     drainTimeoutSeconds: z.number().min(0).max(3600).default(30),
+    /**
+     * Browser pages on other origins that may call the API (CORS). Empty (the default): none, and a
+     * keyless server grants none whatever is listed unless the origin is named exactly (never "*").
+     */
+    cors: corsSchema.default(() => corsSchema.parse({})),
+    /** GET /metrics (Prometheus text format). */
+    metrics: metricsSchema.default(() => metricsSchema.parse({})),
   })
   .strict()
   .refine((server) => server.headersTimeoutSeconds <= server.requestTimeoutSeconds, {
@@ -174,10 +239,15 @@ export function configSchemaFor(table: EngineTable) {
       server: serverSchema.default(() => serverSchema.parse({})),
       storage: storageSchema.default(() => storageSchema.parse({})),
       images: imagesSchema.default(() => imagesSchema.parse({})),
+      logging: loggingSchema.default(() => loggingSchema.parse({})),
+      /** OpenTelemetry traces (off by default). */
+      tracing: tracingSchema.default(() => tracingSchema.parse({})),
       /** Caps on the work one request may ask for (src/config/requests.ts). */
       requests: requestsSchema.default(() => requestsSchema.parse({})),
-      /** Served models. Empty: Infera generates and serves its tiny test models. */
+      /** Served models. Empty (and no upstreams): Infera generates and serves its tiny test models. */
       models: z.array(modelSchemaFor(table)).default([]),
+      /** Servers whose every listed model is served under its own id (engine openai-compatible's quick form). */
+      upstreams: z.array(quickUpstreamSchema).default([]),
       /** Platform settings (keys, limits, pricing); owned by src/platform. */
       platform: z.record(z.string(), z.unknown()).default({}),
     })

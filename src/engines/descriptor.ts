@@ -32,6 +32,12 @@ export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {
   readonly schema: z.ZodType<C> & { readonly shape: Readonly<Record<string, unknown>> };
   /** Makes the paths inside its own options absolute (`path` itself is resolved for every engine). */
   resolvePaths?(config: C, absolute: (path: string) => string): void;
+  /**
+   * Cheap checks of the model's files (present, a header the engine can read safely), run in the server
+   * process before the engine process starts or load() runs: a refused file costs no process start and
+   * no native code. Throws an Error whose message names the file and the problem.
+   */
+  check?(config: C): Promise<void>;
   load(context: EngineLoadContext<C>): Promise<LoadedModel>;
   /**
    * Image engines: the sizes the entry's options allow, known before any load, so a request for a size

@@ -5,7 +5,8 @@ import type { EngineTable } from './descriptor.ts';
 import { llamaCpp } from './llama-cpp/descriptor.ts';
 import { onnxDiffusion } from './onnx-diffusion/descriptor.ts';
 import { onnx } from './onnx/descriptor.ts';
+import { openaiCompatible } from './openai-compatible/descriptor.ts';
 
-export const engines: EngineTable = [llamaCpp, onnx, onnxDiffusion];
+export const engines: EngineTable = [llamaCpp, onnx, onnxDiffusion, openaiCompatible];
 
 export type { EngineDescriptor, EngineLoadContext, EngineTable } from './descriptor.ts';

@@ -1,15 +1,24 @@
+import { z } from 'zod';
 import { InferaError } from './index.ts';
+
+export const wireErrorSchema = z.object({
+  message: z.string(),
+  type: z.string(),
+  param: z.string().nullable().describe('The request field at fault, as the client wrote it (`messages[2].content`).'),
+  code: z.string().nullable(),
+});
 
 /**
  * The single error body: OpenAI's `error` object (what the openai SDK reads) plus SiliconFlow's
  * `{code, message, data}` (what SiliconFlow-native apps read), in one JSON document.
  */
-export interface WireErrorBody {
-  code: number;
-  message: string;
-  data: null;
-  error: { message: string; type: string; param: string | null; code: string | null };
-}
+export const wireErrorBodySchema = z.object({
+  code: z.number().int().describe("SiliconFlow's numeric code."),
+  message: z.string(),
+  data: z.null(),
+  error: wireErrorSchema,
+});
+export type WireErrorBody = z.infer<typeof wireErrorBodySchema>;
 
 /**
  * An error nobody anticipated: the client learns only that it happened (internal messages can carry

@@ -2,14 +2,19 @@
 // error rendering and SSE writing live here; everything else is plain functions in src/serving.
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { InferaError, isAbortError } from '../errors/index.ts';
 import { errorBody, errorHeaders, sseErrorFrame, toInferaError } from '../errors/render.ts';
-import { redactUrl } from '../observability/logger.ts';
+import { startTracing } from '../observability/tracing.ts';
 import type { Principal } from '../platform/gate.ts';
 import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerApiRoutes } from './routes/index.ts';
 import { registerImageFileRoutes } from './routes/images.ts';
+import { registerCors } from './cors.ts';
+import { modelOf, registerOperationRoutes, requestObserver } from './observe.ts';
+import { registerDocs, registerOpenApi } from './openapi.ts';
+import { registerPlayground } from './playground.ts';
 import {
   capConnections,
   clientErrorHandler,
@@ -40,11 +45,14 @@ declare module 'fastify' {
 
 const TRACE_HEADERS = ['x-request-id', 'x-siliconcloud-trace-id'] as const;
 
+/** src/http/app.ts and dist/http/app.js both sit two folders below the package root. */
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
 export type InferaApp = Awaited<ReturnType<typeof buildApp>>;
 
 export async function buildApp(services: Services) {
   const { config, logger } = services;
-  const events = edgeEvents(logger);
+  const events = edgeEvents(logger, (reason) => services.metrics.edgeCut(reason));
   const app = Fastify({
     loggerInstance: logger,
     disableRequestLogging: true,
@@ -64,6 +72,24 @@ export async function buildApp(services: Services) {
   });
 
   capConnections(app.server, config.server, events);
+  // Before any route: the traces and the document cover the routes as they are added.
+  const tracing = await startTracing(config.tracing, logger);
+  if (tracing) {
+    await app.register(tracing.plugin);
+    app.addHook('onClose', () => tracing.close());
+    // Once the key and the body are known: who asked, for which model, under which request id.
+    app.addHook('preHandler', async (request) => {
+      const model = modelOf(request, services);
+      tracing.annotate(request, {
+        'infera.request_id': request.id,
+        ...(request.principal ? { 'infera.key_id': request.principal.keyId } : {}),
+        ...(model ? { 'infera.model': model } : {}),
+      });
+    });
+  }
+  await registerOpenApi(app, VERSION);
+  await registerCors(app, config.server.cors);
+  const observe = requestObserver(services, tracing);
   app.decorate('publicOrigin', () => publicOrigin(config.server, app.server.address()));
   const hosts = hostPolicy(config.server);
 
@@ -108,6 +134,7 @@ export async function buildApp(services: Services) {
       clearTimeout(timer);
       running.delete(request);
       if (!reply.raw.writableFinished) controller.abort();
+      observe(request, reply);
       // Draining: once the last response is out, idle keep-alive sockets are all that keep close() waiting.
       if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
     });
@@ -115,13 +142,6 @@ export async function buildApp(services: Services) {
     // an endpoint Infera lacks must say so, not complain about the encoding).
     const refused = request.is404 ? undefined : unsupportedContentType(request);
     if (refused) throw refused;
-  });
-
-  app.addHook('onResponse', async (request, reply) => {
-    logger.info(
-      { id: request.id, method: request.method, url: redactUrl(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
-      'request',
-    );
   });
 
   app.setErrorHandler((error, request, reply) => {
@@ -133,6 +153,7 @@ export async function buildApp(services: Services) {
     else if (rendered.status === 503 || rendered.status === 504) logger.warn({ id: request.id, code: rendered.code }, rendered.message);
     else if (rendered.status >= 500) logger.error({ id: request.id, err: error }, 'request failed');
     closeUnreadBody(request, reply);
+    request.errorCode = rendered.code ?? undefined;
     return reply.status(rendered.status).headers(errorHeaders(rendered)).send(errorBody(rendered));
   });
 
@@ -143,10 +164,13 @@ export async function buildApp(services: Services) {
       message: `No route ${request.method} ${request.url.split('?')[0]}. See README for the served endpoints.`,
     });
     closeUnreadBody(request, reply);
+    request.errorCode = error.code ?? undefined;
     return reply.status(404).send(errorBody(error));
   });
 
-  app.get('/health', async () => ({ status: 'ok' }));
+  registerOperationRoutes(app, services, hosts);
+  await registerDocs(app);
+  registerPlayground(app);
   await app.register(async (scope) => registerAdminRoutes(scope, services));
   await app.register(async (scope) => registerImageFileRoutes(scope, services));
 

@@ -81,9 +81,11 @@ class EdgeEvents {
   private lastLog = 0;
   constructor(
     private readonly logger: Logger,
+    private readonly onCut?: (event: string) => void,
     private readonly intervalMs = 10_000,
   ) {}
   count(event: string): void {
+    this.onCut?.(event);
     this.counts[event] = (this.counts[event] ?? 0) + 1;
     const now = Date.now();
     if (now - this.lastLog < this.intervalMs) return;
@@ -165,25 +167,26 @@ export function clientErrorHandler(server: ServerConfig, events: EdgeEvents) {
   };
 }
 
-export function edgeEvents(logger: Logger): EdgeEvents {
-  return new EdgeEvents(logger);
+/** `onCut` hears every cut at once (the metrics count each; the log stays at one line per interval). */
+export function edgeEvents(logger: Logger, onCut?: (event: string) => void): EdgeEvents {
+  return new EdgeEvents(logger, onCut);
 }
 
 /**
  * An answer sent before the body was read (401, 403, 415, 413, ...) closes the connection instead of
  * draining the body: Node would otherwise read and discard the rest of it (megabytes) to keep the
- * connection alive. The socket stops reading once the answer is out; Connection: close ends it.
+ * connection alive. The socket stops reading at once; Connection: close ends it once the answer is out.
  */
 export function closeUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
   const raw = request.raw;
   if (raw.complete || raw.destroyed) return;
   reply.header('connection', 'close');
   const socket = raw.socket;
-  reply.raw.once('finish', () => {
-    socket.pause();
-    // Node resumes the socket to drain the request it thinks is unread; keep it paused until it closes.
-    socket.on('resume', () => socket.pause());
-  });
+  // Stop reading now, not once the answer is out: every turn of the event loop until then is one more
+  // 64 KiB read of a body nobody wants (pausing stops reads only; the answer is still written).
+  socket.pause();
+  // Node resumes the socket to drain the request it thinks is unread; keep it paused until it closes.
+  socket.on('resume', () => socket.pause());
 }
 
 const JSON_TYPE = /^application\/json$/;
@@ -232,6 +235,8 @@ export function hostPolicy(server: ServerConfig) {
     if (server.publicUrl) names.add(new URL(server.publicUrl).hostname.replace(/^\[|\]$/g, ''));
   }
   const allowed = (name: string) => anyHost || names.has(name) || (!configured && isLoopbackName(name));
+  // Pages the operator named exactly in server.cors.origins may call without a key too ("*" may not).
+  const corsOrigins = new Set(server.cors.origins.filter((origin) => origin !== '*').map(originOf));
   return {
     /** Checked for every request when server.allowedHosts is set, else only for keyless (anonymous) ones. */
     check(request: FastifyRequest, anonymous: boolean): InferaError | undefined {
@@ -244,15 +249,24 @@ export function hostPolicy(server: ServerConfig) {
           message: `Host "${hostName(host)}" is not a name this server answers to${configured ? '' : ' without an API key'}: add it to server.allowedHosts${configured ? '' : ', or use an API key'}.`,
         });
       const origin = request.headers.origin;
-      if (anonymous && origin !== undefined && !originAllowed(origin, allowed))
+      if (anonymous && origin !== undefined && !corsOrigins.has(originOf(origin)) && !originAllowed(origin, allowed))
         return new InferaError({
           status: 403,
           code: 'origin_not_allowed',
-          message: `Requests from the web page at ${JSON.stringify(origin)} are refused without an API key: add its host to server.allowedHosts, or use an API key.`,
+          message: `Requests from the web page at ${JSON.stringify(origin)} are refused without an API key: add the origin to server.cors.origins (or its host to server.allowedHosts), or use an API key.`,
         });
       return undefined;
     },
   };
+}
+
+/** "HTTPS://App.example.com:443" → "https://app.example.com" (what a browser sends); unparsable: as is. */
+function originOf(origin: string): string {
+  try {
+    return new URL(origin).origin;
+  } catch {
+    return origin;
+  }
 }
 
 function originAllowed(origin: string, allowed: (name: string) => boolean): boolean {

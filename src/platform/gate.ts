@@ -1,7 +1,7 @@
 // What the HTTP layer asks the platform (keys, limits, ledger, balance) on every API request.
 // The HTTP layer depends on this interface only; src/platform implements it on SQLite or Postgres+Redis.
 
-export type Endpoint = 'chat' | 'embeddings' | 'rerank' | 'images' | 'models' | 'user-info';
+export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'rerank' | 'images' | 'models' | 'user-info';
 
 export interface Principal {
   accountId: string;
@@ -55,6 +55,11 @@ export interface UsageReport {
   status: number;
   outcome: 'ok' | 'error' | 'cancelled';
   latencyMs: number;
+  /**
+   * What happened beyond the numbers, kept in the ledger row: why a request failed (an upstream that
+   * timed out or answered garbage), or that usage was counted by Infera because the upstream sent none.
+   */
+  note?: string;
 }
 
 export interface Admission {
@@ -70,6 +75,14 @@ export interface Admission {
   settle(usage: UsageReport): Promise<void>;
 }
 
+/** What readiness reads: whether the stores answered when last used (no query of its own: /ready stays cheap). */
+export interface GateHealth {
+  /** The durable store (keys, ledger, balances), as of its last heartbeat. */
+  store: { kind: string; up: boolean };
+  /** The rate-limit counter store, as of its last use; `failure` is what requests get while it is down. */
+  counters: { kind: string; up: boolean; failure: 'open' | 'closed' };
+}
+
 export interface Gate {
   /** Resolve a bearer secret; throws InferaError 401 when unknown, disabled or expired. */
   authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal>;
@@ -78,4 +91,8 @@ export interface Gate {
   /** SiliconFlow /v1/user/info body `data` for this principal. */
   userInfo(principal: Principal): Promise<Record<string, unknown>>;
   close(): Promise<void>;
+  /** Store health for /ready; absent: the gate has no store to check. */
+  health?(): GateHealth;
+  /** Report every usage ledger write attempt (metrics); absent: the gate writes no ledger. */
+  observeLedger?(observer: (seconds: number, rows: number, outcome: 'ok' | 'retry' | 'failed') => void): void;
 }

@@ -16,10 +16,14 @@ export interface LedgerLogger {
   error(obj: object, msg?: string): void;
 }
 
+/** Each write attempt: seconds, rows, and `retry` (failed, tried again) or `failed` (given up) or `ok`. */
+export type LedgerWriteObserver = (seconds: number, rows: number, outcome: 'ok' | 'retry' | 'failed') => void;
+
 export interface LedgerWriterOptions {
   maxBatch?: number;
   concurrency?: number;
   retries?: number;
+  onWrite?: LedgerWriteObserver;
 }
 
 export class LedgerWriter {
@@ -33,6 +37,8 @@ export class LedgerWriter {
   private readonly retries: number;
   /** Rows committed and writes used: the bench and tests read them to see batching happen. */
   readonly stats = { rows: 0, transactions: 0 };
+  /** Set after construction too: the server's metrics attach to a gate built before them. */
+  onWrite?: LedgerWriteObserver;
 
   constructor(
     private readonly store: PlatformStore,
@@ -42,6 +48,7 @@ export class LedgerWriter {
     this.maxBatch = options.maxBatch ?? 512;
     this.concurrency = options.concurrency ?? 1;
     this.retries = options.retries ?? 3;
+    this.onWrite = options.onWrite;
   }
 
   append(row: LedgerRow): Promise<void> {
@@ -74,14 +81,17 @@ export class LedgerWriter {
     const rows = batch.map((p) => p.row);
     let error: unknown;
     for (let attempt = 0; attempt <= this.retries; attempt++) {
+      const started = performance.now();
       try {
         await this.store.appendLedger(rows);
         this.stats.rows += rows.length;
         this.stats.transactions += 1;
+        this.onWrite?.((performance.now() - started) / 1000, rows.length, 'ok');
         for (const p of batch) p.resolve();
         return;
       } catch (caught) {
         error = caught;
+        this.onWrite?.((performance.now() - started) / 1000, rows.length, attempt < this.retries ? 'retry' : 'failed');
         this.logger.error({ err: caught, rows: rows.length, attempt }, 'usage ledger write failed');
         if (attempt < this.retries) await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
       }

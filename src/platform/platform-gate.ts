@@ -5,9 +5,9 @@ import { InferaError } from '../errors/index.ts';
 import type { ConsumeResult, CounterStore, KeyRecord, LedgerRow, PlatformStore } from '../storage/types.ts';
 import { PlatformAdmin } from './admin.ts';
 import type { Limits, ModelKind, PlatformConfig } from './config.ts';
-import type { Admission, AdmissionRequest, Endpoint, Gate, Principal, UsageReport, WorstCase } from './gate.ts';
+import type { Admission, AdmissionRequest, Endpoint, Gate, GateHealth, Principal, UsageReport, WorstCase } from './gate.ts';
 import { hashSecret, isLoopback, sameHash } from './keys.ts';
-import { LedgerWriter } from './ledger.ts';
+import { LedgerWriter, type LedgerWriteObserver } from './ledger.ts';
 import { LimitPolicy, limitRules, planChecks, rateLimitError, rateLimitHeaders, type LimitRule } from './limits.ts';
 import { costMicro, formatMicro, isPriced, microPrice, type MicroPrice } from './pricing.ts';
 
@@ -31,6 +31,8 @@ export interface PlatformGateOptions {
 
 const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
   chat: 'chat',
+  // Text completion runs on chat models: their prices, limits and allow-lists apply.
+  completions: 'chat',
   embeddings: 'embedding',
   rerank: 'reranker',
   images: 'text-to-image',
@@ -38,6 +40,9 @@ const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
 
 const unauthorized = (message: string) =>
   new InferaError({ status: 401, message, code: 'invalid_api_key', siliconflowCode: 20001, headers: { 'www-authenticate': 'Bearer' } });
+
+/** A ledger note is a sentence or two; an upstream's error page quoted whole would bloat every row. */
+const NOTE_MAX = 500;
 
 const noop: Admission = { headers: {}, resize: async () => {}, settle: async () => {} };
 
@@ -68,6 +73,8 @@ export class PlatformGate implements Gate {
   private readonly heartbeatTimer: NodeJS.Timeout;
   private storeHasKeys: { value: boolean; fetchedAt: number } | undefined;
   private countersDown = false;
+  /** The last heartbeat failed: the durable store did not answer (readiness reads this, no query of its own). */
+  private storeDown = false;
 
   constructor(private readonly options: PlatformGateOptions) {
     this.store = options.store;
@@ -98,7 +105,13 @@ export class PlatformGate implements Gate {
   private async beat(): Promise<void> {
     const now = this.now();
     try {
-      await this.store.heartbeat(this.instanceId, now);
+      try {
+        await this.store.heartbeat(this.instanceId, now);
+        this.storeDown = false;
+      } catch (error) {
+        this.storeDown = true;
+        throw error;
+      }
       const released = await this.store.releaseStale(now - this.config.reservations.staleAfterSeconds * 1000);
       if (released.reservations > 0)
         this.logger.warn(
@@ -109,6 +122,17 @@ export class PlatformGate implements Gate {
       this.logger.warn({ err: error }, 'reservation heartbeat failed; retrying at the next beat');
       throw error;
     }
+  }
+
+  health(): GateHealth {
+    return {
+      store: { kind: this.store.kind, up: !this.storeDown },
+      counters: { kind: this.counters.kind, up: !this.countersDown, failure: this.options.counterFailure },
+    };
+  }
+
+  observeLedger(observer: LedgerWriteObserver): void {
+    this.ledger.onWrite = observer;
   }
 
   /** Forget cached keys (after a revoke in this process). Balances are never cached: reservations read the store. */
@@ -212,6 +236,7 @@ export class PlatformGate implements Gate {
       outcome: usage.outcome,
       costMicro: cost,
       createdAt: this.now(),
+      ...(usage.note ? { note: usage.note.slice(0, NOTE_MAX) } : {}),
     };
   }
 
@@ -239,7 +264,7 @@ export class PlatformGate implements Gate {
       worst.images ? `${worst.images} images` : '',
       worst.documents ? `${worst.documents} documents` : '',
     ].filter(Boolean);
-    const hint = request.endpoint === 'chat' ? 'Lower max_tokens or n, or top up' : 'Top up';
+    const hint = request.endpoint === 'chat' || request.endpoint === 'completions' ? 'Lower max_tokens or n, or top up' : 'Top up';
     return new InferaError({
       status: 403,
       message:

@@ -67,13 +67,20 @@ function toInputs(input: string | string[] | number[] | number[][]): EmbeddingIn
   return (input as (string | number[])[]).map((item) => (typeof item === 'string' ? { text: item } : { tokens: item }));
 }
 
-export interface EmbeddingsResponse {
-  object: 'list';
-  model: string;
-  data: { object: 'embedding'; embedding: number[] | string; index: number }[];
+export const embeddingsResponseSchema = z.object({
+  object: z.literal('list'),
+  model: z.string(),
+  data: z.array(
+    z.object({
+      object: z.literal('embedding'),
+      embedding: z.union([z.array(z.number()), z.string().describe('encoding_format "base64": the float32 values, little-endian, base64-encoded.')]),
+      index: z.number().int().min(0),
+    }),
+  ),
   /** completion_tokens is always 0: SiliconFlow's embeddings answers carry it (OpenAI's omit it). */
-  usage: { prompt_tokens: number; completion_tokens: 0; total_tokens: number };
-}
+  usage: z.object({ prompt_tokens: z.number().int().min(0), completion_tokens: z.literal(0), total_tokens: z.number().int().min(0) }),
+});
+export type EmbeddingsResponse = z.infer<typeof embeddingsResponseSchema>;
 
 export function buildEmbeddingsResponse(
   model: string,

@@ -175,13 +175,16 @@ export function checkImageSize(
   if (problem) throw badRequest(`${size.param}: ${problem}.`, size.param);
 }
 
-export interface ImagesResponse {
-  images: { url: string }[];
-  timings: { inference: number };
-  seed: number;
-  created: number;
-  data: ({ url: string } | { url: string; b64_json: string })[];
-}
+export const imagesResponseSchema = z.object({
+  images: z.array(z.object({ url: z.string() })).describe("SiliconFlow's list of the generated images."),
+  timings: z.object({ inference: z.number().min(0).describe('Seconds.') }),
+  seed: z.number().int().min(0),
+  created: z.number().int(),
+  data: z
+    .array(z.union([z.object({ url: z.string() }), z.object({ url: z.string(), b64_json: z.string() })]))
+    .describe("OpenAI's list: b64_json too with response_format b64_json."),
+});
+export type ImagesResponse = z.infer<typeof imagesResponseSchema>;
 
 export function buildImagesResponse(input: {
   urls: string[];

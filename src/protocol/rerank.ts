@@ -76,16 +76,24 @@ export function parseRerankRequest(body: unknown, limits: Pick<RequestLimits, 'm
   };
 }
 
-export interface RerankResponse {
-  id: string;
-  results: { index: number; relevance_score: number; document?: { text: string } }[];
-  tokens: { input_tokens: number; output_tokens: number };
-  meta: {
-    api_version: { version: string };
-    tokens: { input_tokens: number; output_tokens: number };
-    billed_units: { search_units: number };
-  };
-}
+const rerankTokens = z.object({ input_tokens: z.number().int().min(0), output_tokens: z.number().int().min(0) });
+export const rerankResponseSchema = z.object({
+  id: z.string(),
+  results: z.array(
+    z.object({
+      index: z.number().int().min(0),
+      relevance_score: z.number(),
+      document: z.object({ text: z.string() }).optional().describe('With return_documents: true.'),
+    }),
+  ),
+  tokens: rerankTokens,
+  meta: z.object({
+    api_version: z.object({ version: z.string() }),
+    tokens: rerankTokens,
+    billed_units: z.object({ search_units: z.number().int().min(0) }),
+  }),
+});
+export type RerankResponse = z.infer<typeof rerankResponseSchema>;
 
 export function buildRerankResponse(
   request: Pick<RerankRequest, 'documents' | 'topN' | 'returnDocuments'>,

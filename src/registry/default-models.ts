@@ -10,6 +10,7 @@ export const TINY_MODEL_NOTE =
 
 export const TINY_IDS = {
   chat: 'infera/tiny-qwen3-chat',
+  coder: 'infera/tiny-qwen3-coder',
   embedding: 'infera/tiny-bert-embedding',
   reranker: 'infera/tiny-bert-reranker',
   image: 'infera/tiny-stable-diffusion',
@@ -28,6 +29,16 @@ export async function tinyModelConfigs(dataDir: string): Promise<ModelConfig[]> 
       path: paths.chat,
       description: TINY_MODEL_NOTE,
       llamaCpp: { contextSize: 2048, sequences: 4, threads: 1 },
+    }),
+    modelSchema.parse({
+      id: TINY_IDS.coder,
+      // SiliconFlow's ids of its FIM-capable coder models.
+      aliases: ['Qwen/Qwen2.5-Coder-32B-Instruct', 'Qwen/Qwen2.5-Coder-7B-Instruct'],
+      type: 'chat',
+      engine: 'llama-cpp',
+      path: paths.coder,
+      description: TINY_MODEL_NOTE,
+      llamaCpp: { contextSize: 2048, sequences: 2, threads: 1 },
     }),
     modelSchema.parse({
       id: TINY_IDS.embedding,

@@ -41,7 +41,7 @@ test('config: a type the engine does not serve is an error on models[i].type nam
   const message = configError(
     'models:\n  - id: a\n    type: chat\n    engine: llama-cpp\n    path: a.gguf\n  - id: b\n    type: chat\n    engine: onnx\n    path: b\n',
   );
-  assert.match(message, /models\[1\]\.type: engine onnx serves embedding, reranker, not chat \(chat models: engine llama-cpp\)/);
+  assert.match(message, /models\[1\]\.type: engine onnx serves embedding, reranker, not chat \(chat models: engine llama-cpp or openai-compatible\)/);
   assert.doesNotMatch(message, /models\[0\]/);
 });
 
@@ -94,7 +94,8 @@ const echo = defineEngine({
 });
 
 test('a new engine is one descriptor in a table passed to the config and the server: it validates, loads and serves', async () => {
-  const entry = { id: 'test/echo', type: 'embedding', engine: 'echo', echo: { dimensions: 4 } };
+  // A test double lives in this file, not in Infera's engine table: it runs in the server process.
+  const entry = { id: 'test/echo', type: 'embedding', engine: 'echo', isolation: 'none', echo: { dimensions: 4 } };
   // The built-in table does not know it; the extended one validates its options.
   assert.match(configError(`models:\n  - ${JSON.stringify(entry)}\n`), /unknown engine "echo"/);
   const table = [...engines, echo];
@@ -199,7 +200,7 @@ test("ONNX engine warnings (CUDA unavailable → CPU) reach the server's logger,
 });
 
 test('an unanticipated fault is a 500 in the error shape that says nothing of the internals and names the request id', async () => {
-  const server = await startTestServer({ config: { models: [{ id: 'test/echo', type: 'embedding', engine: 'echo', echo: { dimensions: 4 } }] }, engines: [...engines, echo] });
+  const server = await startTestServer({ config: { models: [{ id: 'test/echo', type: 'embedding', engine: 'echo', isolation: 'none', echo: { dimensions: 4 } }] }, engines: [...engines, echo] });
   try {
     const response = await http(server.baseURL, '/embeddings', { body: { model: 'test/echo', input: 'explode' } });
     assert.equal(response.status, 500);

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { ModelConfig, ModelTypeName } from '../config/schema.ts';
 import type { EngineTable } from '../engines/descriptor.ts';
 import { EngineResources } from '../engines/resources.ts';
+import { loadInEngineProcess } from '../engines/runner/host.ts';
 import { InferaError, modelNotFound } from '../errors/index.ts';
 import type { AnyModel, LoadedModel, ChatModel, EmbeddingModel, RerankModel, ImageModel, ImageLimits } from '../spec/index.ts';
 
@@ -25,11 +26,21 @@ export interface ModelEntry {
    * kept after an unload since the files still say the same; absent until the first load.
    */
   capabilities?: Readonly<Record<string, boolean>>;
+  /** The engine process serving it while loaded (isolation: process). */
+  pid?: number;
+  /** Times its engine process stopped without being asked to (crash, abort, OOM kill, hang). */
+  crashes?: number;
 }
 
 /** First wait after a failed load; it doubles with each failure in a row, up to LOAD_RETRY_MAX_MS. */
 export const LOAD_RETRY_MIN_MS = 5_000;
 export const LOAD_RETRY_MAX_MS = 10 * 60_000;
+/**
+ * First wait before an engine process that died is restarted; it doubles with each crash that comes
+ * within CRASH_RESET_MS of the last restart (a crash loop slows down), and starts over after a quiet run.
+ */
+export const RESTART_MIN_MS = 1_000;
+export const CRASH_RESET_MS = 10 * 60_000;
 
 interface Slot extends ModelEntry {
   /** Consecutive failed loads, and the model file's size and mtime when the last one failed. */
@@ -38,6 +49,8 @@ interface Slot extends ModelEntry {
   loading?: Promise<LoadedModel>;
   loaded?: LoadedModel;
   leases: number;
+  /** The pending restart after a crash. */
+  restartTimer?: NodeJS.Timeout;
 }
 
 export interface ModelLease<M extends AnyModel> {
@@ -47,6 +60,11 @@ export interface ModelLease<M extends AnyModel> {
 }
 
 function capabilitiesOf(model: AnyModel): Record<string, boolean> | undefined {
+  if (model.kind === 'chat') {
+    // /v1/completions, and its `suffix` (fill in the middle), depend on the engine and the model file.
+    const completions = typeof model.doComplete === 'function';
+    return { completions, suffix: completions && model.infill === true };
+  }
   if (model.kind !== 'text-to-image') return undefined;
   return { negativePrompt: true, guidanceScale: true, ...model.capabilities, imageToImage: model.imageToImage === true };
 }
@@ -146,7 +164,11 @@ export class ModelRegistry {
     // A model that failed stays failed until its file changes or its backoff ends: a broken file is
     // not read again (and its error not paid again) on every request.
     if (!slot.loading && slot.state === 'failed' && slot.retryAt !== undefined && Date.now() < slot.retryAt && fileStamp(slot.config.path) === slot.failedStamp)
-      return Promise.reject(loadFailed(slot, `not retried until its file changes or ${new Date(slot.retryAt).toISOString()}`));
+      return Promise.reject(
+        slot.restartTimer
+          ? restarting(slot)
+          : loadFailed(slot, `not retried until its file changes or ${new Date(slot.retryAt).toISOString()}`),
+      );
     if (!slot.loading) {
       slot.state = 'loading';
       slot.progress = 0;
@@ -155,23 +177,28 @@ export class ModelRegistry {
       const { config } = slot;
       const engine = this.engineOf(config);
       const logger = this.logger.child({ model: config.id, engine: config.engine });
-      const loading = engine
-        ? Promise.resolve().then(() =>
-            engine.load({
-              config,
-              onProgress: (fraction) => {
-                slot.progress = fraction;
-                this.events.onProgress?.(slot);
-              },
-              signal: this.shutdown.signal,
-              logger,
-              resources: this.resources,
-            }),
-          )
-        : Promise.reject(new Error(`engine ${config.engine} is not in this server's engine table`));
+      const context = {
+        config,
+        onProgress: (fraction: number) => {
+          slot.progress = fraction;
+          this.events.onProgress?.(slot);
+        },
+        signal: this.shutdown.signal,
+        logger,
+      };
+      const loading: Promise<LoadedModel> = !engine
+        ? Promise.reject(new Error(`engine ${config.engine} is not in this server's engine table`))
+        : Promise.resolve()
+            .then(() => engine.check?.(config))
+            .then(() =>
+              config.isolation === 'process'
+                ? loadInEngineProcess({ ...context, hangTimeoutSeconds: config.hangTimeoutSeconds, onExit: (reason) => this.crashed(slot, reason) })
+                : engine.load({ ...context, resources: this.resources }),
+            );
       slot.loading = loading.then(
         (loaded) => {
           slot.loaded = loaded;
+          slot.pid = (loaded as { pid?: number }).pid;
           slot.capabilities = capabilitiesOf(loaded.model);
           slot.failures = undefined;
           slot.failedStamp = undefined;
@@ -202,6 +229,34 @@ export class ModelRegistry {
     return slot.loading;
   }
 
+  /**
+   * Its engine process stopped on its own (host.ts has already failed the requests that were running
+   * on it). The model is failed until a restart with backoff; returns the seconds until then.
+   */
+  private crashed(slot: Slot, reason: string): number {
+    const quiet = slot.loadedAt !== undefined && Date.now() - slot.loadedAt > CRASH_RESET_MS;
+    slot.crashes = (slot.crashes ?? 0) + 1;
+    slot.failures = quiet ? 1 : (slot.failures ?? 0) + 1;
+    const wait = Math.min(LOAD_RETRY_MAX_MS, RESTART_MIN_MS * 2 ** (slot.failures - 1));
+    slot.loaded = undefined;
+    slot.loading = undefined;
+    slot.pid = undefined;
+    slot.state = 'failed';
+    slot.error = `its engine process ${reason}`;
+    slot.failedStamp = fileStamp(slot.config.path);
+    slot.retryAt = Date.now() + wait;
+    this.events.onStateChange?.(slot);
+    if (!this.closed) {
+      slot.restartTimer = setTimeout(() => {
+        slot.restartTimer = undefined;
+        // A restart that fails is a failed load: it backs off and stays failed as any other.
+        this.load(slot).catch(() => undefined);
+      }, wait);
+      slot.restartTimer.unref();
+    }
+    return Math.ceil(wait / 1000);
+  }
+
   /** The image sizes a model's engine declares from its config, before any load (undefined: known only once loaded). */
   imageLimits(entry: ModelEntry): ImageLimits | undefined {
     return this.engineOf(entry.config)?.imageLimits?.(entry.config);
@@ -226,6 +281,7 @@ export class ModelRegistry {
   /** Stop loading and dispose every model once its leases are back (bounded: a stuck request cannot hold shutdown forever). */
   async close(leaseWaitMs = 10_000): Promise<void> {
     this.closed = true;
+    for (const slot of this.slots) clearTimeout(slot.restartTimer);
     this.shutdown.abort(new InferaError({ status: 503, message: 'Server is shutting down.', retryAfter: 5 }));
     // Disposing a model under a running request frees native memory the request is still using.
     const deadline = Date.now() + leaseWaitMs;
@@ -237,6 +293,7 @@ export class ModelRegistry {
         slot.loaded = undefined;
         slot.loading = undefined;
         slot.state = 'unloaded';
+        slot.pid = undefined;
         if (loaded) await loaded.dispose();
       }),
     );
@@ -244,12 +301,29 @@ export class ModelRegistry {
   }
 }
 
+/**
+ * The model cannot answer now: its load failed, or its engine process died and waits for its restart.
+ * A 503 with the time of the next attempt as Retry-After (the operator fixes the file or the model comes
+ * back by itself); the reason stays in the message, since a client cannot act on a bare "unavailable".
+ */
 function loadFailed(slot: ModelEntry, note?: string, cause?: unknown): InferaError {
+  const retryAfter = slot.retryAt === undefined ? undefined : Math.max(1, Math.ceil((slot.retryAt - Date.now()) / 1000));
   return new InferaError({
-    status: 500,
+    status: 503,
     code: 'model_load_failed',
     message: `Model '${slot.config.id}' failed to load: ${slot.error}${note ? ` (${note})` : ''}`,
+    retryAfter,
     cause,
+  });
+}
+
+function restarting(slot: ModelEntry): InferaError {
+  const retryAfter = Math.max(1, Math.ceil(((slot.retryAt ?? Date.now()) - Date.now()) / 1000));
+  return new InferaError({
+    status: 503,
+    code: 'engine_restarting',
+    message: `Model '${slot.config.id}' is restarting: ${slot.error}. Retry after ${retryAfter}s.`,
+    retryAfter,
   });
 }
 

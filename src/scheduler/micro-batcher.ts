@@ -55,7 +55,16 @@ export interface MicroBatcherStats {
   dropped: number;
 }
 
+/** A batch as it starts: how many entries, their tokens, and how long each waited in the queue. */
+export interface BatchStart {
+  entries: number;
+  tokens: number;
+  waitsMs: number[];
+}
+
 export class MicroBatcher<I, O> {
+  /** Told of every batch as it starts (the server's metrics: batch sizes, queue waits). */
+  onBatch?: (batch: BatchStart) => void;
   private readonly queue: Pending<I, O>[] = [];
   private queuedTokens = 0;
   private running = 0;
@@ -179,6 +188,10 @@ export class MicroBatcher<I, O> {
     if (batch.length === 0) return;
     this.running++;
     this.batches++;
+    if (this.onBatch) {
+      const now = performance.now();
+      this.onBatch({ entries: batch.length, tokens: batch.reduce((sum, entry) => sum + entry.tokens, 0), waitsMs: batch.map((entry) => now - entry.enqueuedAt) });
+    }
     const controller = new AbortController();
     const watchers = abortWhenAllAbort(batch.map((entry) => entry.signal), controller);
     let outcome: Promise<O[]> | Promise<O>[];

@@ -10,7 +10,7 @@ import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/st
 import { DEFAULT_THINKING_BUDGET, type ChatCallOptions, type ChatModel, type ChatStreamPart, type ChatUsage } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { admitFor, cancelledStatus, statusOf, usageReport } from './usage.ts';
+import { admitFor, cancelledStatus, failureNote, statusOf, usageReport, warningsNote } from './usage.ts';
 
 /** Completion tokens assumed for limit pre-checks when the request sets no max_tokens. */
 const DEFAULT_ESTIMATE_COMPLETION = 512;
@@ -38,10 +38,10 @@ export async function serveChatCompletion(services: Services, context: RequestCo
 
   // From here on the request is metered: settled exactly once, whatever happens.
   let settled = false;
-  const settle = async (usage: ChatUsage, outcome: UsageReport['outcome'], status: number) => {
+  const settle = async (usage: ChatUsage, outcome: UsageReport['outcome'], status: number, note?: string) => {
     if (settled) return;
     settled = true;
-    await admission.settle(usageReport(context, usage, outcome, status));
+    await admission.settle(usageReport(context, usage, outcome, status, note));
   };
   const meta = { id: newChatCompletionId(), created: Math.floor(Date.now() / 1000), model: request.model, legacyFunctions: request.legacyFunctions };
   const meters: MeteredStream[] = [];
@@ -55,16 +55,21 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     await admission.resize({ promptTokens: counted, completionTokens: maxCompletionTokens(model, options, counted) * request.n, images: 0, documents: 0 });
     promptTokens = counted;
     if (!request.stream) {
+      const called = performance.now();
       const results = await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
       for (const result of results)
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
-      await settle(combineChoiceUsage(results.map((r) => r.usage)), 'ok', 200);
+      const usage = combineChoiceUsage(results.map((r) => r.usage));
+      services.metrics.generationRate(entry.config.id, false, usage.completionTokens, (performance.now() - called) / 1000);
+      await settle(usage, 'ok', 200, warningsNote(results.flatMap((r) => r.warnings)));
       return { type: 'json', body: buildChatCompletion(meta, results), headers: admission.headers };
     }
 
     // Streaming: start every choice and wait for its first part before committing to a 200.
     for (let i = 0; i < request.n; i++) meters.push(new MeteredStream(model, choiceOptions(options, i), promptTokens));
     await Promise.all(meters.map((meter) => meter.peek()));
+    const firstTokenAt = performance.now();
+    services.metrics.firstToken(entry.config.id, (firstTokenAt - context.startedAt) / 1000);
     const frames = chatCompletionFrames(meta, meters, { includeUsage: request.includeUsage });
     streaming = true;
     return {
@@ -76,13 +81,16 @@ export async function serveChatCompletion(services: Services, context: RequestCo
         const status = outcome === 'error' ? statusOf(failure, context) : outcome === 'cancelled' ? cancelledStatus(context) : 200;
         // The client sees only a generic error frame for a server fault; the log keeps what happened.
         if (status >= 500 && outcome === 'error') context.logger.error({ err: failure }, 'stream failed after its first token');
-        await settle(combineChoiceUsage(meters.map((meter) => meter.usage())), outcome, status);
+        const note = outcome === 'error' ? failureNote(failure) : warningsNote(meters.flatMap((meter) => meter.warnings));
+        const usage = combineChoiceUsage(meters.map((meter) => meter.usage()));
+        if (outcome === 'ok') services.metrics.generationRate(entry.config.id, true, usage.completionTokens, (performance.now() - firstTokenAt) / 1000);
+        await settle(usage, outcome, status, note);
       }),
     };
   } catch (error) {
     await Promise.all(meters.map((meter) => meter.return()));
     const usage = meters.length ? combineChoiceUsage(meters.map((meter) => meter.usage())) : emptyUsage(promptTokens);
-    await settle(usage, isAbortError(error) ? 'cancelled' : 'error', statusOf(error, context));
+    await settle(usage, isAbortError(error) ? 'cancelled' : 'error', statusOf(error, context), failureNote(error));
     throw error;
   } finally {
     if (!streaming) lease?.release();
@@ -153,6 +161,8 @@ class MeteredStream implements AsyncIterableIterator<ChatStreamPart> {
   private readonly source: AsyncIterator<ChatStreamPart>;
   private peeked?: Promise<IteratorResult<ChatStreamPart>>;
   private finalUsage?: ChatUsage;
+  /** The finish part's warnings (usage counted by Infera…), for the ledger row. */
+  warnings: string[] = [];
   private reasoningParts = 0;
   private otherParts = 0;
   private closed = false;
@@ -184,7 +194,10 @@ class MeteredStream implements AsyncIterableIterator<ChatStreamPart> {
     const next = await this.source.next();
     if (!next.done) {
       const part = next.value;
-      if (part.type === 'finish') this.finalUsage = part.usage;
+      if (part.type === 'finish') {
+        this.finalUsage = part.usage;
+        if (part.warnings) this.warnings = part.warnings;
+      }
       else if (part.type === 'reasoning-delta') this.reasoningParts++;
       else this.otherParts++;
     }
@@ -217,7 +230,7 @@ class MeteredStream implements AsyncIterableIterator<ChatStreamPart> {
  * mid-stream error (rendered as an error frame), or when the HTTP layer calls return() because the
  * client left — and before the HTTP layer ends the response.
  */
-class SettlingFrames implements AsyncIterator<string, void> {
+export class SettlingFrames implements AsyncIterator<string, void> {
   private finished = false;
   /** return() was called: whatever the frames do from now on, the outcome is 'cancelled'. */
   private cancelled = false;
@@ -261,12 +274,19 @@ class SettlingFrames implements AsyncIterator<string, void> {
       await this.frames.return?.();
       await this.close('cancelled');
     }
+    // A settlement already under way (a pending next() saw the cancellation first) is waited for too:
+    // the HTTP layer ends the response only after this returns, and the row must be written by then.
+    await this.settled;
     return { done: true, value: undefined };
   }
 
-  private async close(outcome: UsageReport['outcome'], failure?: unknown): Promise<void> {
-    if (this.finished) return;
-    this.finished = true;
-    await this.finish(outcome, failure);
+  private settled: Promise<void> | undefined;
+
+  private close(outcome: UsageReport['outcome'], failure?: unknown): Promise<void> {
+    if (!this.finished) {
+      this.finished = true;
+      this.settled = this.finish(outcome, failure);
+    }
+    return this.settled ?? Promise.resolve();
   }
 }

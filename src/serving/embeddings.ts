@@ -9,7 +9,7 @@ import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { EmbeddingInput, EmbeddingModel, EmbedResult } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { admitFor, failedReport, usageReport } from './usage.ts';
+import { admitFor, failedReport, usageReport, warningsNote } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
 
 export interface EmbedJob {
@@ -68,7 +68,7 @@ export async function serveEmbeddings(services: Services, context: RequestContex
       await admission.settle(failedReport(context, error));
       throw error;
     }
-    await admission.settle(usageReport(context, { promptTokens: result.promptTokens }, 'ok', 200));
+    await admission.settle(usageReport(context, { promptTokens: result.promptTokens }, 'ok', 200, warningsNote(result.warnings)));
     return {
       type: 'json',
       body: buildEmbeddingsResponse(request.model, result.embeddings, result.promptTokens, request.encodingFormat),
@@ -102,7 +102,8 @@ export function estimateInputTokens(inputs: readonly EmbeddingInput[]): number {
 
 /** Matryoshka models truncate to any size up to their own; others accept only their native size. */
 export function checkDimensions(model: EmbeddingModel, dimensions: number | undefined): void {
-  if (dimensions === undefined || dimensions === model.dimensions) return;
+  // 0: a remote model whose size is not configured; its upstream judges the request's `dimensions`.
+  if (dimensions === undefined || dimensions === model.dimensions || model.dimensions === 0) return;
   if (!model.matryoshka)
     throw badRequest(
       `dimensions: model '${model.name}' produces ${model.dimensions}-dimensional vectors and cannot shorten them; omit \`dimensions\` or send ${model.dimensions}.`,
@@ -134,6 +135,12 @@ export async function tokenizeInputs(
         param,
         'context_length_exceeded',
       );
+    if ('text' in input && model.takesText) {
+      // The engine's upstream tokenizes: the batch budget and the reservation go by the estimate.
+      inputs.push(input);
+      total += estimateInputTokens([input]);
+      continue;
+    }
     const tokens = 'text' in input ? await model.tokenize(input.text) : input.tokens;
     inputs.push({ tokens });
     if (!('text' in input) && model.vocabularySize !== undefined) {

@@ -1,10 +1,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { InferaError } from '../errors/index.ts';
 import { ImageStore } from './images-store.ts';
+
+test('the images folder is created 0700', async () => {
+  const parent = await mkdtemp(join(tmpdir(), 'infera-images-'));
+  const store = await ImageStore.open({ dir: join(parent, 'images'), ttlSeconds: 60 });
+  try {
+    assert.equal((await stat(join(parent, 'images'))).mode & 0o777, 0o700);
+  } finally {
+    store.close();
+    await rm(parent, { recursive: true, force: true });
+  }
+});
 
 test('stored images get unguessable names, are served until they expire (410 after), and are swept', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'infera-images-'));
@@ -21,6 +32,7 @@ test('stored images get unguessable names, are served until they expire (410 aft
     assert.equal(read.data.toString(), 'png-a');
     assert.equal(read.mediaType, 'image/png');
     assert.equal((await store.read(b.name)).mediaType, 'image/jpeg');
+    assert.equal((await stat(join(dir, a.name))).mode & 0o777, 0o600, "an image file is the server user's alone");
 
     const status = (name: string) => store.read(name).then(() => 200, (e: InferaError) => e.status);
     assert.equal(await status('nope.png'), 404);

@@ -41,7 +41,8 @@ export class ImageStore {
   /** Creates the folder, deletes what expired while the server was down, and starts the sweeper. */
   static async open(options: ImageStoreOptions): Promise<ImageStore> {
     const store = new ImageStore(options);
-    await mkdir(options.dir, { recursive: true });
+    // Generated images are the users' data: readable by the server's user only, as the SQLite file is.
+    await mkdir(options.dir, { recursive: true, mode: 0o700 });
     await store.sweep();
     const interval = options.sweepIntervalMs ?? Math.min(60_000, options.ttlSeconds * 1000);
     store.timer = setInterval(() => {
@@ -60,7 +61,7 @@ export class ImageStore {
     if (!extension) throw new Error(`image store: unsupported media type ${mediaType}`);
     const expiresAt = Math.ceil(this.now() / 1000) + this.options.ttlSeconds;
     const name = `${expiresAt.toString(36)}-${randomBytes(24).toString('base64url')}.${extension}`;
-    await writeFile(join(this.options.dir, name), data, { flag: 'wx' });
+    await writeFile(join(this.options.dir, name), data, { flag: 'wx', mode: 0o600 });
     return { name, expiresAt };
   }
 

@@ -1,17 +1,17 @@
 // GET /v1/models: what the config serves, with SiliconFlow's type / sub_type filters.
 import type { ModelTypeName } from '../config/schema.ts';
-import { badRequest, modelNotFound } from '../errors/index.ts';
+import { modelNotFound } from '../errors/index.ts';
+import { parseBody } from '../protocol/common/validation.ts';
+import { modelsQuerySchema, type WireModel, type WireModelList } from '../protocol/models.ts';
 import type { ModelEntry } from '../registry/registry.ts';
 import type { Services } from './context.ts';
 
-const WIRE_TYPE: Record<ModelTypeName, { type: string; subType: string }> = {
+const WIRE_TYPE: Record<ModelTypeName, { type: WireModel['type']; subType: WireModel['sub_type'] }> = {
   chat: { type: 'text', subType: 'chat' },
   embedding: { type: 'text', subType: 'embedding' },
   reranker: { type: 'text', subType: 'reranker' },
   'text-to-image': { type: 'image', subType: 'text-to-image' },
 };
-const TYPES = new Set(['text', 'image', 'audio', 'video']);
-const SUB_TYPES = new Set(['chat', 'embedding', 'reranker', 'text-to-image', 'image-to-image', 'speech-to-text', 'text-to-speech', 'text-to-video', 'image-to-video']);
 
 /** Stable for the life of the process: Cherry Studio rejects a list with a null `created`. */
 const STARTED = Math.floor(Date.now() / 1000);
@@ -26,13 +26,13 @@ function wireCapabilities(capabilities: Readonly<Record<string, boolean>>): Reco
  * picked, so an alias (a SiliconFlow id such as Qwen/QwQ-32B served by a local model) is listed as a
  * model of its own, pointing at the model that serves it.
  */
-function describe(entry: ModelEntry, id: string = entry.config.id) {
+function describe(entry: ModelEntry, id: string = entry.config.id): WireModel {
   const { config } = entry;
   const wire = WIRE_TYPE[config.type];
   const canonical = id.toLowerCase() === config.id.toLowerCase();
   return {
     id,
-    object: 'model' as const,
+    object: 'model',
     created: STARTED,
     owned_by: config.ownedBy,
     type: wire.type,
@@ -50,21 +50,19 @@ function describe(entry: ModelEntry, id: string = entry.config.id) {
   };
 }
 
-export function listModels(services: Services, query: Record<string, unknown>) {
-  const type = typeof query.type === 'string' && query.type !== '' ? query.type : undefined;
-  const subType = typeof query.sub_type === 'string' && query.sub_type !== '' ? query.sub_type : undefined;
-  if (type !== undefined && !TYPES.has(type)) throw badRequest(`type must be one of ${[...TYPES].join(', ')}`, 'type');
-  if (subType !== undefined && !SUB_TYPES.has(subType))
-    throw badRequest(`sub_type must be one of ${[...SUB_TYPES].join(', ')}`, 'sub_type');
+export function listModels(services: Services, query: unknown): WireModelList {
+  const filters = parseBody(modelsQuerySchema, { ...(query as object) });
+  const type = filters.type || undefined;
+  const subType = filters.sub_type || undefined;
   const data = services.registry
     .entries()
     .flatMap((entry) => [entry.config.id, ...entry.config.aliases].map((id) => describe(entry, id)))
     .filter((model) => (type === undefined || model.type === type) && (subType === undefined || model.sub_type === subType));
-  return { object: 'list' as const, data };
+  return { object: 'list', data };
 }
 
 /** `id` arrives decoded once by the router (decoding it again made `%25FF` a 500). Answers with the id asked for. */
-export function retrieveModel(services: Services, id: string) {
+export function retrieveModel(services: Services, id: string): WireModel {
   const entry = services.registry.find(id);
   if (!entry) throw modelNotFound(id, 404);
   return describe(entry, id);

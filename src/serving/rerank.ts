@@ -7,7 +7,7 @@ import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { RerankCallOptions, RerankModel, RerankResult } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { admitFor, failedReport, usageReport } from './usage.ts';
+import { admitFor, failedReport, usageReport, warningsNote } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
 import { RerankWorkMeter } from '../engines/shared/rerank-text.ts';
 
@@ -93,7 +93,7 @@ export async function serveRerank(services: Services, context: RequestContext, b
       await admission.settle(failedReport(context, error));
       throw error;
     }
-    await admission.settle(usageReport(context, { promptTokens: result.inputTokens, documents: request.documents.length }, 'ok', 200));
+    await admission.settle(usageReport(context, { promptTokens: result.inputTokens, documents: request.documents.length }, 'ok', 200, warningsNote(result.warnings)));
     return {
       type: 'json',
       body: buildRerankResponse(request, result.scores, { inputTokens: result.inputTokens, chunks: result.chunks ?? request.documents.length }),

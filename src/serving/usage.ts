@@ -20,8 +20,9 @@ export const cancelledStatus = (context: Pick<RequestContext, 'signal'>): number
 export const statusOf = (error: unknown, context?: Pick<RequestContext, 'signal'>): number =>
   isAbortError(error) ? (context ? cancelledStatus(context) : 499) : toInferaError(error).status;
 
-export function usageReport(context: RequestContext, counts: UsageCounts, outcome: UsageReport['outcome'], status: number): UsageReport {
+export function usageReport(context: RequestContext, counts: UsageCounts, outcome: UsageReport['outcome'], status: number, note?: string): UsageReport {
   return {
+    ...(note ? { note } : {}),
     promptTokens: counts.promptTokens ?? 0,
     completionTokens: counts.completionTokens ?? 0,
     reasoningTokens: counts.reasoningTokens ?? 0,
@@ -35,7 +36,21 @@ export function usageReport(context: RequestContext, counts: UsageCounts, outcom
 
 /** A request that ended in `error`: cancelled when the client left, otherwise an error with its status. */
 export function failedReport(context: RequestContext, error: unknown, counts: UsageCounts = {}): UsageReport {
-  return usageReport(context, counts, isAbortError(error) ? 'cancelled' : 'error', statusOf(error, context));
+  return usageReport(context, counts, isAbortError(error) ? 'cancelled' : 'error', statusOf(error, context), failureNote(error));
+}
+
+/**
+ * What the ledger row says about a failure: the message the client got for an InferaError (an upstream
+ * that timed out, answered garbage or refused a field), nothing for a client that left or an internal
+ * fault (whose details stay in the log, as they stay out of the answer).
+ */
+export function failureNote(error: unknown): string | undefined {
+  return error instanceof InferaError && !isAbortError(error) ? error.message : undefined;
+}
+
+/** Engine warnings (settings approximated, usage counted by Infera) as one ledger note. */
+export function warningsNote(warnings: readonly string[] | undefined): string | undefined {
+  return warnings?.length ? [...new Set(warnings)].join('; ') : undefined;
 }
 
 /**
@@ -45,7 +60,7 @@ export function failedReport(context: RequestContext, error: unknown, counts: Us
  * and records `requested` too. `demand` is what the limits pre-check counts and the worst case the
  * balance reservation holds.
  */
-export function admitFor(
+export async function admitFor(
   services: Services,
   context: RequestContext,
   entry: ModelEntry,
@@ -53,13 +68,27 @@ export function admitFor(
   endpoint: AdmissionRequest['endpoint'],
   demand: Pick<AdmissionRequest, 'estimatedTokens' | 'images' | 'worstCase'>,
 ): Promise<Admission> {
-  return services.gate.admit({
+  const model = entry.config.id;
+  const admission = await services.gate.admit({
     principal: context.principal,
-    model: entry.config.id,
+    model,
     aliases: entry.config.aliases,
     requestedModel: requested,
     endpoint,
     requestId: context.requestId,
     ...demand,
   });
+  // The metrics see each admitted request settle exactly as the ledger does (same report, same once).
+  const { metrics } = services;
+  metrics.admitted(endpoint, model);
+  return {
+    get headers() {
+      return admission.headers;
+    },
+    resize: (worstCase) => admission.resize(worstCase),
+    settle: (usage) => {
+      metrics.settled({ model, endpoint, ...usage });
+      return admission.settle(usage);
+    },
+  };
 }

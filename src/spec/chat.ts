@@ -1,5 +1,6 @@
 // The chat engine contract. Everything inside Infera speaks these camelCase types; the wire's
 // snake_case lives only in src/protocol. Engines (llama.cpp, remote upstreams) implement ChatModel.
+import type { EngineStats } from './index.ts';
 
 export type JsonSchema = Record<string, unknown>;
 
@@ -114,6 +115,12 @@ export interface ChatCallOptions {
    * Never set on doStream calls: stream parts carry no token probabilities.
    */
   topLogprobs?: number;
+  /**
+   * Top-level request fields this server does not know (vendor extensions such as vLLM's
+   * `chat_template_kwargs`), as the client sent them. An engine that forwards requests to another
+   * server (openai-compatible) passes them on; engines that run the model themselves ignore them.
+   */
+  extra?: Record<string, unknown>;
   /** Aborted when the client leaves: the engine must stop generating and free its slot promptly. */
   signal: AbortSignal;
 }
@@ -151,7 +158,63 @@ export type ChatStreamPart =
   | { type: 'text-delta'; text: string }
   | { type: 'tool-call-start'; index: number; id: string; name: string }
   | { type: 'tool-call-delta'; index: number; argumentsDelta: string }
-  | { type: 'finish'; finishReason: FinishReason; usage: ChatUsage };
+  | {
+      type: 'finish';
+      finishReason: FinishReason;
+      usage: ChatUsage;
+      /** As ChatResult.warnings (e.g. usage counted by Infera because the upstream sent none). */
+      warnings?: string[];
+    };
+
+/**
+ * Legacy text completion (`/v1/completions`): raw text in, raw text out, no chat template. src/protocol
+ * has refused what no engine could honour; engines refuse what depends on the model (context window,
+ * token ids outside the vocabulary, a suffix for a model without fill-in-the-middle tokens).
+ */
+export interface CompletionCallOptions {
+  /**
+   * Text, or token ids. Text is tokenized with special-token text parsed as those tokens (what
+   * llama.cpp's server and vLLM do), so a client may write a model's own FIM or chat markup itself.
+   * The model's beginning-of-sequence token is added as its vocabulary asks; a token prompt that
+   * already starts with it does not get a second one.
+   */
+  prompt: string | number[];
+  /** Fill in the middle: the text that follows the completion. Only for models with `infill`. */
+  suffix?: string;
+  /** Tokens to generate, ≥ 0 (0: only the prompt is counted, nothing is generated). */
+  maxTokens: number;
+  /** Generation ends before the first of these (which is not returned). */
+  stop?: string[];
+  sampling: SamplingOptions;
+  /** The answer starts with the prompt's text (for token prompts: its detokenized text). */
+  echo?: boolean;
+  /** Alternatives per generated token (0..5) when logprobs were requested; undefined: no logprobs. */
+  topLogprobs?: number;
+  /** As ChatCallOptions.extra: unknown top-level fields, for engines that forward requests. */
+  extra?: Record<string, unknown>;
+  signal: AbortSignal;
+}
+
+export interface CompletionUsage {
+  /** Every token of the rendered input (beginning-of-sequence and FIM tokens included). */
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface CompletionResult {
+  /** With `echo`, the prompt's text and then the generated text. */
+  text: string;
+  finishReason: 'stop' | 'length';
+  usage: CompletionUsage;
+  /** Generated tokens only (never the echoed prompt), in order; present when topLogprobs was set. */
+  logprobs?: TokenLogprob[];
+  warnings: string[];
+}
+
+/** Streamed parts: text deltas (the echoed prompt first, as its own delta), then one finish part. */
+export type CompletionStreamPart =
+  | { type: 'text-delta'; text: string; logprobs?: TokenLogprob[] }
+  | { type: 'finish'; finishReason: 'stop' | 'length'; usage: CompletionUsage; warnings?: string[] };
 
 export interface ChatModel {
   readonly kind: 'chat';
@@ -177,4 +240,17 @@ export interface ChatModel {
    * release the sequence, even before the first part was pulled.
    */
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart>;
+  /** Its sequences in use and requests waiting for one. */
+  stats?(): Promise<EngineStats>;
+
+  // Text completion (/v1/completions), for engines that can run a model without its chat template. An
+  // engine offers all three methods or none (serving answers 400 naming `model` for a model without them).
+
+  /** Whether `suffix` can be honoured: the model names fill-in-the-middle prefix and suffix tokens. */
+  readonly infill?: boolean;
+  /** Same role as checkPrompt: the 400s doComplete would give, and the prompt's token count. */
+  checkCompletion?(options: CompletionCallOptions): Promise<number>;
+  doComplete?(options: CompletionCallOptions): Promise<CompletionResult>;
+  /** Same cancellation rules as doStream. */
+  doCompleteStream?(options: CompletionCallOptions): AsyncIterable<CompletionStreamPart>;
 }

@@ -26,12 +26,14 @@ export interface EmbedResult {
   promptTokens: number;
   /** Tokens evaluated per input (same order), so a batch of several requests can bill each one. */
   tokensPerInput?: number[];
+  /** What the ledger row should say (e.g. usage counted by Infera because the upstream sent none). */
+  warnings?: string[];
 }
 
 export interface EmbeddingModel {
   readonly kind: 'embedding';
   readonly name: string;
-  /** Native vector size. */
+  /** Native vector size; 0 when not known before an answer (a remote model without `upstream.dimensions`). */
   readonly dimensions: number;
   /** Max tokens of one input, not counting the special tokens the engine adds around it. */
   readonly maxInputTokens: number;
@@ -39,6 +41,11 @@ export interface EmbeddingModel {
   /** Token ids must be below this (token-array inputs are checked against it); undefined when unknown. */
   readonly vocabularySize?: number;
   tokenize(text: string): Promise<number[]>;
+  /**
+   * The engine takes text inputs as text and counts their tokens itself (a remote upstream with its own
+   * tokenizer): serving does not tokenize them first, and bills the count the result reports.
+   */
+  readonly takesText?: boolean;
   doEmbed(options: EmbedCallOptions): Promise<EmbedResult>;
   /**
    * Engines that put many inputs into one forward pass take a whole micro-batch (several requests) at
@@ -71,6 +78,8 @@ export interface RerankResult {
   inputTokens: number;
   /** Query-document pairs evaluated (documents plus extra chunks of long ones); billed as searches. */
   chunks?: number;
+  /** What the ledger row should say (e.g. usage counted by Infera because the upstream sent none). */
+  warnings?: string[];
 }
 
 export interface RerankModel {

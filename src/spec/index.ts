@@ -15,5 +15,16 @@ export interface LoadedModel<M extends AnyModel = AnyModel> {
   dispose(): Promise<void>;
 }
 
+/**
+ * What a model is doing now, from its own admission queue (metrics, the console, tests). Asynchronous
+ * because the model may live in an engine process: the answer crosses the process boundary.
+ */
+export interface EngineStats {
+  /** Requests holding a sequence / slot. */
+  active: number;
+  /** Requests waiting for one. */
+  queued: number;
+}
+
 /** Progress while loading (0..1), shown on the console for long loads. */
 export type LoadProgress = (fraction: number) => void;

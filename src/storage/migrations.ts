@@ -75,6 +75,11 @@ export const sqliteMigrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: 'ledger note: what happened beyond the numbers (an upstream fault, usage Infera had to count itself)',
+    sql: `ALTER TABLE ledger ADD COLUMN note TEXT;`,
+  },
 ];
 
 export const postgresMigrations: Migration[] = [
@@ -142,5 +147,10 @@ export const postgresMigrations: Migration[] = [
         heartbeat_at BIGINT NOT NULL
       );
     `,
+  },
+  {
+    version: 3,
+    name: 'ledger note: what happened beyond the numbers (an upstream fault, usage Infera had to count itself)',
+    sql: `ALTER TABLE ledger ADD COLUMN note TEXT;`,
   },
 ];

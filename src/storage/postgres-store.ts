@@ -67,13 +67,13 @@ const toAccount = (row: AccountRow): AccountRecord => ({
 
 const ledgerColumns = [
   'request_id', 'account_id', 'key_id', 'model', 'requested_model', 'endpoint', 'prompt_tokens', 'completion_tokens',
-  'reasoning_tokens', 'images', 'documents', 'latency_ms', 'status', 'outcome', 'cost_micro', 'created_at',
+  'reasoning_tokens', 'images', 'documents', 'latency_ms', 'status', 'outcome', 'cost_micro', 'created_at', 'note',
 ] as const;
 
 const ledgerValues = (row: LedgerRow): unknown[] => [
   row.requestId, row.accountId, row.keyId, row.model, row.requestedModel ?? null, row.endpoint, row.promptTokens, row.completionTokens,
   row.reasoningTokens, row.images, row.documents, Math.round(row.latencyMs), row.status, row.outcome,
-  row.costMicro, row.createdAt,
+  row.costMicro, row.createdAt, row.note ?? null,
 ];
 
 export class PostgresStore implements PlatformStore {

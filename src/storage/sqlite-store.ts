@@ -191,9 +191,9 @@ export class SqliteStore implements PlatformStore {
       ),
       insertLedger: db.prepare(
         `INSERT INTO ledger (request_id, account_id, key_id, model, requested_model, endpoint, prompt_tokens,
-           completion_tokens, reasoning_tokens, images, documents, latency_ms, status, outcome, cost_micro, created_at)
+           completion_tokens, reasoning_tokens, images, documents, latency_ms, status, outcome, cost_micro, created_at, note)
          VALUES (@requestId, @accountId, @keyId, @model, @requestedModel, @endpoint, @promptTokens,
-           @completionTokens, @reasoningTokens, @images, @documents, @latencyMs, @status, @outcome, @costMicro, @createdAt)`,
+           @completionTokens, @reasoningTokens, @images, @documents, @latencyMs, @status, @outcome, @costMicro, @createdAt, @note)`,
       ),
       countLedger: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM ledger'),
       hasRequest: db.prepare<[string], { n: number }>('SELECT 1 AS n FROM ledger WHERE request_id = ? LIMIT 1'),
@@ -202,7 +202,7 @@ export class SqliteStore implements PlatformStore {
       const charges = new Map<string, number>();
       for (const row of rows) {
         const { reservationId: _, ...columns } = row;
-        this.statements.insertLedger.run({ ...columns, requestedModel: row.requestedModel ?? null });
+        this.statements.insertLedger.run({ ...columns, requestedModel: row.requestedModel ?? null, note: row.note ?? null });
         const released = row.reservationId ? (this.statements.releaseReservation.get(row.reservationId)?.amount_micro ?? 0) : 0;
         const delta = row.costMicro - released;
         if (delta !== 0) charges.set(row.accountId, (charges.get(row.accountId) ?? 0) + delta);

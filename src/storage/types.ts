@@ -52,6 +52,8 @@ export interface LedgerRow {
   costMicro: number;
   /** Epoch ms. */
   createdAt: number;
+  /** What happened beyond the numbers: an upstream's fault, or usage Infera counted because the upstream sent none. */
+  note?: string | null;
   /**
    * The balance reservation this request holds (taken at admission). Committing the row releases it in
    * the same transaction: the account gets back the reservation minus `costMicro`. When the reservation

@@ -9,11 +9,13 @@ import { encodeRandomChatModel } from './random-chat.ts';
 import { encodeTinyChatModel } from './tiny-chat.ts';
 import { encodeTinyReranker } from './tiny-rerank.ts';
 
-export { TINY_CHAT_SCRIPT, TINY_CHAT_TRIGGERS, TINY_CHAT_MODES, type TinyChatMode } from './tiny-chat.ts';
+export { FIM_TOKENS, TINY_CHAT_SCRIPT, TINY_CHAT_TRIGGERS, TINY_CHAT_MODES, type TinyChatMode } from './tiny-chat.ts';
 
 export interface TinyModelPaths {
   /** Scripted qwen3 chat model (Qwen3 template → QwenChatWrapper); see TINY_CHAT_SCRIPT. */
   chat: string;
+  /** The same model plus Qwen2.5-Coder's FIM tokens: fills in the middle with TINY_CHAT_SCRIPT.fimMiddle. */
+  coder: string;
   /** BERT embedding model, mean pooling, 128 dimensions. */
   embedding: string;
   /** BERT reranker (cls head). */
@@ -22,6 +24,7 @@ export interface TinyModelPaths {
 
 export const TINY_MODEL_FILES = {
   chat: 'tiny-qwen3-chat.gguf',
+  coder: 'tiny-qwen3-coder.gguf',
   embedding: 'tiny-bert-embed.gguf',
   reranker: 'tiny-bert-rerank.gguf',
 } as const;
@@ -38,10 +41,11 @@ const tinyBert: BertConfig = {
   reranker: false,
 };
 
-/** Fresh, uncached bytes of the three tiny models. */
+/** Fresh, uncached bytes of the tiny GGUF models. */
 export function encodeTinyModels(): Record<keyof TinyModelPaths, Buffer> {
   return {
     chat: encodeTinyChatModel(),
+    coder: encodeTinyChatModel({ fim: true }),
     embedding: encodeBert({ config: tinyBert, weights: randomBertWeights(101), matrixType: GgmlType.F32 }),
     reranker: encodeTinyReranker(),
   };

@@ -2,7 +2,8 @@
 // (and sampling at any usual temperature) follows fixed scripts chosen by trigger words in the prompt.
 // How the weights work is described in README.md next to this file; the numbers here are that recipe.
 import { buildChatVocab, chatTokenizerMetadata, type ChatVocab } from './chat-vocab.ts';
-import { GgmlType } from './gguf-writer.ts';
+import { TokenType } from './byte-bpe.ts';
+import { GgmlType, gguf } from './gguf-writer.ts';
 import { encodeQwen3, type Qwen3Config, type TensorSpec } from './qwen3.ts';
 import { QWEN3_CHAT_TEMPLATE } from './random-chat.ts';
 
@@ -41,6 +42,14 @@ const SCRIPT_TOKENS = {
   count: COUNT_WORDS,
 } as const;
 
+/**
+ * The fill-in-the-middle tokens of Qwen2.5-Coder (control tokens there too), carried only by the coder
+ * variant: the plain chat model stays a model that cannot fill in the middle.
+ */
+export const FIM_TOKENS = { prefix: '<|fim_prefix|>', suffix: '<|fim_suffix|>', middle: '<|fim_middle|>' } as const;
+/** What the coder variant writes after <|fim_middle|>, whatever the prefix and suffix, then the end token. */
+const FIM_MIDDLE_TOKENS = ['    return', ' a + b'] as const;
+
 /** The exact strings the scripted model produces; tests import these instead of repeating them. */
 export const TINY_CHAT_SCRIPT = {
   /** Thought text of the default script, without the <think>/</think> tags and their newlines. */
@@ -68,6 +77,8 @@ export const TINY_CHAT_SCRIPT = {
   /** Raw text of the thinking part: "<think>" + "\n" + reasoning + "\n" + "</think>" + "\n\n". */
   thinkingPrefix: (mode: TinyChatMode = 'default') =>
     `<think>${SCRIPT_TOKENS.reasoning[mode].join('')}</think>\n\n`,
+  /** The coder variant's middle (after <|fim_middle|>), followed by the end token. */
+  fimMiddle: FIM_MIDDLE_TOKENS.join(''),
 } as const;
 
 const GRAMMAR_END = '\n\n\n\n';
@@ -88,7 +99,7 @@ interface Rule {
   strength: keyof typeof STRENGTH;
 }
 
-function scriptRules(): Rule[] {
+function scriptRules(fim: boolean): Rule[] {
   const rules: Rule[] = [];
   const chain = (tokens: readonly string[], then: string) => {
     for (const [i, token] of tokens.entries()) rules.push({ cur: token, next: tokens[i + 1] ?? then, strength: 'primary' });
@@ -126,6 +137,10 @@ function scriptRules(): Rule[] {
   rules.push({ cur: '{"city": "Paris"}', next: GRAMMAR_END, strength: 'fallback' });
   rules.push({ cur: GRAMMAR_END, next: EOS, strength: 'primary' });
   chain(COUNT_WORDS, COUNT_WORDS[0]!);
+  if (fim) {
+    rules.push({ cur: FIM_TOKENS.middle, next: FIM_MIDDLE_TOKENS[0], strength: 'primary' });
+    chain(FIM_MIDDLE_TOKENS, EOS);
+  }
   const seen = new Set<string>();
   for (const rule of rules) {
     const key = `${String(rule.cur)}|${rule.mode ?? '*'}|${rule.strength}`;
@@ -147,13 +162,18 @@ function outputTokens(): string[] {
   return [...new Set(all)];
 }
 
-export function buildTinyChatVocab(): ChatVocab {
+export function buildTinyChatVocab(fim = false): ChatVocab {
   const triggerWords = Object.values(TINY_CHAT_TRIGGERS)
     .flat()
     .filter((w) => !w.startsWith('<'));
   const chatVocab = buildChatVocab(triggerWords, outputTokens());
   // "get_weather" in tool definitions and calls must not trigger: "_weather" becomes its own token.
   chatVocab.vocab.addMerge('_', 'weather');
+  // Appended last, so that every other token keeps the id it has in the plain model.
+  if (fim) {
+    for (const text of Object.values(FIM_TOKENS)) chatVocab.vocab.addToken(text, TokenType.CONTROL);
+    for (const text of FIM_MIDDLE_TOKENS) chatVocab.vocab.addToken(text, TokenType.NORMAL);
+  }
   return chatVocab;
 }
 
@@ -173,10 +193,16 @@ const GATE = 40;
 
 type TriggerMode = Exclude<TinyChatMode, 'default'>;
 
-export function encodeTinyChatModel(): Buffer {
-  const chatVocab = buildTinyChatVocab();
+/**
+ * The scripted chat model; `fim: true` writes the coder variant, which also carries Qwen2.5-Coder's FIM
+ * tokens (named in the GGUF metadata as llama.cpp's converter does) and answers <|fim_middle|> with
+ * TINY_CHAT_SCRIPT.fimMiddle.
+ */
+export function encodeTinyChatModel(options: { fim?: boolean } = {}): Buffer {
+  const fim = options.fim ?? false;
+  const chatVocab = buildTinyChatVocab(fim);
   const { vocab } = chatVocab;
-  const rules = scriptRules();
+  const rules = scriptRules(fim);
   const id = (t: string) => vocab.id(t);
   const triggerModes = Object.keys(TRIGGER_SCORE) as TriggerMode[];
 
@@ -229,7 +255,7 @@ export function encodeTinyChatModel(): Buffer {
   const feedForward = Math.ceil(neurons.length / 32) * 32;
 
   const config: Qwen3Config = {
-    name: 'infera-tiny-qwen3-chat',
+    name: fim ? 'infera-tiny-qwen3-coder' : 'infera-tiny-qwen3-chat',
     vocabSize: vocab.size,
     hidden,
     layers: 2,
@@ -363,9 +389,15 @@ export function encodeTinyChatModel(): Buffer {
     return out;
   };
 
+  const tokenizer = chatTokenizerMetadata(chatVocab);
+  if (fim) {
+    tokenizer['tokenizer.ggml.fim_pre_token_id'] = gguf.u32(id(FIM_TOKENS.prefix));
+    tokenizer['tokenizer.ggml.fim_suf_token_id'] = gguf.u32(id(FIM_TOKENS.suffix));
+    tokenizer['tokenizer.ggml.fim_mid_token_id'] = gguf.u32(id(FIM_TOKENS.middle));
+  }
   return encodeQwen3({
     config,
-    tokenizer: chatTokenizerMetadata(chatVocab),
+    tokenizer,
     chatTemplate: QWEN3_CHAT_TEMPLATE,
     weights,
     matrixType: GgmlType.F32,

@@ -21,11 +21,12 @@ export interface FuzzOptions {
 const CHAT = 'Qwen/QwQ-32B';
 const valid: Record<string, Record<string, unknown>> = {
   '/v1/chat/completions': { model: CHAT, messages: [{ role: 'user', content: 'hello' }], max_tokens: 8 },
+  '/v1/completions': { model: CHAT, prompt: 'hello', max_tokens: 8 },
   '/v1/embeddings': { model: 'BAAI/bge-large-zh-v1.5', input: ['apple pie', 'banana'] },
   '/v1/rerank': { model: 'BAAI/bge-reranker-v2-m3', query: 'Apple', documents: ['apple', 'banana'] },
   '/v1/images/generations': { model: 'Kwai-Kolors/Kolors', prompt: 'a lighthouse', image_size: '64x64', num_inference_steps: 1 },
 };
-const postPaths = [...Object.keys(valid), '/chat/completions', '/embeddings', '/rerank', '/v2/rerank', '/v1/image/generations'];
+const postPaths = [...Object.keys(valid), '/chat/completions', '/completions', '/embeddings', '/rerank', '/v2/rerank', '/v1/image/generations'];
 const getPaths = ['/v1/models', '/models', '/v1/user/info', '/health', '/v1/models/Qwen/QwQ-32B', '/v1/images/files/nope.png'];
 
 const hugeNumbers = [1e308, -1e308, 2 ** 53 + 2, -(2 ** 63), 1e-320, 5e-324, Number.MAX_SAFE_INTEGER, 4294967296, -1, 0, 0.5];
@@ -107,6 +108,9 @@ export function* fuzzRequests(seed: number, count: number, options: FuzzOptions 
     },
     () => {
       const [path, field] = pick([
+        ['/v1/completions', 'max_tokens'],
+        ['/v1/completions', 'logprobs'],
+        ['/v1/completions', 'best_of'],
         ['/v1/rerank', 'top_n'],
         ['/v1/rerank', 'max_chunks_per_doc'],
         ['/v1/rerank', 'overlap_tokens'],
@@ -128,6 +132,7 @@ export function* fuzzRequests(seed: number, count: number, options: FuzzOptions 
         ['/v1/chat/completions', 'tools'],
         ['/v1/chat/completions', 'stop'],
         ['/v1/chat/completions', 'user'],
+        ['/v1/completions', 'prompt'],
         ['/v1/embeddings', 'input'],
         ['/v1/rerank', 'documents'],
         ['/v1/images/generations', 'prompt'],
@@ -145,6 +150,7 @@ export function* fuzzRequests(seed: number, count: number, options: FuzzOptions 
       const text = pick(['a', 'word ', '🙂', '(', '\n', 'ab,']).repeat(10_000 + int(600_000));
       const [path, body] = pick([
         ['/v1/chat/completions', { model: CHAT, messages: [{ role: 'user', content: text }] }],
+        ['/v1/completions', { model: CHAT, prompt: text, suffix: random() < 0.5 ? text : undefined }],
         ['/v1/embeddings', { model: valid['/v1/embeddings']!.model, input: text }],
         ['/v1/embeddings', { model: valid['/v1/embeddings']!.model, input: Array(1 + int(4000)).fill(text.slice(0, 200)) }],
         ['/v1/rerank', { model: valid['/v1/rerank']!.model, query: text.slice(0, 3000), documents: Array(1 + int(1500)).fill(text.slice(0, 400)) }],
@@ -153,6 +159,7 @@ export function* fuzzRequests(seed: number, count: number, options: FuzzOptions 
       ] as const);
       return post('long input', path, JSON.stringify(body));
     },
+    () => post('token ids', '/v1/completions', JSON.stringify({ model: CHAT, max_tokens: 1, prompt: Array.from({ length: 1 + int(5000) }, () => pick([-1, 0, 2 ** 31, 1e15, 1.5, 250_000, 7])) })),
     () => post('token ids', '/v1/embeddings', JSON.stringify({ model: valid['/v1/embeddings']!.model, input: Array.from({ length: 1 + int(3000) }, () => pick([-1, 0, 2 ** 31, 1e15, 1.5, 250_000])) })),
     () => post('image work', '/v1/images/generations', JSON.stringify({ ...valid['/v1/images/generations'], image_size: pick(['1024x1024', '99999x99999', '0x0', '64x64', '1x1', '8x8192']), batch_size: 1 + int(6), num_inference_steps: pick([1, 50, 100, 101, 1e6]) })),
     () => post('image input', '/v1/images/generations', JSON.stringify({ ...valid['/v1/images/generations'], image: pick(['data:image/png;base64,AAAA', 'data:,', 'http://127.0.0.1:1/x.png', 'file:///etc/passwd', 'x'.repeat(5000), `data:image/png;base64,${'A'.repeat(20_000)}`]) })),
@@ -161,7 +168,7 @@ export function* fuzzRequests(seed: number, count: number, options: FuzzOptions 
     () => ({ kind: 'model id', method: 'GET', path: `/v1/models/${pick(['..%2F..%2Fetc', '%00', 'Pro%2F', 'x'.repeat(5000), '%F0%9F%99%82', 'a/b/c/d', '%20', '.'])}`, headers: {} }),
     () => ({ kind: 'wrong method', method: pick(['GET', 'PUT', 'DELETE', 'PATCH']), path: pick(postPaths), headers: {} }),
     () => ({ kind: 'wrong method', method: pick(['POST', 'PUT', 'DELETE']), path: pick(getPaths), headers: json, body: '{}' }),
-    () => post('unknown path', pick(['/v1/completions', '/v1/audio/speech', '/v1/../etc/passwd', '/v1/chat/completions/x', '/v3/rerank', '/']), JSON.stringify(valid['/v1/chat/completions'])),
+    () => post('unknown path', pick(['/v1/edits', '/v1/audio/speech', '/v1/../etc/passwd', '/v1/chat/completions/x', '/v3/rerank', '/']), JSON.stringify(valid['/v1/chat/completions'])),
     // Auth headers of every shape (keyless: ignored; keyed: 401).
     () => {
       const path = pick(Object.keys(valid));

@@ -39,7 +39,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const engines = options.engines ?? defaultEngines;
   const config = configSchemaFor(engines).parse(raw);
   // Share the generated tiny models across test files instead of regenerating them per server.
-  if (config.models.length === 0) {
+  if (config.models.length === 0 && config.upstreams.length === 0) {
     const { tinyModelConfigs } = await import('../../src/registry/default-models.ts');
     config.models = await tinyModelConfigs(SHARED_DATA_DIR);
   }

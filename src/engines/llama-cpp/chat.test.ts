@@ -272,6 +272,37 @@ describe('limits and sampling', () => {
     }
   });
 
+  test('max_tokens bounds a tool call with thinking on exactly as with thinking off (the chain of thought excluded)', async () => {
+    // Two parameters, so that the scripted arguments take several tokens and max_tokens can cut them.
+    const reportTool = { ...weatherTool, parameters: weatherSchema };
+    const call = (thinking: ChatCallOptions['thinking'], maxTokens?: number) =>
+      ask('weather in Paris?', { tools: [reportTool], thinking, ...(maxTokens === undefined ? {} : { maxTokens }) });
+    const whole = await model.doGenerate(call({ enabled: false }));
+    assert.equal(whole.finishReason, 'tool_calls');
+    const wholeThinking = await model.doGenerate(call({}));
+    assert.equal(wholeThinking.reasoning, TINY_CHAT_SCRIPT.reasoningByMode.weather);
+    assert.deepEqual(wholeThinking.toolCalls.map((c) => c.arguments), whole.toolCalls.map((c) => c.arguments));
+    // Answer tokens of the whole call without thinking: max_tokens just below it must cut it in both modes.
+    const needed = whole.usage.completionTokens;
+    for (const maxTokens of [1, needed - 5, needed - 4, needed - 2]) {
+      const off = await model.doGenerate(call({ enabled: false }, maxTokens));
+      const on = await model.doGenerate(call({}, maxTokens));
+      assert.equal(off.finishReason, 'length', `thinking off, max_tokens ${maxTokens}`);
+      assert.equal(on.finishReason, 'length', `thinking on, max_tokens ${maxTokens}`);
+      assert.deepEqual(on.toolCalls.map((c) => c.arguments), off.toolCalls.map((c) => c.arguments), `max_tokens ${maxTokens}`);
+      assert.equal(on.reasoning, TINY_CHAT_SCRIPT.reasoningByMode.weather);
+      // What is billed after the thought stays within max_tokens, plus the blank line after the thought
+      // and the token or two sampled before the stop took effect.
+      assert.ok(on.usage.completionTokens - on.usage.reasoningTokens <= maxTokens + 3, `${JSON.stringify(on.usage)} for max_tokens ${maxTokens}`);
+      const streamed = fold(await collect(call({}, maxTokens)));
+      assert.equal(streamed.finish.finishReason, 'length');
+      assert.deepEqual(streamed.calls.map((c) => c.arguments), on.toolCalls.map((c) => c.arguments));
+    }
+    const cut = await model.doGenerate(call({}, needed - 4));
+    assert.equal(cut.toolCalls.length, 1);
+    assert.throws(() => JSON.parse(cut.toolCalls[0]!.arguments), 'the arguments were cut mid-object');
+  });
+
   test('thinking budget caps the reasoning', async () => {
     const full = await model.doGenerate(ask('Please count', { maxTokens: 2 }));
     const capped = await model.doGenerate(ask('Please count', { maxTokens: 2, thinking: { budgetTokens: 2 } }));

@@ -37,33 +37,41 @@ import {
   type ChatResult,
   type ChatStreamPart,
   type ChatUsage,
+  type CompletionCallOptions,
+  type CompletionResult,
+  type CompletionStreamPart,
   type FinishReason,
   type SamplingOptions,
   type TokenLogprob,
   type ToolCall,
 } from '../../spec/chat.ts';
-import type { LoadProgress, LoadedModel } from '../../spec/index.ts';
+import type { EngineStats, LoadProgress, LoadedModel } from '../../spec/index.ts';
 import { toLlamaChatHistory } from './chat-history.ts';
 import { sequenceOrderedStrategy } from './chat-batching.ts';
 import { toGbnfJsonSchema } from './chat-json-schema.ts';
 import { streamFromProducer } from './chat-stream.ts';
+import { emptyCompletion, infillTokens, planCompletion, runCompletion, type CompletionPlan } from './completions.ts';
 import type { LlamaCppLoadOptions } from './embedding.ts';
+import {
+  DEFAULT_TEMPERATURE,
+  countingSamples,
+  internalChanged,
+  penaltyOptions,
+  prefill,
+  recordingProbabilities,
+  tokenLogprob,
+  unloading,
+  type SampledToken,
+} from './generation.ts';
 
-/**
- * Used when the request gives no temperature. node-llama-cpp's own default is 0 (greedy), OpenAI's is
- * 1; 0.7 is SiliconFlow's documented default, which is the API Infera speaks.
- */
-export const DEFAULT_TEMPERATURE = 0.7;
-/** OpenAI's penalties look at every generated token; llama.cpp needs a window. */
-const PENALTY_WINDOW = 256;
+export { DEFAULT_TEMPERATURE, recordingProbabilities, type SampledToken } from './generation.ts';
+
 /**
  * Tokens kept free at the end of the context: node-llama-cpp injects a few tokens of its own (a closing
  * think tag when the thought budget runs out, a function-call prefix) that its maxTokens does not count,
  * and running into the end of the context would make it shift (silently drop) the conversation.
  */
 const CONTEXT_MARGIN = 16;
-/** Prompt tokens per prefill step: an abort waits for at most one step (128: ~20% slower prefill on CPU than 512). */
-const PREFILL_CHUNK = 128;
 /**
  * node-llama-cpp's maxTokens counts every generated token, the think tags and the blank line after
  * them included, while the thought budget counts only the thought's text and max_tokens only the
@@ -157,6 +165,10 @@ export class LlamaCppChatModel implements ChatModel {
     this.overlapDecode = context.idealThreads < availableParallelism();
   }
 
+  async stats(): Promise<EngineStats> {
+    return { active: this.slots.active, queued: this.slots.queued };
+  }
+
   async checkPrompt(options: ChatCallOptions): Promise<number> {
     return this.plan(options).promptTokens;
   }
@@ -177,7 +189,42 @@ export class LlamaCppChatModel implements ChatModel {
     );
   }
 
+  get infill(): boolean {
+    return infillTokens(this.model) !== undefined;
+  }
+
+  async checkCompletion(options: CompletionCallOptions): Promise<number> {
+    return this.planCompletion(options).input.length;
+  }
+
+  async doComplete(options: CompletionCallOptions): Promise<CompletionResult> {
+    return this.complete(this.planCompletion(options), options.signal, () => {});
+  }
+
+  doCompleteStream(options: CompletionCallOptions): AsyncIterable<CompletionStreamPart> {
+    const plan = this.planCompletion(options);
+    return streamFromProducer<CompletionStreamPart>(
+      async (emit, signal) => {
+        await this.complete(plan, signal, emit);
+      },
+      options.signal,
+      { overlapDecode: this.overlapDecode },
+    );
+  }
+
   // ---------------------------------------------------------------------------------------------
+
+  private planCompletion(options: CompletionCallOptions): CompletionPlan {
+    if (this.closing) throw unloading();
+    return planCompletion(this.model, this.contextSize, options);
+  }
+
+  private async complete(plan: CompletionPlan, signal: AbortSignal, emit: (part: CompletionStreamPart) => void): Promise<CompletionResult> {
+    if (plan.maxTokens === 0) return emptyCompletion(plan, emit);
+    return this.withSequence(signal, (sequence, stopper) =>
+      runCompletion(plan, { model: this.model, sequence, stopper, signal, closing: () => this.closing }, emit),
+    );
+  }
 
   get thinks(): boolean {
     return this.wrappers.standard.settings.segments?.thought != null;
@@ -309,16 +356,6 @@ export class LlamaCppChatModel implements ChatModel {
     return undefined;
   }
 
-  private tokenLogprob(sampled: SampledToken, top: number): TokenLogprob {
-    const describe = (token: Token, probability: number) => {
-      const text = this.model.detokenize([token], true);
-      return { token: text, logprob: toLogprob(probability), bytes: [...Buffer.from(text, 'utf8')] };
-    };
-    const chosen = describe(sampled.token, sampled.probability);
-    const topLogprobs = sampled.top.slice(0, top).map(([token, probability]) => describe(token, probability));
-    return { ...chosen, topLogprobs };
-  }
-
   private async grammarFor(plan: Plan): Promise<LlamaGrammar | undefined> {
     if (!plan.grammar) return undefined;
     if (plan.grammar.kind === 'json') {
@@ -346,24 +383,76 @@ export class LlamaCppChatModel implements ChatModel {
     if (this.running.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
   }
 
-  /** One request on one sequence. Resolves only after the sequence is disposed and the slot released. */
-  private async run(plan: Plan, signal: AbortSignal, emit: Emit): Promise<ChatResult> {
-    const grammar = await this.grammarFor(plan);
+  /**
+   * Takes a slot and a sequence for `work`, and gives both back (state erased) when it ends, fails or is
+   * cancelled. `stopper` is aborted when the client leaves or the model unloads; work may abort it too
+   * (a limit reached). Resolves only after the sequence is disposed and the slot released.
+   */
+  private async withSequence<T>(
+    signal: AbortSignal,
+    work: (sequence: LlamaContextSequence, stopper: AbortController) => Promise<T>,
+  ): Promise<T> {
     const lease = await this.slots.acquire(signal);
     const stopper = new AbortController();
     const stopForClient = () => stopper.abort(signal.reason);
-    let answerCapped = false;
     let sequence: LlamaContextSequence | undefined;
-    let chat: LlamaChat | undefined;
     this.running.add(stopper);
     try {
       if (signal.aborted) throw new ClientGoneError();
       if (this.closing) throw unloading();
       signal.addEventListener('abort', stopForClient, { once: true });
       sequence = this.context.getSequence();
+      return await work(sequence, stopper);
+    } finally {
+      signal.removeEventListener('abort', stopForClient);
+      try {
+        await sequence?.dispose();
+      } finally {
+        lease.release();
+        this.running.delete(stopper);
+        if (this.running.size === 0) this.drained?.();
+      }
+    }
+  }
+
+  /** One chat request on one sequence. */
+  private async run(plan: Plan, signal: AbortSignal, emit: Emit): Promise<ChatResult> {
+    const grammar = await this.grammarFor(plan);
+    return this.withSequence(signal, (sequence, stopper) => this.generate(plan, grammar, sequence, stopper, signal, emit));
+  }
+
+  private async generate(
+    plan: Plan,
+    grammar: LlamaGrammar | undefined,
+    sequence: LlamaContextSequence,
+    stopper: AbortController,
+    signal: AbortSignal,
+    emit: Emit,
+  ): Promise<ChatResult> {
+    let answerCapped = false;
+    let chat: LlamaChat | undefined;
+    try {
       const sampled: SampledToken[] = [];
+      const answerLimit = plan.answerLimit;
+      // With a chain of thought, node-llama-cpp's maxTokens must leave room for it, so it cannot bound
+      // what follows; the text path counts its own tokens, but a tool call streams no token counts and
+      // its prefix and name none at all. Every sampled token is counted here instead, from the end of
+      // the thought (and the blank line after it): the first one past max_tokens stops the generation,
+      // and its text never reaches the call's arguments.
+      let sampledCount = 0;
+      let answerFrom: number | undefined;
+      let callCapped = false;
+      const boundCalls = plan.functions !== undefined && plan.thinking && answerLimit !== undefined;
+      const source = plan.topLogprobs === undefined ? sequence : recordingProbabilities(sequence, sampled);
       chat = new LlamaChat({
-        contextSequence: plan.topLogprobs === undefined ? sequence : recordingProbabilities(sequence, sampled),
+        contextSequence: !boundCalls
+          ? source
+          : countingSamples(source, () => {
+              sampledCount++;
+              if (answerFrom === undefined || sampledCount - answerFrom <= answerLimit) return;
+              callCapped = true;
+              stopper.abort(new Error('answer token limit reached'));
+            }),
         chatWrapper: plan.wrapper,
       });
       const logprobs: TokenLogprob[] | undefined = plan.topLogprobs === undefined ? undefined : [];
@@ -377,7 +466,7 @@ export class LlamaCppChatModel implements ChatModel {
           while (at < sampled.length && sampled[at]!.token !== token) at++;
           if (at >= sampled.length) continue;
           sampledAt = at + 1;
-          logprobs.push(this.tokenLogprob(sampled[at]!, plan.topLogprobs!));
+          logprobs.push(tokenLogprob(this.model, sampled[at]!, plan.topLogprobs!));
         }
       };
 
@@ -398,6 +487,7 @@ export class LlamaCppChatModel implements ChatModel {
           // tokens; the sequence's meter counts what was really sampled up to the end of the thought.
           reasoningTokens = meter.usedOutputTokens - outputBefore;
           thoughtFloor = sampled.length;
+          if (chunk.segmentEndTime !== undefined) answerFrom = sampledCount;
           // A think block the model opens after a prefix anyway is followed by the template's gap too.
           if (text === '') leadingNewlines = true;
           // With thinking off, wrappers that cannot suppress the think block rely on a zero thought
@@ -415,7 +505,10 @@ export class LlamaCppChatModel implements ChatModel {
         // not counted against max_tokens.
         if (leadingNewlines) {
           piece = piece.replace(/^\n+/, '');
-          if (piece.length === 0) return;
+          if (piece.length === 0) {
+            if (answerFrom !== undefined) answerFrom = sampledCount;
+            return;
+          }
           leadingNewlines = false;
         }
         if (plan.answerLimit !== undefined && answerTokens + tokens.length >= plan.answerLimit) {
@@ -436,6 +529,7 @@ export class LlamaCppChatModel implements ChatModel {
       };
 
       const onFunctionCallParamsChunk = (chunk: LlamaChatResponseFunctionCallParamsChunk) => {
+        if (callCapped) return;
         let call = calls[chunk.callIndex];
         if (!call) {
           call = { id: newToolCallId(), name: chunk.functionName, raw: '', sent: 0 };
@@ -518,7 +612,11 @@ export class LlamaCppChatModel implements ChatModel {
 
       const stopReason = response.metadata.stopReason;
       const finishReason: FinishReason =
-        answerCapped || stopReason === 'maxTokens' ? 'length' : toolCalls.length > 0 ? 'tool_calls' : 'stop';
+        answerCapped || (callCapped && stopReason === 'abort') || stopReason === 'maxTokens'
+          ? 'length'
+          : toolCalls.length > 0
+            ? 'tool_calls'
+            : 'stop';
       const usage: ChatUsage = {
         promptTokens: plan.promptTokens,
         completionTokens: Math.max(meter.usedOutputTokens - outputBefore, reasoningTokens + answerTokens),
@@ -528,105 +626,12 @@ export class LlamaCppChatModel implements ChatModel {
       emit({ type: 'finish', finishReason, usage });
       return { text, reasoning, toolCalls, finishReason, usage, logprobs, warnings: plan.warnings };
     } finally {
-      signal.removeEventListener('abort', stopForClient);
       // generateResponse has settled here (or never started), so nothing touches the sequence any more.
       chat?.dispose({ disposeSequence: false });
-      try {
-        await sequence?.dispose();
-      } finally {
-        lease.release();
-        this.running.delete(stopper);
-        if (this.running.size === 0) this.drained?.();
-      }
     }
   }
 }
 
-/** OpenAI's penalties default to off; node-llama-cpp's default (1.1 over 64 tokens) is not what clients asked for. */
-function penaltyOptions(sampling: SamplingOptions): LLamaChatGenerateResponseOptions['repeatPenalty'] {
-  const { frequencyPenalty, presencePenalty, repetitionPenalty } = sampling;
-  if (!frequencyPenalty && !presencePenalty && (repetitionPenalty === undefined || repetitionPenalty === 1)) return false;
-  return {
-    lastTokens: PENALTY_WINDOW,
-    penalty: repetitionPenalty ?? 1,
-    frequencyPenalty: frequencyPenalty ?? 0,
-    presencePenalty: presencePenalty ?? 0,
-  };
-}
-
-/**
- * node-llama-cpp evaluates the whole prompt before it looks at the abort signal again (it checks
- * between generated tokens), so a client that leaves during a long prefill would hold its sequence
- * for seconds. Evaluating the prompt here in chunks bounds that to one chunk; LlamaChat then finds the
- * prompt already in the sequence (it keeps the common prefix) and evaluates only what differs.
- */
-async function prefill(sequence: LlamaContextSequence, tokens: Token[], signal: AbortSignal): Promise<void> {
-  // The last token stays for LlamaChat: it needs one evaluation that yields logits.
-  for (let at = 0; at < tokens.length - 1; at += PREFILL_CHUNK) {
-    signal.throwIfAborted();
-    await sequence.evaluateWithoutGeneratingNewTokens(tokens.slice(at, Math.min(at + PREFILL_CHUNK, tokens.length - 1)));
-  }
-  signal.throwIfAborted();
-}
-
-export interface SampledToken {
-  token: Token;
-  probability: number;
-  /** The most likely candidates, highest first (at most 20, OpenAI's top_logprobs ceiling). */
-  top: [Token, number][];
-}
-const MAX_TOP_LOGPROBS = 20;
-
-/** OpenAI clamps impossible tokens to a large negative logprob rather than -Infinity (not JSON). */
-const toLogprob = (probability: number): number => (probability > 0 ? Math.log(probability) : -9999);
-
-/**
- * LlamaChat samples through `sequence.evaluate()`, which in node-llama-cpp 3.21.1 is a thin loop over
- * `evaluateWithMetadata(tokens, {})`. For logprobs the sequence is seen through a proxy whose
- * `evaluate` asks for the probability map (after the request's sampling options, as llama.cpp reports
- * it) and records it; every other member is the real sequence's. run() refuses an answer whose
- * tokens never passed through here, and internals.test.ts checks both assumptions.
- */
-export function recordingProbabilities(sequence: LlamaContextSequence, sampled: SampledToken[]): LlamaContextSequence {
-  const evaluate = async function* (tokens: Token[], options?: Parameters<LlamaContextSequence['evaluate']>[1]) {
-    const iterator = sequence.evaluateWithMetadata(tokens, { probabilities: true }, options);
-    let input: Token | Token[] | undefined;
-    try {
-      for (;;) {
-        const { value, done } = await iterator.next(input);
-        if (done) return;
-        // Keep only what logprobs can show: with top_k 0 the map holds the whole vocabulary.
-        const top: [Token, number][] = [];
-        for (const entry of value.probabilities) {
-          if (top.length >= MAX_TOP_LOGPROBS) break;
-          top.push(entry);
-        }
-        sampled.push({ token: value.token, probability: value.probabilities.get(value.token) ?? 0, top });
-        input = yield value.token;
-      }
-    } finally {
-      await iterator.return();
-    }
-  };
-  return new Proxy(sequence, {
-    get(target, property) {
-      if (property === 'evaluate') return evaluate;
-      const value = Reflect.get(target, property, target) as unknown;
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
-}
-
-/** A node-llama-cpp internal this engine reaches into no longer does what the engine expects. */
-const internalChanged = (internal: string, effect: string) =>
-  new InferaError({
-    status: 500,
-    code: 'internal_error',
-    message: `node-llama-cpp internal ${internal} changed: ${effect}. This node-llama-cpp version is not supported by this build (see src/engines/llama-cpp/internals.test.ts).`,
-  });
-
-const unloading = () =>
-  new InferaError({ status: 503, code: 'model_unloading', message: 'The model is being unloaded; retry the request.', retryAfter: 1 });
 
 function newToolCallId(): string {
   return `call_${randomBytes(12).toString('base64url').replace(/[-_]/g, 'x')}`;

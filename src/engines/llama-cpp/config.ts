@@ -20,6 +20,12 @@ export const llamaCppOptionsSchema = z
     batchSize: positiveInt.optional(),
     /** Embedding/rerank: contexts in the pool (each handles one input at a time). */
     contexts: positiveInt.default(2),
+    /**
+     * Validate the GGUF header (tensor count, sizes, types) before llama.cpp reads the file. false hands
+     * it over unchecked, for a file the check wrongly refuses (a tensor type newer than its table): a bad
+     * file then aborts inside llama.cpp, which costs only this model's engine process (isolation: process).
+     */
+    checkHeader: z.boolean().default(true),
   })
   .strict();
 

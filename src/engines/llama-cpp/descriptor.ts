@@ -9,10 +9,12 @@ export const llamaCpp = defineEngine({
   kinds: ['chat', 'embedding', 'reranker'],
   schema: llamaCppModelSchema,
   contextSize: (config) => config.llamaCpp.contextSize,
-  async load({ config, onProgress, signal, logger, resources }) {
+  async check(config) {
     requireLocalPath(config.path);
     // Before any node-llama-cpp call: llama.cpp trusts the header, and a hostile one can abort the process.
-    await (await import('./gguf-check.ts')).checkGgufFile(config.path);
+    if (config.llamaCpp.checkHeader) await (await import('./gguf-check.ts')).checkGgufFile(config.path);
+  },
+  async load({ config, onProgress, signal, logger, resources }) {
     signal.throwIfAborted();
     const { LlamaRuntime } = await import('./runtime.ts');
     const runtime = await resources.get(

@@ -12,8 +12,10 @@ export const onnxDiffusion = defineEngine({
   schema: onnxDiffusionModelSchema,
   resolvePaths: resolveOnnxPaths,
   imageLimits: (config) => imageLimitsOf(config.id, config.onnx, 'onnx.defaultSize'),
-  async load({ config, onProgress, signal, logger }) {
+  async check(config) {
     requireLocalPath(config.path);
+  },
+  async load({ config, onProgress, signal, logger }) {
     const loaded = await (await import('../onnx/diffusion-model.ts')).loadOnnxDiffusionModel(config, onProgress, { log: logger });
     if (signal.aborted) {
       await loaded.dispose();

@@ -9,8 +9,10 @@ export const onnx = defineEngine({
   kinds: ['embedding', 'reranker'],
   schema: onnxModelSchema,
   resolvePaths: resolveOnnxPaths,
-  async load({ config, onProgress, signal, logger }) {
+  async check(config) {
     requireLocalPath(config.path);
+  },
+  async load({ config, onProgress, signal, logger }) {
     const options = { log: logger };
     const loaded =
       config.type === 'embedding'

@@ -9,6 +9,7 @@ import { configSchema } from '../../config/schema.ts';
 import { errorBody, errorHeaders, toInferaError } from '../../errors/render.ts';
 import { createGate, type PlatformGate } from '../../platform/index.ts';
 import type { Services } from '../../serving/context.ts';
+import { describeOnlySchemas } from '../openapi.ts';
 import { registerAdminRoutes } from './admin.ts';
 
 const ADMIN = 'admin-secret-123';
@@ -20,6 +21,7 @@ let app: FastifyInstance;
 async function build(adminKey?: string) {
   const config = configSchema.parse({ storage: { dataDir: dir }, server: adminKey ? { adminKey } : {} });
   const instance = Fastify();
+  describeOnlySchemas(instance);
   instance.setErrorHandler((error, _request, reply) => {
     const rendered = toInferaError(error);
     return reply.status(rendered.status).headers(errorHeaders(rendered)).send(errorBody(rendered));

@@ -4,6 +4,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { badRequest, InferaError } from '../../errors/index.ts';
+import { wireErrorBodySchema } from '../../errors/render.ts';
 import type { PlatformAdmin } from '../../platform/admin.ts';
 import { parseSince } from '../../platform/admin.ts';
 import { limitsSchema } from '../../platform/config.ts';
@@ -13,6 +14,14 @@ import type { Services } from '../../serving/context.ts';
 import { bodyLimitFor } from '../edge.ts';
 
 const digest = (secret: string) => createHash('sha256').update(secret).digest();
+
+/** The request carries `Authorization: Bearer <adminKey>` (compared in constant time, as digests). */
+export function bearerMatches(expected: Buffer, request: FastifyRequest): boolean {
+  const match = /^Bearer\s+(.+)$/i.exec(request.headers.authorization?.trim() ?? '');
+  return match !== null && timingSafeEqual(digest(match[1]!.trim()), expected);
+}
+
+export const adminKeyDigest = (adminKey: string | undefined): Buffer | undefined => (adminKey ? digest(adminKey) : undefined);
 
 const hasAdmin = (gate: Gate): gate is Gate & { admin: PlatformAdmin } =>
   typeof (gate as { admin?: unknown }).admin === 'object' && (gate as { admin?: unknown }).admin !== null;
@@ -67,16 +76,24 @@ function sinceParam(value: string, param: string): number {
   }
 }
 
+/** OpenAPI metadata: the bodies and queries are the schemas the handlers parse with (parse() above). */
+const doc = (summary: string, schemas: Record<string, z.ZodType> = {}) => ({
+  tags: ['admin'],
+  summary,
+  security: [{ adminKey: [] }],
+  ...schemas,
+  response: { '4xx': wireErrorBodySchema },
+});
+
 /** Registers /admin/* on the root app (not inside the /v1 scope). */
 export async function registerAdminRoutes(app: FastifyInstance, services: Services): Promise<void> {
   const adminKey = services.config.server.adminKey;
-  const expected = adminKey ? digest(adminKey) : undefined;
+  const expected = adminKeyDigest(adminKey);
 
   const authorize = async (request: FastifyRequest) => {
     if (!expected)
       throw new InferaError({ status: 403, code: 'admin_disabled', message: 'The admin API is disabled: set server.adminKey (or INFERA_ADMIN_KEY).' });
-    const match = /^Bearer\s+(.+)$/i.exec(request.headers.authorization?.trim() ?? '');
-    if (!match || !timingSafeEqual(digest(match[1]!.trim()), expected))
+    if (!bearerMatches(expected, request))
       throw new InferaError({
         status: 401,
         code: 'invalid_admin_key',
@@ -98,13 +115,13 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
       scope.addHook('onRequest', async (request) => {
         await authorize(request);
       });
-      scope.get('/keys', async (request) => {
+      scope.get('/keys', { schema: doc('List API keys (never their secrets).', { querystring: z.object({ account: z.string().optional() }) }) }, async (request) => {
         const admin = await authorize(request);
         const { account } = request.query as { account?: string };
         return { object: 'list', data: await admin.listKeys(account) };
       });
 
-      scope.post('/keys', async (request, reply) => {
+      scope.post('/keys', { schema: doc('Create an API key; the answer holds its secret, shown this once.', { body: createKeyBody }) }, async (request, reply) => {
         const admin = await authorize(request);
         const body = parse(createKeyBody, request.body);
         const { key, secret } = await admin.createKey({
@@ -123,21 +140,21 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
         await admin.revokeKey(id);
         return { id, revoked: true };
       };
-      scope.delete('/keys/:id', revoke);
-      scope.post('/keys/:id/revoke', revoke);
+      scope.delete('/keys/:id', { schema: doc('Revoke a key.') }, revoke);
+      scope.post('/keys/:id/revoke', { schema: doc('Revoke a key (for clients that cannot send DELETE).') }, revoke);
 
-      scope.get('/accounts', async (request) => {
+      scope.get('/accounts', { schema: doc('List accounts and their balances.') }, async (request) => {
         const admin = await authorize(request);
         return { object: 'list', data: await admin.listAccounts() };
       });
 
-      scope.post('/accounts', async (request, reply) => {
+      scope.post('/accounts', { schema: doc('Create an account.', { body: createAccountBody }) }, async (request, reply) => {
         const admin = await authorize(request);
         const body = parse(createAccountBody, request.body);
         return reply.status(201).send(await admin.createAccount(body.id, body.name));
       });
 
-      scope.post('/accounts/:id/topup', async (request) => {
+      scope.post('/accounts/:id/topup', { schema: doc('Add balance (a decimal string, or a number).', { body: topUpBody }) }, async (request) => {
         const admin = await authorize(request);
         const { id } = request.params as { id: string };
         const { amount } = parse(topUpBody, request.body);
@@ -150,7 +167,29 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
         return admin.topUp(id, micro);
       });
 
-      scope.get('/usage', async (request) => {
+      scope.get('/models', { schema: doc('Every configured model: load state and progress, the last load error, requests in flight and queued.') }, async (request) => {
+        await authorize(request);
+        const load = await services.metrics.load();
+        return {
+          object: 'list',
+          data: services.registry.entries().map((entry) => ({
+            id: entry.config.id,
+            aliases: entry.config.aliases,
+            type: entry.config.type,
+            engine: entry.config.engine,
+            eager: entry.config.eager,
+            state: entry.state,
+            progress: entry.progress,
+            ...(entry.error ? { error: entry.error } : {}),
+            ...(entry.state === 'failed' && entry.retryAt !== undefined ? { retryAt: new Date(entry.retryAt).toISOString() } : {}),
+            ...(entry.loadedAt !== undefined ? { loadedAt: new Date(entry.loadedAt).toISOString() } : {}),
+            inFlight: load.get(entry.config.id)?.inFlight ?? 0,
+            queued: load.get(entry.config.id)?.queued ?? 0,
+          })),
+        };
+      });
+
+      scope.get('/usage', { schema: doc('Usage from the ledger, grouped.', { querystring: usageQuery }) }, async (request) => {
         const admin = await authorize(request);
         const query = parse(usageQuery, request.query);
         const data = await admin.usage({

@@ -3,6 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Services } from '../../serving/context.ts';
 import { registerChatRoutes } from './chat.ts';
+import { registerCompletionRoutes } from './completions.ts';
 import { registerEmbeddingRoutes } from './embeddings.ts';
 import { registerImageRoutes } from './images.ts';
 import { registerModelRoutes } from './models.ts';
@@ -11,6 +12,7 @@ import { registerUserRoutes } from './user.ts';
 
 export function registerApiRoutes(scope: FastifyInstance, services: Services): void {
   registerChatRoutes(scope, services);
+  registerCompletionRoutes(scope, services);
   registerEmbeddingRoutes(scope, services);
   registerRerankRoutes(scope, services);
   registerImageRoutes(scope, services);

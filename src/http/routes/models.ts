@@ -1,8 +1,35 @@
 import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { modelListSchema, modelsQuerySchema, wireModelSchema } from '../../protocol/models.ts';
 import type { Services } from '../../serving/context.ts';
 import { listModels, retrieveModel } from '../../serving/models.ts';
+import { errorResponses, routeSchema } from '../openapi.ts';
 
 export function registerModelRoutes(scope: FastifyInstance, services: Services): void {
-  scope.get('/models', async (request) => listModels(services, request.query as Record<string, unknown>));
-  scope.get('/models/*', async (request) => retrieveModel(services, (request.params as { '*': string })['*']));
+  const hidden = scope.prefix === '';
+  scope.get(
+    '/models',
+    {
+      schema: routeSchema(
+        { tags: ['models'], summary: 'The served models, with their aliases as models of their own.', querystring: modelsQuerySchema, response: { 200: modelListSchema, ...errorResponses } },
+        hidden,
+      ),
+    },
+    async (request) => listModels(services, request.query),
+  );
+  scope.get(
+    '/models/*',
+    {
+      schema: routeSchema(
+        {
+          tags: ['models'],
+          summary: 'One model by id (ids may contain slashes: Qwen/Qwen3-8B).',
+          params: z.object({ '*': z.string().describe('The model id.') }),
+          response: { 200: wireModelSchema, ...errorResponses },
+        },
+        hidden,
+      ),
+    },
+    async (request) => retrieveModel(services, (request.params as { '*': string })['*']),
+  );
 }

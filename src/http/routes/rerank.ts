@@ -1,8 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { rerankRequestSchema, rerankResponseSchema } from '../../protocol/rerank.ts';
 import type { Services } from '../../serving/context.ts';
 import { serveRerank } from '../../serving/rerank.ts';
 import { requestContext, sendResult } from '../app.ts';
 import { inferenceRouteOptions } from '../edge.ts';
+import { errorResponses, routeSchema } from '../openapi.ts';
 
 /**
  * POST /rerank in the API scope (/v1/rerank, and bare /rerank which the AI SDK's cohere provider
@@ -15,6 +17,12 @@ export function registerRerankRoutes(scope: FastifyInstance, services: Services)
     return sendResult(request, reply, result);
   };
   const options = inferenceRouteOptions(services.config.server, 'rerank');
-  scope.post('/rerank', options, handler);
-  if (scope.prefix === '') scope.post('/v2/rerank', options, handler);
+  const schema = {
+    tags: ['rerank'],
+    body: rerankRequestSchema,
+    response: { 200: rerankResponseSchema, ...errorResponses },
+  };
+  const summary = 'Scores documents against a query, highest first (SiliconFlow, Cohere v1).';
+  scope.post('/rerank', { ...options, schema: routeSchema({ ...schema, summary }, scope.prefix === '') }, handler);
+  if (scope.prefix === '') scope.post('/v2/rerank', { ...options, schema: { ...schema, summary: 'The same, for Cohere\'s v2 client (base URL: the server root).' } }, handler);
 }

@@ -351,8 +351,11 @@ test('logprobs / top_logprobs', () => {
   rejectsField({ logprobs: true, stream: true }, 'logprobs', /stream/);
 });
 
-test('unknown vendor fields are ignored; output-changing OpenAI fields we cannot honour are refused', () => {
-  assert.doesNotThrow(() => parse({ metadata: { a: 'b' }, store: false, service_tier: 'auto', some_vendor_flag: { x: 1 }, logit_bias: {} }));
+test('unknown vendor fields are not refused and ride along in options.extra; output-changing OpenAI fields we cannot honour are refused', () => {
+  const parsed = parse({ metadata: { a: 'b' }, store: false, service_tier: 'auto', some_vendor_flag: { x: 1 }, logit_bias: {} });
+  // An engine that forwards requests (openai-compatible) passes them on; known fields never appear there.
+  assert.deepEqual(parsed.options.extra, { metadata: { a: 'b' }, store: false, service_tier: 'auto', some_vendor_flag: { x: 1 } });
+  assert.equal(parse({ temperature: 1 }).options.extra, undefined);
   assert.doesNotThrow(() => parse({ modalities: ['text'], audio: null }));
   rejectsField({ logit_bias: { '50256': -100 } }, 'logit_bias', /not supported/);
   rejectsField({ modalities: ['text', 'audio'] }, 'modalities', /only "text"/);

@@ -1,6 +1,7 @@
 // POST /v1/chat/completions request: the wire body (snake_case, OpenAI + SiliconFlow fields) →
 // ChatCallOptions. Every field of API-CONTRACT.md is honoured or refused with a 400 naming it;
-// fields we do not know are ignored, because clients send vendor extensions freely.
+// fields we do not know are not refused, because clients send vendor extensions freely: they ride along
+// in `options.extra`, which an engine that forwards the request passes on and other engines ignore.
 //
 // Leniency decisions (each one matches what a real client sends):
 // - `null` means "absent" for every optional field (`tools: null`, `stop: null`, ...).
@@ -33,7 +34,7 @@ import {
   TOOL_NAME_PATTERN,
   TOOL_NAME_RULE,
 } from '../../spec/chat.ts';
-import { numberBetween, parseBody } from '../common/validation.ts';
+import { numberBetween, parseBody, unknownFields } from '../common/validation.ts';
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../../config/requests.ts';
 import { checkJsonSchema } from './json-schema-check.ts';
 
@@ -519,6 +520,8 @@ export function parseChatRequest(body: unknown, limits: RequestLimits = DEFAULT_
   if (caps.length > 0) options.maxTokens = Math.min(...caps);
   if (stop.length > 0) options.stop = stop;
   if (wire.logprobs === true) options.topLogprobs = wire.top_logprobs ?? 0;
+  const extra = unknownFields(body, chatRequestSchema.shape);
+  if (extra) options.extra = extra;
 
   const parsed: ParsedChatRequest = {
     model: wire.model,

@@ -3,6 +3,7 @@
 // fields OpenAI marks required (`logprobs`, `message.refusal`) that many servers forget.
 
 import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
 import type { ChatResult, ChatUsage, FinishReason, TokenLogprob, ToolCall } from '../../spec/chat.ts';
 
 /** Identity of one completion, shared by the JSON response and every stream chunk. */
@@ -23,51 +24,67 @@ export const DEFAULT_SYSTEM_FINGERPRINT = 'fp_infera';
 
 export const newChatCompletionId = (): string => `chatcmpl-${randomBytes(16).toString('hex')}`;
 
-export interface WireUsage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-  completion_tokens_details: { reasoning_tokens: number };
-  prompt_tokens_details: { cached_tokens: number };
-}
+// The wire shapes are zod schemas so that /openapi.json describes exactly what the builders below
+// return: their return types are these schemas' types, so a field added to one and not the other
+// fails to compile, and test/openapi.test.ts checks real answers against the generated document.
+const tokenCount = z.number().int().min(0);
 
-export interface WireToolCall {
-  id: string;
-  type: 'function';
-  function: { name: string; arguments: string };
-}
+export const wireUsageSchema = z.object({
+  prompt_tokens: tokenCount,
+  completion_tokens: tokenCount.describe('Generated tokens, reasoning tokens included.'),
+  total_tokens: tokenCount,
+  completion_tokens_details: z.object({ reasoning_tokens: tokenCount }),
+  prompt_tokens_details: z.object({ cached_tokens: tokenCount }),
+});
+export type WireUsage = z.infer<typeof wireUsageSchema>;
 
-export type WireFinishReason = FinishReason | 'function_call';
+export const wireToolCallSchema = z.object({
+  id: z.string(),
+  type: z.literal('function'),
+  function: z.object({ name: z.string(), arguments: z.string().describe('The arguments as JSON text.') }),
+});
+export type WireToolCall = z.infer<typeof wireToolCallSchema>;
 
-export interface WireLogprobs {
-  content: {
-    token: string;
-    logprob: number;
-    bytes: number[] | null;
-    top_logprobs: { token: string; logprob: number; bytes: number[] | null }[];
-  }[];
-  refusal: null;
-}
+export const wireFinishReasonSchema = z.enum(['stop', 'length', 'tool_calls', 'function_call']);
+export type WireFinishReason = z.infer<typeof wireFinishReasonSchema>;
 
-export interface WireChatMessage {
-  role: 'assistant';
+const tokenBytes = z.array(z.number().int()).nullable();
+export const wireLogprobsSchema = z.object({
+  content: z.array(
+    z.object({
+      token: z.string(),
+      logprob: z.number(),
+      bytes: tokenBytes,
+      top_logprobs: z.array(z.object({ token: z.string(), logprob: z.number(), bytes: tokenBytes })),
+    }),
+  ),
+  refusal: z.null(),
+});
+export type WireLogprobs = z.infer<typeof wireLogprobsSchema>;
+
+export const wireChatMessageSchema = z.object({
+  role: z.literal('assistant'),
   /** Always present: a string, or null when the message is only tool calls. */
-  content: string | null;
-  reasoning_content?: string;
-  tool_calls?: WireToolCall[];
-  function_call?: { name: string; arguments: string };
-  refusal: null;
-}
+  content: z.string().nullable(),
+  reasoning_content: z.string().optional().describe('The chain of thought, when the model thought (SiliconFlow, DeepSeek).'),
+  tool_calls: z.array(wireToolCallSchema).optional(),
+  function_call: z.object({ name: z.string(), arguments: z.string() }).optional().describe('Legacy: only when the request used `functions`.'),
+  refusal: z.null(),
+});
+export type WireChatMessage = z.infer<typeof wireChatMessageSchema>;
 
-export interface WireChatCompletion {
-  id: string;
-  object: 'chat.completion';
-  created: number;
-  model: string;
-  system_fingerprint: string;
-  choices: { index: number; message: WireChatMessage; logprobs: WireLogprobs | null; finish_reason: WireFinishReason }[];
-  usage: WireUsage;
-}
+export const chatCompletionSchema = z.object({
+  id: z.string(),
+  object: z.literal('chat.completion'),
+  created: z.number().int(),
+  model: z.string(),
+  system_fingerprint: z.string(),
+  choices: z.array(
+    z.object({ index: z.number().int().min(0), message: wireChatMessageSchema, logprobs: wireLogprobsSchema.nullable(), finish_reason: wireFinishReasonSchema }),
+  ),
+  usage: wireUsageSchema,
+});
+export type WireChatCompletion = z.infer<typeof chatCompletionSchema>;
 
 /** completionTokens already includes reasoning tokens (OpenAI semantics, as in src/spec). */
 export function toWireUsage(usage: ChatUsage): WireUsage {

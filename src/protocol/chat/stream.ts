@@ -9,7 +9,8 @@
 // makes next() throw (after the other sources were returned); render that with chatStreamErrorFrames.
 
 import { InferaError } from '../../errors/index.ts';
-import { sseErrorFrame, toInferaError } from '../../errors/render.ts';
+import { z } from 'zod';
+import { sseErrorFrame, toInferaError, wireErrorSchema } from '../../errors/render.ts';
 import type { ChatStreamPart, ChatUsage } from '../../spec/chat.ts';
 import {
   combineChoiceUsage,
@@ -17,35 +18,46 @@ import {
   toWireUsage,
   wireFinishReason,
   type ChatCompletionMeta,
-  type WireFinishReason,
-  type WireUsage,
+  wireFinishReasonSchema,
+  wireUsageSchema,
 } from './response.ts';
 
 export const SSE_DONE_FRAME = 'data: [DONE]\n\n';
 
-export interface WireChunkDelta {
-  role?: 'assistant';
+export const wireChunkDeltaSchema = z.object({
+  role: z.literal('assistant').optional(),
   /** Always a string ("" while reasoning or tool calls stream): LlamaIndex breaks on null. */
-  content: string;
-  reasoning_content?: string;
-  tool_calls?: {
-    index: number;
-    id?: string;
-    type?: 'function';
-    function: { name?: string; arguments: string };
-  }[];
-  function_call?: { name?: string; arguments: string };
-}
+  content: z.string(),
+  reasoning_content: z.string().optional(),
+  tool_calls: z
+    .array(
+      z.object({
+        index: z.number().int().min(0),
+        id: z.string().optional(),
+        type: z.literal('function').optional(),
+        function: z.object({ name: z.string().optional(), arguments: z.string() }),
+      }),
+    )
+    .optional(),
+  function_call: z.object({ name: z.string().optional(), arguments: z.string() }).optional(),
+});
+export type WireChunkDelta = z.infer<typeof wireChunkDeltaSchema>;
 
-export interface WireChatChunk {
-  id: string;
-  object: 'chat.completion.chunk';
-  created: number;
-  model: string;
-  system_fingerprint: string;
-  choices: { index: number; delta: WireChunkDelta; logprobs: null; finish_reason: WireFinishReason | null }[];
-  usage?: WireUsage;
-}
+export const chatChunkSchema = z.object({
+  id: z.string(),
+  object: z.literal('chat.completion.chunk'),
+  created: z.number().int(),
+  model: z.string(),
+  system_fingerprint: z.string(),
+  choices: z.array(
+    z.object({ index: z.number().int().min(0), delta: wireChunkDeltaSchema, logprobs: z.null(), finish_reason: wireFinishReasonSchema.nullable() }),
+  ),
+  usage: wireUsageSchema.optional(),
+});
+export type WireChatChunk = z.infer<typeof chatChunkSchema>;
+
+/** One `data:` event of a stream: a chunk, or the error frame a stream that fails after its first token ends with (then `[DONE]`). */
+export const chatStreamEventSchema = z.union([chatChunkSchema, z.object({ error: wireErrorSchema })]);
 
 export interface ChatStreamOptions {
   /** stream_options.include_usage: add the `{"choices":[],"usage":…}` chunk before [DONE]. */

@@ -144,6 +144,22 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   return result.data;
 }
 
+/**
+ * The body's top-level fields that `shape` does not name (vendor extensions), or undefined when there
+ * are none. They are not validated here: an engine that forwards requests passes them on, and the
+ * server behind it judges them; engines that run the model themselves ignore them.
+ */
+export function unknownFields(body: unknown, shape: Readonly<Record<string, unknown>>): Record<string, unknown> | undefined {
+  if (!isJsonObject(body)) return undefined;
+  let extra: Record<string, unknown> | undefined;
+  for (const [key, value] of Object.entries(body)) {
+    if (Object.hasOwn(shape, key)) continue;
+    extra ??= {};
+    extra[key] = value;
+  }
+  return extra;
+}
+
 /** A number within [min, max] whose error says so in one sentence ("must be between 0 and 2"). */
 export function numberBetween(min: number, max: number, options: { int?: boolean } = {}) {
   const message = `must be ${options.int ? 'an integer ' : ''}between ${min} and ${max}`;

@@ -1,0 +1,286 @@
+// One upstream as the engine's models see it: requests over a keep-alive pool shared by every model on
+// the same origin, with the entry's timeouts, credentials and headers, and every way an upstream can fail
+// turned into an InferaError that names it: 502 for a broken answer (refused connection, a body that is
+// not what was asked for, a stream cut short), 504 for a timeout, the upstream's own 4xx as a 4xx naming
+// the request field where its body says which.
+import type { Logger } from 'pino';
+import type { Dispatcher, Pool } from 'undici';
+import { InferaError, isAbortError } from '../../errors/index.ts';
+import type { EngineResources } from '../resources.ts';
+import type { UpstreamOptions } from './config.ts';
+
+export interface UpstreamResponse {
+  status: number;
+  contentType: string;
+  body: Dispatcher.ResponseData['body'];
+}
+
+/** A JSON body that is an object (what every API answer is). */
+export type Json = Record<string, unknown>;
+
+export class Upstream {
+  /** How errors and the ledger name it. */
+  readonly label: string;
+  private readonly base: URL;
+
+  constructor(
+    readonly options: UpstreamOptions,
+    private readonly pool: Pool,
+    /** The public model id, for messages. */
+    readonly modelId: string,
+    private readonly logger: Logger,
+  ) {
+    this.base = new URL(options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`);
+    this.label = `upstream ${options.name ?? this.base.host} (${options.dialect})`;
+  }
+
+  /** The upstream's own name for the model. */
+  get model(): string {
+    return this.options.model ?? this.modelId;
+  }
+
+  /** A path under the configured base URL ("chat/completions" → /v1/chat/completions). */
+  path(relative: string): string {
+    return new URL(relative, this.base).pathname;
+  }
+
+  /** A path at the server's root, for native routes outside /v1 (TEI /embed, Ollama /api/chat). */
+  rootPath(path: string): string {
+    const prefix = this.base.pathname.replace(/\/v1\/?$/, '/').replace(/\/$/, '');
+    return `${prefix}${path}`;
+  }
+
+  private headers(accept: string): Record<string, string> {
+    const headers: Record<string, string> = { ...this.options.headers, 'content-type': 'application/json', accept };
+    if (this.options.apiKeyEnv) {
+      const key = process.env[this.options.apiKeyEnv];
+      if (!key)
+        throw new InferaError({
+          status: 502,
+          code: 'upstream_misconfigured',
+          message: `Model '${this.modelId}': ${this.label} needs the API key in environment variable ${this.options.apiKeyEnv}, which is not set on this server.`,
+        });
+      headers.authorization = `Bearer ${key}`;
+    }
+    return headers;
+  }
+
+  /**
+   * Sends one request. Resolves once the headers arrived with a 2xx; any other status is read and thrown
+   * as an InferaError. The returned body must be consumed or destroyed; `done()` clears the timers.
+   */
+  async send(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    signal: AbortSignal,
+    accept = 'application/json',
+  ): Promise<UpstreamResponse & { done(): void; failure(error: unknown): unknown }> {
+    const { timeouts } = this.options;
+    const total = new AbortController();
+    const timer = setTimeout(() => total.abort(this.timeout(`took longer than ${timeouts.totalSeconds}s in all`)), timeouts.totalSeconds * 1000);
+    timer.unref();
+    const combined = AbortSignal.any([signal, total.signal]);
+    const done = () => clearTimeout(timer);
+    const failure = (error: unknown) => this.failure(error, signal, total.signal);
+    let response: Dispatcher.ResponseData;
+    try {
+      signal.throwIfAborted();
+      response = await this.pool.request({
+        method,
+        path,
+        headers: this.headers(accept),
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: combined,
+        headersTimeout: timeouts.firstByteSeconds * 1000,
+        bodyTimeout: timeouts.idleSeconds * 1000,
+      });
+    } catch (error) {
+      done();
+      throw failure(error);
+    }
+    const contentType = String(response.headers['content-type'] ?? '').toLowerCase();
+    if (response.statusCode < 200 || response.statusCode >= 300) {
+      try {
+        const text = await readText(response.body, 64 * 1024);
+        throw this.statusError(response.statusCode, contentType, text, response.headers['retry-after'], body);
+      } catch (error) {
+        throw error instanceof InferaError ? error : failure(error);
+      } finally {
+        done();
+      }
+    }
+    // An abort (the client left) destroys the body with an error between two reads too, when no read is
+    // listening: the readers see it on their next read, so the event itself must not go unhandled.
+    response.body.on('error', () => {});
+    return { status: response.statusCode, contentType, body: response.body, done, failure };
+  }
+
+  /** POST (or GET) and parse a JSON object answer; anything else is a 502 naming the upstream. */
+  async json(path: string, body: unknown, signal: AbortSignal, method: 'GET' | 'POST' = 'POST'): Promise<Json> {
+    const response = await this.send(method, path, body, signal);
+    try {
+      const text = await readText(response.body, 256 * 1024 * 1024);
+      return this.parseJson(text, response.contentType);
+    } catch (error) {
+      throw error instanceof InferaError ? error : response.failure(error);
+    } finally {
+      response.done();
+    }
+  }
+
+  /** Parses an answer body that must be JSON (an object or array); a 502 naming what came instead. */
+  parseJson(text: string, contentType: string): Json {
+    if (!/\bjson\b/.test(contentType))
+      throw this.broken(`answered with content-type ${contentType || '(none)'} where JSON was expected: ${quote(text)}`);
+    try {
+      const value: unknown = JSON.parse(text);
+      if (typeof value === 'object' && value !== null) return value as Json;
+    } catch {
+      // reported below
+    }
+    throw this.broken(`answered with a body that is not JSON: ${quote(text)}`);
+  }
+
+  broken(what: string, cause?: unknown): InferaError {
+    return new InferaError({ status: 502, code: 'upstream_error', message: `Model '${this.modelId}': ${this.label} ${what}`, cause });
+  }
+
+  timeout(what: string): InferaError {
+    return new InferaError({ status: 504, code: 'upstream_timeout', message: `Model '${this.modelId}': ${this.label} ${what}.` });
+  }
+
+  /** An error from the pool or a body read, as the client should see it. */
+  failure(error: unknown, client: AbortSignal, total: AbortSignal): unknown {
+    if (error instanceof InferaError) return error;
+    // The client left: not the upstream's fault, and nobody reads the answer.
+    if (client.aborted) return client.reason ?? error;
+    if (total.aborted) return total.reason;
+    const code = (error as { code?: string }).code ?? '';
+    const { timeouts } = this.options;
+    if (code === 'UND_ERR_CONNECT_TIMEOUT') return this.timeout(`did not accept a connection within ${timeouts.connectSeconds}s`);
+    if (code === 'UND_ERR_HEADERS_TIMEOUT') return this.timeout(`sent no answer within ${timeouts.firstByteSeconds}s`);
+    if (code === 'UND_ERR_BODY_TIMEOUT') return this.timeout(`stopped sending its answer for ${timeouts.idleSeconds}s`);
+    if (isAbortError(error)) return this.broken('aborted the request', error);
+    const message = (error as Error)?.message ?? String(error);
+    if (code === 'ECONNREFUSED') return this.broken('refused the connection (is it running?)', error);
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return this.broken(`cannot be resolved (${code})`, error);
+    if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') return this.broken(`closed the connection mid-answer (${message})`, error);
+    this.logger.warn({ err: error }, 'upstream request failed');
+    return this.broken(`could not be reached: ${message}`, error);
+  }
+
+  /**
+   * A non-2xx answer. 4xx: the request was refused for something the client sent: a 4xx naming the field
+   * when the body says which. Credentials, a missing route or model, and 5xx are the deployment's
+   * problem: 502 (503 / 429 keep their status and Retry-After, so clients back off).
+   */
+  statusError(status: number, contentType: string, text: string, retryAfterHeader: unknown, requestBody: unknown): InferaError {
+    const parsed = parseErrorBody(text, contentType);
+    const said = parsed.message ? `: ${parsed.message}` : text ? `: ${quote(text)}` : '';
+    const retryAfter = Number.parseInt(String(retryAfterHeader ?? ''), 10);
+    const base = `Model '${this.modelId}': ${this.label} answered ${status}${said}`;
+    if (status === 401 || status === 403)
+      return new InferaError({
+        status: 502,
+        code: 'upstream_error',
+        message: `${base} (check the key in ${this.options.apiKeyEnv ?? 'upstream.apiKeyEnv, which is not set'})`,
+      });
+    if (status === 429 || status === 503)
+      return new InferaError({
+        status,
+        code: status === 429 ? 'upstream_rate_limited' : 'upstream_unavailable',
+        message: base,
+        retryAfter: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 1,
+      });
+    if (status === 404 || status === 405 || status >= 500) return new InferaError({ status: 502, code: 'upstream_error', message: base });
+    const named = parsed.param ?? guessParam(parsed.message ?? text, requestBody);
+    const param = named === undefined ? undefined : (CLIENT_NAME[named] ?? named);
+    return new InferaError({
+      status: status === 413 || status === 422 ? 400 : status,
+      code: parsed.code ?? 'upstream_rejected',
+      param: param ?? null,
+      message: param && !base.includes(param) ? `${param}: ${base}` : base,
+    });
+  }
+}
+
+/** The message and field of an error body in any of the shapes upstreams use. */
+export function parseErrorBody(text: string, contentType: string): { message?: string; param?: string; code?: string } {
+  if (!/\bjson\b/.test(contentType) && !text.trimStart().startsWith('{')) return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return {};
+  }
+  if (typeof value !== 'object' || value === null) return {};
+  const body = value as Record<string, unknown>;
+  const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+  // OpenAI, llama-server, Infinity: {"error": {"message", "param", "code"}}; Infera/SiliconFlow add a top-level message.
+  if (typeof body.error === 'object' && body.error !== null) {
+    const error = body.error as Record<string, unknown>;
+    return { message: str(error.message), param: str(error.param), code: str(error.code) };
+  }
+  // FastAPI validation (Infinity, SGLang): {"detail": [{"loc": ["body", "input"], "msg": …}]}.
+  if (Array.isArray(body.detail)) {
+    const first = body.detail[0] as { loc?: unknown[]; msg?: string } | undefined;
+    const loc = Array.isArray(first?.loc) ? first.loc.filter((part) => part !== 'body') : [];
+    const param = loc.length ? loc.map((part, i) => (typeof part === 'number' ? `[${part}]` : i ? `.${part}` : String(part))).join('') : undefined;
+    return { message: str(first?.msg), param };
+  }
+  // Ollama, TEI: {"error": "text"}; vLLM: {"object": "error", "message", "param"}; SiliconFlow: {"code", "message"}.
+  return { message: str(body.error) ?? str(body.message) ?? str(body.detail), param: str(body.param) };
+}
+
+/** Native field names (TEI, Ollama) as the client sent them to Infera. */
+const CLIENT_NAME: Record<string, string> = { inputs: 'input', texts: 'documents', num_predict: 'max_tokens', repeat_penalty: 'repetition_penalty' };
+
+/** A request field the message names, quoted or as a word ("'top_k' must be…"), among the fields sent. */
+function guessParam(message: string, requestBody: unknown): string | undefined {
+  if (typeof requestBody !== 'object' || requestBody === null) return undefined;
+  const keys = Object.keys(requestBody).filter((key) => key.length > 2 && key !== 'model');
+  // The longest first, so "max_tokens" wins over "tokens".
+  for (const key of keys.sort((a, b) => b.length - a.length)) if (new RegExp(`\\b${key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\b`).test(message)) return key;
+  return undefined;
+}
+
+/** At most `limit` characters of a body, for messages. */
+export function quote(text: string, limit = 200): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat === '' ? '(empty)' : JSON.stringify(flat.length > limit ? `${flat.slice(0, limit)}…` : flat);
+}
+
+/** The body as text, refusing more than `limit` bytes (an upstream must not exhaust the server's memory). */
+export async function readText(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) throw new Error(`answer larger than ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * The keep-alive pool for an origin, one per server (registry resources): every model on the same
+ * upstream shares its connections, and closing the server closes them.
+ */
+export async function poolFor(resources: EngineResources, options: UpstreamOptions): Promise<Pool> {
+  const origin = new URL(options.baseUrl).origin;
+  const connectMs = options.timeouts.connectSeconds * 1000;
+  const { Pool } = await import('undici');
+  return resources.get(
+    `openai-compatible:${origin}:${connectMs}:${options.maxConnections}`,
+    () =>
+      new Pool(origin, {
+        connections: options.maxConnections,
+        connect: { timeout: connectMs },
+        // Idle connections stay open for the next request; the upstream's own keep-alive hint wins when shorter.
+        keepAliveTimeout: 30_000,
+        keepAliveMaxTimeout: 120_000,
+      }),
+    (pool) => pool.close().catch(() => pool.destroy()),
+  );
+}

@@ -1,0 +1,365 @@
+// The server's side of an engine process: starts the child (child.ts), waits for its model to load,
+// and hands the registry a model object that forwards every call of the engine contract over IPC.
+// Supervision: a child that dies (native abort, OOM kill, crash) or stops answering heartbeats fails
+// its in-flight calls with a 503 the client may retry, and the registry is told so it can restart the
+// model with backoff. The server process itself never loads the engine's native code.
+import { fork, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import type { ModelConfig } from '../../config/model.ts';
+import { InferaError } from '../../errors/index.ts';
+import type { AnyModel, LoadedModel, LoadProgress } from '../../spec/index.ts';
+import {
+  encodeArguments,
+  fromWireError,
+  methodShape,
+  reviveBuffers,
+  toWireError,
+  type ChildItem,
+  type ChildMessage,
+  type HostMessage,
+} from './protocol.ts';
+
+export interface EngineProcessOptions {
+  config: ModelConfig;
+  /** The model's logger: the child's log lines, stdout and stderr are written here. */
+  logger: Logger;
+  onProgress: LoadProgress;
+  /** Aborted when the server shuts down during the load: the child is killed. */
+  signal: AbortSignal;
+  /** No heartbeat answer for this long: the child is taken for hung and killed. */
+  hangTimeoutSeconds: number;
+  /**
+   * The child stopped without being asked to, after its model loaded. Returns how many seconds until
+   * the model is back (the Retry-After of the requests that were running on it).
+   */
+  onExit(reason: string): number;
+}
+
+export interface EngineProcessModel extends LoadedModel {
+  readonly pid: number;
+}
+
+type Pending =
+  | { kind: 'promise'; resolve(value: unknown): void; reject(error: Error): void; cleanup(): void }
+  | { kind: 'batch'; settlers: { resolve(value: unknown): void; reject(error: Error): void }[]; left: number; cleanup(): void }
+  | { kind: 'stream'; push(item: ChildItem | { t: 'crash'; error: Error }): void; cleanup(): void };
+
+/** How long a loading engine process may go without answering a heartbeat. */
+const LOADING_HANG_MS = 120_000;
+
+const LEVELS = pino.levels.labels as Record<string, string>;
+
+/** Why a process ended, in words an operator can act on. */
+function exitReason(code: number | null, signal: NodeJS.Signals | null): string {
+  if (signal === 'SIGABRT') return 'killed by SIGABRT: a native abort inside the engine (a model file or request it could not handle)';
+  if (signal === 'SIGKILL') return 'killed by SIGKILL: out of memory, or killed by an operator';
+  if (signal === 'SIGSEGV') return 'killed by SIGSEGV: a crash inside the engine';
+  if (signal) return `killed by ${signal}`;
+  return `exited with code ${code}`;
+}
+
+export function loadInEngineProcess(options: EngineProcessOptions): Promise<EngineProcessModel> {
+  const { config, logger } = options;
+  // From the sources (tests, `npm run dev`) the child runs TypeScript through tsx as the server does;
+  // the compiled build (`npm start`) runs plain JavaScript and passes no loader.
+  const fromSources = import.meta.url.endsWith('.ts');
+  const entry = fileURLToPath(new URL(fromSources ? './child.ts' : './child.js', import.meta.url));
+  const child: ChildProcess = fork(entry, [], {
+    execArgv: fromSources ? ['--import', 'tsx'] : [],
+    serialization: 'advanced',
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+
+  // Native code (llama.cpp before its log hook is set, ONNX Runtime) may print straight to the
+  // descriptors: those lines are the engine's too, so they go to the model's log, not the terminal.
+  createInterface({ input: child.stdout! }).on('line', (line) => line && logger.info({ stream: 'stdout' }, line));
+  createInterface({ input: child.stderr! }).on('line', (line) => line && logger.warn({ stream: 'stderr' }, line));
+
+  const pending = new Map<number, Pending>();
+  const callbacks = new Map<number, (...args: unknown[]) => unknown>();
+  let nextId = 1;
+  let state: 'loading' | 'ready' | 'stopping' | 'gone' = 'loading';
+  let lastPong = Date.now();
+  let hangKill: string | undefined;
+  let pings = 0;
+  /** The 503 calls get once the process is gone. */
+  let gone: Error | undefined;
+  let exited: Promise<void>;
+
+  const send = (message: HostMessage) => {
+    if (state !== 'gone' && child.connected) child.send(message);
+  };
+
+  const hangMs = options.hangTimeoutSeconds * 1000;
+  const heartbeat = setInterval(
+    () => {
+      // Starting Node (and, from the sources, compiling TypeScript) on a busy machine takes seconds
+      // before the first answer: a load gets a longer allowance than a running model.
+      const allowed = state === 'loading' ? Math.max(hangMs, LOADING_HANG_MS) : hangMs;
+      if (Date.now() - lastPong > allowed) {
+        hangKill = `stopped answering for ${Math.round(allowed / 1000)} s (hung) and was killed`;
+        child.kill('SIGKILL');
+        return;
+      }
+      send({ t: 'ping', n: ++pings });
+    },
+    Math.max(250, Math.min(5_000, hangMs / 4)),
+  );
+  heartbeat.unref();
+
+  const deliver = (item: ChildItem) => {
+    if (item.t === 'callback') {
+      callbacks.get(item.callback)?.(...item.args);
+      return;
+    }
+    const call = pending.get(item.id);
+    if (!call) return; // A stream whose consumer left; its last parts are of no use.
+    if (call.kind === 'stream') return call.push(item);
+    if (call.kind === 'promise') {
+      pending.delete(item.id);
+      call.cleanup();
+      if (item.t === 'result') call.resolve(reviveBuffers(item.value));
+      else if (item.t === 'error') call.reject(fromWireError(item.error));
+      return;
+    }
+    if (item.t !== 'result' && item.t !== 'error') return;
+    const settler = call.settlers[item.index ?? 0];
+    if (!settler) return;
+    if (item.t === 'result') settler.resolve(reviveBuffers(item.value));
+    else settler.reject(fromWireError(item.error));
+    if (--call.left === 0) {
+      pending.delete(item.id);
+      call.cleanup();
+    }
+  };
+
+  /** Sends a call; AbortSignals and callbacks in its arguments become markers (protocol.ts). */
+  const start = (method: string, args: unknown[], entry: (cleanup: () => void) => Pending): number => {
+    const id = nextId++;
+    const undo: (() => void)[] = [];
+    const encoded = encodeArguments(
+      args,
+      (signal) => {
+        const marker = { __signal: nextId++ };
+        const onAbort = () => send({ t: 'abort', signal: marker.__signal, reason: toWireError(signal.reason) });
+        if (signal.aborted) queueMicrotask(onAbort);
+        else {
+          signal.addEventListener('abort', onAbort, { once: true });
+          undo.push(() => signal.removeEventListener('abort', onAbort));
+        }
+        return marker;
+      },
+      (callback) => {
+        const marker = { __callback: nextId++ };
+        callbacks.set(marker.__callback, callback);
+        undo.push(() => callbacks.delete(marker.__callback));
+        return marker;
+      },
+    ) as unknown[];
+    pending.set(id, entry(() => {
+      for (const step of undo) step();
+    }));
+    if (state !== 'ready') {
+      const call = pending.get(id)!;
+      pending.delete(id);
+      call.cleanup();
+      throw gone ?? new Error('engine process is not ready');
+    }
+    send({ t: 'call', id, method, args: encoded });
+    return id;
+  };
+
+  const promiseMethod = (method: string) => (...args: unknown[]) =>
+    new Promise((resolve, reject) => {
+      try {
+        start(method, args, (cleanup) => ({ kind: 'promise', resolve, reject, cleanup }));
+      } catch (error) {
+        reject(error);
+      }
+    });
+
+  const batchMethod = (method: string) => (...args: unknown[]) => {
+    const calls = args[0] as unknown[];
+    const settlers: { resolve(value: unknown): void; reject(error: Error): void }[] = [];
+    const promises = calls.map(() => new Promise((resolve, reject) => settlers.push({ resolve, reject })));
+    try {
+      start(method, args, (cleanup) => ({ kind: 'batch', settlers, left: calls.length, cleanup }));
+    } catch (error) {
+      for (const settler of settlers) settler.reject(error as Error);
+    }
+    return promises;
+  };
+
+  // Iterating starts the call (as the in-process engines do); return() before the first next() sends nothing.
+  const streamMethod = (method: string) => (...args: unknown[]): AsyncIterable<unknown> => ({
+    [Symbol.asyncIterator]() {
+      const queue: unknown[] = [];
+      let id: number | undefined;
+      let finished = false;
+      let failure: Error | undefined;
+      let waiter: { resolve(result: IteratorResult<unknown>): void; reject(error: Error): void } | undefined;
+      const wake = () => {
+        if (!waiter) return;
+        const current = waiter;
+        if (queue.length > 0) {
+          waiter = undefined;
+          current.resolve({ value: queue.shift(), done: false });
+        } else if (failure) {
+          waiter = undefined;
+          const error = failure;
+          failure = undefined;
+          finished = true;
+          current.reject(error);
+        } else if (finished) {
+          waiter = undefined;
+          current.resolve({ value: undefined, done: true });
+        }
+      };
+      const stop = () => {
+        if (id !== undefined) {
+          const call = pending.get(id);
+          pending.delete(id);
+          call?.cleanup();
+        }
+      };
+      const iterator: AsyncIterator<unknown> = {
+        next() {
+          if (id === undefined && !finished) {
+            try {
+              id = start(method, args, (cleanup) => ({
+                kind: 'stream',
+                cleanup,
+                push(item) {
+                  if (item.t === 'part') queue.push(item.part);
+                  else if (item.t === 'end') {
+                    finished = true;
+                    stop();
+                  } else if (item.t === 'error' || item.t === 'crash') {
+                    failure = item.t === 'error' ? fromWireError(item.error) : item.error;
+                    stop();
+                  }
+                  wake();
+                },
+              }));
+            } catch (error) {
+              finished = true;
+              return Promise.reject(error);
+            }
+          }
+          if (queue.length > 0) return Promise.resolve({ value: queue.shift(), done: false });
+          return new Promise((resolve, reject) => {
+            waiter = { resolve, reject };
+            wake();
+          });
+        },
+        return() {
+          if (id !== undefined && pending.has(id)) {
+            send({ t: 'return', id });
+            stop();
+          }
+          finished = true;
+          queue.length = 0;
+          failure = undefined;
+          wake();
+          return Promise.resolve({ value: undefined, done: true });
+        },
+      };
+      return iterator;
+    },
+  });
+
+  return new Promise<EngineProcessModel>((resolveLoad, rejectLoad) => {
+    const onShutdown = () => {
+      state = 'stopping';
+      child.kill('SIGKILL');
+      rejectLoad(options.signal.reason);
+    };
+    if (options.signal.aborted) return onShutdown();
+    options.signal.addEventListener('abort', onShutdown, { once: true });
+
+    exited = new Promise((resolveExit) => {
+      child.once('exit', (code, signal) => {
+        clearInterval(heartbeat);
+        options.signal.removeEventListener('abort', onShutdown);
+        const before = state;
+        state = 'gone';
+        const reason = hangKill ?? exitReason(code, signal);
+        if (before === 'loading') {
+          logger.error({ pid: child.pid, code, signal }, `engine process ${reason} while loading the model`);
+          rejectLoad(new Error(`its engine process ${reason} while loading it`));
+        } else if (before === 'ready') {
+          const retryAfter = options.onExit(reason);
+          logger.error({ pid: child.pid, code, signal, inFlight: pending.size }, `engine process ${reason}; restarting the model in ${retryAfter} s`);
+          gone = new InferaError({
+            status: 503,
+            code: 'engine_restarting',
+            message: `The engine serving model '${config.id}' stopped (${reason.split(':')[0]}) and is restarting. Retry after ${retryAfter}s.`,
+            retryAfter,
+          });
+          for (const call of pending.values()) {
+            call.cleanup();
+            if (call.kind === 'promise') call.reject(gone);
+            else if (call.kind === 'batch') for (const settler of call.settlers) settler.reject(gone);
+            else call.push({ t: 'crash', error: gone });
+          }
+          pending.clear();
+        }
+        resolveExit();
+      });
+    });
+    child.once('error', (error) => {
+      if (state === 'loading') rejectLoad(new Error(`could not start its engine process: ${error.message}`));
+    });
+
+    child.on('message', (message: ChildMessage) => {
+      switch (message.t) {
+        case 'out':
+          for (const item of message.items) deliver(item);
+          return;
+        case 'pong':
+          lastPong = Date.now();
+          return;
+        case 'progress':
+          options.onProgress(message.fraction);
+          return;
+        case 'log': {
+          const level = LEVELS[message.level] ?? 'info';
+          (logger as unknown as Record<string, (fields: object, msg: string) => void>)[level]?.(message.fields, message.msg);
+          return;
+        }
+        case 'load-failed':
+          state = 'stopping';
+          options.signal.removeEventListener('abort', onShutdown);
+          rejectLoad(fromWireError(message.error));
+          send({ t: 'dispose' });
+          return;
+        case 'loaded': {
+          state = 'ready';
+          options.signal.removeEventListener('abort', onShutdown);
+          const model: Record<string, unknown> = { ...message.properties };
+          for (const method of message.methods) {
+            const shape = methodShape(method);
+            model[method] = shape === 'stream' ? streamMethod(method) : shape === 'batch' ? batchMethod(method) : promiseMethod(method);
+          }
+          resolveLoad({
+            pid: child.pid!,
+            model: model as unknown as AnyModel,
+            dispose: async () => {
+              if (state === 'gone') return;
+              state = 'stopping';
+              child.send({ t: 'dispose' } satisfies HostMessage);
+              const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+              await exited;
+              clearTimeout(timer);
+            },
+          });
+          return;
+        }
+      }
+    });
+    send({ t: 'load', config, logLevel: logger.level });
+  });
+}

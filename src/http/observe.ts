@@ -1,0 +1,193 @@
+// What operators see of the HTTP layer: the access log line and the HTTP metrics of every request
+// (written when its response is over, or when its client left), and the operations routes: /health
+// (alive), /ready (can serve) and /metrics (Prometheus). docs/OBSERVABILITY.md describes each.
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
+import type { RootApp } from './openapi.ts';
+import { z } from 'zod';
+import { InferaError } from '../errors/index.ts';
+import { wireErrorBodySchema } from '../errors/render.ts';
+import { redactUrl } from '../observability/logger.ts';
+import type { Tracing } from '../observability/tracing.ts';
+import type { Services } from '../serving/context.ts';
+import type { hostPolicy } from './edge.ts';
+import { adminKeyDigest, bearerMatches } from './routes/admin.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The error code the answer carried (`error.code`), for the access log and the error metrics. */
+    errorCode?: string;
+  }
+}
+
+/** A logged body (`logging.bodies`) is cut here: a base64 image must not become a 16 MB log line. */
+const MAX_LOGGED_BODY = 64 * 1024;
+
+/**
+ * The configured model a request named (canonical id), or "". Only ids the registry knows become a
+ * label or a log field, so a client sending random model names cannot grow the metrics without bound.
+ */
+export function modelOf(request: FastifyRequest, services: Services): string {
+  const body = request.body as { model?: unknown } | undefined;
+  let named: unknown = typeof body === 'object' && body !== null ? body.model : undefined;
+  if (named === undefined && request.routeOptions.url?.endsWith('/models/*')) named = (request.params as { '*'?: string })['*'];
+  return typeof named === 'string' ? (services.registry.find(named)?.config.id ?? '') : '';
+}
+
+function loggedBody(body: unknown): string | undefined {
+  if (body === undefined) return undefined;
+  const text = JSON.stringify(body);
+  return text.length > MAX_LOGGED_BODY ? `${text.slice(0, MAX_LOGGED_BODY)}… (${text.length} characters)` : text;
+}
+
+/**
+ * Called once per request when its response closes: one access log line (request id, key id, model,
+ * status, time; the body only with logging.bodies) and the HTTP metrics. A response that closed before
+ * it finished is recorded as 499 (the client left), as the ledger records it.
+ */
+export function requestObserver(services: Services, tracing?: Tracing) {
+  const { logger, metrics } = services;
+  const bodies = services.config.logging.bodies;
+  return (request: FastifyRequest, reply: FastifyReply): void => {
+    try {
+      record(request, reply);
+    } catch (error) {
+      // Runs in the response's close listener: a failure here must not stop what follows it there.
+      logger.warn({ err: error, id: request.id }, 'could not record the request in the access log and metrics');
+    }
+  };
+
+  function record(request: FastifyRequest, reply: FastifyReply): void {
+    const status = reply.raw.writableFinished ? reply.raw.statusCode : 499;
+    const route = request.is404 ? 'unmatched' : (request.routeOptions.url ?? 'unmatched');
+    const model = modelOf(request, services);
+    const seconds = reply.elapsedTime / 1000;
+    metrics.http({ route, method: request.method, status, model, seconds, code: request.errorCode });
+    tracing?.finish(request, reply, status);
+    logger.info(
+      {
+        id: request.id,
+        method: request.method,
+        url: redactUrl(request.url),
+        status,
+        ms: Math.round(reply.elapsedTime),
+        ...(request.principal ? { key: request.principal.keyId, account: request.principal.accountId } : {}),
+        ...(model ? { model } : {}),
+        ...(request.errorCode ? { code: request.errorCode } : {}),
+        ...(bodies ? { body: loggedBody(request.body) } : {}),
+      },
+      'request',
+    );
+  }
+}
+
+export const healthSchema = z.object({ status: z.literal('ok') });
+
+const check = z.enum(['ok', 'failing']);
+export const readinessSchema = z.object({
+  status: z.enum(['ready', 'not_ready']),
+  checks: z.object({
+    models: z.object({
+      status: check,
+      failed: z.number().int().describe('Configured models whose last load failed.'),
+      loading: z.number().int().describe('Models marked eager that are not loaded yet.'),
+    }),
+    store: z.object({ status: check, kind: z.string() }).optional().describe('The key, balance and ledger store, as of its last heartbeat.'),
+    counters: z
+      .object({ status: check, kind: z.string(), failure: z.enum(['open', 'closed']) })
+      .optional()
+      .describe('The rate-limit counter store, as of its last use; failing with failure "open" still serves (without limits).'),
+  }),
+});
+type Readiness = z.infer<typeof readinessSchema>;
+
+/**
+ * Can this server serve? No configured model failed to load, every eager model has loaded, the store
+ * answered its last heartbeat, and the counter store answers (or fails open). Reads state only:
+ * cheap enough for a probe every second.
+ */
+export function readiness(services: Services): Readiness {
+  const entries = services.registry.entries();
+  const failed = entries.filter((entry) => entry.state === 'failed').length;
+  const loading = entries.filter((entry) => entry.config.eager && entry.state !== 'ready' && entry.state !== 'failed').length;
+  const checks: Readiness['checks'] = { models: { status: failed || loading ? 'failing' : 'ok', failed, loading } };
+  const health = services.gate.health?.();
+  if (health) {
+    checks.store = { status: health.store.up ? 'ok' : 'failing', kind: health.store.kind };
+    checks.counters = { status: health.counters.up ? 'ok' : 'failing', kind: health.counters.kind, failure: health.counters.failure };
+  }
+  const ready =
+    checks.models.status === 'ok' && checks.store?.status !== 'failing' && !(checks.counters?.status === 'failing' && checks.counters.failure === 'closed');
+  return { status: ready ? 'ready' : 'not_ready', checks };
+}
+
+const operations = { tags: ['operations'], security: [] };
+
+/** /health, /ready and /metrics, at the root (outside /v1: probes and scrapers carry no API key). */
+export function registerOperationRoutes<L extends FastifyBaseLogger>(app: RootApp<L>, services: Services, hosts: ReturnType<typeof hostPolicy>): void {
+  app.get(
+    '/health',
+    { schema: { ...operations, summary: 'Alive: the process answers HTTP.', response: { 200: healthSchema } } },
+    async () => ({ status: 'ok' as const }),
+  );
+  app.get(
+    '/ready',
+    {
+      schema: {
+        ...operations,
+        summary: 'Ready to serve: models loadable, stores reachable. 503 with the same body when not.',
+        response: { 200: readinessSchema, 503: readinessSchema },
+      },
+    },
+    async (_request, reply) => {
+      const state = readiness(services);
+      return reply.status(state.status === 'ready' ? 200 : 503).send(state);
+    },
+  );
+
+  const { metrics: settings, adminKey } = services.config.server;
+  if (!settings.enabled) return;
+  const expected = adminKeyDigest(adminKey);
+  app.get(
+    '/metrics',
+    {
+      schema: {
+        tags: ['operations'],
+        summary: 'Prometheus metrics (text exposition format). Needs the admin key unless server.metrics.public.',
+        security: [{ adminKey: [] }],
+        response: { 200: { content: { 'text/plain': { schema: z.string() } } }, '4xx': wireErrorBodySchema },
+      },
+    },
+    async (request, reply) => {
+      await authorizeMetrics(request);
+      const { contentType, body } = await services.metrics.text();
+      return reply.type(contentType).send(body);
+    },
+  );
+
+  /**
+   * Metrics show every tenant's traffic, so an API key is not enough: the admin key, or an open
+   * (`public`) endpoint, or — with neither — keyless mode from this machine, as the API itself.
+   */
+  async function authorizeMetrics(request: FastifyRequest): Promise<void> {
+    if (settings.public) return;
+    if (expected) {
+      if (bearerMatches(expected, request)) return;
+      throw new InferaError({
+        status: 401,
+        code: 'invalid_admin_key',
+        message: 'GET /metrics needs "Authorization: Bearer <server.adminKey>" (or server.metrics.public: true).',
+        headers: { 'www-authenticate': 'Bearer' },
+      });
+    }
+    const principal = await services.gate.authenticate(undefined, request.socket.remoteAddress ?? '').catch(() => undefined);
+    const refused =
+      principal?.keyId === 'anonymous'
+        ? hosts.check(request, true)
+        : new InferaError({
+            status: 403,
+            code: 'metrics_forbidden',
+            message: 'GET /metrics is open only to this machine while the server has no API keys: set server.adminKey and scrape with it, or set server.metrics.public: true.',
+          });
+    if (refused) throw refused;
+  }
+}

@@ -1,0 +1,349 @@
+// Prometheus metrics for one server. Every server owns its own prom-client Registry (never the
+// module-global default one): tests and benches run several servers in one process, and each
+// /metrics must count only its own traffic. The HTTP layer, the serving functions, the micro-batchers,
+// the model registry's events and the ledger writer report here; docs/OBSERVABILITY.md lists every
+// metric and what moves it.
+//
+// Label values are bounded by the config, never by what a client sends: `model` is a configured
+// model's canonical id (or ""), `route` is a route pattern (or "unmatched"), `code` is one of the
+// server's own error codes. Key ids are deliberately not labels (unbounded, and per-tenant traffic
+// is the ledger's job: /admin/usage).
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { ModelEntry, ModelState, RegistryEvents } from '../registry/registry.ts';
+
+/** Request latencies: 5 ms (a cached /v1/models) up to 10 min (a long generation, a big image). */
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+/** Time to first token: prefill of a short prompt (ms) to a long queue (tens of seconds). */
+const TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60];
+const RATE_BUCKETS = [1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1000, 2500];
+const QUEUE_WAIT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+const LOAD_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+const LEDGER_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const STATES: readonly ModelState[] = ['unloaded', 'loading', 'ready', 'failed'];
+
+/**
+ * prom-client's process metrics (CPU, memory, event-loop lag, GC) describe the process, not a server,
+ * and each collection starts monitors that are never stopped: one registry for the process, created on
+ * first use and appended to every server's exposition.
+ */
+let processRegistry: Registry | undefined;
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
+/** What the HTTP layer knows once a response is over (or its client left). */
+export interface HttpObservation {
+  route: string;
+  method: string;
+  status: number;
+  model: string;
+  seconds: number;
+  /** The error code the answer carried (`error.code`), when it was an error. */
+  code?: string;
+}
+
+export type LedgerWriteOutcome = 'ok' | 'retry' | 'failed';
+
+/** One settled inference request (the same report the ledger gets). */
+export interface InferenceObservation {
+  model: string;
+  endpoint: string;
+  outcome: 'ok' | 'error' | 'cancelled';
+  promptTokens: number;
+  completionTokens: number;
+  reasoningTokens: number;
+  images: number;
+  documents: number;
+}
+
+/** A micro-batch as it starts: its size and how long each entry waited in the queue. */
+export interface BatchObservation {
+  entries: number;
+  tokens: number;
+  waitsMs: number[];
+}
+
+/** A gauge's view of one queue, read at scrape time. */
+export interface QueueView {
+  model: string;
+  queued(): number;
+}
+
+export class InferaMetrics {
+  readonly registry = new Registry();
+  private readonly httpRequests: Counter<'route' | 'method' | 'status' | 'model'>;
+  private readonly httpErrors: Counter<'route' | 'status' | 'code' | 'model'>;
+  private readonly httpDuration: Histogram<'route' | 'model' | 'status_class'>;
+  private readonly edgeCuts: Counter<'reason'>;
+  private readonly inferenceRequests: Counter<'endpoint' | 'model' | 'outcome'>;
+  private readonly inFlight: Gauge<'endpoint' | 'model'>;
+  private readonly promptTokens: Counter<'endpoint' | 'model'>;
+  private readonly generatedTokens: Counter<'model'>;
+  private readonly reasoningTokens: Counter<'model'>;
+  private readonly images: Counter<'model'>;
+  private readonly documents: Counter<'model'>;
+  private readonly ttft: Histogram<'model'>;
+  private readonly tokensPerSecond: Histogram<'model' | 'stream'>;
+  private readonly queueWait: Histogram<'model'>;
+  private readonly batchSize: Histogram<'model'>;
+  private readonly batchTokens: Histogram<'model'>;
+  private readonly loadDuration: Histogram<'model' | 'outcome'>;
+  private readonly ledgerWrite: Histogram<'outcome'>;
+  private readonly ledgerRows: Counter<'outcome'>;
+  /** Live batcher queues, by model; weak so a reloaded model's old batcher can go. */
+  private readonly queues = new Set<WeakRef<QueueView>>();
+  private readonly loadStarted = new Map<string, number>();
+  private models: () => readonly ModelEntry[] = () => [];
+
+  private readonly withProcess: boolean;
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    this.withProcess = options.processMetrics ?? true;
+    const registers = [this.registry];
+    this.httpRequests = new Counter({
+      name: 'infera_http_requests_total',
+      help: 'HTTP requests answered, by route pattern, method, status and model (499: the client left first).',
+      labelNames: ['route', 'method', 'status', 'model'],
+      registers,
+    });
+    this.httpErrors = new Counter({
+      name: 'infera_http_errors_total',
+      help: 'HTTP answers with an error status (4xx, 5xx), by route, status, error code and model.',
+      labelNames: ['route', 'status', 'code', 'model'],
+      registers,
+    });
+    this.httpDuration = new Histogram({
+      name: 'infera_http_request_duration_seconds',
+      help: 'From the request arriving to the last byte of its answer (streams included).',
+      labelNames: ['route', 'model', 'status_class'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.edgeCuts = new Counter({
+      name: 'infera_http_connections_cut_total',
+      help: 'Connections the HTTP edge cut before a request reached a route (timeouts, connection caps, malformed HTTP).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.inferenceRequests = new Counter({
+      name: 'infera_inference_requests_total',
+      help: 'Admitted inference requests, by how they ended (a stream that failed after its first token is an error here, though its HTTP status was 200).',
+      labelNames: ['endpoint', 'model', 'outcome'],
+      registers,
+    });
+    this.inFlight = new Gauge({
+      name: 'infera_inference_in_flight',
+      help: 'Admitted inference requests not yet settled: waiting for the model to load, queued in the engine or running.',
+      labelNames: ['endpoint', 'model'],
+      registers,
+    });
+    this.promptTokens = new Counter({
+      name: 'infera_prompt_tokens_total',
+      help: 'Input tokens of settled requests (chat prompts, embedding inputs, rerank query and documents).',
+      labelNames: ['endpoint', 'model'],
+      registers,
+    });
+    this.generatedTokens = new Counter({
+      name: 'infera_generated_tokens_total',
+      help: 'Completion tokens generated (reasoning tokens included), also of requests cut off by the client.',
+      labelNames: ['model'],
+      registers,
+    });
+    this.reasoningTokens = new Counter({
+      name: 'infera_reasoning_tokens_total',
+      help: 'The part of infera_generated_tokens_total spent on chains of thought.',
+      labelNames: ['model'],
+      registers,
+    });
+    this.images = new Counter({ name: 'infera_generated_images_total', help: 'Images generated.', labelNames: ['model'], registers });
+    this.documents = new Counter({ name: 'infera_reranked_documents_total', help: 'Documents scored by rerank requests.', labelNames: ['model'], registers });
+    this.ttft = new Histogram({
+      name: 'infera_time_to_first_token_seconds',
+      help: 'Streamed chat completions: from the request being handled (body received) to the first generated token (queue, load and prefill included).',
+      labelNames: ['model'],
+      buckets: TTFT_BUCKETS,
+      registers,
+    });
+    this.tokensPerSecond = new Histogram({
+      name: 'infera_generation_tokens_per_second',
+      help: 'Completion tokens per second of each chat request: streams from the first token to the last; non-streamed from the model call to its answer (prefill included).',
+      labelNames: ['model', 'stream'],
+      buckets: RATE_BUCKETS,
+      registers,
+    });
+    const queues = this.queues;
+    new Gauge({
+      name: 'infera_queue_depth',
+      help: 'Requests waiting in a micro-batcher queue (embeddings, rerank) for their batch.',
+      labelNames: ['model'],
+      registers,
+      collect() {
+        this.reset();
+        const depth = new Map<string, number>();
+        for (const ref of queues) {
+          const queue = ref.deref();
+          if (!queue) queues.delete(ref);
+          else depth.set(queue.model, (depth.get(queue.model) ?? 0) + queue.queued());
+        }
+        for (const [model, value] of depth) this.set({ model }, value);
+      },
+    });
+    this.queueWait = new Histogram({
+      name: 'infera_queue_wait_seconds',
+      help: 'Micro-batcher queues (embeddings, rerank): how long each request waited before its batch started.',
+      labelNames: ['model'],
+      buckets: QUEUE_WAIT_BUCKETS,
+      registers,
+    });
+    this.batchSize = new Histogram({
+      name: 'infera_batch_size',
+      help: 'Requests per micro-batch (embeddings, rerank).',
+      labelNames: ['model'],
+      buckets: BATCH_SIZE_BUCKETS,
+      registers,
+    });
+    this.batchTokens = new Histogram({
+      name: 'infera_batch_tokens',
+      help: 'Tokens per micro-batch (embeddings, rerank).',
+      labelNames: ['model'],
+      buckets: [16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768],
+      registers,
+    });
+    const models = () => this.models();
+    new Gauge({
+      name: 'infera_model_state',
+      help: 'Each configured model\'s load state: 1 for its current state, 0 for the others.',
+      labelNames: ['model', 'state'],
+      registers,
+      collect() {
+        for (const entry of models()) for (const state of STATES) this.set({ model: entry.config.id, state }, entry.state === state ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'infera_model_load_progress',
+      help: 'Progress of a model load, 0..1 (1 once loaded).',
+      labelNames: ['model'],
+      registers,
+      collect() {
+        for (const entry of models()) this.set({ model: entry.config.id }, entry.progress);
+      },
+    });
+    this.loadDuration = new Histogram({
+      name: 'infera_model_load_seconds',
+      help: 'Model loads, from start to ready or failed.',
+      labelNames: ['model', 'outcome'],
+      buckets: LOAD_BUCKETS,
+      registers,
+    });
+    this.ledgerWrite = new Histogram({
+      name: 'infera_ledger_write_seconds',
+      help: 'Usage ledger write attempts (group commits: one transaction holds every row settled meanwhile), by outcome: ok, retry (failed, tried again), failed (given up).',
+      labelNames: ['outcome'],
+      buckets: LEDGER_BUCKETS,
+      registers,
+    });
+    this.ledgerRows = new Counter({ name: 'infera_ledger_rows_total', help: 'Usage ledger rows written (ok) or given up after retries (failed).', labelNames: ['outcome'], registers });
+  }
+
+  /** The registry whose entries the model gauges read at scrape time. */
+  watchModels(entries: () => readonly ModelEntry[]): void {
+    this.models = entries;
+  }
+
+  /** Registry events: load durations (the states themselves are read at scrape time). */
+  readonly registryEvents: RegistryEvents = {
+    onStateChange: (entry) => {
+      const id = entry.config.id;
+      if (entry.state === 'loading') {
+        this.loadStarted.set(id, performance.now());
+        return;
+      }
+      const started = this.loadStarted.get(id);
+      if (started === undefined || (entry.state !== 'ready' && entry.state !== 'failed')) return;
+      this.loadStarted.delete(id);
+      this.loadDuration.observe({ model: id, outcome: entry.state === 'ready' ? 'ok' : 'failed' }, (performance.now() - started) / 1000);
+    },
+  };
+
+  http(observation: HttpObservation): void {
+    const { route, method, status, model } = observation;
+    this.httpRequests.inc({ route, method, status: String(status), model });
+    if (status >= 400) this.httpErrors.inc({ route, status: String(status), code: observation.code ?? '', model });
+    this.httpDuration.observe({ route, model, status_class: `${Math.floor(status / 100)}xx` }, observation.seconds);
+  }
+
+  edgeCut(reason: string): void {
+    this.edgeCuts.inc({ reason });
+  }
+
+  admitted(endpoint: string, model: string): void {
+    this.inFlight.inc({ endpoint, model });
+  }
+
+  settled(report: InferenceObservation): void {
+    const { endpoint, model } = report;
+    this.inFlight.dec({ endpoint, model });
+    this.inferenceRequests.inc({ endpoint, model, outcome: report.outcome });
+    if (report.promptTokens > 0) this.promptTokens.inc({ endpoint, model }, report.promptTokens);
+    if (report.completionTokens > 0) this.generatedTokens.inc({ model }, report.completionTokens);
+    if (report.reasoningTokens > 0) this.reasoningTokens.inc({ model }, report.reasoningTokens);
+    if (report.images > 0) this.images.inc({ model }, report.images);
+    if (report.documents > 0) this.documents.inc({ model }, report.documents);
+  }
+
+  firstToken(model: string, seconds: number): void {
+    this.ttft.observe({ model }, seconds);
+  }
+
+  /** A finished chat generation: `tokens` completion tokens over `seconds` of generating. */
+  generationRate(model: string, stream: boolean, tokens: number, seconds: number): void {
+    if (tokens > 0 && seconds > 0) this.tokensPerSecond.observe({ model, stream: String(stream) }, tokens / seconds);
+  }
+
+  /** A micro-batcher to show in infera_queue_depth, and the observer its batches report to. */
+  batcher(model: string, queue: () => number): { view: QueueView; onBatch(batch: BatchObservation): void } {
+    const view: QueueView = { model, queued: queue };
+    this.queues.add(new WeakRef(view));
+    return {
+      view,
+      onBatch: (batch) => {
+        this.batchSize.observe({ model }, batch.entries);
+        this.batchTokens.observe({ model }, batch.tokens);
+        for (const waited of batch.waitsMs) this.queueWait.observe({ model }, waited / 1000);
+      },
+    };
+  }
+
+  /** One ledger write attempt: its duration and rows; `retry` failed and will be tried again, `failed` was given up. */
+  readonly ledgerWritten = (seconds: number, rows: number, outcome: LedgerWriteOutcome): void => {
+    this.ledgerWrite.observe({ outcome }, seconds);
+    if (outcome !== 'retry') this.ledgerRows.inc({ outcome }, rows);
+  };
+
+  /** Per model: admitted requests not yet settled, and requests waiting in its micro-batcher queues (the admin console). */
+  async load(): Promise<Map<string, { inFlight: number; queued: number }>> {
+    const byModel = new Map<string, { inFlight: number; queued: number }>();
+    const of = (model: string) => {
+      const entry = byModel.get(model) ?? { inFlight: 0, queued: 0 };
+      byModel.set(model, entry);
+      return entry;
+    };
+    for (const sample of (await this.inFlight.get()).values) of(String(sample.labels.model)).inFlight += sample.value;
+    for (const ref of this.queues) {
+      const queue = ref.deref();
+      if (queue) of(queue.model).queued += queue.queued();
+    }
+    return byModel;
+  }
+
+  /** The Prometheus text exposition. */
+  async text(): Promise<{ contentType: string; body: string }> {
+    const own = await this.registry.metrics();
+    return { contentType: this.registry.contentType, body: this.withProcess ? `${own}\n${await processMetrics().metrics()}` : own };
+  }
+}
