@@ -20,7 +20,8 @@
 //               --embed-contexts contexts (each with those threads; its default pool is 2)
 //   startup     spawn → first answer, and idle RSS (whole process tree) per model
 // The Infera side: --infera-engine '{"runner":"ffi"}' (or INFERA_BENCH_ENGINE) is merged into every
-// llama-cpp model's `llamaCpp` options block; --infera-bin picks another build; --label names the column.
+// llama-cpp model's `llamaCpp` options block, --infera-model '{"isolation":"none"}' (or INFERA_BENCH_MODEL)
+// into the model entry itself; --infera-bin picks another build; --label names the column.
 // Quiet box: before and during every measurement the CPU time of every process outside this bench's own
 // tree is counted (/proc/stat minus ours); a measurement during which others used more than
 // --max-other-cpu cores is retried (--retries), and a cell that stays busy is refused ("busy") unless
@@ -60,6 +61,7 @@ const { values } = parseArgs({
     'llama-bin': { type: 'string' },
     'infera-bin': { type: 'string' },
     'infera-engine': { type: 'string' },
+    'infera-model': { type: 'string' },
     label: { type: 'string', default: 'Infera' },
     'no-batched-bench': { type: 'boolean', default: false },
     port: { type: 'string', default: '8790' },
@@ -96,6 +98,9 @@ const inferaBin = values['infera-bin'] ?? join(root, 'bin', 'infera.js');
 const engineJson = values['infera-engine'] ?? process.env.INFERA_BENCH_ENGINE;
 const engineOptions: Record<string, unknown> = engineJson ? JSON.parse(engineJson) : {};
 if (typeof engineOptions !== 'object' || engineOptions === null || Array.isArray(engineOptions)) throw new Error('--infera-engine must be a JSON object');
+const modelJson = values['infera-model'] ?? process.env.INFERA_BENCH_MODEL;
+const modelOptions: Record<string, unknown> = modelJson ? JSON.parse(modelJson) : {};
+if (typeof modelOptions !== 'object' || modelOptions === null || Array.isArray(modelOptions)) throw new Error('--infera-model must be a JSON object');
 if (slots < Math.max(...streamCounts)) throw new Error(`--slots ${slots} is below the largest stream count`);
 
 // ---- set-up -------------------------------------------------------------------------------------------
@@ -190,14 +195,14 @@ async function waitQuiet(): Promise<{ load: number; others: number }> {
  * Runs one measurement; retried while others used more than --max-other-cpu cores during it. Returns the
  * last try with the highest load seen by any try, so a busy figure is never passed off as a quiet one.
  */
-async function measured<T>(run: () => Promise<T>): Promise<{ value: T; others: number; busy: boolean }> {
+async function measured<T>(run: () => Promise<T>, starved: (value: T) => boolean = () => false): Promise<{ value: T; others: number; busy: boolean }> {
   let last: { value: T; others: number; busy: boolean } | undefined;
   for (let attempt = 0; attempt <= retries; attempt++) {
     if (attempt > 0) await waitQuiet();
     const close = openWindow();
     const value = await run();
     const { others } = close();
-    last = { value, others, busy: others > maxOtherCpu };
+    last = { value, others, busy: others > maxOtherCpu || starved(value) };
     if (!last.busy) return last;
   }
   return last!;
@@ -248,6 +253,7 @@ function inferaConfig(setup: Setup, dataDir: string): string {
         path: setup.path,
         eager: true,
         maxQueue: 1000,
+        ...modelOptions,
         llamaCpp,
       },
     ],
@@ -353,16 +359,22 @@ interface StreamResult {
   last: number;
   generated: number;
   promptTokens: number;
+  /** 'data' events that carried a token: far fewer than tokens means the client read late, in bulk. */
+  events: number;
 }
 
 async function chatStream(server: Server, sampling: Sampling): Promise<StreamResult> {
   const start = performance.now();
   let first = 0;
   let last = 0;
+  let events = 0;
   const { status, text } = await post(server.port, '/v1/chat/completions', chatBody(server, tokens, sampling, true), (chunk) => {
     const now = performance.now();
     // A token's chunk carries non-empty content; the first chunk of either server may be the role alone.
-    if (!first && /"content":"[^"]/.test(chunk.toString('latin1'))) first = now;
+    if (/"content":"[^"]/.test(chunk.toString('latin1'))) {
+      events++;
+      if (!first) first = now;
+    }
     if (!last && chunk.includes('"finish_reason":"')) last = now;
   });
   if (status !== 200) throw new Error(`${server.name}: HTTP ${status}: ${text.slice(0, 500)}`);
@@ -373,7 +385,7 @@ async function chatStream(server: Server, sampling: Sampling): Promise<StreamRes
     .findLast((event) => event.usage)?.usage;
   if (!usage) throw new Error(`${server.name}: no usage in the stream`);
   if (usage.completion_tokens !== tokens) throw new Error(`${server.name}: ${usage.completion_tokens} tokens instead of ${tokens} (the bench model must not stop early)`);
-  return { start, first: first || last, last, generated: usage.completion_tokens, promptTokens: usage.prompt_tokens };
+  return { start, first: first || last, last, generated: usage.completion_tokens, promptTokens: usage.prompt_tokens, events };
 }
 
 interface DecodeRun {
@@ -382,6 +394,11 @@ interface DecodeRun {
   /** Median time to first token over the streams, ms. */
   ttft: number;
   promptTokens: number;
+  /**
+   * Some stream's tokens arrived in fewer than half as many reads as tokens: the client was starved of CPU
+   * and read them late in bulk, so its first/last times (and the t/s) are wrong. Counted as busy.
+   */
+  starved: boolean;
 }
 
 async function decodeRun(server: Server, streams: number, sampling: Sampling): Promise<DecodeRun> {
@@ -389,7 +406,12 @@ async function decodeRun(server: Server, streams: number, sampling: Sampling): P
   const decodeStart = Math.min(...results.map((r) => r.first));
   const end = Math.max(...results.map((r) => r.last));
   const generated = results.reduce((sum, r) => sum + r.generated, 0);
-  return { tps: generated / ((end - decodeStart) / 1000), ttft: median(results.map((r) => r.first - r.start)), promptTokens: results[0]!.promptTokens };
+  return {
+    tps: generated / ((end - decodeStart) / 1000),
+    ttft: median(results.map((r) => r.first - r.start)),
+    promptTokens: results[0]!.promptTokens,
+    starved: results.some((r) => r.events < r.generated / 2),
+  };
 }
 
 /** Polls with a one-token request until the server answers it; resolves with the time since `since`. */
@@ -491,6 +513,8 @@ interface Sample {
   value: number;
   busy: boolean;
   others: number;
+  /** The client read the streams in bulk: the figure is wrong, not only noisy, and never recorded. */
+  starved?: boolean;
 }
 interface DecodeCell {
   model: string;
@@ -531,14 +555,19 @@ async function decodeGroup(kind: BenchModelKind, threads: number, samplings: Sam
           // Alternate who goes first, so neither side always runs right after the other.
           const order = round % 2 === 0 ? [infera!, llama!] : [llama!, infera!];
           for (const server of order) {
-            const { value, others, busy } = await measured(() => decodeRun(server, streams, sampling));
+            const { value, others, busy } = await measured(
+              () => decodeRun(server, streams, sampling),
+              (run) => run.starved,
+            );
             promptTokens = value.promptTokens;
-            (server.name === 'infera' ? cell.infera : cell.llama).push({ value: value.tps, busy, others });
-            (server.name === 'infera' ? cell.inferaTtft : cell.llamaTtft).push(value.ttft);
+            (server.name === 'infera' ? cell.infera : cell.llama).push({ value: value.tps, busy, others, starved: value.starved });
+            // A bulk read delays the first token too: NaN, left out of the median.
+            (server.name === 'infera' ? cell.inferaTtft : cell.llamaTtft).push(value.starved ? Number.NaN : value.ttft);
           }
           console.log(
             `round ${round + 1} ${sampling} ${streams} stream(s): ${label} ${cell.infera.at(-1)!.value.toFixed(1)} t/s, llama-server ${cell.llama.at(-1)!.value.toFixed(1)} t/s, ` +
-              `TTFT ${cell.inferaTtft.at(-1)!.toFixed(0)} / ${cell.llamaTtft.at(-1)!.toFixed(0)} ms, others ${Math.max(cell.infera.at(-1)!.others, cell.llama.at(-1)!.others).toFixed(2)} cores, load ${quiet.load.toFixed(2)}`,
+              `TTFT ${cell.inferaTtft.at(-1)!.toFixed(0)} / ${cell.llamaTtft.at(-1)!.toFixed(0)} ms, others ${Math.max(cell.infera.at(-1)!.others, cell.llama.at(-1)!.others).toFixed(2)} cores, load ${quiet.load.toFixed(2)}` +
+                `${starvedNote(cell)}`,
           );
         }
       if (withBatchedBench && !values['no-batched-bench']) {
@@ -554,6 +583,11 @@ async function decodeGroup(kind: BenchModelKind, threads: number, samplings: Sam
   } finally {
     await Promise.all([stopServer(infera!), stopServer(llama!)]);
   }
+}
+
+/** Marks a round in which the client read some stream in bulk (see DecodeRun.starved). */
+function starvedNote(cell: DecodeCell): string {
+  return [cell.infera.at(-1)!, cell.llama.at(-1)!].some((sample) => sample.starved) ? ' (client read a stream in bulk: that figure is dropped)' : '';
 }
 
 interface EmbedCell {
@@ -666,13 +700,19 @@ async function startupPart(): Promise<void> {
 // ---- report ---------------------------------------------------------------------------------------------
 
 /** Median of a cell's samples, or why it is not recorded. */
-function figure(samples: Sample[]): { text: string; value?: number } {
-  if (!samples.length) return { text: '–' };
+function figure(all: Sample[]): { text: string; value?: number } {
+  if (!all.length) return { text: '–' };
+  const samples = all.filter((s) => !s.starved);
+  if (!samples.length) return { text: 'client starved' };
   const busy = samples.some((s) => s.busy);
   const value = median(samples.map((s) => s.value));
   if (busy && !recordBusy) return { text: `busy (${Math.max(...samples.map((s) => s.others)).toFixed(2)} cores)` };
   return { text: `${value.toFixed(1)}${busy ? ' †' : ''}`, value };
 }
+const ttftText = (xs: number[]) => {
+  const usable = xs.filter((x) => !Number.isNaN(x));
+  return usable.length ? median(usable).toFixed(0) : '–';
+};
 const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined ? `${(a / b).toFixed(2)}×` : '–');
 
 function report(): string {
@@ -689,7 +729,7 @@ function report(): string {
       const b = figure(c.batched);
       lines.push(
         `| ${c.model} | ${c.threads} | ${c.streams} | ${c.sampling} | ${i.text} | ${l.text} | **${ratio(i.value, l.value)}** | ${b.text} | ${ratio(i.value, b.value)} | ` +
-          `${median(c.inferaTtft).toFixed(0)} / ${median(c.llamaTtft).toFixed(0)} | ${Math.min(...c.loads).toFixed(2)}–${Math.max(...c.loads).toFixed(2)} |`,
+          `${ttftText(c.inferaTtft)} / ${ttftText(c.llamaTtft)} | ${Math.min(...c.loads).toFixed(2)}–${Math.max(...c.loads).toFixed(2)} |`,
       );
     }
   }
@@ -723,7 +763,7 @@ const started = new Date();
 const loadStart = loadavg();
 const head =
   `bench/vs-llama-server: ${started.toISOString()}, ${cpuModel}, ${availableParallelism()} cores; llama.cpp ${llamaBin}; ` +
-  `Infera ${inferaBin}${engineJson ? ` engine ${JSON.stringify(engineOptions)}` : ''}; tokens ${tokens}/stream, rounds ${rounds} (median), ` +
+  `Infera ${inferaBin}${engineJson ? ` engine ${JSON.stringify(engineOptions)}` : ''}${modelJson ? ` model ${JSON.stringify(modelOptions)}` : ''}; tokens ${tokens}/stream, rounds ${rounds} (median), ` +
   `slots ${slots}, context ${contextPerSlot}/slot; quiet = others ≤ ${maxOtherCpu} cores${Number.isFinite(maxLoad) ? `, load ≤ ${maxLoad}` : ''}; ` +
   `load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}`;
 console.log(head);
