@@ -69,10 +69,15 @@ export async function ensureTinyModels(dir: string): Promise<TinyModelPaths> {
   return paths;
 }
 
-export type BenchModelKind = 'chat-512x8' | 'chat-1024x16' | 'bert-384x12-embed' | 'bert-384x12-rerank';
+export type BenchModelKind = 'chat-512x8' | 'chat-1024x16' | 'chat-512x8-vocab152k' | 'bert-384x12-embed' | 'bert-384x12-rerank';
 
 /** Bumped whenever a generator's output changes, so stale files are never reused. */
 const BENCH_VERSION = 1;
+/** The chat models' own version: v2 writes only printable ASCII (`asciiOnly`). */
+const CHAT_BENCH_VERSION = 2;
+
+/** Qwen2/Qwen3's vocabulary size (padded), for the real-size-vocabulary bench model. */
+export const QWEN_VOCAB_SIZE = 151_936;
 
 /** Weight type of a benchmark model's matrices (chat models; BERT ones are always F16). */
 export type BenchWeights = 'q8_0' | 'f16' | 'f32';
@@ -80,7 +85,7 @@ const benchWeightTypes: Record<BenchWeights, GgmlType> = { q8_0: GgmlType.Q8_0, 
 
 const benchModels: Record<BenchModelKind, { file: (weights: BenchWeights) => string; encode: (weights: BenchWeights) => Buffer }> = {
   'chat-512x8': {
-    file: (weights) => `bench-qwen3-512x8-${weights}-v${BENCH_VERSION}.gguf`,
+    file: (weights) => `bench-qwen3-512x8-${weights}-v${CHAT_BENCH_VERSION}.gguf`,
     encode: (weights) =>
       encodeRandomChatModel({
         hidden: 512,
@@ -91,12 +96,31 @@ const benchModels: Record<BenchModelKind, { file: (weights: BenchWeights) => str
         seed: 512,
         matrixType: benchWeightTypes[weights],
         endBias: 100,
+        asciiOnly: true,
+      }),
+  },
+  // chat-512x8 with Qwen's vocabulary size (generated filler words): the output layer and every sampler
+  // then work over 152k logits per token, as on a real model, instead of the chat vocabulary's ~300.
+  'chat-512x8-vocab152k': {
+    file: (weights) => `bench-qwen3-512x8-vocab152k-${weights}-v${CHAT_BENCH_VERSION}.gguf`,
+    encode: (weights) =>
+      encodeRandomChatModel({
+        hidden: 512,
+        layers: 8,
+        heads: 8,
+        headsKv: 8,
+        feedForward: 2048,
+        seed: 512,
+        matrixType: benchWeightTypes[weights],
+        endBias: 100,
+        asciiOnly: true,
+        vocabSize: QWEN_VOCAB_SIZE,
       }),
   },
   // Big enough (≈ 270 MB of Q8_0 weights) that decoding one stream is bound by memory bandwidth, the
   // regime in which llama.cpp's batching of sequences pays off.
   'chat-1024x16': {
-    file: (weights) => `bench-qwen3-1024x16-${weights}-v${BENCH_VERSION}.gguf`,
+    file: (weights) => `bench-qwen3-1024x16-${weights}-v${CHAT_BENCH_VERSION}.gguf`,
     encode: (weights) =>
       encodeRandomChatModel({
         hidden: 1024,
@@ -107,6 +131,7 @@ const benchModels: Record<BenchModelKind, { file: (weights: BenchWeights) => str
         seed: 1024,
         matrixType: benchWeightTypes[weights],
         endBias: 100,
+        asciiOnly: true,
       }),
   },
   'bert-384x12-embed': {

@@ -33,3 +33,28 @@ test('random qwen3 chat model: byte-identical across encodes, loads with QwenCha
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('random qwen3 chat model with asciiOnly and a padded vocabulary: loads at that size and writes printable ASCII only, greedy and sampled', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'random-chat-ascii-'));
+  const llama = await createLlama(false);
+  const path = join(dir, 'random-ascii.gguf');
+  writeFileSync(path, encodeRandomChatModel({ ...options, asciiOnly: true, vocabSize: 3000 }));
+  const model = await llama.loadModel({ modelPath: path });
+  try {
+    assert.equal(model.fileInfo.metadata.tokenizer.ggml.tokens.length, 3000);
+    const context = await model.createContext({ contextSize: 512, threads: 1 });
+    for (const temperature of [0, 1.5]) {
+      const sequence = context.getSequence();
+      const chat = new LlamaChat({ contextSequence: sequence });
+      const result = await chat.generateResponse([{ type: 'user', text: 'Hello there' }, { type: 'model', response: [] }], { maxTokens: 80, temperature, seed: 3 });
+      assert.equal(result.metadata.stopReason, 'maxTokens');
+      assert.match(result.response, /^[\t\n\x20-\x7e]+$/, `temperature ${temperature}: ${JSON.stringify(result.response)}`);
+      assert.doesNotMatch(result.response, /<\/?(think|tool_call|tool_response)>/);
+      chat.dispose({ disposeSequence: true });
+    }
+    await context.dispose();
+  } finally {
+    await model.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
