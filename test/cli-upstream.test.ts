@@ -44,7 +44,8 @@ test('infera serve --upstream: serves what the upstream lists (dialect detected)
       const timer = setTimeout(() => reject(new Error(`no banner in 60 s:\n${cli.stderr()}`)), 60_000);
       cli.child.stderr.on('data', () => {
         const match = /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/.exec(cli.stderr());
-        if (match) {
+        // The banner arrives in several writes: wait for its last line (the curl example's body).
+        if (match && /-d '\{"model":.*\n/.test(cli.stderr())) {
           clearTimeout(timer);
           resolve(match[1]!);
         }
