@@ -83,39 +83,29 @@ export const QWEN_VOCAB_SIZE = 151_936;
 export type BenchWeights = 'q8_0' | 'f16' | 'f32';
 const benchWeightTypes: Record<BenchWeights, GgmlType> = { q8_0: GgmlType.Q8_0, f16: GgmlType.F16, f32: GgmlType.F32 };
 
+/** chat-512x8's shape; its 152k-vocabulary twin differs only in the vocabulary. */
+const chat512x8 = (weights: BenchWeights) => ({
+  hidden: 512,
+  layers: 8,
+  heads: 8,
+  headsKv: 8,
+  feedForward: 2048,
+  seed: 512,
+  matrixType: benchWeightTypes[weights],
+  endBias: 100,
+  asciiOnly: true,
+});
+
 const benchModels: Record<BenchModelKind, { file: (weights: BenchWeights) => string; encode: (weights: BenchWeights) => Buffer }> = {
   'chat-512x8': {
     file: (weights) => `bench-qwen3-512x8-${weights}-v${CHAT_BENCH_VERSION}.gguf`,
-    encode: (weights) =>
-      encodeRandomChatModel({
-        hidden: 512,
-        layers: 8,
-        heads: 8,
-        headsKv: 8,
-        feedForward: 2048,
-        seed: 512,
-        matrixType: benchWeightTypes[weights],
-        endBias: 100,
-        asciiOnly: true,
-      }),
+    encode: (weights) => encodeRandomChatModel(chat512x8(weights)),
   },
   // chat-512x8 with Qwen's vocabulary size (generated filler words): the output layer and every sampler
   // then work over 152k logits per token, as on a real model, instead of the chat vocabulary's ~300.
   'chat-512x8-vocab152k': {
     file: (weights) => `bench-qwen3-512x8-vocab152k-${weights}-v${CHAT_BENCH_VERSION}.gguf`,
-    encode: (weights) =>
-      encodeRandomChatModel({
-        hidden: 512,
-        layers: 8,
-        heads: 8,
-        headsKv: 8,
-        feedForward: 2048,
-        seed: 512,
-        matrixType: benchWeightTypes[weights],
-        endBias: 100,
-        asciiOnly: true,
-        vocabSize: QWEN_VOCAB_SIZE,
-      }),
+    encode: (weights) => encodeRandomChatModel({ ...chat512x8(weights), vocabSize: QWEN_VOCAB_SIZE }),
   },
   // Big enough (≈ 270 MB of Q8_0 weights) that decoding one stream is bound by memory bandwidth, the
   // regime in which llama.cpp's batching of sequences pays off.
