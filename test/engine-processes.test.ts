@@ -53,7 +53,7 @@ before(async () => {
     storage: { dataDir: dir },
     platform: { pricing: { [CHAT]: { inputPerMillion: 1000, outputPerMillion: 1000 } } },
     models: [
-      { ...chat(CHAT, paths.chat), hangTimeoutSeconds: 1 },
+      { ...chat(CHAT, paths.chat), hangTimeoutSeconds: 2 },
       chat(OTHER, paths.chat),
       { id: EMBED, type: 'embedding', engine: 'llama-cpp', path: paths.embedding, llamaCpp: { threads: 1, contexts: 1 } },
       chat(ABORTS, evil, { checkHeader: false }),

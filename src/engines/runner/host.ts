@@ -94,19 +94,26 @@ export function loadInEngineProcess(options: EngineProcessOptions): Promise<Engi
   };
 
   const hangMs = options.hangTimeoutSeconds * 1000;
+  const tickMs = Math.max(250, Math.min(5_000, hangMs / 4));
+  let lastTick = Date.now();
   const heartbeat = setInterval(
     () => {
+      const now = Date.now();
+      // Timers run before the poll phase reads IPC, so after a stall of this (host) event loop the
+      // child's pong may be queued unread: a stalled host judges nothing and grants a fresh allowance.
+      if (now - lastTick > tickMs * 2) lastPong = now;
+      lastTick = now;
       // Starting Node (and, from the sources, compiling TypeScript) on a busy machine takes seconds
       // before the first answer: a load gets a longer allowance than a running model.
       const allowed = state === 'loading' ? Math.max(hangMs, LOADING_HANG_MS) : hangMs;
-      if (Date.now() - lastPong > allowed) {
+      if (now - lastPong > allowed) {
         hangKill = `stopped answering for ${Math.round(allowed / 1000)} s (hung) and was killed`;
         child.kill('SIGKILL');
         return;
       }
       send({ t: 'ping', n: ++pings });
     },
-    Math.max(250, Math.min(5_000, hangMs / 4)),
+    tickMs,
   );
   heartbeat.unref();
 
