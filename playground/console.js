@@ -154,7 +154,8 @@ $('#key-form').addEventListener('submit', (event) => {
   const models = $('#key-models').value.split(',').map((model) => model.trim()).filter(Boolean);
   const expires = $('#key-expires').value.trim();
   const limits = {};
-  for (const name of ['rpm', 'tpm']) {
+  // Every dimension the platform enforces (src/platform/config.ts limitsSchema).
+  for (const name of ['rpm', 'rph', 'rpd', 'tpm', 'tpd', 'ipm', 'ipd']) {
     const value = $(`#key-${name}`).value.trim();
     if (value !== '') limits[name] = Number(value);
   }

@@ -60,6 +60,8 @@ describe('admin console in a real browser', { skip: CHROMIUM ? false : 'no chrom
   test('a key created in the console works in the playground, and its usage shows in the charts', async () => {
     await page.fill('#key-name', 'made-in-console');
     await page.fill('#key-rpm', '100');
+    await page.fill('#key-tpd', '50000');
+    await page.fill('#key-ipm', '7');
     await page.click('#key-form button[type="submit"]');
     await page.waitForSelector('#new-key:not([hidden])');
     secret = (await page.textContent('#new-key-secret')) ?? '';
@@ -67,6 +69,8 @@ describe('admin console in a real browser', { skip: CHROMIUM ? false : 'no chrom
     const row = page.locator('#keys tbody tr', { hasText: 'made-in-console' });
     keyId = (await row.getAttribute('data-key')) ?? '';
     assert.match((await row.textContent()) ?? '', /rpm 100/);
+    assert.match((await row.textContent()) ?? '', /tpd 50000/);
+    assert.match((await row.textContent()) ?? '', /ipm 7/);
     assert.ok(!((await row.textContent()) ?? '').includes(secret), 'the list shows a prefix, never the secret');
     await shot('key-created');
 
