@@ -5,6 +5,7 @@
 # the paths; the bundle's commit is the key, so upgrading node-llama-cpp builds afresh.
 #
 # Usage: scripts/build-llama-server.sh            builds if needed, prints the bin directory on stdout
+#        scripts/build-llama-server.sh --cached   prints it only if already built, else exits 3 (tests use this)
 #        JOBS=4 NICE=0 scripts/build-llama-server.sh
 #        OPENMP=1 scripts/build-llama-server.sh   upstream's default threading (bin-openmp/), see below
 # Env:   JOBS (default 2), NICE (default 19: the build takes ~11 min on 2 idle cores, 30 on a busy box, and
@@ -49,6 +50,11 @@ if [[ -f "$stamp" && -x "$bin/llama-server" && -x "$bin/llama-batched-bench" ]];
   log "cached: $bin (llama.cpp $commit)"
   echo "$bin"
   exit 0
+fi
+
+if [[ "${1:-}" == "--cached" ]]; then
+  log "not built yet: run scripts/build-llama-server.sh (llama.cpp $commit)"
+  exit 3
 fi
 
 mkdir -p "$dir"
