@@ -2,12 +2,11 @@
 // rules as chat (API-CONTRACT.md): each event one `data: {json}` line and a blank line, every chunk
 // with a non-empty `choices` (`text` always a string), cumulative `usage` on each chunk that carries a
 // `finish_reason`, the `choices: []` usage chunk only with include_usage, then `data: [DONE]`.
-// Pull-based like the chat stream: return() (client gone) reaches every engine source, and a source
-// that throws makes next() throw once the others were returned (render it with chatStreamErrorFrames).
+// Pulling and cancelling the choices' sources is ChoiceFrames' (./choice-frames.ts), as for chat; a
+// source that throws makes next() throw (render it with chatStreamErrorFrames).
 
-import { InferaError } from '../errors/index.ts';
 import type { CompletionStreamPart, CompletionUsage } from '../spec/chat.ts';
-import { SSE_DONE_FRAME, sseFrame } from './chat/stream.ts';
+import { type ChoiceSource, ChoiceFrames, sseFrame } from './choice-frames.ts';
 import { DEFAULT_SYSTEM_FINGERPRINT } from './chat/response.ts';
 import {
   toWireCompletionLogprobs,
@@ -25,41 +24,19 @@ export interface CompletionStreamOptions {
   promptTokens: number;
 }
 
-interface ChoiceState {
-  index: number;
-  iterator: AsyncIterator<CompletionStreamPart>;
-  finished: boolean;
+interface ChoiceState extends ChoiceSource<CompletionStreamPart> {
   /** Characters sent so far: where the next token's text starts (text_offset). */
   offset: number;
   completionTokens: number;
 }
 
-type Pulled = { choice: ChoiceState; result: IteratorResult<CompletionStreamPart> };
-
-export class TextCompletionFrames implements AsyncIterableIterator<string, void> {
-  private readonly choices: ChoiceState[];
-  private readonly queue: string[] = [];
-  private readonly pending = new Map<ChoiceState, Promise<Pulled>>();
-  private closed = false;
-  private trailerQueued = false;
-
+export class TextCompletionFrames extends ChoiceFrames<CompletionStreamPart, ChoiceState> {
   constructor(
     private readonly meta: TextCompletionMeta,
     sources: readonly AsyncIterable<CompletionStreamPart>[],
     private readonly options: CompletionStreamOptions,
   ) {
-    if (sources.length === 0) throw new Error('TextCompletionFrames needs at least one source');
-    this.choices = sources.map((source, index) => ({
-      index,
-      iterator: source[Symbol.asyncIterator](),
-      finished: false,
-      offset: 0,
-      completionTokens: 0,
-    }));
-  }
-
-  [Symbol.asyncIterator](): this {
-    return this;
+    super(sources, (index, iterator) => ({ index, iterator, finished: false, offset: 0, completionTokens: 0 }));
   }
 
   /** Usage of the choices that finished so far. */
@@ -67,62 +44,11 @@ export class TextCompletionFrames implements AsyncIterableIterator<string, void>
     return { promptTokens: this.options.promptTokens, completionTokens: this.choices.reduce((sum, c) => sum + c.completionTokens, 0) };
   }
 
-  async next(): Promise<IteratorResult<string, void>> {
-    while (this.queue.length === 0) {
-      if (this.closed) return { done: true, value: undefined };
-      if (this.choices.every((c) => c.finished)) {
-        if (this.trailerQueued) {
-          this.closed = true;
-          return { done: true, value: undefined };
-        }
-        this.trailerQueued = true;
-        if (this.options.includeUsage) this.queue.push(sseFrame({ ...this.envelope([]), usage: toWireCompletionUsage(this.usage) }));
-        this.queue.push(SSE_DONE_FRAME);
-        break;
-      }
-      try {
-        const pulled = await this.pull();
-        if (this.closed) return { done: true, value: undefined };
-        await this.accept(pulled);
-      } catch (error) {
-        if (this.closed) return { done: true, value: undefined };
-        await this.closeSources();
-        throw error;
-      }
-    }
-    return { done: false, value: this.queue.shift()! };
+  protected usageFrame(): string | undefined {
+    return this.options.includeUsage ? sseFrame({ ...this.envelope([]), usage: toWireCompletionUsage(this.usage) }) : undefined;
   }
 
-  async return(): Promise<IteratorResult<string, void>> {
-    await this.closeSources();
-    return { done: true, value: undefined };
-  }
-
-  async throw(error?: unknown): Promise<IteratorResult<string, void>> {
-    await this.closeSources();
-    throw error;
-  }
-
-  private pull(): Promise<Pulled> {
-    for (const choice of this.choices) {
-      if (choice.finished || this.pending.has(choice)) continue;
-      this.pending.set(
-        choice,
-        choice.iterator.next().then((result) => ({ choice, result })),
-      );
-    }
-    return Promise.race(this.pending.values()).then((pulled) => {
-      this.pending.delete(pulled.choice);
-      return pulled;
-    });
-  }
-
-  private async accept({ choice, result }: Pulled): Promise<void> {
-    if (result.done) {
-      choice.finished = true;
-      throw new InferaError({ status: 500, message: `The engine stream of choice ${choice.index} ended without a finish part.`, code: 'engine_error' });
-    }
-    const part = result.value;
+  protected async acceptPart(choice: ChoiceState, part: CompletionStreamPart): Promise<void> {
     if (part.type === 'text-delta') {
       const logprobs =
         part.logprobs && this.options.topLogprobs !== undefined
@@ -153,14 +79,5 @@ export class TextCompletionFrames implements AsyncIterableIterator<string, void>
       system_fingerprint: DEFAULT_SYSTEM_FINGERPRINT,
       choices,
     };
-  }
-
-  private async closeSources(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.queue.length = 0;
-    const open = this.choices.filter((c) => !c.finished);
-    for (const c of open) c.finished = true;
-    await Promise.allSettled(open.map((c) => c.iterator.return?.()));
   }
 }

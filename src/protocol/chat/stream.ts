@@ -3,12 +3,11 @@
 //   deltas (delta.content always a string), a finish chunk carrying cumulative usage, then — only with
 //   include_usage — a `choices: []` usage chunk, then `data: [DONE]`.
 // Each frame is the whole string `data: {json}\n\n`, so the HTTP layer writes them as they come.
-//
-// Pull-based on purpose: nothing is generated ahead of the consumer, and return() (client gone) is
-// forwarded to every engine source so generation stops and slots are released. A source that throws
-// makes next() throw (after the other sources were returned); render that with chatStreamErrorFrames.
+// Pulling the choices' sources and cancelling them is ChoiceFrames' (../choice-frames.ts); a source
+// that throws makes next() throw: render that with chatStreamErrorFrames.
 
 import { InferaError } from '../../errors/index.ts';
+import { type ChoiceSource, ChoiceFrames, SSE_DONE_FRAME, sseFrame } from '../choice-frames.ts';
 import { z } from 'zod';
 import { sseErrorFrame, toInferaError, wireErrorSchema } from '../../errors/render.ts';
 import type { ChatStreamPart, ChatUsage } from '../../spec/chat.ts';
@@ -22,7 +21,6 @@ import {
   wireUsageSchema,
 } from './response.ts';
 
-export const SSE_DONE_FRAME = 'data: [DONE]\n\n';
 
 export const wireChunkDeltaSchema = z.object({
   role: z.literal('assistant').optional(),
@@ -64,24 +62,17 @@ export interface ChatStreamOptions {
   includeUsage: boolean;
 }
 
-export const sseFrame = (payload: unknown): string => `data: ${JSON.stringify(payload)}\n\n`;
-
 /** The frames to write when the stream fails after it began: an error frame (no `choices`), then [DONE]. */
 export function chatStreamErrorFrames(error: unknown): string[] {
   return [sseErrorFrame(toInferaError(error)), SSE_DONE_FRAME];
 }
 
-interface ChoiceState {
-  index: number;
-  iterator: AsyncIterator<ChatStreamPart>;
+interface ChoiceState extends ChoiceSource<ChatStreamPart> {
   started: boolean;
-  finished: boolean;
   /** Engine tool-call index → wire index (0, 1, … in order of appearance), stable for the choice. */
   toolIndex: Map<number, number>;
   usage?: ChatUsage;
 }
-
-type Pulled = { choice: ChoiceState; result: IteratorResult<ChatStreamPart> };
 
 /**
  * Merge the streams of n choices (sources[i] is choice i) into SSE frames. The returned iterator is
@@ -95,30 +86,13 @@ export function chatCompletionFrames(
   return new ChatCompletionFrames(meta, sources, options);
 }
 
-export class ChatCompletionFrames implements AsyncIterableIterator<string, void> {
-  private readonly choices: ChoiceState[];
-  private readonly queue: string[] = [];
-  private readonly pending = new Map<ChoiceState, Promise<Pulled>>();
-  private closed = false;
-  private trailerQueued = false;
-
+export class ChatCompletionFrames extends ChoiceFrames<ChatStreamPart, ChoiceState> {
   constructor(
     private readonly meta: ChatCompletionMeta,
     sources: readonly AsyncIterable<ChatStreamPart>[],
     private readonly options: ChatStreamOptions,
   ) {
-    if (sources.length === 0) throw new Error('chatCompletionFrames needs at least one source');
-    this.choices = sources.map((source, index) => ({
-      index,
-      iterator: source[Symbol.asyncIterator](),
-      started: false,
-      finished: false,
-      toolIndex: new Map(),
-    }));
-  }
-
-  [Symbol.asyncIterator](): this {
-    return this;
+    super(sources, (index, iterator) => ({ index, iterator, started: false, finished: false, toolIndex: new Map() }));
   }
 
   /** Usage of the choices that finished so far (all of them once the stream completed). */
@@ -126,68 +100,11 @@ export class ChatCompletionFrames implements AsyncIterableIterator<string, void>
     return combineChoiceUsage(this.choices.flatMap((c) => (c.usage ? [c.usage] : [])));
   }
 
-  async next(): Promise<IteratorResult<string, void>> {
-    while (this.queue.length === 0) {
-      if (this.closed) return { done: true, value: undefined };
-      if (this.choices.every((c) => c.finished)) {
-        if (this.trailerQueued) {
-          this.closed = true;
-          return { done: true, value: undefined };
-        }
-        this.trailerQueued = true;
-        if (this.options.includeUsage) this.queue.push(sseFrame({ ...this.envelope([]), usage: toWireUsage(this.usage) }));
-        this.queue.push(SSE_DONE_FRAME);
-        break;
-      }
-      try {
-        const pulled = await this.pull();
-        if (this.closed) return { done: true, value: undefined }; // return() ran while we waited
-        await this.accept(pulled);
-      } catch (error) {
-        // After return() the sources may reject with their abort error: nobody is listening.
-        if (this.closed) return { done: true, value: undefined };
-        await this.closeSources();
-        throw error;
-      }
-    }
-    return { done: false, value: this.queue.shift()! };
+  protected usageFrame(): string | undefined {
+    return this.options.includeUsage ? sseFrame({ ...this.envelope([]), usage: toWireUsage(this.usage) }) : undefined;
   }
 
-  async return(): Promise<IteratorResult<string, void>> {
-    await this.closeSources();
-    return { done: true, value: undefined };
-  }
-
-  async throw(error?: unknown): Promise<IteratorResult<string, void>> {
-    await this.closeSources();
-    throw error;
-  }
-
-  private pull(): Promise<Pulled> {
-    for (const choice of this.choices) {
-      if (choice.finished || this.pending.has(choice)) continue;
-      this.pending.set(
-        choice,
-        choice.iterator.next().then((result) => ({ choice, result })),
-      );
-    }
-    // With one choice this is just that choice's next(); with several, whichever part comes first.
-    return Promise.race(this.pending.values()).then((pulled) => {
-      this.pending.delete(pulled.choice);
-      return pulled;
-    });
-  }
-
-  private async accept({ choice, result }: Pulled): Promise<void> {
-    if (result.done) {
-      choice.finished = true;
-      throw new InferaError({
-        status: 500,
-        message: `The engine stream of choice ${choice.index} ended without a finish part.`,
-        code: 'engine_error',
-      });
-    }
-    const part = result.value;
+  protected async acceptPart(choice: ChoiceState, part: ChatStreamPart): Promise<void> {
     if (!choice.started) {
       choice.started = true;
       this.queue.push(this.chunk(choice.index, { role: 'assistant', content: '' }));
@@ -256,14 +173,6 @@ export class ChatCompletionFrames implements AsyncIterableIterator<string, void>
   private chunk(index: number, delta: WireChunkDelta): string {
     return sseFrame(this.envelope([{ index, delta, logprobs: null, finish_reason: null }]));
   }
-
-  private async closeSources(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.queue.length = 0;
-    const open = this.choices.filter((c) => !c.finished);
-    for (const c of open) c.finished = true;
-    // A source may already be failing; its cleanup error must not mask the one being reported.
-    await Promise.allSettled(open.map((c) => c.iterator.return?.()));
-  }
 }
+
+export { SSE_DONE_FRAME, sseFrame };
