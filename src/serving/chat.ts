@@ -11,6 +11,7 @@ import { DEFAULT_THINKING_BUDGET, type ChatCallOptions, type ChatModel, type Cha
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, cancelledStatus, failureNote, statusOf, usageReport, warningsNote } from './usage.ts';
+import { MeteredStream } from './metered-stream.ts';
 
 /** Completion tokens assumed for limit pre-checks when the request sets no max_tokens. */
 const DEFAULT_ESTIMATE_COMPLETION = 512;
@@ -44,7 +45,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     await admission.settle(usageReport(context, usage, outcome, status, note));
   };
   const meta = { id: newChatCompletionId(), created: Math.floor(Date.now() / 1000), model: request.model, legacyFunctions: request.legacyFunctions };
-  const meters: MeteredStream[] = [];
+  const meters: MeteredChatStream[] = [];
   let streaming = false;
   try {
     lease = await services.registry.acquire(entry.config.id, 'chat');
@@ -66,7 +67,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     }
 
     // Streaming: start every choice and wait for its first part before committing to a 200.
-    for (let i = 0; i < request.n; i++) meters.push(new MeteredStream(model, choiceOptions(options, i), promptTokens));
+    for (let i = 0; i < request.n; i++) meters.push(new MeteredChatStream(model, choiceOptions(options, i), promptTokens));
     await Promise.all(meters.map((meter) => meter.peek()));
     const firstTokenAt = performance.now();
     services.metrics.firstToken(entry.config.id, (firstTokenAt - context.startedAt) / 1000);
@@ -153,63 +154,20 @@ function promptCharacters(options: Omit<ChatCallOptions, 'signal'>): number {
 const emptyUsage = (promptTokens: number): ChatUsage => ({ promptTokens, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 });
 
 
-/**
- * One choice's engine stream, with a peek (first part fetched before the HTTP status is sent) and a
- * meter: the finish part's usage, or — when the client left first — the parts seen so far.
- */
-class MeteredStream implements AsyncIterableIterator<ChatStreamPart> {
-  private readonly source: AsyncIterator<ChatStreamPart>;
-  private peeked?: Promise<IteratorResult<ChatStreamPart>>;
+/** A chat choice's stream, metered by its finish part's usage or, when the client left first, its deltas. */
+class MeteredChatStream extends MeteredStream<ChatStreamPart> {
   private finalUsage?: ChatUsage;
-  /** The finish part's warnings (usage counted by Infera…), for the ledger row. */
-  warnings: string[] = [];
   private reasoningParts = 0;
   private otherParts = 0;
-  private closed = false;
 
   constructor(model: ChatModel, options: ChatCallOptions, private readonly promptTokens: number) {
-    this.source = model.doStream(options)[Symbol.asyncIterator]();
+    super(model.doStream(options));
   }
 
-  [Symbol.asyncIterator]() {
-    return this;
-  }
-
-  peek(): Promise<IteratorResult<ChatStreamPart>> {
-    this.peeked ??= this.pull();
-    return this.peeked;
-  }
-
-  next(): Promise<IteratorResult<ChatStreamPart>> {
-    if (this.peeked) {
-      const first = this.peeked;
-      this.peeked = undefined;
-      return first;
-    }
-    return this.pull();
-  }
-
-  private async pull(): Promise<IteratorResult<ChatStreamPart>> {
-    if (this.closed) return { done: true, value: undefined };
-    const next = await this.source.next();
-    if (!next.done) {
-      const part = next.value;
-      if (part.type === 'finish') {
-        this.finalUsage = part.usage;
-        if (part.warnings) this.warnings = part.warnings;
-      }
-      else if (part.type === 'reasoning-delta') this.reasoningParts++;
-      else this.otherParts++;
-    }
-    return next;
-  }
-
-  async return(): Promise<IteratorResult<ChatStreamPart>> {
-    if (!this.closed) {
-      this.closed = true;
-      await this.source.return?.();
-    }
-    return { done: true, value: undefined };
+  protected meter(part: ChatStreamPart): void {
+    if (part.type === 'finish') this.finalUsage = part.usage;
+    else if (part.type === 'reasoning-delta') this.reasoningParts++;
+    else this.otherParts++;
   }
 
   /** Exact when the stream finished; otherwise one token per delta seen (engines emit about one per token). */

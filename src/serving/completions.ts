@@ -11,6 +11,7 @@ import type { ModelLease } from '../registry/registry.ts';
 import { SettlingFrames } from './chat.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, cancelledStatus, failureNote, statusOf, usageReport, warningsNote } from './usage.ts';
+import { MeteredStream } from './metered-stream.ts';
 
 /** Context assumed for the balance reservation of an engine that declares none before loading (corrected once loaded). */
 const FALLBACK_CONTEXT_SIZE = 4096;
@@ -147,61 +148,21 @@ function refuseUnfittablePrompt(model: ChatModel, prompt: string | number[], suf
 }
 
 /**
- * One choice's engine stream, with a peek (first part fetched before the HTTP status is sent) and a
- * meter: the finish part's count, or — when the client left first — one token per generated delta
- * seen (the echoed prompt, the first delta with `echo`, is not generated).
+ * A text-completion choice's stream, metered by its finish part's count or, when the client left first,
+ * one token per generated delta seen (the echoed prompt, the first delta with `echo`, is not generated).
  */
-class MeteredCompletion implements AsyncIterableIterator<CompletionStreamPart> {
-  private readonly source: AsyncIterator<CompletionStreamPart>;
-  private peeked?: Promise<IteratorResult<CompletionStreamPart>>;
+class MeteredCompletion extends MeteredStream<CompletionStreamPart> {
   private finalTokens?: number;
-  /** The finish part's warnings, for the ledger row. */
-  warnings: string[] = [];
   private deltas: number;
-  private closed = false;
 
   constructor(stream: AsyncIterable<CompletionStreamPart>, echo: boolean) {
-    this.source = stream[Symbol.asyncIterator]();
+    super(stream);
     this.deltas = echo ? -1 : 0;
   }
 
-  [Symbol.asyncIterator]() {
-    return this;
-  }
-
-  peek(): Promise<IteratorResult<CompletionStreamPart>> {
-    this.peeked ??= this.pull();
-    return this.peeked;
-  }
-
-  next(): Promise<IteratorResult<CompletionStreamPart>> {
-    if (this.peeked) {
-      const first = this.peeked;
-      this.peeked = undefined;
-      return first;
-    }
-    return this.pull();
-  }
-
-  private async pull(): Promise<IteratorResult<CompletionStreamPart>> {
-    if (this.closed) return { done: true, value: undefined };
-    const next = await this.source.next();
-    if (!next.done) {
-      if (next.value.type === 'finish') {
-        this.finalTokens = next.value.usage.completionTokens;
-        if (next.value.warnings) this.warnings = next.value.warnings;
-      }
-      else this.deltas++;
-    }
-    return next;
-  }
-
-  async return(): Promise<IteratorResult<CompletionStreamPart>> {
-    if (!this.closed) {
-      this.closed = true;
-      await this.source.return?.();
-    }
-    return { done: true, value: undefined };
+  protected meter(part: CompletionStreamPart): void {
+    if (part.type === 'finish') this.finalTokens = part.usage.completionTokens;
+    else this.deltas++;
   }
 
   completionTokens(): number {
