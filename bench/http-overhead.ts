@@ -1,9 +1,13 @@
 // Per-request cost of Infera's HTTP layer (routing, request id, auth, error shape, access log) on a
-// trivial route, against a bare node:http server answering the same JSON in the same run.
+// trivial route and on its error answers (404 route, 401 key, 400 body), against a bare node:http server
+// answering the same JSON in the same run. Besides req/s and round trips it reads each server's own CPU
+// time (/proc/<pid>/stat) per request: on a shared box that figure moves far less with other load than
+// wall-clock ones do.
 // Usage: node --import tsx bench/http-overhead.ts [--duration 10] [--connections 10] [--rounds 3]
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,10 +26,11 @@ const KEY = 'sk-bench-0123456789';
 
 const dir = mkdtempSync(join(tmpdir(), 'infera-bench-http-'));
 const configPath = join(dir, 'infera.yaml');
-// A served model that is never loaded: /v1/models only reads the registry.
+// A served model that is never loaded: /v1/models only reads the registry. maxRequestsPerSocket 0: autocannon
+// ignores `Connection: close`, so with the default (1000) it would measure the 503s Node sends after it.
 writeFileSync(
   configPath,
-  `server:\n  logLevel: info\nstorage:\n  dataDir: ${dir}\nmodels:\n  - id: bench/never-loaded\n    type: chat\n    engine: llama-cpp\n    path: ${dir}/none.gguf\n`,
+  `server:\n  logLevel: info\n  maxRequestsPerSocket: 0\nstorage:\n  dataDir: ${dir}\nmodels:\n  - id: bench/never-loaded\n    type: chat\n    engine: llama-cpp\n    path: ${dir}/none.gguf\n`,
 );
 
 function start(command: string, args: string[], env: Record<string, string>, ready: RegExp): Promise<ChildProcess> {
@@ -40,18 +45,39 @@ function start(command: string, args: string[], env: Record<string, string>, rea
   });
 }
 
-async function measure(url: string, headers: Record<string, string>) {
+/** User + system CPU of a process in µs (Linux /proc; clock ticks of 10 ms, fine over seconds of load). */
+function cpuUs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+interface Target {
+  url: string;
+  method?: 'GET' | 'POST';
+  headers?: Record<string, string>;
+  body?: string;
+  status: number;
+}
+
+async function measure(pid: number, target: Target) {
   // Throughput with `connections` clients, then latency with one client (mean, µs resolution).
-  const loaded = await autocannon({ url, connections, duration, headers });
-  const single = await autocannon({ url, connections: 1, duration: Math.max(2, duration / 2), headers });
+  const options = { url: target.url, method: target.method ?? 'GET', headers: target.headers ?? {}, duration, ...(target.body ? { body: target.body } : {}) };
+  const cpuBefore = cpuUs(pid);
+  const loaded = await autocannon({ ...options, connections });
+  const cpuPerRequestUs = (cpuUs(pid) - cpuBefore) / loaded.requests.total;
+  const single = await autocannon({ ...options, connections: 1, duration: Math.max(2, duration / 2) });
+  // Answers outside the expected status class (autocannon counts them per class: 2xx, 4xx, ...).
+  const expectedClass = `${Math.floor(target.status / 100)}xx`;
+  const unexpected = (result: Record<string, number>) => result.errors + result.timeouts + (result.requests as unknown as { total: number }).total - result[expectedClass]!;
   return {
     rps: loaded.requests.average,
     p50: loaded.latency.p50,
     p99: loaded.latency.p99,
+    cpuPerRequestUs,
     // One client sends the next request when the previous answer arrived: 1/rps is its round trip
     // (autocannon's own latency figures are whole milliseconds, too coarse here).
     meanLatencyUs: 1e6 / single.requests.average,
-    errors: loaded.errors + loaded.non2xx + single.errors + single.non2xx,
+    errors: unexpected(loaded) + unexpected(single),
   };
 }
 
@@ -66,13 +92,30 @@ const bare = await start(process.execPath, ['-e', bareSource], {}, /ready/);
 // Logs go to /dev/null through the ignored stdout, but pino still formats each line: that is part of the cost.
 const infera = await start(process.execPath, ['bin/infera.js', 'serve', '--config', configPath, '--port', '8712'], { INFERA_API_KEY: KEY }, /serving/);
 
-const results: Record<string, Awaited<ReturnType<typeof measure>>[]> = { bare: [], infera: [] };
+const auth = { authorization: `Bearer ${KEY}` };
+const targets: Record<string, { pid: number; target: Target }> = {
+  bare: { pid: bare.pid!, target: { url: 'http://127.0.0.1:8711/', status: 200 } },
+  models: { pid: infera.pid!, target: { url: 'http://127.0.0.1:8712/v1/models', headers: auth, status: 200 } },
+  'unknown route (404)': { pid: infera.pid!, target: { url: 'http://127.0.0.1:8712/v1/no-such-route', headers: auth, status: 404 } },
+  'wrong key (401)': { pid: infera.pid!, target: { url: 'http://127.0.0.1:8712/v1/models', headers: { authorization: 'Bearer sk-wrong' }, status: 401 } },
+  'bad body (400)': {
+    pid: infera.pid!,
+    target: {
+      url: 'http://127.0.0.1:8712/v1/chat/completions',
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'bench/never-loaded', messages: [] }),
+      status: 400,
+    },
+  },
+};
+const results: Record<string, Awaited<ReturnType<typeof measure>>[]> = Object.fromEntries(Object.keys(targets).map((name) => [name, []]));
+const loads: number[] = [];
 try {
-  await measure('http://127.0.0.1:8711/', {}); // warm-up
-  await measure('http://127.0.0.1:8712/v1/models', { authorization: `Bearer ${KEY}` });
+  for (const { pid, target } of Object.values(targets)) await measure(pid, target); // warm-up
   for (let round = 0; round < rounds; round++) {
-    results.bare.push(await measure('http://127.0.0.1:8711/', {}));
-    results.infera.push(await measure('http://127.0.0.1:8712/v1/models', { authorization: `Bearer ${KEY}` }));
+    loads.push(loadavg()[0]!);
+    for (const [name, { pid, target }] of Object.entries(targets)) results[name]!.push(await measure(pid, target));
   }
 } finally {
   bare.kill();
@@ -86,17 +129,19 @@ const summary = Object.fromEntries(
       rps: median(runs.map((r) => r.rps)),
       p50: median(runs.map((r) => r.p50)),
       p99: median(runs.map((r) => r.p99)),
+      cpuPerRequestUs: median(runs.map((r) => r.cpuPerRequestUs)),
       meanLatencyUs: median(runs.map((r) => r.meanLatencyUs)),
       errors: runs.reduce((s, r) => s + r.errors, 0),
     },
   ]),
 );
-const perRequestUs = (rps: number) => (1e6 * 1) / rps; // single event loop: µs of CPU per request at saturation
-console.log(JSON.stringify({ duration, connections, rounds, summary }, null, 2));
-console.log(
-  `bare node:http: ${summary.bare.rps.toFixed(0)} req/s (p50 ${summary.bare.p50} ms) | infera /v1/models with auth+log: ` +
-    `${summary.infera.rps.toFixed(0)} req/s (p50 ${summary.infera.p50} ms) | ratio ${(summary.infera.rps / summary.bare.rps).toFixed(2)} | ` +
-    `added CPU per request ≈ ${(perRequestUs(summary.infera.rps) - perRequestUs(summary.bare.rps)).toFixed(1)} µs | ` +
-    `one-client round trip: bare ${summary.bare.meanLatencyUs.toFixed(0)} µs, infera ${summary.infera.meanLatencyUs.toFixed(0)} µs ` +
-    `(added ${(summary.infera.meanLatencyUs - summary.bare.meanLatencyUs).toFixed(0)} µs; budget 300 µs)`,
-);
+console.log(JSON.stringify({ duration, connections, rounds, loadAverages: loads, summary }, null, 2));
+const base = summary.bare!;
+console.log(`load average per round: ${loads.map((l) => l.toFixed(1)).join(', ')}`);
+console.log('| target | req/s | server CPU µs/request | over bare | one-client round trip µs | over bare | unexpected answers |');
+console.log('|---|---|---|---|---|---|---|');
+for (const [name, row] of Object.entries(summary))
+  console.log(
+    `| ${name} | ${row.rps.toFixed(0)} | ${row.cpuPerRequestUs.toFixed(1)} | ${name === 'bare' ? '—' : `+${(row.cpuPerRequestUs - base.cpuPerRequestUs).toFixed(1)}`} | ` +
+      `${row.meanLatencyUs.toFixed(0)} | ${name === 'bare' ? '—' : `+${(row.meanLatencyUs - base.meanLatencyUs).toFixed(0)}`} | ${row.errors} |`,
+  );
