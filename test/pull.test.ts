@@ -8,6 +8,8 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join, relative } from 'node:path';
 import OpenAI from 'openai';
 import { TINY_CHAT_SCRIPT, ensureTinyModels } from '../src/tiny-models/index.ts';
@@ -113,30 +115,11 @@ async function run(args: string[], env: Record<string, string | undefined> = {})
 
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
-test('pull --preset starter, then `infera serve` with no config serves the presets under their SiliconFlow ids', async () => {
+test('first run with INFERA_AUTO_PULL=1 pulls the starter presets, serves them under their SiliconFlow ids; pull/models/rm', async () => {
   const dataDir = join(work, 'starter');
   const env = { INFERA_DATA_DIR: dataDir };
-  const pulled = await run(['pull', '--preset', 'starter'], env);
-  assert.equal(pulled.code, 0, pulled.output);
-  assert.match(pulled.output, /hf:infera-test\/tiny-chat-GGUF:Q8_0 from http:\/\/127\.0\.0\.1:\d+: 1 file/);
-  assert.match(pulled.output, /100%/, 'a plain progress line per 5 % when stderr is not a terminal');
-  assert.match(pulled.output, /ms:infera-test\/tiny-rerank-GGUF:Q8_0: done/);
-  const manifest = JSON.parse(readFileSync(join(dataDir, 'models', 'manifest.json'), 'utf8'));
-  assert.deepEqual(manifest.models.map((model: { preset: string }) => model.preset).sort(), ['BAAI/bge-m3', 'BAAI/bge-reranker-v2-m3', 'Qwen/Qwen3-1.7B', 'stabilityai/sd-turbo']);
-  const sd = manifest.models.find((model: { preset: string }) => model.preset === 'stabilityai/sd-turbo');
-  assert.ok(existsSync(join(dataDir, 'models', sd.path, 'unet', 'model.onnx')), 'the ONNX pipeline folder is in place');
-  assert.ok(!hub.log.some((line) => line.startsWith('GET cdn') && line.endsWith('auth')), 'the token never goes to the CDN');
-
-  const again = await run(['pull', 'hf:infera-test/tiny-chat-GGUF:Q8_0'], env);
-  assert.equal(again.code, 0, again.output);
-  assert.match(again.output, /all here already/);
-
-  const listed = await run(['models'], env);
-  assert.equal(listed.code, 0, listed.output);
-  assert.match(listed.output, /hf:infera-test\/tiny-sd-onnx\s+\S+ \S+\s+text-to-image\s+onnx-diffusion\s+stabilityai\/sd-turbo/);
-  assert.match(listed.output, /ms:infera-test\/tiny-rerank-GGUF:Q8_0 .* reranker\s+llama-cpp\s+BAAI\/bge-reranker-v2-m3/);
-
-  const server = cli(['serve', '--port', '0'], { ...env, INFERA_ADMIN_KEY: 'admin-key-for-pull-test' });
+  const key = 'sk-pull-test-key-0123456789';
+  const server = cli(['serve', '--port', '0'], { ...env, INFERA_ADMIN_KEY: 'admin-key-for-pull-test', INFERA_AUTO_PULL: '1', INFERA_API_KEY: key });
   try {
     const url = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no banner in 60 s:\n${server.output()}`)), 60_000);
@@ -149,9 +132,21 @@ test('pull --preset starter, then `infera serve` with no config serves the prese
       });
       server.exited.then((code) => reject(new Error(`exited ${code}:\n${server.output()}`)));
     });
-    assert.doesNotMatch(server.output(), /TINY TEST MODELS/);
-    assert.match(server.output(), /serving the presets pulled into/);
-    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none' });
+    const output = server.output();
+    assert.match(output, /INFERA_AUTO_PULL: no models configured or pulled; pulling the starter set/);
+    assert.match(output, /hf:infera-test\/tiny-chat-GGUF:Q8_0 from http:\/\/127\.0\.0\.1:\d+: 1 file/);
+    assert.match(output, /100%/, 'a plain progress line per 5 % when stderr is not a terminal');
+    assert.match(output, /ms:infera-test\/tiny-rerank-GGUF:Q8_0: done/);
+    assert.doesNotMatch(output, /TINY TEST MODELS/);
+    assert.match(output, /serving the presets pulled into/);
+    assert.match(output, /curl \S+\/v1\/chat\/completions -H "Authorization: Bearer \$INFERA_API_KEY"/, 'the banner\'s curl carries the key');
+    assert.match(output, /"model":"Qwen\/Qwen3-1\.7B"/);
+    const manifest = JSON.parse(readFileSync(join(dataDir, 'models', 'manifest.json'), 'utf8'));
+    assert.deepEqual(manifest.models.map((model: { preset: string }) => model.preset).sort(), ['BAAI/bge-m3', 'BAAI/bge-reranker-v2-m3', 'Qwen/Qwen3-1.7B', 'stabilityai/sd-turbo']);
+    const sd = manifest.models.find((model: { preset: string }) => model.preset === 'stabilityai/sd-turbo');
+    assert.ok(existsSync(join(dataDir, 'models', sd.path, 'unet', 'model.onnx')), 'the ONNX pipeline folder is in place');
+    assert.ok(!hub.log.some((line) => line.startsWith('GET cdn') && line.endsWith('auth')), 'the token never goes to the CDN');
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: key });
     const ids = (await client.models.list()).data.map((model) => model.id).sort();
     assert.deepEqual(ids, ['BAAI/bge-m3', 'BAAI/bge-reranker-v2-m3', 'Qwen/Qwen3-1.7B', 'stabilityai/sd-turbo']);
     const completion = await client.chat.completions.create({ model: 'Qwen/Qwen3-1.7B', messages: [{ role: 'user', content: 'hello' }] });
@@ -182,6 +177,15 @@ test('pull --preset starter, then `infera serve` with no config serves the prese
     server.child.kill('SIGKILL');
   }
 
+  const again = await run(['pull', '--preset', 'starter'], env);
+  assert.equal(again.code, 0, again.output);
+  assert.equal(again.output.match(/all here already/g)?.length, 4, again.output);
+
+  const listed = await run(['models'], env);
+  assert.equal(listed.code, 0, listed.output);
+  assert.match(listed.output, /hf:infera-test\/tiny-sd-onnx\s+\S+ \S+\s+text-to-image\s+onnx-diffusion\s+stabilityai\/sd-turbo/);
+  assert.match(listed.output, /ms:infera-test\/tiny-rerank-GGUF:Q8_0 .* reranker\s+llama-cpp\s+BAAI\/bge-reranker-v2-m3/);
+
   const removed = await run(['rm', 'BAAI/bge-m3'], env);
   assert.equal(removed.code, 0, removed.output);
   assert.match(removed.output, /removed hf:infera-test\/tiny-embed-GGUF/);
@@ -210,42 +214,51 @@ test('pull: a split GGUF comes as all its parts; a transfer cut halfway resumes 
 
 test('pull failures: each with its own message and exit code', async () => {
   const env = { INFERA_DATA_DIR: join(work, 'failures') };
-  const unknown = await run(['pull', 'hf:infera-test/no-such-repo'], env);
+  // A port nothing listens on (fetch refuses the well-known "bad" ports like 9 before trying).
+  const closed = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+  // Independent pulls (none of them writes the manifest but the gated one), run side by side.
+  const [unknown, msUnknown, gated, quant, corrupt, full, offline, bad, preset] = await Promise.all([
+    run(['pull', 'hf:infera-test/no-such-repo'], env),
+    run(['pull', 'ms:infera-test/no-such-repo'], env),
+    run(['pull', 'hf:infera-test/gated-GGUF'], env),
+    run(['pull', 'hf:infera-test/tiny-chat-GGUF:Q2_K'], env),
+    run(['pull', 'hf:infera-test/corrupt-GGUF'], env),
+    run(['pull', 'hf:infera-test/huge-GGUF'], env),
+    run(['pull', 'hf:infera-test/tiny-chat-GGUF'], { ...env, HF_ENDPOINT: `http://127.0.0.1:${closed}` }),
+    run(['pull', 'Qwen/Qwen3-8B'], env),
+    run(['pull', '--preset', 'nope'], env),
+  ]);
   assert.equal(unknown.code, 10, unknown.output);
   assert.match(unknown.output, /hf:infera-test\/no-such-repo was not found on http:\/\/127\.0\.0\.1:\d+ \(HTTP 404\)/);
-
-  const msUnknown = await run(['pull', 'ms:infera-test/no-such-repo'], env);
   assert.equal(msUnknown.code, 10, msUnknown.output);
   assert.match(msUnknown.output, /ms:infera-test\/no-such-repo was not found/);
 
-  const gated = await run(['pull', 'hf:infera-test/gated-GGUF'], env);
   assert.equal(gated.code, 11, gated.output);
   assert.match(gated.output, /gated or private \(HTTP 401 .*set HF_TOKEN/);
   const withToken = await run(['pull', 'hf:infera-test/gated-GGUF'], { ...env, HF_TOKEN: 'hf_good_token' });
   assert.equal(withToken.code, 0, withToken.output);
 
-  const quant = await run(['pull', 'hf:infera-test/tiny-chat-GGUF:Q2_K'], env);
   assert.equal(quant.code, 12, quant.output);
   assert.match(quant.output, /no GGUF file matches Q2_K\. Available: Q8_0, F16, Q6_K/);
 
-  const corrupt = await run(['pull', 'hf:infera-test/corrupt-GGUF'], env);
   assert.equal(corrupt.code, 13, corrupt.output);
   assert.match(corrupt.output, /corrupt-Q4_K_M\.gguf .* is corrupt \(sha256 [0-9a-f]{64}, expected 0{64}\); the file was removed/);
   assert.ok(!existsSync(join(work, 'failures', 'models', 'hf', 'infera-test', 'corrupt-GGUF', 'corrupt-Q4_K_M.gguf')));
   assert.ok(!existsSync(join(work, 'failures', 'models', '.partial', 'hf', 'infera-test', 'corrupt-GGUF', 'corrupt-Q4_K_M.gguf')));
 
-  const full = await run(['pull', 'hf:infera-test/huge-GGUF'], env);
   assert.equal(full.code, 14, full.output);
   assert.match(full.output, /needs 100 PB but .* free: free some space or set storage\.modelsDir/);
 
-  const offline = await run(['pull', 'hf:infera-test/tiny-chat-GGUF'], { ...env, HF_ENDPOINT: 'http://127.0.0.1:9' });
   assert.equal(offline.code, 15, offline.output);
-  assert.match(offline.output, /cannot reach http:\/\/127\.0\.0\.1:9 \(ECONNREFUSED\).*set HF_ENDPOINT/);
+  assert.match(offline.output, new RegExp(`cannot reach http://127\\.0\\.0\\.1:${closed} \\(ECONNREFUSED\\).*set HF_ENDPOINT`));
 
-  const bad = await run(['pull', 'Qwen/Qwen3-8B'], env);
   assert.equal(bad.code, 2, bad.output);
   assert.match(bad.output, /is not a model ref: use hf:owner\/repo/);
-  const preset = await run(['pull', '--preset', 'nope'], env);
   assert.equal(preset.code, 2, preset.output);
   assert.match(preset.output, /no preset or set named "nope"\. Sets: starter/);
 });

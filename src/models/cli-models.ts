@@ -4,7 +4,7 @@ import { join, relative } from 'node:path';
 import type { InferaConfig } from '../config/schema.ts';
 import { describeLocal } from './local.ts';
 import { loadCatalogue, pulledPresetConfigs } from './presets.ts';
-import { formatBytes } from './pull.ts';
+import { formatBytes } from './format.ts';
 import { readManifest } from './store.ts';
 
 export async function listLocalModels(config: InferaConfig): Promise<string[]> {

@@ -1,5 +1,6 @@
 // The CLI's side of pulling: progress on stderr, one line per failure with its own exit code.
-import { formatBytes, pullModel } from './pull.ts';
+import { formatBytes } from './format.ts';
+import type { PullEvent } from './pull.ts';
 import { PullError } from './errors.ts';
 import { loadCatalogue, presetSource, resolvePresets } from './presets.ts';
 import { progressPrinter } from './progress.ts';
@@ -30,7 +31,9 @@ export async function runPulls(request: PullRequest, out: NodeJS.WriteStream = p
 }
 
 /** The pulls a request means, one after another (a preset set: each of its models). */
-export async function pullAll(request: PullRequest, onEvent: Parameters<typeof pullModel>[1]['onEvent']): Promise<void> {
+export async function pullAll(request: PullRequest, onEvent: (event: PullEvent) => void): Promise<void> {
+  // Loaded here so that `infera rm` never loads node-llama-cpp (select.ts reads its quantisation names).
+  const { pullModel } = await import('./pull.ts');
   if (!request.ref && !request.preset) throw new PullError('bad_ref', 'name a model (e.g. hf:Qwen/Qwen3-8B-GGUF:Q4_K_M) or a preset (--preset starter)');
   if (request.ref && request.preset) throw new PullError('bad_ref', 'give a ref or --preset, not both');
   if (request.ref) {

@@ -1,6 +1,7 @@
 // Pull progress for people: on a terminal one redrawn line (bar, bytes, speed, ETA); in a log or a
 // pipe a plain line every 5 %.
-import { formatBytes, type PullEvent } from './pull.ts';
+import { formatBytes } from './format.ts';
+import type { PullEvent } from './pull.ts';
 
 export function progressPrinter(stream: NodeJS.WriteStream, isTty = stream.isTTY === true): (event: PullEvent) => void {
   let started = 0;

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { downloadGroup } from './download.ts';
+import { formatBytes } from './format.ts';
 import { PullError } from './errors.ts';
 import { type HubEnv, hubFor, type RemoteFile } from './hubs.ts';
 import { formatModelRef, parseModelRef } from './ref.ts';
@@ -103,15 +104,4 @@ export async function pullModel(refText: string, options: PullOptions): Promise<
   await recordPull(options.modelsDir, model);
   emit({ type: 'done', ref: name, path: join(options.modelsDir, entryPath), size: bytes, skipped: toFetch.length === 0 });
   return model;
-}
-
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return `${value >= 100 || unit === 0 ? value.toFixed(0) : value.toFixed(1)} ${units[unit]}`;
 }
