@@ -60,6 +60,7 @@ before(async () => {
     },
     ms: {
       'infera-test/tiny-rerank-GGUF': { files: [{ path: 'tiny-rerank-Q8_0.gguf', bytes: readFileSync(tiny.reranker) }] },
+      'infera-test/gated-GGUF': { gatedToken: 'ms-good-token', files: [{ path: 'gated-Q4_K_M.gguf', bytes: Buffer.from('GGUF gated bytes') }] },
     },
   });
   catalogue = join(work, 'presets.yaml');
@@ -151,6 +152,11 @@ test('first run with INFERA_AUTO_PULL=1 pulls the starter presets, serves them u
     assert.deepEqual(ids, ['BAAI/bge-m3', 'BAAI/bge-reranker-v2-m3', 'Qwen/Qwen3-1.7B', 'stabilityai/sd-turbo']);
     const completion = await client.chat.completions.create({ model: 'Qwen/Qwen3-1.7B', messages: [{ role: 'user', content: 'hello' }] });
     assert.equal(completion.choices[0]!.message.content, TINY_CHAT_SCRIPT.answer);
+    // `infera models` asks the running server (this config's port, the admin key) what is loaded.
+    const live = await run(['models'], { ...env, PORT: new URL(url).port, INFERA_ADMIN_KEY: 'admin-key-for-pull-test' });
+    assert.equal(live.code, 0, live.output);
+    assert.match(live.output, /hf:infera-test\/tiny-chat-GGUF:Q8_0 .*chat\s+llama-cpp\s+Qwen\/Qwen3-1\.7B\s+yes/);
+    assert.match(live.output, /hf:infera-test\/tiny-sd-onnx .*stabilityai\/sd-turbo\s+no/);
     const embedding = await client.embeddings.create({ model: 'BAAI/bge-m3', input: 'hello', encoding_format: 'float' });
     assert.equal(embedding.data[0]!.embedding.length, 128);
     const image = await client.images.generate({ model: 'stabilityai/sd-turbo', prompt: 'a cat', size: '64x64', response_format: 'b64_json' } as never);
@@ -222,9 +228,10 @@ test('pull failures: each with its own message and exit code', async () => {
     });
   });
   // Independent pulls (none of them writes the manifest but the gated one), run side by side.
-  const [unknown, msUnknown, gated, quant, corrupt, full, offline, bad, preset] = await Promise.all([
+  const [unknown, msUnknown, msGated, gated, quant, corrupt, full, offline, bad, preset] = await Promise.all([
     run(['pull', 'hf:infera-test/no-such-repo'], env),
     run(['pull', 'ms:infera-test/no-such-repo'], env),
+    run(['pull', 'ms:infera-test/gated-GGUF'], env),
     run(['pull', 'hf:infera-test/gated-GGUF'], env),
     run(['pull', 'hf:infera-test/tiny-chat-GGUF:Q2_K'], env),
     run(['pull', 'hf:infera-test/corrupt-GGUF'], env),
@@ -237,6 +244,8 @@ test('pull failures: each with its own message and exit code', async () => {
   assert.match(unknown.output, /hf:infera-test\/no-such-repo was not found on http:\/\/127\.0\.0\.1:\d+ \(HTTP 404\)/);
   assert.equal(msUnknown.code, 10, msUnknown.output);
   assert.match(msUnknown.output, /ms:infera-test\/no-such-repo was not found/);
+  assert.equal(msGated.code, 11, msGated.output);
+  assert.match(msGated.output, /gated or private \(HTTP 401 .*set MODELSCOPE_API_TOKEN/);
 
   assert.equal(gated.code, 11, gated.output);
   assert.match(gated.output, /gated or private \(HTTP 401 .*set HF_TOKEN/);

@@ -20,7 +20,8 @@ export async function listLocalModels(config: InferaConfig): Promise<string[]> {
     const path = join(modelsDir, model.path);
     const users = entries.filter((entry) => entry.path && (entry.path === path || !relative(path, entry.path).startsWith('..')));
     const info = describeLocal(model, modelsDir, catalogue.presets);
-    const loaded = states ? (users.some((entry) => states.get(entry.id) === 'loaded') ? 'yes' : 'no') : '?';
+    // The registry calls a loaded model 'ready' ('loaded' in the lifecycle's wording).
+    const loaded = states ? (users.some((entry) => ['ready', 'loaded'].includes(states.get(entry.id) ?? '')) ? 'yes' : 'no') : '?';
     rows.push([model.ref, formatBytes(model.size), info.kind, info.engine, users.map((entry) => entry.id).join(', ') || '-', loaded]);
   }
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
