@@ -50,6 +50,7 @@ before(async () => {
           { path: 'F16/tiny-chat-F16-00001-of-00002.gguf', bytes: chat.subarray(0, 5000) },
           { path: 'F16/tiny-chat-F16-00002-of-00002.gguf', bytes: chat.subarray(5000, 9000) },
           { path: 'tiny-chat-Q6_K.gguf', bytes: big, cutOnce: true },
+          { path: 'tiny-chat-Q5_K_M.gguf', bytes: big.subarray(0, 11_000_000), stallAtHalf: true },
         ],
       },
       'infera-test/tiny-embed-GGUF': { files: [{ path: 'tiny-embed-Q8_0.gguf', bytes: readFileSync(tiny.embedding) }] },
@@ -218,6 +219,30 @@ test('pull: a split GGUF comes as all its parts; a transfer cut halfway resumes 
   assert.ok(ranges.length > 0, `a request resumed past byte 0:\n${hub.log.join('\n')}`);
 });
 
+test('pull: a pull killed mid-transfer resumes in the next `infera pull` from its .ipull progress, not from byte 0', async () => {
+  const env = { INFERA_DATA_DIR: join(work, 'killed') };
+  const partial = join(work, 'killed', 'models', '.partial', 'hf', 'infera-test', 'tiny-chat-GGUF', 'tiny-chat-Q5_K_M.gguf.ipull');
+  const first = cli(['pull', 'hf:infera-test/tiny-chat-GGUF:Q5_K_M'], env);
+  // The hub sends the first half and stalls; once the downloader has saved its progress, kill it.
+  const deadline = Date.now() + 30_000;
+  while (!(existsSync(partial) && statSync(partial).size > 0 && /Q5_K_M: [1-9]\d*%/.test(first.output()))) {
+    assert.ok(Date.now() < deadline, `no progress saved in 30 s:\n${first.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  first.child.kill('SIGKILL');
+  await first.exited;
+  hub.release();
+  const seen = hub.log.length;
+  const second = await run(['pull', 'hf:infera-test/tiny-chat-GGUF:Q5_K_M'], env);
+  assert.equal(second.code, 0, second.output);
+  const file = join(work, 'killed', 'models', 'hf', 'infera-test', 'tiny-chat-GGUF', 'tiny-chat-Q5_K_M.gguf');
+  assert.equal(sha256(file), createHash('sha256').update(big.subarray(0, 11_000_000)).digest('hex'));
+  const ranges = hub.log.slice(seen).filter((line) => line.startsWith('GET cdn') && line.includes('bytes='));
+  assert.ok(ranges.length > 0 && ranges.every((line) => !/bytes=0-/.test(line)), `the second pull fetched only what was missing:\n${ranges.join('\n')}`);
+  assert.ok(!existsSync(partial), 'the progress file is gone once the file is in place');
+});
+
 test('pull failures: each with its own message and exit code', async () => {
   const env = { INFERA_DATA_DIR: join(work, 'failures') };
   // A port nothing listens on (fetch refuses the well-known "bad" ports like 9 before trying).
@@ -253,7 +278,7 @@ test('pull failures: each with its own message and exit code', async () => {
   assert.equal(withToken.code, 0, withToken.output);
 
   assert.equal(quant.code, 12, quant.output);
-  assert.match(quant.output, /no GGUF file matches Q2_K\. Available: Q8_0, F16, Q6_K/);
+  assert.match(quant.output, /no GGUF file matches Q2_K\. Available: Q8_0, F16, Q6_K, Q5_K_M/);
 
   assert.equal(corrupt.code, 13, corrupt.output);
   assert.match(corrupt.output, /corrupt-Q4_K_M\.gguf .* is corrupt \(sha256 [0-9a-f]{64}, expected 0{64}\); the file was removed/);

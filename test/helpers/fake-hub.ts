@@ -18,6 +18,8 @@ export interface FakeFile {
   listedSize?: number;
   /** The first ranged download of this file stops after half its bytes (the socket is destroyed). */
   cutOnce?: boolean;
+  /** Ranged downloads of this file reaching past its middle send up to the middle, then stall (the socket stays open) until `release()`. */
+  stallAtHalf?: boolean;
 }
 
 export interface FakeRepo {
@@ -34,6 +36,8 @@ export interface FakeHub {
   cdnUrl: string;
   /** Every request seen: "METHOD host-kind path range". */
   log: string[];
+  /** Stop stalling `stallAtHalf` files (later requests get their bytes). */
+  release(): void;
   close(): Promise<void>;
 }
 
@@ -49,7 +53,7 @@ function listen(handler: (request: IncomingMessage, response: ServerResponse) =>
 }
 
 /** Serves bytes with Range support; `cut` sends half of what was asked and destroys the socket. */
-function sendBytes(request: IncomingMessage, response: ServerResponse, bytes: Buffer, headers: Record<string, string>, cut: boolean): void {
+function sendBytes(request: IncomingMessage, response: ServerResponse, bytes: Buffer, headers: Record<string, string>, cut: boolean, stall = false): void {
   let start = 0;
   let end = bytes.length - 1;
   const range = /^bytes=(\d+)-(\d*)$/.exec(request.headers.range ?? '');
@@ -77,11 +81,17 @@ function sendBytes(request: IncomingMessage, response: ServerResponse, bytes: Bu
     response.write(body.subarray(0, Math.floor(body.length / 2)), () => response.destroy());
     return;
   }
+  const middle = Math.floor(bytes.length / 2);
+  if (stall && range && end >= middle) {
+    if (start < middle) response.write(bytes.subarray(start, middle));
+    return;
+  }
   response.end(body);
 }
 
 export async function startFakeHub(repos: { hf?: Record<string, FakeRepo>; ms?: Record<string, FakeRepo> }): Promise<FakeHub> {
   const log: string[] = [];
+  let stalling = true;
   const blobs = new Map<string, FakeFile>();
   const cut = new Set<FakeFile>();
   for (const repo of [...Object.values(repos.hf ?? {}), ...Object.values(repos.ms ?? {})])
@@ -100,7 +110,7 @@ export async function startFakeHub(repos: { hf?: Record<string, FakeRepo>; ms?: 
     log.push(`${request.method} cdn ${url.pathname} ${request.headers.range ?? ''} ${request.headers.authorization ? 'auth' : ''}`.trim());
     const file = blobs.get(url.pathname.replace('/blobs/', ''));
     if (!file) return json(response, 404, { error: 'no such blob' });
-    sendBytes(request, response, file.bytes, { etag: `"${sha256(file.bytes)}"` }, cutNow(request, file));
+    sendBytes(request, response, file.bytes, { etag: `"${sha256(file.bytes)}"` }, cutNow(request, file), file.stallAtHalf === true && stalling);
   });
 
   const hf = await listen((request, response) => {
@@ -177,6 +187,9 @@ export async function startFakeHub(repos: { hf?: Record<string, FakeRepo>; ms?: 
     msUrl: ms.url,
     cdnUrl: cdn.url,
     log,
+    release: () => {
+      stalling = false;
+    },
     close: async () => {
       for (const { server } of [hf, ms, cdn]) {
         server.closeAllConnections();
