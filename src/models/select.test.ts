@@ -50,3 +50,12 @@ test('selection: a quantisation with its split parts; the default; folders; the 
     (error: unknown) => error instanceof PullError && error.code === 'not_found' && /no file or folder "vae"\. It has: model_index\.json, unet, tokenizer/.test(error.message),
   );
 });
+
+test('a listing with a path escaping the repo folder is refused', () => {
+  for (const path of ['../evil.gguf', 'a/../../evil.gguf', '/etc/evil.gguf', 'a//b.gguf', 'a\\..\\b.gguf'])
+    assert.throws(
+      () => selectFiles(parseModelRef('hf:o/r'), [file('ok-Q4_K_M.gguf'), file(path)]),
+      (error: unknown) => error instanceof PullError && error.code === 'hub_error' && /not a plain relative path/.test(error.message),
+      path,
+    );
+});

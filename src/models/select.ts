@@ -42,8 +42,15 @@ function groupOf(files: RemoteFile[], file: RemoteFile): RemoteFile[] {
     .sort((a, b) => a.path.localeCompare(b.path));
 }
 
+/** A listed path that would land outside the repo's folder (or is not a plain relative path). */
+const unsafePath = (path: string) =>
+  path === '' || path.startsWith('/') || path.includes('\\') || path.includes('\0') || path.split('/').some((part) => part === '' || part === '.' || part === '..');
+
 export function selectFiles(ref: ModelRef, files: RemoteFile[]): Selection {
   const name = formatModelRef(ref);
+  // The listing comes from a server (a mirror, perhaps): its paths become file names under the models directory.
+  const unsafe = files.find((file) => unsafePath(file.path));
+  if (unsafe) throw new PullError('hub_error', `${name}: the hub listed a file path that is not a plain relative path (${JSON.stringify(unsafe.path)}); refusing to write it.`);
   if (ref.path) {
     const exact = files.find((file) => file.path === ref.path);
     if (exact) {
