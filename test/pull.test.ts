@@ -32,6 +32,7 @@ test('pull: a split GGUF comes as all its parts; a transfer cut halfway resumes 
   assert.deepEqual(readdirSync(dir).sort(), ['tiny-chat-F16-00001-of-00002.gguf', 'tiny-chat-F16-00002-of-00002.gguf']);
   const manifest = JSON.parse(readFileSync(join(work, 'split', 'models', 'manifest.json'), 'utf8'));
   assert.equal(manifest.models[0].path, 'hf/infera-test/tiny-chat-GGUF/F16/tiny-chat-F16-00001-of-00002.gguf', 'a model entry points at the first part');
+  assert.deepEqual(readdirSync(join(work, 'split', 'models', '.partial')), [], 'no staging folders are left behind');
 
   const resumed = await run(['pull', 'hf:infera-test/tiny-chat-GGUF:Q6_K'], env);
   assert.equal(resumed.code, 0, resumed.output);

@@ -10,7 +10,7 @@ import { PullError } from './errors.ts';
 import { type HubEnv, hubFor, type RemoteFile } from './hubs.ts';
 import { formatModelRef, parseModelRef } from './ref.ts';
 import { selectFiles } from './select.ts';
-import { type ManifestModel, PARTIAL, readManifest, recordPull, repoDir } from './store.ts';
+import { type ManifestModel, PARTIAL, pruneEmptyDirs, readManifest, recordPull, repoDir } from './store.ts';
 
 export type PullEvent =
   | { type: 'resolved'; ref: string; endpoint: string; files: number; bytes: number; fetch: number; fetchBytes: number }
@@ -102,6 +102,8 @@ export async function pullModel(refText: string, options: PullOptions): Promise<
     ...(options.preset ? { preset: options.preset } : {}),
   };
   await recordPull(options.modelsDir, model);
+  // Staging folders left empty (a .ipull file of another unfinished pull keeps its folder).
+  await pruneEmptyDirs(options.modelsDir, stagingDir);
   emit({ type: 'done', ref: name, path: join(options.modelsDir, entryPath), size: bytes, skipped: toFetch.length === 0 });
   return model;
 }

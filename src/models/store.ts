@@ -93,7 +93,7 @@ export async function removeModel(dir: string, matches: (model: ManifestModel) =
 }
 
 /** Removes now-empty folders from `from` up to (not including) `root`. */
-async function pruneEmptyDirs(root: string, from: string): Promise<void> {
+export async function pruneEmptyDirs(root: string, from: string): Promise<void> {
   const walk = async (path: string): Promise<boolean> => {
     let entries: string[];
     try {
@@ -113,7 +113,12 @@ async function pruneEmptyDirs(root: string, from: string): Promise<void> {
   await walk(from);
   let current = dirname(from);
   while (relative(root, current) && !relative(root, current).startsWith('..') && !current.endsWith(sep + PARTIAL)) {
-    if ((await readdir(current)).length) break;
+    const left = await readdir(current).catch(() => undefined);
+    if (left === undefined) {
+      current = dirname(current);
+      continue;
+    }
+    if (left.length) break;
     await rm(current, { recursive: true, force: true });
     current = dirname(current);
   }
