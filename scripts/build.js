@@ -30,7 +30,7 @@ if (result.status !== 0) {
 }
 
 // Files the code reads at run time next to itself (new URL('./x', import.meta.url)).
-const ASSETS = ['.jinja'];
+const ASSETS = ['.jinja', '.yaml'];
 const copyAssets = (dir) => {
   for (const name of readdirSync(dir)) {
     const path = join(dir, name);

@@ -20,6 +20,8 @@ export interface InferaServer {
   /** The URL the server listens on (after listen()). */
   url: string;
   usingTinyModels: boolean;
+  /** No models configured: serving the presets found in storage.modelsDir. */
+  usingPulledPresets: boolean;
   /** Graceful stop (see drainAndClose); the drain deadline defaults to server.drainTimeoutSeconds. */
   close(options?: { drainTimeoutMs?: number }): Promise<void>;
 }
@@ -43,9 +45,19 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
     const taken = config.models.flatMap((model) => [model.id, ...model.aliases]);
     config.models.push(...(await modelsOfUpstreams(config.upstreams, taken, logger)));
   }
-  // A gateway in front of upstreams serves what they serve, never the tiny defaults.
-  const usingTinyModels = config.models.length === 0 && config.upstreams.length === 0;
-  if (usingTinyModels) config.models = await tinyModelConfigs(config.storage.dataDir);
+  // A gateway in front of upstreams serves what they serve, never the tiny defaults. With nothing
+  // configured: the presets `infera pull` left in the models directory, else the tiny test models.
+  let usingTinyModels = config.models.length === 0 && config.upstreams.length === 0;
+  let usingPulledPresets = false;
+  if (usingTinyModels) {
+    const { loadCatalogue, pulledPresetConfigs } = await import('./models/presets.ts');
+    const pulled = pulledPresetConfigs(config.storage.modelsDir ?? `${config.storage.dataDir}/models`, loadCatalogue(config.presets.file));
+    if (pulled.length) {
+      config.models = pulled;
+      usingTinyModels = false;
+      usingPulledPresets = true;
+    } else config.models = await tinyModelConfigs(config.storage.dataDir);
+  }
 
   const gate = options.gate ?? (await createGate(config, logger));
   // Everything below belongs to this server alone (engine runtimes live in the registry's resources),
@@ -64,6 +76,7 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
     services,
     url: '',
     usingTinyModels,
+    usingPulledPresets,
     close: (options = {}) =>
       (closing ??= drainAndClose(services, app, options.drainTimeoutMs ?? config.server.drainTimeoutSeconds * 1000)),
   };

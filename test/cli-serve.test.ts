@@ -37,6 +37,8 @@ test('infera serve: banner with URL, models and key advice; answers the openai S
     assert.match(banner, /TINY TEST MODELS/);
     assert.match(banner, /infera\/tiny-qwen3-chat/);
     assert.match(banner, /infera keys create/, 'tells how to make a key');
+    assert.match(banner, /npx infera pull --preset starter/, 'tells how to pull real models');
+    assert.match(banner, /curl \S+ -H 'Content-Type/, 'no Authorization in the curl example while no key exists');
     const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none' });
     const completion = await client.chat.completions.create({ model: 'Qwen/QwQ-32B', messages: [{ role: 'user', content: 'hello' }] });
     assert.equal(completion.choices[0].message.content, TINY_CHAT_SCRIPT.answer);

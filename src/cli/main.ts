@@ -3,11 +3,13 @@
 import { program } from './program.ts';
 import { registerServeCommand } from './serve.ts';
 import { registerModelsCommand } from './models.ts';
+import { registerPullCommands } from './pull.ts';
 import { registerKeysCommands } from './keys.ts';
 import { registerUsageCommands } from './usage.ts';
 
 registerServeCommand(program);
 registerModelsCommand(program);
+registerPullCommands(program);
 registerKeysCommands(program);
 registerUsageCommands(program);
 

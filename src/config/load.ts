@@ -1,7 +1,7 @@
 // The only module that reads the environment and config files. Everything else receives an
 // InferaConfig. Precedence: defaults < config file < environment < CLI flags.
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { engines as defaultEngines, type EngineTable } from '../engines/index.ts';
 import { configSchema, configSchemaFor, type InferaConfig } from './schema.ts';
@@ -13,6 +13,7 @@ export interface ConfigOverrides {
   port?: number | string;
   apiKey?: string;
   dataDir?: string;
+  modelsDir?: string;
   logLevel?: string;
   /** --upstream URLs (the quick form), with the key variable and dialect that the flags give them all. */
   upstreams?: string[];
@@ -84,6 +85,12 @@ export function loadConfig(
   if (logLevel) server.logLevel = logLevel;
   const dataDir = overrides.dataDir ?? env.INFERA_DATA_DIR;
   if (dataDir) storage.dataDir = dataDir;
+  const modelsDir = overrides.modelsDir ?? env.INFERA_MODELS_DIR;
+  if (modelsDir) storage.modelsDir = modelsDir;
+  const presets = { ...((raw.presets as object) ?? {}) } as Record<string, unknown>;
+  if (env.INFERA_PRESETS) presets.file = env.INFERA_PRESETS;
+  if (env.INFERA_PULL_HUB) presets.hub = env.INFERA_PULL_HUB;
+  if (env.INFERA_AUTO_PULL !== undefined && env.INFERA_AUTO_PULL !== '') presets.autoPull = /^(1|true|yes|on)$/i.test(env.INFERA_AUTO_PULL);
   // INFERA_-prefixed so that a DATABASE_URL meant for something else never redirects the ledger.
   if (env.INFERA_DATABASE_URL) storage.databaseUrl = env.INFERA_DATABASE_URL;
   if (env.INFERA_REDIS_URL) storage.redisUrl = env.INFERA_REDIS_URL;
@@ -99,7 +106,7 @@ export function loadConfig(
   }
 
   const schema = engines === defaultEngines ? configSchema : configSchemaFor(engines);
-  const result = schema.safeParse({ ...raw, server, storage });
+  const result = schema.safeParse({ ...raw, server, storage, presets });
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
       const where = issue.path.length ? issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '') : '(top level)';
@@ -114,6 +121,8 @@ export function loadConfig(
   const config = result.data;
   const absolute = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
   config.storage.dataDir = absolute(config.storage.dataDir);
+  config.storage.modelsDir = config.storage.modelsDir ? absolute(config.storage.modelsDir) : join(config.storage.dataDir, 'models');
+  if (config.presets.file) config.presets.file = absolute(config.presets.file);
   if (config.images.dir) config.images.dir = absolute(config.images.dir);
   for (const model of config.models) {
     if (model.path) model.path = absolute(model.path);

@@ -210,12 +210,25 @@ export const storageSchema = z
   .object({
     /** Directory for the SQLite database, generated images and tiny models. */
     dataDir: z.string().default('.infera'),
+    /** Where `infera pull` puts models, with its manifest.json (docs/MODELS.md). Default: <dataDir>/models. */
+    modelsDir: z.string().optional(),
     /** postgres://... to keep keys and the ledger in Postgres (several replicas). */
     databaseUrl: z.string().optional(),
     /** redis://... to share rate-limit counters across replicas. */
     redisUrl: z.string().optional(),
     /** If Redis is unreachable: refuse requests (closed) or let them through unlimited (open). */
     redisFailure: z.enum(['closed', 'open']).default('closed'),
+  })
+  .strict();
+
+export const presetsSchema = z
+  .object({
+    /** A preset catalogue of your own (YAML, the layout of src/models/presets.yaml); default: the built-in one. */
+    file: z.string().optional(),
+    /** With no models configured and none pulled, pull the `starter` set before serving (env INFERA_AUTO_PULL=1). */
+    autoPull: z.boolean().default(false),
+    /** Where presets are pulled from: Hugging Face (HF_ENDPOINT) or the ModelScope mirror a preset names (env INFERA_PULL_HUB). */
+    hub: z.enum(['hf', 'ms']).default('hf'),
   })
   .strict();
 
@@ -244,7 +257,9 @@ export function configSchemaFor(table: EngineTable) {
       tracing: tracingSchema.default(() => tracingSchema.parse({})),
       /** Caps on the work one request may ask for (src/config/requests.ts). */
       requests: requestsSchema.default(() => requestsSchema.parse({})),
-      /** Served models. Empty (and no upstreams): Infera generates and serves its tiny test models. */
+      /** `infera pull --preset` and the presets served with no models configured (docs/MODELS.md). */
+      presets: presetsSchema.default(() => presetsSchema.parse({})),
+      /** Served models. Empty (and no upstreams): the pulled presets, else Infera's tiny test models. */
       models: z.array(modelSchemaFor(table)).default([]),
       /** Servers whose every listed model is served under its own id (engine openai-compatible's quick form). */
       upstreams: z.array(quickUpstreamSchema).default([]),

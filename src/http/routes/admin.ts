@@ -13,6 +13,7 @@ import { parseAmount } from '../../platform/pricing.ts';
 import type { ModelEntry } from '../../registry/registry.ts';
 import type { Services } from '../../serving/context.ts';
 import { bodyLimitFor } from '../edge.ts';
+import { pullBody, registerPullRoute } from './admin-pull.ts';
 
 const digest = (secret: string) => createHash('sha256').update(secret).digest();
 
@@ -199,6 +200,8 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
         const entry = await services.registry.reload(model);
         return modelState(entry, await services.metrics.load());
       });
+
+      registerPullRoute(scope, services, parse, doc('Pull a model (or a preset set) into storage.modelsDir; progress as server-sent events: resolved, progress, done, then end (or error with the CLI\'s code and message).', { body: pullBody }));
 
       scope.get('/usage', { schema: doc('Usage from the ledger, grouped.', { querystring: usageQuery }) }, async (request) => {
         const admin = await authorize(request);
