@@ -5,10 +5,12 @@ import { registerServeCommand } from './serve.ts';
 import { registerModelsCommand } from './models.ts';
 import { registerKeysCommands } from './keys.ts';
 import { registerUsageCommands } from './usage.ts';
+import { registerPsCommand } from './ps.ts';
 
 registerServeCommand(program);
 registerModelsCommand(program);
 registerKeysCommands(program);
 registerUsageCommands(program);
+registerPsCommand(program);
 
 await program.parseAsync(process.argv);

@@ -52,7 +52,7 @@ export function registerServeCommand(program: Command): void {
       out(`Infera is serving the SiliconFlow / OpenAI API at ${url}/v1   (config: ${source})`);
       out(`Try it in a browser: ${url}/   API reference: ${url}/docs`);
       out('');
-      out('Models (loaded on first use unless eager):');
+      out('Models (loaded on first use unless preloaded; idle ones unload after their keep-alive):');
       for (const entry of server.services.registry.entries()) {
         const { config: model } = entry;
         const aliases = model.aliases.length ? `  aliases: ${model.aliases.join(', ')}` : '';
@@ -70,7 +70,7 @@ export function registerServeCommand(program: Command): void {
       out(`  Try: curl ${url}/v1/chat/completions -H 'Content-Type: application/json' \\`);
       out(`         -d '{"model":"${server.services.registry.entries()[0]?.config.id ?? 'MODEL'}","messages":[{"role":"user","content":"hello"}]}'`);
       out('');
-      void server.services.registry.loadEager();
+      void server.services.registry.preload();
 
       // First signal: drain (server.drainTimeoutSeconds), then exit 0. A second one: exit at once.
       let stopping = false;
