@@ -225,7 +225,7 @@ describe('memory budget', () => {
       config: {
         server: { adminKey: ADMIN },
         // Room for one of the chat models, not two.
-        lifecycle: { memoryBudget: Math.floor(estimate * 1.5) },
+        lifecycle: { memoryBudget: Math.floor(estimate * 1.5), preload: ['mem/a'] },
         models: [chat('mem/a', { keepAlive: -1 }), chat('mem/b', { keepAlive: -1 }), chat('mem/huge', { memory: '1TiB' })],
       },
     });
@@ -237,7 +237,11 @@ describe('memory budget', () => {
     assert.ok(estimate > file, `${estimate} > ${file}`);
   });
 
-  test('a load that would pass the budget first unloads the least recently used idle model', async () => {
+  test('lifecycle.preload loads at startup; a load that would pass the budget first unloads the least recently used idle model', async () => {
+    // What `infera serve` runs once it listens.
+    await server.server.services.registry.preload();
+    assert.equal(entry('mem/a').state, 'ready');
+    assert.equal(entry('mem/b').state, 'unloaded');
     assert.equal((await ask('mem/a')).status, 200);
     const a = entry('mem/a').pid;
     assert.equal((await admin('mem/a')).memory, estimate);
