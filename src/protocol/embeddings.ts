@@ -62,7 +62,7 @@ export function parseEmbeddingsRequest(body: unknown, limits: Pick<RequestLimits
     encodingFormat: wire.encoding_format ?? 'float',
     dimensions: wire.dimensions ?? undefined,
     user: wire.user ?? undefined,
-    keepAliveMs: wire.keep_alive ?? undefined,
+    ...(wire.keep_alive != null ? { keepAliveMs: wire.keep_alive } : {}),
   };
 }
 

@@ -156,7 +156,7 @@ export function parseImageGenerationRequest(
     outputFormat: wire.output_format === 'jpg' ? 'jpeg' : (wire.output_format ?? 'png'),
     responseFormat: wire.response_format ?? 'url',
     warnings,
-    keepAliveMs: wire.keep_alive ?? undefined,
+    ...(wire.keep_alive != null ? { keepAliveMs: wire.keep_alive } : {}),
   };
 }
 

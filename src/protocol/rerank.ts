@@ -77,7 +77,7 @@ export function parseRerankRequest(body: unknown, limits: Pick<RequestLimits, 'm
     overlapTokens: wire.overlap_tokens ?? undefined,
     maxTokensPerDoc: wire.max_tokens_per_doc ?? undefined,
     instruction: wire.instruction ?? undefined,
-    keepAliveMs: wire.keep_alive ?? undefined,
+    ...(wire.keep_alive != null ? { keepAliveMs: wire.keep_alive } : {}),
   };
 }
 
