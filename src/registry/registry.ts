@@ -417,8 +417,10 @@ export class ModelRegistry {
    * then fits. Throws a 503 (Retry-After) when it cannot fit now. Returns the unloads to wait for.
    */
   private admit(slot: Slot): Promise<void>[] {
+    // A remote model waits only for its own unload; a local one for every unload in progress, since the
+    // memory of those models is already left out of the sum below.
+    if (slot.memory === undefined) return slot.unloaded ? [slot.unloaded] : [];
     const pending = this.slots.flatMap((other) => (other.unloaded ? [other.unloaded] : []));
-    if (slot.memory === undefined) return pending;
     const memory = slot.memory;
     const budget = this.memoryBudget;
     const cap = this.maxLoaded;
