@@ -128,6 +128,9 @@ describe('keep-alive', () => {
     assert.equal(row.state, 'ready');
     assert.equal(row.keepAlive, -1);
     assert.equal(row.expiresAt, undefined, 'never expires');
+    const metrics = await http(server.url, '/metrics', { headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.match(metrics.text, new RegExp(`^infera_model_memory_bytes\\{model="ka/default"\\} ${row.memory}$`, 'm'));
+    assert.match(metrics.text, /^infera_model_memory_bytes\{model="ka\/zero"\} 0$/m);
     await sleep(1_200);
     assert.equal(entry('ka/default').state, 'ready');
     assert.equal(entry('ka/default').pid, kept);
