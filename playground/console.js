@@ -48,6 +48,25 @@ async function admin(method, path, body) {
   return json;
 }
 
+/** Bytes in binary units, as `infera ps` prints them. */
+function size(bytes) {
+  if (bytes === undefined) return '';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let unit = 0;
+  while (bytes >= 1024 && unit < units.length - 1) {
+    bytes /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? bytes : bytes.toFixed(bytes >= 100 ? 0 : bytes >= 10 ? 1 : 2)} ${units[unit]}`;
+}
+
+/** When a loaded model unloads: at a time, after its requests (keep-alive 0), or never (-1). */
+function unloads(model) {
+  if (model.state !== 'ready' || model.unloading) return model.unloading ? 'now' : '';
+  if (model.expiresAt) return new Date(model.expiresAt).toLocaleTimeString();
+  return model.keepAlive < 0 ? 'never' : 'after use';
+}
+
 async function refreshModels() {
   const { data } = await admin('GET', '/models');
   $('#models tbody').replaceChildren(
@@ -62,9 +81,10 @@ async function refreshModels() {
         cell.append(' ', bar);
       }
       const note = model.state === 'failed' ? `${model.error ?? ''}${model.retryAt ? ` (retry after ${model.retryAt})` : ''}` : model.aliases.join(', ');
-      const tr = row(model.id, model.type, cell, String(model.inFlight), String(model.queued), note);
+      const tr = row(model.id, model.type, cell, size(model.memory), unloads(model), String(model.inFlight), String(model.queued), note);
       tr.dataset.model = model.id;
       tr.dataset.state = model.state;
+      if (model.memory !== undefined) tr.dataset.memory = String(model.memory);
       return tr;
     }),
   );

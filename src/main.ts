@@ -65,7 +65,7 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
   const metrics = new InferaMetrics();
   gate.observeLedger?.(metrics.ledgerWritten);
   const events = bothEvents(metrics.registryEvents, options.registryEvents);
-  const registry = new ModelRegistry(config.models, { engines: options.engines ?? defaultEngines, logger, events });
+  const registry = new ModelRegistry(config.models, { engines: options.engines ?? defaultEngines, logger, events, lifecycle: config.lifecycle });
   metrics.watchModels(() => registry.entries());
   const services: Services = { config, registry, gate, logger, ...createServingResources(config, logger, metrics) };
   const app = await buildApp(services);

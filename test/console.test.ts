@@ -90,6 +90,10 @@ describe('admin console in a real browser', { skip: CHROMIUM ? false : 'no chrom
     await openConsole();
     const chat = id('Qwen/Qwen3-8B');
     await page.waitForSelector(`#models tr[data-model="${chat}"][data-state="ready"]`);
+    // Its lifecycle: the memory the budget counts, and when it unloads (the 5 min keep-alive).
+    const loaded = page.locator(`#models tr[data-model="${chat}"]`);
+    assert.ok(Number(await loaded.getAttribute('data-memory')) > 0);
+    assert.match((await loaded.textContent()) ?? '', /\d+(\.\d+)? (KiB|MiB)\d{1,2}:\d\d:\d\d/);
     const failed = page.locator(`#models tr[data-model="${BROKEN}"][data-state="failed"]`);
     assert.match((await failed.textContent()) ?? '', /broken\.gguf|failed|no such file|ENOENT/i);
     const usage = await page.$$eval('#usage-by-model li', (items) => items.map((li) => [li.getAttribute('data-group'), Number(li.getAttribute('data-value'))]));

@@ -314,7 +314,7 @@ describe('health and readiness', () => {
       const loading = await http(server.url, '/ready');
       assert.equal(loading.status, 503);
       assert.deepEqual(loading.json.checks.models, { status: 'failing', failed: 0, loading: 1 });
-      await server.server.services.registry.loadEager();
+      await server.server.services.registry.preload();
       assert.deepEqual((await http(server.url, '/ready')).json.checks.models, { status: 'failing', failed: 1, loading: 0 });
     } finally {
       await server.close();

@@ -6,11 +6,13 @@ import { registerModelsCommand } from './models.ts';
 import { registerPullCommands } from './pull.ts';
 import { registerKeysCommands } from './keys.ts';
 import { registerUsageCommands } from './usage.ts';
+import { registerPsCommand } from './ps.ts';
 
 registerServeCommand(program);
 registerModelsCommand(program);
 registerPullCommands(program);
 registerKeysCommands(program);
 registerUsageCommands(program);
+registerPsCommand(program);
 
 await program.parseAsync(process.argv);

@@ -63,7 +63,7 @@ export function registerServeCommand(program: Command): void {
       out(`Infera is serving the SiliconFlow / OpenAI API at ${url}/v1   (config: ${source})`);
       out(`Try it in a browser: ${url}/   API reference: ${url}/docs`);
       out('');
-      out('Models (loaded on first use unless eager):');
+      out('Models (loaded on first use unless preloaded; idle ones unload after their keep-alive):');
       for (const entry of server.services.registry.entries()) {
         const { config: model } = entry;
         const aliases = model.aliases.length ? `  aliases: ${model.aliases.join(', ')}` : '';
@@ -92,7 +92,7 @@ export function registerServeCommand(program: Command): void {
       const chat = server.services.registry.entries().find((entry) => entry.config.type === 'chat') ?? server.services.registry.entries()[0];
       out(`         -d '{"model":"${chat?.config.id ?? 'MODEL'}","messages":[{"role":"user","content":"hello"}]}'`);
       out('');
-      void server.services.registry.loadEager();
+      void server.services.registry.preload();
 
       // First signal: drain (server.drainTimeoutSeconds), then exit 0. A second one: exit at once.
       let stopping = false;

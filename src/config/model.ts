@@ -2,6 +2,7 @@
 // `path` when it reads local files) through engineModelSchema, in its own folder; src/config/schema.ts
 // composes the entries of the engines in the table, so adding an engine never edits this file.
 import { z } from 'zod';
+import { byteSizeSchema, keepAliveSchema } from './lifecycle.ts';
 
 export const modelTypeSchema = z.enum(['chat', 'embedding', 'reranker', 'text-to-image']);
 
@@ -19,8 +20,15 @@ export const commonModelShape = {
    */
   path: z.string().min(1).optional(),
   ownedBy: z.string().default('infera'),
-  /** Load at startup instead of on first use. */
+  /** Load at startup instead of on first use (the same as naming it in lifecycle.preload). */
   eager: z.boolean().default(false),
+  /**
+   * How long the model stays loaded once idle (milliseconds after parsing; Infinity: never). Unset:
+   * lifecycle.keepAlive. Accepts "5m", "30s", seconds as a number, 0 (unload after each request), -1 (never).
+   */
+  keepAlive: keepAliveSchema.optional(),
+  /** Bytes the loaded model takes, instead of the estimate (files + KV cache) the memory budget uses. */
+  memory: byteSizeSchema.optional(),
   /** Requests allowed to wait for a slot; more get 503 + Retry-After. */
   maxQueue: z.number().int().min(0).default(64),
   /** Longest a request waits in that queue before it gets 503 + Retry-After (the client may try elsewhere). */

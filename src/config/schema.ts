@@ -4,12 +4,14 @@
 import { z } from 'zod';
 import { commonModelShape, type ModelConfig } from './model.ts';
 import { requestsSchema } from './requests.ts';
+import { lifecycleSchema } from './lifecycle.ts';
 import { engines as defaultEngines } from '../engines/index.ts';
 import type { EngineDescriptor, EngineTable } from '../engines/descriptor.ts';
 import { quickUpstreamSchema } from '../engines/openai-compatible/config.ts';
 
 export { modelTypeSchema, type ModelConfig, type ModelTypeName } from './model.ts';
 export { requestsSchema, type RequestLimits } from './requests.ts';
+export { lifecycleSchema, type LifecycleConfig } from './lifecycle.ts';
 
 const positiveInt = z.number().int().positive();
 
@@ -259,6 +261,8 @@ export function configSchemaFor(table: EngineTable) {
       requests: requestsSchema.default(() => requestsSchema.parse({})),
       /** `infera pull --preset` and the presets served with no models configured (docs/MODELS.md). */
       presets: presetsSchema.default(() => presetsSchema.parse({})),
+      /** Keep-alive, the resident-model cap, the memory budget and the preload list (src/config/lifecycle.ts). */
+      lifecycle: lifecycleSchema.default(() => lifecycleSchema.parse({})),
       /** Served models. Empty (and no upstreams): the pulled presets, else Infera's tiny test models. */
       models: z.array(modelSchemaFor(table)).default([]),
       /** Servers whose every listed model is served under its own id (engine openai-compatible's quick form). */

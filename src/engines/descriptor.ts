@@ -55,6 +55,12 @@ export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {
    * load. Admission reserves a request without max_tokens against it (docs/PLATFORM.md).
    */
   contextSize?(config: C): number;
+  /**
+   * Bytes the model takes once loaded, estimated before loading it (its files, its KV cache): what the
+   * memory budget (lifecycle.memoryBudget) counts. Absent: the engine holds no local memory (a remote
+   * upstream), and its models count toward neither the budget nor lifecycle.maxLoaded.
+   */
+  estimateMemory?(config: C): Promise<number>;
 }
 
 /** The engines a server knows. Passed to the config schema and the registry (tests pass their own). */

@@ -89,7 +89,7 @@ export const readinessSchema = z.object({
     models: z.object({
       status: check,
       failed: z.number().int().describe('Configured models whose last load failed.'),
-      loading: z.number().int().describe('Models marked eager that are not loaded yet.'),
+      loading: z.number().int().describe('Preloaded models (lifecycle.preload, eager) whose first load is not over yet.'),
     }),
     store: z.object({ status: check, kind: z.string() }).optional().describe('The key, balance and ledger store, as of its last heartbeat.'),
     counters: z
@@ -101,14 +101,15 @@ export const readinessSchema = z.object({
 type Readiness = z.infer<typeof readinessSchema>;
 
 /**
- * Can this server serve? No configured model failed to load, every eager model has loaded, the store
+ * Can this server serve? No configured model failed to load, every preloaded model has loaded once, the store
  * answered its last heartbeat, and the counter store answers (or fails open). Reads state only:
  * cheap enough for a probe every second.
  */
 export function readiness(services: Services): Readiness {
   const entries = services.registry.entries();
   const failed = entries.filter((entry) => entry.state === 'failed').length;
-  const loading = entries.filter((entry) => entry.config.eager && entry.state !== 'ready' && entry.state !== 'failed').length;
+  // A preloaded model counts until its first load is over: unloading later by its keep-alive is not a fault.
+  const loading = entries.filter((entry) => entry.preload && entry.loadedAt === undefined && entry.state !== 'failed').length;
   const checks: Readiness['checks'] = { models: { status: failed || loading ? 'failing' : 'ok', failed, loading } };
   const health = services.gate.health?.();
   if (health) {

@@ -225,6 +225,18 @@ export class InferaMetrics {
       },
     });
     new Gauge({
+      name: 'infera_model_memory_bytes',
+      help: 'Bytes each model takes as the memory budget counts them (lifecycle.memoryBudget), while it is loading, loaded or unloading; 0 otherwise.',
+      labelNames: ['model'],
+      registers,
+      collect() {
+        for (const entry of models()) {
+          const resident = entry.state === 'ready' || entry.state === 'loading' || entry.unloading === true;
+          this.set({ model: entry.config.id }, resident ? (entry.memory ?? 0) : 0);
+        }
+      },
+    });
+    new Gauge({
       name: 'infera_model_load_progress',
       help: 'Progress of a model load, 0..1 (1 once loaded).',
       labelNames: ['model'],

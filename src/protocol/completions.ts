@@ -17,6 +17,7 @@ import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../config/requests.t
 import { numberBetween, parseBody, unknownFields } from './common/validation.ts';
 import { DEFAULT_SYSTEM_FINGERPRINT } from './chat/response.ts';
 import { MAX_STOP_SEQUENCES } from './chat/request.ts';
+import { keepAliveField } from './common/keep-alive.ts';
 
 /** OpenAI's default for this endpoint (its document: `max_tokens` default 16). */
 export const DEFAULT_COMPLETION_MAX_TOKENS = 16;
@@ -58,6 +59,7 @@ export const completionRequestSchema = z.object({
   stream_options: opt(z.object({ include_usage: opt(z.boolean()) })),
   user: opt(z.union([z.string(), z.number().transform(String)])),
   logit_bias: opt(z.record(z.string(), z.number())),
+  keep_alive: keepAliveField,
 });
 
 type WireCompletionRequest = z.infer<typeof completionRequestSchema>;
@@ -71,6 +73,8 @@ export interface ParsedCompletionRequest {
   stream: boolean;
   includeUsage: boolean;
   user?: string;
+  /** keep_alive in milliseconds (Infinity: never); absent: the model's own. */
+  keepAliveMs?: number;
   /** Everything but the prompt and the signal, the same for every prompt. */
   options: Omit<CompletionCallOptions, 'prompt' | 'signal'>;
 }
@@ -136,6 +140,7 @@ export function parseCompletionRequest(body: unknown, limits: RequestLimits = DE
     options,
   };
   if (wire.user != null) parsed.user = wire.user;
+  if (wire.keep_alive != null) parsed.keepAliveMs = wire.keep_alive;
   return parsed;
 }
 

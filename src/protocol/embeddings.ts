@@ -15,6 +15,7 @@ import { badRequest } from '../errors/index.ts';
 import { parseBody } from './common/validation.ts';
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../config/requests.ts';
 import type { EmbeddingInput } from '../spec/index.ts';
+import { keepAliveField } from './common/keep-alive.ts';
 
 /** Most items one request may carry in `input` by default (config `requests.maxEmbeddingInputs`). */
 export const MAX_EMBEDDING_INPUTS = DEFAULT_REQUEST_LIMITS.maxEmbeddingInputs;
@@ -35,6 +36,7 @@ export const embeddingsRequestSchema = z.object({
   encoding_format: z.enum(['float', 'base64']).nullish(),
   dimensions: z.number().int().min(1).nullish(),
   user: z.string().nullish(),
+  keep_alive: keepAliveField,
 });
 
 export interface EmbeddingsRequest {
@@ -45,6 +47,8 @@ export interface EmbeddingsRequest {
   encodingFormat: 'float' | 'base64';
   dimensions?: number;
   user?: string;
+  /** keep_alive in milliseconds (Infinity: never); absent: the model's own. */
+  keepAliveMs?: number;
 }
 
 export function parseEmbeddingsRequest(body: unknown, limits: Pick<RequestLimits, 'maxEmbeddingInputs'> = DEFAULT_REQUEST_LIMITS): EmbeddingsRequest {
@@ -58,6 +62,7 @@ export function parseEmbeddingsRequest(body: unknown, limits: Pick<RequestLimits
     encodingFormat: wire.encoding_format ?? 'float',
     dimensions: wire.dimensions ?? undefined,
     user: wire.user ?? undefined,
+    ...(wire.keep_alive != null ? { keepAliveMs: wire.keep_alive } : {}),
   };
 }
 

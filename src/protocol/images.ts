@@ -21,6 +21,7 @@ import { badRequest } from '../errors/index.ts';
 import { imageSizeProblem, type ImageLimits } from '../spec/image.ts';
 import { numberBetween, parseBody } from './common/validation.ts';
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../config/requests.ts';
+import { keepAliveField } from './common/keep-alive.ts';
 
 export const MAX_SEED = 9_999_999_999;
 export const MAX_BATCH = 4;
@@ -63,6 +64,7 @@ export const imageGenerationRequestSchema = z.object({
   quality: z.string().nullish(),
   style: z.string().nullish(),
   user: z.string().nullish(),
+  keep_alive: keepAliveField,
 });
 
 export type SizeParam = 'image_size' | 'size';
@@ -87,6 +89,8 @@ export interface ImageGenerationRequest {
   responseFormat: 'url' | 'b64_json';
   /** Fields accepted but not honoured (lenient mode only). */
   warnings: string[];
+  /** keep_alive in milliseconds (Infinity: never); absent: the model's own. */
+  keepAliveMs?: number;
 }
 
 function parseSize(text: string, param: SizeParam): { width: number; height: number; param: SizeParam } {
@@ -152,6 +156,7 @@ export function parseImageGenerationRequest(
     outputFormat: wire.output_format === 'jpg' ? 'jpeg' : (wire.output_format ?? 'png'),
     responseFormat: wire.response_format ?? 'url',
     warnings,
+    ...(wire.keep_alive != null ? { keepAliveMs: wire.keep_alive } : {}),
   };
 }
 

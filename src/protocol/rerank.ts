@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { badRequest } from '../errors/index.ts';
 import { parseBody } from './common/validation.ts';
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../config/requests.ts';
+import { keepAliveField } from './common/keep-alive.ts';
 
 /** Most documents one request may rank by default (config `requests.maxRerankDocuments`). */
 export const MAX_RERANK_DOCUMENTS = DEFAULT_REQUEST_LIMITS.maxRerankDocuments;
@@ -41,6 +42,7 @@ export const rerankRequestSchema = z.object({
   rank_fields: z.array(z.string()).nullish(),
   max_tokens_per_doc: z.number().int().min(1).nullish(),
   priority: z.unknown().optional(),
+  keep_alive: keepAliveField,
 });
 
 export interface RerankRequest {
@@ -53,6 +55,8 @@ export interface RerankRequest {
   overlapTokens?: number;
   maxTokensPerDoc?: number;
   instruction?: string;
+  /** keep_alive in milliseconds (Infinity: never); absent: the model's own. */
+  keepAliveMs?: number;
 }
 
 export function parseRerankRequest(body: unknown, limits: Pick<RequestLimits, 'maxRerankDocuments'> = DEFAULT_REQUEST_LIMITS): RerankRequest {
@@ -73,6 +77,7 @@ export function parseRerankRequest(body: unknown, limits: Pick<RequestLimits, 'm
     overlapTokens: wire.overlap_tokens ?? undefined,
     maxTokensPerDoc: wire.max_tokens_per_doc ?? undefined,
     instruction: wire.instruction ?? undefined,
+    ...(wire.keep_alive != null ? { keepAliveMs: wire.keep_alive } : {}),
   };
 }
 

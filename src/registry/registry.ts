@@ -1,10 +1,15 @@
-// Public model id → a loaded engine model. Loads lazily on first use (or eagerly at startup) through
-// the engine the entry names in the engine table, hands out leases so a model is never disposed while a
-// request uses it, and on shutdown disposes the models and the engine state this server created.
+// Public model id → a loaded engine model. Loads lazily on first use (or at startup: lifecycle.preload,
+// `eager`) through the engine the entry names in the engine table, hands out leases so a model is never
+// disposed while a request uses it, and on shutdown disposes the models and the engine state this server
+// created. The lifecycle (Ollama's scheduler, in short): an idle model unloads after its keep-alive, and
+// a load that would pass lifecycle.maxLoaded or lifecycle.memoryBudget first unloads idle models, least
+// recently used first, or is refused with a 503 when the rest are busy. Concurrent requests for a model
+// that is not loaded share one load.
 import { statSync } from 'node:fs';
 import type { Logger } from 'pino';
+import { DEFAULT_KEEP_ALIVE_MS, formatBytes, type LifecycleConfig } from '../config/lifecycle.ts';
 import type { ModelConfig, ModelTypeName } from '../config/schema.ts';
-import type { EngineTable } from '../engines/descriptor.ts';
+import type { EngineDescriptor, EngineTable } from '../engines/descriptor.ts';
 import { EngineResources } from '../engines/resources.ts';
 import { loadInEngineProcess } from '../engines/runner/host.ts';
 import { InferaError, modelNotFound } from '../errors/index.ts';
@@ -30,6 +35,20 @@ export interface ModelEntry {
   pid?: number;
   /** Times its engine process stopped without being asked to (crash, abort, OOM kill, hang). */
   crashes?: number;
+  /** Loaded at startup: `eager: true`, or named in lifecycle.preload. */
+  readonly preload: boolean;
+  /** Requests using it now; a model with any is never unloaded. */
+  readonly leases: number;
+  /** When its last request ended (epoch ms). */
+  lastUsed?: number;
+  /** When it unloads unless a request comes first (epoch ms); absent while in use, unloaded or kept forever. */
+  expiresAt?: number;
+  /** The keep-alive in force (ms; Infinity: never): the last request's keep_alive, else the model's keepAlive. */
+  keepAliveMs: number;
+  /** Bytes it takes loaded, as the memory budget counts them (the entry's `memory`, else the engine's estimate); absent before the first load and for remote models. */
+  memory?: number;
+  /** Its engine process is being stopped (an unload in progress). */
+  unloading?: boolean;
 }
 
 /** First wait after a failed load; it doubles with each failure in a row, up to LOAD_RETRY_MAX_MS. */
@@ -51,7 +70,22 @@ interface Slot extends ModelEntry {
   leases: number;
   /** The pending restart after a crash. */
   restartTimer?: NodeJS.Timeout;
+  /** Its keep-alive when a request names none. */
+  defaultKeepAliveMs: number;
+  /** Counted against the budget and the cap: admitted for loading, loaded, or still being unloaded. */
+  resident: boolean;
+  /** The pending unload after its keep-alive. */
+  expiryTimer?: NodeJS.Timeout;
+  /** The unload in progress: a load of the same model (or one that evicted it) waits for it. */
+  unloaded?: Promise<void>;
 }
+
+/** Codes of a load refused for room (not a failure: no backoff). */
+const ROOM_CODES = new Set(['model_exceeds_memory_budget', 'memory_budget_full', 'max_loaded_models']);
+/** setTimeout's longest delay; a longer keep-alive re-arms its timer. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Retry-After of a load refused because every resident model is busy. */
+const BUSY_RETRY_SECONDS = 5;
 
 export interface ModelLease<M extends AnyModel> {
   model: M;
@@ -86,6 +120,8 @@ export interface RegistryEvents {
 export interface RegistryOptions {
   /** The engines entries are loaded with (the same table the config was validated against). */
   engines: EngineTable;
+  /** Keep-alive default, resident cap, memory budget, preload list; default: 5 min keep-alive, no cap, no budget. */
+  lifecycle?: Partial<LifecycleConfig>;
   /** Each model's load gets a child of it (`model` = its id). */
   logger: Logger;
   events?: RegistryEvents;
@@ -98,6 +134,8 @@ export class ModelRegistry {
   private readonly logger: Logger;
   private readonly events: RegistryEvents;
   private readonly shutdown = new AbortController();
+  private readonly maxLoaded: number;
+  private readonly memoryBudget: number | undefined;
   /** Engine state shared by this server's models (a llama.cpp runtime…); never shared with another server. */
   readonly resources: EngineResources;
   private closed = false;
@@ -107,9 +145,23 @@ export class ModelRegistry {
     this.logger = options.logger;
     this.events = options.events ?? {};
     this.resources = new EngineResources(options.logger);
-    this.slots = models.map((config) => ({ config, state: 'unloaded', progress: 0, leases: 0 }));
+    const lifecycle = options.lifecycle ?? {};
+    this.maxLoaded = lifecycle.maxLoaded ?? 0;
+    this.memoryBudget = lifecycle.memoryBudget;
+    this.slots = models.map((config) => {
+      // A remote model holds sockets, not memory: it stays unless its entry sets a keep-alive.
+      const local = this.engineOf(config)?.estimateMemory !== undefined;
+      const defaultKeepAliveMs = config.keepAlive ?? (local ? (lifecycle.keepAlive ?? DEFAULT_KEEP_ALIVE_MS) : Number.POSITIVE_INFINITY);
+      return { config, state: 'unloaded', progress: 0, leases: 0, preload: config.eager, defaultKeepAliveMs, keepAliveMs: defaultKeepAliveMs, resident: false };
+    });
     for (const slot of this.slots)
       for (const name of [slot.config.id, ...slot.config.aliases]) this.byName.set(name.toLowerCase(), slot);
+    for (const name of lifecycle.preload ?? []) {
+      const slot = this.find(name) as Slot | undefined;
+      if (!slot)
+        throw new Error(`lifecycle.preload: no configured model is named ${JSON.stringify(name)} (models: ${this.slots.map((s) => s.config.id).join(', ') || 'none'})`);
+      (slot as { preload: boolean }).preload = true;
+    }
   }
 
   entries(): readonly ModelEntry[] {
@@ -135,10 +187,15 @@ export class ModelRegistry {
     return slot;
   }
 
-  /** Resolve, load if needed, and lease. The caller must release() when the request is over. */
-  async acquire<T extends ModelTypeName>(id: string, type: T): Promise<ModelLease<KindOf[T]>> {
+  /**
+   * Resolve, load if needed, and lease. The caller must release() when the request is over; the model
+   * then stays loaded for `keepAliveMs` (the request's keep_alive; default the model's keepAlive).
+   */
+  async acquire<T extends ModelTypeName>(id: string, type: T, options: { keepAliveMs?: number } = {}): Promise<ModelLease<KindOf[T]>> {
     const slot = this.resolve(id, type) as Slot;
     slot.leases++;
+    slot.keepAliveMs = options.keepAliveMs ?? slot.defaultKeepAliveMs;
+    this.cancelExpiry(slot);
     try {
       const loaded = await this.load(slot);
       let released = false;
@@ -149,13 +206,106 @@ export class ModelRegistry {
           if (!released) {
             released = true;
             slot.leases--;
+            slot.lastUsed = Date.now();
+            this.idle(slot);
           }
         },
       };
     } catch (error) {
       slot.leases--;
+      this.idle(slot);
       throw error;
     }
+  }
+
+  /** No request holds it: unload now (keep-alive 0), later (its keep-alive), or never. */
+  private idle(slot: Slot): void {
+    if (this.closed || !slot.loaded || slot.leases > 0) return;
+    if (slot.keepAliveMs === Number.POSITIVE_INFINITY) {
+      this.cancelExpiry(slot);
+      return;
+    }
+    if (slot.keepAliveMs <= 0) {
+      void this.unload(slot, 'keep-alive 0');
+      return;
+    }
+    slot.expiresAt = Date.now() + slot.keepAliveMs;
+    this.armExpiry(slot);
+  }
+
+  private armExpiry(slot: Slot): void {
+    clearTimeout(slot.expiryTimer);
+    if (slot.expiresAt === undefined) return;
+    slot.expiryTimer = setTimeout(() => {
+      slot.expiryTimer = undefined;
+      if (slot.expiresAt === undefined) return;
+      if (Date.now() < slot.expiresAt) {
+        this.armExpiry(slot);
+        return;
+      }
+      void this.unload(slot, `idle for its keep-alive (${Math.round(slot.keepAliveMs / 1000)} s)`);
+    }, Math.max(0, Math.min(MAX_TIMER_MS, slot.expiresAt - Date.now())));
+    slot.expiryTimer.unref();
+  }
+
+  private cancelExpiry(slot: Slot): void {
+    clearTimeout(slot.expiryTimer);
+    slot.expiryTimer = undefined;
+    slot.expiresAt = undefined;
+  }
+
+  /**
+   * Dispose an idle loaded model and end its engine process; a model in use (or not loaded) is left as
+   * it is. Resolves once its process is gone.
+   */
+  private unload(slot: Slot, reason: string): Promise<void> {
+    if (!slot.loaded || slot.leases > 0) return slot.unloaded ?? Promise.resolve();
+    const loaded = slot.loaded;
+    this.cancelExpiry(slot);
+    slot.loaded = undefined;
+    slot.loading = undefined;
+    slot.state = 'unloaded';
+    slot.progress = 0;
+    slot.unloading = true;
+    const pid = slot.pid;
+    this.logger.info({ model: slot.config.id, pid, reason }, 'unloading model');
+    this.events.onStateChange?.(slot);
+    // Assigned before its body can finish (the first await comes before any use of it below).
+    let unloaded: Promise<void> | undefined;
+    unloaded = (async () => {
+      await Promise.resolve();
+      try {
+        await loaded.dispose();
+      } catch (error) {
+        this.logger.error({ err: error, model: slot.config.id }, 'disposing the model failed');
+      } finally {
+        if (slot.unloaded === unloaded) {
+          slot.unloaded = undefined;
+          slot.unloading = undefined;
+          slot.pid = undefined;
+          if (!slot.loading) slot.resident = false;
+        }
+        this.events.onStateChange?.(slot);
+      }
+    })();
+    slot.unloaded = unloaded;
+    return unloaded;
+  }
+
+  /** An operator's "unload now" (POST /admin/models/unload). A model in use is refused with a 409. */
+  async unloadModel(id: string): Promise<ModelEntry> {
+    const slot = this.find(id) as Slot | undefined;
+    if (!slot) throw modelNotFound(id, 404);
+    if (slot.leases > 0)
+      throw new InferaError({
+        status: 409,
+        param: 'model',
+        code: 'model_in_use',
+        message: `Model '${slot.config.id}' has ${slot.leases} request(s) in flight; it unloads when they are over if its keep-alive says so.`,
+      });
+    if (slot.loading && !slot.loaded) await slot.loading.catch(() => undefined);
+    await this.unload(slot, 'asked by an operator');
+    return slot;
   }
 
   private load(slot: Slot): Promise<LoadedModel> {
@@ -169,14 +319,45 @@ export class ModelRegistry {
           ? restarting(slot)
           : loadFailed(slot, `not retried until its file changes or ${new Date(slot.retryAt).toISOString()}`),
       );
+    // Every caller while it loads shares this one load (one engine process).
     if (!slot.loading) {
-      slot.state = 'loading';
-      slot.progress = 0;
-      slot.error = undefined;
-      this.events.onStateChange?.(slot);
-      const { config } = slot;
-      const engine = this.engineOf(config);
-      const logger = this.logger.child({ model: config.id, engine: config.engine });
+      const loading = this.startLoad(slot);
+      slot.loading = loading;
+      loading.catch(() => {
+        if (slot.loading === loading) slot.loading = undefined;
+      });
+    }
+    return slot.loading;
+  }
+
+  private async startLoad(slot: Slot): Promise<LoadedModel> {
+    const { config } = slot;
+    const before = slot.state;
+    slot.state = 'loading';
+    slot.progress = 0;
+    slot.error = undefined;
+    this.events.onStateChange?.(slot);
+    const engine = this.engineOf(config);
+    const logger = this.logger.child({ model: config.id, engine: config.engine });
+    let making: Promise<void>[];
+    try {
+      if (!engine) throw new Error(`engine ${config.engine} is not in this server's engine table`);
+      await engine.check?.(config);
+      slot.memory = await this.estimate(engine, config);
+      making = this.admit(slot);
+    } catch (error) {
+      if (error instanceof InferaError && error.code !== null && ROOM_CODES.has(error.code)) {
+        // Refused for room, not broken: no backoff, the next request may find room.
+        slot.state = before === 'loading' ? 'unloaded' : before;
+        this.events.onStateChange?.(slot);
+        logger.warn({ memory: slot.memory }, error.message);
+        throw error;
+      }
+      throw this.loadFailure(slot, logger, error);
+    }
+    try {
+      // The models making room (and an unload of this one still in progress) end their processes first.
+      await Promise.all(making);
       const context = {
         config,
         onProgress: (fraction: number) => {
@@ -186,47 +367,106 @@ export class ModelRegistry {
         signal: this.shutdown.signal,
         logger,
       };
-      const loading: Promise<LoadedModel> = !engine
-        ? Promise.reject(new Error(`engine ${config.engine} is not in this server's engine table`))
-        : Promise.resolve()
-            .then(() => engine.check?.(config))
-            .then(() =>
-              config.isolation === 'process'
-                ? loadInEngineProcess({ ...context, hangTimeoutSeconds: config.hangTimeoutSeconds, onExit: (reason) => this.crashed(slot, reason) })
-                : engine.load({ ...context, resources: this.resources }),
-            );
-      slot.loading = loading.then(
-        (loaded) => {
-          slot.loaded = loaded;
-          slot.pid = (loaded as { pid?: number }).pid;
-          slot.capabilities = capabilitiesOf(loaded.model);
-          slot.failures = undefined;
-          slot.failedStamp = undefined;
-          slot.retryAt = undefined;
-          slot.state = 'ready';
-          slot.progress = 1;
-          slot.loadedAt = Date.now();
-          this.events.onStateChange?.(slot);
-          return loaded;
-        },
-        (error: unknown) => {
-          slot.loading = undefined;
-          slot.state = 'failed';
-          slot.error = error instanceof Error ? error.message : String(error);
-          if (!this.closed) {
-            slot.failures = (slot.failures ?? 0) + 1;
-            slot.failedStamp = fileStamp(config.path);
-            const wait = Math.min(LOAD_RETRY_MAX_MS, LOAD_RETRY_MIN_MS * 2 ** (slot.failures - 1));
-            slot.retryAt = Date.now() + wait;
-            logger.error({ err: error, failures: slot.failures, retryInSeconds: wait / 1000 }, 'model failed to load; not retried until its file changes or the wait ends');
-          }
-          this.events.onStateChange?.(slot);
-          if (error instanceof InferaError) throw error;
-          throw loadFailed(slot, undefined, error);
-        },
-      );
+      const loaded: LoadedModel = await (config.isolation === 'process'
+        ? loadInEngineProcess({ ...context, hangTimeoutSeconds: config.hangTimeoutSeconds, onExit: (reason) => this.crashed(slot, reason) })
+        : engine.load({ ...context, resources: this.resources }));
+      slot.loaded = loaded;
+      slot.pid = (loaded as { pid?: number }).pid;
+      slot.capabilities = capabilitiesOf(loaded.model);
+      slot.failures = undefined;
+      slot.failedStamp = undefined;
+      slot.retryAt = undefined;
+      slot.state = 'ready';
+      slot.progress = 1;
+      slot.loadedAt = Date.now();
+      this.events.onStateChange?.(slot);
+      // Loaded with no request waiting (preload, an operator's reload): its keep-alive starts now.
+      queueMicrotask(() => this.idle(slot));
+      return loaded;
+    } catch (error) {
+      slot.resident = false;
+      throw this.loadFailure(slot, logger, error);
     }
-    return slot.loading;
+  }
+
+  /** A failed load: the entry says why, and the model is not tried again before its backoff ends. */
+  private loadFailure(slot: Slot, logger: Logger, error: unknown): InferaError {
+    slot.state = 'failed';
+    slot.error = error instanceof Error ? error.message : String(error);
+    if (!this.closed) {
+      slot.failures = (slot.failures ?? 0) + 1;
+      slot.failedStamp = fileStamp(slot.config.path);
+      const wait = Math.min(LOAD_RETRY_MAX_MS, LOAD_RETRY_MIN_MS * 2 ** (slot.failures - 1));
+      slot.retryAt = Date.now() + wait;
+      logger.error({ err: error, failures: slot.failures, retryInSeconds: wait / 1000 }, 'model failed to load; not retried until its file changes or the wait ends');
+    }
+    this.events.onStateChange?.(slot);
+    if (error instanceof InferaError) return error;
+    return loadFailed(slot, undefined, error);
+  }
+
+  /** The entry's `memory`, else the engine's estimate; undefined for an engine that holds no local memory. */
+  private async estimate(engine: EngineDescriptor, config: ModelConfig): Promise<number | undefined> {
+    if (config.memory !== undefined) return config.memory;
+    return engine.estimateMemory?.(config);
+  }
+
+  /**
+   * Room for `slot` under lifecycle.maxLoaded and lifecycle.memoryBudget, decided at once (no await):
+   * idle resident models are picked least recently used first until it fits, and unloaded only when it
+   * then fits. Throws a 503 (Retry-After) when it cannot fit now. Returns the unloads to wait for.
+   */
+  private admit(slot: Slot): Promise<void>[] {
+    // A remote model waits only for its own unload; a local one for every unload in progress, since the
+    // memory of those models is already left out of the sum below.
+    if (slot.memory === undefined) return slot.unloaded ? [slot.unloaded] : [];
+    const pending = this.slots.flatMap((other) => (other.unloaded ? [other.unloaded] : []));
+    const memory = slot.memory;
+    const budget = this.memoryBudget;
+    const cap = this.maxLoaded;
+    // Models being unloaded are on their way out (the load waits for them), so they are not counted.
+    const resident = this.slots.filter((other) => other !== slot && other.resident && !other.unloading && other.memory !== undefined);
+    let used = resident.reduce((sum, other) => sum + (other.memory ?? 0), 0);
+    let count = resident.length;
+    const fits = () => (budget === undefined || used + memory <= budget) && (cap === 0 || count + 1 <= cap);
+    if (budget !== undefined && memory > budget)
+      throw new InferaError({
+        status: 503,
+        code: 'model_exceeds_memory_budget',
+        message:
+          `Model '${slot.config.id}' needs about ${formatBytes(memory)}, more than the whole memory budget ` +
+          `(lifecycle.memoryBudget = ${formatBytes(budget)}). Raise the budget, or set the model's \`memory\` if the estimate is wrong.`,
+        retryAfter: 60,
+      });
+    const idle = resident
+      .filter((other) => other.loaded !== undefined && other.leases === 0)
+      .sort((a, b) => (a.lastUsed ?? a.loadedAt ?? 0) - (b.lastUsed ?? b.loadedAt ?? 0));
+    const victims: Slot[] = [];
+    while (!fits() && idle.length > 0) {
+      const victim = idle.shift()!;
+      victims.push(victim);
+      used -= victim.memory ?? 0;
+      count--;
+    }
+    if (!fits()) {
+      const busy = resident
+        .filter((other) => !victims.includes(other))
+        .map((other) => `${other.config.id} ${formatBytes(other.memory ?? 0)}${other.leases ? `, ${other.leases} request(s) in flight` : ', loading'}`)
+        .join('; ');
+      const overBudget = budget !== undefined && used + memory > budget;
+      throw new InferaError({
+        status: 503,
+        code: overBudget ? 'memory_budget_full' : 'max_loaded_models',
+        message: overBudget
+          ? `Model '${slot.config.id}' needs about ${formatBytes(memory)}, but the memory budget (lifecycle.memoryBudget = ${formatBytes(budget)}) ` +
+            `has ${formatBytes(Math.max(0, budget - used))} free and the resident models are busy (${busy}). Retry after ${BUSY_RETRY_SECONDS}s.`
+          : `Model '${slot.config.id}' cannot load: ${count} model(s) are resident, the cap (lifecycle.maxLoaded = ${cap}), and all are busy (${busy}). Retry after ${BUSY_RETRY_SECONDS}s.`,
+        retryAfter: BUSY_RETRY_SECONDS,
+      });
+    }
+    slot.resident = true;
+    for (const victim of victims) pending.push(this.unload(victim, `to make room for ${slot.config.id}`));
+    return pending;
   }
 
   /**
@@ -241,6 +481,8 @@ export class ModelRegistry {
     slot.loaded = undefined;
     slot.loading = undefined;
     slot.pid = undefined;
+    slot.resident = false;
+    this.cancelExpiry(slot);
     slot.state = 'failed';
     slot.error = `its engine process ${reason}`;
     slot.failedStamp = fileStamp(slot.config.path);
@@ -275,6 +517,17 @@ export class ModelRegistry {
     return slot;
   }
 
+  /** The lifecycle limits and what counts against them now (GET /admin/models, `infera ps`). */
+  residency(): { maxLoaded: number; memoryBudget: number | null; resident: number; memoryUsed: number } {
+    const resident = this.slots.filter((slot) => slot.resident && slot.memory !== undefined);
+    return {
+      maxLoaded: this.maxLoaded,
+      memoryBudget: this.memoryBudget ?? null,
+      resident: resident.length,
+      memoryUsed: resident.reduce((sum, slot) => sum + (slot.memory ?? 0), 0),
+    };
+  }
+
   /** The image sizes a model's engine declares from its config, before any load (undefined: known only once loaded). */
   imageLimits(entry: ModelEntry): ImageLimits | undefined {
     return this.engineOf(entry.config)?.imageLimits?.(entry.config);
@@ -289,17 +542,18 @@ export class ModelRegistry {
     return this.engines.find((candidate) => candidate.name === config.engine);
   }
 
-  /** Load the models marked eager (startup). Failures are recorded in the entry, not thrown. */
-  async loadEager(): Promise<void> {
-    await Promise.all(
-      this.slots.filter((slot) => slot.config.eager).map((slot) => this.load(slot).catch(() => undefined)),
-    );
+  /** Load the models of lifecycle.preload and those marked eager (startup). Failures are recorded in the entry, not thrown. */
+  async preload(): Promise<void> {
+    await Promise.all(this.slots.filter((slot) => slot.preload).map((slot) => this.load(slot).catch(() => undefined)));
   }
 
   /** Stop loading and dispose every model once its leases are back (bounded: a stuck request cannot hold shutdown forever). */
   async close(leaseWaitMs = 10_000): Promise<void> {
     this.closed = true;
-    for (const slot of this.slots) clearTimeout(slot.restartTimer);
+    for (const slot of this.slots) {
+      clearTimeout(slot.restartTimer);
+      this.cancelExpiry(slot);
+    }
     this.shutdown.abort(new InferaError({ status: 503, message: 'Server is shutting down.', retryAfter: 5 }));
     // Disposing a model under a running request frees native memory the request is still using.
     const deadline = Date.now() + leaseWaitMs;
@@ -307,6 +561,7 @@ export class ModelRegistry {
       await new Promise((resolve) => setTimeout(resolve, 10));
     await Promise.allSettled(
       this.slots.map(async (slot) => {
+        await slot.unloaded;
         const loaded = slot.loaded ?? (slot.loading ? await slot.loading.catch(() => undefined) : undefined);
         slot.loaded = undefined;
         slot.loading = undefined;

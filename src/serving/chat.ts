@@ -48,7 +48,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   const meters: MeteredChatStream[] = [];
   let streaming = false;
   try {
-    lease = await services.registry.acquire(entry.config.id, 'chat');
+    lease = await services.registry.acquire(entry.config.id, 'chat', { keepAliveMs: request.keepAliveMs });
     const model = lease.model;
     refuseUnfittablePrompt(model, request.options, limits.maxCharsPerToken);
     const counted = await model.checkPrompt(options);

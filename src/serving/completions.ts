@@ -47,7 +47,7 @@ export async function serveCompletion(services: Services, context: RequestContex
   const meters: MeteredCompletion[] = [];
   let streaming = false;
   try {
-    lease = await services.registry.acquire(entry.config.id, 'chat');
+    lease = await services.registry.acquire(entry.config.id, 'chat', { keepAliveMs: request.keepAliveMs });
     const model = lease.model;
     if (!completes(model))
       throw badRequest(`model: "${request.model}" serves chat only; its engine cannot run text completions.`, 'model', 'unsupported_model');

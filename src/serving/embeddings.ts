@@ -57,7 +57,7 @@ export async function serveEmbeddings(services: Services, context: RequestContex
   try {
     let result: EmbedResult;
     try {
-      lease = await services.registry.acquire(entry.config.id, 'embedding');
+      lease = await services.registry.acquire(entry.config.id, 'embedding', { keepAliveMs: request.keepAliveMs });
       const model = lease.model;
       checkDimensions(model, request.dimensions);
       const { inputs, tokens } = await tokenizeInputs(model, request, limits);

@@ -86,7 +86,7 @@ export async function serveImageGeneration(
     let urls: string[];
     let ignored: Record<string, string>;
     try {
-      lease = await services.registry.acquire(entry.config.id, 'text-to-image');
+      lease = await services.registry.acquire(entry.config.id, 'text-to-image', { keepAliveMs: request.keepAliveMs });
       const model = lease.model;
       // An engine that declares no limits up front (known only once loaded) is checked here, once.
       if (!declared) {

@@ -75,7 +75,7 @@ export async function serveRerank(services: Services, context: RequestContext, b
   try {
     let result: RerankResult;
     try {
-      lease = await services.registry.acquire(entry.config.id, 'reranker');
+      lease = await services.registry.acquire(entry.config.id, 'reranker', { keepAliveMs: request.keepAliveMs });
       result = await services.batchers.rerank(lease.model, lease.config).submit(
         {
           query: request.query,

@@ -9,6 +9,7 @@ export const llamaCpp = defineEngine({
   kinds: ['chat', 'embedding', 'reranker'],
   schema: llamaCppModelSchema,
   contextSize: (config) => config.llamaCpp.contextSize,
+  estimateMemory: async (config) => (await import('./memory.ts')).estimateLlamaCppMemory(config),
   async check(config) {
     requireLocalPath(config.path);
     // Before any node-llama-cpp call: llama.cpp trusts the header, and a hostile one can abort the process.

@@ -21,6 +21,8 @@ export interface GgufSummary {
   /** Bytes of header (metadata + tensor infos + padding) before the tensor data. */
   headerBytes: number;
   alignment: number;
+  /** The integer metadata values and general.architecture (the memory estimate reads the model's shape from them). */
+  metadata: Record<string, number | string>;
 }
 
 /** Headers larger than this are refused (a 150k-token vocabulary with merges is ~10 MiB). */
@@ -90,6 +92,8 @@ const NOT_WEIGHT_TYPES: Record<number, string> = {
 /** GGUF metadata value types: fixed sizes, or STRING (8) and ARRAY (9). */
 const SCALAR_BYTES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
 const STRING = 8;
+const UINT32 = 4;
+const INT32 = 5;
 const ARRAY = 9;
 
 /** A forward-only reader over a window of the file; reads only what is asked, in 1 MiB steps. */
@@ -185,9 +189,24 @@ export async function checkGgufFile(path: string): Promise<GgufSummary> {
     if (metadataCount * 14 > r.remaining) fail(`it declares ${metadataCount} metadata entries, more than its ${size} bytes can hold`);
 
     let alignment = 32;
+    const metadata: Record<string, number | string> = {};
     for (let i = 0; i < metadataCount; i++) {
       const key = await r.string(`metadata key #${i}`, 65_535);
       const type = await r.u32(`the type of metadata ${key}`);
+      if (type === UINT32 || type === INT32) {
+        const value = await r.u32(`metadata ${key}`);
+        metadata[key] = type === INT32 ? value | 0 : value;
+        if (key === 'general.alignment') {
+          if (type !== UINT32) fail(`general.alignment has value type ${type}, not uint32`);
+          alignment = value;
+          if (alignment === 0 || (alignment & (alignment - 1)) !== 0) fail(`general.alignment ${alignment} is not a power of two`);
+        }
+        continue;
+      }
+      if (type === STRING && key === 'general.architecture') {
+        metadata[key] = await r.string(key, 256);
+        continue;
+      }
       if (key === 'general.alignment') {
         if (type !== 4) fail(`general.alignment has value type ${type}, not uint32`);
         alignment = await r.u32('general.alignment');
@@ -232,7 +251,7 @@ export async function checkGgufFile(path: string): Promise<GgufSummary> {
         fail(`tensor ${tensor.name} needs bytes ${tensor.offset}–${tensor.offset + tensor.bytes} of the data section, but the file holds only ${dataBytes} (truncated?)`);
       end = tensor.offset + tensor.bytes;
     }
-    return { version, tensorCount, metadataCount, headerBytes, alignment };
+    return { version, tensorCount, metadataCount, headerBytes, alignment, metadata };
   } finally {
     await file.close();
   }

@@ -3,7 +3,7 @@
 // serves no image model never loads ONNX Runtime or sharp.
 import { defineEngine } from '../descriptor.ts';
 import { onnxDiffusionModelSchema, resolveOnnxPaths } from '../onnx/config.ts';
-import { requireLocalPath } from '../shared/files.ts';
+import { pathBytes, requireLocalPath } from '../shared/files.ts';
 import { imageLimitsOf } from '../../spec/image.ts';
 
 export const onnxDiffusion = defineEngine({
@@ -11,6 +11,7 @@ export const onnxDiffusion = defineEngine({
   kinds: ['text-to-image'],
   schema: onnxDiffusionModelSchema,
   resolvePaths: resolveOnnxPaths,
+  estimateMemory: (config) => pathBytes(config.path),
   imageLimits: (config) => imageLimitsOf(config.id, config.onnx, 'onnx.defaultSize'),
   async check(config) {
     requireLocalPath(config.path);

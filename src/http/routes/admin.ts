@@ -177,21 +177,35 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
         type: entry.config.type,
         engine: entry.config.engine,
         eager: entry.config.eager,
+        preload: entry.preload,
         state: entry.state,
         progress: entry.progress,
+        ...(entry.unloading ? { unloading: true } : {}),
         ...(entry.error ? { error: entry.error } : {}),
         ...(entry.state === 'failed' && entry.retryAt !== undefined ? { retryAt: new Date(entry.retryAt).toISOString() } : {}),
         ...(entry.loadedAt !== undefined ? { loadedAt: new Date(entry.loadedAt).toISOString() } : {}),
         // The supervised engine process serving it, and how often one died under it (docs/RELIABILITY.md).
         ...(entry.pid !== undefined ? { pid: entry.pid } : {}),
         crashes: entry.crashes ?? 0,
+        // The lifecycle (docs/MODELS.md): keep-alive in seconds (-1: never), bytes as the memory budget counts them.
+        keepAlive: entry.keepAliveMs === Number.POSITIVE_INFINITY ? -1 : entry.keepAliveMs / 1000,
+        ...(entry.lastUsed !== undefined ? { lastUsed: new Date(entry.lastUsed).toISOString() } : {}),
+        ...(entry.expiresAt !== undefined ? { expiresAt: new Date(entry.expiresAt).toISOString() } : {}),
+        ...(entry.memory !== undefined ? { memory: entry.memory } : {}),
+        leases: entry.leases,
         inFlight: load.get(entry.config.id)?.inFlight ?? 0,
         queued: load.get(entry.config.id)?.queued ?? 0,
       });
-      scope.get('/models', { schema: doc('Every configured model: load state and progress, the last load error, its engine process and crashes, requests in flight and queued.') }, async (request) => {
+      scope.get('/models', { schema: doc('Every configured model: load state and progress, the last load error, its engine process and crashes, keep-alive, last use, expiry and memory, requests in flight and queued; and the lifecycle limits.') }, async (request) => {
         await authorize(request);
         const load = await services.metrics.load();
-        return { object: 'list', data: services.registry.entries().map((entry) => modelState(entry, load)) };
+        return { object: 'list', data: services.registry.entries().map((entry) => modelState(entry, load)), lifecycle: services.registry.residency() };
+      });
+      scope.post('/models/unload', { schema: doc('Unload an idle model now (its engine process ends); 409 while requests use it.', { body: reloadBody }) }, async (request) => {
+        await authorize(request);
+        const { model } = parse(reloadBody, request.body);
+        const entry = await services.registry.unloadModel(model);
+        return modelState(entry, await services.metrics.load());
       });
       // Model ids hold slashes ("Qwen/QwQ-32B"), so the id travels in the body, not the path.
       scope.post('/models/reload', { schema: doc('Load a model now: a failed one forgets its backoff and tries again (answers when the attempt is over).', { body: reloadBody }) }, async (request) => {

@@ -37,6 +37,7 @@ import {
 import { numberBetween, parseBody, unknownFields } from '../common/validation.ts';
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../../config/requests.ts';
 import { checkJsonSchema } from './json-schema-check.ts';
+import { keepAliveField } from '../common/keep-alive.ts';
 
 /** Most choices one request may ask for (`n`) by default (config `requests.maxChoices`): each choice is a full generation. */
 export const MAX_CHOICES = DEFAULT_REQUEST_LIMITS.maxChoices;
@@ -224,6 +225,7 @@ export const chatRequestSchema = z.object({
   audio: z.unknown().optional(),
   prediction: z.unknown().optional(),
   web_search_options: z.unknown().optional(),
+  keep_alive: keepAliveField,
 });
 
 export type WireChatRequest = z.infer<typeof chatRequestSchema>;
@@ -238,6 +240,8 @@ export interface ParsedChatRequest {
   /** Number of choices, 1..requests.maxChoices. */
   n: number;
   user?: string;
+  /** keep_alive in milliseconds (Infinity: never); absent: the model's own. */
+  keepAliveMs?: number;
   /** The client used `functions`/`function_call`: answer with `function_call` as well. */
   legacyFunctions: boolean;
   options: Omit<ChatCallOptions, 'signal'>;
@@ -532,5 +536,6 @@ export function parseChatRequest(body: unknown, limits: RequestLimits = DEFAULT_
     options,
   };
   if (wire.user != null) parsed.user = wire.user;
+  if (wire.keep_alive != null) parsed.keepAliveMs = wire.keep_alive;
   return parsed;
 }
