@@ -223,6 +223,17 @@ describe('llama-server as an upstream (dialect llama-server), checked against th
     assert.equal(models.status, 200);
     const lease = await gateway.server.services.registry.acquire('ls/chat', 'chat');
     lease.release();
+    // llama-server lists its one model under the file's path, whatever id the entry has; meta.n_ctx is per slot.
     assert.equal((lease.model as { contextSize: number }).contextSize, 2048 / 2, 'per slot: -c 2048 over -np 2');
+    // A prompt past it: Infera has no tokenizer for this entry (upstream.tokenizer unset), so llama-server
+    // judges, and its refusal reaches the client as a 400 in Infera's shape naming the upstream.
+    const long = await http(gateway.baseURL, '/chat/completions', {
+      method: 'POST',
+      body: { model: 'ls/chat', messages: [{ role: 'user', content: 'hello '.repeat(3000) }] },
+    });
+    assert.equal(long.status, 400, long.text);
+    assert.equal(long.json.error.code, 'upstream_rejected');
+    assert.match(long.json.error.message, /\(llama-server\) answered 400: .*context size \(1024 tokens\)/);
+    assert.equal(ledger().at(-1)!.status, 400);
   });
 });

@@ -36,7 +36,8 @@ export async function loadRemoteModel(
           logger.warn({ err: error }, `could not read the upstream's model list; assuming a context of ${DEFAULT_REMOTE_CONTEXT} tokens (set upstream.contextSize)`);
           return [];
         });
-        contextSize = listing.find((model) => model.id === upstream.model)?.contextSize ?? DEFAULT_REMOTE_CONTEXT;
+        const listed = listing.find((model) => model.id === upstream.model) ?? (dialect.servesOneModel && listing.length === 1 ? listing[0] : undefined);
+        contextSize = listed?.contextSize ?? DEFAULT_REMOTE_CONTEXT;
       }
       return loaded(new RemoteChatModel({ upstream, dialect, counter, contextSize, logger }));
     }

@@ -17,6 +17,7 @@ function logitScores(route: RerankRoute): RerankRoute {
 
 export const llamaServer: Dialect = {
   name: 'llama-server',
+  servesOneModel: true,
   chat: true,
   completions: true,
   infill: false,

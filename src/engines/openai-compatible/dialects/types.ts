@@ -47,6 +47,11 @@ export interface Dialect {
   readonly sendsReasoning?: boolean;
   /** A native API used instead of the OpenAI routes when the entry says `native: true` (Ollama). */
   readonly native?: NativeApi;
+  /**
+   * The server runs one model and answers whatever `model` a request names (llama-server lists it under
+   * its file path): its only listed model is this entry's, whatever the id.
+   */
+  readonly servesOneModel?: boolean;
 }
 
 /**
