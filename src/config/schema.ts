@@ -7,6 +7,7 @@ import { requestsSchema } from './requests.ts';
 import { engines as defaultEngines } from '../engines/index.ts';
 import type { EngineDescriptor, EngineTable } from '../engines/descriptor.ts';
 import { quickUpstreamSchema } from '../engines/openai-compatible/config.ts';
+import { routingSchema } from '../routing/config.ts';
 
 export { modelTypeSchema, type ModelConfig, type ModelTypeName } from './model.ts';
 export { requestsSchema, type RequestLimits } from './requests.ts';
@@ -246,6 +247,8 @@ export function configSchemaFor(table: EngineTable) {
       requests: requestsSchema.default(() => requestsSchema.parse({})),
       /** Served models. Empty (and no upstreams): Infera generates and serves its tiny test models. */
       models: z.array(modelSchemaFor(table)).default([]),
+      /** How requests are spread over the deployments of a model id that several entries share (src/routing/). */
+      routing: routingSchema.default(() => routingSchema.parse({})),
       /** Servers whose every listed model is served under its own id (engine openai-compatible's quick form). */
       upstreams: z.array(quickUpstreamSchema).default([]),
       /** Platform settings (keys, limits, pricing); owned by src/platform. */
