@@ -53,8 +53,15 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
   const metrics = new InferaMetrics();
   gate.observeLedger?.(metrics.ledgerWritten);
   const events = bothEvents(metrics.registryEvents, options.registryEvents);
-  const registry = new ModelRegistry(config.models, { engines: options.engines ?? defaultEngines, logger, events });
+  const registry = new ModelRegistry(config.models, {
+    engines: options.engines ?? defaultEngines,
+    logger,
+    events,
+    routing: config.routing,
+    routingMetrics: metrics,
+  });
   metrics.watchModels(() => registry.entries());
+  metrics.watchRouting(() => registry.routing());
   const services: Services = { config, registry, gate, logger, ...createServingResources(config, logger, metrics) };
   const app = await buildApp(services);
 
