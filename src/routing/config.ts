@@ -21,7 +21,8 @@ export const deploymentSchema = z
     maxConcurrent: z.number().int().min(0).default(0),
     /**
      * Upstreams: the path of the active health check, relative to upstream.baseUrl (`models` → GET
-     * <baseUrl>/models) or absolute from the server's root (`/health`). Default: `models`, `/health` for TEI.
+     * <baseUrl>/models) or absolute from the server's root (`/health`). Default: `models`; `/health` for
+     * TEI; `/ready` for another Infera (not ready while its eager models load).
      */
     healthPath: z.string().min(1).optional(),
   })

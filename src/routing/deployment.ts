@@ -28,6 +28,10 @@ export interface DeploymentSnapshot {
   ejections: number;
   lastError?: string;
   lastCheckAt?: string;
+  /** When the health checks last changed their verdict. */
+  healthChangedAt?: string;
+  /** When the breaker last ejected it. */
+  lastEjectedAt?: string;
 }
 
 export interface DeploymentEvents {
@@ -43,6 +47,8 @@ export class Deployment {
   /** Active health: the last check's verdict (upstreams), or the model's load state (in-process). */
   checkedHealthy = true;
   lastCheckAt?: number;
+  healthChangedAt?: number;
+  lastEjectedAt?: number;
   consecutiveFailures = 0;
   ejectedUntil?: number;
   /** Ejections in a row without a successful probe between them: the cooldown doubles with each. */
@@ -128,7 +134,8 @@ export class Deployment {
     const factor = Math.min(8, 2 ** this.strikes);
     this.strikes++;
     this.ejections++;
-    this.ejectedUntil = Date.now() + this.routing.cooldownSeconds * 1000 * factor;
+    this.lastEjectedAt = Date.now();
+    this.ejectedUntil = this.lastEjectedAt + this.routing.cooldownSeconds * 1000 * factor;
     this.events.onEject?.(this);
   }
 
@@ -152,6 +159,8 @@ export class Deployment {
       ejections: this.ejections,
       ...(this.lastError ? { lastError: this.lastError } : {}),
       ...(this.lastCheckAt !== undefined ? { lastCheckAt: new Date(this.lastCheckAt).toISOString() } : {}),
+      ...(this.healthChangedAt !== undefined ? { healthChangedAt: new Date(this.healthChangedAt).toISOString() } : {}),
+      ...(this.lastEjectedAt !== undefined ? { lastEjectedAt: new Date(this.lastEjectedAt).toISOString() } : {}),
     };
   }
 }

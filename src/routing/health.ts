@@ -65,6 +65,7 @@ export class HealthChecker {
     deployment.lastCheckAt = Date.now();
     if (healthy !== deployment.checkedHealthy) {
       deployment.checkedHealthy = healthy;
+      deployment.healthChangedAt = deployment.lastCheckAt;
       if (healthy) this.logger.info({ deployment: deployment.name }, 'deployment passed its health check: healthy again');
       else {
         deployment.lastError = `health check GET ${url} failed: ${reason}`;
