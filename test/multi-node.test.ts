@@ -148,7 +148,7 @@ test('gateway → two workers: a worker killed under load costs no non-streamed 
     gatewayConfig,
     JSON.stringify({
       server: { adminKey: ADMIN },
-      routing: { healthCheckIntervalSeconds: HEALTH_INTERVAL_SECONDS, healthCheckTimeoutSeconds: 1, failureThreshold: 2, cooldownSeconds: 1 },
+      routing: { healthCheckIntervalSeconds: HEALTH_INTERVAL_SECONDS, healthCheckTimeoutSeconds: 5, failureThreshold: 2, cooldownSeconds: 1 },
       models: [
         { id: 'chat', type: 'chat', engine: 'openai-compatible', upstream: upstream(aPort, TINY_IDS.chat, { contextSize: 2048 }), deployment: { name: 'worker-a' } },
         { id: 'chat', type: 'chat', engine: 'openai-compatible', upstream: upstream(bPort, TINY_IDS.chat, { contextSize: 2048 }), deployment: { name: 'worker-b' } },
@@ -161,6 +161,14 @@ test('gateway → two workers: a worker killed under load costs no non-streamed 
   let [a, b, gateway] = await Promise.all([startNode(workerConfig, aDir, aPort), startNode(workerConfig, bDir, bPort), startNode(gatewayConfig, gatewayDir)]);
   nodes.push(a, b, gateway);
   phase('gateway up');
+  // Workers load their models after their banner; the gateway's health checks (each worker's /ready) see when.
+  const allHealthy = async () => {
+    const [chat, embed] = await Promise.all([deployments(gateway, 'chat'), deployments(gateway, 'embed')]);
+    return [...Object.values(chat), ...Object.values(embed)].every((deployment) => deployment.healthy);
+  };
+  for (const deadline = Date.now() + 90_000; !(await allHealthy()); await sleep(50))
+    assert.ok(Date.now() < deadline, 'both workers ready within 90 s');
+  phase('workers ready');
 
   // Load: clients that each send one request after another until told to stop.
   const outcomes: Outcome[] = [];
@@ -175,7 +183,7 @@ test('gateway → two workers: a worker killed under load costs no non-streamed 
   let back = 0;
   try {
     // Both workers serve; then wait for a stream in flight on worker a, and kill it.
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 30_000;
     let before = await deployments(gateway, 'chat');
     while (!(before['worker-a']!.inFlight > 0 && before['worker-a']!.requests > 2 && before['worker-b']!.requests > 2) && Date.now() < deadline) {
       await sleep(20);
@@ -219,7 +227,7 @@ test('gateway → two workers: a worker killed under load costs no non-streamed 
     phase('worker a restarted');
     nodes.push(a);
     const restartedAt = Date.now();
-    while (Date.now() - restartedAt < 30_000) {
+    while (Date.now() - restartedAt < 90_000) {
       const [chat, embed] = await Promise.all([deployments(gateway, 'chat'), deployments(gateway, 'embed')]);
       if (process.env.INFERA_TEST_TIMING) console.error('back?', Date.now() - restartedAt, outcomes.length, JSON.stringify(chat['worker-a']), JSON.stringify(chat['worker-b']));
       if (chat['worker-a']!.requests > frozen && chat['worker-a']!.breaker === 'closed' && chat['worker-a']!.healthy && embed['worker-a']!.healthy) {

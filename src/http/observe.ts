@@ -95,7 +95,7 @@ export const readinessSchema = z.object({
       .object({
         status: check,
         models: z.number().int().describe('Model ids served by several deployments (routing).'),
-        unavailable: z.array(z.string()).describe('Routed model ids with no healthy deployment (every one unhealthy or ejected).'),
+        unavailable: z.number().int().describe('Routed models with no healthy deployment (every one unhealthy or ejected).'),
       })
       .optional()
       .describe('Routed models: each has at least one healthy deployment. GET /admin/deployments has the details.'),
@@ -123,8 +123,9 @@ export function readiness(services: Services): Readiness {
   const loading = entries.filter((entry) => entry.config.eager && entry.state !== 'ready' && entry.state !== 'failed').length;
   const checks: Readiness['checks'] = { models: { status: failed || loading ? 'failing' : 'ok', failed, loading } };
   if (routed.length) {
-    const unavailable = routed.filter((model) => !model.healthy).map((model) => model.id);
-    checks.deployments = { status: unavailable.length ? 'failing' : 'ok', models: routed.length, unavailable };
+    // Counts only: /ready is open, and model ids are for keyed callers (GET /admin/deployments).
+    const unavailable = routed.filter((model) => !model.healthy).length;
+    checks.deployments = { status: unavailable ? 'failing' : 'ok', models: routed.length, unavailable };
   }
   const health = services.gate.health?.();
   if (health) {
