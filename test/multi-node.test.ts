@@ -102,6 +102,9 @@ async function deployments(gateway: Node, id: string) {
   return Object.fromEntries(model.deployments.map((deployment) => [deployment.name, deployment]));
 }
 
+/** Streams that have sent a token and not yet ended. */
+let midStream = 0;
+
 async function request(gateway: Node, kind: Outcome['kind'], id: string): Promise<Outcome> {
   const startedAt = Date.now();
   const body =
@@ -116,7 +119,20 @@ async function request(gateway: Node, kind: Outcome['kind'], id: string): Promis
       headers: { 'content-type': 'application/json', 'x-request-id': id },
       body: JSON.stringify(body),
     });
-    const text = await response.text();
+    let text = '';
+    let counted = false;
+    try {
+      // Streams are read as they come, so the test knows how many are mid-answer (a token out, not done).
+      for await (const piece of response.body as unknown as AsyncIterable<Uint8Array>) {
+        text += Buffer.from(piece).toString('utf8');
+        if (kind === 'stream' && !counted && text.includes('"content":"')) {
+          counted = true;
+          midStream++;
+        }
+      }
+    } finally {
+      if (counted) midStream--;
+    }
     const outcome: Outcome = { id, kind, status: response.status, startedAt, text: response.status === 200 && kind !== 'stream' ? undefined : text.slice(0, 400) };
     if (kind === 'stream' && response.status === 200) {
       const events = text.split('\n\n').filter(Boolean);
@@ -177,15 +193,16 @@ test('gateway → two workers: a worker killed under load costs no non-streamed 
   const client = async (kind: Outcome['kind']) => {
     while (!stop) outcomes.push(await request(gateway, kind, `mn_${kind}_${++sequence}`));
   };
-  const clients = [client('chat'), client('chat'), client('embed'), client('embed'), client('stream'), client('stream')];
+  const clients = [client('chat'), client('chat'), client('embed'), client('embed'), client('stream'), client('stream'), client('stream'), client('stream')];
 
   let gone = 0;
   let back = 0;
   try {
-    // Both workers serve; then wait for a stream in flight on worker a, and kill it.
+    // Both workers serve; then wait until streams are mid-answer on both (least outstanding requests
+    // spreads the four streams over the two workers: with three mid-answer, worker a has one), and kill a.
     const deadline = Date.now() + 30_000;
     let before = await deployments(gateway, 'chat');
-    while (!(before['worker-a']!.inFlight > 0 && before['worker-a']!.requests > 2 && before['worker-b']!.requests > 2) && Date.now() < deadline) {
+    while (!(midStream >= 3 && before['worker-a']!.inFlight > 0 && before['worker-a']!.requests > 2 && before['worker-b']!.requests > 2) && Date.now() < deadline) {
       await sleep(20);
       before = await deployments(gateway, 'chat');
     }
@@ -203,7 +220,7 @@ test('gateway → two workers: a worker killed under load costs no non-streamed 
         Math.min(state.lastEjectedAt ? Date.parse(state.lastEjectedAt) : Number.POSITIVE_INFINITY, !state.healthy && state.healthChangedAt ? Date.parse(state.healthChangedAt) : Number.POSITIVE_INFINITY);
       return Math.max(when(chat['worker-a']!), when(embed['worker-a']!));
     };
-    while (Date.now() - killedAt < 10_000 && !Number.isFinite(await out())) await sleep(20);
+    while (Date.now() - killedAt < 10_000 && !Number.isFinite(await out())) await sleep(5);
     gone = (await out()) - killedAt;
     assert.ok(gone >= 0 && gone <= HEALTH_INTERVAL_SECONDS * 1000 + 1000, `worker a left the rotation ${gone} ms after the kill`);
     // Its health check has failed by now too, so no half-open probe goes to it while it is down.
