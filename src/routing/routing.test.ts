@@ -270,7 +270,36 @@ describe('routing: balancing, priorities, caps and retries', () => {
     }
   });
 
-  test('a client that leaves closes the deployment request within 100 ms', async () => {
+  test('a client that leaves a JSON request closes the deployment request within 100 ms', async () => {
+    let closed = 0;
+    let opened = 0;
+    const hold = (_request: unknown, response: ServerResponse) => {
+      opened++;
+      response.on('close', () => (closed = Date.now()));
+    };
+    a.route('POST', '/v1/chat/completions', hold);
+    b.route('POST', '/v1/chat/completions', hold);
+    try {
+      const controller = new AbortController();
+      const sent = fetch(`${server.baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(chat('streams')),
+        signal: controller.signal,
+      }).catch(() => undefined);
+      await waitFor('the request upstream', async () => opened === 1);
+      const left = Date.now();
+      controller.abort();
+      await sent;
+      await waitFor('the upstream request closed', async () => closed > 0);
+      assert.ok(closed - left <= 100, `closed ${closed - left} ms after the client left`);
+      assert.equal(opened, 1, 'not retried elsewhere');
+    } finally {
+      reset();
+    }
+  });
+
+  test('a client that leaves a stream closes the deployment request within 100 ms', async () => {
     let opened = 0;
     let closed = 0;
     const hold = (name: string) => (_request: unknown, response: ServerResponse) => {
