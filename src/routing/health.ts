@@ -40,6 +40,13 @@ export class HealthChecker {
     await this.agent?.close().catch(() => this.agent?.destroy());
   }
 
+  /** A request just failed on it: check it now rather than at the next tick (a dead server leaves the rotation at once). */
+  checkNow(deployment: Deployment): void {
+    if (this.options.healthCheckIntervalSeconds === 0) return;
+    const target = this.targets.find((candidate) => candidate.deployment === deployment);
+    if (target) void this.check(target);
+  }
+
   /** One check of one deployment (skipped while its previous check is still out). */
   async check({ deployment, url }: HealthTarget): Promise<boolean> {
     if (this.running.has(deployment) || this.stopped) return deployment.checkedHealthy;

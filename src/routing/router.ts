@@ -256,8 +256,11 @@ export class Router {
     const end = deployment.begin();
     this.metrics?.deploymentRequest(this.id, deployment.name);
     return (outcome, error) => {
-      if (outcome === 'failure') this.metrics?.deploymentFailure(this.id, deployment.name);
       end(outcome, error);
+      if (outcome === 'failure') {
+        this.metrics?.deploymentFailure(this.id, deployment.name);
+        this.checker.checkNow(deployment);
+      }
     };
   }
 
