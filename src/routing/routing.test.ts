@@ -122,11 +122,15 @@ describe('routing: balancing, priorities, caps and retries', () => {
     await Promise.all([a, b, c].map((fake) => fake?.close()));
   });
 
-  /** Every upstream holds its chat answers for `ms`, so requests overlap. */
-  const slow = (ms: number) => {
+  /** Every upstream holds its chat answers until `count` requests have arrived in all, so they all overlap. */
+  const barrier = (count: number) => {
+    const waiting: (() => void)[] = [];
     for (const [fake, name] of [[a, 'a'], [b, 'b'], [c, 'c']] as const)
       fake.route('POST', '/v1/chat/completions', async (request, response) => {
-        await sleep(ms);
+        await new Promise<void>((resolve) => {
+          waiting.push(resolve);
+          if (waiting.length === count) for (const release of waiting.splice(0)) release();
+        });
         if (request.body.stream) streamed(response, [name]);
         else completion(response, name);
       });
@@ -137,11 +141,12 @@ describe('routing: balancing, priorities, caps and retries', () => {
   };
 
   test('least outstanding requests: equal weights split concurrent requests evenly; weight 3 takes about three times as many', async () => {
-    slow(150);
+    barrier(8);
     try {
       const even = await Promise.all(Array.from({ length: 8 }, () => http(server.baseURL, '/chat/completions', { body: chat('even') })));
       const counts = (answers: string[]) => ({ a: answers.filter((x) => x === 'a').length, b: answers.filter((x) => x === 'b').length });
       assert.deepEqual(counts(even.map(answerOf)), { a: 4, b: 4 });
+      barrier(8);
       const weighted = await Promise.all(Array.from({ length: 8 }, () => http(server.baseURL, '/chat/completions', { body: chat('weighted') })));
       const split = counts(weighted.map(answerOf));
       assert.ok(split.a >= 5 && split.b >= 1 && split.a + split.b === 8, JSON.stringify(split));
