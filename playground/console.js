@@ -90,6 +90,35 @@ async function refreshModels() {
   );
 }
 
+async function refreshDeployments() {
+  const { data } = await admin('GET', '/deployments');
+  // A server that routes nothing shows no empty section.
+  $('#deployments-section').hidden = data.length === 0;
+  $('#deployments tbody').replaceChildren(
+    ...data.flatMap((model) =>
+      model.deployments.map((deployment) => {
+        const health = deployment.healthy ? (deployment.available ? 'healthy' : 'full') : 'unhealthy';
+        const breaker = deployment.breaker === 'open' ? `ejected until ${new Date(deployment.ejectedUntil).toLocaleTimeString()}` : deployment.breaker;
+        const cap = deployment.maxConcurrent ? ` / ${deployment.maxConcurrent}` : '';
+        const tr = row(
+          model.id,
+          deployment.url ? `${deployment.name} (${deployment.url})` : deployment.name,
+          element('span', deployment.healthy ? 'state-ready' : 'state-failed', health),
+          element('span', deployment.breaker === 'closed' ? 'state-ready' : 'state-failed', breaker),
+          `${deployment.inFlight}${cap}`,
+          `${deployment.priority} / ${deployment.weight}`,
+          `${deployment.requests} / ${deployment.failures} / ${deployment.ejections}`,
+          deployment.lastError ?? '',
+        );
+        tr.dataset.model = model.id;
+        tr.dataset.deployment = deployment.name;
+        tr.dataset.healthy = String(deployment.healthy && deployment.breaker !== 'open');
+        return tr;
+      }),
+    ),
+  );
+}
+
 async function refreshKeys() {
   const { data } = await admin('GET', '/keys');
   $('#keys tbody').replaceChildren(
@@ -149,7 +178,7 @@ async function refreshAll() {
     return;
   }
   try {
-    await Promise.all([refreshModels(), refreshKeys(), refreshAccounts(), refreshUsage()]);
+    await Promise.all([refreshModels(), refreshDeployments(), refreshKeys(), refreshAccounts(), refreshUsage()]);
     status('');
     document.body.dataset.loaded = 'true';
   } catch (error) {
@@ -209,5 +238,5 @@ $('#topup-form').addEventListener('submit', (event) => {
 
 refreshAll();
 setInterval(() => {
-  if (keyInput.value.trim()) refreshModels().catch(() => undefined);
+  if (keyInput.value.trim()) Promise.all([refreshModels(), refreshDeployments()]).catch(() => undefined);
 }, 2000);

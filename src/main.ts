@@ -65,8 +65,16 @@ export async function createServer(config: InferaConfig, options: CreateServerOp
   const metrics = new InferaMetrics();
   gate.observeLedger?.(metrics.ledgerWritten);
   const events = bothEvents(metrics.registryEvents, options.registryEvents);
-  const registry = new ModelRegistry(config.models, { engines: options.engines ?? defaultEngines, logger, events, lifecycle: config.lifecycle });
+  const registry = new ModelRegistry(config.models, {
+    engines: options.engines ?? defaultEngines,
+    logger,
+    events,
+    routing: config.routing,
+    routingMetrics: metrics,
+    lifecycle: config.lifecycle,
+  });
   metrics.watchModels(() => registry.entries());
+  metrics.watchRouting(() => registry.routing());
   const services: Services = { config, registry, gate, logger, ...createServingResources(config, logger, metrics) };
   const app = await buildApp(services);
 

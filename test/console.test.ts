@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { type FakeUpstream, startFakeUpstream } from '../src/engines/openai-compatible/testing/fake-upstream.ts';
 import { tinyModelConfigs } from '../src/registry/default-models.ts';
 import { TINY_CHAT_SCRIPT } from '../src/tiny-models/tiny-chat.ts';
 import { http, SHARED_DATA_DIR, startTestServer, type TestServer } from './helpers/server.ts';
@@ -16,6 +17,8 @@ const ADMIN = 'admin-console-test-key';
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
 const ARTIFACTS = join(import.meta.dirname, '..', 'test-artifacts', 'console');
 const BROKEN = 'org/broken-chat';
+/** A model on two upstream deployments: one answers its health checks, the other is a port nothing listens on. */
+const ROUTED = 'org/routed-chat';
 
 describe('admin console in a real browser', { skip: CHROMIUM ? false : 'no chromium: apt-get install chromium (.ci/run does)' }, () => {
   let server: TestServer;
@@ -23,6 +26,7 @@ describe('admin console in a real browser', { skip: CHROMIUM ? false : 'no chrom
   let page: Page;
   let secret = '';
   let keyId = '';
+  let upstream: FakeUpstream;
   const id = (name: string) => server.server.services.registry.find(name)!.config.id;
   const shot = async (name: string) => {
     mkdirSync(ARTIFACTS, { recursive: true });
@@ -34,8 +38,19 @@ describe('admin console in a real browser', { skip: CHROMIUM ? false : 'no chrom
   };
 
   before(async () => {
-    const models = [...(await tinyModelConfigs(SHARED_DATA_DIR)), { id: BROKEN, type: 'chat', engine: 'llama-cpp', path: '/nonexistent/broken.gguf' }];
-    server = await startTestServer({ config: { server: { adminKey: ADMIN }, models } });
+    upstream = await startFakeUpstream();
+    upstream.route('GET', '/v1/models', (_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end('{"object":"list","data":[]}');
+    });
+    const deployment = (name: string, baseUrl: string) => ({ id: ROUTED, type: 'chat', engine: 'openai-compatible', upstream: { baseUrl, contextSize: 4096 }, deployment: { name } });
+    const models = [
+      ...(await tinyModelConfigs(SHARED_DATA_DIR)),
+      { id: BROKEN, type: 'chat', engine: 'llama-cpp', path: '/nonexistent/broken.gguf' },
+      deployment('gpu-up', `${upstream.url}/v1`),
+      deployment('gpu-down', 'http://127.0.0.1:9/v1'),
+    ];
+    server = await startTestServer({ config: { server: { adminKey: ADMIN }, models, routing: { healthCheckIntervalSeconds: 0.2 } } });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
     page = await browser.newPage({ viewport: { width: 1400, height: 1200 } });
     await page.goto(`${server.url}/console`);
@@ -46,6 +61,7 @@ describe('admin console in a real browser', { skip: CHROMIUM ? false : 'no chrom
   after(async () => {
     await browser?.close();
     await server?.close();
+    await upstream?.close();
   });
 
   test('the models table lists every configured model with its state', async () => {
@@ -105,6 +121,14 @@ describe('admin console in a real browser', { skip: CHROMIUM ? false : 'no chrom
     assert.equal(days.length, 1);
     assert.ok(days[0]! > 0, 'tokens today');
     await shot('usage-and-models');
+  });
+
+  test('the deployments section shows the health of each deployment of a routed model', async () => {
+    await page.waitForSelector(`#deployments tr[data-model="${ROUTED}"][data-deployment="gpu-up"][data-healthy="true"]`);
+    const down = page.locator(`#deployments tr[data-model="${ROUTED}"][data-deployment="gpu-down"][data-healthy="false"]`);
+    await down.waitFor();
+    assert.match((await down.textContent()) ?? '', /unhealthy.*health check GET http:\/\/127\.0\.0\.1:9\/v1\/models failed/);
+    await shot('deployments');
   });
 
   test('revoking the key in the console stops it at once', async () => {

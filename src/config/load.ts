@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { engines as defaultEngines, type EngineTable } from '../engines/index.ts';
-import { configSchema, configSchemaFor, type InferaConfig } from './schema.ts';
+import { configSchema, configSchemaFor, type InferaConfig, type ModelConfig } from './schema.ts';
 
 export interface ConfigOverrides {
   configPath?: string;
@@ -128,14 +128,39 @@ export function loadConfig(
     if (model.path) model.path = absolute(model.path);
     engines.find((engine) => engine.name === model.engine)?.resolvePaths?.(model, absolute);
   }
-  const ids = new Map<string, string>();
-  for (const model of config.models) {
-    for (const name of [model.id, ...model.aliases]) {
-      const key = name.toLowerCase();
-      const owner = ids.get(key);
-      if (owner) throw new ConfigError(`Model id or alias "${name}" is used twice (by ${owner} and ${model.id}).`);
-      ids.set(key, model.id);
+  checkDeployments(config.models);
+  return { config, source: path ?? '(no config file: defaults)' };
+}
+
+/**
+ * Ids and aliases name one model each. Entries that share an id are deployments of that model
+ * (src/routing/): they must agree on its type, their names must differ, and their aliases belong to the
+ * model (an alias may repeat among them, never name another model).
+ */
+export function checkDeployments(models: readonly ModelConfig[]): void {
+  const owners = new Map<string, string>();
+  const groups = new Map<string, ModelConfig[]>();
+  for (const model of models) {
+    const key = model.id.toLowerCase();
+    const group = groups.get(key);
+    if (group) group.push(model);
+    else groups.set(key, [model]);
+  }
+  for (const [key, group] of groups) {
+    const first = group[0]!;
+    const other = group.find((model) => model.type !== first.type);
+    if (other) throw new ConfigError(`Model "${first.id}" has deployments of different types (${first.type} and ${other.type}); entries that share an id are deployments of one model.`);
+    const names = new Set<string>();
+    for (const model of group) {
+      const name = model.deployment.name;
+      if (name === undefined) continue;
+      if (names.has(name)) throw new ConfigError(`Model "${first.id}" has two deployments named "${name}" (deployment.name must differ).`);
+      names.add(name);
+    }
+    for (const name of [key, ...group.flatMap((model) => model.aliases.map((alias) => alias.toLowerCase()))]) {
+      const owner = owners.get(name);
+      if (owner !== undefined && owner !== key) throw new ConfigError(`Model id or alias "${name}" is used twice (by ${groups.get(owner)![0]!.id} and ${first.id}).`);
+      owners.set(name, key);
     }
   }
-  return { config, source: path ?? '(no config file: defaults)' };
 }

@@ -3,6 +3,7 @@
 // composes the entries of the engines in the table, so adding an engine never edits this file.
 import { z } from 'zod';
 import { byteSizeSchema, keepAliveSchema } from './lifecycle.ts';
+import { deploymentSchema } from '../routing/config.ts';
 
 export const modelTypeSchema = z.enum(['chat', 'embedding', 'reranker', 'text-to-image']);
 
@@ -49,6 +50,11 @@ export const commonModelShape = {
   acceptsInstruction: z.boolean().default(false),
   /** Shown in /v1/models metadata; tiny test models say so here. */
   description: z.string().optional(),
+  /**
+   * Routing: several entries with the same id are deployments of one model (src/routing/). Their
+   * priority, weight, concurrency cap and health check path.
+   */
+  deployment: deploymentSchema.default(() => deploymentSchema.parse({})),
 };
 
 const commonModelSchema = z.object(commonModelShape).strict();

@@ -8,6 +8,7 @@ import { lifecycleSchema } from './lifecycle.ts';
 import { engines as defaultEngines } from '../engines/index.ts';
 import type { EngineDescriptor, EngineTable } from '../engines/descriptor.ts';
 import { quickUpstreamSchema } from '../engines/openai-compatible/config.ts';
+import { routingSchema } from '../routing/config.ts';
 
 export { modelTypeSchema, type ModelConfig, type ModelTypeName } from './model.ts';
 export { requestsSchema, type RequestLimits } from './requests.ts';
@@ -265,6 +266,8 @@ export function configSchemaFor(table: EngineTable) {
       lifecycle: lifecycleSchema.default(() => lifecycleSchema.parse({})),
       /** Served models. Empty (and no upstreams): the pulled presets, else Infera's tiny test models. */
       models: z.array(modelSchemaFor(table)).default([]),
+      /** How requests are spread over the deployments of a model id that several entries share (src/routing/). */
+      routing: routingSchema.default(() => routingSchema.parse({})),
       /** Servers whose every listed model is served under its own id (engine openai-compatible's quick form). */
       upstreams: z.array(quickUpstreamSchema).default([]),
       /** Platform settings (keys, limits, pricing); owned by src/platform. */

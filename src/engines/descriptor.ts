@@ -61,6 +61,11 @@ export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {
    * upstream), and its models count toward neither the budget nor lifecycle.maxLoaded.
    */
   estimateMemory?(config: C): Promise<number>;
+  /**
+   * Engines that serve a model from another server: its name (host:port), base URL and the URL of its
+   * active health check (src/routing/health.ts). Absent: an in-process engine, healthy while its model can load.
+   */
+  remote?(config: C): { name: string; baseUrl: string; healthUrl: string };
 }
 
 /** The engines a server knows. Passed to the config schema and the registry (tests pass their own). */

@@ -91,6 +91,14 @@ export const readinessSchema = z.object({
       failed: z.number().int().describe('Configured models whose last load failed.'),
       loading: z.number().int().describe('Preloaded models (lifecycle.preload, eager) whose first load is not over yet.'),
     }),
+    deployments: z
+      .object({
+        status: check,
+        models: z.number().int().describe('Model ids served by several deployments (routing).'),
+        unavailable: z.number().int().describe('Routed models with no healthy deployment (every one unhealthy or ejected).'),
+      })
+      .optional()
+      .describe('Routed models: each has at least one healthy deployment. GET /admin/deployments has the details.'),
     store: z.object({ status: check, kind: z.string() }).optional().describe('The key, balance and ledger store, as of its last heartbeat.'),
     counters: z
       .object({ status: check, kind: z.string(), failure: z.enum(['open', 'closed']) })
@@ -101,23 +109,34 @@ export const readinessSchema = z.object({
 type Readiness = z.infer<typeof readinessSchema>;
 
 /**
- * Can this server serve? No configured model failed to load, every preloaded model has loaded once, the store
+ * Can this server serve? No configured model failed to load, every preloaded model has loaded once, every
+ * model served by several deployments has a healthy one, the store
  * answered its last heartbeat, and the counter store answers (or fails open). Reads state only:
  * cheap enough for a probe every second.
  */
 export function readiness(services: Services): Readiness {
-  const entries = services.registry.entries();
+  const routed = services.registry.routing();
+  // A routed model is as ready as its deployments (below), not as its first entry.
+  const routedIds = new Set(routed.map((model) => model.id));
+  const entries = services.registry.entries().filter((entry) => !routedIds.has(entry.config.id));
   const failed = entries.filter((entry) => entry.state === 'failed').length;
   // A preloaded model counts until its first load is over: unloading later by its keep-alive is not a fault.
   const loading = entries.filter((entry) => entry.preload && entry.loadedAt === undefined && entry.state !== 'failed').length;
   const checks: Readiness['checks'] = { models: { status: failed || loading ? 'failing' : 'ok', failed, loading } };
+  if (routed.length) {
+    // Counts only: /ready is open, and model ids are for keyed callers (GET /admin/deployments).
+    const unavailable = routed.filter((model) => !model.healthy).length;
+    checks.deployments = { status: unavailable ? 'failing' : 'ok', models: routed.length, unavailable };
+  }
   const health = services.gate.health?.();
   if (health) {
     checks.store = { status: health.store.up ? 'ok' : 'failing', kind: health.store.kind };
     checks.counters = { status: health.counters.up ? 'ok' : 'failing', kind: health.counters.kind, failure: health.counters.failure };
   }
   const ready =
-    checks.models.status === 'ok' && checks.store?.status !== 'failing' && !(checks.counters?.status === 'failing' && checks.counters.failure === 'closed');
+    checks.models.status === 'ok' &&
+    checks.deployments?.status !== 'failing' &&
+    checks.store?.status !== 'failing' && !(checks.counters?.status === 'failing' && checks.counters.failure === 'closed');
   return { status: ready ? 'ready' : 'not_ready', checks };
 }
 

@@ -10,6 +10,7 @@
 // is the ledger's job: /admin/usage).
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { ModelEntry, ModelState, RegistryEvents } from '../registry/registry.ts';
+import type { RouterSnapshot, RoutingMetrics } from '../routing/router.ts';
 
 /** Request latencies: 5 ms (a cached /v1/models) up to 10 min (a long generation, a big image). */
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
@@ -74,7 +75,7 @@ export interface QueueView {
   queued(): number;
 }
 
-export class InferaMetrics {
+export class InferaMetrics implements RoutingMetrics {
   readonly registry = new Registry();
   private readonly httpRequests: Counter<'route' | 'method' | 'status' | 'model'>;
   private readonly httpErrors: Counter<'route' | 'status' | 'code' | 'model'>;
@@ -99,6 +100,10 @@ export class InferaMetrics {
   private readonly queues = new Set<WeakRef<QueueView>>();
   private readonly loadStarted = new Map<string, number>();
   private models: () => readonly ModelEntry[] = () => [];
+  private routing: () => readonly RouterSnapshot[] = () => [];
+  private readonly deploymentRequests: Counter<'model' | 'deployment'>;
+  private readonly deploymentFailures: Counter<'model' | 'deployment'>;
+  private readonly deploymentEjections: Counter<'model' | 'deployment'>;
 
   private readonly withProcess: boolean;
 
@@ -259,12 +264,71 @@ export class InferaMetrics {
       buckets: LEDGER_BUCKETS,
       registers,
     });
+    // Deployments of routed models (src/routing/); `deployment` is a configured deployment name.
+    this.deploymentRequests = new Counter({
+      name: 'infera_deployment_requests_total',
+      help: 'Attempts sent to a deployment of a routed model (a request retried on another deployment counts on each).',
+      labelNames: ['model', 'deployment'],
+      registers,
+    });
+    this.deploymentFailures = new Counter({
+      name: 'infera_deployment_failures_total',
+      help: 'Attempts that failed on a deployment: connection errors, timeouts, 5xx (what the circuit breaker counts).',
+      labelNames: ['model', 'deployment'],
+      registers,
+    });
+    this.deploymentEjections = new Counter({
+      name: 'infera_deployment_ejections_total',
+      help: 'Times a deployment was ejected by its circuit breaker.',
+      labelNames: ['model', 'deployment'],
+      registers,
+    });
+    const routing = () => this.routing();
+    new Gauge({
+      name: 'infera_deployment_in_flight',
+      help: 'Requests in flight on a deployment of a routed model.',
+      labelNames: ['model', 'deployment'],
+      registers,
+      collect() {
+        this.reset();
+        for (const model of routing()) for (const deployment of model.deployments) this.set({ model: model.id, deployment: deployment.name }, deployment.inFlight);
+      },
+    });
+    new Gauge({
+      name: 'infera_deployment_healthy',
+      help: 'A deployment of a routed model takes requests: 1 when healthy and not ejected, else 0.',
+      labelNames: ['model', 'deployment'],
+      registers,
+      collect() {
+        this.reset();
+        for (const model of routing())
+          for (const deployment of model.deployments)
+            this.set({ model: model.id, deployment: deployment.name }, deployment.healthy && deployment.breaker !== 'open' ? 1 : 0);
+      },
+    });
     this.ledgerRows = new Counter({ name: 'infera_ledger_rows_total', help: 'Usage ledger rows written (ok) or given up after retries (failed).', labelNames: ['outcome'], registers });
   }
 
   /** The registry whose entries the model gauges read at scrape time. */
   watchModels(entries: () => readonly ModelEntry[]): void {
     this.models = entries;
+  }
+
+  /** The routers whose deployments the deployment gauges read at scrape time. */
+  watchRouting(snapshots: () => readonly RouterSnapshot[]): void {
+    this.routing = snapshots;
+  }
+
+  deploymentRequest(model: string, deployment: string): void {
+    this.deploymentRequests.inc({ model, deployment });
+  }
+
+  deploymentFailure(model: string, deployment: string): void {
+    this.deploymentFailures.inc({ model, deployment });
+  }
+
+  deploymentEjection(model: string, deployment: string): void {
+    this.deploymentEjections.inc({ model, deployment });
   }
 
   /** Registry events: load durations (the states themselves are read at scrape time). */

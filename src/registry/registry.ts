@@ -14,6 +14,8 @@ import { EngineResources } from '../engines/resources.ts';
 import { loadInEngineProcess } from '../engines/runner/host.ts';
 import { InferaError, modelNotFound } from '../errors/index.ts';
 import type { AnyModel, LoadedModel, ChatModel, EmbeddingModel, RerankModel, ImageModel, ImageLimits } from '../spec/index.ts';
+import { routingSchema, type RoutingOptions } from '../routing/config.ts';
+import { Router, type RouterSnapshot, type RoutingMetrics } from '../routing/router.ts';
 
 export type ModelState = 'unloaded' | 'loading' | 'ready' | 'failed';
 
@@ -125,10 +127,19 @@ export interface RegistryOptions {
   /** Each model's load gets a child of it (`model` = its id). */
   logger: Logger;
   events?: RegistryEvents;
+  /** How the deployments of a model id that several entries share are routed (config `routing`). */
+  routing?: RoutingOptions;
+  /** Per-deployment counters. */
+  routingMetrics?: RoutingMetrics;
 }
 
 export class ModelRegistry {
+  /** Every entry of the config: one per deployment. */
   private readonly slots: Slot[];
+  /** The first entry of each model id: what entries(), find() and resolve() answer with. */
+  private readonly primaries: Slot[] = [];
+  /** Model ids with several entries (deployments), by their first entry. */
+  private readonly routers = new Map<Slot, Router>();
   private readonly byName = new Map<string, Slot>();
   private readonly engines: EngineTable;
   private readonly logger: Logger;
@@ -154,8 +165,30 @@ export class ModelRegistry {
       const defaultKeepAliveMs = config.keepAlive ?? (local ? (lifecycle.keepAlive ?? DEFAULT_KEEP_ALIVE_MS) : Number.POSITIVE_INFINITY);
       return { config, state: 'unloaded', progress: 0, leases: 0, preload: config.eager, defaultKeepAliveMs, keepAliveMs: defaultKeepAliveMs, resident: false };
     });
-    for (const slot of this.slots)
-      for (const name of [slot.config.id, ...slot.config.aliases]) this.byName.set(name.toLowerCase(), slot);
+    const groups = new Map<string, Slot[]>();
+    for (const slot of this.slots) {
+      const key = slot.config.id.toLowerCase();
+      const group = groups.get(key);
+      if (group) group.push(slot);
+      else groups.set(key, [slot]);
+    }
+    for (const group of groups.values()) {
+      const primary = group[0]!;
+      this.primaries.push(primary);
+      for (const slot of group) for (const name of [slot.config.id, ...slot.config.aliases]) this.byName.set(name.toLowerCase(), primary);
+      if (group.length > 1) {
+        const router = new Router(
+          primary.config.id,
+          primary.config.type,
+          group.map((slot) => this.deploymentSource(slot)),
+          options.routing ?? routingSchema.parse({}),
+          options.logger,
+          options.routingMetrics,
+        );
+        this.routers.set(primary, router);
+        router.start();
+      }
+    }
     for (const name of lifecycle.preload ?? []) {
       const slot = this.find(name) as Slot | undefined;
       if (!slot)
@@ -164,8 +197,25 @@ export class ModelRegistry {
     }
   }
 
+  /** One entry per model id (a routed model's first deployment stands for it; routing() has them all). */
   entries(): readonly ModelEntry[] {
-    return this.slots;
+    return this.primaries;
+  }
+
+  /** The state of every model id served by several deployments. */
+  routing(): RouterSnapshot[] {
+    return [...this.routers.values()].map((router) => router.snapshot());
+  }
+
+  private deploymentSource(slot: Slot) {
+    const remote = this.engineOf(slot.config)?.remote?.(slot.config);
+    return {
+      config: slot.config,
+      acquire: () => this.lease(slot),
+      remote,
+      // A model that failed to load or whose engine process waits for its restart serves nothing until its retry time.
+      localHealth: remote ? undefined : () => !(slot.state === 'failed' && slot.retryAt !== undefined && Date.now() < slot.retryAt),
+    };
   }
 
   /** Case-insensitive; "Pro/x" falls back to "x" (SiliconFlow's paid-tier prefix names the same model). */
@@ -193,14 +243,25 @@ export class ModelRegistry {
    */
   async acquire<T extends ModelTypeName>(id: string, type: T, options: { keepAliveMs?: number } = {}): Promise<ModelLease<KindOf[T]>> {
     const slot = this.resolve(id, type) as Slot;
+    const router = this.routers.get(slot);
+    if (router) {
+      if (this.closed) throw new InferaError({ status: 503, message: 'Server is shutting down.', retryAfter: 5 });
+      const lease = await router.acquire();
+      return { model: lease.model as KindOf[T], config: slot.config, release: lease.release };
+    }
+    return this.lease(slot, options.keepAliveMs) as Promise<ModelLease<KindOf[T]>>;
+  }
+
+  /** Load one entry if needed and lease it; it then stays loaded for keepAliveMs (default: the entry's keepAlive). */
+  private async lease(slot: Slot, keepAliveMs?: number): Promise<ModelLease<AnyModel>> {
     slot.leases++;
-    slot.keepAliveMs = options.keepAliveMs ?? slot.defaultKeepAliveMs;
+    slot.keepAliveMs = keepAliveMs ?? slot.defaultKeepAliveMs;
     this.cancelExpiry(slot);
     try {
       const loaded = await this.load(slot);
       let released = false;
       return {
-        model: loaded.model as KindOf[T],
+        model: loaded.model,
         config: slot.config,
         release: () => {
           if (!released) {
@@ -505,8 +566,14 @@ export class ModelRegistry {
    * Resolves when the attempt is over, whatever its outcome (the entry says which).
    */
   async reload(id: string): Promise<ModelEntry> {
-    const slot = this.find(id) as Slot | undefined;
-    if (!slot) throw modelNotFound(id, 404);
+    const primary = this.find(id) as Slot | undefined;
+    if (!primary) throw modelNotFound(id, 404);
+    const group = this.routers.has(primary) ? this.slots.filter((slot) => slot.config.id.toLowerCase() === primary.config.id.toLowerCase()) : [primary];
+    await Promise.all(group.map((slot) => this.reloadSlot(slot)));
+    return primary;
+  }
+
+  private async reloadSlot(slot: Slot): Promise<void> {
     if (slot.state === 'failed') {
       clearTimeout(slot.restartTimer);
       slot.restartTimer = undefined;
@@ -514,7 +581,6 @@ export class ModelRegistry {
       slot.failedStamp = undefined;
     }
     await this.load(slot).catch(() => undefined);
-    return slot;
   }
 
   /** The lifecycle limits and what counts against them now (GET /admin/models, `infera ps`). */
@@ -554,6 +620,7 @@ export class ModelRegistry {
       clearTimeout(slot.restartTimer);
       this.cancelExpiry(slot);
     }
+    await Promise.all([...this.routers.values()].map((router) => router.stop()));
     this.shutdown.abort(new InferaError({ status: 503, message: 'Server is shutting down.', retryAfter: 5 }));
     // Disposing a model under a running request frees native memory the request is still using.
     const deadline = Date.now() + leaseWaitMs;

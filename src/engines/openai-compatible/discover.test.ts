@@ -66,3 +66,22 @@ test('a server that answers nothing known stops discovery with a message naming 
     (error: Error) => /^upstream http:\/\/127\.0\.0\.1:\d+\/v1: cannot list its models: .*--upstream-dialect/.test(error.message),
   );
 });
+
+test('two upstreams listing the same model: two deployments of it; an id the config serves is skipped', async () => {
+  const [first, second] = await Promise.all([startFakeUpstream(), startFakeUpstream()]);
+  try {
+    for (const upstream of [first, second]) upstream.route('GET', '/v1/models', serve('vllm/models.json'));
+    const quick = (upstream: FakeUpstream) => ({ baseUrl: `${upstream.url}/v1`, dialect: 'auto' as const, headers: {} });
+    const models = await modelsOfUpstreams([quick(first), quick(second)], [], logger);
+    assert.deepEqual(
+      models.map((model) => [model.id, (model as typeof model & { upstream: { baseUrl: string } }).upstream.baseUrl]),
+      [
+        ['Qwen/Qwen3-8B', `${first.url}/v1`],
+        ['Qwen/Qwen3-8B', `${second.url}/v1`],
+      ],
+    );
+    assert.deepEqual(await modelsOfUpstreams([quick(first), quick(second)], ['qwen/qwen3-8b'], logger), []);
+  } finally {
+    await Promise.all([first.close(), second.close()]);
+  }
+});

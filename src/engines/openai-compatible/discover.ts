@@ -42,14 +42,18 @@ const SUB_TYPES: Record<string, ModelTypeName> = { chat: 'chat', embedding: 'emb
 const DISCOVERY_TIMEOUT_SECONDS = 10;
 
 /**
- * Model entries for every model the quick-form upstreams list. Ids already taken (by the config's own
- * models or an earlier upstream) are skipped with a warning: routing one id to several deployments is
- * not this form's job. An upstream that cannot be listed fails startup with a message naming it.
+ * Model entries for every model the quick-form upstreams list. An id an earlier upstream also listed
+ * (same type) becomes another deployment of that model (src/routing/: replicas behind one gateway);
+ * an id the config's own models take is skipped with a warning. An upstream that cannot be listed fails
+ * startup with a message naming it.
  */
 export async function modelsOfUpstreams(upstreams: readonly QuickUpstream[], taken: Iterable<string>, logger: Logger): Promise<ModelConfig[]> {
   const { Pool } = await import('undici');
   const used = new Set([...taken].map((id) => id.toLowerCase()));
   const models: ModelConfig[] = [];
+  /** Models the upstreams listed so far: their type by id, and the id each of their names belongs to. */
+  const listed = new Map<string, ModelTypeName>();
+  const owner = new Map<string, string>();
   for (const quick of upstreams) {
     const origin = new URL(quick.baseUrl).origin;
     const pool = new Pool(origin, { connections: 2, connect: { timeout: DISCOVERY_TIMEOUT_SECONDS * 1000 } });
@@ -69,18 +73,25 @@ export async function modelsOfUpstreams(upstreams: readonly QuickUpstream[], tak
           logger,
         );
       const dialect = quick.dialect === 'auto' ? await detectDialect(make('openai'), signal) : quick.dialect;
-      const listed = await modelsOf(make(dialect), dialect, signal);
-      logger.info({ upstream: quick.baseUrl, dialect, models: listed.length }, 'upstream listed its models');
-      for (const model of listed) {
+      const found = await modelsOf(make(dialect), dialect, signal);
+      logger.info({ upstream: quick.baseUrl, dialect, models: found.length }, 'upstream listed its models');
+      for (const model of found) {
         const names = [model.id, ...(model.aliases ?? [])];
+        const type = model.type ?? 'chat';
+        if (!DIALECT_KINDS[dialect].includes(type)) continue;
         const clash = names.find((name) => used.has(name.toLowerCase()));
-        if (clash) {
+        // The same model on another upstream: one more deployment of it.
+        const id = model.id.toLowerCase();
+        const replica = listed.get(id) === type && names.every((name) => !used.has(name.toLowerCase()) || owner.get(name.toLowerCase()) === id);
+        if (clash && !replica) {
           logger.warn({ upstream: quick.baseUrl, model: model.id }, `model id ${clash} is already served; the upstream's model is skipped`);
           continue;
         }
-        for (const name of names) used.add(name.toLowerCase());
-        const type = model.type ?? 'chat';
-        if (!DIALECT_KINDS[dialect].includes(type)) continue;
+        listed.set(id, type);
+        for (const name of names) {
+          used.add(name.toLowerCase());
+          owner.set(name.toLowerCase(), id);
+        }
         const upstream: Partial<UpstreamOptions> = { baseUrl: quick.baseUrl, dialect, model: model.id, headers: quick.headers };
         if (quick.apiKeyEnv) upstream.apiKeyEnv = quick.apiKeyEnv;
         if (model.contextSize) upstream.contextSize = model.contextSize;

@@ -195,7 +195,10 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
         leases: entry.leases,
         inFlight: load.get(entry.config.id)?.inFlight ?? 0,
         queued: load.get(entry.config.id)?.queued ?? 0,
+        // Routed models: the state of each deployment (the fields above are the first entry's).
+        ...(routed(entry.config.id) ? { deployments: routed(entry.config.id)!.deployments } : {}),
       });
+      const routed = (id: string) => services.registry.routing().find((model) => model.id === id);
       scope.get('/models', { schema: doc('Every configured model: load state and progress, the last load error, its engine process and crashes, keep-alive, last use, expiry and memory, requests in flight and queued; and the lifecycle limits.') }, async (request) => {
         await authorize(request);
         const load = await services.metrics.load();
@@ -207,6 +210,14 @@ export async function registerAdminRoutes(app: FastifyInstance, services: Servic
         const entry = await services.registry.unloadModel(model);
         return modelState(entry, await services.metrics.load());
       });
+      scope.get(
+        '/deployments',
+        { schema: doc('Models served by several deployments (routing): each deployment\'s health, circuit breaker (ejected until), requests in flight, consecutive failures and totals.') },
+        async (request) => {
+          await authorize(request);
+          return { object: 'list', data: services.registry.routing() };
+        },
+      );
       // Model ids hold slashes ("Qwen/QwQ-32B"), so the id travels in the body, not the path.
       scope.post('/models/reload', { schema: doc('Load a model now: a failed one forgets its backoff and tries again (answers when the attempt is over).', { body: reloadBody }) }, async (request) => {
         await authorize(request);

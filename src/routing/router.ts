@@ -1,0 +1,277 @@
+// One model id served by several deployments. The Router owns their state (src/routing/deployment.ts),
+// picks one per attempt (./balancer.ts), checks upstreams (./health.ts), and retries a failed attempt
+// on another deployment only while nothing of the answer has gone to the client: a JSON answer is sent
+// whole once it exists, so a failed call can always be retried; a stream is retried only until its
+// first part (serving peeks that part before it sends the HTTP status), never after.
+//
+// To the serving layer a routed model looks like any other model (./models.ts wraps each kind), so
+// routes, limits, the ledger and the batchers need no change.
+import type { Logger } from 'pino';
+import type { ModelConfig, ModelTypeName } from '../config/schema.ts';
+import { InferaError, isAbortError } from '../errors/index.ts';
+import type { AnyModel } from '../spec/index.ts';
+import { Balancer } from './balancer.ts';
+import type { RoutingOptions } from './config.ts';
+import { Deployment, type DeploymentSnapshot, type Outcome } from './deployment.ts';
+import { HealthChecker, type HealthTarget } from './health.ts';
+import { routedModel } from './models.ts';
+
+/** What the registry gives the router for each entry of the model id. */
+export interface DeploymentSource {
+  config: ModelConfig;
+  /** Lease the deployment's model, loading it first if needed; release() when the attempt is over. */
+  acquire(): Promise<{ model: AnyModel; release(): void }>;
+  /** In-process deployments: false while their model cannot serve (failed load, engine restarting). */
+  localHealth?: () => boolean;
+  /** Upstreams: where the active health check goes, and the default name (host:port). */
+  remote?: { name: string; baseUrl: string; healthUrl: string };
+}
+
+/** Per-deployment counters (src/observability/metrics.ts implements it). */
+export interface RoutingMetrics {
+  deploymentRequest(model: string, deployment: string): void;
+  deploymentFailure(model: string, deployment: string): void;
+  deploymentEjection(model: string, deployment: string): void;
+}
+
+export interface RouterSnapshot {
+  id: string;
+  type: ModelTypeName;
+  /** Some deployment takes requests now (or will, once a full one frees a slot). */
+  healthy: boolean;
+  deployments: DeploymentSnapshot[];
+}
+
+/** Thrown when no deployment can take a request: 503 + Retry-After. */
+export function unavailable(id: string, deployments: readonly Deployment[], options: RoutingOptions): InferaError {
+  const now = Date.now();
+  const usable = deployments.filter((deployment) => deployment.healthy && deployment.breaker(now) !== 'open');
+  const full = usable.length > 0 && usable.every((deployment) => deployment.full());
+  const ejectionEnds = deployments
+    .filter((deployment) => deployment.healthy && deployment.breaker(now) === 'open')
+    .map((deployment) => (deployment.ejectedUntil ?? now) - now);
+  const waitMs = full ? 1000 : ejectionEnds.length ? Math.min(...ejectionEnds) : options.healthCheckIntervalSeconds * 1000 || options.cooldownSeconds * 1000;
+  const states = deployments
+    .map((deployment) => {
+      const state = !deployment.healthy ? 'unhealthy' : deployment.breaker(now) === 'open' ? 'ejected' : deployment.full() ? 'full' : 'probing';
+      return `${deployment.name}: ${state}`;
+    })
+    .join(', ');
+  return new InferaError({
+    status: 503,
+    code: 'deployments_unavailable',
+    message: `Model '${id}': no deployment can take the request now (${states}). Retry later.`,
+    retryAfter: Math.max(1, Math.ceil(waitMs / 1000)),
+  });
+}
+
+/** Whether an attempt's error may go to another deployment, and what it says about this one. */
+export function judge(error: unknown, signal: AbortSignal | undefined): { outcome: Outcome; retry: boolean } {
+  // The client left (or the route's deadline passed): nobody waits for a retry, and the deployment did nothing wrong.
+  if (signal?.aborted || isAbortError(error)) return { outcome: 'neutral', retry: false };
+  if (error instanceof InferaError) {
+    if (error.status >= 500) return { outcome: 'failure', retry: true };
+    // Busy, not broken: another deployment may have room, but no ejection for shedding load.
+    if (error.status === 429 || error.status === 408 || error.status === 409) return { outcome: 'neutral', retry: true };
+    // A 4xx is about the request: every deployment would say the same, and this one works.
+    return { outcome: 'success', retry: false };
+  }
+  return { outcome: 'failure', retry: true };
+}
+
+export class Router {
+  readonly deployments: Deployment[];
+  private readonly sources = new Map<Deployment, DeploymentSource>();
+  private readonly balancer: Balancer;
+  private readonly checker: HealthChecker;
+  /** The model the routed wrapper reads its properties from (context size, tokenizer…): the last one leased. */
+  home?: AnyModel;
+  private wrapper?: AnyModel;
+
+  constructor(
+    readonly id: string,
+    readonly type: ModelTypeName,
+    sources: readonly DeploymentSource[],
+    readonly options: RoutingOptions,
+    private readonly logger: Logger,
+    private readonly metrics?: RoutingMetrics,
+  ) {
+    const taken = new Set(sources.map((source) => source.config.deployment.name).filter((name) => name !== undefined));
+    const targets: HealthTarget[] = [];
+    this.deployments = sources.map((source) => {
+      const name = source.config.deployment.name ?? uniqueName(source.remote?.name ?? 'local', taken);
+      const deployment = new Deployment({ ...source.config.deployment, name }, source.config.engine, options, source.localHealth, source.remote?.baseUrl, {
+        onEject: (ejected) => {
+          this.logger.warn(
+            { model: id, deployment: ejected.name, until: new Date(ejected.ejectedUntil ?? 0).toISOString(), lastError: ejected.lastError },
+            'deployment ejected (circuit breaker open)',
+          );
+          this.metrics?.deploymentEjection(id, ejected.name);
+        },
+      });
+      this.sources.set(deployment, source);
+      if (source.remote) targets.push({ deployment, url: source.remote.healthUrl });
+      return deployment;
+    });
+    this.balancer = new Balancer(this.deployments);
+    this.checker = new HealthChecker(targets, options, logger.child({ model: id }));
+  }
+
+  start(): void {
+    this.checker.start();
+  }
+
+  stop(): Promise<void> {
+    return this.checker.stop();
+  }
+
+  snapshot(): RouterSnapshot {
+    const now = Date.now();
+    return {
+      id: this.id,
+      type: this.type,
+      healthy: this.deployments.some((deployment) => deployment.healthy && deployment.breaker(now) !== 'open'),
+      deployments: this.deployments.map((deployment) => deployment.snapshot(now)),
+    };
+  }
+
+  /**
+   * The routed model, for the registry's lease: one deployment is leased for the model's properties and
+   * checks (context size, prompt counting); each call then picks its own deployment. 503 + Retry-After
+   * when none can take a request.
+   */
+  async acquire(): Promise<{ model: AnyModel; release(): void }> {
+    const tried = new Set<Deployment>();
+    let last: unknown;
+    for (;;) {
+      const deployment = this.balancer.pick(tried);
+      if (!deployment) throw last ?? unavailable(this.id, this.deployments, this.options);
+      tried.add(deployment);
+      try {
+        const lease = await this.sources.get(deployment)!.acquire();
+        this.home = lease.model;
+        this.wrapper ??= routedModel(this);
+        return { model: this.wrapper, release: lease.release };
+      } catch (error) {
+        // A load that fails is the registry's to report (the entry's state); try another deployment.
+        last = error;
+      }
+    }
+  }
+
+  /** A call whose answer goes to the client whole (JSON): retried on another deployment when it fails retryably. */
+  async call<T>(signal: AbortSignal | undefined, run: (model: AnyModel) => Promise<T>): Promise<T> {
+    const tried = new Set<Deployment>();
+    let last: unknown;
+    for (let attempt = 0; attempt < this.options.maxAttempts; attempt++) {
+      signal?.throwIfAborted();
+      const deployment = this.balancer.pick(tried);
+      if (!deployment) break;
+      tried.add(deployment);
+      const end = this.begin(deployment);
+      let lease: { model: AnyModel; release(): void } | undefined;
+      try {
+        lease = await this.sources.get(deployment)!.acquire();
+        const result = await run(lease.model);
+        end('success');
+        return result;
+      } catch (error) {
+        const verdict = judge(error, signal);
+        end(verdict.outcome, error);
+        if (!verdict.retry) throw error;
+        last = error;
+        this.retrying(deployment, error);
+      } finally {
+        lease?.release();
+      }
+    }
+    throw last ?? unavailable(this.id, this.deployments, this.options);
+  }
+
+  /**
+   * A streamed call: retried on another deployment while the attempt has produced nothing; once its
+   * first part is out, a failure ends the stream (serving turns it into an error frame and [DONE]).
+   * Ending the iteration early (the client left) returns the deployment's stream, which stops its work.
+   */
+  stream<P>(signal: AbortSignal | undefined, open: (model: AnyModel) => AsyncIterable<P>): AsyncIterable<P> {
+    const router = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        const tried = new Set<Deployment>();
+        let last: unknown;
+        for (let attempt = 0; attempt < router.options.maxAttempts; attempt++) {
+          signal?.throwIfAborted();
+          const deployment = router.balancer.pick(tried);
+          if (!deployment) break;
+          tried.add(deployment);
+          const end = router.begin(deployment);
+          let lease: { model: AnyModel; release(): void } | undefined;
+          let iterator: AsyncIterator<P> | undefined;
+          let first: IteratorResult<P>;
+          try {
+            lease = await router.sources.get(deployment)!.acquire();
+            iterator = open(lease.model)[Symbol.asyncIterator]();
+            first = await iterator.next();
+          } catch (error) {
+            const verdict = judge(error, signal);
+            end(verdict.outcome, error);
+            await iterator?.return?.()?.catch(() => undefined);
+            lease?.release();
+            if (!verdict.retry) throw error;
+            last = error;
+            router.retrying(deployment, error);
+            continue;
+          }
+          // Committed to this deployment: the first part goes to the client, so no retry from here on.
+          let outcome: Outcome = 'neutral';
+          let failure: unknown;
+          try {
+            if (!first.done) {
+              yield first.value;
+              for (;;) {
+                const next = await iterator.next();
+                if (next.done) break;
+                yield next.value;
+              }
+            }
+            outcome = 'success';
+          } catch (error) {
+            outcome = judge(error, signal).outcome;
+            failure = error;
+            throw error;
+          } finally {
+            // Left early (the client went away): stop the deployment's work now.
+            if (outcome === 'neutral') await iterator.return?.()?.catch(() => undefined);
+            end(outcome, failure);
+            lease.release();
+          }
+          return;
+        }
+        throw last ?? unavailable(router.id, router.deployments, router.options);
+      },
+    };
+  }
+
+  private begin(deployment: Deployment): (outcome: Outcome, error?: unknown) => void {
+    const end = deployment.begin();
+    this.metrics?.deploymentRequest(this.id, deployment.name);
+    return (outcome, error) => {
+      end(outcome, error);
+      if (outcome === 'failure') {
+        this.metrics?.deploymentFailure(this.id, deployment.name);
+        this.checker.checkNow(deployment);
+      }
+    };
+  }
+
+  private retrying(deployment: Deployment, error: unknown): void {
+    this.logger.warn({ model: this.id, deployment: deployment.name, err: error }, 'deployment failed before answering; trying another');
+  }
+}
+
+function uniqueName(base: string, taken: Set<string>): string {
+  let name = base;
+  for (let i = 2; taken.has(name); i++) name = `${base}-${i}`;
+  taken.add(name);
+  return name;
+}
