@@ -4,6 +4,7 @@
 // Under concurrent load spread over the replicas: an account's balance is never overspent (Postgres'
 // conditional reservation; the issue allows one request per replica, the platform gives none) and an
 // RPM limit holds across replicas (Redis), and every answered request has exactly one ledger row.
+// Every process is the real CLI (`infera serve --config`), as deploy/ runs it.
 //
 // Without the routing of issue 14 item 2 (several deployments per model id) each gateway reaches the
 // workers by model: its chat model is served by worker g (gateway g = 0, 1, 2), the embedding model by
@@ -18,7 +19,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
 import OpenAI from 'openai';
@@ -32,7 +32,8 @@ import { SHARED_DATA_DIR } from './helpers/server.ts';
 const databaseUrl = process.env.DATABASE_URL;
 const redisUrl = process.env.REDIS_URL;
 const skip = databaseUrl && redisUrl ? false : 'SKIPPED: set DATABASE_URL and REDIS_URL to simulate 3 gateway replicas on Postgres + Redis';
-const workerFixture = fileURLToPath(new URL('../src/platform/fixtures/replica-server.ts', import.meta.url));
+/** The `infera serve` banner line with the URL it serves at. */
+const BANNER = /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/;
 
 const GATEWAYS = 3;
 const WORKERS = 4;
@@ -95,8 +96,6 @@ describe('3 gateway replicas on Postgres + Redis in front of 4 worker Infera pro
   };
 
   before(async () => {
-    // Generated once here, so the workers do not race to write them.
-    await tinyModelConfigs(SHARED_DATA_DIR);
     const platform = {
       postgresSchema: schema,
       redisKeyPrefix: prefix,
@@ -107,15 +106,21 @@ describe('3 gateway replicas on Postgres + Redis in front of 4 worker Infera pro
     admin = new PlatformAdmin(store);
     for (const account of ['payer', 'limited']) secrets[account] = (await admin.createKey({ name: account, accountId: account })).secret;
 
-    // Workers: open on loopback (no keys), their own SQLite ledger, the tiny models, loaded on first use.
+    // Workers: `infera serve` too, open on loopback (no keys), their own SQLite ledger, serving the tiny
+    // models in-process (loaded on first use): the chat model on workers 0–2, the embedding model on 3.
+    const startedAt = Date.now();
+    const tiny = await tinyModelConfigs(SHARED_DATA_DIR);
     for (let i = 0; i < WORKERS; i++) workerDirs.push(tempDir(`worker${i}`));
     const startedWorkers = await Promise.all(
-      Array.from({ length: WORKERS }, (_, i) =>
-        startProcess(
-          ['--import', 'tsx', workerFixture, JSON.stringify({ server: { host: '127.0.0.1', port: 0 }, storage: { dataDir: workerDirs[i] }, modelsDir: SHARED_DATA_DIR })],
-          /listening (\S+)/,
-        ),
-      ),
+      workerDirs.map((dataDir, i) => {
+        const served = i < GATEWAYS ? TINY_IDS.chat : TINY_IDS.embedding;
+        const path = join(dataDir, 'infera.json');
+        writeFileSync(
+          path,
+          JSON.stringify({ server: { host: '127.0.0.1', port: 0, logLevel: 'warn' }, storage: { dataDir }, models: tiny.filter((model) => model.id === served) }),
+        );
+        return startProcess(['bin/infera.js', '--config', path, 'serve'], BANNER, { INFERA_API_KEY: '' });
+      }),
     );
     workers.push(...startedWorkers);
 
@@ -144,10 +149,11 @@ describe('3 gateway replicas on Postgres + Redis in front of 4 worker Infera pro
         };
         const path = join(dir, 'infera.json');
         writeFileSync(path, JSON.stringify(config));
-        return startProcess(['bin/infera.js', '--config', path, 'serve'], /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/, { INFERA_API_KEY: '' });
+        return startProcess(['bin/infera.js', '--config', path, 'serve'], BANNER, { INFERA_API_KEY: '' });
       }),
     );
     gateways.push(...startedGateways);
+    console.error(`# ${WORKERS} workers and ${GATEWAYS} gateways serving in ${Date.now() - startedAt} ms`);
   });
 
   after(async () => {
