@@ -4,6 +4,8 @@
 //   - Infera (`infera serve`, own process) with one model on engine openai-compatible pointing at it,
 //     a stored API key of a priced account with rpm/tpm limits that never trip but are all checked, and
 //     the ledger (SQLite) on: every request is authenticated, admitted, reserved, settled and recorded;
+//   - the same Infera model on a second server with no key, limits or price ("infera-open"), to split
+//     what the platform costs from the rest of the path;
 //   - Portkey's gateway (own process, its npm build) with provider openai and custom host = the upstream.
 // Measured, targets in rounds that alternate between targets (so a burst of load from other tenants of
 // the box hits all of them alike):
@@ -26,7 +28,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '4' },
     rounds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '50' },
-    only: { type: 'string', default: 'direct,infera,portkey' },
+    only: { type: 'string', default: 'direct,infera,infera-open,portkey' },
   },
 });
 const seconds = Number(values.seconds);
@@ -178,6 +180,22 @@ try {
   cli('accounts', 'topup', 'bench', '1000000');
   const infera = await start(process.execPath, ['bin/infera.js', '--config', configPath, 'serve'], {}, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
   children.push(infera.child);
+  // The same model on a second Infera with no key, limit or price (keyless on loopback; its ledger still
+  // writes a row per request): the difference to `infera` is what auth, limits and the balance cost.
+  const openDir = join(dir, 'open');
+  const openConfig = join(dir, 'open.yaml');
+  writeFileSync(
+    openConfig,
+    [
+      'server: { host: 127.0.0.1, port: 0 }',
+      `storage: { dataDir: ${openDir} }`,
+      'models:',
+      `  - { id: ${MODEL}, type: chat, engine: openai-compatible, upstream: { baseUrl: ${upstreamUrl}/v1, dialect: openai, contextSize: 4096 } }`,
+      '',
+    ].join('\n'),
+  );
+  const open = await start(process.execPath, ['bin/infera.js', '--config', openConfig, 'serve'], { INFERA_API_KEY: '' }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+  children.push(open.child);
 
   const portkeyPort = await freePort();
   // --headless: no UI; Portkey refuses private custom hosts unless trusted (SSRF guard), so the loopback upstream is.
@@ -192,6 +210,7 @@ try {
   const all: Target[] = [
     { name: 'direct', pid: upstream.child.pid, origin: upstreamUrl, path: '/v1/chat/completions', headers: {} },
     { name: 'infera', pid: infera.child.pid, origin: infera.match[1]!, path: '/v1/chat/completions', headers: { authorization: `Bearer ${key}` } },
+    { name: 'infera-open', pid: open.child.pid, origin: open.match[1]!, path: '/v1/chat/completions', headers: {} },
     {
       name: 'portkey',
       pid: portkey.child.pid,
@@ -273,7 +292,7 @@ try {
     connections,
     loadAverage1m: loads.map((l) => +l[0]!.toFixed(2)),
     summary,
-    addedOverDirect: { infera: added('infera'), portkey: added('portkey') },
+    addedOverDirect: { infera: added('infera'), 'infera-open': added('infera-open'), portkey: added('portkey') },
     notStreamed: Object.fromEntries(targets.filter((t) => t.noStream).map((t) => [t.name, t.noStream])),
     inferaOverPortkeyRps: summary.infera && summary.portkey ? +(summary.infera.rps / summary.portkey.rps).toFixed(2) : undefined,
     targets: { p50AddedUs: 300, p99AddedUs: 2000, rpsOverPortkey: 5, firstByteAddedUs: 1000 },
