@@ -259,7 +259,12 @@ class ChoiceNormalizer {
 /** Usage for a finished choice: the upstream's, or counted here with a warning saying so. */
 function settleUsage(
   reported: ChatUsage | undefined,
-  promptTokens: number,
+  /**
+   * Called only when the upstream reported no usage: counting the prompt on every answer would cost a
+   * JSON.stringify of the tools and, with `upstream.tokenizer`, a second tokenization of the whole prompt
+   * per request — for a number that is thrown away whenever usage came (almost always).
+   */
+  promptTokens: () => number,
   choice: ChoiceNormalizer,
   counter: TokenCounter,
   warnings: string[],
@@ -274,7 +279,7 @@ function settleUsage(
   warnings.push(counter.note);
   const reasoningTokens = counter.count(choice.reasoning);
   return {
-    promptTokens,
+    promptTokens: promptTokens(),
     completionTokens: reasoningTokens + counter.count(choice.text) + counter.count(choice.toolText),
     reasoningTokens,
     cachedPromptTokens: 0,
@@ -374,7 +379,7 @@ export class RemoteChatModel implements ChatModel {
       else if (part.type === 'tool-call-delta') toolCalls[part.index]!.arguments += part.argumentsDelta;
     }
     const warnings: string[] = [];
-    const usage = settleUsage(chatUsageOf(answer.usage), this.promptEstimate(options), normalizer, this.counter, warnings);
+    const usage = settleUsage(chatUsageOf(answer.usage), () => this.promptEstimate(options), normalizer, this.counter, warnings);
     const result: ChatResult = { text: normalizer.text, reasoning: normalizer.reasoning, toolCalls, finishReason: normalizer.reason(), usage, warnings };
     const logprobs = logprobsOf(choice?.logprobs);
     if (options.topLogprobs !== undefined) result.logprobs = logprobs ?? [];
@@ -429,7 +434,7 @@ export class RemoteChatModel implements ChatModel {
     normalizer.end(tail);
     yield* tail;
     const warnings: string[] = [];
-    const settled = settleUsage(usage, this.promptEstimate(options), normalizer, this.counter, warnings);
+    const settled = settleUsage(usage, () => this.promptEstimate(options), normalizer, this.counter, warnings);
     yield { type: 'finish', finishReason: normalizer.reason(), usage: settled, ...(warnings.length ? { warnings } : {}) };
   }
 

@@ -41,8 +41,15 @@ export class Upstream {
 
   /** A path under the configured base URL ("chat/completions" → /v1/chat/completions). */
   path(relative: string): string {
-    return new URL(relative, this.base).pathname;
+    // Resolved once per route: a URL parse on every proxied request is cost for nothing.
+    let path = this.paths.get(relative);
+    if (path === undefined) {
+      path = new URL(relative, this.base).pathname;
+      this.paths.set(relative, path);
+    }
+    return path;
   }
+  private readonly paths = new Map<string, string>();
 
   /** A path at the server's root, for native routes outside /v1 (TEI /embed, Ollama /api/chat). */
   rootPath(path: string): string {
@@ -77,11 +84,20 @@ export class Upstream {
     accept = 'application/json',
   ): Promise<UpstreamResponse & { done(): void; failure(error: unknown): unknown }> {
     const { timeouts } = this.options;
+    // One controller aborted by either the client or the total timeout. Not AbortSignal.any: on Node 20
+    // each call registers the combined signal in a FinalizationRegistry and keeps WeakRefs, a measurable
+    // cost (and GC work) per proxied request; a listener removed in done() does the same for free.
     const total = new AbortController();
     const timer = setTimeout(() => total.abort(this.timeout(`took longer than ${timeouts.totalSeconds}s in all`)), timeouts.totalSeconds * 1000);
     timer.unref();
-    const combined = AbortSignal.any([signal, total.signal]);
-    const done = () => clearTimeout(timer);
+    const onClientAbort = () => total.abort(signal.reason);
+    signal.addEventListener('abort', onClientAbort, { once: true });
+    const combined = total.signal;
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onClientAbort);
+    };
+    // failure() looks at the client's signal first, so a client abort is never taken for the timeout.
     const failure = (error: unknown) => this.failure(error, signal, total.signal);
     let response: Dispatcher.ResponseData;
     try {

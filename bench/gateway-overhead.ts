@@ -1,0 +1,305 @@
+// What Infera adds in front of an upstream (issue 14, "Overhead"), against calling the upstream
+// directly and against @portkey-ai/gateway, from one run on one box:
+//   - a fake instant upstream (plain node:http, own process) answering chat JSON and SSE at once;
+//   - Infera (`infera serve`, own process) with one model on engine openai-compatible pointing at it,
+//     a stored API key of a priced account with rpm/tpm limits that never trip but are all checked, and
+//     the ledger (SQLite) on: every request is authenticated, admitted, reserved, settled and recorded;
+//   - the same Infera model on a second server with no key, limits or price ("infera-open"), to split
+//     what the platform costs from the rest of the path;
+//   - Portkey's gateway (own process, its npm build) with provider openai and custom host = the upstream.
+// Measured, targets in rounds that alternate between targets (so a burst of load from other tenants of
+// the box hits all of them alike):
+//   - latency: one keep-alive connection, requests back to back, each timed with hrtime (µs; autocannon's
+//     histogram is whole milliseconds) → p50 and p99, and added = target − direct;
+//   - throughput: autocannon, 50 connections → req/s;
+//   - streaming first byte: one connection, `stream: true`, time to the first body byte → p50 / p99.
+// Usage: node --import tsx bench/gateway-overhead.ts [--seconds 4] [--rounds 3] [--connections 50]
+import autocannon from 'autocannon';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client } from 'undici';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '4' },
+    rounds: { type: 'string', default: '3' },
+    connections: { type: 'string', default: '50' },
+    only: { type: 'string', default: 'direct,infera,infera-open,portkey' },
+  },
+});
+const seconds = Number(values.seconds);
+const rounds = Number(values.rounds);
+const connections = Number(values.connections);
+const MODEL = 'bench/echo';
+
+// The upstream reads the whole body (as a real server must) and answers with a fixed completion. The
+// stream is five SSE events in one write: role, two content deltas, finish, usage, then [DONE].
+const upstreamSource = `
+const created = 1700000000;
+const answer = JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion', created, model: '${MODEL}',
+  choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there!' }, finish_reason: 'stop' }],
+  usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 } });
+const chunk = (delta, finish) => 'data: ' + JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion.chunk', created, model: '${MODEL}',
+  choices: [{ index: 0, delta, finish_reason: finish }] }) + '\\n\\n';
+const stream = chunk({ role: 'assistant', content: '' }, null) + chunk({ content: 'Hello' }, null) + chunk({ content: ' there!' }, null)
+  + chunk({}, 'stop') + 'data: ' + JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion.chunk', created, model: '${MODEL}', choices: [],
+  usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 } }) + '\\n\\ndata: [DONE]\\n\\n';
+const models = JSON.stringify({ object: 'list', data: [{ id: '${MODEL}', object: 'model', created, owned_by: 'bench' }] });
+require('node:http').createServer((req, res) => {
+  let body = '';
+  req.on('data', (c) => (body += c));
+  req.on('end', () => {
+    if (req.method === 'GET') { res.writeHead(200, { 'content-type': 'application/json' }); res.end(models); return; }
+    if (/"stream"\\s*:\\s*true/.test(body)) { res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }); res.end(stream); return; }
+    res.writeHead(200, { 'content-type': 'application/json' }); res.end(answer);
+  });
+}).listen(0, '127.0.0.1', function () { process.stdout.write('port ' + this.address().port + '\\n'); });`;
+
+function start(command: string, args: string[], env: Record<string, string | undefined>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let seen = '';
+    const look = (chunk: Buffer) => {
+      if (process.env.BENCH_DEBUG) process.stderr.write(chunk);
+      if (seen.length < 64 * 1024) seen += chunk;
+      const match = ready.exec(seen);
+      if (match) resolve({ child, match });
+    };
+    // Both pipes are drained for the whole run: a full pipe would block the child's writes (Infera's access log).
+    child.stdout!.on('data', look);
+    child.stderr!.on('data', look);
+    child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited ${code}: ${seen}`)));
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+interface Target {
+  name: string;
+  /** The gateway's process (none for direct): its CPU time per request is the load-independent cost. */
+  pid?: number;
+  origin: string;
+  path: string;
+  headers: Record<string, string>;
+  /** Why streaming is not measured through it, when it cannot stream this answer. */
+  noStream?: string;
+}
+
+const body = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 });
+const streamBody = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16, stream: true });
+
+/** Back-to-back requests on one keep-alive connection for `ms`; µs per request (to the end of the body, or its first byte). */
+async function timed(target: Target, payload: string, ms: number, firstByte: boolean): Promise<number[]> {
+  const client = new Client(target.origin, { pipelining: 1 });
+  const times: number[] = [];
+  const headers = { ...target.headers, 'content-type': 'application/json' };
+  const end = performance.now() + ms;
+  try {
+    while (performance.now() < end) {
+      const t0 = process.hrtime.bigint();
+      const response = await client.request({ method: 'POST', path: target.path, headers, body: payload });
+      if (response.statusCode !== 200) throw new Error(`${target.name}: ${response.statusCode} ${await response.body.text()}`);
+      let first: bigint | undefined;
+      for await (const _chunk of response.body) first ??= process.hrtime.bigint();
+      const t1 = firstByte ? first! : process.hrtime.bigint();
+      times.push(Number(t1 - t0) / 1000);
+    }
+  } finally {
+    await client.close();
+  }
+  return times;
+}
+
+/** User + system CPU of a process in µs (Linux /proc; clock ticks of 10 ms, so only long runs are precise). */
+function cpuUs(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+async function throughput(target: Target): Promise<{ rps: number; errors: number; cpuUsPerRequest: number }> {
+  const cpu0 = cpuUs(target.pid);
+  const result = await autocannon({
+    url: `${target.origin}${target.path}`,
+    method: 'POST',
+    connections,
+    duration: seconds,
+    headers: { ...target.headers, 'content-type': 'application/json' },
+    body,
+  });
+  return {
+    rps: result.requests.average,
+    errors: result.errors + result.non2xx + result.timeouts,
+    cpuUsPerRequest: (cpuUs(target.pid) - cpu0) / result.requests.total,
+  };
+}
+
+const pct = (xs: number[], p: number) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+};
+const median = (xs: number[]) => pct(xs, 50);
+const round1 = (x: number) => Math.round(x * 10) / 10;
+
+const dir = mkdtempSync(join(tmpdir(), 'infera-bench-gateway-'));
+const children: ChildProcess[] = [];
+try {
+  const upstream = await start(process.execPath, ['-e', upstreamSource], {}, /port (\d+)/);
+  children.push(upstream.child);
+  const upstreamUrl = `http://127.0.0.1:${upstream.match[1]}`;
+
+  // Limits high enough never to trip, but every dimension is counted; a price, so each request
+  // reserves against the balance and settles its cost with its ledger row.
+  const configPath = join(dir, 'infera.yaml');
+  writeFileSync(
+    configPath,
+    [
+      'server: { host: 127.0.0.1, port: 0 }',
+      `storage: { dataDir: ${dir} }`,
+      'models:',
+      `  - { id: ${MODEL}, type: chat, engine: openai-compatible, upstream: { baseUrl: ${upstreamUrl}/v1, dialect: openai, contextSize: 4096 } }`,
+      'platform:',
+      '  limits: { defaults: { chat: { rpm: 100000000, tpm: 1000000000000, rpd: 100000000 } } }',
+      `  pricing: { ${MODEL}: { inputPerMillion: 1, outputPerMillion: 2 } }`,
+      '',
+    ].join('\n'),
+  );
+  const cli = (...args: string[]) => execFileSync(process.execPath, ['bin/infera.js', '--config', configPath, ...args], { encoding: 'utf8' });
+  const key = (JSON.parse(cli('keys', 'create', '--name', 'bench', '--account', 'bench', '--limits', 'rpm=100000000', '--json')) as { secret: string }).secret;
+  cli('accounts', 'topup', 'bench', '1000000');
+  const infera = await start(process.execPath, ['bin/infera.js', '--config', configPath, 'serve'], {}, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+  children.push(infera.child);
+  // The same model on a second Infera with no key, limit or price (keyless on loopback; its ledger still
+  // writes a row per request): the difference to `infera` is what auth, limits and the balance cost.
+  const openDir = join(dir, 'open');
+  const openConfig = join(dir, 'open.yaml');
+  writeFileSync(
+    openConfig,
+    [
+      'server: { host: 127.0.0.1, port: 0 }',
+      `storage: { dataDir: ${openDir} }`,
+      'models:',
+      `  - { id: ${MODEL}, type: chat, engine: openai-compatible, upstream: { baseUrl: ${upstreamUrl}/v1, dialect: openai, contextSize: 4096 } }`,
+      '',
+    ].join('\n'),
+  );
+  const open = await start(process.execPath, ['bin/infera.js', '--config', openConfig, 'serve'], { INFERA_API_KEY: '' }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+  children.push(open.child);
+
+  const portkeyPort = await freePort();
+  // --headless: no UI; Portkey refuses private custom hosts unless trusted (SSRF guard), so the loopback upstream is.
+  const portkey = await start(
+    process.execPath,
+    ['node_modules/@portkey-ai/gateway/build/start-server.js', `--port=${portkeyPort}`, '--headless'],
+    { NODE_ENV: 'production', TRUSTED_CUSTOM_HOSTS: '127.0.0.1,localhost' },
+    /Ready for connections/,
+  );
+  children.push(portkey.child);
+
+  const all: Target[] = [
+    { name: 'direct', pid: upstream.child.pid, origin: upstreamUrl, path: '/v1/chat/completions', headers: {} },
+    { name: 'infera', pid: infera.child.pid, origin: infera.match[1]!, path: '/v1/chat/completions', headers: { authorization: `Bearer ${key}` } },
+    { name: 'infera-open', pid: open.child.pid, origin: open.match[1]!, path: '/v1/chat/completions', headers: {} },
+    {
+      name: 'portkey',
+      pid: portkey.child.pid,
+      origin: `http://127.0.0.1:${portkeyPort}`,
+      path: '/v1/chat/completions',
+      headers: { authorization: 'Bearer sk-unused', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstreamUrl}/v1` },
+    },
+  ];
+  const targets = all.filter((target) => values.only!.split(',').includes(target.name));
+
+  // Portkey 1.15.2 on Node 20 answers every streamed chat 500 ("TypeError: immutable" in
+  // ResponseService.updateHeaders: it appends x-portkey-* headers to the fetched upstream Response;
+  // Portkey-AI/gateway#1389, #1550). Its streaming is then not measured, and the report says why.
+  for (const target of targets) {
+    const probe = await fetch(`${target.origin}${target.path}`, { method: 'POST', headers: { ...target.headers, 'content-type': 'application/json' }, body: streamBody });
+    const text = await probe.text();
+    if (probe.status !== 200) target.noStream = `stream: true answered ${probe.status} ${text.slice(0, 200)}`;
+  }
+
+  // Warm-up: JIT, pools, the key cache, SQLite pages.
+  for (const target of targets) {
+    await timed(target, body, 1500, false);
+    if (!target.noStream) await timed(target, streamBody, 500, true);
+    await autocannon({ url: `${target.origin}${target.path}`, method: 'POST', connections, duration: 1, headers: { ...target.headers, 'content-type': 'application/json' }, body });
+  }
+
+  const loads: number[][] = [loadavg()];
+  const lat: Record<string, { p50: number[]; p99: number[]; fb50: number[]; fb99: number[]; rps: number[]; cpu: number[]; errors: number }> = {};
+  for (const target of targets) lat[target.name] = { p50: [], p99: [], fb50: [], fb99: [], rps: [], cpu: [], errors: 0 };
+  for (let round = 0; round < rounds; round++) {
+    for (const target of targets) {
+      const times = await timed(target, body, seconds * 1000, false);
+      const first = target.noStream ? [Number.NaN] : await timed(target, streamBody, (seconds * 1000) / 2, true);
+      const { rps, errors, cpuUsPerRequest } = await throughput(target);
+      const row = lat[target.name]!;
+      row.p50.push(pct(times, 50));
+      row.p99.push(pct(times, 99));
+      row.fb50.push(pct(first, 50));
+      row.fb99.push(pct(first, 99));
+      row.rps.push(rps);
+      row.cpu.push(cpuUsPerRequest);
+      row.errors += errors;
+      console.error(
+        `round ${round + 1} ${target.name}: p50 ${pct(times, 50).toFixed(0)} µs, p99 ${pct(times, 99).toFixed(0)} µs, first byte p50 ${pct(first, 50).toFixed(0)} µs, ${rps.toFixed(0)} req/s, ${cpuUsPerRequest.toFixed(0)} µs CPU/request, load ${loadavg()[0]!.toFixed(2)}`,
+      );
+    }
+    loads.push(loadavg());
+  }
+
+  const summary = Object.fromEntries(
+    Object.entries(lat).map(([name, row]) => [
+      name,
+      {
+        p50Us: round1(median(row.p50)),
+        p99Us: round1(median(row.p99)),
+        firstByteP50Us: round1(median(row.fb50)),
+        firstByteP99Us: round1(median(row.fb99)),
+        rps: Math.round(median(row.rps)),
+        cpuUsPerRequest: Math.round(median(row.cpu)),
+        errors: row.errors,
+      },
+    ]),
+  );
+  const direct = summary.direct;
+  const added = (name: string) =>
+    direct && summary[name]
+      ? {
+          p50Us: round1(summary[name]!.p50Us - direct.p50Us),
+          p99Us: round1(summary[name]!.p99Us - direct.p99Us),
+          firstByteP50Us: round1(summary[name]!.firstByteP50Us - direct.firstByteP50Us),
+          firstByteP99Us: round1(summary[name]!.firstByteP99Us - direct.firstByteP99Us),
+        }
+      : undefined;
+  const report = {
+    when: new Date().toISOString(),
+    node: process.version,
+    seconds,
+    rounds,
+    connections,
+    loadAverage1m: loads.map((l) => +l[0]!.toFixed(2)),
+    summary,
+    addedOverDirect: { infera: added('infera'), 'infera-open': added('infera-open'), portkey: added('portkey') },
+    notStreamed: Object.fromEntries(targets.filter((t) => t.noStream).map((t) => [t.name, t.noStream])),
+    inferaOverPortkeyRps: summary.infera && summary.portkey ? +(summary.infera.rps / summary.portkey.rps).toFixed(2) : undefined,
+    targets: { p50AddedUs: 300, p99AddedUs: 2000, rpsOverPortkey: 5, firstByteAddedUs: 1000 },
+  };
+  console.log(JSON.stringify(report, null, 2));
+} finally {
+  for (const child of children) child.kill('SIGTERM');
+  await Promise.all(children.map((child) => new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)))));
+  rmSync(dir, { recursive: true, force: true });
+}
