@@ -6,9 +6,8 @@
 // RPM limit holds across replicas (Redis), and every answered request has exactly one ledger row.
 // Every process is the real CLI (`infera serve --config`), as deploy/ runs it.
 //
-// Without the routing of issue 14 item 2 (several deployments per model id) each gateway reaches the
-// workers by model: its chat model is served by worker g (gateway g = 0, 1, 2), the embedding model by
-// worker 3 for all three. Once routing lands, each gateway can list every worker as a deployment.
+// Each gateway serves the chat model through the router (issue 14 item 2) over workers 0–2, three
+// deployments of one id, and the embedding model from worker 3.
 //
 // Needs DATABASE_URL and REDIS_URL (CI sets them); SKIPPED without, visibly. Own Postgres schema and
 // Redis key prefix per run, dropped at the end.
@@ -133,12 +132,14 @@ describe('3 gateway replicas on Postgres + Redis in front of 4 worker Infera pro
           server: { host: '127.0.0.1', port: 0, logLevel: 'warn' },
           storage: { dataDir: dir, databaseUrl, redisUrl },
           models: [
-            {
+            // Every gateway routes the chat model over workers 0–2 (three deployments of one id), its own
+            // worker first in the list: where a replica's requests land is the balancer's choice.
+            ...[g, (g + 1) % 3, (g + 2) % 3].map((w) => ({
               id: 'sim/chat',
               type: 'chat',
               engine: 'openai-compatible',
-              upstream: { baseUrl: `${workers[g]!.url}/v1`, model: TINY_IDS.chat, dialect: 'infera', contextSize: 2048, name: `worker${g}` },
-            },
+              upstream: { baseUrl: `${workers[w]!.url}/v1`, model: TINY_IDS.chat, dialect: 'infera', contextSize: 2048, name: `worker${w}` },
+            })),
             {
               id: 'sim/embed',
               type: 'embedding',
@@ -230,7 +231,7 @@ describe('3 gateway replicas on Postgres + Redis in front of 4 worker Infera pro
     assert.equal(START - end, usage!.costMicro);
     // One row per request, refusals included (free); the refusals are the errors.
     assert.deepEqual([usage!.requests, usage!.errors], [statuses.length, refused]);
-    // The answered requests reached the three chat workers, each through its gateway.
+    // The answered requests reached the three chat workers (through whichever deployment each gateway chose).
     const workerRows = workerDirs.slice(0, GATEWAYS).map((dataDir) => {
       const db = new Database(sqlitePath(configSchema.parse({ storage: { dataDir } })), { readonly: true });
       try {
