@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { badRequest } from '../errors/index.ts';
 import type { CompletionCallOptions, CompletionResult, CompletionUsage, TokenLogprob } from '../spec/chat.ts';
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../config/requests.ts';
-import { numberBetween, parseBody, unknownFields } from './common/validation.ts';
+import { FORWARDED_FIELDS, numberBetween, parseBody, unknownFields } from './common/validation.ts';
 import { DEFAULT_SYSTEM_FINGERPRINT } from './chat/response.ts';
 import { MAX_STOP_SEQUENCES } from './chat/request.ts';
 import { keepAliveField } from './common/keep-alive.ts';
@@ -127,7 +127,7 @@ export function parseCompletionRequest(body: unknown, limits: RequestLimits = DE
   if (stop.length > 0) options.stop = stop;
   if (echo) options.echo = true;
   if (wire.logprobs != null) options.topLogprobs = wire.logprobs;
-  const extra = unknownFields(body, completionRequestSchema.shape);
+  const extra = unknownFields(body, completionRequestSchema.shape, FORWARDED_FIELDS);
   if (extra) options.extra = extra;
 
   const stream = wire.stream ?? false;

@@ -34,7 +34,7 @@ import {
   TOOL_NAME_PATTERN,
   TOOL_NAME_RULE,
 } from '../../spec/chat.ts';
-import { numberBetween, parseBody, unknownFields } from '../common/validation.ts';
+import { FORWARDED_FIELDS, numberBetween, parseBody, unknownFields } from '../common/validation.ts';
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../../config/requests.ts';
 import { checkJsonSchema } from './json-schema-check.ts';
 import { keepAliveField } from '../common/keep-alive.ts';
@@ -524,7 +524,7 @@ export function parseChatRequest(body: unknown, limits: RequestLimits = DEFAULT_
   if (caps.length > 0) options.maxTokens = Math.min(...caps);
   if (stop.length > 0) options.stop = stop;
   if (wire.logprobs === true) options.topLogprobs = wire.top_logprobs ?? 0;
-  const extra = unknownFields(body, chatRequestSchema.shape);
+  const extra = unknownFields(body, chatRequestSchema.shape, FORWARDED_FIELDS);
   if (extra) options.extra = extra;
 
   const parsed: ParsedChatRequest = {

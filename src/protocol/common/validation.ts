@@ -145,15 +145,25 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 /**
- * The body's top-level fields that `shape` does not name (vendor extensions), or undefined when there
+ * Fields Infera reads for its own models that an upstream may read too, so a forwarding engine passes
+ * them on as the client sent them: `keep_alive` is Ollama's own (and another Infera's).
+ */
+export const FORWARDED_FIELDS: ReadonlySet<string> = new Set(['keep_alive']);
+
+/**
+ * The body's top-level fields that `shape` does not name (or that `forwarded` names) (vendor extensions), or undefined when there
  * are none. They are not validated here: an engine that forwards requests passes them on, and the
  * server behind it judges them; engines that run the model themselves ignore them.
  */
-export function unknownFields(body: unknown, shape: Readonly<Record<string, unknown>>): Record<string, unknown> | undefined {
+export function unknownFields(
+  body: unknown,
+  shape: Readonly<Record<string, unknown>>,
+  forwarded: ReadonlySet<string> = new Set(),
+): Record<string, unknown> | undefined {
   if (!isJsonObject(body)) return undefined;
   let extra: Record<string, unknown> | undefined;
   for (const [key, value] of Object.entries(body)) {
-    if (Object.hasOwn(shape, key)) continue;
+    if (Object.hasOwn(shape, key) && !forwarded.has(key)) continue;
     extra ??= {};
     extra[key] = value;
   }
