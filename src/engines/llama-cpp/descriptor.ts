@@ -32,7 +32,7 @@ export const llamaCpp = defineEngine({
         case 'embedding':
           return (await import('./embedding.ts')).loadLlamaCppEmbeddingModel(config, onProgress, options, (reason) => logger.info(reason));
         case 'reranker':
-          return (await import('./rerank.ts')).loadLlamaCppRerankModel(config, onProgress, options);
+          return (await import('./rerank.ts')).loadLlamaCppRerankModel(config, onProgress, options, (reason) => logger.info(reason));
         default:
           throw new Error(`engine llama-cpp cannot serve ${config.type} models`);
       }

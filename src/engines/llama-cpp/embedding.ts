@@ -11,7 +11,7 @@ import { checkedInputTokens } from '../shared/embedding-input.ts';
 import { normalizeInPlace } from '../shared/vectors.ts';
 import { ContextPool } from './embedding-context-pool.ts';
 import { LlamaLibraryUnavailable, openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
-import { LlamaEncoder } from './ffi/encoder.ts';
+import { LlamaEncoder, type EncoderStats } from './ffi/encoder.ts';
 
 /** What every llama-cpp load takes besides the model entry. */
 export interface LlamaCppLoadOptions {
@@ -36,6 +36,8 @@ export interface LlamaCppEmbeddingModel extends EmbeddingModel {
   readonly parallelism: number;
   /** What drives llama.cpp for this model. */
   readonly runner: 'ffi' | 'node-llama-cpp';
+  /** The FFI encoder's counters (decodes, inputs, tokens), live in its own process; undefined on node-llama-cpp. */
+  readonly encoderStats: EncoderStats | undefined;
   /** Tokens one context can hold, special tokens included. */
   readonly contextSize: number;
 }
@@ -74,6 +76,7 @@ export async function ffiLibrary(config: LlamaCppModelConfig): Promise<LlamaLibr
 /** How an embedding model evaluates inputs: node-llama-cpp's context pool or the FFI encoder. */
 interface EmbeddingBackend {
   readonly runner: 'ffi' | 'node-llama-cpp';
+  readonly encoderStats?: EncoderStats;
   readonly parallelism: number;
   readonly dimensions: number;
   /** Tokens the model can take, special tokens included. */
@@ -161,6 +164,7 @@ async function loadOnFfi(
     const loadedEncoder = encoder;
     const backend: EmbeddingBackend = {
       runner: 'ffi',
+      encoderStats: encoder.stats,
       parallelism: encoder.sequences,
       dimensions: encoder.outputSize,
       contextSize: encoder.contextSize,
@@ -200,6 +204,7 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
   readonly parallelism: number;
   readonly contextSize: number;
   readonly runner: 'ffi' | 'node-llama-cpp';
+  readonly encoderStats: EncoderStats | undefined;
 
   constructor(
     private readonly config: LlamaCppModelConfig,
@@ -213,6 +218,7 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
     this.parallelism = backend.parallelism;
     this.contextSize = backend.contextSize;
     this.runner = backend.runner;
+    this.encoderStats = backend.encoderStats;
     // Special tokens llama.cpp adds around every input (e.g. [CLS] … [SEP]). node-llama-cpp refuses
     // inputs whose length (special tokens included) reaches the context size; the FFI encoder keeps that limit.
     const addedTokens = backend.inputLength([]);

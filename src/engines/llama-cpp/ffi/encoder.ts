@@ -24,6 +24,15 @@ export interface EncoderOptions {
   decodeOn?: 'loop' | 'worker';
 }
 
+export interface EncoderStats {
+  /** llama_decode calls. */
+  decodes: number;
+  /** Inputs evaluated (sequences over all decodes). */
+  inputs: number;
+  tokens: number;
+  decodeMs: number;
+}
+
 interface Job {
   tokens: number[];
   signal: AbortSignal | undefined;
@@ -47,7 +56,7 @@ export class LlamaEncoder {
   readonly frame: { begin: number | undefined; end: number | undefined };
   readonly special: { bos: number | undefined; eos: number | undefined; sep: number | undefined };
   /** Counters for benchmarks and tests: decodes, inputs and tokens they held. */
-  readonly stats = { decodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
+  readonly stats: EncoderStats = { decodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
   private readonly api: LlamaBindings;
   private readonly vocab: Pointer;
   private readonly memory: Pointer;
