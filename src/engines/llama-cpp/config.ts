@@ -27,8 +27,8 @@ export const llamaCppOptionsSchema = z
      */
     runner: z.enum(['ffi', 'node-llama-cpp']).default('ffi'),
     /**
-     * Embedding/rerank on node-llama-cpp: contexts in the pool (each handles one input at a time). On
-     * the FFI runner the model has one context with `threads` × `contexts` threads (the same cores).
+     * Embedding/rerank: contexts decoding at the same time, `threads` each. On node-llama-cpp a pool
+     * (each context one input at a time); on the FFI runner each takes whatever is queued, packed into one decode.
      */
     contexts: positiveInt.default(2),
     /**

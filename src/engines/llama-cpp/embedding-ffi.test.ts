@@ -65,6 +65,21 @@ test('ffi encoder: concurrent inputs share one decode, up to n_seq_max inputs an
   assert.equal(encoder.stats.decodes - mark2, 2);
 });
 
+test('ffi encoder: two lanes (contexts) share one queue and give the same vectors', async () => {
+  const lanes = LlamaEncoder.load(lib, paths.embedding, { contextSize: 64, sequences: 2, threads: 1, lanes: 2, pooling: 'model' });
+  try {
+    assert.equal(lanes.lanesCount, 2);
+    assert.equal(lanes.decodeOn, 'worker');
+    const inputs = TEXTS.map((text) => encoder.framed(encoder.tokenize(text)));
+    const reference = await Promise.all(inputs.map((tokens) => encoder.encode(tokens)));
+    const vectors = await Promise.all(inputs.map((tokens) => lanes.encode(tokens)));
+    assert.equal(lanes.stats.decodes, 3, 'six inputs, two per decode');
+    for (const [i, vector] of vectors.entries()) assert.ok(maxDifference(vector, reference[i]!) < 1e-5, `input ${i}`);
+  } finally {
+    await lanes.dispose();
+  }
+});
+
 test('ffi encoder: inputs it cannot evaluate are refused before any decode', async () => {
   const mark = encoder.stats.decodes;
   await assert.rejects(encoder.encode([]), /empty/);

@@ -69,7 +69,7 @@ export function defineEmbeddingSuite(runner: 'ffi' | 'node-llama-cpp'): void {
       assert.equal(model.kind, 'embedding');
       assert.equal(model.pooling, 'mean');
       assert.equal(model.runner, runner);
-      assert.equal(model.parallelism, runner === 'ffi' ? 32 : 2);
+      assert.equal(model.parallelism, runner === 'ffi' ? 2 * 32 : 2);
       assert.ok(model.dimensions > 0);
       assert.ok(model.maxInputTokens > 0 && model.maxInputTokens < model.contextSize);
       assert.ok((model.vocabularySize ?? 0) > 0);

@@ -156,7 +156,8 @@ async function loadOnFfi(
     encoder = LlamaEncoder.load(lib, config.path, {
       contextSize: llamaOptions.contextSize,
       sequences: llamaOptions.batchSequences,
-      threads: llamaOptions.threads * llamaOptions.contexts,
+      threads: llamaOptions.threads,
+      lanes: llamaOptions.contexts,
       pooling: 'model',
       decodeOn,
     });
@@ -165,7 +166,7 @@ async function loadOnFfi(
     const backend: EmbeddingBackend = {
       runner: 'ffi',
       encoderStats: encoder.stats,
-      parallelism: encoder.sequences,
+      parallelism: encoder.sequences * encoder.lanesCount,
       dimensions: encoder.outputSize,
       contextSize: encoder.contextSize,
       tokenize: (text) => loadedEncoder.tokenize(text),

@@ -140,7 +140,8 @@ async function loadOnFfi(
     encoder = LlamaEncoder.load(lib, config.path, {
       contextSize: llamaOptions.contextSize,
       sequences: llamaOptions.batchSequences,
-      threads: llamaOptions.threads * llamaOptions.contexts,
+      threads: llamaOptions.threads,
+      lanes: llamaOptions.contexts,
       pooling: 'rank',
       decodeOn,
     });
@@ -162,7 +163,7 @@ async function loadOnFfi(
     const backend: RankBackend = {
       runner: 'ffi',
       encoderStats: encoder.stats,
-      parallelism: encoder.sequences,
+      parallelism: encoder.sequences * encoder.lanesCount,
       contextSize: encoder.contextSize,
       model: vocab,
       pairLength: (query, document) => pairInput(query, document).length,

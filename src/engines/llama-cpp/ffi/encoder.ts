@@ -1,8 +1,13 @@
-// Infera's own llama.cpp embedding/ranking loop: one model, one context with embeddings on, one
-// persistent ggml thread pool. Concurrent inputs — of one request or of many — wait in one queue and
-// are packed into ONE llama_decode over several sequences (up to n_seq_max inputs and n_batch tokens),
-// as llama-server does, instead of node-llama-cpp's one input per context per decode. Each input's
-// pooled vector (or, for RANK pooling, its class scores) is read back with llama_get_embeddings_seq.
+// Infera's own llama.cpp embedding/ranking loop: one model, one or more contexts ("lanes") with
+// embeddings on, each with its own persistent ggml thread pool. Concurrent inputs — of one request or of
+// many — wait in one queue, and whenever a lane is free it takes what is queued, packed into ONE
+// llama_decode over several sequences (up to n_seq_max inputs and n_batch tokens), as llama-server does,
+// instead of node-llama-cpp's one input per context per decode. Each input's pooled vector (or, for RANK
+// pooling, its class scores) is read back with llama_get_embeddings_seq.
+//
+// Several single-threaded lanes rather than one multi-threaded context: on a box whose cores are shared,
+// a descheduled thread of a multi-threaded decode stalls its barrier (measured: 1.3 embeddings/s against
+// node-llama-cpp's 7.8 on a 2-core box under load 20), while lanes do not wait on each other.
 //
 // The context is sized so that a whole batch is one micro-batch (n_ubatch = n_batch): non-causal
 // encoders (BERT) must see a whole sequence at once and llama.cpp asserts it. Decoder embedders
@@ -17,10 +22,16 @@ export interface EncoderOptions {
   contextSize: number;
   /** Inputs packed into one decode (llama.cpp's n_seq_max). */
   sequences: number;
+  /** Threads per lane. */
   threads: number;
+  /** Contexts decoding at the same time, each its own batch (default 1). */
+  lanes?: number;
   /** 'rank' for rerankers (class scores), else the GGUF's pooling (llama.cpp's default when it declares none). */
   pooling: 'model' | 'rank';
-  /** As RunnerOptions.decodeOn: 'loop' in an engine process of its own, 'worker' (default) in a shared one. */
+  /**
+   * As RunnerOptions.decodeOn: 'loop' in an engine process of its own, 'worker' (default) in a shared
+   * one. Several lanes always decode on koffi's workers, so that they run at the same time.
+   */
   decodeOn?: 'loop' | 'worker';
 }
 
@@ -31,6 +42,21 @@ export interface EncoderStats {
   inputs: number;
   tokens: number;
   decodeMs: number;
+}
+
+interface Lane {
+  context: Pointer;
+  memory: Pointer;
+  threadpool: Pointer;
+  /** A decode is running: nothing may touch the context or the batch until it returns. */
+  decoding: boolean;
+  batch: {
+    struct: Record<string, unknown>;
+    token: Int32Array;
+    pos: Int32Array;
+    seqId: Int32Array[];
+    logits: Int8Array;
+  };
 }
 
 interface Job {
@@ -52,6 +78,8 @@ export class LlamaEncoder {
   /** The pooling the context applies (LLAMA_POOLING_TYPE). */
   readonly pooling: number;
   readonly decodeOn: 'loop' | 'worker';
+  /** Contexts decoding at the same time. */
+  readonly lanesCount: number;
   /** The tokens node-llama-cpp's embedding and ranking contexts put around an input (resolveBeginning/EndTokenToPrepend). */
   readonly frame: { begin: number | undefined; end: number | undefined };
   readonly special: { bos: number | undefined; eos: number | undefined; sep: number | undefined };
@@ -59,54 +87,53 @@ export class LlamaEncoder {
   readonly stats: EncoderStats = { decodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
   private readonly api: LlamaBindings;
   private readonly vocab: Pointer;
-  private readonly memory: Pointer;
-  private readonly batch: {
-    struct: Record<string, unknown>;
-    token: Int32Array;
-    pos: Int32Array;
-    seqId: Int32Array[];
-    logits: Int8Array;
-  };
+  private readonly lanes: Lane[];
   private readonly queue: Job[] = [];
-  private threadpool: Pointer;
   private scheduled = false;
-  private decoding = false;
   private disposed = false;
   private idle: (() => void)[] = [];
 
   private constructor(
     private readonly lib: LlamaLibrary,
     private readonly model: Pointer,
-    private readonly context: Pointer,
+    contexts: Pointer[],
     contextSize: number,
     options: EncoderOptions,
   ) {
     const { api, koffi } = lib;
     this.api = api;
     this.vocab = api.llama_model_get_vocab(model);
-    this.memory = api.llama_get_memory(context);
     this.vocabSize = api.llama_vocab_n_tokens(this.vocab) as number;
     this.contextSize = contextSize;
     this.sequences = options.sequences;
-    this.decodeOn = options.decodeOn ?? 'worker';
-    this.pooling = api.llama_pooling_type(context) as number;
+    this.lanesCount = contexts.length;
+    this.decodeOn = contexts.length > 1 ? 'worker' : (options.decodeOn ?? 'worker');
+    this.pooling = api.llama_pooling_type(contexts[0]) as number;
     this.outputSize = this.pooling === LLAMA_POOLING_TYPE.rank ? Number(api.llama_model_n_cls_out(model)) : (api.llama_model_n_embd_out(model) as number);
     const id = (token: number) => (token === TOKEN_NULL ? undefined : token);
     this.special = { bos: id(api.llama_vocab_bos(this.vocab) as number), eos: id(api.llama_vocab_eos(this.vocab) as number), sep: id(api.llama_vocab_sep(this.vocab) as number) };
     this.frame = frameOf(api.llama_vocab_type(this.vocab) as number, this.special, api.llama_vocab_get_add_bos(this.vocab) as boolean, api.llama_vocab_get_add_eos(this.vocab) as boolean);
-    this.threadpool = lib.newThreadpool(options.threads);
-    api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
-    const raw = api.llama_batch_init(contextSize, 0, 1) as Record<string, unknown>;
     const view = (pointer: unknown, bytes: number) => koffi.view(pointer, bytes);
-    const seqIdPointers = koffi.decode(raw.seq_id, koffi.array('void *', contextSize)) as unknown[];
-    this.batch = {
-      struct: raw,
-      token: new Int32Array(view(raw.token, contextSize * 4)),
-      pos: new Int32Array(view(raw.pos, contextSize * 4)),
-      seqId: seqIdPointers.map((pointer) => new Int32Array(view(pointer, 4))),
-      logits: new Int8Array(view(raw.logits, contextSize)),
-    };
-    new Int32Array(view(raw.n_seq_id, contextSize * 4)).fill(1);
+    this.lanes = contexts.map((context) => {
+      const threadpool = lib.newThreadpool(options.threads);
+      api.llama_attach_threadpool(context, threadpool, threadpool);
+      const raw = api.llama_batch_init(contextSize, 0, 1) as Record<string, unknown>;
+      const seqIdPointers = koffi.decode(raw.seq_id, koffi.array('void *', contextSize)) as unknown[];
+      new Int32Array(view(raw.n_seq_id, contextSize * 4)).fill(1);
+      return {
+        context,
+        memory: api.llama_get_memory(context),
+        threadpool,
+        decoding: false,
+        batch: {
+          struct: raw,
+          token: new Int32Array(view(raw.token, contextSize * 4)),
+          pos: new Int32Array(view(raw.pos, contextSize * 4)),
+          seqId: seqIdPointers.map((pointer) => new Int32Array(view(pointer, 4))),
+          logits: new Int8Array(view(raw.logits, contextSize)),
+        },
+      };
+    });
   }
 
   /** Loads the model and creates the context (synchronously). */
@@ -118,7 +145,7 @@ export class LlamaEncoder {
     if (!model) throw new Error(`llama.cpp could not load ${path}`);
     const trained = api.llama_model_n_ctx_train(model) as number;
     const contextSize = trained > 0 ? Math.min(options.contextSize, trained) : options.contextSize;
-    const context = api.llama_init_from_model(model, {
+    const params = {
       ...(api.llama_context_default_params() as Record<string, unknown>),
       // One unified KV of one batch's worth of cells (decoder embedders), emptied after every batch.
       n_ctx: contextSize,
@@ -131,12 +158,18 @@ export class LlamaEncoder {
       pooling_type: options.pooling === 'rank' ? LLAMA_POOLING_TYPE.rank : LLAMA_POOLING_TYPE.unspecified,
       kv_unified: true,
       no_perf: true,
-    });
-    if (!context) {
-      api.llama_model_free(model);
-      throw new Error(`llama.cpp could not create an embedding context of ${contextSize} tokens × ${options.sequences} sequences for ${path}`);
+    };
+    const contexts: Pointer[] = [];
+    for (let i = 0; i < (options.lanes ?? 1); i++) {
+      const context = api.llama_init_from_model(model, params);
+      if (!context) {
+        for (const created of contexts) api.llama_free(created);
+        api.llama_model_free(model);
+        throw new Error(`llama.cpp could not create an embedding context of ${contextSize} tokens × ${options.sequences} sequences for ${path}`);
+      }
+      contexts.push(context);
     }
-    return new LlamaEncoder(lib, model, context, contextSize, options);
+    return new LlamaEncoder(lib, model, contexts, contextSize, options);
   }
 
   /** Text tokens, no special tokens added or parsed (node-llama-cpp's `model.tokenize(text, false)`). */
@@ -193,7 +226,7 @@ export class LlamaEncoder {
   }
 
   private step(): void {
-    if (this.decoding || this.disposed) return;
+    if (this.disposed) return;
     // Inputs of requests that went away are dropped before they cost a decode.
     let kept = 0;
     for (const job of this.queue) {
@@ -201,14 +234,18 @@ export class LlamaEncoder {
       else this.queue[kept++] = job;
     }
     this.queue.length = kept;
-    if (kept === 0) {
-      this.notifyIdle();
-      return;
+    for (const lane of this.lanes) {
+      if (this.queue.length === 0) break;
+      if (!lane.decoding) this.dispatch(lane);
     }
-    // First come, first served: take inputs in order while they fit.
+    if (this.lanes.every((lane) => !lane.decoding)) this.notifyIdle();
+  }
+
+  /** Packs what is queued into the lane's batch, first come first served, and decodes it. */
+  private dispatch(lane: Lane): void {
     const jobs: Job[] = [];
     const lastIndex: number[] = [];
-    const batch = this.batch;
+    const batch = lane.batch;
     let n = 0;
     while (this.queue.length > 0 && jobs.length < this.sequences && n + this.queue[0]!.tokens.length <= this.contextSize) {
       const job = this.queue.shift()!;
@@ -225,24 +262,26 @@ export class LlamaEncoder {
       jobs.push(job);
       lastIndex.push(n - 1);
     }
-    this.checkBatch(n, jobs.length);
+    this.checkBatch(lane, n, jobs.length);
     const struct = batch.struct;
     struct.n_tokens = n;
     const t0 = performance.now();
+    lane.decoding = true;
     if (this.decodeOn === 'worker') {
-      this.decoding = true;
-      this.api.llama_decode.async(this.context, struct, (error: unknown, status: number) => {
-        this.decoding = false;
-        this.afterDecode(error ? -100 : status, jobs, lastIndex, n, t0);
+      this.api.llama_decode.async(lane.context, struct, (error: unknown, status: number) => {
+        lane.decoding = false;
+        this.afterDecode(lane, error ? -100 : status, jobs, lastIndex, n, t0);
       });
       return;
     }
-    this.afterDecode(this.api.llama_decode(this.context, struct) as number, jobs, lastIndex, n, t0);
+    const status = this.api.llama_decode(lane.context, struct) as number;
+    lane.decoding = false;
+    this.afterDecode(lane, status, jobs, lastIndex, n, t0);
   }
 
   /** What llama.cpp would abort on: a sequence id out of range, a position beyond the context, a batch over n_batch / n_ubatch. */
-  private checkBatch(n: number, sequences: number): void {
-    const batch = this.batch;
+  private checkBatch(lane: Lane, n: number, sequences: number): void {
+    const batch = lane.batch;
     if (n < 1 || n > this.contextSize) throw new Error(`batch check: ${n} tokens for a batch of ${this.contextSize}`);
     if (sequences > this.sequences) throw new Error(`batch check: ${sequences} sequences for ${this.sequences}`);
     let previousSeq = 0;
@@ -262,14 +301,14 @@ export class LlamaEncoder {
     }
   }
 
-  private afterDecode(status: number, jobs: Job[], lastIndex: number[], n: number, t0: number): void {
+  private afterDecode(lane: Lane, status: number, jobs: Job[], lastIndex: number[], n: number, t0: number): void {
     this.stats.decodeMs += performance.now() - t0;
     this.stats.decodes++;
     this.stats.inputs += jobs.length;
     this.stats.tokens += n;
     if (this.disposed) {
       for (const job of jobs) job.reject(new Error('the llama.cpp encoder is closed'));
-      this.notifyIdle();
+      if (this.lanes.every((other) => !other.decoding)) this.notifyIdle();
       return;
     }
     if (status !== 0) {
@@ -278,7 +317,8 @@ export class LlamaEncoder {
       const { api, lib } = this;
       const bytes = this.outputSize * 4;
       jobs.forEach((job, seq) => {
-        const pointer = this.pooling === LLAMA_POOLING_TYPE.none ? api.llama_get_embeddings_ith(this.context, lastIndex[seq]!) : api.llama_get_embeddings_seq(this.context, seq);
+        const pointer =
+          this.pooling === LLAMA_POOLING_TYPE.none ? api.llama_get_embeddings_ith(lane.context, lastIndex[seq]!) : api.llama_get_embeddings_seq(lane.context, seq);
         if (!pointer) {
           job.reject(new Error(`llama.cpp returned no embedding for sequence ${seq}`));
           return;
@@ -288,7 +328,7 @@ export class LlamaEncoder {
       });
     }
     // Decoder embedders keep what they evaluated: the next batch starts from empty sequences.
-    if (this.memory) this.api.llama_memory_clear(this.memory, true);
+    if (lane.memory) this.api.llama_memory_clear(lane.memory, true);
     this.schedule();
   }
 
@@ -303,13 +343,14 @@ export class LlamaEncoder {
     if (this.disposed) return;
     this.disposed = true;
     for (const job of this.queue.splice(0)) job.reject(error);
-    if (this.decoding) await new Promise<void>((resolve) => this.idle.push(resolve));
+    if (this.lanes.some((lane) => lane.decoding)) await new Promise<void>((resolve) => this.idle.push(resolve));
     const { api } = this;
-    api.llama_batch_free(this.batch.struct);
-    api.llama_detach_threadpool(this.context);
-    api.llama_free(this.context);
-    this.lib.freeThreadpool(this.threadpool);
-    this.threadpool = undefined;
+    for (const lane of this.lanes) {
+      api.llama_batch_free(lane.batch.struct);
+      api.llama_detach_threadpool(lane.context);
+      api.llama_free(lane.context);
+      this.lib.freeThreadpool(lane.threadpool);
+    }
     api.llama_model_free(this.model);
   }
 }
