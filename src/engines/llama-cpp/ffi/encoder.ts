@@ -246,6 +246,7 @@ export class LlamaEncoder {
     const jobs: Job[] = [];
     const lastIndex: number[] = [];
     const batch = lane.batch;
+    const pooled = this.pooling !== LLAMA_POOLING_TYPE.none;
     let n = 0;
     while (this.queue.length > 0 && jobs.length < this.sequences && n + this.queue[0]!.tokens.length <= this.contextSize) {
       const job = this.queue.shift()!;
@@ -255,8 +256,9 @@ export class LlamaEncoder {
         batch.token[n] = job.tokens[i]!;
         batch.pos[n] = i;
         batch.seqId[n]![0] = seq;
-        // Pooled outputs use every token (llama.cpp outputs them all); without pooling, the last token's state is the vector.
-        batch.logits[n] = i === length - 1 ? 1 : 0;
+        // Pooling reads every token's state (llama.cpp would override the flags, with a warning per decode);
+        // without pooling, the last token's state is the vector.
+        batch.logits[n] = pooled || i === length - 1 ? 1 : 0;
         n++;
       }
       jobs.push(job);
