@@ -1,14 +1,18 @@
 // Embeddings and rerank throughput: micro-batched (the serving path's batcher) against one-at-a-time
 // (requests served strictly in turn), at 1, 8 and 32 concurrent clients, in process (no HTTP, so the
 // figures are the engine + batcher, not the network), for both engines:
-//   llama-cpp: batched = the batcher over a pool of `--contexts` contexts (one input each at a time);
-//              one-at-a-time = one context. `--threads` threads per context.
+//   llama-cpp: on each of `--runners`:
+//              ffi: Infera's encoder (ffi/encoder.ts), every input queued at the time packed into one
+//                   llama_decode; batched = `--contexts` contexts decoding side by side, one-at-a-time =
+//                   one context; `--threads` threads per context.
+//              node-llama-cpp: batched = the batcher over a pool of `--contexts` contexts (one input
+//                   each at a time); one-at-a-time = one context. `--threads` threads per context.
 //   onnx:      batched = the batcher feeding whole micro-batches to one ONNX Runtime session (padded
 //              forward passes); one-at-a-time = the same session, one request per pass. `--onnx-threads`.
 //
 // Usage:
 //   node --import tsx bench/embeddings.ts [--kind embed|rerank|both] [--engines llama-cpp,onnx] [--duration 6]
-//        [--clients 1,8,32] [--contexts 2] [--threads 1] [--onnx-threads 2] [--onnx-batch rows] [--inputs 1] [--docs 8] [--wait ms] [--concurrency n]
+//        [--clients 1,8,32] [--contexts 2] [--threads 1] [--runners ffi,node-llama-cpp] [--batch-sequences 32] [--onnx-threads 2] [--onnx-batch rows] [--inputs 1] [--docs 8] [--wait ms] [--concurrency n]
 //        [--rounds 2] [--model path.gguf] [--modes sequential,batched]
 // The bge-small-shaped bench models (hidden 384, 12 layers, random weights) are generated into
 // $TMPDIR/infera-bench-models: the GGUF by ensureBenchModel, its ONNX twin (same weights) by ensureOnnxBert.
@@ -37,6 +41,8 @@ const { values } = parseArgs({
     'onnx-threads': { type: 'string', default: '2' },
     'onnx-batch': { type: 'string' },
     engines: { type: 'string', default: 'llama-cpp,onnx' },
+    runners: { type: 'string', default: 'ffi,node-llama-cpp' },
+    'batch-sequences': { type: 'string', default: '32' },
     inputs: { type: 'string', default: '1' },
     docs: { type: 'string', default: '8' },
     wait: { type: 'string' },
@@ -52,7 +58,18 @@ const contexts = Number(values.contexts);
 const threads = Number(values.threads);
 const onnxThreads = Number(values['onnx-threads']);
 type Engine = 'llama-cpp' | 'onnx';
-const engines = values.engines!.split(',') as Engine[];
+type Runner = 'ffi' | 'node-llama-cpp';
+const runners = values.runners!.split(',') as Runner[];
+const batchSequences = Number(values['batch-sequences']);
+/** What one row measures: onnx, or llama-cpp on one runner (named `llama-cpp/ffi`, `llama-cpp/node-llama-cpp`). */
+interface Backend {
+  engine: Engine;
+  runner?: Runner;
+  name: string;
+}
+const backends: Backend[] = (values.engines!.split(',') as Engine[]).flatMap((engine): Backend[] =>
+  engine === 'onnx' ? [{ engine, name: engine }] : runners.map((runner) => ({ engine, runner, name: `${engine}/${runner}` })),
+);
 const inputsPerRequest = Number(values.inputs);
 const docsPerRequest = Number(values.docs);
 const modes = values.modes!.split(',') as ('sequential' | 'batched')[];
@@ -127,10 +144,11 @@ async function drive(clients: number, send: () => Promise<{ items: number; token
   return { requests: latencies.length, items, tokens, seconds, p50: at(0.5), p99: at(0.99), cpuSeconds: (used.user + used.system) / 1e6 };
 }
 
-function configFor(kind: 'embed' | 'rerank', path: string, pool: number) {
-  const common = { id: `bench/${kind}`, type: kind === 'embed' ? 'embedding' : 'reranker', path, maxQueue: 10_000 };
+function configFor(kind: 'embed' | 'rerank', path: string, pool: number, runner: Runner = 'ffi') {
+  // A busy box serves 32 clients slowly: the bench measures throughput, not the queue-wait limit.
+  const common = { id: `bench/${kind}`, type: kind === 'embed' ? 'embedding' : 'reranker', path, maxQueue: 10_000, maxQueueWaitSeconds: 600 };
   return {
-    llamaCpp: llamaCppModelSchema.parse({ ...common, engine: 'llama-cpp', llamaCpp: { threads, contexts: pool, contextSize: 512 } }),
+    llamaCpp: llamaCppModelSchema.parse({ ...common, engine: 'llama-cpp', llamaCpp: { threads, contexts: pool, contextSize: 512, runner, batchSequences } }),
     onnx: onnxModelSchema.parse({
       ...common,
       engine: 'onnx',
@@ -166,16 +184,18 @@ async function runCells(kind: string, senders: Record<string, Send>): Promise<Ce
 async function benchEmbeddings(): Promise<Cell[]> {
   const senders: Record<string, Send> = {};
   const disposers: (() => Promise<void>)[] = [];
-  for (const engine of engines)
+  for (const { engine, runner, name } of backends)
   for (const mode of modes) {
-    const configs = configFor('embed', await benchModelPath('embed', engine), mode === 'sequential' ? 1 : contexts);
-    const loaded = engine === 'onnx' ? await loadOnnxEmbeddingModel(configs.onnx) : await loadLlamaCppEmbeddingModel(configs.llamaCpp, undefined, { llama });
+    const configs = configFor('embed', await benchModelPath('embed', engine), mode === 'sequential' ? 1 : contexts, runner);
+    const loaded = engine === 'onnx' ? await loadOnnxEmbeddingModel(configs.onnx) : await loadLlamaCppEmbeddingModel(configs.llamaCpp, undefined, { llama }, (reason) => {
+            throw new Error(reason);
+          });
     const config = engine === 'onnx' ? configs.onnx : configs.llamaCpp;
     disposers.push(loaded.dispose);
     const model: EmbeddingModel = loaded.model;
     const turn = new Slots(1, 10_000, 'bench');
     const batcher = createEmbeddingBatcher(model, config, batching);
-    senders[`${engine} ${mode}`] = async () => {
+    senders[`${name} ${mode}`] = async () => {
       // As the server does: tokenize (and check) once, then hand the engine token arrays.
       const { inputs, tokens } = await tokenizeInputs(model, { inputs: Array.from({ length: inputsPerRequest }, () => ({ text: sentence(12) })), single: false });
       if (mode === 'sequential') {
@@ -199,16 +219,18 @@ async function benchEmbeddings(): Promise<Cell[]> {
 async function benchRerank(): Promise<Cell[]> {
   const senders: Record<string, Send> = {};
   const disposers: (() => Promise<void>)[] = [];
-  for (const engine of engines)
+  for (const { engine, runner, name } of backends)
   for (const mode of modes) {
-    const configs = configFor('rerank', await benchModelPath('rerank', engine), mode === 'sequential' ? 1 : contexts);
-    const loaded = engine === 'onnx' ? await loadOnnxRerankModel(configs.onnx) : await loadLlamaCppRerankModel(configs.llamaCpp, undefined, { llama });
+    const configs = configFor('rerank', await benchModelPath('rerank', engine), mode === 'sequential' ? 1 : contexts, runner);
+    const loaded = engine === 'onnx' ? await loadOnnxRerankModel(configs.onnx) : await loadLlamaCppRerankModel(configs.llamaCpp, undefined, { llama }, (reason) => {
+            throw new Error(reason);
+          });
     const config = engine === 'onnx' ? configs.onnx : configs.llamaCpp;
     disposers.push(loaded.dispose);
     const model: RerankModel = loaded.model;
     const turn = new Slots(1, 10_000, 'bench');
     const batcher = createRerankBatcher(model, config, batching);
-    senders[`${engine} ${mode}`] = async () => {
+    senders[`${name} ${mode}`] = async () => {
       const job = { query: sentence(6), documents: Array.from({ length: docsPerRequest }, () => sentence(24)) };
       if (mode === 'sequential') {
         const lease = await turn.acquire();
@@ -248,15 +270,16 @@ function summary(cells: Cell[]): void {
   };
   for (const kind of new Set(cells.map((c) => c.kind)))
     for (const clients of clientCounts) {
-      for (const engine of engines)
-        ratio(`${kind} clients=${clients}: ${engine} batched / ${engine} one-at-a-time`, rate(kind, `${engine} batched`, clients), rate(kind, `${engine} sequential`, clients));
-      ratio(`${kind} clients=${clients}: onnx batched / llama-cpp one-at-a-time`, rate(kind, 'onnx batched', clients), rate(kind, 'llama-cpp sequential', clients));
-      ratio(`${kind} clients=${clients}: onnx batched / llama-cpp batched`, rate(kind, 'onnx batched', clients), rate(kind, 'llama-cpp batched', clients));
+      for (const { name } of backends)
+        ratio(`${kind} clients=${clients}: ${name} batched / ${name} one-at-a-time`, rate(kind, `${name} batched`, clients), rate(kind, `${name} sequential`, clients));
+      ratio(`${kind} clients=${clients}: llama-cpp/ffi batched / llama-cpp/node-llama-cpp batched`, rate(kind, 'llama-cpp/ffi batched', clients), rate(kind, 'llama-cpp/node-llama-cpp batched', clients));
+      for (const runner of runners)
+        ratio(`${kind} clients=${clients}: onnx batched / llama-cpp/${runner} batched`, rate(kind, 'onnx batched', clients), rate(kind, `llama-cpp/${runner} batched`, clients));
     }
 }
 
 console.log(
-  `bench: engines=${engines.join(',')} contexts=${contexts} threads=${threads} onnx-threads=${onnxThreads} inputs/request=${inputsPerRequest} docs/request=${docsPerRequest} ` +
+  `bench: ${backends.map((backend) => backend.name).join(',')} batch-sequences=${batchSequences} contexts=${contexts} threads=${threads} onnx-threads=${onnxThreads} inputs/request=${inputsPerRequest} docs/request=${docsPerRequest} ` +
     `batching=${JSON.stringify(batching)} duration=${durationMs / 1000}s rounds=${rounds} (best round per cell)`,
 );
 const all: Cell[] = [];

@@ -16,8 +16,10 @@
 //   vocab       the 152k-vocabulary model, greedy and sampled, at --extra-threads
 //   sampled     chat-512x8 with the sampled chain (temperature 0.7, top_p 0.9, top_k 40, repetition penalty 1.1)
 //   embeddings  bert-384x12-embed at --embed-clients clients vs llama-server --embeddings: --embed-threads per
-//               decode on both; llama-server batches its --embed-slots slots into one decode, Infera runs
-//               --embed-contexts contexts (each with those threads; its default pool is 2)
+//               decode on both; llama-server batches its --embed-slots slots into one decode. Infera on its
+//               default FFI runner packs up to 32 queued inputs (llamaCpp.batchSequences) into one decode on
+//               each of --embed-contexts contexts (each with those threads); with --infera-engine
+//               '{"runner":"node-llama-cpp"}' it runs --embed-contexts contexts one input at a time
 //   startup     spawn → first answer, and idle RSS (whole process tree) per model
 // The Infera side: --infera-engine '{"runner":"ffi"}' (or INFERA_BENCH_ENGINE) is merged into every
 // llama-cpp model's `llamaCpp` options block, --infera-model '{"isolation":"none"}' (or INFERA_BENCH_MODEL)

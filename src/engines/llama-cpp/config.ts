@@ -19,14 +19,23 @@ export const llamaCppOptionsSchema = z
     gpu: z.union([z.literal('auto'), z.literal(false), z.enum(['cuda', 'vulkan', 'metal'])]).default(false),
     batchSize: positiveInt.optional(),
     /**
-     * Chat: what drives llama.cpp. "ffi" is Infera's own loop over llama.cpp's C API (one decode per
-     * step over all sequences, persistent thread pool); when it cannot serve a model (koffi or the
-     * library layout unavailable, GPU offload, a tool-call format other than <tool_call>) the model
-     * runs on "node-llama-cpp" instead, with one log line saying why.
+     * What drives llama.cpp. "ffi" is Infera's own loop over llama.cpp's C API (chat: one decode per
+     * step over all sequences; embedding/rerank: concurrent inputs packed into one decode; a persistent
+     * thread pool); when it cannot serve a model (koffi or the library layout unavailable, GPU offload,
+     * a chat tool-call format other than <tool_call>) the model runs on "node-llama-cpp" instead, with
+     * one log line saying why.
      */
     runner: z.enum(['ffi', 'node-llama-cpp']).default('ffi'),
-    /** Embedding/rerank: contexts in the pool (each handles one input at a time). */
+    /**
+     * Embedding/rerank: contexts decoding at the same time, `threads` each. On node-llama-cpp a pool
+     * (each context one input at a time); on the FFI runner each takes whatever is queued, packed into one decode.
+     */
     contexts: positiveInt.default(2),
+    /**
+     * Embedding/rerank on the FFI runner: the most inputs packed into one llama_decode (llama.cpp's
+     * n_seq_max, at most 256); the tokens of one decode are bounded by `contextSize`.
+     */
+    batchSequences: positiveInt.max(256).default(32),
     /**
      * Validate the GGUF header (tensor count, sizes, types) before llama.cpp reads the file. false hands
      * it over unchecked, for a file the check wrongly refuses (a tensor type newer than its table): a bad

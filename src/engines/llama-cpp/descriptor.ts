@@ -1,4 +1,4 @@
-// Engine `llama-cpp`: GGUF chat, embedding and reranker models through node-llama-cpp. Cheap to import:
+// Engine `llama-cpp`: GGUF chat, embedding and reranker models on Infera's FFI runner or node-llama-cpp. Cheap to import:
 // node-llama-cpp is imported inside load().
 import { defineEngine } from '../descriptor.ts';
 import { requireLocalPath } from '../shared/files.ts';
@@ -31,9 +31,9 @@ export const llamaCpp = defineEngine({
         case 'chat':
           return (await import('./chat.ts')).loadChatModel(config, onProgress, options, (reason) => logger.info(reason));
         case 'embedding':
-          return (await import('./embedding.ts')).loadLlamaCppEmbeddingModel(config, onProgress, options);
+          return (await import('./embedding.ts')).loadLlamaCppEmbeddingModel(config, onProgress, options, (reason) => logger.info(reason));
         case 'reranker':
-          return (await import('./rerank.ts')).loadLlamaCppRerankModel(config, onProgress, options);
+          return (await import('./rerank.ts')).loadLlamaCppRerankModel(config, onProgress, options, (reason) => logger.info(reason));
         default:
           throw new Error(`engine llama-cpp cannot serve ${config.type} models`);
       }

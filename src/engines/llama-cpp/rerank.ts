@@ -1,4 +1,6 @@
-// GGUF cross-encoder rerankers through node-llama-cpp: BERT/XLM-R models with a classification head
+// GGUF cross-encoder rerankers, on Infera's FFI encoder (ffi/encoder.ts, RANK pooling: the chunks of a
+// request, and of concurrent requests, packed into one llama_decode) or on node-llama-cpp's ranking
+// contexts (llamaCpp.runner): BERT/XLM-R models with a classification head
 // (bge-reranker-v2-m3 style; input `[CLS] query [SEP] document`, score = sigmoid(logit)) and Qwen3-Reranker
 // style decoders whose GGUF carries a `chat_template.rerank` (llama.cpp already returns a probability).
 //
@@ -11,10 +13,16 @@ import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
 import { chunkLimits, documentRoom, queryWithInstruction, RerankWorkMeter, splitIntoChunks } from '../shared/rerank-text.ts';
 import { ContextPool } from './embedding-context-pool.ts';
-import type { LlamaCppLoadOptions } from './embedding.ts';
+import { ffiLibrary, type LlamaCppLoadOptions } from './embedding.ts';
+import { LlamaEncoder, type EncoderStats } from './ffi/encoder.ts';
+import type { LlamaLibrary } from './ffi/library.ts';
 
 export interface LlamaCppRerankModel extends RerankModel {
   readonly parallelism: number;
+  /** What drives llama.cpp for this model. */
+  readonly runner: 'ffi' | 'node-llama-cpp';
+  /** The FFI encoder's counters (decodes, inputs, tokens), live in its own process; undefined on node-llama-cpp. */
+  readonly encoderStats: EncoderStats | undefined;
   readonly contextSize: number;
   /** Text tokens (no special tokens) the engine would evaluate for this text. */
   countTokens(text: string): number;
@@ -23,45 +31,154 @@ export interface LlamaCppRerankModel extends RerankModel {
 // Qwen3-Reranker's GGUF template hard-codes one instruction in this slot; a request's `instruction` replaces it.
 const QWEN3_INSTRUCT_SLOT = /<Instruct>: ([^\n]*)\n<Query>: \{query\}/;
 
+/**
+ * The llama-cpp reranker loader: the FFI encoder when the config asks for it and the library is there,
+ * else node-llama-cpp's ranking contexts, with `onFallback` told why (one log line).
+ */
 export async function loadLlamaCppRerankModel(
+  config: LlamaCppModelConfig,
+  onProgress: LoadProgress | undefined,
+  options: LlamaCppLoadOptions,
+  onFallback: (reason: string) => void = () => {},
+): Promise<LoadedModel<LlamaCppRerankModel>> {
+  if (!config.path) throw new Error(`model ${config.id}: llama-cpp needs \`path\``);
+  if (config.llamaCpp.runner === 'ffi') {
+    const lib = await ffiLibrary(config);
+    if (typeof lib !== 'string') return loadOnFfi(config, onProgress, options, lib);
+    onFallback(`llama.cpp FFI runner not used for ${config.id}: ${lib}; running it on node-llama-cpp`);
+  }
+  return loadOnNodeLlamaCpp(config, onProgress, options);
+}
+
+/** How a reranker evaluates: node-llama-cpp's ranking-context pool or the FFI encoder. */
+interface RankBackend {
+  readonly runner: 'ffi' | 'node-llama-cpp';
+  readonly encoderStats?: EncoderStats;
+  readonly parallelism: number;
+  /** Tokens one evaluation may hold. */
+  readonly contextSize: number;
+  /** The GGUF's tokenizer (for the FFI runner, a vocabulary-only load). */
+  readonly model: LlamaModel;
+  /** Tokens evaluated for a cross-encoder pair (special tokens around query and document included). */
+  pairLength(query: Token[], document: Token[]): number;
+  /** Score of a cross-encoder pair. */
+  rankPair(query: Token[], document: Token[], signal: AbortSignal): Promise<number>;
+  /** Score of a filled prompt (templated rerankers). */
+  rankPrompt(tokens: Token[], signal: AbortSignal): Promise<number>;
+  dispose(): Promise<void>;
+}
+
+function checkRanker(config: LlamaCppModelConfig, model: LlamaModel): PromptTemplate | undefined {
+  if (!model.fileInsights.supportsRanking)
+    throw new Error(
+      `model ${config.id}: ${config.path} is not a reranker (no cls.weight / cls.output.weight classification head); serve it as type embedding or chat`,
+    );
+  const rerankTemplate = (model.fileInfo.metadata as unknown as { tokenizer?: Record<string, unknown> }).tokenizer?.['chat_template.rerank'];
+  // A GGUF rerank template (Qwen3-Reranker) is filled as text and tokenized whole, as llama-server and the
+  // model's reference code do; node-llama-cpp's own template handling tokenizes the document apart from
+  // the text around it ("<Document>: the" would read ":", " ", "the" instead of ":", " the").
+  return typeof rerankTemplate === 'string' ? promptTemplate(rerankTemplate) : undefined;
+}
+
+async function loadOnNodeLlamaCpp(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
   { llama, signal }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppRerankModel>> {
-  if (!config.path) throw new Error(`model ${config.id}: llama-cpp needs \`path\``);
   const llamaOptions = config.llamaCpp;
   const model = await llama.loadModel({ modelPath: config.path, gpuLayers: llamaOptions.gpuLayers, onLoadProgress: onProgress, loadSignal: signal });
   const contexts: LlamaRankingContext[] = [];
   try {
-    if (!model.fileInsights.supportsRanking)
-      throw new Error(
-        `model ${config.id}: ${config.path} is not a reranker (no cls.weight / cls.output.weight classification head); serve it as type embedding or chat`,
-      );
-    const rerankTemplate = (model.fileInfo.metadata as unknown as { tokenizer?: Record<string, unknown> }).tokenizer?.[
-      'chat_template.rerank'
-    ];
-    // A GGUF rerank template (Qwen3-Reranker) is filled as text and tokenized whole, as llama-server and the
-    // model's reference code do; node-llama-cpp's own template handling tokenizes the document apart from
-    // the text around it ("<Document>: the" would read ":", " ", "the" instead of ":", " the"). Its ranking
-    // contexts then get a pass-through template and the finished token sequence.
-    const prompt = typeof rerankTemplate === 'string' ? promptTemplate(rerankTemplate) : undefined;
+    const prompt = checkRanker(config, model);
+    // Templated rerankers: the ranking contexts get a pass-through template and the finished token sequence.
     const template = prompt ? '{{query}}{{document}}' : undefined;
     const contextSize = Math.min(llamaOptions.contextSize, model.trainContextSize || llamaOptions.contextSize);
     for (let i = 0; i < llamaOptions.contexts; i++)
-      contexts.push(
-        await model.createRankingContext({ contextSize, batchSize: contextSize, threads: llamaOptions.threads, template }),
-      );
-    const reranker = new LlamaCppRerank(config, model, new ContextPool(contexts), contextSize, prompt);
-    return {
-      model: reranker,
+      contexts.push(await model.createRankingContext({ contextSize, batchSize: contextSize, threads: llamaOptions.threads, template }));
+    const pool = new ContextPool(contexts);
+    const backend: RankBackend = {
+      runner: 'node-llama-cpp',
+      parallelism: pool.size,
+      contextSize,
+      model,
+      pairLength: (query, document) => pool.contexts[0]!.calculateInputLength(query, document),
+      rankPair: (query, document, signal) => pool.use((ranking) => ranking.rank(query, document), signal),
+      rankPrompt: (tokens, signal) => pool.use((ranking) => ranking.rank(tokens, []), signal),
       dispose: async () => {
-        await reranker.pool.dispose();
+        await pool.dispose();
         await model.dispose();
       },
     };
+    const reranker = new LlamaCppRerank(config, backend, prompt);
+    return { model: reranker, dispose: () => backend.dispose() };
   } catch (error) {
     await Promise.allSettled(contexts.map((context) => context.dispose()));
     await model.dispose();
+    throw error;
+  }
+}
+
+/**
+ * On the FFI encoder with RANK pooling. The token sequences and the score are node-llama-cpp's
+ * (LlamaRankingContext): `[BOS] query [EOS] [SEP] document [EOS]` for cross-encoders (each special token
+ * where the vocabulary has one), the filled prompt with the vocabulary's begin/end tokens for templated
+ * rerankers; the first class output, through a sigmoid unless llama.cpp already normalised it (qwen3's
+ * RANK pooling ends in a softmax).
+ */
+async function loadOnFfi(
+  config: LlamaCppModelConfig,
+  onProgress: LoadProgress | undefined,
+  { llama, signal, decodeOn }: LlamaCppLoadOptions,
+  lib: LlamaLibrary,
+): Promise<LoadedModel<LlamaCppRerankModel>> {
+  const llamaOptions = config.llamaCpp;
+  const vocab = await llama.loadModel({ modelPath: config.path, vocabOnly: true, loadSignal: signal });
+  let encoder: LlamaEncoder | undefined;
+  try {
+    const prompt = checkRanker(config, vocab);
+    signal?.throwIfAborted();
+    encoder = LlamaEncoder.load(lib, config.path, {
+      contextSize: llamaOptions.contextSize,
+      sequences: llamaOptions.batchSequences,
+      threads: llamaOptions.threads,
+      lanes: llamaOptions.contexts,
+      pooling: 'rank',
+      decodeOn,
+    });
+    onProgress?.(1);
+    const loaded = encoder;
+    const { bos, eos, sep } = vocab.tokens;
+    const architecture = vocab.fileInfo.metadata?.general?.architecture as string | undefined;
+    const normalised = architecture === 'qwen3' || architecture === 'qwen3vl';
+    const pairInput = (query: Token[], document: Token[]): Token[] =>
+      query.length === 0 && document.length === 0
+        ? []
+        : [...(bos == null ? [] : [bos]), ...query, ...(eos == null ? [] : [eos]), ...(sep == null ? [] : [sep]), ...document, ...(eos == null ? [] : [eos])];
+    const score = async (tokens: number[], signal: AbortSignal) => {
+      if (tokens.length === 0) return 0;
+      const out = await loaded.encode(tokens, signal);
+      if (out.length === 0) return 0;
+      return normalised ? out[0]! : 1 / (1 + Math.exp(-out[0]!));
+    };
+    const backend: RankBackend = {
+      runner: 'ffi',
+      encoderStats: encoder.stats,
+      parallelism: encoder.sequences * encoder.lanesCount,
+      contextSize: encoder.contextSize,
+      model: vocab,
+      pairLength: (query, document) => pairInput(query, document).length,
+      rankPair: (query, document, signal) => score(pairInput(query, document), signal),
+      rankPrompt: (tokens, signal) => score(loaded.framed(tokens), signal),
+      dispose: async () => {
+        await loaded.dispose();
+        await vocab.dispose();
+      },
+    };
+    const reranker = new LlamaCppRerank(config, backend, prompt);
+    return { model: reranker, dispose: () => backend.dispose() };
+  } catch (error) {
+    await encoder?.dispose();
+    await vocab.dispose();
     throw error;
   }
 }
@@ -101,20 +218,26 @@ class LlamaCppRerank implements LlamaCppRerankModel {
   readonly maxInputTokens: number;
   readonly acceptsInstruction: boolean;
   readonly parallelism: number;
+  readonly contextSize: number;
+  readonly runner: 'ffi' | 'node-llama-cpp';
+  readonly encoderStats: EncoderStats | undefined;
+  private readonly model: LlamaModel;
 
   constructor(
     config: LlamaCppModelConfig,
-    private readonly model: LlamaModel,
-    readonly pool: ContextPool<LlamaRankingContext>,
-    readonly contextSize: number,
+    private readonly backend: RankBackend,
     /** Set for templated rerankers (Qwen3-Reranker): Infera fills and tokenizes the whole prompt. */
     private readonly prompt: PromptTemplate | undefined,
   ) {
     this.name = config.id;
     this.acceptsInstruction = config.acceptsInstruction;
-    this.parallelism = pool.size;
+    this.parallelism = backend.parallelism;
+    this.contextSize = backend.contextSize;
+    this.runner = backend.runner;
+    this.encoderStats = backend.encoderStats;
+    this.model = backend.model;
     // node-llama-cpp refuses a pair whose evaluated length reaches the context size.
-    this.maxInputTokens = contextSize - 1;
+    this.maxInputTokens = this.contextSize - 1;
   }
 
   countTokens(text: string): number {
@@ -127,8 +250,9 @@ class LlamaCppRerank implements LlamaCppRerankModel {
     return this.prompt ? this.rerankWithPrompt(this.prompt, options) : this.rerankPairs(options);
   }
 
-  private async score(chunks: Chunk[], documentCount: number, signal: AbortSignal, evaluate: (ranking: LlamaRankingContext, chunk: Chunk) => Promise<number>): Promise<number[]> {
-    const chunkScores = await Promise.all(chunks.map((chunk) => this.pool.use((ranking) => evaluate(ranking, chunk), signal)));
+  private async score(chunks: Chunk[], documentCount: number, signal: AbortSignal, evaluate: (chunk: Chunk) => Promise<number>): Promise<number[]> {
+    if (signal.aborted) throw new ClientGoneError();
+    const chunkScores = await Promise.all(chunks.map((chunk) => evaluate(chunk)));
     if (signal.aborted) throw new ClientGoneError();
     const scores = new Array<number>(documentCount).fill(0);
     chunks.forEach((chunk, index) => {
@@ -141,10 +265,9 @@ class LlamaCppRerank implements LlamaCppRerankModel {
   private async rerankPairs(options: RerankCallOptions): Promise<RerankResult> {
     const { documents, signal } = options;
     const query = this.tokenize(this.queryText(options.query, options.instruction));
-    const context = this.pool.contexts[0];
     // Tokens the template and special tokens add around query + document.
     const probe = this.tokenize('a');
-    const frame = context.calculateInputLength(query, probe) - probe.length;
+    const frame = this.backend.pairLength(query, probe) - probe.length;
     const room = documentRoom(this.contextSize - 1 - frame, this.name, this.maxInputTokens);
     const { maxChunks, overlap } = chunkLimits(options);
     const meter = new RerankWorkMeter(options.limits);
@@ -154,8 +277,8 @@ class LlamaCppRerank implements LlamaCppRerankModel {
         return { document, tokens };
       }),
     );
-    const scores = await this.score(chunks, documents.length, signal, (ranking, chunk) => ranking.rank(query, chunk.tokens));
-    const inputTokens = chunks.reduce((sum, chunk) => sum + context.calculateInputLength(query, chunk.tokens), 0);
+    const scores = await this.score(chunks, documents.length, signal, (chunk) => this.backend.rankPair(query, chunk.tokens, signal));
+    const inputTokens = chunks.reduce((sum, chunk) => sum + this.backend.pairLength(query, chunk.tokens), 0);
     return { scores, inputTokens, chunks: chunks.length };
   }
 
@@ -186,7 +309,7 @@ class LlamaCppRerank implements LlamaCppRerankModel {
         ? [{ document, tokens: promptTokens(text) }]
         : parts.map((part) => ({ document, tokens: promptTokens(this.model.detokenize(part)) })),
     );
-    const scores = await this.score(chunks, documents.length, signal, (ranking, chunk) => ranking.rank(chunk.tokens, []));
+    const scores = await this.score(chunks, documents.length, signal, (chunk) => this.backend.rankPrompt(chunk.tokens, signal));
     return { scores, inputTokens: chunks.reduce((sum, chunk) => sum + chunk.tokens.length, 0), chunks: chunks.length };
   }
 

@@ -19,6 +19,9 @@ export const DECLARED_FOR = { nodeLlamaCpp: '3.21.1', llamaCppCommit: '80fb11a' 
 
 export const GGML_MAX_N_THREADS = 512;
 export const LLAMA_POOLING_TYPE = { unspecified: -1, none: 0, mean: 1, cls: 2, last: 3, rank: 4 } as const;
+export const LLAMA_VOCAB_TYPE = { none: 0, spm: 1, bpe: 2, wpm: 3, ugm: 4, rwkv: 5, plamo2: 6 } as const;
+/** llama.cpp's LLAMA_MAX_SEQ: sequence ids of one context are below it. */
+export const LLAMA_MAX_SEQ = 256;
 const GGML_BACKEND_DEVICE_TYPE_CPU = 0;
 
 /** Why the FFI runner cannot be used here (koffi missing, another platform, a layout mismatch). */
@@ -162,6 +165,9 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     llama_n_ubatch: llamaFn('llama_n_ubatch', 'uint32_t', [t.context]),
     llama_n_seq_max: llamaFn('llama_n_seq_max', 'uint32_t', [t.context]),
     llama_model_n_ctx_train: llamaFn('llama_model_n_ctx_train', 'int32_t', [t.model]),
+    llama_model_n_embd_out: llamaFn('llama_model_n_embd_out', 'int32_t', [t.model]),
+    llama_model_n_cls_out: llamaFn('llama_model_n_cls_out', 'uint32_t', [t.model]),
+    llama_pooling_type: llamaFn('llama_pooling_type', 'int32_t', [t.context]),
     llama_model_get_vocab: llamaFn('llama_model_get_vocab', t.vocab, [t.model]),
     llama_model_chat_template: llamaFn('llama_model_chat_template', 'const char *', [t.model, 'const char *']),
     llama_get_memory: llamaFn('llama_get_memory', t.memory, [t.context]),
@@ -173,6 +179,10 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     llama_vocab_get_attr: llamaFn('llama_vocab_get_attr', 'int32_t', [t.vocab, 'int32_t']),
     llama_vocab_bos: llamaFn('llama_vocab_bos', 'int32_t', [t.vocab]),
     llama_vocab_eos: llamaFn('llama_vocab_eos', 'int32_t', [t.vocab]),
+    llama_vocab_sep: llamaFn('llama_vocab_sep', 'int32_t', [t.vocab]),
+    llama_vocab_get_add_bos: llamaFn('llama_vocab_get_add_bos', 'bool', [t.vocab]),
+    llama_vocab_get_add_eos: llamaFn('llama_vocab_get_add_eos', 'bool', [t.vocab]),
+    llama_vocab_type: llamaFn('llama_vocab_type', 'int32_t', [t.vocab]),
     llama_tokenize: llamaFn('llama_tokenize', 'int32_t', [t.vocab, 'const char *', 'int32_t', 'int32_t *', 'int32_t', 'bool', 'bool']),
     llama_token_to_piece: llamaFn('llama_token_to_piece', 'int32_t', [t.vocab, 'int32_t', 'uint8_t *', 'int32_t', 'int32_t', 'bool']),
 
@@ -182,6 +192,7 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     llama_decode: llamaFn('llama_decode', 'int32_t', [t.context, t.batch]),
     llama_get_logits_ith: llamaFn('llama_get_logits_ith', 'void *', [t.context, 'int32_t']),
     llama_get_embeddings_seq: llamaFn('llama_get_embeddings_seq', 'void *', [t.context, 'int32_t']),
+    llama_get_embeddings_ith: llamaFn('llama_get_embeddings_ith', 'void *', [t.context, 'int32_t']),
 
     // memory (KV cache)
     llama_memory_clear: llamaFn('llama_memory_clear', 'void', [t.memory, 'bool']),

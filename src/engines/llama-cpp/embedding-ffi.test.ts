@@ -1,0 +1,147 @@
+// What the FFI encoder (ffi/encoder.ts) adds over node-llama-cpp's embedding contexts, on the tiny
+// models: concurrent inputs packed into one llama_decode, the same tokens and vectors as the
+// node-llama-cpp path, queued inputs of an aborted request dropped, every batch checked. (The
+// behaviour both runners share is embedding-suite.ts.)
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Llama } from 'node-llama-cpp';
+import { ClientGoneError } from '../../errors/index.ts';
+import type { LoadedModel } from '../../spec/index.ts';
+import { ensureTinyModels } from '../../tiny-models/index.ts';
+import { llamaCppModelSchema } from './config.ts';
+import { loadLlamaCppEmbeddingModel, type LlamaCppEmbeddingModel } from './embedding.ts';
+import { LlamaEncoder } from './ffi/encoder.ts';
+import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
+import { createLlama } from './runtime.ts';
+
+const signal = () => new AbortController().signal;
+const maxDifference = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  assert.equal(a.length, b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
+  return max;
+};
+
+let paths: Awaited<ReturnType<typeof ensureTinyModels>>;
+let llama: Llama;
+let lib: LlamaLibrary;
+let encoder: LlamaEncoder;
+const TEXTS = ['the quick brown fox', 'hello world', 'paris london tokyo river mountain ocean city', 'a', 'cat dog fish bird', 'one two three four five six'];
+
+const config = (path: string, runner: 'ffi' | 'node-llama-cpp', llamaCpp: Record<string, unknown> = {}) =>
+  llamaCppModelSchema.parse({ id: 'tiny-embed', type: 'embedding', engine: 'llama-cpp', path, normalize: false, llamaCpp: { threads: 1, contexts: 1, runner, ...llamaCpp } });
+
+before(async () => {
+  paths = await ensureTinyModels(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'));
+  llama = await createLlama(false);
+  lib = await openLlamaLibrary();
+  encoder = LlamaEncoder.load(lib, paths.embedding, { contextSize: 64, sequences: 4, threads: 1, pooling: 'model' });
+});
+after(async () => {
+  await encoder?.dispose();
+  await llama?.dispose();
+});
+
+test('ffi encoder: concurrent inputs share one decode, up to n_seq_max inputs and n_batch tokens', async () => {
+  const inputs = TEXTS.slice(0, 4).map((text) => encoder.framed(encoder.tokenize(text)));
+  const alone: Float32Array[] = [];
+  for (const tokens of inputs) alone.push(await encoder.encode(tokens));
+  const before = { ...encoder.stats };
+  const together = await Promise.all(inputs.map((tokens) => encoder.encode(tokens)));
+  assert.equal(encoder.stats.decodes - before.decodes, 1, 'four inputs, one decode');
+  for (const [i, vector] of together.entries()) assert.ok(maxDifference(vector, alone[i]!) < 1e-5, `input ${i}`);
+  // Six inputs over four sequences: two decodes.
+  const six = TEXTS.map((text) => encoder.framed(encoder.tokenize(text)));
+  const mark = encoder.stats.decodes;
+  await Promise.all(six.map((tokens) => encoder.encode(tokens)));
+  assert.equal(encoder.stats.decodes - mark, 2);
+  // Token budget: three inputs of 30 tokens do not fit one 64-token decode.
+  const long = Array.from({ length: 3 }, () => encoder.framed(encoder.tokenize(Array.from({ length: 28 }, () => 'cat').join(' '))));
+  assert.ok(long.every((tokens) => tokens.length === 30));
+  const mark2 = encoder.stats.decodes;
+  await Promise.all(long.map((tokens) => encoder.encode(tokens)));
+  assert.equal(encoder.stats.decodes - mark2, 2);
+});
+
+test('ffi encoder: two lanes (contexts) share one queue and give the same vectors', async () => {
+  const lanes = LlamaEncoder.load(lib, paths.embedding, { contextSize: 64, sequences: 2, threads: 1, lanes: 2, pooling: 'model' });
+  try {
+    assert.equal(lanes.lanesCount, 2);
+    assert.equal(lanes.decodeOn, 'worker');
+    const inputs = TEXTS.map((text) => encoder.framed(encoder.tokenize(text)));
+    const reference = await Promise.all(inputs.map((tokens) => encoder.encode(tokens)));
+    const vectors = await Promise.all(inputs.map((tokens) => lanes.encode(tokens)));
+    assert.equal(lanes.stats.decodes, 3, 'six inputs, two per decode');
+    for (const [i, vector] of vectors.entries()) assert.ok(maxDifference(vector, reference[i]!) < 1e-5, `input ${i}`);
+  } finally {
+    await lanes.dispose();
+  }
+});
+
+test('ffi encoder: inputs it cannot evaluate are refused before any decode', async () => {
+  const mark = encoder.stats.decodes;
+  await assert.rejects(encoder.encode([]), /empty/);
+  await assert.rejects(encoder.encode([1, encoder.vocabSize]), /outside the vocabulary/);
+  await assert.rejects(encoder.encode([1, -1]), /outside the vocabulary/);
+  await assert.rejects(encoder.encode(new Array(65).fill(1)), /exceeds the context/);
+  assert.equal(encoder.stats.decodes, mark);
+});
+
+test("ffi encoder: an aborted request's queued inputs are dropped, others still served", async () => {
+  const tokens = encoder.framed(encoder.tokenize('the quick brown fox'));
+  const controller = new AbortController();
+  const mark = { ...encoder.stats };
+  // The first decode is scheduled for the next turn of the event loop: abort before it runs.
+  const dropped = Array.from({ length: 3 }, () => encoder.encode(tokens, controller.signal));
+  const kept = encoder.encode(tokens);
+  controller.abort();
+  for (const promise of dropped) await assert.rejects(promise, ClientGoneError);
+  assert.equal((await kept).length, encoder.outputSize);
+  assert.equal(encoder.stats.inputs - mark.inputs, 1, 'only the live input was evaluated');
+  await assert.rejects(encoder.encode(tokens, AbortSignal.abort()), ClientGoneError);
+});
+
+for (const [name, pathOf] of [
+  ['tiny BERT (mean pooling)', () => paths.embedding],
+  ['tiny qwen3 decoder (last token, as Qwen3-Embedding)', () => paths.chat],
+] as const) {
+  test(`ffi embeddings equal node-llama-cpp's: same tokens, same vectors within 1e-4 — ${name}`, async () => {
+    const path = pathOf();
+    const models: LoadedModel<LlamaCppEmbeddingModel>[] = [];
+    try {
+      for (const runner of ['ffi', 'node-llama-cpp'] as const)
+        models.push(await loadLlamaCppEmbeddingModel(config(path, runner, { contextSize: 256 }), undefined, { llama }, (reason) => assert.fail(reason)));
+      const [ffi, node] = models.map((loaded) => loaded.model) as [LlamaCppEmbeddingModel, LlamaCppEmbeddingModel];
+      assert.equal(ffi.runner, 'ffi');
+      assert.equal(node.runner, 'node-llama-cpp');
+      assert.equal(ffi.dimensions, node.dimensions);
+      assert.equal(ffi.maxInputTokens, node.maxInputTokens);
+      assert.equal(ffi.vocabularySize, node.vocabularySize);
+      for (const text of TEXTS) assert.deepEqual(await ffi.tokenize(text), await node.tokenize(text), text);
+      const inputs = [...TEXTS.map((text) => ({ text })), { tokens: await node.tokenize('hello world the cat') }];
+      const [a, b] = await Promise.all([ffi, node].map((model) => model.doEmbed({ inputs, signal: signal() })));
+      assert.deepEqual(a!.tokensPerInput, b!.tokensPerInput, 'the same tokens evaluated (special tokens included)');
+      assert.equal(a!.promptTokens, b!.promptTokens);
+      a!.embeddings.forEach((vector, i) => {
+        const difference = maxDifference(vector, b!.embeddings[i]!);
+        assert.ok(difference < 1e-4, `input ${i}: differs by ${difference}`);
+      });
+    } finally {
+      await Promise.all(models.map((loaded) => loaded.dispose()));
+    }
+  });
+}
+
+test('llamaCpp.runner ffi falls back to node-llama-cpp with one reason when the FFI runner cannot serve the model', async () => {
+  const reasons: string[] = [];
+  const loaded = await loadLlamaCppEmbeddingModel(config(paths.embedding, 'ffi', { gpuLayers: 1 }), undefined, { llama }, (reason) => reasons.push(reason));
+  try {
+    assert.equal(loaded.model.runner, 'node-llama-cpp');
+    assert.equal(reasons.length, 1);
+    assert.match(reasons[0]!, /FFI runner not used for tiny-embed: GPU offload/);
+  } finally {
+    await loaded.dispose();
+  }
+});

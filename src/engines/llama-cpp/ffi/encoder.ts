@@ -1,0 +1,385 @@
+// Infera's own llama.cpp embedding/ranking loop: one model, one or more contexts ("lanes") with
+// embeddings on, each with its own persistent ggml thread pool. Concurrent inputs — of one request or of
+// many — wait in one queue, and whenever a lane is free it takes what is queued, packed into ONE
+// llama_decode over several sequences (up to n_seq_max inputs and n_batch tokens), as llama-server does,
+// instead of node-llama-cpp's one input per context per decode. Each input's pooled vector (or, for RANK
+// pooling, its class scores) is read back with llama_get_embeddings_seq.
+//
+// Several single-threaded lanes rather than one multi-threaded context: on a box whose cores are shared,
+// a descheduled thread of a multi-threaded decode stalls its barrier (measured: 1.3 embeddings/s against
+// node-llama-cpp's 7.8 on a 2-core box under load 20), while lanes do not wait on each other.
+//
+// The context is sized so that a whole batch is one micro-batch (n_ubatch = n_batch): non-causal
+// encoders (BERT) must see a whole sequence at once and llama.cpp asserts it. Decoder embedders
+// (Qwen3-Embedding) keep a KV: it is one unified stream of n_batch cells, cleared after every batch,
+// so that S sequences cost no more memory than one. llama.cpp aborts the process on a malformed
+// batch: every batch is checked here before llama_decode.
+import { ClientGoneError } from '../../../errors/index.ts';
+import { LLAMA_MAX_SEQ, LLAMA_POOLING_TYPE, LLAMA_VOCAB_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
+
+export interface EncoderOptions {
+  /** The most tokens one input may have, special tokens included (capped by the model's training context). */
+  contextSize: number;
+  /** Inputs packed into one decode (llama.cpp's n_seq_max). */
+  sequences: number;
+  /** Threads per lane. */
+  threads: number;
+  /** Contexts decoding at the same time, each its own batch (default 1). */
+  lanes?: number;
+  /** 'rank' for rerankers (class scores), else the GGUF's pooling (llama.cpp's default when it declares none). */
+  pooling: 'model' | 'rank';
+  /**
+   * As RunnerOptions.decodeOn: 'loop' in an engine process of its own, 'worker' (default) in a shared
+   * one. Several lanes always decode on koffi's workers, so that they run at the same time.
+   */
+  decodeOn?: 'loop' | 'worker';
+}
+
+export interface EncoderStats {
+  /** llama_decode calls. */
+  decodes: number;
+  /** Inputs evaluated (sequences over all decodes). */
+  inputs: number;
+  tokens: number;
+  decodeMs: number;
+}
+
+interface Lane {
+  context: Pointer;
+  memory: Pointer;
+  threadpool: Pointer;
+  /** A decode is running: nothing may touch the context or the batch until it returns. */
+  decoding: boolean;
+  batch: {
+    struct: Record<string, unknown>;
+    token: Int32Array;
+    pos: Int32Array;
+    seqId: Int32Array[];
+    logits: Int8Array;
+  };
+}
+
+interface Job {
+  tokens: number[];
+  signal: AbortSignal | undefined;
+  resolve(vector: Float32Array): void;
+  reject(error: Error): void;
+}
+
+const TOKEN_NULL = -1;
+
+export class LlamaEncoder {
+  /** Tokens one decode (and so one input) may hold. */
+  readonly contextSize: number;
+  readonly sequences: number;
+  readonly vocabSize: number;
+  /** Floats per result: n_embd_out, or n_cls_out under RANK pooling. */
+  readonly outputSize: number;
+  /** The pooling the context applies (LLAMA_POOLING_TYPE). */
+  readonly pooling: number;
+  readonly decodeOn: 'loop' | 'worker';
+  /** Contexts decoding at the same time. */
+  readonly lanesCount: number;
+  /** The tokens node-llama-cpp's embedding and ranking contexts put around an input (resolveBeginning/EndTokenToPrepend). */
+  readonly frame: { begin: number | undefined; end: number | undefined };
+  readonly special: { bos: number | undefined; eos: number | undefined; sep: number | undefined };
+  /** Counters for benchmarks and tests: decodes, inputs and tokens they held. */
+  readonly stats: EncoderStats = { decodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
+  private readonly api: LlamaBindings;
+  private readonly vocab: Pointer;
+  private readonly lanes: Lane[];
+  private readonly queue: Job[] = [];
+  private scheduled = false;
+  private disposed = false;
+  private idle: (() => void)[] = [];
+
+  private constructor(
+    private readonly lib: LlamaLibrary,
+    private readonly model: Pointer,
+    contexts: Pointer[],
+    contextSize: number,
+    options: EncoderOptions,
+  ) {
+    const { api, koffi } = lib;
+    this.api = api;
+    this.vocab = api.llama_model_get_vocab(model);
+    this.vocabSize = api.llama_vocab_n_tokens(this.vocab) as number;
+    this.contextSize = contextSize;
+    this.sequences = options.sequences;
+    this.lanesCount = contexts.length;
+    this.decodeOn = contexts.length > 1 ? 'worker' : (options.decodeOn ?? 'worker');
+    this.pooling = api.llama_pooling_type(contexts[0]) as number;
+    this.outputSize = this.pooling === LLAMA_POOLING_TYPE.rank ? Number(api.llama_model_n_cls_out(model)) : (api.llama_model_n_embd_out(model) as number);
+    const id = (token: number) => (token === TOKEN_NULL ? undefined : token);
+    this.special = { bos: id(api.llama_vocab_bos(this.vocab) as number), eos: id(api.llama_vocab_eos(this.vocab) as number), sep: id(api.llama_vocab_sep(this.vocab) as number) };
+    this.frame = frameOf(api.llama_vocab_type(this.vocab) as number, this.special, api.llama_vocab_get_add_bos(this.vocab) as boolean, api.llama_vocab_get_add_eos(this.vocab) as boolean);
+    const view = (pointer: unknown, bytes: number) => koffi.view(pointer, bytes);
+    this.lanes = contexts.map((context) => {
+      const threadpool = lib.newThreadpool(options.threads);
+      api.llama_attach_threadpool(context, threadpool, threadpool);
+      const raw = api.llama_batch_init(contextSize, 0, 1) as Record<string, unknown>;
+      const seqIdPointers = koffi.decode(raw.seq_id, koffi.array('void *', contextSize)) as unknown[];
+      new Int32Array(view(raw.n_seq_id, contextSize * 4)).fill(1);
+      return {
+        context,
+        memory: api.llama_get_memory(context),
+        threadpool,
+        decoding: false,
+        batch: {
+          struct: raw,
+          token: new Int32Array(view(raw.token, contextSize * 4)),
+          pos: new Int32Array(view(raw.pos, contextSize * 4)),
+          seqId: seqIdPointers.map((pointer) => new Int32Array(view(pointer, 4))),
+          logits: new Int8Array(view(raw.logits, contextSize)),
+        },
+      };
+    });
+  }
+
+  /** Loads the model and creates the context (synchronously). */
+  static load(lib: LlamaLibrary, path: string, options: EncoderOptions): LlamaEncoder {
+    const { api } = lib;
+    if (!Number.isInteger(options.sequences) || options.sequences < 1 || options.sequences > LLAMA_MAX_SEQ)
+      throw new RangeError(`sequences must be 1..${LLAMA_MAX_SEQ}, got ${options.sequences}`);
+    const model = api.llama_model_load_from_file(path, { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0 });
+    if (!model) throw new Error(`llama.cpp could not load ${path}`);
+    const trained = api.llama_model_n_ctx_train(model) as number;
+    const contextSize = trained > 0 ? Math.min(options.contextSize, trained) : options.contextSize;
+    const params = {
+      ...(api.llama_context_default_params() as Record<string, unknown>),
+      // One unified KV of one batch's worth of cells (decoder embedders), emptied after every batch.
+      n_ctx: contextSize,
+      n_batch: contextSize,
+      n_ubatch: contextSize,
+      n_seq_max: options.sequences,
+      n_threads: options.threads,
+      n_threads_batch: options.threads,
+      embeddings: true,
+      pooling_type: options.pooling === 'rank' ? LLAMA_POOLING_TYPE.rank : LLAMA_POOLING_TYPE.unspecified,
+      kv_unified: true,
+      no_perf: true,
+    };
+    const contexts: Pointer[] = [];
+    for (let i = 0; i < (options.lanes ?? 1); i++) {
+      const context = api.llama_init_from_model(model, params);
+      if (!context) {
+        for (const created of contexts) api.llama_free(created);
+        api.llama_model_free(model);
+        throw new Error(`llama.cpp could not create an embedding context of ${contextSize} tokens × ${options.sequences} sequences for ${path}`);
+      }
+      contexts.push(context);
+    }
+    return new LlamaEncoder(lib, model, contexts, contextSize, options);
+  }
+
+  /** Text tokens, no special tokens added or parsed (node-llama-cpp's `model.tokenize(text, false)`). */
+  tokenize(text: string): number[] {
+    const bytes = Buffer.from(text, 'utf8');
+    let out = new Int32Array(bytes.length + 8);
+    let count = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, false, false) as number;
+    if (count < 0) {
+      out = new Int32Array(-count);
+      count = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, false, false) as number;
+    }
+    return Array.from(out.subarray(0, count));
+  }
+
+  /** The input as evaluated: the begin/end tokens the vocabulary asks for, unless already there. */
+  framed(tokens: readonly number[]): number[] {
+    const out = [...tokens];
+    const { begin, end } = this.frame;
+    if (begin !== undefined && out[0] !== begin) out.unshift(begin);
+    if (end !== undefined && out.at(-1) !== end) out.push(end);
+    return out;
+  }
+
+  /**
+   * Queues one input (already framed) and resolves with its pooled vector or class scores. Inputs
+   * queued in the same turn of the event loop, or while a decode runs, share the next decode. An input
+   * whose signal has aborted by then is dropped (rejected with ClientGoneError) without being evaluated.
+   */
+  encode(tokens: readonly number[], signal?: AbortSignal): Promise<Float32Array> {
+    if (this.disposed) return Promise.reject(new Error('the llama.cpp encoder is closed'));
+    if (signal?.aborted) return Promise.reject(new ClientGoneError());
+    if (tokens.length === 0) return Promise.reject(new Error('empty input'));
+    if (tokens.length > this.contextSize) return Promise.reject(new Error(`input of ${tokens.length} tokens exceeds the context (${this.contextSize})`));
+    for (const token of tokens)
+      if (!Number.isInteger(token) || token < 0 || token >= this.vocabSize) return Promise.reject(new Error(`token ${token} is outside the vocabulary`));
+    return new Promise<Float32Array>((resolve, reject) => {
+      this.queue.push({ tokens: [...tokens], signal, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Inputs waiting for a decode. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.disposed) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.step();
+    });
+  }
+
+  private step(): void {
+    if (this.disposed) return;
+    // Inputs of requests that went away are dropped before they cost a decode.
+    let kept = 0;
+    for (const job of this.queue) {
+      if (job.signal?.aborted) job.reject(new ClientGoneError());
+      else this.queue[kept++] = job;
+    }
+    this.queue.length = kept;
+    for (const lane of this.lanes) {
+      if (this.queue.length === 0) break;
+      if (!lane.decoding) this.dispatch(lane);
+    }
+    if (this.lanes.every((lane) => !lane.decoding)) this.notifyIdle();
+  }
+
+  /** Packs what is queued into the lane's batch, first come first served, and decodes it. */
+  private dispatch(lane: Lane): void {
+    const jobs: Job[] = [];
+    const lastIndex: number[] = [];
+    const batch = lane.batch;
+    const pooled = this.pooling !== LLAMA_POOLING_TYPE.none;
+    let n = 0;
+    while (this.queue.length > 0 && jobs.length < this.sequences && n + this.queue[0]!.tokens.length <= this.contextSize) {
+      const job = this.queue.shift()!;
+      const seq = jobs.length;
+      const length = job.tokens.length;
+      for (let i = 0; i < length; i++) {
+        batch.token[n] = job.tokens[i]!;
+        batch.pos[n] = i;
+        batch.seqId[n]![0] = seq;
+        // Pooling reads every token's state (llama.cpp would override the flags, with a warning per decode);
+        // without pooling, the last token's state is the vector.
+        batch.logits[n] = pooled || i === length - 1 ? 1 : 0;
+        n++;
+      }
+      jobs.push(job);
+      lastIndex.push(n - 1);
+    }
+    this.checkBatch(lane, n, jobs.length);
+    const struct = batch.struct;
+    struct.n_tokens = n;
+    const t0 = performance.now();
+    lane.decoding = true;
+    if (this.decodeOn === 'worker') {
+      this.api.llama_decode.async(lane.context, struct, (error: unknown, status: number) => {
+        lane.decoding = false;
+        this.afterDecode(lane, error ? -100 : status, jobs, lastIndex, n, t0);
+      });
+      return;
+    }
+    const status = this.api.llama_decode(lane.context, struct) as number;
+    lane.decoding = false;
+    this.afterDecode(lane, status, jobs, lastIndex, n, t0);
+  }
+
+  /** What llama.cpp would abort on: a sequence id out of range, a position beyond the context, a batch over n_batch / n_ubatch. */
+  private checkBatch(lane: Lane, n: number, sequences: number): void {
+    const batch = lane.batch;
+    if (n < 1 || n > this.contextSize) throw new Error(`batch check: ${n} tokens for a batch of ${this.contextSize}`);
+    if (sequences > this.sequences) throw new Error(`batch check: ${sequences} sequences for ${this.sequences}`);
+    let previousSeq = 0;
+    let expectedPos = 0;
+    for (let i = 0; i < n; i++) {
+      const seq = batch.seqId[i]![0]!;
+      const pos = batch.pos[i]!;
+      const token = batch.token[i]!;
+      if (seq < 0 || seq >= sequences) throw new Error(`batch check: sequence id ${seq} out of range`);
+      if (seq !== previousSeq) {
+        if (seq !== previousSeq + 1) throw new Error(`batch check: sequence ${seq} follows ${previousSeq}`);
+        previousSeq = seq;
+        expectedPos = 0;
+      }
+      if (pos !== expectedPos++ || pos >= this.contextSize) throw new Error(`batch check: position ${pos} in sequence ${seq}`);
+      if (token < 0 || token >= this.vocabSize) throw new Error(`batch check: token ${token} outside the vocabulary`);
+    }
+  }
+
+  private afterDecode(lane: Lane, status: number, jobs: Job[], lastIndex: number[], n: number, t0: number): void {
+    this.stats.decodeMs += performance.now() - t0;
+    this.stats.decodes++;
+    this.stats.inputs += jobs.length;
+    this.stats.tokens += n;
+    if (this.disposed) {
+      for (const job of jobs) job.reject(new Error('the llama.cpp encoder is closed'));
+      if (this.lanes.every((other) => !other.decoding)) this.notifyIdle();
+      return;
+    }
+    if (status !== 0) {
+      for (const job of jobs) job.reject(new Error(`llama_decode returned ${status}`));
+    } else {
+      const { api, lib } = this;
+      const bytes = this.outputSize * 4;
+      jobs.forEach((job, seq) => {
+        const pointer =
+          this.pooling === LLAMA_POOLING_TYPE.none ? api.llama_get_embeddings_ith(lane.context, lastIndex[seq]!) : api.llama_get_embeddings_seq(lane.context, seq);
+        if (!pointer) {
+          job.reject(new Error(`llama.cpp returned no embedding for sequence ${seq}`));
+          return;
+        }
+        // A copy: the buffer is overwritten by the next decode.
+        job.resolve(new Float32Array(lib.koffi.view(pointer, bytes).slice(0)));
+      });
+    }
+    // Decoder embedders keep what they evaluated: the next batch starts from empty sequences.
+    if (lane.memory) this.api.llama_memory_clear(lane.memory, true);
+    this.schedule();
+  }
+
+  private notifyIdle(): void {
+    const waiters = this.idle;
+    this.idle = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  /** Rejects what is queued, waits for a decode in flight, frees the context, the pool and the model. */
+  async dispose(error: Error = new Error('the llama.cpp encoder is closed')): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const job of this.queue.splice(0)) job.reject(error);
+    if (this.lanes.some((lane) => lane.decoding)) await new Promise<void>((resolve) => this.idle.push(resolve));
+    const { api } = this;
+    for (const lane of this.lanes) {
+      api.llama_batch_free(lane.batch.struct);
+      api.llama_detach_threadpool(lane.context);
+      api.llama_free(lane.context);
+      this.lib.freeThreadpool(lane.threadpool);
+    }
+    api.llama_model_free(this.model);
+  }
+}
+
+/**
+ * The begin/end tokens an input gets, by node-llama-cpp's rule (its resolveBeginningTokenToPrepend /
+ * resolveEndTokenToAppend, after llama.cpp's tokenizer): WordPiece [CLS] … [SEP], Unigram … </s>,
+ * RWKV nothing, others BOS / EOS as the GGUF's add_bos / add_eos say.
+ */
+export function frameOf(
+  vocabType: number,
+  special: { bos: number | undefined; eos: number | undefined; sep: number | undefined },
+  addBos: boolean,
+  addEos: boolean,
+): { begin: number | undefined; end: number | undefined } {
+  switch (vocabType) {
+    case LLAMA_VOCAB_TYPE.rwkv:
+      return { begin: undefined, end: undefined };
+    case LLAMA_VOCAB_TYPE.wpm:
+      return { begin: special.bos, end: special.sep };
+    case LLAMA_VOCAB_TYPE.ugm:
+      return { begin: undefined, end: special.eos };
+    default:
+      // node-llama-cpp asks for a BOS id before honouring either flag.
+      return {
+        begin: special.bos !== undefined && addBos ? special.bos : undefined,
+        end: special.bos !== undefined && addEos ? special.eos : undefined,
+      };
+  }
+}
