@@ -46,13 +46,19 @@ test("ffi rerank equals node-llama-cpp's: scores within 1e-4, same tokens and ch
   }
 });
 
-test("ffi rerank: a request's chunks share decodes (up to batchSequences each)", async () => {
+test('ffi rerank: four short documents score as node-llama-cpp scores them (packed into one decode they did not)', async () => {
+  const documents = ['sunny and warm in Paris', 'a recipe for bread', 'rain expected tomorrow', 'stock prices fell'];
+  const [a, b] = await Promise.all([ffi, node].map((loaded) => loaded.model.doRerank({ query: 'what is the weather', documents, signal: signal() })));
+  for (const [i, score] of a!.scores.entries()) assert.ok(Math.abs(score - b!.scores[i]!) < 1e-4, `document ${i}: ${score} vs ${b!.scores[i]}`);
+});
+
+test("ffi rerank: a request's pairs are decoded one per llama_decode (see rerank.ts), an aborted request's not at all", async () => {
   const stats = ffi.model.encoderStats!;
   const mark = { ...stats };
   const documents = Array.from({ length: 12 }, (_, i) => `document number ${i} about cats`);
   await ffi.model.doRerank({ query: 'cat', documents, signal: signal() });
   assert.equal(stats.inputs - mark.inputs, 12);
-  assert.equal(stats.decodes - mark.decodes, 2, '12 pairs over 8 sequences');
+  assert.equal(stats.decodes - mark.decodes, 12, 'one pair per decode');
   await assert.rejects(ffi.model.doRerank({ query: 'cat', documents, signal: AbortSignal.abort() }), ClientGoneError);
   assert.equal(stats.inputs - mark.inputs, 12, 'an aborted request evaluates nothing');
 });

@@ -139,7 +139,11 @@ async function loadOnFfi(
     signal?.throwIfAborted();
     encoder = LlamaEncoder.load(lib, config.path, {
       contextSize: llamaOptions.contextSize,
-      sequences: llamaOptions.batchSequences,
+      // One pair per decode: packed into one llama_decode, four short pairs (query "what is the weather"
+      // over four sentences, the tiny BERT reranker) all scored ~0.152 instead of node-llama-cpp's
+      // 0.148–0.151, while 2 or 3 per decode and other sets matched (rerank-ffi.test.ts keeps the case).
+      // Until the cause in llama.cpp's RANK pooling (or in the packing) is found, pairs use the lanes only.
+      sequences: 1,
       threads: llamaOptions.threads,
       lanes: llamaOptions.contexts,
       pooling: 'rank',
