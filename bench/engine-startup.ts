@@ -6,6 +6,8 @@
 //
 //   npm run build && node --import tsx bench/engine-startup.ts [--runs 5] [--models tiny,chat-512x8]
 //
+// --bin a.js,b.js compares builds: each run starts every build in turn (a, b, a, b, ...), so a change of
+// load on the box falls on all of them alike.
 // --profile DIR writes a CPU profile of the server and of its engine process per run into DIR
 // (bench/cpu-profile-hook.mjs, preloaded through NODE_OPTIONS, which the engine process inherits).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -78,22 +80,19 @@ interface Sample {
   childCpu: number;
 }
 
-let nextPort = 20_000 + Math.floor(Math.random() * 20_000);
-
-async function once(path: string, threads: number): Promise<Sample> {
+async function once(bin: string, path: string, threads: number): Promise<Sample> {
   const dataDir = mkdtempSync(join(work, 'run-'));
   const configPath = join(dataDir, 'infera.yaml');
-  const port = nextPort++;
   writeFileSync(
     configPath,
     toYaml({
-      server: { logLevel: 'warn', port },
+      server: { logLevel: 'warn', port: 0 },
       storage: { dataDir },
       models: [{ id: 'bench/chat', type: 'chat', engine: 'llama-cpp', path, eager: true, llamaCpp: { contextSize: 512, sequences: 1, threads } }],
     }),
   );
   const since = performance.now();
-  const child: ChildProcess = spawn(process.execPath, [values.bin, 'serve', '--config', configPath, '--port', String(port)], {
+  const child: ChildProcess = spawn(process.execPath, [bin, 'serve', '--config', configPath], {
     env: {
       ...process.env,
       INFERA_API_KEY: '',
@@ -104,15 +103,18 @@ async function once(path: string, threads: number): Promise<Sample> {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
+  let port = 0;
   child.stderr!.on('data', (chunk) => {
     log = (log + chunk).slice(-4000);
+    // An ephemeral port (other runs and other users share the box): the banner says which.
+    port ||= Number(/serving the SiliconFlow \/ OpenAI API at http:\/\/[^:]+:(\d+)/.exec(log)?.[1] ?? 0);
   });
   try {
     let firstAnswerMs = 0;
     const body = { model: 'bench/chat', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 };
     for (;;) {
       if (child.exitCode !== null) throw new Error(`infera exited ${child.exitCode}: ${log}`);
-      const status = await post(port, body).catch(() => 0);
+      const status = port ? await post(port, body).catch(() => 0) : 0;
       if (status === 200) {
         firstAnswerMs = performance.now() - since;
         break;
@@ -137,29 +139,33 @@ async function once(path: string, threads: number): Promise<Sample> {
 }
 
 const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
-console.log(`${new Date().toISOString()} load average ${load()}, node ${process.version}, ${values.bin}`);
+console.log(`${new Date().toISOString()} load average ${load()}, node ${process.version}, builds: ${values.bin}`);
 const tiny = await ensureTinyModels(join(modelDir, 'tiny'));
+const bins = values.bin.split(',');
 const rows: string[] = [];
 for (const name of values.models.split(',')) {
   const path = name === 'tiny' ? tiny.chat : await ensureBenchModel(name as 'chat-512x8', modelDir);
-  // One unmeasured start: page cache and the compiled code cache warm, as for every measured run.
-  await once(path, Number(values.threads));
-  const samples: Sample[] = [];
-  for (let i = 0; i < runs; i++) {
-    const sample = await once(path, Number(values.threads));
-    samples.push(sample);
-    console.log(
-      `${name} run ${i + 1}: first answer ${sample.firstAnswerMs.toFixed(0)} ms; engine process ${sample.childRss.toFixed(1)} MiB, ` +
-        `${sample.childCpu.toFixed(0)} ms CPU; server ${sample.serverRss.toFixed(1)} MiB, ${sample.serverCpu.toFixed(0)} ms CPU (load ${load()})`,
+  // One unmeasured start each: page cache and the compiled code cache warm, as for every measured run.
+  for (const bin of bins) await once(bin, path, Number(values.threads));
+  const samples = bins.map((): Sample[] => []);
+  for (let i = 0; i < runs; i++)
+    for (const [b, bin] of bins.entries()) {
+      const sample = await once(bin, path, Number(values.threads));
+      samples[b]!.push(sample);
+      console.log(
+        `${name} ${bin} run ${i + 1}: first answer ${sample.firstAnswerMs.toFixed(0)} ms; engine process ${sample.childRss.toFixed(1)} MiB, ` +
+          `${sample.childCpu.toFixed(0)} ms CPU; server ${sample.serverRss.toFixed(1)} MiB, ${sample.serverCpu.toFixed(0)} ms CPU (load ${load()})`,
+      );
+    }
+  for (const [b, bin] of bins.entries()) {
+    const m = (key: keyof Sample) => median(samples[b]!.map((s) => s[key]));
+    rows.push(
+      `| ${name} | ${bin} | ${m('firstAnswerMs').toFixed(0)} | ${m('childCpu').toFixed(0)} | ${m('childRss').toFixed(1)} | ${m('serverCpu').toFixed(0)} | ${m('serverRss').toFixed(1)} |`,
     );
   }
-  const m = (key: keyof Sample) => median(samples.map((s) => s[key]));
-  rows.push(
-    `| ${name} | ${m('firstAnswerMs').toFixed(0)} | ${m('childCpu').toFixed(0)} | ${m('childRss').toFixed(1)} | ${m('serverCpu').toFixed(0)} | ${m('serverRss').toFixed(1)} |`,
-  );
 }
 rmSync(work, { recursive: true, force: true });
 console.log(`\nmedians of ${runs}, load average at end ${load()}`);
-console.log('| model | first answer (ms) | engine process CPU (ms) | engine process idle RSS (MiB) | server CPU (ms) | server idle RSS (MiB) |');
-console.log('|---|---|---|---|---|---|');
+console.log('| model | build | first answer (ms) | engine process CPU (ms) | engine process idle RSS (MiB) | server CPU (ms) | server idle RSS (MiB) |');
+console.log('|---|---|---|---|---|---|---|');
 for (const row of rows) console.log(row);
