@@ -22,12 +22,7 @@ export const llamaCpp = defineEngine({
       () => new LlamaRuntime(resources.logger.child({ engine: 'llama-cpp' })),
       (created) => created.dispose(),
     );
-    // getLlama spends most of its time waiting for a process that test-loads the binary: the engine's
-    // modules load meanwhile. (Not the FFI runner's libraries: opened before getLlama has set its log
-    // hook, llama.cpp would print its load lines to stderr.)
-    const llamaReady = runtime.llama(config.llamaCpp.gpu);
-    await Promise.all([llamaReady, preload(config)]);
-    const llama = await llamaReady;
+    const llama = await runtime.llama(config.llamaCpp.gpu);
     signal.throwIfAborted();
     return runtime.attributed(logger, async () => {
       const options = { llama, signal, decodeOn: ownProcess ? ('loop' as const) : ('worker' as const) };
@@ -44,14 +39,3 @@ export const llamaCpp = defineEngine({
     });
   },
 });
-
-/** What load() will import for this entry; a failure here is left to load() itself to report. */
-async function preload(config: { type: string; llamaCpp: { runner: string } }): Promise<void> {
-  try {
-    if (config.type !== 'chat') return;
-    await import('./chat.ts');
-    if (config.llamaCpp.runner === 'ffi') await import('./chat-ffi.ts');
-  } catch {
-    // load() imports them again and meets the same error where it is handled.
-  }
-}
