@@ -66,3 +66,41 @@ test('infera serve: an invalid config stops with exit 2 and names the bad key', 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('infera serve: an eager model in an engine process starts loading before the server is built, and that process serves it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-cli-eager-'));
+  const { ensureTinyModels } = await import('../src/tiny-models/index.ts');
+  const tiny = await ensureTinyModels(join(dir, 'models'));
+  const configPath = join(dir, 'infera.yaml');
+  writeFileSync(
+    configPath,
+    `server:\n  host: 127.0.0.1\n  port: 0\n  logLevel: debug\nstorage:\n  dataDir: ${join(dir, 'data')}\nmodels:\n` +
+      `  - id: eager/chat\n    type: chat\n    engine: llama-cpp\n    path: ${tiny.chat}\n    eager: true\n    llamaCpp: { contextSize: 512, sequences: 1 }\n`,
+  );
+  const cli = runCli(['serve', '--config', configPath], { INFERA_API_KEY: '', INFERA_CONFIG: '' });
+  let log = '';
+  cli.child.stdout.on('data', (chunk) => (log += chunk));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`not ready in 90 s:\n${cli.stderr()}`)), 90_000);
+      cli.child.stderr.on('data', () => {
+        if (/model eager\/chat: ready/.test(cli.stderr())) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      cli.exited.then((code) => reject(new Error(`exited ${code}:\n${cli.stderr()}`)));
+    });
+    // The process started early is the one the registry adopted: exactly one engine process was started.
+    assert.match(log, /engine process started early by infera serve; adopted/);
+    const url = /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/.exec(cli.stderr())![1];
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none' });
+    const completion = await client.chat.completions.create({ model: 'eager/chat', messages: [{ role: 'user', content: 'hello' }] });
+    assert.equal(completion.choices[0].message.content, TINY_CHAT_SCRIPT.answer);
+    cli.child.kill('SIGTERM');
+    assert.equal(await cli.exited, 0);
+  } finally {
+    cli.child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -20,6 +20,7 @@ export function registerServeCommand(program: Command): void {
     .action(async (flags: { host?: string; port?: string; apiKey?: string; dataDir?: string; upstream: string[]; upstreamKeyEnv?: string; upstreamDialect?: string }) => {
       const { upstream, ...rest } = flags;
       const { config, source } = await configFromCli({ ...rest, upstreams: upstream });
+      await startEagerEnginesEarly(config);
       const { createServer, listen } = await import('../main.ts');
       const out = (line = '') => process.stderr.write(`${line}\n`);
       const modelsDir = config.storage.modelsDir!;
@@ -110,6 +111,26 @@ export function registerServeCommand(program: Command): void {
       process.on('SIGINT', (signal) => void stop(signal));
       process.on('SIGTERM', (signal) => void stop(signal));
     });
+}
+
+/**
+ * Eager models that run in engine processes start loading before the server imports and builds itself
+ * (most of its start-up): on two cores or more the two overlap, and the first answer comes that much
+ * sooner. The registry adopts each process when it loads the entry (src/engines/runner/host.ts). A
+ * model whose file check fails is left to the registry, which reports it as usual.
+ */
+async function startEagerEnginesEarly(config: InferaConfig): Promise<void> {
+  const eager = config.models.filter((model) => model.eager && model.isolation === 'process');
+  if (eager.length === 0) return;
+  const [{ startEngineProcessEarly }, { engines }] = await Promise.all([import('../engines/runner/host.ts'), import('../engines/index.ts')]);
+  for (const model of eager) {
+    const engine = engines.find((candidate) => candidate.name === model.engine);
+    if (!engine) continue;
+    void Promise.resolve(engine.check?.(model)).then(
+      () => startEngineProcessEarly(model, config.server.logLevel),
+      () => undefined,
+    );
+  }
 }
 
 /** Whether the platform key store holds any key (then every request needs one). */

@@ -61,8 +61,20 @@ function exitReason(code: number | null, signal: NodeJS.Signals | null): string 
   return `exited with code ${code}`;
 }
 
-export function loadInEngineProcess(options: EngineProcessOptions): Promise<EngineProcessModel> {
-  const { config, logger } = options;
+/** What the supervisor hears from a child: events before it listens are kept and replayed in order. */
+interface ChildEvents {
+  line(stream: 'stdout' | 'stderr', line: string): void;
+  message(message: ChildMessage): void;
+  exit(code: number | null, signal: NodeJS.Signals | null): void;
+  error(error: Error): void;
+}
+
+interface SpawnedChild {
+  child: ChildProcess;
+  listen(events: ChildEvents): void;
+}
+
+function spawnChild(): SpawnedChild {
   // From the sources (tests, `npm run dev`) the child runs TypeScript through tsx as the server does;
   // the compiled build (`npm start`) runs plain JavaScript and passes no loader.
   const fromSources = import.meta.url.endsWith('.ts');
@@ -72,11 +84,64 @@ export function loadInEngineProcess(options: EngineProcessOptions): Promise<Engi
     serialization: 'advanced',
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
+  let listener: ChildEvents | undefined;
+  const backlog: ((events: ChildEvents) => void)[] = [];
+  const emit = (event: (events: ChildEvents) => void) => (listener ? event(listener) : backlog.push(event));
+  // Read at once even with no listener yet: a child blocked on a full pipe would stall its load.
+  createInterface({ input: child.stdout! }).on('line', (line) => line && emit((events) => events.line('stdout', line)));
+  createInterface({ input: child.stderr! }).on('line', (line) => line && emit((events) => events.line('stderr', line)));
+  child.on('message', (message: ChildMessage) => emit((events) => events.message(message)));
+  child.once('exit', (code, signal) => emit((events) => events.exit(code, signal)));
+  child.once('error', (error) => emit((events) => events.error(error)));
+  return {
+    child,
+    listen(events) {
+      listener = events;
+      for (const event of backlog.splice(0)) event(events);
+    },
+  };
+}
 
-  // Native code (llama.cpp before its log hook is set, ONNX Runtime) may print straight to the
-  // descriptors: those lines are the engine's too, so they go to the model's log, not the terminal.
-  createInterface({ input: child.stdout! }).on('line', (line) => line && logger.info({ stream: 'stdout' }, line));
-  createInterface({ input: child.stderr! }).on('line', (line) => line && logger.warn({ stream: 'stderr' }, line));
+/** Engine processes started before the server could ask for them (startEngineProcessEarly), by model id. */
+const early = new Map<string, { spawned: SpawnedChild; key: string; timer: NodeJS.Timeout }>();
+/** An early process nobody adopted within this time is stopped (its model was not loaded after all). */
+const EARLY_ADOPT_MS = 120_000;
+
+const earlyKey = (config: ModelConfig, logLevel: string) => JSON.stringify({ config, logLevel });
+
+/**
+ * Starts an eager model's engine process and its load now, before the server has built itself:
+ * `infera serve` calls this as soon as the config is read, so the model loads on one core while the
+ * server imports and sets up on the other, instead of after it. loadInEngineProcess adopts the process
+ * (with everything it said meanwhile) when the registry loads the same entry at the same log level;
+ * anything else stops it.
+ */
+export function startEngineProcessEarly(config: ModelConfig, logLevel: string): void {
+  if (early.has(config.id)) return;
+  const spawned = spawnChild();
+  const timer = setTimeout(() => takeEarly(config.id)?.child.kill('SIGKILL'), EARLY_ADOPT_MS);
+  timer.unref();
+  early.set(config.id, { spawned, key: earlyKey(config, logLevel), timer });
+  spawned.child.send({ t: 'load', config, logLevel } satisfies HostMessage);
+}
+
+function takeEarly(id: string): SpawnedChild | undefined {
+  const found = early.get(id);
+  if (!found) return undefined;
+  early.delete(id);
+  clearTimeout(found.timer);
+  return found.spawned;
+}
+
+export function loadInEngineProcess(options: EngineProcessOptions): Promise<EngineProcessModel> {
+  const { config, logger } = options;
+  const key = earlyKey(config, logger.level);
+  let spawned = early.get(config.id)?.key === key ? takeEarly(config.id) : undefined;
+  // A different entry or log level than the early start assumed: that process is of no use.
+  if (!spawned) takeEarly(config.id)?.child.kill('SIGKILL');
+  const adopted = spawned !== undefined;
+  spawned ??= spawnChild();
+  const { child } = spawned;
 
   const pending = new Map<number, Pending>();
   const callbacks = new Map<number, (...args: unknown[]) => unknown>();
@@ -287,86 +352,92 @@ export function loadInEngineProcess(options: EngineProcessOptions): Promise<Engi
     if (options.signal.aborted) return onShutdown();
     options.signal.addEventListener('abort', onShutdown, { once: true });
 
-    exited = new Promise((resolveExit) => {
-      child.once('exit', (code, signal) => {
-        clearInterval(heartbeat);
-        options.signal.removeEventListener('abort', onShutdown);
-        const before = state;
-        state = 'gone';
-        const reason = hangKill ?? exitReason(code, signal);
-        if (before === 'loading') {
-          logger.error({ pid: child.pid, code, signal }, `engine process ${reason} while loading the model`);
-          rejectLoad(new Error(`its engine process ${reason} while loading it`));
-        } else if (before === 'ready') {
-          const retryAfter = options.onExit(reason);
-          logger.error({ pid: child.pid, code, signal, inFlight: pending.size }, `engine process ${reason}; restarting the model in ${retryAfter} s`);
-          gone = new InferaError({
-            status: 503,
-            code: 'engine_restarting',
-            message: `The engine serving model '${config.id}' stopped (${reason.split(':')[0]}) and is restarting. Retry after ${retryAfter}s.`,
-            retryAfter,
-          });
-          for (const call of pending.values()) {
-            call.cleanup();
-            if (call.kind === 'promise') call.reject(gone);
-            else if (call.kind === 'batch') for (const settler of call.settlers) settler.reject(gone);
-            else call.push({ t: 'crash', error: gone });
-          }
-          pending.clear();
+    let resolveExit!: () => void;
+    exited = new Promise((resolve) => (resolveExit = resolve));
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      clearInterval(heartbeat);
+      options.signal.removeEventListener('abort', onShutdown);
+      const before = state;
+      state = 'gone';
+      const reason = hangKill ?? exitReason(code, signal);
+      if (before === 'loading') {
+        logger.error({ pid: child.pid, code, signal }, `engine process ${reason} while loading the model`);
+        rejectLoad(new Error(`its engine process ${reason} while loading it`));
+      } else if (before === 'ready') {
+        const retryAfter = options.onExit(reason);
+        logger.error({ pid: child.pid, code, signal, inFlight: pending.size }, `engine process ${reason}; restarting the model in ${retryAfter} s`);
+        gone = new InferaError({
+          status: 503,
+          code: 'engine_restarting',
+          message: `The engine serving model '${config.id}' stopped (${reason.split(':')[0]}) and is restarting. Retry after ${retryAfter}s.`,
+          retryAfter,
+        });
+        for (const call of pending.values()) {
+          call.cleanup();
+          if (call.kind === 'promise') call.reject(gone);
+          else if (call.kind === 'batch') for (const settler of call.settlers) settler.reject(gone);
+          else call.push({ t: 'crash', error: gone });
         }
-        resolveExit();
-      });
-    });
-    child.once('error', (error) => {
-      if (state === 'loading') rejectLoad(new Error(`could not start its engine process: ${error.message}`));
-    });
-
-    child.on('message', (message: ChildMessage) => {
-      switch (message.t) {
-        case 'out':
-          for (const item of message.items) deliver(item);
-          return;
-        case 'pong':
-          lastPong = Date.now();
-          return;
-        case 'progress':
-          options.onProgress(message.fraction);
-          return;
-        case 'log': {
-          const level = LEVELS[message.level] ?? 'info';
-          (logger as unknown as Record<string, (fields: object, msg: string) => void>)[level]?.(message.fields, message.msg);
-          return;
-        }
-        case 'load-failed':
-          state = 'stopping';
-          options.signal.removeEventListener('abort', onShutdown);
-          rejectLoad(fromWireError(message.error));
-          send({ t: 'dispose' });
-          return;
-        case 'loaded': {
-          state = 'ready';
-          options.signal.removeEventListener('abort', onShutdown);
-          const model: Record<string, unknown> = { ...message.properties };
-          for (const method of message.methods) {
-            const shape = methodShape(method);
-            model[method] = shape === 'stream' ? streamMethod(method) : shape === 'batch' ? batchMethod(method) : promiseMethod(method);
-          }
-          resolveLoad({
-            pid: child.pid!,
-            model: model as unknown as AnyModel,
-            dispose: async () => {
-              if (state === 'gone') return;
-              state = 'stopping';
-              child.send({ t: 'dispose' } satisfies HostMessage);
-              const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-              await exited;
-              clearTimeout(timer);
-            },
-          });
-          return;
-        }
+        pending.clear();
       }
+      resolveExit();
+    };
+    spawned.listen({
+      // Native code (llama.cpp before its log hook is set, ONNX Runtime) may print straight to the
+      // descriptors: those lines are the engine's too, so they go to the model's log, not the terminal.
+      line: (stream, line) => (stream === 'stdout' ? logger.info({ stream }, line) : logger.warn({ stream }, line)),
+      exit: onExit,
+      error: (error) => {
+        if (state === 'loading') rejectLoad(new Error(`could not start its engine process: ${error.message}`));
+      },
+      message: (message) => {
+        switch (message.t) {
+          case 'out':
+            for (const item of message.items) deliver(item);
+            return;
+          case 'pong':
+            lastPong = Date.now();
+            return;
+          case 'progress':
+            options.onProgress(message.fraction);
+            return;
+          case 'log': {
+            const level = LEVELS[message.level] ?? 'info';
+            (logger as unknown as Record<string, (fields: object, msg: string) => void>)[level]?.(message.fields, message.msg);
+            return;
+          }
+          case 'load-failed':
+            state = 'stopping';
+            options.signal.removeEventListener('abort', onShutdown);
+            rejectLoad(fromWireError(message.error));
+            send({ t: 'dispose' });
+            return;
+          case 'loaded': {
+            state = 'ready';
+            options.signal.removeEventListener('abort', onShutdown);
+            const model: Record<string, unknown> = { ...message.properties };
+            for (const method of message.methods) {
+              const shape = methodShape(method);
+              model[method] = shape === 'stream' ? streamMethod(method) : shape === 'batch' ? batchMethod(method) : promiseMethod(method);
+            }
+            resolveLoad({
+              pid: child.pid!,
+              model: model as unknown as AnyModel,
+              dispose: async () => {
+                if (state === 'gone') return;
+                state = 'stopping';
+                child.send({ t: 'dispose' } satisfies HostMessage);
+                const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+                await exited;
+                clearTimeout(timer);
+              },
+            });
+            return;
+          }
+        }
+      },
     });
-    send({ t: 'load', config, logLevel: logger.level });
+    if (adopted) logger.debug({ pid: child.pid }, 'engine process started early by infera serve; adopted');
+    else send({ t: 'load', config, logLevel: logger.level });
   });
 }

@@ -1,0 +1,171 @@
+// Engine process start-up and memory of the compiled build: spawn `infera serve --config X` with one
+// eager llama-cpp chat model (isolation: process, the default), time spawn → first chat answer (polled
+// every 10 ms), then, 2 s after that answer, read the idle RSS of the server and of the model's engine
+// process, and the CPU time (utime + stime) each has used so far. CPU time is the steadier figure on a
+// shared box: wall time there mostly measures the other tenants. A script, not a timed test.
+//
+//   npm run build && node --import tsx bench/engine-startup.ts [--runs 5] [--models tiny,chat-512x8]
+//
+// --bin a.js,b.js compares builds: each run starts every build in turn (a, b, a, b, ...), so a change of
+// load on the box falls on all of them alike.
+// --profile DIR writes a CPU profile of the server and of its engine process per run into DIR
+// (bench/cpu-profile-hook.mjs, preloaded through NODE_OPTIONS, which the engine process inherits).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { stringify as toYaml } from 'yaml';
+import { ensureBenchModel, ensureTinyModels } from '../src/tiny-models/index.ts';
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '5' },
+    models: { type: 'string', default: 'tiny,chat-512x8' },
+    threads: { type: 'string', default: '1' },
+    profile: { type: 'string' },
+    bin: { type: 'string', default: join(import.meta.dirname, '..', 'bin', 'infera.js') },
+  },
+});
+const runs = Number(values.runs);
+const modelDir = join(tmpdir(), 'infera-bench-models');
+const work = mkdtempSync(join(tmpdir(), 'infera-engine-startup-'));
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** utime + stime, plus cutime + cstime: processes it started and reaped count (node-llama-cpp test-loads its binary in one). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) * 1000) / CLOCK_TICKS;
+}
+const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+
+/** The server's child processes (the engine process is its only long-lived one). */
+function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) found.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+function post(port: number, body: unknown): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(
+      { host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', headers: { 'content-type': 'application/json' } },
+      (response) => {
+        response.resume();
+        response.on('end', () => resolve(response.statusCode ?? 0));
+      },
+    );
+    request.on('error', reject);
+    request.end(JSON.stringify(body));
+  });
+}
+
+interface Sample {
+  firstAnswerMs: number;
+  serverRss: number;
+  childRss: number;
+  serverCpu: number;
+  childCpu: number;
+}
+
+async function once(bin: string, path: string, threads: number): Promise<Sample> {
+  const dataDir = mkdtempSync(join(work, 'run-'));
+  const configPath = join(dataDir, 'infera.yaml');
+  writeFileSync(
+    configPath,
+    toYaml({
+      server: { logLevel: 'warn', port: 0 },
+      storage: { dataDir },
+      models: [{ id: 'bench/chat', type: 'chat', engine: 'llama-cpp', path, eager: true, llamaCpp: { contextSize: 512, sequences: 1, threads } }],
+    }),
+  );
+  const since = performance.now();
+  const child: ChildProcess = spawn(process.execPath, [bin, 'serve', '--config', configPath], {
+    env: {
+      ...process.env,
+      INFERA_API_KEY: '',
+      INFERA_CONFIG: '',
+      INFERA_DATA_DIR: dataDir,
+      ...(values.profile && { NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-profile-hook.mjs')}`, INFERA_BENCH_PROFILE_DIR: values.profile }),
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  let port = 0;
+  child.stderr!.on('data', (chunk) => {
+    log = (log + chunk).slice(-4000);
+    // An ephemeral port (other runs and other users share the box): the banner says which.
+    port ||= Number(/serving the SiliconFlow \/ OpenAI API at http:\/\/[^:]+:(\d+)/.exec(log)?.[1] ?? 0);
+  });
+  try {
+    let firstAnswerMs = 0;
+    const body = { model: 'bench/chat', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 };
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`infera exited ${child.exitCode}: ${log}`);
+      const status = port ? await post(port, body).catch(() => 0) : 0;
+      if (status === 200) {
+        firstAnswerMs = performance.now() - since;
+        break;
+      }
+      if (performance.now() - since > 120_000) throw new Error(`no answer within 120 s: ${log}`);
+      await sleep(10);
+    }
+    // Idle: after the first answer has settled (lazy allocations done, GC had a chance).
+    await sleep(2000);
+    const engines = childrenOf(child.pid!);
+    if (engines.length !== 1) throw new Error(`expected one engine process, found ${engines.length}`);
+    const engine = engines[0]!;
+    return { firstAnswerMs, serverRss: rssMiB(child.pid!), childRss: rssMiB(engine), serverCpu: cpuMs(child.pid!), childCpu: cpuMs(engine) };
+  } finally {
+    if (child.exitCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+console.log(`${new Date().toISOString()} load average ${load()}, node ${process.version}, builds: ${values.bin}`);
+const tiny = await ensureTinyModels(join(modelDir, 'tiny'));
+const bins = values.bin.split(',');
+const rows: string[] = [];
+for (const name of values.models.split(',')) {
+  const path = name === 'tiny' ? tiny.chat : await ensureBenchModel(name as 'chat-512x8', modelDir);
+  // One unmeasured start each: page cache and the compiled code cache warm, as for every measured run.
+  for (const bin of bins) await once(bin, path, Number(values.threads));
+  const samples = bins.map((): Sample[] => []);
+  for (let i = 0; i < runs; i++)
+    for (const [b, bin] of bins.entries()) {
+      const sample = await once(bin, path, Number(values.threads));
+      samples[b]!.push(sample);
+      console.log(
+        `${name} ${bin} run ${i + 1}: first answer ${sample.firstAnswerMs.toFixed(0)} ms; engine process ${sample.childRss.toFixed(1)} MiB, ` +
+          `${sample.childCpu.toFixed(0)} ms CPU; server ${sample.serverRss.toFixed(1)} MiB, ${sample.serverCpu.toFixed(0)} ms CPU (load ${load()})`,
+      );
+    }
+  for (const [b, bin] of bins.entries()) {
+    const m = (key: keyof Sample) => median(samples[b]!.map((s) => s[key]));
+    rows.push(
+      `| ${name} | ${bin} | ${m('firstAnswerMs').toFixed(0)} | ${m('childCpu').toFixed(0)} | ${m('childRss').toFixed(1)} | ${m('serverCpu').toFixed(0)} | ${m('serverRss').toFixed(1)} |`,
+    );
+  }
+}
+rmSync(work, { recursive: true, force: true });
+console.log(`\nmedians of ${runs}, load average at end ${load()}`);
+console.log('| model | build | first answer (ms) | engine process CPU (ms) | engine process idle RSS (MiB) | server CPU (ms) | server idle RSS (MiB) |');
+console.log('|---|---|---|---|---|---|---|');
+for (const row of rows) console.log(row);
