@@ -165,7 +165,9 @@ try {
   writeFileSync(
     configPath,
     [
-      'server: { host: 127.0.0.1, port: 0 }',
+      // maxRequestsPerSocket 0: past the default 1000 requests on one connection Node answers 503 (after
+      // `Connection: close`, which autocannon ignores); the bench measures the gateway, not that cap.
+      'server: { host: 127.0.0.1, port: 0, maxRequestsPerSocket: 0 }',
       `storage: { dataDir: ${dir} }`,
       'models:',
       `  - { id: ${MODEL}, type: chat, engine: openai-compatible, upstream: { baseUrl: ${upstreamUrl}/v1, dialect: openai, contextSize: 4096 } }`,
@@ -187,7 +189,9 @@ try {
   writeFileSync(
     openConfig,
     [
-      'server: { host: 127.0.0.1, port: 0 }',
+      // maxRequestsPerSocket 0: past the default 1000 requests on one connection Node answers 503 (after
+      // `Connection: close`, which autocannon ignores); the bench measures the gateway, not that cap.
+      'server: { host: 127.0.0.1, port: 0, maxRequestsPerSocket: 0 }',
       `storage: { dataDir: ${openDir} }`,
       'models:',
       `  - { id: ${MODEL}, type: chat, engine: openai-compatible, upstream: { baseUrl: ${upstreamUrl}/v1, dialect: openai, contextSize: 4096 } }`,
