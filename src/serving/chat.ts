@@ -10,7 +10,7 @@ import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/st
 import { DEFAULT_THINKING_BUDGET, type ChatCallOptions, type ChatModel, type ChatStreamPart, type ChatUsage } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { admitFor, cancelledStatus, failureNote, statusOf, usageReport, warningsNote } from './usage.ts';
+import { admitFor, failureNote, statusOf, streamEnd, usageReport, warningsNote } from './usage.ts';
 import { MeteredStream } from './metered-stream.ts';
 
 /** Completion tokens assumed for limit pre-checks when the request sets no max_tokens. */
@@ -79,10 +79,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
       frames: new SettlingFrames(frames, async (outcome, failure) => {
         await Promise.all(meters.map((meter) => meter.return()));
         lease?.release();
-        const status = outcome === 'error' ? statusOf(failure, context) : outcome === 'cancelled' ? cancelledStatus(context) : 200;
-        // The client sees only a generic error frame for a server fault; the log keeps what happened.
-        if (status >= 500 && outcome === 'error') context.logger.error({ err: failure }, 'stream failed after its first token');
-        const note = outcome === 'error' ? failureNote(failure) : warningsNote(meters.flatMap((meter) => meter.warnings));
+        const { status, note } = streamEnd(context, outcome, failure, meters.flatMap((meter) => meter.warnings));
         const usage = combineChoiceUsage(meters.map((meter) => meter.usage()));
         if (outcome === 'ok') services.metrics.generationRate(entry.config.id, true, usage.completionTokens, (performance.now() - firstTokenAt) / 1000);
         await settle(usage, outcome, status, note);

@@ -10,7 +10,7 @@ import type { ChatModel, CompletionCallOptions, CompletionStreamPart, Completion
 import type { ModelLease } from '../registry/registry.ts';
 import { SettlingFrames } from './chat.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
-import { admitFor, cancelledStatus, failureNote, statusOf, usageReport, warningsNote } from './usage.ts';
+import { admitFor, failureNote, statusOf, streamEnd, usageReport, warningsNote } from './usage.ts';
 import { MeteredStream } from './metered-stream.ts';
 
 /** Context assumed for the balance reservation of an engine that declares none before loading (corrected once loaded). */
@@ -88,9 +88,7 @@ export async function serveCompletion(services: Services, context: RequestContex
       frames: new SettlingFrames(frames, async (outcome, failure) => {
         await Promise.all(meters.map((meter) => meter.return()));
         lease?.release();
-        const status = outcome === 'error' ? statusOf(failure, context) : outcome === 'cancelled' ? cancelledStatus(context) : 200;
-        if (status >= 500 && outcome === 'error') context.logger.error({ err: failure }, 'stream failed after its first token');
-        const note = outcome === 'error' ? failureNote(failure) : warningsNote(meters.flatMap((meter) => meter.warnings));
+        const { status, note } = streamEnd(context, outcome, failure, meters.flatMap((meter) => meter.warnings));
         await settle({ promptTokens, completionTokens: meters.reduce((sum, meter) => sum + meter.completionTokens(), 0) }, outcome, status, note);
       }),
     };

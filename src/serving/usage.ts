@@ -54,6 +54,22 @@ export function warningsNote(warnings: readonly string[] | undefined): string | 
 }
 
 /**
+ * How a stream that had begun ended, for its ledger row: the status (200, the client's 499 or the
+ * server's cut, or the failure's) and the note (the failure, else the engines' warnings). A server fault
+ * is logged here: the client saw only a generic error frame.
+ */
+export function streamEnd(
+  context: RequestContext,
+  outcome: UsageReport['outcome'],
+  failure: unknown,
+  warnings: readonly string[],
+): { status: number; note: string | undefined } {
+  const status = outcome === 'error' ? statusOf(failure, context) : outcome === 'cancelled' ? cancelledStatus(context) : 200;
+  if (status >= 500 && outcome === 'error') context.logger.error({ err: failure }, 'stream failed after its first token');
+  return { status, note: outcome === 'error' ? failureNote(failure) : warningsNote(warnings) };
+}
+
+/**
  * Admission (keys, limits, balance) for a resolved model, before it is loaded: a refused request never
  * waits for, or causes, a model load. The model is the registry entry the edge resolved the client's id
  * to: the gate sees its canonical id and aliases (prices, limits, allow-lists written under any name)
