@@ -211,6 +211,13 @@ describe('keep-alive', () => {
     const busy = await http(server.url, '/admin/models/unload', { body: { model: 'ka/zero' }, headers: { authorization: `Bearer ${ADMIN}` } });
     assert.equal(busy.status, 409, busy.text);
     assert.equal(busy.json.error.code, 'model_in_use');
+    // Bad input: a body without the model names the field; an unknown id is a 404 naming it.
+    const missing = await http(server.url, '/admin/models/unload', { body: {}, headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(missing.status, 400, missing.text);
+    assert.equal(missing.json.error.param, 'model');
+    const unknown = await http(server.url, '/admin/models/unload', { body: { model: 'no/such-model' }, headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(unknown.status, 404, unknown.text);
+    assert.match(unknown.json.error.message, /no\/such-model/);
     held.release();
     await until('the last request over, keepAlive 0 unloads it', () => entry('ka/zero').state === 'unloaded' && !alive(pid), 5_000);
   });
