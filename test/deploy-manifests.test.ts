@@ -4,6 +4,7 @@
 // the probes hit /health and /ready on the port the config listens on; shutdown grace covers the drain.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,11 +81,11 @@ test('compose: gateways on Postgres + Redis with a /ready health check, a grace 
 });
 
 test('kubernetes: the kustomization lists existing files; the Deployment probes /health and /ready and drains before it is killed', () => {
-  const [kustomization] = documents(join(k8s, 'kustomization.yaml'));
-  for (const resource of kustomization.resources) assert.ok(existsSync(join(k8s, resource)), resource);
+  const [kustomization] = documents(join(deploy, 'kustomization.yaml'));
+  for (const resource of kustomization.resources) assert.ok(existsSync(join(deploy, resource)), resource);
   for (const generator of kustomization.configMapGenerator)
-    for (const file of generator.files) assert.ok(existsSync(join(k8s, file.split('=').at(-1))), file);
-  const manifests = (kustomization.resources as string[]).flatMap((resource) => documents(join(k8s, resource)));
+    for (const file of generator.files) assert.ok(existsSync(join(deploy, file.split('=').at(-1))), file);
+  const manifests = (kustomization.resources as string[]).flatMap((resource) => documents(join(deploy, resource)));
   for (const manifest of manifests) assert.ok(manifest.apiVersion && manifest.kind && manifest.metadata?.name, JSON.stringify(manifest).slice(0, 200));
 
   const { config } = loadConfig({}, gatewayEnv, deploy);
@@ -122,4 +123,22 @@ test('kubernetes: the kustomization lists existing files; the Deployment probes 
       `${model.id}: no Service named ${host}`,
     );
   }
+});
+
+// kustomize itself (kubectl's built-in copy) where this machine has kubectl: the set must build as the
+// docs say to apply it — it once referenced ../infera.yaml, which kustomize refuses to load.
+const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
+test('kubernetes: `kubectl kustomize deploy` builds; the Deployment mounts the generated config map holding deploy/infera.yaml', { skip: kubectl ? false : 'kubectl is not installed' }, () => {
+  const built = spawnSync('kubectl', ['kustomize', deploy], { encoding: 'utf8' });
+  assert.equal(built.status, 0, built.stderr);
+  const manifests = parseAllDocuments(built.stdout).map((doc) => doc.toJS() as Doc);
+  const kinds = manifests.map((m) => m.kind).sort();
+  for (const kind of ['ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'Namespace', 'PodDisruptionBudget', 'Service'])
+    assert.ok(kinds.includes(kind), `${kind} missing from ${kinds.join(', ')}`);
+  for (const m of manifests) if (m.kind !== 'Namespace') assert.equal(m.metadata.namespace, 'infera', `${m.kind}/${m.metadata.name}`);
+  const configMap = manifests.find((m) => m.kind === 'ConfigMap');
+  assert.match(configMap.metadata.name, /^infera-config-[a-z0-9]+$/);
+  assert.equal(configMap.data['infera.yaml'], readFileSync(join(deploy, 'infera.yaml'), 'utf8'));
+  const pod = manifests.find((m) => m.kind === 'Deployment').spec.template.spec;
+  assert.ok(pod.volumes.some((v: Doc) => v.configMap?.name === configMap.metadata.name), 'the pod mounts the hashed config map name');
 });
