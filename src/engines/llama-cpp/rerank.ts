@@ -86,7 +86,14 @@ async function loadOnNodeLlamaCpp(
   { llama, signal }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppRerankModel>> {
   const llamaOptions = config.llamaCpp;
-  const model = await llama.loadModel({ modelPath: config.path, gpuLayers: llamaOptions.gpuLayers, onLoadProgress: onProgress, loadSignal: signal });
+  // Plain attention as on the FFI encoder (see loadOnFfi): flash attention's F16 rounding moves scores.
+  const model = await llama.loadModel({
+    modelPath: config.path,
+    gpuLayers: llamaOptions.gpuLayers,
+    onLoadProgress: onProgress,
+    loadSignal: signal,
+    defaultContextFlashAttention: false,
+  });
   const contexts: LlamaRankingContext[] = [];
   try {
     const prompt = checkRanker(config, model);
@@ -139,11 +146,13 @@ async function loadOnFfi(
     signal?.throwIfAborted();
     encoder = LlamaEncoder.load(lib, config.path, {
       contextSize: llamaOptions.contextSize,
-      // One pair per decode: packed into one llama_decode, four short pairs (query "what is the weather"
-      // over four sentences, the tiny BERT reranker) all scored ~0.152 instead of node-llama-cpp's
-      // 0.148–0.151, while 2 or 3 per decode and other sets matched (rerank-ffi.test.ts keeps the case).
-      // Until the cause in llama.cpp's RANK pooling (or in the packing) is found, pairs use the lanes only.
-      sequences: 1,
+      sequences: llamaOptions.batchSequences,
+      // Plain (F32) attention, not llama.cpp's default flash attention, whose CPU path rounds Q·K to F16:
+      // with the tiny reranker's large attention logits (~40) that moved its scores by up to 2 % (0.148–0.151
+      // one pair per decode, 0.152 for all four packed) where a float64 forward pass of the same weights
+      // (numpy, outside the repo) gives 0.148382 for each pair of rerank-ffi.test.ts. Plain attention gives
+      // 0.148382–0.148385 packed or not, so pairs share decodes again.
+      flashAttention: false,
       threads: llamaOptions.threads,
       lanes: llamaOptions.contexts,
       pooling: 'rank',

@@ -15,7 +15,7 @@
 // so that S sequences cost no more memory than one. llama.cpp aborts the process on a malformed
 // batch: every batch is checked here before llama_decode.
 import { ClientGoneError } from '../../../errors/index.ts';
-import { LLAMA_MAX_SEQ, LLAMA_POOLING_TYPE, LLAMA_VOCAB_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
+import { LLAMA_FLASH_ATTN_TYPE, LLAMA_MAX_SEQ, LLAMA_POOLING_TYPE, LLAMA_VOCAB_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
 
 export interface EncoderOptions {
   /** The most tokens one input may have, special tokens included (capped by the model's training context). */
@@ -28,6 +28,8 @@ export interface EncoderOptions {
   lanes?: number;
   /** 'rank' for rerankers (class scores), else the GGUF's pooling (llama.cpp's default when it declares none). */
   pooling: 'model' | 'rank';
+  /** false: plain attention instead of llama.cpp's default ('auto': flash attention where the backend has it). */
+  flashAttention?: false;
   /**
    * As RunnerOptions.decodeOn: 'loop' in an engine process of its own, 'worker' (default) in a shared
    * one. Several lanes always decode on koffi's workers, so that they run at the same time.
@@ -157,6 +159,7 @@ export class LlamaEncoder {
       embeddings: true,
       pooling_type: options.pooling === 'rank' ? LLAMA_POOLING_TYPE.rank : LLAMA_POOLING_TYPE.unspecified,
       kv_unified: true,
+      ...(options.flashAttention === false ? { flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled } : {}),
       no_perf: true,
     };
     const contexts: Pointer[] = [];

@@ -19,6 +19,8 @@ export const DECLARED_FOR = { nodeLlamaCpp: '3.21.1', llamaCppCommit: '80fb11a' 
 
 export const GGML_MAX_N_THREADS = 512;
 export const LLAMA_POOLING_TYPE = { unspecified: -1, none: 0, mean: 1, cls: 2, last: 3, rank: 4 } as const;
+/** llama.h's enum llama_flash_attn_type. */
+export const LLAMA_FLASH_ATTN_TYPE = { auto: -1, disabled: 0, enabled: 1 } as const;
 export const LLAMA_VOCAB_TYPE = { none: 0, spm: 1, bpe: 2, wpm: 3, ugm: 4, rwkv: 5, plamo2: 6 } as const;
 /** llama.cpp's LLAMA_MAX_SEQ: sequence ids of one context are below it. */
 export const LLAMA_MAX_SEQ = 256;
