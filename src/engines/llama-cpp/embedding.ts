@@ -100,6 +100,9 @@ async function loadOnNodeLlamaCpp(
     gpuLayers: llamaOptions.gpuLayers,
     onLoadProgress: onProgress,
     loadSignal: signal,
+    // Plain attention, as the FFI encoder runs (ffi/encoder.ts: flash attention's F16 rounding), so both
+    // runners give the same vectors.
+    defaultContextFlashAttention: false,
   });
   const contexts: LlamaEmbeddingContext[] = [];
   try {

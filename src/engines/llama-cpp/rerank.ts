@@ -86,7 +86,8 @@ async function loadOnNodeLlamaCpp(
   { llama, signal }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppRerankModel>> {
   const llamaOptions = config.llamaCpp;
-  // Plain attention as on the FFI encoder (see loadOnFfi): flash attention's F16 rounding moves scores.
+  // Plain attention as on the FFI encoder (see ffi/encoder.ts): flash attention's F16 rounding moved the
+  // tiny reranker's scores by up to 2 %.
   const model = await llama.loadModel({
     modelPath: config.path,
     gpuLayers: llamaOptions.gpuLayers,
@@ -147,12 +148,6 @@ async function loadOnFfi(
     encoder = LlamaEncoder.load(lib, config.path, {
       contextSize: llamaOptions.contextSize,
       sequences: llamaOptions.batchSequences,
-      // Plain (F32) attention, not llama.cpp's default flash attention, whose CPU path rounds Q·K to F16:
-      // with the tiny reranker's large attention logits (~40) that moved its scores by up to 2 % (0.148–0.151
-      // one pair per decode, 0.152 for all four packed) where a float64 forward pass of the same weights
-      // (numpy, outside the repo) gives 0.148382 for each pair of rerank-ffi.test.ts. Plain attention gives
-      // 0.148382–0.148385 packed or not, so pairs share decodes again.
-      flashAttention: false,
       threads: llamaOptions.threads,
       lanes: llamaOptions.contexts,
       pooling: 'rank',

@@ -28,8 +28,6 @@ export interface EncoderOptions {
   lanes?: number;
   /** 'rank' for rerankers (class scores), else the GGUF's pooling (llama.cpp's default when it declares none). */
   pooling: 'model' | 'rank';
-  /** false: plain attention instead of llama.cpp's default ('auto': flash attention where the backend has it). */
-  flashAttention?: false;
   /**
    * As RunnerOptions.decodeOn: 'loop' in an engine process of its own, 'worker' (default) in a shared
    * one. Several lanes always decode on koffi's workers, so that they run at the same time.
@@ -159,7 +157,11 @@ export class LlamaEncoder {
       embeddings: true,
       pooling_type: options.pooling === 'rank' ? LLAMA_POOLING_TYPE.rank : LLAMA_POOLING_TYPE.unspecified,
       kv_unified: true,
-      ...(options.flashAttention === false ? { flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled } : {}),
+      // Plain F32 attention, not llama.cpp's default (flash attention, which on the CPU backend rounds Q·K
+      // to F16): it moved the tiny reranker's scores by up to 2 % against a float64 forward pass (plain:
+      // exact to 3e-6, packed or not; rerank-ffi.test.ts), and a 40-token decode of the 384x12 BERT bench
+      // model cost 68 ms of CPU instead of 91 (tiny BERT: 1.6 instead of 3.4; embeddings equal to 2e-8).
+      flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled,
       no_perf: true,
     };
     const contexts: Pointer[] = [];
