@@ -13,6 +13,7 @@ import { http, startTestServer, type TestServer } from './helpers/server.ts';
 
 const CLASSIC = 'tiny/sd-classic-timestep';
 const CLASSIC_STATIC = 'tiny/sd-classic-static-batch';
+const CLASSIC_INT64 = 'tiny/sd-classic-int64';
 const LCM = 'tiny/sd-lcm';
 const EULER = 'tiny/sd-euler';
 
@@ -23,6 +24,8 @@ describe('image export variants end to end', () => {
     const variants = {
       [CLASSIC]: { classicTimestep: 'dynamic' },
       [CLASSIC_STATIC]: { classicTimestep: 'fixed', staticBatch: true },
+      // optimum ≤ 1.23's dtype: an int64 timestep declared [1], reshaped to [1, 1] inside.
+      [CLASSIC_INT64]: { export: 'legacy', classicTimestep: 'fixed' },
       [LCM]: { scheduler: 'lcm' },
       [EULER]: { scheduler: 'euler' },
     } as const;
@@ -43,8 +46,8 @@ describe('image export variants end to end', () => {
       body: { model, prompt: 'a photo of a cat', image_size: '64x64', batch_size: 2, num_inference_steps: 2, seed: 7, ...extra },
     });
 
-  test('classic layouts (timestep reshaped to [1, 1]; declared [1] with a static batch) answer 200 with and without guidance', async () => {
-    for (const model of [CLASSIC, CLASSIC_STATIC])
+  test('classic layouts (timestep reshaped to [1, 1]: float symbolic, float [1] with a static batch, int64 [1]) answer 200 with and without guidance', async () => {
+    for (const model of [CLASSIC, CLASSIC_STATIC, CLASSIC_INT64])
       for (const guidance_scale of [7.5, 1]) {
         const response = await generate(model, { guidance_scale, negative_prompt: 'blurry' });
         assert.equal(response.status, 200, `${model} guidance ${guidance_scale}: ${response.text}`);
@@ -75,6 +78,25 @@ describe('image export variants end to end', () => {
     assert.deepEqual(capabilities[LCM], { negative_prompt: false, guidance_scale: true, image_to_image: true });
     assert.deepEqual(capabilities[EULER], { negative_prompt: true, guidance_scale: true, image_to_image: true });
     assert.deepEqual((await http(server.baseURL, `/models/${LCM}`)).json.infera.capabilities, capabilities[LCM]);
+  });
+
+  test('same seed: image 0 of a batch is byte-identical to the single image (LCM, Euler with CFG, a static-batch classic export)', async () => {
+    const png = async (url: string) => Buffer.from(await (await fetch(url)).arrayBuffer());
+    for (const [model, extra] of [
+      [LCM, { guidance_scale: 8 }],
+      [EULER, { guidance_scale: 7.5, negative_prompt: 'blurry' }],
+      [CLASSIC_STATIC, { guidance_scale: 7.5 }],
+    ] as const) {
+      const single = await generate(model, { ...extra, batch_size: 1, num_inference_steps: 3, seed: 99 });
+      const batch = await generate(model, { ...extra, batch_size: 3, num_inference_steps: 3, seed: 99 });
+      assert.equal(single.status, 200, single.text);
+      assert.equal(batch.status, 200, batch.text);
+      assert.equal(batch.json.seed, 99);
+      const [one, ...many] = await Promise.all([single.json.images[0].url, ...batch.json.images.map((i: { url: string }) => i.url)].map(png));
+      assert.equal(many.length, 3);
+      assert.ok(many[0]!.equals(one!), `${model}: image 0 of the batch equals the single image`);
+      assert.ok(!many[1]!.equals(many[0]!) && !many[2]!.equals(many[1]!), `${model}: the other images differ`);
+    }
   });
 
   test('SiliconFlow-listed sizes beyond 1024 and off the multiple-of-8 grid generate; over the pixel budget is a 400 naming image_size', async () => {
