@@ -4,7 +4,7 @@
 // sizes SiliconFlow lists under the default pixel budget.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -34,6 +34,8 @@ describe('image export variants end to end', () => {
       const path = await ensureTinyDiffusionModel(join(modelDir, id.replace('/', '-')), variant);
       models.push({ id, type: 'text-to-image', engine: 'onnx-diffusion', path, onnx: { threads: 2, defaultSize: '64x64' } });
     }
+    // diffusers' old conversion script writes no unet/config.json: only the loaded graph can tell.
+    unlinkSync(join(models[0]!.path, 'unet/config.json'));
     server = await startTestServer({ config: { models } });
   });
   after(async () => {
@@ -45,6 +47,16 @@ describe('image export variants end to end', () => {
     http(server.baseURL, '/images/generations', {
       body: { model, prompt: 'a photo of a cat', image_size: '64x64', batch_size: 2, num_inference_steps: 2, seed: 7, ...extra },
     });
+
+  test('before any load, /v1/models says what the export declares (unet/config.json time_cond_proj_dim: LCM); an export without that file says nothing yet', async () => {
+    const list = await http(server.baseURL, '/models?sub_type=text-to-image');
+    const entries = Object.fromEntries(list.json.data.map((m: { id: string; infera: { state: string; capabilities?: unknown } }) => [m.id, m.infera]));
+    for (const id of [LCM, EULER, CLASSIC]) assert.equal(entries[id].state, 'unloaded', id);
+    assert.deepEqual(entries[LCM].capabilities, { negative_prompt: false, guidance_scale: true, image_to_image: true });
+    assert.deepEqual(entries[EULER].capabilities, { negative_prompt: true, guidance_scale: true, image_to_image: true });
+    assert.equal(entries[CLASSIC].capabilities, undefined);
+    assert.deepEqual((await http(server.baseURL, `/models/${LCM}`)).json.infera.capabilities, entries[LCM].capabilities);
+  });
 
   test('classic layouts (timestep reshaped to [1, 1]: float symbolic, float [1] with a static batch, int64 [1]) answer 200 with and without guidance', async () => {
     for (const model of [CLASSIC, CLASSIC_STATIC, CLASSIC_INT64])
@@ -59,9 +71,6 @@ describe('image export variants end to end', () => {
   });
 
   test('LCM: /v1/models says negative_prompt cannot act; a request that sends it gets x-infera-ignored', async () => {
-    const before = await http(server.baseURL, `/models/${LCM}`);
-    assert.equal(before.json.infera.capabilities, undefined, 'unknown until the graph is loaded');
-
     const lcm = await generate(LCM, { negative_prompt: 'blurry', guidance_scale: 8 });
     assert.equal(lcm.status, 200, lcm.text);
     assert.equal(lcm.headers.get('x-infera-ignored'), 'negative_prompt');
@@ -77,6 +86,8 @@ describe('image export variants end to end', () => {
     const capabilities = Object.fromEntries(list.json.data.map((m: { id: string; infera: { capabilities?: unknown } }) => [m.id, m.infera.capabilities]));
     assert.deepEqual(capabilities[LCM], { negative_prompt: false, guidance_scale: true, image_to_image: true });
     assert.deepEqual(capabilities[EULER], { negative_prompt: true, guidance_scale: true, image_to_image: true });
+    // Loaded (by the classic-layout test), the graph tells what its files did not.
+    assert.deepEqual(capabilities[CLASSIC], { negative_prompt: true, guidance_scale: true, image_to_image: true });
     assert.deepEqual((await http(server.baseURL, `/models/${LCM}`)).json.infera.capabilities, capabilities[LCM]);
   });
 
