@@ -80,3 +80,19 @@ test('a data dir that cannot be created (under /proc) fails at once with one lin
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a short INFERA_API_KEY or --api-key stops serve with exit 2 and one line naming what the operator set (not server.apiKeys[0])', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-cli-key-'));
+  writeFileSync(join(dir, 'infera.yaml'), CONFIG);
+  try {
+    const env = await run(['serve', '--config', join(dir, 'infera.yaml'), '--port', '0'], { INFERA_API_KEY: 'short' });
+    assert.equal(env.code, 2);
+    assertOneLine(env.stderr, /^INFERA_API_KEY must be at least 8 characters \(got 5\)/);
+    assert.doesNotMatch(env.stderr, /apiKeys/);
+    const flag = await run(['serve', '--config', join(dir, 'infera.yaml'), '--port', '0', '--api-key', 'tiny']);
+    assert.equal(flag.code, 2);
+    assertOneLine(flag.stderr, /^--api-key must be at least 8 characters \(got 4\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -115,6 +115,24 @@ describe('HTTP layer', () => {
     assert.equal(unknown.json.error.code, 'model_not_found');
     assert.equal(unknown.json.error.param, 'model');
     assert.equal(unknown.json.code, 20012);
+    // Every inference endpoint answers the same way (bodies otherwise valid, so the model is the fault).
+    for (const [path, body] of [
+      ['/completions', { prompt: 'hi' }],
+      ['/embeddings', { input: 'hi' }],
+      ['/rerank', { query: 'q', documents: ['d'] }],
+      ['/images/generations', { prompt: 'a cat' }],
+    ] as const) {
+      const answer = await http(server.baseURL, path, { headers: auth, body: { model: 'nobody/nothing', ...body } });
+      assert.deepEqual([answer.status, answer.json.code, answer.json.error.code, answer.json.error.param], [400, 20012, 'model_not_found', 'model'], `${path}: ${answer.text}`);
+    }
+    // The openai SDK raises its BadRequestError (not NotFoundError) for it.
+    const client = new OpenAI({ baseURL: server.baseURL, apiKey: KEY, maxRetries: 0 });
+    for (const call of [
+      () => client.chat.completions.create({ model: 'nobody/nothing', messages: [{ role: 'user', content: 'hi' }] }),
+      () => client.embeddings.create({ model: 'nobody/nothing', input: 'hi' }),
+      () => client.images.generate({ model: 'nobody/nothing', prompt: 'a cat' }),
+    ])
+      await assert.rejects(call(), (error: unknown) => error instanceof OpenAI.BadRequestError && error.param === 'model' && error.code === 'model_not_found');
     const wrongKind = await http(server.baseURL, '/chat/completions', {
       headers: auth,
       body: { model: 'org/embed-b', messages: [{ role: 'user', content: 'hi' }] },

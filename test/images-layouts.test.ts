@@ -4,7 +4,7 @@
 // sizes SiliconFlow lists under the default pixel budget.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -13,6 +13,7 @@ import { http, startTestServer, type TestServer } from './helpers/server.ts';
 
 const CLASSIC = 'tiny/sd-classic-timestep';
 const CLASSIC_STATIC = 'tiny/sd-classic-static-batch';
+const CLASSIC_INT64 = 'tiny/sd-classic-int64';
 const LCM = 'tiny/sd-lcm';
 const EULER = 'tiny/sd-euler';
 
@@ -23,6 +24,8 @@ describe('image export variants end to end', () => {
     const variants = {
       [CLASSIC]: { classicTimestep: 'dynamic' },
       [CLASSIC_STATIC]: { classicTimestep: 'fixed', staticBatch: true },
+      // optimum ≤ 1.23's dtype: an int64 timestep declared [1], reshaped to [1, 1] inside.
+      [CLASSIC_INT64]: { export: 'legacy', classicTimestep: 'fixed' },
       [LCM]: { scheduler: 'lcm' },
       [EULER]: { scheduler: 'euler' },
     } as const;
@@ -31,6 +34,8 @@ describe('image export variants end to end', () => {
       const path = await ensureTinyDiffusionModel(join(modelDir, id.replace('/', '-')), variant);
       models.push({ id, type: 'text-to-image', engine: 'onnx-diffusion', path, onnx: { threads: 2, defaultSize: '64x64' } });
     }
+    // diffusers' old conversion script writes no unet/config.json: only the loaded graph can tell.
+    unlinkSync(join(models[0]!.path, 'unet/config.json'));
     server = await startTestServer({ config: { models } });
   });
   after(async () => {
@@ -43,8 +48,18 @@ describe('image export variants end to end', () => {
       body: { model, prompt: 'a photo of a cat', image_size: '64x64', batch_size: 2, num_inference_steps: 2, seed: 7, ...extra },
     });
 
-  test('classic layouts (timestep reshaped to [1, 1]; declared [1] with a static batch) answer 200 with and without guidance', async () => {
-    for (const model of [CLASSIC, CLASSIC_STATIC])
+  test('before any load, /v1/models says what the export declares (unet/config.json time_cond_proj_dim: LCM); an export without that file says nothing yet', async () => {
+    const list = await http(server.baseURL, '/models?sub_type=text-to-image');
+    const entries = Object.fromEntries(list.json.data.map((m: { id: string; infera: { state: string; capabilities?: unknown } }) => [m.id, m.infera]));
+    for (const id of [LCM, EULER, CLASSIC]) assert.equal(entries[id].state, 'unloaded', id);
+    assert.deepEqual(entries[LCM].capabilities, { negative_prompt: false, guidance_scale: true, image_to_image: true });
+    assert.deepEqual(entries[EULER].capabilities, { negative_prompt: true, guidance_scale: true, image_to_image: true });
+    assert.equal(entries[CLASSIC].capabilities, undefined);
+    assert.deepEqual((await http(server.baseURL, `/models/${LCM}`)).json.infera.capabilities, entries[LCM].capabilities);
+  });
+
+  test('classic layouts (timestep reshaped to [1, 1]: float symbolic, float [1] with a static batch, int64 [1]) answer 200 with and without guidance', async () => {
+    for (const model of [CLASSIC, CLASSIC_STATIC, CLASSIC_INT64])
       for (const guidance_scale of [7.5, 1]) {
         const response = await generate(model, { guidance_scale, negative_prompt: 'blurry' });
         assert.equal(response.status, 200, `${model} guidance ${guidance_scale}: ${response.text}`);
@@ -56,9 +71,6 @@ describe('image export variants end to end', () => {
   });
 
   test('LCM: /v1/models says negative_prompt cannot act; a request that sends it gets x-infera-ignored', async () => {
-    const before = await http(server.baseURL, `/models/${LCM}`);
-    assert.equal(before.json.infera.capabilities, undefined, 'unknown until the graph is loaded');
-
     const lcm = await generate(LCM, { negative_prompt: 'blurry', guidance_scale: 8 });
     assert.equal(lcm.status, 200, lcm.text);
     assert.equal(lcm.headers.get('x-infera-ignored'), 'negative_prompt');
@@ -74,7 +86,28 @@ describe('image export variants end to end', () => {
     const capabilities = Object.fromEntries(list.json.data.map((m: { id: string; infera: { capabilities?: unknown } }) => [m.id, m.infera.capabilities]));
     assert.deepEqual(capabilities[LCM], { negative_prompt: false, guidance_scale: true, image_to_image: true });
     assert.deepEqual(capabilities[EULER], { negative_prompt: true, guidance_scale: true, image_to_image: true });
+    // Loaded (by the classic-layout test), the graph tells what its files did not.
+    assert.deepEqual(capabilities[CLASSIC], { negative_prompt: true, guidance_scale: true, image_to_image: true });
     assert.deepEqual((await http(server.baseURL, `/models/${LCM}`)).json.infera.capabilities, capabilities[LCM]);
+  });
+
+  test('same seed: image 0 of a batch is byte-identical to the single image (LCM, Euler with CFG, a static-batch classic export)', async () => {
+    const png = async (url: string) => Buffer.from(await (await fetch(url)).arrayBuffer());
+    for (const [model, extra] of [
+      [LCM, { guidance_scale: 8 }],
+      [EULER, { guidance_scale: 7.5, negative_prompt: 'blurry' }],
+      [CLASSIC_STATIC, { guidance_scale: 7.5 }],
+    ] as const) {
+      const single = await generate(model, { ...extra, batch_size: 1, num_inference_steps: 3, seed: 99 });
+      const batch = await generate(model, { ...extra, batch_size: 3, num_inference_steps: 3, seed: 99 });
+      assert.equal(single.status, 200, single.text);
+      assert.equal(batch.status, 200, batch.text);
+      assert.equal(batch.json.seed, 99);
+      const [one, ...many] = await Promise.all([single.json.images[0].url, ...batch.json.images.map((i: { url: string }) => i.url)].map(png));
+      assert.equal(many.length, 3);
+      assert.ok(many[0]!.equals(one!), `${model}: image 0 of the batch equals the single image`);
+      assert.ok(!many[1]!.equals(many[0]!) && !many[2]!.equals(many[1]!), `${model}: the other images differ`);
+    }
   });
 
   test('SiliconFlow-listed sizes beyond 1024 and off the multiple-of-8 grid generate; over the pixel budget is a 400 naming image_size', async () => {

@@ -4,12 +4,15 @@
 // seconds against a 1.5 s limit (long enough for the first tokens on a busy 2-core box).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import OpenAI from 'openai';
 import { sqlitePath } from '../src/platform/index.ts';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
-import { SHARED_DATA_DIR, startTestServer, type TestServer } from './helpers/server.ts';
+import { ensureTinyDiffusionModel } from '../src/tiny-models/onnx/index.ts';
+import { http, SHARED_DATA_DIR, startTestServer, type TestServer } from './helpers/server.ts';
 
 let server: TestServer;
 before(async () => {
@@ -108,4 +111,40 @@ test('/v1/completions runs under the chat route limit: 504 for JSON, an error fr
   row = ledger().at(-1)!;
   assert.deepEqual([row.endpoint, row.status], ['completions', 504]);
   assert.ok(row.completion_tokens > 0 && row.completion_tokens < 1000, `tokens generated before the stop are billed: ${row.completion_tokens}`);
+});
+
+test('the images route has its own limit: 504 naming server.routeTimeoutsSeconds.images, the denoising loop stopped, row settled 504', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-route-timeout-images-'));
+  const images = await startTestServer({
+    config: {
+      // The chat limit is off here: only the images route's own limit can stop the request.
+      server: { routeTimeoutsSeconds: { images: 1, chat: 0 } },
+      models: [{ id: 'tiny/sd', type: 'text-to-image', engine: 'onnx-diffusion', path: await ensureTinyDiffusionModel(join(dir, 'sd')), onnx: { threads: 1, defaultSize: '64x64' } }],
+    },
+  });
+  try {
+    const quick = { model: 'tiny/sd', prompt: 'a cat', image_size: '64x64', num_inference_steps: 1 };
+    // Loaded first (the limit runs from arrival, load included), then one warm generation.
+    (await images.server.services.registry.acquire('tiny/sd', 'text-to-image')).release();
+    assert.equal((await http(images.baseURL, '/images/generations', { body: quick })).status, 200, 'loaded and warm');
+    const started = Date.now();
+    // The most work requests.maxImagePixelSteps allows: far more than a second on any box.
+    const slow = await http(images.baseURL, '/images/generations', { body: { ...quick, image_size: '1024x1024', batch_size: 4, num_inference_steps: 50 } });
+    assert.equal(slow.status, 504, slow.text);
+    assert.equal(slow.json.error.code, 'request_timeout');
+    assert.equal(slow.json.code, 50504);
+    assert.match(slow.json.error.message, /server\.routeTimeoutsSeconds\.images/);
+    assert.ok(Date.now() - started < 5000, `stopped promptly (${Date.now() - started} ms)`);
+    const db = new Database(sqlitePath(images.config), { readonly: true });
+    const row = db.prepare('SELECT endpoint, status, outcome FROM ledger ORDER BY id DESC LIMIT 1').get();
+    db.close();
+    assert.deepEqual(row, { endpoint: 'images', status: 504, outcome: 'cancelled' });
+    // The loop stopped at its next step: the model's one slot is free for the next request at once.
+    const next = Date.now();
+    assert.equal((await http(images.baseURL, '/images/generations', { body: quick })).status, 200);
+    assert.ok(Date.now() - next < 3000, `the next generation was not queued behind the stopped one (${Date.now() - next} ms)`);
+  } finally {
+    await images.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -51,6 +51,12 @@ export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {
    */
   imageLimits?(config: C): ImageLimits;
   /**
+   * What the model's files say it can honour, read without loading it (small files, synchronously), so
+   * /v1/models can say so before the first load: image engines' negativePrompt, guidanceScale and
+   * imageToImage. Undefined when the files do not tell; the loaded model's own answer replaces it.
+   */
+  capabilities?(config: C): Readonly<Record<string, boolean>> | undefined;
+  /**
    * Chat engines: the context window (tokens per sequence) the entry's options set, known before any
    * load. Admission reserves a request without max_tokens against it (docs/PLATFORM.md).
    */

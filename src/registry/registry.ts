@@ -29,8 +29,9 @@ export interface ModelEntry {
   /** Failed: when a request may try loading again (epoch ms), unless the model's file changes first. */
   retryAt?: number;
   /**
-   * What the loaded model can honour (image models: negativePrompt, guidanceScale, imageToImage),
-   * kept after an unload since the files still say the same; absent until the first load.
+   * What the model can honour (image models: negativePrompt, guidanceScale, imageToImage): what its
+   * files declare before the first load (engine hook `capabilities`), then the loaded model's own
+   * answer, kept after an unload since the files still say the same; absent while nothing tells.
    */
   capabilities?: Readonly<Record<string, boolean>>;
   /** The engine process serving it while loaded (isolation: process). */
@@ -163,7 +164,17 @@ export class ModelRegistry {
       // A remote model holds sockets, not memory: it stays unless its entry sets a keep-alive.
       const local = this.engineOf(config)?.estimateMemory !== undefined;
       const defaultKeepAliveMs = config.keepAlive ?? (local ? (lifecycle.keepAlive ?? DEFAULT_KEEP_ALIVE_MS) : Number.POSITIVE_INFINITY);
-      return { config, state: 'unloaded', progress: 0, leases: 0, preload: config.eager, defaultKeepAliveMs, keepAliveMs: defaultKeepAliveMs, resident: false };
+      return {
+        config,
+        state: 'unloaded',
+        progress: 0,
+        leases: 0,
+        preload: config.eager,
+        defaultKeepAliveMs,
+        keepAliveMs: defaultKeepAliveMs,
+        resident: false,
+        capabilities: this.declaredCapabilities(config),
+      };
     });
     const groups = new Map<string, Slot[]>();
     for (const slot of this.slots) {
@@ -194,6 +205,16 @@ export class ModelRegistry {
       if (!slot)
         throw new Error(`lifecycle.preload: no configured model is named ${JSON.stringify(name)} (models: ${this.slots.map((s) => s.config.id).join(', ') || 'none'})`);
       (slot as { preload: boolean }).preload = true;
+    }
+  }
+
+  /** What the entry's files say before any load (the engine's capabilities hook); a file it cannot read says nothing. */
+  private declaredCapabilities(config: ModelConfig): Readonly<Record<string, boolean>> | undefined {
+    try {
+      return this.engineOf(config)?.capabilities?.(config);
+    } catch (error) {
+      this.logger.warn({ model: config.id, err: error }, 'could not read what the model files declare; capabilities are known once it loads');
+      return undefined;
     }
   }
 

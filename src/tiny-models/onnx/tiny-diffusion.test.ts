@@ -105,6 +105,19 @@ test('classic timestep variants take exactly one timestep value, as the reported
       await assert.rejects(unet.run(feeds(2)), classic === 'fixed' ? /dimensions/ : /Reshape/);
       await unet.release();
     }
+    // optimum <= 1.23 types the same one-value timestep int64.
+    const legacy = await ensureTinyDiffusionModel(join(dir, 'legacy'), { export: 'legacy', classicTimestep: 'fixed' });
+    const unet = await ort.InferenceSession.create(join(legacy, 'unet/model.onnx'), { intraOpNumThreads: 1, logSeverityLevel: 4 });
+    const timestep = unet.inputMetadata.find((m) => m.name === 'timestep');
+    assert.deepEqual(timestep?.isTensor ? { type: timestep.type, shape: timestep.shape } : null, { type: 'int64', shape: [1] });
+    const feeds = (steps: number) => ({
+      sample: new ort.Tensor('float32', new Float32Array(steps * 4 * 8 * 8), [steps, 4, 8, 8]),
+      timestep: new ort.Tensor('int64', new BigInt64Array(steps).fill(500n), [steps]),
+      encoder_hidden_states: new ort.Tensor('float32', new Float32Array(steps * 77 * 32), [steps, 77, 32]),
+    });
+    assert.deepEqual((await unet.run(feeds(1))).out_sample!.dims, [1, 4, 8, 8]);
+    await assert.rejects(unet.run(feeds(2)), /dimensions/);
+    await unet.release();
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -30,7 +30,8 @@ export interface TinyDiffusionVariant {
   /**
    * The classic layout (diffusers' older conversion script, some optimum exports): a float32 timestep
    * of one value, declared `[1]` ('fixed') or with a symbolic dim ('dynamic'), reshaped to [1, 1] inside
-   * the graph as a trace with one timestep bakes it, so feeding one value per batch row fails.
+   * the graph as a trace with one timestep bakes it, so feeding one value per batch row fails. With
+   * `export: 'legacy'` the timestep is int64, as optimum ≤ 1.23 writes it.
    */
   classicTimestep?: 'fixed' | 'dynamic';
   /** A UNet traced at batch 1 with static shapes: `sample` and `encoder_hidden_states` take one row. */
@@ -208,7 +209,7 @@ function unetGraph(random: () => number, legacy: boolean, timestepCond: boolean,
   const batch = variant.staticBatch ? 1 : 'batch_size';
   const classic = variant.classicTimestep;
   const timestep: GraphSpec['inputs'][number] = classic
-    ? { name: 'timestep', type: 'float32', shape: [classic === 'fixed' ? 1 : 'steps'] }
+    ? { name: 'timestep', type: legacy ? 'int64' : 'float32', shape: [classic === 'fixed' ? 1 : 'steps'] }
     : legacy
       ? { name: 'timestep', type: 'int64', shape: [1] }
       : { name: 'timestep', type: 'float32', shape: [] };
