@@ -146,3 +146,22 @@ describe('caps lowered in the config', () => {
     assert.equal(ok.status, 200, ok.text.slice(0, 200));
   });
 });
+
+describe('grammar compile time (requests.jsonSchema.maxCompileMs)', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ config: { requests: { jsonSchema: { maxCompileMs: 1 } } } });
+  });
+  after(() => server.close());
+
+  test('a schema within the size caps whose grammar takes longer is a 400 naming response_format.json_schema and the cap', async () => {
+    // 4 × 1,000 enum values: inside every default size cap, ~0.2 s to compile on this box.
+    const schema = {
+      type: 'object',
+      properties: Object.fromEntries(Array.from({ length: 4 }, (_, p) => [`p${p}`, { enum: Array.from({ length: 1000 }, (_, i) => `value-${p}-${i}`) }])),
+    };
+    await expect400(server, '/chat/completions', { model: CHAT, messages: hi, max_tokens: 1, response_format: schemaFormat(schema) }, 'response_format.json_schema', /more than requests\.jsonSchema\.maxCompileMs \(1 ms\)/, 30_000);
+    const small = await http(server.baseURL, '/chat/completions', { body: { model: CHAT, messages: hi, max_tokens: 1, response_format: { type: 'json_object' } } });
+    assert.equal(small.status, 200, small.text);
+  });
+});

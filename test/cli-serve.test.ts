@@ -62,6 +62,9 @@ test('infera serve: an invalid config stops with exit 2 and names the bad key', 
     assert.equal(await cli.exited, 2);
     assert.match(cli.stderr(), /server\.port/);
     assert.match(cli.stderr(), /models\[0\]\.path/);
+    // One readable line per bad setting, no stack trace.
+    assert.doesNotMatch(cli.stderr(), /^\s+at /m);
+    assert.ok(cli.stderr().trim().split('\n').length <= 3, cli.stderr());
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -51,7 +51,8 @@ before(async () => {
   const raw = {
     server: { adminKey: ADMIN },
     storage: { dataDir: dir },
-    platform: { pricing: { [CHAT]: { inputPerMillion: 1000, outputPerMillion: 1000 } } },
+    // The file that aborts llama.cpp is priced too: its request reserves money before the load dies.
+    platform: { pricing: { [CHAT]: { inputPerMillion: 1000, outputPerMillion: 1000 }, [ABORTS]: { inputPerMillion: 1000, outputPerMillion: 1000 } } },
     models: [
       { ...chat(CHAT, paths.chat), hangTimeoutSeconds: 2 },
       chat(OTHER, paths.chat),
@@ -118,7 +119,9 @@ test('models load in engine processes of their own: the server process never map
   assert.equal((lease.model as unknown as { decodeOn?: string }).decodeOn, 'loop');
 });
 
-test('a GGUF that aborts llama.cpp costs only its own model: a 503 naming the abort, the others keep answering', async () => {
+test('a GGUF that aborts llama.cpp costs only its own model: a 503 naming the abort, the others keep answering, the ledger whole', async () => {
+  const rowsBefore = ledger().length;
+  const balanceBefore = (await gate.admin.store.getAccount('acct'))!.balanceMicro;
   const answer = await ask(ABORTS);
   assert.equal(answer.status, 503, answer.text);
   assert.equal(answer.json.error.code, 'model_load_failed');
@@ -130,6 +133,15 @@ test('a GGUF that aborts llama.cpp costs only its own model: a 503 naming the ab
   assert.equal(good.choices.length, 1);
   const embedded = await client.embeddings.create({ model: EMBED, input: 'still here' });
   assert.equal(embedded.data.length, 1);
+  // The ledger: the aborted load's request has its 503 row, its reservation is back, nothing was charged.
+  await until('every row is written', () => heldReservations() === 0 && ledger().length >= rowsBefore + 3);
+  const rows = ledger().slice(rowsBefore);
+  assert.deepEqual(
+    rows.filter((row) => row.model === ABORTS).map((row) => [row.status, row.outcome]),
+    [[503, 'error']],
+    JSON.stringify(rows),
+  );
+  assert.equal((await gate.admin.store.getAccount('acct'))!.balanceMicro, balanceBefore, 'only the priced, aborted request ran against this balance');
 });
 
 test('a native abort mid-stream: the stream ends with a 503 error frame, the ledger row settles, the model restarts and answers', async () => {
@@ -198,6 +210,26 @@ test('a hung engine process (no heartbeat for hangTimeoutSeconds) is killed and 
   assert.equal(entry(CHAT).crashes, crashes + 1);
   assert.equal((await ask(CHAT)).status, 200);
   // The other model never noticed.
+  assert.equal((await ask(OTHER)).status, 200);
+});
+
+test('a crashed engine restarts by itself with no request to wake it, even when the wall clock steps back', async () => {
+  await until('ready', () => entry(OTHER).state === 'ready');
+  const pid = entry(OTHER).pid!;
+  process.kill(pid, 'SIGKILL');
+  await until('the crash is noticed', () => entry(OTHER).state === 'failed');
+  // The restart timer runs on the monotonic clock; the backoff's retryAt is wall-clock time. With the
+  // wall clock 10 s behind (an NTP step; also, by a millisecond, ~2 % of ordinary timers) the restart
+  // used to be refused as "still inside its backoff" and was never tried again until a request came.
+  const realNow = Date.now;
+  const behind = realNow() - 10_000;
+  const started = performance.now();
+  Date.now = () => behind + (performance.now() - started);
+  try {
+    await until('the model is back without a request', () => entry(OTHER).state === 'ready' && entry(OTHER).pid !== pid, 10_000);
+  } finally {
+    Date.now = realNow;
+  }
   assert.equal((await ask(OTHER)).status, 200);
 });
 

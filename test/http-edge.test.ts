@@ -10,6 +10,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configSchema } from '../src/config/schema.ts';
+import Database from 'better-sqlite3';
+import { createGate, sqlitePath, type PlatformGate } from '../src/platform/index.ts';
 import { createServer, listen, type InferaServer } from '../src/main.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
@@ -138,6 +140,75 @@ describe('refuse before reading', () => {
   test('the server still serves keyed requests afterwards', async () => {
     const answer = await exchange(portOf(server), request('GET', '/v1/models', { authorization: `Bearer ${KEY}`, connection: 'close' }));
     assert.equal(answer.status, 200);
+  });
+});
+
+describe('a key over its own request-rate limit is refused before its body is read', () => {
+  let server: TestServer;
+  let gate: PlatformGate;
+  let dir: string;
+  const sockets: Socket[] = [];
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'infera-edge-precheck-'));
+    const raw = { storage: { dataDir: dir }, models };
+    gate = await createGate(configSchema.parse(raw), { info() {}, warn() {}, error() {} });
+    server = await startTestServer({ config: raw, gate });
+    server.server.app.server.on('connection', (socket: Socket) => sockets.push(socket));
+  });
+  after(async () => {
+    await server?.close();
+    await gate?.close().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('rpm 1: the second request (8 MiB) gets its 429 after < 64 KiB of body was read, with its ledger row; admission counted once', async () => {
+    const { secret } = await gate.admin.createKey({ name: 'limited', limits: { rpm: 1 } });
+    const auth = `authorization: Bearer ${secret}\r\n`;
+    // The first is admitted (rpm counted), then fails to load its model (a 503): the limit is used up.
+    const first = await exchange(portOf(server), request('POST', '/v1/chat/completions', { authorization: `Bearer ${secret}`, 'content-type': 'application/json', connection: 'close' }, JSON.stringify({ model: 'org/chat-a', messages: [{ role: 'user', content: 'hi' }] })));
+    assert.equal(first.status, 503, first.raw.slice(0, 300));
+    const size = 8 * 1024 * 1024;
+    const head = `POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${size}\r\n${auth}\r\n`;
+    const client = connect({ port: portOf(server), host: '127.0.0.1' });
+    await new Promise((resolve) => client.once('connect', resolve));
+    const serverSocket = sockets.at(-1)!;
+    let raw = '';
+    let written = 0;
+    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+    client.on('data', (chunk) => (raw += chunk));
+    client.on('error', () => {});
+    client.write(head);
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    const pump = () => {
+      while (written < size && !client.destroyed) {
+        written += chunk.length;
+        if (!client.write(chunk)) return void client.once('drain', pump);
+      }
+    };
+    pump();
+    await closed;
+    await new Promise<void>((resolve) => (serverSocket.destroyed ? resolve() : serverSocket.once('close', () => resolve())));
+    const answer = parseAnswer(raw);
+    assertErrorShape(answer, 429, 'rate_limit_exceeded');
+    assert.match(answer.json.error.message, /RPM limit reached: API key "limited" has used 1 of 1/);
+    assert.ok(Number(answer.headers['retry-after']) >= 1);
+    const bodyRead = serverSocket.bytesRead - Buffer.byteLength(head);
+    console.log(`# 8 MiB upload over the key's rpm: server read ${bodyRead} body bytes before the 429`);
+    assert.ok(bodyRead < 64 * 1024, `server read ${bodyRead} body bytes`);
+    // A key without limits, and GET routes, are not held up by the check.
+    const models = await exchange(portOf(server), request('GET', '/v1/models', { authorization: `Bearer ${secret}`, connection: 'close' }));
+    assert.equal(models.status, 200);
+    await gate.ledger.close();
+    const db = new Database(sqlitePath(server.config), { readonly: true });
+    try {
+      const rows = db.prepare('SELECT model, endpoint, status FROM ledger ORDER BY id').all() as { model: string; endpoint: string; status: number }[];
+      assert.deepEqual(rows, [
+        { model: 'org/chat-a', endpoint: 'chat', status: 503 },
+        { model: '', endpoint: 'chat', status: 429 },
+      ]);
+    } finally {
+      db.close();
+    }
   });
 });
 

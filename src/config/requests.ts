@@ -17,6 +17,11 @@ export const jsonSchemaLimitsSchema = z
     maxNodes: positiveInt.default(5000),
     /** Most values in one `enum`. */
     maxEnumValues: positiveInt.default(1000),
+    /**
+     * Longest a request's schemas (response_format, tools) may take to become a grammar, in ms. The caps
+     * above keep it near 0.1 s; this one refuses what they let through anyway (a 400 after compiling).
+     */
+    maxCompileMs: positiveInt.default(1000),
   })
   .strict();
 

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { InferaError, isAbortError } from '../errors/index.ts';
 import { errorBody, errorHeaders, sseErrorFrame, toInferaError } from '../errors/render.ts';
 import { startTracing } from '../observability/tracing.ts';
-import type { Principal } from '../platform/gate.ts';
+import type { Endpoint, Principal } from '../platform/gate.ts';
 import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerApiRoutes } from './routes/index.ts';
@@ -183,6 +183,9 @@ export async function buildApp(services: Services) {
           request.principal = await services.gate.authenticate(bearer(request), request.socket.remoteAddress ?? '');
           const refused = hosts.check(request, request.principal.keyId === 'anonymous');
           if (refused) throw refused;
+          // A key over its own request-rate limit (rpm, rph, rpd: they need no body) is refused here too.
+          const endpoint = endpointOfRoute(request.routeOptions.url);
+          if (endpoint && services.gate.precheck) await services.gate.precheck(request.principal, endpoint, request.inferaId);
         });
         registerApiRoutes(scope, services);
       },
@@ -190,6 +193,17 @@ export async function buildApp(services: Services) {
     );
   }
   return app;
+}
+
+/** The metered endpoint a route serves (the routes under /v1 and bare); undefined: not metered. */
+function endpointOfRoute(url: string | undefined): Endpoint | undefined {
+  const path = url?.replace(/^\/v1(?=\/)/, '');
+  if (path === '/chat/completions') return 'chat';
+  if (path === '/completions') return 'completions';
+  if (path === '/embeddings') return 'embeddings';
+  if (path === '/rerank' || path === '/v2/rerank') return 'rerank';
+  if (path === '/images/generations' || path === '/image/generations') return 'images';
+  return undefined;
 }
 
 function bearer(request: FastifyRequest): string | undefined {

@@ -86,6 +86,11 @@ export interface GateHealth {
 export interface Gate {
   /** Resolve a bearer secret; throws InferaError 401 when unknown, disabled or expired. */
   authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal>;
+  /**
+   * The limits that need no body, before it is read (onRequest): a key over its own request-rate limit
+   * (rpm, rph, rpd) gets its 429 without sending the body. Counts nothing (admit() does); absent: none.
+   */
+  precheck?(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void>;
   /** Check allow-list (403), reserve the worst-case cost against the balance (403) and rate limits (429); throws InferaError. */
   admit(request: AdmissionRequest): Promise<Admission>;
   /** SiliconFlow /v1/user/info body `data` for this principal. */

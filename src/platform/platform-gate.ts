@@ -209,6 +209,27 @@ export class PlatformGate implements Gate {
     return rules;
   }
 
+  async precheck(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> {
+    if (!principal.limits || !endpointKind[endpoint]) return;
+    const rules = this.keyRules(principal).filter((rule) => rule.measure === 'requests');
+    if (rules.length === 0) return;
+    const now = this.now();
+    const checks = planChecks(rules, 0, 0, now);
+    let result: ConsumeResult;
+    try {
+      // A peek: amount 0 against limit − 1 fails exactly when admit()'s +1 would, and adds nothing.
+      result = await this.counters.consume(checks.map((check) => ({ ...check, amount: 0, limit: check.limit - 1 })));
+    } catch {
+      return; // the counter store is down: admit() applies counterFailure (open or closed) with the body read
+    }
+    if (result.ok) return;
+    const failed = checks[result.failed!]!;
+    const error = rateLimitError(failed, result.values[result.failed!] ?? 0, rateLimitHeaders(checks, result.values, now), now);
+    // Its ledger row like every refusal's; the model is not known before the body (empty).
+    await this.recordRejection({ principal, model: '', endpoint, requestId, estimatedTokens: 0, images: 0 }, error);
+    throw error;
+  }
+
   private async recordRejection(request: AdmissionRequest, error: InferaError, reservationId?: string): Promise<void> {
     // Refused requests get their row too (status 403/429), durable before the refusal is sent, like
     // every other answer: a 429 a client saw is never missing from the ledger. Group commit keeps it cheap.

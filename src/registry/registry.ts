@@ -573,6 +573,12 @@ export class ModelRegistry {
     if (!this.closed) {
       slot.restartTimer = setTimeout(() => {
         slot.restartTimer = undefined;
+        if (this.closed || slot.state !== 'failed') return;
+        // The timer says the wait is over. load() would compare Date.now() with retryAt, and the wall
+        // clock may disagree with the timer's monotonic one (a timer fires up to 1 ms "early" by
+        // Date.now() in ~2 % of cases, more when the clock steps back): the restart was then refused
+        // and never tried again until a request came.
+        slot.retryAt = undefined;
         // A restart that fails is a failed load: it backs off and stays failed as any other.
         this.load(slot).catch(() => undefined);
       }, wait);

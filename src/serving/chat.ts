@@ -33,7 +33,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     images: 0,
     worstCase: { promptTokens: promptEstimate, completionTokens: (request.options.maxTokens ?? contextSize) * request.n, images: 0, documents: 0 },
   });
-  const options: ChatCallOptions = { ...request.options, signal: context.signal };
+  const options: ChatCallOptions = { ...request.options, grammarCompileMs: limits.jsonSchema.maxCompileMs, signal: context.signal };
   let promptTokens = 0;
   let lease: ModelLease<ChatModel> | undefined;
 

@@ -121,6 +121,11 @@ export interface ChatCallOptions {
    * server (openai-compatible) passes them on; engines that run the model themselves ignore them.
    */
   extra?: Record<string, unknown>;
+  /**
+   * requests.jsonSchema.maxCompileMs: an engine that turns `responseFormat` or `tools` schemas into a
+   * grammar refuses the request (400 naming the field and the cap) when that took longer.
+   */
+  grammarCompileMs?: number;
   /** Aborted when the client leaves: the engine must stop generating and free its slot promptly. */
   signal: AbortSignal;
 }

@@ -37,7 +37,7 @@ import {
   type TokenDecision,
   type TokenEvent,
 } from './ffi/runner.ts';
-import { ChatPlanner, DEFAULT_TEMPERATURE, PENALTY_WINDOW, newToolCallId, resolveWrappers, type Plan, type Wrappers } from './chat-plan.ts';
+import { ChatPlanner, DEFAULT_TEMPERATURE, PENALTY_WINDOW, newToolCallId, resolveWrappers, withinCompileBudget, type Plan, type Wrappers } from './chat-plan.ts';
 import { streamFromProducer } from './chat-stream.ts';
 import { emptyCompletion, infillTokens, planCompletion, type CompletionPlan } from './completions.ts';
 import { unloading } from './generation.ts';
@@ -192,14 +192,15 @@ export class FfiChatModel implements ChatModel {
       return { text: await this.jsonGrammar };
     }
     if (plan.grammar?.kind === 'schema') {
-      try {
-        return { text: await this.schemaRules(plan.grammar.schema, 'root') };
-      } catch (error) {
-        throw badRequest(
-          `response_format.json_schema could not be turned into a grammar: ${(error as Error).message}`,
-          'response_format.json_schema',
-        );
-      }
+      const schema = plan.grammar.schema;
+      const text = await withinCompileBudget(plan.grammarCompileMs, 'response_format.json_schema', async () => {
+        try {
+          return await this.schemaRules(schema, 'root');
+        } catch (error) {
+          throw badRequest(`response_format.json_schema could not be turned into a grammar: ${(error as Error).message}`, 'response_format.json_schema');
+        }
+      });
+      return { text };
     }
     if (!plan.functions) return undefined;
     // One call object per offered function: {"name": <that name>, "arguments": <its parameters>}.
@@ -207,7 +208,7 @@ export class FfiChatModel implements ChatModel {
       type: 'object',
       properties: { name: { const: name }, arguments: fn.params ?? { type: 'object', properties: {} } },
     }));
-    const rules = await this.schemaRules(calls.length === 1 ? calls[0] : { oneOf: calls }, 'infera-call');
+    const rules = await withinCompileBudget(plan.grammarCompileMs, 'tools', () => this.schemaRules(calls.length === 1 ? calls[0] : { oneOf: calls }, 'infera-call'));
     const item = `infera-item ::= "${TOOL_OPEN}" "\\n"? infera-call "\\n"? "${TOOL_CLOSE}"`;
     // A forced call has its opening in the prompt already; a lazy grammar starts with the trigger token.
     const first = plan.forceCall ? `infera-first ::= "\\n"? infera-call "\\n"? "${TOOL_CLOSE}"` : 'infera-first ::= infera-item';

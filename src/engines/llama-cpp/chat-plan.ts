@@ -50,6 +50,8 @@ export interface Plan {
   functions?: ChatModelFunctions;
   maxParallelFunctionCalls?: number;
   grammar?: { kind: 'json' } | { kind: 'schema'; schema: GbnfJsonSchema };
+  /** requests.jsonSchema.maxCompileMs, from the call options. */
+  grammarCompileMs?: number;
   thinking: boolean;
   /** The last message is an assistant prefix to continue (its text is in the prompt, not in the answer). */
   prefix: boolean;
@@ -189,6 +191,7 @@ export class ChatPlanner {
       functions,
       maxParallelFunctionCalls: options.parallelToolCalls === false ? 1 : undefined,
       grammar,
+      grammarCompileMs: options.grammarCompileMs,
       thinking,
       prefix,
       forceCall,
@@ -287,4 +290,22 @@ export function resolveWrappers(model: LlamaModel): Wrappers {
 /** OpenAI-style tool-call ids: call_ and 16 letters or digits. */
 export function newToolCallId(): string {
   return `call_${randomBytes(12).toString('base64url').replace(/[-_]/g, 'x')}`;
+}
+
+/**
+ * Runs `build` (a schema turned into a grammar: node-llama-cpp's converter and llama.cpp's parser, both
+ * synchronous in the engine process) and refuses the request when it took longer than `budgetMs`
+ * (requests.jsonSchema.maxCompileMs). The schema caps keep compilation near 0.1 s; this is the cap on
+ * what they let through.
+ */
+export async function withinCompileBudget<T>(budgetMs: number | undefined, param: string, build: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  const built = await build();
+  const ms = performance.now() - started;
+  if (budgetMs !== undefined && ms > budgetMs)
+    throw badRequest(
+      `${param}: turning this schema into a grammar took ${Math.round(ms)} ms, more than requests.jsonSchema.maxCompileMs (${budgetMs} ms). Use a smaller schema (fewer properties, enum values or alternatives).`,
+      param,
+    );
+  return built;
 }

@@ -380,6 +380,22 @@ export function defineChatSuite(runner: 'ffi' | 'node-llama-cpp'): void {
       assert.equal(model.slots.active, 0, 'rejected requests never took a sequence');
     });
 
+    test('a schema whose grammar takes longer than grammarCompileMs (requests.jsonSchema.maxCompileMs) is refused naming the field and the cap', async () => {
+      const format = { type: 'json_schema' as const, schema: weatherSchema };
+      // 0 ms: no compilation is that fast, so this refusal does not depend on the box's speed.
+      await assert.rejects(model.doGenerate(ask('json', { responseFormat: format, grammarCompileMs: 0 })), (error: unknown) => {
+        assert.ok(error instanceof InferaError && error.status === 400, String(error));
+        assert.equal(error.param, 'response_format.json_schema');
+        assert.match(error.message, /took \d+ ms, more than requests\.jsonSchema\.maxCompileMs \(0 ms\)/);
+        return true;
+      });
+      // LlamaChat builds its tools grammar inside its own generation, where it cannot be timed apart.
+      if (runner === 'ffi') await rejectsWith(model.doGenerate(ask('weather?', { tools: [weatherTool], grammarCompileMs: 0 })), 400, 'tools');
+      const ok = await model.doGenerate(ask('json', { responseFormat: format, grammarCompileMs: 60_000 }));
+      assert.equal(ok.finishReason, 'stop');
+      assert.equal(model.slots.active, 0, 'refused requests gave their sequence back');
+    });
+
     test('a non-strict tool schema with unenforceable keywords is accepted with a warning', async () => {
       const tool = { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string', pattern: '^[A-Z]' } } } };
       const result = await model.doGenerate(ask('weather?', { tools: [tool] }));

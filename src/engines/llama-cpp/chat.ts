@@ -37,7 +37,7 @@ import type {
 } from '../../spec/chat.ts';
 import type { EngineStats, LoadProgress, LoadedModel } from '../../spec/index.ts';
 import { sequenceOrderedStrategy } from './chat-batching.ts';
-import { ChatPlanner, newToolCallId, resolveWrappers, type Plan, type Wrappers } from './chat-plan.ts';
+import { ChatPlanner, newToolCallId, resolveWrappers, withinCompileBudget, type Plan, type Wrappers } from './chat-plan.ts';
 import { streamFromProducer } from './chat-stream.ts';
 import { emptyCompletion, infillTokens, planCompletion, runCompletion, type CompletionPlan } from './completions.ts';
 import type { LlamaCppLoadOptions } from './embedding.ts';
@@ -165,15 +165,15 @@ export class LlamaCppChatModel implements ChatModel {
       this.jsonGrammar ??= this.llama.getGrammarFor('json');
       return this.jsonGrammar;
     }
-    try {
-      // The schema was checked by toGbnfJsonSchema; its generic type cannot be inferred from data.
-      return await this.llama.createGrammarForJsonSchema(plan.grammar.schema as never);
-    } catch (error) {
-      throw badRequest(
-        `response_format.json_schema could not be turned into a grammar: ${(error as Error).message}`,
-        'response_format.json_schema',
-      );
-    }
+    const schema = plan.grammar.schema;
+    return withinCompileBudget(plan.grammarCompileMs, 'response_format.json_schema', async () => {
+      try {
+        // The schema was checked by toGbnfJsonSchema; its generic type cannot be inferred from data.
+        return await this.llama.createGrammarForJsonSchema(schema as never);
+      } catch (error) {
+        throw badRequest(`response_format.json_schema could not be turned into a grammar: ${(error as Error).message}`, 'response_format.json_schema');
+      }
+    });
   }
 
   /**

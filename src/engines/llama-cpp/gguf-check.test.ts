@@ -114,3 +114,78 @@ test('a file that is not GGUF, or of an unknown version, is refused', async () =
   await refused(version, /GGUF version 7 is not supported/);
   await refused(Buffer.from('{"not": "a model"}'), /does not start with "GGUF"/);
 });
+
+/**
+ * Headers that pass every count-against-size check, each 24 MiB of one thing the reader loops over:
+ * an array of millions of empty strings, millions of metadata entries, millions of tensor infos. Before
+ * the budget, 32 MiB of the last two took 4–10 s, 180–350 MiB and event-loop pauses of 0.2–0.8 s
+ * (in the server process, where the check runs); 256 MiB, the header cap, eight times that.
+ */
+function headerBomb(kind: 'strings' | 'metadata' | 'tensors', bytes: number): Buffer {
+  const u32 = (value: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(value);
+    return b;
+  };
+  const u64 = (value: number) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(value));
+    return b;
+  };
+  const str = (text: string) => Buffer.concat([u64(Buffer.byteLength(text)), Buffer.from(text)]);
+  const body: Buffer[] = [];
+  let tensors = 0;
+  let entries = 0;
+  if (kind === 'strings') {
+    const count = Math.floor(bytes / 8);
+    entries = 1;
+    body.push(str('tokenizer.ggml.tokens'), u32(9), u32(8), u64(count), Buffer.alloc(count * 8));
+  } else {
+    for (let size = 0; size < bytes; ) {
+      const name = str((kind === 'metadata' ? entries++ : tensors++).toString(36));
+      const item = kind === 'metadata' ? Buffer.concat([name, u32(4), u32(7)]) : Buffer.concat([name, u32(1), u64(0), u32(0), u64(0)]);
+      body.push(item);
+      size += item.length;
+    }
+  }
+  return Buffer.concat([Buffer.from('GGUF'), u32(3), u64(tensors), u64(entries), ...body, Buffer.alloc(64)]);
+}
+
+test('header bombs within the size cap are checked within a time and memory budget, without pausing the event loop', async () => {
+  for (const kind of ['strings', 'metadata', 'tensors'] as const) {
+    const path = write(headerBomb(kind, 24 * 1024 * 1024));
+    global.gc?.();
+    const rssBefore = process.memoryUsage.rss();
+    let peak = rssBefore;
+    let turns = 0;
+    // Counted in turns per CPU millisecond, not in the longest pause: on the shared 2-core box an idle
+    // Node process already sees 180 ms pauses when the load average is 12.
+    const ticker = setInterval(() => {
+      turns++;
+      peak = Math.max(peak, process.memoryUsage.rss());
+    }, 1);
+    const cpu = process.cpuUsage();
+    const start = performance.now();
+    const outcome = await checkGgufFile(path).then(
+      () => 'passed',
+      (error: Error) => error.message,
+    );
+    const ms = performance.now() - start;
+    const { user, system } = process.cpuUsage(cpu);
+    const cpuMs = (user + system) / 1000;
+    clearInterval(ticker);
+    peak = Math.max(peak, process.memoryUsage.rss());
+    console.log(
+      `# ${kind} bomb (24 MiB): ${outcome.slice(-80)}; ${ms.toFixed(0)} ms (${cpuMs.toFixed(0)} ms CPU), RSS +${((peak - rssBefore) / 2 ** 20).toFixed(0)} MiB, ${turns} event-loop turns`,
+    );
+    if (kind !== 'strings') assert.match(outcome, kind === 'metadata' ? /declares \d+ metadata entries \(at most 65536\)/ : /declares \d+ tensors \(at most 65536\)/);
+    assert.ok(cpuMs < 1500, `${kind}: ${cpuMs} ms of CPU`);
+    assert.ok(peak - rssBefore < 64 * 2 ** 20, `${kind}: RSS grew ${peak - rssBefore} bytes`);
+    assert.ok(turns >= Math.floor(cpuMs / 50), `${kind}: ${turns} event-loop turns in ${cpuMs} ms of CPU`);
+  }
+});
+
+test('a header that takes longer than the time budget to check is refused, naming the budget', async () => {
+  const path = write(headerBomb('strings', 8 * 1024 * 1024));
+  await assert.rejects(checkGgufFile(path, { budgetMs: 1 }), /checking its header took longer than 0\.001 s/);
+});

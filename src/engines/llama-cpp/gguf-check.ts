@@ -27,6 +27,19 @@ export interface GgufSummary {
 
 /** Headers larger than this are refused (a 150k-token vocabulary with merges is ~10 MiB). */
 export const MAX_HEADER_BYTES = 256 * 1024 * 1024;
+/**
+ * The memory budget: what the check keeps per tensor (its name, size and offset) and per integer
+ * metadata value grows with these counts, which the header cap alone bounds only at millions (a 32 MiB
+ * header of empty entries held 180–350 MiB). Real files have tens of metadata entries and at most a few
+ * thousand tensors (per-expert MoE layouts: ~15,000).
+ */
+export const MAX_TENSORS = 65_536;
+export const MAX_METADATA = 65_536;
+/** The time budget for one file: the check runs in the server process, so it also yields every YIELD_MS. */
+export const CHECK_BUDGET_MS = 10_000;
+const YIELD_MS = 10;
+/** Metadata values kept for the memory estimate: keys longer than this are skipped (real keys are < 100 bytes). */
+const MAX_KEPT_KEY = 256;
 /** gguf.h GGML_MAX_DIMS and GGML_MAX_NAME. */
 const MAX_DIMS = 4;
 const MAX_NAME = 64;
@@ -102,12 +115,30 @@ class HeaderReader {
   /** File offset of buffer[0]. */
   private start = 0;
   pos = 0;
+  private calls = 0;
+  private yielded = performance.now();
+  private readonly deadline: number;
 
   constructor(
     private readonly file: FileHandle,
     readonly size: number,
     private readonly fail: (problem: string) => never,
-  ) {}
+    private readonly budgetMs: number,
+  ) {
+    this.deadline = performance.now() + budgetMs;
+  }
+
+  /** Every 1,024 reads (`items` counts a batch): refuses a check past its time budget, and lets the server's event loop run. */
+  private async tick(items = 1): Promise<void> {
+    this.calls += items;
+    if (this.calls < 1024) return;
+    this.calls = 0;
+    const now = performance.now();
+    if (now > this.deadline) this.fail(`checking its header took longer than ${this.budgetMs / 1000} s (at byte ${this.pos})`);
+    if (now - this.yielded < YIELD_MS) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    this.yielded = performance.now();
+  }
 
   get remaining(): number {
     return this.size - this.pos;
@@ -115,6 +146,7 @@ class HeaderReader {
 
   /** Makes `n` bytes from `pos` readable, or fails naming `what` when the file (or the header budget) ends first. */
   async need(n: number, what: string): Promise<void> {
+    await this.tick();
     if (n > this.remaining) this.fail(`${what} at byte ${this.pos} needs ${n} bytes, but the file ends ${this.remaining} bytes later`);
     if (this.pos + n > MAX_HEADER_BYTES) this.fail(`the header is larger than ${MAX_HEADER_BYTES} bytes (at ${what})`);
     if (this.pos + n <= this.start + this.buffer.length) return;
@@ -153,6 +185,7 @@ class HeaderReader {
   }
 
   async skip(n: number, what: string): Promise<void> {
+    await this.tick();
     if (n > this.remaining) this.fail(`${what} at byte ${this.pos} needs ${n} bytes, but the file ends ${this.remaining} bytes later`);
     if (this.pos + n > MAX_HEADER_BYTES) this.fail(`the header is larger than ${MAX_HEADER_BYTES} bytes (at ${what})`);
     if (this.pos + n <= this.start + this.buffer.length) this.pos += n;
@@ -162,17 +195,52 @@ class HeaderReader {
       this.start = this.pos;
     }
   }
+
+  /**
+   * Skips `count` strings (a vocabulary, its merges): walks the window without an await per item,
+   * which cost ~10 µs a string (a 24 MiB array of empty strings: 50 s on a busy box).
+   */
+  async skipStrings(count: number, what: string): Promise<void> {
+    let i = 0;
+    while (i < count) {
+      const end = Math.min(this.start + this.buffer.length, MAX_HEADER_BYTES);
+      // Up to 1,024 items per turn in the window at hand; anything else goes the slow, checked way.
+      for (const stop = Math.min(count, i + 1024); i < stop; i++) {
+        const at = this.pos - this.start;
+        if (this.pos + 8 > end) break;
+        const high = this.buffer.readUInt32LE(at + 4);
+        const length = high * 2 ** 32 + this.buffer.readUInt32LE(at);
+        if (high >= 2 ** 21 || this.pos + 8 + length > end) break;
+        this.pos += 8 + length;
+      }
+      if (i >= count) return;
+      await this.tick(1024);
+      if (this.pos + 8 > end || this.pos + 8 + this.peekLength() > end) {
+        // Past the window: read the next item through the checked reader, which refills it.
+        const length = await this.u64(`${what}[${i}] length`);
+        await this.skip(length, `${what}[${i}]`);
+        i++;
+      }
+    }
+  }
+
+  /** The u64 at `pos` (only called with 8 bytes in the window), capped so that comparisons stay exact. */
+  private peekLength(): number {
+    const at = this.pos - this.start;
+    const high = this.buffer.readUInt32LE(at + 4);
+    return high >= 2 ** 21 ? Number.MAX_SAFE_INTEGER : high * 2 ** 32 + this.buffer.readUInt32LE(at);
+  }
 }
 
 /** Checks the GGUF header of `path`; throws GgufCheckError naming the first problem. */
-export async function checkGgufFile(path: string): Promise<GgufSummary> {
+export async function checkGgufFile(path: string, options: { budgetMs?: number } = {}): Promise<GgufSummary> {
   const fail = (problem: string): never => {
     throw new GgufCheckError(path, problem);
   };
   const file = await open(path, 'r');
   try {
     const { size } = await file.stat();
-    const r = new HeaderReader(file, size, fail);
+    const r = new HeaderReader(file, size, fail, options.budgetMs ?? CHECK_BUDGET_MS);
     await r.need(4, 'the magic');
     const magic = Buffer.alloc(4);
     await file.read(magic, 0, 4, 0);
@@ -187,6 +255,8 @@ export async function checkGgufFile(path: string): Promise<GgufSummary> {
     // is allocated for them.
     if (tensorCount * 33 > r.remaining) fail(`it declares ${tensorCount} tensors, more than its ${size} bytes can describe`);
     if (metadataCount * 14 > r.remaining) fail(`it declares ${metadataCount} metadata entries, more than its ${size} bytes can hold`);
+    if (tensorCount > MAX_TENSORS) fail(`it declares ${tensorCount} tensors (at most ${MAX_TENSORS})`);
+    if (metadataCount > MAX_METADATA) fail(`it declares ${metadataCount} metadata entries (at most ${MAX_METADATA})`);
 
     let alignment = 32;
     const metadata: Record<string, number | string> = {};
@@ -195,7 +265,7 @@ export async function checkGgufFile(path: string): Promise<GgufSummary> {
       const type = await r.u32(`the type of metadata ${key}`);
       if (type === UINT32 || type === INT32) {
         const value = await r.u32(`metadata ${key}`);
-        metadata[key] = type === INT32 ? value | 0 : value;
+        if (key.length <= MAX_KEPT_KEY) metadata[key] = type === INT32 ? value | 0 : value;
         if (key === 'general.alignment') {
           if (type !== UINT32) fail(`general.alignment has value type ${type}, not uint32`);
           alignment = value;
@@ -276,6 +346,7 @@ async function skipValue(r: HeaderReader, type: number, what: string, nesting: n
     if (itemType !== STRING && itemType !== ARRAY) fail(`${what} has unknown item type ${itemType}`);
     // Every string or array item takes at least 8 bytes (its length or its header).
     if (count * 8 > r.remaining) fail(`${what} declares ${count} items, more than the file holds`);
+    if (itemType === STRING) return r.skipStrings(count, what);
     for (let i = 0; i < count; i++) await skipValue(r, itemType, `${what}[${i}]`, nesting + 1, fail);
     return;
   }

@@ -373,7 +373,7 @@ test('the first bad field is the one reported, with a wire path', () => {
 });
 
 test('caps from the config: n, tools, schema size, depth, enum, unresolvable $ref', () => {
-  const limits = { ...DEFAULT_REQUEST_LIMITS, maxChoices: 2, maxTools: 1, jsonSchema: { maxBytes: 2000, maxDepth: 8, maxNodes: 300, maxEnumValues: 5 } };
+  const limits = { ...DEFAULT_REQUEST_LIMITS, maxChoices: 2, maxTools: 1, jsonSchema: { maxBytes: 2000, maxDepth: 8, maxNodes: 300, maxEnumValues: 5, maxCompileMs: 1000 } };
   const caps = (extra: Record<string, unknown>, param: string, pattern: RegExp) =>
     assert.throws(
       () => parseChatRequest({ ...base, ...extra }, limits),
