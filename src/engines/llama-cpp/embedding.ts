@@ -5,6 +5,7 @@
 // vectors, so L2 normalisation and Matryoshka truncation happen here.
 import type { Llama, LlamaEmbeddingContext, LlamaModel, Token } from 'node-llama-cpp';
 import type { LlamaCppModelConfig } from './config.ts';
+import { loadEncoderModel } from './runtime.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { EmbedCallOptions, EmbedResult, EmbeddingInput, EmbeddingModel, LoadedModel, LoadProgress } from '../../spec/index.ts';
 import { checkedInputTokens } from '../shared/embedding-input.ts';
@@ -95,15 +96,7 @@ async function loadOnNodeLlamaCpp(
   { llama, signal }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppEmbeddingModel>> {
   const llamaOptions = config.llamaCpp;
-  const model = await llama.loadModel({
-    modelPath: config.path,
-    gpuLayers: llamaOptions.gpuLayers,
-    onLoadProgress: onProgress,
-    loadSignal: signal,
-    // Plain attention, as the FFI encoder runs (ffi/encoder.ts: flash attention's F16 rounding), so both
-    // runners give the same vectors.
-    defaultContextFlashAttention: false,
-  });
+  const model = await loadEncoderModel(llama, config, onProgress, signal);
   const contexts: LlamaEmbeddingContext[] = [];
   try {
     refuseReranker(config, model);

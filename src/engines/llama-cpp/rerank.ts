@@ -9,6 +9,7 @@
 // query in one context, consecutive chunks sharing `overlap_tokens` tokens; a document scores its best chunk.
 import type { LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
 import type { LlamaCppModelConfig } from './config.ts';
+import { loadEncoderModel } from './runtime.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
 import { chunkLimits, documentRoom, queryWithInstruction, RerankWorkMeter, splitIntoChunks } from '../shared/rerank-text.ts';
@@ -86,15 +87,7 @@ async function loadOnNodeLlamaCpp(
   { llama, signal }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppRerankModel>> {
   const llamaOptions = config.llamaCpp;
-  // Plain attention as on the FFI encoder (see ffi/encoder.ts): flash attention's F16 rounding moved the
-  // tiny reranker's scores by up to 2 %.
-  const model = await llama.loadModel({
-    modelPath: config.path,
-    gpuLayers: llamaOptions.gpuLayers,
-    onLoadProgress: onProgress,
-    loadSignal: signal,
-    defaultContextFlashAttention: false,
-  });
+  const model = await loadEncoderModel(llama, config, onProgress, signal);
   const contexts: LlamaRankingContext[] = [];
   try {
     const prompt = checkRanker(config, model);

@@ -2,7 +2,7 @@
 // Llama instance per GPU setting through that server's LlamaRuntime: loading the binding twice wastes
 // memory, and node-llama-cpp sizes GPU offloading per instance. The runtime belongs to the server (its
 // EngineResources), never to the process, and is disposed when that server closes.
-import { getLlama, LlamaLogLevel, type Llama } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type LlamaModelOptions } from 'node-llama-cpp';
 import type { Logger } from 'pino';
 import type { LlamaCppOptions } from './config.ts';
 
@@ -102,4 +102,24 @@ export class LlamaRuntime {
     this.instances.clear();
     await Promise.allSettled(all.map(async (instance) => (await instance).dispose()));
   }
+}
+
+/**
+ * An embedding or reranker model on node-llama-cpp, with plain attention as the FFI encoder runs
+ * (ffi/encoder.ts: flash attention's F16 rounding moved reranker scores by up to 2 %), so both runners
+ * give the same vectors and scores.
+ */
+export function loadEncoderModel(
+  llama: Llama,
+  config: { path: string; llamaCpp: { gpuLayers?: LlamaModelOptions['gpuLayers'] } },
+  onProgress: ((progress: number) => void) | undefined,
+  signal: AbortSignal | undefined,
+): Promise<LlamaModel> {
+  return llama.loadModel({
+    modelPath: config.path,
+    gpuLayers: config.llamaCpp.gpuLayers,
+    onLoadProgress: onProgress,
+    loadSignal: signal,
+    defaultContextFlashAttention: false,
+  });
 }
