@@ -10,7 +10,8 @@
 // Per turn: wall time from the request to the first content token, and the CPU time (ms) the server's
 // process tree used for the whole request (/proc/<pid>/stat, children included): on a busy box the CPU
 // time is the steadier figure. Medians over --rounds conversations. --servers infera measures Infera alone
-// (llama-server not built yet); --infera-engine '{"promptCache":false}' shows Infera without the cache.
+// (llama-server not built yet); --infera-engine '{"promptCache":false}' (merged into llamaCpp) shows Infera
+// without the cache; --infera-model '{"isolation":"none"}' is merged into the model entry.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     'llama-bin': { type: 'string' },
     'infera-bin': { type: 'string' },
     'infera-engine': { type: 'string' },
+    'infera-model': { type: 'string' },
     port: { type: 'string', default: '8890' },
   },
 });
@@ -49,8 +51,10 @@ const answerTokens = Number(values.answer);
 const root = join(import.meta.dirname, '..');
 const inferaBin = values['infera-bin'] ?? join(root, 'bin', 'infera.js');
 const engineOptions: Record<string, unknown> = values['infera-engine'] ? JSON.parse(values['infera-engine']) : {};
+const modelOptions: Record<string, unknown> = values['infera-model'] ? JSON.parse(values['infera-model']) : {};
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
+// A connection per request: llama-server may close a kept-alive socket after a stream (a reused one then hangs up).
+const agent = new Agent({ keepAlive: false, maxSockets: Infinity });
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -89,6 +93,7 @@ function spawnServer(name: ServerName, modelPath: string): Server {
           engine: 'llama-cpp',
           path: modelPath,
           eager: true,
+          ...modelOptions,
           llamaCpp: { contextSize: contextPerSlot, sequences: slots, threads, ...engineOptions },
         },
       ],
@@ -173,6 +178,8 @@ function body(server: Server, messages: Message[], maxTokens: number) {
 
 interface Turn {
   ttftMs: number;
+  /** Server CPU from the request to its first token, and for the whole request. */
+  cpuFirstMs: number;
   cpuMs: number;
   promptTokens: number;
   cachedTokens: number | undefined;
@@ -183,8 +190,14 @@ async function turn(server: Server, messages: Message[]): Promise<Turn> {
   const cpu0 = treeCpu(server.child.pid!);
   const start = performance.now();
   let first = 0;
+  let cpuFirst = 0;
   const { status, text } = await post(server, body(server, messages, answerTokens), (chunk) => {
-    if (!first && /"content":"[^"]/.test(chunk.toString('latin1'))) first = performance.now();
+    if (!first && /"content":"[^"]/.test(chunk.toString('latin1'))) {
+      first = performance.now();
+      cpuFirst = treeCpu(server.child.pid!);
+    }
+  }).catch((error: Error) => {
+    throw new Error(`${server.name}: ${error.message}; its log ends:\n${server.log()}`);
   });
   const cpuMs = ((treeCpu(server.child.pid!) - cpu0) / CLOCK_TICKS) * 1000;
   if (status !== 200) throw new Error(`${server.name}: HTTP ${status}: ${text.slice(0, 300)}`);
@@ -195,7 +208,7 @@ async function turn(server: Server, messages: Message[]): Promise<Turn> {
   const usage = events.findLast((event) => event.usage)?.usage;
   if (!usage) throw new Error(`${server.name}: no usage in the stream`);
   const answer = events.map((event) => event.choices?.[0]?.delta?.content ?? '').join('');
-  return { ttftMs: first - start, cpuMs, promptTokens: usage.prompt_tokens, cachedTokens: usage.prompt_tokens_details?.cached_tokens, text: answer };
+  return { ttftMs: first - start, cpuFirstMs: ((cpuFirst - cpu0) / CLOCK_TICKS) * 1000, cpuMs, promptTokens: usage.prompt_tokens, cachedTokens: usage.prompt_tokens_details?.cached_tokens, text: answer };
 }
 
 async function ready(server: Server): Promise<void> {
@@ -250,29 +263,33 @@ async function main(): Promise<void> {
         results.get(server.name)!.one.push(one);
         results.get(server.name)!.two.push(two);
         console.log(
-          `  round ${round} ${server.name.padEnd(12)} turn 1: ${one.promptTokens} prompt tokens, ttft ${one.ttftMs.toFixed(0)} ms, cpu ${one.cpuMs.toFixed(0)} ms | ` +
-            `turn 2: ${two.promptTokens} prompt tokens (${two.cachedTokens ?? '?'} cached), ttft ${two.ttftMs.toFixed(0)} ms, cpu ${two.cpuMs.toFixed(0)} ms`,
+          `  round ${round} ${server.name.padEnd(12)} turn 1: ${one.promptTokens} prompt tokens, ttft ${one.ttftMs.toFixed(0)} ms, cpu ${one.cpuFirstMs.toFixed(0)}/${one.cpuMs.toFixed(0)} ms | ` +
+            `turn 2: ${two.promptTokens} prompt tokens (${two.cachedTokens ?? '?'} cached), ttft ${two.ttftMs.toFixed(0)} ms, cpu ${two.cpuFirstMs.toFixed(0)}/${two.cpuMs.toFixed(0)} ms`,
         );
       }
     }
     console.log(`\nload after: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-    console.log('| server | turn-1 prompt | turn-1 TTFT ms | turn-1 CPU ms | turn-2 prompt (cached) | turn-2 TTFT ms | turn-2 CPU ms | turn 2 / turn 1 (TTFT) |');
+    console.log(
+      '| server | turn-1 prompt | turn-1 TTFT ms | turn-1 CPU to 1st token / whole, ms | turn-2 prompt (cached) | turn-2 TTFT ms | turn-2 CPU to 1st token / whole, ms | turn 2 / turn 1: TTFT, CPU to 1st token |',
+    );
     console.log('|---|---|---|---|---|---|---|---|');
-    const row = new Map<ServerName, { ttft2: number; cpu2: number }>();
+    const row = new Map<ServerName, { ttft2: number; cpuFirst2: number; cpu2: number }>();
     for (const [name, { one, two }] of results) {
-      const ttft1 = median(one.map((t) => t.ttftMs));
-      const ttft2 = median(two.map((t) => t.ttftMs));
-      const cpu1 = median(one.map((t) => t.cpuMs));
-      const cpu2 = median(two.map((t) => t.cpuMs));
-      row.set(name, { ttft2, cpu2 });
+      const m = (turns: Turn[], key: 'ttftMs' | 'cpuFirstMs' | 'cpuMs') => median(turns.map((t) => t[key]));
+      const [ttft1, ttft2] = [m(one, 'ttftMs'), m(two, 'ttftMs')];
+      const [first1, first2] = [m(one, 'cpuFirstMs'), m(two, 'cpuFirstMs')];
+      row.set(name, { ttft2, cpuFirst2: first2, cpu2: m(two, 'cpuMs') });
       console.log(
-        `| ${name} | ${one[0]!.promptTokens} | ${ttft1.toFixed(0)} | ${cpu1.toFixed(0)} | ${two[0]!.promptTokens} (${two[0]!.cachedTokens ?? '?'}) | ${ttft2.toFixed(0)} | ${cpu2.toFixed(0)} | ${(ttft2 / ttft1).toFixed(3)} |`,
+        `| ${name} | ${one[0]!.promptTokens} | ${ttft1.toFixed(0)} | ${first1.toFixed(0)} / ${m(one, 'cpuMs').toFixed(0)} | ${two[0]!.promptTokens} (${two[0]!.cachedTokens ?? '?'}) | ` +
+          `${ttft2.toFixed(0)} | ${first2.toFixed(0)} / ${m(two, 'cpuMs').toFixed(0)} | ${(ttft2 / ttft1).toFixed(3)}, ${(first2 / first1).toFixed(3)} |`,
       );
     }
     const infera = row.get('infera');
     const llama = row.get('llama-server');
     if (infera && llama)
-      console.log(`\nInfera turn-2 TTFT / llama-server's: ${(infera.ttft2 / llama.ttft2).toFixed(2)} (CPU: ${(infera.cpu2 / llama.cpu2).toFixed(2)})`);
+      console.log(
+        `\nInfera / llama-server, turn 2: TTFT ${(infera.ttft2 / llama.ttft2).toFixed(2)}, CPU to first token ${(infera.cpuFirst2 / llama.cpuFirst2).toFixed(2)}, CPU whole request ${(infera.cpu2 / llama.cpu2).toFixed(2)}`,
+      );
   } finally {
     for (const server of servers) server.child.kill('SIGTERM');
     rmSync(work, { recursive: true, force: true });
