@@ -167,6 +167,26 @@ test('a shared system prompt is copied into another sequence (llama_memory_seq_c
   await expectSameAsFresh(again2, followUp2, 8);
 });
 
+test("a next turn that drops the last answer (a reasoning model's history) continues in place; other conversations stay cached", async () => {
+  await resetCache();
+  const other = prompt(turn('user', `other ${words(15, 40)}`));
+  const otherAnswer = await generate(cached, other, 8);
+  const first = prompt(`${turn('system', words(16, 20))}${turn('user', words(17, 20))}<|im_start|>assistant\n`);
+  // An answer much longer than the prompt (a long chain of thought).
+  const one = await generate(cached, first, 3 * first.length);
+  const copies = cached.stats.copies;
+  const second = [...first, ...prompt(`short answer<|im_end|>\n${turn('user', 'go on')}<|im_start|>assistant\n`)];
+  const two = await generate(cached, second, 8);
+  assert.equal(two.end.cachedPromptTokens, commonPrefixLength([...first, ...one.tokens], second));
+  assert.ok(two.end.cachedPromptTokens >= first.length);
+  assert.equal(cached.stats.copies, copies, 'continued in its own sequence, nothing copied');
+  await expectSameAsFresh(two, second, 8);
+  // The other conversation was not evicted for it.
+  const otherNext = [...other, ...otherAnswer.tokens, ...prompt(`<|im_end|>\n${turn('user', 'and?')}`)];
+  const again = await generate(cached, otherNext, 8);
+  assert.equal(again.end.cachedPromptTokens, other.length + 7);
+});
+
 test('n > 1: identical prompts admitted together evaluate the prompt once; the others copy it', async () => {
   await resetCache();
   const request = prompt(turn('user', words(12, 120)));

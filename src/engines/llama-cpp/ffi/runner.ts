@@ -44,6 +44,8 @@ export interface RunnerOptions {
  * sequence's prefill.
  */
 export const COPY_MIN_GAIN = 16;
+/** A prompt sharing this much of the prompt a free sequence was last given continues that sequence's conversation. */
+const CONTINUATION = 0.9;
 
 export interface Penalties {
   lastN: number;
@@ -178,9 +180,10 @@ export class LlamaRunner {
   };
   /**
    * What each sequence id's KV holds after its last request (prompt cache), or empty; while busy, the
-   * running Sequence's `kv` is the truth. `used`: when it was last taken or released (LRU eviction).
+   * running Sequence's `kv` is the truth. `used`: when it was last taken or released (LRU eviction);
+   * `prompt`: the length of the last prompt it was given.
    */
-  private readonly slots: { busy: Sequence | undefined; kv: number[]; used: number }[];
+  private readonly slots: { busy: Sequence | undefined; kv: number[]; used: number; prompt: number }[];
   private clock = 0;
   private readonly promptCache: boolean;
   private readonly pieces: (Uint8Array | undefined)[];
@@ -230,7 +233,7 @@ export class LlamaRunner {
       logits: new Int8Array(view(raw.logits, this.batchSize)),
     };
     this.batch.nSeqId.fill(1);
-    this.slots = Array.from({ length: this.sequences }, () => ({ busy: undefined, kv: [], used: 0 }));
+    this.slots = Array.from({ length: this.sequences }, () => ({ busy: undefined, kv: [], used: 0, prompt: 0 }));
     this.pieces = new Array(this.vocabSize);
     this.eog = new Uint8Array(this.vocabSize);
     for (let token = 0; token < this.vocabSize; token++) if (api.llama_vocab_is_eog(this.vocab, token)) this.eog[token] = 1;
@@ -355,6 +358,7 @@ export class LlamaRunner {
     };
     slot.busy = sequence;
     slot.used = ++this.clock;
+    slot.prompt = spec.prompt.length;
     this.schedule();
     return {
       done,
@@ -369,9 +373,11 @@ export class LlamaRunner {
 
   /**
    * A free sequence id for a prompt. In place: the free sequence sharing the longest prefix with it,
-   * if it keeps at least half of what that sequence holds (a conversation's next turn). Otherwise the
-   * least recently used free sequence (an empty one first) is evicted; a prefix shared with another
-   * sequence (a common system prompt) is then copied into it at its first step.
+   * if that keeps at least half of what the sequence holds, or nearly all of the prompt it was last
+   * given (a conversation's next turn: templates re-render the last answer, and a reasoning model's
+   * history drops its thoughts, so the KV of a long answer is often not reusable). Otherwise the least
+   * recently used free sequence (an empty one first) is evicted; a prefix shared with another sequence
+   * (a common system prompt) is then copied into it at its first step.
    */
   private pickSlot(prompt: number[], useCache: boolean): number {
     let best = -1;
@@ -380,7 +386,7 @@ export class LlamaRunner {
       for (const [id, slot] of this.slots.entries()) {
         if (slot.busy) continue;
         const shared = commonPrefix(slot.kv, prompt);
-        if (shared > bestShared && shared * 2 >= slot.kv.length) {
+        if (shared > bestShared && (shared * 2 >= slot.kv.length || shared >= slot.prompt * CONTINUATION)) {
           best = id;
           bestShared = shared;
         }
