@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { TINY_CHAT_SCRIPT, ensureTinyModels } from '../src/tiny-models/index.ts';
-import { SHARED_DATA_DIR, startTestServer, type TestServer } from './helpers/server.ts';
+import { SHARED_DATA_DIR, http, startTestServer, type TestServer } from './helpers/server.ts';
+import { parseExposition, total } from './helpers/prometheus.ts';
 
 const CACHED = 'cache/on';
 const UNCACHED = 'cache/off';
@@ -39,7 +40,10 @@ describe('prompt cache through the openai SDK', () => {
     { role: 'user', content: 'And again?' },
   ];
 
+  const cachedMetric = async () => total(parseExposition((await http(server.url, '/metrics')).text), 'infera_cached_prompt_tokens_total', { model: CACHED });
+
   test('JSON: the second turn reuses the first from the KV, and answers as the uncached model does', async () => {
+    const metricBefore = await cachedMetric();
     const first = await client.chat.completions.create({ model: CACHED, messages: firstTurn, temperature: 0 });
     assert.equal(first.choices[0]!.message.content, TINY_CHAT_SCRIPT.answer);
     assert.equal(first.usage!.prompt_tokens_details!.cached_tokens, 0, 'nothing was cached before');
@@ -53,6 +57,7 @@ describe('prompt cache through the openai SDK', () => {
     assert.equal(reference.usage!.prompt_tokens_details!.cached_tokens, 0, 'promptCache: false reuses nothing');
     // Billing rule (docs/PLATFORM.md): cached tokens are prompt tokens.
     assert.equal(second.usage!.total_tokens, second.usage!.prompt_tokens + second.usage!.completion_tokens);
+    assert.equal((await cachedMetric()) - metricBefore, cached, 'infera_cached_prompt_tokens_total counts them');
   });
 
   test('stream with include_usage: cached_tokens in the usage chunk', async () => {
