@@ -358,7 +358,6 @@ export class LlamaRunner {
     };
     slot.busy = sequence;
     slot.used = ++this.clock;
-    slot.prompt = spec.prompt.length;
     this.schedule();
     return {
       done,
@@ -452,6 +451,8 @@ export class LlamaRunner {
     sequence.pendingAt = keep;
     sequence.cachedPromptTokens = keep;
     sequence.started = true;
+    // (Here, not at admission: a request cancelled before its first step leaves the KV as it was.)
+    this.slots[sequence.id]!.prompt = prompt.length;
     this.stats.promptTokens += prompt.length;
     this.stats.cachedPromptTokens += keep;
     return true;
