@@ -58,6 +58,8 @@ export interface InferenceObservation {
   promptTokens: number;
   completionTokens: number;
   reasoningTokens: number;
+  /** The part of promptTokens served from a prompt cache (llama-cpp chat); absent: none. */
+  cachedPromptTokens?: number;
   images: number;
   documents: number;
 }
@@ -86,6 +88,7 @@ export class InferaMetrics implements RoutingMetrics {
   private readonly promptTokens: Counter<'endpoint' | 'model'>;
   private readonly generatedTokens: Counter<'model'>;
   private readonly reasoningTokens: Counter<'model'>;
+  private readonly cachedPromptTokens: Counter<'endpoint' | 'model'>;
   private readonly images: Counter<'model'>;
   private readonly documents: Counter<'model'>;
   private readonly ttft: Histogram<'model'>;
@@ -157,6 +160,12 @@ export class InferaMetrics implements RoutingMetrics {
       name: 'infera_generated_tokens_total',
       help: 'Completion tokens generated (reasoning tokens included), also of requests cut off by the client.',
       labelNames: ['model'],
+      registers,
+    });
+    this.cachedPromptTokens = new Counter({
+      name: 'infera_cached_prompt_tokens_total',
+      help: 'The part of infera_prompt_tokens_total found in the prompt cache (llama-cpp chat: KV kept from earlier requests, not evaluated again).',
+      labelNames: ['endpoint', 'model'],
       registers,
     });
     this.reasoningTokens = new Counter({
@@ -366,6 +375,7 @@ export class InferaMetrics implements RoutingMetrics {
     this.inFlight.dec({ endpoint, model });
     this.inferenceRequests.inc({ endpoint, model, outcome: report.outcome });
     if (report.promptTokens > 0) this.promptTokens.inc({ endpoint, model }, report.promptTokens);
+    if (report.cachedPromptTokens) this.cachedPromptTokens.inc({ endpoint, model }, report.cachedPromptTokens);
     if (report.completionTokens > 0) this.generatedTokens.inc({ model }, report.completionTokens);
     if (report.reasoningTokens > 0) this.reasoningTokens.inc({ model }, report.reasoningTokens);
     if (report.images > 0) this.images.inc({ model }, report.images);

@@ -48,6 +48,11 @@ export interface UsageReport {
   promptTokens: number;
   completionTokens: number;
   reasoningTokens: number;
+  /**
+   * The part of promptTokens found in the prompt cache (llama-cpp chat), for the metrics; billed as
+   * prompt tokens like the rest (docs/PLATFORM.md), so the ledger does not keep it. Absent: none.
+   */
+  cachedPromptTokens?: number;
   images: number;
   /** Rerank: documents scored (billed as searches). */
   documents: number;

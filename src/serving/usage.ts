@@ -6,7 +6,7 @@ import type { Admission, AdmissionRequest, UsageReport } from '../platform/gate.
 import type { ModelEntry } from '../registry/registry.ts';
 import type { RequestContext, Services } from './context.ts';
 
-export type UsageCounts = Partial<Pick<UsageReport, 'promptTokens' | 'completionTokens' | 'reasoningTokens' | 'images' | 'documents'>>;
+export type UsageCounts = Partial<Pick<UsageReport, 'promptTokens' | 'completionTokens' | 'reasoningTokens' | 'cachedPromptTokens' | 'images' | 'documents'>>;
 
 /**
  * The status a cancelled request is recorded with: 499 (nginx's "client closed request") when the client
@@ -26,6 +26,7 @@ export function usageReport(context: RequestContext, counts: UsageCounts, outcom
     promptTokens: counts.promptTokens ?? 0,
     completionTokens: counts.completionTokens ?? 0,
     reasoningTokens: counts.reasoningTokens ?? 0,
+    ...(counts.cachedPromptTokens ? { cachedPromptTokens: counts.cachedPromptTokens } : {}),
     images: counts.images ?? 0,
     documents: counts.documents ?? 0,
     status,

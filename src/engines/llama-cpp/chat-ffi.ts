@@ -43,6 +43,11 @@ import { emptyCompletion, infillTokens, planCompletion, type CompletionPlan } fr
 import { unloading } from './generation.ts';
 
 const TOOL_OPEN = '<tool_call>';
+
+/** llama-server's per-request `cache_prompt` (a top-level extension field): false evaluates the whole prompt. */
+function cachePrompt(extra: Record<string, unknown> | undefined): boolean {
+  return extra?.cache_prompt !== false;
+}
 const TOOL_CLOSE = '</tool_call>';
 
 type Emit = (part: ChatStreamPart) => void;
@@ -120,13 +125,13 @@ export class FfiChatModel implements ChatModel {
   }
 
   async doGenerate(options: ChatCallOptions): Promise<ChatResult> {
-    return this.run(this.plan(options), options.signal, () => {});
+    return this.run(this.plan(options), options.signal, () => {}, cachePrompt(options.extra));
   }
 
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart> {
     const plan = this.plan(options);
     return streamFromProducer<ChatStreamPart>(async (emit, signal) => {
-      await this.run(plan, signal, emit);
+      await this.run(plan, signal, emit, cachePrompt(options.extra));
     }, options.signal);
   }
 
@@ -144,13 +149,13 @@ export class FfiChatModel implements ChatModel {
   }
 
   async doComplete(options: CompletionCallOptions): Promise<CompletionResult> {
-    return this.complete(this.planCompletion(options), options.signal, () => {});
+    return this.complete(this.planCompletion(options), options.signal, () => {}, cachePrompt(options.extra));
   }
 
   doCompleteStream(options: CompletionCallOptions): AsyncIterable<CompletionStreamPart> {
     const plan = this.planCompletion(options);
     return streamFromProducer<CompletionStreamPart>(async (emit, signal) => {
-      await this.complete(plan, signal, emit);
+      await this.complete(plan, signal, emit, cachePrompt(options.extra));
     }, options.signal);
   }
 
@@ -160,7 +165,12 @@ export class FfiChatModel implements ChatModel {
     return planCompletion(this.vocab, this.contextSize, options);
   }
 
-  private async complete(plan: CompletionPlan, signal: AbortSignal, emit: (part: CompletionStreamPart) => void): Promise<CompletionResult> {
+  private async complete(
+    plan: CompletionPlan,
+    signal: AbortSignal,
+    emit: (part: CompletionStreamPart) => void,
+    cache: boolean,
+  ): Promise<CompletionResult> {
     if (plan.maxTokens === 0) return emptyCompletion(plan, emit);
     let output!: CompletionOutput;
     const end = await this.generateOnSlot(signal, () => {
@@ -171,6 +181,7 @@ export class FfiChatModel implements ChatModel {
         sampling: this.sampling(plan.sampling, [], undefined),
         maxTokens: plan.maxTokens,
         topLogprobs: plan.topLogprobs,
+        cachePrompt: cache,
         onToken: (event) => output.onToken(event),
       });
     });
@@ -253,7 +264,7 @@ export class FfiChatModel implements ChatModel {
   }
 
   /** One chat request on one sequence. */
-  private async run(plan: Plan, signal: AbortSignal, emit: Emit): Promise<ChatResult> {
+  private async run(plan: Plan, signal: AbortSignal, emit: Emit, cache: boolean): Promise<ChatResult> {
     const grammar = await this.grammarFor(plan);
     let output!: OutputState;
     let prompt!: number[];
@@ -269,6 +280,7 @@ export class FfiChatModel implements ChatModel {
         sampling: this.sampling(plan.sampling, plan.bannedTokens, grammar),
         maxTokens: Math.max(1, Math.min(plan.totalLimit + 4, this.contextSize - prompt.length)),
         topLogprobs: plan.topLogprobs,
+        cachePrompt: cache,
         onToken: (event) => output.onToken(event),
       });
     });
@@ -646,6 +658,7 @@ export async function loadFfiChatModel(
       threads: options.threads,
       batchSize: options.batchSize,
       decodeOn,
+      promptCache: options.promptCache,
     });
     onProgress?.(1);
     const model = new FfiChatModel(llama, vocab, runner, wrappers, template, config.id, config);

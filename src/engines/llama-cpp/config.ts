@@ -37,6 +37,13 @@ export const llamaCppOptionsSchema = z
      */
     batchSequences: positiveInt.max(256).default(32),
     /**
+     * Chat on the FFI runner: keep each finished sequence's KV and evaluate only what follows the longest
+     * prefix a new request shares with a sequence (llama-server's cache_prompt; reported as
+     * usage.prompt_tokens_details.cached_tokens). false evaluates every prompt in full. A request can
+     * turn it off for itself with the top-level field `cache_prompt: false`.
+     */
+    promptCache: z.boolean().default(true),
+    /**
      * Validate the GGUF header (tensor count, sizes, types) before llama.cpp reads the file. false hands
      * it over unchecked, for a file the check wrongly refuses (a tensor type newer than its table): a bad
      * file then aborts inside llama.cpp, which costs only this model's engine process (isolation: process).

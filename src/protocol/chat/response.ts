@@ -99,17 +99,20 @@ export function toWireUsage(usage: ChatUsage): WireUsage {
 
 /**
  * Usage of n choices of one request: the prompt is the same for every choice, so it counts once (as
- * OpenAI reports n > 1); completion and reasoning tokens add up.
+ * OpenAI reports n > 1); completion and reasoning tokens add up. Cached prompt tokens are the fewest
+ * any choice found: the prompt cache lets the other choices copy the prompt one of them evaluated for
+ * this request, and that is not a reuse of earlier work.
  */
 export function combineChoiceUsage(usages: readonly ChatUsage[]): ChatUsage {
+  if (usages.length === 0) return { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 };
   return usages.reduce<ChatUsage>(
     (sum, usage) => ({
       promptTokens: Math.max(sum.promptTokens, usage.promptTokens),
       completionTokens: sum.completionTokens + usage.completionTokens,
       reasoningTokens: sum.reasoningTokens + usage.reasoningTokens,
-      cachedPromptTokens: Math.max(sum.cachedPromptTokens, usage.cachedPromptTokens),
+      cachedPromptTokens: Math.min(sum.cachedPromptTokens, usage.cachedPromptTokens),
     }),
-    { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 },
+    { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: Number.POSITIVE_INFINITY },
   );
 }
 

@@ -30,7 +30,22 @@ export interface RunnerOptions {
    * thread either way. Default 'worker'.
    */
   decodeOn?: 'loop' | 'worker';
+  /**
+   * Prompt cache (llama-server's cache_prompt): a finished sequence keeps its KV, and a new request
+   * evaluates only what follows the longest prefix it shares with any sequence (in place, or copied
+   * from another sequence with llama_memory_seq_cp). Default true.
+   */
+  promptCache?: boolean;
 }
+
+/**
+ * Fewer shared tokens than this are not worth a stream copy (llama_memory_seq_cp across per-sequence
+ * streams copies the whole stream: every layer's K and V for the context) or waiting for another
+ * sequence's prefill.
+ */
+export const COPY_MIN_GAIN = 16;
+/** A prompt sharing this much of the prompt a free sequence was last given continues that sequence's conversation. */
+const CONTINUATION = 0.9;
 
 export interface Penalties {
   lastN: number;
@@ -89,6 +104,8 @@ export interface GenerationSpec {
   maxTokens: number;
   /** Top alternatives to report per token (0..20); undefined = no logprobs. */
   topLogprobs?: number;
+  /** false: evaluate the whole prompt even if a sequence holds a prefix of it (a request's `cache_prompt: false`). */
+  cachePrompt?: boolean;
   onToken(event: TokenEvent): TokenDecision;
 }
 
@@ -122,8 +139,13 @@ interface Sequence {
   next: number | undefined;
   /** Tokens that are in this sequence's KV cache, in order (positions 0..n-1). */
   kv: number[];
-  /** Cached tokens from this position on are to be dropped before the sequence's first decode. */
-  trim: number | undefined;
+  /**
+   * Whether its KV has been prepared for the prompt (cached prefix trimmed or copied in). That happens
+   * at the first step after generate(), between decodes: a decode may be running on the worker when
+   * generate() is called, and nothing may touch the KV then.
+   */
+  started: boolean;
+  useCache: boolean;
   generated: number;
   cachedPromptTokens: number;
   ended: boolean;
@@ -156,8 +178,14 @@ export class LlamaRunner {
     seqId: Int32Array[];
     logits: Int8Array;
   };
-  /** What each sequence id's KV holds after its last request (prompt cache), or empty. */
-  private readonly slots: { busy: Sequence | undefined; kv: number[] }[];
+  /**
+   * What each sequence id's KV holds after its last request (prompt cache), or empty; while busy, the
+   * running Sequence's `kv` is the truth. `used`: when it was last taken or released (LRU eviction);
+   * `prompt`: the length of the last prompt it was given.
+   */
+  private readonly slots: { busy: Sequence | undefined; kv: number[]; used: number; prompt: number }[];
+  private clock = 0;
+  private readonly promptCache: boolean;
   private readonly pieces: (Uint8Array | undefined)[];
   private readonly eog: Uint8Array;
   private threadpool: Pointer;
@@ -169,7 +197,7 @@ export class LlamaRunner {
   private decoding = false;
   private idleWaiters: (() => void)[] = [];
   /** Counters for benchmarks and tests. */
-  readonly stats = { steps: 0, decodeMs: 0, sampleMs: 0, tokens: 0 };
+  readonly stats = { steps: 0, decodeMs: 0, sampleMs: 0, tokens: 0, promptTokens: 0, cachedPromptTokens: 0, copies: 0 };
 
   private constructor(
     private readonly lib: LlamaLibrary,
@@ -188,6 +216,7 @@ export class LlamaRunner {
     this.prefillChunk = Math.max(1, Math.min(options.prefillChunk, this.batchSize - options.sequences));
     this.decodeOn = options.decodeOn;
     this.decodeOnWorker = options.decodeOn === 'worker';
+    this.promptCache = options.promptCache;
     this.threadpool = lib.newThreadpool(options.threads);
     // One pool for both: llama-server attaches a batch pool only when its thread count differs.
     api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
@@ -204,7 +233,7 @@ export class LlamaRunner {
       logits: new Int8Array(view(raw.logits, this.batchSize)),
     };
     this.batch.nSeqId.fill(1);
-    this.slots = Array.from({ length: this.sequences }, () => ({ busy: undefined, kv: [] }));
+    this.slots = Array.from({ length: this.sequences }, () => ({ busy: undefined, kv: [], used: 0, prompt: 0 }));
     this.pieces = new Array(this.vocabSize);
     this.eog = new Uint8Array(this.vocabSize);
     for (let token = 0; token < this.vocabSize; token++) if (api.llama_vocab_is_eog(this.vocab, token)) this.eog[token] = 1;
@@ -248,6 +277,7 @@ export class LlamaRunner {
       batchSize,
       prefillChunk: options.prefillChunk ?? 256,
       decodeOn: options.decodeOn ?? 'worker',
+      promptCache: options.promptCache ?? true,
     });
   }
 
@@ -297,13 +327,10 @@ export class LlamaRunner {
     if (spec.prompt.length + spec.maxTokens > this.contextSize)
       throw new Error(`prompt (${spec.prompt.length}) + max tokens (${spec.maxTokens}) exceed the context (${this.contextSize})`);
     for (const token of spec.prompt) this.checkToken(token);
-    const id = this.pickSlot(spec.prompt);
+    const useCache = this.promptCache && spec.cachePrompt !== false;
+    const id = this.pickSlot(spec.prompt, useCache);
     if (id < 0) throw new Error('no free sequence');
     const slot = this.slots[id]!;
-    // Prompt cache: keep the longest common prefix this sequence already holds, at least one token
-    // short of the whole prompt (the last prompt token must be evaluated for its logits).
-    // The KV itself is trimmed at the next step (a decode may be running on the worker now).
-    const keep = Math.min(commonPrefix(slot.kv, spec.prompt), spec.prompt.length - 1);
     const sampler = this.createSampler(spec.sampling);
     let resolve!: (end: GenerationEnd) => void;
     let reject!: (error: Error) => void;
@@ -316,12 +343,13 @@ export class LlamaRunner {
       spec,
       sampler,
       pending: spec.prompt,
-      pendingAt: keep,
+      pendingAt: 0,
       next: undefined,
       kv: slot.kv,
-      trim: keep < slot.kv.length ? keep : undefined,
+      started: false,
+      useCache,
       generated: 0,
-      cachedPromptTokens: keep,
+      cachedPromptTokens: 0,
       ended: false,
       cancelError: undefined,
       cancelled: false,
@@ -329,6 +357,7 @@ export class LlamaRunner {
       reject,
     };
     slot.busy = sequence;
+    slot.used = ++this.clock;
     this.schedule();
     return {
       done,
@@ -341,19 +370,98 @@ export class LlamaRunner {
     };
   }
 
-  /** A free sequence id: the one whose cached tokens share the longest prefix with the prompt, else the lowest. */
-  private pickSlot(prompt: number[]): number {
+  /**
+   * A free sequence id for a prompt. In place: the free sequence sharing the longest prefix with it,
+   * if that keeps at least half of what the sequence holds, or nearly all of the prompt it was last
+   * given (a conversation's next turn: templates re-render the last answer, and a reasoning model's
+   * history drops its thoughts, so the KV of a long answer is often not reusable). Otherwise the least
+   * recently used free sequence (an empty one first) is evicted; a prefix shared with another sequence
+   * (a common system prompt) is then copied into it at its first step.
+   */
+  private pickSlot(prompt: number[], useCache: boolean): number {
     let best = -1;
-    let bestShared = -1;
+    let bestShared = 0;
+    if (useCache)
+      for (const [id, slot] of this.slots.entries()) {
+        if (slot.busy) continue;
+        const shared = commonPrefix(slot.kv, prompt);
+        if (shared > bestShared && (shared * 2 >= slot.kv.length || shared >= slot.prompt * CONTINUATION)) {
+          best = id;
+          bestShared = shared;
+        }
+      }
+    if (best >= 0) return best;
+    let oldest = Infinity;
     for (const [id, slot] of this.slots.entries()) {
       if (slot.busy) continue;
-      const shared = commonPrefix(slot.kv, prompt);
-      if (shared > bestShared) {
+      const age = slot.kv.length === 0 ? -1 : slot.used;
+      if (age < oldest) {
         best = id;
-        bestShared = shared;
+        oldest = age;
       }
     }
     return best;
+  }
+
+  /**
+   * Prepares a new sequence's KV for its prompt, between decodes: keeps the longest prefix it can get
+   * (its own cached tokens, or a copy of another sequence's) and drops the rest. Returns false to wait
+   * a step: another sequence is evaluating a longer shared prefix right now (n > 1, or requests with
+   * one system prompt arriving together), to be copied once it is in the KV.
+   */
+  private start(sequence: Sequence): boolean {
+    const { api, memory } = this;
+    const prompt = sequence.spec.prompt;
+    // At least the last prompt token is evaluated: its logits are the first sample's.
+    const limit = prompt.length - 1;
+    let keep = sequence.useCache ? Math.min(commonPrefix(sequence.kv, prompt), limit) : 0;
+    if (sequence.useCache) {
+      let source = -1;
+      let sourceShared = keep;
+      let awaited = 0;
+      for (const [id, slot] of this.slots.entries()) {
+        if (id === sequence.id) continue;
+        const other = slot.busy;
+        const shared = Math.min(commonPrefix(other ? other.kv : slot.kv, prompt), limit);
+        if (shared > sourceShared) {
+          source = id;
+          sourceShared = shared;
+        }
+        if (other?.started && other.pending === other.spec.prompt && other.pendingAt < other.pending.length)
+          awaited = Math.max(awaited, Math.min(commonPrefix(other.spec.prompt, prompt), limit));
+      }
+      if (awaited >= Math.max(keep, sourceShared) + COPY_MIN_GAIN) return false;
+      if (source >= 0 && sourceShared >= keep + COPY_MIN_GAIN) {
+        // Per-sequence streams: the copy is of the whole stream, queued by llama.cpp and done at the
+        // start of the next llama_decode (before that decode writes anything); the cells past the
+        // shared prefix are then dropped from this sequence.
+        api.llama_memory_seq_cp(memory, source, sequence.id, -1, -1);
+        const other = this.slots[source]!;
+        sequence.kv = (other.busy ? other.busy.kv : other.kv).slice(0, sourceShared);
+        keep = sourceShared;
+        this.stats.copies++;
+        if (!api.llama_memory_seq_rm(memory, sequence.id, keep, -1)) keep = this.clearSequence(sequence);
+      }
+    }
+    if (keep < sequence.kv.length) {
+      if (api.llama_memory_seq_rm(memory, sequence.id, keep, -1)) sequence.kv.length = keep;
+      // A partial removal can fail (llama.cpp's rule for some memory types): start the sequence over.
+      else keep = this.clearSequence(sequence);
+    }
+    sequence.pendingAt = keep;
+    sequence.cachedPromptTokens = keep;
+    sequence.started = true;
+    // (Here, not at admission: a request cancelled before its first step leaves the KV as it was.)
+    this.slots[sequence.id]!.prompt = prompt.length;
+    this.stats.promptTokens += prompt.length;
+    this.stats.cachedPromptTokens += keep;
+    return true;
+  }
+
+  private clearSequence(sequence: Sequence): 0 {
+    this.api.llama_memory_seq_rm(this.memory, sequence.id, -1, -1);
+    sequence.kv = [];
+    return 0;
   }
 
   private checkToken(token: number): void {
@@ -433,18 +541,8 @@ export class LlamaRunner {
       this.notifyIdle();
       return;
     }
-    for (const sequence of running) {
-      if (sequence.trim === undefined) continue;
-      if (this.api.llama_memory_seq_rm(this.memory, sequence.id, sequence.trim, -1)) sequence.kv.length = sequence.trim;
-      else {
-        // A partial removal can fail (llama.cpp's rule for some memory types): start the sequence over.
-        this.api.llama_memory_seq_rm(this.memory, sequence.id, -1, -1);
-        sequence.kv.length = 0;
-        sequence.pendingAt = 0;
-        sequence.cachedPromptTokens = 0;
-      }
-      sequence.trim = undefined;
-    }
+    // New sequences: their KV is set up in admission order, each seeing what the ones before did.
+    for (const sequence of running) if (!sequence.started) this.start(sequence);
 
     const batch = this.batch;
     let n = 0;
@@ -461,7 +559,7 @@ export class LlamaRunner {
     // Running streams first, one token each, in sequence-id order (llama.cpp puts consecutive ids
     // into one micro-batch); then prompt chunks for what budget remains.
     for (const sequence of running) {
-      if (sequence.next !== undefined) {
+      if (sequence.started && sequence.next !== undefined) {
         add(sequence, sequence.next, true);
         sequence.next = undefined;
       }
@@ -469,6 +567,7 @@ export class LlamaRunner {
     let budget = Math.min(this.batchSize - n, Math.max(this.prefillChunk, 1));
     for (const sequence of running) {
       if (budget <= 0) break;
+      if (!sequence.started) continue;
       const left = sequence.pending.length - sequence.pendingAt;
       if (left <= 0) continue;
       const take = Math.min(left, budget);
@@ -601,6 +700,7 @@ export class LlamaRunner {
     this.api.llama_sampler_free(sequence.sampler);
     const slot = this.slots[sequence.id]!;
     slot.busy = undefined;
+    slot.used = ++this.clock;
     // Tokens queued but never evaluated are not in the KV.
     slot.kv = sequence.kv;
   }
