@@ -8,6 +8,8 @@
 //
 // --bin a.js,b.js compares builds: each run starts every build in turn (a, b, a, b, ...), so a change of
 // load on the box falls on all of them alike.
+// A build given as PATH@none runs its model with `isolation: none` (the runner in the server process,
+// decoding on a worker thread: one Node process instead of two).
 // --cache warm (default) keeps one INFERA_CACHE_DIR per build over its runs (the unmeasured first start
 // fills it: the llama.cpp FFI chat engine's chat-wrapper resolution is then cached, as on any restart);
 // --cache cold gives every run an empty one (a first start ever).
@@ -109,6 +111,7 @@ const cacheDirs = new Map<string, string>();
 
 async function once(bin: string, path: string, threads: number): Promise<Sample> {
   if (bin === 'llama-server') return onceLlamaServer(path, threads);
+  const [script, isolation = 'process'] = bin.split('@') as [string, string];
   const dataDir = mkdtempSync(join(work, 'run-'));
   if (values.cache === 'warm' && !cacheDirs.has(bin)) cacheDirs.set(bin, mkdtempSync(join(work, 'cache-')));
   const configPath = join(dataDir, 'infera.yaml');
@@ -117,11 +120,11 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
     toYaml({
       server: { logLevel: 'warn', port: 0 },
       storage: { dataDir },
-      models: [{ id: 'bench/chat', type: 'chat', engine: 'llama-cpp', path, eager: true, llamaCpp: { contextSize: 512, sequences: 1, threads } }],
+      models: [{ id: 'bench/chat', type: 'chat', engine: 'llama-cpp', path, eager: true, isolation, llamaCpp: { contextSize: 512, sequences: 1, threads } }],
     }),
   );
   const since = performance.now();
-  const child: ChildProcess = spawn(process.execPath, [bin, 'serve', '--config', configPath], {
+  const child: ChildProcess = spawn(process.execPath, [script, 'serve', '--config', configPath], {
     env: {
       ...process.env,
       INFERA_API_KEY: '',
@@ -155,8 +158,12 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
     // Idle: after the first answer has settled (lazy allocations done, GC had a chance).
     await sleep(2000);
     const engines = childrenOf(child.pid!);
-    if (engines.length !== 1) throw new Error(`expected one engine process, found ${engines.length}`);
-    const engine = engines[0]!;
+    if (engines.length !== (isolation === 'none' ? 0 : 1)) throw new Error(`expected ${isolation === 'none' ? 'no' : 'one'} engine process, found ${engines.length}`);
+    const engine = engines[0];
+    if (engine === undefined) {
+      const pid = child.pid!;
+      return { firstAnswerMs, serverRss: rssMiB(pid), childRss: 0, serverCpu: cpuMs(pid), childCpu: 0, serverPss: pssMiB(pid), childPss: 0 };
+    }
     return {
       firstAnswerMs,
       serverRss: rssMiB(child.pid!),
