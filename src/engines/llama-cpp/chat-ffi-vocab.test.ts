@@ -154,9 +154,14 @@ await loaded.dispose();
 await resources.close();
 `,
   );
-  const run = spawnSync(process.execPath, ['--import', 'tsx', '--import', hook, script], { encoding: 'utf8', env: { ...process.env, INFERA_CACHE_DIR: '' }, timeout: 120_000 });
-  assert.equal(run.status, 0, run.stderr);
-  const out = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { runner: string; finish: string; schema: string };
-  assert.equal(out.runner, 'FfiChatModel');
-  assert.ok(out.schema.startsWith('{'), out.schema);
+  // No cache; then a cache's first start (wrappers resolved on a vocabulary-only model) and a later one (from the cache).
+  const cacheDir = join(dir, 'engine-cache');
+  for (const cache of ['', cacheDir, cacheDir]) {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--import', hook, script], { encoding: 'utf8', env: { ...process.env, INFERA_CACHE_DIR: cache }, timeout: 120_000 });
+    assert.equal(run.status, 0, run.stderr);
+    const out = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { runner: string; finish: string; schema: string };
+    assert.equal(out.runner, 'FfiChatModel');
+    assert.ok(out.schema.startsWith('{'), out.schema);
+  }
+  assert.equal(readdirSync(cacheDir).length, 1);
 });

@@ -28,7 +28,7 @@ import type {
 } from '../../spec/chat.ts';
 import type { EngineStats, LoadProgress, LoadedModel } from '../../spec/index.ts';
 import type { LlamaCppModelConfig } from './config.ts';
-import { resolveFfiWrappers } from './chat-wrappers.ts';
+import { cachedFfiWrappers, resolveFfiWrappers } from './chat-wrappers.ts';
 import type { LlamaCppLoadOptions } from './embedding.ts';
 import { FfiVocab } from './ffi/vocab.ts';
 import { NLC_DIST, NLC_PATHS, nlcModule, type GbnfJsonModule } from './nlc-parts.ts';
@@ -66,10 +66,8 @@ export interface FfiTemplate {
  * why not otherwise (the model then runs on node-llama-cpp's LlamaChat, which knows every format).
  */
 export function ffiTemplate(model: FfiVocab, wrappers: Wrappers): FfiTemplate | string {
-  for (const wrapper of [wrappers.standard, wrappers.noThinking]) {
-    const prefix = String(wrapper.settings.functions.call.prefix);
-    if (!prefix.includes(TOOL_OPEN)) return `its chat template (${wrapper.wrapperName}) writes tool calls as ${JSON.stringify(prefix)}, not ${TOOL_OPEN}`;
-  }
+  const problem = ffiWrapperProblem(wrappers);
+  if (problem) return problem;
   const tokens = model.tokenize(TOOL_OPEN, true);
   if (tokens.length !== 1) return `${TOOL_OPEN} is not one token in its vocabulary`;
   const thought = wrappers.standard.settings.segments?.thought;
@@ -77,6 +75,15 @@ export function ffiTemplate(model: FfiVocab, wrappers: Wrappers): FfiTemplate | 
     toolOpenToken: tokens[0]!,
     thought: thought ? { open: String(thought.prefix).trim(), close: String(thought.suffix).trim() } : undefined,
   };
+}
+
+/** The part of ffiTemplate's check that needs no tokenizer: the wrappers' tool-call format. */
+function ffiWrapperProblem(wrappers: Wrappers): string | undefined {
+  for (const wrapper of [wrappers.standard, wrappers.noThinking]) {
+    const prefix = String(wrapper.settings.functions.call.prefix);
+    if (!prefix.includes(TOOL_OPEN)) return `its chat template (${wrapper.wrapperName}) writes tool calls as ${JSON.stringify(prefix)}, not ${TOOL_OPEN}`;
+  }
+  return undefined;
 }
 
 export class FfiChatModel implements ChatModel {
@@ -620,8 +627,9 @@ function trimLogprobs(entries: TokenLogprob[], text: string): void {
 
 /**
  * Loads a chat model on the FFI runner, or says why it cannot serve it (the caller then loads it on
- * node-llama-cpp). The runner's own model gives the tokenizer; the chat wrappers come from
- * chat-wrappers.ts (cached per GGUF in `cacheDir`).
+ * node-llama-cpp). The decision comes before the weights load: from the cached wrappers
+ * (chat-wrappers.ts, per GGUF in `cacheDir`) or, on a miss, from wrappers resolved with a
+ * vocabulary-only llama.cpp model of the file, freed once the runner's own model gives the tokenizer.
  */
 export async function loadFfiChatModel(
   config: LlamaCppModelConfig,
@@ -637,17 +645,31 @@ export async function loadFfiChatModel(
     if (error instanceof LlamaLibraryUnavailable) return error.message;
     throw error;
   }
-  signal?.throwIfAborted();
-  const runner = LlamaRunner.load(lib, config.path, {
-    contextSize: options.contextSize,
-    sequences: options.sequences,
-    threads: options.threads,
-    batchSize: options.batchSize,
-    decodeOn,
-  });
+  const { api } = lib;
+  let vocabModel: unknown;
+  let runner: LlamaRunner | undefined;
   try {
-    const vocab = new FfiVocab(lib.api, runner.vocab);
-    const { wrappers } = await resolveFfiWrappers(config.path, vocab, cacheDir);
+    let wrappers = await cachedFfiWrappers(config.path, cacheDir);
+    let vocab: FfiVocab | undefined;
+    if (!wrappers) {
+      const params = { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0, vocab_only: true };
+      vocabModel = api.llama_model_load_from_file(config.path, params);
+      if (!vocabModel) throw new Error(`llama.cpp could not load ${config.path}`);
+      vocab = new FfiVocab(api, api.llama_model_get_vocab(vocabModel));
+      wrappers = (await resolveFfiWrappers(config.path, vocab, cacheDir)).wrappers;
+    }
+    const problem = ffiWrapperProblem(wrappers);
+    if (problem) return problem;
+    signal?.throwIfAborted();
+    runner = LlamaRunner.load(lib, config.path, {
+      contextSize: options.contextSize,
+      sequences: options.sequences,
+      threads: options.threads,
+      batchSize: options.batchSize,
+      decodeOn,
+    });
+    if (vocab) vocab.rebind(runner.vocab);
+    else vocab = new FfiVocab(api, runner.vocab);
     const template = ffiTemplate(vocab, wrappers);
     if (typeof template === 'string') {
       await runner.dispose();
@@ -656,15 +678,18 @@ export async function loadFfiChatModel(
     signal?.throwIfAborted();
     onProgress?.(1);
     const model = new FfiChatModel(vocab, runner, wrappers, template, config.id, config);
+    const loadedRunner = runner;
     return {
       model,
       async dispose() {
         await model.close();
-        await runner.dispose();
+        await loadedRunner.dispose();
       },
     };
   } catch (error) {
-    await runner.dispose();
+    await runner?.dispose();
     throw error;
+  } finally {
+    if (vocabModel) api.llama_model_free(vocabModel);
   }
 }

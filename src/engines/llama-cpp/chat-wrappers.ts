@@ -96,22 +96,29 @@ function readCache(file: string): CacheEntry | undefined {
   }
 }
 
+/** The cached wrappers of this GGUF, when the cache has a usable entry (no tokenizer needed). */
+export async function cachedFfiWrappers(path: string, cacheDir: string | undefined): Promise<Wrappers | undefined> {
+  if (!cacheDir) return undefined;
+  const hit = readCache(join(cacheDir, `chat-wrapper-${wrapperCacheKey(path)}.json`));
+  if (!hit) return undefined;
+  try {
+    const wrappers = { standard: await construct(hit.standard), noThinking: await construct(hit.noThinking) };
+    checkQwenToolResults(wrappers);
+    return wrappers;
+  } catch {
+    // A stale or damaged entry: resolved again (and overwritten).
+    return undefined;
+  }
+}
+
 /**
  * The model's wrappers (thinking on and off) for a GGUF loaded by the FFI runner. `cacheDir`: where
  * resolutions are kept (none: resolve every time). `cached` says whether the cache answered.
  */
 export async function resolveFfiWrappers(path: string, vocab: FfiVocab, cacheDir: string | undefined): Promise<{ wrappers: Wrappers; cached: boolean }> {
   const file = cacheDir ? join(cacheDir, `chat-wrapper-${wrapperCacheKey(path)}.json`) : undefined;
-  const hit = file ? readCache(file) : undefined;
-  if (hit) {
-    try {
-      const wrappers = { standard: await construct(hit.standard), noThinking: await construct(hit.noThinking) };
-      checkQwenToolResults(wrappers);
-      return { wrappers, cached: true };
-    } catch {
-      // A stale or damaged entry: resolve again (and overwrite it).
-    }
-  }
+  const hit = await cachedFfiWrappers(path, cacheDir);
+  if (hit) return { wrappers: hit, cached: true };
   const [{ resolveChatWrapper, chatWrappers }, { readGgufFileInfo }] = await Promise.all([
     nlcModule<ResolveChatWrapperModule>(NLC_PATHS.resolveChatWrapper),
     nlcModule<ReadGgufModule>(NLC_PATHS.readGguf),

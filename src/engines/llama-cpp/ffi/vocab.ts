@@ -35,7 +35,7 @@ export class FfiVocab {
 
   constructor(
     private readonly api: LlamaBindings,
-    private readonly vocab: Pointer,
+    private vocab: Pointer,
   ) {
     this.vocabularyType = VOCAB_TYPES[api.llama_vocab_type(vocab) as number] ?? 'none';
     this.vocabularySize = api.llama_vocab_n_tokens(vocab) as number;
@@ -72,6 +72,14 @@ export class FfiVocab {
       isEogToken: (token: Token) => this.isEogToken(token),
     });
     this.tokenizer = Object.freeze(tokenize);
+  }
+
+  /**
+   * Reads from another llama_vocab of the same GGUF from now on (the chat wrappers keep this tokenizer:
+   * the vocabulary-only model they were resolved with is freed once the runner's model is loaded).
+   */
+  rebind(vocab: Pointer): void {
+    this.vocab = vocab;
   }
 
   private attr(token: number): number {
