@@ -8,11 +8,21 @@
 //
 // --bin a.js,b.js compares builds: each run starts every build in turn (a, b, a, b, ...), so a change of
 // load on the box falls on all of them alike.
+// A build given as PATH@none runs its model with `isolation: none` (the runner in the server process,
+// decoding on a worker thread: one Node process instead of two).
+// --cache warm (default) keeps one INFERA_CACHE_DIR per build over its runs (the unmeasured first start
+// fills it: the llama.cpp FFI chat engine's chat-wrapper resolution is then cached, as on any restart);
+// --cache cold gives every run an empty one (a first start ever).
+// --llama-server PATH also starts llama.cpp's llama-server on the same GGUF (-c 512 -np 1, same threads)
+// in the same rotation, polled with the same request: its first answer, RSS and PSS.
+// Memory: VmRSS and PSS (/proc/PID/smaps_rollup: shared pages split between the processes mapping them,
+// so the server's and the engine process's shared libraries and Node binary are not counted twice).
 // --profile DIR writes a CPU profile of the server and of its engine process per run into DIR
 // (bench/cpu-profile-hook.mjs, preloaded through NODE_OPTIONS, which the engine process inherits).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -27,6 +37,8 @@ const { values } = parseArgs({
     threads: { type: 'string', default: '1' },
     profile: { type: 'string' },
     bin: { type: 'string', default: join(import.meta.dirname, '..', 'bin', 'infera.js') },
+    cache: { type: 'string', default: 'warm' },
+    'llama-server': { type: 'string' },
   },
 });
 const runs = Number(values.runs);
@@ -41,6 +53,7 @@ function cpuMs(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return ((Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) * 1000) / CLOCK_TICKS;
 }
+const pssMiB = (pid: number) => Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1]) / 1024;
 const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 
 /** The server's child processes (the engine process is its only long-lived one). */
@@ -78,26 +91,46 @@ interface Sample {
   childRss: number;
   serverCpu: number;
   childCpu: number;
+  serverPss: number;
+  childPss: number;
 }
 
+/** A free TCP port (llama-server needs one named). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createNetServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const cacheDirs = new Map<string, string>();
+
 async function once(bin: string, path: string, threads: number): Promise<Sample> {
+  if (bin === 'llama-server') return onceLlamaServer(path, threads);
+  const [script, isolation = 'process'] = bin.split('@') as [string, string];
   const dataDir = mkdtempSync(join(work, 'run-'));
+  if (values.cache === 'warm' && !cacheDirs.has(bin)) cacheDirs.set(bin, mkdtempSync(join(work, 'cache-')));
   const configPath = join(dataDir, 'infera.yaml');
   writeFileSync(
     configPath,
     toYaml({
       server: { logLevel: 'warn', port: 0 },
       storage: { dataDir },
-      models: [{ id: 'bench/chat', type: 'chat', engine: 'llama-cpp', path, eager: true, llamaCpp: { contextSize: 512, sequences: 1, threads } }],
+      models: [{ id: 'bench/chat', type: 'chat', engine: 'llama-cpp', path, eager: true, isolation, llamaCpp: { contextSize: 512, sequences: 1, threads } }],
     }),
   );
   const since = performance.now();
-  const child: ChildProcess = spawn(process.execPath, [bin, 'serve', '--config', configPath], {
+  const child: ChildProcess = spawn(process.execPath, [script, 'serve', '--config', configPath], {
     env: {
       ...process.env,
       INFERA_API_KEY: '',
       INFERA_CONFIG: '',
       INFERA_DATA_DIR: dataDir,
+      INFERA_CACHE_DIR: values.cache === 'warm' ? cacheDirs.get(bin)! : join(dataDir, 'cache'),
       ...(values.profile && { NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-profile-hook.mjs')}`, INFERA_BENCH_PROFILE_DIR: values.profile }),
     },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -125,9 +158,21 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
     // Idle: after the first answer has settled (lazy allocations done, GC had a chance).
     await sleep(2000);
     const engines = childrenOf(child.pid!);
-    if (engines.length !== 1) throw new Error(`expected one engine process, found ${engines.length}`);
-    const engine = engines[0]!;
-    return { firstAnswerMs, serverRss: rssMiB(child.pid!), childRss: rssMiB(engine), serverCpu: cpuMs(child.pid!), childCpu: cpuMs(engine) };
+    if (engines.length !== (isolation === 'none' ? 0 : 1)) throw new Error(`expected ${isolation === 'none' ? 'no' : 'one'} engine process, found ${engines.length}`);
+    const engine = engines[0];
+    if (engine === undefined) {
+      const pid = child.pid!;
+      return { firstAnswerMs, serverRss: rssMiB(pid), childRss: 0, serverCpu: cpuMs(pid), childCpu: 0, serverPss: pssMiB(pid), childPss: 0 };
+    }
+    return {
+      firstAnswerMs,
+      serverRss: rssMiB(child.pid!),
+      childRss: rssMiB(engine),
+      serverCpu: cpuMs(child.pid!),
+      childCpu: cpuMs(engine),
+      serverPss: pssMiB(child.pid!),
+      childPss: pssMiB(engine),
+    };
   } finally {
     if (child.exitCode === null) {
       const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -138,10 +183,45 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
   }
 }
 
+/** llama-server on the same GGUF: one process (its numbers go in the server columns; the engine's are 0). */
+async function onceLlamaServer(path: string, threads: number): Promise<Sample> {
+  const port = await freePort();
+  const since = performance.now();
+  const args = ['-m', path, '--host', '127.0.0.1', '--port', String(port), '-c', '512', '-np', '1', '-t', String(threads), '-tb', String(threads), '--no-webui'];
+  const child: ChildProcess = spawn(values['llama-server']!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr!.on('data', (chunk) => {
+    log = (log + chunk).slice(-4000);
+  });
+  try {
+    let firstAnswerMs = 0;
+    const body = { model: 'bench/chat', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 };
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`llama-server exited ${child.exitCode}: ${log}`);
+      const status = await post(port, body).catch(() => 0);
+      if (status === 200) {
+        firstAnswerMs = performance.now() - since;
+        break;
+      }
+      if (performance.now() - since > 120_000) throw new Error(`no answer within 120 s: ${log}`);
+      await sleep(10);
+    }
+    await sleep(2000);
+    const pid = child.pid!;
+    return { firstAnswerMs, serverRss: rssMiB(pid), childRss: 0, serverCpu: cpuMs(pid), childCpu: 0, serverPss: pssMiB(pid), childPss: 0 };
+  } finally {
+    if (child.exitCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  }
+}
+
 const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 console.log(`${new Date().toISOString()} load average ${load()}, node ${process.version}, builds: ${values.bin}`);
 const tiny = await ensureTinyModels(join(modelDir, 'tiny'));
-const bins = values.bin.split(',');
+const bins = [...values.bin.split(','), ...(values['llama-server'] ? ['llama-server'] : [])];
 const rows: string[] = [];
 for (const name of values.models.split(',')) {
   const path = name === 'tiny' ? tiny.chat : await ensureBenchModel(name as 'chat-512x8', modelDir);
@@ -154,18 +234,24 @@ for (const name of values.models.split(',')) {
       samples[b]!.push(sample);
       console.log(
         `${name} ${bin} run ${i + 1}: first answer ${sample.firstAnswerMs.toFixed(0)} ms; engine process ${sample.childRss.toFixed(1)} MiB, ` +
-          `${sample.childCpu.toFixed(0)} ms CPU; server ${sample.serverRss.toFixed(1)} MiB, ${sample.serverCpu.toFixed(0)} ms CPU (load ${load()})`,
+          `${sample.childCpu.toFixed(0)} ms CPU, PSS ${sample.childPss.toFixed(1)}; server ${sample.serverRss.toFixed(1)} MiB, ${sample.serverCpu.toFixed(0)} ms CPU, ` +
+          `PSS ${sample.serverPss.toFixed(1)}; total RSS ${(sample.serverRss + sample.childRss).toFixed(1)} PSS ${(sample.serverPss + sample.childPss).toFixed(1)} (load ${load()})`,
       );
     }
   for (const [b, bin] of bins.entries()) {
     const m = (key: keyof Sample) => median(samples[b]!.map((s) => s[key]));
     rows.push(
-      `| ${name} | ${bin} | ${m('firstAnswerMs').toFixed(0)} | ${m('childCpu').toFixed(0)} | ${m('childRss').toFixed(1)} | ${m('serverCpu').toFixed(0)} | ${m('serverRss').toFixed(1)} |`,
+      `| ${name} | ${bin} | ${m('firstAnswerMs').toFixed(0)} | ${m('childCpu').toFixed(0)} | ${m('childRss').toFixed(1)} | ${m('childPss').toFixed(1)} | ` +
+        `${m('serverCpu').toFixed(0)} | ${m('serverRss').toFixed(1)} | ${m('serverPss').toFixed(1)} | ${median(samples[b]!.map((x) => x.serverRss + x.childRss)).toFixed(1)} | ` +
+        `${median(samples[b]!.map((x) => x.serverPss + x.childPss)).toFixed(1)} |`,
     );
   }
 }
 rmSync(work, { recursive: true, force: true });
 console.log(`\nmedians of ${runs}, load average at end ${load()}`);
-console.log('| model | build | first answer (ms) | engine process CPU (ms) | engine process idle RSS (MiB) | server CPU (ms) | server idle RSS (MiB) |');
-console.log('|---|---|---|---|---|---|---|');
+console.log(`medians of ${runs}, cache ${values.cache}`);
+console.log(
+  '| model | build | first answer (ms) | engine process CPU (ms) | engine idle RSS (MiB) | engine PSS (MiB) | server CPU (ms) | server idle RSS (MiB) | server PSS (MiB) | total RSS (MiB) | total PSS (MiB) |',
+);
+console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const row of rows) console.log(row);

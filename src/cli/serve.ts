@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { ModelEntry } from '../registry/registry.ts';
 import type { InferaConfig } from '../config/schema.ts';
@@ -20,6 +21,9 @@ export function registerServeCommand(program: Command): void {
     .action(async (flags: { host?: string; port?: string; apiKey?: string; dataDir?: string; upstream: string[]; upstreamKeyEnv?: string; upstreamDialect?: string }) => {
       const { upstream, ...rest } = flags;
       const { config, source } = await configFromCli({ ...rest, upstreams: upstream });
+      // Engines keep what they can reuse across starts here (the llama.cpp FFI chat engine: its chat
+      // wrapper per GGUF, ~1 s of CPU each start); engine processes inherit it with the environment.
+      process.env.INFERA_CACHE_DIR ||= join(config.storage.dataDir, 'cache');
       await startEagerEnginesEarly(config);
       const { createServer, listen } = await import('../main.ts');
       const out = (line = '') => process.stderr.write(`${line}\n`);

@@ -1,12 +1,14 @@
 // GGUF chat on Infera's own llama.cpp runner (ffi/runner.ts): the same requests, limits and answers as
 // chat.ts (node-llama-cpp's LlamaChat), with generation driven by one decode per step over all
 // sequences and sampling on the loop's thread. What stays with node-llama-cpp's JavaScript: the chat
-// template (its chat wrappers over a vocabulary-only load of the GGUF), tokenizing the prompt, and
-// JSON schema → GBNF. The model's text is split into reasoning, answer and tool calls by the parsers
+// template (its chat wrappers, resolved once per GGUF and cached: chat-wrappers.ts) and JSON schema →
+// GBNF, both imported by file path (nlc-parts.ts); the tokenizer is the runner's own llama_vocab
+// (ffi/vocab.ts). No node-llama-cpp Llama, addon or package root is loaded in this engine's process. The model's text is split into reasoning, answer and tool calls by the parsers
 // in src/protocol/parsers, stop strings and token limits are applied here, and tool calls are
 // constrained by a lazy grammar that wakes on the tool-call opening token, as llama-server does.
 // Text completion (/v1/completions) runs on the same sequences, its input planned by completions.ts.
-import type { Llama, LlamaModel, Token } from 'node-llama-cpp';
+import { readFile } from 'node:fs/promises';
+import type { Token } from 'node-llama-cpp';
 import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
 import { RawOutputParser } from '../../protocol/parsers/raw-output.ts';
 import { Slots } from '../../scheduler/slots.ts';
@@ -26,7 +28,10 @@ import type {
 } from '../../spec/chat.ts';
 import type { EngineStats, LoadProgress, LoadedModel } from '../../spec/index.ts';
 import type { LlamaCppModelConfig } from './config.ts';
+import { cachedFfiWrappers, resolveFfiWrappers } from './chat-wrappers.ts';
 import type { LlamaCppLoadOptions } from './embedding.ts';
+import { FfiVocab } from './ffi/vocab.ts';
+import { NLC_DIST, NLC_PATHS, nlcModule, type GbnfJsonModule } from './nlc-parts.ts';
 import { LlamaLibraryUnavailable, openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import {
   LlamaRunner,
@@ -37,7 +42,7 @@ import {
   type TokenDecision,
   type TokenEvent,
 } from './ffi/runner.ts';
-import { ChatPlanner, DEFAULT_TEMPERATURE, PENALTY_WINDOW, newToolCallId, resolveWrappers, withinCompileBudget, type Plan, type Wrappers } from './chat-plan.ts';
+import { ChatPlanner, DEFAULT_TEMPERATURE, PENALTY_WINDOW, newToolCallId, withinCompileBudget, type Plan, type Wrappers } from './chat-plan.ts';
 import { streamFromProducer } from './chat-stream.ts';
 import { emptyCompletion, infillTokens, planCompletion, type CompletionPlan } from './completions.ts';
 import { unloading } from './generation.ts';
@@ -65,11 +70,9 @@ export interface FfiTemplate {
  * form (the lazy grammar and the parser know that one), with the opening as a single token. Returns
  * why not otherwise (the model then runs on node-llama-cpp's LlamaChat, which knows every format).
  */
-export function ffiTemplate(model: LlamaModel, wrappers: Wrappers): FfiTemplate | string {
-  for (const wrapper of [wrappers.standard, wrappers.noThinking]) {
-    const prefix = String(wrapper.settings.functions.call.prefix);
-    if (!prefix.includes(TOOL_OPEN)) return `its chat template (${wrapper.wrapperName}) writes tool calls as ${JSON.stringify(prefix)}, not ${TOOL_OPEN}`;
-  }
+export function ffiTemplate(model: FfiVocab, wrappers: Wrappers): FfiTemplate | string {
+  const problem = ffiWrapperProblem(wrappers);
+  if (problem) return problem;
   const tokens = model.tokenize(TOOL_OPEN, true);
   if (tokens.length !== 1) return `${TOOL_OPEN} is not one token in its vocabulary`;
   const thought = wrappers.standard.settings.segments?.thought;
@@ -77,6 +80,15 @@ export function ffiTemplate(model: LlamaModel, wrappers: Wrappers): FfiTemplate 
     toolOpenToken: tokens[0]!,
     thought: thought ? { open: String(thought.prefix).trim(), close: String(thought.suffix).trim() } : undefined,
   };
+}
+
+/** The part of ffiTemplate's check that needs no tokenizer: the wrappers' tool-call format. */
+function ffiWrapperProblem(wrappers: Wrappers): string | undefined {
+  for (const wrapper of [wrappers.standard, wrappers.noThinking]) {
+    const prefix = String(wrapper.settings.functions.call.prefix);
+    if (!prefix.includes(TOOL_OPEN)) return `its chat template (${wrapper.wrapperName}) writes tool calls as ${JSON.stringify(prefix)}, not ${TOOL_OPEN}`;
+  }
+  return undefined;
 }
 
 export class FfiChatModel implements ChatModel {
@@ -96,9 +108,8 @@ export class FfiChatModel implements ChatModel {
   private closing = false;
 
   constructor(
-    private readonly llama: Llama,
-    /** Vocabulary-only load of the GGUF: tokenizer and template, no weights. */
-    private readonly vocab: LlamaModel,
+    /** The runner's vocabulary: tokenizer and special tokens. */
+    private readonly vocab: FfiVocab,
     readonly runner: LlamaRunner,
     wrappers: Wrappers,
     readonly template: FfiTemplate,
@@ -161,7 +172,7 @@ export class FfiChatModel implements ChatModel {
 
   private planCompletion(options: CompletionCallOptions): CompletionPlan {
     if (this.closing) throw unloading();
-    // The vocabulary-only load answers everything the plan asks (tokens, BOS rule, FIM tokens).
+    // The runner's vocabulary answers everything the plan asks (tokens, BOS rule, FIM tokens).
     return planCompletion(this.vocab, this.contextSize, options);
   }
 
@@ -199,7 +210,8 @@ export class FfiChatModel implements ChatModel {
 
   private async grammarFor(plan: Plan): Promise<GrammarSpec | undefined> {
     if (plan.grammar?.kind === 'json') {
-      this.jsonGrammar ??= this.llama.getGrammarFor('json').then((grammar) => grammar.grammar);
+      // The file node-llama-cpp's getGrammarFor('json') reads.
+      this.jsonGrammar ??= readFile(new URL(NLC_PATHS.jsonGrammar, NLC_DIST), 'utf8');
       return { text: await this.jsonGrammar };
     }
     if (plan.grammar?.kind === 'schema') {
@@ -231,12 +243,15 @@ export class FfiChatModel implements ChatModel {
   }
 
   /**
-   * GBNF for a JSON schema from node-llama-cpp's converter, its root renamed, without the end marker
-   * node-llama-cpp appends for its own stop detection (four newlines): here the grammar completing is
-   * the end, and llama.cpp then allows only the end-of-generation token.
+   * GBNF for a JSON schema from node-llama-cpp's converter (what createGrammarForJsonSchema runs, without
+   * a Llama), its root renamed, without the end marker node-llama-cpp appends for its own stop detection
+   * (four newlines): here the grammar completing is the end, and llama.cpp then allows only the
+   * end-of-generation token. llama.cpp parses the grammar when the request's sampler is made (a grammar
+   * it refuses fails that request).
    */
   private async schemaRules(schema: unknown, root: string): Promise<string> {
-    const grammar = (await this.llama.createGrammarForJsonSchema(schema as never)).grammar;
+    const { getGbnfGrammarForGbnfJsonSchema } = await nlcModule<GbnfJsonModule>(NLC_PATHS.gbnfJson);
+    const grammar = getGbnfGrammarForGbnfJsonSchema(schema as never);
     const endMarker = / "\\n\\n\\n\\n" \[\\n\]\*$/;
     const lines = grammar.split('\n');
     const at = lines.findIndex((line) => line.startsWith('root ::= '));
@@ -625,13 +640,14 @@ function trimLogprobs(entries: TokenLogprob[], text: string): void {
 
 /**
  * Loads a chat model on the FFI runner, or says why it cannot serve it (the caller then loads it on
- * node-llama-cpp). The GGUF is loaded twice: fully by the runner, and vocabulary-only by node-llama-cpp
- * for its tokenizer and chat wrappers (no weights, no context).
+ * node-llama-cpp). The decision comes before the weights load: from the cached wrappers
+ * (chat-wrappers.ts, per GGUF in `cacheDir`) or, on a miss, from wrappers resolved with a
+ * vocabulary-only llama.cpp model of the file, freed once the runner's own model gives the tokenizer.
  */
 export async function loadFfiChatModel(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { llama, signal, decodeOn }: LlamaCppLoadOptions,
+  { signal, decodeOn, cacheDir }: Omit<LlamaCppLoadOptions, 'llama'> & { cacheDir?: string },
 ): Promise<LoadedModel<FfiChatModel> | string> {
   const options = config.llamaCpp;
   if (options.gpu !== false || options.gpuLayers !== 0) return 'GPU offload is configured (gpu / gpuLayers), and the FFI runner drives the CPU backend only';
@@ -642,15 +658,21 @@ export async function loadFfiChatModel(
     if (error instanceof LlamaLibraryUnavailable) return error.message;
     throw error;
   }
-  const vocab = await llama.loadModel({ modelPath: config.path, vocabOnly: true, loadSignal: signal });
+  const { api } = lib;
+  let vocabModel: unknown;
   let runner: LlamaRunner | undefined;
   try {
-    const wrappers = resolveWrappers(vocab);
-    const template = ffiTemplate(vocab, wrappers);
-    if (typeof template === 'string') {
-      await vocab.dispose();
-      return template;
+    let wrappers = await cachedFfiWrappers(config.path, cacheDir);
+    let vocab: FfiVocab | undefined;
+    if (!wrappers) {
+      const params = { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0, vocab_only: true };
+      vocabModel = api.llama_model_load_from_file(config.path, params);
+      if (!vocabModel) throw new Error(`llama.cpp could not load ${config.path}`);
+      vocab = new FfiVocab(api, api.llama_model_get_vocab(vocabModel));
+      wrappers = (await resolveFfiWrappers(config.path, vocab, cacheDir)).wrappers;
     }
+    const problem = ffiWrapperProblem(wrappers);
+    if (problem) return problem;
     signal?.throwIfAborted();
     runner = LlamaRunner.load(lib, config.path, {
       contextSize: options.contextSize,
@@ -660,20 +682,28 @@ export async function loadFfiChatModel(
       decodeOn,
       promptCache: options.promptCache,
     });
+    if (vocab) vocab.rebind(runner.vocab);
+    else vocab = new FfiVocab(api, runner.vocab);
+    const template = ffiTemplate(vocab, wrappers);
+    if (typeof template === 'string') {
+      await runner.dispose();
+      return template;
+    }
+    signal?.throwIfAborted();
     onProgress?.(1);
-    const model = new FfiChatModel(llama, vocab, runner, wrappers, template, config.id, config);
+    const model = new FfiChatModel(vocab, runner, wrappers, template, config.id, config);
     const loadedRunner = runner;
     return {
       model,
       async dispose() {
         await model.close();
         await loadedRunner.dispose();
-        await vocab.dispose();
       },
     };
   } catch (error) {
     await runner?.dispose();
-    await vocab.dispose();
     throw error;
+  } finally {
+    if (vocabModel) api.llama_model_free(vocabModel);
   }
 }

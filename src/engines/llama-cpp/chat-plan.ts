@@ -4,22 +4,31 @@
 // follow, the rendered prompt and its token count, and the limits. Everything here can fail with a 400
 // before the request queues.
 import { randomBytes } from 'node:crypto';
-import {
-  LlamaText,
-  QwenChatWrapper,
-  SpecialTokensText,
-  resolveChatWrapper,
-  type ChatHistoryItem,
-  type ChatModelFunctions,
-  type ChatWrapper,
-  type GbnfJsonSchema,
-  type LlamaModel,
-  type Token,
+import type {
+  ChatHistoryItem,
+  ChatModelFunctions,
+  ChatWrapper,
+  GbnfJsonSchema,
+  LlamaModel,
+  QwenChatWrapper as QwenChatWrapperClass,
+  Token,
+  Tokenizer,
 } from 'node-llama-cpp';
 import { InferaError, badRequest } from '../../errors/index.ts';
 import { DEFAULT_THINKING_BUDGET, type ChatCallOptions, type SamplingOptions } from '../../spec/chat.ts';
 import { toLlamaChatHistory } from './chat-history.ts';
 import { toGbnfJsonSchema } from './chat-json-schema.ts';
+import { NLC_PATHS, nlcModule, type LlamaTextModule, type ResolveChatWrapperModule } from './nlc-parts.ts';
+
+// By file path, not the package root: the FFI engine process must not load all of node-llama-cpp (nlc-parts.ts).
+const { LlamaText, SpecialTokensText } = await nlcModule<LlamaTextModule>(NLC_PATHS.llamaText);
+const { QwenChatWrapper } = await nlcModule<{ QwenChatWrapper: typeof QwenChatWrapperClass }>(NLC_PATHS.qwen);
+
+/** What the planner needs of a vocabulary: node-llama-cpp's LlamaModel or the FFI runner's FfiVocab. */
+export interface PlannerVocab {
+  readonly tokenizer: Tokenizer;
+  isEogToken(token: Token): boolean;
+}
 
 export { DEFAULT_TEMPERATURE, PENALTY_WINDOW } from './generation.ts';
 
@@ -98,7 +107,7 @@ export function grammarSchema(schema: unknown, param: string, unsupported: 'refu
 /** Plans requests for one model: its tokenizer, its wrappers and its context size. */
 export class ChatPlanner {
   constructor(
-    readonly model: LlamaModel,
+    readonly model: PlannerVocab,
     readonly wrappers: Wrappers,
     readonly contextSize: number,
   ) {}
@@ -272,16 +281,21 @@ export function checkQwenToolResults(wrappers: Wrappers): void {
       );
 }
 
+/** The customWrapperSettings of the two resolutions: thinking on (standard) and off (noThinking). */
+export const WRAPPER_SETTINGS = {
+  standard: { qwen: qwenToolResults },
+  noThinking: {
+    qwen: { ...qwenToolResults, thoughts: 'discourage' },
+    jinjaTemplate: { additionalRenderParameters: { enable_thinking: false } },
+  },
+} as const;
+
 /** The model's wrappers, with thinking on and off, resolved from its chat template. */
-export function resolveWrappers(model: LlamaModel): Wrappers {
+export async function resolveWrappers(model: LlamaModel): Promise<Wrappers> {
+  const { resolveChatWrapper } = await nlcModule<ResolveChatWrapperModule>(NLC_PATHS.resolveChatWrapper);
   const wrappers: Wrappers = {
-    standard: resolveChatWrapper(model, { customWrapperSettings: { qwen: qwenToolResults } }),
-    noThinking: resolveChatWrapper(model, {
-      customWrapperSettings: {
-        qwen: { ...qwenToolResults, thoughts: 'discourage' },
-        jinjaTemplate: { additionalRenderParameters: { enable_thinking: false } },
-      },
-    }),
+    standard: resolveChatWrapper(model, { customWrapperSettings: WRAPPER_SETTINGS.standard }),
+    noThinking: resolveChatWrapper(model, { customWrapperSettings: WRAPPER_SETTINGS.noThinking as never }),
   };
   checkQwenToolResults(wrappers);
   return wrappers;

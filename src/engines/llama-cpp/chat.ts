@@ -458,7 +458,7 @@ export async function loadLlamaCppChatModel(
   let context: LlamaContext | undefined;
   let wrappers: Wrappers;
   try {
-    wrappers = resolveWrappers(model);
+    wrappers = await resolveWrappers(model);
     context = await model.createContext({
       contextSize: Math.min(options.contextSize, model.trainContextSize),
       sequences: options.sequences,
@@ -488,7 +488,7 @@ export async function loadLlamaCppChatModel(
 export async function loadChatModel(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  options: LlamaCppLoadOptions,
+  options: LlamaCppLoadOptions & { cacheDir?: string },
   onFallback: (reason: string) => void = () => {},
 ): Promise<LoadedModel<ChatModel & { readonly slots: Slots }>> {
   if (config.llamaCpp.runner === 'ffi') {

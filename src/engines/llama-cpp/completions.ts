@@ -2,7 +2,7 @@
 // input (beginning-of-sequence token, FIM markup, prompt) is built and counted here, so the 400s and
 // the token count come before any queueing; node-llama-cpp's LlamaCompletion then generates on a
 // sequence that LlamaCppChatModel lends (same slots, cancellation and unloading as chat).
-import { LlamaCompletion, LlamaVocabularyType, type LlamaContextSequence, type LlamaModel, type Token } from 'node-llama-cpp';
+import type { LlamaCompletion as LlamaCompletionClass, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
 import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
 import type { CompletionCallOptions, CompletionResult, CompletionStreamPart, SamplingOptions, TokenLogprob } from '../../spec/chat.ts';
 import {
@@ -32,8 +32,23 @@ export interface CompletionPlan {
   warnings: string[];
 }
 
+/**
+ * What planning a completion reads of a vocabulary: node-llama-cpp's LlamaModel or the FFI runner's
+ * FfiVocab (which knows its size; a LlamaModel's comes from its GGUF metadata). Types only from
+ * node-llama-cpp here: the FFI engine process does not load the package's root.
+ */
+export type CompletionVocab = Pick<LlamaModel, 'tokenize' | 'detokenize'> & {
+  readonly vocabularyType: string;
+  readonly tokens: {
+    readonly bos: Token | null;
+    readonly eos: Token | null;
+    readonly shouldPrependBosToken: boolean;
+    readonly infill: { readonly prefix: Token | null; readonly suffix: Token | null; readonly middle: Token | null };
+  };
+} & ({ readonly vocabularySize: number } | { readonly fileInfo: LlamaModel['fileInfo'] });
+
 /** The FIM tokens of a model, when it names the two that infill needs (the middle one is optional). */
-export function infillTokens(model: LlamaModel): { prefix: Token; suffix: Token; middle: Token | null } | undefined {
+export function infillTokens(model: CompletionVocab): { prefix: Token; suffix: Token; middle: Token | null } | undefined {
   const { prefix, suffix, middle } = model.tokens.infill;
   return prefix == null || suffix == null ? undefined : { prefix, suffix, middle };
 }
@@ -42,16 +57,18 @@ export function infillTokens(model: LlamaModel): { prefix: Token; suffix: Token;
  * The token llama.cpp puts before any input of this vocabulary, the rule LlamaCompletion follows (its
  * own helper is not exported): the count here must match what it evaluates.
  */
-function beginningToken(model: LlamaModel): Token | null {
+function beginningToken(model: CompletionVocab): Token | null {
+  // LlamaVocabularyType's values.
   const type = model.vocabularyType;
-  if (type === LlamaVocabularyType.rwkv || type === LlamaVocabularyType.ugm) return null;
-  if (type === LlamaVocabularyType.wpm) return model.tokens.bos;
+  if (type === 'rwkv' || type === 'ugm') return null;
+  if (type === 'wpm') return model.tokens.bos;
   return model.tokens.shouldPrependBosToken ? model.tokens.bos : null;
 }
 
-export function planCompletion(model: LlamaModel, contextSize: number, options: CompletionCallOptions): CompletionPlan {
+export function planCompletion(model: CompletionVocab, contextSize: number, options: CompletionCallOptions): CompletionPlan {
   const bos = beginningToken(model);
-  const vocabulary = model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? Number.POSITIVE_INFINITY;
+  const vocabulary =
+    'vocabularySize' in model ? model.vocabularySize : (model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? Number.POSITIVE_INFINITY);
   const suffix = options.suffix;
   const fim = suffix !== undefined ? infillTokens(model) : undefined;
   if (suffix !== undefined && !fim)
@@ -140,6 +157,8 @@ export function emptyCompletion(plan: CompletionPlan, emit: Emit): CompletionRes
 export async function runCompletion(plan: CompletionPlan, run: CompletionRun, emit: Emit): Promise<CompletionResult> {
   const { model, sequence, stopper, signal } = run;
   const sampled: SampledToken[] = [];
+  // Only node-llama-cpp's engine runs this, and it has loaded the package already.
+  const { LlamaCompletion } = (await import('node-llama-cpp')) as { LlamaCompletion: typeof LlamaCompletionClass };
   const completion = new LlamaCompletion({
     contextSequence: plan.topLogprobs === undefined ? sequence : recordingProbabilities(sequence, sampled),
   });
@@ -182,7 +201,7 @@ export async function runCompletion(plan: CompletionPlan, run: CompletionRun, em
     };
     const meter = sequence.tokenMeter;
     const outputBefore = meter.usedOutputTokens;
-    let response: Awaited<ReturnType<LlamaCompletion['generateCompletionWithMeta']>>;
+    let response: Awaited<ReturnType<LlamaCompletionClass['generateCompletionWithMeta']>>;
     try {
       await prefill(sequence, plan.input, stopper.signal);
       response = await completion.generateCompletionWithMeta(plan.body, {

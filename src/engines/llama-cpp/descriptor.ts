@@ -23,13 +23,25 @@ export const llamaCpp = defineEngine({
       () => new LlamaRuntime(resources.logger.child({ engine: 'llama-cpp' })),
       (created) => created.dispose(),
     );
+    const decodeOn = ownProcess ? ('loop' as const) : ('worker' as const);
+    if (config.type === 'chat' && config.llamaCpp.runner === 'ffi') {
+      // The FFI runner needs no Llama (node-llama-cpp's addon, ~1 s to start, and the package's root):
+      // one is made only when the model falls back to node-llama-cpp (chat.ts's loadChatModel, inlined
+      // so that this path does not import chat.ts and with it all of node-llama-cpp).
+      const cacheDir = process.env.INFERA_CACHE_DIR || undefined;
+      const loaded = await runtime.attributed(logger, async () =>
+        (await import('./chat-ffi.ts')).loadFfiChatModel(config, onProgress, { signal, decodeOn, cacheDir }),
+      );
+      if (typeof loaded !== 'string') return loaded;
+      logger.info(`llama.cpp FFI runner not used for ${config.id}: ${loaded}; running it on node-llama-cpp`);
+    }
     const llama = await runtime.llama(config.llamaCpp.gpu);
     signal.throwIfAborted();
     return runtime.attributed(logger, async () => {
-      const options = { llama, signal, decodeOn: ownProcess ? ('loop' as const) : ('worker' as const) };
+      const options = { llama, signal, decodeOn };
       switch (config.type) {
         case 'chat':
-          return (await import('./chat.ts')).loadChatModel(config, onProgress, options, (reason) => logger.info(reason));
+          return (await import('./chat.ts')).loadLlamaCppChatModel(config, onProgress, options);
         case 'embedding':
           return (await import('./embedding.ts')).loadLlamaCppEmbeddingModel(config, onProgress, options, (reason) => logger.info(reason));
         case 'reranker':

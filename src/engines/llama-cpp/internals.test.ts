@@ -4,7 +4,7 @@
 // version and the file that relies on it. (The engine pins node-llama-cpp exactly for this reason.)
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -28,6 +28,7 @@ import type { LoadedModel } from '../../spec/index.ts';
 import { TINY_CHAT_SCRIPT, ensureTinyModels } from '../../tiny-models/index.ts';
 import { sequenceOrderedStrategy } from './chat-batching.ts';
 import { createLlama } from './runtime.ts';
+import { NLC_DIST, NLC_PATHS, nlcModule, type GbnfJsonModule } from './nlc-parts.ts';
 import { forcingFunctionCall, recordingProbabilities, type LlamaCppChatModel, type SampledToken, loadLlamaCppChatModel } from './chat.ts';
 
 let dir: string;
@@ -274,4 +275,34 @@ test('node-llama-cpp emits a token before it dispatches the next decode with set
     assert.ok(decode < two, changed('LlamaContext._scheduleDecode (setImmediate dispatch)', file, `the next decode must have started two turns after chunk ${i} was emitted; events: ${events.join(', ')}`));
   }
   assert.ok(checked >= 2, `expected chunks followed by a decode, got ${events.join(', ')}`);
+});
+
+test('the modules nlc-parts.ts imports by file path exist and are the package root’s own instances', async () => {
+  const root = (await import('node-llama-cpp')) as unknown as Record<string, unknown>;
+  const file = 'src/engines/llama-cpp/nlc-parts.ts (the FFI chat engine imports them without the package root)';
+  const expect: Record<Exclude<keyof typeof NLC_PATHS, 'jsonGrammar'>, string[]> = {
+    llamaText: ['LlamaText', 'SpecialTokensText', 'isLlamaText'],
+    qwen: ['QwenChatWrapper'],
+    resolveChatWrapper: ['resolveChatWrapper', 'chatWrappers'],
+    gbnfJson: [],
+    readGguf: ['readGgufFileInfo'],
+  };
+  for (const [key, names] of Object.entries(expect)) {
+    const path = NLC_PATHS[key as keyof typeof expect];
+    const module = await nlcModule<Record<string, unknown>>(path).catch((error: Error) => assert.fail(changed(`module ${path}`, file, error.message)));
+    for (const name of names) assert.equal(module[name], root[name], changed(`module ${path}`, file, `its ${name} is not the one node-llama-cpp exports`));
+  }
+  const { getGbnfGrammarForGbnfJsonSchema } = await nlcModule<GbnfJsonModule>(NLC_PATHS.gbnfJson);
+  assert.equal(
+    getGbnfGrammarForGbnfJsonSchema({ type: 'string' }),
+    (await llama.createGrammarForJsonSchema({ type: 'string' })).grammar,
+    changed('getGbnfGrammarForGbnfJsonSchema', file, 'it must give the grammar createGrammarForJsonSchema does'),
+  );
+  assert.equal(
+    readFileSync(new URL(NLC_PATHS.jsonGrammar, NLC_DIST), 'utf8'),
+    (await llama.getGrammarFor('json')).grammar,
+    changed('llama/grammars/json.gbnf', file, "it must be the grammar getGrammarFor('json') reads"),
+  );
+  const { LlamaLogLevel } = await nlcModule<Record<string, unknown>>('bindings/types.js');
+  assert.equal(LlamaLogLevel, root.LlamaLogLevel, changed('module bindings/types.js', 'src/engines/llama-cpp/runtime.ts', 'its LlamaLogLevel is not the exported one'));
 });

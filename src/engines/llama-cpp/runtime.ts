@@ -2,9 +2,15 @@
 // Llama instance per GPU setting through that server's LlamaRuntime: loading the binding twice wastes
 // memory, and node-llama-cpp sizes GPU offloading per instance. The runtime belongs to the server (its
 // EngineResources), never to the process, and is disposed when that server closes.
-import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type LlamaModelOptions } from 'node-llama-cpp';
+import type { Llama, LlamaLogLevel as LlamaLogLevelEnum, LlamaModel, LlamaModelOptions } from 'node-llama-cpp';
 import type { Logger } from 'pino';
 import type { LlamaCppOptions } from './config.ts';
+import { nlcModule } from './nlc-parts.ts';
+
+// The enum's own module (7 ms), not the package root: an FFI chat engine process makes a runtime but
+// never a Llama, and must not load all of node-llama-cpp (nlc-parts.ts). getLlama is imported on use.
+const { LlamaLogLevel } = await nlcModule<{ LlamaLogLevel: typeof LlamaLogLevelEnum }>('bindings/types.js');
+type LlamaLogLevel = LlamaLogLevelEnum;
 
 type GpuSetting = LlamaCppOptions['gpu'];
 
@@ -44,7 +50,8 @@ export function logToPino(logger: Logger, level: LlamaLogLevel, message: string)
  * machines). `maxThreads` is only the pool ceiling; each context sets its own `threads` from config.
  * Servers get theirs from a LlamaRuntime; tests and benchmarks call this and dispose what they get.
  */
-export function createLlama(gpu: GpuSetting, options: { sink?: LlamaLogSink; logLevel?: LlamaLogLevel } = {}): Promise<Llama> {
+export async function createLlama(gpu: GpuSetting, options: { sink?: LlamaLogSink; logLevel?: LlamaLogLevel } = {}): Promise<Llama> {
+  const { getLlama } = await import('node-llama-cpp');
   return getLlama({
     gpu,
     build: 'never',

@@ -185,6 +185,13 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     llama_vocab_get_add_bos: llamaFn('llama_vocab_get_add_bos', 'bool', [t.vocab]),
     llama_vocab_get_add_eos: llamaFn('llama_vocab_get_add_eos', 'bool', [t.vocab]),
     llama_vocab_type: llamaFn('llama_vocab_type', 'int32_t', [t.vocab]),
+    llama_vocab_eot: llamaFn('llama_vocab_eot', 'int32_t', [t.vocab]),
+    llama_vocab_nl: llamaFn('llama_vocab_nl', 'int32_t', [t.vocab]),
+    llama_vocab_fim_pre: llamaFn('llama_vocab_fim_pre', 'int32_t', [t.vocab]),
+    llama_vocab_fim_suf: llamaFn('llama_vocab_fim_suf', 'int32_t', [t.vocab]),
+    llama_vocab_fim_mid: llamaFn('llama_vocab_fim_mid', 'int32_t', [t.vocab]),
+    llama_vocab_get_text: llamaFn('llama_vocab_get_text', 'const char *', [t.vocab, 'int32_t']),
+    llama_detokenize: llamaFn('llama_detokenize', 'int32_t', [t.vocab, 'int32_t *', 'int32_t', 'uint8_t *', 'int32_t', 'bool', 'bool']),
     llama_tokenize: llamaFn('llama_tokenize', 'int32_t', [t.vocab, 'const char *', 'int32_t', 'int32_t *', 'int32_t', 'bool', 'bool']),
     llama_token_to_piece: llamaFn('llama_token_to_piece', 'int32_t', [t.vocab, 'int32_t', 'uint8_t *', 'int32_t', 'int32_t', 'bool']),
 

@@ -166,7 +166,8 @@ export class LlamaRunner {
   readonly sequences: number;
   readonly vocabSize: number;
   private readonly api: LlamaBindings;
-  private readonly vocab: Pointer;
+  /** The model's llama_vocab (ffi/vocab.ts reads the tokenizer through it). */
+  readonly vocab: Pointer;
   private readonly memory: Pointer;
   private readonly batchSize: number;
   private readonly prefillChunk: number;

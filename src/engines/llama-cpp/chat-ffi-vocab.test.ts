@@ -1,0 +1,167 @@
+// The FFI chat engine starts without node-llama-cpp's Llama (ffi/vocab.ts, chat-wrappers.ts,
+// nlc-parts.ts): its tokenizer must be the one node-llama-cpp's LlamaModel gives for the same GGUF,
+// its chat wrappers the ones resolveChatWrapper picks for a LlamaModel (from the cache as well), and
+// its engine process must really not load node-llama-cpp's package root.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { QwenChatWrapper, type Llama, type LlamaModel, type Token } from 'node-llama-cpp';
+import { ensureTinyModels } from '../../tiny-models/index.ts';
+import { ChatPlanner, resolveWrappers, type Wrappers } from './chat-plan.ts';
+import { resolveFfiWrappers } from './chat-wrappers.ts';
+import { openLlamaLibrary } from './ffi/library.ts';
+import { LlamaRunner } from './ffi/runner.ts';
+import { FfiVocab } from './ffi/vocab.ts';
+import { createLlama } from './runtime.ts';
+
+let dir: string;
+let chatPath: string;
+let llama: Llama;
+let model: LlamaModel;
+let runner: LlamaRunner;
+let vocab: FfiVocab;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'infera-ffi-vocab-'));
+  chatPath = (await ensureTinyModels(dir)).chat;
+  llama = await createLlama(false);
+  model = await llama.loadModel({ modelPath: chatPath, vocabOnly: true });
+  const lib = await openLlamaLibrary();
+  runner = LlamaRunner.load(lib, chatPath, { contextSize: 256, sequences: 1, threads: 1 });
+  vocab = new FfiVocab(lib.api, runner.vocab);
+});
+
+after(async () => {
+  await runner?.dispose();
+  await model?.dispose();
+  await llama?.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const TEXTS = [
+  'Hello there',
+  ' leading space',
+  '   three spaces',
+  '\nnew line first',
+  '<|im_start|>user\nHi<|im_end|>\n',
+  '<tool_call>\n{"name": "f"}\n</tool_call>',
+  '<think>\n\n</think>\n\n',
+  'ünïcödé — 日本語 🙂',
+  '',
+];
+
+test('special tokens, vocabulary type and size match node-llama-cpp LlamaModel', () => {
+  const t = model.tokens;
+  assert.deepEqual(vocab.tokens, {
+    bos: t.bos,
+    eos: t.eos,
+    eot: t.eot,
+    nl: t.nl,
+    sep: t.sep,
+    bosString: t.bosString,
+    eosString: t.eosString,
+    eotString: t.eotString,
+    nlString: t.nlString,
+    shouldPrependBosToken: t.shouldPrependBosToken,
+    infill: { prefix: t.infill.prefix, suffix: t.infill.suffix, middle: t.infill.middle },
+  });
+  assert.equal(vocab.vocabularyType, model.vocabularyType);
+  assert.equal(vocab.vocabularySize, model.fileInfo.metadata.tokenizer.ggml.tokens.length);
+});
+
+test('tokenize, detokenize and the token predicates match node-llama-cpp LlamaModel', () => {
+  for (const text of TEXTS)
+    for (const special of [false, true])
+      for (const option of [undefined, 'trimLeadingSpace'] as const)
+        assert.deepEqual(vocab.tokenize(text, special, option), model.tokenize(text, special, option), `${JSON.stringify(text)} special=${special} ${option}`);
+  for (const builtin of ['BOS', 'EOS', 'NL', 'EOT', 'SEP'] as const) assert.deepEqual(vocab.tokenizer(builtin, 'builtin'), model.tokenizer(builtin, 'builtin'));
+  for (const text of TEXTS) {
+    const tokens = model.tokenize(text, true);
+    for (const special of [false, true]) {
+      assert.equal(vocab.detokenize(tokens, special), model.detokenize(tokens, special), `${JSON.stringify(text)} special=${special}`);
+      assert.equal(vocab.detokenize(tokens.slice(2), special, tokens.slice(0, 2)), model.detokenize(tokens.slice(2), special, tokens.slice(0, 2)));
+    }
+  }
+  for (let token = 0 as Token; token < vocab.vocabularySize; token++) {
+    assert.equal(vocab.tokenizer.isEogToken(token), model.isEogToken(token), `isEogToken(${token})`);
+    assert.equal(vocab.tokenizer.isSpecialToken(token), model.isSpecialToken(token), `isSpecialToken(${token})`);
+  }
+});
+
+/** What distinguishes two wrappers: their class and every field (settings included). */
+const describeWrappers = (wrappers: Wrappers) =>
+  [wrappers.standard, wrappers.noThinking].map((wrapper) => ({ name: wrapper.constructor.name, fields: JSON.stringify(wrapper) }));
+
+test('chat wrappers: the ones resolveChatWrapper picks for a LlamaModel, resolved once and then taken from the cache', async () => {
+  const expected = await resolveWrappers(model);
+  const cacheDir = join(dir, 'cache');
+  const first = await resolveFfiWrappers(chatPath, vocab, cacheDir);
+  assert.equal(first.cached, false);
+  assert.deepEqual(describeWrappers(first.wrappers), describeWrappers(expected));
+  assert.equal(readdirSync(cacheDir).filter((name) => name.endsWith('.json')).length, 1);
+
+  const second = await resolveFfiWrappers(chatPath, vocab, cacheDir);
+  assert.equal(second.cached, true);
+  assert.deepEqual(describeWrappers(second.wrappers), describeWrappers(expected));
+  // The same module instances as the package root's: instanceof holds (checkQwenToolResults relies on it).
+  assert.ok(second.wrappers.standard instanceof QwenChatWrapper);
+
+  // Prompts rendered through the cached wrappers and the runner's tokenizer are node-llama-cpp's.
+  const functions = { get_weather: { description: 'Weather', params: { type: 'object', properties: { city: { type: 'string' } } } } } as const;
+  const history = [{ type: 'system', text: 'Be brief.' }, { type: 'user', text: 'Weather in Paris?' }] as const;
+  const ours = new ChatPlanner(vocab, second.wrappers, 256);
+  const theirs = new ChatPlanner(model, expected, 256);
+  for (const key of ['standard', 'noThinking'] as const)
+    assert.deepEqual(ours.renderedTokens(second.wrappers[key], [...history], functions), theirs.renderedTokens(expected[key], [...history], functions));
+
+  // A damaged entry is resolved again and rewritten.
+  const [file] = readdirSync(cacheDir);
+  writeFileSync(join(cacheDir, file!), '{"standard": {"className": "NoSuchChatWrapper", "settings": {}}, "noThinking": {"className": "NoSuchChatWrapper", "settings": {}}}');
+  const third = await resolveFfiWrappers(chatPath, vocab, cacheDir);
+  assert.equal(third.cached, false);
+  assert.equal((await resolveFfiWrappers(chatPath, vocab, cacheDir)).cached, true);
+});
+
+test("an FFI chat model loads and answers in a process that never imports node-llama-cpp's package root", async () => {
+  // A loader hook that makes the root index unloadable: any import of it fails the load below.
+  const hook = join(dir, 'no-root.mjs');
+  writeFileSync(
+    hook,
+    `import { register } from 'node:module';\nregister('data:text/javascript,' + encodeURIComponent(${JSON.stringify(
+      "export async function load(url, context, next) { if (url.endsWith('/node-llama-cpp/dist/index.js')) throw new Error('node-llama-cpp package root imported'); return next(url, context); }",
+    )}));\n`,
+  );
+  const script = join(dir, 'load.mts');
+  const descriptor = pathToFileURL(join(import.meta.dirname, 'descriptor.ts')).href;
+  const resources = pathToFileURL(join(import.meta.dirname, '..', 'resources.ts')).href;
+  writeFileSync(
+    script,
+    `import pino from ${JSON.stringify(import.meta.resolve('pino'))};
+import { llamaCpp } from ${JSON.stringify(descriptor)};
+import { EngineResources } from ${JSON.stringify(resources)};
+const logger = pino({ level: 'warn' });
+const resources = new EngineResources(logger);
+const config = llamaCpp.schema.parse({ id: 'tiny', type: 'chat', engine: 'llama-cpp', path: ${JSON.stringify(chatPath)}, llamaCpp: { contextSize: 256, sequences: 1, threads: 1 } });
+const loaded = await llamaCpp.load({ config, onProgress: () => {}, signal: new AbortController().signal, logger, resources, ownProcess: true });
+const result = await loaded.model.doGenerate({ messages: [{ role: 'user', content: 'Hello' }], sampling: { temperature: 0 }, thinking: { enabled: false }, maxTokens: 4, signal: new AbortController().signal });
+const schema = await loaded.model.doGenerate({ messages: [{ role: 'user', content: 'Hello' }], sampling: { temperature: 0 }, thinking: { enabled: false }, maxTokens: 8, responseFormat: { type: 'json_schema', schema: { type: 'object', properties: { a: { type: 'string' } } } }, signal: new AbortController().signal });
+console.log(JSON.stringify({ runner: loaded.model.constructor.name, finish: result.finishReason, schema: schema.text }));
+await loaded.dispose();
+await resources.close();
+`,
+  );
+  // No cache; then a cache's first start (wrappers resolved on a vocabulary-only model) and a later one (from the cache).
+  const cacheDir = join(dir, 'engine-cache');
+  for (const cache of ['', cacheDir, cacheDir]) {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--import', hook, script], { encoding: 'utf8', env: { ...process.env, INFERA_CACHE_DIR: cache }, timeout: 120_000 });
+    assert.equal(run.status, 0, run.stderr);
+    const out = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { runner: string; finish: string; schema: string };
+    assert.equal(out.runner, 'FfiChatModel');
+    assert.ok(out.schema.startsWith('{'), out.schema);
+  }
+  assert.equal(readdirSync(cacheDir).length, 1);
+});

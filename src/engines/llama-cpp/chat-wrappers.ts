@@ -1,0 +1,160 @@
+// The FFI chat engine's chat wrappers, resolved without a node-llama-cpp LlamaModel, and cached.
+//
+// resolveChatWrapper takes `{ bosString, filename, fileInfo, tokenizer }` as well as a LlamaModel: the
+// tokenizer is the runner's own (ffi/vocab.ts), the metadata comes from node-llama-cpp's GGUF reader
+// (pure JavaScript). Resolving costs ~1 s of CPU per start (each of the two calls renders the Jinja
+// template against every option set of the candidate wrappers) and importing resolveChatWrapper loads
+// most of node-llama-cpp (~0.3 s, ~35 MiB): the outcome is a pure function of the GGUF (its template
+// and vocabulary), the settings asked for and node-llama-cpp's version, so a specialized wrapper's
+// class and settings are kept on disk under the cache folder (`infera serve`: <dataDir>/cache), and a
+// later start of the same file constructs the wrapper directly from its one module (~45 ms). A
+// template node-llama-cpp keeps as a Jinja wrapper is not cached (it is resolved each start).
+// Differences from a LlamaModel resolution: none for the result; without a Llama, node-llama-cpp's
+// native Jinja renderer (its fallback when the JavaScript one cannot parse a template) is not available.
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { ChatWrapper } from 'node-llama-cpp';
+import { WRAPPER_SETTINGS, checkQwenToolResults, type Wrappers } from './chat-plan.ts';
+import type { FfiVocab } from './ffi/vocab.ts';
+import { NLC_DIST, NLC_PATHS, chatWrapperPath, nlcModule, type ReadGgufModule, type ResolveChatWrapperModule } from './nlc-parts.ts';
+
+/** One resolved wrapper, as the cache keeps it. */
+interface CachedWrapper {
+  className: string;
+  settings: Record<string, unknown>;
+}
+interface CacheEntry {
+  standard: CachedWrapper;
+  noThinking: CachedWrapper;
+}
+
+const CACHE_FORMAT = 1;
+let nlcVersion: string | undefined;
+
+function nodeLlamaCppVersion(): string {
+  nlcVersion ??= (JSON.parse(readFileSync(new URL('../package.json', NLC_DIST), 'utf8')) as { version: string }).version;
+  return nlcVersion;
+}
+
+/** The cache key: the GGUF's identity (real path, size, modification time), the settings and node-llama-cpp's version. */
+export function wrapperCacheKey(path: string): string {
+  const real = realpathSync(path);
+  const stat = statSync(real);
+  return createHash('sha256')
+    .update(JSON.stringify({ format: CACHE_FORMAT, nlc: nodeLlamaCppVersion(), path: real, size: stat.size, mtime: stat.mtimeMs, settings: WRAPPER_SETTINGS }))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/** A wrapper's fields as plain data, to tell two wrappers apart. */
+const fingerprint = (wrapper: unknown) => JSON.stringify(wrapper);
+
+/**
+ * The class and settings a resolved specialized wrapper was made with (resolveChatWrapper makes it with
+ * `new Class({ ...one of its candidate option sets, ...customWrapperSettings[type] })`), or undefined
+ * when it is not one of those (a Jinja wrapper, or settings this cannot recover): then nothing is cached.
+ */
+function describe(
+  wrapper: ChatWrapper,
+  chatWrappers: ResolveChatWrapperModule['chatWrappers'],
+  custom: Record<string, unknown>,
+): CachedWrapper | undefined {
+  const entry = Object.entries(chatWrappers).find(([, Class]) => wrapper.constructor === Class);
+  if (!entry) return undefined;
+  const [type, Class] = entry as [string, (new (settings: Record<string, unknown>) => ChatWrapper) & { _getOptionConfigurationsToTestIfCanSupersedeJinjaTemplate?(): unknown[] }];
+  if (type === 'jinjaTemplate' || type === 'template') return undefined;
+  const own = (custom[type] ?? {}) as Record<string, unknown>;
+  const candidates: Record<string, unknown>[] = [{}];
+  for (const option of Class._getOptionConfigurationsToTestIfCanSupersedeJinjaTemplate?.() ?? [])
+    candidates.push(((Array.isArray(option) ? option[1] : option) ?? {}) as Record<string, unknown>);
+  const target = fingerprint(wrapper);
+  for (const candidate of candidates) {
+    const settings = { ...candidate, ...own };
+    try {
+      if (fingerprint(new Class(settings)) === target) return { className: Class.name, settings };
+    } catch {
+      // not constructible with these settings
+    }
+  }
+  return undefined;
+}
+
+async function construct(cached: CachedWrapper): Promise<ChatWrapper> {
+  const module = await nlcModule<Record<string, new (settings: Record<string, unknown>) => ChatWrapper>>(chatWrapperPath(cached.className));
+  const Class = module[cached.className];
+  if (typeof Class !== 'function') throw new Error(`node-llama-cpp has no ${cached.className}`);
+  return new Class(cached.settings);
+}
+
+function readCache(file: string): CacheEntry | undefined {
+  try {
+    const entry = JSON.parse(readFileSync(file, 'utf8')) as CacheEntry;
+    return entry?.standard?.className && entry.noThinking?.className ? entry : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The cached wrappers of this GGUF, when the cache has a usable entry (no tokenizer needed). */
+export async function cachedFfiWrappers(path: string, cacheDir: string | undefined): Promise<Wrappers | undefined> {
+  if (!cacheDir) return undefined;
+  const hit = readCache(join(cacheDir, `chat-wrapper-${wrapperCacheKey(path)}.json`));
+  if (!hit) return undefined;
+  try {
+    const wrappers = { standard: await construct(hit.standard), noThinking: await construct(hit.noThinking) };
+    checkQwenToolResults(wrappers);
+    return wrappers;
+  } catch {
+    // A stale or damaged entry: resolved again (and overwritten).
+    return undefined;
+  }
+}
+
+/**
+ * The model's wrappers (thinking on and off) for a GGUF loaded by the FFI runner. `cacheDir`: where
+ * resolutions are kept (none: resolve every time). `cached` says whether the cache answered.
+ */
+export async function resolveFfiWrappers(path: string, vocab: FfiVocab, cacheDir: string | undefined): Promise<{ wrappers: Wrappers; cached: boolean }> {
+  const file = cacheDir ? join(cacheDir, `chat-wrapper-${wrapperCacheKey(path)}.json`) : undefined;
+  const hit = await cachedFfiWrappers(path, cacheDir);
+  if (hit) return { wrappers: hit, cached: true };
+  const [{ resolveChatWrapper, chatWrappers }, { readGgufFileInfo }] = await Promise.all([
+    nlcModule<ResolveChatWrapperModule>(NLC_PATHS.resolveChatWrapper),
+    nlcModule<ReadGgufModule>(NLC_PATHS.readGguf),
+  ]);
+  const fileInfo = await readGgufFileInfo(path, { sourceType: 'filesystem' });
+  // What resolveChatWrapper(model) passes for a LlamaModel, and its fallback.
+  const resolve = async (customWrapperSettings: Record<string, unknown>): Promise<ChatWrapper> => {
+    const found = resolveChatWrapper({
+      bosString: vocab.tokens.bosString,
+      filename: basename(path),
+      fileInfo,
+      tokenizer: vocab.tokenizer,
+      customWrapperSettings: customWrapperSettings as never,
+    });
+    if (found) return found;
+    const { GeneralChatWrapper } = await nlcModule<{ GeneralChatWrapper: new () => ChatWrapper }>(chatWrapperPath('GeneralChatWrapper'));
+    return new GeneralChatWrapper();
+  };
+  const wrappers: Wrappers = {
+    standard: await resolve(WRAPPER_SETTINGS.standard),
+    noThinking: await resolve(WRAPPER_SETTINGS.noThinking),
+  };
+  checkQwenToolResults(wrappers);
+  if (file) {
+    const standard = describe(wrappers.standard, chatWrappers, WRAPPER_SETTINGS.standard);
+    const noThinking = describe(wrappers.noThinking, chatWrappers, WRAPPER_SETTINGS.noThinking);
+    if (standard && noThinking)
+      try {
+        mkdirSync(cacheDir!, { recursive: true });
+        // Written whole, then renamed: a concurrent reader sees the old file or the new one.
+        const temporary = `${file}.${process.pid}.tmp`;
+        writeFileSync(temporary, JSON.stringify({ standard, noThinking } satisfies CacheEntry));
+        renameSync(temporary, file);
+      } catch {
+        // A read-only data folder: the next start resolves again.
+      }
+  }
+  return { wrappers, cached: false };
+}
