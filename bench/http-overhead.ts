@@ -3,7 +3,10 @@
 // answering the same JSON in the same run. Besides req/s and round trips it reads each server's own CPU
 // time (/proc/<pid>/stat) per request: on a shared box that figure moves far less with other load than
 // wall-clock ones do.
-// Usage: node --import tsx bench/http-overhead.ts [--duration 10] [--connections 10] [--rounds 3]
+// Usage: node --import tsx bench/http-overhead.ts [--duration 10] [--connections 10] [--rounds 3] [--baseline DIR]
+// --baseline DIR: also serve from another build (a folder holding bin/, dist/, package.json and a
+// node_modules link, e.g. a copy of an earlier commit's build) and measure it in the same rounds, so a
+// change is judged against its baseline under the same load.
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,6 +20,7 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '10' },
     connections: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '3' },
+    baseline: { type: 'string' },
   },
 });
 const duration = Number(values.duration);
@@ -92,22 +96,33 @@ const bare = await start(process.execPath, ['-e', bareSource], {}, /ready/);
 // Logs go to /dev/null through the ignored stdout, but pino still formats each line: that is part of the cost.
 const infera = await start(process.execPath, ['bin/infera.js', 'serve', '--config', configPath, '--port', '8712'], { INFERA_API_KEY: KEY }, /serving/);
 
+const baseline = values.baseline
+  ? await start(process.execPath, [join(values.baseline, 'bin/infera.js'), 'serve', '--config', configPath, '--port', '8713'], { INFERA_API_KEY: KEY }, /serving/)
+  : undefined;
+
 const auth = { authorization: `Bearer ${KEY}` };
+function inferaTargets(pid: number, port: number, suffix: string): Record<string, { pid: number; target: Target }> {
+  const base = `http://127.0.0.1:${port}`;
+  return {
+    [`models${suffix}`]: { pid, target: { url: `${base}/v1/models`, headers: auth, status: 200 } },
+    [`unknown route (404)${suffix}`]: { pid, target: { url: `${base}/v1/no-such-route`, headers: auth, status: 404 } },
+    [`wrong key (401)${suffix}`]: { pid, target: { url: `${base}/v1/models`, headers: { authorization: 'Bearer sk-wrong' }, status: 401 } },
+    [`bad body (400)${suffix}`]: {
+      pid,
+      target: {
+        url: `${base}/v1/chat/completions`,
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'bench/never-loaded', messages: [] }),
+        status: 400,
+      },
+    },
+  };
+}
 const targets: Record<string, { pid: number; target: Target }> = {
   bare: { pid: bare.pid!, target: { url: 'http://127.0.0.1:8711/', status: 200 } },
-  models: { pid: infera.pid!, target: { url: 'http://127.0.0.1:8712/v1/models', headers: auth, status: 200 } },
-  'unknown route (404)': { pid: infera.pid!, target: { url: 'http://127.0.0.1:8712/v1/no-such-route', headers: auth, status: 404 } },
-  'wrong key (401)': { pid: infera.pid!, target: { url: 'http://127.0.0.1:8712/v1/models', headers: { authorization: 'Bearer sk-wrong' }, status: 401 } },
-  'bad body (400)': {
-    pid: infera.pid!,
-    target: {
-      url: 'http://127.0.0.1:8712/v1/chat/completions',
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'bench/never-loaded', messages: [] }),
-      status: 400,
-    },
-  },
+  ...inferaTargets(infera.pid!, 8712, ''),
+  ...(baseline ? inferaTargets(baseline.pid!, 8713, ' [baseline]') : {}),
 };
 const results: Record<string, Awaited<ReturnType<typeof measure>>[]> = Object.fromEntries(Object.keys(targets).map((name) => [name, []]));
 const loads: number[] = [];
@@ -120,6 +135,7 @@ try {
 } finally {
   bare.kill();
   infera.kill();
+  baseline?.kill();
 }
 
 const summary = Object.fromEntries(
