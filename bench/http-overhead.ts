@@ -3,7 +3,10 @@
 // answering the same JSON in the same run. Besides req/s and round trips it reads each server's own CPU
 // time (/proc/<pid>/stat) per request: on a shared box that figure moves far less with other load than
 // wall-clock ones do.
-// Usage: node --import tsx bench/http-overhead.ts [--duration 10] [--connections 10] [--rounds 3]
+// Usage: node --import tsx bench/http-overhead.ts [--duration 10] [--connections 10] [--rounds 3] [--baseline DIR]
+// --baseline DIR: also serve from another build (a folder holding bin/, dist/, package.json and a
+// node_modules link, e.g. a copy of an earlier commit's build) and measure it in the same rounds, so a
+// change is judged against its baseline under the same load.
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,6 +20,7 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '10' },
     connections: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '3' },
+    baseline: { type: 'string' },
   },
 });
 const duration = Number(values.duration);
@@ -33,13 +37,23 @@ writeFileSync(
   `server:\n  logLevel: info\n  maxRequestsPerSocket: 0\nstorage:\n  dataDir: ${dir}\nmodels:\n  - id: bench/never-loaded\n    type: chat\n    engine: llama-cpp\n    path: ${dir}/none.gguf\n`,
 );
 
-function start(command: string, args: string[], env: Record<string, string>, ready: RegExp): Promise<ChildProcess> {
+// Every server listens on a port of the system's choosing (other benches may run beside this one) and
+// is killed when this process exits, whatever happens before the rounds' own clean-up.
+const children: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const child of children) child.kill();
+});
+
+/** Starts a server; resolves with it and its base URL (the first group of `ready` in its stderr). */
+function start(command: string, args: string[], env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; url: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
     let seen = '';
     child.stderr!.on('data', (chunk) => {
       seen += chunk;
-      if (ready.test(seen)) resolve(child);
+      const match = ready.exec(seen);
+      if (match) resolve({ child, url: match[1]! });
     });
     child.once('exit', (code) => reject(new Error(`${command} exited ${code}: ${seen}`)));
   });
@@ -86,28 +100,51 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const bareSource = `
 const body = JSON.stringify({object:'list',data:[{id:'bench/never-loaded',object:'model',created:1,owned_by:'infera'}]});
 require('node:http').createServer((req, res) => { res.writeHead(200, {'content-type':'application/json'}); res.end(body); })
-  .listen(8711, '127.0.0.1', () => process.stderr.write('ready\\n'));`;
+  .listen(0, '127.0.0.1', function () { process.stderr.write('ready http://127.0.0.1:' + this.address().port + '\\n'); });`;
 
-const bare = await start(process.execPath, ['-e', bareSource], {}, /ready/);
+const SERVING = /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/;
+const bare = await start(process.execPath, ['-e', bareSource], {}, /ready (http:\S+)\n/);
 // Logs go to /dev/null through the ignored stdout, but pino still formats each line: that is part of the cost.
-const infera = await start(process.execPath, ['bin/infera.js', 'serve', '--config', configPath, '--port', '8712'], { INFERA_API_KEY: KEY }, /serving/);
+const infera = await start(process.execPath, ['bin/infera.js', 'serve', '--config', configPath, '--port', '0'], { INFERA_API_KEY: KEY }, SERVING);
+
+const baseline = values.baseline
+  ? await start(process.execPath, [join(values.baseline, 'bin/infera.js'), 'serve', '--config', configPath, '--port', '0'], { INFERA_API_KEY: KEY }, SERVING)
+  : undefined;
 
 const auth = { authorization: `Bearer ${KEY}` };
-const targets: Record<string, { pid: number; target: Target }> = {
-  bare: { pid: bare.pid!, target: { url: 'http://127.0.0.1:8711/', status: 200 } },
-  models: { pid: infera.pid!, target: { url: 'http://127.0.0.1:8712/v1/models', headers: auth, status: 200 } },
-  'unknown route (404)': { pid: infera.pid!, target: { url: 'http://127.0.0.1:8712/v1/no-such-route', headers: auth, status: 404 } },
-  'wrong key (401)': { pid: infera.pid!, target: { url: 'http://127.0.0.1:8712/v1/models', headers: { authorization: 'Bearer sk-wrong' }, status: 401 } },
-  'bad body (400)': {
-    pid: infera.pid!,
-    target: {
-      url: 'http://127.0.0.1:8712/v1/chat/completions',
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'bench/never-loaded', messages: [] }),
-      status: 400,
+function inferaTargets(pid: number, base: string, suffix: string): Record<string, { pid: number; target: Target }> {
+  return {
+    [`models${suffix}`]: { pid, target: { url: `${base}/v1/models`, headers: auth, status: 200 } },
+    [`unknown route (404)${suffix}`]: { pid, target: { url: `${base}/v1/no-such-route`, headers: auth, status: 404 } },
+    [`wrong key (401)${suffix}`]: { pid, target: { url: `${base}/v1/models`, headers: { authorization: 'Bearer sk-wrong' }, status: 401 } },
+    [`bad body (400)${suffix}`]: {
+      pid,
+      target: {
+        url: `${base}/v1/chat/completions`,
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'bench/never-loaded', messages: [] }),
+        status: 400,
+      },
     },
-  },
+    // The same route with a body that passes validation whole (what a served request pays up to the
+    // model), refused only after it: the bad body's 400 should cost no more than this.
+    [`valid body, unknown model (400)${suffix}`]: {
+      pid,
+      target: {
+        url: `${base}/v1/chat/completions`,
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'bench/no-such-model', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 16 }),
+        status: 400,
+      },
+    },
+  };
+}
+const targets: Record<string, { pid: number; target: Target }> = {
+  bare: { pid: bare.child.pid!, target: { url: `${bare.url}/`, status: 200 } },
+  ...inferaTargets(infera.child.pid!, infera.url, ''),
+  ...(baseline ? inferaTargets(baseline.child.pid!, baseline.url, ' [baseline]') : {}),
 };
 const results: Record<string, Awaited<ReturnType<typeof measure>>[]> = Object.fromEntries(Object.keys(targets).map((name) => [name, []]));
 const loads: number[] = [];
@@ -118,8 +155,7 @@ try {
     for (const [name, { pid, target }] of Object.entries(targets)) results[name]!.push(await measure(pid, target));
   }
 } finally {
-  bare.kill();
-  infera.kill();
+  for (const child of children) child.kill();
 }
 
 const summary = Object.fromEntries(

@@ -4,7 +4,7 @@ import { ensurePrivateDir } from './config/data-dir.ts';
 import type { InferaConfig } from './config/schema.ts';
 import { InferaError } from './errors/index.ts';
 import { buildApp, type InferaApp } from './http/app.ts';
-import { createLogger, type Logger } from './observability/logger.ts';
+import { createLogger, flushLogger, type Logger } from './observability/logger.ts';
 import { InferaMetrics } from './observability/metrics.ts';
 import { createGate } from './platform/index.ts';
 import type { Gate } from './platform/gate.ts';
@@ -36,7 +36,7 @@ export interface CreateServerOptions {
 }
 
 export async function createServer(config: InferaConfig, options: CreateServerOptions = {}): Promise<InferaServer> {
-  const logger = options.logger ?? createLogger(config.server.logLevel);
+  const logger = options.logger ?? createLogger(config.server.logLevel, undefined, config.logging.flushMs);
   // Keys, the ledger and generated images are the operator's alone.
   ensurePrivateDir(config.storage.dataDir);
   // The quick form: what each upstream lists joins the configured models (an unreachable one fails startup, naming it).
@@ -136,6 +136,8 @@ async function drainAndClose(services: Services, app: InferaApp, drainTimeoutMs:
   await registry.close();
   await gate.close();
   await closeServingResources(services);
+  // The access log is written asynchronously (observability/logger.ts): its last lines go out before the process does.
+  flushLogger();
 }
 
 const ABORT_GRACE_MS = 5_000;

@@ -122,6 +122,11 @@ export const loggingSchema = z
      * default: the access log carries the request id, the key id and the model, never what was asked.
      */
     bodies: z.boolean().default(false),
+    /**
+     * How long a stdout log line may wait to be written together with the next ones (one write for
+     * many lines under load; src/observability/logger.ts). 0: each line is written at once.
+     */
+    flushMs: z.number().int().min(0).max(10_000).default(50),
   })
   .strict();
 

@@ -179,7 +179,9 @@ export function edgeEvents(logger: Logger, onCut?: (event: string) => void): Edg
  */
 export function closeUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
   const raw = request.raw;
-  if (raw.complete || raw.destroyed) return;
+  // A request without a body has nothing unread, even before Node marks it complete (a handler that
+  // answers synchronously from the 'request' event runs before the parser reaches the message's end).
+  if (raw.complete || raw.destroyed || !hasBody(request)) return;
   reply.header('connection', 'close');
   const socket = raw.socket;
   // Stop reading now, not once the answer is out: every turn of the event loop until then is one more
@@ -197,17 +199,19 @@ const JSON_TYPE = /^application\/json$/;
  * one, which this server never grants. Checked on the headers, before reading the body.
  */
 export function unsupportedContentType(request: FastifyRequest): InferaError | undefined {
-  const { headers } = request;
-  const length = headers['content-length'];
-  const hasBody = headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
-  if (!hasBody) return undefined;
-  const type = headers['content-type']?.split(';')[0]?.trim().toLowerCase() ?? '';
+  if (!hasBody(request)) return undefined;
+  const type = request.headers['content-type']?.split(';')[0]?.trim().toLowerCase() ?? '';
   if (JSON_TYPE.test(type)) return undefined;
   return new InferaError({
     status: 415,
     code: 'unsupported_media_type',
     message: `Content-Type ${type ? JSON.stringify(type) : '(none)'} is not accepted: send the body as JSON with "Content-Type: application/json".`,
   });
+}
+
+function hasBody(request: FastifyRequest): boolean {
+  const length = request.headers['content-length'];
+  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 /** "Example.COM.:8000" → "example.com"; "[::1]:8000" → "::1". */

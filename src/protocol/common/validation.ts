@@ -119,7 +119,7 @@ function locate(issue: z.core.$ZodIssue, prefix: PathKey[]): Located {
 }
 
 /** Turn a zod failure into the 400 the client sees: first problem only, with its wire path. */
-export function zodErrorToBadRequest(error: z.ZodError): InferaError {
+export function zodErrorToBadRequest(error: { issues: readonly z.core.$ZodIssue[] }): InferaError {
   const first = error.issues[0];
   if (!first) return badRequest('Invalid request body.');
   const { path, message } = locate(first, []);
@@ -139,10 +139,21 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   if (!isJsonObject(body)) {
     throw badRequest(`The request body must be a JSON object, not ${describe(body)}.`);
   }
-  const result = schema.safeParse(body, { error: readableIssue });
+  const result = leanSafeParse(schema, body, { error: readableIssue });
   if (!result.success) throw zodErrorToBadRequest(result.error);
-  return result.data;
+  return result.data as T;
 }
+
+/**
+ * What a failed parse hands back here: the issues alone. zod's own ZodError is an Error (a stack
+ * trace) whose constructor also serialises every issue into its message with JSON.stringify and binds
+ * its methods one by one. A refused chat body cost 35 µs of CPU (`messages: []`; a bad content part 60)
+ * against 10 µs for a whole valid one; with the issues alone 13 (18). Only the issues are read here.
+ */
+class Issues {
+  constructor(readonly issues: z.core.$ZodIssue[]) {}
+}
+const leanSafeParse = z.core._safeParse(Issues as unknown as z.core.$ZodErrorClass);
 
 /**
  * Fields Infera reads for its own models that an upstream may read too, so a forwarding engine passes
