@@ -5,7 +5,7 @@
 // connection — another process's view — sees it).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -105,4 +105,15 @@ test('a resolved write is committed: another connection sees the reservation and
     } finally {
       other.close();
     }
+  }));
+
+test('checkpoints run off the event loop once a second: ledger rows reach the database file, and close() stops the thread', () =>
+  withStore(async (store, path) => {
+    const before = statSync(path).size;
+    for (let i = 0; i < 20; i++) await store.appendLedger(Array.from({ length: 50 }, (_, j) => row(`req_${i}_${j}`, undefined, 0)));
+    // Committed rows live in the WAL (WAL mode writes nothing else to the file) until a checkpoint copies them in.
+    const deadline = Date.now() + 5000;
+    while (statSync(path).size === before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(statSync(path).size > before, 'no checkpoint within 5 s');
+    assert.equal((store as unknown as { checkpointer?: unknown }).checkpointer !== undefined, true, 'checkpoints run on a worker thread');
   }));

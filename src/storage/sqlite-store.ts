@@ -2,7 +2,9 @@
 // the group commit cheap: a whole batch of ledger rows is one transaction on one thread, no round trips.
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { sqliteMigrations } from './migrations.ts';
 import type {
   AccountRecord,
@@ -115,6 +117,21 @@ export const groupExpression = {
   },
 } as const;
 
+const CHECKPOINT_MS = 1000;
+
+/** The checkpoint thread (CommonJS, evaluated): its own connection, a PASSIVE checkpoint every interval. */
+const CHECKPOINTER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.module);
+const db = new Database(workerData.path);
+db.pragma('busy_timeout = 5000');
+db.pragma('wal_autocheckpoint = 0');
+const timer = setInterval(() => {
+  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch {}
+}, workerData.intervalMs);
+parentPort.once('message', () => { clearInterval(timer); db.close(); parentPort.close(); });
+`;
+
 /** A write waiting for the next batch transaction: its result (or error) once that has committed. */
 interface QueuedWrite {
   run: () => unknown;
@@ -142,7 +159,8 @@ export class SqliteStore implements PlatformStore {
   private readonly singleTransaction: Database.Transaction<(write: QueuedWrite) => unknown>;
   private readonly flushWrites = () => this.flush();
   private readonly releaseTransaction: Database.Transaction<(staleBefore: number, instanceId: string) => { reservations: number; micro: number }>;
-  private readonly checkpointTimer: NodeJS.Timeout;
+  private checkpointTimer?: NodeJS.Timeout;
+  private checkpointer?: Worker;
 
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -153,17 +171,10 @@ export class SqliteStore implements PlatformStore {
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     // SQLite's automatic checkpoint runs inside a commit every 1000 WAL pages, with an fsync: a latency
-    // spike on some unlucky request. Checkpointing on a timer instead costs less too — every ledger
-    // commit rewrites the same few tail pages, so one checkpoint per second copies each page once.
+    // spike on some unlucky request. Checkpoints run on a timer instead (startCheckpoints), which costs
+    // less too — every ledger commit rewrites the same few tail pages, so one checkpoint per second copies
+    // each page once.
     this.db.pragma('wal_autocheckpoint = 0');
-    this.checkpointTimer = setInterval(() => {
-      try {
-        this.db.pragma('wal_checkpoint(PASSIVE)');
-      } catch {
-        // Busy (a CLI reading, say): the next tick tries again.
-      }
-    }, 1000);
-    this.checkpointTimer.unref();
     this.migrate();
     const db = this.db;
     this.statements = {
@@ -326,6 +337,41 @@ export class SqliteStore implements PlatformStore {
     return this.write(() => this.resizeBalance(id, accountId, deltaMicro));
   }
 
+  /**
+   * Checkpoints once a second from a worker thread with its own connection (a PASSIVE checkpoint runs
+   * beside the writer): copying the WAL into the database and its two fsyncs took 10–100 ms per
+   * checkpoint under load, all that time the event loop stood still and every request waited. Started
+   * by the first write a server makes (heartbeat, reservation, ledger), so CLI commands start no thread.
+   */
+  private startCheckpoints(): void {
+    if (this.checkpointer || this.checkpointTimer || this.path === ':memory:' || !this.db.open) return;
+    const onMainThread = () => {
+      this.checkpointer = undefined;
+      this.checkpointTimer ??= setInterval(() => {
+        try {
+          if (this.db.open) this.db.pragma('wal_checkpoint(PASSIVE)');
+        } catch {
+          // Busy (a CLI reading, say): the next tick tries again.
+        }
+      }, CHECKPOINT_MS);
+      this.checkpointTimer.unref();
+    };
+    try {
+      const worker = new Worker(CHECKPOINTER, {
+        eval: true,
+        workerData: { module: createRequire(import.meta.url).resolve('better-sqlite3'), path: this.path, intervalMs: CHECKPOINT_MS },
+      });
+      worker.unref();
+      // A worker that cannot open the file (or dies) leaves the checkpoints to this thread, as before.
+      worker.once('error', () => {
+        if (this.checkpointer === worker) onMainThread();
+      });
+      this.checkpointer = worker;
+    } catch {
+      onMainThread();
+    }
+  }
+
   /** Queues a write for this turn's batch transaction. */
   private write<T>(run: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -344,6 +390,7 @@ export class SqliteStore implements PlatformStore {
     const writes = this.writes;
     if (writes.length === 0) return;
     this.writes = [];
+    if (!this.checkpointer && !this.checkpointTimer) this.startCheckpoints();
     let results: unknown[];
     try {
       results = writes.length === 1 ? [this.singleTransaction.immediate(writes[0]!)] : this.batchTransaction.immediate(writes);
@@ -368,6 +415,7 @@ export class SqliteStore implements PlatformStore {
 
   async heartbeat(instanceId: string, now: number): Promise<void> {
     this.statements.heartbeat.run(instanceId, now);
+    if (!this.checkpointer && !this.checkpointTimer) this.startCheckpoints();
   }
 
   async releaseStale(staleBefore: number, options: { instanceId?: string } = {}): Promise<{ reservations: number; micro: number }> {
@@ -427,6 +475,16 @@ export class SqliteStore implements PlatformStore {
 
   async close(): Promise<void> {
     clearInterval(this.checkpointTimer);
+    const worker = this.checkpointer;
+    this.checkpointer = undefined;
+    if (worker) {
+      // Asked to stop between two checkpoints (its connection closed cleanly), not terminated inside one.
+      const exited = new Promise((resolve) => worker.once('exit', resolve));
+      // Held by the loop until it has exited, or a process with nothing else to do would quit mid-close.
+      worker.ref();
+      worker.postMessage('close');
+      await exited;
+    }
     if (this.db.open) this.flush();
     if (this.db.open) this.db.close();
   }
