@@ -33,6 +33,7 @@ describe('openai-compatible: upstream faults', () => {
       remoteModel('keyed', 'chat', 'openai', { apiKeyEnv: 'INFERA_TEST_UPSTREAM_KEY', headers: { 'x-team': 'search' }, timeouts: TIMEOUTS }),
       remoteModel('nokey', 'chat', 'openai', { apiKeyEnv: 'INFERA_TEST_UNSET_KEY', timeouts: TIMEOUTS }),
       remoteModel('dead', 'chat', 'openai', { baseUrl: `http://127.0.0.1:${deadPort}/v1`, timeouts: TIMEOUTS }),
+      remoteModel('brief', 'chat', 'openai', { timeouts: { ...TIMEOUTS, totalSeconds: 1 } }),
       remoteModel('embed', 'embedding', 'tei', { baseUrl: url, timeouts: TIMEOUTS }),
       remoteModel('rerank', 'reranker', 'infinity', { baseUrl: url, timeouts: TIMEOUTS }),
     ]);
@@ -128,6 +129,26 @@ describe('openai-compatible: upstream faults', () => {
     await expectError(chat('m'), 504, /stopped sending its answer for 0\.5s/);
     await expectError(chat('m', { stream: true }), 504, /stopped sending its answer for 0\.5s/);
     assert.ok(Date.now() - started < 4000, `took ${Date.now() - started} ms`);
+  });
+
+  test('a JSON answer still trickling in past the total timeout is a 504 naming it, and the upstream request is closed', async () => {
+    let closed = false;
+    gateway.upstream.route('POST', '/v1/chat/completions', (_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.write('{"id":"c",');
+      // Never idle for the 0.5 s idle timeout, never finished.
+      const timer = setInterval(() => response.write(' '), 100);
+      response.on('close', () => {
+        clearInterval(timer);
+        closed = true;
+      });
+    });
+    const started = Date.now();
+    await expectError(chat('brief'), 504, /took longer than 1s in all/);
+    assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+    const deadline = Date.now() + 1000;
+    while (!closed && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.ok(closed, 'the upstream saw its request closed');
   });
 
   test('an upstream that sends no headers is a 504; a refused connection a 502', async () => {
