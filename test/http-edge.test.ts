@@ -108,31 +108,9 @@ describe('refuse before reading', () => {
     ['a wrong key', 'authorization: Bearer sk-wrong-wrong-wrong\r\n'],
   ] as const)
     test(`an 8 MiB upload with ${label} gets its 401 after < 64 KiB of body was read, and the connection closes`, async () => {
-      const size = 8 * 1024 * 1024;
-      const head = `POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${size}\r\n${auth}\r\n`;
-      const client = connect({ port: portOf(server), host: '127.0.0.1' });
-      await new Promise((resolve) => client.once('connect', resolve));
-      const serverSocket = sockets.at(-1)!;
-      let raw = '';
-      let written = 0;
-      const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
-      client.on('data', (chunk) => (raw += chunk));
-      client.on('error', () => {});
-      client.write(head);
-      const chunk = Buffer.alloc(64 * 1024, 0x20);
-      const pump = () => {
-        while (written < size && !client.destroyed) {
-          written += chunk.length;
-          if (!client.write(chunk)) return void client.once('drain', pump);
-        }
-      };
-      pump();
-      await closed;
-      await new Promise<void>((resolve) => (serverSocket.destroyed ? resolve() : serverSocket.once('close', () => resolve())));
-      const answer = parseAnswer(raw);
+      const { answer, bodyRead, serverSocket } = await uploadEightMiB(portOf(server), sockets, auth);
       assertErrorShape(answer, 401);
       assert.equal(answer.headers.connection, 'close');
-      const bodyRead = serverSocket.bytesRead - Buffer.byteLength(head);
       console.log(`# 8 MiB anonymous upload (${label}): server read ${bodyRead} body bytes (${serverSocket.bytesRead} in all) before the 401 closed it`);
       assert.ok(bodyRead < 64 * 1024, `server read ${bodyRead} body bytes`);
     });
@@ -167,32 +145,10 @@ describe('a key over its own request-rate limit is refused before its body is re
     // The first is admitted (rpm counted), then fails to load its model (a 503): the limit is used up.
     const first = await exchange(portOf(server), request('POST', '/v1/chat/completions', { authorization: `Bearer ${secret}`, 'content-type': 'application/json', connection: 'close' }, JSON.stringify({ model: 'org/chat-a', messages: [{ role: 'user', content: 'hi' }] })));
     assert.equal(first.status, 503, first.raw.slice(0, 300));
-    const size = 8 * 1024 * 1024;
-    const head = `POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${size}\r\n${auth}\r\n`;
-    const client = connect({ port: portOf(server), host: '127.0.0.1' });
-    await new Promise((resolve) => client.once('connect', resolve));
-    const serverSocket = sockets.at(-1)!;
-    let raw = '';
-    let written = 0;
-    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
-    client.on('data', (chunk) => (raw += chunk));
-    client.on('error', () => {});
-    client.write(head);
-    const chunk = Buffer.alloc(64 * 1024, 0x20);
-    const pump = () => {
-      while (written < size && !client.destroyed) {
-        written += chunk.length;
-        if (!client.write(chunk)) return void client.once('drain', pump);
-      }
-    };
-    pump();
-    await closed;
-    await new Promise<void>((resolve) => (serverSocket.destroyed ? resolve() : serverSocket.once('close', () => resolve())));
-    const answer = parseAnswer(raw);
+    const { answer, bodyRead } = await uploadEightMiB(portOf(server), sockets, auth);
     assertErrorShape(answer, 429, 'rate_limit_exceeded');
     assert.match(answer.json.error.message, /RPM limit reached: API key "limited" has used 1 of 1/);
     assert.ok(Number(answer.headers['retry-after']) >= 1);
-    const bodyRead = serverSocket.bytesRead - Buffer.byteLength(head);
     console.log(`# 8 MiB upload over the key's rpm: server read ${bodyRead} body bytes before the 429`);
     assert.ok(bodyRead < 64 * 1024, `server read ${bodyRead} body bytes`);
     // A key without limits, and GET routes, are not held up by the check.
@@ -513,3 +469,29 @@ describe('operator hygiene', () => {
     assert.ok(lines.some((line) => /client disconnected/.test(line)), 'the disconnect is logged (at info)');
   });
 });
+
+/** Sends the head of an 8 MiB chat upload and pumps its body until the server closes the connection. */
+async function uploadEightMiB(port: number, sockets: Socket[], auth: string) {
+  const size = 8 * 1024 * 1024;
+  const head = `POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${size}\r\n${auth}\r\n`;
+  const client = connect({ port, host: '127.0.0.1' });
+  await new Promise((resolve) => client.once('connect', resolve));
+  const serverSocket = sockets.at(-1)!;
+  let raw = '';
+  let written = 0;
+  const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+  client.on('data', (chunk) => (raw += chunk));
+  client.on('error', () => {});
+  client.write(head);
+  const chunk = Buffer.alloc(64 * 1024, 0x20);
+  const pump = () => {
+    while (written < size && !client.destroyed) {
+      written += chunk.length;
+      if (!client.write(chunk)) return void client.once('drain', pump);
+    }
+  };
+  pump();
+  await closed;
+  await new Promise<void>((resolve) => (serverSocket.destroyed ? resolve() : serverSocket.once('close', () => resolve())));
+  return { answer: parseAnswer(raw), bodyRead: serverSocket.bytesRead - Buffer.byteLength(head), serverSocket };
+}

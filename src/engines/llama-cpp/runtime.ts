@@ -112,13 +112,13 @@ export class LlamaRuntime {
 }
 
 /**
- * An embedding or reranker model on node-llama-cpp, with plain attention as the FFI encoder runs
- * (ffi/encoder.ts: flash attention's F16 rounding moved reranker scores by up to 2 %), so both runners
- * give the same vectors and scores.
+ * An embedding or reranker model on node-llama-cpp, with the attention the FFI encoder uses
+ * (ffi/encoder.ts): plain for rerankers (flash attention's F16 rounding moved their scores by up to
+ * 2 %), llama.cpp's default for embedding models, so both runners give the same vectors and scores.
  */
 export function loadEncoderModel(
   llama: Llama,
-  config: { path: string; llamaCpp: { gpuLayers?: LlamaModelOptions['gpuLayers'] } },
+  config: { path: string; type: string; llamaCpp: { gpuLayers?: LlamaModelOptions['gpuLayers'] } },
   onProgress: ((progress: number) => void) | undefined,
   signal: AbortSignal | undefined,
 ): Promise<LlamaModel> {
@@ -127,6 +127,6 @@ export function loadEncoderModel(
     gpuLayers: config.llamaCpp.gpuLayers,
     onLoadProgress: onProgress,
     loadSignal: signal,
-    defaultContextFlashAttention: false,
+    ...(config.type === 'reranker' ? { defaultContextFlashAttention: false } : {}),
   });
 }

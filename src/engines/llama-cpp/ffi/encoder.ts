@@ -157,11 +157,13 @@ export class LlamaEncoder {
       embeddings: true,
       pooling_type: options.pooling === 'rank' ? LLAMA_POOLING_TYPE.rank : LLAMA_POOLING_TYPE.unspecified,
       kv_unified: true,
-      // Plain F32 attention, not llama.cpp's default (flash attention, which on the CPU backend rounds Q·K
+      // Rerankers: plain F32 attention, not llama.cpp's default (flash attention, whose CPU path rounds Q·K
       // to F16): it moved the tiny reranker's scores by up to 2 % against a float64 forward pass (plain:
-      // exact to 3e-6, packed or not; rerank-ffi.test.ts), and a 40-token decode of the 384x12 BERT bench
-      // model cost 68 ms of CPU instead of 91 (tiny BERT: 1.6 instead of 3.4; embeddings equal to 2e-8).
-      flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled,
+      // exact to 3e-6, packed or not; rerank-ffi.test.ts). Embedding models keep flash attention: their
+      // vectors differ by 2e-8 in cosine, and packed batches need it — on the 384x12 BERT over HTTP
+      // (docs/BENCHMARKS.md) plain attention served 42–48 inputs/s at 1 client against 34–39 but 32–38/s
+      // at 32 clients against 53–56 (it computes the masked-out blocks between packed sequences).
+      flash_attn_type: options.pooling === 'rank' ? LLAMA_FLASH_ATTN_TYPE.disabled : LLAMA_FLASH_ATTN_TYPE.auto,
       no_perf: true,
     };
     const contexts: Pointer[] = [];
