@@ -14,7 +14,8 @@
 // without the cache; --infera-model '{"isolation":"none"}' is merged into the model entry.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent } from 'node:http';
+import { postJson } from './http-post.ts';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -144,22 +145,7 @@ function treeCpu(rootPid: number): number {
 }
 
 function post(server: Server, body: unknown, onData?: (chunk: Buffer) => void): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest(
-      { host: '127.0.0.1', port: server.port, path: '/v1/chat/completions', method: 'POST', agent, headers: { 'content-type': 'application/json' } },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => {
-          onData?.(chunk);
-          chunks.push(chunk);
-        });
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        response.on('error', reject);
-      },
-    );
-    request.on('error', reject);
-    request.end(JSON.stringify(body));
-  });
+  return postJson(agent, server.port, '/v1/chat/completions', body, onData);
 }
 
 type Message = { role: 'system' | 'user' | 'assistant'; content: string };

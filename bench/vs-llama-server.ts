@@ -30,7 +30,8 @@
 // --record-busy, which records it marked †. --max-load additionally waits for the 1-min load average.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent } from 'node:http';
+import { postJson } from './http-post.ts';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -306,24 +307,7 @@ async function stopServer(server: Server): Promise<void> {
 // ---- HTTP -----------------------------------------------------------------------------------------------
 
 function post(port: number, path: string, body: unknown, onData?: (chunk: Buffer) => void): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    // node:http rather than fetch: on 2 cores the client shares the cores with the servers, and a plain
-    // 'data' listener costs far less per chunk than web streams.
-    const request = httpRequest(
-      { host: '127.0.0.1', port, path, method: 'POST', agent, headers: { 'content-type': 'application/json' } },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => {
-          onData?.(chunk);
-          chunks.push(chunk);
-        });
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        response.on('error', reject);
-      },
-    );
-    request.on('error', reject);
-    request.end(JSON.stringify(body));
-  });
+  return postJson(agent, port, path, body, onData);
 }
 
 let promptCounter = 0;
