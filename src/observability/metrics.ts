@@ -79,8 +79,6 @@ export interface QueueView {
 
 export class InferaMetrics implements RoutingMetrics {
   readonly registry = new Registry();
-  private readonly httpRequests: Counter<'route' | 'method' | 'status' | 'model'>;
-  private readonly httpErrors: Counter<'route' | 'status' | 'code' | 'model'>;
   private readonly httpDuration: Histogram<'route' | 'model' | 'status_class'>;
   private readonly edgeCuts: Counter<'reason'>;
   private readonly inferenceRequests: Counter<'endpoint' | 'model' | 'outcome'>;
@@ -127,7 +125,8 @@ export class InferaMetrics implements RoutingMetrics {
     this.withProcess = options.processMetrics ?? true;
     const registers = [this.registry];
     const httpTally = this.httpTally;
-    this.httpRequests = new Counter({
+    // Only registered: their collect() hands the tally to prom-client at scrape time.
+    new Counter({
       name: 'infera_http_requests_total',
       help: 'HTTP requests answered, by route pattern, method, status and model (499: the client left first).',
       labelNames: ['route', 'method', 'status', 'model'],
@@ -138,7 +137,7 @@ export class InferaMetrics implements RoutingMetrics {
         for (const row of httpTally.values()) this.inc(row.requestLabels, row.requests);
       },
     });
-    this.httpErrors = new Counter({
+    new Counter({
       name: 'infera_http_errors_total',
       help: 'HTTP answers with an error status (4xx, 5xx), by route, status, error code and model.',
       labelNames: ['route', 'status', 'code', 'model'],
