@@ -119,6 +119,8 @@ test('the images route has its own limit: 504 naming server.routeTimeoutsSeconds
     config: {
       // The chat limit is off here: only the images route's own limit can stop the request.
       server: { routeTimeoutsSeconds: { images: 1, chat: 0 } },
+      // Room for twice the default's most work: at the default the slow request took 1.05 s on a quiet box.
+      requests: { maxImagePixelSteps: 4 * 1024 * 1024 * 100 },
       models: [{ id: 'tiny/sd', type: 'text-to-image', engine: 'onnx-diffusion', path: await ensureTinyDiffusionModel(join(dir, 'sd')), onnx: { threads: 1, defaultSize: '64x64' } }],
     },
   });
@@ -128,8 +130,8 @@ test('the images route has its own limit: 504 naming server.routeTimeoutsSeconds
     (await images.server.services.registry.acquire('tiny/sd', 'text-to-image')).release();
     assert.equal((await http(images.baseURL, '/images/generations', { body: quick })).status, 200, 'loaded and warm');
     const started = Date.now();
-    // The most work requests.maxImagePixelSteps allows: far more than a second on any box.
-    const slow = await http(images.baseURL, '/images/generations', { body: { ...quick, image_size: '1024x1024', batch_size: 4, num_inference_steps: 50 } });
+    // The most work the raised requests.maxImagePixelSteps allows: ~2 s on a quiet box, more when busy.
+    const slow = await http(images.baseURL, '/images/generations', { body: { ...quick, image_size: '1024x1024', batch_size: 4, num_inference_steps: 100 } });
     assert.equal(slow.status, 504, slow.text);
     assert.equal(slow.json.error.code, 'request_timeout');
     assert.equal(slow.json.code, 50504);

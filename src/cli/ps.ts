@@ -30,10 +30,11 @@ interface ModelsAnswer {
 /** "3 s ago", "in 4 min": how an operator reads times in a listing. */
 function relative(iso: string | undefined, now: number): string {
   if (!iso) return '-';
-  const seconds = Math.round((Date.parse(iso) - now) / 1000);
-  const size = Math.abs(seconds);
+  const delta = Date.parse(iso) - now;
+  const size = Math.abs(Math.round(delta / 1000));
   const text = size < 90 ? `${size} s` : size < 5400 ? `${Math.round(size / 60)} min` : `${(size / 3600).toFixed(1)} h`;
-  return seconds < 0 ? `${text} ago` : `in ${text}`;
+  // A time under half a second ago rounds to 0: still the past ("0 s ago", not "in 0 s").
+  return delta <= 0 ? `${text} ago` : `in ${text}`;
 }
 
 function stateOf(row: ModelRow): string {
