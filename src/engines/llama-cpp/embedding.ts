@@ -143,20 +143,12 @@ async function loadOnFfi(
   { llama, signal, decodeOn }: LlamaCppLoadOptions,
   lib: LlamaLibrary,
 ): Promise<LoadedModel<LlamaCppEmbeddingModel>> {
-  const llamaOptions = config.llamaCpp;
   const vocab = await llama.loadModel({ modelPath: config.path, vocabOnly: true, loadSignal: signal });
   let encoder: LlamaEncoder | undefined;
   try {
     refuseReranker(config, vocab);
     signal?.throwIfAborted();
-    encoder = LlamaEncoder.load(lib, config.path, {
-      contextSize: llamaOptions.contextSize,
-      sequences: llamaOptions.batchSequences,
-      threads: llamaOptions.threads,
-      lanes: llamaOptions.contexts,
-      pooling: 'model',
-      decodeOn,
-    });
+    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model', decodeOn);
     onProgress?.(1);
     const loadedEncoder = encoder;
     const backend: EmbeddingBackend = {

@@ -132,20 +132,12 @@ async function loadOnFfi(
   { llama, signal, decodeOn }: LlamaCppLoadOptions,
   lib: LlamaLibrary,
 ): Promise<LoadedModel<LlamaCppRerankModel>> {
-  const llamaOptions = config.llamaCpp;
   const vocab = await llama.loadModel({ modelPath: config.path, vocabOnly: true, loadSignal: signal });
   let encoder: LlamaEncoder | undefined;
   try {
     const prompt = checkRanker(config, vocab);
     signal?.throwIfAborted();
-    encoder = LlamaEncoder.load(lib, config.path, {
-      contextSize: llamaOptions.contextSize,
-      sequences: llamaOptions.batchSequences,
-      threads: llamaOptions.threads,
-      lanes: llamaOptions.contexts,
-      pooling: 'rank',
-      decodeOn,
-    });
+    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'rank', decodeOn);
     onProgress?.(1);
     const loaded = encoder;
     const { bos, eos, sep } = vocab.tokens;

@@ -136,6 +136,24 @@ export class LlamaEncoder {
     });
   }
 
+  /** The encoder of an embedding or reranker model entry: its `llamaCpp` options mapped onto the encoder's. */
+  static forModel(
+    lib: LlamaLibrary,
+    path: string,
+    options: { contextSize: number; batchSequences: number; threads: number; contexts: number },
+    pooling: EncoderOptions['pooling'],
+    decodeOn: EncoderOptions['decodeOn'],
+  ): LlamaEncoder {
+    return LlamaEncoder.load(lib, path, {
+      contextSize: options.contextSize,
+      sequences: options.batchSequences,
+      threads: options.threads,
+      lanes: options.contexts,
+      pooling,
+      decodeOn,
+    });
+  }
+
   /** Loads the model and creates the context (synchronously). */
   static load(lib: LlamaLibrary, path: string, options: EncoderOptions): LlamaEncoder {
     const { api } = lib;
