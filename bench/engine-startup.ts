@@ -143,26 +143,14 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
     port ||= Number(/serving the SiliconFlow \/ OpenAI API at http:\/\/[^:]+:(\d+)/.exec(log)?.[1] ?? 0);
   });
   try {
-    let firstAnswerMs = 0;
-    const body = { model: 'bench/chat', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 };
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`infera exited ${child.exitCode}: ${log}`);
-      const status = port ? await post(port, body).catch(() => 0) : 0;
-      if (status === 200) {
-        firstAnswerMs = performance.now() - since;
-        break;
-      }
-      if (performance.now() - since > 120_000) throw new Error(`no answer within 120 s: ${log}`);
-      await sleep(10);
-    }
+    const firstAnswerMs = await firstAnswer('infera', child, since, () => port, () => log);
     // Idle: after the first answer has settled (lazy allocations done, GC had a chance).
     await sleep(2000);
     const engines = childrenOf(child.pid!);
     if (engines.length !== (isolation === 'none' ? 0 : 1)) throw new Error(`expected ${isolation === 'none' ? 'no' : 'one'} engine process, found ${engines.length}`);
     const engine = engines[0];
     if (engine === undefined) {
-      const pid = child.pid!;
-      return { firstAnswerMs, serverRss: rssMiB(pid), childRss: 0, serverCpu: cpuMs(pid), childCpu: 0, serverPss: pssMiB(pid), childPss: 0 };
+      return oneProcess(firstAnswerMs, child.pid!);
     }
     return {
       firstAnswerMs,
@@ -183,6 +171,24 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
   }
 }
 
+/** Polls a one-token chat every 10 ms from `since` until it answers 200: the time to the first answer. */
+async function firstAnswer(name: string, child: ChildProcess, since: number, port: () => number | undefined, log: () => string): Promise<number> {
+  const body = { model: 'bench/chat', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 };
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${name} exited ${child.exitCode}: ${log()}`);
+    const at = port();
+    const status = at ? await post(at, body).catch(() => 0) : 0;
+    if (status === 200) return performance.now() - since;
+    if (performance.now() - since > 120_000) throw new Error(`no answer within 120 s: ${log()}`);
+    await sleep(10);
+  }
+}
+
+/** A sample of a single process (llama-server, or Infera with isolation: none): its figures in the server columns. */
+function oneProcess(firstAnswerMs: number, pid: number): Sample {
+  return { firstAnswerMs, serverRss: rssMiB(pid), childRss: 0, serverCpu: cpuMs(pid), childCpu: 0, serverPss: pssMiB(pid), childPss: 0 };
+}
+
 /** llama-server on the same GGUF: one process (its numbers go in the server columns; the engine's are 0). */
 async function onceLlamaServer(path: string, threads: number): Promise<Sample> {
   const port = await freePort();
@@ -194,21 +200,9 @@ async function onceLlamaServer(path: string, threads: number): Promise<Sample> {
     log = (log + chunk).slice(-4000);
   });
   try {
-    let firstAnswerMs = 0;
-    const body = { model: 'bench/chat', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 };
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`llama-server exited ${child.exitCode}: ${log}`);
-      const status = await post(port, body).catch(() => 0);
-      if (status === 200) {
-        firstAnswerMs = performance.now() - since;
-        break;
-      }
-      if (performance.now() - since > 120_000) throw new Error(`no answer within 120 s: ${log}`);
-      await sleep(10);
-    }
+    const firstAnswerMs = await firstAnswer('llama-server', child, since, () => port, () => log);
     await sleep(2000);
-    const pid = child.pid!;
-    return { firstAnswerMs, serverRss: rssMiB(pid), childRss: 0, serverCpu: cpuMs(pid), childCpu: 0, serverPss: pssMiB(pid), childPss: 0 };
+    return oneProcess(firstAnswerMs, child.pid!);
   } finally {
     if (child.exitCode === null) {
       const exited = new Promise((resolve) => child.once('exit', resolve));

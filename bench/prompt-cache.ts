@@ -13,9 +13,10 @@
 // (llama-server not built yet); --infera-engine '{"promptCache":false}' (merged into llamaCpp) shows Infera
 // without the cache; --infera-model '{"isolation":"none"}' is merged into the model entry.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { postJson } from './http-post.ts';
+import { treeCpuJiffies } from './proc-cpu.ts';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -115,35 +116,6 @@ function spawnServer(name: ServerName, modelPath: string): Server {
   return { name, port: serverPort, child, model: name === 'infera' ? 'bench/chat' : 'bench', log: () => output };
 }
 
-/** CPU jiffies of a process and its descendants (Infera may run the model in an engine process). */
-function treeCpu(rootPid: number): number {
-  const parents = new Map<number, number>();
-  const times = new Map<number, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      parents.set(Number(entry), Number(fields[1]));
-      times.set(Number(entry), Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const tree = new Set([rootPid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, parent] of parents)
-      if (!tree.has(pid) && tree.has(parent)) {
-        tree.add(pid);
-        grew = true;
-      }
-  }
-  let total = 0;
-  for (const pid of tree) total += times.get(pid) ?? 0;
-  return total;
-}
-
 function post(server: Server, body: unknown, onData?: (chunk: Buffer) => void): Promise<{ status: number; text: string }> {
   return postJson(agent, server.port, '/v1/chat/completions', body, onData);
 }
@@ -173,19 +145,19 @@ interface Turn {
 }
 
 async function turn(server: Server, messages: Message[]): Promise<Turn> {
-  const cpu0 = treeCpu(server.child.pid!);
+  const cpu0 = treeCpuJiffies(server.child.pid!);
   const start = performance.now();
   let first = 0;
   let cpuFirst = 0;
   const { status, text } = await post(server, body(server, messages, answerTokens), (chunk) => {
     if (!first && /"content":"[^"]/.test(chunk.toString('latin1'))) {
       first = performance.now();
-      cpuFirst = treeCpu(server.child.pid!);
+      cpuFirst = treeCpuJiffies(server.child.pid!);
     }
   }).catch((error: Error) => {
     throw new Error(`${server.name}: ${error.message}; its log ends:\n${server.log()}`);
   });
-  const cpuMs = ((treeCpu(server.child.pid!) - cpu0) / CLOCK_TICKS) * 1000;
+  const cpuMs = ((treeCpuJiffies(server.child.pid!) - cpu0) / CLOCK_TICKS) * 1000;
   if (status !== 200) throw new Error(`${server.name}: HTTP ${status}: ${text.slice(0, 300)}`);
   const events = text
     .split('\n')

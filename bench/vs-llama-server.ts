@@ -32,6 +32,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { postJson } from './http-post.ts';
+import { treeCpuJiffies } from './proc-cpu.ts';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -137,47 +138,19 @@ function machineBusy(): number {
   return user! + nice! + system! + irq! + softirq! + (steal ?? 0);
 }
 
-/** CPU time (jiffies) of this process and all its descendants, with reaped children's (cutime/cstime). */
-function ownBusy(): number {
-  const parents = new Map<number, number>();
-  const times = new Map<number, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      parents.set(Number(entry), Number(fields[1]));
-      // utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the name.
-      times.set(Number(entry), Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const ours = new Set([process.pid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, parent] of parents)
-      if (!ours.has(pid) && ours.has(parent)) {
-        ours.add(pid);
-        grew = true;
-      }
-  }
-  let total = 0;
-  for (const pid of ours) total += times.get(pid) ?? 0;
-  return total;
-}
 
 interface Window {
   /** Cores that processes outside this bench used on average during the window. */
   others: number;
 }
+
 function openWindow(): () => Window {
   const start = performance.now();
   const machine = machineBusy();
-  const own = ownBusy();
+  const own = treeCpuJiffies(process.pid);
   return () => {
     const seconds = (performance.now() - start) / 1000;
-    const others = (machineBusy() - machine - (ownBusy() - own)) / CLOCK_TICKS / seconds;
+    const others = (machineBusy() - machine - (treeCpuJiffies(process.pid) - own)) / CLOCK_TICKS / seconds;
     return { others: Math.max(0, others) };
   };
 }

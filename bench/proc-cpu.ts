@@ -1,0 +1,36 @@
+// CPU time read from /proc, for benches on a shared box (CPU time moves less with other tenants than
+// wall time does).
+import { readdirSync, readFileSync } from 'node:fs';
+
+/**
+ * CPU jiffies of a process and all its descendants, reaped children included (utime + stime + cutime +
+ * cstime): Infera may run a model in an engine process, and a child that already exited still counts.
+ */
+export function treeCpuJiffies(rootPid: number): number {
+  const parents = new Map<number, number>();
+  const times = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      parents.set(Number(entry), Number(fields[1]));
+      // utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the name.
+      times.set(Number(entry), Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const tree = new Set([rootPid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, parent] of parents)
+      if (!tree.has(pid) && tree.has(parent)) {
+        tree.add(pid);
+        grew = true;
+      }
+  }
+  let total = 0;
+  for (const pid of tree) total += times.get(pid) ?? 0;
+  return total;
+}
