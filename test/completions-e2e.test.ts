@@ -11,6 +11,7 @@ import { buildTinyChatVocab } from '../src/tiny-models/tiny-chat.ts';
 import { TINY_CHAT_SCRIPT } from '../src/tiny-models/index.ts';
 import { http, sseEvents, startTestServer, type TestServer } from './helpers/server.ts';
 import { validateAgainstOpenApi } from './helpers/openapi.ts';
+import { parseExposition, total } from './helpers/prometheus.ts';
 
 const CHAT = 'Qwen/QwQ-32B'; // the plain tiny model: no FIM tokens
 const CODER = 'Qwen/Qwen2.5-Coder-32B-Instruct'; // its coder variant
@@ -54,6 +55,20 @@ describe('text completions end to end (openai SDK + raw HTTP)', () => {
       db.close();
     }
   };
+
+  test('metrics: a stream counts its time to first token and generation rate, a JSON answer its generation rate', async () => {
+    const scrape = async () => parseExposition((await http(server.url, '/metrics')).text);
+    const before = await scrape();
+    await client.completions.create({ model: CHAT, prompt: 'Hello there', max_tokens: 4, temperature: 0 });
+    const stream = await client.completions.create({ model: CHAT, prompt: 'Hello there', max_tokens: 4, temperature: 0, stream: true });
+    for await (const _ of stream);
+    const after = await scrape();
+    const delta = (name: string, labels: Record<string, string>) => total(after, name, labels) - total(before, name, labels);
+    const model = server.server.services.registry.find(CHAT)!.config.id; // the canonical id labels the model
+    assert.equal(delta('infera_time_to_first_token_seconds_count', { model }), 1, 'the stream only');
+    assert.equal(delta('infera_generation_tokens_per_second_count', { model, stream: 'true' }), 1);
+    assert.equal(delta('infera_generation_tokens_per_second_count', { model, stream: 'false' }), 1);
+  });
 
   test('JSON: the prompt is continued as raw text (no chat template), usage counted, ledger row written, OpenAPI-valid', async () => {
     const completion = await client.completions.create({ model: CHAT, prompt: 'Hello there', max_tokens: 40, temperature: 0 });

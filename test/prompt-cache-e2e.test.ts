@@ -110,4 +110,29 @@ describe('prompt cache through the openai SDK', () => {
     );
     assert.equal(again.usage!.prompt_tokens_details!.cached_tokens, again.usage!.prompt_tokens - 1);
   });
+
+  test('/v1/completions reports cached_tokens too (JSON and the streamed usage), in the ledger metric', async () => {
+    const prompt = 'Once upon a time, in a small town beside a river, there lived a clockmaker who';
+    const metricBefore = await cachedMetric();
+    const first = await client.completions.create({ model: CACHED, prompt, max_tokens: 4, temperature: 0 });
+    const again = await client.completions.create({ model: CACHED, prompt, max_tokens: 4, temperature: 0 });
+    assert.equal(again.choices[0]!.text, first.choices[0]!.text);
+    const usage = again.usage as OpenAI.CompletionUsage;
+    assert.equal(usage.prompt_tokens, first.usage!.prompt_tokens);
+    assert.equal(usage.prompt_tokens_details!.cached_tokens, usage.prompt_tokens - 1, JSON.stringify({ first: first.usage, again: usage }));
+    assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, 'cached tokens are billed as prompt tokens');
+    const stream = await client.completions.create({ model: CACHED, prompt, max_tokens: 4, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let streamed: OpenAI.CompletionUsage | undefined;
+    let text = '';
+    for await (const chunk of stream) {
+      if (chunk.usage) streamed = chunk.usage;
+      text += chunk.choices[0]?.text ?? '';
+    }
+    assert.equal(text, first.choices[0]!.text);
+    assert.equal(streamed!.prompt_tokens_details!.cached_tokens, streamed!.prompt_tokens - 1);
+    const uncached = await client.completions.create({ model: UNCACHED, prompt, max_tokens: 4, temperature: 0 });
+    assert.equal((uncached.usage as OpenAI.CompletionUsage).prompt_tokens_details!.cached_tokens, 0);
+    const counted = (first.usage as OpenAI.CompletionUsage).prompt_tokens_details!.cached_tokens! + usage.prompt_tokens_details!.cached_tokens! + streamed!.prompt_tokens_details!.cached_tokens!;
+    assert.equal((await cachedMetric()) - metricBefore, counted, 'infera_cached_prompt_tokens_total counts them');
+  });
 });

@@ -9,6 +9,7 @@ import type { CompletionStreamPart, CompletionUsage } from '../spec/chat.ts';
 import { type ChoiceSource, ChoiceFrames, sseFrame } from './choice-frames.ts';
 import { DEFAULT_SYSTEM_FINGERPRINT } from './chat/response.ts';
 import {
+  requestCachedTokens,
   toWireCompletionLogprobs,
   toWireCompletionUsage,
   type TextCompletionMeta,
@@ -22,12 +23,16 @@ export interface CompletionStreamOptions {
   topLogprobs?: number;
   /** Prompt tokens of the whole request (each prompt once), for the usage the chunks carry. */
   promptTokens: number;
+  /** The request's n: choice k answers prompt k / n (for the cached-token count). */
+  choicesPerPrompt?: number;
 }
 
 interface ChoiceState extends ChoiceSource<CompletionStreamPart> {
   /** Characters sent so far: where the next token's text starts (text_offset). */
   offset: number;
   completionTokens: number;
+  /** From the finish part; undefined until then. */
+  cachedPromptTokens?: number;
 }
 
 export class TextCompletionFrames extends ChoiceFrames<CompletionStreamPart, ChoiceState> {
@@ -41,7 +46,14 @@ export class TextCompletionFrames extends ChoiceFrames<CompletionStreamPart, Cho
 
   /** Usage of the choices that finished so far. */
   get usage(): CompletionUsage {
-    return { promptTokens: this.options.promptTokens, completionTokens: this.choices.reduce((sum, c) => sum + c.completionTokens, 0) };
+    return {
+      promptTokens: this.options.promptTokens,
+      completionTokens: this.choices.reduce((sum, c) => sum + c.completionTokens, 0),
+      cachedPromptTokens: requestCachedTokens(
+        this.choices.map((c) => c.cachedPromptTokens),
+        this.options.choicesPerPrompt ?? 1,
+      ),
+    };
   }
 
   protected usageFrame(): string | undefined {
@@ -60,6 +72,7 @@ export class TextCompletionFrames extends ChoiceFrames<CompletionStreamPart, Cho
     }
     choice.finished = true;
     choice.completionTokens = part.usage.completionTokens;
+    choice.cachedPromptTokens = part.usage.cachedPromptTokens ?? 0;
     this.queue.push(
       sseFrame({
         ...this.envelope([{ index: choice.index, text: '', logprobs: null, finish_reason: part.finishReason }]),

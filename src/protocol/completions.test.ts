@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { InferaError } from '../errors/index.ts';
 import type { CompletionResult, CompletionStreamPart, TokenLogprob } from '../spec/chat.ts';
 import { validateAgainstOpenApi } from '../../test/helpers/openapi.ts';
-import { buildTextCompletion, parseCompletionRequest, toWireCompletionLogprobs } from './completions.ts';
+import { buildTextCompletion, parseCompletionRequest, requestCachedTokens, toWireCompletionLogprobs } from './completions.ts';
 import { TextCompletionFrames } from './completions-stream.ts';
 
 const refuses = (body: Record<string, unknown>, param: string, message?: RegExp) =>
@@ -112,7 +112,7 @@ test('the JSON answer and the stream chunks are valid CreateCompletionResponse o
   const meta = { id: 'cmpl-1', created: 1, model: 'm' };
   const body = buildTextCompletion(meta, results, 3, 0);
   assert.deepEqual(validateAgainstOpenApi('CreateCompletionResponse', body), []);
-  assert.deepEqual(body.usage, { prompt_tokens: 3, completion_tokens: 3, total_tokens: 6 });
+  assert.deepEqual(body.usage, { prompt_tokens: 3, completion_tokens: 3, total_tokens: 6, prompt_tokens_details: { cached_tokens: 0 } });
   assert.deepEqual(body.choices[0]!.logprobs!.top_logprobs, [{ ' one': -0.1 }, { ' two': -0.2 }]);
 
   async function* source(parts: CompletionStreamPart[]): AsyncGenerator<CompletionStreamPart> {
@@ -138,7 +138,31 @@ test('the JSON answer and the stream chunks are valid CreateCompletionResponse o
     [[['Hi', null]], [[' one', null]], [['', 'length']], []],
   );
   assert.deepEqual(chunks[1].choices[0].logprobs.text_offset, [2], 'offsets count the text sent before');
-  assert.deepEqual(chunks[2].usage, { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 });
+  assert.deepEqual(chunks[2].usage, { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4, prompt_tokens_details: { cached_tokens: 0 } });
   assert.deepEqual(chunks[3].usage, chunks[2].usage);
   for (const chunk of chunks.slice(2)) assert.deepEqual(validateAgainstOpenApi('CreateCompletionResponse', chunk), []);
+});
+
+test('cached prompt tokens: a prompt counts the fewest its n choices found cached; prompts add up', async () => {
+  const result = (cachedPromptTokens: number | undefined): CompletionResult => ({
+    text: 'x',
+    finishReason: 'stop',
+    usage: { promptTokens: 10, completionTokens: 1, ...(cachedPromptTokens === undefined ? {} : { cachedPromptTokens }) },
+    warnings: [],
+  });
+  const meta = { id: 'cmpl-2', created: 1, model: 'm' };
+  // Two prompts × n = 2: prompt 0's choices found 9 and 4 cached, prompt 1's 7 and 7.
+  const body = buildTextCompletion(meta, [result(9), result(4), result(7), result(7)], 20, undefined, 2);
+  assert.equal(body.usage!.prompt_tokens_details.cached_tokens, 11);
+  assert.equal(buildTextCompletion(meta, [result(undefined)], 10, undefined).usage!.prompt_tokens_details.cached_tokens, 0);
+  assert.equal(requestCachedTokens([9, undefined, undefined, undefined], 2), 9, 'unfinished choices do not count yet');
+
+  async function* source(cached: number): AsyncGenerator<CompletionStreamPart> {
+    yield { type: 'text-delta', text: 'a' };
+    yield { type: 'finish', finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, cachedPromptTokens: cached } };
+  }
+  const frames = new TextCompletionFrames(meta, [source(4), source(2)], { includeUsage: true, promptTokens: 5, choicesPerPrompt: 2 });
+  const chunks: { usage?: { prompt_tokens_details: { cached_tokens: number } } }[] = [];
+  for await (const frame of frames) if (frame !== 'data: [DONE]\n\n') chunks.push(JSON.parse(frame.slice('data: '.length)));
+  assert.equal(chunks.at(-1)!.usage!.prompt_tokens_details.cached_tokens, 2);
 });

@@ -171,6 +171,7 @@ export const wireCompletionUsageSchema = z.object({
   prompt_tokens: z.number().int().min(0),
   completion_tokens: z.number().int().min(0),
   total_tokens: z.number().int().min(0),
+  prompt_tokens_details: z.object({ cached_tokens: z.number().int().min(0) }),
 });
 export type WireCompletionUsage = z.infer<typeof wireCompletionUsageSchema>;
 
@@ -198,7 +199,23 @@ export const toWireCompletionUsage = (usage: CompletionUsage): WireCompletionUsa
   prompt_tokens: usage.promptTokens,
   completion_tokens: usage.completionTokens,
   total_tokens: usage.promptTokens + usage.completionTokens,
+  prompt_tokens_details: { cached_tokens: usage.cachedPromptTokens ?? 0 },
 });
+
+/**
+ * Cached prompt tokens of a whole request: each prompt's n choices share one evaluation of it, so a
+ * prompt counts the fewest its choices found cached (as chat's combineChoiceUsage does); prompts add up.
+ * `cached[k]` is choice k's count (prompt k / n), undefined while that choice has not finished.
+ */
+export function requestCachedTokens(cached: readonly (number | undefined)[], choicesPerPrompt: number): number {
+  let total = 0;
+  for (let start = 0; start < cached.length; start += choicesPerPrompt) {
+    let fewest: number | undefined;
+    for (const count of cached.slice(start, start + choicesPerPrompt)) if (count !== undefined) fewest = Math.min(fewest ?? count, count);
+    total += fewest ?? 0;
+  }
+  return total;
+}
 
 /**
  * OpenAI's legacy logprobs for tokens whose text starts at `offset` in the choice's text: each token's
@@ -230,6 +247,7 @@ export function buildTextCompletion(
   results: readonly CompletionResult[],
   promptTokens: number,
   top: number | undefined,
+  choicesPerPrompt = 1,
 ): WireTextCompletion {
   return {
     id: meta.id,
@@ -243,6 +261,13 @@ export function buildTextCompletion(
       logprobs: result.logprobs && top !== undefined ? toWireCompletionLogprobs(result.logprobs, 0, top) : null,
       finish_reason: result.finishReason,
     })),
-    usage: toWireCompletionUsage({ promptTokens, completionTokens: results.reduce((sum, r) => sum + r.usage.completionTokens, 0) }),
+    usage: toWireCompletionUsage({
+      promptTokens,
+      completionTokens: results.reduce((sum, r) => sum + r.usage.completionTokens, 0),
+      cachedPromptTokens: requestCachedTokens(
+        results.map((r) => r.usage.cachedPromptTokens ?? 0),
+        choicesPerPrompt,
+      ),
+    }),
   };
 }

@@ -4,7 +4,7 @@
 // the status is sent, settled exactly once, and stopped when the client leaves or the route times out.
 import { InferaError, badRequest, isAbortError } from '../errors/index.ts';
 import type { UsageReport } from '../platform/gate.ts';
-import { buildTextCompletion, newTextCompletionId, parseCompletionRequest } from '../protocol/completions.ts';
+import { buildTextCompletion, newTextCompletionId, parseCompletionRequest, requestCachedTokens } from '../protocol/completions.ts';
 import { TextCompletionFrames } from '../protocol/completions-stream.ts';
 import type { ChatModel, CompletionCallOptions, CompletionStreamPart, CompletionUsage } from '../spec/index.ts';
 import type { ModelLease } from '../registry/registry.ts';
@@ -64,22 +64,29 @@ export async function serveCompletion(services: Services, context: RequestContex
     // Nothing ran yet: a refusal here leaves a free row.
     await admission.resize({ promptTokens, completionTokens: maxTokens * choices, images: 0, documents: 0 });
     if (!request.stream) {
+      const called = performance.now();
       const results = await Promise.all(perChoice.map((options) => model.doComplete(options)));
       for (const result of results)
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
       // The engine's own count of each prompt (a remote upstream's, which checkCompletion only estimated).
       promptTokens = request.prompts.reduce((sum, _, p) => sum + results[p * request.n]!.usage.promptTokens, 0);
-      const completion = buildTextCompletion(meta, results, promptTokens, request.options.topLogprobs);
-      await settle({ promptTokens, completionTokens: completion.usage!.completion_tokens }, 'ok', 200, warningsNote(results.flatMap((r) => r.warnings)));
+      const completion = buildTextCompletion(meta, results, promptTokens, request.options.topLogprobs, request.n);
+      const completionTokens = completion.usage!.completion_tokens;
+      services.metrics.generationRate(entry.config.id, false, completionTokens, (performance.now() - called) / 1000);
+      const cachedPromptTokens = completion.usage!.prompt_tokens_details.cached_tokens;
+      await settle({ promptTokens, completionTokens, cachedPromptTokens }, 'ok', 200, warningsNote(results.flatMap((r) => r.warnings)));
       return { type: 'json', body: completion, headers: admission.headers };
     }
 
     for (const options of perChoice) meters.push(new MeteredCompletion(model.doCompleteStream(options), options.echo === true));
     await Promise.all(meters.map((meter) => meter.peek()));
+    const firstTokenAt = performance.now();
+    services.metrics.firstToken(entry.config.id, (firstTokenAt - context.startedAt) / 1000);
     const frames = new TextCompletionFrames(meta, meters, {
       includeUsage: request.includeUsage,
       topLogprobs: request.options.topLogprobs,
       promptTokens,
+      choicesPerPrompt: request.n,
     });
     streaming = true;
     return {
@@ -89,7 +96,13 @@ export async function serveCompletion(services: Services, context: RequestContex
         await Promise.all(meters.map((meter) => meter.return()));
         lease?.release();
         const { status, note } = streamEnd(context, outcome, failure, meters.flatMap((meter) => meter.warnings));
-        await settle({ promptTokens, completionTokens: meters.reduce((sum, meter) => sum + meter.completionTokens(), 0) }, outcome, status, note);
+        const completionTokens = meters.reduce((sum, meter) => sum + meter.completionTokens(), 0);
+        if (outcome === 'ok') services.metrics.generationRate(entry.config.id, true, completionTokens, (performance.now() - firstTokenAt) / 1000);
+        const cachedPromptTokens = requestCachedTokens(
+          meters.map((meter) => meter.cachedPromptTokens),
+          request.n,
+        );
+        await settle({ promptTokens, completionTokens, cachedPromptTokens }, outcome, status, note);
       }),
     };
   } catch (error) {
@@ -152,6 +165,8 @@ function refuseUnfittablePrompt(model: ChatModel, prompt: string | number[], suf
 class MeteredCompletion extends MeteredStream<CompletionStreamPart> {
   private finalTokens?: number;
   private deltas: number;
+  /** From the finish part: prompt tokens the engine found cached. */
+  cachedPromptTokens?: number;
 
   constructor(stream: AsyncIterable<CompletionStreamPart>, echo: boolean) {
     super(stream);
@@ -159,7 +174,10 @@ class MeteredCompletion extends MeteredStream<CompletionStreamPart> {
   }
 
   protected meter(part: CompletionStreamPart): void {
-    if (part.type === 'finish') this.finalTokens = part.usage.completionTokens;
+    if (part.type === 'finish') {
+      this.finalTokens = part.usage.completionTokens;
+      this.cachedPromptTokens = part.usage.cachedPromptTokens ?? 0;
+    }
     else this.deltas++;
   }
 

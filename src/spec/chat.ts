@@ -204,6 +204,8 @@ export interface CompletionUsage {
   /** Every token of the rendered input (beginning-of-sequence and FIM tokens included). */
   promptTokens: number;
   completionTokens: number;
+  /** Prompt tokens found in the KV cache from an earlier request (not evaluated again); absent: none known. */
+  cachedPromptTokens?: number;
 }
 
 export interface CompletionResult {

@@ -614,7 +614,7 @@ class CompletionOutput {
       this.emit({ type: 'text-delta', text: '', logprobs: [entry] });
     }
     const finishReason = end.reason === 'length' && !this.stopped ? 'length' : 'stop';
-    const usage = { promptTokens: this.plan.input.length, completionTokens: end.generatedTokens };
+    const usage = { promptTokens: this.plan.input.length, completionTokens: end.generatedTokens, cachedPromptTokens: end.cachedPromptTokens };
     this.emit({ type: 'finish', finishReason, usage });
     return { text: this.text, finishReason, usage, logprobs: this.logprobs, warnings: this.plan.warnings };
   }

@@ -535,7 +535,9 @@ function completionUsageOf(value: unknown): CompletionResult['usage'] | undefine
   const usage = obj(value);
   const prompt = num(usage?.prompt_tokens);
   const completion = num(usage?.completion_tokens);
-  return prompt === undefined || completion === undefined ? undefined : { promptTokens: prompt, completionTokens: completion };
+  if (prompt === undefined || completion === undefined) return undefined;
+  const cached = num(obj(usage?.prompt_tokens_details)?.cached_tokens);
+  return cached === undefined ? { promptTokens: prompt, completionTokens: completion } : { promptTokens: prompt, completionTokens: completion, cachedPromptTokens: cached };
 }
 
 /** Legacy completion logprobs ({tokens, token_logprobs, top_logprobs: [{token: logprob}]}) in the contract's shape. */
