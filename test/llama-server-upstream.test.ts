@@ -18,6 +18,7 @@ import { sqlitePath } from '../src/platform/index.ts';
 import { TINY_IDS } from '../src/registry/default-models.ts';
 import { ensureTinyModels, TINY_CHAT_SCRIPT, TINY_EMBEDDING_DIMENSIONS } from '../src/tiny-models/index.ts';
 import { http, SHARED_DATA_DIR, startTestServer, type TestServer } from './helpers/server.ts';
+import { readChatStream } from './helpers/chat-stream.ts';
 
 const root = join(import.meta.dirname, '..');
 const cached = spawnSync('bash', [join(root, 'scripts', 'build-llama-server.sh'), '--cached'], { encoding: 'utf8' });
@@ -162,22 +163,7 @@ describe('llama-server as an upstream (dialect llama-server), checked against th
       stream: true,
       stream_options: { include_usage: true },
     });
-    let reasoning = '';
-    let name = '';
-    let args = '';
-    let finish: string | null | undefined;
-    let usage: OpenAI.CompletionUsage | undefined | null;
-    for await (const chunk of stream) {
-      const choice = chunk.choices[0];
-      const delta = choice?.delta as (OpenAI.ChatCompletionChunk.Choice.Delta & { reasoning_content?: string }) | undefined;
-      reasoning += delta?.reasoning_content ?? '';
-      for (const call of delta?.tool_calls ?? []) {
-        name += call.function?.name ?? '';
-        args += call.function?.arguments ?? '';
-      }
-      finish = choice?.finish_reason ?? finish;
-      usage = chunk.usage ?? usage;
-    }
+    const { reasoning, toolName: name, toolArgs: args, finish, usage } = await readChatStream(stream);
     assert.equal(reasoning.trim(), TINY_CHAT_SCRIPT.reasoningByMode.weather);
     assert.equal(name, TINY_CHAT_SCRIPT.toolName);
     assert.deepEqual(JSON.parse(args), TINY_CHAT_SCRIPT.toolArguments);

@@ -11,6 +11,7 @@ import { sqlitePath } from '../src/platform/index.ts';
 import { TINY_IDS } from '../src/registry/default-models.ts';
 import { TINY_CHAT_SCRIPT } from '../src/tiny-models/index.ts';
 import { http, startTestServer, type TestServer } from './helpers/server.ts';
+import { readChatStream } from './helpers/chat-stream.ts';
 
 const CHAT = 'Qwen/QwQ-32B'; // an alias of the worker's tiny chat model
 const weatherTool = {
@@ -95,21 +96,7 @@ describe('gateway Infera → worker Infera (engine openai-compatible, quick form
       stream: true,
       stream_options: { include_usage: true },
     });
-    let reasoning = '';
-    let name = '';
-    let args = '';
-    let finish: string | null = null;
-    let usage: OpenAI.CompletionUsage | undefined;
-    for await (const chunk of stream) {
-      const delta = chunk.choices[0]?.delta as (OpenAI.ChatCompletionChunk.Choice.Delta & { reasoning_content?: string }) | undefined;
-      reasoning += delta?.reasoning_content ?? '';
-      for (const call of delta?.tool_calls ?? []) {
-        name ||= call.function?.name ?? '';
-        args += call.function?.arguments ?? '';
-      }
-      finish = chunk.choices[0]?.finish_reason ?? finish;
-      usage = chunk.usage ?? usage;
-    }
+    const { reasoning, toolName: name, toolArgs: args, finish, usage } = await readChatStream(stream);
     assert.equal(reasoning.trim(), TINY_CHAT_SCRIPT.reasoningByMode.weather);
     assert.deepEqual([name, JSON.parse(args), finish], ['get_weather', TINY_CHAT_SCRIPT.toolArguments, 'tool_calls']);
     assert.ok(usage && usage.prompt_tokens > 0 && usage.completion_tokens > 0);

@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { http } from '../../../../test/helpers/server.ts';
+import { readChatStream } from '../../../../test/helpers/chat-stream.ts';
 import type { ChatModel } from '../../../spec/index.ts';
 import { serve } from '../testing/fake-upstream.ts';
 import { type Gateway, remoteModel, startGateway } from '../testing/gateway.ts';
@@ -32,15 +33,7 @@ describe('dialect llama-server', () => {
     gateway.upstream.route('POST', '/v1/chat/completions', serve('llama-server/chat-stream-raw-think.sse'));
     // @ts-expect-error enable_thinking
     const stream = await openai.chat.completions.create({ model: 'qwen3', messages: [{ role: 'user', content: 'hello' }], stream: true, enable_thinking: true });
-    let reasoning = '';
-    let content = '';
-    let usage: OpenAI.CompletionUsage | undefined;
-    for await (const chunk of stream) {
-      const delta = chunk.choices[0]?.delta as { content?: string; reasoning_content?: string } | undefined;
-      reasoning += delta?.reasoning_content ?? '';
-      content += delta?.content ?? '';
-      usage = chunk.usage ?? usage;
-    }
+    const { reasoning, content, usage } = await readChatStream(stream);
     assert.deepEqual([reasoning, content], ['The user wrote hello.', 'Hello!']);
     assert.equal(usage?.completion_tokens, 14);
     const sent = gateway.upstream.seen.at(-1)!.body;

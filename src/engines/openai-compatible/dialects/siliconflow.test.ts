@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { http } from '../../../../test/helpers/server.ts';
+import { readChatStream } from '../../../../test/helpers/chat-stream.ts';
 import { serve } from '../testing/fake-upstream.ts';
 import { type Gateway, remoteModel, startGateway } from '../testing/gateway.ts';
 
@@ -37,15 +38,7 @@ describe('dialect siliconflow', () => {
       enable_thinking: true,
       thinking_budget: 1024,
     });
-    let reasoning = '';
-    let content = '';
-    let usage: OpenAI.CompletionUsage | undefined;
-    for await (const chunk of stream) {
-      const delta = chunk.choices[0]?.delta as { content?: string; reasoning_content?: string } | undefined;
-      reasoning += delta?.reasoning_content ?? '';
-      content += delta?.content ?? '';
-      usage = chunk.usage ?? usage;
-    }
+    const { reasoning, content, usage } = await readChatStream(stream);
     assert.deepEqual([reasoning, content], ['The user wrote hello.', 'Hello!']);
     assert.deepEqual([usage?.completion_tokens, usage?.completion_tokens_details?.reasoning_tokens], [7, 4]);
     const sent = lastSent('/v1/chat/completions').body;

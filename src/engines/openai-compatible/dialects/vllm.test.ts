@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { serve } from '../testing/fake-upstream.ts';
 import { type Gateway, remoteModel, startGateway } from '../testing/gateway.ts';
+import { readChatStream } from '../../../../test/helpers/chat-stream.ts';
 
 describe('dialect vllm', () => {
   let gateway: Gateway;
@@ -93,18 +94,7 @@ describe('dialect vllm', () => {
       stream: true,
       stream_options: { include_usage: true },
     });
-    let args = '';
-    let name = '';
-    let usage: OpenAI.CompletionUsage | undefined;
-    let finish: string | null = null;
-    for await (const chunk of stream) {
-      for (const call of chunk.choices[0]?.delta.tool_calls ?? []) {
-        name ||= call.function?.name ?? '';
-        args += call.function?.arguments ?? '';
-      }
-      finish = chunk.choices[0]?.finish_reason ?? finish;
-      usage = chunk.usage ?? usage;
-    }
+    const { toolName: name, toolArgs: args, finish, usage } = await readChatStream(stream);
     assert.deepEqual([name, JSON.parse(args), finish], ['get_weather', { city: 'Paris' }, 'tool_calls']);
     assert.equal(usage?.prompt_tokens, 160);
   });
