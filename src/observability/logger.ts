@@ -7,7 +7,8 @@ const SECRET_QUERY = /([?&](?:key|api_key|api-key|apikey|access_token|token)=)[^
 
 /** The URL as it may be logged: credential parameters replaced. */
 export function redactUrl(url: string): string {
-  return url.replace(SECRET_QUERY, '$1[redacted]');
+  // Most URLs have no query: no global replace (a regular-expression scan and a copy) for them.
+  return url.includes('?') ? url.replace(SECRET_QUERY, '$1[redacted]') : url;
 }
 
 /**
