@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { InferaError } from '../../errors/index.ts';
 import { MAX_CHOICES, chatRequestSchema, parseChatRequest, plainChatBody, type ParsedChatRequest } from './request.ts';
 import { DEFAULT_REQUEST_LIMITS } from '../../config/requests.ts';
+import { parseBody } from '../common/validation.ts';
 
 const base = { model: 'Qwen/Qwen3-8B', messages: [{ role: 'user', content: 'hi' }] };
 const parse = (extra: Record<string, unknown>): ParsedChatRequest => parseChatRequest({ ...base, ...extra });
@@ -508,6 +509,22 @@ test('the hand check of a plain body accepts only what the schema accepts, with 
     JSON.parse('{"model":"m","messages":[{"role":"user","content":"hi","__proto__":{"x":1}}]}'),
   ];
   for (const body of declined) assert.equal(plainChatBody(body), undefined, `declined: ${JSON.stringify(body)}`);
+  // A body wrong in one plain field is answered from that field's schema: the same 400 as the whole schema's.
+  const wrong = [...declined, { ...base, temperature: 3, top_p: 2 }, { model: '', messages: [] }, { ...base, max_tokens: 0, vendor: 1 }];
+  for (const body of wrong) {
+    let expected: InferaError | undefined;
+    try {
+      parseBody(chatRequestSchema, body);
+    } catch (error) {
+      expected = error as InferaError;
+    }
+    if (!expected) continue;
+    assert.throws(
+      () => parseChatRequest(body),
+      (error: unknown) => error instanceof InferaError && error.message === expected.message && error.param === expected.param,
+      `same 400 as the schema's for ${JSON.stringify(body)}: ${expected.message}`,
+    );
+  }
   // Declined bodies still get the schema's answer: a 400 naming the field, or the full parse.
   rejects({ ...base, messages: [] }, 'messages', /at least one message/);
   rejects({ ...base, temperature: 2.5 }, 'temperature');

@@ -521,14 +521,52 @@ const PLAIN_FIELDS: Readonly<Record<string, (value: unknown) => boolean>> = {
  * (request.test.ts compares them).
  */
 export function plainChatBody(body: unknown): WireChatRequest | undefined {
+  const checked = checkPlainChatBody(body);
+  return checked === true ? (body as WireChatRequest) : undefined;
+}
+
+/**
+ * true: a plain body. A field name: a body the hand check reads whole, wrong in that one field only
+ * (so the schema's first issue is that field's). undefined: anything else.
+ */
+function checkPlainChatBody(body: unknown): true | string | undefined {
   if (!isJsonObject(body)) return undefined;
   const shape = chatRequestSchema.shape;
+  let failed: string | undefined;
   for (const key in body) {
     const check = Object.hasOwn(PLAIN_FIELDS, key) ? PLAIN_FIELDS[key] : undefined;
-    if (check === undefined ? Object.hasOwn(shape, key) : !check(body[key])) return undefined;
+    if (check === undefined) {
+      if (Object.hasOwn(shape, key)) return undefined;
+    } else if (!check(body[key])) {
+      if (failed !== undefined) return undefined;
+      failed = key;
+    }
   }
   // Both required fields present (the loop only saw what is there).
-  return typeof body.model === 'string' && Array.isArray(body.messages) ? (body as unknown as WireChatRequest) : undefined;
+  if (body.model === undefined || body.messages === undefined) return undefined;
+  return failed ?? true;
+}
+
+const fieldSchemas = new Map<string, z.ZodType>();
+
+/**
+ * The schema's parse, or for a body wrong in one plain field only that field's own schema: the same
+ * first issue (the one the 400 names) at half the cost (`messages: []`: 15.7 → 7.8 µs of CPU), so a
+ * refused body costs little more than an accepted one.
+ */
+function parseChatBody(body: unknown): WireChatRequest {
+  const checked = checkPlainChatBody(body);
+  if (checked === true) return body as WireChatRequest;
+  if (checked !== undefined) {
+    let schema = fieldSchemas.get(checked);
+    if (!schema) {
+      schema = z.object({ [checked]: chatRequestSchema.shape[checked as keyof typeof chatRequestSchema.shape] });
+      fieldSchemas.set(checked, schema);
+    }
+    // Throws the field's 400; should the field's schema accept what the hand check did not, the whole schema decides.
+    parseBody(schema, { [checked]: (body as Record<string, unknown>)[checked] });
+  }
+  return parseBody(chatRequestSchema, body);
 }
 
 /**
@@ -537,7 +575,7 @@ export function plainChatBody(body: unknown): WireChatRequest | undefined {
  * resolved here (the serving layer answers unknown models).
  */
 export function parseChatRequest(body: unknown, limits: RequestLimits = DEFAULT_REQUEST_LIMITS): ParsedChatRequest {
-  const wire = plainChatBody(body) ?? parseBody(chatRequestSchema, body);
+  const wire = parseChatBody(body);
   refuseUnsupported(wire);
   checkCaps(wire, limits);
 
