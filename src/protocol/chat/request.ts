@@ -178,10 +178,11 @@ const responseFormat = z.discriminatedUnion(
 );
 
 const positiveInt = z.number().int().min(1, { error: 'must be >= 1' });
+const NO_MESSAGES = 'must contain at least one message';
 
 export const chatRequestSchema = z.object({
   model: z.string().min(1),
-  messages: z.array(message).min(1, { error: 'must contain at least one message' }),
+  messages: z.array(message).min(1, { error: NO_MESSAGES }),
   stream: opt(z.boolean()),
   stream_options: opt(z.object({ include_usage: opt(z.boolean()) })),
   max_tokens: opt(positiveInt),
@@ -557,6 +558,10 @@ const fieldSchemas = new Map<string, z.ZodType>();
 function parseChatBody(body: unknown): WireChatRequest {
   const checked = checkPlainChatBody(body);
   if (checked === true) return body as WireChatRequest;
+  // The commonest refusal of a plain body, answered as the schema words it without a parse (zod's
+  // failing parse of the field alone still cost 7.8 µs against 0.9 for a whole accepted body).
+  if (checked === 'messages' && Array.isArray((body as { messages: unknown }).messages) && (body as { messages: unknown[] }).messages.length === 0)
+    throw badRequest(`messages: ${NO_MESSAGES}`, 'messages');
   if (checked !== undefined) {
     let schema = fieldSchemas.get(checked);
     if (!schema) {
