@@ -7,6 +7,8 @@
 // --baseline DIR: also serve from another build (a folder holding bin/, dist/, package.json and a
 // node_modules link, e.g. a copy of an earlier commit's build) and measure it in the same rounds, so a
 // change is judged against its baseline under the same load.
+// --only REGEX: measure only the targets whose name matches (bare is always measured), e.g. to profile
+// one answer on its own (INFERA_BENCH_PROFILE_DIR=DIR NODE_OPTIONS=--import=./bench/cpu-profile-hook.mjs).
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -21,6 +23,7 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '3' },
     baseline: { type: 'string' },
+    only: { type: 'string' },
   },
 });
 const duration = Number(values.duration);
@@ -141,11 +144,14 @@ function inferaTargets(pid: number, base: string, suffix: string): Record<string
     },
   };
 }
-const targets: Record<string, { pid: number; target: Target }> = {
-  bare: { pid: bare.child.pid!, target: { url: `${bare.url}/`, status: 200 } },
-  ...inferaTargets(infera.child.pid!, infera.url, ''),
-  ...(baseline ? inferaTargets(baseline.child.pid!, baseline.url, ' [baseline]') : {}),
-};
+const only = values.only ? new RegExp(values.only) : undefined;
+const targets: Record<string, { pid: number; target: Target }> = Object.fromEntries(
+  Object.entries({
+    bare: { pid: bare.child.pid!, target: { url: `${bare.url}/`, status: 200 } },
+    ...inferaTargets(infera.child.pid!, infera.url, ''),
+    ...(baseline ? inferaTargets(baseline.child.pid!, baseline.url, ' [baseline]') : {}),
+  }).filter(([name]) => name === 'bare' || !only || only.test(name)),
+);
 const results: Record<string, Awaited<ReturnType<typeof measure>>[]> = Object.fromEntries(Object.keys(targets).map((name) => [name, []]));
 const loads: number[] = [];
 try {

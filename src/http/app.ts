@@ -5,12 +5,14 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { InferaError, isAbortError } from '../errors/index.ts';
 import { errorBody, errorHeaders, sseErrorFrame, toInferaError } from '../errors/render.ts';
+import type { Logger } from '../observability/logger.ts';
 import { startTracing } from '../observability/tracing.ts';
 import type { Endpoint, Principal } from '../platform/gate.ts';
 import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerApiRoutes } from './routes/index.ts';
 import { registerImageFileRoutes } from './routes/images.ts';
+import { installBodyScope } from './body-scope.ts';
 import { registerCors } from './cors.ts';
 import { modelOf, registerOperationRoutes, requestObserver } from './observe.ts';
 import { registerDocs, registerOpenApi } from './openapi.ts';
@@ -39,6 +41,12 @@ declare module 'fastify' {
      * access (~3 µs), and most requests, errors included, never need one.
      */
     stopped?: InferaError | 'client';
+    /**
+     * The matched route's pattern ("/v1/models/*"; undefined for no route), read once in onRequest:
+     * fastify's `routeOptions` getter builds an object of eleven fields on every read, and the auth
+     * hook, the access log and the metrics each want the pattern.
+     */
+    routeUrl?: string;
   }
   interface FastifyInstance {
     /** Requests whose response has not ended yet (shutdown waits for them). */
@@ -60,6 +68,7 @@ export type InferaApp = Awaited<ReturnType<typeof buildApp>>;
 export async function buildApp(services: Services) {
   const { config, logger } = services;
   const events = edgeEvents(logger, (reason) => services.metrics.edgeCut(reason));
+  installBodyScope();
   const app = Fastify({
     loggerInstance: logger,
     disableRequestLogging: true,
@@ -125,6 +134,7 @@ export async function buildApp(services: Services) {
   app.decorateRequest('principal', undefined);
   app.decorateRequest('abort', null as unknown as AbortController);
   app.decorateRequest('stopped', undefined);
+  app.decorateRequest('routeUrl', undefined);
 
   // Callback style, not async: an async hook costs a promise and its resolution per request, and
   // nothing here waits.
@@ -135,7 +145,9 @@ export async function buildApp(services: Services) {
     running.add(request);
     // The route's time limit: past it the work is stopped like a shutdown stops it (504, or an error
     // frame and [DONE]), and the ledger row settles with status 504.
-    const limit = request.routeOptions.config?.routeTimeout;
+    const config = request.routeOptions.config as (typeof request.routeOptions.config & { url?: string }) | undefined;
+    request.routeUrl = config?.url;
+    const limit = config?.routeTimeout;
     const timer = limit ? setTimeout(() => stopRequest(request, routeTimedOut(limit)), limit.ms) : undefined;
     timer?.unref();
     // A response closed before it finished means the client left: cancel the work.
@@ -192,7 +204,7 @@ export async function buildApp(services: Services) {
           const refused = hosts.check(request, request.principal.keyId === 'anonymous');
           if (refused) throw refused;
           // A key over its own request-rate limit (rpm, rph, rpd: they need no body) is refused here too.
-          const endpoint = endpointOfRoute(request.routeOptions.url);
+          const endpoint = request.routeUrl === undefined ? undefined : METERED_ROUTES.get(request.routeUrl);
           if (endpoint && services.gate.precheck) await services.gate.precheck(request.principal, endpoint, request.inferaId);
         });
         registerApiRoutes(scope, services);
@@ -203,16 +215,17 @@ export async function buildApp(services: Services) {
   return app;
 }
 
-/** The metered endpoint a route serves (the routes under /v1 and bare); undefined: not metered. */
-function endpointOfRoute(url: string | undefined): Endpoint | undefined {
-  const path = url?.replace(/^\/v1(?=\/)/, '');
-  if (path === '/chat/completions') return 'chat';
-  if (path === '/completions') return 'completions';
-  if (path === '/embeddings') return 'embeddings';
-  if (path === '/rerank' || path === '/v2/rerank') return 'rerank';
-  if (path === '/images/generations' || path === '/image/generations') return 'images';
-  return undefined;
-}
+const METERED_PATHS: [string, Endpoint][] = [
+  ['/chat/completions', 'chat'],
+  ['/completions', 'completions'],
+  ['/embeddings', 'embeddings'],
+  ['/rerank', 'rerank'],
+  ['/v2/rerank', 'rerank'],
+  ['/images/generations', 'images'],
+  ['/image/generations', 'images'],
+];
+/** The metered endpoint each route pattern serves (under /v1 and bare); absent: not metered. */
+const METERED_ROUTES = new Map<string, Endpoint>(METERED_PATHS.flatMap(([path, endpoint]) => [[path, endpoint], [`/v1${path}`, endpoint]]));
 
 /** Stops a request's work: the client left ("client", a plain abort) or the server's reason (504, 503). */
 function stopRequest(request: FastifyRequest, reason: InferaError | 'client'): void {
@@ -222,10 +235,16 @@ function stopRequest(request: FastifyRequest, reason: InferaError | 'client'): v
   else request.abort.abort(reason);
 }
 
+const BEARER = /^Bearer\s+(.+)$/i;
+/** Neither ASCII nor Unicode whitespace (which `\s` and trim() would take away). */
+const visibleAscii = (code: number) => code > 32 && code < 127;
+
 function bearer(request: FastifyRequest): string | undefined {
   const header = request.headers.authorization;
   if (!header) return undefined;
-  const match = /^Bearer\s+(.+)$/i.exec(header.trim());
+  // The usual "Bearer <key>" with single spaces needs no regular expression (nor two trims).
+  if (header.startsWith('Bearer ') && visibleAscii(header.charCodeAt(7)) && visibleAscii(header.charCodeAt(header.length - 1))) return header.slice(7);
+  const match = BEARER.exec(header.trim());
   return match ? match[1].trim() : header.trim();
 }
 
@@ -252,15 +271,21 @@ function fromFastifyError(error: unknown, request: FastifyRequest): InferaError 
 export function requestContext(request: FastifyRequest, services: Services): RequestContext {
   if (!request.principal) throw new InferaError({ status: 401, message: 'Not authenticated.' });
   const { abort } = request;
+  const id = request.inferaId;
+  let logger: Logger | undefined;
   return {
-    requestId: request.inferaId,
+    requestId: id,
     principal: request.principal,
     // On first use: a request refused before its work starts (a bad body) never pays for a signal.
     get signal() {
       return abort.signal;
     },
     startedAt: performance.now(),
-    logger: services.logger.child({ id: request.inferaId }),
+    // On first use too: most requests log nothing of their own (a pino child costs ~0.4 µs and garbage).
+    get logger() {
+      logger ??= services.logger.child({ id });
+      return logger;
+    },
   };
 }
 

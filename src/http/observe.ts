@@ -29,7 +29,7 @@ const MAX_LOGGED_BODY = 64 * 1024;
 export function modelOf(request: FastifyRequest, services: Services): string {
   const body = request.body as { model?: unknown } | undefined;
   let named: unknown = typeof body === 'object' && body !== null ? body.model : undefined;
-  if (named === undefined && request.routeOptions.url?.endsWith('/models/*')) named = (request.params as { '*'?: string })['*'];
+  if (named === undefined && request.routeUrl?.endsWith('/models/*')) named = (request.params as { '*'?: string })['*'];
   return typeof named === 'string' ? (services.registry.find(named)?.config.id ?? '') : '';
 }
 
@@ -58,7 +58,7 @@ export function requestObserver(services: Services, tracing?: Tracing) {
 
   function record(request: FastifyRequest, reply: FastifyReply): void {
     const status = reply.raw.writableFinished ? reply.raw.statusCode : 499;
-    const route = request.is404 ? 'unmatched' : (request.routeOptions.url ?? 'unmatched');
+    const route = request.routeUrl ?? 'unmatched';
     const model = modelOf(request, services);
     const seconds = reply.elapsedTime / 1000;
     metrics.http({ route, method: request.method, status, model, seconds, code: request.errorCode });

@@ -89,6 +89,39 @@ test('config and env keys authenticate as account "default"; others get 401', as
   });
 });
 
+test('an unknown key is looked up once per keyCacheSeconds, bounded, and forgotten when a key is created', async () => {
+  const counted = (gate: PlatformGate) => {
+    const store = (gate as unknown as { store: { findKeyByHash(hash: string): Promise<unknown> } }).store;
+    const find = store.findKeyByHash.bind(store);
+    const calls = { count: 0 };
+    store.findKeyByHash = (hash) => {
+      calls.count += 1;
+      return find(hash);
+    };
+    return calls;
+  };
+  await withGate({ apiKeys: ['config-secret-1'] }, async (gate) => {
+    const lookups = counted(gate);
+    await rejects(gate.authenticate('wrong-secret', '10.0.0.7'), 401, /Invalid API key/);
+    await rejects(gate.authenticate('wrong-secret', '10.0.0.7'), 401, /Invalid API key/);
+    assert.equal(lookups.count, 1);
+    // A key created here clears what was remembered; a stored key authenticates at once (its hash is new).
+    const { secret } = await gate.admin.createKey({ name: 'fresh', accountId: 'acme' });
+    await rejects(gate.authenticate('wrong-secret', '10.0.0.7'), 401, /Invalid API key/);
+    assert.equal(lookups.count, 2);
+    assert.equal((await gate.authenticate(secret, '10.0.0.7')).accountId, 'acme');
+    // Bounded: a scan of guessed keys keeps at most 10,000 of them.
+    for (let i = 0; i < 10_050; i++) await gate.authenticate(`guess-${i}`, '10.0.0.7').catch(() => {});
+    assert.equal((gate as unknown as { unknownKeys: Map<string, number> }).unknownKeys.size, 10_000);
+  });
+  await withGate({ apiKeys: ['config-secret-1'], platform: { keyCacheSeconds: 0 } }, async (gate) => {
+    const lookups = counted(gate);
+    await rejects(gate.authenticate('wrong-secret', '10.0.0.7'), 401, /Invalid API key/);
+    await rejects(gate.authenticate('wrong-secret', '10.0.0.7'), 401, /Invalid API key/);
+    assert.equal(lookups.count, 2);
+  });
+});
+
 test('stored keys: secret shown once, hash stored, revoke, expiry, model allow-list', async () => {
   await withGate({}, async (gate, dir) => {
     const { key, secret } = await gate.admin.createKey({ name: 'ci', accountId: 'acme', models: ['tiny/chat'] });

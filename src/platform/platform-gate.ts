@@ -46,6 +46,9 @@ const NOTE_MAX = 500;
 
 const noop: Admission = { headers: {}, resize: async () => {}, settle: async () => {} };
 
+/** Unknown key hashes remembered at most (64 hex characters and a number each: ~1.5 MB). */
+const UNKNOWN_KEYS_MAX = 10_000;
+
 interface CachedKey {
   record: KeyRecord;
   principal: Principal;
@@ -65,6 +68,15 @@ export class PlatformGate implements Gate {
   private readonly now: () => number;
   private readonly keyCacheMs: number;
   private readonly keyCache = new Map<string, CachedKey>();
+  /**
+   * Hashes the store did not know, with when it said so: a client retrying a wrong key (or a scan of
+   * guessed ones) costs a map lookup instead of a store query per request (the 401 cost 1.5× a served
+   * request). Correct across processes and replicas: a key's secret is generated when it is created
+   * (PlatformAdmin.createKey), so no hash seen here before can become a key later unless its secret
+   * was guessed; and, as for revokes, an entry lives keyCacheSeconds at most. A key created in this
+   * process clears it all the same (invalidate). Bounded: past UNKNOWN_KEYS_MAX the oldest goes.
+   */
+  private readonly unknownKeys = new Map<string, number>();
   private readonly keyRuleCache = new WeakMap<object, LimitRule[]>();
   /** This process in the reservations table: its heartbeat keeps its reservations from being reconciled. */
   readonly instanceId = `inst_${randomUUID()}`;
@@ -138,6 +150,7 @@ export class PlatformGate implements Gate {
   /** Forget cached keys (after a revoke in this process). Balances are never cached: reservations read the store. */
   invalidate(): void {
     this.keyCache.clear();
+    this.unknownKeys.clear();
     this.storeHasKeys = undefined;
   }
 
@@ -171,11 +184,17 @@ export class PlatformGate implements Gate {
     const now = this.now();
     let cached = this.keyCache.get(hash);
     if (!cached || now - cached.fetchedAt >= this.keyCacheMs) {
+      const unknownAt = this.unknownKeys.get(hash);
+      if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) throw unauthorized('Invalid API key.');
       const record = await this.store.findKeyByHash(hash);
       if (!record || !sameHash(record.hash, hash)) {
         this.keyCache.delete(hash);
+        this.unknownKeys.delete(hash);
+        if (this.unknownKeys.size >= UNKNOWN_KEYS_MAX) this.unknownKeys.delete(this.unknownKeys.keys().next().value!);
+        this.unknownKeys.set(hash, now);
         throw unauthorized('Invalid API key.');
       }
+      this.unknownKeys.delete(hash);
       cached = {
         record,
         fetchedAt: now,

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { modelListSchema, modelsQuerySchema, wireModelSchema } from '../../protocol/models.ts';
 import type { Services } from '../../serving/context.ts';
-import { listModels, retrieveModel } from '../../serving/models.ts';
+import { listModels, listModelsJson, retrieveModel } from '../../serving/models.ts';
 import { errorResponses, routeSchema } from '../openapi.ts';
 
 export function registerModelRoutes(scope: FastifyInstance, services: Services): void {
@@ -15,7 +15,11 @@ export function registerModelRoutes(scope: FastifyInstance, services: Services):
         hidden,
       ),
     },
-    async (request) => listModels(services, request.query),
+    async (request, reply) => {
+      const query = request.query as object | undefined;
+      if (query && Object.keys(query).length > 0) return listModels(services, query);
+      return reply.type('application/json; charset=utf-8').send(listModelsJson(services));
+    },
   );
   scope.get(
     '/models/*',

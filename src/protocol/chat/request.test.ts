@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InferaError } from '../../errors/index.ts';
-import { MAX_CHOICES, parseChatRequest, type ParsedChatRequest } from './request.ts';
+import { MAX_CHOICES, chatRequestSchema, parseChatRequest, plainChatBody, type ParsedChatRequest } from './request.ts';
 import { DEFAULT_REQUEST_LIMITS } from '../../config/requests.ts';
+import { parseBody } from '../common/validation.ts';
 
 const base = { model: 'Qwen/Qwen3-8B', messages: [{ role: 'user', content: 'hi' }] };
 const parse = (extra: Record<string, unknown>): ParsedChatRequest => parseChatRequest({ ...base, ...extra });
@@ -443,4 +444,89 @@ test('prefix: true is accepted on the last assistant message only', () => {
     /tool_calls/,
   );
   rejectsField({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'x', prefix: 'yes' }] }, 'messages[1].prefix');
+});
+
+test('the hand check of a plain body accepts only what the schema accepts, with the same values', () => {
+  const messages = [
+    { role: 'system', content: 'be brief' },
+    { role: 'developer', content: '' },
+    { role: 'user', content: 'hi' },
+    { role: 'assistant', content: 'hello' },
+    { role: 'user', content: 'again' },
+  ];
+  const accepted = [
+    base,
+    { ...base, messages },
+    { ...base, stream: true, stream_options: { include_usage: true }, max_tokens: 16, max_completion_tokens: 8, temperature: 0, top_p: 1, n: 2, seed: -3, user: 'u1' },
+    { ...base, stream: null, stream_options: null, max_tokens: null, temperature: 2, top_p: 0, n: null, seed: null, user: null },
+    { ...base, stream_options: {} },
+    { ...base, vendor_extension: { anything: [1] } },
+    // Unknown to the schema, not a check of its own (an inherited name must not pick one).
+    JSON.parse('{"model":"m","messages":[{"role":"user","content":"hi"}],"constructor":1,"toString":2}'),
+  ];
+  for (const body of accepted) {
+    const plain = plainChatBody(body);
+    assert.ok(plain, `accepted: ${JSON.stringify(body)}`);
+    const known = Object.fromEntries(Object.entries(body).filter(([key]) => Object.hasOwn(chatRequestSchema.shape, key)));
+    assert.deepEqual(known, chatRequestSchema.parse(body), JSON.stringify(body));
+  }
+  const declined = [
+    null,
+    [],
+    'text',
+    {},
+    { model: 'm' },
+    { messages: base.messages },
+    { ...base, model: '' },
+    { ...base, model: 7 },
+    { ...base, messages: [] },
+    { ...base, messages: {} },
+    { ...base, messages: [null] },
+    { ...base, messages: [['user', 'hi']] },
+    { ...base, messages: [{ role: 'user' }] },
+    { ...base, messages: [{ role: 'user', content: ['hi'] }] },
+    { ...base, messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }] },
+    { ...base, messages: [{ role: 'tool', content: 'x' }] },
+    { ...base, messages: [{ role: 'bot', content: 'x' }] },
+    { ...base, messages: [{ role: 'user', content: 'x', name: 'me' }] },
+    { ...base, messages: [{ role: 'assistant', content: 'x', prefix: true }] },
+    { ...base, stream: 'yes' },
+    { ...base, stream_options: { include_usage: 1 } },
+    { ...base, stream_options: { other: true } },
+    { ...base, stream_options: [] },
+    { ...base, max_tokens: 0 },
+    { ...base, max_tokens: 1.5 },
+    { ...base, max_completion_tokens: '5' },
+    { ...base, temperature: 2.5 },
+    { ...base, temperature: -0.1 },
+    { ...base, top_p: 1.1 },
+    { ...base, n: 1.5 },
+    { ...base, seed: 2 ** 60 },
+    { ...base, user: 5 },
+    { ...base, tools: [] },
+    { ...base, logprobs: true },
+    { ...base, keep_alive: '5m' },
+    JSON.parse('{"model":"m","messages":[{"role":"user","content":"hi","__proto__":{"x":1}}]}'),
+  ];
+  for (const body of declined) assert.equal(plainChatBody(body), undefined, `declined: ${JSON.stringify(body)}`);
+  // A body wrong in one plain field is answered from that field's schema: the same 400 as the whole schema's.
+  const wrong = [...declined, { ...base, temperature: 3, top_p: 2 }, { model: '', messages: [] }, { ...base, max_tokens: 0, vendor: 1 }];
+  for (const body of wrong) {
+    let expected: InferaError | undefined;
+    try {
+      parseBody(chatRequestSchema, body);
+    } catch (error) {
+      expected = error as InferaError;
+    }
+    if (!expected) continue;
+    assert.throws(
+      () => parseChatRequest(body),
+      (error: unknown) => error instanceof InferaError && error.message === expected.message && error.param === expected.param,
+      `same 400 as the schema's for ${JSON.stringify(body)}: ${expected.message}`,
+    );
+  }
+  // Declined bodies still get the schema's answer: a 400 naming the field, or the full parse.
+  rejects({ ...base, messages: [] }, 'messages', /at least one message/);
+  rejects({ ...base, temperature: 2.5 }, 'temperature');
+  assert.equal(parse({ tools: [] }).options.tools, undefined);
 });

@@ -34,7 +34,7 @@ import {
   TOOL_NAME_PATTERN,
   TOOL_NAME_RULE,
 } from '../../spec/chat.ts';
-import { FORWARDED_FIELDS, numberBetween, parseBody, unknownFields } from '../common/validation.ts';
+import { FORWARDED_FIELDS, isJsonObject, numberBetween, parseBody, unknownFields } from '../common/validation.ts';
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../../config/requests.ts';
 import { checkJsonSchema } from './json-schema-check.ts';
 import { keepAliveField } from '../common/keep-alive.ts';
@@ -178,10 +178,11 @@ const responseFormat = z.discriminatedUnion(
 );
 
 const positiveInt = z.number().int().min(1, { error: 'must be >= 1' });
+const NO_MESSAGES = 'must contain at least one message';
 
 export const chatRequestSchema = z.object({
   model: z.string().min(1),
-  messages: z.array(message).min(1, { error: 'must contain at least one message' }),
+  messages: z.array(message).min(1, { error: NO_MESSAGES }),
   stream: opt(z.boolean()),
   stream_options: opt(z.object({ include_usage: opt(z.boolean()) })),
   max_tokens: opt(positiveInt),
@@ -473,13 +474,113 @@ function refuseUnsupported(body: WireChatRequest): void {
   }
 }
 
+const isNullish = (value: unknown): value is null | undefined => value === null || value === undefined;
+const between = (min: number, max: number) => (value: unknown) => isNullish(value) || (typeof value === 'number' && value >= min && value <= max);
+const safeInt = (min: number) => (value: unknown) => isNullish(value) || (Number.isSafeInteger(value) && (value as number) >= min);
+const PLAIN_ROLES: ReadonlySet<unknown> = new Set(['system', 'developer', 'user', 'assistant']);
+
+/** The fields plainChatBody checks itself, each with the schema's own rule for a plain value. */
+const PLAIN_FIELDS: Readonly<Record<string, (value: unknown) => boolean>> = {
+  model: (value) => typeof value === 'string' && value.length > 0,
+  messages: (value) => {
+    if (!Array.isArray(value) || value.length === 0) return false;
+    for (const message of value) {
+      if (typeof message !== 'object' || message === null || Array.isArray(message)) return false;
+      let keys = 0;
+      for (const key in message) {
+        if (key !== 'role' && key !== 'content') return false;
+        keys += 1;
+      }
+      if (keys !== 2 || !PLAIN_ROLES.has(message.role) || typeof message.content !== 'string') return false;
+    }
+    return true;
+  },
+  stream: (value) => isNullish(value) || typeof value === 'boolean',
+  stream_options: (value) => {
+    if (isNullish(value)) return true;
+    if (typeof value !== 'object' || Array.isArray(value)) return false;
+    for (const key in value) if (key !== 'include_usage') return false;
+    const include = (value as { include_usage?: unknown }).include_usage;
+    return isNullish(include) || typeof include === 'boolean';
+  },
+  max_tokens: safeInt(1),
+  max_completion_tokens: safeInt(1),
+  temperature: between(0, 2),
+  top_p: between(0, 1),
+  n: safeInt(Number.MIN_SAFE_INTEGER),
+  seed: safeInt(Number.MIN_SAFE_INTEGER),
+  user: (value) => isNullish(value) || typeof value === 'string',
+};
+
+/**
+ * The common body (text messages of the four plain roles, the usual sampling fields, any vendor
+ * extension) checked by hand; undefined for anything else, which the schema then parses and, when
+ * wrong, names the field of. Why: zod's parse of the whole schema cost 10–19 µs of CPU for a
+ * one-message body, a third of what the server spent on such a request besides the model. What this
+ * accepts the schema accepts unchanged (no defaults or transforms apply to these fields, unknown fields
+ * are never read from the parsed body), so both paths give parseChatRequest the same values
+ * (request.test.ts compares them).
+ */
+export function plainChatBody(body: unknown): WireChatRequest | undefined {
+  const checked = checkPlainChatBody(body);
+  return checked === true ? (body as WireChatRequest) : undefined;
+}
+
+/**
+ * true: a plain body. A field name: a body the hand check reads whole, wrong in that one field only
+ * (so the schema's first issue is that field's). undefined: anything else.
+ */
+function checkPlainChatBody(body: unknown): true | string | undefined {
+  if (!isJsonObject(body)) return undefined;
+  const shape = chatRequestSchema.shape;
+  let failed: string | undefined;
+  for (const key in body) {
+    const check = Object.hasOwn(PLAIN_FIELDS, key) ? PLAIN_FIELDS[key] : undefined;
+    if (check === undefined) {
+      if (Object.hasOwn(shape, key)) return undefined;
+    } else if (!check(body[key])) {
+      if (failed !== undefined) return undefined;
+      failed = key;
+    }
+  }
+  // Both required fields present (the loop only saw what is there).
+  if (body.model === undefined || body.messages === undefined) return undefined;
+  return failed ?? true;
+}
+
+const fieldSchemas = new Map<string, z.ZodType>();
+
+/**
+ * The schema's parse, or for a body wrong in one plain field only that field's own schema: the same
+ * first issue (the one the 400 names) at half the cost (`messages: []`: 15.7 → 7.8 µs of CPU), so a
+ * refused body costs little more than an accepted one.
+ */
+function parseChatBody(body: unknown): WireChatRequest {
+  const checked = checkPlainChatBody(body);
+  if (checked === true) return body as WireChatRequest;
+  // The commonest refusal of a plain body, answered as the schema words it without a parse (zod's
+  // failing parse of the field alone still cost 7.8 µs against 0.9 for a whole accepted body).
+  if (checked === 'messages' && Array.isArray((body as { messages: unknown }).messages) && (body as { messages: unknown[] }).messages.length === 0)
+    throw badRequest(`messages: ${NO_MESSAGES}`, 'messages');
+  if (checked !== undefined) {
+    let schema = fieldSchemas.get(checked);
+    if (!schema) {
+      schema = z.object({ [checked]: chatRequestSchema.shape[checked as keyof typeof chatRequestSchema.shape] });
+      fieldSchemas.set(checked, schema);
+    }
+    // Throws the field's 400; should the field's schema accept what the hand check did not, the whole schema decides.
+    parseBody(schema, { [checked]: (body as Record<string, unknown>)[checked] });
+  }
+  return parseBody(chatRequestSchema, body);
+}
+
 /**
  * Validate a chat-completions body and turn it into engine call options (all but the signal).
  * Throws InferaError 400 with `param` naming the first offending field. The model id is not
  * resolved here (the serving layer answers unknown models).
  */
 export function parseChatRequest(body: unknown, limits: RequestLimits = DEFAULT_REQUEST_LIMITS): ParsedChatRequest {
-  const wire = parseBody(chatRequestSchema, body);
+  const wire = parseChatBody(body);
   refuseUnsupported(wire);
   checkCaps(wire, limits);
 
