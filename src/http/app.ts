@@ -12,7 +12,6 @@ import type { RequestContext, ServeResult, Services } from '../serving/context.t
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerApiRoutes } from './routes/index.ts';
 import { registerImageFileRoutes } from './routes/images.ts';
-import { installBodyScope } from './body-scope.ts';
 import { registerCors } from './cors.ts';
 import { modelOf, registerOperationRoutes, requestObserver } from './observe.ts';
 import { registerDocs, registerOpenApi } from './openapi.ts';
@@ -68,7 +67,6 @@ export type InferaApp = Awaited<ReturnType<typeof buildApp>>;
 export async function buildApp(services: Services) {
   const { config, logger } = services;
   const events = edgeEvents(logger, (reason) => services.metrics.edgeCut(reason));
-  installBodyScope();
   const app = Fastify({
     loggerInstance: logger,
     disableRequestLogging: true,
