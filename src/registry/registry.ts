@@ -187,7 +187,10 @@ export class ModelRegistry {
       const primary = group[0]!;
       this.primaries.push(primary);
       for (const slot of group) for (const name of [slot.config.id, ...slot.config.aliases]) this.byName.set(name.toLowerCase(), primary);
-      if (group.length > 1) {
+      // An upstream served alone is routed too: one deployment gets what several get (active health
+      // checks, the circuit breaker, its concurrency cap, 503 + Retry-After while it is down or full)
+      // instead of every request waiting for its connect timeout. In-process models alone need none of it.
+      if (group.length > 1 || this.engineOf(primary.config)?.remote?.(primary.config)) {
         const router = new Router(
           primary.config.id,
           primary.config.type,
@@ -223,7 +226,7 @@ export class ModelRegistry {
     return this.primaries;
   }
 
-  /** The state of every model id served by several deployments. */
+  /** The state of every routed model id: several deployments, or one upstream served alone. */
   routing(): RouterSnapshot[] {
     return [...this.routers.values()].map((router) => router.snapshot());
   }

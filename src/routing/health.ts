@@ -6,6 +6,8 @@ import type { Agent } from 'undici';
 import type { RoutingOptions } from './config.ts';
 import type { Deployment } from './deployment.ts';
 
+export const HEALTH_CHECK_AGENT = 'infera-health-check';
+
 export interface HealthTarget {
   deployment: Deployment;
   url: string;
@@ -58,6 +60,8 @@ export class HealthChecker {
       this.agent ??= new Agent({ connections: 1, keepAliveTimeout: 10_000, connect: { timeout: this.options.healthCheckTimeoutSeconds * 1000 } });
       const response = await request(url, {
         dispatcher: this.agent,
+        // Says what it is in the upstream's access log (and lets a test's fake upstream tell checks from traffic).
+        headers: { 'user-agent': HEALTH_CHECK_AGENT },
         signal: AbortSignal.timeout(this.options.healthCheckTimeoutSeconds * 1000),
         headersTimeout: this.options.healthCheckTimeoutSeconds * 1000,
       });
