@@ -556,3 +556,32 @@ describe('routing: an upstream served alone', () => {
     }
   });
 });
+
+test('models served alone by one upstream share its health check: one GET per interval, not one per model', async () => {
+  const shared = await upstream('shared');
+  let checks = 0;
+  shared.route('GET', '/v1/models', (_request, response) => {
+    checks++;
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.end('{"object":"list","data":[]}');
+  });
+  const server = await startTestServer({
+    config: {
+      server: { adminKey: ADMIN },
+      routing: { healthCheckIntervalSeconds: 0.2, healthCheckTimeoutSeconds: 0.5 },
+      models: ['one', 'two', 'three', 'four'].map((id) => on(id, shared)),
+    },
+  });
+  try {
+    const start = checks;
+    await sleep(1000);
+    const sent = checks - start;
+    // Four routers, each ticking five times a second: 20 GETs unshared; shared, about five.
+    assert.ok(sent >= 2 && sent <= 9, `${sent} health checks in 1 s for four models on one upstream`);
+    for (const id of ['one', 'four']) assert.equal((await deployments(server, id)).deployments[0].healthy, true);
+    assert.equal(answerOf(await http(server.baseURL, '/chat/completions', { body: chat('three') })), 'shared');
+  } finally {
+    await server.close();
+    await shared.close();
+  }
+});
