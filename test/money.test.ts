@@ -24,6 +24,7 @@ const databaseUrl = process.env.DATABASE_URL;
 interface LedgerRow {
   model: string;
   requested_model: string | null;
+  endpoint: string;
   prompt_tokens: number;
   completion_tokens: number;
   status: number;
@@ -181,6 +182,28 @@ for (const backend of [sqliteBackend, postgresBackend]) {
       // Refused requests cost nothing, even those refused once the model had counted their prompt.
       for (const row of rows.filter((row) => row.status === 403)) assert.deepEqual([row.cost_micro, row.prompt_tokens], [0, 0]);
       console.error(`# ${backend.name}: 0.3, 32 concurrent × max_tokens 8: ${served} served, ${32 - served} refused, balance ${start} → ${end}`);
+    });
+
+    test('text completions, a balance that covers some: served ones charged exactly, refused ones free (prompt included), never below zero', async () => {
+      const { id, secret } = await account('0.3');
+      const start = await balanceOf(id);
+      // Loaded first, so every request takes the loaded-model path (the balance taken once the prompt is counted).
+      assert.equal((await post(secret, chatBody())).status, 200);
+      const afterWarmup = await balanceOf(id);
+      const results = await Promise.all(
+        Array.from({ length: 32 }, () =>
+          http(server.baseURL, '/completions', { body: { model: CHAT, prompt: 'count to ten', max_tokens: 8 }, headers: { authorization: `Bearer ${secret}` } }),
+        ),
+      );
+      const served = results.filter((r) => r.status === 200).length;
+      assert.ok(served > 0 && served < 32, `served ${served} of 32`);
+      assert.deepEqual([...new Set(results.map((r) => r.status))].sort(), [200, 403]);
+      for (const r of results.filter((r) => r.status === 403)) assert.equal(r.json.code, 30001, r.text);
+      const { end, rows } = await checkBooks(id, start);
+      assert.ok(end < afterWarmup);
+      const completions = rows.filter((row) => row.endpoint === 'completions');
+      assert.equal(completions.filter((row) => row.status === 200).length, served);
+      for (const row of completions.filter((row) => row.status === 403)) assert.deepEqual([row.cost_micro, row.prompt_tokens], [0, 0]);
     });
 
     test('8 concurrent requests with n: 8 reserve 8 completions each', async () => {

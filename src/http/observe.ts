@@ -94,7 +94,7 @@ export const readinessSchema = z.object({
     deployments: z
       .object({
         status: check,
-        models: z.number().int().describe('Model ids served by several deployments (routing).'),
+        models: z.number().int().describe('Routed model ids: served by several deployments, or by one upstream alone (routing).'),
         unavailable: z.number().int().describe('Routed models with no healthy deployment (every one unhealthy or ejected).'),
       })
       .optional()
@@ -110,7 +110,7 @@ type Readiness = z.infer<typeof readinessSchema>;
 
 /**
  * Can this server serve? No configured model failed to load, every preloaded model has loaded once, every
- * model served by several deployments has a healthy one, the store
+ * routed model (several deployments, or an upstream alone) has a healthy one, the store
  * answered its last heartbeat, and the counter store answers (or fails open). Reads state only:
  * cheap enough for a probe every second.
  */

@@ -15,6 +15,7 @@ import { loadInEngineProcess } from '../engines/runner/host.ts';
 import { InferaError, modelNotFound } from '../errors/index.ts';
 import type { AnyModel, LoadedModel, ChatModel, EmbeddingModel, RerankModel, ImageModel, ImageLimits } from '../spec/index.ts';
 import { routingSchema, type RoutingOptions } from '../routing/config.ts';
+import { SharedProbes } from '../routing/health.ts';
 import { Router, type RouterSnapshot, type RoutingMetrics } from '../routing/router.ts';
 
 export type ModelState = 'unloaded' | 'loading' | 'ready' | 'failed';
@@ -141,6 +142,13 @@ export class ModelRegistry {
   private readonly primaries: Slot[] = [];
   /** Model ids with several entries (deployments), by their first entry. */
   private readonly routers = new Map<Slot, Router>();
+  /** Health checks by URL for every router here: the models of one upstream share one check. */
+  private probes?: SharedProbes;
+
+  private sharedProbes(routing: RoutingOptions): SharedProbes {
+    this.probes ??= new SharedProbes(routing);
+    return this.probes;
+  }
   private readonly byName = new Map<string, Slot>();
   private readonly engines: EngineTable;
   private readonly logger: Logger;
@@ -183,18 +191,23 @@ export class ModelRegistry {
       if (group) group.push(slot);
       else groups.set(key, [slot]);
     }
+    const routing = options.routing ?? routingSchema.parse({});
     for (const group of groups.values()) {
       const primary = group[0]!;
       this.primaries.push(primary);
       for (const slot of group) for (const name of [slot.config.id, ...slot.config.aliases]) this.byName.set(name.toLowerCase(), primary);
-      if (group.length > 1) {
+      // An upstream served alone is routed too: one deployment gets what several get (active health
+      // checks, the circuit breaker, its concurrency cap, 503 + Retry-After while it is down or full)
+      // instead of every request waiting for its connect timeout. In-process models alone need none of it.
+      if (group.length > 1 || this.engineOf(primary.config)?.remote?.(primary.config)) {
         const router = new Router(
           primary.config.id,
           primary.config.type,
           group.map((slot) => this.deploymentSource(slot)),
-          options.routing ?? routingSchema.parse({}),
+          routing,
           options.logger,
           options.routingMetrics,
+          this.sharedProbes(routing),
         );
         this.routers.set(primary, router);
         router.start();
@@ -223,7 +236,7 @@ export class ModelRegistry {
     return this.primaries;
   }
 
-  /** The state of every model id served by several deployments. */
+  /** The state of every routed model id: several deployments, or one upstream served alone. */
   routing(): RouterSnapshot[] {
     return [...this.routers.values()].map((router) => router.snapshot());
   }
@@ -648,6 +661,7 @@ export class ModelRegistry {
       this.cancelExpiry(slot);
     }
     await Promise.all([...this.routers.values()].map((router) => router.stop()));
+    await this.probes?.close();
     this.shutdown.abort(new InferaError({ status: 503, message: 'Server is shutting down.', retryAfter: 5 }));
     // Disposing a model under a running request frees native memory the request is still using.
     const deadline = Date.now() + leaseWaitMs;

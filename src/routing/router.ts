@@ -13,7 +13,7 @@ import type { AnyModel } from '../spec/index.ts';
 import { Balancer } from './balancer.ts';
 import type { RoutingOptions } from './config.ts';
 import { Deployment, type DeploymentSnapshot, type Outcome } from './deployment.ts';
-import { HealthChecker, type HealthTarget } from './health.ts';
+import { HealthChecker, type HealthTarget, type SharedProbes } from './health.ts';
 import { routedModel } from './models.ts';
 
 /** What the registry gives the router for each entry of the model id. */
@@ -95,6 +95,8 @@ export class Router {
     readonly options: RoutingOptions,
     private readonly logger: Logger,
     private readonly metrics?: RoutingMetrics,
+    /** The server's health checks by URL, shared among its routers (./health.ts). */
+    probes?: SharedProbes,
   ) {
     const taken = new Set(sources.map((source) => source.config.deployment.name).filter((name) => name !== undefined));
     const targets: HealthTarget[] = [];
@@ -114,7 +116,7 @@ export class Router {
       return deployment;
     });
     this.balancer = new Balancer(this.deployments);
-    this.checker = new HealthChecker(targets, options, logger.child({ model: id }));
+    this.checker = new HealthChecker(targets, options, logger.child({ model: id }), undefined, probes);
   }
 
   start(): void {

@@ -461,3 +461,127 @@ describe('routing: circuit breaker and health checks', () => {
     }
   });
 });
+
+describe('routing: an upstream served alone', () => {
+  let lone: Awaited<ReturnType<typeof upstream>>;
+  let server: TestServer;
+  before(async () => {
+    lone = await upstream('lone');
+    server = await startTestServer({
+      config: {
+        server: { adminKey: ADMIN },
+        routing: { healthCheckIntervalSeconds: 0.2, healthCheckTimeoutSeconds: 0.5, failureThreshold: 2, cooldownSeconds: 0.6 },
+        models: [on('alone', lone, { name: 'lone', maxConcurrent: 1 })],
+      },
+    });
+  });
+  after(async () => {
+    await server?.close();
+    await lone?.close();
+  });
+  const working = () =>
+    lone.route('POST', '/v1/chat/completions', (request, response) => (request.body.stream ? streamed(response, ['lone']) : completion(response, 'lone')));
+
+  test('its cap, its circuit breaker and its health check answer 503 + Retry-After without calling it, as for several deployments', async () => {
+    const state = await deployments(server, 'alone');
+    assert.equal(state.deployments.length, 1);
+    assert.equal(state.deployments[0].name, 'lone');
+    assert.equal(state.deployments[0].maxConcurrent, 1);
+
+    // Cap: one request held upstream fills it; the next is refused at once.
+    const release: (() => void)[] = [];
+    lone.route('POST', '/v1/chat/completions', async (_request, response) => {
+      await new Promise<void>((resolve) => release.push(resolve));
+      completion(response, 'lone');
+    });
+    try {
+      const held = http(server.baseURL, '/chat/completions', { body: chat('alone') });
+      await waitFor('the held request upstream', async () => release.length === 1);
+      const full = await http(server.baseURL, '/chat/completions', { body: chat('alone') });
+      assert.equal(full.status, 503, full.text);
+      assert.equal(full.json.error.code, 'deployments_unavailable');
+      assert.ok(Number(full.headers.get('retry-after')) >= 1);
+      assert.match(full.json.error.message, /lone: full/);
+      assert.equal(release.length, 1, 'the refused request never reached the upstream');
+      release[0]!();
+      assert.equal(answerOf(await held), 'lone');
+    } finally {
+      for (const resolve of release) resolve();
+      working();
+    }
+
+    // Breaker: two failures (each told to the client as the upstream's fault), then it is ejected.
+    lone.route('POST', '/v1/chat/completions', (_request, response) => {
+      response.writeHead(500, { 'content-type': 'application/json' });
+      response.end('{"error":{"message":"engine crashed"}}');
+    });
+    try {
+      for (let i = 0; i < 2; i++) assert.equal((await http(server.baseURL, '/chat/completions', { body: chat('alone') })).status, 502);
+      const before = lone.chats();
+      const ejected = await http(server.baseURL, '/chat/completions', { body: chat('alone') });
+      assert.equal(ejected.status, 503, ejected.text);
+      assert.match(ejected.json.error.message, /lone: ejected/);
+      assert.ok(Number(ejected.headers.get('retry-after')) >= 1);
+      assert.equal(lone.chats(), before, 'an ejected upstream gets no request');
+      // After the cooldown, one probe: it answers, and the breaker closes.
+      working();
+      await waitFor('the half-open probe to pass', async () => (await http(server.baseURL, '/chat/completions', { body: chat('alone') })).status === 200);
+      assert.equal((await deployments(server, 'alone')).deployments[0].breaker, 'closed');
+    } finally {
+      working();
+    }
+
+    // Health check: a failing one takes it out (503, nothing sent, /ready says so); a passing one brings it back.
+    const models = (status: number) =>
+      lone.route('GET', '/v1/models', (_request, response) => {
+        response.writeHead(status, { 'content-type': 'application/json' });
+        response.end(status === 200 ? '{"object":"list","data":[]}' : '{"error":{"message":"loading"}}');
+      });
+    try {
+      models(503);
+      await waitFor('unhealthy', async () => (await deployments(server, 'alone')).deployments[0].healthy === false);
+      const before = lone.chats();
+      const down = await http(server.baseURL, '/chat/completions', { body: chat('alone', { stream: true }) });
+      assert.equal(down.status, 503, down.text);
+      assert.match(down.json.error.message, /lone: unhealthy/);
+      assert.equal(lone.chats(), before);
+      assert.equal((await http(server.url, '/ready')).status, 503);
+      models(200);
+      await waitFor('healthy again', async () => (await http(server.url, '/ready')).status === 200);
+      const events = sseEvents((await http(server.baseURL, '/chat/completions', { body: chat('alone', { stream: true }) })).text);
+      assert.equal(events.at(-1), '[DONE]');
+      assert.match(events.join('\n'), /"content":"lone"/);
+    } finally {
+      models(200);
+    }
+  });
+});
+
+test('models served alone by one upstream share its health check: one GET per interval, not one per model', async () => {
+  const shared = await upstream('shared');
+  let checks = 0;
+  shared.route('GET', '/v1/models', (_request, response) => {
+    checks++;
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.end('{"object":"list","data":[]}');
+  });
+  const server = await startTestServer({
+    config: {
+      server: { adminKey: ADMIN },
+      routing: { healthCheckIntervalSeconds: 0.2, healthCheckTimeoutSeconds: 0.5 },
+      models: ['one', 'two', 'three', 'four'].map((id) => on(id, shared)),
+    },
+  });
+  try {
+    const start = checks;
+    await sleep(1000);
+    const sent = checks - start;
+    // Four routers, each ticking five times a second: 20 GETs unshared; shared, about five.
+    assert.ok(sent >= 2 && sent <= 9, `${sent} health checks in 1 s for four models on one upstream`);
+    for (const id of ['one', 'four']) assert.equal((await deployments(server, id)).deployments[0].healthy, true);
+    assert.equal(answerOf(await http(server.baseURL, '/chat/completions', { body: chat('three') })), 'shared');
+  } finally {
+    await server.close();
+    await shared.close();
+  }
+});

@@ -33,6 +33,10 @@ export async function serveCompletion(services: Services, context: RequestContex
     estimatedTokens: promptEstimate + maxTokens * choices,
     images: 0,
     worstCase: { promptTokens: promptEstimate, completionTokens: Math.min(maxTokens, contextSize) * choices, images: 0, documents: 0 },
+    // As for chat: on a loaded model the balance is taken once, by the resize below, once the prompts
+    // are counted (one SQLite write fewer per request); not loaded, it is reserved here, so a request
+    // refused for its balance never waits for or causes a load.
+    deferReservation: entry.state === 'ready',
   });
   let promptTokens = 0;
   let lease: ModelLease<ChatModel> | undefined;
@@ -53,16 +57,18 @@ export async function serveCompletion(services: Services, context: RequestContex
       throw badRequest(`model: "${request.model}" serves chat only; its engine cannot run text completions.`, 'model', 'unsupported_model');
     // One options object per choice: prompt p's choice i is choice p * n + i.
     const perChoice: CompletionCallOptions[] = [];
+    let counted = 0;
     for (const [p, prompt] of request.prompts.entries()) {
       refuseUnfittablePrompt(model, prompt, request.options.suffix, limits.maxCharsPerToken, request.prompts.length > 1 ? `prompt[${p}]` : 'prompt');
       const options: CompletionCallOptions = { ...request.options, prompt, signal: context.signal };
-      promptTokens += await model.checkCompletion(options).catch((error: unknown) => {
+      counted += await model.checkCompletion(options).catch((error: unknown) => {
         throw request.prompts.length > 1 ? ofPrompt(error, p) : error;
       });
       for (let i = 0; i < request.n; i++) perChoice.push(choiceOptions(options, i));
     }
-    // Nothing ran yet: a refusal here leaves a free row.
-    await admission.resize({ promptTokens, completionTokens: maxTokens * choices, images: 0, documents: 0 });
+    // Nothing ran yet: a refusal here leaves a free row, prompt included (counted is not yet promptTokens).
+    await admission.resize({ promptTokens: counted, completionTokens: maxTokens * choices, images: 0, documents: 0 });
+    promptTokens = counted;
     if (!request.stream) {
       const called = performance.now();
       const results = await Promise.all(perChoice.map((options) => model.doComplete(options)));

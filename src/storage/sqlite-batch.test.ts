@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { sqliteMigrations } from './migrations.ts';
 import { SqliteStore } from './sqlite-store.ts';
 import type { LedgerRow, Reservation } from './types.ts';
 
@@ -117,3 +118,37 @@ test('checkpoints run off the event loop once a second: ledger rows reach the da
     assert.ok(statSync(path).size > before, 'no checkpoint within 5 s');
     assert.equal((store as unknown as { checkpointer?: unknown }).checkpointer !== undefined, true, 'checkpoints run on a worker thread');
   }));
+
+test('migration 4 (reservations WITHOUT ROWID) keeps the reservations a version-3 file held: they settle and come back as before', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-sqlite-v3-'));
+  const path = join(dir, 'infera.db');
+  try {
+    // A file as version 3 left it: migrations 1–3 only, one live and one orphaned reservation held.
+    const old = new Database(path);
+    old.exec('CREATE TABLE infera_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+    for (const migration of sqliteMigrations.filter((m) => m.version <= 3)) {
+      old.exec(migration.sql);
+      old.prepare('INSERT INTO infera_migrations VALUES (?, ?, ?)').run(migration.version, migration.name, Date.now());
+    }
+    old.exec(`INSERT INTO accounts VALUES ('acct', 'acct', 700, 0);
+      INSERT INTO instances VALUES ('inst_test', ${Date.now()}), ('inst_dead', 0);
+      INSERT INTO reservations VALUES ('res_live', 'acct', 200, 'inst_test', 'req_live', 0), ('res_dead', 'acct', 100, 'inst_dead', 'req_dead', 0);`);
+    old.close();
+
+    const store = new SqliteStore(path);
+    try {
+      const table = new Database(path, { readonly: true });
+      assert.match(table.prepare<[], string>("SELECT sql FROM sqlite_master WHERE name = 'reservations'").pluck().get()!, /WITHOUT ROWID/);
+      table.close();
+      // The dead server's reservation comes back; the live one stays held until its row settles it.
+      assert.deepEqual(await store.releaseStale(Date.now() - 60_000), { reservations: 1, micro: 100 });
+      await store.appendLedger([row('req_live', 'res_live', 30)]);
+      assert.equal((await store.getAccount('acct'))!.balanceMicro, 700 + 100 + 200 - 30);
+      assert.deepEqual(await store.releaseStale(Date.now() + 60_000), { reservations: 0, micro: 0 });
+    } finally {
+      await store.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

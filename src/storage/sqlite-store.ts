@@ -187,6 +187,8 @@ export class SqliteStore implements PlatformStore {
       listKeysOf: db.prepare<[string], KeyRow>('SELECT * FROM api_keys WHERE account_id = ? ORDER BY created_at, id'),
       revokeKey: db.prepare<[string]>('UPDATE api_keys SET disabled = 1 WHERE id = ?'),
       account: db.prepare<[string], AccountRow>('SELECT * FROM accounts WHERE id = ?'),
+      // The balance alone, as a number: what a reservation answers with (no row object to build).
+      balance: db.prepare<[string], number>('SELECT balance_micro FROM accounts WHERE id = ?').pluck(),
       insertAccount: db.prepare<[string, string, number]>(
         'INSERT INTO accounts (id, name, balance_micro, created_at) VALUES (?, ?, 0, ?) ON CONFLICT (id) DO NOTHING',
       ),
@@ -242,10 +244,10 @@ export class SqliteStore implements PlatformStore {
     this.reserveBalance = (reservation: Reservation): ReserveResult => {
       const taken = this.statements.take.run({ amount: reservation.amountMicro, id: reservation.accountId }).changes > 0;
       if (taken) this.statements.insertReservation.run(reservation);
-      return { ok: taken, balanceMicro: this.statements.account.get(reservation.accountId)?.balance_micro ?? 0 };
+      return { ok: taken, balanceMicro: this.statements.balance.get(reservation.accountId) ?? 0 };
     };
     this.resizeBalance = (id: string, accountId: string, delta: number): ReserveResult => {
-      const balance = () => this.statements.account.get(accountId)?.balance_micro ?? 0;
+      const balance = () => this.statements.balance.get(accountId) ?? 0;
       if (delta === 0 || !this.statements.hasReservation.get(id)) return { ok: true, balanceMicro: balance() };
       if (this.statements.take.run({ amount: delta, id: accountId }).changes === 0) return { ok: false, balanceMicro: balance() };
       this.statements.growReservation.run(delta, id);

@@ -332,9 +332,15 @@ export class RemoteChatModel implements ChatModel {
     }
   }
 
+  /**
+   * The JSON request checkPrompt built, for the doGenerate that follows with the same options object
+   * (serving checks the prompt, then generates): the body is built once per request, not twice.
+   */
+  private readonly prepared = new WeakMap<object, { path: string; body: Json }>();
+
   /** The request the upstream will get (refusing what it cannot honour), and an estimate of the prompt's tokens for admission. */
   async checkPrompt(options: ChatCallOptions): Promise<number> {
-    this.request(options, false);
+    this.prepared.set(options, this.request(options, false));
     const texts: string[] = [JSON.stringify(options.tools ?? [])];
     for (const message of options.messages) {
       if (typeof message.content === 'string') texts.push(message.content);
@@ -352,8 +358,10 @@ export class RemoteChatModel implements ChatModel {
   }
 
   async doGenerate(options: ChatCallOptions): Promise<ChatResult> {
-    const { signal, ...rest } = options;
-    const { path, body } = this.request(rest, false);
+    const { signal } = options;
+    const prepared = this.prepared.get(options);
+    if (prepared) this.prepared.delete(options);
+    const { path, body } = prepared ?? this.request(options, false);
     let answer = await this.upstream.json(path, body, signal);
     if (this.native) answer = this.dialect.native!.chatAnswer(answer, false);
     return this.result(answer, options);

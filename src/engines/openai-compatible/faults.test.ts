@@ -36,7 +36,10 @@ describe('openai-compatible: upstream faults', () => {
       remoteModel('brief', 'chat', 'openai', { timeouts: { ...TIMEOUTS, totalSeconds: 1 } }),
       remoteModel('embed', 'embedding', 'tei', { baseUrl: url, timeouts: TIMEOUTS }),
       remoteModel('rerank', 'reranker', 'infinity', { baseUrl: url, timeouts: TIMEOUTS }),
-    ]);
+      // These tests are about how each fault is told to the client, one after another on the same
+      // upstream: no circuit breaker or health check in between (a lone upstream is routed, and three
+      // faults in a row would eject it: src/routing/routing.test.ts tests that).
+    ], { routing: { healthCheckIntervalSeconds: 0, failureThreshold: 1000 } });
   });
   after(() => gateway.close());
 

@@ -1,7 +1,8 @@
 // Builds the model object for one entry: the shared pool for its origin, its dialect's routes, and what
 // the upstream says about the model when the entry does not (context size). Nothing here fails because
 // the upstream is down: a remote model is "loaded" without a request, and an upstream that is down fails
-// each request with a 502 instead of parking the model in load-failure backoff.
+// each request with a 502 (503 + Retry-After once the router's health check or breaker takes it out)
+// instead of parking the model in load-failure backoff.
 import type { Logger } from 'pino';
 import { imageLimitsOf } from '../../spec/image.ts';
 import type { LoadedModel } from '../../spec/index.ts';

@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { HEALTH_CHECK_AGENT } from '../../../routing/health.ts';
 
 export const FIXTURES = fileURLToPath(new URL('../fixtures/', import.meta.url));
 
@@ -66,6 +67,14 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
       body = text;
     }
     const record: SeenRequest = { method: request.method ?? 'GET', path, headers: request.headers, body };
+    // The gateway's active health checks (src/routing/health.ts) are not what the engine sent: they
+    // are answered (by the test's route for the path, else 200) but not recorded.
+    if (request.headers['user-agent'] === HEALTH_CHECK_AGENT) {
+      const route = routes.get(`${record.method} ${path.split('?')[0]}`);
+      if (route) return void (await Promise.resolve(route(record, response)).catch(() => response.destroy()));
+      response.writeHead(200, { 'content-type': 'application/json' });
+      return void response.end('{"object":"list","data":[]}');
+    }
     seen.push(record);
     response.on('close', () => {
       if (!response.writableFinished) closedEarly.push(path);
