@@ -101,7 +101,12 @@ for (const runner of ['ffi', 'node-llama-cpp'] as const) {
       assert.equal(finish?.type, 'finish');
       assert.equal(parts.filter((part) => part.type === 'finish').length, 1);
       assert.equal(parts.map((part) => (part.type === 'text-delta' ? part.text : '')).join(''), result.text);
-      assert.deepEqual(finish.type === 'finish' && finish.usage, result.usage);
+      assert.ok(finish.type === 'finish');
+      const { cachedPromptTokens, ...counts } = finish.usage;
+      assert.deepEqual(counts, { promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens });
+      // The same prompt again: the FFI runner's prompt cache holds all of it but the last token
+      // (node-llama-cpp's engine reports none).
+      if (cachedPromptTokens !== undefined) assert.equal(cachedPromptTokens, counts.promptTokens - 1);
       assert.equal(chat.slots.active, 0);
     });
 
