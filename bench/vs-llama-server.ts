@@ -32,7 +32,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { postJson } from './http-post.ts';
-import { treeCpuJiffies } from './proc-cpu.ts';
+import { treeCpuJiffies, treeCpuNs } from './proc-cpu.ts';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -352,6 +352,11 @@ interface DecodeRun {
   tps: number;
   /** Median time to first token over the streams, ms. */
   ttft: number;
+  /**
+   * The server's CPU time (its whole process tree, every thread) per generated token, µs: steadier than
+   * t/s on a shared box, and it shows where a server spends more (spinning pool threads included).
+   */
+  cpuUs: number;
   promptTokens: number;
   /**
    * Some stream's tokens arrived in fewer than half as many reads as tokens: the client was starved of CPU
@@ -361,13 +366,16 @@ interface DecodeRun {
 }
 
 async function decodeRun(server: Server, streams: number, sampling: Sampling): Promise<DecodeRun> {
+  const cpu0 = treeCpuNs(server.child.pid!);
   const results = await Promise.all(Array.from({ length: streams }, () => chatStream(server, sampling)));
+  const cpuNs = treeCpuNs(server.child.pid!) - cpu0;
   const decodeStart = Math.min(...results.map((r) => r.first));
   const end = Math.max(...results.map((r) => r.last));
   const generated = results.reduce((sum, r) => sum + r.generated, 0);
   return {
     tps: generated / ((end - decodeStart) / 1000),
     ttft: median(results.map((r) => r.first - r.start)),
+    cpuUs: cpuNs / 1000 / generated,
     promptTokens: results[0]!.promptTokens,
     starved: results.some((r) => r.events < r.generated / 2),
   };
@@ -484,6 +492,8 @@ interface DecodeCell {
   llama: Sample[];
   inferaTtft: number[];
   llamaTtft: number[];
+  inferaCpu: number[];
+  llamaCpu: number[];
   batched: Sample[];
   loads: number[];
 }
@@ -503,7 +513,7 @@ async function decodeGroup(kind: BenchModelKind, threads: number, samplings: Sam
         for (const streams of streamCounts) {
           const key = `${sampling}/${streams}`;
           if (!cells.has(key)) {
-            const cell: DecodeCell = { model: kind, threads, streams, sampling, infera: [], llama: [], inferaTtft: [], llamaTtft: [], batched: [], loads: [] };
+            const cell: DecodeCell = { model: kind, threads, streams, sampling, infera: [], llama: [], inferaTtft: [], llamaTtft: [], inferaCpu: [], llamaCpu: [], batched: [], loads: [] };
             cells.set(key, cell);
             // Listed at once, so an interrupted run still reports the rounds it finished.
             decodeCells.push(cell);
@@ -522,10 +532,12 @@ async function decodeGroup(kind: BenchModelKind, threads: number, samplings: Sam
             (server.name === 'infera' ? cell.infera : cell.llama).push({ value: value.tps, busy, others, starved: value.starved });
             // A bulk read delays the first token too: NaN, left out of the median.
             (server.name === 'infera' ? cell.inferaTtft : cell.llamaTtft).push(value.starved ? Number.NaN : value.ttft);
+            (server.name === 'infera' ? cell.inferaCpu : cell.llamaCpu).push(value.cpuUs);
           }
           console.log(
             `round ${round + 1} ${sampling} ${streams} stream(s): ${label} ${cell.infera.at(-1)!.value.toFixed(1)} t/s, llama-server ${cell.llama.at(-1)!.value.toFixed(1)} t/s, ` +
-              `TTFT ${cell.inferaTtft.at(-1)!.toFixed(0)} / ${cell.llamaTtft.at(-1)!.toFixed(0)} ms, others ${Math.max(cell.infera.at(-1)!.others, cell.llama.at(-1)!.others).toFixed(2)} cores, load ${quiet.load.toFixed(2)}` +
+              `TTFT ${cell.inferaTtft.at(-1)!.toFixed(0)} / ${cell.llamaTtft.at(-1)!.toFixed(0)} ms, ` +
+              `CPU ${cell.inferaCpu.at(-1)!.toFixed(0)} / ${cell.llamaCpu.at(-1)!.toFixed(0)} µs/token, others ${Math.max(cell.infera.at(-1)!.others, cell.llama.at(-1)!.others).toFixed(2)} cores, load ${quiet.load.toFixed(2)}` +
                 `${starvedNote(cell)}`,
           );
         }
@@ -672,14 +684,17 @@ const ttftText = (xs: number[]) => {
   const usable = xs.filter((x) => !Number.isNaN(x));
   return usable.length ? median(usable).toFixed(0) : '–';
 };
+/** Medians of the servers' CPU per token, and their ratio. */
+const cpuText = (infera: number[], llama: number[]) =>
+  infera.length && llama.length ? `${median(infera).toFixed(0)} / ${median(llama).toFixed(0)} (${(median(infera) / median(llama)).toFixed(2)}×)` : '–';
 const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined ? `${(a / b).toFixed(2)}×` : '–');
 
 function report(): string {
   const lines: string[] = [];
   if (decodeCells.length) {
     lines.push(
-      `| model | threads | streams | sampling | ${label} t/s | llama-server t/s | ${label} / llama-server | batched-bench t/s | ${label} / batched-bench | TTFT ${label} / llama-server (ms) | load avg |`,
-      '|---|---|---|---|---|---|---|---|---|---|---|',
+      `| model | threads | streams | sampling | ${label} t/s | llama-server t/s | ${label} / llama-server | batched-bench t/s | ${label} / batched-bench | TTFT ${label} / llama-server (ms) | CPU µs/token ${label} / llama-server | load avg |`,
+      '|---|---|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const c of decodeCells) {
       if (!c.infera.length || !c.llama.length) continue;
@@ -688,7 +703,7 @@ function report(): string {
       const b = figure(c.batched);
       lines.push(
         `| ${c.model} | ${c.threads} | ${c.streams} | ${c.sampling} | ${i.text} | ${l.text} | **${ratio(i.value, l.value)}** | ${b.text} | ${ratio(i.value, b.value)} | ` +
-          `${ttftText(c.inferaTtft)} / ${ttftText(c.llamaTtft)} | ${Math.min(...c.loads).toFixed(2)}–${Math.max(...c.loads).toFixed(2)} |`,
+          `${ttftText(c.inferaTtft)} / ${ttftText(c.llamaTtft)} | ${cpuText(c.inferaCpu, c.llamaCpu)} | ${Math.min(...c.loads).toFixed(2)}–${Math.max(...c.loads).toFixed(2)} |`,
       );
     }
   }
