@@ -21,6 +21,7 @@
 //               each of --embed-contexts contexts (each with those threads); with --infera-engine
 //               '{"runner":"node-llama-cpp"}' it runs --embed-contexts contexts one input at a time
 //   startup     spawn → first answer, and idle RSS (whole process tree) per model
+// --llama-args '<args>' go to llama-server and llama-batched-bench (e.g. --llama-args=-nr: see docs/BENCHMARKS.md).
 // The Infera side: --infera-engine '{"runner":"ffi"}' (or INFERA_BENCH_ENGINE) is merged into every
 // llama-cpp model's `llamaCpp` options block, --infera-model '{"isolation":"none"}' (or INFERA_BENCH_MODEL)
 // into the model entry itself; --infera-bin picks another build; --label names the column.
@@ -63,6 +64,7 @@ const { values } = parseArgs({
     retries: { type: 'string', default: '2' },
     'record-busy': { type: 'boolean', default: false },
     'llama-bin': { type: 'string' },
+    'llama-args': { type: 'string', default: '' },
     'infera-bin': { type: 'string' },
     'infera-engine': { type: 'string' },
     'infera-model': { type: 'string' },
@@ -118,6 +120,9 @@ function llamaBinDir(): string {
 }
 const llamaBin = llamaBinDir();
 const llamaServer = join(llamaBin, 'llama-server');
+// Extra arguments for llama-server and llama-batched-bench alike, e.g. `-nr` (no weight repacking): on a
+// Sapphire Rapids VM the native build's AMX kernels die with SIGILL on the first prompt batch.
+const llamaArgs = list(values['llama-args']!.replace(/\s+/g, ','));
 const batchedBench = join(llamaBin, 'llama-batched-bench');
 if (!existsSync(join(root, 'dist', 'cli', 'main.js')) && !values['infera-bin']) throw new Error('dist/ is missing: run `npm run build` first');
 
@@ -240,7 +245,7 @@ function inferaConfig(setup: Setup, dataDir: string): string {
 }
 
 function llamaServerArgs(setup: Setup, port: number): string[] {
-  const common = ['-m', setup.path, '--host', '127.0.0.1', '--port', String(port), '-t', String(setup.threads), '-tb', String(setup.threads), '--no-webui'];
+  const common = ['-m', setup.path, '--host', '127.0.0.1', '--port', String(port), '-t', String(setup.threads), '-tb', String(setup.threads), '--no-webui', ...llamaArgs];
   if (setup.kind === 'chat') return [...common, '-c', String(contextPerSlot * slots), '-np', String(slots)];
   return [...common, '--embeddings', '-c', String(512 * embedSlots), '-np', String(embedSlots)];
 }
@@ -384,7 +389,9 @@ async function decodeRun(server: Server, streams: number, sampling: Sampling): P
 /** Polls with a one-token request until the server answers it; resolves with the time since `since`. */
 async function firstAnswer(server: Server, kind: Setup['kind'], since: number): Promise<number> {
   for (;;) {
-    if (server.child.exitCode !== null) throw new Error(`${server.name} exited ${server.child.exitCode}: ${server.log()}`);
+    const { exitCode, signalCode } = server.child;
+    if (exitCode !== null || signalCode !== null)
+      throw new Error(`${server.name} exited ${exitCode ?? signalCode}${signalCode ? ' (a SIGILL or SIGSEGV of llama.cpp in AMX kernels: try --llama-args=-nr)' : ''}: ${server.log()}`);
     try {
       const { status } =
         kind === 'chat'
@@ -451,6 +458,7 @@ async function batchedBenchRun(path: string, threads: number, promptTokens: numb
     '-t', String(threads),
     '-tb', String(threads),
     '--output-format', 'jsonl',
+    ...llamaArgs,
   ];
   // Asynchronous, so that an interrupt reaches the handler below while it runs.
   const child = spawn(batchedBench, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -464,7 +472,7 @@ async function batchedBenchRun(path: string, threads: number, promptTokens: numb
   });
   const status = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   children.delete(child);
-  if (status !== 0) throw new Error(`llama-batched-bench exited ${status}: ${output.slice(-2000)}`);
+  if (status !== 0) throw new Error(`llama-batched-bench exited ${status ?? 'on a signal'} (a SIGILL in AMX kernels: try --llama-args=-nr): ${output.slice(-2000)}`);
   const speeds = new Map<number, number>();
   for (const line of output.split('\n')) {
     if (!line.startsWith('{"n_kv_max"')) continue;
@@ -737,7 +745,7 @@ const started = new Date();
 const loadStart = loadavg();
 const head =
   `bench/vs-llama-server: ${started.toISOString()}, ${cpuModel}, ${availableParallelism()} cores; llama.cpp ${llamaBin}; ` +
-  `Infera ${inferaBin}${engineJson ? ` engine ${JSON.stringify(engineOptions)}` : ''}${modelJson ? ` model ${JSON.stringify(modelOptions)}` : ''}; tokens ${tokens}/stream, rounds ${rounds} (median), ` +
+  `${llamaArgs.length ? `llama.cpp args ${llamaArgs.join(' ')}; ` : ''}Infera ${inferaBin}${engineJson ? ` engine ${JSON.stringify(engineOptions)}` : ''}${modelJson ? ` model ${JSON.stringify(modelOptions)}` : ''}; tokens ${tokens}/stream, rounds ${rounds} (median), ` +
   `slots ${slots}, context ${contextPerSlot}/slot; quiet = others ≤ ${maxOtherCpu} cores${Number.isFinite(maxLoad) ? `, load ≤ ${maxLoad}` : ''}; ` +
   `load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}`;
 console.log(head);
