@@ -41,6 +41,8 @@ export interface RunnerOptions {
    * (see createSampler). Default true; false runs llama.cpp's chain as written (tests compare the two).
    */
   penaltyPrefilter?: boolean;
+  /** Weights repacked into the CPU's extra buffer types (llama.cpp's default); false: llama-server's --no-repack. */
+  repack?: boolean;
 }
 
 /**
@@ -257,7 +259,7 @@ export class LlamaRunner {
   /** Loads the model and creates the context (synchronously: run it in the engine process). */
   static load(lib: LlamaLibrary, path: string, options: RunnerOptions): LlamaRunner {
     const { api } = lib;
-    const modelParams = { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0 };
+    const modelParams = { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0, use_extra_bufts: options.repack ?? true };
     const model = api.llama_model_load_from_file(path, modelParams);
     if (!model) throw new Error(`llama.cpp could not load ${path}`);
     const threadsBatch = options.threadsBatch ?? options.threads;
@@ -294,6 +296,7 @@ export class LlamaRunner {
       decodeOn: options.decodeOn ?? 'worker',
       promptCache: options.promptCache ?? true,
       penaltyPrefilter: options.penaltyPrefilter ?? true,
+      repack: options.repack ?? true,
     });
   }
 
