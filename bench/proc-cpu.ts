@@ -7,6 +7,39 @@ import { readdirSync, readFileSync } from 'node:fs';
  * cstime): Infera may run a model in an engine process, and a child that already exited still counts.
  */
 export function treeCpuJiffies(rootPid: number): number {
+  const { tree, times } = processTree(rootPid, true);
+  let total = 0;
+  for (const pid of tree) total += times.get(pid) ?? 0;
+  return total;
+}
+
+/**
+ * CPU nanoseconds of a process tree's live threads (the first field of /proc/<pid>/task/<tid>/schedstat):
+ * jiffies (10 ms) are too coarse for one short decode run. Threads that exited during the window are
+ * not counted, so use it across windows in which the servers' threads persist (thread pools, the
+ * event loop), as in a decode run.
+ */
+export function treeCpuNs(rootPid: number): number {
+  let total = 0;
+  for (const pid of processTree(rootPid, false).tree) {
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // gone meanwhile
+    }
+    for (const tid of tasks) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+  return total;
+}
+
+function processTree(rootPid: number, withTimes: boolean): { tree: Set<number>; times: Map<number, number> } {
   const parents = new Map<number, number>();
   const times = new Map<number, number>();
   for (const entry of readdirSync('/proc')) {
@@ -15,6 +48,7 @@ export function treeCpuJiffies(rootPid: number): number {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       parents.set(Number(entry), Number(fields[1]));
+      if (!withTimes) continue;
       // utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the name.
       times.set(Number(entry), Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]));
     } catch {
@@ -30,7 +64,5 @@ export function treeCpuJiffies(rootPid: number): number {
         grew = true;
       }
   }
-  let total = 0;
-  for (const pid of tree) total += times.get(pid) ?? 0;
-  return total;
+  return { tree, times };
 }

@@ -21,6 +21,7 @@
 //               each of --embed-contexts contexts (each with those threads); with --infera-engine
 //               '{"runner":"node-llama-cpp"}' it runs --embed-contexts contexts one input at a time
 //   startup     spawn → first answer, and idle RSS (whole process tree) per model
+// --llama-args '<args>' go to llama-server and llama-batched-bench (e.g. --llama-args=-nr: see docs/BENCHMARKS.md).
 // The Infera side: --infera-engine '{"runner":"ffi"}' (or INFERA_BENCH_ENGINE) is merged into every
 // llama-cpp model's `llamaCpp` options block, --infera-model '{"isolation":"none"}' (or INFERA_BENCH_MODEL)
 // into the model entry itself; --infera-bin picks another build; --label names the column.
@@ -32,7 +33,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { postJson } from './http-post.ts';
-import { treeCpuJiffies } from './proc-cpu.ts';
+import { treeCpuJiffies, treeCpuNs } from './proc-cpu.ts';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -63,6 +64,7 @@ const { values } = parseArgs({
     retries: { type: 'string', default: '2' },
     'record-busy': { type: 'boolean', default: false },
     'llama-bin': { type: 'string' },
+    'llama-args': { type: 'string', default: '' },
     'infera-bin': { type: 'string' },
     'infera-engine': { type: 'string' },
     'infera-model': { type: 'string' },
@@ -118,6 +120,9 @@ function llamaBinDir(): string {
 }
 const llamaBin = llamaBinDir();
 const llamaServer = join(llamaBin, 'llama-server');
+// Extra arguments for llama-server and llama-batched-bench alike, e.g. `-nr` (no weight repacking): on a
+// Sapphire Rapids VM the native build's AMX kernels die with SIGILL on the first prompt batch.
+const llamaArgs = list(values['llama-args']!.replace(/\s+/g, ','));
 const batchedBench = join(llamaBin, 'llama-batched-bench');
 if (!existsSync(join(root, 'dist', 'cli', 'main.js')) && !values['infera-bin']) throw new Error('dist/ is missing: run `npm run build` first');
 
@@ -240,7 +245,7 @@ function inferaConfig(setup: Setup, dataDir: string): string {
 }
 
 function llamaServerArgs(setup: Setup, port: number): string[] {
-  const common = ['-m', setup.path, '--host', '127.0.0.1', '--port', String(port), '-t', String(setup.threads), '-tb', String(setup.threads), '--no-webui'];
+  const common = ['-m', setup.path, '--host', '127.0.0.1', '--port', String(port), '-t', String(setup.threads), '-tb', String(setup.threads), '--no-webui', ...llamaArgs];
   if (setup.kind === 'chat') return [...common, '-c', String(contextPerSlot * slots), '-np', String(slots)];
   return [...common, '--embeddings', '-c', String(512 * embedSlots), '-np', String(embedSlots)];
 }
@@ -352,6 +357,11 @@ interface DecodeRun {
   tps: number;
   /** Median time to first token over the streams, ms. */
   ttft: number;
+  /**
+   * The server's CPU time (its whole process tree, every thread) per generated token, µs: steadier than
+   * t/s on a shared box, and it shows where a server spends more (spinning pool threads included).
+   */
+  cpuUs: number;
   promptTokens: number;
   /**
    * Some stream's tokens arrived in fewer than half as many reads as tokens: the client was starved of CPU
@@ -361,13 +371,16 @@ interface DecodeRun {
 }
 
 async function decodeRun(server: Server, streams: number, sampling: Sampling): Promise<DecodeRun> {
+  const cpu0 = treeCpuNs(server.child.pid!);
   const results = await Promise.all(Array.from({ length: streams }, () => chatStream(server, sampling)));
+  const cpuNs = treeCpuNs(server.child.pid!) - cpu0;
   const decodeStart = Math.min(...results.map((r) => r.first));
   const end = Math.max(...results.map((r) => r.last));
   const generated = results.reduce((sum, r) => sum + r.generated, 0);
   return {
     tps: generated / ((end - decodeStart) / 1000),
     ttft: median(results.map((r) => r.first - r.start)),
+    cpuUs: cpuNs / 1000 / generated,
     promptTokens: results[0]!.promptTokens,
     starved: results.some((r) => r.events < r.generated / 2),
   };
@@ -376,7 +389,9 @@ async function decodeRun(server: Server, streams: number, sampling: Sampling): P
 /** Polls with a one-token request until the server answers it; resolves with the time since `since`. */
 async function firstAnswer(server: Server, kind: Setup['kind'], since: number): Promise<number> {
   for (;;) {
-    if (server.child.exitCode !== null) throw new Error(`${server.name} exited ${server.child.exitCode}: ${server.log()}`);
+    const { exitCode, signalCode } = server.child;
+    if (exitCode !== null || signalCode !== null)
+      throw new Error(`${server.name} exited ${exitCode ?? signalCode}${signalCode ? ' (a SIGILL or SIGSEGV of llama.cpp in AMX kernels: try --llama-args=-nr)' : ''}: ${server.log()}`);
     try {
       const { status } =
         kind === 'chat'
@@ -443,6 +458,7 @@ async function batchedBenchRun(path: string, threads: number, promptTokens: numb
     '-t', String(threads),
     '-tb', String(threads),
     '--output-format', 'jsonl',
+    ...llamaArgs,
   ];
   // Asynchronous, so that an interrupt reaches the handler below while it runs.
   const child = spawn(batchedBench, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -456,7 +472,7 @@ async function batchedBenchRun(path: string, threads: number, promptTokens: numb
   });
   const status = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   children.delete(child);
-  if (status !== 0) throw new Error(`llama-batched-bench exited ${status}: ${output.slice(-2000)}`);
+  if (status !== 0) throw new Error(`llama-batched-bench exited ${status ?? 'on a signal'} (a SIGILL in AMX kernels: try --llama-args=-nr): ${output.slice(-2000)}`);
   const speeds = new Map<number, number>();
   for (const line of output.split('\n')) {
     if (!line.startsWith('{"n_kv_max"')) continue;
@@ -484,6 +500,8 @@ interface DecodeCell {
   llama: Sample[];
   inferaTtft: number[];
   llamaTtft: number[];
+  inferaCpu: number[];
+  llamaCpu: number[];
   batched: Sample[];
   loads: number[];
 }
@@ -503,7 +521,7 @@ async function decodeGroup(kind: BenchModelKind, threads: number, samplings: Sam
         for (const streams of streamCounts) {
           const key = `${sampling}/${streams}`;
           if (!cells.has(key)) {
-            const cell: DecodeCell = { model: kind, threads, streams, sampling, infera: [], llama: [], inferaTtft: [], llamaTtft: [], batched: [], loads: [] };
+            const cell: DecodeCell = { model: kind, threads, streams, sampling, infera: [], llama: [], inferaTtft: [], llamaTtft: [], inferaCpu: [], llamaCpu: [], batched: [], loads: [] };
             cells.set(key, cell);
             // Listed at once, so an interrupted run still reports the rounds it finished.
             decodeCells.push(cell);
@@ -522,10 +540,12 @@ async function decodeGroup(kind: BenchModelKind, threads: number, samplings: Sam
             (server.name === 'infera' ? cell.infera : cell.llama).push({ value: value.tps, busy, others, starved: value.starved });
             // A bulk read delays the first token too: NaN, left out of the median.
             (server.name === 'infera' ? cell.inferaTtft : cell.llamaTtft).push(value.starved ? Number.NaN : value.ttft);
+            (server.name === 'infera' ? cell.inferaCpu : cell.llamaCpu).push(value.cpuUs);
           }
           console.log(
             `round ${round + 1} ${sampling} ${streams} stream(s): ${label} ${cell.infera.at(-1)!.value.toFixed(1)} t/s, llama-server ${cell.llama.at(-1)!.value.toFixed(1)} t/s, ` +
-              `TTFT ${cell.inferaTtft.at(-1)!.toFixed(0)} / ${cell.llamaTtft.at(-1)!.toFixed(0)} ms, others ${Math.max(cell.infera.at(-1)!.others, cell.llama.at(-1)!.others).toFixed(2)} cores, load ${quiet.load.toFixed(2)}` +
+              `TTFT ${cell.inferaTtft.at(-1)!.toFixed(0)} / ${cell.llamaTtft.at(-1)!.toFixed(0)} ms, ` +
+              `CPU ${cell.inferaCpu.at(-1)!.toFixed(0)} / ${cell.llamaCpu.at(-1)!.toFixed(0)} µs/token, others ${Math.max(cell.infera.at(-1)!.others, cell.llama.at(-1)!.others).toFixed(2)} cores, load ${quiet.load.toFixed(2)}` +
                 `${starvedNote(cell)}`,
           );
         }
@@ -672,14 +692,17 @@ const ttftText = (xs: number[]) => {
   const usable = xs.filter((x) => !Number.isNaN(x));
   return usable.length ? median(usable).toFixed(0) : '–';
 };
+/** Medians of the servers' CPU per token, and their ratio. */
+const cpuText = (infera: number[], llama: number[]) =>
+  infera.length && llama.length ? `${median(infera).toFixed(0)} / ${median(llama).toFixed(0)} (${(median(infera) / median(llama)).toFixed(2)}×)` : '–';
 const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined ? `${(a / b).toFixed(2)}×` : '–');
 
 function report(): string {
   const lines: string[] = [];
   if (decodeCells.length) {
     lines.push(
-      `| model | threads | streams | sampling | ${label} t/s | llama-server t/s | ${label} / llama-server | batched-bench t/s | ${label} / batched-bench | TTFT ${label} / llama-server (ms) | load avg |`,
-      '|---|---|---|---|---|---|---|---|---|---|---|',
+      `| model | threads | streams | sampling | ${label} t/s | llama-server t/s | ${label} / llama-server | batched-bench t/s | ${label} / batched-bench | TTFT ${label} / llama-server (ms) | CPU µs/token ${label} / llama-server | load avg |`,
+      '|---|---|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const c of decodeCells) {
       if (!c.infera.length || !c.llama.length) continue;
@@ -688,7 +711,7 @@ function report(): string {
       const b = figure(c.batched);
       lines.push(
         `| ${c.model} | ${c.threads} | ${c.streams} | ${c.sampling} | ${i.text} | ${l.text} | **${ratio(i.value, l.value)}** | ${b.text} | ${ratio(i.value, b.value)} | ` +
-          `${ttftText(c.inferaTtft)} / ${ttftText(c.llamaTtft)} | ${Math.min(...c.loads).toFixed(2)}–${Math.max(...c.loads).toFixed(2)} |`,
+          `${ttftText(c.inferaTtft)} / ${ttftText(c.llamaTtft)} | ${cpuText(c.inferaCpu, c.llamaCpu)} | ${Math.min(...c.loads).toFixed(2)}–${Math.max(...c.loads).toFixed(2)} |`,
       );
     }
   }
@@ -722,7 +745,7 @@ const started = new Date();
 const loadStart = loadavg();
 const head =
   `bench/vs-llama-server: ${started.toISOString()}, ${cpuModel}, ${availableParallelism()} cores; llama.cpp ${llamaBin}; ` +
-  `Infera ${inferaBin}${engineJson ? ` engine ${JSON.stringify(engineOptions)}` : ''}${modelJson ? ` model ${JSON.stringify(modelOptions)}` : ''}; tokens ${tokens}/stream, rounds ${rounds} (median), ` +
+  `${llamaArgs.length ? `llama.cpp args ${llamaArgs.join(' ')}; ` : ''}Infera ${inferaBin}${engineJson ? ` engine ${JSON.stringify(engineOptions)}` : ''}${modelJson ? ` model ${JSON.stringify(modelOptions)}` : ''}; tokens ${tokens}/stream, rounds ${rounds} (median), ` +
   `slots ${slots}, context ${contextPerSlot}/slot; quiet = others ≤ ${maxOtherCpu} cores${Number.isFinite(maxLoad) ? `, load ≤ ${maxLoad}` : ''}; ` +
   `load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}`;
 console.log(head);

@@ -681,6 +681,7 @@ export async function loadFfiChatModel(
       batchSize: options.batchSize,
       decodeOn,
       promptCache: options.promptCache,
+      repack: options.repack,
     });
     if (vocab) vocab.rebind(runner.vocab);
     else vocab = new FfiVocab(api, runner.vocab);

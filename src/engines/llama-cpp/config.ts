@@ -44,6 +44,11 @@ export const llamaCppOptionsSchema = z
      */
     promptCache: z.boolean().default(true),
     /**
+     * Chat on the FFI runner: let llama.cpp repack weights into the CPU's extra buffer types (AMX,
+     * interleaved layouts), as llama-server does by default; false is llama-server's --no-repack.
+     */
+    repack: z.boolean().default(true),
+    /**
      * Validate the GGUF header (tensor count, sizes, types) before llama.cpp reads the file. false hands
      * it over unchecked, for a file the check wrongly refuses (a tensor type newer than its table): a bad
      * file then aborts inside llama.cpp, which costs only this model's engine process (isolation: process).

@@ -36,6 +36,13 @@ export interface RunnerOptions {
    * from another sequence with llama_memory_seq_cp). Default true.
    */
   promptCache?: boolean;
+  /**
+   * Put a top_k(k + lastN) before the penalties sampler where that leaves the chain's result as it is
+   * (see createSampler). Default true; false runs llama.cpp's chain as written (tests compare the two).
+   */
+  penaltyPrefilter?: boolean;
+  /** Weights repacked into the CPU's extra buffer types (llama.cpp's default); false: llama-server's --no-repack. */
+  repack?: boolean;
 }
 
 /**
@@ -127,6 +134,13 @@ export interface Generation {
 }
 
 const MAX_TOP_LOGPROBS = 20;
+/** The top_k prefilter before penalties runs only where it leaves out most of the vocabulary. */
+const PREFILTER_RATIO = 8;
+
+/** Repetition ≥ 1 and non-negative frequency and presence penalties never raise a logit. */
+function penaltiesOnlyLower(penalties: Penalties): boolean {
+  return penalties.lastN > 0 && penalties.repeat >= 1 && penalties.frequency >= 0 && penalties.presence >= 0;
+}
 
 interface Sequence {
   id: number;
@@ -187,6 +201,7 @@ export class LlamaRunner {
   private readonly slots: { busy: Sequence | undefined; kv: number[]; used: number; prompt: number }[];
   private clock = 0;
   private readonly promptCache: boolean;
+  private readonly penaltyPrefilter: boolean;
   private readonly pieces: (Uint8Array | undefined)[];
   private readonly eog: Uint8Array;
   private threadpool: Pointer;
@@ -198,7 +213,7 @@ export class LlamaRunner {
   private decoding = false;
   private idleWaiters: (() => void)[] = [];
   /** Counters for benchmarks and tests. */
-  readonly stats = { steps: 0, decodeMs: 0, sampleMs: 0, tokens: 0, promptTokens: 0, cachedPromptTokens: 0, copies: 0 };
+  readonly stats = { steps: 0, decodeMs: 0, sampleMs: 0, tokens: 0, promptTokens: 0, cachedPromptTokens: 0, copies: 0, prefilteredChains: 0 };
 
   private constructor(
     private readonly lib: LlamaLibrary,
@@ -218,6 +233,7 @@ export class LlamaRunner {
     this.decodeOn = options.decodeOn;
     this.decodeOnWorker = options.decodeOn === 'worker';
     this.promptCache = options.promptCache;
+    this.penaltyPrefilter = options.penaltyPrefilter;
     this.threadpool = lib.newThreadpool(options.threads);
     // One pool for both: llama-server attaches a batch pool only when its thread count differs.
     api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
@@ -243,7 +259,7 @@ export class LlamaRunner {
   /** Loads the model and creates the context (synchronously: run it in the engine process). */
   static load(lib: LlamaLibrary, path: string, options: RunnerOptions): LlamaRunner {
     const { api } = lib;
-    const modelParams = { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0 };
+    const modelParams = { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0, use_extra_bufts: options.repack ?? true };
     const model = api.llama_model_load_from_file(path, modelParams);
     if (!model) throw new Error(`llama.cpp could not load ${path}`);
     const threadsBatch = options.threadsBatch ?? options.threads;
@@ -279,6 +295,8 @@ export class LlamaRunner {
       prefillChunk: options.prefillChunk ?? 256,
       decodeOn: options.decodeOn ?? 'worker',
       promptCache: options.promptCache ?? true,
+      penaltyPrefilter: options.penaltyPrefilter ?? true,
+      repack: options.repack ?? true,
     });
   }
 
@@ -501,6 +519,16 @@ export class LlamaRunner {
         add(grammar);
       }
       const penalties = sampling.penalties;
+      const topK = sampling.temperature > 0 && sampling.topK !== undefined && sampling.topK > 0 ? sampling.topK : 0;
+      if (this.penaltyPrefilter && penalties && topK > 0 && penaltiesOnlyLower(penalties) && (topK + penalties.lastN) * PREFILTER_RATIO <= this.vocabSize) {
+        // The penalties sampler looks every candidate up in a hash map: 2-3 ms per token over a 152k
+        // vocabulary (bench/sampler-cost.ts), more than the sampling after it. When it can only lower
+        // logits, the top k after it lie within the top k + lastN before it (at most lastN distinct
+        // tokens are penalized, and an unpenalized token below the top k + lastN keeps k unpenalized
+        // ones above it), so a top_k(k + lastN) first leaves the chain's result as it was.
+        add(api.llama_sampler_init_top_k(topK + penalties.lastN));
+        this.stats.prefilteredChains++;
+      }
       if (penalties) add(api.llama_sampler_init_penalties(this.vocabSize, penalties.lastN, penalties.repeat, penalties.frequency, penalties.presence));
       if (sampling.temperature <= 0) {
         add(api.llama_sampler_init_greedy());
