@@ -26,6 +26,11 @@ const sessionOptions = (settings: SessionSettings, providers: ExecutionProvider[
   executionMode: 'sequential',
   graphOptimizationLevel: 'all',
   logSeverityLevel: 3,
+  // Pool threads sleep between parallel sections instead of spinning. A spinning thread holds a core that
+  // the server's HTTP thread and the engine process's own thread need next, and on a shared box it is
+  // preempted mid-spin. Measured behind `infera serve` (bench-embed, 2 threads, load 10–12, two runs each):
+  // the engine process's CPU per embedding 47–60 ms → 21–23 at 1 client, 24–28 → 12–13 at 32 clients.
+  extra: { session: { intra_op: { allow_spinning: '0' } } },
 });
 
 export type TensorMetadata = { name: string; type: string; shape: readonly (number | string)[] };
