@@ -33,6 +33,7 @@
 // The Infera side: --infera-engine '{"runner":"ffi"}' (or INFERA_BENCH_ENGINE) is merged into every
 // llama-cpp model's `llamaCpp` options block, --infera-model '{"isolation":"none"}' (or INFERA_BENCH_MODEL)
 // into the model entry itself; --infera-bin picks another build; --label names the column.
+// --llama-args '--poll 0' appends arguments to every llama-server command line.
 // Quiet box: before and during every measurement the CPU time of every process outside this bench's own
 // tree is counted (/proc/stat minus ours); a measurement during which others used more than
 // --max-other-cpu cores is retried (--retries), and a cell that stays busy is refused ("busy") unless
@@ -76,6 +77,7 @@ const { values } = parseArgs({
     'infera-engine': { type: 'string' },
     'infera-model': { type: 'string' },
     'onnx-options': { type: 'string' },
+    'llama-args': { type: 'string' },
     'onnx-tasks': { type: 'string', default: 'embed,rerank' },
     label: { type: 'string', default: 'Infera' },
     'no-batched-bench': { type: 'boolean', default: false },
@@ -291,7 +293,8 @@ function spawnServer(name: Server['name'], setup: Setup): Server {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
   } else {
-    child = spawn(llamaServer, llamaServerArgs(setup, port), { stdio: ['ignore', 'ignore', 'pipe'] });
+    const extra = values['llama-args'] ? values['llama-args'].split(' ').filter(Boolean) : [];
+    child = spawn(llamaServer, [...llamaServerArgs(setup, port), ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   }
   children.add(child);
   child.once('exit', () => children.delete(child));
@@ -861,7 +864,7 @@ const started = new Date();
 const loadStart = loadavg();
 const head =
   `bench/vs-llama-server: ${started.toISOString()}, ${cpuModel}, ${availableParallelism()} cores; llama.cpp ${llamaBin}; ` +
-  `Infera ${inferaBin}${engineJson ? ` engine ${JSON.stringify(engineOptions)}` : ''}${modelJson ? ` model ${JSON.stringify(modelOptions)}` : ''}; tokens ${tokens}/stream, rounds ${rounds} (median), ` +
+  `${values['llama-args'] ? `llama-server extra args '${values['llama-args']}'; ` : ''}Infera ${inferaBin}${engineJson ? ` engine ${JSON.stringify(engineOptions)}` : ''}${modelJson ? ` model ${JSON.stringify(modelOptions)}` : ''}; tokens ${tokens}/stream, rounds ${rounds} (median), ` +
   `slots ${slots}, context ${contextPerSlot}/slot; quiet = others ≤ ${maxOtherCpu} cores${Number.isFinite(maxLoad) ? `, load ≤ ${maxLoad}` : ''}; ` +
   `load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}`;
 console.log(head);
