@@ -33,7 +33,7 @@
 // The Infera side: --infera-engine '{"runner":"ffi"}' (or INFERA_BENCH_ENGINE) is merged into every
 // llama-cpp model's `llamaCpp` options block, --infera-model '{"isolation":"none"}' (or INFERA_BENCH_MODEL)
 // into the model entry itself; --infera-bin picks another build; --label names the column.
-// --llama-args '--poll 0' appends arguments to every llama-server command line.
+// '--llama-args=--poll 0' (with '=': the value starts with a dash) appends arguments to every llama-server command line.
 // Quiet box: before and during every measurement the CPU time of every process outside this bench's own
 // tree is counted (/proc/stat minus ours); a measurement during which others used more than
 // --max-other-cpu cores is retried (--retries), and a cell that stays busy is refused ("busy") unless
