@@ -20,8 +20,18 @@
 //               default FFI runner packs up to 32 queued inputs (llamaCpp.batchSequences) into one decode on
 //               each of --embed-contexts contexts (each with those threads); with --infera-engine
 //               '{"runner":"node-llama-cpp"}' it runs --embed-contexts contexts one input at a time
+//   onnx        the ONNX engine (engine `onnx`, --embed-threads intra-op threads) against llama-server on the
+//               same weights as GGUF (same threads, --embed-slots slots): bench-embed vs bert-384x12-embed
+//               (`--embeddings`), single-input /v1/embeddings requests, and bench-rerank vs
+//               bert-384x12-rerank (`--reranking --flash-attn off`: llama.cpp's flash attention moves
+//               reranker scores, see docs/BENCHMARKS.md), 4-document /v1/rerank requests; at
+//               --embed-clients clients, --embed-seconds per measurement, alternating, medians of --rounds.
+//               Also each server's CPU time per request (its whole process tree, from /proc): on a
+//               shared box the steadier figure. --onnx-options '{"maxBatchSize":16}' is merged into the
+//               model's `onnx` block.
 //   startup     spawn → first answer, and idle RSS (whole process tree) per model
-// --llama-args '<args>' go to llama-server and llama-batched-bench (e.g. --llama-args=-nr: see docs/BENCHMARKS.md).
+// --llama-args '<args>' go to llama-server and llama-batched-bench (e.g. --llama-args=-nr: see docs/BENCHMARKS.md;
+// write it with '=' when the value starts with a dash: '--llama-args=--poll 0').
 // The Infera side: --infera-engine '{"runner":"ffi"}' (or INFERA_BENCH_ENGINE) is merged into every
 // llama-cpp model's `llamaCpp` options block, --infera-model '{"isolation":"none"}' (or INFERA_BENCH_MODEL)
 // into the model entry itself; --infera-bin picks another build; --label names the column.
@@ -42,7 +52,7 @@ import { ensureBenchModel, type BenchModelKind } from '../src/tiny-models/index.
 
 const { values } = parseArgs({
   options: {
-    parts: { type: 'string', default: 'decode,vocab,sampled,embeddings,startup' },
+    parts: { type: 'string', default: 'decode,vocab,sampled,embeddings,onnx,startup' },
     models: { type: 'string', default: 'chat-512x8,chat-1024x16' },
     threads: { type: 'string', default: '1,2' },
     streams: { type: 'string', default: '1,8' },
@@ -68,6 +78,8 @@ const { values } = parseArgs({
     'infera-bin': { type: 'string' },
     'infera-engine': { type: 'string' },
     'infera-model': { type: 'string' },
+    'onnx-options': { type: 'string' },
+    'onnx-tasks': { type: 'string', default: 'embed,rerank' },
     label: { type: 'string', default: 'Infera' },
     'no-batched-bench': { type: 'boolean', default: false },
     port: { type: 'string', default: '8790' },
@@ -107,6 +119,8 @@ if (typeof engineOptions !== 'object' || engineOptions === null || Array.isArray
 const modelJson = values['infera-model'] ?? process.env.INFERA_BENCH_MODEL;
 const modelOptions: Record<string, unknown> = modelJson ? JSON.parse(modelJson) : {};
 if (typeof modelOptions !== 'object' || modelOptions === null || Array.isArray(modelOptions)) throw new Error('--infera-model must be a JSON object');
+const onnxOptions: Record<string, unknown> = values['onnx-options'] ? JSON.parse(values['onnx-options']) : {};
+const onnxTasks = list(values['onnx-tasks']!) as EncoderTask[];
 if (slots < Math.max(...streamCounts)) throw new Error(`--slots ${slots} is below the largest stream count`);
 
 // ---- set-up -------------------------------------------------------------------------------------------
@@ -216,26 +230,44 @@ interface EmbedSetup {
   path: string;
   threads: number;
 }
-type Setup = ChatSetup | EmbedSetup;
+type EncoderTask = 'embed' | 'rerank';
+/** The ONNX engine on `onnxPath` for Infera, the same weights as GGUF (`path`) for llama-server. */
+interface EncoderSetup {
+  kind: 'encoder';
+  task: EncoderTask;
+  path: string;
+  onnxPath: string;
+  threads: number;
+}
+type Setup = ChatSetup | EmbedSetup | EncoderSetup;
+
+const modelIdOf = (setup: Setup) => (setup.kind === 'chat' ? 'bench/chat' : setup.kind === 'encoder' && setup.task === 'rerank' ? 'bench/rerank' : 'bench/embed');
 
 function inferaConfig(setup: Setup, dataDir: string): string {
-  const llamaCpp =
-    setup.kind === 'chat'
-      ? { contextSize: contextPerSlot, sequences: slots, threads: setup.threads, ...engineOptions }
-      : { contextSize: 512, contexts: embedContexts, threads: setup.threads, ...engineOptions };
+  const engine =
+    setup.kind === 'encoder'
+      ? { engine: 'onnx', path: setup.onnxPath, onnx: { threads: setup.threads, ...onnxOptions } }
+      : {
+          engine: 'llama-cpp',
+          path: setup.path,
+          llamaCpp:
+            setup.kind === 'chat'
+              ? { contextSize: contextPerSlot, sequences: slots, threads: setup.threads, ...engineOptions }
+              : { contextSize: 512, contexts: embedContexts, threads: setup.threads, ...engineOptions },
+        };
   const config = {
-    server: { logLevel: 'warn' },
+    // maxRequestsPerSocket 0: past Node's default 1,000 requests on one kept-alive connection the server
+    // answers 503, which a 5 s run of small requests reaches.
+    server: { logLevel: 'warn', maxRequestsPerSocket: 0 },
     storage: { dataDir },
     models: [
       {
-        id: setup.kind === 'chat' ? 'bench/chat' : 'bench/embed',
-        type: setup.kind,
-        engine: 'llama-cpp',
-        path: setup.path,
+        id: modelIdOf(setup),
+        type: setup.kind === 'chat' ? 'chat' : setup.kind === 'encoder' && setup.task === 'rerank' ? 'reranker' : 'embedding',
         eager: true,
         maxQueue: 1000,
+        ...engine,
         ...modelOptions,
-        llamaCpp,
       },
     ],
   };
@@ -247,7 +279,10 @@ function inferaConfig(setup: Setup, dataDir: string): string {
 function llamaServerArgs(setup: Setup, port: number): string[] {
   const common = ['-m', setup.path, '--host', '127.0.0.1', '--port', String(port), '-t', String(setup.threads), '-tb', String(setup.threads), '--no-webui', ...llamaArgs];
   if (setup.kind === 'chat') return [...common, '-c', String(contextPerSlot * slots), '-np', String(slots)];
-  return [...common, '--embeddings', '-c', String(512 * embedSlots), '-np', String(embedSlots)];
+  const pool = ['-c', String(512 * embedSlots), '-np', String(embedSlots)];
+  // Rerankers with flash attention off: llama.cpp's CPU flash attention rounds Q·K to F16 and moves scores.
+  if (setup.kind === 'encoder' && setup.task === 'rerank') return [...common, '--reranking', '--flash-attn', 'off', ...pool];
+  return [...common, '--embeddings', ...pool];
 }
 
 function spawnServer(name: Server['name'], setup: Setup): Server {
@@ -270,7 +305,7 @@ function spawnServer(name: Server['name'], setup: Setup): Server {
   child.stderr!.on('data', (chunk) => {
     output = (output + chunk).slice(-4000);
   });
-  return { name, port, child, log: () => output, model: name === 'infera' ? (setup.kind === 'chat' ? 'bench/chat' : 'bench/embed') : 'bench' };
+  return { name, port, child, log: () => output, model: name === 'infera' ? modelIdOf(setup) : 'bench' };
 }
 
 async function stopServer(server: Server): Promise<void> {
@@ -387,7 +422,7 @@ async function decodeRun(server: Server, streams: number, sampling: Sampling): P
 }
 
 /** Polls with a one-token request until the server answers it; resolves with the time since `since`. */
-async function firstAnswer(server: Server, kind: Setup['kind'], since: number): Promise<number> {
+async function firstAnswer(server: Server, kind: 'chat' | 'embedding' | 'rerank', since: number): Promise<number> {
   for (;;) {
     const { exitCode, signalCode } = server.child;
     if (exitCode !== null || signalCode !== null)
@@ -396,7 +431,9 @@ async function firstAnswer(server: Server, kind: Setup['kind'], since: number): 
       const { status } =
         kind === 'chat'
           ? await post(server.port, '/v1/chat/completions', chatBody(server, 1, 'greedy', false))
-          : await post(server.port, '/v1/embeddings', { model: server.model, input: 'hello world' });
+          : kind === 'rerank'
+            ? await post(server.port, '/v1/rerank', { model: server.model, query: 'hello', documents: ['hello world'] })
+            : await post(server.port, '/v1/embeddings', { model: server.model, input: 'hello world' });
       if (status === 200) return performance.now() - since;
     } catch {
       // not listening yet
@@ -410,7 +447,8 @@ async function startPair(setup: Setup): Promise<Server[]> {
   const servers = [spawnServer('infera', setup), spawnServer('llama-server', setup)];
   const since = performance.now();
   try {
-    await Promise.all(servers.map((server) => firstAnswer(server, setup.kind, since)));
+    const probe = setup.kind === 'encoder' ? (setup.task === 'rerank' ? 'rerank' : 'embedding') : setup.kind;
+    await Promise.all(servers.map((server) => firstAnswer(server, probe, since)));
   } catch (error) {
     await Promise.all(servers.map(stopServer));
     throw error;
@@ -628,6 +666,89 @@ async function embeddingsPart(): Promise<void> {
   }
 }
 
+interface EncoderSample extends Sample {
+  /** CPU milliseconds the server's process tree spent per request. */
+  cpuMs: number;
+}
+interface EncoderCell {
+  task: EncoderTask;
+  clients: number;
+  infera: EncoderSample[];
+  llama: EncoderSample[];
+  loads: number[];
+}
+const encoderCells: EncoderCell[] = [];
+
+/** The request both servers get: one ~20-token input, or a ~6-word query with 4 documents of 24 words (~48 tokens a pair). */
+function encoderRequest(server: Server, task: EncoderTask): { path: string; body: unknown; check: (json: { data?: unknown[]; results?: unknown[] }) => boolean } {
+  if (task === 'embed')
+    return { path: '/v1/embeddings', body: { model: server.model, input: sentence(12) }, check: (json) => json.data?.length === 1 };
+  return {
+    path: '/v1/rerank',
+    body: { model: server.model, query: sentence(6), documents: Array.from({ length: 4 }, () => sentence(24)) },
+    check: (json) => json.results?.length === 4,
+  };
+}
+
+/** `clients` loops of one request after another for --embed-seconds: requests/s and the server's CPU ms per request. */
+async function encoderRun(server: Server, task: EncoderTask, clients: number): Promise<{ rate: number; cpuMs: number }> {
+  let requests = 0;
+  const cpu = treeCpuJiffies(server.child.pid!);
+  const start = performance.now();
+  const deadline = start + embedSeconds * 1000;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (performance.now() < deadline) {
+        const { path, body, check } = encoderRequest(server, task);
+        const { status, text } = await post(server.port, path, body);
+        if (status !== 200 || !check(JSON.parse(text))) throw new Error(`${server.name} ${path}: HTTP ${status}: ${text.slice(0, 300)}`);
+        requests++;
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1000;
+  const cpuMs = ((treeCpuJiffies(server.child.pid!) - cpu) / CLOCK_TICKS) * 1000;
+  return { rate: requests / seconds, cpuMs: cpuMs / requests };
+}
+
+async function onnxPart(): Promise<void> {
+  const { ensureOnnxBert } = await import('../src/tiny-models/onnx/index.ts');
+  for (const task of onnxTasks) {
+    const setup: EncoderSetup = {
+      kind: 'encoder',
+      task,
+      path: await ensureBenchModel(task === 'embed' ? 'bert-384x12-embed' : 'bert-384x12-rerank', modelDir),
+      onnxPath: await ensureOnnxBert(task === 'embed' ? 'bench-embed' : 'bench-rerank', join(modelDir, `onnx-bert-384x12-${task}`)),
+      threads: embedThreads,
+    };
+    console.log(`\n== onnx ${task}: ${setup.onnxPath} vs llama-server on ${setup.path}, ${embedThreads} threads (llama-server: ${embedSlots} slots)`);
+    const [infera, llama] = await startPair(setup);
+    try {
+      for (const server of [infera!, llama!]) await encoderRun(server, task, Math.max(...embedClients));
+      for (const clients of embedClients) {
+        const cell: EncoderCell = { task, clients, infera: [], llama: [], loads: [] };
+        encoderCells.push(cell);
+        for (let round = 0; round < rounds; round++) {
+          const quiet = await waitQuiet();
+          cell.loads.push(quiet.load);
+          const order = round % 2 === 0 ? [infera!, llama!] : [llama!, infera!];
+          for (const server of order) {
+            const { value, others, busy } = await measured(() => encoderRun(server, task, clients));
+            (server.name === 'infera' ? cell.infera : cell.llama).push({ value: value.rate, cpuMs: value.cpuMs, busy, others });
+          }
+          const [i, l] = [cell.infera.at(-1)!, cell.llama.at(-1)!];
+          console.log(
+            `round ${round + 1} ${task} ${clients} client(s): ${label} ${i.value.toFixed(1)} req/s (${i.cpuMs.toFixed(2)} CPU ms/req), ` +
+              `llama-server ${l.value.toFixed(1)} req/s (${l.cpuMs.toFixed(2)} CPU ms/req), others ${Math.max(i.others, l.others).toFixed(2)} cores, load ${quiet.load.toFixed(2)}`,
+          );
+        }
+      }
+    } finally {
+      await Promise.all([stopServer(infera!), stopServer(llama!)]);
+    }
+  }
+}
+
 interface StartupCell {
   model: string;
   inferaMs: number[];
@@ -656,7 +777,7 @@ async function startupPart(): Promise<void> {
           const since = performance.now();
           const server = spawnServer(which, setup);
           try {
-            const ms = await firstAnswer(server, setup.kind, since);
+            const ms = await firstAnswer(server, setup.kind === 'chat' ? 'chat' : 'embedding', since);
             // Idle: after the first answer has settled (lazy allocations done, GC had a chance).
             await sleep(2000);
             return { ms, rss: treeRssMiB(server.child.pid!) };
@@ -724,6 +845,25 @@ function report(): string {
       lines.push(`| ${c.clients} client(s) | ${i.text} | ${l.text} | **${ratio(i.value, l.value)}** |`);
     }
   }
+  if (encoderCells.length) {
+    lines.push(
+      '',
+      `| onnx engine vs llama-server (${embedThreads} threads) | clients | ${label} req/s | llama-server req/s | ratio | CPU ms/req ${label} / llama-server | CPU ratio (llama / ${label}) | load avg |`,
+      '|---|---|---|---|---|---|---|---|',
+    );
+    for (const c of encoderCells) {
+      if (!c.infera.length || !c.llama.length) continue;
+      const i = figure(c.infera);
+      const l = figure(c.llama);
+      const ci = median(c.infera.map((s) => s.cpuMs));
+      const cl = median(c.llama.map((s) => s.cpuMs));
+      const what = c.task === 'embed' ? 'embeddings, 1 input' : 'rerank, 4 documents';
+      lines.push(
+        `| ${what} | ${c.clients} | ${i.text} | ${l.text} | **${ratio(i.value, l.value)}** | ${ci.toFixed(2)} / ${cl.toFixed(2)} | ${(cl / ci).toFixed(2)}× | ` +
+          `${Math.min(...c.loads).toFixed(2)}–${Math.max(...c.loads).toFixed(2)} |`,
+      );
+    }
+  }
   if (startupCells.length) {
     lines.push(
       '',
@@ -778,6 +918,7 @@ try {
   if (parts.has('vocab')) await decodeGroup('chat-512x8-vocab152k', extraThreads, ['greedy', 'sampled'], true);
   if (parts.has('sampled')) await decodeGroup('chat-512x8', extraThreads, ['sampled'], false);
   if (parts.has('embeddings')) await embeddingsPart();
+  if (parts.has('onnx')) await onnxPart();
   if (parts.has('startup')) await startupPart();
 } catch (error) {
   failed = error;

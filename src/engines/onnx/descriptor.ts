@@ -13,8 +13,8 @@ export const onnx = defineEngine({
   async check(config) {
     requireLocalPath(config.path);
   },
-  async load({ config, onProgress, signal, logger }) {
-    const options = { log: logger };
+  async load({ config, onProgress, signal, logger, ownProcess }) {
+    const options = { log: logger, ownProcess };
     const loaded =
       config.type === 'embedding'
         ? await (await import('./embedding.ts')).loadOnnxEmbeddingModel(config, onProgress, options)

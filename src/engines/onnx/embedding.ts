@@ -29,9 +29,9 @@ export const ONNX_BATCHING: PreferredBatching = { maxWaitMs: 0, concurrency: 1 }
 export async function loadOnnxEmbeddingModel(
   config: OnnxModelConfig,
   onProgress?: LoadProgress,
-  options: { log?: SessionLogger } = {},
+  options: EncoderLoadOptions = {},
 ): Promise<LoadedModel<OnnxEmbeddingModel>> {
-  const encoder = await loadEncoder(config, options.log);
+  const encoder = await loadEncoder(config, options);
   try {
     const pooling = await poolingOf(config, encoder);
     const model = new OnnxEmbedding(config, encoder, pooling);
@@ -43,7 +43,13 @@ export async function loadOnnxEmbeddingModel(
   }
 }
 
-export function loadEncoder(config: OnnxModelConfig, log?: SessionLogger): Promise<OnnxEncoder> {
+export interface EncoderLoadOptions {
+  log?: SessionLogger;
+  /** The model has an engine process of its own: its session runs on that process's main thread. */
+  ownProcess?: boolean;
+}
+
+export function loadEncoder(config: OnnxModelConfig, { log, ownProcess }: EncoderLoadOptions = {}): Promise<OnnxEncoder> {
   const onnx = config.onnx;
   return OnnxEncoder.load(config.path, {
     threads: onnx.threads,
@@ -52,6 +58,7 @@ export function loadEncoder(config: OnnxModelConfig, log?: SessionLogger): Promi
     maxBatchSize: onnx.maxBatchSize,
     maxBatchTokens: onnx.maxBatchTokens,
     log,
+    inThread: ownProcess,
   });
 }
 

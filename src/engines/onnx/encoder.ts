@@ -6,7 +6,7 @@
 import { access, readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { createSession, intTensor, floatData, type OnnxSession, type SessionLogger, type SessionSettings, type TensorMetadata } from './sessions.ts';
+import { createSession, InThreadHost, intTensor, floatData, type OnnxSession, type SessionLogger, type SessionSettings, type TensorMetadata } from './sessions.ts';
 
 export interface EncoderRow {
   /** Token ids with the special tokens the model expects around them ([CLS] … [SEP]). */
@@ -22,6 +22,8 @@ export interface EncoderOptions extends SessionSettings {
   /** Padded tokens (rows × longest row) per forward pass: bounds the memory of one pass. */
   maxBatchTokens: number;
   log?: SessionLogger;
+  /** Run the session on this thread (an engine process of its own) instead of a worker thread. */
+  inThread?: boolean;
 }
 
 /** One output row as the caller reads it: `data` holds the whole group's output. */
@@ -84,7 +86,7 @@ export class OnnxEncoder {
     const maxLength = Math.min(positions ?? 512, declared ?? Infinity);
     const padId = padTokenId(tokenizer, tokenizerJson, tokenizerConfig, config);
 
-    const { session } = await createSession(modelPath, options, options.log);
+    const { session } = await createSession(modelPath, options, options.log, options.inThread ? new InThreadHost() : undefined);
     const encoder = new OnnxEncoder(dir, tokenizer, session, config, maxLength, padId, options);
     try {
       encoder.requireInput('input_ids');

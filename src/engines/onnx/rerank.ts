@@ -7,16 +7,15 @@ import type { OnnxModelConfig } from './config.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
 import { chunkLimits, documentRoom, queryWithInstruction, RerankWorkMeter, splitIntoChunks } from '../shared/rerank-text.ts';
-import { loadEncoder, ONNX_BATCHING } from './embedding.ts';
+import { loadEncoder, ONNX_BATCHING, type EncoderLoadOptions } from './embedding.ts';
 import type { EncoderRow, OnnxEncoder, OutputView } from './encoder.ts';
-import type { SessionLogger } from './sessions.ts';
 
 export async function loadOnnxRerankModel(
   config: OnnxModelConfig,
   onProgress?: LoadProgress,
-  options: { log?: SessionLogger } = {},
+  options: EncoderLoadOptions = {},
 ): Promise<LoadedModel<RerankModel>> {
-  const encoder = await loadEncoder(config, options.log);
+  const encoder = await loadEncoder(config, options);
   try {
     const logits = encoder.outputs.find((o) => o.name === 'logits');
     if (!logits)

@@ -3,7 +3,9 @@
 //
 // onnxruntime-node runs a session on the thread that calls run(): a UNet step or an encoder batch would
 // freeze the server's event loop (every stream, health check and upload) for its whole duration. So
-// sessions live in a worker thread (OnnxWorker) and the main thread only ships tensors back and forth.
+// sessions live in a worker thread (OnnxWorker) and the main thread only ships tensors back and forth —
+// except in an engine process of the model's own (InThreadHost), whose event loop has nothing else to
+// keep alive: there the hop to a worker and back is pure cost on every forward pass.
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 
@@ -26,6 +28,11 @@ const sessionOptions = (settings: SessionSettings, providers: ExecutionProvider[
   executionMode: 'sequential',
   graphOptimizationLevel: 'all',
   logSeverityLevel: 3,
+  // Pool threads sleep between parallel sections instead of spinning. A spinning thread holds a core that
+  // the server's HTTP thread and the engine process's own thread need next, and on a shared box it is
+  // preempted mid-spin. Measured behind `infera serve` (bench-embed, 2 threads, load 10–12, two runs each):
+  // the engine process's CPU per embedding 47–60 ms → 21–23 at 1 client, 24–28 → 12–13 at 32 clients.
+  extra: { session: { intra_op: { allow_spinning: '0' } } },
 });
 
 export type TensorMetadata = { name: string; type: string; shape: readonly (number | string)[] };
@@ -53,11 +60,39 @@ export interface OnnxSession {
   release(): Promise<void>;
 }
 
+/** Where sessions run: a worker thread (OnnxWorker) or the calling thread (InThreadHost). */
+export interface SessionHost {
+  createSession(path: string, options: ort.InferenceSession.SessionOptions): Promise<OnnxSession>;
+  terminate(): Promise<void>;
+}
+
+/**
+ * Sessions on the calling thread, for an engine process that holds nothing but this model (the engine
+ * contract's `ownProcess`). Each run blocks this thread for the pass, which is all the thread is for; the
+ * server's event loop lives in another process. Saves two thread hand-offs and a message each way per
+ * pass: on a busy 2-core box every wake-up of another thread waits for a core.
+ */
+export class InThreadHost implements SessionHost {
+  async createSession(path: string, options: ort.InferenceSession.SessionOptions): Promise<OnnxSession> {
+    const session = await ort.InferenceSession.create(path, options);
+    const meta = (values: readonly ort.InferenceSession.ValueMetadata[]): TensorMetadata[] =>
+      values.map((v) => (v.isTensor ? { name: v.name, type: v.type as string, shape: [...v.shape] } : { name: v.name, type: 'unknown', shape: [] }));
+    return {
+      inputMetadata: meta(session.inputMetadata),
+      outputMetadata: meta(session.outputMetadata),
+      run: (feeds, fetches) => (fetches ? session.run(feeds, fetches) : session.run(feeds)),
+      release: () => session.release(),
+    };
+  }
+
+  async terminate(): Promise<void> {}
+}
+
 /**
  * One worker thread hosting any number of sessions; their runs execute one after another, in order.
  * A pipeline whose sessions run in sequence anyway (text encoder → UNet → VAE) shares one worker.
  */
-export class OnnxWorker {
+export class OnnxWorker implements SessionHost {
   private readonly worker: Worker;
   private readonly pending = new Map<number, { resolve(reply: WorkerSuccess): void; reject(error: Error): void }>();
   private nextId = 1;
@@ -143,7 +178,7 @@ export async function createSession(
   path: string,
   settings: SessionSettings,
   log?: SessionLogger,
-  worker?: OnnxWorker,
+  worker?: SessionHost,
 ): Promise<{ session: OnnxSession; provider: ExecutionProvider }> {
   const host = worker ?? new OnnxWorker();
   const owned = (session: OnnxSession): OnnxSession =>
