@@ -24,6 +24,7 @@
 // packed sequences. Rerankers have plain attention throughout (F16 rounding moved their scores), so one
 // context each.
 import { ClientGoneError } from '../../../errors/index.ts';
+import { FfiVocab } from './vocab.ts';
 import { LLAMA_FLASH_ATTN_TYPE, LLAMA_MAX_SEQ, LLAMA_POOLING_TYPE, LLAMA_VOCAB_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
 
 export interface EncoderOptions {
@@ -242,6 +243,11 @@ export class LlamaEncoder {
       contexts.push({ context, small });
     }
     return new LlamaEncoder(lib, model, contexts, contextSize, options);
+  }
+
+  /** The model's tokenizer, node-llama-cpp's rules over this encoder's llama_vocab (valid until dispose). */
+  vocabulary(): FfiVocab {
+    return new FfiVocab(this.api, this.vocab);
   }
 
   /** Text tokens, no special tokens added or parsed (node-llama-cpp's `model.tokenize(text, false)`). */
