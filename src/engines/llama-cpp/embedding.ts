@@ -8,7 +8,7 @@ import type { LlamaCppModelConfig } from './config.ts';
 import { loadEncoderModel } from './runtime.ts';
 import { NLC_PATHS, nlcModule, type ReadGgufModule } from './nlc-parts.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
-import type { EmbedCallOptions, EmbedResult, EmbeddingInput, EmbeddingModel, LoadedModel, LoadProgress } from '../../spec/index.ts';
+import type { EmbedCallOptions, EmbedResult, EmbeddingInput, EmbeddingModel, LoadedModel, LoadProgress, PreferredBatching } from '../../spec/index.ts';
 import { checkedInputTokens } from '../shared/embedding-input.ts';
 import { normalizeInPlace } from '../shared/vectors.ts';
 import { ContextPool } from './embedding-context-pool.ts';
@@ -65,6 +65,18 @@ export async function loadLlamaCppEmbeddingModel(
     onFallback(`llama.cpp FFI runner not used for ${config.id}: ${lib}; running it on node-llama-cpp`);
   }
   return loadOnNodeLlamaCpp(config, onProgress, options);
+}
+
+/**
+ * The server's micro-batcher in front of the FFI encoder. The encoder packs whatever is queued into its
+ * next decode, so the batcher should hand requests over as they come rather than hold them until one of
+ * its default 2 batches in flight has finished: with 2, at 32 clients, every other decode took the 1–2
+ * inputs that had queued while the previous one ran (a 64-token plain-attention decode), the rest
+ * waiting in the server. As many batches in flight as the encoder has sequences keeps a decode's worth
+ * of inputs in the engine's queue; beyond that the batcher's queue (and its 503) still applies.
+ */
+export function encoderBatching(parallelism: number): PreferredBatching {
+  return { maxWaitMs: 0, concurrency: Math.max(2, parallelism) };
 }
 
 /** The Llama of the load options, made now if it was left to be made on demand. */
@@ -160,14 +172,14 @@ async function loadOnNodeLlamaCpp(
 async function loadOnFfi(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { signal, decodeOn }: LlamaCppLoadOptions,
+  { signal }: LlamaCppLoadOptions,
   lib: LlamaLibrary,
 ): Promise<LoadedModel<LlamaCppEmbeddingModel>> {
   const info = await ggufInfo(config.path);
   let encoder: LlamaEncoder | undefined;
   try {
     signal?.throwIfAborted();
-    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model', decodeOn);
+    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model');
     refuseReranker(config, info, supportsRanking(info, encoder.special));
     onProgress?.(1);
     const loadedEncoder = encoder;
@@ -210,6 +222,7 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
   readonly contextSize: number;
   readonly runner: 'ffi' | 'node-llama-cpp';
   readonly encoderStats: EncoderStats | undefined;
+  readonly preferredBatching: PreferredBatching | undefined;
 
   constructor(
     private readonly config: LlamaCppModelConfig,
@@ -224,6 +237,7 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
     this.contextSize = backend.contextSize;
     this.runner = backend.runner;
     this.encoderStats = backend.encoderStats;
+    this.preferredBatching = backend.runner === 'ffi' ? encoderBatching(backend.parallelism) : undefined;
     // Special tokens llama.cpp adds around every input (e.g. [CLS] … [SEP]). node-llama-cpp refuses
     // inputs whose length (special tokens included) reaches the context size; the FFI encoder keeps that limit.
     const addedTokens = backend.inputLength([]);

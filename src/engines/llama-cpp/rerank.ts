@@ -11,10 +11,10 @@ import type { GgufFileInfo, LlamaModel, LlamaRankingContext, Token } from 'node-
 import type { LlamaCppModelConfig } from './config.ts';
 import { loadEncoderModel } from './runtime.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
-import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
+import type { LoadedModel, LoadProgress, PreferredBatching, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
 import { chunkLimits, documentRoom, queryWithInstruction, RerankWorkMeter, splitIntoChunks } from '../shared/rerank-text.ts';
 import { ContextPool } from './embedding-context-pool.ts';
-import { ffiLibrary, ggufInfo, llamaOf, supportsRanking, type LlamaCppLoadOptions } from './embedding.ts';
+import { encoderBatching, ffiLibrary, ggufInfo, llamaOf, supportsRanking, type LlamaCppLoadOptions } from './embedding.ts';
 import { LlamaEncoder, type EncoderStats } from './ffi/encoder.ts';
 import type { LlamaLibrary } from './ffi/library.ts';
 
@@ -132,14 +132,14 @@ async function loadOnNodeLlamaCpp(
 async function loadOnFfi(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { signal, decodeOn }: LlamaCppLoadOptions,
+  { signal }: LlamaCppLoadOptions,
   lib: LlamaLibrary,
 ): Promise<LoadedModel<LlamaCppRerankModel>> {
   const info = await ggufInfo(config.path);
   let encoder: LlamaEncoder | undefined;
   try {
     signal?.throwIfAborted();
-    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'rank', decodeOn);
+    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'rank');
     const prompt = checkRanker(config, info, supportsRanking(info, encoder.special));
     onProgress?.(1);
     const loaded = encoder;
@@ -214,6 +214,7 @@ class LlamaCppRerank implements LlamaCppRerankModel {
   readonly contextSize: number;
   readonly runner: 'ffi' | 'node-llama-cpp';
   readonly encoderStats: EncoderStats | undefined;
+  readonly preferredBatching: PreferredBatching | undefined;
   private readonly model: RerankTokenizer;
 
   constructor(
@@ -228,6 +229,7 @@ class LlamaCppRerank implements LlamaCppRerankModel {
     this.contextSize = backend.contextSize;
     this.runner = backend.runner;
     this.encoderStats = backend.encoderStats;
+    this.preferredBatching = backend.runner === 'ffi' ? encoderBatching(backend.parallelism) : undefined;
     this.model = backend.model;
     // node-llama-cpp refuses a pair whose evaluated length reaches the context size.
     this.maxInputTokens = this.contextSize - 1;
