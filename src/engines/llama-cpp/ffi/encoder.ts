@@ -44,8 +44,9 @@ export interface EncoderOptions {
    */
   plainAttentionForSmallBatches?: boolean;
   /**
-   * As RunnerOptions.decodeOn: 'loop' in an engine process of its own, 'worker' (default) in a shared
-   * one. Several lanes always decode on koffi's workers, so that they run at the same time.
+   * As RunnerOptions.decodeOn: on the calling thread ('loop') or koffi's worker ('worker', the default,
+   * and what model entries get: see forModel). Several lanes always decode on koffi's workers, so that
+   * they run at the same time.
    */
   decodeOn?: 'loop' | 'worker';
 }
