@@ -135,8 +135,12 @@ for (const [name, pathOf] of [
     const path = pathOf();
     const models: LoadedModel<LlamaCppEmbeddingModel>[] = [];
     try {
+      // The FFI runner never asks for node-llama-cpp's Llama (no getLlama in its engine process).
+      const noLlama = () => assert.fail('the FFI embedding model asked for a Llama');
       for (const runner of ['ffi', 'node-llama-cpp'] as const)
-        models.push(await loadLlamaCppEmbeddingModel(config(path, runner, { contextSize: 256 }), undefined, { llama }, (reason) => assert.fail(reason)));
+        models.push(
+          await loadLlamaCppEmbeddingModel(config(path, runner, { contextSize: 256 }), undefined, { llama: runner === 'ffi' ? noLlama : llama }, (reason) => assert.fail(reason)),
+        );
       const [ffi, node] = models.map((loaded) => loaded.model) as [LlamaCppEmbeddingModel, LlamaCppEmbeddingModel];
       assert.equal(ffi.runner, 'ffi');
       assert.equal(node.runner, 'node-llama-cpp');
