@@ -445,9 +445,10 @@ function bannedBias(model: LlamaModel, tokens: Token[]): TokenBias {
 export async function loadLlamaCppChatModel(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { llama, signal }: LlamaCppLoadOptions,
+  { llama: llamaOrMaker, signal }: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppChatModel>> {
   if (!config.path) throw new Error(`model ${config.id}: llama-cpp needs \`path\``);
+  const llama = typeof llamaOrMaker === 'function' ? await llamaOrMaker() : llamaOrMaker;
   const options = config.llamaCpp;
   const model = await llama.loadModel({
     modelPath: config.path,

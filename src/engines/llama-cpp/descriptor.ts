@@ -35,9 +35,12 @@ export const llamaCpp = defineEngine({
       if (typeof loaded !== 'string') return loaded;
       logger.info(`llama.cpp FFI runner not used for ${config.id}: ${loaded}; running it on node-llama-cpp`);
     }
-    const llama = await runtime.llama(config.llamaCpp.gpu);
     signal.throwIfAborted();
     return runtime.attributed(logger, async () => {
+      // Chat here runs on node-llama-cpp; embedding and reranker models ask for the Llama only if they
+      // fall back to it (their FFI encoder needs none: no getLlama at the start of their engine process).
+      const llama = config.type === 'chat' ? await runtime.llama(config.llamaCpp.gpu) : () => runtime.llama(config.llamaCpp.gpu);
+      signal.throwIfAborted();
       const options = { llama, signal, decodeOn };
       switch (config.type) {
         case 'chat':

@@ -12,7 +12,7 @@ import type { LoadedModel } from '../../spec/index.ts';
 import { ensureTinyModels } from '../../tiny-models/index.ts';
 import { llamaCppModelSchema } from './config.ts';
 import { loadLlamaCppEmbeddingModel, type LlamaCppEmbeddingModel } from './embedding.ts';
-import { LlamaEncoder } from './ffi/encoder.ts';
+import { LlamaEncoder, PLAIN_ATTENTION_TOKENS } from './ffi/encoder.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { createLlama } from './runtime.ts';
 
@@ -80,6 +80,30 @@ test('ffi encoder: two lanes (contexts) share one queue and give the same vector
   }
 });
 
+test('ffi encoder: batches of up to PLAIN_ATTENTION_TOKENS tokens decode on the plain-attention context, with the vectors of the packed path', async () => {
+  const hybrid = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model' });
+  const flashOnly = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model', plainAttentionForSmallBatches: false });
+  try {
+    const small = TEXTS.map((text) => hybrid.framed(hybrid.tokenize(text)));
+    // One short input alone: the small context.
+    const alone = await hybrid.encode(small[0]!);
+    assert.deepEqual([hybrid.stats.decodes, hybrid.stats.smallDecodes], [1, 1]);
+    // Six inputs whose tokens pass PLAIN_ATTENTION_TOKENS: one decode on the default context.
+    const long = small.map((tokens) => [...tokens, ...tokens.slice(1, -1), ...tokens.slice(1)]);
+    assert.ok(long.reduce((sum, tokens) => sum + tokens.length, 0) > PLAIN_ATTENTION_TOKENS);
+    const packed = await Promise.all(long.map((tokens) => hybrid.encode(tokens)));
+    assert.deepEqual([hybrid.stats.decodes, hybrid.stats.smallDecodes], [2, 1]);
+    const reference = await Promise.all([flashOnly.encode(small[0]!), ...long.map((tokens) => flashOnly.encode(tokens))]);
+    assert.equal(flashOnly.stats.smallDecodes, 0);
+    // Flash attention rounds Q·K to F16 on CPU: the two paths agree to that rounding, not bit for bit.
+    assert.ok(maxDifference(alone, reference[0]!) < 1e-4);
+    for (const [i, vector] of packed.entries()) assert.ok(maxDifference(vector, reference[i + 1]!) < 1e-5, `input ${i}`);
+  } finally {
+    await hybrid.dispose();
+    await flashOnly.dispose();
+  }
+});
+
 test('ffi encoder: inputs it cannot evaluate are refused before any decode', async () => {
   const mark = encoder.stats.decodes;
   await assert.rejects(encoder.encode([]), /empty/);
@@ -111,8 +135,12 @@ for (const [name, pathOf] of [
     const path = pathOf();
     const models: LoadedModel<LlamaCppEmbeddingModel>[] = [];
     try {
+      // The FFI runner never asks for node-llama-cpp's Llama (no getLlama in its engine process).
+      const noLlama = () => assert.fail('the FFI embedding model asked for a Llama');
       for (const runner of ['ffi', 'node-llama-cpp'] as const)
-        models.push(await loadLlamaCppEmbeddingModel(config(path, runner, { contextSize: 256 }), undefined, { llama }, (reason) => assert.fail(reason)));
+        models.push(
+          await loadLlamaCppEmbeddingModel(config(path, runner, { contextSize: 256 }), undefined, { llama: runner === 'ffi' ? noLlama : llama }, (reason) => assert.fail(reason)),
+        );
       const [ffi, node] = models.map((loaded) => loaded.model) as [LlamaCppEmbeddingModel, LlamaCppEmbeddingModel];
       assert.equal(ffi.runner, 'ffi');
       assert.equal(node.runner, 'node-llama-cpp');

@@ -3,11 +3,12 @@
 // GGUF's `{arch}.pooling_type` says) and decoder embedders such as Qwen3-Embedding (last-token
 // pooling; the EOS the GGUF asks for is appended by node-llama-cpp). llama.cpp returns raw pooled
 // vectors, so L2 normalisation and Matryoshka truncation happen here.
-import type { Llama, LlamaEmbeddingContext, LlamaModel, Token } from 'node-llama-cpp';
+import type { GgufFileInfo, Llama, LlamaEmbeddingContext, Token } from 'node-llama-cpp';
 import type { LlamaCppModelConfig } from './config.ts';
 import { loadEncoderModel } from './runtime.ts';
+import { NLC_PATHS, nlcModule, type ReadGgufModule } from './nlc-parts.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
-import type { EmbedCallOptions, EmbedResult, EmbeddingInput, EmbeddingModel, LoadedModel, LoadProgress } from '../../spec/index.ts';
+import type { EmbedCallOptions, EmbedResult, EmbeddingInput, EmbeddingModel, LoadedModel, LoadProgress, PreferredBatching } from '../../spec/index.ts';
 import { checkedInputTokens } from '../shared/embedding-input.ts';
 import { normalizeInPlace } from '../shared/vectors.ts';
 import { ContextPool } from './embedding-context-pool.ts';
@@ -16,8 +17,12 @@ import { LlamaEncoder, type EncoderStats } from './ffi/encoder.ts';
 
 /** What every llama-cpp load takes besides the model entry. */
 export interface LlamaCppLoadOptions {
-  /** The server's Llama (LlamaRuntime); tests pass one from createLlama. */
-  llama: Llama;
+  /**
+   * The server's Llama (LlamaRuntime); tests pass one from createLlama. A function is called only if
+   * the model runs on node-llama-cpp: the FFI encoder needs no Llama (getLlama test-loads the addon in
+   * a child process first, ~0.5 s and ~1 s of CPU at every engine-process start).
+   */
+  llama: Llama | (() => Promise<Llama>);
   /** Stops a load in progress (server shutdown). */
   signal?: AbortSignal;
   /**
@@ -62,6 +67,32 @@ export async function loadLlamaCppEmbeddingModel(
   return loadOnNodeLlamaCpp(config, onProgress, options);
 }
 
+/**
+ * The server's micro-batcher in front of the FFI encoder. The encoder packs whatever is queued into its
+ * next decode, so the batcher should hand requests over as they come rather than hold them until one of
+ * its default 2 batches in flight has finished: with 2, at 32 clients, every other decode took the 1–2
+ * inputs that had queued while the previous one ran (a 64-token plain-attention decode), the rest
+ * waiting in the server. As many batches in flight as the encoder has sequences keeps a decode's worth
+ * of inputs in the engine's queue; beyond that the batcher's queue (and its 503) still applies.
+ */
+export function encoderBatching(parallelism: number): PreferredBatching {
+  return { maxWaitMs: 0, concurrency: Math.max(2, parallelism) };
+}
+
+/** The Llama of the load options, made now if it was left to be made on demand. */
+export function llamaOf(options: LlamaCppLoadOptions): Promise<Llama> {
+  return typeof options.llama === 'function' ? options.llama() : Promise.resolve(options.llama);
+}
+
+/**
+ * The GGUF's header (metadata and tensor list) through node-llama-cpp's JavaScript reader (nlc-parts.ts:
+ * no addon), for what the FFI encoders used to read from a vocabulary-only LlamaModel.
+ */
+export async function ggufInfo(path: string): Promise<GgufFileInfo> {
+  const { readGgufFileInfo } = await nlcModule<ReadGgufModule>(NLC_PATHS.readGguf);
+  return readGgufFileInfo(path, { sourceType: 'filesystem' });
+}
+
 /** The FFI library for an embedding/reranker model, or why it cannot serve it. */
 export async function ffiLibrary(config: LlamaCppModelConfig): Promise<LlamaLibrary | string> {
   const options = config.llamaCpp;
@@ -93,13 +124,14 @@ interface EmbeddingBackend {
 async function loadOnNodeLlamaCpp(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { llama, signal }: LlamaCppLoadOptions,
+  options: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppEmbeddingModel>> {
+  const { signal } = options;
   const llamaOptions = config.llamaCpp;
-  const model = await loadEncoderModel(llama, config, onProgress, signal);
+  const model = await loadEncoderModel(await llamaOf(options), config, onProgress, signal);
   const contexts: LlamaEmbeddingContext[] = [];
   try {
-    refuseReranker(config, model);
+    refuseReranker(config, model.fileInfo, model.fileInsights.supportsRanking);
     const contextSize = Math.min(llamaOptions.contextSize, model.trainContextSize || llamaOptions.contextSize);
     for (let i = 0; i < llamaOptions.contexts; i++)
       contexts.push(
@@ -124,7 +156,7 @@ async function loadOnNodeLlamaCpp(
         await model.dispose();
       },
     };
-    const embedding = new LlamaCppEmbedding(config, backend, poolingOf(model), vocabularySizeOf(model));
+    const embedding = new LlamaCppEmbedding(config, backend, poolingOf(model.fileInfo), vocabularySizeOf(model.fileInfo));
     return { model: embedding, dispose: () => backend.dispose() };
   } catch (error) {
     await Promise.allSettled(contexts.map((context) => context.dispose()));
@@ -134,21 +166,21 @@ async function loadOnNodeLlamaCpp(
 }
 
 /**
- * On the FFI encoder. node-llama-cpp still reads the GGUF's header (a vocabulary-only load: pooling,
- * classification head, vocabulary rows); llama.cpp's own tokenizer and the encoder do the rest.
+ * On the FFI encoder. node-llama-cpp's JavaScript GGUF reader gives the header (pooling, classification
+ * head, vocabulary rows); llama.cpp's own tokenizer and the encoder do the rest.
  */
 async function loadOnFfi(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { llama, signal, decodeOn }: LlamaCppLoadOptions,
+  { signal }: LlamaCppLoadOptions,
   lib: LlamaLibrary,
 ): Promise<LoadedModel<LlamaCppEmbeddingModel>> {
-  const vocab = await llama.loadModel({ modelPath: config.path, vocabOnly: true, loadSignal: signal });
+  const info = await ggufInfo(config.path);
   let encoder: LlamaEncoder | undefined;
   try {
-    refuseReranker(config, vocab);
     signal?.throwIfAborted();
-    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model', decodeOn);
+    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model');
+    refuseReranker(config, info, supportsRanking(info, encoder.special));
     onProgress?.(1);
     const loadedEncoder = encoder;
     const backend: EmbeddingBackend = {
@@ -160,16 +192,12 @@ async function loadOnFfi(
       tokenize: (text) => loadedEncoder.tokenize(text),
       inputLength: (tokens) => loadedEncoder.framed(tokens).length,
       embed: (tokens, signal) => loadedEncoder.encode(loadedEncoder.framed(tokens), signal),
-      dispose: async () => {
-        await loadedEncoder.dispose();
-        await vocab.dispose();
-      },
+      dispose: () => loadedEncoder.dispose(),
     };
-    const embedding = new LlamaCppEmbedding(config, backend, poolingOf(vocab), vocabularySizeOf(vocab));
+    const embedding = new LlamaCppEmbedding(config, backend, poolingOf(info), vocabularySizeOf(info));
     return { model: embedding, dispose: () => backend.dispose() };
   } catch (error) {
     await encoder?.dispose();
-    await vocab.dispose();
     throw error;
   }
 }
@@ -178,9 +206,9 @@ async function loadOnFfi(
  * A classification head without a declared mean/CLS/last pooling is a cross-encoder: its "embedding"
  * would be one score or the last token's state, never a sentence vector.
  */
-function refuseReranker(config: LlamaCppModelConfig, model: LlamaModel): void {
-  const pooling = poolingOf(model);
-  if (pooling === 'rank' || (pooling === 'unspecified' && model.fileInsights.supportsRanking))
+function refuseReranker(config: LlamaCppModelConfig, info: GgufFileInfo, ranking: boolean): void {
+  const pooling = poolingOf(info);
+  if (pooling === 'rank' || (pooling === 'unspecified' && ranking))
     throw new Error(`model ${config.id}: ${config.path} is a reranker (classification head); serve it as type reranker`);
 }
 
@@ -194,6 +222,7 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
   readonly contextSize: number;
   readonly runner: 'ffi' | 'node-llama-cpp';
   readonly encoderStats: EncoderStats | undefined;
+  readonly preferredBatching: PreferredBatching | undefined;
 
   constructor(
     private readonly config: LlamaCppModelConfig,
@@ -208,6 +237,7 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
     this.contextSize = backend.contextSize;
     this.runner = backend.runner;
     this.encoderStats = backend.encoderStats;
+    this.preferredBatching = backend.runner === 'ffi' ? encoderBatching(backend.parallelism) : undefined;
     // Special tokens llama.cpp adds around every input (e.g. [CLS] … [SEP]). node-llama-cpp refuses
     // inputs whose length (special tokens included) reaches the context size; the FFI encoder keeps that limit.
     const addedTokens = backend.inputLength([]);
@@ -251,17 +281,38 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
   }
 }
 
-function poolingOf(model: LlamaModel): PoolingName {
-  const metadata = model.fileInfo.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
-  const poolingType = metadata[model.fileInfo.metadata.general.architecture]?.pooling_type;
+/** The special tokens supportsRanking asks about: the encoder's llama_vocab ids. */
+export interface SpecialTokens {
+  eos: number | undefined;
+  sep: number | undefined;
+}
+
+/**
+ * node-llama-cpp 3.21.1's GgufInsights.supportsRanking, on the header alone: a classification head
+ * (cls.weight or cls.output.weight) and a SEP or EOS token or a usable `chat_template.rerank`, and not
+ * an encoder-decoder model. GgufInsights reads SEP and EOS from the header with llama.cpp's defaults
+ * (llama_vocab::impl::load); here they are llama.cpp's own.
+ */
+export function supportsRanking(info: GgufFileInfo, special: SpecialTokens): boolean {
+  if (!(info.fullTensorInfo ?? []).some((tensor) => tensor.name === 'cls.weight' || tensor.name === 'cls.output.weight')) return false;
+  const template = (info.metadata as unknown as { tokenizer?: Record<string, unknown> }).tokenizer?.['chat_template.rerank'];
+  const templated = typeof template === 'string' && template.includes('{query}') && template.includes('{document}');
+  // GgufInsights.hasEncoder && hasDecoder: the t5 architecture.
+  const encoderDecoder = info.metadata?.general?.architecture === 't5';
+  return (special.sep !== undefined || special.eos !== undefined || templated) && !encoderDecoder;
+}
+
+function poolingOf(info: GgufFileInfo): PoolingName {
+  const metadata = info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
+  const poolingType = metadata[info.metadata.general.architecture]?.pooling_type;
   return typeof poolingType === 'number' ? (POOLING_NAMES[poolingType] ?? 'unspecified') : 'unspecified';
 }
 
 /** Rows of token_embd (ids at or above it would read out of bounds in llama.cpp). */
-export function vocabularySizeOf(model: LlamaModel): number | undefined {
-  const tensor = model.fileInfo.fullTensorInfo?.find((info) => info.name === 'token_embd.weight');
+export function vocabularySizeOf(info: GgufFileInfo): number | undefined {
+  const tensor = info.fullTensorInfo?.find((tensorInfo) => tensorInfo.name === 'token_embd.weight');
   const rows = tensor?.dimensions[1];
   if (rows !== undefined) return Number(rows);
-  const tokens = (model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: unknown[] } } }).tokenizer?.ggml?.tokens;
+  const tokens = (info.metadata as unknown as { tokenizer?: { ggml?: { tokens?: unknown[] } } }).tokenizer?.ggml?.tokens;
   return Array.isArray(tokens) ? tokens.length : undefined;
 }

@@ -24,7 +24,8 @@ before(async () => {
   llama = await createLlama(false);
   const config = (runner: string) =>
     llamaCppModelSchema.parse({ id: 'tiny-rerank', type: 'reranker', engine: 'llama-cpp', path: paths.reranker, llamaCpp: { threads: 1, contexts: 1, runner, batchSequences: 8 } });
-  ffi = await loadLlamaCppRerankModel(config('ffi'), undefined, { llama }, (reason) => assert.fail(reason));
+  // The FFI reranker never asks for node-llama-cpp's Llama (its tokenizer is FfiVocab over the encoder's vocab).
+  ffi = await loadLlamaCppRerankModel(config('ffi'), undefined, { llama: () => assert.fail('the FFI reranker asked for a Llama') }, (reason) => assert.fail(reason));
   node = await loadLlamaCppRerankModel(config('node-llama-cpp'), undefined, { llama });
 });
 after(async () => {

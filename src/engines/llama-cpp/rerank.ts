@@ -7,14 +7,14 @@
 // Long documents are split here, not by node-llama-cpp, so that `max_chunks_per_doc` and
 // `overlap_tokens` mean what SiliconFlow documents: chunks of document tokens that fit next to the
 // query in one context, consecutive chunks sharing `overlap_tokens` tokens; a document scores its best chunk.
-import type { LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
+import type { GgufFileInfo, LlamaModel, LlamaRankingContext, Token } from 'node-llama-cpp';
 import type { LlamaCppModelConfig } from './config.ts';
 import { loadEncoderModel } from './runtime.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
-import type { LoadedModel, LoadProgress, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
+import type { LoadedModel, LoadProgress, PreferredBatching, RerankCallOptions, RerankModel, RerankResult } from '../../spec/index.ts';
 import { chunkLimits, documentRoom, queryWithInstruction, RerankWorkMeter, splitIntoChunks } from '../shared/rerank-text.ts';
 import { ContextPool } from './embedding-context-pool.ts';
-import { ffiLibrary, type LlamaCppLoadOptions } from './embedding.ts';
+import { encoderBatching, ffiLibrary, ggufInfo, llamaOf, supportsRanking, type LlamaCppLoadOptions } from './embedding.ts';
 import { LlamaEncoder, type EncoderStats } from './ffi/encoder.ts';
 import type { LlamaLibrary } from './ffi/library.ts';
 
@@ -58,8 +58,8 @@ interface RankBackend {
   readonly parallelism: number;
   /** Tokens one evaluation may hold. */
   readonly contextSize: number;
-  /** The GGUF's tokenizer (for the FFI runner, a vocabulary-only load). */
-  readonly model: LlamaModel;
+  /** The GGUF's tokenizer: node-llama-cpp's LlamaModel, or its rules over the FFI encoder's llama_vocab (FfiVocab). */
+  readonly model: RerankTokenizer;
   /** Tokens evaluated for a cross-encoder pair (special tokens around query and document included). */
   pairLength(query: Token[], document: Token[]): number;
   /** Score of a cross-encoder pair. */
@@ -69,12 +69,15 @@ interface RankBackend {
   dispose(): Promise<void>;
 }
 
-function checkRanker(config: LlamaCppModelConfig, model: LlamaModel): PromptTemplate | undefined {
-  if (!model.fileInsights.supportsRanking)
+/** What the reranker asks of a tokenizer (LlamaModel and FfiVocab both have it). */
+type RerankTokenizer = Pick<LlamaModel, 'tokenize' | 'detokenize'>;
+
+function checkRanker(config: LlamaCppModelConfig, info: GgufFileInfo, ranking: boolean): PromptTemplate | undefined {
+  if (!ranking)
     throw new Error(
       `model ${config.id}: ${config.path} is not a reranker (no cls.weight / cls.output.weight classification head); serve it as type embedding or chat`,
     );
-  const rerankTemplate = (model.fileInfo.metadata as unknown as { tokenizer?: Record<string, unknown> }).tokenizer?.['chat_template.rerank'];
+  const rerankTemplate = (info.metadata as unknown as { tokenizer?: Record<string, unknown> }).tokenizer?.['chat_template.rerank'];
   // A GGUF rerank template (Qwen3-Reranker) is filled as text and tokenized whole, as llama-server and the
   // model's reference code do; node-llama-cpp's own template handling tokenizes the document apart from
   // the text around it ("<Document>: the" would read ":", " ", "the" instead of ":", " the").
@@ -84,13 +87,13 @@ function checkRanker(config: LlamaCppModelConfig, model: LlamaModel): PromptTemp
 async function loadOnNodeLlamaCpp(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { llama, signal }: LlamaCppLoadOptions,
+  options: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppRerankModel>> {
   const llamaOptions = config.llamaCpp;
-  const model = await loadEncoderModel(llama, config, onProgress, signal);
+  const model = await loadEncoderModel(await llamaOf(options), config, onProgress, options.signal);
   const contexts: LlamaRankingContext[] = [];
   try {
-    const prompt = checkRanker(config, model);
+    const prompt = checkRanker(config, model.fileInfo, model.fileInsights.supportsRanking);
     // Templated rerankers: the ranking contexts get a pass-through template and the finished token sequence.
     const template = prompt ? '{{query}}{{document}}' : undefined;
     const contextSize = Math.min(llamaOptions.contextSize, model.trainContextSize || llamaOptions.contextSize);
@@ -129,19 +132,20 @@ async function loadOnNodeLlamaCpp(
 async function loadOnFfi(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { llama, signal, decodeOn }: LlamaCppLoadOptions,
+  { signal }: LlamaCppLoadOptions,
   lib: LlamaLibrary,
 ): Promise<LoadedModel<LlamaCppRerankModel>> {
-  const vocab = await llama.loadModel({ modelPath: config.path, vocabOnly: true, loadSignal: signal });
+  const info = await ggufInfo(config.path);
   let encoder: LlamaEncoder | undefined;
   try {
-    const prompt = checkRanker(config, vocab);
     signal?.throwIfAborted();
-    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'rank', decodeOn);
+    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'rank');
+    const prompt = checkRanker(config, info, supportsRanking(info, encoder.special));
     onProgress?.(1);
     const loaded = encoder;
+    const vocab = encoder.vocabulary();
     const { bos, eos, sep } = vocab.tokens;
-    const architecture = vocab.fileInfo.metadata?.general?.architecture as string | undefined;
+    const architecture = info.metadata?.general?.architecture as string | undefined;
     const normalised = architecture === 'qwen3' || architecture === 'qwen3vl';
     const pairInput = (query: Token[], document: Token[]): Token[] =>
       query.length === 0 && document.length === 0
@@ -162,16 +166,12 @@ async function loadOnFfi(
       pairLength: (query, document) => pairInput(query, document).length,
       rankPair: (query, document, signal) => score(pairInput(query, document), signal),
       rankPrompt: (tokens, signal) => score(loaded.framed(tokens), signal),
-      dispose: async () => {
-        await loaded.dispose();
-        await vocab.dispose();
-      },
+      dispose: () => loaded.dispose(),
     };
     const reranker = new LlamaCppRerank(config, backend, prompt);
     return { model: reranker, dispose: () => backend.dispose() };
   } catch (error) {
     await encoder?.dispose();
-    await vocab.dispose();
     throw error;
   }
 }
@@ -214,7 +214,8 @@ class LlamaCppRerank implements LlamaCppRerankModel {
   readonly contextSize: number;
   readonly runner: 'ffi' | 'node-llama-cpp';
   readonly encoderStats: EncoderStats | undefined;
-  private readonly model: LlamaModel;
+  readonly preferredBatching: PreferredBatching | undefined;
+  private readonly model: RerankTokenizer;
 
   constructor(
     config: LlamaCppModelConfig,
@@ -228,6 +229,7 @@ class LlamaCppRerank implements LlamaCppRerankModel {
     this.contextSize = backend.contextSize;
     this.runner = backend.runner;
     this.encoderStats = backend.encoderStats;
+    this.preferredBatching = backend.runner === 'ffi' ? encoderBatching(backend.parallelism) : undefined;
     this.model = backend.model;
     // node-llama-cpp refuses a pair whose evaluated length reaches the context size.
     this.maxInputTokens = this.contextSize - 1;

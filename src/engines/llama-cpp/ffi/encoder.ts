@@ -14,7 +14,17 @@
 // (Qwen3-Embedding) keep a KV: it is one unified stream of n_batch cells, cleared after every batch,
 // so that S sequences cost no more memory than one. llama.cpp aborts the process on a malformed
 // batch: every batch is checked here before llama_decode.
+//
+// Embedding models get two contexts per lane: llama.cpp's default attention (flash attention on CPU) for
+// packed batches, and a small plain-attention context for batches of at most PLAIN_ATTENTION_TOKENS
+// tokens — one client's single input. Measured on the 384x12 BERT (1 thread, CPU per decode): a 21-token
+// input costs 22 ms plain against 34–36 ms flash, 40 tokens 46 against 74; at 78 tokens they meet, and
+// beyond that flash attention wins by more and more (160 tokens: 123 against 172; 16 inputs of 21 tokens
+// in one decode: 256 against 550), because plain attention also computes the masked-out blocks between
+// packed sequences. Rerankers have plain attention throughout (F16 rounding moved their scores), so one
+// context each.
 import { ClientGoneError } from '../../../errors/index.ts';
+import { FfiVocab } from './vocab.ts';
 import { LLAMA_FLASH_ATTN_TYPE, LLAMA_MAX_SEQ, LLAMA_POOLING_TYPE, LLAMA_VOCAB_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
 
 export interface EncoderOptions {
@@ -29,8 +39,14 @@ export interface EncoderOptions {
   /** 'rank' for rerankers (class scores), else the GGUF's pooling (llama.cpp's default when it declares none). */
   pooling: 'model' | 'rank';
   /**
-   * As RunnerOptions.decodeOn: 'loop' in an engine process of its own, 'worker' (default) in a shared
-   * one. Several lanes always decode on koffi's workers, so that they run at the same time.
+   * Embedding models: decode batches of at most PLAIN_ATTENTION_TOKENS tokens on a second, plain-attention
+   * context per lane (default true; rerankers always use plain attention and have one context).
+   */
+  plainAttentionForSmallBatches?: boolean;
+  /**
+   * As RunnerOptions.decodeOn: on the calling thread ('loop') or koffi's worker ('worker', the default,
+   * and what model entries get: see forModel). Several lanes always decode on koffi's workers, so that
+   * they run at the same time.
    */
   decodeOn?: 'loop' | 'worker';
 }
@@ -38,6 +54,8 @@ export interface EncoderOptions {
 export interface EncoderStats {
   /** llama_decode calls. */
   decodes: number;
+  /** Of those, decodes on a plain-attention context for small batches. */
+  smallDecodes: number;
   /** Inputs evaluated (sequences over all decodes). */
   inputs: number;
   tokens: number;
@@ -47,6 +65,8 @@ export interface EncoderStats {
 interface Lane {
   context: Pointer;
   memory: Pointer;
+  /** Embedding models: the plain-attention context for small batches (see PLAIN_ATTENTION_TOKENS); it shares the lane's pool and batch. */
+  small: { context: Pointer; memory: Pointer; tokens: number; sequences: number } | undefined;
   threadpool: Pointer;
   /** A decode is running: nothing may touch the context or the batch until it returns. */
   decoding: boolean;
@@ -68,6 +88,12 @@ interface Job {
 
 const TOKEN_NULL = -1;
 
+/**
+ * Batches of at most this many tokens decode on a lane's plain-attention context (embedding models). Below
+ * the ~78-token crossover measured above, and small enough that the second context costs little memory.
+ */
+export const PLAIN_ATTENTION_TOKENS = 64;
+
 export class LlamaEncoder {
   /** Tokens one decode (and so one input) may hold. */
   readonly contextSize: number;
@@ -84,7 +110,7 @@ export class LlamaEncoder {
   readonly frame: { begin: number | undefined; end: number | undefined };
   readonly special: { bos: number | undefined; eos: number | undefined; sep: number | undefined };
   /** Counters for benchmarks and tests: decodes, inputs and tokens they held. */
-  readonly stats: EncoderStats = { decodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
+  readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
   private readonly api: LlamaBindings;
   private readonly vocab: Pointer;
   private readonly lanes: Lane[];
@@ -96,7 +122,7 @@ export class LlamaEncoder {
   private constructor(
     private readonly lib: LlamaLibrary,
     private readonly model: Pointer,
-    contexts: Pointer[],
+    contexts: { context: Pointer; small: { context: Pointer; tokens: number; sequences: number } | undefined }[],
     contextSize: number,
     options: EncoderOptions,
   ) {
@@ -108,21 +134,24 @@ export class LlamaEncoder {
     this.sequences = options.sequences;
     this.lanesCount = contexts.length;
     this.decodeOn = contexts.length > 1 ? 'worker' : (options.decodeOn ?? 'worker');
-    this.pooling = api.llama_pooling_type(contexts[0]) as number;
+    this.pooling = api.llama_pooling_type(contexts[0]!.context) as number;
     this.outputSize = this.pooling === LLAMA_POOLING_TYPE.rank ? Number(api.llama_model_n_cls_out(model)) : (api.llama_model_n_embd_out(model) as number);
     const id = (token: number) => (token === TOKEN_NULL ? undefined : token);
     this.special = { bos: id(api.llama_vocab_bos(this.vocab) as number), eos: id(api.llama_vocab_eos(this.vocab) as number), sep: id(api.llama_vocab_sep(this.vocab) as number) };
     this.frame = frameOf(api.llama_vocab_type(this.vocab) as number, this.special, api.llama_vocab_get_add_bos(this.vocab) as boolean, api.llama_vocab_get_add_eos(this.vocab) as boolean);
     const view = (pointer: unknown, bytes: number) => koffi.view(pointer, bytes);
-    this.lanes = contexts.map((context) => {
+    this.lanes = contexts.map(({ context, small }) => {
       const threadpool = lib.newThreadpool(options.threads);
       api.llama_attach_threadpool(context, threadpool, threadpool);
+      // One lane decodes one batch at a time, so its two contexts can share the pool.
+      if (small) api.llama_attach_threadpool(small.context, threadpool, threadpool);
       const raw = api.llama_batch_init(contextSize, 0, 1) as Record<string, unknown>;
       const seqIdPointers = koffi.decode(raw.seq_id, koffi.array('void *', contextSize)) as unknown[];
       new Int32Array(view(raw.n_seq_id, contextSize * 4)).fill(1);
       return {
         context,
         memory: api.llama_get_memory(context),
+        small: small && { ...small, memory: api.llama_get_memory(small.context) },
         threadpool,
         decoding: false,
         batch: {
@@ -136,13 +165,19 @@ export class LlamaEncoder {
     });
   }
 
-  /** The encoder of an embedding or reranker model entry: its `llamaCpp` options mapped onto the encoder's. */
+  /**
+   * The encoder of an embedding or reranker model entry: its `llamaCpp` options mapped onto the encoder's.
+   * It decodes on koffi's worker even in an engine process of its own, where the chat runner decodes on
+   * the loop: a decode here lasts 10–500 ms, and while it runs the loop answers the server's tokenize
+   * calls and queues the inputs that follow, so the next decode takes them all. On the loop (measured at
+   * 32 clients, 1 thread, busy box) the tokenize calls waited for the decode and each decode took ~11
+   * inputs; on the worker ~17, at ~1.5× the rate. The hop costs microseconds against a decode.
+   */
   static forModel(
     lib: LlamaLibrary,
     path: string,
     options: { contextSize: number; batchSequences: number; threads: number; contexts: number },
     pooling: EncoderOptions['pooling'],
-    decodeOn: EncoderOptions['decodeOn'],
   ): LlamaEncoder {
     return LlamaEncoder.load(lib, path, {
       contextSize: options.contextSize,
@@ -150,7 +185,7 @@ export class LlamaEncoder {
       threads: options.threads,
       lanes: options.contexts,
       pooling,
-      decodeOn,
+      decodeOn: 'worker',
     });
   }
 
@@ -184,17 +219,42 @@ export class LlamaEncoder {
       flash_attn_type: options.pooling === 'rank' ? LLAMA_FLASH_ATTN_TYPE.disabled : LLAMA_FLASH_ATTN_TYPE.auto,
       no_perf: true,
     };
-    const contexts: Pointer[] = [];
+    // Embedding models: a plain-attention context for small batches beside each default one (see the top of the file).
+    const smallTokens = Math.min(PLAIN_ATTENTION_TOKENS, contextSize);
+    const smallSequences = Math.min(options.sequences, smallTokens);
+    const smallParams =
+      options.pooling === 'rank' || options.plainAttentionForSmallBatches === false || smallTokens >= contextSize
+        ? undefined
+        : { ...params, n_ctx: smallTokens, n_batch: smallTokens, n_ubatch: smallTokens, n_seq_max: smallSequences, flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled };
+    const contexts: { context: Pointer; small: { context: Pointer; tokens: number; sequences: number } | undefined }[] = [];
+    const fail = (what: string): never => {
+      for (const created of contexts) {
+        api.llama_free(created.context);
+        if (created.small) api.llama_free(created.small.context);
+      }
+      api.llama_model_free(model);
+      throw new Error(`llama.cpp could not create ${what} for ${path}`);
+    };
     for (let i = 0; i < (options.lanes ?? 1); i++) {
       const context = api.llama_init_from_model(model, params);
-      if (!context) {
-        for (const created of contexts) api.llama_free(created);
-        api.llama_model_free(model);
-        throw new Error(`llama.cpp could not create an embedding context of ${contextSize} tokens × ${options.sequences} sequences for ${path}`);
+      if (!context) fail(`an embedding context of ${contextSize} tokens × ${options.sequences} sequences`);
+      let small: { context: Pointer; tokens: number; sequences: number } | undefined;
+      if (smallParams) {
+        const smallContext = api.llama_init_from_model(model, smallParams);
+        if (!smallContext) {
+          api.llama_free(context);
+          fail(`a plain-attention context of ${smallTokens} tokens`);
+        }
+        small = { context: smallContext, tokens: smallTokens, sequences: smallSequences };
       }
-      contexts.push(context);
+      contexts.push({ context, small });
     }
     return new LlamaEncoder(lib, model, contexts, contextSize, options);
+  }
+
+  /** The model's tokenizer, node-llama-cpp's rules over this encoder's llama_vocab (valid until dispose). */
+  vocabulary(): FfiVocab {
+    return new FfiVocab(this.api, this.vocab);
   }
 
   /** Text tokens, no special tokens added or parsed (node-llama-cpp's `model.tokenize(text, false)`). */
@@ -289,28 +349,31 @@ export class LlamaEncoder {
       jobs.push(job);
       lastIndex.push(n - 1);
     }
-    this.checkBatch(lane, n, jobs.length);
+    const small = lane.small && n <= lane.small.tokens && jobs.length <= lane.small.sequences ? lane.small : undefined;
+    const target = small ?? lane;
+    this.checkBatch(lane, n, jobs.length, small ? small.tokens : this.contextSize, small ? small.sequences : this.sequences);
     const struct = batch.struct;
     struct.n_tokens = n;
     const t0 = performance.now();
     lane.decoding = true;
+    if (small) this.stats.smallDecodes++;
     if (this.decodeOn === 'worker') {
-      this.api.llama_decode.async(lane.context, struct, (error: unknown, status: number) => {
+      this.api.llama_decode.async(target.context, struct, (error: unknown, status: number) => {
         lane.decoding = false;
-        this.afterDecode(lane, error ? -100 : status, jobs, lastIndex, n, t0);
+        this.afterDecode(target, error ? -100 : status, jobs, lastIndex, n, t0);
       });
       return;
     }
-    const status = this.api.llama_decode(lane.context, struct) as number;
+    const status = this.api.llama_decode(target.context, struct) as number;
     lane.decoding = false;
-    this.afterDecode(lane, status, jobs, lastIndex, n, t0);
+    this.afterDecode(target, status, jobs, lastIndex, n, t0);
   }
 
   /** What llama.cpp would abort on: a sequence id out of range, a position beyond the context, a batch over n_batch / n_ubatch. */
-  private checkBatch(lane: Lane, n: number, sequences: number): void {
+  private checkBatch(lane: Lane, n: number, sequences: number, maxTokens: number, maxSequences: number): void {
     const batch = lane.batch;
-    if (n < 1 || n > this.contextSize) throw new Error(`batch check: ${n} tokens for a batch of ${this.contextSize}`);
-    if (sequences > this.sequences) throw new Error(`batch check: ${sequences} sequences for ${this.sequences}`);
+    if (n < 1 || n > maxTokens) throw new Error(`batch check: ${n} tokens for a batch of ${maxTokens}`);
+    if (sequences > maxSequences) throw new Error(`batch check: ${sequences} sequences for ${maxSequences}`);
     let previousSeq = 0;
     let expectedPos = 0;
     for (let i = 0; i < n; i++) {
@@ -323,12 +386,13 @@ export class LlamaEncoder {
         previousSeq = seq;
         expectedPos = 0;
       }
-      if (pos !== expectedPos++ || pos >= this.contextSize) throw new Error(`batch check: position ${pos} in sequence ${seq}`);
+      if (pos !== expectedPos++ || pos >= maxTokens) throw new Error(`batch check: position ${pos} in sequence ${seq}`);
       if (token < 0 || token >= this.vocabSize) throw new Error(`batch check: token ${token} outside the vocabulary`);
     }
   }
 
-  private afterDecode(lane: Lane, status: number, jobs: Job[], lastIndex: number[], n: number, t0: number): void {
+  /** `decoded`: the context that ran the batch (the lane's own or its plain-attention one), whose outputs are read. */
+  private afterDecode(decoded: { context: Pointer; memory: Pointer }, status: number, jobs: Job[], lastIndex: number[], n: number, t0: number): void {
     this.stats.decodeMs += performance.now() - t0;
     this.stats.decodes++;
     this.stats.inputs += jobs.length;
@@ -345,7 +409,7 @@ export class LlamaEncoder {
       const bytes = this.outputSize * 4;
       jobs.forEach((job, seq) => {
         const pointer =
-          this.pooling === LLAMA_POOLING_TYPE.none ? api.llama_get_embeddings_ith(lane.context, lastIndex[seq]!) : api.llama_get_embeddings_seq(lane.context, seq);
+          this.pooling === LLAMA_POOLING_TYPE.none ? api.llama_get_embeddings_ith(decoded.context, lastIndex[seq]!) : api.llama_get_embeddings_seq(decoded.context, seq);
         if (!pointer) {
           job.reject(new Error(`llama.cpp returned no embedding for sequence ${seq}`));
           return;
@@ -355,7 +419,7 @@ export class LlamaEncoder {
       });
     }
     // Decoder embedders keep what they evaluated: the next batch starts from empty sequences.
-    if (lane.memory) this.api.llama_memory_clear(lane.memory, true);
+    if (decoded.memory) this.api.llama_memory_clear(decoded.memory, true);
     this.schedule();
   }
 
@@ -376,6 +440,10 @@ export class LlamaEncoder {
       api.llama_batch_free(lane.batch.struct);
       api.llama_detach_threadpool(lane.context);
       api.llama_free(lane.context);
+      if (lane.small) {
+        api.llama_detach_threadpool(lane.small.context);
+        api.llama_free(lane.small.context);
+      }
       this.lib.freeThreadpool(lane.threadpool);
     }
     api.llama_model_free(this.model);

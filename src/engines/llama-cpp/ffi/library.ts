@@ -197,6 +197,7 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
 
     // batches and decoding
     llama_batch_init: llamaFn('llama_batch_init', t.batch, ['int32_t', 'int32_t', 'int32_t']),
+    llama_log_set: llamaFn('llama_log_set', 'void', ['void *', 'void *']),
     llama_batch_free: llamaFn('llama_batch_free', 'void', [t.batch]),
     llama_decode: llamaFn('llama_decode', 'int32_t', [t.context, t.batch]),
     llama_get_logits_ith: llamaFn('llama_get_logits_ith', 'void *', [t.context, 'int32_t']),
@@ -357,6 +358,27 @@ export function layoutMismatches(api: LlamaBindings): string[] {
 
 let opened: Promise<LlamaLibrary> | undefined;
 
+/** ggml_log_level. */
+const GGML_LOG_LEVEL = { warn: 3, error: 4, cont: 5 } as const;
+let logHook: unknown;
+
+/**
+ * llama.cpp's log hook: warnings and errors to stderr, the rest dropped. llama.cpp logs from the thread
+ * that calls it (the loop's, or koffi's worker, whose call koffi relays to the free main thread); the
+ * ggml compute threads log nothing on the paths used here, so no call waits on a blocked main thread.
+ */
+function quietLlamaLog(koffi: Koffi, api: LlamaBindings): void {
+  let keep = false;
+  logHook ??= koffi.register(
+    (level: number, text: string) => {
+      if (level !== GGML_LOG_LEVEL.cont) keep = level === GGML_LOG_LEVEL.warn || level === GGML_LOG_LEVEL.error;
+      if (keep && text) process.stderr.write(text);
+    },
+    koffi.pointer(koffi.proto('void', ['int', 'const char *', 'void *'])),
+  );
+  api.llama_log_set(logHook, null);
+}
+
 /**
  * Loads koffi and the libraries once per process. Rejects with LlamaLibraryUnavailable (a message fit
  * for the one log line that explains the fallback) when anything does not line up.
@@ -398,7 +420,13 @@ async function open(): Promise<LlamaLibrary> {
     );
   // The libraries are built with dynamically loaded backends (GGML_BACKEND_DL): load the best CPU
   // variant for this machine the way node-llama-cpp's addon does, unless the addon already did.
-  if (Number(api.ggml_backend_reg_count()) === 0) api.ggml_backend_load_all_from_path(dir);
+  if (Number(api.ggml_backend_reg_count()) === 0) {
+    // Nor has the addon set llama.cpp's log hook (it routes lines to the server's logger), so llama.cpp
+    // would print every line of a load (~550 for a small BERT) to stderr, which an engine process's host
+    // logs as warnings. Keep what node-llama-cpp's default level keeps: warnings and errors.
+    quietLlamaLog(koffi, api);
+    api.ggml_backend_load_all_from_path(dir);
+  }
   api.llama_backend_init();
   const cpu = api.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
   if (!cpu) throw new LlamaLibraryUnavailable(`no CPU backend could be loaded from ${dir}`);
