@@ -13,6 +13,7 @@
 // --cache warm (default) keeps one INFERA_CACHE_DIR per build over its runs (the unmeasured first start
 // fills it: the llama.cpp FFI chat engine's chat-wrapper resolution is then cached, as on any restart);
 // --cache cold gives every run an empty one (a first start ever).
+// --breakdown prints each process's RSS / PSS by mapping group (bench/smaps.ts) and V8's heap spaces.
 // --llama-server PATH also starts llama.cpp's llama-server on the same GGUF (-c 512 -np 1, same threads)
 // in the same rotation, polled with the same request: its first answer, RSS and PSS.
 // Memory: VmRSS and PSS (/proc/PID/smaps_rollup: shared pages split between the processes mapping them,
@@ -41,6 +42,9 @@ const { values } = parseArgs({
     cache: { type: 'string', default: 'warm' },
     'llama-server': { type: 'string' },
     breakdown: { type: 'boolean', default: false },
+    // Extra llama-server arguments, e.g. --llama-args=-nr (no weight repacking: on an AMX machine a
+    // native llama-server build crashes in the AMX kernels; then it holds no repacked copy of the weights).
+    'llama-args': { type: 'string', default: '' },
   },
 });
 const runs = Number(values.runs);
@@ -225,6 +229,7 @@ async function onceLlamaServer(path: string, threads: number): Promise<Sample> {
   const since = performance.now();
   const args = ['-m', path, '--host', '127.0.0.1', '--port', String(port), '-c', '512', '-np', '1', '-t', String(threads), '-tb', String(threads), '--no-webui'];
   if (isEmbedding(path)) args.push('--embedding');
+  args.push(...values['llama-args'].split(' ').filter(Boolean));
   const child: ChildProcess = spawn(values['llama-server']!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (chunk) => {
