@@ -13,6 +13,7 @@
 // --cache warm (default) keeps one INFERA_CACHE_DIR per build over its runs (the unmeasured first start
 // fills it: the llama.cpp FFI chat engine's chat-wrapper resolution is then cached, as on any restart);
 // --cache cold gives every run an empty one (a first start ever).
+// --breakdown prints each process's RSS / PSS by mapping group (bench/smaps.ts) and V8's heap spaces.
 // --llama-server PATH also starts llama.cpp's llama-server on the same GGUF (-c 512 -np 1, same threads)
 // in the same rotation, polled with the same request: its first answer, RSS and PSS.
 // Memory: VmRSS and PSS (/proc/PID/smaps_rollup: shared pages split between the processes mapping them,
@@ -28,7 +29,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
-import { ensureBenchModel, ensureTinyModels } from '../src/tiny-models/index.ts';
+import { ensureBenchModel, ensureTinyModels, type BenchModelKind } from '../src/tiny-models/index.ts';
+import { smapsBreakdown, type Part } from './smaps.ts';
 
 const { values } = parseArgs({
   options: {
@@ -39,6 +41,10 @@ const { values } = parseArgs({
     bin: { type: 'string', default: join(import.meta.dirname, '..', 'bin', 'infera.js') },
     cache: { type: 'string', default: 'warm' },
     'llama-server': { type: 'string' },
+    breakdown: { type: 'boolean', default: false },
+    // Extra llama-server arguments, e.g. --llama-args=-nr (no weight repacking: on an AMX machine a
+    // native llama-server build crashes in the AMX kernels; then it holds no repacked copy of the weights).
+    'llama-args': { type: 'string', default: '' },
   },
 });
 const runs = Number(values.runs);
@@ -71,10 +77,10 @@ function childrenOf(pid: number): number[] {
   return found;
 }
 
-function post(port: number, body: unknown): Promise<number> {
+function post(port: number, path: string, body: unknown): Promise<number> {
   return new Promise((resolve, reject) => {
     const request = httpRequest(
-      { host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', headers: { 'content-type': 'application/json' } },
+      { host: '127.0.0.1', port, path, method: 'POST', headers: { 'content-type': 'application/json' } },
       (response) => {
         response.resume();
         response.on('end', () => resolve(response.statusCode ?? 0));
@@ -109,9 +115,17 @@ function freePort(): Promise<number> {
 
 const cacheDirs = new Map<string, string>();
 
-async function once(bin: string, path: string, threads: number): Promise<Sample> {
+/** An embedding model (bert-*) is asked for an embedding, a chat model for one token. */
+const isEmbedding = (path: string) => /bert-/.test(path);
+const requestFor = (path: string) =>
+  isEmbedding(path)
+    ? { path: '/v1/embeddings', body: { model: 'bench/chat', input: 'Hello' } }
+    : { path: '/v1/chat/completions', body: { model: 'bench/chat', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 } };
+
+async function once(bin: string, path: string, threads: number, label = bin): Promise<Sample> {
   if (bin === 'llama-server') return onceLlamaServer(path, threads);
-  const [script, isolation = 'process'] = bin.split('@') as [string, string];
+  // PATH[@isolation[@NODE_OPTIONS]]: NODE_OPTIONS reach the server and (inherited) its engine process.
+  const [script, isolation = 'process', nodeOptions = ''] = bin.split('@') as [string, string, string];
   const dataDir = mkdtempSync(join(work, 'run-'));
   if (values.cache === 'warm' && !cacheDirs.has(bin)) cacheDirs.set(bin, mkdtempSync(join(work, 'cache-')));
   const configPath = join(dataDir, 'infera.yaml');
@@ -120,7 +134,17 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
     toYaml({
       server: { logLevel: 'warn', port: 0 },
       storage: { dataDir },
-      models: [{ id: 'bench/chat', type: 'chat', engine: 'llama-cpp', path, eager: true, isolation, llamaCpp: { contextSize: 512, sequences: 1, threads } }],
+      models: [
+        {
+          id: 'bench/chat',
+          type: isEmbedding(path) ? 'embedding' : 'chat',
+          engine: 'llama-cpp',
+          path,
+          eager: true,
+          isolation,
+          llamaCpp: { contextSize: 512, sequences: 1, threads },
+        },
+      ],
     }),
   );
   const since = performance.now();
@@ -131,7 +155,16 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
       INFERA_CONFIG: '',
       INFERA_DATA_DIR: dataDir,
       INFERA_CACHE_DIR: values.cache === 'warm' ? cacheDirs.get(bin)! : join(dataDir, 'cache'),
-      ...(values.profile && { NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-profile-hook.mjs')}`, INFERA_BENCH_PROFILE_DIR: values.profile }),
+      NODE_OPTIONS: [
+        process.env.NODE_OPTIONS ?? '',
+        nodeOptions,
+        values.profile ? `--import ${join(import.meta.dirname, 'cpu-profile-hook.mjs')}` : '',
+        values.breakdown ? `--import ${join(import.meta.dirname, 'memory-hook.mjs')}` : '',
+      ]
+        .filter(Boolean)
+        .join(' '),
+      ...(values.profile && { INFERA_BENCH_PROFILE_DIR: values.profile }),
+      ...(values.breakdown && { INFERA_BENCH_MEMORY_DIR: dataDir }),
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -143,12 +176,13 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
     port ||= Number(/serving the SiliconFlow \/ OpenAI API at http:\/\/[^:]+:(\d+)/.exec(log)?.[1] ?? 0);
   });
   try {
-    const firstAnswerMs = await firstAnswer('infera', child, since, () => port, () => log);
+    const firstAnswerMs = await firstAnswer('infera', child, since, () => port, () => log, path);
     // Idle: after the first answer has settled (lazy allocations done, GC had a chance).
     await sleep(2000);
     const engines = childrenOf(child.pid!);
     if (engines.length !== (isolation === 'none' ? 0 : 1)) throw new Error(`expected ${isolation === 'none' ? 'no' : 'one'} engine process, found ${engines.length}`);
     const engine = engines[0];
+    if (values.breakdown) await printBreakdown(label, dataDir, [child.pid!, ...engines]);
     if (engine === undefined) {
       return oneProcess(firstAnswerMs, child.pid!);
     }
@@ -172,12 +206,12 @@ async function once(bin: string, path: string, threads: number): Promise<Sample>
 }
 
 /** Polls a one-token chat every 10 ms from `since` until it answers 200: the time to the first answer. */
-async function firstAnswer(name: string, child: ChildProcess, since: number, port: () => number | undefined, log: () => string): Promise<number> {
-  const body = { model: 'bench/chat', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 };
+async function firstAnswer(name: string, child: ChildProcess, since: number, port: () => number | undefined, log: () => string, model: string): Promise<number> {
+  const { path, body } = requestFor(model);
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${name} exited ${child.exitCode}: ${log()}`);
     const at = port();
-    const status = at ? await post(at, body).catch(() => 0) : 0;
+    const status = at ? await post(at, path, body).catch(() => 0) : 0;
     if (status === 200) return performance.now() - since;
     if (performance.now() - since > 120_000) throw new Error(`no answer within 120 s: ${log()}`);
     await sleep(10);
@@ -194,14 +228,17 @@ async function onceLlamaServer(path: string, threads: number): Promise<Sample> {
   const port = await freePort();
   const since = performance.now();
   const args = ['-m', path, '--host', '127.0.0.1', '--port', String(port), '-c', '512', '-np', '1', '-t', String(threads), '-tb', String(threads), '--no-webui'];
+  if (isEmbedding(path)) args.push('--embedding');
+  args.push(...values['llama-args'].split(' ').filter(Boolean));
   const child: ChildProcess = spawn(values['llama-server']!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (chunk) => {
     log = (log + chunk).slice(-4000);
   });
   try {
-    const firstAnswerMs = await firstAnswer('llama-server', child, since, () => port, () => log);
+    const firstAnswerMs = await firstAnswer('llama-server', child, since, () => port, () => log, path);
     await sleep(2000);
+    if (values.breakdown) await printBreakdown('llama-server', undefined, [child.pid!]);
     return oneProcess(firstAnswerMs, child.pid!);
   } finally {
     if (child.exitCode === null) {
@@ -212,19 +249,55 @@ async function onceLlamaServer(path: string, threads: number): Promise<Sample> {
   }
 }
 
+/**
+ * --breakdown: each process's RSS / PSS by mapping (bench/smaps.ts) and, for Node processes (through
+ * bench/memory-hook.mjs, asked with SIGUSR2), V8's own account of its heap spaces.
+ */
+async function printBreakdown(label: string, reportDir: string | undefined, pids: number[]): Promise<void> {
+  if (reportDir) for (const pid of pids) process.kill(pid, 'SIGUSR2');
+  await sleep(300);
+  for (const pid of pids) {
+    const { parts, threads } = smapsBreakdown(pid);
+    const total = [...parts.values()].reduce((sum, p) => ({ rss: sum.rss + p.rss, pss: sum.pss + p.pss }), { rss: 0, pss: 0 } as Part);
+    const role = pids.length === 1 ? 'process' : pid === pids[0] ? 'server' : 'engine';
+    console.log(`\n${label}: ${role} ${pid}, ${threads} threads, RSS ${total.rss.toFixed(1)} MiB, PSS ${total.pss.toFixed(1)} MiB`);
+    for (const [group, part] of [...parts].sort((a, b) => b[1].rss - a[1].rss))
+      if (part.rss >= 0.1) console.log(`  ${part.rss.toFixed(1).padStart(6)} ${part.pss.toFixed(1).padStart(6)}  ${group}`);
+    if (!reportDir) continue;
+    const file = readdirSync(reportDir).find((f) => f.endsWith(`-${pid}.json`));
+    if (!file) continue;
+    const report = JSON.parse(readFileSync(join(reportDir, file), 'utf8')) as {
+      execArgv: string[];
+      cjs: string[];
+      memoryUsage: Record<string, number>;
+      spaces: { space_name: string; space_size: number; space_used_size: number; physical_space_size: number }[];
+    };
+    const mib = (bytes: number) => (bytes / 1048576).toFixed(1);
+    const u = report.memoryUsage;
+    console.log(`  V8 (execArgv ${report.execArgv.join(' ') || '-'}): heapTotal ${mib(u.heapTotal!)} used ${mib(u.heapUsed!)} external ${mib(u.external!)} arrayBuffers ${mib(u.arrayBuffers!)}`);
+    const packages = new Map<string, number>();
+    for (const file of report.cjs) {
+      const name = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(file.split('node_modules').length > 2 ? file.slice(file.lastIndexOf('node_modules')) : file)?.[1] ?? 'app';
+      packages.set(name, (packages.get(name) ?? 0) + 1);
+    }
+    console.log(`  CommonJS modules loaded: ${report.cjs.length} (${[...packages].sort((a, b) => b[1] - a[1]).map(([n, c]) => `${n} ${c}`).join(', ')})`);
+    console.log(`  V8 spaces physical/used MiB: ${report.spaces.filter((s) => s.physical_space_size > 0).map((s) => `${s.space_name} ${mib(s.physical_space_size)}/${mib(s.space_used_size)}`).join(', ')}`);
+  }
+}
+
 const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 console.log(`${new Date().toISOString()} load average ${load()}, node ${process.version}, builds: ${values.bin}`);
 const tiny = await ensureTinyModels(join(modelDir, 'tiny'));
 const bins = [...values.bin.split(','), ...(values['llama-server'] ? ['llama-server'] : [])];
 const rows: string[] = [];
 for (const name of values.models.split(',')) {
-  const path = name === 'tiny' ? tiny.chat : await ensureBenchModel(name as 'chat-512x8', modelDir);
+  const path = name === 'tiny' ? tiny.chat : await ensureBenchModel(name as BenchModelKind, modelDir);
   // One unmeasured start each: page cache and the compiled code cache warm, as for every measured run.
   for (const bin of bins) await once(bin, path, Number(values.threads));
   const samples = bins.map((): Sample[] => []);
   for (let i = 0; i < runs; i++)
     for (const [b, bin] of bins.entries()) {
-      const sample = await once(bin, path, Number(values.threads));
+      const sample = await once(bin, path, Number(values.threads), `${name} ${bin} run ${i + 1}`);
       samples[b]!.push(sample);
       console.log(
         `${name} ${bin} run ${i + 1}: first answer ${sample.firstAnswerMs.toFixed(0)} ms; engine process ${sample.childRss.toFixed(1)} MiB, ` +

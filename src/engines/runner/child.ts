@@ -3,6 +3,7 @@
 // a hang here costs this model a restart (host.ts), never the server.
 import { Writable } from 'node:stream';
 import { EngineResources } from '../resources.ts';
+import { releaseLoadLeftovers } from './release.ts';
 import { engines } from '../index.ts';
 import { createLogger } from '../../observability/logger.ts';
 import type { AnyModel, LoadedModel } from '../../spec/index.ts';
@@ -115,6 +116,9 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
       },
     };
     model = result.model;
+    // This process holds one model, so what its load left behind is nobody's (release.ts).
+    const released = releaseLoadLeftovers();
+    logger.debug(released, 'engine process: released load leftovers');
     send({ t: 'loaded', ...snapshot(model) });
   } catch (error) {
     send({ t: 'load-failed', error: toWireError(error) });
