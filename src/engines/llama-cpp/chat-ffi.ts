@@ -378,7 +378,7 @@ class StopMatcher {
 }
 
 /** One request's output: raw token text → reasoning / answer / tool calls, limits, usage and logprobs. */
-class OutputState {
+export class OutputState {
   private readonly decoder = new TextDecoder('utf-8', { fatal: false });
   private readonly parser: RawOutputParser;
   private readonly stops: StopMatcher;
@@ -427,9 +427,12 @@ class OutputState {
     // Tool-call tokens are answer tokens too (max_tokens can cut a call), though no text comes out;
     // so is a token holding the first bytes of a character that a later token completes.
     const partialCharacter = chunk === '' && event.piece.length > 0 && this.parser.phase === 'content';
-    if (answered || inCall || this.parser.inToolCall || partialCharacter) this.answerTokens++;
-    else if (before === 'reasoning' || this.parser.phase === 'reasoning')
-      this.reasoningTokens++;
+    const thought = before === 'reasoning' || this.parser.phase === 'reasoning';
+    // With thinking off, a token that shows no text (a leading newline the parser trims as layout, an
+    // empty control piece) is still a completion token, and max_tokens caps completion tokens: a sampled
+    // answer that began with one counted max_tokens + 1.
+    if (answered || inCall || this.parser.inToolCall || partialCharacter || (!thought && !this.plan.thinking)) this.answerTokens++;
+    else if (thought) this.reasoningTokens++;
     if (this.stopped) return 'stop';
     if (this.plan.answerLimit !== undefined && this.answerTokens >= this.plan.answerLimit) {
       this.capped = true;
