@@ -1,6 +1,6 @@
 // The HTTP layer: the only folder that imports Fastify. Routing, request ids, auth, body limits,
 // error rendering and SSE writing live here; everything else is plain functions in src/serving.
-import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { InferaError, isAbortError } from '../errors/index.ts';
@@ -69,7 +69,8 @@ export async function buildApp(services: Services) {
   const events = edgeEvents(logger, (reason) => services.metrics.edgeCut(reason));
   const app = Fastify({
     loggerInstance: logger,
-    disableRequestLogging: true,
+    // Infera writes its own access log (observe.ts); fastify 5.12 takes this through a LogController.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.server.bodyLimit,
     ...serverOptions(config.server),
     clientErrorHandler: clientErrorHandler(config.server, events),

@@ -6,6 +6,7 @@ import type { Llama, LlamaLogLevel as LlamaLogLevelEnum, LlamaModel, LlamaModelO
 import type { Logger } from 'pino';
 import type { LlamaCppOptions } from './config.ts';
 import { nlcModule } from './nlc-parts.ts';
+import { setFfiLogSink } from './ffi/library.ts';
 
 // The enum's own module (7 ms), not the package root: an FFI chat engine process makes a runtime but
 // never a Llama, and must not load all of node-llama-cpp (nlc-parts.ts). getLlama is imported on use.
@@ -76,7 +77,17 @@ export class LlamaRuntime {
   private readonly instances = new Map<string, Promise<Llama>>();
   private readonly loading = new Set<Logger>();
 
-  constructor(private readonly logger: Logger) {}
+  /** llama.cpp's lines from the FFI runner and encoders (no addon): the same routing as the addon's. */
+  private readonly removeFfiSink: () => void;
+
+  constructor(private readonly logger: Logger) {
+    const ffiLevel = { error: LlamaLogLevel.error, warn: LlamaLogLevel.warn, info: LlamaLogLevel.info, debug: LlamaLogLevel.debug } as const;
+    const wanted = llamaLevelFor(logger);
+    const order = [LlamaLogLevel.error, LlamaLogLevel.warn, LlamaLogLevel.info, LlamaLogLevel.debug];
+    this.removeFfiSink = setFfiLogSink((level, text) => {
+      if (order.indexOf(ffiLevel[level]) <= order.indexOf(wanted)) this.log(ffiLevel[level], text);
+    });
+  }
 
   llama(gpu: GpuSetting): Promise<Llama> {
     const key = String(gpu);
@@ -105,6 +116,7 @@ export class LlamaRuntime {
   }
 
   async dispose(): Promise<void> {
+    this.removeFfiSink();
     const all = [...this.instances.values()];
     this.instances.clear();
     await Promise.allSettled(all.map(async (instance) => (await instance).dispose()));

@@ -359,20 +359,41 @@ export function layoutMismatches(api: LlamaBindings): string[] {
 let opened: Promise<LlamaLibrary> | undefined;
 
 /** ggml_log_level. */
-const GGML_LOG_LEVEL = { warn: 3, error: 4, cont: 5 } as const;
+const GGML_LOG_LEVEL = { debug: 1, info: 2, warn: 3, error: 4, cont: 5 } as const;
 let logHook: unknown;
 
+export type FfiLogLevel = 'error' | 'warn' | 'info' | 'debug';
+/** Where llama.cpp's lines go when the addon has not set its hook: a server's LlamaRuntime. */
+export type FfiLogSink = (level: FfiLogLevel, text: string) => void;
+let logSink: FfiLogSink | undefined;
+
 /**
- * llama.cpp's log hook: warnings and errors to stderr, the rest dropped. llama.cpp logs from the thread
- * that calls it (the loop's, or koffi's worker, whose call koffi relays to the free main thread); the
- * ggml compute threads log nothing on the paths used here, so no call waits on a blocked main thread.
+ * Routes llama.cpp's lines (FFI runner and encoders, no node-llama-cpp addon) to `sink`, as the addon
+ * routes them to node-llama-cpp's logger; undefined: warnings and errors to stderr (an engine process's
+ * host logs those for its model). Returns a function that removes this sink if it is still the one set.
  */
-function quietLlamaLog(koffi: Koffi, api: LlamaBindings): void {
-  let keep = false;
+export function setFfiLogSink(sink: FfiLogSink): () => void {
+  logSink = sink;
+  return () => {
+    if (logSink === sink) logSink = undefined;
+  };
+}
+
+/**
+ * llama.cpp's log hook. llama.cpp logs from the thread that calls it (the loop's, or koffi's worker,
+ * whose call koffi relays to the free main thread); the ggml compute threads log nothing on the paths
+ * used here, so no call waits on a blocked main thread.
+ */
+function routeLlamaLog(koffi: Koffi, api: LlamaBindings): void {
+  let level: FfiLogLevel = 'debug';
   logHook ??= koffi.register(
-    (level: number, text: string) => {
-      if (level !== GGML_LOG_LEVEL.cont) keep = level === GGML_LOG_LEVEL.warn || level === GGML_LOG_LEVEL.error;
-      if (keep && text) process.stderr.write(text);
+    (ggmlLevel: number, text: string) => {
+      // A continuation (progress dots) keeps the level of the line it continues.
+      if (ggmlLevel !== GGML_LOG_LEVEL.cont)
+        level = ggmlLevel === GGML_LOG_LEVEL.error ? 'error' : ggmlLevel === GGML_LOG_LEVEL.warn ? 'warn' : ggmlLevel === GGML_LOG_LEVEL.info ? 'info' : 'debug';
+      if (!text) return;
+      if (logSink) logSink(level, text);
+      else if (level === 'error' || level === 'warn') process.stderr.write(text);
     },
     koffi.pointer(koffi.proto('void', ['int', 'const char *', 'void *'])),
   );
@@ -422,9 +443,8 @@ async function open(): Promise<LlamaLibrary> {
   // variant for this machine the way node-llama-cpp's addon does, unless the addon already did.
   if (Number(api.ggml_backend_reg_count()) === 0) {
     // Nor has the addon set llama.cpp's log hook (it routes lines to the server's logger), so llama.cpp
-    // would print every line of a load (~550 for a small BERT) to stderr, which an engine process's host
-    // logs as warnings. Keep what node-llama-cpp's default level keeps: warnings and errors.
-    quietLlamaLog(koffi, api);
+    // would print every line of a load (~550 for a small BERT) to stderr: route them (setFfiLogSink).
+    routeLlamaLog(koffi, api);
     api.ggml_backend_load_all_from_path(dir);
   }
   api.llama_backend_init();
