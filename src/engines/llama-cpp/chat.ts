@@ -40,7 +40,7 @@ import { sequenceOrderedStrategy } from './chat-batching.ts';
 import { ChatPlanner, newToolCallId, resolveWrappers, withinCompileBudget, type Plan, type Wrappers } from './chat-plan.ts';
 import { streamFromProducer } from './chat-stream.ts';
 import { emptyCompletion, infillTokens, planCompletion, runCompletion, type CompletionPlan } from './completions.ts';
-import type { LlamaCppLoadOptions } from './embedding.ts';
+import { type LlamaCppLoadOptions, llamaOf } from './embedding.ts';
 import {
   DEFAULT_TEMPERATURE,
   countingSamples,
@@ -445,10 +445,11 @@ function bannedBias(model: LlamaModel, tokens: Token[]): TokenBias {
 export async function loadLlamaCppChatModel(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { llama: llamaOrMaker, signal }: LlamaCppLoadOptions,
+  loadOptions: LlamaCppLoadOptions,
 ): Promise<LoadedModel<LlamaCppChatModel>> {
   if (!config.path) throw new Error(`model ${config.id}: llama-cpp needs \`path\``);
-  const llama = typeof llamaOrMaker === 'function' ? await llamaOrMaker() : llamaOrMaker;
+  const { signal } = loadOptions;
+  const llama = await llamaOf(loadOptions);
   const options = config.llamaCpp;
   const model = await llama.loadModel({
     modelPath: config.path,

@@ -40,6 +40,9 @@ function llamaLevelFor(logger: Logger | undefined): LlamaLogLevel {
   return LlamaLogLevel.warn;
 }
 
+/** The FFI library's levels (llama.cpp's own, read from its log hook) in node-llama-cpp's terms. */
+const FFI_LEVELS = { error: LlamaLogLevel.error, warn: LlamaLogLevel.warn, info: LlamaLogLevel.info, debug: LlamaLogLevel.debug } as const;
+
 /** Writes one llama.cpp line to a pino logger. */
 export function logToPino(logger: Logger, level: LlamaLogLevel, message: string): void {
   const text = message.trim();
@@ -81,12 +84,8 @@ export class LlamaRuntime {
   private readonly removeFfiSink: () => void;
 
   constructor(private readonly logger: Logger) {
-    const ffiLevel = { error: LlamaLogLevel.error, warn: LlamaLogLevel.warn, info: LlamaLogLevel.info, debug: LlamaLogLevel.debug } as const;
-    const wanted = llamaLevelFor(logger);
-    const order = [LlamaLogLevel.error, LlamaLogLevel.warn, LlamaLogLevel.info, LlamaLogLevel.debug];
-    this.removeFfiSink = setFfiLogSink((level, text) => {
-      if (order.indexOf(ffiLevel[level]) <= order.indexOf(wanted)) this.log(ffiLevel[level], text);
-    });
+    // pino drops what its level does not want, as the addon's logLevel does (llamaLevelFor).
+    this.removeFfiSink = setFfiLogSink((level, text) => this.log(FFI_LEVELS[level], text));
   }
 
   llama(gpu: GpuSetting): Promise<Llama> {

@@ -113,6 +113,7 @@ export class LlamaEncoder {
   readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
   private readonly api: LlamaBindings;
   private readonly vocab: Pointer;
+  private tokenizer: FfiVocab | undefined;
   private readonly lanes: Lane[];
   private readonly queue: Job[] = [];
   private scheduled = false;
@@ -254,19 +255,13 @@ export class LlamaEncoder {
 
   /** The model's tokenizer, node-llama-cpp's rules over this encoder's llama_vocab (valid until dispose). */
   vocabulary(): FfiVocab {
-    return new FfiVocab(this.api, this.vocab);
+    this.tokenizer ??= new FfiVocab(this.api, this.vocab);
+    return this.tokenizer;
   }
 
   /** Text tokens, no special tokens added or parsed (node-llama-cpp's `model.tokenize(text, false)`). */
   tokenize(text: string): number[] {
-    const bytes = Buffer.from(text, 'utf8');
-    let out = new Int32Array(bytes.length + 8);
-    let count = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, false, false) as number;
-    if (count < 0) {
-      out = new Int32Array(-count);
-      count = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, false, false) as number;
-    }
-    return Array.from(out.subarray(0, count));
+    return this.vocabulary().tokenize(text, false);
   }
 
   /** The input as evaluated: the begin/end tokens the vocabulary asks for, unless already there. */
