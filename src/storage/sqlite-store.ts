@@ -20,6 +20,10 @@ import type {
 export interface SqliteStoreOptions {
   /** "normal" survives a process kill (WAL); "full" also survives power loss. */
   synchronous?: 'normal' | 'full';
+  /** WAL frames past which a checkpoint also rewinds the WAL (RESTART_FRAMES; tests set fewer). */
+  restartFrames?: number;
+  /** How often the checkpoint thread runs (CHECKPOINT_MS; tests set less). */
+  checkpointMs?: number;
 }
 
 interface KeyRow {
@@ -118,8 +122,23 @@ export const groupExpression = {
 } as const;
 
 const CHECKPOINT_MS = 1000;
+/**
+ * A PASSIVE checkpoint never rewinds the WAL: SQLite starts writing at its beginning again only when a
+ * write transaction begins with every frame already copied, and under steady load a commit always lands
+ * while the checkpoint is still copying and syncing. The WAL then grew by every commit's pages for as
+ * long as the load lasted (~30 KB per priced request: 200 MB after 20 s on one connection). Past this
+ * many frames (64 MiB of 4 KiB pages) the checkpoint thread follows its PASSIVE pass with a RESTART,
+ * which takes the write lock, copies the few frames committed meanwhile, syncs and leaves the WAL fully
+ * copied, so the next commit writes from its start. A commit on the event loop waits for that lock
+ * (SQLite's busy handler, a few milliseconds) once per 64 MiB of WAL instead of never: the file stays
+ * under about that size plus one interval's writes.
+ */
+const RESTART_FRAMES = 16_384;
 
-/** The checkpoint thread (CommonJS, evaluated): its own connection, a PASSIVE checkpoint every interval. */
+/**
+ * The checkpoint thread (CommonJS, evaluated): its own connection, a PASSIVE checkpoint every interval,
+ * and a RESTART once the WAL holds more than restartFrames frames (RESTART_FRAMES).
+ */
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.module);
@@ -127,7 +146,10 @@ const db = new Database(workerData.path);
 db.pragma('busy_timeout = 5000');
 db.pragma('wal_autocheckpoint = 0');
 const timer = setInterval(() => {
-  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch {}
+  try {
+    const [passive] = db.pragma('wal_checkpoint(PASSIVE)');
+    if (passive && passive.log > workerData.restartFrames) db.pragma('wal_checkpoint(RESTART)');
+  } catch {}
 }, workerData.intervalMs);
 parentPort.once('message', () => { clearInterval(timer); db.close(); parentPort.close(); });
 `;
@@ -161,8 +183,12 @@ export class SqliteStore implements PlatformStore {
   private readonly releaseTransaction: Database.Transaction<(staleBefore: number, instanceId: string) => { reservations: number; micro: number }>;
   private checkpointTimer?: NodeJS.Timeout;
   private checkpointer?: Worker;
+  private readonly restartFrames: number;
+  private readonly checkpointMs: number;
 
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
+    this.restartFrames = options.restartFrames ?? RESTART_FRAMES;
+    this.checkpointMs = options.checkpointMs ?? CHECKPOINT_MS;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
@@ -175,6 +201,8 @@ export class SqliteStore implements PlatformStore {
     // less too — every ledger commit rewrites the same few tail pages, so one checkpoint per second copies
     // each page once.
     this.db.pragma('wal_autocheckpoint = 0');
+    // When a commit rewinds the WAL after a RESTART checkpoint, a file that grew past this is cut back to it.
+    this.db.pragma(`journal_size_limit = ${this.restartFrames * 4096}`);
     this.migrate();
     const db = this.db;
     this.statements = {
@@ -351,17 +379,24 @@ export class SqliteStore implements PlatformStore {
       this.checkpointer = undefined;
       this.checkpointTimer ??= setInterval(() => {
         try {
-          if (this.db.open) this.db.pragma('wal_checkpoint(PASSIVE)');
+          if (!this.db.open) return;
+          // On this thread nothing commits while it runs: a PASSIVE pass copies every frame, and the next commit rewinds.
+          this.db.pragma('wal_checkpoint(PASSIVE)');
         } catch {
           // Busy (a CLI reading, say): the next tick tries again.
         }
-      }, CHECKPOINT_MS);
+      }, this.checkpointMs);
       this.checkpointTimer.unref();
     };
     try {
       const worker = new Worker(CHECKPOINTER, {
         eval: true,
-        workerData: { module: createRequire(import.meta.url).resolve('better-sqlite3'), path: this.path, intervalMs: CHECKPOINT_MS },
+        workerData: {
+          module: createRequire(import.meta.url).resolve('better-sqlite3'),
+          path: this.path,
+          intervalMs: this.checkpointMs,
+          restartFrames: this.restartFrames,
+        },
       });
       worker.unref();
       // A worker that cannot open the file (or dies) leaves the checkpoints to this thread, as before.
