@@ -249,11 +249,12 @@ export class SqliteStore implements PlatformStore {
       forgetInstances: db.prepare<{ staleBefore: number; instanceId: string }>(
         'DELETE FROM instances WHERE id = @instanceId OR heartbeat_at < @staleBefore',
       ),
-      insertLedger: db.prepare(
+      // Positional: binding named parameters looks each one up on a row object built for the purpose
+      // (a copy without reservationId), per row; appendRows passes the fields straight from the row.
+      insertLedger: db.prepare<[string, string, string, string, string | null, string, number, number, number, number, number, number, number, string, number, number, string | null]>(
         `INSERT INTO ledger (request_id, account_id, key_id, model, requested_model, endpoint, prompt_tokens,
            completion_tokens, reasoning_tokens, images, documents, latency_ms, status, outcome, cost_micro, created_at, note)
-         VALUES (@requestId, @accountId, @keyId, @model, @requestedModel, @endpoint, @promptTokens,
-           @completionTokens, @reasoningTokens, @images, @documents, @latencyMs, @status, @outcome, @costMicro, @createdAt, @note)`,
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       countLedger: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM ledger'),
       hasRequest: db.prepare<[string], { n: number }>('SELECT 1 AS n FROM ledger WHERE request_id = ? LIMIT 1'),
@@ -261,8 +262,25 @@ export class SqliteStore implements PlatformStore {
     this.appendRows = (rows: LedgerRow[]) => {
       const charges = new Map<string, number>();
       for (const row of rows) {
-        const { reservationId: _, ...columns } = row;
-        this.statements.insertLedger.run({ ...columns, requestedModel: row.requestedModel ?? null, note: row.note ?? null });
+        this.statements.insertLedger.run(
+          row.requestId,
+          row.accountId,
+          row.keyId,
+          row.model,
+          row.requestedModel ?? null,
+          row.endpoint,
+          row.promptTokens,
+          row.completionTokens,
+          row.reasoningTokens,
+          row.images,
+          row.documents,
+          row.latencyMs,
+          row.status,
+          row.outcome,
+          row.costMicro,
+          row.createdAt,
+          row.note ?? null,
+        );
         const released = row.reservationId ? (this.statements.releaseReservation.get(row.reservationId)?.amount_micro ?? 0) : 0;
         const delta = row.costMicro - released;
         if (delta !== 0) charges.set(row.accountId, (charges.get(row.accountId) ?? 0) + delta);
