@@ -130,8 +130,9 @@ const CHECKPOINT_MS = 1000;
  * many frames (64 MiB of 4 KiB pages) the checkpoint thread follows its PASSIVE pass with a RESTART,
  * which takes the write lock, copies the few frames committed meanwhile, syncs and leaves the WAL fully
  * copied, so the next commit writes from its start. A commit on the event loop waits for that lock
- * (SQLite's busy handler, a few milliseconds) once per 64 MiB of WAL instead of never: the file stays
- * under about that size plus one interval's writes.
+ * (SQLite's busy handler, a few milliseconds: a copy and two fsyncs) once per 64 MiB of WAL; the thread
+ * itself never waits (busy_timeout 0: busy, it tries again at the next interval). The file stays under
+ * about that size plus what is written between two successful rewinds.
  */
 const RESTART_FRAMES = 16_384;
 
@@ -145,6 +146,10 @@ const Database = require(workerData.module);
 const db = new Database(workerData.path);
 db.pragma('busy_timeout = 5000');
 db.pragma('wal_autocheckpoint = 0');
+// No waiting from here on: a RESTART that waited for a reader (a long query in another process) would
+// hold the write lock, and every commit on the event loop, all that time. Busy, it does what PASSIVE
+// does and the next interval tries again.
+db.pragma('busy_timeout = 0');
 const timer = setInterval(() => {
   try {
     const [passive] = db.pragma('wal_checkpoint(PASSIVE)');
