@@ -6,7 +6,10 @@
 //     the ledger (SQLite) on: every request is authenticated, admitted, reserved, settled and recorded;
 //   - the same Infera model on a second server with no key, limits or price ("infera-open"), to split
 //     what the platform costs from the rest of the path;
-//   - Portkey's gateway (own process, its npm build) with provider openai and custom host = the upstream.
+//   - Portkey's gateway (own process, its npm build) with provider openai and custom host = the upstream;
+//   - "node-proxy": the floor under any gateway on this box, a bare node:http server that forwards each
+//     request through an undici Pool (what Infera uses) and streams the answer back, with nothing else:
+//     two more loopback hops and a Node HTTP server and client, no framework, no checks, no ledger.
 // Measured, targets in rounds that alternate between targets (so a burst of load from other tenants of
 // the box hits all of them alike):
 //   - latency: one keep-alive connection, requests back to back, each timed with hrtime (µs; autocannon's
@@ -14,7 +17,7 @@
 //   - throughput: autocannon, 50 connections → req/s;
 //   - streaming first byte: one connection, `stream: true`, time to the first body byte → p50 / p99.
 // Usage: node --import tsx bench/gateway-overhead.ts [--seconds 4] [--rounds 3] [--connections 50]
-//   [--only direct,infera,infera-open,portkey,infera-before]
+//   [--only direct,node-proxy,infera,infera-open,portkey,infera-before]
 //   [--compare DIR]: DIR holds another build (DIR/bin/infera.js + DIR/dist, e.g. a copy of an earlier
 //     commit's): it serves the priced config as a fifth target, "infera-before", so before and after
 //     are measured in the same rounds under the same load.
@@ -33,7 +36,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '4' },
     rounds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '50' },
-    only: { type: 'string', default: 'direct,infera,infera-open,portkey,infera-before' },
+    only: { type: 'string', default: 'direct,node-proxy,infera,infera-open,portkey,infera-before' },
     compare: { type: 'string' },
     profile: { type: 'string' },
   },
@@ -63,6 +66,30 @@ require('node:http').createServer((req, res) => {
     if (req.method === 'GET') { res.writeHead(200, { 'content-type': 'application/json' }); res.end(models); return; }
     if (/"stream"\\s*:\\s*true/.test(body)) { res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }); res.end(stream); return; }
     res.writeHead(200, { 'content-type': 'application/json' }); res.end(answer);
+  });
+}).listen(0, '127.0.0.1', function () { process.stdout.write('port ' + this.address().port + '\\n'); });`;
+
+// The bare proxy: headers and body go through as they came, the answer's status, content-type and bytes
+// come back as they arrive (SSE included), over the same undici Pool dispatch() Infera's upstreams use.
+const nodeProxySource = `
+const { Pool } = require('undici');
+const pool = new Pool(process.env.UPSTREAM, { connections: 64, keepAliveTimeout: 30000 });
+require('node:http').createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    pool.dispatch({ method: req.method, path: req.url, headers: { 'content-type': 'application/json' }, body: Buffer.concat(chunks) }, {
+      onConnect() {},
+      onHeaders(status, raw) {
+        let type = 'application/json';
+        for (let i = 0; i + 1 < raw.length; i += 2) if (String(raw[i]).toLowerCase() === 'content-type') type = String(raw[i + 1]);
+        res.writeHead(status, { 'content-type': type });
+        return true;
+      },
+      onData(chunk) { res.write(chunk); return true; },
+      onComplete() { res.end(); },
+      onError(error) { if (!res.headersSent) res.writeHead(502); res.end(String(error)); },
+    });
   });
 }).listen(0, '127.0.0.1', function () { process.stdout.write('port ' + this.address().port + '\\n'); });`;
 
@@ -216,6 +243,9 @@ try {
   const open = await start(process.execPath, [...profileArgs, 'bin/infera.js', '--config', openConfig, 'serve'], { INFERA_API_KEY: '' }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
   children.push(open.child);
 
+  const nodeProxy = wanted.includes('node-proxy') ? await start(process.execPath, ['-e', nodeProxySource], { UPSTREAM: upstreamUrl }, /port (\d+)/) : undefined;
+  if (nodeProxy) children.push(nodeProxy.child);
+
   const portkeyPort = await freePort();
   // --headless: no UI; Portkey refuses private custom hosts unless trusted (SSRF guard), so the loopback upstream is.
   const portkey = await start(
@@ -228,6 +258,7 @@ try {
 
   const all: Target[] = [
     { name: 'direct', pid: upstream.child.pid, origin: upstreamUrl, path: '/v1/chat/completions', headers: {} },
+    ...(nodeProxy ? [{ name: 'node-proxy', pid: nodeProxy.child.pid, origin: `http://127.0.0.1:${nodeProxy.match[1]}`, path: '/v1/chat/completions', headers: {} }] : []),
     { name: 'infera', pid: infera.child.pid, origin: infera.match[1]!, path: '/v1/chat/completions', headers: { authorization: `Bearer ${key}` } },
     ...(before
       ? [{ name: 'infera-before', pid: before.server.child.pid, origin: before.server.match[1]!, path: '/v1/chat/completions', headers: { authorization: `Bearer ${before.secret}` } }]
@@ -320,7 +351,13 @@ try {
     connections,
     loadAverage1m: loads.map((l) => +l[0]!.toFixed(2)),
     summary,
-    addedOverDirect: { infera: added('infera'), 'infera-before': added('infera-before'), 'infera-open': added('infera-open'), portkey: added('portkey') },
+    addedOverDirect: {
+      'node-proxy': added('node-proxy'),
+      infera: added('infera'),
+      'infera-before': added('infera-before'),
+      'infera-open': added('infera-open'),
+      portkey: added('portkey'),
+    },
     notStreamed: Object.fromEntries(targets.filter((t) => t.noStream).map((t) => [t.name, t.noStream])),
     inferaOverPortkeyRps: summary.infera && summary.portkey ? +(summary.infera.rps / summary.portkey.rps).toFixed(2) : undefined,
     targets: { p50AddedUs: 300, p99AddedUs: 2000, rpsOverPortkey: 5, firstByteAddedUs: 1000 },

@@ -297,6 +297,45 @@ test('pricing: priced models reserve their worst case (403 when not covered), se
   );
 });
 
+test('deferred reservation: admission trusts the balance its last take returned when it covers the estimate, reads the store when not, and resize still refuses what another process spent', async () => {
+  await withGate({ platform: { pricing: { 'paid/chat': { inputPerMillion: 2, outputPerMillion: 8 } } } }, async (gate, dir) => {
+    const principal: Principal = { accountId: 'acme', keyId: 'k', keyName: 'k' };
+    // 0.01 per worst case.
+    const worstCase = { promptTokens: 1000, completionTokens: 1000, images: 0, documents: 0 };
+    const deferred = () => request(principal, { model: 'paid/chat', worstCase, deferReservation: true });
+    await gate.admin.topUp('acme', parseAmount('0.05'));
+    const store = gate.admin.store;
+    const read = store.getAccount.bind(store);
+    let reads = 0;
+    store.getAccount = (id: string) => {
+      reads++;
+      return read(id);
+    };
+    const a = await gate.admit(deferred());
+    assert.equal(reads, 1, 'the first admission reads the balance');
+    await a.resize(worstCase);
+    const b = await gate.admit(deferred());
+    assert.equal(reads, 1, 'the balance a take returned (0.04) covers the next estimate: no read');
+
+    // Another process (the CLI, a second server) spends all but 0.005 meanwhile.
+    const other = new Database(sqlitePath(configSchema.parse({ storage: { dataDir: dir } })));
+    try {
+      other.prepare('UPDATE accounts SET balance_micro = 5000 WHERE id = ?').run('acme');
+    } finally {
+      other.close();
+    }
+    // b was admitted on the older figure; its take is against the store and refused there.
+    await rejects(b.resize(worstCase), 403, /insufficient/);
+    await b.settle(usage({ promptTokens: 0, completionTokens: 0, status: 403, outcome: 'error' }));
+    assert.equal((await gate.userInfo(principal)).balance, '0.005', 'never overdrawn, nothing taken by the refused request');
+    // The refused take returned 0.005, which does not cover 0.01: the store is read, and admission refuses.
+    const before = reads;
+    await rejects(gate.admit(deferred()), 403, /insufficient/);
+    assert.equal(reads, before + 1, 'a figure too low to admit is never trusted to refuse');
+    await a.settle(usage({ promptTokens: 1000, completionTokens: 1000 }));
+  });
+});
+
 test('deferred reservation (chat on a loaded model): admission checks the balance, resize takes it, never overdrawn', async () => {
   await withGate({ platform: { pricing: { 'paid/chat': { inputPerMillion: 2, outputPerMillion: 8 } } } }, async (gate, dir) => {
     const principal: Principal = { accountId: 'acme', keyId: 'k', keyName: 'k' };

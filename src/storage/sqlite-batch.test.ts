@@ -119,6 +119,38 @@ test('checkpoints run off the event loop once a second: ledger rows reach the da
     assert.equal((store as unknown as { checkpointer?: unknown }).checkpointer !== undefined, true, 'checkpoints run on a worker thread');
   }));
 
+test('under steady writes the WAL is rewound: it stays bounded instead of growing by every commit', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-sqlite-batch-'));
+  const path = join(dir, 'infera.db');
+  // Past 64 frames, rewound; checkpoints every 20 ms (the defaults: 16,384 frames, 1 s).
+  const store = new SqliteStore(path, { restartFrames: 64, checkpointMs: 20 });
+  try {
+    await store.heartbeat('inst_test', Date.now());
+    await store.adjustBalance('acct', 1_000_000_000);
+    let largest = 0;
+    // A priced request's two commits, as on one busy connection (a pause of a millisecond every tenth
+    // request): a commit always lands while a checkpoint is copying, which is what kept a PASSIVE-only
+    // checkpoint from ever rewinding. 3,000 of them write ~85 MB of WAL frames (7 pages a request).
+    for (let i = 0; i < 3000; i++) {
+      const id = `r${i}`;
+      assert.equal((await store.reserve(reservation(id, 2))).ok, true);
+      await store.appendLedger([row(`req_${id}`, id, 1)]);
+      if (i % 10 === 0) {
+        largest = Math.max(largest, statSync(`${path}-wal`).size);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    }
+    largest = Math.max(largest, statSync(`${path}-wal`).size);
+    // Bounded by what one (possibly late, on a loaded box) checkpoint interval writes; 85 MB without the rewind.
+    assert.ok(largest < 24 * 1024 * 1024, `the WAL reached ${largest} bytes`);
+    assert.equal(await store.countLedger(), 3000);
+    assert.equal((await store.getAccount('acct'))!.balanceMicro, 1_000_000_000 - 3000);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('migration 4 (reservations WITHOUT ROWID) keeps the reservations a version-3 file held: they settle and come back as before', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'infera-sqlite-v3-'));
   const path = join(dir, 'infera.db');
