@@ -74,13 +74,27 @@ interface SpawnedChild {
   listen(events: ChildEvents): void;
 }
 
+/**
+ * V8 settings of an engine process, which holds one model and allocates little once it is loaded
+ * (bench/engine-startup.ts --breakdown; docs/BENCHMARKS.md "Start-up and memory"):
+ * - a 1 MiB semi-space: V8 otherwise grows the young generation to 16 MiB per semi-space during a load
+ *   that resolves a chat template (node-llama-cpp's Jinja renderer allocates hundreds of MiB of
+ *   short-lived values) and keeps it resident. Measured on chat-512x8: idle RSS -23 MiB after a first
+ *   start (no cached chat wrapper), -2 MiB on a restart, and no slower decode (the loop's objects die
+ *   young; a scavenge of a 1 MiB space with almost nothing live costs microseconds).
+ * - `gc` exposed, so that release.ts can collect once after the load, before it trims malloc: the
+ *   template resolution's garbage otherwise keeps old-space pages resident until V8's memory reducer
+ *   runs, 20-40 s into idleness.
+ */
+export const ENGINE_V8_FLAGS = ['--max-semi-space-size=1', '--expose-gc'];
+
 function spawnChild(): SpawnedChild {
   // From the sources (tests, `npm run dev`) the child runs TypeScript through tsx as the server does;
   // the compiled build (`npm start`) runs plain JavaScript and passes no loader.
   const fromSources = import.meta.url.endsWith('.ts');
   const entry = fileURLToPath(new URL(fromSources ? './child.ts' : './child.js', import.meta.url));
   const child: ChildProcess = fork(entry, [], {
-    execArgv: fromSources ? ['--import', 'tsx'] : [],
+    execArgv: [...ENGINE_V8_FLAGS, ...(fromSources ? ['--import', 'tsx'] : [])],
     serialization: 'advanced',
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
