@@ -18,6 +18,7 @@
 // in the same rotation, polled with the same request: its first answer, RSS and PSS.
 // Memory: VmRSS and PSS (/proc/PID/smaps_rollup: shared pages split between the processes mapping them,
 // so the server's and the engine process's shared libraries and Node binary are not counted twice).
+// --timeline prints when each start-up step happened (bench/timeline-hook.mjs) in both processes.
 // --profile DIR writes a CPU profile of the server and of its engine process per run into DIR
 // (bench/cpu-profile-hook.mjs, preloaded through NODE_OPTIONS, which the engine process inherits).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -42,6 +43,7 @@ const { values } = parseArgs({
     cache: { type: 'string', default: 'warm' },
     'llama-server': { type: 'string' },
     breakdown: { type: 'boolean', default: false },
+    timeline: { type: 'boolean', default: false },
     // Extra llama-server arguments, e.g. --llama-args=-nr (no weight repacking: on an AMX machine a
     // native llama-server build crashes in the AMX kernels; then it holds no repacked copy of the weights).
     'llama-args': { type: 'string', default: '' },
@@ -148,6 +150,7 @@ async function once(bin: string, path: string, threads: number, label = bin): Pr
     }),
   );
   const since = performance.now();
+  const spawnedAt = Date.now();
   const child: ChildProcess = spawn(process.execPath, [script, 'serve', '--config', configPath], {
     env: {
       ...process.env,
@@ -160,11 +163,13 @@ async function once(bin: string, path: string, threads: number, label = bin): Pr
         nodeOptions,
         values.profile ? `--import ${join(import.meta.dirname, 'cpu-profile-hook.mjs')}` : '',
         values.breakdown ? `--import ${join(import.meta.dirname, 'memory-hook.mjs')}` : '',
+        values.timeline ? `--import ${join(import.meta.dirname, 'timeline-hook.mjs')}` : '',
       ]
         .filter(Boolean)
         .join(' '),
       ...(values.profile && { INFERA_BENCH_PROFILE_DIR: values.profile }),
       ...(values.breakdown && { INFERA_BENCH_MEMORY_DIR: dataDir }),
+      ...(values.timeline && { INFERA_BENCH_TIMELINE_FILE: join(dataDir, 'timeline.txt') }),
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -177,6 +182,7 @@ async function once(bin: string, path: string, threads: number, label = bin): Pr
   });
   try {
     const firstAnswerMs = await firstAnswer('infera', child, since, () => port, () => log, path);
+    if (values.timeline) printTimeline(label, spawnedAt, join(dataDir, 'timeline.txt'));
     // Idle: after the first answer has settled (lazy allocations done, GC had a chance).
     await sleep(2000);
     const engines = childrenOf(child.pid!);
@@ -203,6 +209,18 @@ async function once(bin: string, path: string, threads: number, label = bin): Pr
     }
     rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * --timeline: each step (bench/timeline-hook.mjs) in ms after spawn (wall clock, both processes on one
+ * axis), in ms after its own process started, and the CPU time its process had used by then.
+ */
+function printTimeline(label: string, spawnedAt: number, file: string): void {
+  console.log(`\n${label}: timeline (ms after spawn / after its process started / its CPU ms by then)`);
+  const marks = readFileSync(file, 'utf8').trim().split('\n').map((line) => line.split(' '));
+  marks.sort((a, b) => Number(a[1]) - Number(b[1]));
+  for (const [role, wall, own, cpu, ...what] of marks)
+    console.log(`  ${String(Number(wall) - spawnedAt).padStart(6)} ${Number(own).toFixed(0).padStart(6)} ${cpu!.padStart(6)}  ${role!.padEnd(6)} ${what.join(' ')}`);
 }
 
 /** Polls a one-token chat every 10 ms from `since` until it answers 200: the time to the first answer. */

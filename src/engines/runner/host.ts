@@ -74,13 +74,31 @@ interface SpawnedChild {
   listen(events: ChildEvents): void;
 }
 
-function spawnChild(): SpawnedChild {
+/**
+ * V8 settings of an engine process (bench/engine-startup.ts --breakdown; docs/BENCHMARKS.md "Start-up
+ * and memory on the AMD EPYC"):
+ * - `gc` exposed, so that release.ts can collect once after the load, before it trims malloc: a load's
+ *   garbage otherwise keeps old-space pages resident until V8's memory reducer runs, 20-40 s into
+ *   idleness.
+ * - for a llama.cpp chat model, a 1 MiB semi-space: V8 otherwise grows the young generation to 16 MiB
+ *   per semi-space during a load that resolves a chat template (node-llama-cpp's Jinja renderer
+ *   allocates hundreds of MiB of short-lived values) and keeps it resident. Measured on chat-512x8:
+ *   idle RSS -23 MiB after a first start (no cached chat wrapper; -29 with the collection), -2 MiB on a
+ *   restart, and no more time in GC while decoding (its objects die young: a scavenge of a 1 MiB space
+ *   with almost nothing live costs microseconds). Not measured for the encoders, ONNX and images, whose
+ *   requests allocate more in JavaScript: they keep V8's default.
+ */
+export function engineV8Flags(config: Pick<ModelConfig, 'engine' | 'type'>): string[] {
+  return config.engine === 'llama-cpp' && config.type === 'chat' ? ['--max-semi-space-size=1', '--expose-gc'] : ['--expose-gc'];
+}
+
+function spawnChild(config: ModelConfig): SpawnedChild {
   // From the sources (tests, `npm run dev`) the child runs TypeScript through tsx as the server does;
   // the compiled build (`npm start`) runs plain JavaScript and passes no loader.
   const fromSources = import.meta.url.endsWith('.ts');
   const entry = fileURLToPath(new URL(fromSources ? './child.ts' : './child.js', import.meta.url));
   const child: ChildProcess = fork(entry, [], {
-    execArgv: fromSources ? ['--import', 'tsx'] : [],
+    execArgv: [...engineV8Flags(config), ...(fromSources ? ['--import', 'tsx'] : [])],
     serialization: 'advanced',
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
@@ -118,7 +136,7 @@ const earlyKey = (config: ModelConfig, logLevel: string) => JSON.stringify({ con
  */
 export function startEngineProcessEarly(config: ModelConfig, logLevel: string): void {
   if (early.has(config.id)) return;
-  const spawned = spawnChild();
+  const spawned = spawnChild(config);
   const timer = setTimeout(() => takeEarly(config.id)?.child.kill('SIGKILL'), EARLY_ADOPT_MS);
   timer.unref();
   early.set(config.id, { spawned, key: earlyKey(config, logLevel), timer });
@@ -140,7 +158,7 @@ export function loadInEngineProcess(options: EngineProcessOptions): Promise<Engi
   // A different entry or log level than the early start assumed: that process is of no use.
   if (!spawned) takeEarly(config.id)?.child.kill('SIGKILL');
   const adopted = spawned !== undefined;
-  spawned ??= spawnChild();
+  spawned ??= spawnChild(config);
   const { child } = spawned;
 
   const pending = new Map<number, Pending>();

@@ -17,6 +17,8 @@ interface Released {
   mappedMiB: number;
   /** Whether glibc's malloc_trim ran. */
   trimmed: boolean;
+  /** Whether a full garbage collection ran first (only where `gc` is exposed: engine processes). */
+  collected: boolean;
 }
 
 type Native = { madvise(address: number, length: number, advice: number): number; mallocTrim(pad: number): number };
@@ -38,14 +40,18 @@ function bind(): Native | null {
 }
 
 /**
- * After a model has loaded: returns the malloc arenas' free memory to the system and drops the resident
+ * After a model has loaded: collects the load's JavaScript garbage, returns the malloc arenas' free memory to the system and drops the resident
  * pages of every memory-mapped model file (`.gguf`) from this process. Does nothing where koffi or glibc
  * is missing. Only for a process that holds one model (the engine process): a server process may be
  * mapping another model that is decoding.
  */
 export function releaseLoadLeftovers(): Released {
+  // The load's JavaScript garbage first (host.ts starts engine processes with `gc` exposed): what V8
+  // frees goes back to malloc or the system before the trim below.
+  const collected = typeof globalThis.gc === 'function';
+  if (collected) globalThis.gc!();
   native ??= bind();
-  if (!native) return { mappedMiB: 0, trimmed: false };
+  if (!native) return { mappedMiB: 0, trimmed: false, collected };
   let bytes = 0;
   for (const line of readFileSync('/proc/self/maps', 'utf8').split('\n')) {
     // start-end perms offset dev inode path; only read-only mappings (never a written page to lose).
@@ -56,5 +62,5 @@ export function releaseLoadLeftovers(): Released {
     if (native.madvise(start, length, MADV_DONTNEED) === 0) bytes += length;
   }
   native.mallocTrim(0);
-  return { mappedMiB: bytes / 1048576, trimmed: true };
+  return { mappedMiB: bytes / 1048576, trimmed: true, collected };
 }
