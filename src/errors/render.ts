@@ -44,6 +44,15 @@ export function errorBody(error: InferaError): WireErrorBody {
   };
 }
 
+/**
+ * JSON.stringify(errorBody(error)), byte for byte (render.test.ts checks), without building the object
+ * or escaping the message twice: every error answer is sent as this text.
+ */
+export function errorJson(error: InferaError): string {
+  const message = JSON.stringify(error.message);
+  return `{"code":${JSON.stringify(error.siliconflowCode)},"message":${message},"data":null,"error":{"message":${message},"type":${JSON.stringify(error.type)},"param":${JSON.stringify(error.param)},"code":${JSON.stringify(error.code)}}}`;
+}
+
 export function errorHeaders(error: InferaError): Record<string, string> {
   const headers: Record<string, string> = { ...error.headers };
   if (error.retryAfter !== undefined) {

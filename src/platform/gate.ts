@@ -101,10 +101,16 @@ export interface Gate {
   /** Resolve a bearer secret; throws InferaError 401 when unknown, disabled or expired. */
   authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal>;
   /**
+   * authenticate() when memory suffices: the principal, or its 401 thrown; undefined when it cannot
+   * answer without the store (then call authenticate). Absent: always call authenticate.
+   */
+  authenticateSync?(secret: string | undefined, remoteAddress: string): Principal | undefined;
+  /**
    * The limits that need no body, before it is read (onRequest): a key over its own request-rate limit
    * (rpm, rph, rpd) gets its 429 without sending the body. Counts nothing (admit() does); absent: none.
+   * Undefined when there is nothing to check (no request-rate limit on the key): no promise to wait for.
    */
-  precheck?(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void>;
+  precheck?(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> | undefined;
   /** Check allow-list (403), reserve the worst-case cost against the balance (403) and rate limits (429); throws InferaError. */
   admit(request: AdmissionRequest): Promise<Admission>;
   /** SiliconFlow /v1/user/info body `data` for this principal. */

@@ -1,6 +1,6 @@
 // The Gate the HTTP layer calls on every API request: who is asking (keys), may they (allow-list,
 // balance, rate limits), and what did it cost (ledger, balance, token-limit settle).
-import { randomUUID } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { InferaError } from '../errors/index.ts';
 import type { ConsumeResult, CounterStore, KeyRecord, LedgerRow, PlatformStore } from '../storage/types.ts';
 import { PlatformAdmin } from './admin.ts';
@@ -44,6 +44,9 @@ const unauthorized = (message: string) =>
 /** A ledger note is a sentence or two; an upstream's error page quoted whole would bloat every row. */
 const NOTE_MAX = 500;
 
+/** Keys from the config file and INFERA_API_KEY: one principal, shared (nothing mutates a principal). */
+const STATIC_PRINCIPAL: Principal = Object.freeze({ accountId: 'default', keyId: 'config', keyName: 'config' });
+
 const noop: Admission = { headers: {}, resize: async () => {}, settle: async () => {} };
 
 /** Unknown key hashes remembered at most (64 hex characters and a number each: ~1.5 MB). */
@@ -63,6 +66,8 @@ export class PlatformGate implements Gate {
   private readonly config: PlatformConfig;
   private readonly logger: PlatformLogger;
   private readonly staticHashes: string[];
+  /** The static hashes as bytes, for timingSafeEqual without decoding them on every request. */
+  private readonly staticDigests: Buffer[];
   private readonly policy: LimitPolicy;
   private readonly prices: Map<string, MicroPrice>;
   private readonly now: () => number;
@@ -96,6 +101,7 @@ export class PlatformGate implements Gate {
     this.now = options.now ?? Date.now;
     this.keyCacheMs = options.config.keyCacheSeconds * 1000;
     this.staticHashes = [...new Set(options.staticKeys.filter(Boolean))].map(hashSecret);
+    this.staticDigests = this.staticHashes.map((hash) => Buffer.from(hash, 'hex'));
     this.policy = new LimitPolicy(options.config);
     this.prices = new Map(Object.entries(options.config.pricing).map(([id, p]) => [id.toLowerCase(), microPrice(p)]));
     this.ledger = new LedgerWriter(options.store, options.logger, {
@@ -154,32 +160,55 @@ export class PlatformGate implements Gate {
     this.storeHasKeys = undefined;
   }
 
-  private async anyKeyExists(): Promise<boolean> {
+  /** Whether any key exists, when memory knows (static keys, or the store's answer still fresh); else undefined. */
+  private anyKeyKnown(now: number): boolean | undefined {
     if (this.staticHashes.length > 0) return true;
-    const now = this.now();
     // Once a key exists the answer cannot flip back (revoked keys still count), so only "no" is re-checked.
-    if (this.storeHasKeys && (this.storeHasKeys.value || now - this.storeHasKeys.fetchedAt < this.keyCacheMs))
-      return this.storeHasKeys.value;
+    if (this.storeHasKeys && (this.storeHasKeys.value || now - this.storeHasKeys.fetchedAt < this.keyCacheMs)) return this.storeHasKeys.value;
+    return undefined;
+  }
+
+  private async anyKeyExists(): Promise<boolean> {
+    const now = this.now();
+    const known = this.anyKeyKnown(now);
+    if (known !== undefined) return known;
     const value = (await this.store.listKeys()).length > 0;
     this.storeHasKeys = { value, fetchedAt: now };
     return value;
   }
 
-  async authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal> {
+  /**
+   * authenticate() answered from memory (static keys, the key cache, the unknown-key cache): the
+   * principal, or the same 401 thrown; undefined when the store must be asked (then call authenticate).
+   * The HTTP layer's auth hook runs on every API request: this spares it a promise chain, and a known
+   * key or a retried wrong one never needs more.
+   */
+  authenticateSync(secret: string | undefined, remoteAddress: string): Principal | undefined {
+    const now = this.now();
+    const anyKey = this.anyKeyKnown(now);
+    if (anyKey === undefined) return undefined;
+    if (!anyKey) return this.keyless(remoteAddress);
     const token = secret?.trim();
-    if (!(await this.anyKeyExists())) {
-      // No key anywhere: a fresh local install just works, but only for callers on this machine.
-      if (isLoopback(remoteAddress)) return { accountId: 'anonymous', keyId: 'anonymous', keyName: 'anonymous' };
-      throw unauthorized(
-        'This server has no API keys yet and only serves loopback callers. Create one with `infera keys create --name <name>`.',
-      );
-    }
     if (!token) throw unauthorized('Missing API key: send "Authorization: Bearer <key>".');
     const hash = hashSecret(token);
-    let staticMatch = false;
-    // Every static hash is compared (no early exit) so timing does not tell which one matched.
-    for (const candidate of this.staticHashes) staticMatch = sameHash(hash, candidate) || staticMatch;
-    if (staticMatch) return { accountId: 'default', keyId: 'config', keyName: 'config' };
+    if (this.isStaticKey(hash)) return STATIC_PRINCIPAL;
+    const cached = this.keyCache.get(hash);
+    if (!cached || now - cached.fetchedAt >= this.keyCacheMs) {
+      const unknownAt = this.unknownKeys.get(hash);
+      if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) throw unauthorized('Invalid API key.');
+      return undefined;
+    }
+    return this.usable(cached, now);
+  }
+
+  async authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal> {
+    const known = this.authenticateSync(secret, remoteAddress);
+    if (known) return known;
+    if (!(await this.anyKeyExists())) return this.keyless(remoteAddress);
+    const token = secret?.trim();
+    if (!token) throw unauthorized('Missing API key: send "Authorization: Bearer <key>".');
+    const hash = hashSecret(token);
+    if (this.isStaticKey(hash)) return STATIC_PRINCIPAL;
 
     const now = this.now();
     let cached = this.keyCache.get(hash);
@@ -209,6 +238,25 @@ export class PlatformGate implements Gate {
       if (this.keyCache.size > 10_000) this.keyCache.clear();
       this.keyCache.set(hash, cached);
     }
+    return this.usable(cached, now);
+  }
+
+  /** No key anywhere: a fresh local install just works, but only for callers on this machine. */
+  private keyless(remoteAddress: string): Principal {
+    if (isLoopback(remoteAddress)) return { accountId: 'anonymous', keyId: 'anonymous', keyName: 'anonymous' };
+    throw unauthorized('This server has no API keys yet and only serves loopback callers. Create one with `infera keys create --name <name>`.');
+  }
+
+  private isStaticKey(hash: string): boolean {
+    if (this.staticDigests.length === 0) return false;
+    const digest = Buffer.from(hash, 'hex');
+    let match = false;
+    // Every static hash is compared (no early exit) so timing does not tell which one matched.
+    for (const candidate of this.staticDigests) match = (digest.length === candidate.length && timingSafeEqual(digest, candidate)) || match;
+    return match;
+  }
+
+  private usable(cached: CachedKey, now: number): Principal {
     if (cached.record.disabled) throw unauthorized(`API key "${cached.record.name}" has been revoked.`);
     // A row that cannot be read as written (an expiry out of range, a broken allow-list) grants nothing.
     if (cached.record.invalid)
@@ -228,8 +276,12 @@ export class PlatformGate implements Gate {
     return rules;
   }
 
-  async precheck(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> {
-    if (!principal.limits || !endpointKind[endpoint]) return;
+  precheck(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> | undefined {
+    if (!principal.limits || !endpointKind[endpoint]) return undefined;
+    return this.precheckRequests(principal, endpoint, requestId);
+  }
+
+  private async precheckRequests(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> {
     const rules = this.keyRules(principal).filter((rule) => rule.measure === 'requests');
     if (rules.length === 0) return;
     const now = this.now();

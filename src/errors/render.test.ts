@@ -1,0 +1,25 @@
+// errorJson is what every error answer's body is: it must be the error body's JSON, byte for byte.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InferaError, modelNotFound, overloaded } from './index.ts';
+import { errorBody, errorJson, toInferaError } from './render.ts';
+
+test('errorJson is JSON.stringify(errorBody(error)) for every kind of error', () => {
+  const errors = [
+    new InferaError({ status: 400, message: 'plain' }),
+    new InferaError({ status: 401, message: 'Invalid API key.', code: 'invalid_api_key', siliconflowCode: 20001, headers: { 'www-authenticate': 'Bearer' } }),
+    new InferaError({ status: 404, code: 'unknown_route', message: 'No route GET /v1/"quoted"\\slash\u2028\u0000 é 🙂' }),
+    new InferaError({ status: 400, message: 'messages: too short', param: 'messages[2].content', code: null }),
+    new InferaError({ status: 429, message: 'slow down', retryAfter: 1.5, type: 'rate_limit_error' }),
+    modelNotFound('no/such-model'),
+    modelNotFound('x', 404),
+    overloaded('Model m'),
+    toInferaError(new Error('secret internals')),
+    new InferaError({ status: 500, message: '', siliconflowCode: -1 }),
+  ];
+  for (const error of errors) {
+    const text = errorJson(error);
+    assert.equal(text, JSON.stringify(errorBody(error)));
+    assert.deepEqual(JSON.parse(text), errorBody(error));
+  }
+});
