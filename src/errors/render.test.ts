@@ -1,7 +1,7 @@
 // errorJson is what every error answer's body is: it must be the error body's JSON, byte for byte.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { InferaError, modelNotFound, overloaded } from './index.ts';
+import { errorFields, InferaError, modelNotFound, overloaded } from './index.ts';
 import { errorBody, errorJson, toInferaError } from './render.ts';
 
 test('errorJson is JSON.stringify(errorBody(error)) for every kind of error', () => {
@@ -21,5 +21,20 @@ test('errorJson is JSON.stringify(errorBody(error)) for every kind of error', ()
     const text = errorJson(error);
     assert.equal(text, JSON.stringify(errorBody(error)));
     assert.deepEqual(JSON.parse(text), errorBody(error));
+  }
+});
+
+test('errorFields gives what an InferaError of the same init carries', () => {
+  const inits = [
+    { status: 404, code: 'unknown_route', message: 'No route GET /x.' },
+    { status: 400, message: 'bad', param: 'model' },
+    { status: 401, message: 'no', siliconflowCode: 20001, type: 'authentication_error' as const },
+    { status: 503, message: 'busy' },
+  ];
+  for (const init of inits) {
+    const error = new InferaError(init);
+    const fields = errorFields(init);
+    assert.deepEqual(fields, { status: error.status, message: error.message, type: error.type, param: error.param, code: error.code, siliconflowCode: error.siliconflowCode });
+    assert.equal(errorJson(fields), errorJson(error));
   }
 });

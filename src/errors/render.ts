@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { InferaError } from './index.ts';
+import { type ErrorFields, InferaError } from './index.ts';
 
 export const wireErrorSchema = z.object({
   message: z.string(),
@@ -35,7 +35,7 @@ export function toInferaError(error: unknown): InferaError {
   });
 }
 
-export function errorBody(error: InferaError): WireErrorBody {
+export function errorBody(error: ErrorFields): WireErrorBody {
   return {
     code: error.siliconflowCode,
     message: error.message,
@@ -48,7 +48,7 @@ export function errorBody(error: InferaError): WireErrorBody {
  * JSON.stringify(errorBody(error)), byte for byte (render.test.ts checks), without building the object
  * or escaping the message twice: every error answer is sent as this text.
  */
-export function errorJson(error: InferaError): string {
+export function errorJson(error: ErrorFields): string {
   const message = JSON.stringify(error.message);
   return `{"code":${JSON.stringify(error.siliconflowCode)},"message":${message},"data":null,"error":{"message":${message},"type":${JSON.stringify(error.type)},"param":${JSON.stringify(error.param)},"code":${JSON.stringify(error.code)}}}`;
 }

@@ -3,7 +3,7 @@
 import Fastify, { type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { InferaError, isAbortError } from '../errors/index.ts';
+import { errorFields, InferaError, isAbortError } from '../errors/index.ts';
 import { errorHeaders, errorJson, sseErrorFrame, toInferaError } from '../errors/render.ts';
 import type { Logger } from '../observability/logger.ts';
 import { startTracing } from '../observability/tracing.ts';
@@ -196,7 +196,7 @@ export async function buildApp(services: Services) {
   });
 
   app.setNotFoundHandler((request, reply) => {
-    const error = new InferaError({
+    const error = errorFields({
       status: 404,
       code: 'unknown_route',
       message: `No route ${request.method} ${request.url.split('?')[0]}. See README for the served endpoints.`,
@@ -221,13 +221,9 @@ export async function buildApp(services: Services) {
         scope.addHook('onRequest', (request, _reply, done) => {
           const secret = bearer(request);
           const address = request.socket.remoteAddress ?? '';
-          let principal: Principal | undefined;
-          try {
-            principal = services.gate.authenticateSync?.(secret, address);
-          } catch (error) {
-            return done(error as Error);
-          }
-          if (principal) return admit(request, principal, done);
+          const known = services.gate.authenticateSync?.(secret, address);
+          if (known instanceof InferaError) return done(known);
+          if (known) return admit(request, known, done);
           services.gate.authenticate(secret, address).then((known) => admit(request, known, done), done);
         });
         registerApiRoutes(scope, services);

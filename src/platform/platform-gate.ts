@@ -40,6 +40,10 @@ const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
 
 const unauthorized = (message: string) =>
   new InferaError({ status: 401, message, code: 'invalid_api_key', siliconflowCode: 20001, headers: { 'www-authenticate': 'Bearer' } });
+// The two refusals a scan of keys meets on every request, made once (an InferaError costs ~1-2 µs;
+// nothing changes an error once made).
+const INVALID_KEY = unauthorized('Invalid API key.');
+const MISSING_KEY = unauthorized('Missing API key: send "Authorization: Bearer <key>".');
 
 /** A ledger note is a sentence or two; an upstream's error page quoted whole would bloat every row. */
 const NOTE_MAX = 500;
@@ -179,23 +183,23 @@ export class PlatformGate implements Gate {
 
   /**
    * authenticate() answered from memory (static keys, the key cache, the unknown-key cache): the
-   * principal, or the same 401 thrown; undefined when the store must be asked (then call authenticate).
+   * principal, or the 401 it would throw; undefined when the store must be asked (then call authenticate).
    * The HTTP layer's auth hook runs on every API request: this spares it a promise chain, and a known
    * key or a retried wrong one never needs more.
    */
-  authenticateSync(secret: string | undefined, remoteAddress: string): Principal | undefined {
+  authenticateSync(secret: string | undefined, remoteAddress: string): Principal | InferaError | undefined {
     const now = this.now();
     const anyKey = this.anyKeyKnown(now);
     if (anyKey === undefined) return undefined;
     if (!anyKey) return this.keyless(remoteAddress);
     const token = secret?.trim();
-    if (!token) throw unauthorized('Missing API key: send "Authorization: Bearer <key>".');
+    if (!token) return MISSING_KEY;
     const hash = hashSecret(token);
     if (this.isStaticKey(hash)) return STATIC_PRINCIPAL;
     const cached = this.keyCache.get(hash);
     if (!cached || now - cached.fetchedAt >= this.keyCacheMs) {
       const unknownAt = this.unknownKeys.get(hash);
-      if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) throw unauthorized('Invalid API key.');
+      if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) return INVALID_KEY;
       return undefined;
     }
     return this.usable(cached, now);
@@ -203,10 +207,15 @@ export class PlatformGate implements Gate {
 
   async authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal> {
     const known = this.authenticateSync(secret, remoteAddress);
+    if (known instanceof InferaError) throw known;
     if (known) return known;
-    if (!(await this.anyKeyExists())) return this.keyless(remoteAddress);
+    if (!(await this.anyKeyExists())) {
+      const keyless = this.keyless(remoteAddress);
+      if (keyless instanceof InferaError) throw keyless;
+      return keyless;
+    }
     const token = secret?.trim();
-    if (!token) throw unauthorized('Missing API key: send "Authorization: Bearer <key>".');
+    if (!token) throw MISSING_KEY;
     const hash = hashSecret(token);
     if (this.isStaticKey(hash)) return STATIC_PRINCIPAL;
 
@@ -214,14 +223,14 @@ export class PlatformGate implements Gate {
     let cached = this.keyCache.get(hash);
     if (!cached || now - cached.fetchedAt >= this.keyCacheMs) {
       const unknownAt = this.unknownKeys.get(hash);
-      if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) throw unauthorized('Invalid API key.');
+      if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) throw INVALID_KEY;
       const record = await this.store.findKeyByHash(hash);
       if (!record || !sameHash(record.hash, hash)) {
         this.keyCache.delete(hash);
         this.unknownKeys.delete(hash);
         if (this.unknownKeys.size >= UNKNOWN_KEYS_MAX) this.unknownKeys.delete(this.unknownKeys.keys().next().value!);
         this.unknownKeys.set(hash, now);
-        throw unauthorized('Invalid API key.');
+        throw INVALID_KEY;
       }
       this.unknownKeys.delete(hash);
       cached = {
@@ -238,13 +247,15 @@ export class PlatformGate implements Gate {
       if (this.keyCache.size > 10_000) this.keyCache.clear();
       this.keyCache.set(hash, cached);
     }
-    return this.usable(cached, now);
+    const usable = this.usable(cached, now);
+    if (usable instanceof InferaError) throw usable;
+    return usable;
   }
 
   /** No key anywhere: a fresh local install just works, but only for callers on this machine. */
-  private keyless(remoteAddress: string): Principal {
+  private keyless(remoteAddress: string): Principal | InferaError {
     if (isLoopback(remoteAddress)) return { accountId: 'anonymous', keyId: 'anonymous', keyName: 'anonymous' };
-    throw unauthorized('This server has no API keys yet and only serves loopback callers. Create one with `infera keys create --name <name>`.');
+    return unauthorized('This server has no API keys yet and only serves loopback callers. Create one with `infera keys create --name <name>`.');
   }
 
   private isStaticKey(hash: string): boolean {
@@ -256,13 +267,14 @@ export class PlatformGate implements Gate {
     return match;
   }
 
-  private usable(cached: CachedKey, now: number): Principal {
-    if (cached.record.disabled) throw unauthorized(`API key "${cached.record.name}" has been revoked.`);
+  /** The cached key's principal, or the 401 for a key revoked, unreadable or expired. */
+  private usable(cached: CachedKey, now: number): Principal | InferaError {
+    if (cached.record.disabled) return unauthorized(`API key "${cached.record.name}" has been revoked.`);
     // A row that cannot be read as written (an expiry out of range, a broken allow-list) grants nothing.
     if (cached.record.invalid)
-      throw unauthorized(`API key "${cached.record.name}" has an invalid stored record (${cached.record.invalid.join('; ')}); create a new key.`);
+      return unauthorized(`API key "${cached.record.name}" has an invalid stored record (${cached.record.invalid.join('; ')}); create a new key.`);
     if (cached.record.expiresAt !== null && cached.record.expiresAt <= now)
-      throw unauthorized(`API key "${cached.record.name}" expired at ${new Date(cached.record.expiresAt).toISOString()}.`);
+      return unauthorized(`API key "${cached.record.name}" expired at ${new Date(cached.record.expiresAt).toISOString()}.`);
     return cached.principal;
   }
 
