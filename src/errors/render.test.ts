@@ -17,10 +17,21 @@ test('errorJson is JSON.stringify(errorBody(error)) for every kind of error', ()
     toInferaError(new Error('secret internals')),
     new InferaError({ status: 500, message: '', siliconflowCode: -1 }),
   ];
-  for (const error of errors) {
+  // Twice: the second answer comes from the remembered texts.
+  for (const error of [...errors, ...errors]) {
     const text = errorJson(error);
     assert.equal(text, JSON.stringify(errorBody(error)));
     assert.deepEqual(JSON.parse(text), errorBody(error));
+  }
+  // The same message with other fields is not answered with the remembered text.
+  for (const init of [{ code: 'a' }, { code: 'b' }, { param: 'model' }, { siliconflowCode: 1 }, { type: 'server_error' as const }, {}]) {
+    const error = new InferaError({ status: 400, message: 'one message', ...init });
+    assert.equal(errorJson(error), JSON.stringify(errorBody(error)));
+  }
+  // Past the bound the remembered texts start over and stay right.
+  for (let i = 0; i < 2000; i++) {
+    const error = modelNotFound(`m-${i % 700}`);
+    assert.equal(errorJson(error), JSON.stringify(errorBody(error)));
   }
 });
 
