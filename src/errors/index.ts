@@ -49,7 +49,32 @@ const defaultSiliconflowCode = (status: number): number => {
   return status >= 500 ? 50000 : 20015;
 };
 
-export class InferaError extends Error {
+/** What an error answer is made of (its body and status), without an Error around it. */
+export interface ErrorFields {
+  readonly status: number;
+  readonly message: string;
+  readonly type: ErrorType;
+  readonly param: string | null;
+  readonly code: string | null;
+  readonly siliconflowCode: number;
+}
+
+/**
+ * An answer's fields with the same defaults an InferaError gets, for an answer that is never thrown
+ * (the 404 for an unknown route): no Error object to build (~1-2 µs with its stack machinery).
+ */
+export function errorFields(init: Omit<InferaErrorInit, 'retryAfter' | 'headers' | 'cause'>): ErrorFields {
+  return {
+    status: init.status,
+    message: init.message,
+    type: init.type ?? defaultType(init.status),
+    param: init.param ?? null,
+    code: init.code ?? null,
+    siliconflowCode: init.siliconflowCode ?? defaultSiliconflowCode(init.status),
+  };
+}
+
+export class InferaError extends Error implements ErrorFields {
   readonly status: number;
   readonly type: ErrorType;
   readonly param: string | null;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { InferaError } from './index.ts';
+import { type ErrorFields, InferaError } from './index.ts';
 
 export const wireErrorSchema = z.object({
   message: z.string(),
@@ -35,7 +35,7 @@ export function toInferaError(error: unknown): InferaError {
   });
 }
 
-export function errorBody(error: InferaError): WireErrorBody {
+export function errorBody(error: ErrorFields): WireErrorBody {
   return {
     code: error.siliconflowCode,
     message: error.message,
@@ -43,6 +43,33 @@ export function errorBody(error: InferaError): WireErrorBody {
     error: { message: error.message, type: error.type, param: error.param, code: error.code },
   };
 }
+
+/**
+ * JSON.stringify(errorBody(error)), byte for byte (render.test.ts checks), without building the object
+ * or escaping the message twice: every error answer is sent as this text. Remembered per message
+ * (the other fields compared): the same refusal repeats (a wrong key, an unknown model), and its text
+ * is then a map lookup. Bounded: a client varying its messages (random model ids) costs a clear per
+ * ERROR_TEXTS_MAX of them.
+ */
+export function errorJson(error: ErrorFields): string {
+  const known = errorTexts.get(error.message);
+  if (
+    known !== undefined &&
+    known.siliconflowCode === error.siliconflowCode &&
+    known.type === error.type &&
+    known.param === error.param &&
+    known.code === error.code
+  )
+    return known.json;
+  const message = JSON.stringify(error.message);
+  const json = `{"code":${JSON.stringify(error.siliconflowCode)},"message":${message},"data":null,"error":{"message":${message},"type":${JSON.stringify(error.type)},"param":${JSON.stringify(error.param)},"code":${JSON.stringify(error.code)}}}`;
+  if (errorTexts.size >= ERROR_TEXTS_MAX) errorTexts.clear();
+  errorTexts.set(error.message, { siliconflowCode: error.siliconflowCode, type: error.type, param: error.param, code: error.code, json });
+  return json;
+}
+
+const ERROR_TEXTS_MAX = 512;
+const errorTexts = new Map<string, Omit<ErrorFields, 'status' | 'message'> & { json: string }>();
 
 export function errorHeaders(error: InferaError): Record<string, string> {
   const headers: Record<string, string> = { ...error.headers };

@@ -200,7 +200,10 @@ const JSON_TYPE = /^application\/json$/;
  */
 export function unsupportedContentType(request: FastifyRequest): InferaError | undefined {
   if (!hasBody(request)) return undefined;
-  const type = request.headers['content-type']?.split(';')[0]?.trim().toLowerCase() ?? '';
+  const header = request.headers['content-type'];
+  // What SDKs send, accepted without splitting and lower-casing a copy.
+  if (header === 'application/json') return undefined;
+  const type = header?.split(';')[0]?.trim().toLowerCase() ?? '';
   if (JSON_TYPE.test(type)) return undefined;
   return new InferaError({
     status: 415,

@@ -33,6 +33,19 @@ export function modelOf(request: FastifyRequest, services: Services): string {
   return typeof named === 'string' ? (services.registry.find(named)?.config.id ?? '') : '';
 }
 
+interface AccessLine {
+  id: string;
+  method: string;
+  url: string;
+  status: number;
+  ms: number;
+  key?: string;
+  account?: string;
+  model?: string;
+  code?: string;
+  body?: string;
+}
+
 function loggedBody(body: unknown): string | undefined {
   if (body === undefined) return undefined;
   const text = JSON.stringify(body);
@@ -63,20 +76,18 @@ export function requestObserver(services: Services, tracing?: Tracing) {
     const seconds = reply.elapsedTime / 1000;
     metrics.http({ route, method: request.method, status, model, seconds, code: request.errorCode });
     tracing?.finish(request, reply, status);
-    logger.info(
-      {
-        id: request.id,
-        method: request.method,
-        url: redactUrl(request.url),
-        status,
-        ms: Math.round(reply.elapsedTime),
-        ...(request.principal ? { key: request.principal.keyId, account: request.principal.accountId } : {}),
-        ...(model ? { model } : {}),
-        ...(request.errorCode ? { code: request.errorCode } : {}),
-        ...(bodies ? { body: loggedBody(request.body) } : {}),
-      },
-      'request',
-    );
+    // Built field by field (the fields in this order are the line's format): spreads of optional
+    // fields cost an object each on every request.
+    const line: AccessLine = { id: request.id, method: request.method, url: redactUrl(request.url), status, ms: Math.round(reply.elapsedTime) };
+    const principal = request.principal;
+    if (principal) {
+      line.key = principal.keyId;
+      line.account = principal.accountId;
+    }
+    if (model) line.model = model;
+    if (request.errorCode) line.code = request.errorCode;
+    if (bodies) line.body = loggedBody(request.body);
+    logger.info(line, 'request');
   }
 }
 

@@ -1,6 +1,8 @@
 // What the HTTP layer asks the platform (keys, limits, ledger, balance) on every API request.
 // The HTTP layer depends on this interface only; src/platform implements it on SQLite or Postgres+Redis.
 
+import type { InferaError } from '../errors/index.ts';
+
 export type Endpoint = 'chat' | 'completions' | 'embeddings' | 'rerank' | 'images' | 'models' | 'user-info';
 
 export interface Principal {
@@ -101,10 +103,17 @@ export interface Gate {
   /** Resolve a bearer secret; throws InferaError 401 when unknown, disabled or expired. */
   authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal>;
   /**
+   * authenticate() when memory suffices: the principal, or the 401 it would throw (returned, not
+   * thrown: a throw costs ~3 µs, on every request with a wrong key); undefined when it cannot answer
+   * without the store (then call authenticate). Absent: always call authenticate.
+   */
+  authenticateSync?(secret: string | undefined, remoteAddress: string): Principal | InferaError | undefined;
+  /**
    * The limits that need no body, before it is read (onRequest): a key over its own request-rate limit
    * (rpm, rph, rpd) gets its 429 without sending the body. Counts nothing (admit() does); absent: none.
+   * Undefined when there is nothing to check (no request-rate limit on the key): no promise to wait for.
    */
-  precheck?(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void>;
+  precheck?(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> | undefined;
   /** Check allow-list (403), reserve the worst-case cost against the balance (403) and rate limits (429); throws InferaError. */
   admit(request: AdmissionRequest): Promise<Admission>;
   /** SiliconFlow /v1/user/info body `data` for this principal. */

@@ -122,6 +122,45 @@ test('an unknown key is looked up once per keyCacheSeconds, bounded, and forgott
   });
 });
 
+/** authenticateSync must answer exactly what authenticate answers whenever it answers at all. */
+async function sameAnswer(gate: PlatformGate, secret: string | undefined, address: string): Promise<'memory' | 'store'> {
+  const now = gate.authenticateSync(secret, address);
+  const later = await gate.authenticate(secret, address).catch((error: unknown) => error);
+  if (now === undefined) return 'store';
+  assert.deepEqual(now, later);
+  if (now instanceof InferaError) assert.ok(later instanceof InferaError && later.status === now.status && later.message === now.message);
+  return 'memory';
+}
+
+test('authenticateSync answers from memory what authenticate answers, and defers to it when the store must be asked', async () => {
+  await withGate({}, async (gate) => {
+    // No key yet, not known before the store said so: deferred once, then answered from memory.
+    assert.equal(await sameAnswer(gate, undefined, '127.0.0.1'), 'store');
+    assert.equal(await sameAnswer(gate, undefined, '127.0.0.1'), 'memory');
+    assert.equal(await sameAnswer(gate, undefined, '10.0.0.7'), 'memory');
+    const { key, secret } = await gate.admin.createKey({ name: 'ci', accountId: 'acme' });
+    // A stored key: the store on first use, memory after; a wrong key likewise; a missing one at once.
+    assert.equal(await sameAnswer(gate, secret, '10.0.0.7'), 'store');
+    assert.equal(await sameAnswer(gate, secret, '10.0.0.7'), 'memory');
+    assert.equal((gate.authenticateSync(secret, '10.0.0.7') as Principal).keyId, key.id);
+    assert.equal(await sameAnswer(gate, 'wrong-secret', '10.0.0.7'), 'store');
+    assert.equal(await sameAnswer(gate, 'wrong-secret', '10.0.0.7'), 'memory');
+    assert.match((gate.authenticateSync('wrong-secret', '10.0.0.7') as InferaError).message, /Invalid API key/);
+    assert.equal(await sameAnswer(gate, undefined, '127.0.0.1'), 'memory');
+    assert.equal(await sameAnswer(gate, '  ', '127.0.0.1'), 'memory');
+    // Revoked: the cache is cleared, the store answers once, then memory refuses it as authenticate does.
+    await gate.admin.revokeKey(key.id);
+    assert.equal(await sameAnswer(gate, secret, '10.0.0.7'), 'store');
+    assert.equal(await sameAnswer(gate, secret, '10.0.0.7'), 'memory');
+    assert.match((gate.authenticateSync(secret, '10.0.0.7') as InferaError).message, /revoked/);
+  });
+  await withGate({ apiKeys: ['config-secret-1'] }, async (gate) => {
+    assert.equal(await sameAnswer(gate, 'config-secret-1', '10.0.0.7'), 'memory');
+    assert.equal(await sameAnswer(gate, ' config-secret-1 ', '10.0.0.7'), 'memory');
+    assert.equal(await sameAnswer(gate, 'config-secret-2', '10.0.0.7'), 'store');
+  });
+});
+
 test('stored keys: secret shown once, hash stored, revoke, expiry, model allow-list', async () => {
   await withGate({}, async (gate, dir) => {
     const { key, secret } = await gate.admin.createKey({ name: 'ci', accountId: 'acme', models: ['tiny/chat'] });

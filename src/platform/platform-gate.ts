@@ -1,6 +1,6 @@
 // The Gate the HTTP layer calls on every API request: who is asking (keys), may they (allow-list,
 // balance, rate limits), and what did it cost (ledger, balance, token-limit settle).
-import { randomUUID } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { InferaError } from '../errors/index.ts';
 import type { ConsumeResult, CounterStore, KeyRecord, LedgerRow, PlatformStore } from '../storage/types.ts';
 import { PlatformAdmin } from './admin.ts';
@@ -40,9 +40,16 @@ const endpointKind: Partial<Record<Endpoint, ModelKind>> = {
 
 const unauthorized = (message: string) =>
   new InferaError({ status: 401, message, code: 'invalid_api_key', siliconflowCode: 20001, headers: { 'www-authenticate': 'Bearer' } });
+// The two refusals a scan of keys meets on every request, made once (an InferaError costs ~1-2 µs;
+// nothing changes an error once made).
+const INVALID_KEY = unauthorized('Invalid API key.');
+const MISSING_KEY = unauthorized('Missing API key: send "Authorization: Bearer <key>".');
 
 /** A ledger note is a sentence or two; an upstream's error page quoted whole would bloat every row. */
 const NOTE_MAX = 500;
+
+/** Keys from the config file and INFERA_API_KEY: one principal, shared (nothing mutates a principal). */
+const STATIC_PRINCIPAL: Principal = Object.freeze({ accountId: 'default', keyId: 'config', keyName: 'config' });
 
 const noop: Admission = { headers: {}, resize: async () => {}, settle: async () => {} };
 
@@ -63,6 +70,8 @@ export class PlatformGate implements Gate {
   private readonly config: PlatformConfig;
   private readonly logger: PlatformLogger;
   private readonly staticHashes: string[];
+  /** The static hashes as bytes, for timingSafeEqual without decoding them on every request. */
+  private readonly staticDigests: Buffer[];
   private readonly policy: LimitPolicy;
   private readonly prices: Map<string, MicroPrice>;
   private readonly now: () => number;
@@ -106,6 +115,7 @@ export class PlatformGate implements Gate {
     this.now = options.now ?? Date.now;
     this.keyCacheMs = options.config.keyCacheSeconds * 1000;
     this.staticHashes = [...new Set(options.staticKeys.filter(Boolean))].map(hashSecret);
+    this.staticDigests = this.staticHashes.map((hash) => Buffer.from(hash, 'hex'));
     this.policy = new LimitPolicy(options.config);
     this.prices = new Map(Object.entries(options.config.pricing).map(([id, p]) => [id.toLowerCase(), microPrice(p)]));
     this.ledger = new LedgerWriter(options.store, options.logger, {
@@ -165,45 +175,73 @@ export class PlatformGate implements Gate {
     this.storeHasKeys = undefined;
   }
 
-  private async anyKeyExists(): Promise<boolean> {
+  /** Whether any key exists, when memory knows (static keys, or the store's answer still fresh); else undefined. */
+  private anyKeyKnown(now: number): boolean | undefined {
     if (this.staticHashes.length > 0) return true;
-    const now = this.now();
     // Once a key exists the answer cannot flip back (revoked keys still count), so only "no" is re-checked.
-    if (this.storeHasKeys && (this.storeHasKeys.value || now - this.storeHasKeys.fetchedAt < this.keyCacheMs))
-      return this.storeHasKeys.value;
+    if (this.storeHasKeys && (this.storeHasKeys.value || now - this.storeHasKeys.fetchedAt < this.keyCacheMs)) return this.storeHasKeys.value;
+    return undefined;
+  }
+
+  private async anyKeyExists(): Promise<boolean> {
+    const now = this.now();
+    const known = this.anyKeyKnown(now);
+    if (known !== undefined) return known;
     const value = (await this.store.listKeys()).length > 0;
     this.storeHasKeys = { value, fetchedAt: now };
     return value;
   }
 
-  async authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal> {
+  /**
+   * authenticate() answered from memory (static keys, the key cache, the unknown-key cache): the
+   * principal, or the 401 it would throw; undefined when the store must be asked (then call authenticate).
+   * The HTTP layer's auth hook runs on every API request: this spares it a promise chain, and a known
+   * key or a retried wrong one never needs more.
+   */
+  authenticateSync(secret: string | undefined, remoteAddress: string): Principal | InferaError | undefined {
+    const now = this.now();
+    const anyKey = this.anyKeyKnown(now);
+    if (anyKey === undefined) return undefined;
+    if (!anyKey) return this.keyless(remoteAddress);
     const token = secret?.trim();
-    if (!(await this.anyKeyExists())) {
-      // No key anywhere: a fresh local install just works, but only for callers on this machine.
-      if (isLoopback(remoteAddress)) return { accountId: 'anonymous', keyId: 'anonymous', keyName: 'anonymous' };
-      throw unauthorized(
-        'This server has no API keys yet and only serves loopback callers. Create one with `infera keys create --name <name>`.',
-      );
-    }
-    if (!token) throw unauthorized('Missing API key: send "Authorization: Bearer <key>".');
+    if (!token) return MISSING_KEY;
     const hash = hashSecret(token);
-    let staticMatch = false;
-    // Every static hash is compared (no early exit) so timing does not tell which one matched.
-    for (const candidate of this.staticHashes) staticMatch = sameHash(hash, candidate) || staticMatch;
-    if (staticMatch) return { accountId: 'default', keyId: 'config', keyName: 'config' };
+    if (this.isStaticKey(hash)) return STATIC_PRINCIPAL;
+    const cached = this.keyCache.get(hash);
+    if (!cached || now - cached.fetchedAt >= this.keyCacheMs) {
+      const unknownAt = this.unknownKeys.get(hash);
+      if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) return INVALID_KEY;
+      return undefined;
+    }
+    return this.usable(cached, now);
+  }
+
+  async authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal> {
+    const known = this.authenticateSync(secret, remoteAddress);
+    if (known instanceof InferaError) throw known;
+    if (known) return known;
+    if (!(await this.anyKeyExists())) {
+      const keyless = this.keyless(remoteAddress);
+      if (keyless instanceof InferaError) throw keyless;
+      return keyless;
+    }
+    const token = secret?.trim();
+    if (!token) throw MISSING_KEY;
+    const hash = hashSecret(token);
+    if (this.isStaticKey(hash)) return STATIC_PRINCIPAL;
 
     const now = this.now();
     let cached = this.keyCache.get(hash);
     if (!cached || now - cached.fetchedAt >= this.keyCacheMs) {
       const unknownAt = this.unknownKeys.get(hash);
-      if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) throw unauthorized('Invalid API key.');
+      if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) throw INVALID_KEY;
       const record = await this.store.findKeyByHash(hash);
       if (!record || !sameHash(record.hash, hash)) {
         this.keyCache.delete(hash);
         this.unknownKeys.delete(hash);
         if (this.unknownKeys.size >= UNKNOWN_KEYS_MAX) this.unknownKeys.delete(this.unknownKeys.keys().next().value!);
         this.unknownKeys.set(hash, now);
-        throw unauthorized('Invalid API key.');
+        throw INVALID_KEY;
       }
       this.unknownKeys.delete(hash);
       cached = {
@@ -220,12 +258,34 @@ export class PlatformGate implements Gate {
       if (this.keyCache.size > 10_000) this.keyCache.clear();
       this.keyCache.set(hash, cached);
     }
-    if (cached.record.disabled) throw unauthorized(`API key "${cached.record.name}" has been revoked.`);
+    const usable = this.usable(cached, now);
+    if (usable instanceof InferaError) throw usable;
+    return usable;
+  }
+
+  /** No key anywhere: a fresh local install just works, but only for callers on this machine. */
+  private keyless(remoteAddress: string): Principal | InferaError {
+    if (isLoopback(remoteAddress)) return { accountId: 'anonymous', keyId: 'anonymous', keyName: 'anonymous' };
+    return unauthorized('This server has no API keys yet and only serves loopback callers. Create one with `infera keys create --name <name>`.');
+  }
+
+  private isStaticKey(hash: string): boolean {
+    if (this.staticDigests.length === 0) return false;
+    const digest = Buffer.from(hash, 'hex');
+    let match = false;
+    // Every static hash is compared (no early exit) so timing does not tell which one matched.
+    for (const candidate of this.staticDigests) match = (digest.length === candidate.length && timingSafeEqual(digest, candidate)) || match;
+    return match;
+  }
+
+  /** The cached key's principal, or the 401 for a key revoked, unreadable or expired. */
+  private usable(cached: CachedKey, now: number): Principal | InferaError {
+    if (cached.record.disabled) return unauthorized(`API key "${cached.record.name}" has been revoked.`);
     // A row that cannot be read as written (an expiry out of range, a broken allow-list) grants nothing.
     if (cached.record.invalid)
-      throw unauthorized(`API key "${cached.record.name}" has an invalid stored record (${cached.record.invalid.join('; ')}); create a new key.`);
+      return unauthorized(`API key "${cached.record.name}" has an invalid stored record (${cached.record.invalid.join('; ')}); create a new key.`);
     if (cached.record.expiresAt !== null && cached.record.expiresAt <= now)
-      throw unauthorized(`API key "${cached.record.name}" expired at ${new Date(cached.record.expiresAt).toISOString()}.`);
+      return unauthorized(`API key "${cached.record.name}" expired at ${new Date(cached.record.expiresAt).toISOString()}.`);
     return cached.principal;
   }
 
@@ -239,8 +299,12 @@ export class PlatformGate implements Gate {
     return rules;
   }
 
-  async precheck(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> {
-    if (!principal.limits || !endpointKind[endpoint]) return;
+  precheck(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> | undefined {
+    if (!principal.limits || !endpointKind[endpoint]) return undefined;
+    return this.precheckRequests(principal, endpoint, requestId);
+  }
+
+  private async precheckRequests(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> {
     const rules = this.keyRules(principal).filter((rule) => rule.measure === 'requests');
     if (rules.length === 0) return;
     const now = this.now();
