@@ -130,6 +130,33 @@ describe(`embeddings and rerank end to end (engine ${engine})`, () => {
     assert.equal(unknown.json.error.param, 'model');
   });
 
+  test('embeddings: serving sends the text in the one call to the engine, which counts it and refuses what serving would', async () => {
+    const { model } = await embedModel();
+    const text = 'the cat sat on the mat';
+    const counted = (await http(server.baseURL, '/embeddings', { body: { model: EMBED, input: text } })).json.usage.prompt_tokens;
+    const textTokens = (await model.tokenize(text)).length;
+    assert.ok(counted >= textTokens, `${counted} prompt tokens for ${textTokens} text tokens`);
+    // Asking the engine process for the tokens first would be a second round trip per request.
+    const tokenize = model.tokenize;
+    model.tokenize = () => Promise.reject(new Error('serving asked the engine to tokenize'));
+    try {
+      const answer = await http(server.baseURL, '/embeddings', { body: { model: EMBED, input: [text, text] } });
+      assert.equal(answer.status, 200, answer.text.slice(0, 300));
+      assert.equal(answer.json.usage.prompt_tokens, 2 * counted);
+      // The per-input limit and the request's cap, counted by the engine, with serving's wording.
+      const long = Array.from({ length: model.maxInputTokens + 3 }, () => 'cat').join(' ');
+      const single = await http(server.baseURL, '/embeddings', { body: { model: EMBED, input: long } });
+      assert.equal(single.status, 400);
+      assert.equal(single.json.error.param, 'input');
+      assert.match(single.json.error.message, new RegExp(`^input: ${model.maxInputTokens + 3} tokens is more than model '${model.name.replace(/[/.]/g, '\\$&')}' takes \\(${model.maxInputTokens} per input\\)`));
+      const third = await http(server.baseURL, '/embeddings', { body: { model: EMBED, input: ['a', 'b', long] } });
+      assert.equal(third.json.error.param, 'input[2]');
+      assert.equal(third.json.error.code, 'context_length_exceeded');
+    } finally {
+      model.tokenize = tokenize;
+    }
+  });
+
   test('embeddings: a full queue is 503 + Retry-After; a caller that leaves while queued is dropped', async () => {
     const { model, config } = await embedModel();
     const batcher = server.server.services.batchers.embedding(model, config);

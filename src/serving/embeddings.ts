@@ -11,10 +11,13 @@ import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failedReport, usageReport, warningsNote } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
+import { inputParam, inputTooLong, overTokenCap } from '../engines/shared/embedding-input.ts';
 
 export interface EmbedJob {
   inputs: EmbeddingInput[];
   dimensions?: number;
+  /** For an engine that counts tokens itself (EmbedCallOptions.request). */
+  request?: { maxTokens: number; single: boolean };
 }
 
 export type EmbeddingBatcher = MicroBatcher<EmbedJob, EmbedResult>;
@@ -38,7 +41,12 @@ export function createEmbeddingBatcher(model: EmbeddingModel, config: ModelConfi
  * call carries its caller's signal, so a caller that leaves mid-batch stops its own remaining inputs.
  */
 export function runEmbedBatch(model: EmbeddingModel, entries: BatchEntry<EmbedJob>[], batchSignal: AbortSignal): Promise<EmbedResult>[] {
-  const calls = entries.map((entry) => ({ inputs: entry.input.inputs, dimensions: entry.input.dimensions, signal: entry.signal ?? batchSignal }));
+  const calls = entries.map((entry) => ({
+    inputs: entry.input.inputs,
+    dimensions: entry.input.dimensions,
+    signal: entry.signal ?? batchSignal,
+    ...(entry.input.request ? { request: entry.input.request } : {}),
+  }));
   return model.doEmbedBatch ? model.doEmbedBatch(calls) : calls.map((call) => model.doEmbed(call));
 }
 
@@ -61,9 +69,12 @@ export async function serveEmbeddings(services: Services, context: RequestContex
       const model = lease.model;
       checkDimensions(model, request.dimensions);
       const { inputs, tokens } = await tokenizeInputs(model, request, limits);
-      // The exact count is known before anything runs: the reservation becomes exactly the cost.
+      // The exact count is known before anything runs (the reservation becomes exactly the cost), unless
+      // the engine counts: then the estimate stays reserved and the engine checks the request's cap.
       await admission.resize({ promptTokens: tokens, completionTokens: 0, images: 0, documents: 0 });
-      result = await services.batchers.embedding(model, lease.config).submit({ inputs, dimensions: request.dimensions }, tokens, context.signal);
+      const job: EmbedJob = { inputs, dimensions: request.dimensions };
+      if (model.takesText) job.request = { maxTokens: limits.maxEmbeddingTokens, single: request.single };
+      result = await services.batchers.embedding(model, lease.config).submit(job, tokens, context.signal);
     } catch (error) {
       await admission.settle(failedReport(context, error));
       throw error;
@@ -90,9 +101,6 @@ function refuseOverTokenCap(inputs: readonly EmbeddingInput[], limits: Embedding
   if (atLeast > limits.maxEmbeddingTokens) throw overTokenCap(`at least ${atLeast}`, limits.maxEmbeddingTokens);
 }
 
-const overTokenCap = (tokens: string, cap: number) =>
-  badRequest(`input: ${tokens} tokens in one request is more than this server takes (at most ${cap} summed over all inputs); split the request.`, 'input', 'too_many_tokens');
-
 type EmbeddingCaps = Pick<RequestLimits, 'maxEmbeddingTokens' | 'maxCharsPerToken'>;
 
 /** Token estimate before the model (and its tokenizer) is loaded: exact for token arrays, ~4 characters a token for text. */
@@ -116,7 +124,8 @@ export function checkDimensions(model: EmbeddingModel, dimensions: number | unde
 /**
  * The request's inputs as token arrays plus their total (batch budget and rate limits), refusing any
  * input over the model's limit with a 400 that names it (`input[3]`, or `input` for a single input).
- * The engine gets the tokens, so no text is tokenized twice.
+ * The engine gets the tokens, so no text is tokenized twice; an engine that `takesText` gets the text
+ * (tokenizing it here would cost a round trip to its engine process).
  */
 export async function tokenizeInputs(
   model: EmbeddingModel,
@@ -127,7 +136,7 @@ export async function tokenizeInputs(
   const single = request.single;
   const inputs: EmbeddingInput[] = [];
   for (const [index, input] of request.inputs.entries()) {
-    const param = single ? 'input' : `input[${index}]`;
+    const param = inputParam(index, single);
     // A text that cannot fit even at maxCharsPerToken characters a token is refused untokenized.
     if ('text' in input && input.text.length > model.maxInputTokens * limits.maxCharsPerToken)
       throw badRequest(
@@ -148,12 +157,7 @@ export async function tokenizeInputs(
       if (bad !== undefined)
         throw badRequest(`${param}: token id ${bad} is outside this model's vocabulary (0..${model.vocabularySize - 1}).`, param);
     }
-    if (tokens.length > model.maxInputTokens)
-      throw badRequest(
-        `${param}: ${tokens.length} tokens is more than model '${model.name}' takes (${model.maxInputTokens} per input). Shorten or split it.`,
-        param,
-        'context_length_exceeded',
-      );
+    if (tokens.length > model.maxInputTokens) throw inputTooLong(param, tokens.length, model);
     total += tokens.length;
     if (total > limits.maxEmbeddingTokens) throw overTokenCap(String(total), limits.maxEmbeddingTokens);
   }

@@ -18,6 +18,12 @@ export interface EmbedCallOptions {
   /** Matryoshka truncation; only for models whose config declares it. */
   dimensions?: number;
   signal: AbortSignal;
+  /**
+   * Set by serving for a model that `takesText`: what serving would have checked after tokenizing, for
+   * the engine to check instead — the request's cap on text tokens summed over its inputs, and whether
+   * it had a single (non-array) input, which 400s name `input` rather than `input[0]`.
+   */
+  request?: { maxTokens: number; single: boolean };
 }
 
 export interface EmbedResult {
@@ -43,7 +49,10 @@ export interface EmbeddingModel {
   tokenize(text: string): Promise<number[]>;
   /**
    * The engine takes text inputs as text and counts their tokens itself (a remote upstream with its own
-   * tokenizer): serving does not tokenize them first, and bills the count the result reports.
+   * tokenizer; a local engine, whose tokenizer lives in its engine process, so that one round trip
+   * carries the text and brings back the vectors and the count): serving does not tokenize them first,
+   * reserves the estimate, and bills the count the result reports. Local engines check what serving
+   * would have (EmbedCallOptions.request).
    */
   readonly takesText?: boolean;
   doEmbed(options: EmbedCallOptions): Promise<EmbedResult>;

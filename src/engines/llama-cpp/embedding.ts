@@ -8,8 +8,8 @@ import type { LlamaCppModelConfig } from './config.ts';
 import { loadEncoderModel } from './runtime.ts';
 import { NLC_PATHS, nlcModule, type ReadGgufModule } from './nlc-parts.ts';
 import { badRequest, ClientGoneError } from '../../errors/index.ts';
-import type { EmbedCallOptions, EmbedResult, EmbeddingInput, EmbeddingModel, LoadedModel, LoadProgress, PreferredBatching } from '../../spec/index.ts';
-import { checkedInputTokens } from '../shared/embedding-input.ts';
+import type { EmbedCallOptions, EmbedResult, EmbeddingModel, LoadedModel, LoadProgress, PreferredBatching } from '../../spec/index.ts';
+import { checkedCallTokens } from '../shared/embedding-input.ts';
 import { normalizeInPlace } from '../shared/vectors.ts';
 import { ContextPool } from './embedding-context-pool.ts';
 import { LlamaLibraryUnavailable, openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
@@ -223,6 +223,8 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
   readonly runner: 'ffi' | 'node-llama-cpp';
   readonly encoderStats: EncoderStats | undefined;
   readonly preferredBatching: PreferredBatching | undefined;
+  /** The tokenizer is here, in the engine process: serving sends the text and bills the count doEmbed returns. */
+  readonly takesText = true;
 
   constructor(
     private readonly config: LlamaCppModelConfig,
@@ -248,9 +250,10 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
     return this.backend.tokenize(text);
   }
 
-  async doEmbed({ inputs, dimensions, signal }: EmbedCallOptions): Promise<EmbedResult> {
+  async doEmbed(call: EmbedCallOptions): Promise<EmbedResult> {
+    const { dimensions, signal } = call;
     const size = this.outputSize(dimensions);
-    const tokenLists = inputs.map((input, index) => this.tokensOf(input, index));
+    const tokenLists = checkedCallTokens(call, (text) => this.backend.tokenize(text), this);
     if (signal.aborted) throw new ClientGoneError();
     const embeddings = await Promise.all(tokenLists.map(async (tokens) => this.finish(await this.backend.embed(tokens, signal), size)));
     if (signal.aborted) throw new ClientGoneError();
@@ -268,10 +271,6 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
     if (!Number.isInteger(dimensions) || dimensions < 1 || dimensions > this.dimensions)
       throw badRequest(`\`dimensions\` must be an integer from 1 to ${this.dimensions} for model '${this.name}'.`, 'dimensions');
     return dimensions;
-  }
-
-  private tokensOf(input: EmbeddingInput, index: number): number[] {
-    return checkedInputTokens(input, index, (text) => this.backend.tokenize(text), this);
   }
 
   private finish(raw: ArrayLike<number>, size: number): Float32Array {

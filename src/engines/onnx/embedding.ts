@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import type { OnnxModelConfig } from './config.ts';
 import { ClientGoneError } from '../../errors/index.ts';
 import type { EmbedCallOptions, EmbedResult, EmbeddingModel, LoadedModel, LoadProgress, PreferredBatching } from '../../spec/index.ts';
-import { checkedInputTokens } from '../shared/embedding-input.ts';
+import { checkedCallTokens } from '../shared/embedding-input.ts';
 import { normalizeInPlace } from '../shared/vectors.ts';
 import { OnnxEncoder, type EncoderRow, type OutputView } from './encoder.ts';
 import type { SessionLogger } from './sessions.ts';
@@ -86,6 +86,8 @@ class OnnxEmbedding implements OnnxEmbeddingModel {
   readonly matryoshka: boolean;
   readonly vocabularySize: number;
   readonly preferredBatching = ONNX_BATCHING;
+  /** The tokenizer is here, in the engine process: serving sends the text and bills the count doEmbed returns. */
+  readonly takesText = true;
   private readonly output: string;
 
   constructor(
@@ -116,7 +118,7 @@ class OnnxEmbedding implements OnnxEmbeddingModel {
     // Bad input fails its own call only; the rest of the batch still runs.
     const planned = calls.map((call) => {
       try {
-        return { rows: call.inputs.map((input, index) => this.rowOf(input, index)) };
+        return { rows: checkedCallTokens(call, (text) => this.encoder.textTokens(text), this).map((tokens) => this.encoder.row(tokens)) };
       } catch (error) {
         return { error };
       }
@@ -146,10 +148,6 @@ class OnnxEmbedding implements OnnxEmbeddingModel {
       });
       return { embeddings, promptTokens: tokensPerInput.reduce((a, b) => a + b, 0), tokensPerInput };
     });
-  }
-
-  private rowOf(input: EmbedCallOptions['inputs'][number], index: number): EncoderRow {
-    return this.encoder.row(checkedInputTokens(input, index, (text) => this.encoder.textTokens(text), this));
   }
 
   /** One vector from a row of the output: already pooled, or token states pooled over the real tokens. */
