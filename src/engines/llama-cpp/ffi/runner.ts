@@ -142,6 +142,8 @@ const TOKEN_DATA_ARRAY_BYTES = 32;
 const TOKEN_DATA_ARRAY = { data: 0, size: 8, selected: 16, sorted: 24 } as const;
 /** The top_k prefilter before penalties runs only where it leaves out most of the vocabulary. */
 const PREFILTER_RATIO = 8;
+/** llama.cpp's top_k partially sorts up to this many (llama_token_data_array_partial_sort_inplace), bucket-sorts more. */
+const LLAMA_PARTIAL_SORT_MAX = 128;
 
 /** Repetition ≥ 1 and non-negative frequency and presence penalties never raise a logit. */
 function penaltiesOnlyLower(penalties: Penalties): boolean {
@@ -152,7 +154,8 @@ function penaltiesOnlyLower(penalties: Penalties): boolean {
  * How a sequence's tokens are chosen. 'chain': llama_sampler_sample (llama.cpp fills a llama_token_data
  * for every token of the vocabulary, 1.8 MB for 152k tokens, and runs the chain over it: top_k and
  * penalties then pass over all of it). 'candidates': the `candidates` highest logits go to the chain in
- * the runner's own llama_token_data_array (llama_sampler_apply). Plain greedy stays on 'chain': an
+ * the runner's own llama_token_data_array (llama_sampler_apply), where there are more than llama.cpp
+ * sorts fast (LLAMA_PARTIAL_SORT_MAX). Plain greedy stays on 'chain': an
  * argmax in JS over the Float32Array of the logits measured 300-340 µs of CPU per token over 152k
  * tokens, llama.cpp's fill and greedy 180 (bench/decode-step.ts, docs/BENCHMARKS.md).
  */
@@ -547,7 +550,11 @@ export class LlamaRunner {
       const window = penalties ? (penaltiesOnlyLower(penalties) ? penalties.lastN : -1) : 0;
       if (window >= 0 && (topK > 0 || (sampling.temperature <= 0 && window > 0))) {
         candidates = (sampling.temperature <= 0 ? 1 : topK) + window;
-        if (candidates * PREFILTER_RATIO <= this.vocabSize) mode = 'candidates';
+        // Up to 128, llama.cpp's top_k is a std::partial_sort after filling the array, faster than
+        // the selection here (bench/choose-cpu.ts: top_k 40 over 152k tokens 144 µs of CPU against
+        // 360); above it, a bucket sort over the whole vocabulary, slower (k + lastN = 296: 734
+        // against 576).
+        if (candidates > LLAMA_PARTIAL_SORT_MAX && candidates * PREFILTER_RATIO <= this.vocabSize) mode = 'candidates';
       }
     }
     const chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
@@ -579,8 +586,8 @@ export class LlamaRunner {
         add(grammar);
       }
       if (mode === 'chain' && this.fastSampling && penalties && topK > 0 && penaltiesOnlyLower(penalties) && (topK + penalties.lastN) * PREFILTER_RATIO <= this.vocabSize) {
-        // A grammar chain (the vocabulary must pass the grammar first): the same reasoning as the
-        // candidates above, inside the chain. The penalties sampler looks every candidate up in a hash
+        // A grammar chain (the vocabulary must pass the grammar first), or few enough candidates for
+        // llama.cpp's partial sort: the same reasoning as the candidates above, inside the chain. The penalties sampler looks every candidate up in a hash
         // map, 2-3 ms per token over a 152k vocabulary (bench/sampler-cost.ts).
         add(api.llama_sampler_init_top_k(topK + penalties.lastN));
         this.stats.prefilteredChains++;

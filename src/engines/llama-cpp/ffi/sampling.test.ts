@@ -62,16 +62,17 @@ test('top_k chains and greedy behind penalties: the top candidates through the c
   const prompt = fast.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
   const lifted = [...Array(4096).keys()].filter((token) => token >= 100 && !fast.isEog(token)).slice(0, 30).map((token) => [token, 5] as [number, number]);
   const chains: SamplingSpec[] = [
-    { temperature: 0.7, topK: 40, topP: 0.9, seed: 1, penalties: penalties(64, 1.3) },
+    // (More than 128 candidates each: fewer go through llama.cpp's chain, whose partial sort is faster.)
+    { temperature: 0.7, topK: 40, topP: 0.9, seed: 1, penalties: penalties(128, 1.3) },
     { temperature: 1.2, topK: 20, seed: 2, penalties: penalties(128, 1.1, 0.5, 0.4) },
-    { temperature: 0.9, topK: 8, minP: 0.02, seed: 3, penalties: penalties(32, 2, 1, 1) },
-    { temperature: 1.5, topK: 50, seed: 4 },
-    { temperature: 1, topK: 30, topP: 0.95, seed: 5, logitBias: [[7, -Infinity], [11, 3], [12, -2]] },
-    { temperature: 0, penalties: penalties(64, 1.5) },
+    { temperature: 0.9, topK: 8, minP: 0.02, seed: 3, penalties: penalties(160, 2, 1, 1) },
+    { temperature: 1.5, topK: 200, seed: 4 },
+    { temperature: 1, topK: 160, topP: 0.95, seed: 5, logitBias: [[7, -Infinity], [11, 3], [12, -2]] },
+    { temperature: 0, penalties: penalties(160, 1.5) },
     // 30 tokens lifted above the rest and pushed below it once said: after a few of them, what is
     // chosen ranks below the top k + (a few) of the raw logits, but within the top k + lastN.
-    { temperature: 0, penalties: penalties(64, 1, 0, 10), logitBias: lifted },
-    { temperature: 0.8, topK: 4, seed: 8, penalties: penalties(64, 1, 0, 10), logitBias: lifted },
+    { temperature: 0, penalties: penalties(160, 1, 0, 10), logitBias: lifted },
+    { temperature: 0.8, topK: 4, seed: 8, penalties: penalties(160, 1, 0, 10), logitBias: lifted },
   ];
   const before = fast.stats.candidateTokens;
   for (const sampling of chains) {
@@ -91,9 +92,11 @@ test('top_k chains and greedy behind penalties: the top candidates through the c
   assert.equal(plain.stats.candidateTokens, 0);
 });
 
-test('chains the fast paths cannot take run as written: grammar (with the penalties prefilter), penalties that raise, no top_k, plain greedy', async () => {
+test('chains the candidates do not take run through llama_sampler_sample: grammar, few candidates (both with the penalties prefilter), penalties that raise, no top_k, plain greedy', async () => {
   const prompt = fast.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
   const chains: SamplingSpec[] = [
+    { temperature: 0.8, topK: 40, topP: 0.9, seed: 9 },
+    { temperature: 0.8, topK: 40, seed: 10, penalties: penalties(64, 1.3) },
     { temperature: 0 },
     { temperature: 0, logitBias: [[7, -Infinity], [11, 3]] },
     // A negative presence penalty raises logits: a token below the top k + lastN could rise into the top k.
@@ -107,6 +110,6 @@ test('chains the fast paths cannot take run as written: grammar (with the penalt
   const before = { fast: counts(), prefiltered: fast.stats.prefilteredChains };
   for (const sampling of chains) assert.deepEqual(await sample(fast, sampling, prompt), await sample(plain, sampling, prompt), `chain ${JSON.stringify(sampling)}`);
   assert.equal(counts(), before.fast);
-  assert.equal(fast.stats.prefilteredChains - before.prefiltered, 1);
+  assert.equal(fast.stats.prefilteredChains - before.prefiltered, 2);
   assert.equal(plain.stats.prefilteredChains, 0);
 });
