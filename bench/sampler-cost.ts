@@ -1,8 +1,8 @@
 // What sampling costs per token on the FFI runner over a real-size vocabulary (chat-512x8-vocab152k,
-// Qwen's 151,936 tokens), per sampler chain: the runner's sampling time (llama_sampler_sample and the
-// token's event, on the decode thread, after each llama_decode) over the sampled tokens. Runs each
-// chain on a runner with the penalties prefilter (the default) and one without, alternating. Not a
-// test: prints figures.
+// Qwen's 151,936 tokens), per sampler chain: the runner's time choosing tokens (on the decode thread,
+// after each llama_decode) over the sampled tokens. Runs each chain on a runner with fast sampling
+// (argmax, top candidates: the default) and one running llama.cpp's chain as written
+// (llama_sampler_sample), alternating. Not a test: prints figures.
 //
 // Usage: node --import tsx bench/sampler-cost.ts [--model chat-512x8-vocab152k] [--tokens 128] [--rounds 3] [--threads 1]
 import { tmpdir } from 'node:os';
@@ -23,7 +23,7 @@ const { values } = parseArgs({
 const path = await ensureBenchModel(values.model as BenchModelKind, join(tmpdir(), 'infera-bench-models'));
 const lib = await openLlamaLibrary();
 const options = { contextSize: 1024, sequences: 1, threads: Number(values.threads), decodeOn: 'loop' as const };
-const runners = { prefilter: LlamaRunner.load(lib, path, options), plain: LlamaRunner.load(lib, path, { ...options, penaltyPrefilter: false }) };
+const runners = { fast: LlamaRunner.load(lib, path, options), plain: LlamaRunner.load(lib, path, { ...options, fastSampling: false }) };
 const tokens = Number(values.tokens);
 const penalties = { lastN: 256, repeat: 1.1, frequency: 0, presence: 0 };
 const chains: Record<string, SamplingSpec> = {
@@ -37,7 +37,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 let promptNumber = 0;
 
 async function sampleUs(runner: LlamaRunner, sampling: SamplingSpec): Promise<number> {
-  const before = { ms: runner.stats.sampleMs, tokens: runner.stats.tokens };
+  const before = { ms: runner.stats.chooseMs, tokens: runner.stats.tokens };
   await runner.generate({
     prompt: runner.tokenize(`<|im_start|>user\n(${++promptNumber}) Write a long story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n`),
     sampling,
@@ -45,16 +45,16 @@ async function sampleUs(runner: LlamaRunner, sampling: SamplingSpec): Promise<nu
     cachePrompt: false,
     onToken: () => undefined,
   }).done;
-  return ((runner.stats.sampleMs - before.ms) * 1000) / (runner.stats.tokens - before.tokens);
+  return ((runner.stats.chooseMs - before.ms) * 1000) / (runner.stats.tokens - before.tokens);
 }
 
 const rows: Record<string, unknown>[] = [];
 for (const [name, sampling] of Object.entries(chains)) {
-  const figures: Record<string, number[]> = { prefilter: [], plain: [] };
+  const figures: Record<string, number[]> = { fast: [], plain: [] };
   for (const runner of Object.values(runners)) await sampleUs(runner, sampling); // warm-up
   for (let round = 0; round < Number(values.rounds); round++)
     for (const [label, runner] of Object.entries(runners)) figures[label]!.push(await sampleUs(runner, sampling));
-  const row = { chain: name, 'µs/token (prefilter)': Math.round(median(figures.prefilter!)), 'µs/token (plain chain)': Math.round(median(figures.plain!)) };
+  const row = { chain: name, 'µs/token (fast)': Math.round(median(figures.fast!)), 'µs/token (plain chain)': Math.round(median(figures.plain!)) };
   rows.push(row);
   console.log(JSON.stringify(row));
 }

@@ -116,7 +116,11 @@ function declareTypes(koffi: Koffi) {
   });
   const samplerChainParams = koffi.struct({ no_perf: 'bool' });
   const logitBias = koffi.struct({ token: 'int32_t', bias: 'float' });
-  return { model, context, vocab, sampler, memory, threadpool, modelParams, contextParams, batch, threadpoolParams, samplerChainParams, logitBias };
+  // The runner writes both through views of memory it allocates (runner.ts: TOKEN_DATA_*); declared so
+  // that layout.test.ts checks those offsets against the header.
+  const tokenData = koffi.struct({ id: 'int32_t', logit: 'float', p: 'float' });
+  const tokenDataArray = koffi.struct({ data: 'void *', size: 'size_t', selected: 'int64_t', sorted: 'bool' });
+  return { model, context, vocab, sampler, memory, threadpool, modelParams, contextParams, batch, threadpoolParams, samplerChainParams, logitBias, tokenData, tokenDataArray };
 }
 
 export type LlamaTypes = ReturnType<typeof declareTypes>;
@@ -130,6 +134,8 @@ export function declaredStructs(types: LlamaTypes): { name: string; type: TypeOb
     { name: 'ggml_threadpool_params', type: types.threadpoolParams },
     { name: 'llama_sampler_chain_params', type: types.samplerChainParams },
     { name: 'llama_logit_bias', type: types.logitBias },
+    { name: 'llama_token_data', type: types.tokenData },
+    { name: 'llama_token_data_array', type: types.tokenDataArray },
   ];
 }
 
@@ -216,6 +222,8 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     llama_sampler_free: llamaFn('llama_sampler_free', 'void', [t.sampler]),
     llama_sampler_accept: llamaFn('llama_sampler_accept', 'void', [t.sampler, 'int32_t']),
     llama_sampler_sample: llamaFn('llama_sampler_sample', 'int32_t', [t.sampler, t.context, 'int32_t']),
+    // The llama_token_data_array as a raw pointer: the runner owns and fills it (no struct marshalling per call).
+    llama_sampler_apply: llamaFn('llama_sampler_apply', 'void', [t.sampler, 'void *']),
     llama_sampler_init_greedy: llamaFn('llama_sampler_init_greedy', t.sampler, []),
     llama_sampler_init_dist: llamaFn('llama_sampler_init_dist', t.sampler, ['uint32_t']),
     llama_sampler_init_top_k: llamaFn('llama_sampler_init_top_k', t.sampler, ['int32_t']),

@@ -37,10 +37,12 @@ export interface RunnerOptions {
    */
   promptCache?: boolean;
   /**
-   * Put a top_k(k + lastN) before the penalties sampler where that leaves the chain's result as it is
-   * (see createSampler). Default true; false runs llama.cpp's chain as written (tests compare the two).
+   * Hand a chain with top_k (or greedy behind penalties) only the candidates it can end on, not the
+   * whole vocabulary, where that leaves its result as llama.cpp's chain as written gives it (see
+   * createSampler). Default true; false runs every chain through llama_sampler_sample as written
+   * (tests compare the two).
    */
-  penaltyPrefilter?: boolean;
+  fastSampling?: boolean;
   /** Weights repacked into the CPU's extra buffer types (llama.cpp's default); false: llama-server's --no-repack. */
   repack?: boolean;
 }
@@ -134,18 +136,43 @@ export interface Generation {
 }
 
 const MAX_TOP_LOGPROBS = 20;
+/** llama.h's llama_token_data (id, logit, p) and llama_token_data_array (layout.test.ts checks both). */
+const TOKEN_DATA_BYTES = 12;
+const TOKEN_DATA_ARRAY_BYTES = 32;
+const TOKEN_DATA_ARRAY = { data: 0, size: 8, selected: 16, sorted: 24 } as const;
 /** The top_k prefilter before penalties runs only where it leaves out most of the vocabulary. */
 const PREFILTER_RATIO = 8;
+/** llama.cpp's top_k partially sorts up to this many (llama_token_data_array_partial_sort_inplace), bucket-sorts more. */
+const LLAMA_PARTIAL_SORT_MAX = 128;
 
 /** Repetition ≥ 1 and non-negative frequency and presence penalties never raise a logit. */
 function penaltiesOnlyLower(penalties: Penalties): boolean {
   return penalties.lastN > 0 && penalties.repeat >= 1 && penalties.frequency >= 0 && penalties.presence >= 0;
 }
 
+/**
+ * How a sequence's tokens are chosen. 'chain': llama_sampler_sample (llama.cpp fills a llama_token_data
+ * for every token of the vocabulary, 1.8 MB for 152k tokens, and runs the chain over it: top_k and
+ * penalties then pass over all of it). 'candidates': the `candidates` highest logits go to the chain in
+ * the runner's own llama_token_data_array (llama_sampler_apply), where there are more than llama.cpp
+ * sorts fast (LLAMA_PARTIAL_SORT_MAX). Plain greedy stays on 'chain': an
+ * argmax in JS over the Float32Array of the logits measured 300-340 µs of CPU per token over 152k
+ * tokens, llama.cpp's fill and greedy 180 (bench/decode-step.ts, docs/BENCHMARKS.md).
+ */
+interface Sampler {
+  /** llama.cpp's chain; in 'candidates' mode without the logit bias (applied here). */
+  chain: Pointer;
+  mode: 'chain' | 'candidates';
+  candidates: number;
+  /** The logit bias, in the order given (llama.cpp adds each entry in turn); empty in 'chain' mode. */
+  biasTokens: Int32Array;
+  biasValues: Float32Array;
+}
+
 interface Sequence {
   id: number;
   spec: GenerationSpec;
-  sampler: Pointer;
+  sampler: Sampler;
   /** Tokens still to evaluate before the next sample (prompt, then forced tokens). */
   pending: number[];
   pendingAt: number;
@@ -201,7 +228,12 @@ export class LlamaRunner {
   private readonly slots: { busy: Sequence | undefined; kv: number[]; used: number; prompt: number }[];
   private clock = 0;
   private readonly promptCache: boolean;
-  private readonly penaltyPrefilter: boolean;
+  private readonly fastSampling: boolean;
+  /** 'candidates' mode: the runner's llama_token_data_array and its data, grown on demand. */
+  private candidateArray: { struct: Pointer; view: DataView; data: Pointer; address: bigint; capacity: number; ids: Int32Array; logits: Float32Array } | undefined;
+  private heapIds = new Int32Array(0);
+  private heapValues = new Float64Array(0);
+  private biasSaved = new Float32Array(0);
   private readonly pieces: (Uint8Array | undefined)[];
   private readonly eog: Uint8Array;
   private threadpool: Pointer;
@@ -213,7 +245,21 @@ export class LlamaRunner {
   private decoding = false;
   private idleWaiters: (() => void)[] = [];
   /** Counters for benchmarks and tests. */
-  readonly stats = { steps: 0, decodeMs: 0, sampleMs: 0, tokens: 0, promptTokens: 0, cachedPromptTokens: 0, copies: 0, prefilteredChains: 0 };
+  readonly stats = {
+    steps: 0,
+    decodeMs: 0,
+    /** The sampling pass after each decode: choosing the tokens and the owners' onToken. */
+    sampleMs: 0,
+    /** The part of sampleMs spent choosing tokens (sampler chains, argmax, candidates). */
+    chooseMs: 0,
+    tokens: 0,
+    promptTokens: 0,
+    cachedPromptTokens: 0,
+    copies: 0,
+    prefilteredChains: 0,
+    /** Tokens chosen in 'candidates' mode (createSampler). */
+    candidateTokens: 0,
+  };
 
   private constructor(
     private readonly lib: LlamaLibrary,
@@ -233,7 +279,7 @@ export class LlamaRunner {
     this.decodeOn = options.decodeOn;
     this.decodeOnWorker = options.decodeOn === 'worker';
     this.promptCache = options.promptCache;
-    this.penaltyPrefilter = options.penaltyPrefilter;
+    this.fastSampling = options.fastSampling;
     this.threadpool = lib.newThreadpool(options.threads);
     // One pool for both: llama-server attaches a batch pool only when its thread count differs.
     api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
@@ -295,7 +341,7 @@ export class LlamaRunner {
       prefillChunk: options.prefillChunk ?? 256,
       decodeOn: options.decodeOn ?? 'worker',
       promptCache: options.promptCache ?? true,
-      penaltyPrefilter: options.penaltyPrefilter ?? true,
+      fastSampling: options.fastSampling ?? true,
       repack: options.repack ?? true,
     });
   }
@@ -487,8 +533,30 @@ export class LlamaRunner {
     if (!Number.isInteger(token) || token < 0 || token >= this.vocabSize) throw new Error(`token ${token} is outside the vocabulary`);
   }
 
-  private createSampler(sampling: SamplingSpec): Pointer {
+  private createSampler(sampling: SamplingSpec): Sampler {
     const { api } = this;
+    const bias = sampling.logitBias ?? [];
+    for (const [token] of bias) this.checkToken(token);
+    const penalties = sampling.penalties;
+    const topK = sampling.temperature > 0 && sampling.topK !== undefined && sampling.topK > 0 ? sampling.topK : 0;
+    // Which tokens can the chain as written end on? With top_k, or greedy behind penalties that can
+    // only lower logits: one of the k (1 for greedy) + lastN highest after the bias. At most lastN
+    // distinct tokens are penalised, and a token below the top k + lastN has k unpenalised ones above
+    // it, so it can never reach the top k. The candidates, not the vocabulary, then go through the
+    // chain (less the bias, applied here first, as the chain would).
+    let mode: Sampler['mode'] = 'chain';
+    let candidates = 0;
+    if (this.fastSampling && !sampling.grammar) {
+      const window = penalties ? (penaltiesOnlyLower(penalties) ? penalties.lastN : -1) : 0;
+      if (window >= 0 && (topK > 0 || (sampling.temperature <= 0 && window > 0))) {
+        candidates = (sampling.temperature <= 0 ? 1 : topK) + window;
+        // Up to 128, llama.cpp's top_k is a std::partial_sort after filling the array, faster than
+        // the selection here (bench/choose-cpu.ts: top_k 40 over 152k tokens 144 µs of CPU against
+        // 360); above it, a bucket sort over the whole vocabulary, slower (k + lastN = 296: 734
+        // against 576).
+        if (candidates > LLAMA_PARTIAL_SORT_MAX && candidates * PREFILTER_RATIO <= this.vocabSize) mode = 'candidates';
+      }
+    }
     const chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
     const add = (sampler: Pointer) => {
       if (!sampler) {
@@ -498,9 +566,8 @@ export class LlamaRunner {
       api.llama_sampler_chain_add(chain, sampler);
     };
     try {
-      if (sampling.logitBias && sampling.logitBias.length > 0) {
-        for (const [token] of sampling.logitBias) this.checkToken(token);
-        const entries = sampling.logitBias.map(([token, bias]) => ({ token, bias }));
+      if (mode === 'chain' && bias.length > 0) {
+        const entries = bias.map(([token, value]) => ({ token, bias: value }));
         add(api.llama_sampler_init_logit_bias(this.vocabSize, entries.length, entries));
       }
       if (sampling.grammar) {
@@ -518,14 +585,10 @@ export class LlamaRunner {
           : api.llama_sampler_init_grammar(this.vocab, text, root);
         add(grammar);
       }
-      const penalties = sampling.penalties;
-      const topK = sampling.temperature > 0 && sampling.topK !== undefined && sampling.topK > 0 ? sampling.topK : 0;
-      if (this.penaltyPrefilter && penalties && topK > 0 && penaltiesOnlyLower(penalties) && (topK + penalties.lastN) * PREFILTER_RATIO <= this.vocabSize) {
-        // The penalties sampler looks every candidate up in a hash map: 2-3 ms per token over a 152k
-        // vocabulary (bench/sampler-cost.ts), more than the sampling after it. When it can only lower
-        // logits, the top k after it lie within the top k + lastN before it (at most lastN distinct
-        // tokens are penalized, and an unpenalized token below the top k + lastN keeps k unpenalized
-        // ones above it), so a top_k(k + lastN) first leaves the chain's result as it was.
+      if (mode === 'chain' && this.fastSampling && penalties && topK > 0 && penaltiesOnlyLower(penalties) && (topK + penalties.lastN) * PREFILTER_RATIO <= this.vocabSize) {
+        // A grammar chain (the vocabulary must pass the grammar first), or few enough candidates for
+        // llama.cpp's partial sort: the same reasoning as the candidates above, inside the chain. The penalties sampler looks every candidate up in a hash
+        // map, 2-3 ms per token over a 152k vocabulary (bench/sampler-cost.ts).
         add(api.llama_sampler_init_top_k(topK + penalties.lastN));
         this.stats.prefilteredChains++;
       }
@@ -544,7 +607,84 @@ export class LlamaRunner {
       if (!(error instanceof Error && error.message.startsWith('llama.cpp refused'))) api.llama_sampler_free(chain);
       throw error;
     }
-    return chain;
+    const fast = mode !== 'chain';
+    return {
+      chain,
+      mode,
+      candidates,
+      biasTokens: fast ? Int32Array.from(bias, ([token]) => token) : new Int32Array(0),
+      biasValues: fast ? Float32Array.from(bias, ([, value]) => value) : new Float32Array(0),
+    };
+  }
+
+  /** The token a sequence's sampler picks from output `index` of the last decode; the chain has accepted it. */
+  private choose(sampler: Sampler, index: number): number {
+    const { api } = this;
+    if (sampler.mode === 'chain') return api.llama_sampler_sample(sampler.chain, this.context, index) as number;
+    const logits = new Float32Array(this.lib.koffi.view(api.llama_get_logits_ith(this.context, index), this.vocabSize * 4));
+    // The bias goes into llama.cpp's logits for the moment of the choice (logprobs report the raw
+    // ones), entry by entry in float as llama_sampler_logit_bias adds it, and is undone in reverse.
+    const { biasTokens, biasValues } = sampler;
+    const biased = biasTokens.length;
+    if (this.biasSaved.length < biased) this.biasSaved = new Float32Array(biased);
+    const saved = this.biasSaved;
+    for (let i = 0; i < biased; i++) {
+      const token = biasTokens[i]!;
+      saved[i] = logits[token]!;
+      logits[token] = logits[token]! + biasValues[i]!;
+    }
+    try {
+      this.stats.candidateTokens++;
+      return this.applyToCandidates(sampler, logits);
+    } finally {
+      for (let i = biased - 1; i >= 0; i--) logits[biasTokens[i]!] = saved[i]!;
+    }
+  }
+
+  /** The sampler's chain over the `candidates` highest logits, in token order as llama.cpp lists the vocabulary. */
+  private applyToCandidates(sampler: Sampler, logits: Float32Array): number {
+    const { api } = this;
+    const count = Math.min(sampler.candidates, logits.length);
+    if (this.heapIds.length < count) {
+      this.heapIds = new Int32Array(count);
+      this.heapValues = new Float64Array(count);
+    }
+    const ids = this.heapIds;
+    selectTop(logits, count, ids, this.heapValues);
+    const chosen = ids.subarray(0, count).sort();
+    let array = this.candidateArray;
+    if (!array || array.capacity < count) {
+      if (array) {
+        this.lib.koffi.free(array.data);
+        this.lib.koffi.free(array.struct);
+      }
+      const capacity = Math.max(count, 512);
+      const data = this.lib.koffi.alloc('uint8_t', capacity * TOKEN_DATA_BYTES);
+      const struct = this.lib.koffi.alloc('uint8_t', TOKEN_DATA_ARRAY_BYTES);
+      const buffer = this.lib.koffi.view(data, capacity * TOKEN_DATA_BYTES);
+      array = { struct, view: new DataView(this.lib.koffi.view(struct, TOKEN_DATA_ARRAY_BYTES)), data, address: BigInt(this.lib.koffi.address(data)), capacity, ids: new Int32Array(buffer), logits: new Float32Array(buffer) };
+      this.candidateArray = array;
+    }
+    for (let i = 0; i < count; i++) {
+      const token = chosen[i]!;
+      array.ids[i * 3] = token;
+      array.logits[i * 3 + 1] = logits[token]!;
+      array.logits[i * 3 + 2] = 0;
+    }
+    const view = array.view;
+    view.setBigUint64(TOKEN_DATA_ARRAY.data, array.address, true);
+    view.setBigUint64(TOKEN_DATA_ARRAY.size, BigInt(count), true);
+    view.setBigInt64(TOKEN_DATA_ARRAY.selected, -1n, true);
+    view.setUint8(TOKEN_DATA_ARRAY.sorted, 0);
+    api.llama_sampler_apply(sampler.chain, array.struct);
+    const selected = Number(view.getBigInt64(TOKEN_DATA_ARRAY.selected, true));
+    const size = Number(view.getBigUint64(TOKEN_DATA_ARRAY.size, true));
+    // llama_sampler_sample's own check; and no sampler of this chain moves the data (llama.h allows it).
+    if (view.getBigUint64(TOKEN_DATA_ARRAY.data, true) !== array.address || selected < 0 || selected >= size)
+      throw new Error(`llama.cpp's sampler chain selected ${selected} of ${size} candidates`);
+    const token = array.ids[selected * 3]!;
+    api.llama_sampler_accept(sampler.chain, token);
+    return token;
   }
 
   private schedule(): void {
@@ -656,7 +796,9 @@ export class LlamaRunner {
 
     for (const { sequence, index } of outputs) {
       if (sequence.ended || sequence.pendingAt < sequence.pending.length) continue;
-      const token = this.api.llama_sampler_sample(sequence.sampler, this.context, index) as number;
+      const c0 = performance.now();
+      const token = this.choose(sequence.sampler, index);
+      this.stats.chooseMs += performance.now() - c0;
       sequence.generated++;
       this.stats.tokens++;
       const isEog = this.isEog(token);
@@ -681,7 +823,7 @@ export class LlamaRunner {
           const forced = decision.force.slice(0, Math.max(0, room));
           for (const forcedToken of forced) {
             this.checkToken(forcedToken);
-            this.api.llama_sampler_accept(sequence.sampler, forcedToken);
+            this.api.llama_sampler_accept(sequence.sampler.chain, forcedToken);
           }
           sequence.pending = [token, ...forced];
           sequence.pendingAt = 0;
@@ -726,7 +868,7 @@ export class LlamaRunner {
 
   private release(sequence: Sequence): void {
     sequence.ended = true;
-    this.api.llama_sampler_free(sequence.sampler);
+    this.api.llama_sampler_free(sequence.sampler.chain);
     const slot = this.slots[sequence.id]!;
     slot.busy = undefined;
     slot.used = ++this.clock;
@@ -773,7 +915,49 @@ export class LlamaRunner {
     api.llama_free(this.context);
     this.lib.freeThreadpool(this.threadpool);
     this.threadpool = undefined;
+    if (this.candidateArray) {
+      this.lib.koffi.free(this.candidateArray.data);
+      this.lib.koffi.free(this.candidateArray.struct);
+      this.candidateArray = undefined;
+    }
     api.llama_model_free(this.model);
+  }
+}
+
+/**
+ * The indices of the `count` highest values into ids[0..count) (in no order), by a min-heap over one
+ * pass: most values lose to the heap's least at the first comparison.
+ */
+function selectTop(values: Float32Array, count: number, ids: Int32Array, heap: Float64Array): void {
+  const siftDown = (at: number) => {
+    const id = ids[at]!;
+    const value = heap[at]!;
+    for (;;) {
+      let child = 2 * at + 1;
+      if (child >= count) break;
+      if (child + 1 < count && heap[child + 1]! < heap[child]!) child++;
+      if (!(heap[child]! < value)) break;
+      heap[at] = heap[child]!;
+      ids[at] = ids[child]!;
+      at = child;
+    }
+    heap[at] = value;
+    ids[at] = id;
+  };
+  for (let i = 0; i < count; i++) {
+    ids[i] = i;
+    heap[i] = values[i]!;
+  }
+  for (let i = (count >> 1) - 1; i >= 0; i--) siftDown(i);
+  let least = heap[0]!;
+  for (let i = count; i < values.length; i++) {
+    const value = values[i]!;
+    if (value > least) {
+      heap[0] = value;
+      ids[0] = i;
+      siftDown(0);
+      least = heap[0]!;
+    }
   }
 }
 
