@@ -11,7 +11,7 @@ import type { ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failedReport, usageReport, warningsNote } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
-import { inputParam, inputTooLong, overTokenCap } from '../engines/shared/embedding-input.ts';
+import { checkedInputTokens, inputParam, overTokenCap } from '../engines/shared/embedding-input.ts';
 
 export interface EmbedJob {
   inputs: EmbeddingInput[];
@@ -150,14 +150,10 @@ export async function tokenizeInputs(
       total += estimateInputTokens([input]);
       continue;
     }
-    const tokens = 'text' in input ? await model.tokenize(input.text) : input.tokens;
+    // The engines' own checks (an engine called directly refuses the same inputs with the same 400s).
+    const tokenized = 'text' in input ? await model.tokenize(input.text) : undefined;
+    const tokens = checkedInputTokens(input, index, () => tokenized!, model, single);
     inputs.push({ tokens });
-    if (!('text' in input) && model.vocabularySize !== undefined) {
-      const bad = tokens.find((token) => token >= model.vocabularySize!);
-      if (bad !== undefined)
-        throw badRequest(`${param}: token id ${bad} is outside this model's vocabulary (0..${model.vocabularySize - 1}).`, param);
-    }
-    if (tokens.length > model.maxInputTokens) throw inputTooLong(param, tokens.length, model);
     total += tokens.length;
     if (total > limits.maxEmbeddingTokens) throw overTokenCap(String(total), limits.maxEmbeddingTokens);
   }

@@ -8,7 +8,7 @@ import type { EmbedCallOptions, EmbeddingInput } from '../../spec/index.ts';
 export interface EmbeddingInputLimits {
   name: string;
   /** Token ids of token-array inputs must be below it; undefined when the engine cannot tell. */
-  vocabularySize: number | undefined;
+  vocabularySize?: number;
   maxInputTokens: number;
 }
 
