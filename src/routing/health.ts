@@ -28,7 +28,8 @@ export class SharedProbes {
   probe(url: string, fresh: boolean): Promise<Probe> {
     const now = Date.now();
     const last = this.probes.get(url);
-    if (last && (!fresh || last.at === -1) && (last.at === -1 || now - last.at < (this.options.healthCheckIntervalSeconds * 1000) / 2)) return last.result;
+    // A check still out is always joined; a finished one is reused while recent, unless `fresh` asks for a new one.
+    if (last && (last.at === -1 || (!fresh && now - last.at < (this.options.healthCheckIntervalSeconds * 1000) / 2))) return last.result;
     const entry = { at: -1, result: this.get(url) };
     this.probes.set(url, entry);
     void entry.result.then(() => {
