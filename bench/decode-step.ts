@@ -7,7 +7,7 @@
 // processes). Not a test: prints figures.
 //
 // Usage: node --import tsx bench/decode-step.ts [--model chat-512x8-vocab152k] [--threads 2] [--streams 1,8]
-//        [--tokens 128] [--rounds 5] [--root /work/main]
+//        [--tokens 128] [--rounds 5] [--root /work/main] [--variants cpu,backend]
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +22,9 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     chains: { type: 'string', default: 'greedy,sampled' },
     root: { type: 'string' },
+    // 'cpu,backend': two runners of this checkout in one process, llama.cpp's backend sampling off and
+    // on (RunnerOptions.backendSampling), measured in alternating rounds.
+    variants: { type: 'string' },
   },
 });
 
@@ -46,7 +49,11 @@ for (const [label, root] of Object.entries(checkouts)) {
   const { openLlamaLibrary } = (await import(join(root, 'src/engines/llama-cpp/ffi/library.ts'))) as LibraryModule;
   const { LlamaRunner } = (await import(join(root, 'src/engines/llama-cpp/ffi/runner.ts'))) as RunnerModule;
   const lib = await openLlamaLibrary();
-  runners[label] = LlamaRunner.load(lib, path, { contextSize: 1024, sequences: Math.max(...streamsList), threads, decodeOn: 'loop' });
+  const options = { contextSize: 1024, sequences: Math.max(...streamsList), threads, decodeOn: 'loop' as const };
+  if (values.variants)
+    for (const variant of values.variants.split(','))
+      runners[variant] = LlamaRunner.load(lib, path, { ...options, backendSampling: variant === 'backend' });
+  else runners[label] = LlamaRunner.load(lib, path, options);
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -58,11 +65,14 @@ interface Figures {
   sample: number;
   choose: number;
   tps: number;
+  /** CPU time of this process per step (every thread: at --threads 1 the steadier figure on a busy box). */
+  cpu: number;
 }
 
 /** One round: `streams` generations at once; per-step figures over the steps after every prompt is in. */
 async function round(runner: Runner, streams: number, sampling: Sampling): Promise<Figures> {
   const stats = runner.stats;
+  let cpuMark: NodeJS.CpuUsage | undefined;
   let mark: { at: number; steps: number; decodeMs: number; sampleMs: number; chooseMs: number; tokens: number } | undefined;
   let started = 0;
   const generations = Array.from({ length: streams }, () => {
@@ -74,14 +84,17 @@ async function round(runner: Runner, streams: number, sampling: Sampling): Promi
       cachePrompt: false,
       onToken: () => {
         // From the step in which the last stream got its first token: decode steps only.
-        if (mark === undefined && ++started === streams)
+        if (mark === undefined && ++started === streams) {
+          cpuMark = process.cpuUsage();
           mark = { at: performance.now(), steps: stats.steps, decodeMs: stats.decodeMs, sampleMs: stats.sampleMs, chooseMs: (stats as { chooseMs?: number }).chooseMs ?? Number.NaN, tokens: stats.tokens };
+        }
         return undefined;
       },
     }).done;
   });
   await Promise.all(generations);
   const end = performance.now();
+  const cpuUsed = process.cpuUsage(cpuMark);
   const m = mark!;
   // The last step's sampling ends the measured span: count steps after the mark.
   const steps = stats.steps - m.steps;
@@ -92,6 +105,7 @@ async function round(runner: Runner, streams: number, sampling: Sampling): Promi
     // (A checkout from before the runner counted it separately: NaN.)
     choose: (((stats as { chooseMs?: number }).chooseMs ?? Number.NaN) - m.chooseMs) / steps,
     tps: ((stats.tokens - m.tokens) * 1000) / (end - m.at),
+    cpu: (cpuUsed.user + cpuUsed.system) / 1000 / steps,
   };
 }
 
@@ -121,6 +135,7 @@ for (const chain of values.chains.split(',')) {
         'choose ms': Number(median(list.map((f) => f.choose)).toFixed(3)),
         'other ms': Number(median(list.map((f) => f.wall - f.decode - f.sample)).toFixed(3)),
         'outside decode ms': Number(median(list.map((f) => f.wall - f.decode)).toFixed(3)),
+        'CPU ms': Number(median(list.map((f) => f.cpu)).toFixed(3)),
       };
       rows.push(row);
       console.log(JSON.stringify(row));
