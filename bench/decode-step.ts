@@ -7,7 +7,7 @@
 // processes). Not a test: prints figures.
 //
 // Usage: node --import tsx bench/decode-step.ts [--model chat-512x8-vocab152k] [--threads 2] [--streams 1,8]
-//        [--tokens 128] [--rounds 5] [--root /work/main] [--variants cpu,backend]
+//        [--tokens 128] [--rounds 5] [--root /work/main]
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,9 +22,6 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     chains: { type: 'string', default: 'greedy,sampled' },
     root: { type: 'string' },
-    // 'cpu,backend': two runners of this checkout in one process, llama.cpp's backend sampling off and
-    // on (RunnerOptions.backendSampling), measured in alternating rounds.
-    variants: { type: 'string' },
   },
 });
 
@@ -49,11 +46,7 @@ for (const [label, root] of Object.entries(checkouts)) {
   const { openLlamaLibrary } = (await import(join(root, 'src/engines/llama-cpp/ffi/library.ts'))) as LibraryModule;
   const { LlamaRunner } = (await import(join(root, 'src/engines/llama-cpp/ffi/runner.ts'))) as RunnerModule;
   const lib = await openLlamaLibrary();
-  const options = { contextSize: 1024, sequences: Math.max(...streamsList), threads, decodeOn: 'loop' as const };
-  if (values.variants)
-    for (const variant of values.variants.split(','))
-      runners[variant] = LlamaRunner.load(lib, path, { ...options, backendSampling: variant === 'backend' });
-  else runners[label] = LlamaRunner.load(lib, path, options);
+  runners[label] = LlamaRunner.load(lib, path, { contextSize: 1024, sequences: Math.max(...streamsList), threads, decodeOn: 'loop' });
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -207,9 +207,6 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     llama_batch_free: llamaFn('llama_batch_free', 'void', [t.batch]),
     llama_decode: llamaFn('llama_decode', 'int32_t', [t.context, t.batch]),
     llama_get_logits_ith: llamaFn('llama_get_logits_ith', 'void *', [t.context, 'int32_t']),
-    // Backend sampling (llama.h: [EXPERIMENTAL]): a sequence's sampler chain runs inside the decode graph.
-    llama_set_sampler: llamaFn('llama_set_sampler', 'bool', [t.context, 'int32_t', t.sampler]),
-    llama_get_sampled_token_ith: llamaFn('llama_get_sampled_token_ith', 'int32_t', [t.context, 'int32_t']),
     llama_get_embeddings_seq: llamaFn('llama_get_embeddings_seq', 'void *', [t.context, 'int32_t']),
     llama_get_embeddings_ith: llamaFn('llama_get_embeddings_ith', 'void *', [t.context, 'int32_t']),
 

@@ -45,12 +45,6 @@ export interface RunnerOptions {
   fastSampling?: boolean;
   /** Weights repacked into the CPU's extra buffer types (llama.cpp's default); false: llama-server's --no-repack. */
   repack?: boolean;
-  /**
-   * Plain greedy (no penalties, bias, grammar or logprobs) chosen inside the decode graph by llama.cpp's
-   * backend sampling ([EXPERIMENTAL] llama_set_sampler: ggml_argmax over the output row), instead of
-   * llama_sampler_sample filling a llama_token_data per vocabulary entry after the decode.
-   */
-  backendSampling?: boolean;
 }
 
 /**
@@ -168,8 +162,7 @@ function penaltiesOnlyLower(penalties: Penalties): boolean {
 interface Sampler {
   /** llama.cpp's chain; in 'candidates' mode without the logit bias (applied here). */
   chain: Pointer;
-  /** 'backend': the slot's greedy chain, attached to the context (llama_set_sampler); not freed with the sequence. */
-  mode: 'chain' | 'candidates' | 'backend';
+  mode: 'chain' | 'candidates';
   candidates: number;
   /** The logit bias, in the order given (llama.cpp adds each entry in turn); empty in 'chain' mode. */
   biasTokens: Int32Array;
@@ -236,10 +229,6 @@ export class LlamaRunner {
   private clock = 0;
   private readonly promptCache: boolean;
   private readonly fastSampling: boolean;
-  private readonly backendSampling: boolean;
-  /** Per sequence id: its greedy chain for backend sampling (created once), and whether it is attached to the context now. */
-  private readonly backendChains: (Pointer | undefined)[];
-  private readonly backendAttached: boolean[];
   /** 'candidates' mode: the runner's llama_token_data_array and its data, grown on demand. */
   private candidateArray: { struct: Pointer; view: DataView; data: Pointer; address: bigint; capacity: number; ids: Int32Array; logits: Float32Array } | undefined;
   private heapIds = new Int32Array(0);
@@ -270,10 +259,6 @@ export class LlamaRunner {
     prefilteredChains: 0,
     /** Tokens chosen in 'candidates' mode (createSampler). */
     candidateTokens: 0,
-    /** Tokens chosen inside the decode by an attached greedy chain (backendSampling). */
-    backendTokens: 0,
-    /** llama_set_sampler calls (each makes the next decode re-reserve its graph). */
-    samplerSwitches: 0,
   };
 
   private constructor(
@@ -295,9 +280,6 @@ export class LlamaRunner {
     this.decodeOnWorker = options.decodeOn === 'worker';
     this.promptCache = options.promptCache;
     this.fastSampling = options.fastSampling;
-    this.backendSampling = options.backendSampling;
-    this.backendChains = new Array(options.sequences).fill(undefined);
-    this.backendAttached = new Array(options.sequences).fill(false);
     this.threadpool = lib.newThreadpool(options.threads);
     // One pool for both: llama-server attaches a batch pool only when its thread count differs.
     api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
@@ -344,8 +326,6 @@ export class LlamaRunner {
       pooling_type: LLAMA_POOLING_TYPE.none,
       kv_unified: false,
       no_perf: true,
-      // One output per sequence per decode (the loop never asks for more): backend samplers size for that.
-      ...(options.backendSampling ? { n_outputs_max_per_seq: 1 } : {}),
     };
     const context = api.llama_init_from_model(model, contextParams);
     if (!context) {
@@ -363,7 +343,6 @@ export class LlamaRunner {
       promptCache: options.promptCache ?? true,
       fastSampling: options.fastSampling ?? true,
       repack: options.repack ?? true,
-      backendSampling: options.backendSampling ?? false,
     });
   }
 
@@ -417,7 +396,7 @@ export class LlamaRunner {
     const id = this.pickSlot(spec.prompt, useCache);
     if (id < 0) throw new Error('no free sequence');
     const slot = this.slots[id]!;
-    const sampler = this.createSampler(spec.sampling, id, spec.topLogprobs !== undefined);
+    const sampler = this.createSampler(spec.sampling);
     let resolve!: (end: GenerationEnd) => void;
     let reject!: (error: Error) => void;
     const done = new Promise<GenerationEnd>((res, rej) => {
@@ -534,23 +513,6 @@ export class LlamaRunner {
       // A partial removal can fail (llama.cpp's rule for some memory types): start the sequence over.
       else keep = this.clearSequence(sequence);
     }
-    // Attached for a backend chain, detached otherwise: llama.cpp then copies this sequence's raw logits.
-    // Each change makes the next llama_decode re-reserve the compute graph, so a slot's greedy chain stays
-    // attached across requests (an idle sequence's sampler is not computed).
-    const backend = sequence.sampler.mode === 'backend';
-    if (backend !== this.backendAttached[sequence.id]) {
-      if (!api.llama_set_sampler(this.context, sequence.id, backend ? sequence.sampler.chain : null) && backend)
-        throw new Error('llama.cpp refused the backend sampler');
-      if (!backend) {
-        // A chain is set up for the backend once (llama.cpp aborts on a second llama_set_sampler of the
-        // same chain): the next greedy request on this slot gets a new one. Nothing holds this one now:
-        // the next decode rebuilds the graph that referred to it.
-        api.llama_sampler_free(this.backendChains[sequence.id]!);
-        this.backendChains[sequence.id] = undefined;
-      }
-      this.backendAttached[sequence.id] = backend;
-      this.stats.samplerSwitches++;
-    }
     sequence.pendingAt = keep;
     sequence.cachedPromptTokens = keep;
     sequence.started = true;
@@ -571,19 +533,10 @@ export class LlamaRunner {
     if (!Number.isInteger(token) || token < 0 || token >= this.vocabSize) throw new Error(`token ${token} is outside the vocabulary`);
   }
 
-  private createSampler(sampling: SamplingSpec, id: number, logprobs: boolean): Sampler {
+  private createSampler(sampling: SamplingSpec): Sampler {
     const { api } = this;
     const bias = sampling.logitBias ?? [];
     for (const [token] of bias) this.checkToken(token);
-    if (this.backendSampling && sampling.temperature <= 0 && !sampling.penalties && bias.length === 0 && !sampling.grammar && !logprobs) {
-      let chain = this.backendChains[id];
-      if (!chain) {
-        chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
-        api.llama_sampler_chain_add(chain, api.llama_sampler_init_greedy());
-        this.backendChains[id] = chain;
-      }
-      return { chain, mode: 'backend', candidates: 0, biasTokens: new Int32Array(0), biasValues: new Float32Array(0) };
-    }
     const penalties = sampling.penalties;
     const topK = sampling.temperature > 0 && sampling.topK !== undefined && sampling.topK > 0 ? sampling.topK : 0;
     // Which tokens can the chain as written end on? With top_k, or greedy behind penalties that can
@@ -668,12 +621,6 @@ export class LlamaRunner {
   private choose(sampler: Sampler, index: number): number {
     const { api } = this;
     if (sampler.mode === 'chain') return api.llama_sampler_sample(sampler.chain, this.context, index) as number;
-    if (sampler.mode === 'backend') {
-      const token = api.llama_get_sampled_token_ith(this.context, index) as number;
-      if (token < 0) throw new Error(`llama.cpp's backend sampler chose no token for output ${index}`);
-      this.stats.backendTokens++;
-      return token;
-    }
     const logits = new Float32Array(this.lib.koffi.view(api.llama_get_logits_ith(this.context, index), this.vocabSize * 4));
     // The bias goes into llama.cpp's logits for the moment of the choice (logprobs report the raw
     // ones), entry by entry in float as llama_sampler_logit_bias adds it, and is undone in reverse.
@@ -921,7 +868,7 @@ export class LlamaRunner {
 
   private release(sequence: Sequence): void {
     sequence.ended = true;
-    if (sequence.sampler.mode !== 'backend') this.api.llama_sampler_free(sequence.sampler.chain);
+    this.api.llama_sampler_free(sequence.sampler.chain);
     const slot = this.slots[sequence.id]!;
     slot.busy = undefined;
     slot.used = ++this.clock;
@@ -966,8 +913,6 @@ export class LlamaRunner {
     api.llama_batch_free(this.batch.struct);
     api.llama_detach_threadpool(this.context);
     api.llama_free(this.context);
-    // (After the context: it holds the attached ones.)
-    for (const chain of this.backendChains) if (chain) api.llama_sampler_free(chain);
     this.lib.freeThreadpool(this.threadpool);
     this.threadpool = undefined;
     if (this.candidateArray) {
