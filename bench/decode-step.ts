@@ -58,11 +58,14 @@ interface Figures {
   sample: number;
   choose: number;
   tps: number;
+  /** CPU time of this process per step (every thread: at --threads 1 the steadier figure on a busy box). */
+  cpu: number;
 }
 
 /** One round: `streams` generations at once; per-step figures over the steps after every prompt is in. */
 async function round(runner: Runner, streams: number, sampling: Sampling): Promise<Figures> {
   const stats = runner.stats;
+  let cpuMark: NodeJS.CpuUsage | undefined;
   let mark: { at: number; steps: number; decodeMs: number; sampleMs: number; chooseMs: number; tokens: number } | undefined;
   let started = 0;
   const generations = Array.from({ length: streams }, () => {
@@ -74,14 +77,17 @@ async function round(runner: Runner, streams: number, sampling: Sampling): Promi
       cachePrompt: false,
       onToken: () => {
         // From the step in which the last stream got its first token: decode steps only.
-        if (mark === undefined && ++started === streams)
+        if (mark === undefined && ++started === streams) {
+          cpuMark = process.cpuUsage();
           mark = { at: performance.now(), steps: stats.steps, decodeMs: stats.decodeMs, sampleMs: stats.sampleMs, chooseMs: (stats as { chooseMs?: number }).chooseMs ?? Number.NaN, tokens: stats.tokens };
+        }
         return undefined;
       },
     }).done;
   });
   await Promise.all(generations);
   const end = performance.now();
+  const cpuUsed = process.cpuUsage(cpuMark);
   const m = mark!;
   // The last step's sampling ends the measured span: count steps after the mark.
   const steps = stats.steps - m.steps;
@@ -92,6 +98,7 @@ async function round(runner: Runner, streams: number, sampling: Sampling): Promi
     // (A checkout from before the runner counted it separately: NaN.)
     choose: (((stats as { chooseMs?: number }).chooseMs ?? Number.NaN) - m.chooseMs) / steps,
     tps: ((stats.tokens - m.tokens) * 1000) / (end - m.at),
+    cpu: (cpuUsed.user + cpuUsed.system) / 1000 / steps,
   };
 }
 
@@ -121,6 +128,7 @@ for (const chain of values.chains.split(',')) {
         'choose ms': Number(median(list.map((f) => f.choose)).toFixed(3)),
         'other ms': Number(median(list.map((f) => f.wall - f.decode - f.sample)).toFixed(3)),
         'outside decode ms': Number(median(list.map((f) => f.wall - f.decode)).toFixed(3)),
+        'CPU ms': Number(median(list.map((f) => f.cpu)).toFixed(3)),
       };
       rows.push(row);
       console.log(JSON.stringify(row));
