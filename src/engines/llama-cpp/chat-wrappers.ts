@@ -2,10 +2,13 @@
 //
 // resolveChatWrapper takes `{ bosString, filename, fileInfo, tokenizer }` as well as a LlamaModel: the
 // tokenizer is the runner's own (ffi/vocab.ts), the metadata comes from node-llama-cpp's GGUF reader
-// (pure JavaScript). Resolving costs ~1 s of CPU per start (each of the two calls renders the Jinja
-// template against every option set of the candidate wrappers) and importing resolveChatWrapper loads
-// most of node-llama-cpp (~0.3 s, ~35 MiB): the outcome is a pure function of the GGUF (its template
-// and vocabulary), the settings asked for and node-llama-cpp's version, so a specialized wrapper's
+// (pure JavaScript). Resolving renders the Jinja template against every option set of the candidate
+// wrappers, twice (thinking on and off): ~1 s of CPU per start with stock node-llama-cpp 3.21.1, plus
+// ~0.3 s to import resolveChatWrapper (it loaded LlamaModel.js and the bindings); our patch
+// (patches/node-llama-cpp+3.21.1.patch, chat-wrapper-patch.test.ts) memoizes the repeated Jinja work
+// and drops that import: ~0.33 s and ~0.03 s for the Qwen3 template. The outcome is a pure function
+// of the GGUF (its template and vocabulary), the settings asked for and node-llama-cpp's version (the
+// patch changes no outcome), so a specialized wrapper's
 // class and settings are kept on disk under the cache folder (`infera serve`: <dataDir>/cache), and a
 // later start of the same file constructs the wrapper directly from its one module (~45 ms). A
 // template node-llama-cpp keeps as a Jinja wrapper is not cached (it is resolved each start).

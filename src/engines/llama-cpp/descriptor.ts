@@ -3,6 +3,7 @@
 import { defineEngine } from '../descriptor.ts';
 import { requireLocalPath } from '../shared/files.ts';
 import { llamaCppModelSchema } from './config.ts';
+import { loadLlamaCpp } from './load.ts';
 
 export const llamaCpp = defineEngine({
   name: 'llama-cpp',
@@ -15,43 +16,5 @@ export const llamaCpp = defineEngine({
     // Before any node-llama-cpp call: llama.cpp trusts the header, and a hostile one can abort the process.
     if (config.llamaCpp.checkHeader) await (await import('./gguf-check.ts')).checkGgufFile(config.path);
   },
-  async load({ config, onProgress, signal, logger, resources, ownProcess }) {
-    signal.throwIfAborted();
-    const { LlamaRuntime } = await import('./runtime.ts');
-    const runtime = await resources.get(
-      'llama-cpp',
-      () => new LlamaRuntime(resources.logger.child({ engine: 'llama-cpp' })),
-      (created) => created.dispose(),
-    );
-    const decodeOn = ownProcess ? ('loop' as const) : ('worker' as const);
-    if (config.type === 'chat' && config.llamaCpp.runner === 'ffi') {
-      // The FFI runner needs no Llama (node-llama-cpp's addon, ~1 s to start, and the package's root):
-      // one is made only when the model falls back to node-llama-cpp (chat.ts's loadChatModel, inlined
-      // so that this path does not import chat.ts and with it all of node-llama-cpp).
-      const cacheDir = process.env.INFERA_CACHE_DIR || undefined;
-      const loaded = await runtime.attributed(logger, async () =>
-        (await import('./chat-ffi.ts')).loadFfiChatModel(config, onProgress, { signal, decodeOn, cacheDir }),
-      );
-      if (typeof loaded !== 'string') return loaded;
-      logger.info(`llama.cpp FFI runner not used for ${config.id}: ${loaded}; running it on node-llama-cpp`);
-    }
-    signal.throwIfAborted();
-    return runtime.attributed(logger, async () => {
-      // Chat here runs on node-llama-cpp; embedding and reranker models ask for the Llama only if they
-      // fall back to it (their FFI encoder needs none: no getLlama at the start of their engine process).
-      const llama = config.type === 'chat' ? await runtime.llama(config.llamaCpp.gpu) : () => runtime.llama(config.llamaCpp.gpu);
-      signal.throwIfAborted();
-      const options = { llama, signal, decodeOn };
-      switch (config.type) {
-        case 'chat':
-          return (await import('./chat.ts')).loadLlamaCppChatModel(config, onProgress, options);
-        case 'embedding':
-          return (await import('./embedding.ts')).loadLlamaCppEmbeddingModel(config, onProgress, options, (reason) => logger.info(reason));
-        case 'reranker':
-          return (await import('./rerank.ts')).loadLlamaCppRerankModel(config, onProgress, options, (reason) => logger.info(reason));
-        default:
-          throw new Error(`engine llama-cpp cannot serve ${config.type} models`);
-      }
-    });
-  },
+  load: loadLlamaCpp,
 });

@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defineEngine } from '../descriptor.ts';
 import { onnxDiffusionModelSchema, resolveOnnxPaths } from '../onnx/config.ts';
+import { loadOnnxDiffusion } from '../onnx/load.ts';
 import { pathBytes, requireLocalPath } from '../shared/files.ts';
 import { imageLimitsOf } from '../../spec/image.ts';
 
@@ -34,12 +35,5 @@ export const onnxDiffusion = defineEngine({
   async check(config) {
     requireLocalPath(config.path);
   },
-  async load({ config, onProgress, signal, logger }) {
-    const loaded = await (await import('../onnx/diffusion-model.ts')).loadOnnxDiffusionModel(config, onProgress, { log: logger });
-    if (signal.aborted) {
-      await loaded.dispose();
-      signal.throwIfAborted();
-    }
-    return loaded;
-  },
+  load: loadOnnxDiffusion,
 });

@@ -3,6 +3,7 @@
 import { defineEngine } from '../descriptor.ts';
 import { pathBytes, requireLocalPath } from '../shared/files.ts';
 import { onnxModelSchema, resolveOnnxPaths } from './config.ts';
+import { loadOnnx } from './load.ts';
 
 export const onnx = defineEngine({
   name: 'onnx',
@@ -13,16 +14,5 @@ export const onnx = defineEngine({
   async check(config) {
     requireLocalPath(config.path);
   },
-  async load({ config, onProgress, signal, logger, ownProcess }) {
-    const options = { log: logger, ownProcess };
-    const loaded =
-      config.type === 'embedding'
-        ? await (await import('./embedding.ts')).loadOnnxEmbeddingModel(config, onProgress, options)
-        : await (await import('./rerank.ts')).loadOnnxRerankModel(config, onProgress, options);
-    if (signal.aborted) {
-      await loaded.dispose();
-      signal.throwIfAborted();
-    }
-    return loaded;
-  },
+  load: loadOnnx,
 });

@@ -1,10 +1,10 @@
-// The engine process: loads one model through its engine's descriptor (the same load() an in-process
+// The engine process: loads one model through its engine's load() (../loaders.ts: the same one an in-process
 // model uses) and serves its contract to the server over IPC. A native abort, an out-of-memory kill or
 // a hang here costs this model a restart (host.ts), never the server.
 import { Writable } from 'node:stream';
 import { EngineResources } from '../resources.ts';
 import { releaseLoadLeftovers } from './release.ts';
-import { engines } from '../index.ts';
+import { engineLoaders } from '../loaders.ts';
 import { createLogger } from '../../observability/logger.ts';
 import type { AnyModel, LoadedModel } from '../../spec/index.ts';
 import {
@@ -94,11 +94,11 @@ function snapshot(target: AnyModel): { properties: Record<string, unknown>; meth
 
 async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void> {
   const logger = createLogger(message.logLevel, ipcLogStream());
-  const descriptor = engines.find((candidate) => candidate.name === message.config.engine);
+  const loader = Object.hasOwn(engineLoaders, message.config.engine) ? engineLoaders[message.config.engine] : undefined;
   try {
-    if (!descriptor) throw new Error(`engine ${message.config.engine} is not one of Infera's built-in engines; set isolation: none to run it in the server process`);
+    if (!loader) throw new Error(`engine ${message.config.engine} is not one of Infera's built-in engines; set isolation: none to run it in the server process`);
     const resources = new EngineResources(logger);
-    const result = await descriptor.load({
+    const result = await (await loader())({
       config: message.config,
       onProgress: (fraction) => send({ t: 'progress', fraction }),
       signal: loadAbort.signal,
