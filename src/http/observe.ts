@@ -46,6 +46,9 @@ interface AccessLine {
   body?: string;
 }
 
+/** The access line's fields, in the order record() sets them (the line's format). */
+const ACCESS_KEYS = ['id', 'method', 'url', 'status', 'ms', 'key', 'account', 'model', 'code', 'body'] as const;
+
 function loggedBody(body: unknown): string | undefined {
   if (body === undefined) return undefined;
   const text = JSON.stringify(body);
@@ -60,7 +63,7 @@ function loggedBody(body: unknown): string | undefined {
 export function requestObserver(services: Services, tracing?: Tracing) {
   const { logger, metrics } = services;
   const bodies = services.config.logging.bodies;
-  const accessLine = flatLineWriter<AccessLine>(logger, 'request');
+  const accessLine = flatLineWriter<AccessLine>(logger, 'request', ACCESS_KEYS);
   return (request: FastifyRequest, reply: FastifyReply): void => {
     try {
       record(request, reply);
