@@ -26,13 +26,16 @@ export function registerChatRoutes(scope: FastifyInstance, services: Services): 
     scope.prefix === '',
   );
   scope.post('/chat/completions', { ...inferenceRouteOptions(services.config.server, 'chat'), schema }, (request, reply) => {
-    let checked: CheckedChatRequest;
+    let checked: CheckedChatRequest | InferaError;
     try {
       checked = checkChatRequest(services, request.body);
     } catch (error) {
-      // Sent here; nothing returned (a sync handler returning the reply would have it sent twice).
       if (!(error instanceof InferaError)) throw error;
-      reply.refuse(error);
+      checked = error;
+    }
+    if (checked instanceof InferaError) {
+      // Sent here; nothing returned (a sync handler returning the reply would have it sent twice).
+      reply.refuse(checked);
       return;
     }
     return serveChatCompletion(services, requestContext(request, services), request.body, checked).then((result) => sendResult(request, reply, result));
