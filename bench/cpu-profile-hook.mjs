@@ -11,7 +11,11 @@ if (dir) {
   session.connect();
   session.post('Profiler.enable');
   session.post('Profiler.setSamplingInterval', { interval: 200 });
-  session.post('Profiler.start');
+  // INFERA_BENCH_PROFILE_DELAY_MS: start late, e.g. past start-up and a bench's warm-up, so the profile
+  // holds only the steady state.
+  const delay = Number(process.env.INFERA_BENCH_PROFILE_DELAY_MS ?? 0);
+  if (delay > 0) setTimeout(() => session.post('Profiler.start'), delay).unref();
+  else session.post('Profiler.start');
   process.on('exit', () => {
     // An in-thread session answers synchronously, so this completes inside the exit handler.
     session.post('Profiler.stop', (error, result) => {

@@ -145,11 +145,19 @@ function inferaTargets(pid: number, base: string, suffix: string): Record<string
   };
 }
 const only = values.only ? new RegExp(values.only) : undefined;
+// Each answer is measured right after its baseline twin (bare, then a, a [baseline], b, b [baseline], ...):
+// on a busy box the load drifts within a round, and a twin measured minutes later would carry that drift.
+const own = inferaTargets(infera.child.pid!, infera.url, '');
+const twins = baseline ? inferaTargets(baseline.child.pid!, baseline.url, ' [baseline]') : {};
 const targets: Record<string, { pid: number; target: Target }> = Object.fromEntries(
   Object.entries({
     bare: { pid: bare.child.pid!, target: { url: `${bare.url}/`, status: 200 } },
-    ...inferaTargets(infera.child.pid!, infera.url, ''),
-    ...(baseline ? inferaTargets(baseline.child.pid!, baseline.url, ' [baseline]') : {}),
+    ...Object.fromEntries(
+      Object.entries(own).flatMap(([name, entry]) => [
+        [name, entry],
+        ...(twins[`${name} [baseline]`] ? [[`${name} [baseline]`, twins[`${name} [baseline]`]!] as const] : []),
+      ]),
+    ),
   }).filter(([name]) => name === 'bare' || !only || only.test(name)),
 );
 const results: Record<string, Awaited<ReturnType<typeof measure>>[]> = Object.fromEntries(Object.keys(targets).map((name) => [name, []]));
@@ -187,3 +195,20 @@ for (const [name, row] of Object.entries(summary))
     `| ${name} | ${row.rps.toFixed(0)} | ${row.cpuPerRequestUs.toFixed(1)} | ${name === 'bare' ? '—' : `+${(row.cpuPerRequestUs - base.cpuPerRequestUs).toFixed(1)}`} | ` +
       `${row.meanLatencyUs.toFixed(0)} | ${name === 'bare' ? '—' : `+${(row.meanLatencyUs - base.meanLatencyUs).toFixed(0)}`} | ${row.errors} |`,
   );
+
+if (baseline) {
+  // Per round, this build's CPU per request minus its twin's (measured next to each other), then the
+  // median over rounds: steadier on a busy box than the difference of two medians.
+  console.log('\n| target | this build over bare (µs) | baseline over bare (µs) | this − baseline, median of rounds (µs) | ratio of CPU/request |');
+  console.log('|---|---|---|---|---|');
+  for (const name of Object.keys(own)) {
+    const mine = results[name];
+    const theirs = results[`${name} [baseline]`];
+    if (!mine || !theirs) continue;
+    const delta = median(mine.map((run, i) => run.cpuPerRequestUs - theirs[i]!.cpuPerRequestUs))!;
+    const ratio = median(mine.map((run, i) => run.cpuPerRequestUs / theirs[i]!.cpuPerRequestUs))!;
+    console.log(
+      `| ${name} | +${(summary[name]!.cpuPerRequestUs - base.cpuPerRequestUs).toFixed(1)} | +${(summary[`${name} [baseline]`]!.cpuPerRequestUs - base.cpuPerRequestUs).toFixed(1)} | ${delta >= 0 ? '+' : ''}${delta.toFixed(1)} | ${ratio.toFixed(2)} |`,
+    );
+  }
+}

@@ -6,7 +6,7 @@ import type { RootApp } from './openapi.ts';
 import { z } from 'zod';
 import { InferaError } from '../errors/index.ts';
 import { wireErrorBodySchema } from '../errors/render.ts';
-import { redactUrl } from '../observability/logger.ts';
+import { flatLineWriter, redactUrl } from '../observability/logger.ts';
 import type { Tracing } from '../observability/tracing.ts';
 import type { Services } from '../serving/context.ts';
 import type { hostPolicy } from './edge.ts';
@@ -46,6 +46,9 @@ interface AccessLine {
   body?: string;
 }
 
+/** The access line's fields, in the order record() sets them (the line's format). */
+const ACCESS_KEYS = ['id', 'method', 'url', 'status', 'ms', 'key', 'account', 'model', 'code', 'body'] as const;
+
 function loggedBody(body: unknown): string | undefined {
   if (body === undefined) return undefined;
   const text = JSON.stringify(body);
@@ -60,6 +63,7 @@ function loggedBody(body: unknown): string | undefined {
 export function requestObserver(services: Services, tracing?: Tracing) {
   const { logger, metrics } = services;
   const bodies = services.config.logging.bodies;
+  const accessLine = flatLineWriter<AccessLine>(logger, 'request', ACCESS_KEYS);
   return (request: FastifyRequest, reply: FastifyReply): void => {
     try {
       record(request, reply);
@@ -87,7 +91,7 @@ export function requestObserver(services: Services, tracing?: Tracing) {
     if (model) line.model = model;
     if (request.errorCode) line.code = request.errorCode;
     if (bodies) line.body = loggedBody(request.body);
-    logger.info(line, 'request');
+    accessLine(line);
   }
 }
 

@@ -2,6 +2,7 @@
 // what was counted, per label set, scrape after scrape.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Histogram, Registry } from 'prom-client';
 import { InferaMetrics } from './metrics.ts';
 
 test('deployment attempts are counted per model and deployment, exactly, across scrapes', async () => {
@@ -17,4 +18,36 @@ test('deployment attempts are counted per model and deployment, exactly, across 
   const second = (await metrics.text()).body;
   assert.match(second, /^infera_deployment_requests_total\{model="m",deployment="a"\} 3$/m, 'a scrape does not add the tally twice');
   assert.match(second, /^infera_deployment_requests_total\{model="m",deployment="b"\} 2$/m);
+});
+
+test('the HTTP duration histogram, tallied per request, exposes what prom-client would have for the same observations', async () => {
+  const metrics = new InferaMetrics({ processMetrics: false });
+  const reference = new Registry();
+  const histogram = new Histogram({
+    name: 'infera_http_request_duration_seconds',
+    help: 'From the request arriving to the last byte of its answer (streams included).',
+    labelNames: ['route', 'model', 'status_class'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+    registers: [reference],
+  });
+  const durationLines = (text: string) => text.split('\n').filter((line) => line.includes('infera_http_request_duration_seconds')).join('\n');
+  // Bounds exactly, between them, past the last one, zero; label sets shared by several (method, status, code) rows.
+  const seconds = [0, 0.005, 0.0051, 0.3, 1, 599.9, 600, 600.1, 1e4, 0.1 + 0.2, 7e-4, 42];
+  const rows = [
+    { route: '/v1/models', method: 'GET', status: 200, model: '' },
+    { route: '/v1/chat/completions', method: 'POST', status: 400, model: '', code: 'invalid_request' },
+    { route: '/v1/chat/completions', method: 'POST', status: 404, model: '', code: 'model_not_found' },
+    { route: '/v1/chat/completions', method: 'POST', status: 200, model: 'tiny/chat' },
+    { route: 'unmatched', method: 'GET', status: 404, model: '', code: 'unknown_route' },
+  ];
+  for (const pass of [1, 2]) {
+    for (const [i, value] of seconds.entries())
+      for (const [j, row] of rows.entries()) {
+        if ((i + j + pass) % 3 === 0) continue;
+        metrics.http({ ...row, seconds: value * pass });
+        histogram.observe({ route: row.route, model: row.model, status_class: `${Math.floor(row.status / 100)}xx` }, value * pass);
+      }
+    assert.equal(durationLines((await metrics.text()).body), durationLines(await reference.metrics()), `scrape ${pass}`);
+  }
+  assert.throws(() => metrics.http({ ...rows[0]!, seconds: Number.NaN }), TypeError);
 });

@@ -161,6 +161,30 @@ test('authenticateSync answers from memory what authenticate answers, and defers
   });
 });
 
+test('a key revoked on another replica is refused once keyCacheSeconds have passed, however often it was sent before', async () => {
+  // Two gates on one store stand for two replicas: the revoke happens on one, the key keeps being sent to the other.
+  await withGate({ platform: { keyCacheSeconds: 0.2 } }, async (replica, dir) => {
+    const config = configSchema.parse({ storage: { dataDir: dir }, platform: { keyCacheSeconds: 0.2 } });
+    const other = await createGate(config, silent);
+    try {
+      const { key, secret } = await other.admin.createKey({ name: 'shared', accountId: 'acme' });
+      for (let i = 0; i < 3; i++) assert.equal((await replica.authenticate(secret, '10.0.0.7')).keyId, key.id);
+      assert.equal((replica.authenticateSync(secret, '10.0.0.7') as Principal).keyId, key.id);
+      await other.admin.revokeKey(key.id);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      // Past keyCacheSeconds nothing remembered may vouch for the key: the store is asked, and says revoked.
+      assert.equal(replica.authenticateSync(secret, '10.0.0.7'), undefined);
+      await rejects(replica.authenticate(secret, '10.0.0.7'), 401, /revoked/);
+      assert.match((replica.authenticateSync(secret, '10.0.0.7') as InferaError).message, /revoked/);
+      // The static keys' answer is fixed for the process; a wrong key stays wrong however often it comes.
+      await rejects(replica.authenticate('wrong-secret', '10.0.0.7'), 401, /Invalid API key/);
+      assert.match((replica.authenticateSync('wrong-secret', '10.0.0.7') as InferaError).message, /Invalid API key/);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
 test('stored keys: secret shown once, hash stored, revoke, expiry, model allow-list', async () => {
   await withGate({}, async (gate, dir) => {
     const { key, secret } = await gate.admin.createKey({ name: 'ci', accountId: 'acme', models: ['tiny/chat'] });

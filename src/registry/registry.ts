@@ -259,10 +259,17 @@ export class ModelRegistry {
   }
 
   resolve<T extends ModelTypeName>(id: string, type: T): ModelEntry {
+    const found = this.lookup(id, type);
+    if (found instanceof InferaError) throw found;
+    return found;
+  }
+
+  /** resolve() with its refusal returned, not thrown (the HTTP layer answers it without a throw's cost). */
+  lookup<T extends ModelTypeName>(id: string, type: T): ModelEntry | InferaError {
     const slot = this.find(id);
-    if (!slot) throw modelNotFound(id);
+    if (!slot) return modelNotFound(id);
     if (slot.config.type !== type)
-      throw new InferaError({
+      return new InferaError({
         status: 400,
         param: 'model',
         code: 'model_type_mismatch',

@@ -4,11 +4,11 @@
 // context and engine errors that happen before the first token are still normal HTTP errors.
 import { InferaError, isAbortError } from '../errors/index.ts';
 import type { UsageReport } from '../platform/gate.ts';
-import { parseChatRequest } from '../protocol/chat/request.ts';
+import { type ParsedChatRequest, parseChatRequestOrRefusal } from '../protocol/chat/request.ts';
 import { buildChatCompletion, combineChoiceUsage, newChatCompletionId } from '../protocol/chat/response.ts';
 import { chatCompletionFrames, chatStreamErrorFrames } from '../protocol/chat/stream.ts';
 import { DEFAULT_THINKING_BUDGET, type ChatCallOptions, type ChatModel, type ChatStreamPart, type ChatUsage } from '../spec/index.ts';
-import type { ModelLease } from '../registry/registry.ts';
+import type { ModelEntry, ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failureNote, statusOf, streamEnd, usageReport, warningsNote } from './usage.ts';
 import { MeteredStream } from './metered-stream.ts';
@@ -20,10 +20,31 @@ const FALLBACK_CONTEXT_SIZE = 4096;
 /** Tokens an engine may add around a chain of thought beyond its budget (think tags, a forced close). */
 const THINKING_SLACK = 16;
 
-export async function serveChatCompletion(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
+/** A chat request that passed the checks needing neither the model nor the platform: its body's rules and its model id. */
+export interface CheckedChatRequest {
+  request: ParsedChatRequest;
+  entry: ModelEntry;
+}
+
+/**
+ * The body parsed by the wire rules and the model resolved (throws their 400s): what a request is
+ * refused for before any work or any promise, so the HTTP layer can answer those refusals without the
+ * cost of a rejection (serveChatCompletion does it itself when not given its result). The refusal is
+ * returned where it is the commonest kind (no messages, an unknown model), thrown otherwise.
+ */
+export function checkChatRequest(services: Services, body: unknown): CheckedChatRequest | InferaError {
+  // The commonest refusals (no messages, an unknown model) come back as values; the rarer ones are thrown.
+  const request = parseChatRequestOrRefusal(body, services.config.requests);
+  if (request instanceof InferaError) return request;
+  const entry = services.registry.lookup(request.model, 'chat');
+  return entry instanceof InferaError ? entry : { request, entry };
+}
+
+export async function serveChatCompletion(services: Services, context: RequestContext, body: unknown, given?: CheckedChatRequest): Promise<ServeResult> {
   const limits = services.config.requests;
-  const request = parseChatRequest(body, limits);
-  const entry = services.registry.resolve(request.model, 'chat');
+  const checked = given ?? checkChatRequest(services, body);
+  if (checked instanceof InferaError) throw checked;
+  const { request, entry } = checked;
   const promptEstimate = estimatePromptTokens(request.options);
   // Worst case before the model is loaded: max_tokens (or the whole context) for every choice. Once the
   // model has counted the prompt, resize() makes it exact, thinking budget included.

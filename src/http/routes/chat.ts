@@ -3,7 +3,8 @@ import { chatRequestSchema } from '../../protocol/chat/request.ts';
 import { chatCompletionSchema } from '../../protocol/chat/response.ts';
 import { chatStreamEventSchema } from '../../protocol/chat/stream.ts';
 import type { Services } from '../../serving/context.ts';
-import { serveChatCompletion } from '../../serving/chat.ts';
+import { type CheckedChatRequest, checkChatRequest, serveChatCompletion } from '../../serving/chat.ts';
+import { InferaError } from '../../errors/index.ts';
 import { requestContext, sendResult } from '../app.ts';
 import { inferenceRouteOptions } from '../edge.ts';
 import { errorResponses, routeSchema } from '../openapi.ts';
@@ -24,8 +25,19 @@ export function registerChatRoutes(scope: FastifyInstance, services: Services): 
     },
     scope.prefix === '',
   );
-  scope.post('/chat/completions', { ...inferenceRouteOptions(services.config.server, 'chat'), schema }, async (request, reply) => {
-    const result = await serveChatCompletion(services, requestContext(request, services), request.body);
-    return sendResult(request, reply, result);
+  scope.post('/chat/completions', { ...inferenceRouteOptions(services.config.server, 'chat'), schema }, (request, reply) => {
+    let checked: CheckedChatRequest | InferaError;
+    try {
+      checked = checkChatRequest(services, request.body);
+    } catch (error) {
+      if (!(error instanceof InferaError)) throw error;
+      checked = error;
+    }
+    if (checked instanceof InferaError) {
+      // Sent here; nothing returned (a sync handler returning the reply would have it sent twice).
+      reply.refuse(checked);
+      return;
+    }
+    return serveChatCompletion(services, requestContext(request, services), request.body, checked).then((result) => sendResult(request, reply, result));
   });
 }
