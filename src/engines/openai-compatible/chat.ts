@@ -23,7 +23,7 @@ import type {
 import type { TokenCounter } from './count.ts';
 import type { Dialect } from './dialects/index.ts';
 import { num, obj } from './dialects/types.ts';
-import { NdjsonParser, SseParser, type StreamEvent } from './events.ts';
+import { EventBatches, NdjsonParser, SseParser, type StreamEvent } from './events.ts';
 import { type Json, quote, readText, type Upstream, type UpstreamResponse } from './upstream.ts';
 
 type Options = Omit<ChatCallOptions, 'signal'>;
@@ -615,26 +615,21 @@ class UpstreamStream<P> implements AsyncIterableIterator<P> {
   }
 
   /** The answer's events, one batch per chunk read. */
-  private async *events(response: UpstreamResponse): AsyncGenerator<StreamEvent[]> {
+  private events(response: UpstreamResponse): AsyncIterable<StreamEvent[]> {
     const type = response.contentType;
-    if (/\bjson\b/.test(type) && !type.includes('ndjson')) {
-      // One whole answer instead of a stream: replayed as one event (completion objects carry `message`, which the readers accept).
-      const text = await readText(response.body, 256 * 1024 * 1024);
-      const answer = this.upstream.parseJson(text, type);
-      yield [{ type: 'data', data: JSON.stringify(this.framing === 'ndjson' ? answer : asChunk(answer)) }, { type: 'done' }];
-      return;
-    }
+    if (/\bjson\b/.test(type) && !type.includes('ndjson')) return this.replayed(response, type);
     if (this.framing === 'sse' && !type.includes('text/event-stream'))
       throw this.upstream.broken(`answered a stream request with content-type ${type || '(none)'} instead of text/event-stream`);
     if (this.framing === 'ndjson' && !type.includes('ndjson') && !type.includes('text/'))
       throw this.upstream.broken(`answered a stream request with content-type ${type || '(none)'} instead of application/x-ndjson`);
-    const parser = this.framing === 'sse' ? new SseParser() : new NdjsonParser();
-    for await (const chunk of response.body) {
-      const batch = parser.push(chunk);
-      if (batch.length > 0) yield batch;
-    }
-    const last = parser.end();
-    if (last.length > 0) yield last;
+    return new EventBatches(response.body, this.framing === 'sse' ? new SseParser() : new NdjsonParser());
+  }
+
+  /** One whole answer instead of a stream: replayed as one event (completion objects carry `message`, which the readers accept). */
+  private async *replayed(response: UpstreamResponse, type: string): AsyncGenerator<StreamEvent[]> {
+    const text = await readText(response.body, 256 * 1024 * 1024);
+    const answer = this.upstream.parseJson(text, type);
+    yield [{ type: 'data', data: JSON.stringify(this.framing === 'ndjson' ? answer : asChunk(answer)) }, { type: 'done' }];
   }
 
   async return(): Promise<IteratorResult<P>> {

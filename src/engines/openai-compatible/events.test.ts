@@ -3,9 +3,9 @@
 // colon) and a character split between two chunks decoded whole.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type EventParser, NdjsonParser, SseParser, type StreamEvent } from './events.ts';
+import { EventBatches, type EventParser, NdjsonParser, SseParser, type StreamEvent } from './events.ts';
 
-/** Events of `body` cut into chunks at `cuts` (byte offsets); also the number of batches that held any. */
+/** Events of `body` cut into chunks at `cuts` (byte offsets). */
 function parse(parser: EventParser, body: string, cuts: number[]): StreamEvent[] {
   const bytes = Buffer.from(body, 'utf8');
   const events: StreamEvent[] = [];
@@ -76,5 +76,30 @@ describe('NdjsonParser', () => {
       { type: 'data', data: '{"c":3}' },
     ];
     for (const events of everyCut(() => new NdjsonParser(), body)) assert.deepEqual(events, expected);
+  });
+});
+
+describe('EventBatches', () => {
+  test('one batch per chunk that completes events, the end’s last event included; return() closes the body', async () => {
+    const chunks = ['data: 1\n\nda', 'ta: 2\n', '\n: comment\n\n', 'data: 3'].map((text) => Buffer.from(text));
+    let closed = false;
+    const body: AsyncIterable<Buffer> = {
+      [Symbol.asyncIterator]: () => {
+        let i = 0;
+        return {
+          next: async () => (i < chunks.length ? { done: false, value: chunks[i++]! } : { done: true, value: undefined }),
+          return: async () => {
+            closed = true;
+            return { done: true, value: undefined };
+          },
+        };
+      },
+    };
+    const batches: StreamEvent[][] = [];
+    for await (const batch of new EventBatches(body, new SseParser())) batches.push(batch);
+    assert.deepEqual(batches, [[{ type: 'data', data: '1' }], [{ type: 'data', data: '2' }], [{ type: 'data', data: '3' }]]);
+    assert.equal(closed, false);
+    for await (const _batch of new EventBatches(body, new SseParser())) break;
+    assert.equal(closed, true);
   });
 });

@@ -110,3 +110,45 @@ export class NdjsonParser implements EventParser {
     return rest ? [{ type: 'data', data: rest }] : [];
   }
 }
+
+/**
+ * The events of a body, one batch per chunk that completes any, read as the consumer pulls. Not an async
+ * generator: that cost one more generator, its promises and result objects per chunk under the reader's
+ * own. Ending early (return()) closes the body.
+ */
+export class EventBatches implements AsyncIterableIterator<StreamEvent[]> {
+  private readonly chunks: AsyncIterator<Buffer>;
+  private ended = false;
+
+  constructor(
+    body: AsyncIterable<Buffer>,
+    private readonly parser: EventParser,
+  ) {
+    this.chunks = body[Symbol.asyncIterator]();
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<StreamEvent[]>> {
+    while (!this.ended) {
+      const read = await this.chunks.next();
+      if (read.done) {
+        this.ended = true;
+        const last = this.parser.end();
+        if (last.length > 0) return { done: false, value: last };
+        break;
+      }
+      const batch = this.parser.push(read.value);
+      if (batch.length > 0) return { done: false, value: batch };
+    }
+    return { done: true, value: undefined };
+  }
+
+  async return(): Promise<IteratorResult<StreamEvent[]>> {
+    this.ended = true;
+    await this.chunks.return?.();
+    return { done: true, value: undefined };
+  }
+}
