@@ -143,12 +143,12 @@ export class Router {
    * when none can take a request.
    */
   async acquire(): Promise<{ model: AnyModel; release(): void }> {
-    const tried = new Set<Deployment>();
+    // The deployments tried so far: a set only once one has failed (nearly every request takes its first pick).
+    let tried: Set<Deployment> | undefined;
     let last: unknown;
     for (;;) {
       const deployment = this.balancer.pick(tried);
       if (!deployment) throw last ?? unavailable(this.id, this.deployments, this.options);
-      tried.add(deployment);
       try {
         const lease = await this.sources.get(deployment)!.acquire();
         this.home = lease.model;
@@ -156,6 +156,7 @@ export class Router {
         return { model: this.wrapper, release: lease.release };
       } catch (error) {
         // A load that fails is the registry's to report (the entry's state); try another deployment.
+        tried = tried ? tried.add(deployment) : new Set([deployment]);
         last = error;
       }
     }
@@ -163,13 +164,12 @@ export class Router {
 
   /** A call whose answer goes to the client whole (JSON): retried on another deployment when it fails retryably. */
   async call<T>(signal: AbortSignal | undefined, run: (model: AnyModel) => Promise<T>): Promise<T> {
-    const tried = new Set<Deployment>();
+    let tried: Set<Deployment> | undefined;
     let last: unknown;
     for (let attempt = 0; attempt < this.options.maxAttempts; attempt++) {
       signal?.throwIfAborted();
       const deployment = this.balancer.pick(tried);
       if (!deployment) break;
-      tried.add(deployment);
       const end = this.begin(deployment);
       let lease: { model: AnyModel; release(): void } | undefined;
       try {
@@ -181,6 +181,7 @@ export class Router {
         const verdict = judge(error, signal);
         end(verdict.outcome, error);
         if (!verdict.retry) throw error;
+        tried = tried ? tried.add(deployment) : new Set([deployment]);
         last = error;
         this.retrying(deployment, error);
       } finally {
@@ -208,13 +209,12 @@ export class Router {
     signal: AbortSignal | undefined,
     open: (model: AnyModel) => AsyncIterable<P>,
   ): Promise<{ iterator: AsyncIterator<P>; first: IteratorResult<P>; release(): void; end: (outcome: Outcome, error?: unknown) => void }> {
-    const tried = new Set<Deployment>();
+    let tried: Set<Deployment> | undefined;
     let last: unknown;
     for (let attempt = 0; attempt < this.options.maxAttempts; attempt++) {
       signal?.throwIfAborted();
       const deployment = this.balancer.pick(tried);
       if (!deployment) break;
-      tried.add(deployment);
       const end = this.begin(deployment);
       let lease: { model: AnyModel; release(): void } | undefined;
       let iterator: AsyncIterator<P> | undefined;
@@ -229,6 +229,7 @@ export class Router {
         await iterator?.return?.()?.catch(() => undefined);
         lease?.release();
         if (!verdict.retry) throw error;
+        tried = tried ? tried.add(deployment) : new Set([deployment]);
         last = error;
         this.retrying(deployment, error);
       }
