@@ -24,7 +24,7 @@ import type { TokenCounter } from './count.ts';
 import type { Dialect } from './dialects/index.ts';
 import { num, obj } from './dialects/types.ts';
 import { EventBatches, NdjsonParser, SseParser, type StreamEvent } from './events.ts';
-import { type Json, quote, readText, type Upstream, type UpstreamResponse } from './upstream.ts';
+import { DRAIN_MS, type Json, quote, readText, type Upstream, type UpstreamResponse } from './upstream.ts';
 
 type Options = Omit<ChatCallOptions, 'signal'>;
 
@@ -622,7 +622,7 @@ class UpstreamStream<P> implements AsyncIterableIterator<P> {
       throw this.upstream.broken(`answered a stream request with content-type ${type || '(none)'} instead of text/event-stream`);
     if (this.framing === 'ndjson' && !type.includes('ndjson') && !type.includes('text/'))
       throw this.upstream.broken(`answered a stream request with content-type ${type || '(none)'} instead of application/x-ndjson`);
-    return new EventBatches(response.body, this.framing === 'sse' ? new SseParser() : new NdjsonParser());
+    return new EventBatches(response.body, this.framing === 'sse' ? new SseParser() : new NdjsonParser(), () => response.body.drain(DRAIN_MS));
   }
 
   /** One whole answer instead of a stream: replayed as one event (completion objects carry `message`, which the readers accept). */
@@ -646,8 +646,9 @@ class UpstreamStream<P> implements AsyncIterableIterator<P> {
     if (!response) return;
     this.response = undefined;
     response.done();
-    // Destroying (not draining) closes the connection: the upstream notices and stops generating.
-    if (!response.body.destroyed && !response.body.readableEnded) response.body.destroy();
+    // Destroying (not draining) closes the connection: the upstream notices and stops generating. A
+    // body already draining after its [DONE] (EventBatches) is left to end and keep its connection.
+    if (!response.body.destroyed && !response.body.readableEnded && !response.body.draining) response.body.destroy();
   }
 }
 

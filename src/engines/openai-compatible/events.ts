@@ -114,15 +114,19 @@ export class NdjsonParser implements EventParser {
 /**
  * The events of a body, one batch per chunk that completes any, read as the consumer pulls. Not an async
  * generator: that cost one more generator, its promises and result objects per chunk under the reader's
- * own. Ending early (return()) closes the body.
+ * own. Ending early (return()) closes the body, unless a `done` event was handed out: then the answer is
+ * complete and `finished` is called instead (the upstream's body lets its last bytes come, keeping the
+ * connection).
  */
 export class EventBatches implements AsyncIterableIterator<StreamEvent[]> {
   private readonly chunks: AsyncIterator<Buffer>;
   private ended = false;
+  private sawDone = false;
 
   constructor(
     body: AsyncIterable<Buffer>,
     private readonly parser: EventParser,
+    private readonly finished?: () => void,
   ) {
     this.chunks = body[Symbol.asyncIterator]();
   }
@@ -141,14 +145,19 @@ export class EventBatches implements AsyncIterableIterator<StreamEvent[]> {
         break;
       }
       const batch = this.parser.push(read.value);
-      if (batch.length > 0) return { done: false, value: batch };
+      if (batch.length > 0) {
+        if (batch.some((event) => event.type === 'done')) this.sawDone = true;
+        return { done: false, value: batch };
+      }
     }
     return { done: true, value: undefined };
   }
 
   async return(): Promise<IteratorResult<StreamEvent[]>> {
+    if (this.ended) return { done: true, value: undefined };
     this.ended = true;
-    await this.chunks.return?.();
+    if (this.sawDone && this.finished) this.finished();
+    else await this.chunks.return?.();
     return { done: true, value: undefined };
   }
 }
