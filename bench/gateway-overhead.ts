@@ -22,9 +22,12 @@
 //     commit's): it serves the priced config as a fifth target, "infera-before", so before and after
 //     are measured in the same rounds under the same load.
 //   [--profile DIR]: the Infera servers run with --cpu-prof and write their profiles to DIR at exit.
+//   [--alloc DIR]: after the rounds, bytes allocated per request in each Infera server (V8's sampling heap
+//     profiler, bench/alloc-profile-hook.mjs), over --alloc-requests requests on one connection, non-streamed
+//     then streamed; the profiles stay in DIR for bench/heap-profile-summary.ts.
 import autocannon from 'autocannon';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +42,8 @@ const { values } = parseArgs({
     only: { type: 'string', default: 'direct,node-proxy,infera,infera-open,portkey,infera-before' },
     compare: { type: 'string' },
     profile: { type: 'string' },
+    alloc: { type: 'string' },
+    'alloc-requests': { type: 'string', default: '2000' },
   },
 });
 const seconds = Number(values.seconds);
@@ -179,6 +184,50 @@ async function throughput(target: Target): Promise<{ rps: number; errors: number
   };
 }
 
+/** `n` requests back to back on one connection. */
+async function send(target: Target, payload: string, n: number): Promise<void> {
+  const client = new Client(target.origin, { pipelining: 1 });
+  const headers = { ...target.headers, 'content-type': 'application/json' };
+  try {
+    for (let i = 0; i < n; i++) {
+      const response = await client.request({ method: 'POST', path: target.path, headers, body: payload });
+      if (response.statusCode !== 200) throw new Error(`${target.name}: ${response.statusCode} ${await response.body.text()}`);
+      await response.body.dump();
+    }
+  } finally {
+    await client.close();
+  }
+}
+
+/** Bytes the target's process allocated per request while it answered `n` of them (--alloc's hook toggles the sampling on SIGUSR2). */
+async function allocated(target: Target, payload: string, n: number, dir: string): Promise<number> {
+  const before = new Set(readdirSync(dir));
+  process.kill(target.pid!, 'SIGUSR2');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await send(target, payload, n);
+  process.kill(target.pid!, 'SIGUSR2');
+  for (let waited = 0; waited < 10_000; waited += 50) {
+    const file = readdirSync(dir).find((name) => !before.has(name) && name.startsWith(`alloc-${target.pid}-`));
+    if (file) {
+      // Written in one call, but wait for it to parse.
+      try {
+        const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { head: HeapNode };
+        renameSync(join(dir, file), join(dir, `${target.name}-${payload === body ? 'json' : 'stream'}-${n}.heapprofile`));
+        const sum = (node: HeapNode): number => node.selfSize + node.children.reduce((a, child) => a + sum(child), 0);
+        return Math.round(sum(profile.head) / n);
+      } catch {
+        // not complete yet
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`${target.name}: no heap profile in ${dir}`);
+}
+interface HeapNode {
+  selfSize: number;
+  children: HeapNode[];
+}
+
 const pct = (xs: number[], p: number) => {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -195,7 +244,11 @@ try {
 
   // Limits high enough never to trip, but every dimension is counted; a price, so each request
   // reserves against the balance and settles its cost with its ledger row.
-  const profileArgs = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
+  const profileArgs = [
+    ...(values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : []),
+    ...(values.alloc ? ['--import', new URL('./alloc-profile-hook.mjs', import.meta.url).pathname] : []),
+  ];
+  const allocEnv = values.alloc ? { INFERA_BENCH_ALLOC_DIR: values.alloc } : {};
   const priced = async (name: string, bin: string) => {
     const dataDir = join(dir, name);
     const configPath = join(dir, `${name}.yaml`);
@@ -217,7 +270,7 @@ try {
     const cli = (...args: string[]) => execFileSync(process.execPath, [bin, '--config', configPath, ...args], { encoding: 'utf8' });
     const secret = (JSON.parse(cli('keys', 'create', '--name', 'bench', '--account', 'bench', '--limits', 'rpm=100000000', '--json')) as { secret: string }).secret;
     cli('accounts', 'topup', 'bench', '1000000');
-    const server = await start(process.execPath, [...profileArgs, bin, '--config', configPath, 'serve'], {}, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+    const server = await start(process.execPath, [...profileArgs, bin, '--config', configPath, 'serve'], allocEnv, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
     children.push(server.child);
     return { server, secret };
   };
@@ -240,7 +293,7 @@ try {
       '',
     ].join('\n'),
   );
-  const open = await start(process.execPath, [...profileArgs, 'bin/infera.js', '--config', openConfig, 'serve'], { INFERA_API_KEY: '' }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+  const open = await start(process.execPath, [...profileArgs, 'bin/infera.js', '--config', openConfig, 'serve'], { INFERA_API_KEY: '', ...allocEnv }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
   children.push(open.child);
 
   const nodeProxy = wanted.includes('node-proxy') ? await start(process.execPath, ['-e', nodeProxySource], { UPSTREAM: upstreamUrl }, /port (\d+)/) : undefined;
@@ -318,6 +371,19 @@ try {
     loads.push(loadavg());
   }
 
+  // After the rounds: the sampling profiler slows the process it runs in, so it never overlaps a timing.
+  const allocBytesPerRequest: Record<string, { json: number; stream?: number }> = {};
+  if (values.alloc) {
+    mkdirSync(values.alloc, { recursive: true });
+    const n = Number(values['alloc-requests']);
+    for (const target of targets.filter((t) => t.name.startsWith('infera'))) {
+      const json = await allocated(target, body, n, values.alloc);
+      const stream = target.noStream ? undefined : await allocated(target, streamBody, n, values.alloc);
+      allocBytesPerRequest[target.name] = { json, stream };
+      console.error(`allocated per request, ${target.name}: ${json} B (JSON), ${stream ?? '-'} B (stream)`);
+    }
+  }
+
   const summary = Object.fromEntries(
     Object.entries(lat).map(([name, row]) => [
       name,
@@ -359,6 +425,7 @@ try {
       portkey: added('portkey'),
     },
     notStreamed: Object.fromEntries(targets.filter((t) => t.noStream).map((t) => [t.name, t.noStream])),
+    ...(values.alloc ? { allocBytesPerRequest } : {}),
     inferaOverPortkeyRps: summary.infera && summary.portkey ? +(summary.infera.rps / summary.portkey.rps).toFixed(2) : undefined,
     targets: { p50AddedUs: 300, p99AddedUs: 2000, rpsOverPortkey: 5, firstByteAddedUs: 1000 },
   };

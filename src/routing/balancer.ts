@@ -9,12 +9,12 @@ export class Balancer {
   constructor(private readonly deployments: readonly Deployment[]) {}
 
   /** The deployment for the next attempt, skipping those already tried; undefined when none admits one. */
-  pick(exclude: ReadonlySet<Deployment> = new Set(), now = Date.now()): Deployment | undefined {
+  pick(exclude?: ReadonlySet<Deployment>, now = Date.now()): Deployment | undefined {
     let best: Deployment[] = [];
     let bestPriority = Number.POSITIVE_INFINITY;
     let bestScore = Number.POSITIVE_INFINITY;
     for (const deployment of this.deployments) {
-      if (exclude.has(deployment) || !deployment.admits(now)) continue;
+      if (exclude?.has(deployment) || !deployment.admits(now)) continue;
       const score = (deployment.inFlight + 1) / deployment.weight;
       if (deployment.priority < bestPriority || (deployment.priority === bestPriority && score < bestScore)) {
         bestPriority = deployment.priority;

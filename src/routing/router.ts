@@ -143,12 +143,12 @@ export class Router {
    * when none can take a request.
    */
   async acquire(): Promise<{ model: AnyModel; release(): void }> {
-    const tried = new Set<Deployment>();
+    // The deployments tried so far: a set only once one has failed (nearly every request takes its first pick).
+    let tried: Set<Deployment> | undefined;
     let last: unknown;
     for (;;) {
       const deployment = this.balancer.pick(tried);
       if (!deployment) throw last ?? unavailable(this.id, this.deployments, this.options);
-      tried.add(deployment);
       try {
         const lease = await this.sources.get(deployment)!.acquire();
         this.home = lease.model;
@@ -156,6 +156,7 @@ export class Router {
         return { model: this.wrapper, release: lease.release };
       } catch (error) {
         // A load that fails is the registry's to report (the entry's state); try another deployment.
+        tried = tried ? tried.add(deployment) : new Set([deployment]);
         last = error;
       }
     }
@@ -163,13 +164,12 @@ export class Router {
 
   /** A call whose answer goes to the client whole (JSON): retried on another deployment when it fails retryably. */
   async call<T>(signal: AbortSignal | undefined, run: (model: AnyModel) => Promise<T>): Promise<T> {
-    const tried = new Set<Deployment>();
+    let tried: Set<Deployment> | undefined;
     let last: unknown;
     for (let attempt = 0; attempt < this.options.maxAttempts; attempt++) {
       signal?.throwIfAborted();
       const deployment = this.balancer.pick(tried);
       if (!deployment) break;
-      tried.add(deployment);
       const end = this.begin(deployment);
       let lease: { model: AnyModel; release(): void } | undefined;
       try {
@@ -181,6 +181,7 @@ export class Router {
         const verdict = judge(error, signal);
         end(verdict.outcome, error);
         if (!verdict.retry) throw error;
+        tried = tried ? tried.add(deployment) : new Set([deployment]);
         last = error;
         this.retrying(deployment, error);
       } finally {
@@ -196,62 +197,44 @@ export class Router {
    * Ending the iteration early (the client left) returns the deployment's stream, which stops its work.
    */
   stream<P>(signal: AbortSignal | undefined, open: (model: AnyModel) => AsyncIterable<P>): AsyncIterable<P> {
-    const router = this;
-    return {
-      async *[Symbol.asyncIterator]() {
-        const tried = new Set<Deployment>();
-        let last: unknown;
-        for (let attempt = 0; attempt < router.options.maxAttempts; attempt++) {
-          signal?.throwIfAborted();
-          const deployment = router.balancer.pick(tried);
-          if (!deployment) break;
-          tried.add(deployment);
-          const end = router.begin(deployment);
-          let lease: { model: AnyModel; release(): void } | undefined;
-          let iterator: AsyncIterator<P> | undefined;
-          let first: IteratorResult<P>;
-          try {
-            lease = await router.sources.get(deployment)!.acquire();
-            iterator = open(lease.model)[Symbol.asyncIterator]();
-            first = await iterator.next();
-          } catch (error) {
-            const verdict = judge(error, signal);
-            end(verdict.outcome, error);
-            await iterator?.return?.()?.catch(() => undefined);
-            lease?.release();
-            if (!verdict.retry) throw error;
-            last = error;
-            router.retrying(deployment, error);
-            continue;
-          }
-          // Committed to this deployment: the first part goes to the client, so no retry from here on.
-          let outcome: Outcome = 'neutral';
-          let failure: unknown;
-          try {
-            if (!first.done) {
-              yield first.value;
-              for (;;) {
-                const next = await iterator.next();
-                if (next.done) break;
-                yield next.value;
-              }
-            }
-            outcome = 'success';
-          } catch (error) {
-            outcome = judge(error, signal).outcome;
-            failure = error;
-            throw error;
-          } finally {
-            // Left early (the client went away): stop the deployment's work now.
-            if (outcome === 'neutral') await iterator.return?.()?.catch(() => undefined);
-            end(outcome, failure);
-            lease.release();
-          }
-          return;
-        }
-        throw last ?? unavailable(router.id, router.deployments, router.options);
-      },
-    };
+    return { [Symbol.asyncIterator]: () => new RoutedStream(this, signal, open) };
+  }
+
+  /**
+   * One attempt after another until one yields its first part (or ends), for RoutedStream: that
+   * attempt's iterator, first result, lease and end; a retryable failure before its first part goes on
+   * to the next deployment.
+   */
+  async firstPart<P>(
+    signal: AbortSignal | undefined,
+    open: (model: AnyModel) => AsyncIterable<P>,
+  ): Promise<{ iterator: AsyncIterator<P>; first: IteratorResult<P>; release(): void; end: (outcome: Outcome, error?: unknown) => void }> {
+    let tried: Set<Deployment> | undefined;
+    let last: unknown;
+    for (let attempt = 0; attempt < this.options.maxAttempts; attempt++) {
+      signal?.throwIfAborted();
+      const deployment = this.balancer.pick(tried);
+      if (!deployment) break;
+      const end = this.begin(deployment);
+      let lease: { model: AnyModel; release(): void } | undefined;
+      let iterator: AsyncIterator<P> | undefined;
+      try {
+        lease = await this.sources.get(deployment)!.acquire();
+        iterator = open(lease.model)[Symbol.asyncIterator]();
+        const first = await iterator.next();
+        return { iterator, first, release: lease.release, end };
+      } catch (error) {
+        const verdict = judge(error, signal);
+        end(verdict.outcome, error);
+        await iterator?.return?.()?.catch(() => undefined);
+        lease?.release();
+        if (!verdict.retry) throw error;
+        tried = tried ? tried.add(deployment) : new Set([deployment]);
+        last = error;
+        this.retrying(deployment, error);
+      }
+    }
+    throw last ?? unavailable(this.id, this.deployments, this.options);
   }
 
   private begin(deployment: Deployment): (outcome: Outcome, error?: unknown) => void {
@@ -268,6 +251,80 @@ export class Router {
 
   private retrying(deployment: Deployment, error: unknown): void {
     this.logger.warn({ model: this.id, deployment: deployment.name, err: error }, 'deployment failed before answering; trying another');
+  }
+}
+
+/**
+ * A routed stream: the first next() runs Router.firstPart (retries before the first part); from then on
+ * each next() is the committed attempt's own, passed through. As an async generator every part cost
+ * one more await, its promise and result object, and a return() while a read was pending waited for
+ * that read (so the client leaving reached the deployment only at its next part); here return() goes
+ * to the attempt at once.
+ */
+class RoutedStream<P> implements AsyncIterator<P> {
+  private opening?: Promise<IteratorResult<P>>;
+  private attempt?: { iterator: AsyncIterator<P>; release(): void; end: (outcome: Outcome, error?: unknown) => void };
+  private closed = false;
+
+  constructor(
+    private readonly router: Router,
+    private readonly signal: AbortSignal | undefined,
+    private readonly open: (model: AnyModel) => AsyncIterable<P>,
+  ) {}
+
+  next(): Promise<IteratorResult<P>> {
+    if (this.closed) return Promise.resolve({ done: true, value: undefined });
+    const attempt = this.attempt;
+    if (attempt) return attempt.iterator.next().then(this.passed, this.failed);
+    if (this.opening) return this.opening.then(() => this.next());
+    this.opening = this.router.firstPart(this.signal, this.open).then(
+      ({ iterator, first, release, end }) => {
+        this.opening = undefined;
+        this.attempt = { iterator, release, end };
+        return this.passed(first);
+      },
+      (error: unknown) => {
+        this.opening = undefined;
+        this.closed = true;
+        throw error;
+      },
+    );
+    return this.opening;
+  }
+
+  private readonly passed = (result: IteratorResult<P>): IteratorResult<P> => {
+    if (result.done) this.finish('success');
+    return result;
+  };
+
+  private readonly failed = async (error: unknown): Promise<never> => {
+    const outcome = judge(error, this.signal).outcome;
+    // Left early (the client went away): stop the deployment's work now.
+    if (outcome === 'neutral') await this.attempt?.iterator.return?.()?.catch(() => undefined);
+    this.finish(outcome, error);
+    throw error;
+  };
+
+  /** Ends the committed attempt once: its outcome to the deployment, its lease back. */
+  private finish(outcome: Outcome, error?: unknown): void {
+    this.closed = true;
+    const attempt = this.attempt;
+    if (!attempt) return;
+    this.attempt = undefined;
+    attempt.end(outcome, error);
+    attempt.release();
+  }
+
+  async return(): Promise<IteratorResult<P>> {
+    if (this.opening) await this.opening.catch(() => undefined);
+    const attempt = this.attempt;
+    this.closed = true;
+    if (attempt) {
+      // Left early (the client went away): stop the deployment's work now.
+      await attempt.iterator.return?.()?.catch(() => undefined);
+      this.finish('neutral');
+    }
+    return { done: true, value: undefined };
   }
 }
 

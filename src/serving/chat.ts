@@ -83,7 +83,9 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     promptTokens = counted;
     if (!request.stream) {
       const called = performance.now();
-      const results = await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
+      // n = 1 (nearly every request) without Promise.all and its arrays: one promise fewer to wait through.
+      const results =
+        request.n === 1 ? [await model.doGenerate(options)] : await Promise.all(Array.from({ length: request.n }, (_, i) => model.doGenerate(choiceOptions(options, i))));
       for (const result of results)
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
       const usage = combineChoiceUsage(results.map((r) => r.usage));
@@ -94,7 +96,8 @@ export async function serveChatCompletion(services: Services, context: RequestCo
 
     // Streaming: start every choice and wait for its first part before committing to a 200.
     for (let i = 0; i < request.n; i++) meters.push(new MeteredChatStream(model, choiceOptions(options, i), promptTokens));
-    await Promise.all(meters.map((meter) => meter.peek()));
+    if (meters.length === 1) await meters[0]!.peek();
+    else await Promise.all(meters.map((meter) => meter.peek()));
     const firstTokenAt = performance.now();
     services.metrics.firstToken(entry.config.id, (firstTokenAt - context.startedAt) / 1000);
     const frames = chatCompletionFrames(meta, meters, { includeUsage: request.includeUsage });

@@ -23,8 +23,8 @@ import type {
 import type { TokenCounter } from './count.ts';
 import type { Dialect } from './dialects/index.ts';
 import { num, obj } from './dialects/types.ts';
-import { ndjsonLines, sseEvents, type StreamEvent } from './events.ts';
-import { type Json, quote, readText, type Upstream, type UpstreamResponse } from './upstream.ts';
+import { EventBatches, NdjsonParser, SseParser, type StreamEvent } from './events.ts';
+import { DRAIN_MS, type Json, quote, readText, type Upstream, type UpstreamResponse } from './upstream.ts';
 
 type Options = Omit<ChatCallOptions, 'signal'>;
 
@@ -408,39 +408,42 @@ export class RemoteChatModel implements ChatModel {
     );
   }
 
-  private async *chatParts(events: AsyncIterable<StreamEvent>, response: UpstreamResponse, options: ChatCallOptions): AsyncGenerator<ChatStreamPart> {
+  private async *chatParts(events: AsyncIterable<StreamEvent[]>, response: UpstreamResponse, options: ChatCallOptions): AsyncGenerator<ChatStreamPart> {
     const normalizer = new ChoiceNormalizer(this.upstream, (options.tools?.length ?? 0) > 0);
     let usage: ChatUsage | undefined;
     let done = false;
-    for await (const event of events) {
-      if (event.type === 'done') {
-        done = true;
-        break;
+    read: for await (const batch of events) {
+      for (const event of batch) {
+        if (event.type === 'done') {
+          done = true;
+          break read;
+        }
+        let chunk = this.parseEvent(event);
+        if (this.native) chunk = this.dialect.native!.chatAnswer(chunk, true);
+        const failure = answerError(this.upstream, chunk);
+        if (failure) throw failure;
+        usage = chatUsageOf(chunk.usage) ?? usage;
+        const parts: ChatStreamPart[] = [];
+        for (const item of Array.isArray(chunk.choices) ? chunk.choices : []) {
+          const choice = obj(item);
+          // n is always 1 upstream (serving runs one call per choice).
+          if (!choice || (num(choice.index) ?? 0) !== 0) continue;
+          const delta = obj(choice.delta) ?? obj(choice.message) ?? {};
+          const reasoning = delta.reasoning_content ?? delta.reasoning;
+          if (typeof reasoning === 'string') normalizer.reasoningDelta(reasoning, parts);
+          if (Array.isArray(delta.tool_calls)) for (const [i, call] of delta.tool_calls.entries()) normalizer.toolCallDelta(obj(call) ?? {}, i, parts);
+          if (typeof delta.content === 'string') normalizer.textDelta(delta.content, parts);
+          normalizer.finish(choice.finish_reason);
+        }
+        // One by one: an async generator's yield* over an array awaits each element through an async-from-sync iterator.
+        for (const part of parts) yield part;
       }
-      let chunk = this.parseEvent(event);
-      if (this.native) chunk = this.dialect.native!.chatAnswer(chunk, true);
-      const failure = answerError(this.upstream, chunk);
-      if (failure) throw failure;
-      usage = chatUsageOf(chunk.usage) ?? usage;
-      const parts: ChatStreamPart[] = [];
-      for (const item of Array.isArray(chunk.choices) ? chunk.choices : []) {
-        const choice = obj(item);
-        // n is always 1 upstream (serving runs one call per choice).
-        if (!choice || (num(choice.index) ?? 0) !== 0) continue;
-        const delta = obj(choice.delta) ?? obj(choice.message) ?? {};
-        const reasoning = delta.reasoning_content ?? delta.reasoning;
-        if (typeof reasoning === 'string') normalizer.reasoningDelta(reasoning, parts);
-        if (Array.isArray(delta.tool_calls)) for (const [i, call] of delta.tool_calls.entries()) normalizer.toolCallDelta(obj(call) ?? {}, i, parts);
-        if (typeof delta.content === 'string') normalizer.textDelta(delta.content, parts);
-        normalizer.finish(choice.finish_reason);
-      }
-      yield* parts;
     }
     if (!done && normalizer.finishReason === undefined)
       throw this.upstream.broken(`ended its stream before finishing the answer (no finish_reason and no [DONE]; content-type ${response.contentType})`);
     const tail: ChatStreamPart[] = [];
     normalizer.end(tail);
-    yield* tail;
+    for (const part of tail) yield part;
     const warnings: string[] = [];
     const settled = settleUsage(usage, () => this.promptEstimate(options), normalizer, this.counter, warnings);
     yield { type: 'finish', finishReason: normalizer.reason(), usage: settled, ...(warnings.length ? { warnings } : {}) };
@@ -509,28 +512,30 @@ export class RemoteChatModel implements ChatModel {
     );
   }
 
-  private async *completionParts(events: AsyncIterable<StreamEvent>, response: UpstreamResponse, options: Omit<CompletionCallOptions, 'signal'>): AsyncGenerator<CompletionStreamPart> {
+  private async *completionParts(events: AsyncIterable<StreamEvent[]>, response: UpstreamResponse, options: Omit<CompletionCallOptions, 'signal'>): AsyncGenerator<CompletionStreamPart> {
     let usage: CompletionResult['usage'] | undefined;
     let finish: 'stop' | 'length' | undefined;
     let text = '';
     let done = false;
-    for await (const event of events) {
-      if (event.type === 'done') {
-        done = true;
-        break;
+    read: for await (const batch of events) {
+      for (const event of batch) {
+        if (event.type === 'done') {
+          done = true;
+          break read;
+        }
+        const chunk = this.parseEvent(event);
+        const failure = answerError(this.upstream, chunk);
+        if (failure) throw failure;
+        usage = completionUsageOf(chunk.usage) ?? usage;
+        const choice = obj(Array.isArray(chunk.choices) ? chunk.choices[0] : undefined);
+        if (!choice) continue;
+        if (typeof choice.text === 'string' && choice.text !== '') {
+          text += choice.text;
+          const logprobs = options.topLogprobs !== undefined ? legacyLogprobs(choice.logprobs) : undefined;
+          yield logprobs ? { type: 'text-delta', text: choice.text, logprobs } : { type: 'text-delta', text: choice.text };
+        }
+        if (typeof choice.finish_reason === 'string' && choice.finish_reason) finish = choice.finish_reason === 'length' ? 'length' : 'stop';
       }
-      const chunk = this.parseEvent(event);
-      const failure = answerError(this.upstream, chunk);
-      if (failure) throw failure;
-      usage = completionUsageOf(chunk.usage) ?? usage;
-      const choice = obj(Array.isArray(chunk.choices) ? chunk.choices[0] : undefined);
-      if (!choice) continue;
-      if (typeof choice.text === 'string' && choice.text !== '') {
-        text += choice.text;
-        const logprobs = options.topLogprobs !== undefined ? legacyLogprobs(choice.logprobs) : undefined;
-        yield logprobs ? { type: 'text-delta', text: choice.text, logprobs } : { type: 'text-delta', text: choice.text };
-      }
-      if (typeof choice.finish_reason === 'string' && choice.finish_reason) finish = choice.finish_reason === 'length' ? 'length' : 'stop';
     }
     if (!done && finish === undefined) throw this.upstream.broken(`ended its stream before finishing the answer (content-type ${response.contentType})`);
     const warnings: string[] = [];
@@ -579,7 +584,7 @@ class UpstreamStream<P> implements AsyncIterableIterator<P> {
     private readonly signal: AbortSignal,
     private readonly framing: 'sse' | 'ndjson',
     private readonly request: () => Promise<{ path: string; body: Json }>,
-    private readonly toParts: (events: AsyncIterable<StreamEvent>, response: UpstreamResponse) => AsyncGenerator<P>,
+    private readonly toParts: (events: AsyncIterable<StreamEvent[]>, response: UpstreamResponse) => AsyncGenerator<P>,
   ) {}
 
   [Symbol.asyncIterator]() {
@@ -609,21 +614,22 @@ class UpstreamStream<P> implements AsyncIterableIterator<P> {
     }
   }
 
-  private async *events(response: UpstreamResponse): AsyncGenerator<StreamEvent> {
+  /** The answer's events, one batch per chunk read. */
+  private events(response: UpstreamResponse): AsyncIterable<StreamEvent[]> {
     const type = response.contentType;
-    if (/\bjson\b/.test(type) && !type.includes('ndjson')) {
-      // One whole answer instead of a stream: replayed as one event (completion objects carry `message`, which the readers accept).
-      const text = await readText(response.body, 256 * 1024 * 1024);
-      const answer = this.upstream.parseJson(text, type);
-      yield { type: 'data', data: JSON.stringify(this.framing === 'ndjson' ? answer : asChunk(answer)) };
-      yield { type: 'done' };
-      return;
-    }
+    if (/\bjson\b/.test(type) && !type.includes('ndjson')) return this.replayed(response, type);
     if (this.framing === 'sse' && !type.includes('text/event-stream'))
       throw this.upstream.broken(`answered a stream request with content-type ${type || '(none)'} instead of text/event-stream`);
     if (this.framing === 'ndjson' && !type.includes('ndjson') && !type.includes('text/'))
       throw this.upstream.broken(`answered a stream request with content-type ${type || '(none)'} instead of application/x-ndjson`);
-    yield* this.framing === 'sse' ? sseEvents(response.body) : ndjsonLines(response.body);
+    return new EventBatches(response.body, this.framing === 'sse' ? new SseParser() : new NdjsonParser(), () => response.body.drain(DRAIN_MS));
+  }
+
+  /** One whole answer instead of a stream: replayed as one event (completion objects carry `message`, which the readers accept). */
+  private async *replayed(response: UpstreamResponse, type: string): AsyncGenerator<StreamEvent[]> {
+    const text = await readText(response.body, 256 * 1024 * 1024);
+    const answer = this.upstream.parseJson(text, type);
+    yield [{ type: 'data', data: JSON.stringify(this.framing === 'ndjson' ? answer : asChunk(answer)) }, { type: 'done' }];
   }
 
   async return(): Promise<IteratorResult<P>> {
@@ -640,8 +646,9 @@ class UpstreamStream<P> implements AsyncIterableIterator<P> {
     if (!response) return;
     this.response = undefined;
     response.done();
-    // Destroying (not draining) closes the connection: the upstream notices and stops generating.
-    if (!response.body.destroyed && !response.body.readableEnded) response.body.destroy();
+    // Destroying (not draining) closes the connection: the upstream notices and stops generating. A
+    // body already draining after its [DONE] (EventBatches) is left to end and keep its connection.
+    if (!response.body.destroyed && !response.body.readableEnded && !response.body.draining) response.body.destroy();
   }
 }
 

@@ -15,7 +15,23 @@ export interface UpstreamBody extends AsyncIterable<Buffer> {
   readonly destroyed: boolean;
   /** Every byte has arrived and been read. */
   readonly readableEnded: boolean;
+  /**
+   * The reader has all it wants (the stream's [DONE]) but the body has not ended yet: the rest is
+   * discarded as it comes, so the connection goes back to the pool, and the request is aborted if it has
+   * not ended within `ms`.
+   */
+  drain(ms: number): void;
+  /** drain() was called: the answer is over for the reader; its last bytes may still be on their way. */
+  readonly draining: boolean;
 }
+
+/**
+ * How long a stream's body may take to end after its [DONE] before its connection is closed. Servers end
+ * the body right after [DONE], but in a later write: closing at [DONE] (as before) cost the keep-alive
+ * connection of nearly every stream (42 of 50 with the end 5 ms after [DONE]) and a new TCP connection
+ * for the next request.
+ */
+export const DRAIN_MS = 1000;
 
 export interface UpstreamResponse {
   status: number;
@@ -35,6 +51,8 @@ const STREAM_HIGH_WATER = 16;
  */
 class DispatchedBody implements UpstreamBody {
   destroyed = false;
+  draining = false;
+  private drainTimer?: NodeJS.Timeout;
   private complete = false;
   private error?: Error;
   private readonly chunks: Buffer[] = [];
@@ -71,6 +89,7 @@ class DispatchedBody implements UpstreamBody {
     },
     onData: (chunk: Buffer) => {
       if (this.destroyed) return false;
+      if (this.draining) return true;
       const reading = this.reading;
       if (reading) {
         this.reading = undefined;
@@ -84,12 +103,14 @@ class DispatchedBody implements UpstreamBody {
     },
     onComplete: () => {
       this.complete = true;
+      clearTimeout(this.drainTimer);
       const reading = this.reading;
       this.reading = undefined;
       reading?.resolve({ done: true, value: undefined });
     },
     onError: (error: Error) => {
       this.error ??= error;
+      clearTimeout(this.drainTimer);
       const head = this.head;
       this.head = undefined;
       head?.reject(error);
@@ -106,14 +127,31 @@ class DispatchedBody implements UpstreamBody {
     else this.pendingAbort ??= reason;
   }
 
+  drain(ms: number): void {
+    if (this.destroyed || this.draining || this.complete || this.error) return;
+    this.draining = true;
+    this.chunks.length = 0;
+    if (this.paused) {
+      this.paused = false;
+      this.resumeRequest?.();
+    }
+    this.drainTimer = setTimeout(() => this.destroy(), ms);
+    this.drainTimer.unref();
+  }
+
   destroy(): void {
     if (this.destroyed) return;
+    clearTimeout(this.drainTimer);
     this.destroyed = true;
     this.chunks.length = 0;
-    this.abort(new DOMException('The upstream answer was closed', 'AbortError'));
+    // Every byte came (a stream closed at its [DONE]) or the request failed: nothing to abort and no read
+    // pending, so no DOMException is built (its stack trace cost ~600 bytes and microseconds per stream).
+    if (this.complete || this.error) return;
+    const closed = new DOMException('The upstream answer was closed', 'AbortError');
+    this.abort(closed);
     const reading = this.reading;
     this.reading = undefined;
-    reading?.reject(new DOMException('The upstream answer was closed', 'AbortError'));
+    reading?.reject(closed);
   }
 
   private read(): Promise<IteratorResult<Buffer>> {

@@ -1,0 +1,29 @@
+// Preloaded (--import) by bench/gateway-overhead.ts --alloc: V8's sampling heap profiler, keeping the
+// samples of objects the GC has since collected, so the profile is what was allocated, not what is still
+// alive. SIGUSR2 starts a profile; the next SIGUSR2 stops it and writes <dir>/alloc-<pid>-<n>.heapprofile
+// (DevTools' Memory tab opens it; bench/heap-profile-summary.ts reads it as text).
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import { join } from 'node:path';
+
+const dir = process.env.INFERA_BENCH_ALLOC_DIR;
+if (dir) {
+  const session = new Session();
+  session.connect();
+  session.post('HeapProfiler.enable');
+  let running = false;
+  let n = 0;
+  process.on('SIGUSR2', () => {
+    if (!running) {
+      running = true;
+      // One sample per ~1 KiB allocated on average: per-request figures of a few KB come out within a few %.
+      session.post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+      return;
+    }
+    running = false;
+    // An in-thread session answers synchronously.
+    session.post('HeapProfiler.stopSampling', (error, result) => {
+      if (!error) writeFileSync(join(dir, `alloc-${process.pid}-${n++}.heapprofile`), JSON.stringify(result.profile));
+    });
+  });
+}
