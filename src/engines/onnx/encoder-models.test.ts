@@ -177,7 +177,7 @@ describe('onnx embedding model', () => {
 
   test('spin: the intra-op threads stay awake through a pass and sleep once it returns', async () => {
     // Threads are told apart by what they block on: a pool thread that sleeps between parallel sections
-    // makes a voluntary context switch for each (~18 per pass here, ~80 on the 384x12 bench model), one
+    // makes a voluntary context switch for each (8–20 per pass here, ~80 on the 384x12 bench model), one
     // that spins makes next to none; one left spinning after the pass burns CPU while the model is idle.
     const threadIds = () => new Set(readdirSync('/proc/self/task'));
     const voluntarySwitches = (tid: string) => Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))![1]);
@@ -202,8 +202,9 @@ describe('onnx embedding model', () => {
     };
     const sleeping = await measure(false);
     const spinning = await measure(true);
-    assert.ok(sleeping.perPass >= 10, `without spin a pool thread should sleep between sections: ${sleeping.perPass} blocking waits per pass`);
-    assert.ok(spinning.perPass <= 5, `with spin the pool thread blocked ${spinning.perPass} times per pass`);
+    // Sleeping varies with the load (8–20 waits per pass measured); spinning stays at 0–1.
+    assert.ok(spinning.perPass <= 2, `with spin the pool thread blocked ${spinning.perPass} times per pass`);
+    assert.ok(sleeping.perPass >= 3 * Math.max(1, spinning.perPass), `without spin: ${sleeping.perPass} blocking waits per pass, with: ${spinning.perPass}`);
     assert.ok(spinning.idleMs < 10, `with spin the idle model burned ${spinning.idleMs.toFixed(1)} ms of CPU in 200 ms after a pass`);
   });
 
