@@ -33,6 +33,8 @@ export const onnxOptionsSchema = z
     maxBatchSize: positiveInt.default(32),
     /** Encoders (engine onnx): padded tokens (rows × longest row) per forward pass, bounding its memory. */
     maxBatchTokens: positiveInt.default(16384),
+    /** Encoders (engine onnx): intra-op threads spin during a forward pass and sleep between passes. */
+    spin: z.boolean().default(false),
   })
   .strict();
 

@@ -57,6 +57,7 @@ export function loadEncoder(config: OnnxModelConfig, { log, ownProcess }: Encode
     file: onnx.file,
     maxBatchSize: onnx.maxBatchSize,
     maxBatchTokens: onnx.maxBatchTokens,
+    spin: onnx.spin,
     log,
     inThread: ownProcess,
   });

@@ -3,7 +3,7 @@
 // or an ONNX Runtime session called directly.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, cpSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, cpSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -173,6 +173,39 @@ describe('onnx embedding model', () => {
     clearInterval(timer);
     assert.ok(took > 150, `the pass took ${took.toFixed(0)} ms; make it longer for this test to mean anything`);
     assert.ok(longestGap < took / 2, `event loop stalled ${longestGap.toFixed(0)} ms during a ${took.toFixed(0)} ms pass`);
+  });
+
+  test('spin: the intra-op threads stay awake through a pass and sleep once it returns', async () => {
+    // Threads are told apart by what they block on: a pool thread that sleeps between parallel sections
+    // makes a voluntary context switch for each (8–20 per pass here, ~80 on the 384x12 bench model), one
+    // that spins makes next to none; one left spinning after the pass burns CPU while the model is idle.
+    const threadIds = () => new Set(readdirSync('/proc/self/task'));
+    const voluntarySwitches = (tid: string) => Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))![1]);
+    const inputs = [{ text: Array.from({ length: 120 }, (_, i) => (i % 2 ? 'cat' : 'dog')).join(' ') }];
+    const measure = async (spin: boolean) => {
+      const before = threadIds();
+      const loaded = await loadOnnxEmbeddingModel(embedConfig({ onnx: { threads: 2, spin } }), undefined, { ownProcess: true });
+      try {
+        const pool = [...threadIds()].filter((tid) => !before.has(tid));
+        await loaded.model.doEmbed({ inputs, signal });
+        const start = pool.map(voluntarySwitches);
+        const passes = 5;
+        for (let i = 0; i < passes; i++) await loaded.model.doEmbed({ inputs, signal });
+        const perPass = Math.max(...pool.map((tid, i) => (voluntarySwitches(tid) - start[i]!) / passes));
+        const cpu = process.cpuUsage();
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const idle = process.cpuUsage(cpu);
+        return { perPass, idleMs: (idle.user + idle.system) / 1000 };
+      } finally {
+        await loaded.dispose();
+      }
+    };
+    const sleeping = await measure(false);
+    const spinning = await measure(true);
+    // Sleeping varies with the load (8–20 waits per pass measured); spinning stays at 0–1.
+    assert.ok(spinning.perPass <= 2, `with spin the pool thread blocked ${spinning.perPass} times per pass`);
+    assert.ok(sleeping.perPass >= 3 * Math.max(1, spinning.perPass), `without spin: ${sleeping.perPass} blocking waits per pass, with: ${spinning.perPass}`);
+    assert.ok(spinning.idleMs < 10, `with spin the idle model burned ${spinning.idleMs.toFixed(1)} ms of CPU in 200 ms after a pass`);
   });
 
   test('exports that cannot be served are refused at load with what to do', async () => {

@@ -19,20 +19,28 @@ export interface SessionSettings {
   /** Pinned intra-op threads: more threads change float summation order and break seed determinism. */
   threads: number;
   executionProviders: ExecutionProvider[];
+  /**
+   * Pool threads spin between the parallel sections of a pass instead of sleeping, and stop the moment
+   * the pass returns (ONNX Runtime's force_spinning_stop): see `spin` in the onnx options block.
+   */
+  spin?: boolean;
 }
 
-const sessionOptions = (settings: SessionSettings, providers: ExecutionProvider[]): ort.InferenceSession.SessionOptions => ({
+export const sessionOptions = (settings: SessionSettings, providers: ExecutionProvider[]): ort.InferenceSession.SessionOptions => ({
   executionProviders: providers,
   intraOpNumThreads: settings.threads,
   interOpNumThreads: 1,
   executionMode: 'sequential',
   graphOptimizationLevel: 'all',
   logSeverityLevel: 3,
-  // Pool threads sleep between parallel sections instead of spinning. A spinning thread holds a core that
-  // the server's HTTP thread and the engine process's own thread need next, and on a shared box it is
-  // preempted mid-spin. Measured behind `infera serve` (bench-embed, 2 threads, load 10–12, two runs each):
-  // the engine process's CPU per embedding 47–60 ms → 21–23 at 1 client, 24–28 → 12–13 at 32 clients.
-  extra: { session: { intra_op: { allow_spinning: '0' } } },
+  // By default pool threads sleep between parallel sections instead of spinning. A spinning thread holds a
+  // core that the server's HTTP thread and the engine process's own thread need next, and on a shared box
+  // it is preempted mid-spin. Measured behind `infera serve` (bench-embed, 2 threads, load 10–12, two runs
+  // each, spinning as ONNX Runtime does it by default: on for ~30 ms after every pass): the engine
+  // process's CPU per embedding 47–60 ms → 21–23 at 1 client, 24–28 → 12–13 at 32 clients.
+  // `spin` keeps the spinning inside a pass only: force_spinning_stop puts the threads to sleep when the
+  // pass returns, so an idle model burns nothing between requests.
+  extra: { session: settings.spin ? { intra_op: { allow_spinning: '1' }, force_spinning_stop: '1' } : { intra_op: { allow_spinning: '0' } } },
 });
 
 export type TensorMetadata = { name: string; type: string; shape: readonly (number | string)[] };
