@@ -656,7 +656,7 @@ export async function loadFfiChatModel(
   if (options.gpu !== false || options.gpuLayers !== 0) return 'GPU offload is configured (gpu / gpuLayers), and the FFI runner drives the CPU backend only';
   let lib: LlamaLibrary;
   try {
-    lib = await openLlamaLibrary();
+    lib = await openLlamaLibrary({ cpuBackend: options.cpuBackend, cpuBackendDir: options.cpuBackendDir });
   } catch (error) {
     if (error instanceof LlamaLibraryUnavailable) return error.message;
     throw error;
