@@ -13,7 +13,10 @@
 // Usage:
 //   node --import tsx bench/embeddings.ts [--kind embed|rerank|both] [--engines llama-cpp,onnx] [--duration 6]
 //        [--clients 1,8,32] [--contexts 2] [--threads 1] [--runners ffi,node-llama-cpp] [--batch-sequences 32] [--onnx-threads 2] [--onnx-batch rows] [--inputs 1] [--docs 8] [--wait ms] [--concurrency n]
-//        [--rounds 2] [--model path.gguf] [--modes sequential,batched]
+//        [--rounds 2] [--model path.gguf] [--modes sequential,batched] [--cpu-backend auto|prebuilt|native]
+// --cpu-backend is llamaCpp.cpuBackend for the FFI runner. The CPU backend is one per process, and
+// node-llama-cpp's addon, once loaded, decides it: with --runners including node-llama-cpp the FFI rows
+// compute on the addon's prebuilt backend whatever --cpu-backend says (the FFI loader logs which).
 // The bge-small-shaped bench models (hidden 384, 12 layers, random weights) are generated into
 // $TMPDIR/infera-bench-models: the GGUF by ensureBenchModel, its ONNX twin (same weights) by ensureOnnxBert.
 import { tmpdir } from 'node:os';
@@ -24,6 +27,7 @@ import { createLlama } from '../src/engines/llama-cpp/runtime.ts';
 import { onnxModelSchema } from '../src/engines/onnx/config.ts';
 import { loadLlamaCppEmbeddingModel } from '../src/engines/llama-cpp/embedding.ts';
 import { loadLlamaCppRerankModel } from '../src/engines/llama-cpp/rerank.ts';
+import { describeCpuBackend, openedCpuBackend } from '../src/engines/llama-cpp/ffi/library.ts';
 import { loadOnnxEmbeddingModel } from '../src/engines/onnx/embedding.ts';
 import { loadOnnxRerankModel } from '../src/engines/onnx/rerank.ts';
 import { Slots } from '../src/scheduler/slots.ts';
@@ -50,6 +54,7 @@ const { values } = parseArgs({
     model: { type: 'string' },
     modes: { type: 'string', default: 'sequential,batched' },
     rounds: { type: 'string', default: '2' },
+    'cpu-backend': { type: 'string', default: 'auto' },
   },
 });
 const durationMs = Number(values.duration) * 1000;
@@ -148,7 +153,7 @@ function configFor(kind: 'embed' | 'rerank', path: string, pool: number, runner:
   // A busy box serves 32 clients slowly: the bench measures throughput, not the queue-wait limit.
   const common = { id: `bench/${kind}`, type: kind === 'embed' ? 'embedding' : 'reranker', path, maxQueue: 10_000, maxQueueWaitSeconds: 600 };
   return {
-    llamaCpp: llamaCppModelSchema.parse({ ...common, engine: 'llama-cpp', llamaCpp: { threads, contexts: pool, contextSize: 512, runner, batchSequences } }),
+    llamaCpp: llamaCppModelSchema.parse({ ...common, engine: 'llama-cpp', llamaCpp: { threads, contexts: pool, contextSize: 512, runner, batchSequences, cpuBackend: values['cpu-backend'] } }),
     onnx: onnxModelSchema.parse({
       ...common,
       engine: 'onnx',
@@ -157,7 +162,9 @@ function configFor(kind: 'embed' | 'rerank', path: string, pool: number, runner:
   };
 }
 
-const llama = await createLlama(false);
+// Made on first use: the addon loads node-llama-cpp's CPU backend into the process (see --cpu-backend).
+let made: ReturnType<typeof createLlama> | undefined;
+const llama = () => (made ??= createLlama(false));
 
 type Send = () => Promise<{ items: number; tokens: number }>;
 
@@ -181,6 +188,15 @@ async function runCells(kind: string, senders: Record<string, Send>): Promise<Ce
   return cells;
 }
 
+let printed = false;
+/** Which ggml CPU backend the FFI rows compute on (once). */
+async function printCpuBackend(model: object): Promise<void> {
+  const choice = (model as { runner?: unknown }).runner === 'ffi' && !printed ? await openedCpuBackend() : undefined;
+  if (!choice) return;
+  printed = true;
+  console.log(describeCpuBackend(choice).text);
+}
+
 async function benchEmbeddings(): Promise<Cell[]> {
   const senders: Record<string, Send> = {};
   const disposers: (() => Promise<void>)[] = [];
@@ -193,6 +209,7 @@ async function benchEmbeddings(): Promise<Cell[]> {
     const config = engine === 'onnx' ? configs.onnx : configs.llamaCpp;
     disposers.push(loaded.dispose);
     const model: EmbeddingModel = loaded.model;
+    await printCpuBackend(model);
     const turn = new Slots(1, 10_000, 'bench');
     const batcher = createEmbeddingBatcher(model, config, batching);
     senders[`${name} ${mode}`] = async () => {

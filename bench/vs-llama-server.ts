@@ -611,6 +611,9 @@ interface EmbedCell {
   clients: number;
   infera: Sample[];
   llama: Sample[];
+  /** CPU milliseconds each server's process tree spent per embedding: the steadier figure on a shared box. */
+  inferaCpu: number[];
+  llamaCpu: number[];
 }
 const embedCells: EmbedCell[] = [];
 
@@ -626,8 +629,9 @@ function sentence(words: number): string {
 }
 
 /** `clients` loops, each sending one single-input /v1/embeddings request after another for --embed-seconds. */
-async function embedRun(server: Server, clients: number): Promise<number> {
+async function embedRun(server: Server, clients: number): Promise<{ rate: number; cpuMs: number }> {
   let items = 0;
+  const cpu = treeCpuJiffies(server.child.pid!);
   const start = performance.now();
   const deadline = start + embedSeconds * 1000;
   await Promise.all(
@@ -639,7 +643,8 @@ async function embedRun(server: Server, clients: number): Promise<number> {
       }
     }),
   );
-  return items / ((performance.now() - start) / 1000);
+  const cpuMs = ((treeCpuJiffies(server.child.pid!) - cpu) / CLOCK_TICKS) * 1000;
+  return { rate: items / ((performance.now() - start) / 1000), cpuMs: cpuMs / items };
 }
 
 async function embeddingsPart(): Promise<void> {
@@ -649,16 +654,20 @@ async function embeddingsPart(): Promise<void> {
   try {
     for (const server of [infera!, llama!]) await embedRun(server, Math.max(...embedClients)).catch(() => 0);
     for (const clients of embedClients) {
-      const cell: EmbedCell = { clients, infera: [], llama: [] };
+      const cell: EmbedCell = { clients, infera: [], llama: [], inferaCpu: [], llamaCpu: [] };
       embedCells.push(cell);
       for (let round = 0; round < rounds; round++) {
         await waitQuiet();
         const order = round % 2 === 0 ? [infera!, llama!] : [llama!, infera!];
         for (const server of order) {
           const { value, others, busy } = await measured(() => embedRun(server, clients));
-          (server.name === 'infera' ? cell.infera : cell.llama).push({ value, busy, others });
+          (server.name === 'infera' ? cell.infera : cell.llama).push({ value: value.rate, busy, others });
+          (server.name === 'infera' ? cell.inferaCpu : cell.llamaCpu).push(value.cpuMs);
         }
-        console.log(`round ${round + 1} ${clients} client(s): ${label} ${cell.infera.at(-1)!.value.toFixed(1)} /s, llama-server ${cell.llama.at(-1)!.value.toFixed(1)} /s`);
+        console.log(
+          `round ${round + 1} ${clients} client(s): ${label} ${cell.infera.at(-1)!.value.toFixed(1)} /s, llama-server ${cell.llama.at(-1)!.value.toFixed(1)} /s, ` +
+            `CPU ${cell.inferaCpu.at(-1)!.toFixed(1)} / ${cell.llamaCpu.at(-1)!.toFixed(1)} ms/embedding`,
+        );
       }
     }
   } finally {
@@ -837,12 +846,17 @@ function report(): string {
     }
   }
   if (embedCells.length) {
-    lines.push('', `| embeddings (bert-384x12-embed, ${embedThreads} threads) | ${label} /s | llama-server /s | ratio |`, '|---|---|---|---|');
+    lines.push(
+      '',
+      `| embeddings (bert-384x12-embed, ${embedThreads} threads) | ${label} /s | llama-server /s | ratio | CPU ms/embedding ${label} / llama-server | CPU ratio (llama / ${label}) |`,
+      '|---|---|---|---|---|---|',
+    );
     for (const c of embedCells) {
       if (!c.infera.length || !c.llama.length) continue;
       const i = figure(c.infera);
       const l = figure(c.llama);
-      lines.push(`| ${c.clients} client(s) | ${i.text} | ${l.text} | **${ratio(i.value, l.value)}** |`);
+      const [ic, lc] = [median(c.inferaCpu), median(c.llamaCpu)];
+      lines.push(`| ${c.clients} client(s) | ${i.text} | ${l.text} | **${ratio(i.value, l.value)}** | ${ic.toFixed(1)} / ${lc.toFixed(1)} | ${ratio(lc, ic)} |`);
     }
   }
   if (encoderCells.length) {

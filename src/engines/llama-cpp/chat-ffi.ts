@@ -656,7 +656,11 @@ export async function loadFfiChatModel(
   if (options.gpu !== false || options.gpuLayers !== 0) return 'GPU offload is configured (gpu / gpuLayers), and the FFI runner drives the CPU backend only';
   let lib: LlamaLibrary;
   try {
-    lib = await openLlamaLibrary();
+    // `auto` keeps chat on the prebuilt backend: the native build's gain is in the F16 kernel embeddings
+    // use (0.56x the CPU per input); on the Q8_0 chat decode it measured +3 % / +6 % CPU per token at
+    // 1 / 8 streams (busy box, docs/BENCHMARKS.md), where the prebuilt already meets its targets.
+    const cpuBackend = options.cpuBackend === 'auto' ? 'prebuilt' : options.cpuBackend;
+    lib = await openLlamaLibrary({ cpuBackend, cpuBackendDir: options.cpuBackendDir });
   } catch (error) {
     if (error instanceof LlamaLibraryUnavailable) return error.message;
     throw error;

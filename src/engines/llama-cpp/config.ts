@@ -27,6 +27,16 @@ export const llamaCppOptionsSchema = z
      */
     runner: z.enum(['ffi', 'node-llama-cpp']).default('ffi'),
     /**
+     * FFI runner: the ggml CPU backend. "prebuilt" is node-llama-cpp's variant for this CPU; "native"
+     * the module `scripts/build-llama-server.sh --cpu-backend` compiled on this machine from the same
+     * llama.cpp commit (faster F16 kernels, docs/BENCHMARKS.md); "auto" the native one for embedding
+     * and reranker models when that build is there, the prebuilt for chat. A native build that is missing or does not fit falls back to the prebuilt, with one log
+     * line saying why (a warning when "native" was asked for). One per process: the first model wins.
+     */
+    cpuBackend: z.enum(['auto', 'prebuilt', 'native']).default('auto'),
+    /** The native build's folder, when not the build script's cache (.infera/llama-server/<commit>/cpu-backend). */
+    cpuBackendDir: z.string().min(1).optional(),
+    /**
      * Embedding/rerank: contexts decoding at the same time, `threads` each. On node-llama-cpp a pool
      * (each context one input at a time); on the FFI runner each takes whatever is queued, packed into one decode.
      */

@@ -98,7 +98,7 @@ export async function ffiLibrary(config: LlamaCppModelConfig): Promise<LlamaLibr
   const options = config.llamaCpp;
   if (options.gpu !== false || options.gpuLayers !== 0) return 'GPU offload is configured (gpu / gpuLayers), and the FFI runner drives the CPU backend only';
   try {
-    return await openLlamaLibrary();
+    return await openLlamaLibrary({ cpuBackend: options.cpuBackend, cpuBackendDir: options.cpuBackendDir });
   } catch (error) {
     if (error instanceof LlamaLibraryUnavailable) return error.message;
     throw error;

@@ -15,6 +15,13 @@ export async function loadLlamaCpp({ config, onProgress, signal, logger, resourc
     (created) => created.dispose(),
   );
   const decodeOn = ownProcess ? ('loop' as const) : ('worker' as const);
+  const logCpuBackend = async () => {
+    const { describeCpuBackend, openedCpuBackend } = await import('./ffi/library.ts');
+    const choice = config.llamaCpp.runner === 'ffi' ? await openedCpuBackend() : undefined;
+    if (!choice) return;
+    const { level, text } = describeCpuBackend(choice, config.llamaCpp.cpuBackend);
+    logger[level](`${config.id}: ${text}`);
+  };
   if (config.type === 'chat' && config.llamaCpp.runner === 'ffi') {
     // The FFI runner needs no Llama (node-llama-cpp's addon, ~1 s to start, and the package's root):
     // one is made only when the model falls back to node-llama-cpp (chat.ts's loadChatModel, inlined
@@ -23,11 +30,14 @@ export async function loadLlamaCpp({ config, onProgress, signal, logger, resourc
     const loaded = await runtime.attributed(logger, async () =>
       (await import('./chat-ffi.ts')).loadFfiChatModel(config, onProgress, { signal, decodeOn, cacheDir }),
     );
-    if (typeof loaded !== 'string') return loaded;
+    if (typeof loaded !== 'string') {
+      await logCpuBackend();
+      return loaded;
+    }
     logger.info(`llama.cpp FFI runner not used for ${config.id}: ${loaded}; running it on node-llama-cpp`);
   }
   signal.throwIfAborted();
-  return runtime.attributed(logger, async () => {
+  const loaded = await runtime.attributed(logger, async () => {
     // Chat here runs on node-llama-cpp; embedding and reranker models ask for the Llama only if they
     // fall back to it (their FFI encoder needs none: no getLlama at the start of their engine process).
     const llama = config.type === 'chat' ? await runtime.llama(config.llamaCpp.gpu) : () => runtime.llama(config.llamaCpp.gpu);
@@ -44,4 +54,7 @@ export async function loadLlamaCpp({ config, onProgress, signal, logger, resourc
         throw new Error(`engine llama-cpp cannot serve ${config.type} models`);
     }
   });
+  // Embedding and reranker models that fell back to node-llama-cpp compute on its addon's backend.
+  if ((loaded.model as { runner?: unknown }).runner === 'ffi') await logCpuBackend();
+  return loaded;
 }

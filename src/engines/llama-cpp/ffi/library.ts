@@ -4,9 +4,11 @@
 // too few or too many corrupts memory silently, so layout.test.ts compares every size and offset
 // declared here with that header (compiled by gcc), and openLlamaLibrary() refuses to run when the
 // defaults the library returns do not read back as the header says they should.
-import { existsSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 // koffi's types are structural: only the parts used here are spelled out.
 type Koffi = typeof import('koffi');
@@ -147,6 +149,8 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     // ggml
     ggml_backend_reg_count: f(ggml, 'ggml_backend_reg_count', 'size_t', []),
     ggml_backend_load_all_from_path: f(ggml, 'ggml_backend_load_all_from_path', 'void', ['const char *']),
+    ggml_backend_load: f(ggml, 'ggml_backend_load', 'void *', ['const char *']),
+    ggml_backend_unload: f(ggml, 'ggml_backend_unload', 'void', ['void *']),
     ggml_backend_dev_by_type: f(ggml, 'ggml_backend_dev_by_type', 'void *', ['int32_t']),
     ggml_backend_dev_backend_reg: f(ggml, 'ggml_backend_dev_backend_reg', 'void *', ['void *']),
     ggml_backend_reg_get_proc_address: f(ggml, 'ggml_backend_reg_get_proc_address', 'void *', ['void *', 'const char *']),
@@ -253,6 +257,8 @@ export interface LlamaLibrary {
   types: LlamaTypes;
   api: LlamaBindings;
   binsDir: string;
+  /** The ggml CPU backend this process computes on, and why, when it is not the one asked for. */
+  cpuBackend: CpuBackendChoice;
   /** Creates a ggml CPU thread pool (the CPU backend exports it; it is loaded at run time). */
   newThreadpool(threads: number): Pointer;
   freeThreadpool(pool: Pointer): void;
@@ -364,6 +370,135 @@ export function layoutMismatches(api: LlamaBindings): string[] {
   return problems;
 }
 
+/**
+ * Which ggml CPU backend the runner loads (llamaCpp.cpuBackend): `prebuilt` is node-llama-cpp's best
+ * variant for this CPU; `native` the module scripts/build-llama-server.sh --cpu-backend compiled on this
+ * machine from the same llama.cpp commit; `auto` the native one when that build is there and fits.
+ */
+export type CpuBackendSetting = 'auto' | 'prebuilt' | 'native';
+
+export interface OpenLlamaOptions {
+  cpuBackend?: CpuBackendSetting;
+  /** The folder of a native build (its build.json and libggml-cpu.so); default: the build script's cache. */
+  cpuBackendDir?: string;
+}
+
+export interface CpuBackendChoice {
+  kind: 'native' | 'prebuilt';
+  /** The module's file, as mapped into this process (undefined when it cannot be told). */
+  file: string | undefined;
+  /** What the first opener of the library in this process asked for. */
+  requested: CpuBackendSetting;
+  /** Why the native build is not the one loaded (only when it is not). */
+  notNative?: string;
+  /** The native build's build.json, when it is the one loaded. */
+  build?: NativeCpuBuild;
+}
+
+/** scripts/build-llama-server.sh --cpu-backend's build.json. */
+export interface NativeCpuBuild {
+  commit: string;
+  module: string;
+  sha256: string;
+  cpuFlags: string;
+  compiler?: string;
+  cmake?: string;
+}
+
+/** The one line a model's load logs about the CPU backend, and at which level. */
+export function describeCpuBackend(choice: CpuBackendChoice, requested: CpuBackendSetting = choice.requested): { level: 'info' | 'warn'; text: string } {
+  const file = choice.file ?? 'an unknown file';
+  if (choice.kind === 'native') {
+    const text = `llama.cpp CPU backend: native build ${file} (llama.cpp ${choice.build?.commit.slice(0, 7)}, ${choice.build?.compiler ?? 'compiler unknown'})`;
+    return { level: requested === 'prebuilt' ? 'warn' : 'info', text: requested === 'prebuilt' ? `${text}; \`prebuilt\` was asked for, but another model loaded the native one in this process first` : text };
+  }
+  const why = choice.notNative ? `; native build not used: ${choice.notNative}` : '';
+  return { level: requested === 'native' ? 'warn' : 'info', text: `llama.cpp CPU backend: node-llama-cpp ${DECLARED_FOR.nodeLlamaCpp}'s prebuilt ${file}${why}` };
+}
+
+/** The commit of the llama.cpp source node-llama-cpp ships (its git bundle's HEAD): what its binaries were built from. */
+export function bundledLlamaCppCommit(): string | undefined {
+  try {
+    const bundle = fileURLToPath(new URL('../llama/gitRelease.bundle', import.meta.resolve('node-llama-cpp')));
+    const fd = openSync(bundle, 'r');
+    const head = Buffer.alloc(4096);
+    const read = readSync(fd, head, 0, head.length, 0);
+    closeSync(fd);
+    // "# v2 git bundle", then "<sha> <ref>" lines up to a blank line.
+    const refs = head.toString('latin1', 0, read).split('\n').slice(1);
+    const line = refs.find((entry) => /^[0-9a-f]{40} HEAD$/.test(entry)) ?? refs.find((entry) => /^[0-9a-f]{40} /.test(entry));
+    return line?.slice(0, 40);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where scripts/build-llama-server.sh --cpu-backend puts its build for a commit (INFERA_LLAMA_BUILD_ROOT as there). */
+export function defaultNativeCpuBackendDir(commit: string): string {
+  let root = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(root, 'package.json')) && dirname(root) !== root) root = dirname(root);
+  return join(process.env.INFERA_LLAMA_BUILD_ROOT || join(root, '.infera', 'llama-server'), commit, 'cpu-backend');
+}
+
+/** The first flags line of /proc/cpuinfo, as a set. */
+function cpuFlags(): Set<string> | undefined {
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((entry) => entry.startsWith('flags'));
+    return line ? new Set(line.slice(line.indexOf(':') + 1).trim().split(/\s+/)) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The native CPU backend module to load, or why not. Only the CPU backend is swapped: node-llama-cpp's
+ * libggml-base, libggml and libllama stay, and the module uses their structs and functions, so it must
+ * come from the very commit they were built from; it is checked here against the bundle they come with.
+ */
+export function nativeCpuBackend(dir: string | undefined): { file: string; build: NativeCpuBuild } | string {
+  const commit = bundledLlamaCppCommit();
+  if (!commit) return "node-llama-cpp's llama.cpp bundle cannot be read, so the commit a native build must match is unknown";
+  if (!commit.startsWith(DECLARED_FOR.llamaCppCommit)) return `node-llama-cpp bundles llama.cpp ${commit.slice(0, 7)}; the FFI declarations are for ${DECLARED_FOR.llamaCppCommit}`;
+  const folder = resolve(dir ?? defaultNativeCpuBackendDir(commit));
+  const stampPath = join(folder, 'build.json');
+  if (!existsSync(stampPath)) return `no native build in ${folder} (scripts/build-llama-server.sh --cpu-backend makes one)`;
+  let build: NativeCpuBuild;
+  try {
+    build = JSON.parse(readFileSync(stampPath, 'utf8')) as NativeCpuBuild;
+  } catch (error) {
+    return `${stampPath} cannot be read (${(error as Error).message})`;
+  }
+  if (typeof build.commit !== 'string' || typeof build.module !== 'string' || typeof build.sha256 !== 'string') return `${stampPath} lacks commit, module or sha256`;
+  if (build.commit !== commit)
+    return `${folder} was built from llama.cpp ${build.commit.slice(0, 7)}, and node-llama-cpp's libraries are ${commit.slice(0, 7)} (rebuild it: scripts/build-llama-server.sh --cpu-backend)`;
+  const file = join(folder, basename(build.module));
+  if (!existsSync(file)) return `${file} is missing`;
+  // A module rebuilt or copied over after the stamp was written is not the one checked.
+  const sha256 = createHash('sha256').update(readFileSync(file)).digest('hex');
+  if (sha256 !== build.sha256) return `${file} is not the file ${stampPath} describes (sha256 differs)`;
+  // Compiled with -march=native: an instruction of a flag this CPU lacks would fault mid-decode.
+  const here = cpuFlags();
+  const missing = here ? (build.cpuFlags ?? '').split(/\s+/).filter((flag) => flag && !here.has(flag)) : [];
+  if (missing.length > 0) return `${file} was compiled for a CPU with ${missing.slice(0, 6).join(' ')}, which this one lacks`;
+  return { file, build };
+}
+
+/** The files of shared libraries whose name contains `stem` mapped into this process (Linux; [] elsewhere). */
+function mappedLibraries(stem: string): string[] {
+  try {
+    const files = new Set<string>();
+    for (const line of readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+      const path = line.slice(line.indexOf('/'));
+      if (line.includes('/') && basename(path).includes(stem)) files.add(path);
+    }
+    return [...files];
+  } catch {
+    return [];
+  }
+}
+
 let opened: Promise<LlamaLibrary> | undefined;
 
 /** ggml_log_level. */
@@ -410,14 +545,24 @@ function routeLlamaLog(koffi: Koffi, api: LlamaBindings): void {
 
 /**
  * Loads koffi and the libraries once per process. Rejects with LlamaLibraryUnavailable (a message fit
- * for the one log line that explains the fallback) when anything does not line up.
+ * for the one log line that explains the fallback) when anything does not line up. The CPU backend is
+ * chosen by the first call's options (a process has one); later callers read `cpuBackend` for what it is.
  */
-export function openLlamaLibrary(): Promise<LlamaLibrary> {
-  opened ??= open();
+export function openLlamaLibrary(options: OpenLlamaOptions = {}): Promise<LlamaLibrary> {
+  opened ??= open(options);
   return opened;
 }
 
-async function open(): Promise<LlamaLibrary> {
+/** The CPU backend of this process's library, once it is open (for the log line of each model's load). */
+export async function openedCpuBackend(): Promise<CpuBackendChoice | undefined> {
+  try {
+    return opened && (await opened).cpuBackend;
+  } catch {
+    return undefined;
+  }
+}
+
+async function open(options: OpenLlamaOptions): Promise<LlamaLibrary> {
   let koffi: Koffi;
   try {
     // koffi's native part arrives as an optional dependency (@koromix/koffi-<platform>).
@@ -447,13 +592,29 @@ async function open(): Promise<LlamaLibrary> {
     throw new LlamaLibraryUnavailable(
       `the llama.cpp structs declared for commit ${DECLARED_FOR.llamaCppCommit} do not match the installed library: ${problems.slice(0, 5).join('; ')}`,
     );
+  const requested = options.cpuBackend ?? 'auto';
+  const native = requested === 'prebuilt' ? undefined : nativeCpuBackend(options.cpuBackendDir);
+  let notNative = typeof native === 'string' ? native : undefined;
+  let build: NativeCpuBuild | undefined;
   // The libraries are built with dynamically loaded backends (GGML_BACKEND_DL): load the best CPU
   // variant for this machine the way node-llama-cpp's addon does, unless the addon already did.
   if (Number(api.ggml_backend_reg_count()) === 0) {
     // Nor has the addon set llama.cpp's log hook (it routes lines to the server's logger), so llama.cpp
     // would print every line of a load (~550 for a small BERT) to stderr: route them (setFfiLogSink).
     routeLlamaLog(koffi, api);
-    api.ggml_backend_load_all_from_path(dir);
+    if (native && typeof native !== 'string') {
+      const reg = api.ggml_backend_load(native.file);
+      const bases = mappedLibraries('libggml-base');
+      if (!reg) notNative = `ggml_backend_load refused ${native.file} (llama.cpp's log says why)`;
+      else if (bases.length !== 1) {
+        // The module found a libggml-base of its own: two copies of ggml's state in one process.
+        api.ggml_backend_unload(reg);
+        notNative = `${native.file} brought in a second libggml-base (${bases.join(', ')}); it must bind to node-llama-cpp's`;
+      } else build = native.build;
+    }
+    if (!build) api.ggml_backend_load_all_from_path(dir);
+  } else if (native && typeof native !== 'string') {
+    notNative = "node-llama-cpp's addon loaded its backends in this process first";
   }
   api.llama_backend_init();
   const cpu = api.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
@@ -471,6 +632,7 @@ async function open(): Promise<LlamaLibrary> {
     types,
     api,
     binsDir: dir,
+    cpuBackend: { kind: build ? 'native' : 'prebuilt', file: mappedLibraries('libggml-cpu')[0], requested, notNative, build },
     newThreadpool(threads: number) {
       const params = api.ggml_threadpool_params_default(threads);
       const pool = threadpoolNew(params);
