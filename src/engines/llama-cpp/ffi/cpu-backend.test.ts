@@ -154,3 +154,34 @@ test('cpu backend: native (and auto) load the build of this commit, bound to nod
     assert.ok(difference < 1e-4, `native vs prebuilt: ${difference}`);
   }
 });
+
+// Chat models: `auto` keeps the prebuilt (the native build's gain is in the F16 kernels embeddings use;
+// chat-ffi.ts says why), `native` still loads the build.
+const chatScript = join(dir, 'chat-child.mts');
+writeFileSync(
+  chatScript,
+  `import { readFileSync } from 'node:fs';
+import { ensureTinyModels } from ${here('../../../tiny-models/index.ts')};
+import { loadFfiChatModel } from ${here('../chat-ffi.ts')};
+import { llamaCppModelSchema } from ${here('../config.ts')};
+const path = (await ensureTinyModels(${JSON.stringify(join(dir, 'tiny'))})).chat;
+const config = llamaCppModelSchema.parse({ id: 'tiny-chat', type: 'chat', engine: 'llama-cpp', path, llamaCpp: { threads: 1, contextSize: 256, sequences: 1, ...JSON.parse(process.argv[2]) } });
+const loaded = await loadFfiChatModel(config, undefined, { signal: new AbortController().signal, decodeOn: 'loop' });
+if (typeof loaded === 'string') throw new Error(loaded);
+const cpus = [...new Set(readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('/') && l.slice(l.lastIndexOf('/')).includes('libggml-cpu')).map((l) => l.slice(l.indexOf('/'))))];
+console.log(JSON.stringify({ cpus }));
+await loaded.dispose();
+`,
+);
+
+test('cpu backend: chat models stay on the prebuilt under auto and load the native build when asked', { skip: NATIVE_SKIP }, () => {
+  const cpus = (setting: string) => {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', chatScript, JSON.stringify({ cpuBackend: setting })], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(run.status, 0, run.stderr);
+    return (JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { cpus: string[] }).cpus;
+  };
+  const auto = cpus('auto');
+  assert.equal(auto.length, 1, auto.join(', '));
+  assert.match(auto[0]!, /@node-llama-cpp\/.*\/libggml-cpu-[a-z0-9_]+\.so$/);
+  assert.deepEqual(cpus('native'), [join(nativeDir!, 'libggml-cpu.so')]);
+});
