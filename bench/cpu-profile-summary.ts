@@ -6,10 +6,11 @@
 // Usage: node --import tsx bench/cpu-profile-summary.ts FILE.cpuprofile [--top 40] [--focus regex] [--callers regex]
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { add, type CallFrame, label, where } from './profile-frames.ts';
 
 interface Node {
   id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: CallFrame;
   children?: number[];
 }
 interface Profile {
@@ -38,20 +39,6 @@ for (let i = 0; i < profile.samples.length; i++) self.set(profile.samples[i]!, (
 for (const [id] of self) if (byId.get(id)!.callFrame.functionName === '(idle)') self.delete(id);
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 
-function where(url: string): string {
-  if (!url) return '(native / vm)';
-  const nm = url.lastIndexOf('node_modules/');
-  if (nm >= 0) {
-    const rest = url.slice(nm + 'node_modules/'.length).split('/');
-    return rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]!;
-  }
-  if (url.startsWith('node:')) return url;
-  const dist = url.match(/\/(?:dist|src)\/(.*)$/);
-  return dist ? `infera/${dist[1]}` : url;
-}
-
-const label = (node: Node) => `${node.callFrame.functionName || '(anonymous)'} ${where(node.callFrame.url)}:${node.callFrame.lineNumber + 1}`;
-const add = (map: Map<string, number>, key: string, value: number) => map.set(key, (map.get(key) ?? 0) + value);
 
 const byFunction = new Map<string, number>();
 const byPlace = new Map<string, number>();

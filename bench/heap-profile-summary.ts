@@ -4,9 +4,10 @@
 // Usage: node --import tsx bench/heap-profile-summary.ts FILE.heapprofile [--per N] [--top 30] [--depth 6]
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { add, type CallFrame, label, where } from './profile-frames.ts';
 
 interface Node {
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: CallFrame;
   selfSize: number;
   children: Node[];
 }
@@ -20,19 +21,6 @@ const per = Number(values.per);
 const top = Number(values.top);
 const depth = Number(values.depth);
 
-function where(url: string): string {
-  if (!url) return '(native / vm)';
-  const nm = url.lastIndexOf('node_modules/');
-  if (nm >= 0) {
-    const rest = url.slice(nm + 'node_modules/'.length).split('/');
-    return rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]!;
-  }
-  if (url.startsWith('node:')) return url;
-  const src = url.match(/\/(?:dist|src)\/(.*)$/);
-  return src ? `infera/${src[1]}` : url;
-}
-const label = (node: Node) => `${node.callFrame.functionName || '(anonymous)'} ${where(node.callFrame.url)}:${node.callFrame.lineNumber + 1}`;
-const add = (map: Map<string, number>, key: string, value: number) => map.set(key, (map.get(key) ?? 0) + value);
 
 const byFunction = new Map<string, number>();
 const byPlace = new Map<string, number>();
