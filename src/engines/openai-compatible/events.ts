@@ -20,14 +20,14 @@ export interface EventParser {
 /** `stream: true` so a character split across two chunks is decoded whole; one options object for every call. */
 const STREAMING = { stream: true } as const;
 
-/** SSE events of a body. `done` when `[DONE]` arrives. */
-export class SseParser implements EventParser {
-  private readonly decoder = new TextDecoder();
+/**
+ * A body read line by line: the bytes of each chunk decoded (a character split across two chunks
+ * whole), every complete line handed to `line`, the unfinished one kept for the next chunk.
+ */
+abstract class LineParser implements EventParser {
+  protected readonly decoder = new TextDecoder();
   /** The start of a line whose end has not arrived yet. */
-  private rest = '';
-  /** The event's data lines so far, joined with '\n' (undefined: none yet). */
-  private data?: string;
-  private event?: string;
+  protected rest = '';
 
   push(chunk: Buffer): StreamEvent[] {
     const out: StreamEvent[] = [];
@@ -35,13 +35,24 @@ export class SseParser implements EventParser {
     const text = this.rest === '' ? decoded : this.rest + decoded;
     let start = 0;
     for (let newline = text.indexOf('\n'); newline !== -1; newline = text.indexOf('\n', start)) {
-      const end = newline > start && text.charCodeAt(newline - 1) === 13 ? newline - 1 : newline;
-      this.line(text, start, end, out);
+      this.line(text, start, newline, out);
       start = newline + 1;
     }
     this.rest = start === 0 ? text : text.slice(start);
     return out;
   }
+
+  /** One line, text[start, newline), '\r' included where the body has one. */
+  protected abstract line(text: string, start: number, newline: number, out: StreamEvent[]): void;
+
+  abstract end(): StreamEvent[];
+}
+
+/** SSE events of a body. `done` when `[DONE]` arrives. */
+export class SseParser extends LineParser {
+  /** The event's data lines so far, joined with '\n' (undefined: none yet). */
+  private data?: string;
+  private event?: string;
 
   end(): StreamEvent[] {
     const out: StreamEvent[] = [];
@@ -53,8 +64,8 @@ export class SseParser implements EventParser {
     return out;
   }
 
-  /** One line, text[start, end) without its line ending. */
-  private line(text: string, start: number, end: number, out: StreamEvent[]): void {
+  protected line(text: string, start: number, newline: number, out: StreamEvent[]): void {
+    const end = newline > start && text.charCodeAt(newline - 1) === 13 ? newline - 1 : newline;
     if (end === start) {
       this.dispatch(out);
       return;
@@ -86,22 +97,10 @@ export class SseParser implements EventParser {
 }
 
 /** One JSON text per line (Ollama); blank lines skipped. */
-export class NdjsonParser implements EventParser {
-  private readonly decoder = new TextDecoder();
-  private rest = '';
-
-  push(chunk: Buffer): StreamEvent[] {
-    const out: StreamEvent[] = [];
-    const decoded = this.decoder.decode(chunk, STREAMING);
-    const text = this.rest === '' ? decoded : this.rest + decoded;
-    let start = 0;
-    for (let newline = text.indexOf('\n'); newline !== -1; newline = text.indexOf('\n', start)) {
-      const line = text.slice(start, newline).trim();
-      if (line) out.push({ type: 'data', data: line });
-      start = newline + 1;
-    }
-    this.rest = start === 0 ? text : text.slice(start);
-    return out;
+export class NdjsonParser extends LineParser {
+  protected line(text: string, start: number, newline: number, out: StreamEvent[]): void {
+    const line = text.slice(start, newline).trim();
+    if (line) out.push({ type: 'data', data: line });
   }
 
   end(): StreamEvent[] {
