@@ -1,6 +1,7 @@
 // CPU time per token choice of the FFI runner over a real-size vocabulary (chat-512x8-vocab152k, 152k
 // tokens): the same logits (one decode's) chosen from again and again by each chain, with fast sampling
-// (top candidates through the chain) and with llama.cpp's chain as written (llama_sampler_sample),
+// (penalties and bias written into the logits by the runner, a large top_k over its candidates) and
+// with llama.cpp's chain as written (llama_sampler_sample),
 // alternating. CPU time of this process (1 decode thread, idle while choosing) rather than wall time:
 // on a shared box it is the steadier figure. Reaches into the runner's private choose(). Not a test.
 //
@@ -25,7 +26,7 @@ const chains: Record<string, SamplingSpec> = {
   '… + repetition penalty (the bench chain)': { temperature: 0.7, topK: 40, topP: 0.9, seed: 1, penalties },
 };
 interface Private {
-  createSampler(sampling: SamplingSpec): { chain: unknown };
+  createSampler(sampling: SamplingSpec): { chain: unknown; penalties?: { accept(token: number): void } };
   choose(sampler: unknown, index: number): number;
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -38,6 +39,12 @@ for (const [name, sampling] of Object.entries(chains)) {
       await runner.generate({ prompt: runner.tokenize('hello there'), sampling: { temperature: 0 }, maxTokens: 1, cachePrompt: false, onToken: () => undefined }).done;
       const inner = runner as unknown as Private;
       const sampler = inner.createSampler(sampling);
+      // A full penalty window of distinct tokens, as after 256 tokens of real text (the choices below
+      // would otherwise fill it with a few tokens chosen again and again).
+      for (let token = 1000; token < 1256; token++) {
+        lib.api.llama_sampler_accept(sampler.chain, token);
+        sampler.penalties?.accept(token);
+      }
       const cpu = process.cpuUsage();
       for (let i = 0; i < calls; i++) inner.choose(sampler, -1);
       const used = process.cpuUsage(cpu);

@@ -152,21 +152,82 @@ function penaltiesOnlyLower(penalties: Penalties): boolean {
 
 /**
  * How a sequence's tokens are chosen. 'chain': llama_sampler_sample (llama.cpp fills a llama_token_data
- * for every token of the vocabulary, 1.8 MB for 152k tokens, and runs the chain over it: top_k and
- * penalties then pass over all of it). 'candidates': the `candidates` highest logits go to the chain in
+ * for every token of the vocabulary, 1.8 MB for 152k tokens, and runs the chain over it: top_k then
+ * passes over all of it). 'candidates': the `candidates` highest logits go to the chain in
  * the runner's own llama_token_data_array (llama_sampler_apply), where there are more than llama.cpp
  * sorts fast (LLAMA_PARTIAL_SORT_MAX). Plain greedy stays on 'chain': an
  * argmax in JS over the Float32Array of the logits measured 300-340 µs of CPU per token over 152k
  * tokens, llama.cpp's fill and greedy 180 (bench/decode-step.ts, docs/BENCHMARKS.md).
  */
 interface Sampler {
-  /** llama.cpp's chain; in 'candidates' mode without the logit bias (applied here). */
+  /** llama.cpp's chain; without the logit bias and the penalties where the runner applies them (`inPlace`). */
   chain: Pointer;
   mode: 'chain' | 'candidates';
   candidates: number;
-  /** The logit bias, in the order given (llama.cpp adds each entry in turn); empty in 'chain' mode. */
+  /**
+   * The runner writes the logit bias and then the penalties into llama.cpp's logits for the moment of
+   * the choice (and puts them back after): always in 'candidates' mode, and in 'chain' mode where there
+   * are penalties (see PenaltyWindow).
+   */
+  inPlace: boolean;
+  /** The logit bias, in the order given (llama.cpp adds each entry in turn); empty unless `inPlace`. */
   biasTokens: Int32Array;
   biasValues: Float32Array;
+  /** The penalties, kept by the runner where `inPlace`; else they are a sampler of the chain. */
+  penalties: PenaltyWindow | undefined;
+}
+
+/**
+ * llama.cpp's penalties sampler, done by the runner: the same window of the last N accepted tokens and
+ * their counts, and the same arithmetic (float32, repeat then frequency and presence) applied to the
+ * window's tokens only. llama.cpp's sampler instead looks every token of the array it is given up in a
+ * hash map, 2-3 ms per token over a 152k vocabulary (bench/sampler-cost.ts), which is why chains had
+ * to be prefiltered to top_k(k + lastN) before it; with the penalties written into the logits, top_k
+ * runs as written, through llama.cpp's partial sort (bench/choose-cpu.ts, docs/BENCHMARKS.md).
+ */
+class PenaltyWindow {
+  readonly counts = new Map<number, number>();
+  private readonly ring: Int32Array;
+  private size = 0;
+  private head = 0;
+  readonly repeat: number;
+  readonly frequency: number;
+  readonly presence: number;
+
+  constructor(penalties: Penalties) {
+    this.ring = new Int32Array(penalties.lastN);
+    this.repeat = Math.fround(penalties.repeat);
+    this.frequency = Math.fround(penalties.frequency);
+    this.presence = Math.fround(penalties.presence);
+  }
+
+  /** llama_sampler_penalties_accept: count the token, then drop the oldest when the window is full. */
+  accept(token: number): void {
+    const { counts, ring } = this;
+    counts.set(token, (counts.get(token) ?? 0) + 1);
+    if (this.size >= ring.length) {
+      const old = ring[this.head]!;
+      const left = counts.get(old)! - 1;
+      if (left === 0) counts.delete(old);
+      else counts.set(old, left);
+      ring[this.head] = token;
+      this.head = (this.head + 1) % ring.length;
+    } else {
+      ring[(this.head + this.size) % ring.length] = token;
+      this.size++;
+    }
+  }
+
+  /** llama_sampler_penalties_apply's arithmetic for one token seen `count` times (float32 at every step, as in C). */
+  penalise(logit: number, count: number): number {
+    const scaled = logit <= 0 ? Math.fround(logit * this.repeat) : Math.fround(logit / this.repeat);
+    return Math.fround(scaled - Math.fround(Math.fround(count * this.frequency) + this.presence));
+  }
+}
+
+/** llama.cpp leaves the penalties out of a chain (llama_sampler_init_empty) for these settings. */
+function penaltiesDisabled(penalties: Penalties): boolean {
+  return penalties.lastN <= 0 || (Math.fround(penalties.repeat) === 1 && Math.fround(penalties.frequency) === 0 && Math.fround(penalties.presence) === 0);
 }
 
 interface Sequence {
@@ -233,7 +294,10 @@ export class LlamaRunner {
   private candidateArray: { struct: Pointer; view: DataView; data: Pointer; address: bigint; capacity: number; ids: Int32Array; logits: Float32Array } | undefined;
   private heapIds = new Int32Array(0);
   private heapValues = new Float64Array(0);
-  private biasSaved = new Float32Array(0);
+  /** What choose() wrote into the logits (bias, penalties), to put back after the choice. */
+  private savedTokens = new Int32Array(0);
+  private readonly logitsViews = new Map<bigint, Float32Array>();
+  private savedLogits = new Float32Array(0);
   private readonly pieces: (Uint8Array | undefined)[];
   private readonly eog: Uint8Array;
   private threadpool: Pointer;
@@ -259,6 +323,8 @@ export class LlamaRunner {
     prefilteredChains: 0,
     /** Tokens chosen in 'candidates' mode (createSampler). */
     candidateTokens: 0,
+    /** Tokens chosen by the whole chain with the penalties applied by the runner (PenaltyWindow). */
+    penalisedTokens: 0,
   };
 
   private constructor(
@@ -539,24 +605,21 @@ export class LlamaRunner {
     for (const [token] of bias) this.checkToken(token);
     const penalties = sampling.penalties;
     const topK = sampling.temperature > 0 && sampling.topK !== undefined && sampling.topK > 0 ? sampling.topK : 0;
-    // Which tokens can the chain as written end on? With top_k, or greedy behind penalties that can
-    // only lower logits: one of the k (1 for greedy) + lastN highest after the bias. At most lastN
-    // distinct tokens are penalised, and a token below the top k + lastN has k unpenalised ones above
-    // it, so it can never reach the top k. The candidates, not the vocabulary, then go through the
-    // chain (less the bias, applied here first, as the chain would).
+    // Outside grammar chains the runner applies the bias and the penalties to the logits itself (see
+    // PenaltyWindow), so what is left of the chain is top_k and the rest over the vocabulary as written.
+    // With a top_k above what llama.cpp sorts fast, only the top k of those logits go to the chain: any
+    // other token has k tokens above it and can never be kept.
     let mode: Sampler['mode'] = 'chain';
     let candidates = 0;
-    if (this.fastSampling && !sampling.grammar) {
-      const window = penalties ? (penaltiesOnlyLower(penalties) ? penalties.lastN : -1) : 0;
-      if (window >= 0 && (topK > 0 || (sampling.temperature <= 0 && window > 0))) {
-        candidates = (sampling.temperature <= 0 ? 1 : topK) + window;
-        // Up to 128, llama.cpp's top_k is a std::partial_sort after filling the array, faster than
-        // the selection here (bench/choose-cpu.ts: top_k 40 over 152k tokens 144 µs of CPU against
-        // 360); above it, a bucket sort over the whole vocabulary, slower (k + lastN = 296: 734
-        // against 576).
-        if (candidates > LLAMA_PARTIAL_SORT_MAX && candidates * PREFILTER_RATIO <= this.vocabSize) mode = 'candidates';
-      }
+    const fast = this.fastSampling && !sampling.grammar;
+    const penaltiesInPlace = fast && penalties !== undefined && !penaltiesDisabled(penalties);
+    if (fast && topK > LLAMA_PARTIAL_SORT_MAX && topK * PREFILTER_RATIO <= this.vocabSize) {
+      // (bench/choose-cpu.ts: a top_k of 296 over 152k tokens 734 µs of CPU in llama.cpp's bucket sort,
+      // 576 in the selection here; top_k 40: llama.cpp 144 µs, the selection 360.)
+      mode = 'candidates';
+      candidates = topK;
     }
+    const inPlace = mode === 'candidates' || penaltiesInPlace;
     const chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
     const add = (sampler: Pointer) => {
       if (!sampler) {
@@ -566,7 +629,7 @@ export class LlamaRunner {
       api.llama_sampler_chain_add(chain, sampler);
     };
     try {
-      if (mode === 'chain' && bias.length > 0) {
+      if (!inPlace && bias.length > 0) {
         const entries = bias.map(([token, value]) => ({ token, bias: value }));
         add(api.llama_sampler_init_logit_bias(this.vocabSize, entries.length, entries));
       }
@@ -585,14 +648,15 @@ export class LlamaRunner {
           : api.llama_sampler_init_grammar(this.vocab, text, root);
         add(grammar);
       }
-      if (mode === 'chain' && this.fastSampling && penalties && topK > 0 && penaltiesOnlyLower(penalties) && (topK + penalties.lastN) * PREFILTER_RATIO <= this.vocabSize) {
-        // A grammar chain (the vocabulary must pass the grammar first), or few enough candidates for
-        // llama.cpp's partial sort: the same reasoning as the candidates above, inside the chain. The penalties sampler looks every candidate up in a hash
-        // map, 2-3 ms per token over a 152k vocabulary (bench/sampler-cost.ts).
+      if (this.fastSampling && sampling.grammar && penalties && topK > 0 && penaltiesOnlyLower(penalties) && (topK + penalties.lastN) * PREFILTER_RATIO <= this.vocabSize) {
+        // A grammar chain (the vocabulary must pass the grammar first) keeps llama.cpp's penalties
+        // sampler, which looks every token it is given up in a hash map (2-3 ms per token over 152k):
+        // give it only the top k + lastN. Penalties that can only lower logits leave at most lastN
+        // tokens lower, so a token below those has k unpenalised ones above it and never reaches the top k.
         add(api.llama_sampler_init_top_k(topK + penalties.lastN));
         this.stats.prefilteredChains++;
       }
-      if (penalties) add(api.llama_sampler_init_penalties(this.vocabSize, penalties.lastN, penalties.repeat, penalties.frequency, penalties.presence));
+      if (penalties && !penaltiesInPlace) add(api.llama_sampler_init_penalties(this.vocabSize, penalties.lastN, penalties.repeat, penalties.frequency, penalties.presence));
       if (sampling.temperature <= 0) {
         add(api.llama_sampler_init_greedy());
       } else {
@@ -607,38 +671,80 @@ export class LlamaRunner {
       if (!(error instanceof Error && error.message.startsWith('llama.cpp refused'))) api.llama_sampler_free(chain);
       throw error;
     }
-    const fast = mode !== 'chain';
     return {
       chain,
       mode,
       candidates,
-      biasTokens: fast ? Int32Array.from(bias, ([token]) => token) : new Int32Array(0),
-      biasValues: fast ? Float32Array.from(bias, ([, value]) => value) : new Float32Array(0),
+      inPlace,
+      biasTokens: inPlace ? Int32Array.from(bias, ([token]) => token) : new Int32Array(0),
+      biasValues: inPlace ? Float32Array.from(bias, ([, value]) => value) : new Float32Array(0),
+      penalties: penaltiesInPlace ? new PenaltyWindow(penalties!) : undefined,
     };
   }
 
   /** The token a sequence's sampler picks from output `index` of the last decode; the chain has accepted it. */
   private choose(sampler: Sampler, index: number): number {
     const { api } = this;
-    if (sampler.mode === 'chain') return api.llama_sampler_sample(sampler.chain, this.context, index) as number;
-    const logits = new Float32Array(this.lib.koffi.view(api.llama_get_logits_ith(this.context, index), this.vocabSize * 4));
-    // The bias goes into llama.cpp's logits for the moment of the choice (logprobs report the raw
-    // ones), entry by entry in float as llama_sampler_logit_bias adds it, and is undone in reverse.
-    const { biasTokens, biasValues } = sampler;
-    const biased = biasTokens.length;
-    if (this.biasSaved.length < biased) this.biasSaved = new Float32Array(biased);
-    const saved = this.biasSaved;
-    for (let i = 0; i < biased; i++) {
+    if (!sampler.inPlace) return api.llama_sampler_sample(sampler.chain, this.context, index) as number;
+    const logits = this.logitsRow(index);
+    // The bias and then the penalties go into llama.cpp's logits for the moment of the choice
+    // (logprobs report the raw ones): entry by entry in float as llama_sampler_logit_bias and
+    // llama_sampler_penalties would change them, and undone in reverse.
+    const { biasTokens, biasValues, penalties } = sampler;
+    const touched = biasTokens.length + (penalties ? penalties.counts.size : 0);
+    if (this.savedTokens.length < touched) {
+      this.savedTokens = new Int32Array(touched);
+      this.savedLogits = new Float32Array(touched);
+    }
+    const savedTokens = this.savedTokens;
+    const savedLogits = this.savedLogits;
+    let saved = 0;
+    for (let i = 0; i < biasTokens.length; i++) {
       const token = biasTokens[i]!;
-      saved[i] = logits[token]!;
+      savedTokens[saved] = token;
+      savedLogits[saved++] = logits[token]!;
       logits[token] = logits[token]! + biasValues[i]!;
     }
-    try {
-      this.stats.candidateTokens++;
-      return this.applyToCandidates(sampler, logits);
-    } finally {
-      for (let i = biased - 1; i >= 0; i--) logits[biasTokens[i]!] = saved[i]!;
+    if (penalties) {
+      for (const [token, count] of penalties.counts) {
+        savedTokens[saved] = token;
+        savedLogits[saved++] = logits[token]!;
+        logits[token] = penalties.penalise(logits[token]!, count);
+      }
     }
+    let token: number;
+    try {
+      if (sampler.mode === 'candidates') {
+        this.stats.candidateTokens++;
+        token = this.applyToCandidates(sampler, logits);
+      } else {
+        this.stats.penalisedTokens++;
+        token = api.llama_sampler_sample(sampler.chain, this.context, index) as number;
+      }
+    } finally {
+      for (let i = saved - 1; i >= 0; i--) logits[savedTokens[i]!] = savedLogits[i]!;
+    }
+    penalties?.accept(token);
+    return token;
+  }
+
+  /**
+   * Output `index`'s logits of the last decode, as a view of llama.cpp's buffer. A koffi.view of a
+   * 152k-token row cost 100-145 µs of CPU per call (it grows with the size: V8 accounts the external
+   * memory, which drives its GC), more than the choice itself: views are kept by address. A view is only
+   * used right after llama_get_logits_ith has returned its address, so a row llama.cpp has since
+   * reallocated is never read through a stale one.
+   */
+  private logitsRow(index: number): Float32Array {
+    const pointer = this.api.llama_get_logits_ith(this.context, index);
+    const address = this.lib.koffi.address(pointer) as bigint;
+    let row = this.logitsViews.get(address);
+    if (!row) {
+      if (this.logitsViews.size >= 2 * this.batchSize) this.logitsViews.clear();
+      row = new Float32Array(this.lib.koffi.view(pointer, this.vocabSize * 4));
+      this.logitsViews.set(address, row);
+    }
+    return row;
   }
 
   /** The sampler's chain over the `candidates` highest logits, in token order as llama.cpp lists the vocabulary. */
@@ -824,6 +930,7 @@ export class LlamaRunner {
           for (const forcedToken of forced) {
             this.checkToken(forcedToken);
             this.api.llama_sampler_accept(sequence.sampler.chain, forcedToken);
+            sequence.sampler.penalties?.accept(forcedToken);
           }
           sequence.pending = [token, ...forced];
           sequence.pendingAt = 0;
@@ -840,8 +947,7 @@ export class LlamaRunner {
 
   /** log-softmax of the raw logits: the chosen token's logprob and the top alternatives. */
   private logprobs(index: number, token: number, top: number): TokenLogprobs {
-    const pointer = this.api.llama_get_logits_ith(this.context, index);
-    const logits = new Float32Array(this.lib.koffi.view(pointer, this.vocabSize * 4));
+    const logits = this.logitsRow(index);
     let max = -Infinity;
     for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
     let sum = 0;

@@ -1,6 +1,6 @@
 // The FFI runner's fast sampling must choose exactly what llama.cpp's sampler chain as written chooses
-// (llama_sampler_sample over the whole vocabulary): chains with top_k (and greedy behind penalties)
-// over only the candidates top_k can keep, with the logit bias applied by the runner, and penalties
+// (llama_sampler_sample over the whole vocabulary): penalties and the logit bias applied by the runner
+// to the logits, chains with a large top_k over only the candidates top_k can keep, and penalties
 // behind a top_k(k + lastN) prefilter in grammar chains. A random-weight
 // model with a 4,096-token vocabulary, seeded sampling: the two runners must agree token for token.
 import { after, before, test } from 'node:test';
@@ -58,58 +58,91 @@ async function samplePair(runner: LlamaRunner, a: SamplingSpec, b: SamplingSpec,
   return Promise.all([sample(runner, a, prompt), sample(runner, b, [...prompt, prompt[0]!])]);
 }
 
-test('top_k chains and greedy behind penalties: the top candidates through the chain choose what the whole vocabulary does', async () => {
+test('penalties and the bias applied by the runner, and a large top_k over its candidates, choose what the whole chain does', async () => {
   const prompt = fast.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
   const lifted = [...Array(4096).keys()].filter((token) => token >= 100 && !fast.isEog(token)).slice(0, 30).map((token) => [token, 5] as [number, number]);
-  const chains: SamplingSpec[] = [
-    // (More than 128 candidates each: fewer go through llama.cpp's chain, whose partial sort is faster.)
-    { temperature: 0.7, topK: 40, topP: 0.9, seed: 1, penalties: penalties(128, 1.3) },
-    { temperature: 1.2, topK: 20, seed: 2, penalties: penalties(128, 1.1, 0.5, 0.4) },
-    { temperature: 0.9, topK: 8, minP: 0.02, seed: 3, penalties: penalties(160, 2, 1, 1) },
-    { temperature: 1.5, topK: 200, seed: 4 },
-    { temperature: 1, topK: 160, topP: 0.95, seed: 5, logitBias: [[7, -Infinity], [11, 3], [12, -2]] },
-    { temperature: 0, penalties: penalties(160, 1.5) },
-    // 30 tokens lifted above the rest and pushed below it once said: after a few of them, what is
-    // chosen ranks below the top k + (a few) of the raw logits, but within the top k + lastN.
-    { temperature: 0, penalties: penalties(160, 1, 0, 10), logitBias: lifted },
-    { temperature: 0.8, topK: 4, seed: 8, penalties: penalties(160, 1, 0, 10), logitBias: lifted },
+  // Each chain with the way the runner takes it: penalties written into the logits (then the whole
+  // chain), a top_k above 128 over its candidates, or both.
+  const chains: [SamplingSpec, 'penalised' | 'candidates' | 'both'][] = [
+    [{ temperature: 0.7, topK: 40, topP: 0.9, seed: 1, penalties: penalties(128, 1.3) }, 'penalised'],
+    [{ temperature: 1.2, topK: 20, seed: 2, penalties: penalties(128, 1.1, 0.5, 0.4) }, 'penalised'],
+    // Frequency and presence whose products round in float32.
+    [{ temperature: 1.1, topK: 30, seed: 12, penalties: penalties(200, 1.05, 0.3, 0.7) }, 'penalised'],
+    [{ temperature: 0.9, topK: 8, minP: 0.02, seed: 3, penalties: penalties(160, 2, 1, 1) }, 'penalised'],
+    [{ temperature: 1.5, topK: 200, seed: 4 }, 'candidates'],
+    [{ temperature: 1, topK: 160, topP: 0.95, seed: 5, logitBias: [[7, -Infinity], [11, 3], [12, -2]] }, 'candidates'],
+    [{ temperature: 1, topK: 300, seed: 13, penalties: penalties(64, 1.4, 0.2), logitBias: [[11, 3]] }, 'both'],
+    [{ temperature: 0, penalties: penalties(160, 1.5) }, 'penalised'],
+    // 30 tokens lifted above the rest and pushed below it once said: the bias and the penalties both
+    // act on what is chosen, in llama.cpp's order (bias first).
+    [{ temperature: 0, penalties: penalties(160, 1, 0, 10), logitBias: lifted }, 'penalised'],
+    [{ temperature: 0.8, topK: 4, seed: 8, penalties: penalties(160, 1, 0, 10), logitBias: lifted }, 'penalised'],
+    // A negative presence penalty raises logits: the runner applies it as it is.
+    [{ temperature: 0.8, topK: 40, seed: 4, penalties: penalties(64, 1, 0, -0.5) }, 'penalised'],
+    // A window larger than the generation, and one smaller than it (tokens leave the window).
+    [{ temperature: 0.8, topK: 40, seed: 6, penalties: penalties(500, 1.2) }, 'penalised'],
+    [{ temperature: 0.9, topK: 40, seed: 14, penalties: penalties(8, 3) }, 'penalised'],
   ];
-  const before = fast.stats.candidateTokens;
-  for (const sampling of chains) {
+  for (const [sampling, way] of chains) {
+    const before = { candidates: fast.stats.candidateTokens, penalised: fast.stats.penalisedTokens };
     const fastTokens = await sample(fast, sampling, prompt);
     const reference = await sample(plain, sampling, prompt);
     assert.equal(fastTokens.length, 160);
     assert.deepEqual(fastTokens, reference, `chain ${JSON.stringify(sampling)}`);
+    assert.equal(fast.stats.candidateTokens - before.candidates, way === 'penalised' ? 0 : 160, `candidates: ${JSON.stringify(sampling)}`);
+    assert.equal(fast.stats.penalisedTokens - before.penalised, way === 'penalised' ? 160 : 0, `penalised: ${JSON.stringify(sampling)}`);
     if (sampling.penalties) {
       // The penalties do change what is chosen (so the comparison covers them).
       assert.notDeepEqual(reference, await sample(plain, { ...sampling, penalties: undefined }, prompt));
     }
   }
   // The seed is not ignored: another one samples otherwise.
-  assert.notDeepEqual(await sample(fast, { ...chains[3]!, seed: 99 }, prompt), await sample(fast, chains[3]!, prompt));
-  assert.deepEqual(await samplePair(fast, chains[0]!, chains[4]!, prompt), await samplePair(plain, chains[0]!, chains[4]!, prompt));
-  assert.equal(fast.stats.candidateTokens - before, 160 * (chains.length + 2 + 2));
-  assert.equal(plain.stats.candidateTokens, 0);
+  assert.notDeepEqual(await sample(fast, { ...chains[4]![0], seed: 99 }, prompt), await sample(fast, chains[4]![0], prompt));
+  // Two sequences in one batch, each with its own window.
+  assert.deepEqual(await samplePair(fast, chains[0]![0], chains[5]![0], prompt), await samplePair(plain, chains[0]![0], chains[5]![0], prompt));
+  assert.deepEqual(await samplePair(fast, chains[0]![0], chains[3]![0], prompt), await samplePair(plain, chains[0]![0], chains[3]![0], prompt));
+  assert.equal(plain.stats.candidateTokens + plain.stats.penalisedTokens, 0);
 });
 
-test('chains the candidates do not take run through llama_sampler_sample: grammar, few candidates (both with the penalties prefilter), penalties that raise, no top_k, plain greedy', async () => {
+test('forced tokens enter the runner\'s penalty window as they enter the chain\'s', async () => {
+  const prompt = fast.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
+  const sampling: SamplingSpec = { temperature: 0.8, topK: 40, seed: 21, penalties: penalties(64, 1, 0, 10) };
+  // What the model goes on with after 10 tokens, unforced: forcing exactly those makes them the
+  // likely next choices, which a presence penalty of 10 then has to push away in both runners.
+  const free = await sample(plain, sampling, prompt);
+  const run = async (runner: LlamaRunner) => {
+    const tokens: number[] = [];
+    await runner.generate({
+      prompt,
+      sampling,
+      maxTokens: 120,
+      cachePrompt: false,
+      onToken: (event) => {
+        tokens.push(event.token);
+        return tokens.length === 10 ? { force: free.slice(10, 30) } : undefined;
+      },
+    }).done;
+    return tokens;
+  };
+  const reference = await run(plain);
+  assert.deepEqual(await run(fast), reference);
+});
+
+test('chains the runner leaves to llama_sampler_sample as written: grammar (with the penalties prefilter), no penalties, plain greedy', async () => {
   const prompt = fast.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
   const chains: SamplingSpec[] = [
     { temperature: 0.8, topK: 40, topP: 0.9, seed: 9 },
-    { temperature: 0.8, topK: 40, seed: 10, penalties: penalties(64, 1.3) },
     { temperature: 0 },
     { temperature: 0, logitBias: [[7, -Infinity], [11, 3]] },
-    // A negative presence penalty raises logits: a token below the top k + lastN could rise into the top k.
-    { temperature: 0.8, topK: 40, seed: 4, penalties: penalties(64, 1, 0, -0.5) },
     { temperature: 0.8, topP: 0.9, seed: 5 },
-    // (40 + 500) × 8 exceeds the 4,096 tokens.
-    { temperature: 0.8, topK: 40, seed: 6, penalties: penalties(500, 1.2) },
+    // Penalties llama.cpp leaves out of the chain.
+    { temperature: 0.8, topK: 40, seed: 10, penalties: penalties(64, 1) },
     { temperature: 0.7, topK: 40, seed: 7, penalties: penalties(64, 1.3), grammar: { text: 'root ::= [a-z ]+' } },
   ];
-  const counts = () => fast.stats.candidateTokens;
+  const counts = () => fast.stats.candidateTokens + fast.stats.penalisedTokens;
   const before = { fast: counts(), prefiltered: fast.stats.prefilteredChains };
   for (const sampling of chains) assert.deepEqual(await sample(fast, sampling, prompt), await sample(plain, sampling, prompt), `chain ${JSON.stringify(sampling)}`);
   assert.equal(counts(), before.fast);
-  assert.equal(fast.stats.prefilteredChains - before.prefiltered, 2);
+  assert.equal(fast.stats.prefilteredChains - before.prefiltered, 1);
   assert.equal(plain.stats.prefilteredChains, 0);
 });
