@@ -1,6 +1,9 @@
 // Per-request cost of Infera's HTTP layer (routing, request id, auth, error shape, access log) on a
 // trivial route and on its error answers (404 route, 401 key, 400 body), against a bare node:http server
-// answering the same JSON in the same run. Besides req/s and round trips it reads each server's own CPU
+// answering the same JSON in the same run. Two bare baselines: "bare" is a GET that reads no body (every
+// target's "over bare" column); "bare POST" reads a JSON body, JSON.parses it and answers a small 400
+// JSON, the least any server that looks at a POST's body must do, so the POST targets are also shown
+// "over bare POST" (the fair figure for them: Node's parser taking a body costs more than a GET). Besides req/s and round trips it reads each server's own CPU
 // time (/proc/<pid>/stat) per request: on a shared box that figure moves far less with other load than
 // wall-clock ones do.
 // Usage: node --import tsx bench/http-overhead.ts [--duration 10] [--connections 10] [--rounds 3] [--baseline DIR]
@@ -105,8 +108,24 @@ const body = JSON.stringify({object:'list',data:[{id:'bench/never-loaded',object
 require('node:http').createServer((req, res) => { res.writeHead(200, {'content-type':'application/json'}); res.end(body); })
   .listen(0, '127.0.0.1', function () { process.stderr.write('ready http://127.0.0.1:' + this.address().port + '\\n'); });`;
 
+// The least a server refusing a JSON POST does: take the body, parse it, answer a small JSON error.
+const barePostSource = `
+const body = JSON.stringify({error:{message:'messages: must not be empty',type:'invalid_request_error',param:'messages',code:'invalid_request'}});
+require('node:http').createServer((req, res) => {
+  let text = '';
+  req.setEncoding('utf8');
+  req.on('data', (chunk) => { text += chunk; });
+  req.on('end', () => {
+    let parsed;
+    try { parsed = JSON.parse(text); } catch { parsed = undefined; }
+    res.writeHead(parsed && typeof parsed === 'object' ? 400 : 415, {'content-type':'application/json'});
+    res.end(body);
+  });
+}).listen(0, '127.0.0.1', function () { process.stderr.write('ready http://127.0.0.1:' + this.address().port + '\\n'); });`;
+
 const SERVING = /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/;
 const bare = await start(process.execPath, ['-e', bareSource], {}, /ready (http:\S+)\n/);
+const barePost = await start(process.execPath, ['-e', barePostSource], {}, /ready (http:\S+)\n/);
 // Logs go to /dev/null through the ignored stdout, but pino still formats each line: that is part of the cost.
 const infera = await start(process.execPath, ['bin/infera.js', 'serve', '--config', configPath, '--port', '0'], { INFERA_API_KEY: KEY }, SERVING);
 
@@ -115,6 +134,10 @@ const baseline = values.baseline
   : undefined;
 
 const auth = { authorization: `Bearer ${KEY}` };
+const BAD_BODY = JSON.stringify({ model: 'bench/never-loaded', messages: [] });
+/** Targets compared with "bare POST" as well as with "bare": those that send a body. */
+const isPost = (name: string) => targets[name]?.target.method === 'POST';
+const BARES = new Set(['bare', 'bare POST']);
 function inferaTargets(pid: number, base: string, suffix: string): Record<string, { pid: number; target: Target }> {
   return {
     [`models${suffix}`]: { pid, target: { url: `${base}/v1/models`, headers: auth, status: 200 } },
@@ -126,7 +149,7 @@ function inferaTargets(pid: number, base: string, suffix: string): Record<string
         url: `${base}/v1/chat/completions`,
         method: 'POST',
         headers: { ...auth, 'content-type': 'application/json' },
-        body: JSON.stringify({ model: 'bench/never-loaded', messages: [] }),
+        body: BAD_BODY,
         status: 400,
       },
     },
@@ -152,13 +175,18 @@ const twins = baseline ? inferaTargets(baseline.child.pid!, baseline.url, ' [bas
 const targets: Record<string, { pid: number; target: Target }> = Object.fromEntries(
   Object.entries({
     bare: { pid: bare.child.pid!, target: { url: `${bare.url}/`, status: 200 } },
+    // The same headers and body as the bad-body target (the valid-body one is 60 bytes longer).
+    'bare POST': {
+      pid: barePost.child.pid!,
+      target: { url: `${barePost.url}/`, method: 'POST' as const, headers: { ...auth, 'content-type': 'application/json' }, body: BAD_BODY, status: 400 },
+    },
     ...Object.fromEntries(
       Object.entries(own).flatMap(([name, entry]) => [
         [name, entry],
         ...(twins[`${name} [baseline]`] ? [[`${name} [baseline]`, twins[`${name} [baseline]`]!] as const] : []),
       ]),
     ),
-  }).filter(([name]) => name === 'bare' || !only || only.test(name)),
+  }).filter(([name]) => BARES.has(name) || !only || only.test(name)),
 );
 const results: Record<string, Awaited<ReturnType<typeof measure>>[]> = Object.fromEntries(Object.keys(targets).map((name) => [name, []]));
 const loads: number[] = [];
@@ -187,20 +215,27 @@ const summary = Object.fromEntries(
 );
 console.log(JSON.stringify({ duration, connections, rounds, loadAverages: loads, summary }, null, 2));
 const base = summary.bare!;
+const basePost = summary['bare POST']!;
+const over = (value: number, of: number) => `${value - of >= 0 ? '+' : ''}${(value - of).toFixed(1)}`;
 console.log(`load average per round: ${loads.map((l) => l.toFixed(1)).join(', ')}`);
-console.log('| target | req/s | server CPU µs/request | over bare | one-client round trip µs | over bare | unexpected answers |');
-console.log('|---|---|---|---|---|---|---|');
+console.log(
+  `"over bare": over bare Node's GET that reads no body (${base.cpuPerRequestUs.toFixed(1)} µs). ` +
+    `"over bare POST" (POST targets only): over bare Node's POST that reads and JSON.parses the same body and answers a 400 (${basePost.cpuPerRequestUs.toFixed(1)} µs).`,
+);
+console.log('| target | req/s | server CPU µs/request | over bare (GET) | over bare POST | one-client round trip µs | over bare (GET) | unexpected answers |');
+console.log('|---|---|---|---|---|---|---|---|');
 for (const [name, row] of Object.entries(summary))
   console.log(
-    `| ${name} | ${row.rps.toFixed(0)} | ${row.cpuPerRequestUs.toFixed(1)} | ${name === 'bare' ? '—' : `+${(row.cpuPerRequestUs - base.cpuPerRequestUs).toFixed(1)}`} | ` +
-      `${row.meanLatencyUs.toFixed(0)} | ${name === 'bare' ? '—' : `+${(row.meanLatencyUs - base.meanLatencyUs).toFixed(0)}`} | ${row.errors} |`,
+    `| ${name} | ${row.rps.toFixed(0)} | ${row.cpuPerRequestUs.toFixed(1)} | ${name === 'bare' ? '—' : over(row.cpuPerRequestUs, base.cpuPerRequestUs)} | ` +
+      `${isPost(name) && name !== 'bare POST' ? over(row.cpuPerRequestUs, basePost.cpuPerRequestUs) : '—'} | ` +
+      `${row.meanLatencyUs.toFixed(0)} | ${name === 'bare' ? '—' : over(row.meanLatencyUs, base.meanLatencyUs)} | ${row.errors} |`,
   );
 
 if (baseline) {
   // Per round, this build's CPU per request minus its twin's (measured next to each other), then the
   // median over rounds: steadier on a busy box than the difference of two medians.
-  console.log('\n| target | this build over bare (µs) | baseline over bare (µs) | this − baseline, median of rounds (µs) | ratio of CPU/request |');
-  console.log('|---|---|---|---|---|');
+  console.log('\n| target | this build over bare GET (µs) | baseline over bare GET (µs) | this build over bare POST | baseline over bare POST | this − baseline, median of rounds (µs) | ratio of CPU/request |');
+  console.log('|---|---|---|---|---|---|---|');
   for (const name of Object.keys(own)) {
     const mine = results[name];
     const theirs = results[`${name} [baseline]`];
@@ -208,7 +243,11 @@ if (baseline) {
     const delta = median(mine.map((run, i) => run.cpuPerRequestUs - theirs[i]!.cpuPerRequestUs))!;
     const ratio = median(mine.map((run, i) => run.cpuPerRequestUs / theirs[i]!.cpuPerRequestUs))!;
     console.log(
-      `| ${name} | +${(summary[name]!.cpuPerRequestUs - base.cpuPerRequestUs).toFixed(1)} | +${(summary[`${name} [baseline]`]!.cpuPerRequestUs - base.cpuPerRequestUs).toFixed(1)} | ${delta >= 0 ? '+' : ''}${delta.toFixed(1)} | ${ratio.toFixed(2)} |`,
+      `| ${name} | ${over(summary[name]!.cpuPerRequestUs, base.cpuPerRequestUs)} | ${over(summary[`${name} [baseline]`]!.cpuPerRequestUs, base.cpuPerRequestUs)} | ` +
+        (isPost(name)
+          ? `${over(summary[name]!.cpuPerRequestUs, basePost.cpuPerRequestUs)} | ${over(summary[`${name} [baseline]`]!.cpuPerRequestUs, basePost.cpuPerRequestUs)} | `
+          : '— | — | ') +
+        `${delta >= 0 ? '+' : ''}${delta.toFixed(1)} | ${ratio.toFixed(2)} |`,
     );
   }
 }

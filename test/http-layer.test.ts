@@ -2,6 +2,7 @@
 // Models here are configured but never loaded, so no engine runs in this file.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import OpenAI from 'openai';
 import { http, startTestServer, type TestServer } from './helpers/server.ts';
 import { validateAgainstOpenApi } from './helpers/openapi.ts';
@@ -141,6 +142,26 @@ describe('HTTP layer', () => {
     assert.match(wrongKind.json.error.message, /\/v1\/embeddings/);
   });
 
+  // The refusals' bytes as the server sent them before refusals got cheaper (fcd7ba2): the status, every
+  // header but the date, and the body; each asked twice (the second answer may come from a remembered
+  // refusal). A fresh connection for each (the client asks to close it).
+  test('chat refusals answer the same bytes as before, every time: no messages, unknown model, and what the parse refuses first', async () => {
+    const cases: [string, Record<string, unknown>, string, string][] = [
+    ["no messages", { model: 'org/chat-a', messages: [] }, "400", "{\"code\":20015,\"message\":\"messages: must contain at least one message\",\"data\":null,\"error\":{\"message\":\"messages: must contain at least one message\",\"type\":\"invalid_request_error\",\"param\":\"messages\",\"code\":\"invalid_request\"}}"],
+    ["no messages, alias", { model: 'deepseek-ai/DeepSeek-V3', messages: [] }, "400", "{\"code\":20015,\"message\":\"messages: must contain at least one message\",\"data\":null,\"error\":{\"message\":\"messages: must contain at least one message\",\"type\":\"invalid_request_error\",\"param\":\"messages\",\"code\":\"invalid_request\"}}"],
+    ["no messages, unknown model", { model: 'nobody/nothing', messages: [] }, "400", "{\"code\":20015,\"message\":\"messages: must contain at least one message\",\"data\":null,\"error\":{\"message\":\"messages: must contain at least one message\",\"type\":\"invalid_request_error\",\"param\":\"messages\",\"code\":\"invalid_request\"}}"],
+    ["unknown model", { model: 'nobody/nothing', messages: [{ role: 'user', content: 'hi' }], max_tokens: 16 }, "400", "{\"code\":20012,\"message\":\"The model 'nobody/nothing' does not exist or is not served here. GET /v1/models lists the served ids.\",\"data\":null,\"error\":{\"message\":\"The model 'nobody/nothing' does not exist or is not served here. GET /v1/models lists the served ids.\",\"type\":\"invalid_request_error\",\"param\":\"model\",\"code\":\"model_not_found\"}}"],
+    ["unknown model, n past the cap", { model: 'nobody/nothing', messages: [{ role: 'user', content: 'hi' }], n: 1000 }, "400", "{\"code\":20015,\"message\":\"n: must be between 1 and 8 (this server's cap on choices per request).\",\"data\":null,\"error\":{\"message\":\"n: must be between 1 and 8 (this server's cap on choices per request).\",\"type\":\"invalid_request_error\",\"param\":\"n\",\"code\":\"invalid_request\"}}"],
+    ["unknown model, bad temperature", { model: 'nobody/nothing', messages: [{ role: 'user', content: 'hi' }], temperature: 9 }, "400", "{\"code\":20015,\"message\":\"temperature: must be between 0 and 2\",\"data\":null,\"error\":{\"message\":\"temperature: must be between 0 and 2\",\"type\":\"invalid_request_error\",\"param\":\"temperature\",\"code\":\"invalid_request\"}}"],
+    ["unknown model, unsupported field", { model: 'nobody/nothing', messages: [{ role: 'user', content: 'hi' }], logit_bias: { 1: 1 } }, "400", "{\"code\":20015,\"message\":\"logit_bias: is not supported by this server.\",\"data\":null,\"error\":{\"message\":\"logit_bias: is not supported by this server.\",\"type\":\"invalid_request_error\",\"param\":\"logit_bias\",\"code\":\"invalid_request\"}}"],
+    ["model of another type", { model: 'org/embed-b', messages: [{ role: 'user', content: 'hi' }] }, "400", "{\"code\":20015,\"message\":\"Model 'org/embed-b' is a embedding model; send it to /v1/embeddings instead.\",\"data\":null,\"error\":{\"message\":\"Model 'org/embed-b' is a embedding model; send it to /v1/embeddings instead.\",\"type\":\"invalid_request_error\",\"param\":\"model\",\"code\":\"model_type_mismatch\"}}"],
+    ];
+    for (const [name, body, status, text] of cases) {
+      const expected = [status, 'x-request-id: golden-1', 'x-siliconcloud-trace-id: golden-1', 'content-type: application/json; charset=utf-8', `content-length: ${Buffer.byteLength(text)}`, 'Connection: close', '', text].join('\n');
+      for (let i = 0; i < 2; i++) assert.equal(await rawChatAnswer(server.baseURL, body, { ...auth, 'x-request-id': 'golden-1' }), expected, `${name}, answer ${i + 1}`);
+    }
+  });
+
   test('a model whose file is missing fails with a clear 503 naming the model and when it is tried again, and stays listed as failed', async () => {
     const response = await http(server.baseURL, '/chat/completions', {
       headers: auth,
@@ -176,3 +197,22 @@ describe('HTTP layer without keys', () => {
     }
   });
 });
+
+/** A chat POST's raw answer on a fresh connection: the status, every header as sent but the date, a blank line, the body. */
+function rawChatAnswer(base: string, body: unknown, headers: Record<string, string>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sent = request(`${base}/chat/completions`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', ...headers } }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => {
+        const lines = [String(response.statusCode)];
+        for (let i = 0; i < response.rawHeaders.length; i += 2)
+          if (response.rawHeaders[i]!.toLowerCase() !== 'date') lines.push(`${response.rawHeaders[i]}: ${response.rawHeaders[i + 1]}`);
+        resolve(`${lines.join('\n')}\n\n${Buffer.concat(chunks).toString('utf8')}`);
+      });
+      response.on('error', reject);
+    });
+    sent.on('error', reject);
+    sent.end(JSON.stringify(body));
+  });
+}

@@ -50,6 +50,14 @@ declare module 'fastify' {
      * hook, the access log and the metrics each want the pattern.
      */
     routeUrl?: string;
+    /**
+     * The route's time limit and when it runs out (performance.now()), set on arrival; its timer is
+     * armed only when the work starts (requestContext): a request refused before any work (a bad body,
+     * an unknown model, a wrong key) never pays for a timer it cannot need.
+     */
+    routeLimit?: { ms: number; setting: string };
+    routeDeadline: number;
+    routeTimer?: NodeJS.Timeout;
   }
   interface FastifyReply {
     /**
@@ -162,6 +170,9 @@ export async function buildApp(services: Services) {
   });
   app.decorateRequest('stopped', undefined);
   app.decorateRequest('routeUrl', undefined);
+  app.decorateRequest('routeLimit', undefined);
+  app.decorateRequest('routeDeadline', 0);
+  app.decorateRequest('routeTimer', undefined);
 
   // Callback style, not async: an async hook costs a promise and its resolution per request, and
   // nothing here waits.
@@ -169,16 +180,18 @@ export async function buildApp(services: Services) {
     request.inferaId = request.id;
     for (const header of TRACE_HEADERS) reply.header(header, request.id);
     running.add(request);
-    // The route's time limit: past it the work is stopped like a shutdown stops it (504, or an error
-    // frame and [DONE]), and the ledger row settles with status 504.
+    // The route's time limit, counted from arrival: past it the work is stopped like a shutdown stops it
+    // (504, or an error frame and [DONE]), and the ledger row settles with status 504 (armRouteTimer).
     const config = request.routeOptions.config as (typeof request.routeOptions.config & { url?: string }) | undefined;
     request.routeUrl = config?.url;
     const limit = config?.routeTimeout;
-    const timer = limit ? setTimeout(() => stopRequest(request, routeTimedOut(limit)), limit.ms) : undefined;
-    timer?.unref();
+    if (limit) {
+      request.routeLimit = limit;
+      request.routeDeadline = performance.now() + limit.ms;
+    }
     // A response closed before it finished means the client left: cancel the work.
     reply.raw.once('close', () => {
-      clearTimeout(timer);
+      if (request.routeTimer) clearTimeout(request.routeTimer);
       running.delete(request);
       if (!reply.raw.writableFinished) stopRequest(request, 'client');
       observe(request, reply);
@@ -419,7 +432,25 @@ function fromFastifyError(error: unknown, request: FastifyRequest): InferaError 
 /** Per-request context for serving functions. Only valid inside an authenticated route. */
 export function requestContext(request: FastifyRequest, services: Services): RequestContext {
   if (!request.principal) throw new InferaError({ status: 401, message: 'Not authenticated.' });
+  armRouteTimer(request);
   return new HttpRequestContext(request, request.principal, services.logger);
+}
+
+/**
+ * The route's timer, armed when its work starts for what is left of the limit since arrival (already
+ * past: stopped now, as the timer would have stopped it). Not once the request is stopped (a client
+ * that left: its close listener, which clears the timer, has run).
+ */
+function armRouteTimer(request: FastifyRequest): void {
+  const limit = request.routeLimit;
+  if (!limit || request.routeTimer || request.stopped) return;
+  const left = request.routeDeadline - performance.now();
+  if (left <= 0) {
+    stopRequest(request, routeTimedOut(limit));
+    return;
+  }
+  request.routeTimer = setTimeout(() => stopRequest(request, routeTimedOut(limit)), left);
+  request.routeTimer.unref();
 }
 
 /**

@@ -267,7 +267,7 @@ export class ModelRegistry {
   /** resolve() with its refusal returned, not thrown (the HTTP layer answers it without a throw's cost). */
   lookup<T extends ModelTypeName>(id: string, type: T): ModelEntry | InferaError {
     const slot = this.find(id);
-    if (!slot) return modelNotFound(id);
+    if (!slot) return unknownModel(id);
     if (slot.config.type !== type)
       return new InferaError({
         status: 400,
@@ -724,4 +724,21 @@ function fileStamp(path: string | undefined): string {
   } catch {
     return 'missing';
   }
+}
+
+/**
+ * The refusal for an id nothing serves, made once per id: a client repeating a wrong or retired id
+ * (the usual case) then costs a map lookup, not an Error. Bounded: ids varying without end (random
+ * names) cost a clear per UNKNOWN_MODELS_MAX of them.
+ */
+const UNKNOWN_MODELS_MAX = 256;
+const unknownModels = new Map<string, InferaError>();
+function unknownModel(id: string): InferaError {
+  let refusal = unknownModels.get(id);
+  if (!refusal) {
+    if (unknownModels.size >= UNKNOWN_MODELS_MAX) unknownModels.clear();
+    refusal = modelNotFound(id);
+    unknownModels.set(id, refusal);
+  }
+  return refusal;
 }

@@ -34,7 +34,8 @@ export interface CheckedChatRequest {
  */
 export function checkChatRequest(services: Services, body: unknown): CheckedChatRequest | InferaError {
   // The commonest refusals (no messages, an unknown model) come back as values; the rarer ones are thrown.
-  const request = parseChatRequestOrRefusal(body, services.config.requests);
+  // Given the registry: a plain body naming a model nothing serves is refused before it is parsed whole.
+  const request = parseChatRequestOrRefusal(body, services.config.requests, services.registry);
   if (request instanceof InferaError) return request;
   const entry = services.registry.lookup(request.model, 'chat');
   return entry instanceof InferaError ? entry : { request, entry };

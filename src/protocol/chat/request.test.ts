@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InferaError } from '../../errors/index.ts';
-import { MAX_CHOICES, chatRequestSchema, parseChatRequest, plainChatBody, type ParsedChatRequest } from './request.ts';
+import { MAX_CHOICES, chatRequestSchema, parseChatRequest, parseChatRequestOrRefusal, plainChatBody, type ParsedChatRequest } from './request.ts';
 import { DEFAULT_REQUEST_LIMITS } from '../../config/requests.ts';
 import { parseBody } from '../common/validation.ts';
 
@@ -529,4 +529,63 @@ test('the hand check of a plain body accepts only what the schema accepts, with 
   rejects({ ...base, messages: [] }, 'messages', /at least one message/);
   rejects({ ...base, temperature: 2.5 }, 'temperature');
   assert.equal(parse({ tools: [] }).options.tools, undefined);
+});
+
+test('a plain body naming a refused model gets the refusal the full parse and then the lookup would give, or the parse\'s own', () => {
+  // Every body the full parse might refuse ahead of the model: refused the same way, whether or not a lookup is given.
+  const refusedModel = new InferaError({ status: 400, param: 'model', code: 'model_not_found', message: 'no such model' });
+  let lookups = 0;
+  const models = {
+    lookup(id: string) {
+      lookups += 1;
+      return id === 'served' ? { id } : refusedModel;
+    },
+  };
+  const limits = { ...DEFAULT_REQUEST_LIMITS, maxChoices: 4 };
+  const bodies = [
+    base,
+    { ...base, n: 4 },
+    { ...base, n: 5 },
+    { ...base, n: 0 },
+    { ...base, n: -2 },
+    { ...base, n: null, seed: 7, user: 'u', vendor: { x: 1 } },
+    { ...base, stream: true, stream_options: { include_usage: true }, max_tokens: 3, temperature: 1, top_p: 0.5 },
+    { ...base, messages: [{ role: 'system', content: 's' }, { role: 'assistant', content: '' }, { role: 'user', content: 'u' }] },
+    { ...base, messages: [] },
+    { ...base, temperature: 9 },
+    { ...base, logit_bias: { 1: 2 } },
+    { ...base, logprobs: true, stream: true },
+    { ...base, tool_choice: 'required' },
+    { ...base, messages: [{ role: 'tool', content: 'x', tool_call_id: 'c' }] },
+    { ...base, thinking_budget: 'lots' },
+  ];
+  for (const body of bodies) {
+    for (const model of ['served', 'nobody/serves-this']) {
+      const sent = { ...body, model };
+      // What the request got before: the whole parse, then the lookup.
+      let expected: unknown;
+      try {
+        const parsed = parseChatRequest(sent, limits);
+        const found = models.lookup(parsed.model);
+        expected = found instanceof InferaError ? found : parsed;
+      } catch (error) {
+        expected = error;
+      }
+      let got: unknown;
+      try {
+        got = parseChatRequestOrRefusal(sent, limits, models);
+      } catch (error) {
+        got = error;
+      }
+      const label = JSON.stringify(sent);
+      if (expected instanceof InferaError) {
+        assert.ok(got instanceof InferaError, `${label}: refused`);
+        assert.deepEqual([got.status, got.message, got.param, got.code], [expected.status, expected.message, expected.param, expected.code], label);
+      } else assert.deepEqual(got, expected, label);
+    }
+  }
+  // The early lookup happened for the plain bodies (not only the full parse's path), so the test above exercised it.
+  lookups = 0;
+  assert.equal(parseChatRequestOrRefusal({ ...base, model: 'nobody/serves-this' }, limits, models), refusedModel);
+  assert.equal(lookups, 1);
 });

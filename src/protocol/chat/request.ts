@@ -16,7 +16,7 @@
 // otherwise the engine could not attach the result to a call.
 
 import { z } from 'zod';
-import { badRequest, type InferaError } from '../../errors/index.ts';
+import { badRequest, InferaError } from '../../errors/index.ts';
 import type {
   ChatCallOptions,
   ChatMessage,
@@ -582,17 +582,36 @@ function parseChatBody(body: unknown, checked = checkPlainChatBody(body)): WireC
  */
 function noMessages(body: unknown, checked: true | string | undefined): InferaError | undefined {
   if (checked === 'messages' && Array.isArray((body as { messages: unknown }).messages) && (body as { messages: unknown[] }).messages.length === 0)
-    return badRequest(`messages: ${NO_MESSAGES}`, 'messages');
+    return NO_MESSAGES_REFUSAL;
   return undefined;
+}
+/** One refusal for every body without messages: nothing in it is the request's own, and an InferaError is never changed once made. */
+const NO_MESSAGES_REFUSAL = badRequest(`messages: ${NO_MESSAGES}`, 'messages');
+
+/** Where the served models are looked up (the registry): an entry, or the refusal for an id it cannot serve as chat. */
+export interface ChatModelLookup {
+  lookup(id: string, type: 'chat'): unknown;
 }
 
 /**
- * parseChatRequest with its commonest refusal (a plain body without messages) returned, not thrown:
- * the HTTP layer answers it without the cost of a throw. Every other refusal is still thrown.
+ * parseChatRequest with its commonest refusals returned, not thrown: the HTTP layer answers them without
+ * the cost of a throw. A plain body without messages; and, given `models`, a plain body naming a model
+ * that `models` refuses, answered before the request is built: parseChatRequest refuses a plain body
+ * for nothing but an `n` past the cap (every other field it could refuse is one the hand check does not
+ * pass), so with `n` within it the model's refusal is the one the request gets either way (request.test.ts
+ * holds this), and the parse's objects are not made for a request that goes no further. Every other
+ * refusal is still thrown.
  */
-export function parseChatRequestOrRefusal(body: unknown, limits: RequestLimits = DEFAULT_REQUEST_LIMITS): ParsedChatRequest | InferaError {
+export function parseChatRequestOrRefusal(body: unknown, limits: RequestLimits = DEFAULT_REQUEST_LIMITS, models?: ChatModelLookup): ParsedChatRequest | InferaError {
   const checked = checkPlainChatBody(body);
-  return noMessages(body, checked) ?? parseChatRequest(body, limits, checked);
+  const refusal = noMessages(body, checked) ?? (checked === true && models ? modelRefusal(body as WireChatRequest, limits, models) : undefined);
+  return refusal ?? parseChatRequest(body, limits, checked);
+}
+
+function modelRefusal(plain: WireChatRequest, limits: RequestLimits, models: ChatModelLookup): InferaError | undefined {
+  if (plain.n != null && (plain.n < 1 || plain.n > limits.maxChoices)) return undefined;
+  const found = models.lookup(plain.model, 'chat');
+  return found instanceof InferaError ? found : undefined;
 }
 
 export function parseChatRequest(
