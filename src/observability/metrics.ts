@@ -58,6 +58,37 @@ interface DurationTally {
 
 export type LedgerWriteOutcome = 'ok' | 'retry' | 'failed';
 
+/** One endpoint and model's inference requests: admitted not yet settled, and the input tokens of those settled. */
+interface InferenceTally {
+  labels: Record<'endpoint' | 'model', string>;
+  inFlight: number;
+  promptTokens: number;
+  cachedPromptTokens: number;
+}
+
+/** One model's output over every endpoint. */
+interface ModelTally {
+  labels: Record<'model', string>;
+  generatedTokens: number;
+  reasoningTokens: number;
+  images: number;
+  documents: number;
+}
+
+/** A count as settled() takes it: only a positive one counts (zero, negative or NaN leave the counter as it is). */
+const counted = (value: number | undefined): number => (value !== undefined && value > 0 ? value : 0);
+
+/** Hands tallied values to a counter at scrape time; a label set never counted (0) has no series, as with inc(). */
+function countedFrom<R extends { labels: Record<string, string> }>(rows: Iterable<R>, value: (row: R) => number) {
+  return function collect(this: Counter<string>) {
+    this.reset();
+    for (const row of rows) {
+      const n = value(row);
+      if (n > 0) this.inc(row.labels, n);
+    }
+  };
+}
+
 /** One settled inference request (the same report the ledger gets). */
 export interface InferenceObservation {
   model: string;
@@ -88,14 +119,6 @@ export interface QueueView {
 export class InferaMetrics implements RoutingMetrics {
   readonly registry = new Registry();
   private readonly edgeCuts: Counter<'reason'>;
-  private readonly inferenceRequests: Counter<'endpoint' | 'model' | 'outcome'>;
-  private readonly inFlight: Gauge<'endpoint' | 'model'>;
-  private readonly promptTokens: Counter<'endpoint' | 'model'>;
-  private readonly generatedTokens: Counter<'model'>;
-  private readonly reasoningTokens: Counter<'model'>;
-  private readonly cachedPromptTokens: Counter<'endpoint' | 'model'>;
-  private readonly images: Counter<'model'>;
-  private readonly documents: Counter<'model'>;
   private readonly ttft: Histogram<'model'>;
   private readonly tokensPerSecond: Histogram<'model' | 'stream'>;
   private readonly queueWait: Histogram<'model'>;
@@ -139,6 +162,16 @@ export class InferaMetrics implements RoutingMetrics {
    * Rows are shared by the httpTally rows of one label set; bounded as they are.
    */
   private readonly durationTally = new Map<string, DurationTally>();
+  /**
+   * Admitted and settled inference requests and their tokens, tallied per request and handed to the
+   * counters and the in-flight gauge at scrape time as httpTally is: six prom-client inc()/dec() calls
+   * per request each validated and hashed a label object. Keyed by endpoint and model (outcomes by
+   * endpoint, model and outcome, in the order they first came, as inc() would have inserted them);
+   * bounded by the configured models.
+   */
+  private readonly inferenceTally = new Map<string, InferenceTally>();
+  private readonly outcomeTally = new Map<string, { count: number; labels: Record<'endpoint' | 'model' | 'outcome', string> }>();
+  private readonly modelTally = new Map<string, ModelTally>();
 
   constructor(options: { processMetrics?: boolean } = {}) {
     this.withProcess = options.processMetrics ?? true;
@@ -193,44 +226,84 @@ export class InferaMetrics implements RoutingMetrics {
       labelNames: ['reason'],
       registers,
     });
-    this.inferenceRequests = new Counter({
+    // Counted in inferenceTally, outcomeTally and modelTally per request; handed over at scrape time.
+    const inferenceRows = this.inferenceTally.values.bind(this.inferenceTally);
+    const modelRows = this.modelTally.values.bind(this.modelTally);
+    const outcomeRows = this.outcomeTally;
+    new Counter({
       name: 'infera_inference_requests_total',
       help: 'Admitted inference requests, by how they ended (a stream that failed after its first token is an error here, though its HTTP status was 200).',
       labelNames: ['endpoint', 'model', 'outcome'],
       registers,
+      collect() {
+        this.reset();
+        for (const row of outcomeRows.values()) this.inc(row.labels, row.count);
+      },
     });
-    this.inFlight = new Gauge({
+    new Gauge({
       name: 'infera_inference_in_flight',
       help: 'Admitted inference requests not yet settled: waiting for the model to load, queued in the engine or running.',
       labelNames: ['endpoint', 'model'],
       registers,
+      collect() {
+        this.reset();
+        for (const row of inferenceRows()) this.set(row.labels, row.inFlight);
+      },
     });
-    this.promptTokens = new Counter({
+    new Counter({
       name: 'infera_prompt_tokens_total',
       help: 'Input tokens of settled requests (chat prompts, embedding inputs, rerank query and documents).',
       labelNames: ['endpoint', 'model'],
       registers,
+      collect() {
+        countedFrom(inferenceRows(), (row) => row.promptTokens).call(this);
+      },
     });
-    this.generatedTokens = new Counter({
+    new Counter({
       name: 'infera_generated_tokens_total',
       help: 'Completion tokens generated (reasoning tokens included), also of requests cut off by the client.',
       labelNames: ['model'],
       registers,
+      collect() {
+        countedFrom(modelRows(), (row) => row.generatedTokens).call(this);
+      },
     });
-    this.cachedPromptTokens = new Counter({
+    new Counter({
       name: 'infera_cached_prompt_tokens_total',
       help: 'The part of infera_prompt_tokens_total found in the prompt cache (llama-cpp chat: KV kept from earlier requests, not evaluated again).',
       labelNames: ['endpoint', 'model'],
       registers,
+      collect() {
+        countedFrom(inferenceRows(), (row) => row.cachedPromptTokens).call(this);
+      },
     });
-    this.reasoningTokens = new Counter({
+    new Counter({
       name: 'infera_reasoning_tokens_total',
       help: 'The part of infera_generated_tokens_total spent on chains of thought.',
       labelNames: ['model'],
       registers,
+      collect() {
+        countedFrom(modelRows(), (row) => row.reasoningTokens).call(this);
+      },
     });
-    this.images = new Counter({ name: 'infera_generated_images_total', help: 'Images generated.', labelNames: ['model'], registers });
-    this.documents = new Counter({ name: 'infera_reranked_documents_total', help: 'Documents scored by rerank requests.', labelNames: ['model'], registers });
+    new Counter({
+      name: 'infera_generated_images_total',
+      help: 'Images generated.',
+      labelNames: ['model'],
+      registers,
+      collect() {
+        countedFrom(modelRows(), (row) => row.images).call(this);
+      },
+    });
+    new Counter({
+      name: 'infera_reranked_documents_total',
+      help: 'Documents scored by rerank requests.',
+      labelNames: ['model'],
+      registers,
+      collect() {
+        countedFrom(modelRows(), (row) => row.documents).call(this);
+      },
+    });
     this.ttft = new Histogram({
       name: 'infera_time_to_first_token_seconds',
       help: 'Streamed chat completions: from the request being handled (body received) to the first generated token (queue, load and prefill included).',
@@ -467,20 +540,46 @@ export class InferaMetrics implements RoutingMetrics {
     this.edgeCuts.inc({ reason });
   }
 
+  private inference(endpoint: string, model: string): InferenceTally {
+    const key = `${endpoint}\n${model}`;
+    let row = this.inferenceTally.get(key);
+    if (!row) {
+      row = { labels: { endpoint, model }, inFlight: 0, promptTokens: 0, cachedPromptTokens: 0 };
+      this.inferenceTally.set(key, row);
+    }
+    return row;
+  }
+
   admitted(endpoint: string, model: string): void {
-    this.inFlight.inc({ endpoint, model });
+    this.inference(endpoint, model).inFlight++;
   }
 
   settled(report: InferenceObservation): void {
-    const { endpoint, model } = report;
-    this.inFlight.dec({ endpoint, model });
-    this.inferenceRequests.inc({ endpoint, model, outcome: report.outcome });
-    if (report.promptTokens > 0) this.promptTokens.inc({ endpoint, model }, report.promptTokens);
-    if (report.cachedPromptTokens) this.cachedPromptTokens.inc({ endpoint, model }, report.cachedPromptTokens);
-    if (report.completionTokens > 0) this.generatedTokens.inc({ model }, report.completionTokens);
-    if (report.reasoningTokens > 0) this.reasoningTokens.inc({ model }, report.reasoningTokens);
-    if (report.images > 0) this.images.inc({ model }, report.images);
-    if (report.documents > 0) this.documents.inc({ model }, report.documents);
+    const { endpoint, model, outcome } = report;
+    const row = this.inference(endpoint, model);
+    row.inFlight--;
+    const prompt = counted(report.promptTokens);
+    const cached = counted(report.cachedPromptTokens);
+    const completion = counted(report.completionTokens);
+    const reasoning = counted(report.reasoningTokens);
+    const images = counted(report.images);
+    const documents = counted(report.documents);
+    const outcomeKey = `${endpoint}\n${model}\n${outcome}`;
+    const byOutcome = this.outcomeTally.get(outcomeKey);
+    if (byOutcome) byOutcome.count++;
+    else this.outcomeTally.set(outcomeKey, { count: 1, labels: { endpoint, model, outcome } });
+    row.promptTokens += prompt;
+    row.cachedPromptTokens += cached;
+    if (completion + reasoning + images + documents === 0) return;
+    let out = this.modelTally.get(model);
+    if (!out) {
+      out = { labels: { model }, generatedTokens: 0, reasoningTokens: 0, images: 0, documents: 0 };
+      this.modelTally.set(model, out);
+    }
+    out.generatedTokens += completion;
+    out.reasoningTokens += reasoning;
+    out.images += images;
+    out.documents += documents;
   }
 
   firstToken(model: string, seconds: number): void {
@@ -520,7 +619,7 @@ export class InferaMetrics implements RoutingMetrics {
       byModel.set(model, entry);
       return entry;
     };
-    for (const sample of (await this.inFlight.get()).values) of(String(sample.labels.model)).inFlight += sample.value;
+    for (const row of this.inferenceTally.values()) of(row.labels.model).inFlight += row.inFlight;
     for (const ref of this.queues) {
       const queue = ref.deref();
       if (queue) of(queue.model).queued += queue.queued();

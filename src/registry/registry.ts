@@ -246,6 +246,7 @@ export class ModelRegistry {
     return {
       config: slot.config,
       acquire: () => this.lease(slot),
+      acquireNow: () => this.leaseNow(slot),
       remote,
       // A model that failed to load or whose engine process waits for its restart serves nothing until its retry time.
       localHealth: remote ? undefined : () => !(slot.state === 'failed' && slot.retryAt !== undefined && Date.now() < slot.retryAt),
@@ -295,29 +296,48 @@ export class ModelRegistry {
 
   /** Load one entry if needed and lease it; it then stays loaded for keepAliveMs (default: the entry's keepAlive). */
   private async lease(slot: Slot, keepAliveMs?: number): Promise<ModelLease<AnyModel>> {
+    const now = this.leaseNow(slot, keepAliveMs);
+    if (now) return now;
     slot.leases++;
     slot.keepAliveMs = keepAliveMs ?? slot.defaultKeepAliveMs;
     this.cancelExpiry(slot);
     try {
-      const loaded = await this.load(slot);
-      let released = false;
-      return {
-        model: loaded.model,
-        config: slot.config,
-        release: () => {
-          if (!released) {
-            released = true;
-            slot.leases--;
-            slot.lastUsed = Date.now();
-            this.idle(slot);
-          }
-        },
-      };
+      return this.leaseOf(slot, await this.load(slot));
     } catch (error) {
       slot.leases--;
       this.idle(slot);
       throw error;
     }
+  }
+
+  /**
+   * The lease of a model that is loaded already, without a promise: a routed request leases its
+   * deployment twice (the model's properties, then the call), and each async lease cost the request
+   * two promises and their turns through the microtask queue. Undefined when it must wait for a load.
+   */
+  private leaseNow(slot: Slot, keepAliveMs?: number): ModelLease<AnyModel> | undefined {
+    const loaded = slot.loaded;
+    if (!loaded || this.closed) return undefined;
+    slot.leases++;
+    slot.keepAliveMs = keepAliveMs ?? slot.defaultKeepAliveMs;
+    if (slot.expiryTimer !== undefined || slot.expiresAt !== undefined) this.cancelExpiry(slot);
+    return this.leaseOf(slot, loaded);
+  }
+
+  private leaseOf(slot: Slot, loaded: LoadedModel): ModelLease<AnyModel> {
+    let released = false;
+    return {
+      model: loaded.model,
+      config: slot.config,
+      release: () => {
+        if (!released) {
+          released = true;
+          slot.leases--;
+          slot.lastUsed = Date.now();
+          this.idle(slot);
+        }
+      },
+    };
   }
 
   /** No request holds it: unload now (keep-alive 0), later (its keep-alive), or never. */

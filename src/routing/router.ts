@@ -21,6 +21,8 @@ export interface DeploymentSource {
   config: ModelConfig;
   /** Lease the deployment's model, loading it first if needed; release() when the attempt is over. */
   acquire(): Promise<{ model: AnyModel; release(): void }>;
+  /** The same lease at once when the model is loaded already (no promise); undefined when acquire() must wait for a load. */
+  acquireNow?(): { model: AnyModel; release(): void } | undefined;
   /** In-process deployments: false while their model cannot serve (failed load, engine restarting). */
   localHealth?: () => boolean;
   /** Upstreams: where the active health check goes, and the default name (host:port). */
@@ -150,7 +152,8 @@ export class Router {
       const deployment = this.balancer.pick(tried);
       if (!deployment) throw last ?? unavailable(this.id, this.deployments, this.options);
       try {
-        const lease = await this.sources.get(deployment)!.acquire();
+        const source = this.sources.get(deployment)!;
+        const lease = source.acquireNow?.() ?? (await source.acquire());
         this.home = lease.model;
         this.wrapper ??= routedModel(this);
         return { model: this.wrapper, release: lease.release };
@@ -173,7 +176,8 @@ export class Router {
       const end = this.begin(deployment);
       let lease: { model: AnyModel; release(): void } | undefined;
       try {
-        lease = await this.sources.get(deployment)!.acquire();
+        const source = this.sources.get(deployment)!;
+        lease = source.acquireNow?.() ?? (await source.acquire());
         const result = await run(lease.model);
         end('success');
         return result;
@@ -219,7 +223,8 @@ export class Router {
       let lease: { model: AnyModel; release(): void } | undefined;
       let iterator: AsyncIterator<P> | undefined;
       try {
-        lease = await this.sources.get(deployment)!.acquire();
+        const source = this.sources.get(deployment)!;
+        lease = source.acquireNow?.() ?? (await source.acquire());
         iterator = open(lease.model)[Symbol.asyncIterator]();
         const first = await iterator.next();
         return { iterator, first, release: lease.release, end };
