@@ -26,8 +26,9 @@ export interface LlamaCppLoadOptions {
   /** Stops a load in progress (server shutdown). */
   signal?: AbortSignal;
   /**
-   * Chat on the FFI runner: where llama_decode runs (see RunnerOptions.decodeOn). An engine process
-   * of its own passes 'loop'; the default, 'worker', keeps a shared event loop free during decodes.
+   * On the FFI runner and encoders: where llama_decode runs (see RunnerOptions.decodeOn,
+   * LlamaEncoder.forModel). An engine process of its own passes 'loop'; the default, 'worker', keeps a
+   * shared event loop free during decodes.
    */
   decodeOn?: 'loop' | 'worker';
 }
@@ -172,14 +173,14 @@ async function loadOnNodeLlamaCpp(
 async function loadOnFfi(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { signal }: LlamaCppLoadOptions,
+  { signal, decodeOn }: LlamaCppLoadOptions,
   lib: LlamaLibrary,
 ): Promise<LoadedModel<LlamaCppEmbeddingModel>> {
   const info = await ggufInfo(config.path);
   let encoder: LlamaEncoder | undefined;
   try {
     signal?.throwIfAborted();
-    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model');
+    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model', decodeOn);
     refuseReranker(config, info, supportsRanking(info, encoder.special));
     onProgress?.(1);
     const loadedEncoder = encoder;
