@@ -8,11 +8,11 @@
 //
 //   npm run build && node --import tsx bench/embed-path.ts --llama-bin <dir> [--infera-bin a/bin/infera.js,b/bin/infera.js]
 //        [--threads 2] [--requests 200] [--rounds 3] [--infera-engine '{"cpuBackend":"native"}'] [--strace 40]
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
@@ -203,7 +203,8 @@ process.on('SIGINT', () => {
   process.exit(130);
 });
 try {
-  inferaBins.forEach((bin, i) => servers.push(spawnInfera(bin, modelPath, inferaBins.length > 1 ? `infera#${i}` : 'infera')));
+  // Several builds: each column is named after its checkout's directory.
+  for (const bin of inferaBins) servers.push(spawnInfera(bin, modelPath, inferaBins.length > 1 ? `infera ${basename(dirname(dirname(bin)))}` : 'infera'));
   if (values['llama-bin']) servers.push(spawnLlama(values['llama-bin'], modelPath));
   for (const server of servers) await ready(server);
   console.log(`embed-path: ${new Date().toISOString()}, ${threads} threads, ${requests} requests/round, ${words}-word inputs; ${servers.map((s) => s.label).join(', ')}; bins ${inferaBins.join(', ')}`);
@@ -238,5 +239,4 @@ try {
   stopAll();
   await sleep(500);
   if (straceRequests === 0) rmSync(work, { recursive: true, force: true });
-  void spawnSync;
 }
