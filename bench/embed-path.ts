@@ -110,7 +110,7 @@ async function ready(server: Server): Promise<void> {
 }
 
 /** Every live thread of the process tree: pid, tid, name, CPU ns so far. */
-function threadsOf(rootPid: number): Map<string, { pid: number; name: string; ns: number }> {
+function threadsOf(rootPid: number): Map<string, { pid: number; name: string; ns: number; switches: number }> {
   const parents = new Map<number, number>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -128,7 +128,7 @@ function threadsOf(rootPid: number): Map<string, { pid: number; name: string; ns
         grew = true;
       }
   }
-  const out = new Map<string, { pid: number; name: string; ns: number }>();
+  const out = new Map<string, { pid: number; name: string; ns: number; switches: number }>();
   for (const pid of tree) {
     let tids: string[] = [];
     try {
@@ -138,7 +138,10 @@ function threadsOf(rootPid: number): Map<string, { pid: number; name: string; ns
       try {
         const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
         const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-        out.set(`${pid}/${tid}`, { pid, name: Number(tid) === pid ? `${name}(main)` : name, ns });
+        // Voluntary switches: the thread blocked and had to be woken again (a hand-off on the request's path).
+        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+        const switches = Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
+        out.set(`${pid}/${tid}`, { pid, name: Number(tid) === pid ? `${name}(main)` : name, ns, switches });
       } catch {}
     }
   }
@@ -149,6 +152,8 @@ interface Round {
   wallMs: number[];
   /** CPU µs per request by "process role / thread name". */
   cpu: Map<string, number>;
+  /** Voluntary context switches per request, same keys. */
+  switches: Map<string, number>;
   totalCpuUs: number;
   load: number;
 }
@@ -164,6 +169,7 @@ async function measure(server: Server): Promise<Round> {
   }
   const after = threadsOf(server.child.pid!);
   const cpu = new Map<string, number>();
+  const switches = new Map<string, number>();
   let total = 0;
   for (const [key, now] of after) {
     const was = before.get(key)?.ns ?? 0;
@@ -171,9 +177,10 @@ async function measure(server: Server): Promise<Round> {
     const name = `${role}:${now.name}`;
     const us = (now.ns - was) / 1000 / requests;
     cpu.set(name, (cpu.get(name) ?? 0) + us);
+    switches.set(name, (switches.get(name) ?? 0) + (now.switches - (before.get(key)?.switches ?? 0)) / requests);
     total += us;
   }
-  return { wallMs, cpu, totalCpuUs: total, load: loadavg()[0]! };
+  return { wallMs, cpu, switches, totalCpuUs: total, load: loadavg()[0]! };
 }
 
 /** Runs `count` requests with strace on the tree; returns the per-request gaps between marked syscalls. */
@@ -221,14 +228,16 @@ try {
     const rs = results.get(server.label)!;
     const names = new Set(rs.flatMap((r) => [...r.cpu.keys()]));
     const rows = [...names]
-      .map((name) => [name, median(rs.map((r) => r.cpu.get(name) ?? 0))] as const)
-      .filter(([, us]) => us >= 10)
+      .map((name) => [name, median(rs.map((r) => r.cpu.get(name) ?? 0)), median(rs.map((r) => r.switches.get(name) ?? 0))] as const)
+      .filter(([, us, sw]) => us >= 10 || sw >= 0.05)
       .sort((a, b) => b[1] - a[1]);
     console.log(
       `\n${server.label}: wall p50 ${median(rs.map((r) => median(r.wallMs))).toFixed(2)} ms (rounds ${rs.map((r) => median(r.wallMs).toFixed(2)).join(' / ')}), ` +
         `CPU ${(median(rs.map((r) => r.totalCpuUs)) / 1000).toFixed(2)} ms/request`,
     );
-    for (const [name, us] of rows) console.log(`  ${name.padEnd(34)} ${us.toFixed(0).padStart(6)} µs/request`);
+    const allSwitches = median(rs.map((r) => [...r.switches.values()].reduce((a, b) => a + b, 0)));
+    console.log(`  voluntary context switches, all threads: ${allSwitches.toFixed(2)} per request`);
+    for (const [name, us, sw] of rows) console.log(`  ${name.padEnd(34)} ${us.toFixed(0).padStart(6)} µs/request, ${sw.toFixed(2)} switches/request`);
   }
   if (straceRequests > 0)
     for (const server of servers) {
