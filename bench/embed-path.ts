@@ -27,6 +27,8 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '200' },
     rounds: { type: 'string', default: '3' },
     words: { type: 'string', default: '12' },
+    /** Concurrent clients, each sending --requests / clients requests one after another (default 1: the path of one request). */
+    clients: { type: 'string', default: '1' },
     strace: { type: 'string', default: '0' },
     port: { type: 'string', default: '8840' },
     /** A directory: Infera's processes write V8 CPU profiles there (bench/cpu-profile-hook.mjs), from 20 s after spawn. */
@@ -39,6 +41,7 @@ const threads = Number(values.threads);
 const requests = Number(values.requests);
 const rounds = Number(values.rounds);
 const words = Number(values.words);
+const clients = Number(values.clients);
 const straceRequests = Number(values.strace);
 const engine = JSON.parse(values['infera-engine']!) as Record<string, unknown>;
 const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
@@ -150,6 +153,8 @@ function threadsOf(rootPid: number): Map<string, { pid: number; name: string; ns
 
 interface Round {
   wallMs: number[];
+  /** Requests per second over the round. */
+  rate: number;
   /** CPU µs per request by "process role / thread name". */
   cpu: Map<string, number>;
   /** Voluntary context switches per request, same keys. */
@@ -162,11 +167,17 @@ async function measure(server: Server): Promise<Round> {
   for (let i = 0; i < 10; i++) await embed(server);
   const before = threadsOf(server.child.pid!);
   const wallMs: number[] = [];
-  for (let i = 0; i < requests; i++) {
-    const t0 = performance.now();
-    await embed(server);
-    wallMs.push(performance.now() - t0);
-  }
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      for (let i = 0; i < Math.ceil(requests / clients); i++) {
+        const t0 = performance.now();
+        await embed(server);
+        wallMs.push(performance.now() - t0);
+      }
+    }),
+  );
+  const rate = wallMs.length / ((performance.now() - started) / 1000);
   const after = threadsOf(server.child.pid!);
   const cpu = new Map<string, number>();
   const switches = new Map<string, number>();
@@ -175,12 +186,12 @@ async function measure(server: Server): Promise<Round> {
     const was = before.get(key)?.ns ?? 0;
     const role = now.pid === server.child.pid ? 'server' : 'engine';
     const name = `${role}:${now.name}`;
-    const us = (now.ns - was) / 1000 / requests;
+    const us = (now.ns - was) / 1000 / wallMs.length;
     cpu.set(name, (cpu.get(name) ?? 0) + us);
-    switches.set(name, (switches.get(name) ?? 0) + (now.switches - (before.get(key)?.switches ?? 0)) / requests);
+    switches.set(name, (switches.get(name) ?? 0) + (now.switches - (before.get(key)?.switches ?? 0)) / wallMs.length);
     total += us;
   }
-  return { wallMs, cpu, switches, totalCpuUs: total, load: loadavg()[0]! };
+  return { wallMs, rate, cpu, switches, totalCpuUs: total, load: loadavg()[0]! };
 }
 
 /** Runs `count` requests with strace on the tree; returns the per-request gaps between marked syscalls. */
@@ -214,14 +225,14 @@ try {
   for (const bin of inferaBins) servers.push(spawnInfera(bin, modelPath, inferaBins.length > 1 ? `infera ${basename(dirname(dirname(bin)))}` : 'infera'));
   if (values['llama-bin']) servers.push(spawnLlama(values['llama-bin'], modelPath));
   for (const server of servers) await ready(server);
-  console.log(`embed-path: ${new Date().toISOString()}, ${threads} threads, ${requests} requests/round, ${words}-word inputs; ${servers.map((s) => s.label).join(', ')}; bins ${inferaBins.join(', ')}`);
+  console.log(`embed-path: ${new Date().toISOString()}, ${threads} threads, ${clients} client(s), ${requests} requests/round, ${words}-word inputs; ${servers.map((s) => s.label).join(', ')}; bins ${inferaBins.join(', ')}`);
   const results = new Map<string, Round[]>(servers.map((s) => [s.label, []]));
   for (let round = 0; round < rounds; round++)
     for (const server of round % 2 ? [...servers].reverse() : servers) {
       const r = await measure(server);
       results.get(server.label)!.push(r);
       console.log(
-        `round ${round + 1} ${server.label}: wall p50 ${median(r.wallMs).toFixed(2)} ms, CPU ${(r.totalCpuUs / 1000).toFixed(2)} ms/request, load ${r.load.toFixed(2)}`,
+        `round ${round + 1} ${server.label}: wall p50 ${median(r.wallMs).toFixed(2)} ms, ${r.rate.toFixed(1)} requests/s, CPU ${(r.totalCpuUs / 1000).toFixed(2)} ms/request, load ${r.load.toFixed(2)}`,
       );
     }
   for (const server of servers) {
