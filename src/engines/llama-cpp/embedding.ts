@@ -26,9 +26,9 @@ export interface LlamaCppLoadOptions {
   /** Stops a load in progress (server shutdown). */
   signal?: AbortSignal;
   /**
-   * On the FFI runner and encoders: where llama_decode runs (see RunnerOptions.decodeOn,
-   * LlamaEncoder.forModel). An engine process of its own passes 'loop'; the default, 'worker', keeps a
-   * shared event loop free during decodes.
+   * Chat on the FFI runner: where llama_decode runs (see RunnerOptions.decodeOn). An engine process
+   * of its own passes 'loop'; the default, 'worker', keeps a shared event loop free during decodes.
+   * The FFI encoders of embedding and reranker entries decode on the worker either way (LlamaEncoder.forModel).
    */
   decodeOn?: 'loop' | 'worker';
 }
@@ -173,14 +173,14 @@ async function loadOnNodeLlamaCpp(
 async function loadOnFfi(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { signal, decodeOn }: LlamaCppLoadOptions,
+  { signal }: LlamaCppLoadOptions,
   lib: LlamaLibrary,
 ): Promise<LoadedModel<LlamaCppEmbeddingModel>> {
   const info = await ggufInfo(config.path);
   let encoder: LlamaEncoder | undefined;
   try {
     signal?.throwIfAborted();
-    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model', decodeOn);
+    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model');
     refuseReranker(config, info, supportsRanking(info, encoder.special));
     onProgress?.(1);
     const loadedEncoder = encoder;

@@ -44,9 +44,9 @@ export interface EncoderOptions {
    */
   plainAttentionForSmallBatches?: boolean;
   /**
-   * As RunnerOptions.decodeOn: on the calling thread ('loop': model entries in an engine process of their
-   * own, see forModel) or koffi's worker ('worker', the default). Several lanes always decode on koffi's
-   * workers, so that they run at the same time.
+   * As RunnerOptions.decodeOn: on the calling thread ('loop') or koffi's worker ('worker', the default,
+   * and what model entries get: see forModel). Several lanes always decode on koffi's workers, so that
+   * they run at the same time.
    */
   decodeOn?: 'loop' | 'worker';
 }
@@ -168,11 +168,11 @@ export class LlamaEncoder {
 
   /**
    * The encoder of an embedding or reranker model entry: its `llamaCpp` options mapped onto the encoder's.
-   * `decodeOn` 'loop' is for an engine process of its own (nothing else waits on its loop): at one client
-   * every thread hand-off is on the request's path, and a decode on koffi's worker costs two of them
-   * (wake the worker, wake the loop for the answer) besides the decode. Inputs that arrive during a decode
-   * on the loop are read right after it and share the next one, as on the worker. Elsewhere (a shared
-   * server process) the worker keeps the loop answering while a decode of 10-500 ms runs.
+   * Entries decode on koffi's worker, also in an engine process of their own: on the loop there (two
+   * thread hand-offs fewer per request: 9.4 → 3.5 voluntary context switches a request at 1 client) the
+   * HTTP wall time at 1 client, 1 thread, was longer in 5 of 5 alternating rounds (44.6-55.1 ms against
+   * 40.0-52.1, same CPU; docs/BENCHMARKS.md, embed1), and not explained; in process both measure the same.
+   * `decodeOn` 'loop' stays for callers that want it (inputs read during a decode share the next one).
    */
   static forModel(
     lib: LlamaLibrary,
