@@ -80,6 +80,29 @@ test('ffi encoder: two lanes (contexts) share one queue and give the same vector
   }
 });
 
+test("ffi encoder on the loop (an engine process's): the worker's vectors, and what a caller sends on its answer leaves before the next decode", async () => {
+  const onLoop = LlamaEncoder.load(lib, paths.embedding, { contextSize: 64, sequences: 4, threads: 1, pooling: 'model', decodeOn: 'loop' });
+  try {
+    assert.equal(onLoop.decodeOn, 'loop');
+    const [a, b] = TEXTS.slice(0, 2).map((text) => encoder.framed(encoder.tokenize(text)));
+    const reference = [await encoder.encode(a!), await encoder.encode(b!)];
+    // b arrives after a's decode has started (the next immediate), as a request read from IPC during it would.
+    let decodesWhenAnswerSent = -1;
+    const first = onLoop.encode(a!).then((vector) => {
+      // An engine process sends what its callers produced at the end of the turn, by setImmediate (child.ts).
+      setImmediate(() => (decodesWhenAnswerSent = onLoop.stats.decodes));
+      return vector;
+    });
+    const second = new Promise<Float32Array>((resolve, reject) => setImmediate(() => onLoop.encode(b!).then(resolve, reject)));
+    const vectors = [await first, await second];
+    assert.equal(onLoop.stats.decodes, 2);
+    assert.equal(decodesWhenAnswerSent, 1, "a's answer was sent before b's decode blocked the loop");
+    for (const [i, vector] of vectors.entries()) assert.ok(maxDifference(vector, reference[i]!) < 1e-5, `input ${i}`);
+  } finally {
+    await onLoop.dispose();
+  }
+});
+
 test('ffi encoder: batches of up to PLAIN_ATTENTION_TOKENS tokens decode on the plain-attention context, with the vectors of the packed path', async () => {
   const hybrid = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model' });
   const flashOnly = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model', plainAttentionForSmallBatches: false });

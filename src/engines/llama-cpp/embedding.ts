@@ -28,6 +28,7 @@ export interface LlamaCppLoadOptions {
   /**
    * Chat on the FFI runner: where llama_decode runs (see RunnerOptions.decodeOn). An engine process
    * of its own passes 'loop'; the default, 'worker', keeps a shared event loop free during decodes.
+   * The FFI encoders of embedding and reranker entries decode on the worker either way (LlamaEncoder.forModel).
    */
   decodeOn?: 'loop' | 'worker';
 }

@@ -168,17 +168,18 @@ export class LlamaEncoder {
 
   /**
    * The encoder of an embedding or reranker model entry: its `llamaCpp` options mapped onto the encoder's.
-   * It decodes on koffi's worker even in an engine process of its own, where the chat runner decodes on
-   * the loop: a decode here lasts 10–500 ms, and while it runs the loop answers the server's tokenize
-   * calls and queues the inputs that follow, so the next decode takes them all. On the loop (measured at
-   * 32 clients, 1 thread, busy box) the tokenize calls waited for the decode and each decode took ~11
-   * inputs; on the worker ~17, at ~1.5× the rate. The hop costs microseconds against a decode.
+   * Entries decode on koffi's worker, also in an engine process of their own: on the loop there (two
+   * thread hand-offs fewer per request: 9.4 → 3.5 voluntary context switches a request at 1 client) the
+   * HTTP wall time at 1 client, 1 thread, was longer in 5 of 5 alternating rounds (44.6-55.1 ms against
+   * 40.0-52.1, same CPU; docs/BENCHMARKS.md, embed1), and not explained; in process both measure the same.
+   * `decodeOn` 'loop' stays for callers that want it (inputs read during a decode share the next one).
    */
   static forModel(
     lib: LlamaLibrary,
     path: string,
     options: { contextSize: number; batchSequences: number; threads: number; contexts: number },
     pooling: EncoderOptions['pooling'],
+    decodeOn: 'loop' | 'worker' = 'worker',
   ): LlamaEncoder {
     return LlamaEncoder.load(lib, path, {
       contextSize: options.contextSize,
@@ -186,7 +187,7 @@ export class LlamaEncoder {
       threads: options.threads,
       lanes: options.contexts,
       pooling,
-      decodeOn: 'worker',
+      decodeOn,
     });
   }
 
@@ -352,14 +353,18 @@ export class LlamaEncoder {
     const t0 = performance.now();
     lane.decoding = true;
     if (small) this.stats.smallDecodes++;
+    // A context without memory (a BERT-style encoder) would have llama_decode log a debug line and call
+    // llama_encode: every decode's line went through the log hook, which koffi relays from its worker to
+    // the main thread while the decode thread waits (a thread round trip before every decode).
+    const run = target.memory ? this.api.llama_decode : this.api.llama_encode;
     if (this.decodeOn === 'worker') {
-      this.api.llama_decode.async(target.context, struct, (error: unknown, status: number) => {
+      run.async(target.context, struct, (error: unknown, status: number) => {
         lane.decoding = false;
         this.afterDecode(target, error ? -100 : status, jobs, lastIndex, n, t0);
       });
       return;
     }
-    const status = this.api.llama_decode(target.context, struct) as number;
+    const status = run(target.context, struct) as number;
     lane.decoding = false;
     this.afterDecode(target, status, jobs, lastIndex, n, t0);
   }
@@ -415,7 +420,11 @@ export class LlamaEncoder {
     }
     // Decoder embedders keep what they evaluated: the next batch starts from empty sequences.
     if (decoded.memory) this.api.llama_memory_clear(decoded.memory, true);
-    this.schedule();
+    // On the loop, the next decode waits one turn: the answers just resolved reach their callers in this
+    // turn's microtasks, and what they send (an engine process's outgoing message goes at the end of a
+    // turn, by setImmediate) must leave before the loop blocks in the next decode, not after it.
+    if (this.decodeOn === 'loop') setImmediate(() => this.schedule());
+    else this.schedule();
   }
 
   private notifyIdle(): void {

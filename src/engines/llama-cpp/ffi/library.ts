@@ -210,6 +210,7 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     llama_log_set: llamaFn('llama_log_set', 'void', ['void *', 'void *']),
     llama_batch_free: llamaFn('llama_batch_free', 'void', [t.batch]),
     llama_decode: llamaFn('llama_decode', 'int32_t', [t.context, t.batch]),
+    llama_encode: llamaFn('llama_encode', 'int32_t', [t.context, t.batch]),
     llama_get_logits_ith: llamaFn('llama_get_logits_ith', 'void *', [t.context, 'int32_t']),
     llama_get_embeddings_seq: llamaFn('llama_get_embeddings_seq', 'void *', [t.context, 'int32_t']),
     llama_get_embeddings_ith: llamaFn('llama_get_embeddings_ith', 'void *', [t.context, 'int32_t']),

@@ -1,0 +1,262 @@
+// Where one embeddings request's time goes at 1 client: Infera (compiled build, llama.cpp embedding model in
+// its engine process) and llama-server on the same GGUF and threads, one request after another, the two
+// servers alternating round by round. Per server and round: client wall time per request (median), and the
+// CPU each thread of the server's process tree spent per request (schedstat, ns), grouped by process and by
+// thread name, so that "the engine process spent X beyond the decode" can be read as which thread spent it.
+// With --strace, a few requests per server run under `strace -f -tt` on the whole tree, and the timeline of
+// one request (HTTP read → IPC → decode threads → IPC → HTTP write) is summarised as medians of the gaps.
+//
+//   npm run build && node --import tsx bench/embed-path.ts --llama-bin <dir> [--infera-bin a/bin/infera.js,b/bin/infera.js]
+//        [--threads 2] [--requests 200] [--rounds 3] [--infera-engine '{"cpuBackend":"native"}'] [--strace 40]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent } from 'node:http';
+import { loadavg, tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { stringify as toYaml } from 'yaml';
+import { ensureBenchModel } from '../src/tiny-models/index.ts';
+import { postJson } from './http-post.ts';
+
+const { values } = parseArgs({
+  options: {
+    'llama-bin': { type: 'string' },
+    'infera-bin': { type: 'string' },
+    'infera-engine': { type: 'string', default: '{}' },
+    threads: { type: 'string', default: '2' },
+    requests: { type: 'string', default: '200' },
+    rounds: { type: 'string', default: '3' },
+    words: { type: 'string', default: '12' },
+    /** Concurrent clients, each sending --requests / clients requests one after another (default 1: the path of one request). */
+    clients: { type: 'string', default: '1' },
+    strace: { type: 'string', default: '0' },
+    port: { type: 'string', default: '8840' },
+    /** A directory: Infera's processes write V8 CPU profiles there (bench/cpu-profile-hook.mjs), from 20 s after spawn. */
+    profile: { type: 'string' },
+  },
+});
+const root = join(import.meta.dirname, '..');
+const inferaBins = (values['infera-bin'] ?? join(root, 'bin', 'infera.js')).split(',');
+const threads = Number(values.threads);
+const requests = Number(values.requests);
+const rounds = Number(values.rounds);
+const words = Number(values.words);
+const clients = Number(values.clients);
+const straceRequests = Number(values.strace);
+const engine = JSON.parse(values['infera-engine']!) as Record<string, unknown>;
+const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
+const work = mkdtempSync(join(tmpdir(), 'infera-embed-path-'));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+let port = Number(values.port);
+
+interface Server {
+  label: string;
+  child: ChildProcess;
+  port: number;
+  model: string;
+}
+
+const VOCAB = 'the quick brown fox jumps over lazy dog sea light keeper night storm ship rock wave harbour bell'.split(' ');
+let counter = 0;
+const sentence = () => `${++counter} ${Array.from({ length: words - 1 }, (_, i) => VOCAB[(counter * 7 + i * 3) % VOCAB.length]).join(' ')}`;
+
+function spawnInfera(bin: string, modelPath: string, label: string): Server {
+  const dataDir = mkdtempSync(join(work, 'infera-'));
+  const config = {
+    server: { logLevel: 'warn', maxRequestsPerSocket: 0 },
+    storage: { dataDir },
+    models: [
+      { id: 'bench/embed', type: 'embedding', eager: true, maxQueue: 1000, engine: 'llama-cpp', path: modelPath, llamaCpp: { contextSize: 512, contexts: 1, threads, ...engine } },
+    ],
+  };
+  writeFileSync(join(dataDir, 'infera.yaml'), toYaml(config));
+  const p = port++;
+  const child = spawn(process.execPath, [bin, 'serve', '--config', join(dataDir, 'infera.yaml'), '--port', String(p)], {
+    env: {
+      ...process.env,
+      INFERA_API_KEY: '',
+      INFERA_CONFIG: '',
+      INFERA_DATA_DIR: dataDir,
+      ...(values.profile
+        ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-profile-hook.mjs')}`, INFERA_BENCH_PROFILE_DIR: values.profile, INFERA_BENCH_PROFILE_DELAY_MS: '20000' }
+        : {}),
+    },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+  return { label, child, port: p, model: 'bench/embed' };
+}
+
+function spawnLlama(dir: string, modelPath: string): Server {
+  const p = port++;
+  const args = ['-m', modelPath, '--host', '127.0.0.1', '--port', String(p), '-t', String(threads), '-tb', String(threads), '--no-webui', '--embeddings', '-c', '4096', '-np', '8'];
+  const child = spawn(join(dir, 'llama-server'), args, { stdio: ['ignore', 'ignore', 'ignore'] });
+  return { label: 'llama-server', child, port: p, model: 'bench' };
+}
+
+async function embed(server: Server): Promise<void> {
+  const { status, text } = await postJson(agent, server.port, '/v1/embeddings', { model: server.model, input: sentence() });
+  if (status !== 200) throw new Error(`${server.label}: HTTP ${status} ${text.slice(0, 300)}`);
+}
+
+async function ready(server: Server): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    try {
+      await embed(server);
+      return;
+    } catch (error) {
+      if (server.child.exitCode !== null || Date.now() > deadline) throw error;
+      await sleep(200);
+    }
+  }
+}
+
+/** Every live thread of the process tree: pid, tid, name, CPU ns so far. */
+function threadsOf(rootPid: number): Map<string, { pid: number; name: string; ns: number; switches: number }> {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {}
+  }
+  const tree = new Set([rootPid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, parent] of parents)
+      if (tree.has(parent) && !tree.has(pid)) {
+        tree.add(pid);
+        grew = true;
+      }
+  }
+  const out = new Map<string, { pid: number; name: string; ns: number; switches: number }>();
+  for (const pid of tree) {
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {}
+    for (const tid of tids) {
+      try {
+        const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+        const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        // Voluntary switches: the thread blocked and had to be woken again (a hand-off on the request's path).
+        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+        const switches = Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
+        out.set(`${pid}/${tid}`, { pid, name: Number(tid) === pid ? `${name}(main)` : name, ns, switches });
+      } catch {}
+    }
+  }
+  return out;
+}
+
+interface Round {
+  wallMs: number[];
+  /** Requests per second over the round. */
+  rate: number;
+  /** CPU µs per request by "process role / thread name". */
+  cpu: Map<string, number>;
+  /** Voluntary context switches per request, same keys. */
+  switches: Map<string, number>;
+  totalCpuUs: number;
+  load: number;
+}
+
+async function measure(server: Server): Promise<Round> {
+  for (let i = 0; i < 10; i++) await embed(server);
+  const before = threadsOf(server.child.pid!);
+  const wallMs: number[] = [];
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      for (let i = 0; i < Math.ceil(requests / clients); i++) {
+        const t0 = performance.now();
+        await embed(server);
+        wallMs.push(performance.now() - t0);
+      }
+    }),
+  );
+  const rate = wallMs.length / ((performance.now() - started) / 1000);
+  const after = threadsOf(server.child.pid!);
+  const cpu = new Map<string, number>();
+  const switches = new Map<string, number>();
+  let total = 0;
+  for (const [key, now] of after) {
+    const was = before.get(key)?.ns ?? 0;
+    const role = now.pid === server.child.pid ? 'server' : 'engine';
+    const name = `${role}:${now.name}`;
+    const us = (now.ns - was) / 1000 / wallMs.length;
+    cpu.set(name, (cpu.get(name) ?? 0) + us);
+    switches.set(name, (switches.get(name) ?? 0) + (now.switches - (before.get(key)?.switches ?? 0)) / wallMs.length);
+    total += us;
+  }
+  return { wallMs, rate, cpu, switches, totalCpuUs: total, load: loadavg()[0]! };
+}
+
+/** Runs `count` requests with strace on the tree; returns the per-request gaps between marked syscalls. */
+async function traced(server: Server, count: number): Promise<string> {
+  const out = join(work, `strace-${server.label.replace(/\W/g, '_')}.txt`);
+  const pids = [...new Set([...threadsOf(server.child.pid!).values()].map((t) => t.pid))];
+  const tracer = spawn('strace', ['-f', '-tt', '-T', '-o', out, '-e', 'trace=read,write,writev,sendmsg,recvmsg,recvfrom,sendto,futex,epoll_wait,epoll_pwait,poll', ...pids.flatMap((p) => ['-p', String(p)])], {
+    stdio: 'ignore',
+  });
+  await sleep(1500);
+  for (let i = 0; i < count; i++) {
+    await embed(server);
+    await sleep(20);
+  }
+  tracer.kill('SIGINT');
+  await new Promise((resolve) => tracer.once('exit', resolve));
+  return out;
+}
+
+const modelPath = await ensureBenchModel('bert-384x12-embed', join(tmpdir(), 'infera-bench-models'));
+const servers: Server[] = [];
+const stopAll = () => {
+  for (const s of servers) if (s.child.exitCode === null) s.child.kill('SIGTERM');
+};
+process.on('SIGINT', () => {
+  stopAll();
+  process.exit(130);
+});
+try {
+  // Several builds: each column is named after its checkout's directory.
+  for (const bin of inferaBins) servers.push(spawnInfera(bin, modelPath, inferaBins.length > 1 ? `infera ${basename(dirname(dirname(bin)))}` : 'infera'));
+  if (values['llama-bin']) servers.push(spawnLlama(values['llama-bin'], modelPath));
+  for (const server of servers) await ready(server);
+  console.log(`embed-path: ${new Date().toISOString()}, ${threads} threads, ${clients} client(s), ${requests} requests/round, ${words}-word inputs; ${servers.map((s) => s.label).join(', ')}; bins ${inferaBins.join(', ')}`);
+  const results = new Map<string, Round[]>(servers.map((s) => [s.label, []]));
+  for (let round = 0; round < rounds; round++)
+    for (const server of round % 2 ? [...servers].reverse() : servers) {
+      const r = await measure(server);
+      results.get(server.label)!.push(r);
+      console.log(
+        `round ${round + 1} ${server.label}: wall p50 ${median(r.wallMs).toFixed(2)} ms, ${r.rate.toFixed(1)} requests/s, CPU ${(r.totalCpuUs / 1000).toFixed(2)} ms/request, load ${r.load.toFixed(2)}`,
+      );
+    }
+  for (const server of servers) {
+    const rs = results.get(server.label)!;
+    const names = new Set(rs.flatMap((r) => [...r.cpu.keys()]));
+    const rows = [...names]
+      .map((name) => [name, median(rs.map((r) => r.cpu.get(name) ?? 0)), median(rs.map((r) => r.switches.get(name) ?? 0))] as const)
+      .filter(([, us, sw]) => us >= 10 || sw >= 0.05)
+      .sort((a, b) => b[1] - a[1]);
+    console.log(
+      `\n${server.label}: wall p50 ${median(rs.map((r) => median(r.wallMs))).toFixed(2)} ms (rounds ${rs.map((r) => median(r.wallMs).toFixed(2)).join(' / ')}), ` +
+        `CPU ${(median(rs.map((r) => r.totalCpuUs)) / 1000).toFixed(2)} ms/request`,
+    );
+    const allSwitches = median(rs.map((r) => [...r.switches.values()].reduce((a, b) => a + b, 0)));
+    console.log(`  voluntary context switches, all threads: ${allSwitches.toFixed(2)} per request`);
+    for (const [name, us, sw] of rows) console.log(`  ${name.padEnd(34)} ${us.toFixed(0).padStart(6)} µs/request, ${sw.toFixed(2)} switches/request`);
+  }
+  if (straceRequests > 0)
+    for (const server of servers) {
+      const file = await traced(server, straceRequests);
+      console.log(`\nstrace of ${server.label}: ${file}`);
+    }
+} finally {
+  stopAll();
+  await sleep(500);
+  if (straceRequests === 0) rmSync(work, { recursive: true, force: true });
+}
