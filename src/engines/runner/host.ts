@@ -143,6 +143,11 @@ export function startEngineProcessEarly(config: ModelConfig, logLevel: string): 
   spawned.child.send({ t: 'load', config, logLevel } satisfies HostMessage);
 }
 
+/** Stops the early process of model `id`, if one is waiting to be adopted (its model will not load: a failed file check). */
+export function stopEarlyEngineProcess(id: string): void {
+  takeEarly(id)?.child.kill('SIGKILL');
+}
+
 function takeEarly(id: string): SpawnedChild | undefined {
   const found = early.get(id);
   if (!found) return undefined;
