@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -100,6 +100,50 @@ test('infera serve: an eager model in an engine process starts loading before th
     const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none' });
     const completion = await client.chat.completions.create({ model: 'eager/chat', messages: [{ role: 'user', content: 'hello' }] });
     assert.equal(completion.choices[0].message.content, TINY_CHAT_SCRIPT.answer);
+    cli.child.kill('SIGTERM');
+    assert.equal(await cli.exited, 0);
+  } finally {
+    cli.child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('infera serve: an eager model whose file fails the check has its early engine process stopped, and is reported failed', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-cli-eager-bad-'));
+  const bad = join(dir, 'bad.gguf');
+  writeFileSync(bad, Buffer.concat([Buffer.from('GGUF'), Buffer.from([9, 0, 0, 0]), Buffer.alloc(64)]));
+  const configPath = join(dir, 'infera.yaml');
+  writeFileSync(
+    configPath,
+    `server:\n  host: 127.0.0.1\n  port: 0\n  logLevel: warn\nstorage:\n  dataDir: ${join(dir, 'data')}\nmodels:\n` +
+      `  - id: eager/bad\n    type: chat\n    engine: llama-cpp\n    path: ${bad}\n    eager: true\n`,
+  );
+  const cli = runCli(['serve', '--config', configPath], { INFERA_API_KEY: '', INFERA_CONFIG: '' });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no failure reported in 60 s:\n${cli.stderr()}`)), 60_000);
+      cli.child.stderr.on('data', () => {
+        if (/model eager\/bad: failed/.test(cli.stderr())) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      cli.exited.then((code) => reject(new Error(`exited ${code}:\n${cli.stderr()}`)));
+    });
+    assert.match(cli.stderr(), /GGUF version 9 is not supported/);
+    // The process started before the check finished is gone (not left for its 120 s adoption timer).
+    const children = () =>
+      readdirSync('/proc').filter((entry) => {
+        try {
+          const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+          return /^\d+$/.test(entry) && Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === cli.child.pid;
+        } catch {
+          return false;
+        }
+      });
+    const deadline = Date.now() + 10_000;
+    while (children().length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(children(), []);
     cli.child.kill('SIGTERM');
     assert.equal(await cli.exited, 0);
   } finally {

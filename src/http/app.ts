@@ -14,7 +14,7 @@ import { registerApiRoutes } from './routes/index.ts';
 import { registerImageFileRoutes } from './routes/images.ts';
 import { registerCors } from './cors.ts';
 import { modelOf, registerOperationRoutes, requestObserver } from './observe.ts';
-import { registerDocs, registerOpenApi } from './openapi.ts';
+import { describeOnlyCompilers, registerDocs, registerOpenApi } from './openapi.ts';
 import { registerPlayground } from './playground.ts';
 import {
   capConnections,
@@ -105,6 +105,8 @@ export async function buildApp(services: Services) {
     // On close, drop idle keep-alive sockets only: responses and streams in flight finish (the drain);
     // src/main.ts aborts what is left at the drain deadline.
     forceCloseConnections: 'idle',
+    // Fastify types its compiler factories as Ajv's; these are the pass-throughs describeOnlySchemas sets.
+    schemaController: describeOnlyCompilers as never,
   });
 
   capConnections(app.server, config.server, events);

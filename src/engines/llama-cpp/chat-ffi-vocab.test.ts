@@ -11,11 +11,12 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { QwenChatWrapper, type Llama, type LlamaModel, type Token } from 'node-llama-cpp';
 import { ensureTinyModels } from '../../tiny-models/index.ts';
-import { ChatPlanner, resolveWrappers, type Wrappers } from './chat-plan.ts';
-import { resolveFfiWrappers } from './chat-wrappers.ts';
-import { openLlamaLibrary } from './ffi/library.ts';
+import { ChatPlanner, WRAPPER_SETTINGS, resolveWrappers, type Wrappers } from './chat-plan.ts';
+import { NLC_PATHS, nlcModule, type ResolveChatWrapperModule } from './nlc-parts.ts';
+import { GGUF_KEYS, chatWrapperMetadata, resolveFfiWrappers } from './chat-wrappers.ts';
+import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { LlamaRunner } from './ffi/runner.ts';
-import { FfiVocab } from './ffi/vocab.ts';
+import { FfiVocab, metadataFromModel } from './ffi/vocab.ts';
 import { createLlama } from './runtime.ts';
 
 let dir: string;
@@ -24,13 +25,14 @@ let llama: Llama;
 let model: LlamaModel;
 let runner: LlamaRunner;
 let vocab: FfiVocab;
+let lib: LlamaLibrary;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'infera-ffi-vocab-'));
   chatPath = (await ensureTinyModels(dir)).chat;
   llama = await createLlama(false);
   model = await llama.loadModel({ modelPath: chatPath, vocabOnly: true });
-  const lib = await openLlamaLibrary();
+  lib = await openLlamaLibrary();
   runner = LlamaRunner.load(lib, chatPath, { contextSize: 256, sequences: 1, threads: 1 });
   vocab = new FfiVocab(lib.api, runner.vocab);
 });
@@ -124,6 +126,60 @@ test('chat wrappers: the ones resolveChatWrapper picks for a LlamaModel, resolve
   const third = await resolveFfiWrappers(chatPath, vocab, cacheDir);
   assert.equal(third.cached, false);
   assert.equal((await resolveFfiWrappers(chatPath, vocab, cacheDir)).cached, true);
+});
+
+/**
+ * The metadata paths `read` touches, recorded through proxies over `tree` (a listing of keys counts as
+ * reading `path.*`).
+ */
+function recordReads(tree: Record<string, unknown>): { proxy: Record<string, unknown>; paths: Set<string> } {
+  const paths = new Set<string>();
+  const wrap = (node: Record<string, unknown>, at: string): Record<string, unknown> =>
+    new Proxy(node, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver);
+        if (typeof key !== 'string') return value;
+        const path = at ? `${at}.${key}` : key;
+        paths.add(path);
+        return value !== null && typeof value === 'object' && !Array.isArray(value) ? wrap(value as Record<string, unknown>, path) : value;
+      },
+      ownKeys(target) {
+        paths.add(`${at}.*`);
+        return Reflect.ownKeys(target);
+      },
+    });
+  return { proxy: wrap(tree, ''), paths };
+}
+
+test("chat wrappers from llama.cpp's copy of the metadata: every key resolveChatWrapper reads, the same values, the same wrappers", async () => {
+  const { api } = lib;
+  const vocabModel = api.llama_model_load_from_file(chatPath, { ...(api.llama_model_default_params() as Record<string, unknown>), n_gpu_layers: 0, vocab_only: true });
+  assert.ok(vocabModel);
+  try {
+    const metadata = metadataFromModel(api, vocabModel);
+    const full = model.fileInfo.metadata as unknown as Record<string, unknown>;
+    // What a resolution reads of the full metadata (node-llama-cpp's reader): all of it among GGUF_KEYS.
+    const { resolveChatWrapper } = await nlcModule<ResolveChatWrapperModule>(NLC_PATHS.resolveChatWrapper);
+    const { proxy, paths } = recordReads(full);
+    for (const settings of [WRAPPER_SETTINGS.standard, WRAPPER_SETTINGS.noThinking])
+      resolveChatWrapper({ bosString: vocab.tokens.bosString, filename: 'model.gguf', fileInfo: { metadata: proxy } as never, tokenizer: vocab.tokenizer, customWrapperSettings: settings as never });
+    assert.ok(paths.has('tokenizer.chat_template'), [...paths].join(', '));
+    const known = (path: string) =>
+      [...GGUF_KEYS, 'general.base_model.count'].some((key) => key === path || key.startsWith(`${path}.`)) || /^general\.base_model\.\d+(\.name)?$/.test(path);
+    for (const path of paths) assert.ok(known(path), `resolveChatWrapper read ${path}, which chatWrapperMetadata does not provide`);
+    // Those keys hold what node-llama-cpp's reader gives.
+    const ours = chatWrapperMetadata(metadata);
+    const get = (tree: Record<string, unknown>, key: string) => key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], tree);
+    for (const key of [...GGUF_KEYS, 'general.base_model.count']) assert.deepEqual(get(ours, key), get(full, key), key);
+    assert.equal(metadata('no.such.key'), undefined);
+    // A value longer than the first buffer (the template) comes back whole.
+    assert.equal(metadata('tokenizer.chat_template'), get(full, 'tokenizer.chat_template'));
+    // And the wrappers are the LlamaModel's.
+    const resolved = await resolveFfiWrappers(chatPath, vocab, undefined, metadata);
+    assert.deepEqual(describeWrappers(resolved.wrappers), describeWrappers(await resolveWrappers(model)));
+  } finally {
+    api.llama_model_free(vocabModel);
+  }
 });
 
 test("an FFI chat model loads and answers in a process that never imports node-llama-cpp's package root", async () => {

@@ -30,7 +30,7 @@ import type { EngineStats, LoadProgress, LoadedModel } from '../../spec/index.ts
 import type { LlamaCppModelConfig } from './config.ts';
 import { cachedFfiWrappers, resolveFfiWrappers } from './chat-wrappers.ts';
 import type { LlamaCppLoadOptions } from './embedding.ts';
-import { FfiVocab } from './ffi/vocab.ts';
+import { FfiVocab, metadataFromModel } from './ffi/vocab.ts';
 import { NLC_DIST, NLC_PATHS, nlcModule, type GbnfJsonModule } from './nlc-parts.ts';
 import { LlamaLibraryUnavailable, openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import {
@@ -676,7 +676,7 @@ export async function loadFfiChatModel(
       vocabModel = api.llama_model_load_from_file(config.path, params);
       if (!vocabModel) throw new Error(`llama.cpp could not load ${config.path}`);
       vocab = new FfiVocab(api, api.llama_model_get_vocab(vocabModel));
-      wrappers = (await resolveFfiWrappers(config.path, vocab, cacheDir)).wrappers;
+      wrappers = (await resolveFfiWrappers(config.path, vocab, cacheDir, metadataFromModel(api, vocabModel))).wrappers;
     }
     const problem = ffiWrapperProblem(wrappers);
     if (problem) return problem;

@@ -14,6 +14,9 @@
 // template node-llama-cpp keeps as a Jinja wrapper is not cached (it is resolved each start).
 // Differences from a LlamaModel resolution: none for the result; without a Llama, node-llama-cpp's
 // native Jinja renderer (its fallback when the JavaScript one cannot parse a template) is not available.
+// The GGUF metadata resolveChatWrapper reads (GGUF_KEYS) comes from llama.cpp's own copy in the
+// vocabulary-only model when the caller has one (metadataFromModel): node-llama-cpp's GGUF reader parses
+// the whole header, vocabulary arrays included, ~0.1 s of CPU for it and its import on a first start.
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -118,15 +121,21 @@ export async function cachedFfiWrappers(path: string, cacheDir: string | undefin
  * The model's wrappers (thinking on and off) for a GGUF loaded by the FFI runner. `cacheDir`: where
  * resolutions are kept (none: resolve every time). `cached` says whether the cache answered.
  */
-export async function resolveFfiWrappers(path: string, vocab: FfiVocab, cacheDir: string | undefined): Promise<{ wrappers: Wrappers; cached: boolean }> {
+export async function resolveFfiWrappers(
+  path: string,
+  vocab: FfiVocab,
+  cacheDir: string | undefined,
+  /** The GGUF's metadata as llama.cpp read it (metadataFromModel); without it node-llama-cpp's reader reads the file. */
+  metadata?: GgufMetadataSource,
+): Promise<{ wrappers: Wrappers; cached: boolean }> {
   const file = cacheDir ? join(cacheDir, `chat-wrapper-${wrapperCacheKey(path)}.json`) : undefined;
   const hit = await cachedFfiWrappers(path, cacheDir);
   if (hit) return { wrappers: hit, cached: true };
-  const [{ resolveChatWrapper, chatWrappers }, { readGgufFileInfo }] = await Promise.all([
-    nlcModule<ResolveChatWrapperModule>(NLC_PATHS.resolveChatWrapper),
-    nlcModule<ReadGgufModule>(NLC_PATHS.readGguf),
-  ]);
-  const fileInfo = await readGgufFileInfo(path, { sourceType: 'filesystem' });
+  const { resolveChatWrapper, chatWrappers } = await nlcModule<ResolveChatWrapperModule>(NLC_PATHS.resolveChatWrapper);
+  // Only `metadata` of a GgufFileInfo is read (GGUF_KEYS).
+  const fileInfo = metadata
+    ? ({ metadata: chatWrapperMetadata(metadata) } as unknown as Awaited<ReturnType<ReadGgufModule['readGgufFileInfo']>>)
+    : await (await nlcModule<ReadGgufModule>(NLC_PATHS.readGguf)).readGgufFileInfo(path, { sourceType: 'filesystem' });
   // What resolveChatWrapper(model) passes for a LlamaModel, and its fallback.
   const resolve = async (customWrapperSettings: Record<string, unknown>): Promise<ChatWrapper> => {
     const found = resolveChatWrapper({
@@ -160,4 +169,46 @@ export async function resolveFfiWrappers(path: string, vocab: FfiVocab, cacheDir
       }
   }
   return { wrappers, cached: false };
+}
+
+/** A GGUF metadata value by key, as llama.cpp keeps it (a string; undefined when absent). */
+export type GgufMetadataSource = (key: string) => string | undefined;
+
+/**
+ * The GGUF keys node-llama-cpp 3.21.1's resolveChatWrapper reads (resolveChatWrapper.js,
+ * getModelLinageNames.js, isLlama3_2LightweightModel.js; the wrappers' _checkModelCompatibility reads
+ * the architecture it is given). chat-ffi-vocab.test.ts records every key a resolution reads from the
+ * full metadata and fails on one missing here.
+ */
+export const GGUF_KEYS = ['general.architecture', 'general.name', 'general.basename', 'general.size_label', 'tokenizer.chat_template'] as const;
+/** Read as numbers (node-llama-cpp's reader gives a number for a GGUF integer). */
+const BASE_MODEL_COUNT = 'general.base_model.count';
+/** At most this many base models are named (a count beyond it in a damaged file reads nothing more). */
+const MAX_BASE_MODELS = 64;
+
+/** The metadata tree resolveChatWrapper reads (node-llama-cpp's fileInfo.metadata shape), from GGUF_KEYS. */
+export function chatWrapperMetadata(read: GgufMetadataSource): Record<string, unknown> {
+  const tree: Record<string, unknown> = {};
+  const set = (key: string, value: unknown) => {
+    const parts = key.split('.');
+    let node = tree;
+    for (const part of parts.slice(0, -1)) {
+      node[part] ??= {};
+      node = node[part] as Record<string, unknown>;
+    }
+    node[parts.at(-1)!] = value;
+  };
+  for (const key of GGUF_KEYS) {
+    const value = read(key);
+    if (value !== undefined) set(key, value);
+  }
+  const count = Number(read(BASE_MODEL_COUNT));
+  if (Number.isInteger(count) && count >= 0) {
+    set(BASE_MODEL_COUNT, count);
+    for (let i = 0; i < Math.min(count, MAX_BASE_MODELS); i++) {
+      const name = read(`general.base_model.${i}.name`);
+      if (name !== undefined) set(`general.base_model.${i}.name`, name);
+    }
+  }
+  return tree;
 }

@@ -6,7 +6,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
 import type { Logger } from 'pino';
 import type { ModelConfig } from '../../config/model.ts';
 import { InferaError } from '../../errors/index.ts';
@@ -50,7 +49,12 @@ type Pending =
 /** How long a loading engine process may go without answering a heartbeat. */
 const LOADING_HANG_MS = 120_000;
 
-const LEVELS = pino.levels.labels as Record<string, string>;
+/**
+ * pino's level numbers (pino.levels.labels), by name here: `infera serve` imports this module before it
+ * forks an eager model's engine process, and pino itself (~20-50 ms of CPU to import) is not needed
+ * until the server is built, by which time the engine process is loading (host.test.ts compares them).
+ */
+export const LEVELS: Record<string, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
 
 /** Why a process ended, in words an operator can act on. */
 function exitReason(code: number | null, signal: NodeJS.Signals | null): string {
@@ -141,6 +145,11 @@ export function startEngineProcessEarly(config: ModelConfig, logLevel: string): 
   timer.unref();
   early.set(config.id, { spawned, key: earlyKey(config, logLevel), timer });
   spawned.child.send({ t: 'load', config, logLevel } satisfies HostMessage);
+}
+
+/** Stops the early process of model `id`, if one is waiting to be adopted (its model will not load: a failed file check). */
+export function stopEarlyEngineProcess(id: string): void {
+  takeEarly(id)?.child.kill('SIGKILL');
 }
 
 function takeEarly(id: string): SpawnedChild | undefined {

@@ -182,6 +182,7 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     llama_pooling_type: llamaFn('llama_pooling_type', 'int32_t', [t.context]),
     llama_model_get_vocab: llamaFn('llama_model_get_vocab', t.vocab, [t.model]),
     llama_model_chat_template: llamaFn('llama_model_chat_template', 'const char *', [t.model, 'const char *']),
+    llama_model_meta_val_str: llamaFn('llama_model_meta_val_str', 'int32_t', [t.model, 'const char *', 'uint8_t *', 'size_t']),
     llama_get_memory: llamaFn('llama_get_memory', t.memory, [t.context]),
 
     // vocabulary

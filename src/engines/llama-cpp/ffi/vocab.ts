@@ -190,3 +190,21 @@ export class FfiVocab {
     return this.rawDetokenize(tokens, specialTokens);
   }
 }
+
+/**
+ * A model's GGUF metadata by key, as llama.cpp keeps it after loading (even a vocabulary-only model):
+ * every value that is not an array, as a string (numbers in decimal). Undefined for a missing key.
+ */
+export function metadataFromModel(api: LlamaBindings, model: Pointer): (key: string) => string | undefined {
+  return (key) => {
+    let buffer = Buffer.alloc(256);
+    let length = api.llama_model_meta_val_str(model, key, buffer, buffer.length) as number;
+    if (length < 0) return undefined;
+    // The length of the whole value, when it did not fit (snprintf's contract).
+    if (length >= buffer.length) {
+      buffer = Buffer.alloc(length + 1);
+      length = api.llama_model_meta_val_str(model, key, buffer, buffer.length) as number;
+    }
+    return buffer.toString('utf8', 0, length);
+  };
+}
