@@ -14,11 +14,11 @@
 // one answer on its own (INFERA_BENCH_PROFILE_DIR=DIR NODE_OPTIONS=--import=./bench/cpu-profile-hook.mjs).
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { BENCH_KEY, writeNeverLoadedConfig } from './http-bench-config.ts';
 
 const { values } = parseArgs({
   options: {
@@ -32,16 +32,8 @@ const { values } = parseArgs({
 const duration = Number(values.duration);
 const connections = Number(values.connections);
 const rounds = Number(values.rounds);
-const KEY = 'sk-bench-0123456789';
-
-const dir = mkdtempSync(join(tmpdir(), 'infera-bench-http-'));
-const configPath = join(dir, 'infera.yaml');
-// A served model that is never loaded: /v1/models only reads the registry. maxRequestsPerSocket 0: autocannon
-// ignores `Connection: close`, so with the default (1000) it would measure the 503s Node sends after it.
-writeFileSync(
-  configPath,
-  `server:\n  logLevel: info\n  maxRequestsPerSocket: 0\nstorage:\n  dataDir: ${dir}\nmodels:\n  - id: bench/never-loaded\n    type: chat\n    engine: llama-cpp\n    path: ${dir}/none.gguf\n`,
-);
+const KEY = BENCH_KEY;
+const { configPath } = writeNeverLoadedConfig('infera-bench-http-');
 
 // Every server listens on a port of the system's choosing (other benches may run beside this one) and
 // is killed when this process exits, whatever happens before the rounds' own clean-up.

@@ -11,10 +11,11 @@
 // ~5 % cheaper in both orders): run both orders and take the two together.
 import autocannon from 'autocannon';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { BENCH_KEY, writeNeverLoadedConfig } from './http-bench-config.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -22,13 +23,8 @@ const { values, positionals } = parseArgs({
 });
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
-const KEY = 'sk-bench-0123456789';
-const dir = mkdtempSync(join(tmpdir(), 'infera-bench-together-'));
-const configPath = join(dir, 'infera.yaml');
-writeFileSync(
-  configPath,
-  `server:\n  logLevel: info\n  maxRequestsPerSocket: 0\nstorage:\n  dataDir: ${dir}\nmodels:\n  - id: bench/never-loaded\n    type: chat\n    engine: llama-cpp\n    path: ${dir}/none.gguf\n`,
-);
+const KEY = BENCH_KEY;
+const { configPath } = writeNeverLoadedConfig('infera-bench-together-');
 const ERROR = JSON.stringify({ error: { message: 'messages: must not be empty', type: 'invalid_request_error', param: 'messages', code: 'invalid_request' } });
 const LIST = JSON.stringify({ object: 'list', data: [{ id: 'bench/never-loaded', object: 'model', created: 1, owned_by: 'infera' }] });
 const bareSource = `require('node:http').createServer((req, res) => {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { GgmlType } from '../../../tiny-models/gguf-writer.ts';
 import { encodeRandomChatModel } from '../../../tiny-models/random-chat.ts';
 import { openLlamaLibrary } from './library.ts';
-import { LlamaRunner, type SamplingSpec } from './runner.ts';
+import { LlamaRunner, type SamplingSpec, type TokenDecision } from './runner.ts';
 
 let dir: string;
 let fast: LlamaRunner;
@@ -36,16 +36,17 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function sample(runner: LlamaRunner, sampling: SamplingSpec, prompt: number[]): Promise<number[]> {
+/** `decide` answers each token (after it is recorded), e.g. with tokens to force. */
+async function sample(runner: LlamaRunner, sampling: SamplingSpec, prompt: number[], maxTokens = 160, decide?: (tokens: number[]) => TokenDecision): Promise<number[]> {
   const tokens: number[] = [];
   await runner.generate({
     prompt,
     sampling,
-    maxTokens: 160,
+    maxTokens,
     cachePrompt: false,
     onToken: (event) => {
       tokens.push(event.token);
-      return undefined;
+      return decide?.(tokens);
     },
   }).done;
   return tokens;
@@ -110,20 +111,7 @@ test('forced tokens enter the runner\'s penalty window as they enter the chain\'
   // What the model goes on with after 10 tokens, unforced: forcing exactly those makes them the
   // likely next choices, which a presence penalty of 10 then has to push away in both runners.
   const free = await sample(plain, sampling, prompt);
-  const run = async (runner: LlamaRunner) => {
-    const tokens: number[] = [];
-    await runner.generate({
-      prompt,
-      sampling,
-      maxTokens: 120,
-      cachePrompt: false,
-      onToken: (event) => {
-        tokens.push(event.token);
-        return tokens.length === 10 ? { force: free.slice(10, 30) } : undefined;
-      },
-    }).done;
-    return tokens;
-  };
+  const run = (runner: LlamaRunner) => sample(runner, sampling, prompt, 120, (tokens) => (tokens.length === 10 ? { force: free.slice(10, 30) } : undefined));
   const reference = await run(plain);
   assert.deepEqual(await run(fast), reference);
 });
