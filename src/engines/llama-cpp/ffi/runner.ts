@@ -37,10 +37,10 @@ export interface RunnerOptions {
    */
   promptCache?: boolean;
   /**
-   * Hand a chain with top_k (or greedy behind penalties) only the candidates it can end on, not the
-   * whole vocabulary, where that leaves its result as llama.cpp's chain as written gives it (see
-   * createSampler). Default true; false runs every chain through llama_sampler_sample as written
-   * (tests compare the two).
+   * Choose what llama.cpp's chain as written would, for less: the runner applies penalties and the
+   * logit bias to the logits itself (PenaltyWindow) and hands a large top_k only the candidates it can
+   * end on (see createSampler). Default true; false runs every chain through llama_sampler_sample as
+   * written (tests compare the two).
    */
   fastSampling?: boolean;
   /** Weights repacked into the CPU's extra buffer types (llama.cpp's default); false: llama-server's --no-repack. */
