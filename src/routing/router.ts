@@ -167,32 +167,10 @@ export class Router {
 
   /** A call whose answer goes to the client whole (JSON): retried on another deployment when it fails retryably. */
   async call<T>(signal: AbortSignal | undefined, run: (model: AnyModel) => Promise<T>): Promise<T> {
-    let tried: Set<Deployment> | undefined;
-    let last: unknown;
-    for (let attempt = 0; attempt < this.options.maxAttempts; attempt++) {
-      signal?.throwIfAborted();
-      const deployment = this.balancer.pick(tried);
-      if (!deployment) break;
-      const end = this.begin(deployment);
-      let lease: { model: AnyModel; release(): void } | undefined;
-      try {
-        const source = this.sources.get(deployment)!;
-        lease = source.acquireNow?.() ?? (await source.acquire());
-        const result = await run(lease.model);
-        end('success');
-        return result;
-      } catch (error) {
-        const verdict = judge(error, signal);
-        end(verdict.outcome, error);
-        if (!verdict.retry) throw error;
-        tried = tried ? tried.add(deployment) : new Set([deployment]);
-        last = error;
-        this.retrying(deployment, error);
-      } finally {
-        lease?.release();
-      }
-    }
-    throw last ?? unavailable(this.id, this.deployments, this.options);
+    const { value, release, end } = await this.attempt(signal, run);
+    end('success');
+    release();
+    return value;
   }
 
   /**
@@ -213,6 +191,28 @@ export class Router {
     signal: AbortSignal | undefined,
     open: (model: AnyModel) => AsyncIterable<P>,
   ): Promise<{ iterator: AsyncIterator<P>; first: IteratorResult<P>; release(): void; end: (outcome: Outcome, error?: unknown) => void }> {
+    const { value, release, end } = await this.attempt(signal, async (model) => {
+      const iterator = open(model)[Symbol.asyncIterator]();
+      try {
+        return { iterator, first: await iterator.next() };
+      } catch (error) {
+        await iterator.return?.()?.catch(() => undefined);
+        throw error;
+      }
+    });
+    return { ...value, release, end };
+  }
+
+  /**
+   * The retry loop of call() and firstPart(): `start` on one deployment after another (each at most
+   * once, up to maxAttempts) until it resolves, with that attempt's lease release and end, which the
+   * caller then owns. A failure is judged and ends its attempt; a retryable one goes on to the next
+   * deployment, any other is thrown.
+   */
+  private async attempt<T>(
+    signal: AbortSignal | undefined,
+    start: (model: AnyModel) => Promise<T>,
+  ): Promise<{ value: T; release(): void; end: (outcome: Outcome, error?: unknown) => void }> {
     let tried: Set<Deployment> | undefined;
     let last: unknown;
     for (let attempt = 0; attempt < this.options.maxAttempts; attempt++) {
@@ -221,17 +221,13 @@ export class Router {
       if (!deployment) break;
       const end = this.begin(deployment);
       let lease: { model: AnyModel; release(): void } | undefined;
-      let iterator: AsyncIterator<P> | undefined;
       try {
         const source = this.sources.get(deployment)!;
         lease = source.acquireNow?.() ?? (await source.acquire());
-        iterator = open(lease.model)[Symbol.asyncIterator]();
-        const first = await iterator.next();
-        return { iterator, first, release: lease.release, end };
+        return { value: await start(lease.model), release: lease.release, end };
       } catch (error) {
         const verdict = judge(error, signal);
         end(verdict.outcome, error);
-        await iterator?.return?.()?.catch(() => undefined);
         lease?.release();
         if (!verdict.retry) throw error;
         tried = tried ? tried.add(deployment) : new Set([deployment]);
