@@ -13,12 +13,10 @@
 // --only REGEX: measure only the targets whose name matches (bare is always measured), e.g. to profile
 // one answer on its own (INFERA_BENCH_PROFILE_DIR=DIR NODE_OPTIONS=--import=./bench/cpu-profile-hook.mjs).
 import autocannon from 'autocannon';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BENCH_KEY, writeNeverLoadedConfig } from './http-bench-config.ts';
+import { BENCH_KEY, cpuUs, startServer, stopServers, writeNeverLoadedConfig } from './http-bench-common.ts';
 
 const { values } = parseArgs({
   options: {
@@ -37,32 +35,6 @@ const { configPath } = writeNeverLoadedConfig('infera-bench-http-');
 
 // Every server listens on a port of the system's choosing (other benches may run beside this one) and
 // is killed when this process exits, whatever happens before the rounds' own clean-up.
-const children: ChildProcess[] = [];
-process.on('exit', () => {
-  for (const child of children) child.kill();
-});
-
-/** Starts a server; resolves with it and its base URL (the first group of `ready` in its stderr). */
-function start(command: string, args: string[], env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; url: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-    children.push(child);
-    let seen = '';
-    child.stderr!.on('data', (chunk) => {
-      seen += chunk;
-      const match = ready.exec(seen);
-      if (match) resolve({ child, url: match[1]! });
-    });
-    child.once('exit', (code) => reject(new Error(`${command} exited ${code}: ${seen}`)));
-  });
-}
-
-/** User + system CPU of a process in µs (Linux /proc; clock ticks of 10 ms, fine over seconds of load). */
-function cpuUs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
-}
-
 interface Target {
   url: string;
   method?: 'GET' | 'POST';
@@ -116,13 +88,13 @@ require('node:http').createServer((req, res) => {
 }).listen(0, '127.0.0.1', function () { process.stderr.write('ready http://127.0.0.1:' + this.address().port + '\\n'); });`;
 
 const SERVING = /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/;
-const bare = await start(process.execPath, ['-e', bareSource], {}, /ready (http:\S+)\n/);
-const barePost = await start(process.execPath, ['-e', barePostSource], {}, /ready (http:\S+)\n/);
+const bare = await startServer(process.execPath, ['-e', bareSource], {}, /ready (http:\S+)\n/);
+const barePost = await startServer(process.execPath, ['-e', barePostSource], {}, /ready (http:\S+)\n/);
 // Logs go to /dev/null through the ignored stdout, but pino still formats each line: that is part of the cost.
-const infera = await start(process.execPath, ['bin/infera.js', 'serve', '--config', configPath, '--port', '0'], { INFERA_API_KEY: KEY }, SERVING);
+const infera = await startServer(process.execPath, ['bin/infera.js', 'serve', '--config', configPath, '--port', '0'], { INFERA_API_KEY: KEY }, SERVING);
 
 const baseline = values.baseline
-  ? await start(process.execPath, [join(values.baseline, 'bin/infera.js'), 'serve', '--config', configPath, '--port', '0'], { INFERA_API_KEY: KEY }, SERVING)
+  ? await startServer(process.execPath, [join(values.baseline, 'bin/infera.js'), 'serve', '--config', configPath, '--port', '0'], { INFERA_API_KEY: KEY }, SERVING)
   : undefined;
 
 const auth = { authorization: `Bearer ${KEY}` };
@@ -189,7 +161,7 @@ try {
     for (const [name, { pid, target }] of Object.entries(targets)) results[name]!.push(await measure(pid, target));
   }
 } finally {
-  for (const child of children) child.kill();
+  stopServers();
 }
 
 const summary = Object.fromEntries(

@@ -10,12 +10,11 @@
 // The order of the builds biases the result (on a 2-core box at load 20 the one listed second came out
 // ~5 % cheaper in both orders): run both orders and take the two together.
 import autocannon from 'autocannon';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BENCH_KEY, writeNeverLoadedConfig } from './http-bench-config.ts';
+import { BENCH_KEY, cpuUs, startServer, stopServers, writeNeverLoadedConfig } from './http-bench-common.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -33,23 +32,8 @@ const bareSource = `require('node:http').createServer((req, res) => {
   req.on('end', () => { JSON.parse(text); res.writeHead(400, {'content-type':'application/json'}); res.end(${JSON.stringify(ERROR)}); });
 }).listen(0, '127.0.0.1', function () { process.stderr.write('ready http://127.0.0.1:' + this.address().port + '\\n'); });`;
 
-const children: ChildProcess[] = [];
-process.on('exit', () => {
-  for (const child of children) child.kill();
-});
-function start(args: string[], ready: RegExp): Promise<{ child: ChildProcess; url: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { env: { ...process.env, INFERA_API_KEY: KEY }, stdio: ['ignore', 'ignore', 'pipe'] });
-    children.push(child);
-    let seen = '';
-    child.stderr!.on('data', (chunk) => {
-      seen += chunk;
-      const match = ready.exec(seen);
-      if (match) resolve({ child, url: match[1]! });
-    });
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${seen}`)));
-  });
-}
+/** An Infera or bare server with the bench key in its environment. */
+const start = (args: string[], ready: RegExp) => startServer(process.execPath, args, { INFERA_API_KEY: KEY }, ready);
 
 interface Server {
   name: string;
@@ -78,10 +62,6 @@ const KINDS: Record<string, { path: string; method: 'GET' | 'POST'; body?: strin
 const kinds = values.kinds.split(',');
 
 /** User + system CPU of a process in µs (Linux /proc; 10 ms ticks, fine over seconds of load). */
-function cpuUs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
-}
 
 /** One round of one kind: every server loaded at once; CPU µs per request of each, in `servers` order. */
 async function round(kind: string, duration: number): Promise<number[]> {
@@ -116,7 +96,7 @@ try {
     for (const kind of kinds) runs[kind]!.push(await round(kind, seconds));
   }
 } finally {
-  for (const child of children) child.kill();
+  stopServers();
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
