@@ -78,11 +78,11 @@ interface ModelTally {
 /** A count as settled() takes it: only a positive one counts (zero, negative or NaN leave the counter as it is). */
 const counted = (value: number | undefined): number => (value !== undefined && value > 0 ? value : 0);
 
-/** Hands tallied values to a counter at scrape time; a label set never counted (0) has no series, as with inc(). */
-function countedFrom<R extends { labels: Record<string, string> }>(rows: Iterable<R>, value: (row: R) => number) {
+/** A counter's collect(): hands tallied values to it at scrape time; a label set never counted (0) has no series, as with inc(). */
+function countedFrom<R extends { labels: Record<string, string> }>(rows: () => Iterable<R>, value: (row: R) => number) {
   return function collect(this: Counter<string>) {
     this.reset();
-    for (const row of rows) {
+    for (const row of rows()) {
       const n = value(row);
       if (n > 0) this.inc(row.labels, n);
     }
@@ -235,10 +235,7 @@ export class InferaMetrics implements RoutingMetrics {
       help: 'Admitted inference requests, by how they ended (a stream that failed after its first token is an error here, though its HTTP status was 200).',
       labelNames: ['endpoint', 'model', 'outcome'],
       registers,
-      collect() {
-        this.reset();
-        for (const row of outcomeRows.values()) this.inc(row.labels, row.count);
-      },
+      collect: countedFrom(() => outcomeRows.values(), (row) => row.count),
     });
     new Gauge({
       name: 'infera_inference_in_flight',
@@ -255,54 +252,42 @@ export class InferaMetrics implements RoutingMetrics {
       help: 'Input tokens of settled requests (chat prompts, embedding inputs, rerank query and documents).',
       labelNames: ['endpoint', 'model'],
       registers,
-      collect() {
-        countedFrom(inferenceRows(), (row) => row.promptTokens).call(this);
-      },
+      collect: countedFrom(inferenceRows, (row) => row.promptTokens),
     });
     new Counter({
       name: 'infera_generated_tokens_total',
       help: 'Completion tokens generated (reasoning tokens included), also of requests cut off by the client.',
       labelNames: ['model'],
       registers,
-      collect() {
-        countedFrom(modelRows(), (row) => row.generatedTokens).call(this);
-      },
+      collect: countedFrom(modelRows, (row) => row.generatedTokens),
     });
     new Counter({
       name: 'infera_cached_prompt_tokens_total',
       help: 'The part of infera_prompt_tokens_total found in the prompt cache (llama-cpp chat: KV kept from earlier requests, not evaluated again).',
       labelNames: ['endpoint', 'model'],
       registers,
-      collect() {
-        countedFrom(inferenceRows(), (row) => row.cachedPromptTokens).call(this);
-      },
+      collect: countedFrom(inferenceRows, (row) => row.cachedPromptTokens),
     });
     new Counter({
       name: 'infera_reasoning_tokens_total',
       help: 'The part of infera_generated_tokens_total spent on chains of thought.',
       labelNames: ['model'],
       registers,
-      collect() {
-        countedFrom(modelRows(), (row) => row.reasoningTokens).call(this);
-      },
+      collect: countedFrom(modelRows, (row) => row.reasoningTokens),
     });
     new Counter({
       name: 'infera_generated_images_total',
       help: 'Images generated.',
       labelNames: ['model'],
       registers,
-      collect() {
-        countedFrom(modelRows(), (row) => row.images).call(this);
-      },
+      collect: countedFrom(modelRows, (row) => row.images),
     });
     new Counter({
       name: 'infera_reranked_documents_total',
       help: 'Documents scored by rerank requests.',
       labelNames: ['model'],
       registers,
-      collect() {
-        countedFrom(modelRows(), (row) => row.documents).call(this);
-      },
+      collect: countedFrom(modelRows, (row) => row.documents),
     });
     this.ttft = new Histogram({
       name: 'infera_time_to_first_token_seconds',
