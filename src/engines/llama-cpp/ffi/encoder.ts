@@ -172,14 +172,13 @@ export class LlamaEncoder {
    * thread hand-offs fewer per request: 9.4 → 3.5 voluntary context switches a request at 1 client) the
    * HTTP wall time at 1 client, 1 thread, was longer in 5 of 5 alternating rounds (44.6-55.1 ms against
    * 40.0-52.1, same CPU; docs/BENCHMARKS.md, embed1), and not explained; in process both measure the same.
-   * `decodeOn` 'loop' stays for callers that want it (inputs read during a decode share the next one).
+   * (LlamaEncoder.load still takes `decodeOn: 'loop'`.)
    */
   static forModel(
     lib: LlamaLibrary,
     path: string,
     options: { contextSize: number; batchSequences: number; threads: number; contexts: number },
     pooling: EncoderOptions['pooling'],
-    decodeOn: 'loop' | 'worker' = 'worker',
   ): LlamaEncoder {
     return LlamaEncoder.load(lib, path, {
       contextSize: options.contextSize,
@@ -187,7 +186,7 @@ export class LlamaEncoder {
       threads: options.threads,
       lanes: options.contexts,
       pooling,
-      decodeOn,
+      decodeOn: 'worker',
     });
   }
 
