@@ -228,6 +228,10 @@ function bindLlama(koffi: Koffi, llama: ReturnType<Koffi['load']>, ggml: ReturnT
     llama_sampler_free: llamaFn('llama_sampler_free', 'void', [t.sampler]),
     llama_sampler_accept: llamaFn('llama_sampler_accept', 'void', [t.sampler, 'int32_t']),
     llama_sampler_sample: llamaFn('llama_sampler_sample', 'int32_t', [t.sampler, t.context, 'int32_t']),
+    // Backend sampling (llama.cpp's [EXPERIMENTAL] API, llama-server's --backend-sampling): a chain set on a
+    // sequence runs inside the decode's graph; NULL detaches it.
+    llama_set_sampler: llamaFn('llama_set_sampler', 'bool', [t.context, 'int32_t', t.sampler]),
+    llama_get_sampled_token_ith: llamaFn('llama_get_sampled_token_ith', 'int32_t', [t.context, 'int32_t']),
     // The llama_token_data_array as a raw pointer: the runner owns and fills it (no struct marshalling per call).
     llama_sampler_apply: llamaFn('llama_sampler_apply', 'void', [t.sampler, 'void *']),
     llama_sampler_init_greedy: llamaFn('llama_sampler_init_greedy', t.sampler, []),

@@ -45,6 +45,13 @@ export interface RunnerOptions {
   fastSampling?: boolean;
   /** Weights repacked into the CPU's extra buffer types (llama.cpp's default); false: llama-server's --no-repack. */
   repack?: boolean;
+  /**
+   * Plain greedy sequences (no bias, penalties, grammar or logprobs) pick their token inside the decode
+   * (llama.cpp's backend sampling, llama-server's --backend-sampling): an argmax node in the graph, so
+   * neither the logits row is copied out nor a llama_token_data array filled over the vocabulary.
+   * Default true.
+   */
+  backendGreedy?: boolean;
 }
 
 /**
@@ -175,6 +182,8 @@ interface Sampler {
   biasValues: Float32Array;
   /** The penalties, kept by the runner where `inPlace`; else they are a sampler of the chain. */
   penalties: PenaltyWindow | undefined;
+  /** Plain greedy: the token is chosen inside the decode (RunnerOptions.backendGreedy) where the slot allows it. */
+  backend: boolean;
 }
 
 /**
@@ -286,10 +295,11 @@ export class LlamaRunner {
    * running Sequence's `kv` is the truth. `used`: when it was last taken or released (LRU eviction);
    * `prompt`: the length of the last prompt it was given.
    */
-  private readonly slots: { busy: Sequence | undefined; kv: number[]; used: number; prompt: number }[];
+  private readonly slots: { busy: Sequence | undefined; kv: number[]; used: number; prompt: number; greedy: Pointer; attached: boolean }[];
   private clock = 0;
   private readonly promptCache: boolean;
   private readonly fastSampling: boolean;
+  private readonly backendGreedy: boolean;
   /** 'candidates' mode: the runner's llama_token_data_array and its data, grown on demand. */
   private candidateArray: { struct: Pointer; view: DataView; data: Pointer; address: bigint; capacity: number; ids: Int32Array; logits: Float32Array } | undefined;
   private heapIds = new Int32Array(0);
@@ -323,6 +333,8 @@ export class LlamaRunner {
     prefilteredChains: 0,
     /** Tokens chosen in 'candidates' mode (createSampler). */
     candidateTokens: 0,
+    /** Tokens chosen inside the decode (backendGreedy). */
+    backendTokens: 0,
     /** Tokens chosen by the whole chain with the penalties applied by the runner (PenaltyWindow). */
     penalisedTokens: 0,
   };
@@ -346,6 +358,7 @@ export class LlamaRunner {
     this.decodeOnWorker = options.decodeOn === 'worker';
     this.promptCache = options.promptCache;
     this.fastSampling = options.fastSampling;
+    this.backendGreedy = options.backendGreedy;
     this.threadpool = lib.newThreadpool(options.threads);
     // One pool for both: llama-server attaches a batch pool only when its thread count differs.
     api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
@@ -362,7 +375,7 @@ export class LlamaRunner {
       logits: new Int8Array(view(raw.logits, this.batchSize)),
     };
     this.batch.nSeqId.fill(1);
-    this.slots = Array.from({ length: this.sequences }, () => ({ busy: undefined, kv: [], used: 0, prompt: 0 }));
+    this.slots = Array.from({ length: this.sequences }, () => ({ busy: undefined, kv: [], used: 0, prompt: 0, greedy: undefined, attached: false }));
     this.pieces = new Array(this.vocabSize);
     this.eog = new Uint8Array(this.vocabSize);
     for (let token = 0; token < this.vocabSize; token++) if (api.llama_vocab_is_eog(this.vocab, token)) this.eog[token] = 1;
@@ -387,6 +400,10 @@ export class LlamaRunner {
       n_seq_max: options.sequences,
       n_batch: batchSize,
       n_ubatch: batchSize,
+      // One output per sequence per decode at most (a sequence's next token, or its prompt's last):
+      // llama.cpp sizes the worst-case graph (the logits of n_outputs_max rows) by it, 300 MiB of compute
+      // buffer for a 152k vocabulary at the default n_batch, twice that with backend sampling.
+      n_outputs_max: options.sequences,
       n_threads: options.threads,
       n_threads_batch: threadsBatch,
       pooling_type: LLAMA_POOLING_TYPE.none,
@@ -409,6 +426,7 @@ export class LlamaRunner {
       promptCache: options.promptCache ?? true,
       fastSampling: options.fastSampling ?? true,
       repack: options.repack ?? true,
+      backendGreedy: options.backendGreedy ?? true,
     });
   }
 
@@ -463,6 +481,14 @@ export class LlamaRunner {
     if (id < 0) throw new Error('no free sequence');
     const slot = this.slots[id]!;
     const sampler = this.createSampler(spec.sampling);
+    const { sampling } = spec;
+    sampler.backend =
+      this.backendGreedy &&
+      sampling.temperature <= 0 &&
+      !sampling.grammar &&
+      (sampling.logitBias ?? []).length === 0 &&
+      (sampling.penalties === undefined || penaltiesDisabled(sampling.penalties)) &&
+      spec.topLogprobs === undefined;
     let resolve!: (end: GenerationEnd) => void;
     let reject!: (error: Error) => void;
     const done = new Promise<GenerationEnd>((res, rej) => {
@@ -579,6 +605,7 @@ export class LlamaRunner {
       // A partial removal can fail (llama.cpp's rule for some memory types): start the sequence over.
       else keep = this.clearSequence(sequence);
     }
+    this.setBackendSampler(sequence);
     sequence.pendingAt = keep;
     sequence.cachedPromptTokens = keep;
     sequence.started = true;
@@ -587,6 +614,36 @@ export class LlamaRunner {
     this.stats.promptTokens += prompt.length;
     this.stats.cachedPromptTokens += keep;
     return true;
+  }
+
+  /**
+   * Attaches the slot's greedy chain to llama.cpp's context for a backend-greedy sequence, or detaches it
+   * for any other. The chain stays attached between requests (llama.cpp re-reserves its graph on every
+   * change: a few ms), is the runner's (greedy keeps no state) and is freed when detached or with the context.
+   */
+  private setBackendSampler(sequence: Sequence): void {
+    const { api } = this;
+    const slot = this.slots[sequence.id]!;
+    if (sequence.sampler.backend) {
+      if (slot.attached) return;
+      if (!slot.greedy) {
+        slot.greedy = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
+        api.llama_sampler_chain_add(slot.greedy, api.llama_sampler_init_greedy());
+      }
+      slot.attached = api.llama_set_sampler(this.context, sequence.id, slot.greedy) as boolean;
+      if (!slot.attached) {
+        // llama.cpp declined (a backend that cannot run the chain): choose on the host as before.
+        api.llama_sampler_free(slot.greedy);
+        slot.greedy = undefined;
+        sequence.sampler.backend = false;
+      }
+    } else if (slot.attached) {
+      // A chain is initialised for the backend once (a second llama_set_sampler of it aborts): a new one next time.
+      api.llama_set_sampler(this.context, sequence.id, null);
+      api.llama_sampler_free(slot.greedy);
+      slot.greedy = undefined;
+      slot.attached = false;
+    }
   }
 
   private clearSequence(sequence: Sequence): 0 {
@@ -679,12 +736,19 @@ export class LlamaRunner {
       biasTokens: inPlace ? Int32Array.from(bias, ([token]) => token) : new Int32Array(0),
       biasValues: inPlace ? Float32Array.from(bias, ([, value]) => value) : new Float32Array(0),
       penalties: penaltiesInPlace ? new PenaltyWindow(penalties!) : undefined,
+      backend: false,
     };
   }
 
   /** The token a sequence's sampler picks from output `index` of the last decode; the chain has accepted it. */
   private choose(sampler: Sampler, index: number): number {
     const { api } = this;
+    if (sampler.backend) {
+      const token = api.llama_get_sampled_token_ith(this.context, index) as number;
+      if (token < 0) throw new Error(`llama.cpp sampled no token for output ${index}`);
+      this.stats.backendTokens++;
+      return token;
+    }
     if (!sampler.inPlace) return api.llama_sampler_sample(sampler.chain, this.context, index) as number;
     const logits = this.logitsRow(index);
     // The bias and then the penalties go into llama.cpp's logits for the moment of the choice
@@ -858,6 +922,7 @@ export class LlamaRunner {
     }
 
     // A malformed batch aborts the process inside llama.cpp: check what was built.
+    if (outputs.length > this.sequences) throw new Error(`batch check: ${outputs.length} outputs for ${this.sequences} sequences`);
     for (let i = 0; i < n; i++) {
       const id = batch.seqId[i]![0]!;
       if (id < 0 || id >= this.sequences) throw new Error(`batch check: sequence id ${id} out of range`);
@@ -903,7 +968,13 @@ export class LlamaRunner {
     for (const { sequence, index } of outputs) {
       if (sequence.ended || sequence.pendingAt < sequence.pending.length) continue;
       const c0 = performance.now();
-      const token = this.choose(sequence.sampler, index);
+      let token: number;
+      try {
+        token = this.choose(sequence.sampler, index);
+      } catch (error) {
+        this.fail(sequence, error as Error);
+        continue;
+      }
       this.stats.chooseMs += performance.now() - c0;
       sequence.generated++;
       this.stats.tokens++;
@@ -1019,6 +1090,7 @@ export class LlamaRunner {
     api.llama_batch_free(this.batch.struct);
     api.llama_detach_threadpool(this.context);
     api.llama_free(this.context);
+    for (const slot of this.slots) if (slot.greedy) api.llama_sampler_free(slot.greedy);
     this.lib.freeThreadpool(this.threadpool);
     this.threadpool = undefined;
     if (this.candidateArray) {

@@ -1,7 +1,8 @@
 // The FFI runner's fast sampling must choose exactly what llama.cpp's sampler chain as written chooses
 // (llama_sampler_sample over the whole vocabulary): penalties and the logit bias applied by the runner
 // to the logits, chains with a large top_k over only the candidates top_k can keep, and penalties
-// behind a top_k(k + lastN) prefilter in grammar chains. A random-weight
+// behind a top_k(k + lastN) prefilter in grammar chains, and plain greedy chosen inside the decode
+// (llama.cpp's backend sampling) against the host's argmax. A random-weight
 // model with a 4,096-token vocabulary, seeded sampling: the two runners must agree token for token.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,7 +28,7 @@ before(async () => {
   const lib = await openLlamaLibrary();
   const options = { contextSize: 512, sequences: 2, threads: 1 };
   fast = LlamaRunner.load(lib, path, options);
-  plain = LlamaRunner.load(lib, path, { ...options, fastSampling: false });
+  plain = LlamaRunner.load(lib, path, { ...options, fastSampling: false, backendGreedy: false });
 });
 
 after(async () => {
@@ -116,21 +117,46 @@ test('forced tokens enter the runner\'s penalty window as they enter the chain\'
   assert.deepEqual(await run(fast), reference);
 });
 
-test('chains the runner leaves to llama_sampler_sample as written: grammar (with the penalties prefilter), no penalties, plain greedy', async () => {
+test('chains the runner leaves to llama_sampler_sample as written: grammar (with the penalties prefilter), no penalties', async () => {
   const prompt = fast.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
   const chains: SamplingSpec[] = [
     { temperature: 0.8, topK: 40, topP: 0.9, seed: 9 },
-    { temperature: 0 },
     { temperature: 0, logitBias: [[7, -Infinity], [11, 3]] },
     { temperature: 0.8, topP: 0.9, seed: 5 },
     // Penalties llama.cpp leaves out of the chain.
     { temperature: 0.8, topK: 40, seed: 10, penalties: penalties(64, 1) },
     { temperature: 0.7, topK: 40, seed: 7, penalties: penalties(64, 1.3), grammar: { text: 'root ::= [a-z ]+' } },
   ];
-  const counts = () => fast.stats.candidateTokens + fast.stats.penalisedTokens;
+  const counts = () => fast.stats.candidateTokens + fast.stats.penalisedTokens + fast.stats.backendTokens;
   const before = { fast: counts(), prefiltered: fast.stats.prefilteredChains };
   for (const sampling of chains) assert.deepEqual(await sample(fast, sampling, prompt), await sample(plain, sampling, prompt), `chain ${JSON.stringify(sampling)}`);
   assert.equal(counts(), before.fast);
   assert.equal(fast.stats.prefilteredChains - before.prefiltered, 1);
   assert.equal(plain.stats.prefilteredChains, 0);
+});
+
+test('plain greedy is chosen inside the decode, alone and batched with host-sampled sequences on the same slots, as the host argmax chooses', async () => {
+  const prompt = fast.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
+  const greedy: SamplingSpec = { temperature: 0 };
+  const sampled: SamplingSpec = { temperature: 0.8, topK: 40, seed: 31 };
+  const before = fast.stats.backendTokens;
+  const reference = await sample(plain, greedy, prompt);
+  assert.deepEqual(await sample(fast, greedy, prompt), reference);
+  assert.equal(fast.stats.backendTokens - before, 160);
+  // The same slots then serve host-sampled requests (the greedy chain must be detached, or llama.cpp
+  // would not copy their logits out), greedy beside sampled in one batch, and greedy again.
+  for (let round = 0; round < 2; round++) {
+    assert.deepEqual(await samplePair(fast, greedy, sampled, prompt), await samplePair(plain, greedy, sampled, prompt), `round ${round}`);
+    assert.deepEqual(await samplePair(fast, sampled, greedy, prompt), await samplePair(plain, sampled, greedy, prompt), `round ${round}, swapped`);
+  }
+  assert.equal(fast.stats.backendTokens - before, 160 * 5);
+  assert.equal(plain.stats.backendTokens, 0);
+  // Greedy asking for logprobs needs the logits on the host: chosen there, with the same logprobs.
+  const withLogprobs = async (runner: LlamaRunner) => {
+    const seen: string[] = [];
+    await runner.generate({ prompt, sampling: greedy, maxTokens: 20, cachePrompt: false, topLogprobs: 2, onToken: (event) => void seen.push(JSON.stringify([event.token, event.logprobs])) }).done;
+    return seen;
+  };
+  assert.deepEqual(await withLogprobs(fast), await withLogprobs(plain));
+  assert.equal(fast.stats.backendTokens - before, 160 * 5);
 });
