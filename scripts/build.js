@@ -29,9 +29,13 @@ try {
 const ENTRIES = ['cli/main.ts', 'engines/runner/child.ts', 'engines/onnx/session-worker.ts'];
 
 // Left to node_modules: native addons, packages that read their own files at run time (__dirname:
-// swagger-ui's static assets, node-llama-cpp's binaries and templates, pino's transport workers) and
-// the big ones no start-up path loads. Everything else on the start-up path is bundled.
+// swagger-ui's static assets, node-llama-cpp's binaries and templates, pino's transport workers), the
+// big ones no start-up path loads, and Fastify's default schema compilers (Ajv, fast-json-stringify:
+// ~500 KB it require()s only when no compiler is given, and src/http/app.ts gives its own): bundled,
+// they would be read and parsed at every start for nothing. Everything else on the start-up path is bundled.
 const EXTERNAL = [
+  '@fastify/ajv-compiler',
+  '@fastify/fast-json-stringify-compiler',
   'better-sqlite3',
   'koffi',
   'node-llama-cpp',
