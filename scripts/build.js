@@ -9,6 +9,7 @@
 // a separate file, so a command still loads only what it runs (test/cli-imports.test.ts).
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { dirname, join, posix, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -28,11 +29,11 @@ try {
 // ONNX session worker. Each keeps the path it had in a file-per-module build.
 const ENTRIES = ['cli/main.ts', 'engines/runner/child.ts', 'engines/onnx/session-worker.ts'];
 
-// Left to node_modules: native addons, packages that read their own files at run time (__dirname:
-// swagger-ui's static assets, node-llama-cpp's binaries and templates, pino's transport workers), the
-// big ones no start-up path loads, and Fastify's default schema compilers (Ajv, fast-json-stringify:
-// ~500 KB it require()s only when no compiler is given, and src/http/app.ts gives its own): bundled,
-// they would be read and parsed at every start for nothing. Everything else on the start-up path is bundled.
+// Left to node_modules: native addons, the big packages no start-up path loads, and Fastify's default
+// schema compilers (Ajv, fast-json-stringify: ~600 KB it require()s only when no compiler is given,
+// and src/http/app.ts gives its own): bundled, they would be read and parsed at every start for
+// nothing. Everything else on the start-up path is bundled: left out, @fastify/swagger-ui alone loaded
+// its own copy of yaml (72 files), @fastify/static and glob, ~160 ms of CPU on a busy box.
 const EXTERNAL = [
   '@fastify/ajv-compiler',
   '@fastify/fast-json-stringify-compiler',
@@ -42,10 +43,6 @@ const EXTERNAL = [
   '@node-llama-cpp/*',
   'onnxruntime-node',
   'sharp',
-  '@fastify/swagger-ui',
-  '@fastify/static',
-  'pino',
-  'thread-stream',
   'pg',
   'ioredis',
   'undici',
@@ -65,6 +62,27 @@ const moduleUrls = {
       if (!text.includes('import.meta.url')) return undefined;
       const own = relative(src, args.path).split(sep).join('/').replace(/\.ts$/, '.js');
       return { contents: text.replaceAll('import.meta.url', `${MARK}(${JSON.stringify(own)})`), loader: 'ts' };
+    });
+  },
+};
+
+// Bundled CommonJS packages that find their own files through __dirname / __filename (swagger-ui's
+// static assets, pino's transport worker) get them as where the file sits in node_modules, found at
+// run time through the package's entry point (so a moved or copied install still works).
+const ownFiles = {
+  name: 'own-files',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]node_modules[\\/].*\.c?js$/ }, (args) => {
+      const text = readFileSync(args.path, 'utf8');
+      if (!/\b__(dirname|filename)\b/.test(text)) return undefined;
+      const name = /^(.*[\\/]node_modules[\\/])((?:@[^\\/]+[\\/])?[^\\/]+)/.exec(args.path);
+      const pkg = name[2].split(sep).join('/');
+      const main = createRequire(args.path).resolve(pkg);
+      // The shim resolves from dist/, which finds only hoisted packages.
+      if (createRequire(join(root, 'package.json')).resolve(pkg) !== main) throw new Error(`${pkg} is not hoisted (it uses __dirname): add it to EXTERNAL in scripts/build.js`);
+      const rel = relative(dirname(main), args.path).split(sep).join('/');
+      const shim = `var __filename = require('node:path').join(require('node:path').dirname(require.resolve(${JSON.stringify(pkg)})), ${JSON.stringify(rel)}), __dirname = require('node:path').dirname(__filename);\n`;
+      return { contents: shim + text, loader: 'js' };
     });
   },
 };
@@ -91,7 +109,7 @@ const result = await esbuild.build({
   metafile: true,
   legalComments: 'none',
   logLevel: 'warning',
-  plugins: [moduleUrls],
+  plugins: [moduleUrls, ownFiles],
 });
 
 const packageOf = (input) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input)?.[1] ?? (input.startsWith('src/') ? 'infera' : undefined);
