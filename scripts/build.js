@@ -77,7 +77,12 @@ const ownFiles = {
       if (!/\b__(dirname|filename)\b/.test(text)) return undefined;
       const name = /^(.*[\\/]node_modules[\\/])((?:@[^\\/]+[\\/])?[^\\/]+)/.exec(args.path);
       const pkg = name[2].split(sep).join('/');
-      const main = createRequire(args.path).resolve(pkg);
+      let main;
+      try {
+        main = createRequire(args.path).resolve(pkg);
+      } catch {
+        return undefined; // not require()-able: an ESM package, which has no __dirname (a mention in a comment)
+      }
       // The shim resolves from dist/, which finds only hoisted packages.
       if (createRequire(join(root, 'package.json')).resolve(pkg) !== main) throw new Error(`${pkg} is not hoisted (it uses __dirname): add it to EXTERNAL in scripts/build.js`);
       const rel = relative(dirname(main), args.path).split(sep).join('/');
