@@ -9,9 +9,10 @@ import module from 'node:module';
 // of CPU importing the server (median of 8, docs/BENCHMARKS.md "Start-up and memory on the AMD EPYC").
 module.enableCompileCache?.();
 
-// Stack traces name .ts lines (the build writes source maps). Set here rather than with
-// --enable-source-maps so `npx infera` and the bin link get it too.
-process.setSourceMapsEnabled(true);
+// The build writes source maps, but Node 20 reads and parses a module's map when it loads it, not
+// when a stack trace needs it: for the bundle that cost `infera serve` ~80 ms of CPU and ~10 MiB of
+// idle RSS (docs/BENCHMARKS.md, "Start-up: a bundled build"). The bundle is not minified, so its
+// stack traces still name functions; `NODE_OPTIONS=--enable-source-maps` maps them to .ts lines.
 const entry = new URL('../dist/cli/main.js', import.meta.url);
 if (!existsSync(entry)) {
   console.error('infera: the compiled build (dist/) is missing. Run `npm run build` (`npm ci` builds it too).');

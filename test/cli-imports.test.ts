@@ -24,8 +24,18 @@ function loaded(args: string[]): string[] {
   }
 }
 
+// The build bundles most packages into dist/ (scripts/build.js), so a package's code may come from a
+// bundle file rather than its own: the build lists what each file holds, and a loaded file counts as
+// every package in it.
+const bundled = JSON.parse(readFileSync(new URL('../dist/bundle-inputs.json', import.meta.url), 'utf8')) as Record<string, string[]>;
 const packagesIn = (urls: string[]) =>
-  new Set(urls.flatMap((url) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1] ?? []));
+  new Set(
+    urls.flatMap((url) => {
+      const inDist = /\/dist\/(.+\.js)$/.exec(url)?.[1];
+      if (inDist) return (bundled[inDist] ?? []).filter((name) => name !== 'infera');
+      return /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1] ?? [];
+    }),
+  );
 
 test('infera --help loads the compiled CLI and commander only', () => {
   const urls = loaded(['--help']);

@@ -1,0 +1,60 @@
+// The compiled build is a bundle (scripts/build.js): code from many source files and packages shares a
+// few output files, so whatever finds a file next to itself must still find it. Each request below
+// reaches one such file through the compiled server: the playground (src/http/playground.ts, by its
+// import.meta.url), the version in package.json (src/http/app.ts), swagger-ui's own static assets
+// (its __dirname), and an image model, whose engine runs ONNX sessions in the worker entry
+// dist/engines/onnx/session-worker.js (found by src/engines/onnx/sessions.ts's import.meta.url).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+test('the compiled bundle finds the files its modules and bundled packages read next to themselves', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'infera-bundle-'));
+  const child = spawn(process.execPath, ['bin/infera.js', 'serve', '--port', '0'], {
+    env: { ...process.env, INFERA_DATA_DIR: dataDir, INFERA_CONFIG: '', LOG_LEVEL: 'warn', INFERA_API_KEY: '', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no banner in 60 s:\n${stderr}`)), 60_000);
+      child.stderr.on('data', () => {
+        const match = /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/.exec(stderr);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]!);
+        }
+      });
+      void exited.then((code) => reject(new Error(`exited ${code}:\n${stderr}`)));
+    });
+    const playground = await fetch(`${url}/`);
+    assert.equal(playground.status, 200);
+    assert.equal(await playground.text(), readFileSync('playground/index.html', 'utf8'));
+
+    const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as { info: { version: string } };
+    assert.equal(openapi.info.version, version);
+
+    const logo = await fetch(`${url}/docs/static/logo.svg`);
+    assert.equal(logo.status, 200);
+    assert.deepEqual(Buffer.from(await logo.arrayBuffer()), readFileSync('node_modules/@fastify/swagger-ui/static/logo.svg'));
+
+    const image = await fetch(`${url}/v1/images/generations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'infera/tiny-stable-diffusion', prompt: 'a cat', image_size: '64x64' }),
+    });
+    assert.equal(image.status, 200, await image.clone().text());
+    assert.equal(((await image.json()) as { images: unknown[] }).images.length, 1);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+  } finally {
+    child.kill('SIGKILL');
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
