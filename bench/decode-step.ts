@@ -4,10 +4,12 @@
 // runner decodes on the loop's thread (as in the engine process). Per step: wall, decode, sampling (the
 // runner's sampling pass: the chain, the token event), and the rest; medians over rounds. --root runs
 // another checkout's runner (one llama.cpp library per process: compare checkouts by alternating
-// processes). Not a test: prints figures.
+// processes). --variant NAME=JSON (repeatable) loads this checkout's runner once more with those runner
+// options (e.g. `--variant host-greedy='{"backendGreedy":false}'`), measured in the same rounds. Not a
+// test: prints figures.
 //
 // Usage: node --import tsx bench/decode-step.ts [--model chat-512x8-vocab152k] [--threads 2] [--streams 1,8]
-//        [--tokens 128] [--rounds 5] [--root /work/main]
+//        [--tokens 128] [--rounds 5] [--root /work/main] [--variant NAME=JSON ...]
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +24,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     chains: { type: 'string', default: 'greedy,sampled' },
     root: { type: 'string' },
+    variant: { type: 'string', multiple: true, default: [] },
   },
 });
 
@@ -47,6 +50,11 @@ for (const [label, root] of Object.entries(checkouts)) {
   const { LlamaRunner } = (await import(join(root, 'src/engines/llama-cpp/ffi/runner.ts'))) as RunnerModule;
   const lib = await openLlamaLibrary();
   runners[label] = LlamaRunner.load(lib, path, { contextSize: 1024, sequences: Math.max(...streamsList), threads, decodeOn: 'loop' });
+  if (values.root) continue;
+  for (const variant of values.variant) {
+    const at = variant.indexOf('=');
+    runners[variant.slice(0, at)] = LlamaRunner.load(lib, path, { contextSize: 1024, sequences: Math.max(...streamsList), threads, decodeOn: 'loop', ...JSON.parse(variant.slice(at + 1)) });
+  }
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
