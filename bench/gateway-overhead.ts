@@ -16,8 +16,9 @@
 //     histogram is whole milliseconds) → p50 and p99, and added = target − direct;
 //   - throughput: autocannon, 50 connections → req/s;
 //   - streaming first byte: one connection, `stream: true`, time to the first body byte → p50 / p99.
-// Usage: node --import tsx bench/gateway-overhead.ts [--seconds 4] [--rounds 3] [--connections 50]
+// Usage: node --import tsx bench/gateway-overhead.ts [--seconds 4] [--rounds 3] [--connections 50] [--warm 5000]
 //   [--only direct,node-proxy,infera,infera-open,portkey,infera-before]
+//   [--warm N]: one-connection requests sent to each target before the rounds (default 5000).
 //   [--compare DIR]: DIR holds another build (DIR/bin/infera.js + DIR/dist, e.g. a copy of an earlier
 //     commit's): it serves the priced config as a fifth target, "infera-before", so before and after
 //     are measured in the same rounds under the same load.
@@ -44,11 +45,13 @@ const { values } = parseArgs({
     profile: { type: 'string' },
     alloc: { type: 'string' },
     'alloc-requests': { type: 'string', default: '2000' },
+    warm: { type: 'string', default: '5000' },
   },
 });
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 const connections = Number(values.connections);
+const warmRequests = Number(values.warm);
 const MODEL = 'bench/echo';
 
 // The upstream reads the whole body (as a real server must) and answers with a fixed completion. The
@@ -336,9 +339,12 @@ try {
     if (probe.status !== 200) target.noStream = `stream: true answered ${probe.status} ${text.slice(0, 200)}`;
   }
 
-  // Warm-up: JIT, pools, the key cache, SQLite pages.
+  // Warm-up: JIT, pools, the key cache, SQLite pages. Counted in requests, not seconds: V8 optimises a
+  // function called once per request only after thousands of calls, and at ~1,000 requests a second on
+  // one connection 1.5 s left Infera's path half in baseline code — the first round's one-connection
+  // CPU per request was 2,071 µs against 626 in the next (infera-open, load 8–9, 2026-12-07 03:37).
   for (const target of targets) {
-    await timed(target, body, 1500, false);
+    await send(target, body, warmRequests);
     if (!target.noStream) await timed(target, streamBody, 500, true);
     await autocannon({ url: `${target.origin}${target.path}`, method: 'POST', connections, duration: 1, headers: { ...target.headers, 'content-type': 'application/json' }, body });
   }
