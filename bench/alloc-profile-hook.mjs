@@ -2,6 +2,9 @@
 // samples of objects the GC has since collected, so the profile is what was allocated, not what is still
 // alive. SIGUSR2 starts a profile; the next SIGUSR2 stops it and writes <dir>/alloc-<pid>-<n>.heapprofile
 // (DevTools' Memory tab opens it; bench/heap-profile-summary.ts reads it as text).
+// INFERA_BENCH_ALLOC_SURVIVORS=1 leaves out what scavenges collected: the profile is then what survived
+// the young generation (promoted, and mostly dead by a later full GC) — the allocation sites behind the
+// old-space growth whose full GCs make a p99.
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { join } from 'node:path';
@@ -17,7 +20,7 @@ if (dir) {
     if (!running) {
       running = true;
       // One sample per ~1 KiB allocated on average: per-request figures of a few KB come out within a few %.
-      session.post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+      session.post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: process.env.INFERA_BENCH_ALLOC_SURVIVORS !== '1' });
       return;
     }
     running = false;
