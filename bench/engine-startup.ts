@@ -1,7 +1,8 @@
 // Engine process start-up and memory of the compiled build: spawn `infera serve --config X` with one
 // eager llama-cpp chat model (isolation: process, the default), time spawn → first chat answer (polled
 // every 10 ms), then, 2 s after that answer, read the idle RSS of the server and of the model's engine
-// process, and the CPU time (utime + stime) each has used so far. CPU time is the steadier figure on a
+// process, and the CPU time (utime + stime) each has used so far (the engine process's also when the first
+// answer came: deferred work, such as the chat wrapper resolved when idle, is not in that one). CPU time is the steadier figure on a
 // shared box: wall time there mostly measures the other tenants. A script, not a timed test.
 //
 //   npm run build && node --import tsx bench/engine-startup.ts [--runs 5] [--models tiny,chat-512x8]
@@ -101,6 +102,8 @@ interface Sample {
   childCpu: number;
   serverPss: number;
   childPss: number;
+  /** The engine process's CPU time when the first answer came (NaN without one): the start-up's own share, before any deferred work. */
+  childCpuAtAnswer: number;
 }
 
 /** A free TCP port (llama-server needs one named). */
@@ -182,6 +185,8 @@ async function once(bin: string, path: string, threads: number, label = bin): Pr
   });
   try {
     const firstAnswerMs = await firstAnswer('infera', child, since, () => port, () => log, path);
+    const engineAtAnswer = childrenOf(child.pid!)[0];
+    const childCpuAtAnswer = engineAtAnswer === undefined ? Number.NaN : cpuMs(engineAtAnswer);
     if (values.timeline) printTimeline(label, spawnedAt, join(dataDir, 'timeline.txt'));
     // Idle: after the first answer has settled (lazy allocations done, GC had a chance).
     await sleep(2000);
@@ -200,6 +205,7 @@ async function once(bin: string, path: string, threads: number, label = bin): Pr
       childCpu: cpuMs(engine),
       serverPss: pssMiB(child.pid!),
       childPss: pssMiB(engine),
+      childCpuAtAnswer,
     };
   } finally {
     if (child.exitCode === null) {
@@ -238,7 +244,7 @@ async function firstAnswer(name: string, child: ChildProcess, since: number, por
 
 /** A sample of a single process (llama-server, or Infera with isolation: none): its figures in the server columns. */
 function oneProcess(firstAnswerMs: number, pid: number): Sample {
-  return { firstAnswerMs, serverRss: rssMiB(pid), childRss: 0, serverCpu: cpuMs(pid), childCpu: 0, serverPss: pssMiB(pid), childPss: 0 };
+  return { firstAnswerMs, serverRss: rssMiB(pid), childRss: 0, serverCpu: cpuMs(pid), childCpu: 0, serverPss: pssMiB(pid), childPss: 0, childCpuAtAnswer: Number.NaN };
 }
 
 /** llama-server on the same GGUF: one process (its numbers go in the server columns; the engine's are 0). */
@@ -308,6 +314,7 @@ console.log(`${new Date().toISOString()} load average ${load()}, node ${process.
 const tiny = await ensureTinyModels(join(modelDir, 'tiny'));
 const bins = [...values.bin.split(','), ...(values['llama-server'] ? ['llama-server'] : [])];
 const rows: string[] = [];
+const atAnswer: string[] = [];
 for (const name of values.models.split(',')) {
   const path = name === 'tiny' ? tiny.chat : await ensureBenchModel(name as BenchModelKind, modelDir);
   // One unmeasured start each: page cache and the compiled code cache warm, as for every measured run.
@@ -319,12 +326,13 @@ for (const name of values.models.split(',')) {
       samples[b]!.push(sample);
       console.log(
         `${name} ${bin} run ${i + 1}: first answer ${sample.firstAnswerMs.toFixed(0)} ms; engine process ${sample.childRss.toFixed(1)} MiB, ` +
-          `${sample.childCpu.toFixed(0)} ms CPU, PSS ${sample.childPss.toFixed(1)}; server ${sample.serverRss.toFixed(1)} MiB, ${sample.serverCpu.toFixed(0)} ms CPU, ` +
+          `${sample.childCpu.toFixed(0)} ms CPU (${sample.childCpuAtAnswer.toFixed(0)} at the first answer), PSS ${sample.childPss.toFixed(1)}; server ${sample.serverRss.toFixed(1)} MiB, ${sample.serverCpu.toFixed(0)} ms CPU, ` +
           `PSS ${sample.serverPss.toFixed(1)}; total RSS ${(sample.serverRss + sample.childRss).toFixed(1)} PSS ${(sample.serverPss + sample.childPss).toFixed(1)} (load ${load()})`,
       );
     }
   for (const [b, bin] of bins.entries()) {
     const m = (key: keyof Sample) => median(samples[b]!.map((s) => s[key]));
+    atAnswer.push(`${name} ${bin} ${m('childCpuAtAnswer').toFixed(0)}`);
     rows.push(
       `| ${name} | ${bin} | ${m('firstAnswerMs').toFixed(0)} | ${m('childCpu').toFixed(0)} | ${m('childRss').toFixed(1)} | ${m('childPss').toFixed(1)} | ` +
         `${m('serverCpu').toFixed(0)} | ${m('serverRss').toFixed(1)} | ${m('serverPss').toFixed(1)} | ${median(samples[b]!.map((x) => x.serverRss + x.childRss)).toFixed(1)} | ` +
@@ -340,3 +348,4 @@ console.log(
 );
 console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const row of rows) console.log(row);
+console.log(`engine process CPU at the first answer (ms), medians: ${atAnswer.join(', ')}`);

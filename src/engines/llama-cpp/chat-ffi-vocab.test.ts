@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -126,6 +126,39 @@ test('chat wrappers: the ones resolveChatWrapper picks for a LlamaModel, resolve
   const third = await resolveFfiWrappers(chatPath, vocab, cacheDir);
   assert.equal(third.cached, false);
   assert.equal((await resolveFfiWrappers(chatPath, vocab, cacheDir)).cached, true);
+});
+
+test('chat wrappers, deferred: the no-thinking one resolves on its first read, checked, and only then is the cache written', async () => {
+  const expected = await resolveWrappers(model);
+  const cacheDir = join(dir, 'cache-deferred');
+  const checked: string[] = [];
+  const resolved = await resolveFfiWrappers(chatPath, vocab, cacheDir, undefined, {
+    deferNoThinking: true,
+    check: (wrapper) => void checked.push(JSON.stringify(wrapper)),
+  });
+  assert.equal(resolved.cached, false);
+  // Nothing resolved for it yet: no check ran and no entry was written (it needs both wrappers).
+  assert.deepEqual(checked, []);
+  assert.equal(existsSync(cacheDir), false);
+  assert.deepEqual(describeWrappers(resolved.wrappers), describeWrappers(expected));
+  assert.deepEqual(checked, [JSON.stringify(expected.noThinking)]);
+  assert.equal(resolved.wrappers.noThinking, resolved.wrappers.noThinking);
+  assert.equal(checked.length, 1);
+  const cached = await resolveFfiWrappers(chatPath, vocab, cacheDir);
+  assert.equal(cached.cached, true);
+  assert.deepEqual(describeWrappers(cached.wrappers), describeWrappers(expected));
+
+  // A check that refuses it fails every read of it, and nothing is cached.
+  const refusedDir = join(dir, 'cache-refused');
+  const refused = await resolveFfiWrappers(chatPath, vocab, refusedDir, undefined, {
+    deferNoThinking: true,
+    check: () => {
+      throw new Error('refused');
+    },
+  });
+  assert.deepEqual(describeWrappers({ standard: refused.wrappers.standard, noThinking: refused.wrappers.standard }).at(0), describeWrappers(expected).at(0));
+  for (let i = 0; i < 2; i++) assert.throws(() => refused.wrappers.noThinking, /refused/);
+  assert.equal((await resolveFfiWrappers(chatPath, vocab, refusedDir)).cached, false);
 });
 
 /**

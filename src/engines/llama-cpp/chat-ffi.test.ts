@@ -4,7 +4,7 @@
 // model. (The behaviour both runners share is chat.test.ts, which runs on the FFI runner.)
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Llama } from 'node-llama-cpp';
@@ -107,6 +107,26 @@ test('a model the runner cannot serve (GPU offload configured) loads on node-lla
   );
   assert.ok(chosen.model instanceof LlamaCppChatModel, 'runner: node-llama-cpp is honoured without a log line');
   await chosen.dispose();
+});
+
+test('first start: the no-thinking wrapper is resolved when the model is idle after load, and the cache entry written then', async () => {
+  const cacheDir = join(dir, 'wrapper-cache');
+  const cold = await loadChatModel(configFor({ contextSize: 512, sequences: 1, threads: 1 }), undefined, { llama, cacheDir }, (reason) => assert.fail(reason));
+  try {
+    // Not at load: the entry needs both wrappers.
+    assert.equal(existsSync(cacheDir), false);
+    const entries = () => (existsSync(cacheDir) ? readdirSync(cacheDir).filter((name) => name.endsWith('.json')) : []);
+    for (const until = Date.now() + 20_000; entries().length === 0 && Date.now() < until; ) await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(entries().length, 1);
+    // The same answers as the model loaded with both wrappers resolved at once (no cache: deferred, read on use).
+    for (const thinking of [false, true])
+      assert.equal(
+        (await cold.model.doGenerate(ask('Please count', { maxTokens: 8, thinking: { enabled: thinking } }))).text,
+        (await model.doGenerate(ask('Please count', { maxTokens: 8, thinking: { enabled: thinking } }))).text,
+      );
+  } finally {
+    await cold.dispose();
+  }
 });
 
 test('the runner refuses what would abort llama.cpp: tokens outside the vocabulary, a prompt beyond the context', () => {

@@ -8,7 +8,7 @@
 // constrained by a lazy grammar that wakes on the tool-call opening token, as llama-server does.
 // Text completion (/v1/completions) runs on the same sequences, its input planned by completions.ts.
 import { readFile } from 'node:fs/promises';
-import type { Token } from 'node-llama-cpp';
+import type { ChatWrapper, Token } from 'node-llama-cpp';
 import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
 import { RawOutputParser } from '../../protocol/parsers/raw-output.ts';
 import { Slots } from '../../scheduler/slots.ts';
@@ -28,7 +28,7 @@ import type {
 } from '../../spec/chat.ts';
 import type { EngineStats, LoadProgress, LoadedModel } from '../../spec/index.ts';
 import type { LlamaCppModelConfig } from './config.ts';
-import { cachedFfiWrappers, resolveFfiWrappers } from './chat-wrappers.ts';
+import { cachedFfiWrappers, deferredNoThinking, resolveFfiWrappers } from './chat-wrappers.ts';
 import type { LlamaCppLoadOptions } from './embedding.ts';
 import { FfiVocab, metadataFromModel } from './ffi/vocab.ts';
 import { NLC_DIST, NLC_PATHS, nlcModule, type GbnfJsonModule } from './nlc-parts.ts';
@@ -82,14 +82,30 @@ export function ffiTemplate(model: FfiVocab, wrappers: Wrappers): FfiTemplate | 
   };
 }
 
-/** The part of ffiTemplate's check that needs no tokenizer: the wrappers' tool-call format. */
+/**
+ * The part of ffiTemplate's check that needs no tokenizer: the wrappers' tool-call format. A deferred
+ * no-thinking wrapper (chat-wrappers.ts) is checked when it resolves (wrapperProblem), not here.
+ */
 function ffiWrapperProblem(wrappers: Wrappers): string | undefined {
-  for (const wrapper of [wrappers.standard, wrappers.noThinking]) {
-    const prefix = String(wrapper.settings.functions.call.prefix);
-    if (!prefix.includes(TOOL_OPEN)) return `its chat template (${wrapper.wrapperName}) writes tool calls as ${JSON.stringify(prefix)}, not ${TOOL_OPEN}`;
+  const deferred = deferredNoThinking(wrappers);
+  for (const wrapper of deferred ? [wrappers.standard] : [wrappers.standard, wrappers.noThinking]) {
+    const problem = wrapperProblem(wrapper);
+    if (problem) return problem;
   }
   return undefined;
 }
+
+function wrapperProblem(wrapper: ChatWrapper): string | undefined {
+  const prefix = String(wrapper.settings.functions.call.prefix);
+  if (!prefix.includes(TOOL_OPEN)) return `its chat template (${wrapper.wrapperName}) writes tool calls as ${JSON.stringify(prefix)}, not ${TOOL_OPEN}`;
+  return undefined;
+}
+
+/**
+ * How long after load (and between checks while requests run) deferred start-up work waits: a client
+ * starting the server typically sends its first request as soon as the model is ready.
+ */
+const IDLE_WORK_DELAY_MS = 1000;
 
 export class FfiChatModel implements ChatModel {
   readonly kind = 'chat' as const;
@@ -106,6 +122,7 @@ export class FfiChatModel implements ChatModel {
   private readonly running = new Set<(error: Error) => void>();
   private drained: (() => void) | undefined;
   private closing = false;
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     /** The runner's vocabulary: tokenizer and special tokens. */
@@ -199,9 +216,29 @@ export class FfiChatModel implements ChatModel {
     return output.finish(end);
   }
 
+  /**
+   * Runs `work` (synchronous, a few hundred ms of CPU) at the first check, every IDLE_WORK_DELAY_MS
+   * from now, that finds no request running or queued, so it neither delays a first answer nor stalls
+   * a stream mid-answer; never after close. The timer does not keep the process alive.
+   */
+  whenIdle(work: () => void): void {
+    const attempt = () => {
+      this.idleTimer = undefined;
+      if (this.closing) return;
+      if (this.slots.active > 0 || this.slots.queued > 0) return arm();
+      work();
+    };
+    const arm = () => {
+      this.idleTimer = setTimeout(attempt, IDLE_WORK_DELAY_MS);
+      this.idleTimer.unref();
+    };
+    arm();
+  }
+
   /** Stop taking requests, end the running ones with a retryable 503 and wait until every sequence is back. */
   async close(): Promise<void> {
     this.closing = true;
+    clearTimeout(this.idleTimer);
     for (const stop of this.running) stop(unloading());
     if (this.running.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
   }
@@ -676,7 +713,14 @@ export async function loadFfiChatModel(
       vocabModel = api.llama_model_load_from_file(config.path, params);
       if (!vocabModel) throw new Error(`llama.cpp could not load ${config.path}`);
       vocab = new FfiVocab(api, api.llama_model_get_vocab(vocabModel));
-      wrappers = (await resolveFfiWrappers(config.path, vocab, cacheDir, metadataFromModel(api, vocabModel))).wrappers;
+      // The no-thinking wrapper waits for its first use or an idle moment after load (whenIdle below).
+      // Its tool-call check can then no longer send the model to node-llama-cpp: it fails the request
+      // that needs it (no template tested here resolves the two wrappers to different tool-call formats).
+      const check = (wrapper: ChatWrapper) => {
+        const problem = wrapperProblem(wrapper);
+        if (problem) throw new Error(`The FFI runner cannot serve requests without thinking: ${problem}`);
+      };
+      wrappers = (await resolveFfiWrappers(config.path, vocab, cacheDir, metadataFromModel(api, vocabModel), { deferNoThinking: true, check })).wrappers;
     }
     const problem = ffiWrapperProblem(wrappers);
     if (problem) return problem;
@@ -700,6 +744,16 @@ export async function loadFfiChatModel(
     signal?.throwIfAborted();
     onProgress?.(1);
     const model = new FfiChatModel(vocab, runner, wrappers, template, config.id, config);
+    if (deferredNoThinking(wrappers)) {
+      const resolved = wrappers;
+      model.whenIdle(() => {
+        try {
+          void resolved.noThinking;
+        } catch {
+          // Failed and kept: the request that needs it reports it.
+        }
+      });
+    }
     const loadedRunner = runner;
     return {
       model,

@@ -120,6 +120,13 @@ export async function cachedFfiWrappers(path: string, cacheDir: string | undefin
 /**
  * The model's wrappers (thinking on and off) for a GGUF loaded by the FFI runner. `cacheDir`: where
  * resolutions are kept (none: resolve every time). `cached` says whether the cache answered.
+ *
+ * `deferNoThinking` (on a cache miss): the no-thinking wrapper is resolved on its first read of
+ * `wrappers.noThinking` (synchronous: the resolution is) instead of now, and `check` vets it then, a
+ * throw failing that read; the cache entry is written once both are known. Reading it early (when the
+ * model is idle after load: FfiChatModel) fills the cache. On Qwen3's template that resolution is
+ * ~150-220 ms of CPU (Jinja renders with enable_thinking:false) off the load, out of the first
+ * answer's way on a first start ever (docs/BENCHMARKS.md, "First start: the no-thinking chat wrapper").
  */
 export async function resolveFfiWrappers(
   path: string,
@@ -127,6 +134,7 @@ export async function resolveFfiWrappers(
   cacheDir: string | undefined,
   /** The GGUF's metadata as llama.cpp read it (metadataFromModel); without it node-llama-cpp's reader reads the file. */
   metadata?: GgufMetadataSource,
+  deferred?: { deferNoThinking: true; check: (wrapper: ChatWrapper) => void },
 ): Promise<{ wrappers: Wrappers; cached: boolean }> {
   const file = cacheDir ? join(cacheDir, `chat-wrapper-${wrapperCacheKey(path)}.json`) : undefined;
   const hit = await cachedFfiWrappers(path, cacheDir);
@@ -136,25 +144,19 @@ export async function resolveFfiWrappers(
   const fileInfo = metadata
     ? ({ metadata: chatWrapperMetadata(metadata) } as unknown as Awaited<ReturnType<ReadGgufModule['readGgufFileInfo']>>)
     : await (await nlcModule<ReadGgufModule>(NLC_PATHS.readGguf)).readGgufFileInfo(path, { sourceType: 'filesystem' });
+  // resolveChatWrapper's fallback, imported before a deferred resolution needs it synchronously.
+  const { GeneralChatWrapper } = await nlcModule<{ GeneralChatWrapper: new () => ChatWrapper }>(chatWrapperPath('GeneralChatWrapper'));
   // What resolveChatWrapper(model) passes for a LlamaModel, and its fallback.
-  const resolve = async (customWrapperSettings: Record<string, unknown>): Promise<ChatWrapper> => {
-    const found = resolveChatWrapper({
+  const resolve = (customWrapperSettings: Record<string, unknown>): ChatWrapper =>
+    resolveChatWrapper({
       bosString: vocab.tokens.bosString,
       filename: basename(path),
       fileInfo,
       tokenizer: vocab.tokenizer,
       customWrapperSettings: customWrapperSettings as never,
-    });
-    if (found) return found;
-    const { GeneralChatWrapper } = await nlcModule<{ GeneralChatWrapper: new () => ChatWrapper }>(chatWrapperPath('GeneralChatWrapper'));
-    return new GeneralChatWrapper();
-  };
-  const wrappers: Wrappers = {
-    standard: await resolve(WRAPPER_SETTINGS.standard),
-    noThinking: await resolve(WRAPPER_SETTINGS.noThinking),
-  };
-  checkQwenToolResults(wrappers);
-  if (file) {
+    }) ?? new GeneralChatWrapper();
+  const store = (wrappers: Wrappers) => {
+    if (!file) return;
     const standard = describe(wrappers.standard, chatWrappers, WRAPPER_SETTINGS.standard);
     const noThinking = describe(wrappers.noThinking, chatWrappers, WRAPPER_SETTINGS.noThinking);
     if (standard && noThinking)
@@ -167,9 +169,44 @@ export async function resolveFfiWrappers(
       } catch {
         // A read-only data folder: the next start resolves again.
       }
+  };
+  const standard = resolve(WRAPPER_SETTINGS.standard);
+  if (deferred) {
+    checkQwenToolResults({ standard, noThinking: standard });
+    let noThinking: ChatWrapper | undefined;
+    let failure: unknown;
+    const wrappers = { standard } as Wrappers;
+    Object.defineProperty(wrappers, 'noThinking', {
+      enumerable: true,
+      get(): ChatWrapper {
+        if (noThinking) return noThinking;
+        if (failure !== undefined) throw failure;
+        try {
+          const resolved = resolve(WRAPPER_SETTINGS.noThinking);
+          checkQwenToolResults({ standard, noThinking: resolved });
+          deferred.check(resolved);
+          noThinking = resolved;
+        } catch (error) {
+          failure = error;
+          throw error;
+        }
+        store(wrappers);
+        return noThinking;
+      },
+    });
+    pending.add(wrappers);
+    return { wrappers, cached: false };
   }
+  const wrappers: Wrappers = { standard, noThinking: resolve(WRAPPER_SETTINGS.noThinking) };
+  checkQwenToolResults(wrappers);
+  store(wrappers);
   return { wrappers, cached: false };
 }
+
+/** Wrappers whose no-thinking wrapper resolveFfiWrappers deferred (it may have been read since). */
+const pending = new WeakSet<Wrappers>();
+/** Whether resolveFfiWrappers deferred this one's no-thinking wrapper (its load-time checks ran on `standard` only). */
+export const deferredNoThinking = (wrappers: Wrappers): boolean => pending.has(wrappers);
 
 /** A GGUF metadata value by key, as llama.cpp keeps it (a string; undefined when absent). */
 export type GgufMetadataSource = (key: string) => string | undefined;
