@@ -41,6 +41,17 @@ interface QuickState {
 }
 type QuickResponse = ServerResponse & { [STATE]?: QuickState };
 
+/** A refusal as sent: its status, error code, headers besides the ids and the type, body and length, metrics row. */
+interface Refusal {
+  status: number;
+  code: string | undefined;
+  extra: [string, string][];
+  body: string;
+  bytes: number;
+  row: HttpTally;
+}
+const NOT_FOUND_MAX = 256;
+
 /** The byte length of the last list sent, kept while the list's text stays the same string. */
 let lastList = '';
 let lastListBytes = 0;
@@ -53,11 +64,8 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
   const { services, hosts, record, closed } = options;
 
   const { metrics } = services;
-  // The metrics rows of the few label sets these answers have, kept (metrics.httpRow): the list per
-  // route, the 404, and each refusal the gate gave per route (its errors are few, mostly constants).
+  // The list's metrics row per route (metrics.httpRow, kept: no key to build and hash per request).
   const listRows = new Map<string, HttpTally>();
-  let notFoundRow: HttpTally | undefined;
-  const refusalRows = new WeakMap<InferaError, Map<string, HttpTally>>();
   const listRow = (route: string) => {
     let row = listRows.get(route);
     if (!row) {
@@ -66,19 +74,46 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     }
     return row;
   };
-  const refusalRow = (error: InferaError, route: string) => {
-    let rows = refusalRows.get(error);
-    if (!rows) {
-      rows = new Map();
-      refusalRows.set(error, rows);
+  // Refusals built once and remembered: the gate's (mostly constants) per error and route, and the
+  // 404 per URL (bounded; the route table is fixed once the server listens, so a path unrouted once stays so).
+  const refusals = new WeakMap<InferaError, Map<string, Refusal>>();
+  const notFound = new Map<string, Refusal>();
+  const refusalFor = (error: InferaError, route: string): Refusal => {
+    let byRoute = refusals.get(error);
+    if (!byRoute) {
+      byRoute = new Map();
+      refusals.set(error, byRoute);
     }
-    let row = rows.get(route);
-    if (!row) {
-      row = metrics.httpRow(route, 'GET', error.status, '', error.code ?? '');
-      rows.set(route, row);
+    let refusal = byRoute.get(route);
+    if (!refusal) {
+      refusal = refusalOf(error, route, errorHeaders(error));
+      byRoute.set(route, refusal);
     }
-    return row;
+    return refusal;
   };
+  const notFoundFor = (url: string): Refusal | undefined => {
+    let refusal = notFound.get(url);
+    if (refusal) return refusal;
+    // A path with escapes may be a bad URL (Fastify's own 400), and one a route serves is Fastify's.
+    if (url.includes('%') || options.routed('GET', url)) return undefined;
+    const error = errorFields({ status: 404, code: 'unknown_route', message: `No route GET ${url.split('?')[0]}. See README for the served endpoints.` });
+    refusal = refusalOf(error, undefined, {});
+    if (notFound.size >= NOT_FOUND_MAX) notFound.delete(notFound.keys().next().value!);
+    notFound.set(url, refusal);
+    return refusal;
+  };
+  function refusalOf(error: ErrorFields, route: string | undefined, extra: Record<string, string>): Refusal {
+    const body = errorJson(error);
+    const code = error.code ?? undefined;
+    return {
+      status: error.status,
+      code,
+      extra: Object.entries(extra),
+      body,
+      bytes: Buffer.byteLength(body),
+      row: metrics.httpRow(route ?? 'unmatched', 'GET', error.status, '', code ?? ''),
+    };
+  }
 
   function onClose(this: QuickResponse): void {
     const state = this[STATE]!;
@@ -121,20 +156,16 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     const url = req.url!;
     const route = url === '/v1/models' ? '/v1/models' : url === '/models' ? '/models' : undefined;
     if (route === undefined) {
-      // A path with escapes may be a bad URL (Fastify's own 400), and one a route serves is Fastify's.
-      if (url.includes('%') || options.routed('GET', url)) return false;
       const started = performance.now();
-      const id = options.requestId(req);
-      const error = errorFields({ status: 404, code: 'unknown_route', message: `No route GET ${url.split('?')[0]}. See README for the served endpoints.` });
-      notFoundRow ??= metrics.httpRow('unmatched', 'GET', 404, '', 'unknown_route');
-      return refuse(req, res, started, id, undefined, notFoundRow, error, undefined);
+      const refusal = notFoundFor(url);
+      return refusal !== undefined && refuse(req, res, started, options.requestId(req), undefined, refusal);
     }
     const started = performance.now();
     const known = services.gate.authenticateSync?.(options.bearer(headers), req.socket.remoteAddress ?? '');
     if (known === undefined) return false;
     if (known instanceof InferaError) {
       if (known.status >= 500) return false;
-      return refuse(req, res, started, options.requestId(req), route, refusalRow(known, route), known, errorHeaders(known));
+      return refuse(req, res, started, options.requestId(req), route, refusalFor(known, route));
     }
     // Keyless callers (and every caller with server.allowedHosts) pass the Host/Origin policy; a refusal is Fastify's to answer.
     if (hosts.check({ headers } as FastifyRequest, known.keyId === 'anonymous')) return false;
@@ -147,20 +178,10 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     return send(req, res, started, id, route, listRow(route), 200, { 'x-request-id': id, 'x-siliconcloud-trace-id': id, 'content-type': JSON_UTF8 }, list, lastListBytes, known, undefined);
   };
 
-  function refuse(
-    req: IncomingMessage,
-    res: QuickResponse,
-    started: number,
-    id: string,
-    route: string | undefined,
-    row: HttpTally,
-    error: ErrorFields,
-    extra: Record<string, string> | undefined,
-  ): true {
-    const body = errorJson(error);
+  function refuse(req: IncomingMessage, res: QuickResponse, started: number, id: string, route: string | undefined, refusal: Refusal): true {
     const headers: Record<string, string> = { 'x-request-id': id, 'x-siliconcloud-trace-id': id };
-    if (extra) for (const name in extra) headers[name] = extra[name]!;
+    for (const [name, value] of refusal.extra) headers[name] = value;
     headers['content-type'] = JSON_UTF8;
-    return send(req, res, started, id, route, row, error.status, headers, body, Buffer.byteLength(body), undefined, error.code ?? undefined);
+    return send(req, res, started, id, route, refusal.row, refusal.status, headers, refusal.body, refusal.bytes, undefined, refusal.code);
   }
 }
