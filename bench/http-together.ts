@@ -3,7 +3,7 @@
 // same box, and compares them round by round (paired medians). On a shared, busy box this separates a
 // change of a few µs from the load's drift far better than measuring one server after another
 // (bench/http-overhead.ts), at the price of the servers competing with each other for the cores.
-// Usage: node --import tsx bench/http-together.ts [--seconds 2] [--rounds 10] [--kinds models,bad,unknown] NAME=DIR [NAME=DIR ...]
+// Usage: node --import tsx bench/http-together.ts [--seconds 2] [--rounds 10] [--kinds models,bad,unknown] (also: notfound, wrongkey) NAME=DIR [NAME=DIR ...]
 // DIR: a build (bin/, dist/, package.json, node_modules), e.g. `.` after `npm run build`, or a copy of an
 // earlier commit's build. The first NAME is the one the others are compared with. The bare server
 // answers a GET without reading anything and a POST by reading and JSON.parsing its body (a 400).
@@ -49,8 +49,10 @@ for (const spec of positionals) {
 }
 
 const json = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
-const KINDS: Record<string, { path: string; method: 'GET' | 'POST'; body?: string; status: number }> = {
+const KINDS: Record<string, { path: string; method: 'GET' | 'POST'; body?: string; status: number; headers?: Record<string, string> }> = {
   models: { path: '/v1/models', method: 'GET', status: 200 },
+  notfound: { path: '/v1/no-such-route', method: 'GET', status: 404 },
+  wrongkey: { path: '/v1/models', method: 'GET', status: 401, headers: { authorization: 'Bearer sk-wrong' } },
   bad: { path: '/v1/chat/completions', method: 'POST', body: JSON.stringify({ model: 'bench/never-loaded', messages: [] }), status: 400 },
   unknown: {
     path: '/v1/chat/completions',
@@ -72,7 +74,7 @@ async function round(kind: string, duration: number): Promise<number[]> {
       autocannon({
         url: server.url + (server.name === 'bare' ? '/' : k.path),
         method: k.method,
-        headers: k.method === 'GET' ? { authorization: json.authorization } : json,
+        headers: k.headers ?? (k.method === 'GET' ? { authorization: json.authorization } : json),
         ...(k.body ? { body: k.body } : {}),
         connections: 10,
         duration,
@@ -82,7 +84,7 @@ async function round(kind: string, duration: number): Promise<number[]> {
   return servers.map((server, i) => {
     const result = results[i]!;
     const expected = `${Math.floor(k.status / 100)}xx` as '2xx' | '4xx';
-    if (result[expected] !== result.requests.total) throw new Error(`${server.name} ${kind}: ${result[expected]} of ${result.requests.total} answers were ${expected}`);
+    if (result[server.name === 'bare' ? (k.method === 'GET' ? '2xx' : '4xx') : expected] !== result.requests.total) throw new Error(`${server.name} ${kind}: ${result[expected]} of ${result.requests.total} answers were ${expected}`);
     return (cpuUs(server.child.pid!) - before[i]!) / result.requests.total;
   });
 }

@@ -281,6 +281,67 @@ describe('access log', () => {
     assert.ok(!raw.includes(secret) && !raw.includes(ADMIN), 'no key secret anywhere in the log');
   });
 
+  // A key the gate has not seen yet is looked up in the store and answered through Fastify; the same key
+  // again is known at once and answered in front of it (src/http/quick.ts). Both must leave the same line
+  // and count under the same labels.
+  test('the list, a wrong key and an unknown route: the same line and counts whether Fastify answered or quick.ts did', async () => {
+    const raw: string[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        raw.push(...String(chunk).split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const dataDir = mkdtempSync(join(tmpdir(), 'infera-access-log-'));
+    let server: InferaServer | undefined;
+    try {
+      const config = configSchema.parse({ server: { port: 0, adminKey: ADMIN, metrics: { public: true } }, storage: { dataDir }, models: missing });
+      server = await createServer(config, { logger: createLogger('info', sink) });
+      const url = await listen(server);
+      const created = await http(url, '/admin/keys', { body: { name: 'listed' }, headers: { authorization: `Bearer ${ADMIN}` } });
+      assert.equal(created.status, 201, created.text);
+      const scrape = async () => parseExposition((await http(url, '/metrics')).text);
+      const before = await scrape();
+      const asks: [string, string, Record<string, string>, number][] = [
+        ['list', '/v1/models', { authorization: `Bearer ${created.json.secret}` }, 200],
+        ['bare', '/models', { authorization: `Bearer ${created.json.secret}` }, 200],
+        ['wrong', '/v1/models', { authorization: 'Bearer sk-never-issued-4711' }, 401],
+        ['none', '/v1/no-such-route?token=sk-in-url', {}, 404],
+      ];
+      for (const [name, path, headers, status] of asks)
+        for (const n of [1, 2]) assert.equal((await http(url, path, { headers: { ...headers, 'x-request-id': `${name}-${n}` } })).status, status, `${name} ${n}`);
+      const after = await scrape();
+      const delta = (labels: Record<string, string>) => total(after, 'infera_http_requests_total', labels) - total(before, 'infera_http_requests_total', labels);
+      assert.equal(delta({ route: '/v1/models', method: 'GET', status: '200', model: '' }), 2);
+      assert.equal(delta({ route: '/models', method: 'GET', status: '200', model: '' }), 2);
+      assert.equal(delta({ route: '/v1/models', method: 'GET', status: '401', model: '' }), 2);
+      assert.equal(delta({ route: 'unmatched', method: 'GET', status: '404', model: '' }), 2);
+      const errors = (labels: Record<string, string>) => total(after, 'infera_http_errors_total', labels) - total(before, 'infera_http_errors_total', labels);
+      assert.equal(errors({ route: '/v1/models', status: '401', code: 'invalid_api_key' }), 2);
+      assert.equal(errors({ route: 'unmatched', status: '404', code: 'unknown_route' }), 2);
+      const durations = (labels: Record<string, string>) =>
+        total(after, 'infera_http_request_duration_seconds_count', labels) - total(before, 'infera_http_request_duration_seconds_count', labels);
+      assert.equal(durations({ route: '/v1/models', status_class: '2xx' }), 2);
+      assert.equal(durations({ route: '/v1/models', status_class: '4xx' }), 2);
+      const lines = raw.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.msg === 'request');
+      for (const [name, path, , status] of asks) {
+        const [first, second] = [1, 2].map((n) => lines.find((line) => line.id === `${name}-${n}`));
+        assert.ok(first && second, `${name}: a line for each`);
+        assert.equal(first.status, status);
+        assert.equal(first.url, path.replace('sk-in-url', '[redacted]'));
+        assert.equal(typeof first.ms, 'number');
+        const comparable = (line: Record<string, unknown>) => JSON.stringify({ ...line, id: undefined, ms: undefined, time: undefined });
+        assert.equal(comparable(second), comparable(first), `${name}: the same line both times`);
+      }
+      assert.equal(lines.find((line) => line.id === 'list-1')!.key, created.json.id);
+      assert.equal(lines.find((line) => line.id === 'wrong-2')!.code, 'invalid_api_key');
+      assert.equal(lines.find((line) => line.id === 'none-2')!.code, 'unknown_route');
+    } finally {
+      await server?.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
   test('logging.bodies: the request body joins the line; secrets still never do', async () => {
     const { lines, raw, requestId, secret } = await run({ bodies: true });
     const line = lines.find((entry) => entry.msg === 'request' && entry.id === requestId)!;

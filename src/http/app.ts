@@ -2,6 +2,7 @@
 // error rendering and SSE writing live here; everything else is plain functions in src/serving.
 import Fastify, { type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { randomFillSync } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { errorFields, InferaError, isAbortError } from '../errors/index.ts';
 import { errorHeaders, errorJson, sseErrorFrame, toInferaError } from '../errors/render.ts';
@@ -16,6 +17,7 @@ import { registerCors } from './cors.ts';
 import { modelOf, registerOperationRoutes, requestObserver } from './observe.ts';
 import { describeOnlyCompilers, registerDocs, registerOpenApi } from './openapi.ts';
 import { registerPlayground } from './playground.ts';
+import { quickAnswers } from './quick.ts';
 import {
   capConnections,
   clientErrorHandler,
@@ -81,6 +83,8 @@ declare module 'fastify' {
 }
 
 const TRACE_HEADERS = ['x-request-id', 'x-siliconcloud-trace-id'] as const;
+const REPLY = Symbol('infera.reply');
+type RawWithReply = ServerResponse & { [REPLY]?: FastifyReply };
 
 /** src/http/app.ts and dist/http/app.js both sit two folders below the package root. */
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -90,17 +94,27 @@ export type InferaApp = Awaited<ReturnType<typeof buildApp>>;
 export async function buildApp(services: Services) {
   const { config, logger } = services;
   const events = edgeEvents(logger, (reason) => services.metrics.edgeCut(reason));
+  // Set once the routes are in (below): the requests quick.ts answers never reach Fastify.
+  let quick: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined;
+  const edge = serverOptions(config.server);
   const app = Fastify({
     loggerInstance: logger,
     // Infera writes its own access log (observe.ts); fastify 5.12 takes this through a LogController.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.server.bodyLimit,
-    ...serverOptions(config.server),
+    ...edge,
     clientErrorHandler: clientErrorHandler(config.server, events),
-    // Accept the client's id (sanitised) so traces join up across services.
-    genReqId: (req) => {
-      const given = req.headers['x-request-id'];
-      return typeof given === 'string' && REQUEST_ID.test(given) ? given : newRequestId();
+    genReqId: requestIdFor,
+    // Fastify's own HTTP/1 server (lib/server.js, getServerInstance) with quick.ts's look first.
+    serverFactory: (handler) => {
+      const server = createServer(edge.http, (req, res) => {
+        if (quick === undefined || !quick(req, res)) handler(req, res);
+      });
+      server.keepAliveTimeout = edge.keepAliveTimeout;
+      server.requestTimeout = edge.requestTimeout;
+      server.setTimeout(edge.connectionTimeout);
+      if (edge.maxRequestsPerSocket > 0) server.maxRequestsPerSocket = edge.maxRequestsPerSocket;
+      return server;
     },
     childLoggerFactory: (logger, bindings, options) => new RequestLogger(logger as Logger, bindings, options) as unknown as typeof logger,
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
@@ -129,7 +143,7 @@ export async function buildApp(services: Services) {
   }
   await registerOpenApi(app, VERSION);
   await registerCors(app, config.server.cors);
-  const observe = requestObserver(services, tracing);
+  const { observe, plain } = requestObserver(services, tracing);
   app.decorate('publicOrigin', () => publicOrigin(config.server, app.server.address()));
   const hosts = hostPolicy(config.server);
   const admit = admitPrincipal(services, hosts, !tracing);
@@ -183,6 +197,22 @@ export async function buildApp(services: Services) {
   app.decorateRequest('routeDeadline', 0);
   app.decorateRequest('routeTimer', undefined);
 
+  /**
+   * A response closed before it finished means the client left: cancel the work. One function for
+   * every response (the reply on the response, not in a closure): a closure and once()'s wrapper per
+   * request cost ~1 µs and their garbage.
+   */
+  function responseClosed(this: RawWithReply): void {
+    const reply = this[REPLY]!;
+    const request = reply.request;
+    if (request.routeTimer) clearTimeout(request.routeTimer);
+    running.delete(request);
+    if (!this.writableFinished) stopRequest(request, 'client');
+    observe(request, reply);
+    // Draining: once the last response is out, idle keep-alive sockets are all that keep close() waiting.
+    if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
+  }
+
   // Callback style, not async: an async hook costs a promise and its resolution per request, and
   // nothing here waits.
   app.addHook('onRequest', (request, reply, done) => {
@@ -198,15 +228,8 @@ export async function buildApp(services: Services) {
       request.routeLimit = limit;
       request.routeDeadline = performance.now() + limit.ms;
     }
-    // A response closed before it finished means the client left: cancel the work.
-    reply.raw.once('close', () => {
-      if (request.routeTimer) clearTimeout(request.routeTimer);
-      running.delete(request);
-      if (!reply.raw.writableFinished) stopRequest(request, 'client');
-      observe(request, reply);
-      // Draining: once the last response is out, idle keep-alive sockets are all that keep close() waiting.
-      if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
-    });
+    (reply.raw as RawWithReply)[REPLY] = reply;
+    reply.raw.on('close', responseClosed);
     // A route that does not exist answers 404 naming it, whatever the body's type (a multipart upload to
     // an endpoint Infera lacks must say so, not complain about the encoding).
     const refused = request.is404 ? undefined : unsupportedContentType(request);
@@ -266,7 +289,7 @@ export async function buildApp(services: Services) {
         // onRequest, before the body is read: a request without a valid key costs no body bytes.
         // Callback style: a key known in memory (nearly every request) is checked without a promise.
         scope.addHook('onRequest', (request, reply, done) => {
-          const secret = bearer(request);
+          const secret = bearer(request.headers);
           const address = request.socket.remoteAddress ?? '';
           const known = services.gate.authenticateSync?.(secret, address);
           if (known instanceof InferaError) return direct ? void reply.refuse(known) : done(known);
@@ -278,7 +301,36 @@ export async function buildApp(services: Services) {
       { prefix },
     );
   }
+
+  // Not with CORS (its headers are @fastify/cors's to write) nor tracing (every request is a span).
+  if (config.server.cors.origins.length === 0 && !tracing) {
+    let open = true;
+    app.addHook('preClose', (done) => {
+      open = false;
+      done();
+    });
+    quick = quickAnswers(
+      {
+        services,
+        hosts,
+        requestId: requestIdFor,
+        bearer,
+        routed: (method, url) => app.findRoute({ method: method as 'GET', url }) !== null,
+        record: plain,
+        closed: () => {
+          if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
+        },
+      },
+      () => open,
+    );
+  }
   return app;
+}
+
+/** The client's id (sanitised), so traces join up across services, else a new one. */
+function requestIdFor(req: IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : newRequestId();
 }
 
 /** The rest of the API auth hook, once the key is known: Host/Origin policy, then the request-rate precheck. */
@@ -309,18 +361,22 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 /**
  * "req_" and 32 hex digits (128 random bits, as the UUID it replaced carried 122), cut from a block of
- * random bytes filled 256 ids at a time: randomUUID() and taking out its dashes cost ~1 µs per request.
+ * random bytes filled and turned into hex 256 ids at a time: randomUUID() and taking out its dashes cost
+ * ~1 µs per request, and a hex conversion per id was still ~0.5 µs.
  */
-const ID_BYTES = 16;
-const idPool = Buffer.alloc(ID_BYTES * 256);
-let idOffset = idPool.length;
+const ID_HEX = 32;
+const ID_POOL_BYTES = (ID_HEX / 2) * 256;
+const idBytes = Buffer.alloc(ID_POOL_BYTES);
+let idHex = '';
+let idOffset = 0;
 function newRequestId(): string {
-  if (idOffset === idPool.length) {
-    randomFillSync(idPool);
+  if (idOffset === idHex.length) {
+    randomFillSync(idBytes);
+    idHex = idBytes.toString('hex');
     idOffset = 0;
   }
-  const id = `req_${idPool.toString('hex', idOffset, idOffset + ID_BYTES)}`;
-  idOffset += ID_BYTES;
+  const id = `req_${idHex.slice(idOffset, idOffset + ID_HEX)}`;
+  idOffset += ID_HEX;
   return id;
 }
 
@@ -407,8 +463,8 @@ const BEARER = /^Bearer\s+(.+)$/i;
 /** Neither ASCII nor Unicode whitespace (which `\s` and trim() would take away). */
 const visibleAscii = (code: number) => code > 32 && code < 127;
 
-function bearer(request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization;
+function bearer(headers: IncomingMessage['headers']): string | undefined {
+  const header = headers.authorization;
   if (!header) return undefined;
   // The usual "Bearer <key>" with single spaces needs no regular expression (nor two trims).
   if (header.startsWith('Bearer ') && visibleAscii(header.charCodeAt(7)) && visibleAscii(header.charCodeAt(header.length - 1))) return header.slice(7);

@@ -7,7 +7,9 @@ import { z } from 'zod';
 import { InferaError } from '../errors/index.ts';
 import { wireErrorBodySchema } from '../errors/render.ts';
 import { flatLineWriter, redactUrl } from '../observability/logger.ts';
+import type { HttpTally } from '../observability/metrics.ts';
 import type { Tracing } from '../observability/tracing.ts';
+import type { Principal } from '../platform/gate.ts';
 import type { Services } from '../serving/context.ts';
 import type { hostPolicy } from './edge.ts';
 import { adminKeyDigest, bearerMatches } from './routes/admin.ts';
@@ -55,42 +57,81 @@ function loggedBody(body: unknown): string | undefined {
   return text.length > MAX_LOGGED_BODY ? `${text.slice(0, MAX_LOGGED_BODY)}… (${text.length} characters)` : text;
 }
 
+/** What observe() records of a request answered outside Fastify (quick.ts): the same fields, read off the raw request. */
+export interface PlainObservation {
+  id: string;
+  method: string;
+  url: string;
+  /** The route's pattern (the metrics' label); undefined: no route. */
+  route: string | undefined;
+  status: number;
+  ms: number;
+  principal: Principal | undefined;
+  model: string;
+  code: string | undefined;
+  /** The metrics row of these labels (metrics.httpRow), when the caller keeps it. */
+  row: HttpTally | undefined;
+}
+
 /**
  * Called once per request when its response closes: one access log line (request id, key id, model,
  * status, time; the body only with logging.bodies) and the HTTP metrics. A response that closed before
- * it finished is recorded as 499 (the client left), as the ledger records it.
+ * it finished is recorded as 499 (the client left), as the ledger records it. `plain` records a
+ * request answered outside Fastify (quick.ts), which has no body to log.
  */
 export function requestObserver(services: Services, tracing?: Tracing) {
   const { logger, metrics } = services;
   const bodies = services.config.logging.bodies;
   const accessLine = flatLineWriter<AccessLine>(logger, 'request', ACCESS_KEYS);
-  return (request: FastifyRequest, reply: FastifyReply): void => {
+  const observe = (request: FastifyRequest, reply: FastifyReply): void => {
     try {
-      record(request, reply);
+      const status = reply.raw.writableFinished ? reply.raw.statusCode : 499;
+      tracing?.finish(request, reply, status);
+      write(request.id, request.method, request.url, request.routeUrl, status, reply.elapsedTime, request.principal, modelOf(request, services), request.errorCode, request.body);
     } catch (error) {
       // Runs in the response's close listener: a failure here must not stop what follows it there.
       logger.warn({ err: error, id: request.id }, 'could not record the request in the access log and metrics');
     }
   };
+  const plain = (o: PlainObservation): void => {
+    try {
+      if (o.row) {
+        metrics.countHttp(o.row, o.ms / 1000);
+        line(o.id, o.method, o.url, o.status, o.ms, o.principal, o.model, o.code, undefined);
+      } else write(o.id, o.method, o.url, o.route, o.status, o.ms, o.principal, o.model, o.code, undefined);
+    } catch (error) {
+      logger.warn({ err: error, id: o.id }, 'could not record the request in the access log and metrics');
+    }
+  };
+  return { observe, plain };
 
-  function record(request: FastifyRequest, reply: FastifyReply): void {
-    const status = reply.raw.writableFinished ? reply.raw.statusCode : 499;
-    const route = request.routeUrl ?? 'unmatched';
-    const model = modelOf(request, services);
-    const seconds = reply.elapsedTime / 1000;
-    metrics.http({ route, method: request.method, status, model, seconds, code: request.errorCode });
-    tracing?.finish(request, reply, status);
+  function write(
+    id: string,
+    method: string,
+    url: string,
+    route: string | undefined,
+    status: number,
+    ms: number,
+    principal: Principal | undefined,
+    model: string,
+    code: string | undefined,
+    body: unknown,
+  ): void {
+    metrics.http({ route: route ?? 'unmatched', method, status, model, seconds: ms / 1000, code });
+    line(id, method, url, status, ms, principal, model, code, body);
+  }
+
+  function line(id: string, method: string, url: string, status: number, ms: number, principal: Principal | undefined, model: string, code: string | undefined, body: unknown): void {
     // Built field by field (the fields in this order are the line's format): spreads of optional
     // fields cost an object each on every request.
-    const line: AccessLine = { id: request.id, method: request.method, url: redactUrl(request.url), status, ms: Math.round(reply.elapsedTime) };
-    const principal = request.principal;
+    const line: AccessLine = { id, method, url: redactUrl(url), status, ms: Math.round(ms) };
     if (principal) {
       line.key = principal.keyId;
       line.account = principal.accountId;
     }
     if (model) line.model = model;
-    if (request.errorCode) line.code = request.errorCode;
-    if (bodies) line.body = loggedBody(request.body);
+    if (code) line.code = code;
+    if (bodies) line.body = loggedBody(body);
     accessLine(line);
   }
 }
