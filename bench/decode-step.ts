@@ -5,7 +5,7 @@
 // runner's sampling pass: the chain, the token event), and the rest; medians over rounds. --root runs
 // another checkout's runner (one llama.cpp library per process: compare checkouts by alternating
 // processes). --variant NAME=JSON (repeatable) loads this checkout's runner once more with those runner
-// options (e.g. `--variant host-greedy='{"backendGreedy":false}'`), measured in the same rounds. Not a
+// options (e.g. `--variant backend-greedy='{"backendGreedy":true}'`), measured in the same rounds. Not a
 // test: prints figures.
 //
 // Usage: node --import tsx bench/decode-step.ts [--model chat-512x8-vocab152k] [--threads 2] [--streams 1,8]

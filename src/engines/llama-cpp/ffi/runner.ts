@@ -49,7 +49,10 @@ export interface RunnerOptions {
    * Plain greedy sequences (no bias, penalties, grammar or logprobs) pick their token inside the decode
    * (llama.cpp's backend sampling, llama-server's --backend-sampling): an argmax node in the graph, so
    * neither the logits row is copied out nor a llama_token_data array filled over the vocabulary.
-   * Default true.
+   * Default false: on the CPU backend ggml's argmax is one thread's scalar loop, slower than the copy
+   * and llama_sampler_sample it saves (152k vocabulary, 2 threads: decode +1.1 ms a step at 1 stream,
+   * +3.9 ms at 8, choosing −0.4 / −2.9 ms; bench/decode-step.ts, docs/BENCHMARKS.md). Where the logits
+   * would have to come back from a GPU it is the cheaper way.
    */
   backendGreedy?: boolean;
 }
@@ -426,7 +429,7 @@ export class LlamaRunner {
       promptCache: options.promptCache ?? true,
       fastSampling: options.fastSampling ?? true,
       repack: options.repack ?? true,
-      backendGreedy: options.backendGreedy ?? true,
+      backendGreedy: options.backendGreedy ?? false,
     });
   }
 

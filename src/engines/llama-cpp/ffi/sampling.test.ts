@@ -27,7 +27,7 @@ before(async () => {
   );
   const lib = await openLlamaLibrary();
   const options = { contextSize: 512, sequences: 2, threads: 1 };
-  fast = LlamaRunner.load(lib, path, options);
+  fast = LlamaRunner.load(lib, path, { ...options, backendGreedy: true });
   plain = LlamaRunner.load(lib, path, { ...options, fastSampling: false, backendGreedy: false });
 });
 
