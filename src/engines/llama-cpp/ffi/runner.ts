@@ -9,6 +9,7 @@
 // room in the KV cache) or on a grammar fed a token it does not allow: every batch is validated here
 // before llama_decode, and tokens are only ever forced into a grammar that is still waiting for its
 // trigger. The runner is meant to live in the model's own engine process for the remaining cases.
+import { createArgmax } from './argmax.ts';
 import { LLAMA_POOLING_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
 
 export interface RunnerOptions {
@@ -165,14 +166,14 @@ function penaltiesOnlyLower(penalties: Penalties): boolean {
  * for every token of the vocabulary, 1.8 MB for 152k tokens, and runs the chain over it: top_k then
  * passes over all of it). 'candidates': the `candidates` highest logits go to the chain in
  * the runner's own llama_token_data_array (llama_sampler_apply), where there are more than llama.cpp
- * sorts fast (LLAMA_PARTIAL_SORT_MAX). Plain greedy stays on 'chain': an
- * argmax in JS over the Float32Array of the logits measured 300-340 µs of CPU per token over 152k
- * tokens, llama.cpp's fill and greedy 180 (bench/decode-step.ts, docs/BENCHMARKS.md).
+ * sorts fast (LLAMA_PARTIAL_SORT_MAX). 'argmax': plain greedy (no bias, penalties or grammar) reads the
+ * logits row with the WebAssembly SIMD argmax of ffi/argmax.ts: ~66 µs over 152k tokens where llama.cpp's
+ * fill and greedy took 140-440 and a JavaScript loop 370 (docs/BENCHMARKS.md, "greedy argmax").
  */
 interface Sampler {
   /** llama.cpp's chain; without the logit bias and the penalties where the runner applies them (`inPlace`). */
   chain: Pointer;
-  mode: 'chain' | 'candidates';
+  mode: 'chain' | 'candidates' | 'argmax';
   candidates: number;
   /**
    * The runner writes the logit bias and then the penalties into llama.cpp's logits for the moment of
@@ -187,6 +188,8 @@ interface Sampler {
   penalties: PenaltyWindow | undefined;
   /** Plain greedy: the token is chosen inside the decode (RunnerOptions.backendGreedy) where the slot allows it. */
   backend: boolean;
+  /** Temperature 0: the chain ends in llama.cpp's greedy sampler. */
+  greedy: boolean;
 }
 
 /**
@@ -303,6 +306,8 @@ export class LlamaRunner {
   private readonly promptCache: boolean;
   private readonly fastSampling: boolean;
   private readonly backendGreedy: boolean;
+  /** Undefined without WebAssembly SIMD: greedy then stays on llama_sampler_sample. */
+  private readonly argmax = createArgmax();
   /** 'candidates' mode: the runner's llama_token_data_array and its data, grown on demand. */
   private candidateArray: { struct: Pointer; view: DataView; data: Pointer; address: bigint; capacity: number; ids: Int32Array; logits: Float32Array } | undefined;
   private heapIds = new Int32Array(0);
@@ -338,6 +343,8 @@ export class LlamaRunner {
     candidateTokens: 0,
     /** Tokens chosen inside the decode (backendGreedy). */
     backendTokens: 0,
+    /** Plain greedy tokens chosen by the runner's argmax ('argmax' mode). */
+    argmaxTokens: 0,
     /** Tokens chosen by the whole chain with the penalties applied by the runner (PenaltyWindow). */
     penalisedTokens: 0,
   };
@@ -680,6 +687,7 @@ export class LlamaRunner {
       candidates = topK;
     }
     const inPlace = mode === 'candidates' || penaltiesInPlace;
+    if (fast && this.argmax && sampling.temperature <= 0 && !inPlace && bias.length === 0 && (penalties === undefined || penaltiesDisabled(penalties))) mode = 'argmax';
     const chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
     const add = (sampler: Pointer) => {
       if (!sampler) {
@@ -740,12 +748,18 @@ export class LlamaRunner {
       biasValues: inPlace ? Float32Array.from(bias, ([, value]) => value) : new Float32Array(0),
       penalties: penaltiesInPlace ? new PenaltyWindow(penalties!) : undefined,
       backend: false,
+      greedy: sampling.temperature <= 0,
     };
   }
 
   /** The token a sequence's sampler picks from output `index` of the last decode; the chain has accepted it. */
   private choose(sampler: Sampler, index: number): number {
     const { api } = this;
+    if (sampler.mode === 'argmax' && !sampler.backend) {
+      this.stats.argmaxTokens++;
+      // (Greedy keeps no state: nothing for the chain to accept.)
+      return this.argmax!(this.logitsRow(index));
+    }
     if (sampler.backend) {
       const token = api.llama_get_sampled_token_ith(this.context, index) as number;
       if (token < 0) throw new Error(`llama.cpp sampled no token for output ${index}`);
@@ -786,7 +800,8 @@ export class LlamaRunner {
         token = this.applyToCandidates(sampler, logits);
       } else {
         this.stats.penalisedTokens++;
-        token = api.llama_sampler_sample(sampler.chain, this.context, index) as number;
+        // Greedy with the bias and penalties written in: what is left of its chain is the argmax.
+        token = sampler.greedy && this.argmax ? this.argmax(logits) : (api.llama_sampler_sample(sampler.chain, this.context, index) as number);
       }
     } finally {
       for (let i = saved - 1; i >= 0; i--) logits[savedTokens[i]!] = savedLogits[i]!;

@@ -17,6 +17,8 @@ import { LlamaRunner, type SamplingSpec, type TokenDecision } from './runner.ts'
 let dir: string;
 let fast: LlamaRunner;
 let plain: LlamaRunner;
+/** The defaults: plain greedy through the runner's WebAssembly argmax. */
+let standard: LlamaRunner;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'infera-ffi-sampling-'));
@@ -28,12 +30,14 @@ before(async () => {
   const lib = await openLlamaLibrary();
   const options = { contextSize: 512, sequences: 2, threads: 1 };
   fast = LlamaRunner.load(lib, path, { ...options, backendGreedy: true });
+  standard = LlamaRunner.load(lib, path, options);
   plain = LlamaRunner.load(lib, path, { ...options, fastSampling: false, backendGreedy: false });
 });
 
 after(async () => {
   await fast?.dispose();
   await plain?.dispose();
+  await standard?.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -159,4 +163,21 @@ test('plain greedy is chosen inside the decode, alone and batched with host-samp
   };
   assert.deepEqual(await withLogprobs(fast), await withLogprobs(plain));
   assert.equal(fast.stats.backendTokens - before, 160 * 5);
+});
+
+test('plain greedy through the runner\'s argmax chooses as llama_sampler_sample does, beside sampled sequences; greedy with a bias or penalties (written into the logits first) as the chain does', async () => {
+  const prompt = standard.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
+  const greedy: SamplingSpec = { temperature: 0 };
+  const sampled: SamplingSpec = { temperature: 0.8, topK: 40, seed: 31 };
+  const before = standard.stats.argmaxTokens;
+  assert.deepEqual(await sample(standard, greedy, prompt), await sample(plain, greedy, prompt));
+  assert.equal(standard.stats.argmaxTokens - before, 160);
+  assert.deepEqual(await samplePair(standard, greedy, sampled, prompt), await samplePair(plain, greedy, sampled, prompt));
+  assert.deepEqual(await samplePair(standard, sampled, greedy, prompt), await samplePair(plain, sampled, greedy, prompt));
+  assert.equal(standard.stats.argmaxTokens - before, 160 * 3);
+  for (const other of [{ temperature: 0, logitBias: [[7, -Infinity], [11, 3]] }, { temperature: 0, penalties: penalties(64, 1.3) }] as SamplingSpec[]) {
+    assert.deepEqual(await sample(standard, other, prompt), await sample(plain, other, prompt), JSON.stringify(other));
+  }
+  assert.equal(standard.stats.argmaxTokens - before, 160 * 3);
+  assert.equal(plain.stats.argmaxTokens, 0);
 });
