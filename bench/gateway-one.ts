@@ -8,8 +8,9 @@
 //   or "--perf-basic-prof" (the servers' pids are printed, for perf record -p); --get PATH: GET instead
 //   of the chat POST; --server "k: v": more server settings; --extra "yaml;yaml": more config lines.
 // Usage: node --import tsx bench/gateway-one.ts [--requests 3000] [--rounds 3] [--warm 2000] [--connections 1]
+import { spawnReady } from './http-bench-common.ts';
 //   NAME=DIR[:open] ...      e.g. before=/work/base this=. open=.:open
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,21 +37,7 @@ require('node:http').createServer((req, res) => {
   });
 }).listen(0, '127.0.0.1', function () { process.stdout.write('port ' + this.address().port + '\\n'); });`;
 
-function start(command: string, args: string[], env: Record<string, string | undefined>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let seen = '';
-    const look = (chunk: Buffer) => {
-      if (process.env.BENCH_DEBUG) process.stderr.write(chunk);
-      if (seen.length < 64 * 1024) seen += chunk;
-      const match = ready.exec(seen);
-      if (match) resolve({ child, match });
-    };
-    child.stdout!.on('data', look);
-    child.stderr!.on('data', look);
-    child.once('exit', (code) => reject(new Error(`${command} exited ${code}: ${seen}`)));
-  });
-}
+const start = spawnReady;
 
 /** ns of CPU by thread name of a process. */
 function threads(pid: number): Map<string, number> {

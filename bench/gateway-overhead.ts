@@ -17,6 +17,7 @@
 //   - throughput: autocannon, 50 connections → req/s;
 //   - streaming first byte: one connection, `stream: true`, time to the first body byte → p50 / p99.
 // Usage: node --import tsx bench/gateway-overhead.ts [--seconds 4] [--rounds 3] [--connections 50] [--warm 5000]
+import { spawnReady } from './http-bench-common.ts';
 //   [--only direct,node-proxy,infera,infera-open,portkey,infera-before]
 //   [--warm N]: one-connection requests sent to each target before the rounds (default 5000).
 //   [--compare DIR]: DIR holds another build (DIR/bin/infera.js + DIR/dist, e.g. a copy of an earlier
@@ -27,7 +28,7 @@
 //     profiler, bench/alloc-profile-hook.mjs), over --alloc-requests requests on one connection, non-streamed
 //     then streamed; the profiles stay in DIR for bench/heap-profile-summary.ts.
 import autocannon from 'autocannon';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
@@ -101,22 +102,7 @@ require('node:http').createServer((req, res) => {
   });
 }).listen(0, '127.0.0.1', function () { process.stdout.write('port ' + this.address().port + '\\n'); });`;
 
-function start(command: string, args: string[], env: Record<string, string | undefined>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let seen = '';
-    const look = (chunk: Buffer) => {
-      if (process.env.BENCH_DEBUG) process.stderr.write(chunk);
-      if (seen.length < 64 * 1024) seen += chunk;
-      const match = ready.exec(seen);
-      if (match) resolve({ child, match });
-    };
-    // Both pipes are drained for the whole run: a full pipe would block the child's writes (Infera's access log).
-    child.stdout!.on('data', look);
-    child.stderr!.on('data', look);
-    child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited ${code}: ${seen}`)));
-  });
-}
+const start = spawnReady;
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {

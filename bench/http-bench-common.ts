@@ -1,5 +1,5 @@
-// What the HTTP-path benches (http-overhead.ts, http-together.ts) share: the server config, starting
-// servers, and a process's CPU time.
+// What the HTTP-path benches (http-overhead.ts, http-together.ts, and the gateway benches'
+// spawnReady) share: the server config, starting servers, and a process's CPU time.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,6 +41,26 @@ export function startServer(command: string, args: string[], env: Record<string,
       if (match) resolve({ child, url: match[1]! });
     });
     child.once('exit', (code) => reject(new Error(`${command} exited ${code}: ${seen}`)));
+  });
+}
+
+/**
+ * Spawns a process and resolves once `ready` matches its stdout or stderr. Both pipes are drained for
+ * the whole run: a full pipe would block the child's writes (Infera's access log).
+ */
+export function spawnReady(command: string, args: string[], env: Record<string, string | undefined>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let seen = '';
+    const look = (chunk: Buffer) => {
+      if (process.env.BENCH_DEBUG) process.stderr.write(chunk);
+      if (seen.length < 64 * 1024) seen += chunk;
+      const match = ready.exec(seen);
+      if (match) resolve({ child, match });
+    };
+    child.stdout!.on('data', look);
+    child.stderr!.on('data', look);
+    child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited ${code}: ${seen}`)));
   });
 }
 
