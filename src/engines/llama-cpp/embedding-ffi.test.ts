@@ -12,7 +12,7 @@ import type { LoadedModel } from '../../spec/index.ts';
 import { ensureTinyModels } from '../../tiny-models/index.ts';
 import { llamaCppModelSchema } from './config.ts';
 import { loadLlamaCppEmbeddingModel, type LlamaCppEmbeddingModel } from './embedding.ts';
-import { LlamaEncoder, PLAIN_ATTENTION_TOKENS } from './ffi/encoder.ts';
+import { LlamaEncoder, PLAIN_ATTENTION_TOKENS, SPLIT_TOKENS } from './ffi/encoder.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { createLlama } from './runtime.ts';
 
@@ -100,6 +100,30 @@ test("ffi encoder on the loop (an engine process's): the worker's vectors, and w
     for (const [i, vector] of vectors.entries()) assert.ok(maxDifference(vector, reference[i]!) < 1e-5, `input ${i}`);
   } finally {
     await onLoop.dispose();
+  }
+});
+
+test('ffi encoder: a lone lane of 2 threads decodes a batch over SPLIT_TOKENS as two 1-thread halves at once, a small one on both threads, with the same vectors', async () => {
+  // Flash attention throughout, so that vectors compare whichever batches the inputs land in.
+  const options = { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches: false } as const;
+  const split = LlamaEncoder.load(lib, paths.embedding, options);
+  const whole = LlamaEncoder.load(lib, paths.embedding, { ...options, splitLargeBatches: false });
+  try {
+    assert.equal(split.lanesCount, 1, 'the helper context is not a lane of its own');
+    const inputs = [...TEXTS, ...TEXTS].map((text) => split.framed(split.tokenize(`${text} ${text} ${text}`)));
+    assert.ok(inputs.reduce((sum, tokens) => sum + tokens.length, 0) > SPLIT_TOKENS);
+    const halves = await Promise.all(inputs.map((tokens) => split.encode(tokens)));
+    assert.deepEqual([split.stats.decodes, split.stats.splitDecodes, split.stats.inputs], [2, 2, inputs.length]);
+    // One input: one decode on both threads, the main lane's contexts set back to 2 threads.
+    const lone = await split.encode(inputs[0]!);
+    assert.deepEqual([split.stats.decodes, split.stats.splitDecodes], [3, 2]);
+    const reference = await Promise.all(inputs.map((tokens) => whole.encode(tokens)));
+    assert.equal(whole.stats.splitDecodes, 0);
+    for (const [i, vector] of halves.entries()) assert.ok(maxDifference(vector, reference[i]!) < 1e-6, `input ${i}`);
+    // Alone, both encoders decode it the same way (packed with others, flash attention's F16 rounding moves it ~1e-5).
+    assert.ok(maxDifference(lone, await whole.encode(inputs[0]!)) < 1e-6);
+  } finally {
+    await Promise.all([split.dispose(), whole.dispose()]);
   }
 });
 

@@ -49,6 +49,11 @@ export interface EncoderOptions {
    * they run at the same time.
    */
   decodeOn?: 'loop' | 'worker';
+  /**
+   * One lane of several threads: decode large batches as two halves on two contexts at once, each with
+   * half the threads (see SPLIT_TOKENS). Default true.
+   */
+  splitLargeBatches?: boolean;
 }
 
 export interface EncoderStats {
@@ -56,6 +61,8 @@ export interface EncoderStats {
   decodes: number;
   /** Of those, decodes on a plain-attention context for small batches. */
   smallDecodes: number;
+  /** Of those, decodes with part of a lone lane's threads, beside another on its helper context (SPLIT_TOKENS). */
+  splitDecodes: number;
   /** Inputs evaluated (sequences over all decodes). */
   inputs: number;
   tokens: number;
@@ -68,6 +75,10 @@ interface Lane {
   /** Embedding models: the plain-attention context for small batches (see PLAIN_ATTENTION_TOKENS); it shares the lane's pool and batch. */
   small: { context: Pointer; memory: Pointer; tokens: number; sequences: number } | undefined;
   threadpool: Pointer;
+  /** Threads of the lane's pool. */
+  threads: number;
+  /** Threads the lane's contexts are set to decode with now (llama_set_n_threads): fewer than `threads` while its batches are split. */
+  current: number;
   /** A decode is running: nothing may touch the context or the batch until it returns. */
   decoding: boolean;
   batch: {
@@ -87,6 +98,27 @@ interface Job {
 }
 
 const TOKEN_NULL = -1;
+
+interface LaneContexts {
+  context: Pointer;
+  small: { context: Pointer; tokens: number; sequences: number } | undefined;
+  /** Threads of the lane's pool. */
+  threads: number;
+  /** The second context of a lone lane, for the other half of a large batch (SPLIT_TOKENS). */
+  helper: boolean;
+}
+
+/**
+ * A lone lane of T ≥ 2 threads decodes a batch of more than this many tokens as two halves at once, on
+ * two contexts with ⌈T/2⌉ and ⌊T/2⌋ threads, instead of one decode on T threads. The work per input is
+ * the same either way (measured in process, 1 thread, 14-token inputs: 26–27 ms of CPU an input at 8,
+ * 16 and 32 inputs a decode), but a T-thread decode waits at every one of its barriers for its slowest
+ * thread: while the server's and the engine process's JavaScript (and the clients, on a small box) take a
+ * core from one of its threads, the others spin. Two halves do not wait on each other. Small batches (one
+ * client's input) keep all T threads on one decode, for their latency. Above PLAIN_ATTENTION_TOKENS × 2,
+ * so that both halves still decode with flash attention, as the whole batch would.
+ */
+export const SPLIT_TOKENS = 128;
 
 /**
  * Batches of at most this many tokens decode on a lane's plain-attention context (embedding models). Below
@@ -110,7 +142,9 @@ export class LlamaEncoder {
   readonly frame: { begin: number | undefined; end: number | undefined };
   readonly special: { bos: number | undefined; eos: number | undefined; sep: number | undefined };
   /** Counters for benchmarks and tests: decodes, inputs and tokens they held. */
-  readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
+  readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, splitDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
+  /** A lone lane with a helper context (lanes[1]) for the second half of a large batch. */
+  private readonly split: boolean;
   private readonly api: LlamaBindings;
   private readonly vocab: Pointer;
   private tokenizer: FfiVocab | undefined;
@@ -123,7 +157,7 @@ export class LlamaEncoder {
   private constructor(
     private readonly lib: LlamaLibrary,
     private readonly model: Pointer,
-    contexts: { context: Pointer; small: { context: Pointer; tokens: number; sequences: number } | undefined }[],
+    contexts: LaneContexts[],
     contextSize: number,
     options: EncoderOptions,
   ) {
@@ -133,7 +167,8 @@ export class LlamaEncoder {
     this.vocabSize = api.llama_vocab_n_tokens(this.vocab) as number;
     this.contextSize = contextSize;
     this.sequences = options.sequences;
-    this.lanesCount = contexts.length;
+    this.split = contexts.some((created) => created.helper);
+    this.lanesCount = contexts.filter((created) => !created.helper).length;
     this.decodeOn = contexts.length > 1 ? 'worker' : (options.decodeOn ?? 'worker');
     this.pooling = api.llama_pooling_type(contexts[0]!.context) as number;
     this.outputSize = this.pooling === LLAMA_POOLING_TYPE.rank ? Number(api.llama_model_n_cls_out(model)) : (api.llama_model_n_embd_out(model) as number);
@@ -141,8 +176,11 @@ export class LlamaEncoder {
     this.special = { bos: id(api.llama_vocab_bos(this.vocab) as number), eos: id(api.llama_vocab_eos(this.vocab) as number), sep: id(api.llama_vocab_sep(this.vocab) as number) };
     this.frame = frameOf(api.llama_vocab_type(this.vocab) as number, this.special, api.llama_vocab_get_add_bos(this.vocab) as boolean, api.llama_vocab_get_add_eos(this.vocab) as boolean);
     const view = (pointer: unknown, bytes: number) => koffi.view(pointer, bytes);
-    this.lanes = contexts.map(({ context, small }) => {
-      const threadpool = lib.newThreadpool(options.threads);
+    this.lanes = contexts.map(({ context, small, threads }) => {
+      // With a helper, the lane's own pool also runs half-thread decodes, during which its other workers
+      // must sleep: at ggml's default polling level they would spin for tens of ms after every graph (6.5M
+      // rounds), beside the two halves. Level 0: they sleep until the next graph that needs them.
+      const threadpool = lib.newThreadpool(threads, this.split ? 0 : undefined);
       api.llama_attach_threadpool(context, threadpool, threadpool);
       // One lane decodes one batch at a time, so its two contexts can share the pool.
       if (small) api.llama_attach_threadpool(small.context, threadpool, threadpool);
@@ -154,6 +192,8 @@ export class LlamaEncoder {
         memory: api.llama_get_memory(context),
         small: small && { ...small, memory: api.llama_get_memory(small.context) },
         threadpool,
+        threads,
+        current: threads,
         decoding: false,
         batch: {
           struct: raw,
@@ -227,7 +267,7 @@ export class LlamaEncoder {
       options.pooling === 'rank' || options.plainAttentionForSmallBatches === false || smallTokens >= contextSize
         ? undefined
         : { ...params, n_ctx: smallTokens, n_batch: smallTokens, n_ubatch: smallTokens, n_seq_max: smallSequences, flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled };
-    const contexts: { context: Pointer; small: { context: Pointer; tokens: number; sequences: number } | undefined }[] = [];
+    const contexts: LaneContexts[] = [];
     const fail = (what: string): never => {
       for (const created of contexts) {
         api.llama_free(created.context);
@@ -248,7 +288,13 @@ export class LlamaEncoder {
         }
         small = { context: smallContext, tokens: smallTokens, sequences: smallSequences };
       }
-      contexts.push({ context, small });
+      contexts.push({ context, small, threads: options.threads, helper: false });
+    }
+    if ((options.lanes ?? 1) === 1 && options.threads >= 2 && options.splitLargeBatches !== false) {
+      const threads = Math.floor(options.threads / 2);
+      const context = api.llama_init_from_model(model, { ...params, n_threads: threads, n_threads_batch: threads });
+      if (!context) fail(`a second embedding context of ${contextSize} tokens × ${options.sequences} sequences`);
+      contexts.push({ context, small: undefined, threads, helper: true });
     }
     return new LlamaEncoder(lib, model, contexts, contextSize, options);
   }
@@ -314,21 +360,63 @@ export class LlamaEncoder {
       else this.queue[kept++] = job;
     }
     this.queue.length = kept;
-    for (const lane of this.lanes) {
-      if (this.queue.length === 0) break;
-      if (!lane.decoding) this.dispatch(lane);
-    }
+    if (this.split) this.stepSplit();
+    else
+      for (const lane of this.lanes) {
+        if (this.queue.length === 0) break;
+        if (!lane.decoding) this.dispatch(lane, lane.threads);
+      }
     if (this.lanes.every((lane) => !lane.decoding)) this.notifyIdle();
   }
 
-  /** Packs what is queued into the lane's batch, first come first served, and decodes it. */
-  private dispatch(lane: Lane): void {
+  /**
+   * A lone lane and its helper (SPLIT_TOKENS): the threads in use never exceed the lane's. Both idle: a
+   * batch over SPLIT_TOKENS goes out as two halves (or two full batches when more is queued), anything
+   * smaller to the lane on all its threads. One of them busy with half the threads: the other takes what
+   * is queued with the other half.
+   */
+  private stepSplit(): void {
+    if (this.queue.length === 0) return;
+    const [main, helper] = this.lanes as [Lane, Lane];
+    const half = main.threads - helper.threads;
+    if (!main.decoding && !helper.decoding) {
+      const { inputs, tokens } = this.fitting();
+      if (tokens <= SPLIT_TOKENS || inputs < 2) {
+        this.dispatch(main, main.threads);
+        return;
+      }
+      this.dispatch(main, half, inputs < this.queue.length ? Infinity : Math.ceil(inputs / 2));
+      this.dispatch(helper, helper.threads);
+    } else if (!main.decoding) this.dispatch(main, half);
+    else if (!helper.decoding && main.current === half) this.dispatch(helper, helper.threads);
+  }
+
+  /** The queued inputs that one batch holds, from the front (as dispatch packs them). */
+  private fitting(): { inputs: number; tokens: number } {
+    let inputs = 0;
+    let tokens = 0;
+    for (const job of this.queue) {
+      if (inputs === this.sequences || tokens + job.tokens.length > this.contextSize) break;
+      inputs++;
+      tokens += job.tokens.length;
+    }
+    return { inputs, tokens };
+  }
+
+  /** Packs what is queued (at most `limit` inputs) into the lane's batch, first come first served, and decodes it on `threads` threads. */
+  private dispatch(lane: Lane, threads: number, limit = Infinity): void {
+    if (this.queue.length === 0) return;
+    if (lane.current !== threads) {
+      this.api.llama_set_n_threads(lane.context, threads, threads);
+      if (lane.small) this.api.llama_set_n_threads(lane.small.context, threads, threads);
+      lane.current = threads;
+    }
     const jobs: Job[] = [];
     const lastIndex: number[] = [];
     const batch = lane.batch;
     const pooled = this.pooling !== LLAMA_POOLING_TYPE.none;
     let n = 0;
-    while (this.queue.length > 0 && jobs.length < this.sequences && n + this.queue[0]!.tokens.length <= this.contextSize) {
+    while (this.queue.length > 0 && jobs.length < this.sequences && jobs.length < limit && n + this.queue[0]!.tokens.length <= this.contextSize) {
       const job = this.queue.shift()!;
       const seq = jobs.length;
       const length = job.tokens.length;
@@ -352,6 +440,7 @@ export class LlamaEncoder {
     const t0 = performance.now();
     lane.decoding = true;
     if (small) this.stats.smallDecodes++;
+    if (this.split && threads < this.lanes[0]!.threads) this.stats.splitDecodes++;
     // A context without memory (a BERT-style encoder) would have llama_decode log a debug line and call
     // llama_encode: every decode's line went through the log hook, which koffi relays from its worker to
     // the main thread while the decode thread waits (a thread round trip before every decode).

@@ -265,8 +265,11 @@ export interface LlamaLibrary {
   binsDir: string;
   /** The ggml CPU backend this process computes on, and why, when it is not the one asked for. */
   cpuBackend: CpuBackendChoice;
-  /** Creates a ggml CPU thread pool (the CPU backend exports it; it is loaded at run time). */
-  newThreadpool(threads: number): Pointer;
+  /**
+   * Creates a ggml CPU thread pool (the CPU backend exports it; it is loaded at run time). `poll`: how long
+   * its workers spin for the next graph before sleeping (ggml's polling level, default 50).
+   */
+  newThreadpool(threads: number, poll?: number): Pointer;
   freeThreadpool(pool: Pointer): void;
 }
 
@@ -639,8 +642,9 @@ async function open(options: OpenLlamaOptions): Promise<LlamaLibrary> {
     api,
     binsDir: dir,
     cpuBackend: { kind: build ? 'native' : 'prebuilt', file: mappedLibraries('libggml-cpu')[0], requested, notNative, build },
-    newThreadpool(threads: number) {
-      const params = api.ggml_threadpool_params_default(threads);
+    newThreadpool(threads: number, poll?: number) {
+      const params = api.ggml_threadpool_params_default(threads) as Record<string, unknown>;
+      if (poll !== undefined) params.poll = poll;
       const pool = threadpoolNew(params);
       if (!pool) throw new Error(`ggml_threadpool_new(${threads}) failed`);
       return pool;
