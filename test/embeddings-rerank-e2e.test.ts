@@ -240,7 +240,12 @@ describe(`embeddings and rerank end to end (engine ${engine})`, () => {
     assert.ok(results.every((r: object) => !('document' in r)));
     for (const result of results) {
       const alone = await http(server.url, '/rerank', { body: { model: RERANK, query: 'cat dog', documents: [documents[result.index]] } });
-      assert.ok(Math.abs(alone.json.results[0].relevance_score - result.relevance_score) < 1e-6);
+      // The same pair scores the same in a batch and alone, up to float32 rounding: llama.cpp's CPU kernels
+      // are not batch-invariant (a batch of four and a batch of one measured 3.6e-6 apart on an AMD EPYC
+      // with node-llama-cpp's prebuilt variant); a document scored against another's pair is off by far more.
+      // (An explicit message: Node 20's assert.ok re-parses this file to build one, for minutes.)
+      const difference = Math.abs(alone.json.results[0].relevance_score - result.relevance_score);
+      assert.ok(difference < 1e-5, `document ${result.index}: ${alone.json.results[0].relevance_score} alone, ${result.relevance_score} in the batch`);
     }
     const scores = results.map((r: { relevance_score: number }) => r.relevance_score);
     assert.deepEqual(scores, [...scores].sort((a: number, b: number) => b - a));
