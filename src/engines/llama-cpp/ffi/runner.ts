@@ -490,15 +490,7 @@ export class LlamaRunner {
     const id = this.pickSlot(spec.prompt, useCache);
     if (id < 0) throw new Error('no free sequence');
     const slot = this.slots[id]!;
-    const sampler = this.createSampler(spec.sampling);
-    const { sampling } = spec;
-    sampler.backend =
-      this.backendGreedy &&
-      sampling.temperature <= 0 &&
-      !sampling.grammar &&
-      (sampling.logitBias ?? []).length === 0 &&
-      (sampling.penalties === undefined || penaltiesDisabled(sampling.penalties)) &&
-      spec.topLogprobs === undefined;
+    const sampler = this.createSampler(spec.sampling, spec.topLogprobs !== undefined);
     let resolve!: (end: GenerationEnd) => void;
     let reject!: (error: Error) => void;
     const done = new Promise<GenerationEnd>((res, rej) => {
@@ -666,7 +658,8 @@ export class LlamaRunner {
     if (!Number.isInteger(token) || token < 0 || token >= this.vocabSize) throw new Error(`token ${token} is outside the vocabulary`);
   }
 
-  private createSampler(sampling: SamplingSpec): Sampler {
+  /** `logprobs`: the sequence reports logprobs, so its logits must reach the host (no backend sampling). */
+  private createSampler(sampling: SamplingSpec, logprobs = false): Sampler {
     const { api } = this;
     const bias = sampling.logitBias ?? [];
     for (const [token] of bias) this.checkToken(token);
@@ -687,7 +680,9 @@ export class LlamaRunner {
       candidates = topK;
     }
     const inPlace = mode === 'candidates' || penaltiesInPlace;
-    if (fast && this.argmax && sampling.temperature <= 0 && !inPlace && bias.length === 0 && (penalties === undefined || penaltiesDisabled(penalties))) mode = 'argmax';
+    // Greedy with nothing to apply first (no bias, penalties or grammar; then nothing is in place either).
+    const plainGreedy = sampling.temperature <= 0 && !sampling.grammar && bias.length === 0 && (penalties === undefined || penaltiesDisabled(penalties));
+    if (fast && this.argmax && plainGreedy) mode = 'argmax';
     const chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
     const add = (sampler: Pointer) => {
       if (!sampler) {
@@ -747,7 +742,7 @@ export class LlamaRunner {
       biasTokens: inPlace ? Int32Array.from(bias, ([token]) => token) : new Int32Array(0),
       biasValues: inPlace ? Float32Array.from(bias, ([, value]) => value) : new Float32Array(0),
       penalties: penaltiesInPlace ? new PenaltyWindow(penalties!) : undefined,
-      backend: false,
+      backend: this.backendGreedy && plainGreedy && !logprobs,
       greedy: sampling.temperature <= 0,
     };
   }
