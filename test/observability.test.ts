@@ -235,7 +235,8 @@ describe('who may read /metrics', () => {
 describe('access log', () => {
   const SECRET_PROMPT = 'purple-elephant-prompt-4711';
 
-  async function run(logging: Record<string, unknown>): Promise<{ lines: Record<string, unknown>[]; raw: string; keyId: string; requestId: string; secret: string }> {
+  /** A listening server whose log lines are collected into `raw`, given to `use`, then closed and its data dir removed. */
+  async function withLoggedServer<T>(fields: { server?: Record<string, unknown>; logging?: Record<string, unknown> }, use: (url: string, raw: string[]) => Promise<T>): Promise<T> {
     const raw: string[] = [];
     const sink = new Writable({
       write(chunk, _encoding, done) {
@@ -246,9 +247,17 @@ describe('access log', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'infera-access-log-'));
     let server: InferaServer | undefined;
     try {
-      const config = configSchema.parse({ server: { port: 0, adminKey: ADMIN }, storage: { dataDir }, logging, models: missing });
+      const config = configSchema.parse({ server: { port: 0, adminKey: ADMIN, ...fields.server }, storage: { dataDir }, logging: fields.logging ?? {}, models: missing });
       server = await createServer(config, { logger: createLogger('info', sink) });
-      const url = await listen(server);
+      return await use(await listen(server), raw);
+    } finally {
+      await server?.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }
+
+  function run(logging: Record<string, unknown>): Promise<{ lines: Record<string, unknown>[]; raw: string; keyId: string; requestId: string; secret: string }> {
+    return withLoggedServer({ logging }, async (url, raw) => {
       const created = await http(url, '/admin/keys', { body: { name: 'logged' }, headers: { authorization: `Bearer ${ADMIN}` } });
       assert.equal(created.status, 201, created.text);
       const { id: keyId, secret } = created.json;
@@ -260,10 +269,7 @@ describe('access log', () => {
       assert.equal(answer.status, 503);
       assert.equal(answer.headers.get('x-request-id'), 'trace-me-123');
       return { lines: raw.map((line) => JSON.parse(line)), raw: raw.join('\n'), keyId, requestId: 'trace-me-123', secret };
-    } finally {
-      await server?.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
+    });
   }
 
   test('one line per request with its id, key id, model and status; never the prompt or a secret', async () => {
@@ -285,19 +291,7 @@ describe('access log', () => {
   // again is known at once and answered in front of it (src/http/quick.ts). Both must leave the same line
   // and count under the same labels.
   test('the list, a wrong key and an unknown route: the same line and counts whether Fastify answered or quick.ts did', async () => {
-    const raw: string[] = [];
-    const sink = new Writable({
-      write(chunk, _encoding, done) {
-        raw.push(...String(chunk).split('\n').filter(Boolean));
-        done();
-      },
-    });
-    const dataDir = mkdtempSync(join(tmpdir(), 'infera-access-log-'));
-    let server: InferaServer | undefined;
-    try {
-      const config = configSchema.parse({ server: { port: 0, adminKey: ADMIN, metrics: { public: true } }, storage: { dataDir }, models: missing });
-      server = await createServer(config, { logger: createLogger('info', sink) });
-      const url = await listen(server);
+    await withLoggedServer({ server: { metrics: { public: true } } }, async (url, raw) => {
       const created = await http(url, '/admin/keys', { body: { name: 'listed' }, headers: { authorization: `Bearer ${ADMIN}` } });
       assert.equal(created.status, 201, created.text);
       const scrape = async () => parseExposition((await http(url, '/metrics')).text);
@@ -336,10 +330,7 @@ describe('access log', () => {
       assert.equal(lines.find((line) => line.id === 'list-1')!.key, created.json.id);
       assert.equal(lines.find((line) => line.id === 'wrong-2')!.code, 'invalid_api_key');
       assert.equal(lines.find((line) => line.id === 'none-2')!.code, 'unknown_route');
-    } finally {
-      await server?.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
+    });
   });
 
   test('logging.bodies: the request body joins the line; secrets still never do', async () => {
