@@ -396,11 +396,16 @@ export class LlamaEncoder {
     let inputs = 0;
     let tokens = 0;
     for (const job of this.queue) {
-      if (inputs === this.sequences || tokens + job.tokens.length > this.contextSize) break;
+      if (!this.fits(inputs, tokens, job)) break;
       inputs++;
       tokens += job.tokens.length;
     }
     return { inputs, tokens };
+  }
+
+  /** Whether `job` joins a batch that already holds `inputs` inputs of `tokens` tokens. */
+  private fits(inputs: number, tokens: number, job: Job): boolean {
+    return inputs < this.sequences && tokens + job.tokens.length <= this.contextSize;
   }
 
   /** Packs what is queued (at most `limit` inputs) into the lane's batch, first come first served, and decodes it on `threads` threads. */
@@ -416,7 +421,7 @@ export class LlamaEncoder {
     const batch = lane.batch;
     const pooled = this.pooling !== LLAMA_POOLING_TYPE.none;
     let n = 0;
-    while (this.queue.length > 0 && jobs.length < this.sequences && jobs.length < limit && n + this.queue[0]!.tokens.length <= this.contextSize) {
+    while (this.queue.length > 0 && jobs.length < limit && this.fits(jobs.length, n, this.queue[0]!)) {
       const job = this.queue.shift()!;
       const seq = jobs.length;
       const length = job.tokens.length;
