@@ -181,3 +181,20 @@ test('plain greedy through the runner\'s argmax chooses as llama_sampler_sample 
   assert.equal(standard.stats.argmaxTokens - before, 160 * 3);
   assert.equal(plain.stats.argmaxTokens, 0);
 });
+
+test('a two-thread pool whose workers sleep between decodes (poll 0, llama-server --poll 0) decodes what the spinning default does', async () => {
+  const lib = await openLlamaLibrary();
+  const path = join(dir, 'random.gguf');
+  const spinning = LlamaRunner.load(lib, path, { contextSize: 512, sequences: 2, threads: 2 });
+  const sleeping = LlamaRunner.load(lib, path, { contextSize: 512, sequences: 2, threads: 2, poll: 0 });
+  try {
+    const prompt = spinning.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
+    // Two-thread decodes stall on a busy 2-core box (spinning barriers): few tokens.
+    const reference = await sample(spinning, { temperature: 0 }, prompt, 32);
+    assert.equal(reference.length, 32);
+    assert.deepEqual(await sample(sleeping, { temperature: 0 }, prompt, 32), reference);
+  } finally {
+    await spinning.dispose();
+    await sleeping.dispose();
+  }
+});
