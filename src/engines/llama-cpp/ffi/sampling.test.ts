@@ -193,6 +193,19 @@ test('a two-thread pool whose workers sleep between decodes (poll 0, llama-serve
     const reference = await sample(spinning, { temperature: 0 }, prompt, 32);
     assert.equal(reference.length, 32);
     assert.deepEqual(await sample(sleeping, { temperature: 0 }, prompt, 32), reference);
+    // The level reaches the pool: after its last decode the default's worker keeps spinning (ggml polls
+    // through 1024 × 128 × 50 pause instructions), poll 0's sleeps at once: process CPU over an idle window.
+    const idleCpuMs = async (runner: LlamaRunner) => {
+      await sample(runner, { temperature: 0 }, prompt, 4);
+      const before = process.cpuUsage();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const used = process.cpuUsage(before);
+      return (used.user + used.system) / 1000;
+    };
+    // poll 0's first: the spinning pool's worker would still spin through a window measured after it.
+    const slept = await idleCpuMs(sleeping);
+    const spun = await idleCpuMs(spinning);
+    assert.ok(slept < 10 && spun > slept + 5, `idle CPU after the last decode: poll 50 ${spun.toFixed(1)} ms, poll 0 ${slept.toFixed(1)} ms`);
   } finally {
     await spinning.dispose();
     await sleeping.dispose();
