@@ -733,6 +733,7 @@ export async function loadFfiChatModel(
       decodeOn,
       promptCache: options.promptCache,
       repack: options.repack,
+      poll: options.poll,
     });
     if (vocab) vocab.rebind(runner.vocab);
     else vocab = new FfiVocab(api, runner.vocab);

@@ -59,6 +59,11 @@ export const llamaCppOptionsSchema = z
      */
     repack: z.boolean().default(true),
     /**
+     * Chat on the FFI runner: how long the thread pool's workers spin waiting for the next decode before
+     * they sleep (ggml's polling level, 0-100: llama-server's --poll, default 50).
+     */
+    poll: z.number().int().min(0).max(100).default(50),
+    /**
      * Validate the GGUF header (tensor count, sizes, types) before llama.cpp reads the file. false hands
      * it over unchecked, for a file the check wrongly refuses (a tensor type newer than its table): a bad
      * file then aborts inside llama.cpp, which costs only this model's engine process (isolation: process).

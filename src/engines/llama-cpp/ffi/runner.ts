@@ -56,6 +56,11 @@ export interface RunnerOptions {
    * would have to come back from a GPU it is the cheaper way.
    */
   backendGreedy?: boolean;
+  /**
+   * ggml's polling level for the pool's workers between graphs (0: sleep on a condition variable at
+   * once, 100: spin longest; ggml's and llama.cpp's default 50).
+   */
+  poll?: number;
 }
 
 /**
@@ -369,7 +374,7 @@ export class LlamaRunner {
     this.promptCache = options.promptCache;
     this.fastSampling = options.fastSampling;
     this.backendGreedy = options.backendGreedy;
-    this.threadpool = lib.newThreadpool(options.threads);
+    this.threadpool = lib.newThreadpool(options.threads, options.poll);
     // One pool for both: llama-server attaches a batch pool only when its thread count differs.
     api.llama_attach_threadpool(context, this.threadpool, this.threadpool);
 
@@ -437,6 +442,7 @@ export class LlamaRunner {
       fastSampling: options.fastSampling ?? true,
       repack: options.repack ?? true,
       backendGreedy: options.backendGreedy ?? false,
+      poll: options.poll ?? 50,
     });
   }
 

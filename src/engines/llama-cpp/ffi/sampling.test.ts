@@ -181,3 +181,33 @@ test('plain greedy through the runner\'s argmax chooses as llama_sampler_sample 
   assert.equal(standard.stats.argmaxTokens - before, 160 * 3);
   assert.equal(plain.stats.argmaxTokens, 0);
 });
+
+test('a two-thread pool whose workers sleep between decodes (poll 0, llama-server --poll 0) decodes what the spinning default does', async () => {
+  const lib = await openLlamaLibrary();
+  const path = join(dir, 'random.gguf');
+  const spinning = LlamaRunner.load(lib, path, { contextSize: 512, sequences: 2, threads: 2 });
+  const sleeping = LlamaRunner.load(lib, path, { contextSize: 512, sequences: 2, threads: 2, poll: 0 });
+  try {
+    const prompt = spinning.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
+    // Two-thread decodes stall on a busy 2-core box (spinning barriers): few tokens.
+    const reference = await sample(spinning, { temperature: 0 }, prompt, 32);
+    assert.equal(reference.length, 32);
+    assert.deepEqual(await sample(sleeping, { temperature: 0 }, prompt, 32), reference);
+    // The level reaches the pool: after its last decode the default's worker keeps spinning (ggml polls
+    // through 1024 × 128 × 50 pause instructions), poll 0's sleeps at once: process CPU over an idle window.
+    const idleCpuMs = async (runner: LlamaRunner) => {
+      await sample(runner, { temperature: 0 }, prompt, 4);
+      const before = process.cpuUsage();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const used = process.cpuUsage(before);
+      return (used.user + used.system) / 1000;
+    };
+    // poll 0's first: the spinning pool's worker would still spin through a window measured after it.
+    const slept = await idleCpuMs(sleeping);
+    const spun = await idleCpuMs(spinning);
+    assert.ok(slept < 10 && spun > slept + 5, `idle CPU after the last decode: poll 50 ${spun.toFixed(1)} ms, poll 0 ${slept.toFixed(1)} ms`);
+  } finally {
+    await spinning.dispose();
+    await sleeping.dispose();
+  }
+});
