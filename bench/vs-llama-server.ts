@@ -59,6 +59,9 @@ const { values } = parseArgs({
     tokens: { type: 'string', default: '128' },
     rounds: { type: 'string', default: '3' },
     context: { type: 'string', default: '1024' },
+    // Filler words before each decode prompt's question (the decode cells at a long context: attention
+    // over the history dominates a step there, not the weights). Raise --context to hold them.
+    'prompt-words': { type: 'string', default: '0' },
     slots: { type: 'string' },
     'extra-threads': { type: 'string', default: '2' },
     'embed-threads': { type: 'string', default: '2' },
@@ -325,7 +328,9 @@ function post(port: number, path: string, body: unknown, onData?: (chunk: Buffer
 
 let promptCounter = 0;
 /** A different prompt every time (a numbered opening), so neither server can reuse a cached prefix. */
-const nextPrompt = () => `(${++promptCounter}) Write a long story about a lighthouse keeper and the sea.`;
+const promptWords = Number(values['prompt-words']);
+const filler = Array.from({ length: promptWords }, (_, i) => `word${i % 50}`).join(' ');
+const nextPrompt = () => `(${++promptCounter}) ${filler ? `${filler}\n` : ''}Write a long story about a lighthouse keeper and the sea.`;
 
 type Sampling = 'greedy' | 'sampled';
 

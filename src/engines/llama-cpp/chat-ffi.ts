@@ -734,6 +734,7 @@ export async function loadFfiChatModel(
       promptCache: options.promptCache,
       repack: options.repack,
       poll: options.poll,
+      flashAttention: options.flashAttention,
     });
     if (vocab) vocab.rebind(runner.vocab);
     else vocab = new FfiVocab(api, runner.vocab);

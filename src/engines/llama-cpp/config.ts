@@ -63,6 +63,10 @@ export const llamaCppOptionsSchema = z
      * they sleep (ggml's polling level, 0-100: llama-server's --poll, default 50).
      */
     poll: z.number().int().min(0).max(100).default(50),
+     * Chat on the FFI runner: llama.cpp's flash attention. "auto" is llama.cpp's own choice (on, on the
+     * CPU backend); "on" / "off" force it (llama-server's --flash-attn on|off).
+     */
+    flashAttention: z.enum(['auto', 'on', 'off']).default('auto'),
     /**
      * Validate the GGUF header (tensor count, sizes, types) before llama.cpp reads the file. false hands
      * it over unchecked, for a file the check wrongly refuses (a tensor type newer than its table): a bad

@@ -10,7 +10,7 @@
 // before llama_decode, and tokens are only ever forced into a grammar that is still waiting for its
 // trigger. The runner is meant to live in the model's own engine process for the remaining cases.
 import { createArgmax } from './argmax.ts';
-import { LLAMA_POOLING_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
+import { LLAMA_FLASH_ATTN_TYPE, LLAMA_POOLING_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
 
 export interface RunnerOptions {
   /** Tokens of context per sequence. */
@@ -61,6 +61,8 @@ export interface RunnerOptions {
    * once, 100: spin longest; ggml's and llama.cpp's default 50).
    */
   poll?: number;
+  /** llama.cpp's flash_attn_type: 'auto' (its default) or forced on/off. */
+  flashAttention?: 'auto' | 'on' | 'off';
 }
 
 /**
@@ -424,6 +426,9 @@ export class LlamaRunner {
       pooling_type: LLAMA_POOLING_TYPE.none,
       kv_unified: false,
       no_perf: true,
+      ...(options.flashAttention && options.flashAttention !== 'auto'
+        ? { flash_attn_type: options.flashAttention === 'on' ? LLAMA_FLASH_ATTN_TYPE.enabled : LLAMA_FLASH_ATTN_TYPE.disabled }
+        : {}),
     };
     const context = api.llama_init_from_model(model, contextParams);
     if (!context) {
@@ -443,6 +448,7 @@ export class LlamaRunner {
       repack: options.repack ?? true,
       backendGreedy: options.backendGreedy ?? false,
       poll: options.poll ?? 50,
+      flashAttention: options.flashAttention ?? 'auto',
     });
   }
 
