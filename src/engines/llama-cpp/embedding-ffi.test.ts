@@ -127,8 +127,17 @@ test('ffi encoder: a lone lane of 2 threads decodes a batch over SPLIT_TOKENS as
   }
 });
 
-test("ffi encoder: a lone 2-thread lane's second worker keeps polling after a whole decode, as llama-server's does, and sleeps once batches are split", async () => {
-  const split = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches: false });
+test("ffi encoder: a lone 2-thread lane's second worker keeps polling after a whole decode, as llama-server's does, and sleeps once batches are split", async (t) => {
+  if (!lib.pauseThreadpool) {
+    t.skip('ggml_threadpool_pause not found (the CPU backend library is not in /proc/self/maps): the lane polls at level 0, as before');
+    return;
+  }
+  // With the plain-attention context too: a one-input decode runs there, the split halves on the lane's.
+  for (const plainAttentionForSmallBatches of [false, true]) await pollingThenPaused(plainAttentionForSmallBatches);
+});
+
+async function pollingThenPaused(plainAttentionForSmallBatches: boolean): Promise<void> {
+  const split = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches });
   // The process's CPU time over 100 ms in which this thread only waits: the pool's worker, if it polls.
   const idleCpuMs = async () => {
     const start = process.cpuUsage();
@@ -151,10 +160,11 @@ test("ffi encoder: a lone 2-thread lane's second worker keeps polling after a wh
       const paused = await idleCpuMs();
       assert.ok(paused < 5, `the full pool is paused while batches are split (${paused.toFixed(1)} ms of CPU in 100 ms)`);
     }
+    if (plainAttentionForSmallBatches) assert.ok(split.stats.smallDecodes >= 2);
   } finally {
     await split.dispose();
   }
-});
+}
 
 test('ffi encoder: batches of up to PLAIN_ATTENTION_TOKENS tokens decode on the plain-attention context, with the vectors of the packed path', async () => {
   const hybrid = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model' });

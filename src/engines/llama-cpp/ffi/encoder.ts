@@ -190,11 +190,14 @@ export class LlamaEncoder {
       // workers must not spin. They used to get polling level 0 for good, which made every one-input
       // decode wake its second thread with a futex first (llama-server's keeps spinning between requests).
       // Now the lane keeps the default on its full pool and decodes the halves on a second pool of its
-      // share of the threads: when a context's CPU backend is handed another pool, ggml pauses the one it
-      // had (ggml_backend_cpu_set_threadpool), so the full pool's workers sleep at once, and the next
-      // full decode's kickoff resumes them. The helper's pool only ever runs split decodes: level 0.
-      const threadpool = lib.newThreadpool(threads, this.split && helper ? 0 : undefined);
-      const halfPool = this.split && !helper ? lib.newThreadpool(threads - helperThreads, 0) : undefined;
+      // share of the threads, pausing the full pool (its workers sleep at once) when it switches; the
+      // next full decode's kickoff resumes it. (ggml pauses a context's previous pool itself when handed
+      // another, but the lane's two contexts last ran on different pools after a small full decode.)
+      // Without ggml_threadpool_pause (not Linux): level 0, as before. The helper's pool only ever runs
+      // split decodes: level 0.
+      const halves = this.split && !helper && lib.pauseThreadpool !== undefined;
+      const threadpool = lib.newThreadpool(threads, this.split && !halves ? 0 : undefined);
+      const halfPool = halves ? lib.newThreadpool(threads - helperThreads, 0) : undefined;
       api.llama_attach_threadpool(context, threadpool, threadpool);
       // One lane decodes one batch at a time, so its two contexts can share the pool.
       if (small) api.llama_attach_threadpool(small.context, threadpool, threadpool);
@@ -429,6 +432,7 @@ export class LlamaEncoder {
     if (lane.current !== threads) {
       if (lane.halfPool) {
         const pool = threads === lane.threads ? lane.threadpool : lane.halfPool;
+        if (pool === lane.halfPool) this.lib.pauseThreadpool!(lane.threadpool);
         this.api.llama_attach_threadpool(lane.context, pool, pool);
         if (lane.small) this.api.llama_attach_threadpool(lane.small.context, pool, pool);
       }
