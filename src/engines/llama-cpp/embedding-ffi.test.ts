@@ -127,6 +127,45 @@ test('ffi encoder: a lone lane of 2 threads decodes a batch over SPLIT_TOKENS as
   }
 });
 
+test("ffi encoder: a lone 2-thread lane's second worker keeps polling after a whole decode, as llama-server's does, and sleeps once batches are split", async (t) => {
+  if (!lib.pauseThreadpool) {
+    t.skip('ggml_threadpool_pause not found (the CPU backend library is not in /proc/self/maps): the lane polls at level 0, as before');
+    return;
+  }
+  // With the plain-attention context too: a one-input decode runs there, the split halves on the lane's.
+  for (const plainAttentionForSmallBatches of [false, true]) await pollingThenPaused(plainAttentionForSmallBatches);
+});
+
+async function pollingThenPaused(plainAttentionForSmallBatches: boolean): Promise<void> {
+  const split = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches });
+  // The process's CPU time over 100 ms in which this thread only waits: the pool's worker, if it polls.
+  const idleCpuMs = async () => {
+    const start = process.cpuUsage();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const used = process.cpuUsage(start);
+    return (used.user + used.system) / 1000;
+  };
+  try {
+    const inputs = [...TEXTS, ...TEXTS].map((text) => split.framed(split.tokenize(`${text} ${text} ${text}`)));
+    for (let round = 0; round < 2; round++) {
+      await split.encode(inputs[0]!);
+      const polling = await idleCpuMs();
+      // Level 0 (what the lane had before): the worker sleeps at once, ~0.3 ms here; polling, tens of ms.
+      assert.ok(polling > 5, `the worker polls after a whole decode (${polling.toFixed(1)} ms of CPU in 100 ms)`);
+      // Several split batches in a row: a graph of fewer threads than its pool wakes the idle worker,
+      // which then polls again (on one pool at the default level it would spin beside the halves).
+      const before = split.stats.splitDecodes;
+      for (let batch = 0; batch < 3; batch++) await Promise.all(inputs.map((tokens) => split.encode(tokens)));
+      assert.equal(split.stats.splitDecodes - before, 6);
+      const paused = await idleCpuMs();
+      assert.ok(paused < 5, `the full pool is paused while batches are split (${paused.toFixed(1)} ms of CPU in 100 ms)`);
+    }
+    if (plainAttentionForSmallBatches) assert.ok(split.stats.smallDecodes >= 2);
+  } finally {
+    await split.dispose();
+  }
+}
+
 test('ffi encoder: batches of up to PLAIN_ATTENTION_TOKENS tokens decode on the plain-attention context, with the vectors of the packed path', async () => {
   const hybrid = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model' });
   const flashOnly = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model', plainAttentionForSmallBatches: false });

@@ -75,6 +75,11 @@ interface Lane {
   /** Embedding models: the plain-attention context for small batches (see PLAIN_ATTENTION_TOKENS); it shares the lane's pool and batch. */
   small: { context: Pointer; memory: Pointer; tokens: number; sequences: number } | undefined;
   threadpool: Pointer;
+  /**
+   * A lone lane with a helper: a second pool of the lane's share of the threads (⌈T/2⌉), attached while
+   * its batches are split, so that the full pool can keep ggml's default polling (see the constructor).
+   */
+  halfPool: Pointer | undefined;
   /** Threads of the lane's pool. */
   threads: number;
   /** Threads the lane's contexts are set to decode with now (llama_set_n_threads): fewer than `threads` while its batches are split. */
@@ -176,11 +181,23 @@ export class LlamaEncoder {
     this.special = { bos: id(api.llama_vocab_bos(this.vocab) as number), eos: id(api.llama_vocab_eos(this.vocab) as number), sep: id(api.llama_vocab_sep(this.vocab) as number) };
     this.frame = frameOf(api.llama_vocab_type(this.vocab) as number, this.special, api.llama_vocab_get_add_bos(this.vocab) as boolean, api.llama_vocab_get_add_eos(this.vocab) as boolean);
     const view = (pointer: unknown, bytes: number) => koffi.view(pointer, bytes);
-    this.lanes = contexts.map(({ context, small, threads }) => {
-      // With a helper, the lane's own pool also runs half-thread decodes, during which its other workers
-      // must sleep: at ggml's default polling level they would spin for tens of ms after every graph (6.5M
-      // rounds), beside the two halves. Level 0: they sleep until the next graph that needs them.
-      const threadpool = lib.newThreadpool(threads, this.split ? 0 : undefined);
+    const helperThreads = contexts.find((created) => created.helper)?.threads ?? 0;
+    this.lanes = contexts.map(({ context, small, threads, helper }) => {
+      // A pool's workers poll for the next graph after each one (ggml's level 50, llama-server's too: 6.5M
+      // rounds; on this EPYC the second worker used CPU for ~0.5 s after a one-input decode at load 11) and
+      // only then sleep, also through graphs that use fewer threads than the pool.
+      // A lone lane with a helper runs its half-thread decodes beside the helper's: there its other
+      // workers must not spin. They used to get polling level 0 for good, which made every one-input
+      // decode wake its second thread with a futex first (llama-server's keeps spinning between requests).
+      // Now the lane keeps the default on its full pool and decodes the halves on a second pool of its
+      // share of the threads, pausing the full pool (its workers sleep at once) when it switches; the
+      // next full decode's kickoff resumes it. (ggml pauses a context's previous pool itself when handed
+      // another, but the lane's two contexts last ran on different pools after a small full decode.)
+      // Without ggml_threadpool_pause (not Linux): level 0, as before. The helper's pool only ever runs
+      // split decodes: level 0.
+      const halves = this.split && !helper && lib.pauseThreadpool !== undefined;
+      const threadpool = lib.newThreadpool(threads, this.split && !halves ? 0 : undefined);
+      const halfPool = halves ? lib.newThreadpool(threads - helperThreads, 0) : undefined;
       api.llama_attach_threadpool(context, threadpool, threadpool);
       // One lane decodes one batch at a time, so its two contexts can share the pool.
       if (small) api.llama_attach_threadpool(small.context, threadpool, threadpool);
@@ -192,6 +209,7 @@ export class LlamaEncoder {
         memory: api.llama_get_memory(context),
         small: small && { ...small, memory: api.llama_get_memory(small.context) },
         threadpool,
+        halfPool,
         threads,
         current: threads,
         decoding: false,
@@ -412,6 +430,12 @@ export class LlamaEncoder {
   private dispatch(lane: Lane, threads: number, limit = Infinity): void {
     if (this.queue.length === 0) return;
     if (lane.current !== threads) {
+      if (lane.halfPool) {
+        const pool = threads === lane.threads ? lane.threadpool : lane.halfPool;
+        if (pool === lane.halfPool) this.lib.pauseThreadpool!(lane.threadpool);
+        this.api.llama_attach_threadpool(lane.context, pool, pool);
+        if (lane.small) this.api.llama_attach_threadpool(lane.small.context, pool, pool);
+      }
       this.api.llama_set_n_threads(lane.context, threads, threads);
       if (lane.small) this.api.llama_set_n_threads(lane.small.context, threads, threads);
       lane.current = threads;
@@ -542,6 +566,7 @@ export class LlamaEncoder {
         api.llama_free(lane.small.context);
       }
       this.lib.freeThreadpool(lane.threadpool);
+      if (lane.halfPool) this.lib.freeThreadpool(lane.halfPool);
     }
     api.llama_model_free(this.model);
   }

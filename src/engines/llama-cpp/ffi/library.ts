@@ -271,6 +271,12 @@ export interface LlamaLibrary {
    */
   newThreadpool(threads: number, poll?: number): Pointer;
   freeThreadpool(pool: Pointer): void;
+  /**
+   * ggml_threadpool_pause: the pool's workers stop polling and sleep until its next graph (whose kickoff
+   * resumes it). Not among the CPU backend's get_proc_address names, so it is looked up in the backend's
+   * mapped library: undefined where that is not known (not Linux).
+   */
+  pauseThreadpool: ((pool: Pointer) => void) | undefined;
 }
 
 /** node-llama-cpp's prebuilt package for this platform (its public getBinsDir()), and the folder with the libraries. */
@@ -495,6 +501,16 @@ export function nativeCpuBackend(dir: string | undefined): { file: string; build
 }
 
 /** The files of shared libraries whose name contains `stem` mapped into this process (Linux; [] elsewhere). */
+/** ggml_threadpool_pause from the CPU backend's library, already loaded (dlopen hands back the same module). */
+function threadpoolPause(koffi: Koffi, types: LlamaTypes, file: string | undefined): ((pool: Pointer) => void) | undefined {
+  if (!file) return undefined;
+  try {
+    return koffi.load(file).func('ggml_threadpool_pause', 'void', [types.threadpool as never]) as unknown as (pool: Pointer) => void;
+  } catch {
+    return undefined;
+  }
+}
+
 function mappedLibraries(stem: string): string[] {
   try {
     const files = new Set<string>();
@@ -636,12 +652,13 @@ async function open(options: OpenLlamaOptions): Promise<LlamaLibrary> {
   const freeProto = koffi.proto('void', [types.threadpool]);
   const threadpoolNew = koffi.decode(newAddress, newProto) as unknown as (params: unknown) => Pointer;
   const threadpoolFree = koffi.decode(freeAddress, freeProto) as unknown as (pool: Pointer) => void;
+  const cpuFile = mappedLibraries('libggml-cpu')[0];
   return {
     koffi,
     types,
     api,
     binsDir: dir,
-    cpuBackend: { kind: build ? 'native' : 'prebuilt', file: mappedLibraries('libggml-cpu')[0], requested, notNative, build },
+    cpuBackend: { kind: build ? 'native' : 'prebuilt', file: cpuFile, requested, notNative, build },
     newThreadpool(threads: number, poll?: number) {
       const params = api.ggml_threadpool_params_default(threads) as Record<string, unknown>;
       if (poll !== undefined) params.poll = poll;
@@ -652,5 +669,6 @@ async function open(options: OpenLlamaOptions): Promise<LlamaLibrary> {
     freeThreadpool(pool: Pointer) {
       threadpoolFree(pool);
     },
+    pauseThreadpool: threadpoolPause(koffi, types, cpuFile),
   };
 }
