@@ -63,6 +63,7 @@ export const llamaCppOptionsSchema = z
      * they sleep (ggml's polling level, 0-100: llama-server's --poll, default 50).
      */
     poll: z.number().int().min(0).max(100).default(50),
+    /**
      * Chat on the FFI runner: llama.cpp's flash attention. "auto" is llama.cpp's own choice (on, on the
      * CPU backend); "on" / "off" force it (llama-server's --flash-attn on|off).
      */
