@@ -500,7 +500,6 @@ export function nativeCpuBackend(dir: string | undefined): { file: string; build
   return { file, build };
 }
 
-/** The files of shared libraries whose name contains `stem` mapped into this process (Linux; [] elsewhere). */
 /** ggml_threadpool_pause from the CPU backend's library, already loaded (dlopen hands back the same module). */
 function threadpoolPause(koffi: Koffi, types: LlamaTypes, file: string | undefined): ((pool: Pointer) => void) | undefined {
   if (!file) return undefined;
@@ -511,6 +510,7 @@ function threadpoolPause(koffi: Koffi, types: LlamaTypes, file: string | undefin
   }
 }
 
+/** The files of shared libraries whose name contains `stem` mapped into this process (Linux; [] elsewhere). */
 function mappedLibraries(stem: string): string[] {
   try {
     const files = new Set<string>();
