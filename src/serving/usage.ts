@@ -2,7 +2,7 @@
 // (499 for a client that left, the rendered status for a failure), and how long it took.
 import { InferaError, isAbortError } from '../errors/index.ts';
 import { toInferaError } from '../errors/render.ts';
-import type { Admission, AdmissionRequest, UsageReport } from '../platform/gate.ts';
+import type { Admission, AdmissionRequest, UsageReport, WorstCase } from '../platform/gate.ts';
 import type { ModelEntry } from '../registry/registry.ts';
 import type { RequestContext, Services } from './context.ts';
 
@@ -96,16 +96,34 @@ export async function admitFor(
     ...demand,
   });
   // The metrics see each admitted request settle exactly as the ledger does (same report, same once).
-  const { metrics } = services;
-  metrics.admitted(endpoint, model);
-  return {
-    get headers() {
-      return admission.headers;
-    },
-    resize: (worstCase) => admission.resize(worstCase),
-    settle: (usage) => {
-      metrics.settled({ model, endpoint, ...usage });
-      return admission.settle(usage);
-    },
-  };
+  services.metrics.admitted(endpoint, model);
+  return new MeteredAdmission(admission, services.metrics, model, endpoint);
+}
+
+/**
+ * The admission as serving sees it: the gate's, with the metrics told of the settle. A class, not an
+ * object literal with `get headers()`: a literal's getter is a new closure per request, and V8 keeps
+ * such accessors in structures it allocates in old space (the literal's map and descriptors), which
+ * then held the getter's closure, and through it the admission, the gate's closures and the request's
+ * whole graph (admit's checks, serveChatCompletion's frame, the body) across every scavenge until the
+ * next full GC: most of the ~2.5 KB per request that one connection promoted (docs/BENCHMARKS.md,
+ * "Gateway overhead: the promoted request").
+ */
+class MeteredAdmission implements Admission {
+  constructor(
+    private readonly admission: Admission,
+    private readonly metrics: Services['metrics'],
+    private readonly model: string,
+    private readonly endpoint: AdmissionRequest['endpoint'],
+  ) {}
+  get headers(): Record<string, string> {
+    return this.admission.headers;
+  }
+  resize(worstCase: WorstCase): Promise<void> {
+    return this.admission.resize(worstCase);
+  }
+  settle(usage: UsageReport): Promise<void> {
+    this.metrics.settled({ model: this.model, endpoint: this.endpoint, ...usage });
+    return this.admission.settle(usage);
+  }
 }
