@@ -102,12 +102,12 @@ export async function admitFor(
 
 /**
  * The admission as serving sees it: the gate's, with the metrics told of the settle. A class, not an
- * object literal with `get headers()`: a literal's getter is a new closure per request, and V8 keeps
- * such accessors in structures it allocates in old space (the literal's map and descriptors), which
- * then held the getter's closure, and through it the admission, the gate's closures and the request's
- * whole graph (admit's checks, serveChatCompletion's frame, the body) across every scavenge until the
- * next full GC: most of the ~2.5 KB per request that one connection promoted (docs/BENCHMARKS.md,
- * "Gateway overhead: the promoted request").
+ * object literal with `get headers()`: with that literal (its getter a new closure per request) V8
+ * kept each request's whole graph alive across every scavenge until the next full GC: the getter's
+ * closure held the admission, the gate's closures, admit's checks, serveChatCompletion's frame and the
+ * body, ~3 of the ~6 KB per request that one connection promoted (docs/BENCHMARKS.md, "Gateway overhead:
+ * the promoted request"; bench/accessor-literal-gc.ts shows the V8 behaviour alone). A class's getter
+ * sits on its prototype.
  */
 class MeteredAdmission implements Admission {
   constructor(
