@@ -2,7 +2,7 @@
 // (499 for a client that left, the rendered status for a failure), and how long it took.
 import { InferaError, isAbortError } from '../errors/index.ts';
 import { toInferaError } from '../errors/render.ts';
-import type { Admission, AdmissionRequest, UsageReport } from '../platform/gate.ts';
+import type { Admission, AdmissionRequest, UsageReport, WorstCase } from '../platform/gate.ts';
 import type { ModelEntry } from '../registry/registry.ts';
 import type { RequestContext, Services } from './context.ts';
 
@@ -96,16 +96,34 @@ export async function admitFor(
     ...demand,
   });
   // The metrics see each admitted request settle exactly as the ledger does (same report, same once).
-  const { metrics } = services;
-  metrics.admitted(endpoint, model);
-  return {
-    get headers() {
-      return admission.headers;
-    },
-    resize: (worstCase) => admission.resize(worstCase),
-    settle: (usage) => {
-      metrics.settled({ model, endpoint, ...usage });
-      return admission.settle(usage);
-    },
-  };
+  services.metrics.admitted(endpoint, model);
+  return new MeteredAdmission(admission, services.metrics, model, endpoint);
+}
+
+/**
+ * The admission as serving sees it: the gate's, with the metrics told of the settle. A class, not an
+ * object literal with `get headers()`: with that literal (its getter a new closure per request) V8
+ * kept each request's whole graph alive across every scavenge until the next full GC: the getter's
+ * closure held the admission, the gate's closures, admit's checks, serveChatCompletion's frame and the
+ * body, ~3 of the ~6 KB per request that one connection promoted (docs/BENCHMARKS.md, "Gateway overhead:
+ * the promoted request"; bench/accessor-literal-gc.ts shows the V8 behaviour alone). A class's getter
+ * sits on its prototype.
+ */
+class MeteredAdmission implements Admission {
+  constructor(
+    private readonly admission: Admission,
+    private readonly metrics: Services['metrics'],
+    private readonly model: string,
+    private readonly endpoint: AdmissionRequest['endpoint'],
+  ) {}
+  get headers(): Record<string, string> {
+    return this.admission.headers;
+  }
+  resize(worstCase: WorstCase): Promise<void> {
+    return this.admission.resize(worstCase);
+  }
+  settle(usage: UsageReport): Promise<void> {
+    this.metrics.settled({ model: this.model, endpoint: this.endpoint, ...usage });
+    return this.admission.settle(usage);
+  }
 }
