@@ -1,5 +1,6 @@
 // CPU of the llama.cpp FFI chat engine's first-start chat-wrapper resolution, step by step, in fresh
-// processes: importing node-llama-cpp's resolveChatWrapper, resolving the `standard` wrapper (thinking
+// processes: importing chat-plan.ts (node-llama-cpp's LlamaText and QwenChatWrapper, on every start), then
+// node-llama-cpp's resolveChatWrapper, resolving the `standard` wrapper (thinking
 // on: what the first answer waits for on a first start ever), the `noThinking` one (deferred to idle),
 // and `standard` again (the same work with warm code). The tokenizer is the runner's own (ffi/vocab.ts,
 // a vocabulary-only model), the metadata llama.cpp's, as in chat-wrappers.ts. CPU time
@@ -26,7 +27,7 @@ const { values } = parseArgs({
   },
 });
 
-const STEPS = ['import', 'standard', 'noThinking', 'standard again'] as const;
+const STEPS = ['import chat-plan', 'import', 'standard', 'noThinking', 'standard again'] as const;
 
 if (values.child) {
   // One measured process: the root's own modules.
@@ -40,13 +41,9 @@ if (values.child) {
   const path: string = await ensureBenchModel(values.model as BenchModelKind, join(tmpdir(), 'infera-bench-models'));
   const { openLlamaLibrary } = await from('src/engines/llama-cpp/ffi/library.ts');
   const { FfiVocab, metadataFromModel } = await from('src/engines/llama-cpp/ffi/vocab.ts');
-  const { chatWrapperMetadata } = await from('src/engines/llama-cpp/chat-wrappers.ts');
-  const { WRAPPER_SETTINGS } = await from('src/engines/llama-cpp/chat-plan.ts');
-  const { nlcModule, NLC_PATHS } = await from('src/engines/llama-cpp/nlc-parts.ts');
   const { api } = await openLlamaLibrary({ cpuBackend: 'prebuilt' });
   const vocabModel = api.llama_model_load_from_file(path, { ...api.llama_model_default_params(), n_gpu_layers: 0, vocab_only: true });
   const vocab = new FfiVocab(api, api.llama_model_get_vocab(vocabModel));
-  const metadata = chatWrapperMetadata(metadataFromModel(api, vocabModel));
   const times: Record<string, number> = {};
   let at = cpu();
   const lap = (step: (typeof STEPS)[number]) => {
@@ -54,6 +51,12 @@ if (values.child) {
     times[step] = now - at;
     at = now;
   };
+  // The FFI chat engine's planner: node-llama-cpp's LlamaText and QwenChatWrapper (every start, cached or not).
+  const { WRAPPER_SETTINGS } = await from('src/engines/llama-cpp/chat-plan.ts');
+  const { chatWrapperMetadata } = await from('src/engines/llama-cpp/chat-wrappers.ts');
+  const { nlcModule, NLC_PATHS } = await from('src/engines/llama-cpp/nlc-parts.ts');
+  lap('import chat-plan');
+  const metadata = chatWrapperMetadata(metadataFromModel(api, vocabModel));
   const { resolveChatWrapper } = await nlcModule(NLC_PATHS.resolveChatWrapper);
   lap('import');
   const resolveWith = (settings: unknown) =>
