@@ -2,7 +2,8 @@
 // postinstall through patch-package) so that a cold start resolves its chat wrappers in a third of the
 // CPU: resolveChatWrapper memoizes, within one call, the Jinja wrappers its equivalence checks build for
 // identical options and their renders of the same test histories, and no longer imports LlamaModel.js
-// (~0.25 s) just to recognize a LlamaModel. These tests check that the patch is in place and that the
+// (~0.25 s) just to recognize a LlamaModel, and ChatWrapper.js no longer imports config.js (~40-60 ms) for
+// its default system prompt. These tests check that the patch is in place and that the
 // memoized resolution picks what the unmemoized one picks: the same class, settings and prompts.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +17,7 @@ import { QWEN3_CHAT_TEMPLATE } from '../../tiny-models/random-chat.ts';
 import { WRAPPER_SETTINGS } from './chat-plan.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { FfiVocab } from './ffi/vocab.ts';
-import { NLC_DIST, NLC_PATHS, nlcModule, type ReadGgufModule } from './nlc-parts.ts';
+import { NLC_DIST, NLC_PATHS, nlcModule, type LlamaTextModule, type ReadGgufModule } from './nlc-parts.ts';
 
 const EQUIVALENCE = 'chatWrappers/utils/isJinjaTemplateEquivalentToSpecializedChatWrapper.js';
 
@@ -78,6 +79,27 @@ test('the patched resolveChatWrapper does not load LlamaModel.js', () => {
   const run = spawnSync(process.execPath, ['--import', hook, '--input-type=module', '-e', `const m = await import(${JSON.stringify(module)}); console.log(typeof m.resolveChatWrapper);`], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(run.status, 0, `${notApplied}\n${run.stderr}`);
   assert.equal(run.stdout.trim(), 'function');
+});
+
+test('the patched chat wrappers do not load config.js, and keep its default system prompt', async () => {
+  // ChatWrapper.js imported config.js (env-var, nanoid, the bindings' types: ~40-60 ms of CPU on every
+  // FFI chat engine start) for one string; the patch copies the string. A loader hook fails any load of config.js.
+  const hook = join(dir, 'no-config.mjs');
+  writeFileSync(
+    hook,
+    `import { register } from 'node:module';\nregister('data:text/javascript,' + encodeURIComponent(${JSON.stringify(
+      "export async function load(url, context, next) { if (url.endsWith('/node-llama-cpp/dist/config.js')) throw new Error('config.js loaded'); return next(url, context); }",
+    )}));\n`,
+  );
+  const modules = [NLC_PATHS.qwen, NLC_PATHS.resolveChatWrapper].map((path) => new URL(path, NLC_DIST).href);
+  const run = spawnSync(process.execPath, ['--import', hook, '--input-type=module', '-e', `for (const m of ${JSON.stringify(modules)}) await import(m); console.log('ok');`], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(run.status, 0, `${notApplied}\n${run.stderr}`);
+  assert.equal(run.stdout.trim(), 'ok');
+  // The copy is the same string config.js exports: what a wrapper's initial chat history starts with.
+  const { defaultChatSystemPrompt } = await nlcModule<{ defaultChatSystemPrompt: string }>('config.js');
+  const { QwenChatWrapper } = await nlcModule<{ QwenChatWrapper: new () => ChatWrapper }>(NLC_PATHS.qwen);
+  const { LlamaText } = await nlcModule<LlamaTextModule>(NLC_PATHS.llamaText);
+  assert.deepEqual(new QwenChatWrapper().generateInitialChatHistory(), [{ type: 'system', text: LlamaText(defaultChatSystemPrompt).toJSON() }]);
 });
 
 // A template of this test's own in the ChatML layout, and one that no specialized wrapper matches (kept as a Jinja wrapper).

@@ -6,7 +6,8 @@
 // wrappers, twice (thinking on and off): ~1 s of CPU per start with stock node-llama-cpp 3.21.1, plus
 // ~0.3 s to import resolveChatWrapper (it loaded LlamaModel.js and the bindings); our patch
 // (patches/node-llama-cpp+3.21.1.patch, chat-wrapper-patch.test.ts) memoizes the repeated Jinja work
-// and drops that import: ~0.33 s and ~0.03 s for the Qwen3 template. The outcome is a pure function
+// and drops that import: ~0.33 s and ~0.03 s for the Qwen3 template; the Jinja engine's own patch
+// (patches/@huggingface+jinja+0.5.11.patch, jinja-patch.test.ts) takes ~20 % more off. The outcome is a pure function
 // of the GGUF (its template and vocabulary), the settings asked for and node-llama-cpp's version (the
 // patch changes no outcome), so a specialized wrapper's
 // class and settings are kept on disk under the cache folder (`infera serve`: <dataDir>/cache), and a
