@@ -65,7 +65,10 @@ export const llamaCppOptionsSchema = z
     poll: z.number().int().min(0).max(100).default(50),
     /**
      * Chat on the FFI runner: llama.cpp's flash attention. "auto" is llama.cpp's own choice (on, on the
-     * CPU backend); "on" / "off" force it (llama-server's --flash-attn on|off).
+     * CPU backend, as llama-server's default); "on" / "off" force it (llama-server's --flash-attn on|off).
+     * Left to llama.cpp because neither wins everywhere on the CPU (docs/BENCHMARKS.md): "off" decodes ~2x
+     * faster with ~2,000 tokens of history, but prefills up to 17 % slower, decodes short multi-stream
+     * batches ~10 % slower and reserves a larger compute buffer (the attention scores of a prompt batch).
      */
     flashAttention: z.enum(['auto', 'on', 'off']).default('auto'),
     /**

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GgmlType } from '../../../tiny-models/gguf-writer.ts';
 import { encodeRandomChatModel } from '../../../tiny-models/random-chat.ts';
-import { openLlamaLibrary } from './library.ts';
+import { openLlamaLibrary, setFfiLogSink } from './library.ts';
 import { LlamaRunner, type SamplingSpec, type TokenDecision } from './runner.ts';
 
 let dir: string;
@@ -209,5 +209,30 @@ test('a two-thread pool whose workers sleep between decodes (poll 0, llama-serve
   } finally {
     await spinning.dispose();
     await sleeping.dispose();
+  }
+});
+
+test('flashAttention on / off reaches the context llama.cpp creates (its own log line says which), and both decode', async () => {
+  const lib = await openLlamaLibrary();
+  const path = join(dir, 'random.gguf');
+  const lines: string[] = [];
+  const remove = setFfiLogSink((_level, text) => lines.push(text));
+  const load = (flashAttention: 'on' | 'off') => {
+    lines.length = 0;
+    const runner = LlamaRunner.load(lib, path, { contextSize: 512, sequences: 1, threads: 1, flashAttention });
+    return { runner, said: lines.filter((line) => /flash_attn\s*=/.test(line)).join(' | ') };
+  };
+  const off = load('off');
+  const on = load('on');
+  remove();
+  try {
+    assert.match(off.said, /flash_attn\s*=\s*disabled/, `llama.cpp said: ${off.said}`);
+    assert.match(on.said, /flash_attn\s*=\s*enabled/, `llama.cpp said: ${on.said}`);
+    const prompt = off.runner.tokenize('<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n');
+    assert.equal((await sample(off.runner, { temperature: 0 }, prompt, 16)).length, 16);
+    assert.equal((await sample(on.runner, { temperature: 0 }, prompt, 16)).length, 16);
+  } finally {
+    await off.runner.dispose();
+    await on.runner.dispose();
   }
 });
