@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,7 @@ import { engines } from './index.ts';
 import { engineLoaders } from './loaders.ts';
 import { llamaCppModelSchema } from './llama-cpp/config.ts';
 import type { ChildMessage } from './runner/protocol.ts';
+import { forbidImportHook } from '../../test/helpers/forbid-import.ts';
 
 let dir: string;
 
@@ -30,13 +31,7 @@ test("engineLoaders names the engine table's engines and gives each descriptor's
 test('an engine process loads a llama-cpp chat model without importing zod', async () => {
   const chatPath = (await ensureTinyModels(dir)).chat;
   // A loader hook that makes zod unloadable: any import of it fails the engine process's start or load.
-  const hook = join(dir, 'no-zod.mjs');
-  writeFileSync(
-    hook,
-    `import { register } from 'node:module';\nregister('data:text/javascript,' + encodeURIComponent(${JSON.stringify(
-      "export async function load(url, context, next) { if (url.includes('/node_modules/zod/')) throw new Error('zod imported: ' + url); return next(url, context); }",
-    )}));\n`,
-  );
+  const hook = forbidImportHook(dir, 'no-zod', "url.includes('/node_modules/zod/')", 'zod imported');
   const config = llamaCppModelSchema.parse({ id: 'tiny', type: 'chat', engine: 'llama-cpp', path: chatPath, llamaCpp: { contextSize: 256, sequences: 1, threads: 1 } });
   const child = fork(fileURLToPath(new URL('./runner/child.ts', import.meta.url)), [], {
     execArgv: ['--import', 'tsx', '--import', hook],

@@ -18,6 +18,7 @@ import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { LlamaRunner } from './ffi/runner.ts';
 import { FfiVocab, metadataFromModel } from './ffi/vocab.ts';
 import { createLlama } from './runtime.ts';
+import { forbidImportHook } from '../../../test/helpers/forbid-import.ts';
 
 let dir: string;
 let chatPath: string;
@@ -217,13 +218,7 @@ test("chat wrappers from llama.cpp's copy of the metadata: every key resolveChat
 
 test("an FFI chat model loads and answers in a process that never imports node-llama-cpp's package root", async () => {
   // A loader hook that makes the root index unloadable: any import of it fails the load below.
-  const hook = join(dir, 'no-root.mjs');
-  writeFileSync(
-    hook,
-    `import { register } from 'node:module';\nregister('data:text/javascript,' + encodeURIComponent(${JSON.stringify(
-      "export async function load(url, context, next) { if (url.endsWith('/node-llama-cpp/dist/index.js')) throw new Error('node-llama-cpp package root imported'); return next(url, context); }",
-    )}));\n`,
-  );
+  const hook = forbidImportHook(dir, 'no-root', "url.endsWith('/node-llama-cpp/dist/index.js')", 'node-llama-cpp package root imported');
   const script = join(dir, 'load.mts');
   const descriptor = pathToFileURL(join(import.meta.dirname, 'descriptor.ts')).href;
   const resources = pathToFileURL(join(import.meta.dirname, '..', 'resources.ts')).href;

@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import type { ChatHistoryItem, ChatWrapper, ChatModelFunctions } from 'node-llama-cpp';
@@ -18,6 +18,7 @@ import { WRAPPER_SETTINGS } from './chat-plan.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { FfiVocab } from './ffi/vocab.ts';
 import { NLC_DIST, NLC_PATHS, nlcModule, type LlamaTextModule, type ReadGgufModule } from './nlc-parts.ts';
+import { forbidImportHook } from '../../../test/helpers/forbid-import.ts';
 
 const EQUIVALENCE = 'chatWrappers/utils/isJinjaTemplateEquivalentToSpecializedChatWrapper.js';
 
@@ -68,13 +69,7 @@ test('the node-llama-cpp patch is applied: the check cache exists and resolveCha
 
 test('the patched resolveChatWrapper does not load LlamaModel.js', () => {
   // A loader hook that fails any load of LlamaModel.js: importing resolveChatWrapper.js must not need it.
-  const hook = join(dir, 'no-llama-model.mjs');
-  writeFileSync(
-    hook,
-    `import { register } from 'node:module';\nregister('data:text/javascript,' + encodeURIComponent(${JSON.stringify(
-      "export async function load(url, context, next) { if (url.endsWith('/evaluator/LlamaModel/LlamaModel.js')) throw new Error('LlamaModel.js loaded'); return next(url, context); }",
-    )}));\n`,
-  );
+  const hook = forbidImportHook(dir, 'no-llama-model', "url.endsWith('/evaluator/LlamaModel/LlamaModel.js')", 'LlamaModel.js loaded');
   const module = new URL(NLC_PATHS.resolveChatWrapper, NLC_DIST).href;
   const run = spawnSync(process.execPath, ['--import', hook, '--input-type=module', '-e', `const m = await import(${JSON.stringify(module)}); console.log(typeof m.resolveChatWrapper);`], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(run.status, 0, `${notApplied}\n${run.stderr}`);
@@ -84,13 +79,7 @@ test('the patched resolveChatWrapper does not load LlamaModel.js', () => {
 test('the patched chat wrappers do not load config.js, and keep its default system prompt', async () => {
   // ChatWrapper.js imported config.js (env-var, nanoid, the bindings' types: ~40-60 ms of CPU on every
   // FFI chat engine start) for one string; the patch copies the string. A loader hook fails any load of config.js.
-  const hook = join(dir, 'no-config.mjs');
-  writeFileSync(
-    hook,
-    `import { register } from 'node:module';\nregister('data:text/javascript,' + encodeURIComponent(${JSON.stringify(
-      "export async function load(url, context, next) { if (url.endsWith('/node-llama-cpp/dist/config.js')) throw new Error('config.js loaded'); return next(url, context); }",
-    )}));\n`,
-  );
+  const hook = forbidImportHook(dir, 'no-config', "url.endsWith('/node-llama-cpp/dist/config.js')", 'config.js loaded');
   const modules = [NLC_PATHS.qwen, NLC_PATHS.resolveChatWrapper].map((path) => new URL(path, NLC_DIST).href);
   const run = spawnSync(process.execPath, ['--import', hook, '--input-type=module', '-e', `for (const m of ${JSON.stringify(modules)}) await import(m); console.log('ok');`], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(run.status, 0, `${notApplied}\n${run.stderr}`);
