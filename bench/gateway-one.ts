@@ -8,7 +8,7 @@
 //   or "--perf-basic-prof" (the servers' pids are printed, for perf record -p); --get PATH: GET instead
 //   of the chat POST; --server "k: v": more server settings; --extra "yaml;yaml": more config lines.
 // Usage: node --import tsx bench/gateway-one.ts [--requests 3000] [--rounds 3] [--warm 2000] [--connections 1]
-import { spawnReady } from './http-bench-common.ts';
+import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
 //   NAME=DIR[:open] ...      e.g. before=/work/base this=. open=.:open
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -23,19 +23,7 @@ const { values, positionals } = parseArgs({
   options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, open: { type: 'boolean' }, warm: { type: 'string', default: '2000' }, node: { type: 'string', default: '' }, connections: { type: 'string', default: '1' }, get: { type: 'string' }, extra: { type: 'string' }, server: { type: 'string', default: '' } },
 });
 const MODEL = 'bench/echo';
-const upstreamSource = `
-const answer = JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion', created: 1700000000, model: '${MODEL}',
-  choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there!' }, finish_reason: 'stop' }],
-  usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 } });
-const models = JSON.stringify({ object: 'list', data: [{ id: '${MODEL}', object: 'model', created: 1, owned_by: 'bench' }] });
-require('node:http').createServer((req, res) => {
-  let body = '';
-  req.on('data', (c) => (body += c));
-  req.on('end', () => {
-    if (req.method === 'GET') { res.writeHead(200, { 'content-type': 'application/json' }); res.end(models); return; }
-    res.writeHead(200, { 'content-type': 'application/json' }); res.end(answer);
-  });
-}).listen(0, '127.0.0.1', function () { process.stdout.write('port ' + this.address().port + '\\n'); });`;
+const upstreamSource = fakeUpstreamSource(MODEL);
 
 const start = spawnReady;
 

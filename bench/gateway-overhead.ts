@@ -17,7 +17,7 @@
 //   - throughput: autocannon, 50 connections → req/s;
 //   - streaming first byte: one connection, `stream: true`, time to the first body byte → p50 / p99.
 // Usage: node --import tsx bench/gateway-overhead.ts [--seconds 4] [--rounds 3] [--connections 50] [--warm 5000]
-import { spawnReady } from './http-bench-common.ts';
+import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
 //   [--only direct,node-proxy,infera,infera-open,portkey,infera-before]
 //   [--warm N]: one-connection requests sent to each target before the rounds (default 5000).
 //   [--compare DIR]: DIR holds another build (DIR/bin/infera.js + DIR/dist, e.g. a copy of an earlier
@@ -55,28 +55,7 @@ const connections = Number(values.connections);
 const warmRequests = Number(values.warm);
 const MODEL = 'bench/echo';
 
-// The upstream reads the whole body (as a real server must) and answers with a fixed completion. The
-// stream is five SSE events in one write: role, two content deltas, finish, usage, then [DONE].
-const upstreamSource = `
-const created = 1700000000;
-const answer = JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion', created, model: '${MODEL}',
-  choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there!' }, finish_reason: 'stop' }],
-  usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 } });
-const chunk = (delta, finish) => 'data: ' + JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion.chunk', created, model: '${MODEL}',
-  choices: [{ index: 0, delta, finish_reason: finish }] }) + '\\n\\n';
-const stream = chunk({ role: 'assistant', content: '' }, null) + chunk({ content: 'Hello' }, null) + chunk({ content: ' there!' }, null)
-  + chunk({}, 'stop') + 'data: ' + JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion.chunk', created, model: '${MODEL}', choices: [],
-  usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 } }) + '\\n\\ndata: [DONE]\\n\\n';
-const models = JSON.stringify({ object: 'list', data: [{ id: '${MODEL}', object: 'model', created, owned_by: 'bench' }] });
-require('node:http').createServer((req, res) => {
-  let body = '';
-  req.on('data', (c) => (body += c));
-  req.on('end', () => {
-    if (req.method === 'GET') { res.writeHead(200, { 'content-type': 'application/json' }); res.end(models); return; }
-    if (/"stream"\\s*:\\s*true/.test(body)) { res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }); res.end(stream); return; }
-    res.writeHead(200, { 'content-type': 'application/json' }); res.end(answer);
-  });
-}).listen(0, '127.0.0.1', function () { process.stdout.write('port ' + this.address().port + '\\n'); });`;
+const upstreamSource = fakeUpstreamSource(MODEL);
 
 // The bare proxy: headers and body go through as they came, the answer's status, content-type and bytes
 // come back as they arrive (SSE included), over the same undici Pool dispatch() Infera's upstreams use.

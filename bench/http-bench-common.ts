@@ -69,3 +69,32 @@ export function cpuUs(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
+
+/**
+ * Source for `node -e` of the gateway benches' fake instant upstream (an OpenAI-compatible server serving
+ * `model`): it reads the whole body (as a real server must) and answers with a fixed completion, or with
+ * `"stream": true` five SSE events in one write (role, two content deltas, finish, usage) and [DONE];
+ * a GET gets the model list. It prints "port N" once listening.
+ */
+export function fakeUpstreamSource(model: string): string {
+  return `
+const created = 1700000000;
+const answer = JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion', created, model: '${model}',
+  choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there!' }, finish_reason: 'stop' }],
+  usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 } });
+const chunk = (delta, finish) => 'data: ' + JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion.chunk', created, model: '${model}',
+  choices: [{ index: 0, delta, finish_reason: finish }] }) + '\\n\\n';
+const stream = chunk({ role: 'assistant', content: '' }, null) + chunk({ content: 'Hello' }, null) + chunk({ content: ' there!' }, null)
+  + chunk({}, 'stop') + 'data: ' + JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion.chunk', created, model: '${model}', choices: [],
+  usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 } }) + '\\n\\ndata: [DONE]\\n\\n';
+const models = JSON.stringify({ object: 'list', data: [{ id: '${model}', object: 'model', created, owned_by: 'bench' }] });
+require('node:http').createServer((req, res) => {
+  let body = '';
+  req.on('data', (c) => (body += c));
+  req.on('end', () => {
+    if (req.method === 'GET') { res.writeHead(200, { 'content-type': 'application/json' }); res.end(models); return; }
+    if (/"stream"\\s*:\\s*true/.test(body)) { res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }); res.end(stream); return; }
+    res.writeHead(200, { 'content-type': 'application/json' }); res.end(answer);
+  });
+}).listen(0, '127.0.0.1', function () { process.stdout.write('port ' + this.address().port + '\\n'); });`;
+}
