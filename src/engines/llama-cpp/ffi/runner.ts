@@ -71,6 +71,10 @@ export interface RunnerOptions {
  * sequence's prefill.
  */
 export const COPY_MIN_GAIN = 16;
+
+/** RunnerOptions.flashAttention as llama.cpp's flash_attn_type ('auto' is its default, -1). */
+const FLASH_ATTENTION = { auto: LLAMA_FLASH_ATTN_TYPE.auto, on: LLAMA_FLASH_ATTN_TYPE.enabled, off: LLAMA_FLASH_ATTN_TYPE.disabled } as const;
+
 /** A prompt sharing this much of the prompt a free sequence was last given continues that sequence's conversation. */
 const CONTINUATION = 0.9;
 
@@ -426,9 +430,7 @@ export class LlamaRunner {
       pooling_type: LLAMA_POOLING_TYPE.none,
       kv_unified: false,
       no_perf: true,
-      ...(options.flashAttention && options.flashAttention !== 'auto'
-        ? { flash_attn_type: options.flashAttention === 'on' ? LLAMA_FLASH_ATTN_TYPE.enabled : LLAMA_FLASH_ATTN_TYPE.disabled }
-        : {}),
+      flash_attn_type: FLASH_ATTENTION[options.flashAttention ?? 'auto'],
     };
     const context = api.llama_init_from_model(model, contextParams);
     if (!context) {
