@@ -364,8 +364,8 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/;
  * from a block of random bytes filled and turned into hex 256 ids at a time (randomUUID() and taking
  * out its dashes cost ~1 µs per request, a hex conversion per id ~0.5 µs). Time first, as in UUIDv7:
  * the ledger's request_id index then takes each new row on its last page instead of a random one, so
- * a commit of N rows writes one index page to the WAL instead of ~N (a store of 100,000 rows, batches
- * of 16 reservations and rows: ~46 → ~29 µs of CPU per request; docs/BENCHMARKS.md "gw4"). 80 random
+ * a commit of N rows writes one index page to the WAL instead of ~N (bench/sqlite-commit-pages.ts: a
+ * ledger of 100,000 rows, batches of 16: 42–46 → 26–29 µs of CPU per request; docs/BENCHMARKS.md, gw4). 80 random
  * bits keep ids made in the same millisecond apart (ids are not secrets: they are echoed in headers).
  */
 const ID_RANDOM_HEX = 20;
