@@ -2,13 +2,13 @@
 // balance, rate limits), and what did it cost (ledger, balance, token-limit settle).
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { InferaError } from '../errors/index.ts';
-import type { ConsumeResult, CounterStore, KeyRecord, LedgerRow, PlatformStore } from '../storage/types.ts';
+import type { ConsumeResult, CounterCheck, CounterStore, KeyRecord, LedgerRow, PlatformStore } from '../storage/types.ts';
 import { PlatformAdmin } from './admin.ts';
 import type { Limits, ModelKind, PlatformConfig } from './config.ts';
 import type { Admission, AdmissionRequest, Endpoint, Gate, GateHealth, Principal, UsageReport, WorstCase } from './gate.ts';
 import { hashSecret, isLoopback, sameHash } from './keys.ts';
 import { LedgerWriter, type LedgerWriteObserver } from './ledger.ts';
-import { LimitPolicy, limitRules, planChecks, rateLimitError, rateLimitHeaders, type LimitRule } from './limits.ts';
+import { LimitPolicy, limitRules, planChecks, rateLimitError, rateLimitHeaders, type LimitRule, type PlannedCheck } from './limits.ts';
 import { costMicro, formatMicro, isPriced, microPrice, type MicroPrice } from './pricing.ts';
 
 export interface PlatformLogger {
@@ -331,22 +331,44 @@ export class PlatformGate implements Gate {
 
   precheck(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> | undefined {
     if (!principal.limits || !endpointKind[endpoint]) return undefined;
-    return this.precheckRequests(principal, endpoint, requestId);
-  }
-
-  private async precheckRequests(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> {
-    const rules = this.keyRules(principal).filter((rule) => rule.measure === 'requests');
-    if (rules.length === 0) return;
+    const rules = this.keyRequestRules(principal);
+    if (rules.length === 0) return undefined;
     const now = this.now();
     const checks = planChecks(rules, 0, 0, now);
+    // A peek: amount 0 against limit − 1 fails exactly when admit()'s +1 would, and adds nothing.
+    const peek = checks.map((check) => ({ ...check, amount: 0, limit: check.limit - 1 }));
+    // In memory (the default without Redis) the peek is answered at once: a key within its limits (nearly
+    // every request) costs no promise.
+    if (this.counters.consumeSync) {
+      const result = this.counters.consumeSync(peek);
+      return result.ok ? undefined : this.refusePrecheck(principal, endpoint, requestId, checks, result, now);
+    }
+    return this.precheckRequests(principal, endpoint, requestId, checks, peek, now);
+  }
+
+  /** The key's request-rate rules (rpm, rph, rpd), cached with its rules. */
+  private keyRequestRules(principal: Principal): LimitRule[] {
+    let rules = this.keyRequestRuleCache.get(principal.limits!);
+    if (!rules) {
+      rules = this.keyRules(principal).filter((rule) => rule.measure === 'requests');
+      this.keyRequestRuleCache.set(principal.limits!, rules);
+    }
+    return rules;
+  }
+  private readonly keyRequestRuleCache = new WeakMap<object, LimitRule[]>();
+
+  private async precheckRequests(principal: Principal, endpoint: Endpoint, requestId: string, checks: PlannedCheck[], peek: CounterCheck[], now: number): Promise<void> {
     let result: ConsumeResult;
     try {
-      // A peek: amount 0 against limit − 1 fails exactly when admit()'s +1 would, and adds nothing.
-      result = await this.counters.consume(checks.map((check) => ({ ...check, amount: 0, limit: check.limit - 1 })));
+      result = await this.counters.consume(peek);
     } catch {
       return; // the counter store is down: admit() applies counterFailure (open or closed) with the body read
     }
     if (result.ok) return;
+    return this.refusePrecheck(principal, endpoint, requestId, checks, result, now);
+  }
+
+  private async refusePrecheck(principal: Principal, endpoint: Endpoint, requestId: string, checks: PlannedCheck[], result: ConsumeResult, now: number): Promise<void> {
     const failed = checks[result.failed!]!;
     const error = rateLimitError(failed, result.values[result.failed!] ?? 0, rateLimitHeaders(checks, result.values, now), now);
     // Its ledger row like every refusal's; the model is not known before the body (empty).
@@ -507,7 +529,8 @@ export class PlatformGate implements Gate {
     if (checks.length > 0) {
       let result: ConsumeResult | undefined;
       try {
-        result = await this.counters.consume(checks);
+        // In memory: answered at once, no promise to wait through.
+        result = this.counters.consumeSync ? this.counters.consumeSync(checks) : await this.counters.consume(checks);
         if (this.countersDown) {
           this.countersDown = false;
           this.logger.info({ counters: this.counters.kind }, 'rate-limit counter store is reachable again');

@@ -38,6 +38,10 @@ export class MemoryCounterStore implements CounterStore {
   }
 
   async consume(checks: CounterCheck[]): Promise<ConsumeResult> {
+    return this.consumeSync(checks);
+  }
+
+  consumeSync(checks: CounterCheck[]): ConsumeResult {
     const now = this.now();
     const current = checks.map((check) => this.read(check.key, now));
     for (let i = 0; i < checks.length; i++) {

@@ -243,12 +243,17 @@ export class SqliteStore implements PlatformStore {
         `UPDATE accounts SET balance_micro = CASE WHEN @delta > 0
            THEN MAX(balance_micro - @delta, MIN(balance_micro, 0)) ELSE balance_micro - @delta END WHERE id = @id`,
       ),
-      take: db.prepare<{ amount: number; id: string }>(
-        'UPDATE accounts SET balance_micro = balance_micro - @amount WHERE id = @id AND (@amount <= 0 OR balance_micro >= @amount)',
-      ),
-      insertReservation: db.prepare(
+      // The balance left comes back with the take (RETURNING): no second statement to read it per
+      // request; no row back means nothing was taken (the balance is read then, for the refusal).
+      // Positional, as insertLedger: named parameters are looked up on an object per call.
+      take: db
+        .prepare<[number, string, number, number], number>(
+          'UPDATE accounts SET balance_micro = balance_micro - ? WHERE id = ? AND (? <= 0 OR balance_micro >= ?) RETURNING balance_micro',
+        )
+        .pluck(),
+      insertReservation: db.prepare<[string, string, number, string, string, number]>(
         `INSERT INTO reservations (id, account_id, amount_micro, instance_id, request_id, created_at)
-         VALUES (@id, @accountId, @amountMicro, @instanceId, @requestId, @createdAt)`,
+         VALUES (?, ?, ?, ?, ?, ?)`,
       ),
       growReservation: db.prepare<[number, string]>('UPDATE reservations SET amount_micro = amount_micro + ? WHERE id = ?'),
       hasReservation: db.prepare<[string], { n: number }>('SELECT 1 AS n FROM reservations WHERE id = ?'),
@@ -302,17 +307,21 @@ export class SqliteStore implements PlatformStore {
       }
       for (const [id, delta] of charges) if (delta !== 0) this.statements.settle.run({ delta, id });
     };
+    const take = (accountId: string, amount: number): number | undefined => this.statements.take.get(amount, accountId, amount, amount);
     this.reserveBalance = (reservation: Reservation): ReserveResult => {
-      const taken = this.statements.take.run({ amount: reservation.amountMicro, id: reservation.accountId }).changes > 0;
-      if (taken) this.statements.insertReservation.run(reservation);
-      return { ok: taken, balanceMicro: this.statements.balance.get(reservation.accountId) ?? 0 };
+      const left = take(reservation.accountId, reservation.amountMicro);
+      if (left === undefined) return { ok: false, balanceMicro: this.statements.balance.get(reservation.accountId) ?? 0 };
+      const r = reservation;
+      this.statements.insertReservation.run(r.id, r.accountId, r.amountMicro, r.instanceId, r.requestId, r.createdAt);
+      return { ok: true, balanceMicro: left };
     };
     this.resizeBalance = (id: string, accountId: string, delta: number): ReserveResult => {
       const balance = () => this.statements.balance.get(accountId) ?? 0;
       if (delta === 0 || !this.statements.hasReservation.get(id)) return { ok: true, balanceMicro: balance() };
-      if (this.statements.take.run({ amount: delta, id: accountId }).changes === 0) return { ok: false, balanceMicro: balance() };
+      const left = take(accountId, delta);
+      if (left === undefined) return { ok: false, balanceMicro: balance() };
       this.statements.growReservation.run(delta, id);
-      return { ok: true, balanceMicro: balance() };
+      return { ok: true, balanceMicro: left };
     };
     this.batchTransaction = this.db.transaction((writes: QueuedWrite[]) => writes.map((write) => write.run()));
     this.singleTransaction = this.db.transaction((write: QueuedWrite) => write.run());

@@ -170,6 +170,11 @@ export interface CounterStore {
   readonly kind: 'memory' | 'redis';
   /** Atomically: if every check fits, add every amount; else add nothing. */
   consume(checks: CounterCheck[]): Promise<ConsumeResult>;
+  /**
+   * consume() answered at once, for a store that needs no round trip (memory): the gate's checks then
+   * cost no promise and no turn of the microtask queue per request. Absent: call consume().
+   */
+  consumeSync?(checks: CounterCheck[]): ConsumeResult;
   /** Adds deltas (may be negative) without checking: settles token estimates against real counts. */
   adjust(adjustments: { key: string; delta: number; ttlMs: number }[]): Promise<void>;
   close(): Promise<void>;

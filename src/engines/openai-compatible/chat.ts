@@ -402,10 +402,19 @@ export class RemoteChatModel implements ChatModel {
   }
 
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart> {
-    const { signal, ...rest } = options;
-    return new UpstreamStream<ChatStreamPart>(this.upstream, signal, this.native ? 'ndjson' : 'sse', async () => this.request(rest, true), (events, response) =>
-      this.chatParts(events, response, options),
-    );
+    // checkPrompt prepared the JSON request for these options. Taken out of the map here too: left there,
+    // the entry lived until the options object died, and a WeakMap's value survives every scavenge while
+    // its entry exists, so each stream's prepared body was promoted to old space. Its body is the stream's
+    // body but for `stream` and `stream_options` (chatBody), which no dialect without a native API reads.
+    const prepared = this.prepared.get(options);
+    if (prepared) this.prepared.delete(options);
+    const build = async (): Promise<{ path: string; body: Json }> => {
+      if (!prepared || this.native) return this.request(options, true);
+      prepared.body.stream = true;
+      prepared.body.stream_options = { ...obj(options.extra?.stream_options), include_usage: true };
+      return prepared;
+    };
+    return new UpstreamStream<ChatStreamPart>(this.upstream, options.signal, this.native ? 'ndjson' : 'sse', build, (events, response) => this.chatParts(events, response, options));
   }
 
   private async *chatParts(events: AsyncIterable<StreamEvent[]>, response: UpstreamResponse, options: ChatCallOptions): AsyncGenerator<ChatStreamPart> {
