@@ -15,7 +15,7 @@
 // leaner than their start-up left them without touching how anything decodes.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { setFlagsFromString } from 'node:v8';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 const MADV_DONTNEED = 4;
@@ -116,22 +116,30 @@ export function releaseLoadLeftovers(): Released {
   return { ...dropped, trimmed: true, collected };
 }
 
+/** Physical MiB of V8's young generation (both semi-spaces). */
+const youngGenerationMiB = () => (getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')?.physical_space_size ?? 0) / 1048576;
+
 /**
  * The server's V8 young generation after start-up: V8 (11.3, Node 20) grows the semi-spaces to 8–16 MiB
  * each while the server imports and builds itself, and shrinks them only in a full collection that
- * finds the allocation rate low (under 1,000 bytes/ms averaged over its last ~10 collections) or that
+ * finds the allocation rate low (under 1,000 bytes/ms over its last ~10 collections' samples) or that
  * its memory reducer starts — which an idle server never got to (RSS the same 60 s after start).
  * `gc()` alone does not: start-up's allocation rate is still in those samples. So: 16 minor collections
- * 20 ms apart, each after a small allocation (a rate of exactly 0 does not count as low), fill V8's samples
- * with the idle rate, and a full collection then shrinks the young generation to its initial size. It
- * grows back as a request load needs it, as after V8's own memory reducer.
+ * 20 ms apart, each after a small allocation (a rate of exactly 0 does not count as low), fill V8's
+ * samples with the idle rate, and a full collection then shrinks the young generation to its initial
+ * size. It grows back as a request load needs it, as after V8's own memory reducer. Requests served
+ * meanwhile raise the rate and V8 keeps the size: then it is tried again later (at most 3 times).
  * `--max-semi-space-size` would avoid the growth, but the server's Node is started by the user, and
  * capping growth during start-up from inside (`--semi-space-growth-factor=1`) cost 100–200 ms of
- * start-up CPU (docs/BENCHMARKS.md, branch startup).
+ * start-up CPU (docs/BENCHMARKS.md, branch startup); this costs ~100 ms of CPU after it.
  * The `gc` function comes from a context created while `--expose-gc` is set; the flag is turned back
  * off at once, so nothing else in the server sees a `gc` global.
+ * Returns the young generation's physical MiB before and after, and the attempts made.
  */
-export async function shrinkYoungGeneration(): Promise<void> {
+export async function shrinkYoungGeneration(): Promise<{ beforeMiB: number; afterMiB: number; attempts: number }> {
+  const beforeMiB = youngGenerationMiB();
+  // Already at (about) its initial size: nothing to give back.
+  if (beforeMiB <= 4) return { beforeMiB, afterMiB: beforeMiB, attempts: 0 };
   setFlagsFromString('--expose-gc');
   let gc: (options?: { type: 'minor' }) => void;
   try {
@@ -139,28 +147,35 @@ export async function shrinkYoungGeneration(): Promise<void> {
   } finally {
     setFlagsFromString('--no-expose-gc');
   }
-  let sample: number[] = [];
-  for (let i = 0; i < 16; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    sample = new Array<number>(1000).fill(i);
-    gc({ type: 'minor' });
+  for (let attempt = 0; ; attempt++) {
+    let sample: number[] = [];
+    for (let i = 0; i < 16; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      sample = new Array<number>(1000).fill(i);
+      gc({ type: 'minor' });
+    }
+    sample.length = 0;
+    gc();
+    const afterMiB = youngGenerationMiB();
+    if (afterMiB <= 4 || attempt === 2) return { beforeMiB, afterMiB, attempts: attempt + 1 };
+    await new Promise((resolve) => setTimeout(resolve, 2000));
   }
-  sample.length = 0;
-  gc();
 }
 
 /**
- * The server once it has started (listening, eager models loaded): its young generation back to its
- * initial size, then the Node binary's and the libraries' start-up pages dropped and malloc's free
- * memory returned, as an engine process does after its load. Model files stay: with `isolation: none`
- * a model decoding in this process reads them. Costs ~100 ms of CPU once, in steps 20 ms apart (requests
- * in between are served; one running meanwhile only means V8 sees a higher rate and keeps its size).
+ * The server once it has started (listening, eager models loaded) and a second has passed: its young
+ * generation back to its initial size, then the Node binary's and the libraries' start-up pages dropped
+ * and malloc's free memory returned, as an engine process does after its load. Model files stay: with
+ * `isolation: none` a model decoding in this process reads them. Costs ~150 ms of CPU once (koffi's
+ * load ~20, the young generation ~100, reading smaps and dropping ~20), in steps 20 ms apart, so
+ * requests are served in between.
  */
-export async function releaseServerStartup(): Promise<Omit<Released, 'collected' | 'mappedMiB'>> {
-  await shrinkYoungGeneration();
+export async function releaseServerStartup(): Promise<{ youngGeneration: { beforeMiB: number; afterMiB: number; attempts: number }; codeMiB: number; trimmed: boolean }> {
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const youngGeneration = await shrinkYoungGeneration();
   native ??= bind();
-  if (!native) return { codeMiB: 0, trimmed: false };
+  if (!native) return { youngGeneration, codeMiB: 0, trimmed: false };
   const { codeMiB } = dropFilePages(native.madvise, false);
   native.mallocTrim(0);
-  return { codeMiB, trimmed: true };
+  return { youngGeneration, codeMiB, trimmed: true };
 }
