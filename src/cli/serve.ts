@@ -97,7 +97,14 @@ export function registerServeCommand(program: Command): void {
       const chat = server.services.registry.entries().find((entry) => entry.config.type === 'chat') ?? server.services.registry.entries()[0];
       out(`         -d '{"model":"${chat?.config.id ?? 'MODEL'}","messages":[{"role":"user","content":"hello"}]}'`);
       out('');
-      void server.services.registry.preload();
+      // Once started (eager models loaded too), what start-up alone needed goes back to the system:
+      // ~40 MiB of RSS of an idle server (release.ts; docs/BENCHMARKS.md, rss4).
+      void server.services.registry
+        .preload()
+        .then(() => import('../engines/runner/release.ts'))
+        .then(({ releaseServerStartup }) => releaseServerStartup())
+        .then((released) => server.services.logger.debug(released, 'server: released start-up leftovers'))
+        .catch((error: unknown) => server.services.logger.warn({ err: error }, 'server: releasing start-up leftovers failed'));
 
       // First signal: drain (server.drainTimeoutSeconds), then exit 0. A second one: exit at once.
       let stopping = false;

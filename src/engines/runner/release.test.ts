@@ -1,6 +1,7 @@
-// releaseLoadLeftovers drops the model file's resident pages from the process: the model must go on
-// generating exactly what it generated before (every page it reads again faults back in from the file),
-// and the mapping's resident size must actually fall.
+// releaseLoadLeftovers drops the model file's and the Node binary's resident pages from the process: the
+// model must go on generating exactly what it generated before (every page it reads again faults back in
+// from the file), and the mappings' resident size must actually fall. releaseServerStartup (the server's)
+// drops the Node binary's pages but keeps a model's, and shrinks V8's young generation.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,7 +11,8 @@ import { GgmlType } from '../../tiny-models/gguf-writer.ts';
 import { encodeRandomChatModel } from '../../tiny-models/random-chat.ts';
 import { openLlamaLibrary } from '../llama-cpp/ffi/library.ts';
 import { LlamaRunner } from '../llama-cpp/ffi/runner.ts';
-import { releaseLoadLeftovers } from './release.ts';
+import { getHeapSpaceStatistics } from 'node:v8';
+import { releaseCodePages, releaseLoadLeftovers, releaseServerStartup, shrinkYoungGeneration } from './release.ts';
 
 let dir: string;
 let path: string;
@@ -31,12 +33,12 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Resident KiB of this process's mappings of the model file. */
-function residentKiB(): number {
+/** Resident KiB of this process's mappings of the file at `file` (default: the model). */
+function residentKiB(file = path): number {
   let kib = 0;
   let inModel = false;
   for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
-    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inModel = line.endsWith(path);
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inModel = line.endsWith(file);
     else if (inModel && line.startsWith('Rss:')) kib += Number(/(\d+)/.exec(line)![1]);
   }
   return kib;
@@ -61,9 +63,44 @@ test('after the release the model file is no longer resident, and the model gene
   assert.equal(before.length, 12);
   const residentBefore = residentKiB();
   assert.ok(residentBefore > 0, 'the runner maps its GGUF');
+  const nodeBefore = residentKiB(process.execPath);
   const released = releaseLoadLeftovers();
   assert.ok(released.trimmed, 'glibc malloc_trim ran');
   assert.ok(released.mappedMiB > 0, JSON.stringify(released));
   assert.ok(residentKiB() < residentBefore, `model file still resident: ${residentKiB()} of ${residentBefore} KiB`);
+  const code = releaseCodePages();
+  // Measured right after the drop: what this test's next lines run faults a little back in.
+  const nodeAfter = residentKiB(process.execPath);
+  assert.ok(code.codeMiB > 0, JSON.stringify(code));
+  assert.ok(nodeAfter < nodeBefore / 2, `Node binary: ${nodeAfter} of ${nodeBefore} KiB still resident`);
   assert.deepEqual(await greedy(), before);
+});
+
+test("the server's release keeps the model file's pages and drops the Node binary's", { skip: process.platform !== 'linux' && 'Linux only' }, async () => {
+  const tokens = await greedy();
+  const modelBefore = residentKiB();
+  const nodeBefore = residentKiB(process.execPath);
+  assert.ok(modelBefore > 0 && nodeBefore > 0);
+  const released = await releaseServerStartup();
+  assert.ok(released.trimmed && released.codeMiB > 0, JSON.stringify(released));
+  assert.ok(residentKiB() >= modelBefore, `model pages dropped: ${residentKiB()} of ${modelBefore} KiB left`);
+  assert.ok(residentKiB(process.execPath) < nodeBefore, `Node binary: ${residentKiB(process.execPath)} of ${nodeBefore} KiB`);
+  assert.deepEqual(await greedy(), tokens);
+});
+
+test('shrinkYoungGeneration gives back a young generation grown by a burst of surviving allocations', async () => {
+  const youngMiB = () => getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')!.physical_space_size / 1048576;
+  // Objects that survive a scavenge or two make V8 grow the semi-spaces, as the server's start-up does.
+  let keep: unknown[] = [];
+  for (let i = 0; i < 3_000_000; i++) {
+    keep.push({ i, list: [i] });
+    if (keep.length > 200_000) keep = [];
+  }
+  keep = [];
+  const grown = youngMiB();
+  assert.ok(grown > 8, `the burst did not grow the young generation (${grown.toFixed(1)} MiB): the test proves nothing`);
+  const { beforeMiB, afterMiB, attempts } = await shrinkYoungGeneration();
+  assert.ok(afterMiB <= 4 && youngMiB() <= 4, `young generation ${beforeMiB.toFixed(1)} -> ${afterMiB.toFixed(1)} MiB after ${attempts} attempts (V8 ${process.versions.v8})`);
+  console.log(`young generation ${beforeMiB.toFixed(1)} -> ${afterMiB.toFixed(1)} MiB, ${attempts} attempt(s)`);
+  assert.equal(typeof (globalThis as { gc?: unknown }).gc, 'undefined', 'gc stays unexposed');
 });

@@ -1,14 +1,22 @@
-// What an engine process gives back to the system once its model has loaded (Linux, glibc). Measured
-// on chat-512x8 (bench/engine-startup.ts --breakdown, docs/BENCHMARKS.md "Idle memory, mapping by
-// mapping"): the loader leaves ~8 MiB of freed malloc memory in glibc's arenas, and llama.cpp's CPU
-// backend copies the weights it repacks (AMX / AVX-512 layouts: 38 of 31 MiB on a Sapphire Rapids
-// machine) out of the memory-mapped GGUF, whose pages then stay resident in the process although
-// nothing reads most of them again. Dropping those pages is safe: the mapping is read-only and
-// file-backed, so a page the model does read again (token embedding rows, norms: weights left in the
-// mapped buffer) faults back in from the page cache. llama-server keeps both, so this is where an
-// engine process can be leaner than it without touching how llama.cpp decodes.
+// What a process gives back to the system once it has started (Linux, glibc). Measured with
+// bench/engine-startup.ts --breakdown (docs/BENCHMARKS.md "Idle memory, mapping by mapping" and the
+// rss4 section):
+// - the loader leaves ~8 MiB of freed malloc memory in glibc's arenas (malloc_trim returns it);
+// - llama.cpp's CPU backend copies the weights it repacks (AMX / AVX-512 layouts) out of the
+//   memory-mapped GGUF, whose pages then stay resident although nothing reads most of them again;
+// - start-up touches ~41 MiB of the Node binary (its dynamic symbol table, V8's snapshot and parser,
+//   node's bundled JavaScript and their code caches, ICU data) in *each* Node process, of which an
+//   idle or serving process reads ~15–18 MiB again;
+// - the server's V8 young generation grows to 16–22 MiB while it imports and builds itself and V8
+//   keeps it at that size while idle (see shrinkYoungGeneration).
+// Dropping a read-only, file-backed page is safe: nothing was written to it, so a page that is read
+// again (code on the request path, token embedding rows) faults back in from the page cache, a minor
+// fault. llama-server keeps all of these resident too, so this is where Infera's processes can be
+// leaner than their start-up left them without touching how anything decodes.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const MADV_DONTNEED = 4;
 
@@ -39,11 +47,60 @@ function bind(): Native | null {
   }
 }
 
+const isModelFile = (path: string) => /\.(gguf|onnx)$/.test(path);
+
 /**
- * After a model has loaded: collects the load's JavaScript garbage, returns the malloc arenas' free memory to the system and drops the resident
- * pages of every memory-mapped model file (`.gguf`) from this process. Does nothing where koffi or glibc
- * is missing. Only for a process that holds one model (the engine process): a server process may be
- * mapping another model that is decoding.
+ * Drops from this process the resident pages of every mapping that is read-only, maps a regular file
+ * and holds no anonymous (written, copy-on-write) page: the model files' (`models`), or every other
+ * file's (`code`: the Node binary, shared libraries, native addons).
+ * A read-only mapping can still hold written pages (a library's relocated RELRO data, a debugger's
+ * breakpoint): those say `Anonymous:` > 0 in smaps and are left alone, since dropping them would
+ * bring back the file's unrelocated bytes.
+ */
+function dropFilePages(madvise: Native['madvise'], which: 'models' | 'code'): { mappedMiB: number; codeMiB: number } {
+  let mapped = 0;
+  let codeKiB = 0;
+  let current: { start: number; length: number; path: string; rssKiB: number } | undefined;
+  const drop = () => {
+    if (!current) return;
+    const { start, length, path, rssKiB } = current;
+    current = undefined;
+    if (isModelFile(path) !== (which === 'models')) return;
+    if (madvise(start, length, MADV_DONTNEED) !== 0) return;
+    if (isModelFile(path)) mapped += length;
+    else codeKiB += rssKiB;
+  };
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    // start-end perms offset dev inode path
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (head) {
+      current = undefined;
+      const [, from, to, perms, path] = head as unknown as [string, string, string, string, string];
+      // Not writable; a file (not [heap], [stack], [vdso], anonymous); not a device (/dev/: a GPU
+      // driver's mappings), not a memfd, not a deleted file.
+      if (perms[1] === '-' && path.startsWith('/') && !path.startsWith('/dev/') && !path.startsWith('/memfd:') && !path.endsWith('(deleted)')) {
+        const start = Number.parseInt(from, 16);
+        current = { start, length: Number.parseInt(to, 16) - start, path, rssKiB: 0 };
+      }
+      continue;
+    }
+    if (!current) continue;
+    if (line.startsWith('Rss:')) {
+      current.rssKiB = Number(/(\d+)/.exec(line)?.[1]);
+      if (current.rssKiB === 0) current = undefined;
+    } else if (line.startsWith('Anonymous:')) {
+      if (Number(/(\d+)/.exec(line)?.[1]) === 0) drop();
+      else current = undefined;
+    }
+  }
+  return { mappedMiB: mapped / 1048576, codeMiB: codeKiB / 1024 };
+}
+
+/**
+ * After a model has loaded: collects the load's JavaScript garbage, returns the malloc arenas' free
+ * memory to the system and drops the resident pages of every memory-mapped model file (`.gguf`) from this
+ * process. Does nothing where koffi or glibc is missing. Only for a process that holds one model (the
+ * engine process): a server process may be mapping another model that is decoding.
  */
 export function releaseLoadLeftovers(): Released {
   // The load's JavaScript garbage first (host.ts starts engine processes with `gc` exposed): what V8
@@ -52,15 +109,83 @@ export function releaseLoadLeftovers(): Released {
   if (collected) globalThis.gc!();
   native ??= bind();
   if (!native) return { mappedMiB: 0, trimmed: false, collected };
-  let bytes = 0;
-  for (const line of readFileSync('/proc/self/maps', 'utf8').split('\n')) {
-    // start-end perms offset dev inode path; only read-only mappings (never a written page to lose).
-    const match = /^([0-9a-f]+)-([0-9a-f]+) r--[ps] \S+ \S+ \d+\s+(.+\.gguf)$/.exec(line);
-    if (!match) continue;
-    const start = Number.parseInt(match[1]!, 16);
-    const length = Number.parseInt(match[2]!, 16) - start;
-    if (native.madvise(start, length, MADV_DONTNEED) === 0) bytes += length;
-  }
+  const { mappedMiB } = dropFilePages(native.madvise, 'models');
   native.mallocTrim(0);
-  return { mappedMiB: bytes / 1048576, trimmed: true, collected };
+  return { mappedMiB, trimmed: true, collected };
+}
+
+/**
+ * An engine process a second after its load: drops the Node binary's and the libraries' start-up pages
+ * (~28 MiB; the first requests fault back the ~15 MiB they use). Not in releaseLoadLeftovers, which runs
+ * before the process reports itself loaded: there the first answer would pay for faulting back what it
+ * runs (engine CPU at the first answer +30–80 ms in one sitting).
+ */
+export function releaseCodePages(): { codeMiB: number } {
+  native ??= bind();
+  if (!native) return { codeMiB: 0 };
+  return { codeMiB: dropFilePages(native.madvise, 'code').codeMiB };
+}
+
+/** Physical MiB of V8's young generation (both semi-spaces). */
+const youngGenerationMiB = () => (getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')?.physical_space_size ?? 0) / 1048576;
+
+/**
+ * The server's V8 young generation after start-up: V8 (11.3, Node 20) grows the semi-spaces to 8–16 MiB
+ * each while the server imports and builds itself, and shrinks them only in a full collection that
+ * finds the allocation rate low (under 1,000 bytes/ms over its last ~10 collections' samples) or that
+ * its memory reducer starts — which an idle server never got to (RSS the same 60 s after start).
+ * `gc()` alone does not: start-up's allocation rate is still in those samples. So: 16 minor collections
+ * 20 ms apart, each after a small allocation (a rate of exactly 0 does not count as low), fill V8's
+ * samples with the idle rate, and a full collection then shrinks the young generation to its initial
+ * size. It grows back as a request load needs it, as after V8's own memory reducer. Requests served
+ * meanwhile raise the rate and V8 keeps the size: then it is tried again later (at most 3 times).
+ * `--max-semi-space-size` would avoid the growth, but the server's Node is started by the user, and
+ * capping growth during start-up from inside (`--semi-space-growth-factor=1`) cost 100–200 ms of
+ * start-up CPU (docs/BENCHMARKS.md, branch startup); this costs ~100 ms of CPU after it.
+ * The `gc` function comes from a context created while `--expose-gc` is set; the flag is turned back
+ * off at once, so nothing else in the server sees a `gc` global.
+ * Returns the young generation's physical MiB before and after, and the attempts made.
+ */
+export async function shrinkYoungGeneration(): Promise<{ beforeMiB: number; afterMiB: number; attempts: number }> {
+  const beforeMiB = youngGenerationMiB();
+  // Already at (about) its initial size: nothing to give back.
+  if (beforeMiB <= 4) return { beforeMiB, afterMiB: beforeMiB, attempts: 0 };
+  setFlagsFromString('--expose-gc');
+  let gc: (options?: { type: 'minor' }) => void;
+  try {
+    gc = runInNewContext('gc') as typeof gc;
+  } finally {
+    setFlagsFromString('--no-expose-gc');
+  }
+  for (let attempt = 0; ; attempt++) {
+    let sample: number[] = [];
+    for (let i = 0; i < 16; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      sample = new Array<number>(1000).fill(i);
+      gc({ type: 'minor' });
+    }
+    sample.length = 0;
+    gc();
+    const afterMiB = youngGenerationMiB();
+    if (afterMiB <= 4 || attempt === 2) return { beforeMiB, afterMiB, attempts: attempt + 1 };
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+/**
+ * The server once it has started (listening, eager models loaded) and a second has passed: its young
+ * generation back to its initial size, then the Node binary's and the libraries' start-up pages dropped
+ * and malloc's free memory returned, as an engine process does after its load. Model files stay: with
+ * `isolation: none` a model decoding in this process reads them. Costs ~150 ms of CPU once (koffi's
+ * load ~20, the young generation ~100, reading smaps and dropping ~20), in steps 20 ms apart, so
+ * requests are served in between.
+ */
+export async function releaseServerStartup(): Promise<{ youngGeneration: { beforeMiB: number; afterMiB: number; attempts: number }; codeMiB: number; trimmed: boolean }> {
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const youngGeneration = await shrinkYoungGeneration();
+  native ??= bind();
+  if (!native) return { youngGeneration, codeMiB: 0, trimmed: false };
+  const { codeMiB } = dropFilePages(native.madvise, 'code');
+  native.mallocTrim(0);
+  return { youngGeneration, codeMiB, trimmed: true };
 }
