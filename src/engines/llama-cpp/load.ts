@@ -17,7 +17,7 @@ export async function preloadLlamaCppChat(): Promise<void> {
   (await import('./ffi/library.ts')).loadKoffi();
 }
 
-export async function loadLlamaCpp({ config, onProgress, signal, logger, resources, ownProcess }: EngineLoadContext<LlamaCppModelConfig>): Promise<LoadedModel> {
+export async function loadLlamaCpp({ config, onProgress, signal, logger, resources, ownProcess, serving }: EngineLoadContext<LlamaCppModelConfig>): Promise<LoadedModel> {
   signal.throwIfAborted();
   const { LlamaRuntime } = await import('./runtime.ts');
   const runtime = await resources.get(
@@ -39,7 +39,7 @@ export async function loadLlamaCpp({ config, onProgress, signal, logger, resourc
     // so that this path does not import chat.ts and with it all of node-llama-cpp).
     const cacheDir = process.env.INFERA_CACHE_DIR || undefined;
     const loaded = await runtime.attributed(logger, async () =>
-      (await import('./chat-ffi.ts')).loadFfiChatModel(config, onProgress, { signal, decodeOn, cacheDir }),
+      (await import('./chat-ffi.ts')).loadFfiChatModel(config, onProgress, { signal, decodeOn, cacheDir, serving }),
     );
     if (typeof loaded !== 'string') {
       await logCpuBackend();

@@ -70,6 +70,8 @@ function ipcLogStream(): Writable {
 let loaded: LoadedModel | undefined;
 let model: AnyModel | undefined;
 const loadAbort = new AbortController();
+let startServing!: () => void;
+const serving = new Promise<void>((resolve) => (startServing = resolve));
 const signals = new Map<number, AbortController>();
 const iterators = new Map<number, AsyncIterator<unknown>>();
 
@@ -113,6 +115,7 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
       // This process holds nothing but the model, so an engine may block its main thread (the llama.cpp
       // FFI runner decodes there instead of hopping to a worker each step).
       ownProcess: true,
+      serving,
     });
     loaded = {
       model: result.model,
@@ -239,6 +242,9 @@ process.on('message', (message: HostMessage) => {
       return;
     case 'ping':
       send({ t: 'pong', n: message.n });
+      return;
+    case 'serving':
+      startServing();
       return;
     case 'dispose':
       void dispose();

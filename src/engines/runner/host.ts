@@ -513,5 +513,7 @@ export function loadInEngineProcess(options: EngineProcessOptions): Promise<Engi
       },
     });
     if (!found) send({ t: 'load', config, logLevel: logger.level, cacheDir: process.env.INFERA_CACHE_DIR });
+    // The registry is loading the model now: requests follow its load (an adopted one's may be done).
+    send({ t: 'serving' });
   });
 }

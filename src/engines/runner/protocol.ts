@@ -37,6 +37,8 @@ export type HostMessage =
   /** The consumer of a stream left: the child calls return() on the engine's iterator. */
   | { t: 'return'; id: number }
   | { t: 'ping'; n: number }
+  /** The server's registry has the model: requests may come from now on (EngineLoadContext `serving`). */
+  | { t: 'serving' }
   | { t: 'dispose' };
 
 /** One unit of a child's outgoing batch (see ChildMessage 'out'). */
