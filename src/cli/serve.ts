@@ -20,11 +20,15 @@ export function registerServeCommand(program: Command): void {
     .option('--upstream-dialect <dialect>', 'what the upstreams are: openai, vllm, sglang, ollama, llama-server, tei, infinity, siliconflow or infera (default: detected from their answers)')
     .action(async (flags: { host?: string; port?: string; apiKey?: string; dataDir?: string; upstream: string[]; upstreamKeyEnv?: string; upstreamDialect?: string }) => {
       const { upstream, ...rest } = flags;
+      // An engine process starts now, before the config is read, for the eager model it will fit (host.ts).
+      const { startSpareEngineProcess, stopSpareEngineProcess } = await import('../engines/runner/host.ts');
+      startSpareEngineProcess();
       const { config, source } = await configFromCli({ ...rest, upstreams: upstream });
       // Engines keep what they can reuse across starts here (the llama.cpp FFI chat engine: its chat
-      // wrapper per GGUF, ~1 s of CPU each start); engine processes inherit it with the environment.
+      // wrapper per GGUF, ~1 s of CPU each start); engine processes get it in their load message.
       process.env.INFERA_CACHE_DIR ||= join(config.storage.dataDir, 'cache');
       await startEagerEnginesEarly(config);
+      stopSpareEngineProcess();
       const { createServer, listen } = await import('../main.ts');
       const out = (line = '') => process.stderr.write(`${line}\n`);
       const modelsDir = config.storage.modelsDir!;

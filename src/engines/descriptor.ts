@@ -27,6 +27,13 @@ export interface EngineLoadContext<C extends ModelConfig = ModelConfig> {
    * worker thread). Unset: the main thread is the server's and must stay free.
    */
   ownProcess?: boolean;
+  /**
+   * Resolves when the server starts routing requests to the model: at once for a model loaded on demand,
+   * at adoption for one an engine process loaded before the server was listening (runner/host.ts). Work
+   * an engine defers until idle after its load waits for it, so that it does not fall just before the
+   * first request. Unset: the end of the load.
+   */
+  serving?: Promise<void>;
 }
 
 export interface EngineDescriptor<C extends ModelConfig = ModelConfig> {

@@ -13,3 +13,11 @@ export const engineLoaders: Readonly<Record<string, () => Promise<Load>>> = {
   // Runs in the server process unless configured otherwise (its schema's default): its descriptor will do.
   'openai-compatible': async () => (await import('./openai-compatible/descriptor.ts')).openaiCompatible.load as Load,
 };
+
+/**
+ * What a spare engine process (runner/host.ts) started for a kind of model (`engine/type`) loads before
+ * its model is known: only steps its loader takes for any such model, so a load joins them.
+ */
+export const enginePreloads: Readonly<Record<string, () => Promise<void>>> = {
+  'llama-cpp/chat': async () => (await import('./llama-cpp/load.ts')).preloadLlamaCppChat(),
+};

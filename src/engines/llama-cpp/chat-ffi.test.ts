@@ -129,6 +129,26 @@ test('first start: the no-thinking wrapper is resolved when the model is idle af
   }
 });
 
+test('first start: the idle resolution waits for the server to start serving the model (a spare engine process loads before it listens)', async () => {
+  const cacheDir = join(dir, 'wrapper-cache-serving');
+  let startServing!: () => void;
+  const serving = new Promise<void>((resolve) => (startServing = resolve));
+  const cold = await loadChatModel(configFor({ contextSize: 512, sequences: 1, threads: 1 }), undefined, { llama, cacheDir, serving }, (reason) =>
+    assert.fail(reason),
+  );
+  try {
+    const entries = () => (existsSync(cacheDir) ? readdirSync(cacheDir).filter((name) => name.endsWith('.json')) : []);
+    // Idle for three times the delay, but not serving yet: nothing resolved, nothing written.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    assert.equal(entries().length, 0);
+    startServing();
+    for (const until = Date.now() + 20_000; entries().length === 0 && Date.now() < until; ) await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(entries().length, 1);
+  } finally {
+    await cold.dispose();
+  }
+});
+
 test('the runner refuses what would abort llama.cpp: tokens outside the vocabulary, a prompt beyond the context', () => {
   const { runner } = model;
   const spec = { sampling: { temperature: 0 }, maxTokens: 4, onToken: () => undefined };

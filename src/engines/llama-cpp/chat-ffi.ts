@@ -687,7 +687,7 @@ function trimLogprobs(entries: TokenLogprob[], text: string): void {
 export async function loadFfiChatModel(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { signal, decodeOn, cacheDir }: Omit<LlamaCppLoadOptions, 'llama'> & { cacheDir?: string },
+  { signal, decodeOn, cacheDir, serving }: Omit<LlamaCppLoadOptions, 'llama'> & { cacheDir?: string },
 ): Promise<LoadedModel<FfiChatModel> | string> {
   const options = config.llamaCpp;
   if (options.gpu !== false || options.gpuLayers !== 0) return 'GPU offload is configured (gpu / gpuLayers), and the FFI runner drives the CPU backend only';
@@ -748,13 +748,17 @@ export async function loadFfiChatModel(
     const model = new FfiChatModel(vocab, runner, wrappers, template, config.id, config);
     if (deferredNoThinking(wrappers)) {
       const resolved = wrappers;
-      model.whenIdle(() => {
-        try {
-          void resolved.noThinking;
-        } catch {
-          // Failed and kept: the request that needs it reports it.
-        }
-      });
+      // From when requests may come: a model loaded by a spare engine process before the server listened
+      // would otherwise reach its first idle check just as the first request arrives.
+      void (serving ?? Promise.resolve()).then(() =>
+        model.whenIdle(() => {
+          try {
+            void resolved.noThinking;
+          } catch {
+            // Failed and kept: the request that needs it reports it.
+          }
+        }),
+      );
     }
     const loadedRunner = runner;
     return {

@@ -14,7 +14,7 @@ export const llamaCpp = defineEngine({
   async check(config) {
     requireLocalPath(config.path);
     // Before any node-llama-cpp call: llama.cpp trusts the header, and a hostile one can abort the process.
-    if (config.llamaCpp.checkHeader) await (await import('./gguf-check.ts')).checkGgufFile(config.path);
+    if (config.llamaCpp.checkHeader) await (await import('./gguf-check.ts')).checkGgufFileOnce(config.path);
   },
   load: loadLlamaCpp,
 });

@@ -31,6 +31,11 @@ export interface LlamaCppLoadOptions {
    * The FFI encoders of embedding and reranker entries decode on the worker either way (LlamaEncoder.forModel).
    */
   decodeOn?: 'loop' | 'worker';
+  /**
+   * Chat on the FFI runner: resolves when the server starts sending the model requests (EngineLoadContext
+   * `serving`); deferred start-up work counts its delay from then. Unset: from the end of the load.
+   */
+  serving?: Promise<void>;
 }
 
 export type PoolingName = 'none' | 'mean' | 'cls' | 'last' | 'rank' | 'unspecified';

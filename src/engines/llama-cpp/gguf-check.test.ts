@@ -3,10 +3,11 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeTinyModels } from '../../tiny-models/index.ts';
-import { checkGgufFile, GgufCheckError } from './gguf-check.ts';
+import { checkGgufFile, checkGgufFileOnce, GgufCheckError } from './gguf-check.ts';
 
 let dir: string;
 let models: ReturnType<typeof encodeTinyModels>;
@@ -188,4 +189,23 @@ test('header bombs within the size cap are checked within a time and memory budg
 test('a header that takes longer than the time budget to check is refused, naming the budget', async () => {
   const path = write(headerBomb('strings', 8 * 1024 * 1024));
   await assert.rejects(checkGgufFile(path, { budgetMs: 1 }), /checking its header took longer than 0\.001 s/);
+});
+
+test('checkGgufFileOnce checks a file version once: the same result for the same file, a new check once it changes', async () => {
+  const path = write(models.chat);
+  const first = checkGgufFileOnce(path);
+  const summary = await first;
+  assert.equal(summary.tensorCount, (await checkGgufFile(path)).tensorCount);
+  // The very object of the first check: not read again.
+  assert.equal(await checkGgufFileOnce(path), summary);
+  // Rewritten with a bad version (same size): checked again, and refused.
+  const bytes = Buffer.from(await readFile(path));
+  bytes.writeUInt32LE(9, 4);
+  writeFileSync(path, bytes);
+  await assert.rejects(checkGgufFileOnce(path), /GGUF version 9 is not supported/);
+  // Good again: passes again (a refusal is kept only for the version it was about).
+  writeFileSync(path, models.chat);
+  assert.equal((await checkGgufFileOnce(path)).tensorCount, summary.tensorCount);
+  // A missing file fails as checkGgufFile does, and is not kept.
+  await assert.rejects(checkGgufFileOnce(join(dir, 'missing.gguf')), /ENOENT/);
 });

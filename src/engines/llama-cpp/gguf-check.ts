@@ -4,7 +4,7 @@
 // where nothing can catch it. This reads only the header (metadata and tensor infos, through a small
 // window, never the tensor data), checks every count and length against the file's size before
 // believing it, and throws a GgufCheckError naming the first problem. Layout: ggml/include/gguf.h.
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 
 export class GgufCheckError extends Error {
   constructor(path: string, problem: string) {
@@ -353,4 +353,31 @@ async function skipValue(r: HeaderReader, type: number, what: string, nesting: n
   const fixed = SCALAR_BYTES[type];
   if (fixed === undefined) fail(`${what} has unknown value type ${type}`);
   await r.skip(fixed!, what);
+}
+
+/** checkGgufFileOnce's results, by path, with the identity of the file version they are for. */
+const checked = new Map<string, { version: string; result: Promise<GgufSummary> }>();
+
+/**
+ * checkGgufFile once per version of a file in this process. `infera serve` checks an eager model's
+ * header three times otherwise (the early engine process's check, the registry's before the load, the
+ * memory estimate's), two of them between listening and the first answer (7-17 ms of CPU each on
+ * chat-512x8's header, more wall time: the check yields). The version is the file's device, inode,
+ * size, modification and change times: any write or replacement changes ctime, so a changed file is
+ * checked again. A refusal is kept like a pass (the same bytes give the same answer); an I/O error is not.
+ */
+export function checkGgufFileOnce(path: string): Promise<GgufSummary> {
+  return stat(path).then((s) => {
+    const version = `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`;
+    const hit = checked.get(path);
+    if (hit?.version === version) return hit.result;
+    const result = checkGgufFile(path);
+    checked.set(path, { version, result });
+    result.catch((error: unknown) => {
+      if (!(error instanceof GgufCheckError) && checked.get(path)?.result === result) checked.delete(path);
+    });
+    // Bounded: a server configures tens of models, not thousands.
+    if (checked.size > 256) checked.delete(checked.keys().next().value!);
+    return result;
+  });
 }

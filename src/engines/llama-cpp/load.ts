@@ -6,7 +6,18 @@ import type { EngineLoadContext } from '../descriptor.ts';
 import type { LoadedModel } from '../../spec/index.ts';
 import type { LlamaCppModelConfig } from './config.ts';
 
-export async function loadLlamaCpp({ config, onProgress, signal, logger, resources, ownProcess }: EngineLoadContext<LlamaCppModelConfig>): Promise<LoadedModel> {
+/**
+ * What a spare engine process started for a llama.cpp chat model (runner/host.ts) does while it waits for
+ * the model: imports the FFI chat engine's modules and loads koffi, the steps of loadLlamaCpp that do not
+ * depend on the model's options (not the libraries: a GPU model must leave them to node-llama-cpp's addon).
+ * Whatever is still under way when the load message comes is joined, not repeated (the module cache).
+ */
+export async function preloadLlamaCppChat(): Promise<void> {
+  await Promise.all([import('./runtime.ts'), import('./chat-ffi.ts')]);
+  (await import('./ffi/library.ts')).loadKoffi();
+}
+
+export async function loadLlamaCpp({ config, onProgress, signal, logger, resources, ownProcess, serving }: EngineLoadContext<LlamaCppModelConfig>): Promise<LoadedModel> {
   signal.throwIfAborted();
   const { LlamaRuntime } = await import('./runtime.ts');
   const runtime = await resources.get(
@@ -28,7 +39,7 @@ export async function loadLlamaCpp({ config, onProgress, signal, logger, resourc
     // so that this path does not import chat.ts and with it all of node-llama-cpp).
     const cacheDir = process.env.INFERA_CACHE_DIR || undefined;
     const loaded = await runtime.attributed(logger, async () =>
-      (await import('./chat-ffi.ts')).loadFfiChatModel(config, onProgress, { signal, decodeOn, cacheDir }),
+      (await import('./chat-ffi.ts')).loadFfiChatModel(config, onProgress, { signal, decodeOn, cacheDir, serving }),
     );
     if (typeof loaded !== 'string') {
       await logCpuBackend();

@@ -12,7 +12,7 @@ export async function estimateLlamaCppMemory(config: LlamaCppModelConfig): Promi
   const fileBytes = statSync(config.path).size;
   let metadata: Record<string, number | string>;
   try {
-    metadata = (await (await import('./gguf-check.ts')).checkGgufFile(config.path)).metadata;
+    metadata = (await (await import('./gguf-check.ts')).checkGgufFileOnce(config.path)).metadata;
   } catch {
     // A header the check refuses fails the load with its own message; the file's size is estimate enough.
     return fileBytes;

@@ -4,7 +4,7 @@
 import { Writable } from 'node:stream';
 import { EngineResources } from '../resources.ts';
 import { releaseCodePages, releaseLoadLeftovers } from './release.ts';
-import { engineLoaders } from '../loaders.ts';
+import { engineLoaders, enginePreloads } from '../loaders.ts';
 import { createLogger } from '../../observability/logger.ts';
 import type { AnyModel, LoadedModel } from '../../spec/index.ts';
 import {
@@ -25,6 +25,11 @@ if (!process.send) {
 }
 
 const send = (message: ChildMessage) => process.send!(message);
+
+// A spare process (host.ts: forked before the server read its config) knows the kind of model it will
+// get, not the model: it starts on what every such load does. A failure here is the load's to report.
+const spareFor = /^--spare=(.+)$/.exec(process.argv[2] ?? '')?.[1];
+if (spareFor && Object.hasOwn(enginePreloads, spareFor)) void enginePreloads[spareFor]!().catch(() => undefined);
 
 // Everything produced in one turn of the event loop goes out as one message (see ChildMessage 'out').
 let outbox: ChildItem[] = [];
@@ -65,6 +70,8 @@ function ipcLogStream(): Writable {
 let loaded: LoadedModel | undefined;
 let model: AnyModel | undefined;
 const loadAbort = new AbortController();
+let startServing!: () => void;
+const serving = new Promise<void>((resolve) => (startServing = resolve));
 const signals = new Map<number, AbortController>();
 const iterators = new Map<number, AsyncIterator<unknown>>();
 
@@ -93,6 +100,7 @@ function snapshot(target: AnyModel): { properties: Record<string, unknown>; meth
 }
 
 async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void> {
+  if (message.cacheDir !== undefined) process.env.INFERA_CACHE_DIR = message.cacheDir;
   const logger = createLogger(message.logLevel, ipcLogStream());
   const loader = Object.hasOwn(engineLoaders, message.config.engine) ? engineLoaders[message.config.engine] : undefined;
   try {
@@ -107,6 +115,7 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
       // This process holds nothing but the model, so an engine may block its main thread (the llama.cpp
       // FFI runner decodes there instead of hopping to a worker each step).
       ownProcess: true,
+      serving,
     });
     loaded = {
       model: result.model,
@@ -234,6 +243,9 @@ process.on('message', (message: HostMessage) => {
       return;
     case 'ping':
       send({ t: 'pong', n: message.n });
+      return;
+    case 'serving':
+      startServing();
       return;
     case 'dispose':
       void dispose();

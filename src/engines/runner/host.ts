@@ -96,12 +96,12 @@ export function engineV8Flags(config: Pick<ModelConfig, 'engine' | 'type'>): str
   return config.engine === 'llama-cpp' && config.type === 'chat' ? ['--max-semi-space-size=1', '--expose-gc'] : ['--expose-gc'];
 }
 
-function spawnChild(config: ModelConfig): SpawnedChild {
+function spawnChild(config: Pick<ModelConfig, 'engine' | 'type'>, spare = false): SpawnedChild {
   // From the sources (tests, `npm run dev`) the child runs TypeScript through tsx as the server does;
   // the compiled build (`npm start`) runs plain JavaScript and passes no loader.
   const fromSources = import.meta.url.endsWith('.ts');
   const entry = fileURLToPath(new URL(fromSources ? './child.ts' : './child.js', import.meta.url));
-  const child: ChildProcess = fork(entry, [], {
+  const child: ChildProcess = fork(entry, spare ? [`--spare=${config.engine}/${config.type}`] : [], {
     execArgv: [...engineV8Flags(config), ...(fromSources ? ['--import', 'tsx'] : [])],
     serialization: 'advanced',
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
@@ -125,49 +125,94 @@ function spawnChild(config: ModelConfig): SpawnedChild {
 }
 
 /** Engine processes started before the server could ask for them (startEngineProcessEarly), by model id. */
-const early = new Map<string, { spawned: SpawnedChild; key: string; timer: NodeJS.Timeout }>();
+const early = new Map<string, { spawned: SpawnedChild; key: string; timer: NodeJS.Timeout; spare: boolean }>();
 /** An early process nobody adopted within this time is stopped (its model was not loaded after all). */
 const EARLY_ADOPT_MS = 120_000;
 
 const earlyKey = (config: ModelConfig, logLevel: string) => JSON.stringify({ config, logLevel });
 
 /**
+ * The kind of model a spare process is started for: its V8 flags are fixed at fork (engineV8Flags) and
+ * it starts on that kind's load (loaders.ts, enginePreloads), so it serves only a model of that engine
+ * and type. A llama.cpp chat model: the default engine's default type, and issue 17's start-up target.
+ */
+const SPARE_KIND = { engine: 'llama-cpp', type: 'chat' } as const;
+/** The spare engine process (startSpareEngineProcess), until an early start takes it or it is stopped. */
+let spare: { spawned: SpawnedChild; timer: NodeJS.Timeout } | undefined;
+
+/**
+ * Forks an engine process with no model yet, before the config is read: `infera serve` calls this first,
+ * and startEngineProcessEarly gives the spare the first eager model it fits. The process's own start
+ * (Node's bootstrap, then child.ts's imports: ~150-250 ms of CPU) then runs on the second core while
+ * the server parses its config (yaml, zod, the engine table: ~150-200 ms), instead of after it; the
+ * model's load begins as soon as the load message comes. When no eager model fits (none configured, or
+ * another engine or type), stopSpareEngineProcess ends it: an idle child killed, its CPU spent on a core
+ * the server's single thread was not using.
+ */
+export function startSpareEngineProcess(): void {
+  if (spare) return;
+  const spawned = spawnChild(SPARE_KIND, true);
+  // A server that fails before stopSpareEngineProcess exits (the child then exits on 'disconnect'); this
+  // covers one that neither fails nor stops it.
+  const timer = setTimeout(stopSpareEngineProcess, EARLY_ADOPT_MS);
+  timer.unref();
+  spare = { spawned, timer };
+}
+
+/** Ends the spare process if no early start took it. */
+export function stopSpareEngineProcess(): void {
+  const left = spare;
+  spare = undefined;
+  if (!left) return;
+  clearTimeout(left.timer);
+  left.spawned.child.kill('SIGKILL');
+}
+
+function takeSpare(config: ModelConfig): SpawnedChild | undefined {
+  if (!spare || config.engine !== SPARE_KIND.engine || config.type !== SPARE_KIND.type || spare.spawned.child.exitCode !== null || spare.spawned.child.signalCode !== null) return undefined;
+  const { spawned, timer } = spare;
+  spare = undefined;
+  clearTimeout(timer);
+  return spawned;
+}
+
+/**
  * Starts an eager model's engine process and its load now, before the server has built itself:
  * `infera serve` calls this as soon as the config is read, so the model loads on one core while the
- * server imports and sets up on the other, instead of after it. loadInEngineProcess adopts the process
- * (with everything it said meanwhile) when the registry loads the same entry at the same log level;
- * anything else stops it.
+ * server imports and sets up on the other, instead of after it. The spare process, when there is one
+ * and the model fits it, is that process. loadInEngineProcess adopts the process (with everything it
+ * said meanwhile) when the registry loads the same entry at the same log level; anything else stops it.
  */
 export function startEngineProcessEarly(config: ModelConfig, logLevel: string): void {
   if (early.has(config.id)) return;
-  const spawned = spawnChild(config);
-  const timer = setTimeout(() => takeEarly(config.id)?.child.kill('SIGKILL'), EARLY_ADOPT_MS);
+  const taken = takeSpare(config);
+  const spawned = taken ?? spawnChild(config);
+  const timer = setTimeout(() => takeEarly(config.id)?.spawned.child.kill('SIGKILL'), EARLY_ADOPT_MS);
   timer.unref();
-  early.set(config.id, { spawned, key: earlyKey(config, logLevel), timer });
-  spawned.child.send({ t: 'load', config, logLevel } satisfies HostMessage);
+  early.set(config.id, { spawned, key: earlyKey(config, logLevel), timer, spare: taken !== undefined });
+  spawned.child.send({ t: 'load', config, logLevel, cacheDir: process.env.INFERA_CACHE_DIR } satisfies HostMessage);
 }
 
 /** Stops the early process of model `id`, if one is waiting to be adopted (its model will not load: a failed file check). */
 export function stopEarlyEngineProcess(id: string): void {
-  takeEarly(id)?.child.kill('SIGKILL');
+  takeEarly(id)?.spawned.child.kill('SIGKILL');
 }
 
-function takeEarly(id: string): SpawnedChild | undefined {
+function takeEarly(id: string): { spawned: SpawnedChild; spare: boolean } | undefined {
   const found = early.get(id);
   if (!found) return undefined;
   early.delete(id);
   clearTimeout(found.timer);
-  return found.spawned;
+  return found;
 }
 
 export function loadInEngineProcess(options: EngineProcessOptions): Promise<EngineProcessModel> {
   const { config, logger } = options;
   const key = earlyKey(config, logger.level);
-  let spawned = early.get(config.id)?.key === key ? takeEarly(config.id) : undefined;
+  const found = early.get(config.id)?.key === key ? takeEarly(config.id) : undefined;
   // A different entry or log level than the early start assumed: that process is of no use.
-  if (!spawned) takeEarly(config.id)?.child.kill('SIGKILL');
-  const adopted = spawned !== undefined;
-  spawned ??= spawnChild(config);
+  if (!found) takeEarly(config.id)?.spawned.child.kill('SIGKILL');
+  const spawned = found?.spawned ?? spawnChild(config);
   const { child } = spawned;
 
   const pending = new Map<number, Pending>();
@@ -409,6 +454,9 @@ export function loadInEngineProcess(options: EngineProcessOptions): Promise<Engi
       }
       resolveExit();
     };
+    // Said before the adopted process's past events are replayed (its load may be done already).
+    if (found)
+      logger.debug({ pid: child.pid }, `engine process started early by infera serve${found.spare ? ' (a spare, before the config was read)' : ''}; adopted`);
     spawned.listen({
       // Native code (llama.cpp before its log hook is set, ONNX Runtime) may print straight to the
       // descriptors: those lines are the engine's too, so they go to the model's log, not the terminal.
@@ -464,7 +512,8 @@ export function loadInEngineProcess(options: EngineProcessOptions): Promise<Engi
         }
       },
     });
-    if (adopted) logger.debug({ pid: child.pid }, 'engine process started early by infera serve; adopted');
-    else send({ t: 'load', config, logLevel: logger.level });
+    if (!found) send({ t: 'load', config, logLevel: logger.level, cacheDir: process.env.INFERA_CACHE_DIR });
+    // The registry is loading the model now: requests follow its load (an adopted one's may be done).
+    send({ t: 'serving' });
   });
 }

@@ -26,13 +26,19 @@ export function methodShape(name: string): MethodShape {
 
 /** Server → engine process. */
 export type HostMessage =
-  | { t: 'load'; config: ModelConfig; logLevel: string }
+  /**
+   * `cacheDir`: the server's INFERA_CACHE_DIR when it sends this. A spare process (host.ts) was forked
+   * before the config said where the cache is, so its inherited environment may lack it.
+   */
+  | { t: 'load'; config: ModelConfig; logLevel: string; cacheDir?: string }
   | { t: 'call'; id: number; method: string; args: unknown[] }
   /** A marker's AbortSignal fired on the server side (client left, route time limit, shutdown). */
   | { t: 'abort'; signal: number; reason: WireError }
   /** The consumer of a stream left: the child calls return() on the engine's iterator. */
   | { t: 'return'; id: number }
   | { t: 'ping'; n: number }
+  /** The server's registry has the model: requests may come from now on (EngineLoadContext `serving`). */
+  | { t: 'serving' }
   | { t: 'dispose' };
 
 /** One unit of a child's outgoing batch (see ChildMessage 'out'). */

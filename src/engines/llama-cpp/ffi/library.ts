@@ -587,11 +587,21 @@ export async function openedCpuBackend(): Promise<CpuBackendChoice | undefined> 
   }
 }
 
+/**
+ * Loads koffi (its JavaScript and native addon: ~20-40 ms of CPU), nothing of llama.cpp. A spare engine
+ * process (runner/host.ts) calls it before it knows its model; the libraries wait for the model's options
+ * (a GPU model falls back to node-llama-cpp's addon, which must load its own build of them first).
+ * Throws what openLlamaLibrary reports when koffi is missing.
+ */
+export function loadKoffi(): Koffi {
+  // koffi's native part arrives as an optional dependency (@koromix/koffi-<platform>); require caches it.
+  return createRequire(import.meta.url)('koffi') as Koffi;
+}
+
 async function open(options: OpenLlamaOptions): Promise<LlamaLibrary> {
   let koffi: Koffi;
   try {
-    // koffi's native part arrives as an optional dependency (@koromix/koffi-<platform>).
-    koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    koffi = loadKoffi();
   } catch (error) {
     throw new LlamaLibraryUnavailable(`koffi cannot be loaded (${(error as Error).message.split('\n')[0]})`);
   }
