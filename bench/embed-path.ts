@@ -8,6 +8,7 @@
 //
 //   npm run build && node --import tsx bench/embed-path.ts --llama-bin <dir> [--infera-bin a/bin/infera.js,b/bin/infera.js]
 //        [--threads 2] [--requests 200] [--rounds 3] [--infera-engine '{"cpuBackend":"native"}'] [--strace 40]
+//        [--engine onnx --onnx-options '{"spin":true}']   (Infera's ONNX engine on the same weights, bench-embed)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
@@ -16,6 +17,7 @@ import { basename, dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
+import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
 import { postJson } from './http-post.ts';
 
 const { values } = parseArgs({
@@ -23,6 +25,9 @@ const { values } = parseArgs({
     'llama-bin': { type: 'string' },
     'infera-bin': { type: 'string' },
     'infera-engine': { type: 'string', default: '{}' },
+    /** The Infera side's engine: llama-cpp on the GGUF, or onnx on the same weights exported (bench-embed), with --onnx-options merged into its onnx block. */
+    engine: { type: 'string', default: 'llama-cpp' },
+    'onnx-options': { type: 'string', default: '{}' },
     threads: { type: 'string', default: '2' },
     requests: { type: 'string', default: '200' },
     rounds: { type: 'string', default: '3' },
@@ -44,6 +49,7 @@ const words = Number(values.words);
 const clients = Number(values.clients);
 const straceRequests = Number(values.strace);
 const engine = JSON.parse(values['infera-engine']!) as Record<string, unknown>;
+const onnxOptions = JSON.parse(values['onnx-options']!) as Record<string, unknown>;
 const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
 const work = mkdtempSync(join(tmpdir(), 'infera-embed-path-'));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -67,7 +73,9 @@ function spawnInfera(bin: string, modelPath: string, label: string): Server {
     server: { logLevel: 'warn', maxRequestsPerSocket: 0 },
     storage: { dataDir },
     models: [
-      { id: 'bench/embed', type: 'embedding', eager: true, maxQueue: 1000, engine: 'llama-cpp', path: modelPath, llamaCpp: { contextSize: 512, contexts: 1, threads, ...engine } },
+      values.engine === 'onnx'
+        ? { id: 'bench/embed', type: 'embedding', eager: true, maxQueue: 1000, engine: 'onnx', path: onnxPath, onnx: { threads, ...onnxOptions } }
+        : { id: 'bench/embed', type: 'embedding', eager: true, maxQueue: 1000, engine: 'llama-cpp', path: modelPath, llamaCpp: { contextSize: 512, contexts: 1, threads, ...engine } },
     ],
   };
   writeFileSync(join(dataDir, 'infera.yaml'), toYaml(config));
@@ -212,6 +220,7 @@ async function traced(server: Server, count: number): Promise<string> {
 }
 
 const modelPath = await ensureBenchModel('bert-384x12-embed', join(tmpdir(), 'infera-bench-models'));
+const onnxPath = values.engine === 'onnx' ? await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed')) : '';
 const servers: Server[] = [];
 const stopAll = () => {
   for (const s of servers) if (s.child.exitCode === null) s.child.kill('SIGTERM');
