@@ -6,7 +6,7 @@
 // platform workers: concurrent compiles and the parallel scavenger), and wall p50/p99.
 //   --node "FLAGS": node flags for the servers (%N: the target's name), e.g. "--trace-gc --trace-gc-nvp"
 //   or "--perf-basic-prof" (the servers' pids are printed, for perf record -p); --get PATH: GET instead
-//   of the chat POST; --server "k: v": more server settings; --extra "yaml;yaml": more config lines.
+//   of the chat POST; --stream: the chat POST with stream: true; --server "k: v": more server settings; --extra "yaml;yaml": more config lines.
 // Usage: node --import tsx bench/gateway-one.ts [--requests 3000] [--rounds 3] [--warm 2000] [--connections 1]
 import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
 //   NAME=DIR[:open] ...      e.g. before=/work/base this=. open=.:open
@@ -20,7 +20,7 @@ import autocannon from 'autocannon';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, open: { type: 'boolean' }, warm: { type: 'string', default: '2000' }, node: { type: 'string', default: '' }, connections: { type: 'string', default: '1' }, get: { type: 'string' }, extra: { type: 'string' }, server: { type: 'string', default: '' } },
+  options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, open: { type: 'boolean' }, warm: { type: 'string', default: '2000' }, node: { type: 'string', default: '' }, connections: { type: 'string', default: '1' }, get: { type: 'string' }, stream: { type: 'boolean' }, extra: { type: 'string' }, server: { type: 'string', default: '' } },
 });
 const MODEL = 'bench/echo';
 const upstreamSource = fakeUpstreamSource(MODEL);
@@ -41,7 +41,7 @@ function threads(pid: number): Map<string, number> {
   return out;
 }
 
-const body = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 });
+const body = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16, ...(values.stream ? { stream: true } : {}) });
 async function run(origin: string, headers: Record<string, string>, n: number): Promise<number[]> {
   const conns = Number(values.connections);
   if (conns > 1) {
