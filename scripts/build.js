@@ -131,7 +131,7 @@ for (const [file, output] of Object.entries(result.metafile.outputs)) {
   // esbuild escapes strings but leaves comments (and regular expressions) as written, so one "…" in a
   // kept comment doubled the server's 1.5 MB main chunk to 3 MiB of heap (the rss5 heap snapshot).
   // A \uXXXX escape means the same code unit in a comment, string, regular expression or identifier.
-  const wide = /[^\u0000-\u00ff]/g;
+  const wide = /[\u0100-\uffff]/g;
   if (wide.test(text)) {
     text = text.replace(wide, (char, at) => {
       if (text[at - 1] === '\\') throw new Error(`${file}: an escaped non-Latin-1 character at ${at}`);
