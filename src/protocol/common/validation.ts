@@ -100,6 +100,11 @@ function locate(issue: z.core.$ZodIssue, prefix: PathKey[]): Located {
       const deepest = Math.max(...candidates.map((c) => c.path.length));
       const best = candidates.filter((c) => c.path.length === deepest);
       if (deepest > path.length || best.length === 1) return best[0]!;
+      // One branch took the value's type and failed a check of its own (an array of 5 stop strings
+      // against "at most 4"): that is the one the client meant. zod 4.1 reported that branch alone;
+      // 4.6 reports every branch, the others as type mismatches.
+      const typed = issue.errors.filter((branch) => branch[0] !== undefined && branch[0].code !== 'invalid_type');
+      if (typed.length === 1) return locate(typed[0]![0]!, path);
       // Every branch failed at the union itself (wrong type altogether): the schema's own message
       // if it has one, else the acceptable types.
       if (issue.errors.every((branch) => branch[0]?.code === 'invalid_type' && branch[0].message === 'is required')) {
