@@ -693,11 +693,11 @@ export async function loadFfiChatModel(
   if (options.gpu !== false || options.gpuLayers !== 0) return 'GPU offload is configured (gpu / gpuLayers), and the FFI runner drives the CPU backend only';
   let lib: LlamaLibrary;
   try {
-    // `auto` keeps chat on the prebuilt backend: the native build's gain is in the F16 kernel embeddings
-    // use (0.56x the CPU per input); on the Q8_0 chat decode it measured +3 % / +6 % CPU per token at
-    // 1 / 8 streams (busy box, docs/BENCHMARKS.md), where the prebuilt already meets its targets.
-    const cpuBackend = options.cpuBackend === 'auto' ? 'prebuilt' : options.cpuBackend;
-    lib = await openLlamaLibrary({ cpuBackend, cpuBackendDir: options.cpuBackendDir });
+    // `auto` takes the native build when there is one, as embeddings do: on an AMD EPYC with AVX-512
+    // (2026-12-07) node-llama-cpp's prebuilt zen4 variant decoded chat-512x8 at 0.65x llama-server and
+    // the native build at 1.09x (docs/BENCHMARKS.md); on the earlier host without that gap the native
+    // build cost +3-6 % CPU per token, a smaller loss than this gain. Without a build, `auto` is `prebuilt`.
+    lib = await openLlamaLibrary({ cpuBackend: options.cpuBackend, cpuBackendDir: options.cpuBackendDir });
   } catch (error) {
     if (error instanceof LlamaLibraryUnavailable) return error.message;
     throw error;

@@ -155,8 +155,7 @@ test('cpu backend: native (and auto) load the build of this commit, bound to nod
   }
 });
 
-// Chat models: `auto` keeps the prebuilt (the native build's gain is in the F16 kernels embeddings use;
-// chat-ffi.ts says why), `native` still loads the build.
+// Chat models: `auto` and `native` load the build (chat-ffi.ts says why), `prebuilt` keeps node-llama-cpp's variant.
 const chatScript = join(dir, 'chat-child.mts');
 writeFileSync(
   chatScript,
@@ -174,14 +173,15 @@ await loaded.dispose();
 `,
 );
 
-test('cpu backend: chat models stay on the prebuilt under auto and load the native build when asked', { skip: NATIVE_SKIP }, () => {
+test('cpu backend: chat models load the native build under auto and native, the prebuilt when asked', { skip: NATIVE_SKIP }, () => {
   const cpus = (setting: string) => {
     const run = spawnSync(process.execPath, ['--import', 'tsx', chatScript, JSON.stringify({ cpuBackend: setting })], { encoding: 'utf8', timeout: 120_000 });
     assert.equal(run.status, 0, run.stderr);
     return (JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { cpus: string[] }).cpus;
   };
-  const auto = cpus('auto');
-  assert.equal(auto.length, 1, auto.join(', '));
-  assert.match(auto[0]!, /@node-llama-cpp\/.*\/libggml-cpu-[a-z0-9_]+\.so$/);
+  const prebuilt = cpus('prebuilt');
+  assert.equal(prebuilt.length, 1, prebuilt.join(', '));
+  assert.match(prebuilt[0]!, /@node-llama-cpp\/.*\/libggml-cpu-[a-z0-9_]+\.so$/);
+  assert.deepEqual(cpus('auto'), [join(nativeDir!, 'libggml-cpu.so')]);
   assert.deepEqual(cpus('native'), [join(nativeDir!, 'libggml-cpu.so')]);
 });
