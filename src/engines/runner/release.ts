@@ -187,9 +187,8 @@ export async function shrinkYoungGeneration(): Promise<{ beforeMiB: number; afte
 export async function releaseServerStartup(): Promise<{ youngGeneration: { beforeMiB: number; afterMiB: number; attempts: number }; codeMiB: number; trimmed: boolean }> {
   await new Promise((resolve) => setTimeout(resolve, 1000));
   const youngGeneration = await shrinkYoungGeneration();
-  native ??= bind();
-  if (!native) return { youngGeneration, codeMiB: 0, trimmed: false };
-  const { codeMiB } = dropFilePages(native.madvise, 'code');
+  const { codeMiB } = releaseCodePages();
+  if (!native) return { youngGeneration, codeMiB, trimmed: false };
   native.mallocTrim(0);
   return { youngGeneration, codeMiB, trimmed: true };
 }
