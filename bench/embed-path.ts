@@ -9,6 +9,7 @@
 //   npm run build && node --import tsx bench/embed-path.ts --llama-bin <dir> [--infera-bin a/bin/infera.js,b/bin/infera.js]
 //        [--threads 2] [--requests 200] [--rounds 3] [--infera-engine '{"cpuBackend":"native"}'] [--strace 40]
 //        [--engine onnx --onnx-options '{"spin":true}']   (Infera's ONNX engine on the same weights, bench-embed)
+//        (--onnx-options may be a JSON array, one object per --infera-bin: '[{}, {"sessions":2}]')
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
@@ -49,7 +50,9 @@ const words = Number(values.words);
 const clients = Number(values.clients);
 const straceRequests = Number(values.strace);
 const engine = JSON.parse(values['infera-engine']!) as Record<string, unknown>;
-const onnxOptions = JSON.parse(values['onnx-options']!) as Record<string, unknown>;
+const onnxOptionsArg = JSON.parse(values['onnx-options']!) as Record<string, unknown> | Record<string, unknown>[];
+/** The onnx block's extra options of the bin at `index` (one object for all, or one per bin). */
+const onnxOptionsOf = (index: number): Record<string, unknown> => (Array.isArray(onnxOptionsArg) ? (onnxOptionsArg[index] ?? {}) : onnxOptionsArg);
 const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
 const work = mkdtempSync(join(tmpdir(), 'infera-embed-path-'));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -67,7 +70,7 @@ const VOCAB = 'the quick brown fox jumps over lazy dog sea light keeper night st
 let counter = 0;
 const sentence = () => `${++counter} ${Array.from({ length: words - 1 }, (_, i) => VOCAB[(counter * 7 + i * 3) % VOCAB.length]).join(' ')}`;
 
-function spawnInfera(bin: string, modelPath: string, label: string): Server {
+function spawnInfera(bin: string, modelPath: string, label: string, onnxOptions: Record<string, unknown>): Server {
   const dataDir = mkdtempSync(join(work, 'infera-'));
   const config = {
     server: { logLevel: 'warn', maxRequestsPerSocket: 0 },
@@ -220,7 +223,7 @@ async function traced(server: Server, count: number): Promise<string> {
 }
 
 const modelPath = await ensureBenchModel('bert-384x12-embed', join(tmpdir(), 'infera-bench-models'));
-const onnxPath = values.engine === 'onnx' ? await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed')) : '';
+const onnxPath = values.engine === 'onnx' ? await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed-v2')) : '';
 const servers: Server[] = [];
 const stopAll = () => {
   for (const s of servers) if (s.child.exitCode === null) s.child.kill('SIGTERM');
@@ -231,7 +234,12 @@ process.on('SIGINT', () => {
 });
 try {
   // Several builds: each column is named after its checkout's directory.
-  for (const bin of inferaBins) servers.push(spawnInfera(bin, modelPath, inferaBins.length > 1 ? `infera ${basename(dirname(dirname(bin)))}` : 'infera'));
+  for (const [index, bin] of inferaBins.entries()) {
+    const options = onnxOptionsOf(index);
+    const named = inferaBins.length > 1 ? `infera ${basename(dirname(dirname(bin)))}` : 'infera';
+    const label = values.engine === 'onnx' && Array.isArray(onnxOptionsArg) && Object.keys(options).length ? `${named} ${JSON.stringify(options)}` : named;
+    servers.push(spawnInfera(bin, modelPath, label, options));
+  }
   if (values['llama-bin']) servers.push(spawnLlama(values['llama-bin'], modelPath));
   for (const server of servers) await ready(server);
   console.log(`embed-path: ${new Date().toISOString()}, ${threads} threads, ${clients} client(s), ${requests} requests/round, ${words}-word inputs; ${servers.map((s) => s.label).join(', ')}; bins ${inferaBins.join(', ')}`);

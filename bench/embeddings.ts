@@ -103,7 +103,7 @@ async function benchModelPath(kind: 'embed' | 'rerank', engine: Engine): Promise
   const dir = join(tmpdir(), 'infera-bench-models');
   if (engine === 'onnx') {
     const { ensureOnnxBert } = await import('../src/tiny-models/onnx/index.ts');
-    return ensureOnnxBert(kind === 'embed' ? 'bench-embed' : 'bench-rerank', join(dir, `onnx-bert-384x12-${kind}`));
+    return ensureOnnxBert(kind === 'embed' ? 'bench-embed' : 'bench-rerank', join(dir, `onnx-bert-384x12-${kind}-v2`));
   }
   const { ensureBenchModel } = await import('../src/tiny-models/index.ts');
   return ensureBenchModel(kind === 'embed' ? 'bert-384x12-embed' : 'bert-384x12-rerank', dir);

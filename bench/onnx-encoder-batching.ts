@@ -25,7 +25,7 @@ const threads = Number(values.threads);
 const rounds = Number(values.rounds);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-const dir = await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed'));
+const dir = await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed-v2'));
 const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
   intraOpNumThreads: threads,
   interOpNumThreads: 1,

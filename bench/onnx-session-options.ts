@@ -8,6 +8,7 @@
 //
 // Usage: node --import tsx bench/onnx-session-options.ts [--tokens 22] [--rows 1] [--calls 60] [--gap-ms 1]
 //          [--variants '[{"name":"sleep","threads":2,"config":{"session.intra_op.allow_spinning":"0"}}, …]']
+//          (a variant's "model": another .onnx file with the same inputs, for exports written differently)
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +35,8 @@ interface Variant {
   threads: number;
   /** Session config entries (`extra` flattened): e.g. session.intra_op.allow_spinning. */
   config?: Record<string, string>;
+  /** Another model file with the same inputs (e.g. the export as ONNX Runtime's transformer optimizer writes it). */
+  model?: string;
 }
 // The defaults: today's setting, `onnx.spin`, and one thread.
 const variants: Variant[] = values.variants
@@ -59,7 +62,7 @@ function nested(config: Record<string, string>): Record<string, unknown> {
   return out;
 }
 
-const dir = await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed'));
+const dir = await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed-v2'));
 // Each session's intra-op pool has threads of its own: the ones that appear while it is created. Their CPU
 // time and voluntary context switches (each a sleep and a wake-up) over the run say how much of a pass the
 // pool's worker threads did, and how often they were woken for it — both steady on a shared box.
@@ -79,7 +82,7 @@ const sessions: ort.InferenceSession[] = [];
 for (const variant of variants) {
   const before = tids();
   sessions.push(
-    await ort.InferenceSession.create(join(dir, 'model.onnx'), {
+    await ort.InferenceSession.create(variant.model ?? join(dir, 'model.onnx'), {
       intraOpNumThreads: variant.threads,
       interOpNumThreads: 1,
       executionMode: 'sequential',

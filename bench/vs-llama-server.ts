@@ -732,7 +732,7 @@ async function onnxPart(): Promise<void> {
       kind: 'encoder',
       task,
       path: await ensureBenchModel(task === 'embed' ? 'bert-384x12-embed' : 'bert-384x12-rerank', modelDir),
-      onnxPath: await ensureOnnxBert(task === 'embed' ? 'bench-embed' : 'bench-rerank', join(modelDir, `onnx-bert-384x12-${task}`)),
+      onnxPath: await ensureOnnxBert(task === 'embed' ? 'bench-embed' : 'bench-rerank', join(modelDir, `onnx-bert-384x12-${task}-v2`)),
       threads: embedThreads,
     };
     console.log(`\n== onnx ${task}: ${setup.onnxPath} vs llama-server on ${setup.path}, ${embedThreads} threads (llama-server: ${embedSlots} slots)`);

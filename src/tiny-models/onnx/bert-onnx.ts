@@ -132,17 +132,33 @@ export function bertOnnxGraph(build: OnnxBertBuild): GraphSpec {
   const embedded = node('Add', [node('Add', [words, types], 'words_types'), positions], 'embedded');
   let x = layerNorm(embedded, 'token_embd_norm', 'x_0');
 
-  // Padding positions get a large negative score before softmax, as transformers' extended mask does.
-  const maskFloat = node('Cast', ['attention_mask'], 'mask_f', { to: 1 });
-  const inverted = node('Sub', [constant('one_f', 'float32', [], [1]), maskFloat], 'mask_inv');
+  // Padding positions get a large negative score before softmax, spelled the way transformers'
+  // get_extended_attention_mask exports it (mask[:, None, None, :] → float → (1 - m) * finfo.min) and
+  // the scores divided by sqrt(head size) as BertSelfAttention does: the subgraph ONNX Runtime's
+  // transformer optimizer recognises and fuses into one Attention node, as it does a real optimum export.
   const maskBias = node(
-    'Unsqueeze',
-    [node('Mul', [inverted, constant('mask_min', 'float32', [], [-3.4028234663852886e38])], 'mask_min_scaled'), constant('mask_axes', 'int64', [2], [1, 2])],
+    'Mul',
+    [
+      node(
+        'Sub',
+        [
+          constant('one_f', 'float32', [], [1]),
+          node(
+            'Cast',
+            [node('Unsqueeze', [node('Unsqueeze', ['attention_mask', constant('mask_axis1', 'int64', [1], [1])], 'mask_u1'), constant('mask_axis2', 'int64', [1], [2])], 'mask_u2')],
+            'mask_f',
+            { to: 1 },
+          ),
+        ],
+        'mask_inv',
+      ),
+      constant('mask_min', 'float32', [], [-3.4028234663852886e38]),
+    ],
     'mask_bias',
   );
   const splitHeads = constant('split_heads', 'int64', [4], [0, 0, c.heads, headSize]);
   const mergeHeads = constant('merge_heads', 'int64', [3], [0, 0, h]);
-  const scale = constant('attn_scale', 'float32', [], [1 / Math.sqrt(headSize)]);
+  const scale = constant('attn_scale', 'float32', [], [Math.sqrt(headSize)]);
   const sqrt2 = constant('sqrt2', 'float32', [], [Math.SQRT2]);
   const half = constant('half', 'float32', [], [0.5]);
 
@@ -153,7 +169,7 @@ export function bertOnnxGraph(build: OnnxBertBuild): GraphSpec {
     const q = heads('attn_q', [0, 2, 1, 3]);
     const k = heads('attn_k', [0, 2, 3, 1]);
     const v = heads('attn_v', [0, 2, 1, 3]);
-    const scores = node('Add', [node('Mul', [node('MatMul', [q, k], `${p}_qk`), scale], `${p}_qk_scaled`), maskBias], `${p}_scores`);
+    const scores = node('Add', [node('Div', [node('MatMul', [q, k], `${p}_qk`), scale], `${p}_qk_scaled`), maskBias], `${p}_scores`);
     const probs = node('Softmax', [scores], `${p}_probs`, { axis: -1 });
     const context = node('Reshape', [node('Transpose', [node('MatMul', [probs, v], `${p}_ctx_heads`)], `${p}_ctx_t`, { perm: [0, 2, 1, 3] }), mergeHeads], `${p}_ctx`);
     const attended = node('Add', [linear(context, `${p}.attn_output`, `${p}_attn_out`), x], `${p}_attn_res`);
