@@ -120,6 +120,14 @@ interface Refusal {
   row: HttpTally;
 }
 const NOT_FOUND_MAX = 256;
+/**
+ * The largest POST body quick.ts reads. A request it hands on reaches Fastify once its body is in, so
+ * Fastify's clock (the access line's ms, the duration metrics, the route's time limit) starts then; a
+ * larger body (a base64 image, long documents), whose upload may take a while, goes to Fastify from the
+ * start and is timed from its arrival as before. A refusal's body is small, and one this large costs its
+ * reading and parsing far more than Fastify's path does.
+ */
+const QUICK_BODY_MAX = 64 * 1024;
 
 /** The byte length of the last list sent, kept while the list's text stays the same string. */
 let lastList = '';
@@ -281,8 +289,8 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
   /**
    * A POST to a route in `posts`: true when it is this function's (it reads the body, then answers a
    * refusal or hands the request to Fastify), false to leave it to Fastify unread: a body other than
-   * `application/json` as SDKs spell it with a length within the route's limit (Fastify's 413 and 415
-   * and its reading of chunked bodies stay the reference), a key the gate does not know in memory or
+   * `application/json` as SDKs spell it with a length within the route's limit and QUICK_BODY_MAX
+   * (Fastify's 413 and 415 and its reading of chunked bodies stay the reference), a key the gate does not know in memory or
    * refuses (its 401 closes the unread body), a key with request-rate limits of its own (its precheck
    * may wait on the counter store, before the body), a refused Host/Origin.
    */
@@ -292,7 +300,7 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     const headers = req.headers;
     if (headers['content-type'] !== 'application/json' || headers['transfer-encoding'] !== undefined) return false;
     const length = Number(headers['content-length']);
-    if (!(length > 0 && length <= target.bodyLimit)) return false;
+    if (!(length > 0 && length <= target.bodyLimit && length <= QUICK_BODY_MAX)) return false;
     const started = performance.now();
     const principal = services.gate.authenticateSync?.(options.bearer(headers), req.socket.remoteAddress ?? '');
     if (principal === undefined || principal instanceof InferaError) return false;
