@@ -333,6 +333,69 @@ describe('access log', () => {
     });
   });
 
+  // A POST refused before any work (a bad body, an unknown model) goes through Fastify for a key the gate
+  // has not seen yet, and is answered in front of it once the key is known (src/http/quick.ts); a client
+  // that leaves before its body is in too. Each must leave the same line (the body with logging.bodies)
+  // and count under the same labels either way.
+  test('POST refusals and a body cut short: the same line and counts whether Fastify answered or quick.ts did', async () => {
+    await withLoggedServer({ server: { metrics: { public: true } }, logging: { bodies: true } }, async (url, raw) => {
+      const newKey = async (name: string): Promise<string> => {
+        const created = await http(url, '/admin/keys', { body: { name }, headers: { authorization: `Bearer ${ADMIN}` } });
+        assert.equal(created.status, 201, created.text);
+        return created.json.secret;
+      };
+      const scrape = async () => parseExposition((await http(url, '/metrics')).text);
+      const before = await scrape();
+      const asks: [string, string, unknown, number][] = [
+        ['empty', '/v1/chat/completions', { model: 'org/chat-missing', messages: [] }, 400],
+        ['unknown', '/chat/completions', { model: 'nobody/nothing', messages: [{ role: 'user', content: 'hi' }] }, 400],
+        ['embed', '/v1/embeddings', { model: 'org/chat-missing', input: 'hi' }, 400],
+      ];
+      for (const [name, path, body, status] of asks) {
+        // A fresh key for each: its first request is Fastify's, the second quick.ts's.
+        const secret = await newKey(name);
+        for (const n of [1, 2]) assert.equal((await http(url, path, { body, headers: { authorization: `Bearer ${secret}`, 'x-request-id': `${name}-${n}` } })).status, status, `${name} ${n}`);
+      }
+      const cutSecret = await newKey('cut');
+      const lines = () => raw.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.msg === 'request');
+      for (const n of [1, 2]) {
+        // 10 bytes of a 100-byte body, then the client leaves.
+        const sent = httpRequest(`${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${cutSecret}`, 'content-type': 'application/json', 'content-length': '100', 'x-request-id': `cut-${n}` },
+        });
+        sent.on('error', () => {});
+        sent.write('{"model": ');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        sent.destroy();
+        for (let i = 0; i < 50 && !lines().some((line) => line.id === `cut-${n}`); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const after = await scrape();
+      const delta = (labels: Record<string, string>) => total(after, 'infera_http_requests_total', labels) - total(before, 'infera_http_requests_total', labels);
+      assert.equal(delta({ route: '/v1/chat/completions', method: 'POST', status: '400', model: 'org/chat-missing' }), 2);
+      assert.equal(delta({ route: '/chat/completions', method: 'POST', status: '400', model: '' }), 2);
+      assert.equal(delta({ route: '/v1/embeddings', method: 'POST', status: '400', model: 'org/chat-missing' }), 2);
+      assert.equal(delta({ route: '/v1/chat/completions', method: 'POST', status: '499', model: '' }), 2);
+      const errors = (labels: Record<string, string>) => total(after, 'infera_http_errors_total', labels) - total(before, 'infera_http_errors_total', labels);
+      assert.equal(errors({ route: '/v1/chat/completions', status: '400', code: 'invalid_request' }), 2);
+      assert.equal(errors({ route: '/chat/completions', status: '400', code: 'model_not_found' }), 2);
+      assert.equal(errors({ route: '/v1/embeddings', status: '400', code: 'model_type_mismatch' }), 2);
+      const durations = (labels: Record<string, string>) =>
+        total(after, 'infera_http_request_duration_seconds_count', labels) - total(before, 'infera_http_request_duration_seconds_count', labels);
+      assert.equal(durations({ route: '/v1/chat/completions', status_class: '4xx' }), 4);
+      for (const [name, path, body, status] of [...asks, ['cut', '/v1/chat/completions', undefined, 499] as const]) {
+        const [first, second] = [1, 2].map((n) => lines().find((line) => line.id === `${name}-${n}`));
+        assert.ok(first && second, `${name}: a line for each`);
+        assert.equal(first.status, status);
+        assert.equal(first.url, path);
+        assert.equal(first.body, body === undefined ? undefined : JSON.stringify(body));
+        assert.equal(typeof first.ms, 'number');
+        const comparable = (line: Record<string, unknown>) => JSON.stringify({ ...line, id: undefined, ms: undefined, time: undefined, key: undefined });
+        assert.equal(comparable(second), comparable(first), `${name}: the same line both times`);
+      }
+    });
+  });
+
   test('logging.bodies: the request body joins the line; secrets still never do', async () => {
     const { lines, raw, requestId, secret } = await run({ bodies: true });
     const line = lines.find((entry) => entry.msg === 'request' && entry.id === requestId)!;

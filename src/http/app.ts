@@ -17,7 +17,12 @@ import { registerCors } from './cors.ts';
 import { modelOf, registerOperationRoutes, requestObserver } from './observe.ts';
 import { describeOnlyCompilers, registerDocs, registerOpenApi } from './openapi.ts';
 import { registerPlayground } from './playground.ts';
-import { quickAnswers } from './quick.ts';
+import { parsedBefore, type QuickPost, quickAnswers } from './quick.ts';
+import { checkChatRequest } from '../serving/chat.ts';
+import { checkCompletionRequest } from '../serving/completions.ts';
+import { checkEmbeddingsRequest } from '../serving/embeddings.ts';
+import { checkImageGenerationRequest } from '../serving/images.ts';
+import { checkRerankRequest } from '../serving/rerank.ts';
 import {
   capConnections,
   clientErrorHandler,
@@ -26,6 +31,7 @@ import {
   hostPolicy,
   publicOrigin,
   routeTimedOut,
+  bodyLimitFor,
   serverOptions,
   unsupportedContentType,
 } from './edge.ts';
@@ -96,6 +102,7 @@ export async function buildApp(services: Services) {
   const events = edgeEvents(logger, (reason) => services.metrics.edgeCut(reason));
   // Set once the routes are in (below): the requests quick.ts answers never reach Fastify.
   let quick: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined;
+  let fastifyHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
   const edge = serverOptions(config.server);
   const app = Fastify({
     loggerInstance: logger,
@@ -107,6 +114,7 @@ export async function buildApp(services: Services) {
     genReqId: requestIdFor,
     // Fastify's own HTTP/1 server (lib/server.js, getServerInstance) with quick.ts's look first.
     serverFactory: (handler) => {
+      fastifyHandler = handler;
       const server = createServer(edge.http, (req, res) => {
         if (quick === undefined || !quick(req, res)) handler(req, res);
       });
@@ -159,7 +167,10 @@ export async function buildApp(services: Services) {
 
   // JSON only: unsupportedContentType (an onRequest hook) refuses every other type before the body is read.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    // A body quick.ts parsed already (its bytes were read again here, for the limits and the length).
+    const before = parsedBefore(request);
+    if (before) return done(null, before.body);
     const text = body as string;
     let parsed: unknown;
     try {
@@ -320,11 +331,34 @@ export async function buildApp(services: Services) {
         closed: () => {
           if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
         },
+        posts: quickPosts(services, (url) => app.findRoute({ method: 'POST', url }) !== null),
+        fastify: (req, res) => fastifyHandler!(req, res),
       },
       () => open,
     );
   }
   return app;
+}
+
+/**
+ * The POST routes whose refusals before any work quick.ts answers (a bad body, an unknown model), by
+ * URL under /v1 and bare, each with its body limit and the pre-work check its handler would run.
+ */
+function quickPosts(services: Services, routed: (url: string) => boolean): Map<string, QuickPost> {
+  const server = services.config.server;
+  const checks: [string, Parameters<typeof bodyLimitFor>[1], (body: unknown) => unknown][] = [
+    ['/chat/completions', 'chat', (body) => checkChatRequest(services, body)],
+    ['/completions', 'chat', (body) => checkCompletionRequest(services, body)],
+    ['/embeddings', 'embeddings', (body) => checkEmbeddingsRequest(services, body)],
+    ['/rerank', 'rerank', (body) => checkRerankRequest(services, body)],
+    ['/v2/rerank', 'rerank', (body) => checkRerankRequest(services, body)],
+    ['/images/generations', 'images', (body) => checkImageGenerationRequest(services, body)],
+    ['/image/generations', 'images', (body) => checkImageGenerationRequest(services, body)],
+  ];
+  const posts = new Map<string, QuickPost>();
+  for (const [path, limit, check] of checks)
+    for (const url of [`/v1${path}`, path]) if (routed(url)) posts.set(url, { route: url, bodyLimit: bodyLimitFor(server, limit), check });
+  return posts;
 }
 
 /** The client's id (sanitised), so traces join up across services, else a new one. */

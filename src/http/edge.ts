@@ -2,6 +2,7 @@
 // clients), protocol errors answered in OpenAI's error shape, and the request checks that run before a
 // byte of body is read (content type, Host and Origin in keyless mode). docs/RELIABILITY.md ("HTTP
 // edge") explains each limit; app.ts wires them in.
+import { replayPreRead } from './quick.ts';
 import { STATUS_CODES, type Server } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -34,11 +35,12 @@ declare module 'fastify' {
 export type TimedRoute = keyof ServerConfig['routeTimeoutsSeconds'];
 
 /** Route options for an inference route: its body limit and its time limit. */
-export function inferenceRouteOptions(server: ServerConfig, route: TimedRoute): { bodyLimit: number; config: FastifyContextConfig } {
+export function inferenceRouteOptions(server: ServerConfig, route: TimedRoute): { bodyLimit: number; config: FastifyContextConfig; preParsing: typeof replayPreRead } {
   const seconds = server.routeTimeoutsSeconds[route];
   const config: FastifyContextConfig = {};
   if (seconds > 0) config.routeTimeout = { ms: Math.round(seconds * 1000), setting: `server.routeTimeoutsSeconds.${route}` };
-  return { bodyLimit: bodyLimitFor(server, route), config };
+  // A body quick.ts read before handing the request on is read again from its bytes (quick.ts).
+  return { bodyLimit: bodyLimitFor(server, route), config, preParsing: replayPreRead };
 }
 
 /** What a request stopped at its route's time limit answers (JSON: this error; a stream: its frame). */

@@ -29,9 +29,18 @@ const MAX_LOGGED_BODY = 64 * 1024;
  * label or a log field, so a client sending random model names cannot grow the metrics without bound.
  */
 export function modelOf(request: FastifyRequest, services: Services): string {
-  const body = request.body as { model?: unknown } | undefined;
-  let named: unknown = typeof body === 'object' && body !== null ? body.model : undefined;
-  if (named === undefined && request.routeUrl?.endsWith('/models/*')) named = (request.params as { '*'?: string })['*'];
+  const named = namedModel(request.body);
+  if (named === undefined && request.routeUrl?.endsWith('/models/*')) return modelLabel((request.params as { '*'?: string })['*'], services);
+  return modelLabel(named, services);
+}
+
+/** The body's `model` field, if it has one. */
+export function namedModel(body: unknown): unknown {
+  return typeof body === 'object' && body !== null ? (body as { model?: unknown }).model : undefined;
+}
+
+/** A named model's label: its canonical id when the registry knows it, else "". */
+export function modelLabel(named: unknown, services: Services): string {
   return typeof named === 'string' ? (services.registry.find(named)?.config.id ?? '') : '';
 }
 
@@ -71,13 +80,15 @@ export interface PlainObservation {
   code: string | undefined;
   /** The metrics row of these labels (metrics.httpRow), when the caller keeps it. */
   row: HttpTally | undefined;
+  /** The parsed body (a POST quick.ts refused), logged with logging.bodies as observe() logs it. */
+  body?: unknown;
 }
 
 /**
  * Called once per request when its response closes: one access log line (request id, key id, model,
  * status, time; the body only with logging.bodies) and the HTTP metrics. A response that closed before
  * it finished is recorded as 499 (the client left), as the ledger records it. `plain` records a
- * request answered outside Fastify (quick.ts), which has no body to log.
+ * request answered outside Fastify (quick.ts), with the body it read, if any.
  */
 export function requestObserver(services: Services, tracing?: Tracing) {
   const { logger, metrics } = services;
@@ -97,8 +108,8 @@ export function requestObserver(services: Services, tracing?: Tracing) {
     try {
       if (o.row) {
         metrics.countHttp(o.row, o.ms / 1000);
-        line(o.id, o.method, o.url, o.status, o.ms, o.principal, o.model, o.code, undefined);
-      } else write(o.id, o.method, o.url, o.route, o.status, o.ms, o.principal, o.model, o.code, undefined);
+        line(o.id, o.method, o.url, o.status, o.ms, o.principal, o.model, o.code, o.body);
+      } else write(o.id, o.method, o.url, o.route, o.status, o.ms, o.principal, o.model, o.code, o.body);
     } catch (error) {
       logger.warn({ err: error, id: o.id }, 'could not record the request in the access log and metrics');
     }

@@ -8,8 +8,19 @@
 // compares them). Anything else, or anything these cannot settle at once (a key the store must be
 // asked about, a refused Host, a body, a query, a '%' in the path, CORS or tracing configured, the
 // server draining), goes on to Fastify untouched.
+//
+// The POST routes' refusals before any work (a body breaking the rules, naming the field; an unknown
+// model) are answered here too: through Fastify they cost ~+26..+43 µs of CPU over a bare node:http
+// POST that reads the same body (docs/BENCHMARKS.md), its Request/Reply, the content-type parser's
+// AsyncResource, the hook chain and the reply's send path, where the same checks answered here cost about
+// what the GET answers do. quickPost below reads the body (a JSON body of a known length within the
+// route's limit, a key known in memory with no request-rate limit of its own), runs the route's own
+// pre-work check (src/serving: checkChatRequest, ...) and answers its 4xx; a body it accepts, or one it
+// cannot settle (not JSON, a check that fails otherwise), goes to Fastify with the bytes read
+// (replayPreRead) and the check's result, so nothing is read, parsed or checked twice.
+import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyRequest, preParsingHookHandler } from 'fastify';
 import { errorFields, type ErrorFields, InferaError } from '../errors/index.ts';
 import { errorHeaders, errorJson } from '../errors/render.ts';
 import type { HttpTally } from '../observability/metrics.ts';
@@ -17,7 +28,50 @@ import type { Principal } from '../platform/gate.ts';
 import type { Services } from '../serving/context.ts';
 import { listModelsJson } from '../serving/models.ts';
 import type { hostPolicy } from './edge.ts';
-import type { PlainObservation } from './observe.ts';
+import { modelLabel, namedModel, type PlainObservation } from './observe.ts';
+
+/** A POST route quick.ts may answer: its pattern (the metrics label), body limit and pre-work check. */
+export interface QuickPost {
+  route: string;
+  bodyLimit: number;
+  /** The route's refusals before any work: returned or thrown as an InferaError; anything else goes to the handler. */
+  check: (body: unknown) => unknown;
+}
+
+/** A POST body quick.ts read and handed to Fastify: the bytes (replayed), the parse and the check's result. */
+interface PreRead {
+  chunks: Buffer[];
+  /** False: not JSON (or blank); Fastify's parser says so. */
+  parsed: boolean;
+  body: unknown;
+  checked: unknown;
+}
+const PRE_READ = Symbol('infera.preRead');
+type PreReadRequest = IncomingMessage & { [PRE_READ]?: PreRead };
+
+/** The check's result quick.ts passed on for this request (undefined: the handler checks itself). */
+export function checkedBefore<T>(request: FastifyRequest): T | undefined {
+  return (request.raw as PreReadRequest)[PRE_READ]?.checked as T | undefined;
+}
+
+/** The body quick.ts parsed for this request, if it did (the content-type parser takes it as is). */
+export function parsedBefore(request: FastifyRequest): { body: unknown } | undefined {
+  const pre = (request.raw as PreReadRequest)[PRE_READ];
+  return pre?.parsed ? pre : undefined;
+}
+
+/**
+ * The POST routes' preParsing hook: a body quick.ts already read is given to Fastify's body reader
+ * (limits, length check, parser) as a stream of the same bytes; otherwise the request's own stream.
+ */
+export const replayPreRead: preParsingHookHandler = (request, _reply, payload, done) => {
+  const pre = (request.raw as PreReadRequest)[PRE_READ];
+  if (pre === undefined) return done(null, payload);
+  const stream = new Readable({ read() {} });
+  for (const chunk of pre.chunks) stream.push(chunk);
+  stream.push(null);
+  done(null, stream);
+};
 
 export interface QuickOptions {
   services: Services;
@@ -30,6 +84,10 @@ export interface QuickOptions {
   record: (observation: PlainObservation) => void;
   /** Called when a quick answer's response closed (the drain waits for idle sockets). */
   closed: () => void;
+  /** The POST routes answered here when refused, by exact URL (no query). */
+  posts: Map<string, QuickPost>;
+  /** Fastify's request handler: a POST quick.ts read and did not refuse goes on there. */
+  fastify: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
 const JSON_UTF8 = 'application/json; charset=utf-8';
@@ -41,6 +99,17 @@ interface QuickState {
 }
 type QuickResponse = ServerResponse & { [STATE]?: QuickState };
 
+/** A POST being read: what its 'data', 'end' and 'error' listeners (one function each, no closures) need. */
+interface PostState {
+  res: QuickResponse;
+  target: QuickPost;
+  principal: Principal;
+  started: number;
+  chunks: Buffer[];
+}
+const POST = Symbol('infera.quickPost');
+type PostRequest = PreReadRequest & { [POST]?: PostState };
+
 /** A refusal as sent: its status, error code, headers besides the ids and the type, body and length, metrics row. */
 interface Refusal {
   status: number;
@@ -51,6 +120,14 @@ interface Refusal {
   row: HttpTally;
 }
 const NOT_FOUND_MAX = 256;
+/**
+ * The largest POST body quick.ts reads. A request it hands on reaches Fastify once its body is in, so
+ * Fastify's clock (the access line's ms, the duration metrics, the route's time limit) starts then; a
+ * larger body (a base64 image, long documents), whose upload may take a while, goes to Fastify from the
+ * start and is timed from its arrival as before. A refusal's body is small, and one this large costs its
+ * reading and parsing far more than Fastify's path does.
+ */
+const QUICK_BODY_MAX = 64 * 1024;
 
 /** The byte length of the last list sent, kept while the list's text stays the same string. */
 let lastList = '';
@@ -102,7 +179,7 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     notFound.set(url, refusal);
     return refusal;
   };
-  function refusalOf(error: ErrorFields, route: string | undefined, extra: Record<string, string>): Refusal {
+  function refusalOf(error: ErrorFields, route: string | undefined, extra: Record<string, string>, method = 'GET', model = ''): Refusal {
     const body = errorJson(error);
     const code = error.code ?? undefined;
     return {
@@ -111,9 +188,19 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
       extra: Object.entries(extra),
       body,
       bytes: Buffer.byteLength(body),
-      row: metrics.httpRow(route ?? 'unmatched', 'GET', error.status, '', code ?? ''),
+      row: metrics.httpRow(route ?? 'unmatched', method, error.status, model, code ?? ''),
     };
   }
+  // A POST's refusal text per error (unknown-model and no-messages refusals are one object each); the
+  // metrics row depends on the model named too, so it is looked up per request (metrics.httpRow).
+  const postRefusals = new WeakMap<InferaError, Refusal>();
+  const postRefusalFor = (error: InferaError, route: string, model: string): Refusal => {
+    const known = postRefusals.get(error);
+    if (known) return known.row.requestLabels.model === model && known.row.requestLabels.route === route ? known : { ...known, row: metrics.httpRow(route, 'POST', known.status, model, known.code ?? '') };
+    const refusal = refusalOf(error, route, errorHeaders(error), 'POST', model);
+    postRefusals.set(error, refusal);
+    return refusal;
+  };
 
   function onClose(this: QuickResponse): void {
     const state = this[STATE]!;
@@ -139,16 +226,20 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     bytes: number,
     principal: Principal | undefined,
     code: string | undefined,
+    method = 'GET',
+    model = '',
+    requestBody: unknown = undefined,
   ): true {
     headers['content-length'] = String(bytes);
     res.writeHead(status, headers);
     res.end(body);
-    res[STATE] = { started, observation: { id, method: 'GET', url: req.url!, route, status, ms: 0, principal, model: '', code, row } };
+    res[STATE] = { started, observation: { id, method, url: req.url!, route, status, ms: 0, principal, model, code, row, body: requestBody } };
     res.on('close', onClose);
     return true;
   }
 
   return (req, res) => {
+    if (req.method === 'POST') return enabled() && quickPost(req, res);
     if (req.method !== 'GET' || !enabled()) return false;
     const headers = req.headers;
     // A GET with a body is rare enough to leave to Fastify (its body handling is the reference).
@@ -178,10 +269,101 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     return send(req, res, started, id, route, listRow(route), 200, { 'x-request-id': id, 'x-siliconcloud-trace-id': id, 'content-type': JSON_UTF8 }, list, lastListBytes, known, undefined);
   };
 
-  function refuse(req: IncomingMessage, res: QuickResponse, started: number, id: string, route: string | undefined, refusal: Refusal): true {
+  function refuse(
+    req: IncomingMessage,
+    res: QuickResponse,
+    started: number,
+    id: string,
+    route: string | undefined,
+    refusal: Refusal,
+    post?: { principal: Principal; model: string; body: unknown },
+  ): true {
+    // The headers in the order Fastify sends them: the ids (onRequest), the error's own, the type.
     const headers: Record<string, string> = { 'x-request-id': id, 'x-siliconcloud-trace-id': id };
     for (const [name, value] of refusal.extra) headers[name] = value;
     headers['content-type'] = JSON_UTF8;
+    if (post) return send(req, res, started, id, route, refusal.row, refusal.status, headers, refusal.body, refusal.bytes, post.principal, refusal.code, 'POST', post.model, post.body);
     return send(req, res, started, id, route, refusal.row, refusal.status, headers, refusal.body, refusal.bytes, undefined, refusal.code);
+  }
+
+  /**
+   * A POST to a route in `posts`: true when it is this function's (it reads the body, then answers a
+   * refusal or hands the request to Fastify), false to leave it to Fastify unread: a body other than
+   * `application/json` as SDKs spell it with a length within the route's limit and QUICK_BODY_MAX
+   * (Fastify's 413 and 415 and its reading of chunked bodies stay the reference), a key the gate does not know in memory or
+   * refuses (its 401 closes the unread body), a key with request-rate limits of its own (its precheck
+   * may wait on the counter store, before the body), a refused Host/Origin.
+   */
+  function quickPost(req: PostRequest, res: QuickResponse): boolean {
+    const target = options.posts.get(req.url!);
+    if (target === undefined) return false;
+    const headers = req.headers;
+    if (headers['content-type'] !== 'application/json' || headers['transfer-encoding'] !== undefined) return false;
+    const length = Number(headers['content-length']);
+    if (!(length > 0 && length <= target.bodyLimit && length <= QUICK_BODY_MAX)) return false;
+    const started = performance.now();
+    const principal = services.gate.authenticateSync?.(options.bearer(headers), req.socket.remoteAddress ?? '');
+    if (principal === undefined || principal instanceof InferaError) return false;
+    // gate.precheck answers undefined (nothing to check) for a key without limits of its own.
+    if (principal.limits || hosts.check({ headers } as FastifyRequest, principal.keyId === 'anonymous')) return false;
+    req[POST] = { res, target, principal, started, chunks: [] };
+    req.on('data', onPostData);
+    req.on('end', onPostEnd);
+    req.on('error', onPostError);
+    return true;
+  }
+
+  function onPostData(this: PostRequest, chunk: Buffer): void {
+    this[POST]!.chunks.push(chunk);
+  }
+
+  /** The client left before its body was in: logged and recorded as Fastify's path does (499, nothing sent). */
+  function onPostError(this: PostRequest): void {
+    const state = this[POST];
+    if (state === undefined) return;
+    this[POST] = undefined;
+    this.removeListener('data', onPostData);
+    this.removeListener('end', onPostEnd);
+    const id = options.requestId(this);
+    services.logger.info({ id }, 'client disconnected before the answer');
+    const ms = performance.now() - state.started;
+    record({ id, method: 'POST', url: this.url!, route: state.target.route, status: 499, ms, principal: state.principal, model: '', code: undefined, row: undefined });
+    closed();
+  }
+
+  function onPostEnd(this: PostRequest): void {
+    const state = this[POST]!;
+    this[POST] = undefined;
+    this.removeListener('data', onPostData);
+    this.removeListener('error', onPostError);
+    const { res, target, chunks } = state;
+    // Decoded once, whole, as Fastify's body reader does (a character split across chunks stays whole).
+    const text = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8');
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // Not JSON, or blank: the content-type parser's answer (invalid_json, or no body).
+      handOff(this, res, { chunks, parsed: false, body: undefined, checked: undefined });
+      return;
+    }
+    let checked: unknown;
+    try {
+      checked = target.check(body);
+    } catch (error) {
+      checked = error;
+    }
+    if (checked instanceof InferaError && checked.status < 500) {
+      const model = modelLabel(namedModel(body), services);
+      refuse(this, res, state.started, options.requestId(this), target.route, postRefusalFor(checked, target.route, model), { principal: state.principal, model, body });
+      return;
+    }
+    // Accepted, or failed otherwise (the handler runs the check again and fails the same way, through Fastify's error path).
+    handOff(this, res, { chunks, parsed: true, body, checked: checked instanceof Error ? undefined : checked });
+  }
+
+  function handOff(req: PostRequest, res: ServerResponse, pre: PreRead): void {
+    req[PRE_READ] = pre;
+    options.fastify(req, res);
   }
 }

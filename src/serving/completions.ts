@@ -7,7 +7,7 @@ import type { UsageReport } from '../platform/gate.ts';
 import { buildTextCompletion, newTextCompletionId, parseCompletionRequest, requestCachedTokens } from '../protocol/completions.ts';
 import { TextCompletionFrames } from '../protocol/completions-stream.ts';
 import type { ChatModel, CompletionCallOptions, CompletionStreamPart, CompletionUsage } from '../spec/index.ts';
-import type { ModelLease } from '../registry/registry.ts';
+import type { ModelEntry, ModelLease } from '../registry/registry.ts';
 import { SettlingFrames } from './chat.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failureNote, statusOf, streamEnd, usageReport, warningsNote } from './usage.ts';
@@ -21,10 +21,24 @@ type CompletingModel = ChatModel & Required<Pick<ChatModel, 'checkCompletion' | 
 const completes = (model: ChatModel): model is CompletingModel =>
   typeof model.checkCompletion === 'function' && typeof model.doComplete === 'function' && typeof model.doCompleteStream === 'function';
 
-export async function serveCompletion(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
+/** A text completion request that passed the checks needing neither the model nor the platform. */
+export interface CheckedCompletionRequest {
+  request: ReturnType<typeof parseCompletionRequest>;
+  entry: ModelEntry;
+}
+
+/**
+ * What a text completion request is refused for before any work (throws those 400s): the body's rules
+ * and the model id. The HTTP layer runs it on its own (src/http/quick.ts) and passes the result in.
+ */
+export function checkCompletionRequest(services: Services, body: unknown): CheckedCompletionRequest {
+  const request = parseCompletionRequest(body, services.config.requests);
+  return { request, entry: services.registry.resolve(request.model, 'chat') };
+}
+
+export async function serveCompletion(services: Services, context: RequestContext, body: unknown, given?: CheckedCompletionRequest): Promise<ServeResult> {
   const limits = services.config.requests;
-  const request = parseCompletionRequest(body, limits);
-  const entry = services.registry.resolve(request.model, 'chat');
+  const { request, entry } = given ?? checkCompletionRequest(services, body);
   const choices = request.prompts.length * request.n;
   const promptEstimate = request.prompts.reduce<number>((sum, prompt) => sum + estimateTokens(prompt, request.options.suffix), 0);
   const { maxTokens } = request.options;

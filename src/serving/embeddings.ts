@@ -7,7 +7,7 @@ import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from '../config/requests.t
 import { buildEmbeddingsResponse, parseEmbeddingsRequest, type EmbeddingsRequest } from '../protocol/embeddings.ts';
 import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { EmbeddingInput, EmbeddingModel, EmbedResult } from '../spec/index.ts';
-import type { ModelLease } from '../registry/registry.ts';
+import type { ModelEntry, ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failedReport, usageReport, warningsNote } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
@@ -50,11 +50,26 @@ export function runEmbedBatch(model: EmbeddingModel, entries: BatchEntry<EmbedJo
   return model.doEmbedBatch ? model.doEmbedBatch(calls) : calls.map((call) => model.doEmbed(call));
 }
 
-export async function serveEmbeddings(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
+/** An embeddings request that passed the checks needing neither the model nor the platform. */
+export interface CheckedEmbeddingsRequest {
+  request: EmbeddingsRequest;
+  entry: ModelEntry;
+}
+
+/**
+ * What an embeddings request is refused for before any work (throws those 400s): the body's rules, the
+ * token cap, the model id. The HTTP layer runs it on its own (src/http/quick.ts) and passes the result in.
+ */
+export function checkEmbeddingsRequest(services: Services, body: unknown): CheckedEmbeddingsRequest {
   const limits = services.config.requests;
   const request = parseEmbeddingsRequest(body, limits);
   refuseOverTokenCap(request.inputs, limits);
-  const entry = services.registry.resolve(request.model, 'embedding');
+  return { request, entry: services.registry.resolve(request.model, 'embedding') };
+}
+
+export async function serveEmbeddings(services: Services, context: RequestContext, body: unknown, given?: CheckedEmbeddingsRequest): Promise<ServeResult> {
+  const limits = services.config.requests;
+  const { request, entry } = given ?? checkEmbeddingsRequest(services, body);
   const estimate = estimateInputTokens(request.inputs);
   const admission = await admitFor(services, context, entry, request.model, 'embeddings', {
     estimatedTokens: estimate,

@@ -10,7 +10,7 @@ import type { InferaConfig } from '../config/schema.ts';
 import { badRequest } from '../errors/index.ts';
 import { buildImagesResponse, checkImageSize, checkImageWork, type ImageGenerationRequest, MAX_SEED, parseImageGenerationRequest } from '../protocol/images.ts';
 import type { ImageModel, ImageResult } from '../spec/index.ts';
-import type { ModelLease } from '../registry/registry.ts';
+import type { ModelEntry, ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failedReport, usageReport } from './usage.ts';
 import { decodeInitImage, loadImageInput } from './images-input.ts';
@@ -61,20 +61,40 @@ export interface ImageServeOptions {
   origin: string;
 }
 
-export async function serveImageGeneration(
-  services: Services,
-  context: RequestContext,
-  body: unknown,
-  options: ImageServeOptions,
-): Promise<ServeResult> {
+/** An image request that passed the checks needing neither the loaded model nor the platform. */
+export interface CheckedImageRequest {
+  request: ImageGenerationRequest;
+  entry: ModelEntry;
+  declared: ReturnType<Services['registry']['imageLimits']>;
+}
+
+/**
+ * What an image request is refused for before any work (throws those 400s): the body's rules, the
+ * model id, and the size and work against the limits the model declares up front. The HTTP layer runs
+ * it on its own (src/http/quick.ts) and passes the result in.
+ */
+export function checkImageGenerationRequest(services: Services, body: unknown): CheckedImageRequest {
   const limits = services.config.requests;
   const request = parseImageGenerationRequest(body, { strict: services.config.server.strictParameters, limits });
-  for (const warning of request.warnings) context.logger.warn(warning);
   const entry = services.registry.resolve(request.model, 'text-to-image');
   const declared = services.registry.imageLimits(entry);
   if (request.size && declared) checkImageSize(request.size, declared);
   const declaredSize = request.size ? [request.size.width, request.size.height] : declared?.defaultSize;
   if (declaredSize) checkImageWork(request, declaredSize[0]!, declaredSize[1]!, limits.maxImagePixelSteps);
+  return { request, entry, declared };
+}
+
+export async function serveImageGeneration(
+  services: Services,
+  context: RequestContext,
+  body: unknown,
+  options: ImageServeOptions,
+  given?: CheckedImageRequest,
+): Promise<ServeResult> {
+  const limits = services.config.requests;
+  const { request, entry, declared } = given ?? checkImageGenerationRequest(services, body);
+  // Logged once the request passed its checks (a refused request's ignored fields are not worth a line).
+  for (const warning of request.warnings) context.logger.warn(warning);
   const admission = await admitFor(services, context, entry, request.model, 'images', {
     estimatedTokens: 0,
     images: request.batchSize,

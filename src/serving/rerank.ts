@@ -5,7 +5,7 @@ import type { ModelConfig } from '../config/schema.ts';
 import { buildRerankResponse, parseRerankRequest, type RerankRequest } from '../protocol/rerank.ts';
 import type { BatchEntry, MicroBatcher } from '../scheduler/micro-batcher.ts';
 import type { RerankCallOptions, RerankModel, RerankResult } from '../spec/index.ts';
-import type { ModelLease } from '../registry/registry.ts';
+import type { ModelEntry, ModelLease } from '../registry/registry.ts';
 import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failedReport, usageReport, warningsNote } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
@@ -52,7 +52,18 @@ function refuseOverRerankCap(request: RerankRequest, limits: { maxPairs: number;
   for (const document of request.documents) meter.add(query + Math.ceil(document.length / maxCharsPerToken));
 }
 
-export async function serveRerank(services: Services, context: RequestContext, body: unknown): Promise<ServeResult> {
+/** A rerank request that passed the checks needing neither the model nor the platform. */
+export interface CheckedRerankRequest {
+  request: RerankRequest;
+  entry: ModelEntry;
+}
+
+/**
+ * What a rerank request is refused for before any work (throws those 400s): the body's rules, the work
+ * cap, the model id, an instruction the model cannot take. The HTTP layer runs it on its own
+ * (src/http/quick.ts) and passes the result in.
+ */
+export function checkRerankRequest(services: Services, body: unknown): CheckedRerankRequest {
   const limits = services.config.requests;
   const request = parseRerankRequest(body, limits);
   const workLimits = { maxPairs: limits.maxRerankPairs, maxTokens: limits.maxRerankTokens };
@@ -63,6 +74,13 @@ export async function serveRerank(services: Services, context: RequestContext, b
       `instruction: model '${request.model}' is not an instruction-following reranker; omit \`instruction\`.`,
       'instruction',
     );
+  return { request, entry };
+}
+
+export async function serveRerank(services: Services, context: RequestContext, body: unknown, given?: CheckedRerankRequest): Promise<ServeResult> {
+  const limits = services.config.requests;
+  const { request, entry } = given ?? checkRerankRequest(services, body);
+  const workLimits = { maxPairs: limits.maxRerankPairs, maxTokens: limits.maxRerankTokens };
   const estimate = estimateRerankTokens(request);
   // Chunking and the query repeated per chunk are only counted inside the batch run, so the reservation
   // takes twice the character estimate; a request that still uses more is charged what was reserved.

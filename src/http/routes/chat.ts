@@ -6,6 +6,7 @@ import type { Services } from '../../serving/context.ts';
 import { type CheckedChatRequest, checkChatRequest, serveChatCompletion } from '../../serving/chat.ts';
 import { InferaError } from '../../errors/index.ts';
 import { requestContext, sendResult } from '../app.ts';
+import { checkedBefore } from '../quick.ts';
 import { inferenceRouteOptions } from '../edge.ts';
 import { errorResponses, routeSchema } from '../openapi.ts';
 
@@ -28,7 +29,7 @@ export function registerChatRoutes(scope: FastifyInstance, services: Services): 
   scope.post('/chat/completions', { ...inferenceRouteOptions(services.config.server, 'chat'), schema }, (request, reply) => {
     let checked: CheckedChatRequest | InferaError;
     try {
-      checked = checkChatRequest(services, request.body);
+      checked = checkedBefore<CheckedChatRequest>(request) ?? checkChatRequest(services, request.body);
     } catch (error) {
       if (!(error instanceof InferaError)) throw error;
       checked = error;

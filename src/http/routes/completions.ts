@@ -3,8 +3,9 @@ import { z } from 'zod';
 import { wireErrorSchema } from '../../errors/render.ts';
 import { completionRequestSchema, textCompletionSchema } from '../../protocol/completions.ts';
 import type { Services } from '../../serving/context.ts';
-import { serveCompletion } from '../../serving/completions.ts';
+import { type CheckedCompletionRequest, serveCompletion } from '../../serving/completions.ts';
 import { requestContext, sendResult } from '../app.ts';
+import { checkedBefore } from '../quick.ts';
 import { inferenceRouteOptions } from '../edge.ts';
 import { errorResponses, routeSchema } from '../openapi.ts';
 
@@ -29,7 +30,7 @@ export function registerCompletionRoutes(scope: FastifyInstance, services: Servi
   );
   // Text generation on chat models: chat's body and time limits (server.bodyLimits.chat, routeTimeoutsSeconds.chat).
   scope.post('/completions', { ...inferenceRouteOptions(services.config.server, 'chat'), schema }, async (request, reply) => {
-    const result = await serveCompletion(services, requestContext(request, services), request.body);
+    const result = await serveCompletion(services, requestContext(request, services), request.body, checkedBefore<CheckedCompletionRequest>(request));
     return sendResult(request, reply, result);
   });
 }

@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { embeddingsRequestSchema, embeddingsResponseSchema } from '../../protocol/embeddings.ts';
 import type { Services } from '../../serving/context.ts';
-import { serveEmbeddings } from '../../serving/embeddings.ts';
+import { type CheckedEmbeddingsRequest, serveEmbeddings } from '../../serving/embeddings.ts';
 import { requestContext, sendResult } from '../app.ts';
+import { checkedBefore } from '../quick.ts';
 import { inferenceRouteOptions } from '../edge.ts';
 import { errorResponses, routeSchema } from '../openapi.ts';
 
@@ -17,7 +18,7 @@ export function registerEmbeddingRoutes(scope: FastifyInstance, services: Servic
     scope.prefix === '',
   );
   scope.post('/embeddings', { ...inferenceRouteOptions(services.config.server, 'embeddings'), schema }, async (request, reply) => {
-    const result = await serveEmbeddings(services, requestContext(request, services), request.body);
+    const result = await serveEmbeddings(services, requestContext(request, services), request.body, checkedBefore<CheckedEmbeddingsRequest>(request));
     return sendResult(request, reply, result);
   });
 }

@@ -3,8 +3,9 @@ import { z } from 'zod';
 import { wireErrorBodySchema } from '../../errors/render.ts';
 import { imageGenerationRequestSchema, imagesResponseSchema } from '../../protocol/images.ts';
 import type { Services } from '../../serving/context.ts';
-import { IMAGE_FILES_PATH, imageStoreFor, serveImageFile, serveImageGeneration } from '../../serving/images.ts';
+import { type CheckedImageRequest, IMAGE_FILES_PATH, imageStoreFor, serveImageFile, serveImageGeneration } from '../../serving/images.ts';
 import { requestContext, sendResult } from '../app.ts';
+import { checkedBefore } from '../quick.ts';
 import { inferenceRouteOptions } from '../edge.ts';
 import { errorResponses, routeSchema } from '../openapi.ts';
 
@@ -23,7 +24,7 @@ export function registerImageRoutes(scope: FastifyInstance, services: Services):
     );
     scope.post(path, { ...inferenceRouteOptions(services.config.server, 'images'), schema }, async (request, reply) => {
       // Never the request's Host header: a client (or a rebinding page) would choose the links we hand out.
-      const result = await serveImageGeneration(services, requestContext(request, services), request.body, { origin: request.server.publicOrigin() });
+      const result = await serveImageGeneration(services, requestContext(request, services), request.body, { origin: request.server.publicOrigin() }, checkedBefore<CheckedImageRequest>(request));
       return sendResult(request, reply, result);
     });
   }

@@ -1,8 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { rerankRequestSchema, rerankResponseSchema } from '../../protocol/rerank.ts';
 import type { Services } from '../../serving/context.ts';
-import { serveRerank } from '../../serving/rerank.ts';
+import { type CheckedRerankRequest, serveRerank } from '../../serving/rerank.ts';
 import { requestContext, sendResult } from '../app.ts';
+import { checkedBefore } from '../quick.ts';
 import { inferenceRouteOptions } from '../edge.ts';
 import { errorResponses, routeSchema } from '../openapi.ts';
 
@@ -13,7 +14,7 @@ import { errorResponses, routeSchema } from '../openapi.ts';
  */
 export function registerRerankRoutes(scope: FastifyInstance, services: Services): void {
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
-    const result = await serveRerank(services, requestContext(request, services), request.body);
+    const result = await serveRerank(services, requestContext(request, services), request.body, checkedBefore<CheckedRerankRequest>(request));
     return sendResult(request, reply, result);
   };
   const options = inferenceRouteOptions(services.config.server, 'rerank');
