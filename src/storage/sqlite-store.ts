@@ -56,7 +56,7 @@ interface ClaimRow {
 /** A durable reservation that must wait: another live server holds reservations in memory and was asked to write them out. */
 const WAIT = Symbol('wait for the claim');
 /** How often the holder of the claim looks whether another server asked for it (PRAGMA data_version; ~1 µs). */
-const CLAIM_POLL_MS = 20;
+const CLAIM_POLL_MS = 50;
 
 const processGone = (pid: number): boolean => {
   try {
