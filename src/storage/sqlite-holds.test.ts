@@ -143,3 +143,23 @@ test("a claim is waited for while its server lives, and void at once when its pr
       await b.close();
     }
   }));
+
+test('a top-up or charge made from another connection (the CLI) counts at the next hold: the balance is read from the file each time', () =>
+  withFile(async (path) => {
+    const store = new SqliteStore(path, { memoryHolds: true });
+    const cli = new SqliteStore(path);
+    try {
+      await store.heartbeat('inst_a', Date.now());
+      await store.adjustBalance('acct', 4);
+      assert.equal((await store.reserve(reservation('r0', 2))).ok, true);
+      assert.equal((await store.reserve(reservation('r1', 2))).ok, true, 'held in memory: 2 of the 2 left');
+      assert.equal((await store.reserve(reservation('r2', 2))).ok, false);
+      assert.equal(await cli.adjustBalance('acct', 2), 4, 'the CLI does not see the hold');
+      assert.deepEqual(await store.reserve(reservation('r3', 2)), { ok: true, balanceMicro: 0 });
+      await cli.adjustBalance('acct', -1);
+      assert.deepEqual(await store.reserve(reservation('r4', 1)), { ok: false, balanceMicro: -1 }, 'a charge from the CLI leaves less than is held');
+    } finally {
+      await cli.close();
+      await store.close();
+    }
+  }));
