@@ -163,3 +163,29 @@ test('a top-up or charge made from another connection (the CLI) counts at the ne
       await store.close();
     }
   }));
+
+test('a claim voided while its server was silent past staleAfter: its holds are not taken later (never below zero), they settle as holds', () =>
+  withFile(async (path, peek) => {
+    const a = new SqliteStore(path, { memoryHolds: true, staleAfterMs: 200 });
+    const b = new SqliteStore(path, { memoryHolds: true, staleAfterMs: 200 });
+    try {
+      // a's last beat is a second old: to b it is a server that stopped beating (a stalled event loop).
+      await a.heartbeat('inst_a', Date.now() - 1000);
+      await a.adjustBalance('acct', 10);
+      for (let i = 0; i < 5; i++) assert.equal((await a.reserve(reservation(`a${i}`, 1))).ok, true);
+      assert.equal(claimant(peek), 'inst_a');
+      await b.heartbeat('inst_b', Date.now());
+      // b voids the silent claim and sees the file: 9 left (a0's row), a1..a4 unseen.
+      const results = await Promise.all(Array.from({ length: 10 }, (_, i) => b.reserve(reservation(`b${i}`, 1, 'inst_b'))));
+      assert.equal(results.filter((r) => r.ok).length, 9);
+      await new Promise((resolve) => setTimeout(resolve, 150)); // a's timer finds its claim gone
+      assert.equal(rowsHeld(peek), 10, "a's holds were not written out as rows (they would take what b took)");
+      assert.equal(fileBalance(peek), 0);
+      await a.appendLedger(['a1', 'a2', 'a3', 'a4'].map((id) => row(`q_${id}`, id, 1)));
+      assert.equal(fileBalance(peek), 0, 'never below zero');
+      assert.equal((await a.reserve(reservation('a5', 1))).ok, false, "a reserves rows now, and there's nothing left");
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  }));

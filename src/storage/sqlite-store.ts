@@ -265,7 +265,7 @@ export class SqliteStore implements PlatformStore {
   private seenVersion = 0;
   /** Run once the transaction in progress has committed (holds a ledger row released); dropped on a rollback. */
   private afterCommit: (() => void)[] = [];
-  private readonly yieldTransaction: Database.Transaction<(instanceId: string) => void>;
+  private readonly yieldTransaction: Database.Transaction<(instanceId: string) => boolean>;
 
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
     this.restartFrames = options.restartFrames ?? RESTART_FRAMES;
@@ -424,12 +424,18 @@ export class SqliteStore implements PlatformStore {
       return { ok: true, balanceMicro: left };
     };
     // Giving up the claim: every hold becomes the row (and the take) it would have been, in one commit.
-    this.yieldTransaction = this.db.transaction((instanceId: string) => {
+    // A claim that is no longer this server's was voided by another server while this one was silent
+    // past staleAfter (a stalled event loop): that server reserved without seeing these holds, so they
+    // are not taken now (the balance may not cover them any more); each settles on its own as a hold,
+    // its cost charged never below zero — what a stalled server's settlement does with rows (docs/PLATFORM.md).
+    this.yieldTransaction = this.db.transaction((instanceId: string): boolean => {
+      if (this.statements.claim.get()?.instance_id !== instanceId) return false;
       for (const [id, h] of this.holds) {
         this.statements.charge.run(h.amountMicro, h.accountId);
         this.statements.insertReservation.run(id, h.accountId, h.amountMicro, h.instanceId, h.requestId, h.createdAt);
       }
       this.statements.dropClaim.run(instanceId);
+      return true;
     });
     this.batchTransaction = this.db.transaction((writes: QueuedWrite[]) => writes.map((write) => write.run()));
     this.singleTransaction = this.db.transaction((write: QueuedWrite) => write.run());
@@ -607,14 +613,17 @@ export class SqliteStore implements PlatformStore {
   /** Writes every hold out as the reservation row it stands for, and gives the claim up, in one commit. */
   private yieldClaim(): void {
     const instanceId = this.claimedBy!;
+    let written: boolean;
     try {
-      this.yieldTransaction.immediate(instanceId);
+      written = this.yieldTransaction.immediate(instanceId);
     } catch {
       // Busy or failing: still the holder (no other server reserves until the row is gone); the next look tries again.
       return;
     }
-    this.holds.clear();
-    this.held.clear();
+    if (written) {
+      this.holds.clear();
+      this.held.clear();
+    }
     this.claimedBy = undefined;
     clearInterval(this.claimTimer);
     this.claimTimer = undefined;
