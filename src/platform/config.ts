@@ -94,13 +94,18 @@ export const platformConfigSchema = z
       .object({
         heartbeatSeconds: z.number().positive().max(3600).default(10),
         staleAfterSeconds: z.number().positive().max(86_400).default(60),
+        /**
+         * SQLite: while this server is the only live one on its file, hold reservations in memory
+         * instead of committing each (docs/PLATFORM.md, "Prices and balance"); false: a row per reservation.
+         */
+        memoryHolds: z.boolean().default(true),
       })
       .strict()
       .refine((r) => r.staleAfterSeconds >= 2 * r.heartbeatSeconds, {
         message: 'staleAfterSeconds must be at least twice heartbeatSeconds, or a live server could lose its reservations',
         path: ['staleAfterSeconds'],
       })
-      .default({ heartbeatSeconds: 10, staleAfterSeconds: 60 }),
+      .default({ heartbeatSeconds: 10, staleAfterSeconds: 60, memoryHolds: true }),
     /** Postgres schema for Infera's tables (created if missing); lets replicas of one deployment share it. */
     postgresSchema: z.string().regex(/^[a-z_][a-z0-9_]*$/).default('public'),
     /** Prefix for Redis counter keys. */

@@ -32,7 +32,12 @@ export async function openPlatformStore(config: InferaConfig, platform?: Platfor
   ensurePrivateDir(dirname(file));
   closeSync(openSync(file, 'a', 0o600));
   chmodSync(file, 0o600);
-  return new SqliteStore(file, { synchronous: settings.ledger.synchronous });
+  return new SqliteStore(file, {
+    synchronous: settings.ledger.synchronous,
+    staleAfterMs: settings.reservations.staleAfterSeconds * 1000,
+    // A server's reservations are held in memory while it is alone on the file (SqliteStore.holds).
+    memoryHolds: settings.reservations.memoryHolds,
+  });
 }
 
 export interface CreateGateOptions {

@@ -465,7 +465,7 @@ test('migrations are versioned and run once; data survives reopening', async () 
     assert.equal((await second.authenticate(secret, '127.0.0.1')).keyName, 'keep');
     await second.close();
     const db = new Database(sqlitePath(config), { readonly: true });
-    assert.deepEqual(db.prepare('SELECT version FROM infera_migrations').all(), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
+    assert.deepEqual(db.prepare('SELECT version FROM infera_migrations').all(), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();
   } finally {

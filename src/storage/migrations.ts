@@ -104,6 +104,23 @@ export const sqliteMigrations: Migration[] = [
       ALTER TABLE reservations_v4 RENAME TO reservations;
     `,
   },
+  {
+    version: 5,
+    name: 'hold claim: the one server that holds its reservations in memory, and who asked it to stop',
+    // SqliteStore (memoryHolds): while one server is the only live one on the file it keeps reservations
+    // in memory (no commit of their own) and holds this row; another server that wants to reserve asks
+    // it to write them out (yield_to) and waits until the row is gone. host and pid: a claim whose process
+    // is gone from this host is void at once, not only when its heartbeat goes stale.
+    sql: `
+      CREATE TABLE hold_claim (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        instance_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        yield_to TEXT
+      );
+    `,
+  },
 ];
 
 export const postgresMigrations: Migration[] = [

@@ -3,6 +3,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { sqliteMigrations } from './migrations.ts';
@@ -24,7 +25,47 @@ export interface SqliteStoreOptions {
   restartFrames?: number;
   /** How often the checkpoint thread runs (CHECKPOINT_MS; tests set less). */
   checkpointMs?: number;
+  /**
+   * platform.reservations.staleAfterSeconds, in ms: how long a silent server's claim (see memoryHolds)
+   * is honoured. Default 60 s.
+   */
+  staleAfterMs?: number;
+  /**
+   * Hold reservations in memory while this is the only live server on the file (a server's store; the
+   * CLI never reserves). See `SqliteStore.holds`.
+   */
+  memoryHolds?: boolean;
 }
+
+/** A reservation held in memory: nothing was taken from the balance in the file yet. */
+interface Hold {
+  accountId: string;
+  amountMicro: number;
+  instanceId: string;
+  requestId: string;
+  createdAt: number;
+}
+
+interface ClaimRow {
+  instance_id: string;
+  host: string;
+  pid: number;
+  yield_to: string | null;
+}
+
+/** A durable reservation that must wait: another live server holds reservations in memory and was asked to write them out. */
+const WAIT = Symbol('wait for the claim');
+/** How often the holder of the claim looks whether another server asked for it (PRAGMA data_version; ~1 µs). */
+const CLAIM_POLL_MS = 50;
+
+const processGone = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+};
 
 interface KeyRow {
   id: string;
@@ -181,7 +222,7 @@ export class SqliteStore implements PlatformStore {
   private readonly db: Database.Database;
   private readonly statements;
   private readonly appendRows: (rows: LedgerRow[]) => void;
-  private readonly reserveBalance: (reservation: Reservation) => ReserveResult;
+  private readonly reserveBalance: (reservation: Reservation, now: number) => ReserveResult | typeof WAIT;
   private readonly resizeBalance: (id: string, accountId: string, delta: number) => ReserveResult;
   /**
    * Reservations, resizes and ledger batches are not one transaction each: every write requested in
@@ -200,10 +241,37 @@ export class SqliteStore implements PlatformStore {
   private checkpointer?: Worker;
   private readonly restartFrames: number;
   private readonly checkpointMs: number;
+  private readonly staleAfterMs: number;
+  private readonly memoryHolds: boolean;
+  /**
+   * Reservations held in memory (memoryHolds), by reservation id, and their sum per account. A priced
+   * request on SQLite took two commits: the reservation's, then the ledger row's, which releases it; on
+   * one connection each is a commit of its own (~60 and ~100 µs of the main thread, and a setImmediate
+   * turn before the upstream call). While this server holds the claim (the `hold_claim` row: no other
+   * live server on the file), a reservation is instead checked against the balance in the file minus
+   * what this server holds, and held here; the ledger commit charges the cost. Exactness: only this
+   * server reserves while it holds the claim (another one asks for it and waits until it has been
+   * written out, see yieldClaim), and its checks run one after another on this thread. Crash: a hold
+   * took nothing from the file, so a killed server's holds vanish with it: the same outcome as the
+   * durable rows a restart gives back in full, with nothing to give back; a committed ledger row is
+   * charged exactly once either way.
+   */
+  private readonly holds = new Map<string, Hold>();
+  private readonly held = new Map<string, number>();
+  /** The instance this store holds the claim for, while it does. */
+  private claimedBy?: string;
+  private claimTimer?: NodeJS.Timeout;
+  /** PRAGMA data_version when the claim was last looked at: it changes when another connection commits. */
+  private seenVersion = 0;
+  /** Run once the transaction in progress has committed (holds a ledger row released); dropped on a rollback. */
+  private afterCommit: (() => void)[] = [];
+  private readonly yieldTransaction: Database.Transaction<(instanceId: string) => boolean>;
 
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
     this.restartFrames = options.restartFrames ?? RESTART_FRAMES;
     this.checkpointMs = options.checkpointMs ?? CHECKPOINT_MS;
+    this.staleAfterMs = options.staleAfterMs ?? 60_000;
+    this.memoryHolds = options.memoryHolds ?? false;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
@@ -277,6 +345,13 @@ export class SqliteStore implements PlatformStore {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       countLedger: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM ledger'),
+      dataVersion: db.prepare<[], number>('PRAGMA data_version').pluck(),
+      claim: db.prepare<[], ClaimRow>('SELECT instance_id, host, pid, yield_to FROM hold_claim WHERE id = 1'),
+      setClaim: db.prepare<[string, string, number]>('INSERT OR REPLACE INTO hold_claim (id, instance_id, host, pid, yield_to) VALUES (1, ?, ?, ?, NULL)'),
+      dropClaim: db.prepare<[string]>('DELETE FROM hold_claim WHERE id = 1 AND instance_id = ?'),
+      askYield: db.prepare<[string]>('UPDATE hold_claim SET yield_to = ? WHERE id = 1 AND yield_to IS NULL'),
+      beatOf: db.prepare<[string], number>('SELECT heartbeat_at FROM instances WHERE id = ?').pluck(),
+      othersLive: db.prepare<[string, number], number>('SELECT COUNT(*) FROM instances WHERE id != ? AND heartbeat_at >= ?').pluck(),
       hasRequest: db.prepare<[string], { n: number }>('SELECT 1 AS n FROM ledger WHERE request_id = ? LIMIT 1'),
     };
     this.appendRows = (rows: LedgerRow[]) => {
@@ -301,28 +376,67 @@ export class SqliteStore implements PlatformStore {
           row.createdAt,
           row.note ?? null,
         );
-        const released = row.reservationId ? (this.statements.releaseReservation.get(row.reservationId)?.amount_micro ?? 0) : 0;
+        const id = row.reservationId;
+        const hold = id ? this.holds.get(id) : undefined;
+        // A hold took nothing from the file: the cost is charged in full, and the hold let go once this commits.
+        if (hold) this.afterCommit.push(() => this.release(id!, hold));
+        const released = id && !hold ? (this.statements.releaseReservation.get(id)?.amount_micro ?? 0) : 0;
         const delta = row.costMicro - released;
         if (delta !== 0) charges.set(row.accountId, (charges.get(row.accountId) ?? 0) + delta);
       }
       for (const [id, delta] of charges) if (delta !== 0) this.statements.settle.run({ delta, id });
     };
-    const take = (accountId: string, amount: number): number | undefined => this.statements.take.get(amount, accountId, amount, amount);
-    this.reserveBalance = (reservation: Reservation): ReserveResult => {
-      const left = take(reservation.accountId, reservation.amountMicro);
-      if (left === undefined) return { ok: false, balanceMicro: this.statements.balance.get(reservation.accountId) ?? 0 };
+    // What this server holds in memory is not in the file's balance: a take must leave it covered too
+    // (only while a claim is being given up can a durable take meet holds), and the balance reported
+    // is what is left after it, as when every reservation was a row.
+    const take = (accountId: string, amount: number): number | undefined => {
+      const held = this.held.get(accountId) ?? 0;
+      const left = this.statements.take.get(amount, accountId, amount, amount + held);
+      return left === undefined ? undefined : left - held;
+    };
+    const balanceOf = (accountId: string) => (this.statements.balance.get(accountId) ?? 0) - (this.held.get(accountId) ?? 0);
+    this.reserveBalance = (reservation: Reservation, now: number): ReserveResult | typeof WAIT => {
       const r = reservation;
+      const claim = this.statements.claim.get();
+      if (claim && claim.instance_id !== this.claimedBy) {
+        if (claim.instance_id !== r.instanceId && this.claimLive(claim, now)) {
+          // Another server holds reservations this one cannot see: ask it to write them out, then try again.
+          if (claim.yield_to === null) this.statements.askYield.run(r.instanceId);
+          return WAIT;
+        }
+        this.statements.dropClaim.run(claim.instance_id);
+      }
+      const left = take(r.accountId, r.amountMicro);
+      if (left === undefined) return { ok: false, balanceMicro: balanceOf(r.accountId) };
       this.statements.insertReservation.run(r.id, r.accountId, r.amountMicro, r.instanceId, r.requestId, r.createdAt);
+      // Alone on the file (no other server beat within staleAfter): this server's next reservations are held in memory.
+      if (this.memoryHolds && !this.claimedBy && this.statements.othersLive.get(r.instanceId, r.createdAt - this.staleAfterMs) === 0) {
+        this.statements.setClaim.run(r.instanceId, hostname(), process.pid);
+        this.afterCommit.push(() => this.claimed(r.instanceId));
+      }
       return { ok: true, balanceMicro: left };
     };
     this.resizeBalance = (id: string, accountId: string, delta: number): ReserveResult => {
-      const balance = () => this.statements.balance.get(accountId) ?? 0;
-      if (delta === 0 || !this.statements.hasReservation.get(id)) return { ok: true, balanceMicro: balance() };
+      if (delta === 0 || !this.statements.hasReservation.get(id)) return { ok: true, balanceMicro: balanceOf(accountId) };
       const left = take(accountId, delta);
-      if (left === undefined) return { ok: false, balanceMicro: balance() };
+      if (left === undefined) return { ok: false, balanceMicro: balanceOf(accountId) };
       this.statements.growReservation.run(delta, id);
       return { ok: true, balanceMicro: left };
     };
+    // Giving up the claim: every hold becomes the row (and the take) it would have been, in one commit.
+    // A claim that is no longer this server's was voided by another server while this one was silent
+    // past staleAfter (a stalled event loop): that server reserved without seeing these holds, so they
+    // are not taken now (the balance may not cover them any more); each settles on its own as a hold,
+    // its cost charged never below zero — what a stalled server's settlement does with rows (docs/PLATFORM.md).
+    this.yieldTransaction = this.db.transaction((instanceId: string): boolean => {
+      if (this.statements.claim.get()?.instance_id !== instanceId) return false;
+      for (const [id, h] of this.holds) {
+        this.statements.charge.run(h.amountMicro, h.accountId);
+        this.statements.insertReservation.run(id, h.accountId, h.amountMicro, h.instanceId, h.requestId, h.createdAt);
+      }
+      this.statements.dropClaim.run(instanceId);
+      return true;
+    });
     this.batchTransaction = this.db.transaction((writes: QueuedWrite[]) => writes.map((write) => write.run()));
     this.singleTransaction = this.db.transaction((write: QueuedWrite) => write.run());
     this.releaseTransaction = this.db.transaction((staleBefore: number, instanceId: string) => {
@@ -379,34 +493,140 @@ export class SqliteStore implements PlatformStore {
     return this.statements.revokeKey.run(id).changes > 0;
   }
 
+  /** An account as its server sees it: what this server holds in memory is not available, as when it was taken. */
+  private seen(row: AccountRow): AccountRecord {
+    const account = toAccount(row);
+    const held = this.held.get(row.id);
+    return held ? { ...account, balanceMicro: account.balanceMicro - held } : account;
+  }
+
   async getAccount(id: string): Promise<AccountRecord | undefined> {
     const row = this.statements.account.get(id);
-    return row ? toAccount(row) : undefined;
+    return row ? this.seen(row) : undefined;
   }
 
   async ensureAccount(id: string, name = id): Promise<AccountRecord> {
     this.statements.insertAccount.run(id, name, Date.now());
-    return toAccount(this.statements.account.get(id)!);
+    return this.seen(this.statements.account.get(id)!);
   }
 
   async listAccounts(): Promise<AccountRecord[]> {
-    return this.statements.listAccounts.all().map(toAccount);
+    return this.statements.listAccounts.all().map((row) => this.seen(row));
   }
 
   async adjustBalance(id: string, deltaMicro: number): Promise<number> {
     return this.db.transaction(() => {
       this.statements.insertAccount.run(id, id, Date.now());
       this.statements.charge.run(-deltaMicro, id);
-      return this.statements.account.get(id)!.balance_micro;
+      return this.statements.account.get(id)!.balance_micro - (this.held.get(id) ?? 0);
     })();
   }
 
-  reserve(reservation: Reservation): Promise<ReserveResult> {
-    return this.write(() => this.reserveBalance(reservation));
+  async reserve(reservation: Reservation): Promise<ReserveResult> {
+    // Waiting for another server's claim is bounded by its staleness: a silent holder's claim is void then.
+    // The caller's clock (heartbeats are in it) moved on by the time waited.
+    const started = Date.now();
+    for (;;) {
+      if (this.claimedBy !== undefined) {
+        const held = this.holdInMemory(reservation);
+        if (held) return held;
+      }
+      const waited = Date.now() - started;
+      const result = await this.write(() => this.reserveBalance(reservation, reservation.createdAt + waited));
+      if (result !== WAIT) return result;
+      if (waited > 2 * this.staleAfterMs) throw new Error('another Infera server on this SQLite file holds reservations in memory and did not write them out');
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
   }
 
   resizeReservation(id: string, accountId: string, deltaMicro: number): Promise<ReserveResult> {
+    const hold = this.holds.get(id);
+    if (hold && this.claimedBy !== undefined) {
+      if (deltaMicro > 0) {
+        const available = (this.statements.balance.get(accountId) ?? 0) - (this.held.get(accountId) ?? 0);
+        if (available < deltaMicro) return Promise.resolve({ ok: false, balanceMicro: available });
+      }
+      hold.amountMicro += deltaMicro;
+      this.held.set(accountId, (this.held.get(accountId) ?? 0) + deltaMicro);
+      return Promise.resolve({ ok: true, balanceMicro: (this.statements.balance.get(accountId) ?? 0) - this.held.get(accountId)! });
+    }
     return this.write(() => this.resizeBalance(id, accountId, deltaMicro));
+  }
+
+  /**
+   * A reservation held in memory (this server holds the claim). The claim is not looked at here (a read
+   * of the file's header per request, ~2 % of a proxied request's CPU): a server that asked for it waits
+   * until this one gives it up, on its next timer tick, and every hold made until then is written out then.
+   */
+  private holdInMemory(r: Reservation): ReserveResult | undefined {
+    if (this.claimedBy === undefined) return undefined;
+    const balance = this.statements.balance.get(r.accountId);
+    const held = this.held.get(r.accountId) ?? 0;
+    const available = (balance ?? 0) - held;
+    // As the durable take: no account, or an amount the balance does not cover, takes nothing.
+    if (balance === undefined || (r.amountMicro > 0 && available < r.amountMicro)) return { ok: false, balanceMicro: available };
+    if (this.holds.has(r.id)) throw new Error(`reservation ${r.id} is already held`);
+    this.holds.set(r.id, { accountId: r.accountId, amountMicro: r.amountMicro, instanceId: r.instanceId, requestId: r.requestId, createdAt: r.createdAt });
+    this.held.set(r.accountId, held + r.amountMicro);
+    return { ok: true, balanceMicro: available - r.amountMicro };
+  }
+
+  private release(id: string, hold: Hold): void {
+    if (this.holds.get(id) !== hold) return;
+    this.holds.delete(id);
+    const left = (this.held.get(hold.accountId) ?? 0) - hold.amountMicro;
+    if (left === 0) this.held.delete(hold.accountId);
+    else this.held.set(hold.accountId, left);
+  }
+
+  /** Whether a claim's server may still hold reservations: it beat within staleAfter and, on this host, its process lives. */
+  private claimLive(claim: ClaimRow, now: number): boolean {
+    if (claim.host === hostname() && processGone(claim.pid)) return false;
+    const beat = this.statements.beatOf.get(claim.instance_id);
+    return beat !== undefined && beat >= now - this.staleAfterMs;
+  }
+
+  /** This store now holds the claim (its commit is durable). */
+  private claimed(instanceId: string): void {
+    this.claimedBy = instanceId;
+    this.seenVersion = this.statements.dataVersion.get()!;
+    // Another server asking for the claim must be answered even while this one serves nothing.
+    this.claimTimer ??= setInterval(() => this.claimStillHeld(), CLAIM_POLL_MS);
+    this.claimTimer.unref();
+  }
+
+  /**
+   * Whether this store still holds the claim; gives it up when another server asked for it (or took it
+   * as void). Reads the claim row only when another connection has committed since it last looked.
+   */
+  private claimStillHeld(): boolean {
+    if (this.claimedBy === undefined || !this.db.open) return false;
+    const version = this.statements.dataVersion.get()!;
+    if (version === this.seenVersion) return true;
+    this.seenVersion = version;
+    const claim = this.statements.claim.get();
+    if (claim?.instance_id === this.claimedBy && claim.yield_to === null) return true;
+    this.yieldClaim();
+    return this.claimedBy !== undefined;
+  }
+
+  /** Writes every hold out as the reservation row it stands for, and gives the claim up, in one commit. */
+  private yieldClaim(): void {
+    const instanceId = this.claimedBy!;
+    let written: boolean;
+    try {
+      written = this.yieldTransaction.immediate(instanceId);
+    } catch {
+      // Busy or failing: still the holder (no other server reserves until the row is gone); the next look tries again.
+      return;
+    }
+    if (written) {
+      this.holds.clear();
+      this.held.clear();
+    }
+    this.claimedBy = undefined;
+    clearInterval(this.claimTimer);
+    this.claimTimer = undefined;
   }
 
   /**
@@ -463,6 +683,14 @@ export class SqliteStore implements PlatformStore {
     });
   }
 
+  /** What the transaction that just committed left to do in memory. */
+  private committed(): void {
+    const after = this.afterCommit;
+    if (after.length === 0) return;
+    this.afterCommit = [];
+    for (const run of after) run();
+  }
+
   /** Commits every queued write in one IMMEDIATE transaction (the write lock first, so another process cannot slip in between a check and its take). */
   private flush(): void {
     this.flushScheduled = false;
@@ -471,24 +699,31 @@ export class SqliteStore implements PlatformStore {
     this.writes = [];
     if (!this.checkpointer && !this.checkpointTimer) this.startCheckpoints();
     let results: unknown[];
+    this.afterCommit = [];
     try {
       results = writes.length === 1 ? [this.singleTransaction.immediate(writes[0]!)] : this.batchTransaction.immediate(writes);
     } catch (error) {
       if (writes.length === 1 || !this.db.open) {
+        this.afterCommit = [];
         for (const write of writes) write.reject(error);
         return;
       }
       // One write (or the commit) failed and the whole batch rolled back: each on its own now, so a
       // failure fails only the write that caused it, as with one transaction per write.
       for (const write of writes) {
+        this.afterCommit = [];
         try {
-          write.resolve(this.singleTransaction.immediate(write) as never);
+          const result = this.singleTransaction.immediate(write);
+          this.committed();
+          write.resolve(result as never);
         } catch (failure) {
           write.reject(failure);
         }
       }
+      this.afterCommit = [];
       return;
     }
+    this.committed();
     for (let i = 0; i < writes.length; i++) writes[i]!.resolve(results[i] as never);
   }
 
@@ -498,7 +733,19 @@ export class SqliteStore implements PlatformStore {
   }
 
   async releaseStale(staleBefore: number, options: { instanceId?: string } = {}): Promise<{ reservations: number; micro: number }> {
-    return this.releaseTransaction.immediate(staleBefore, options.instanceId ?? '');
+    const released = this.releaseTransaction.immediate(staleBefore, options.instanceId ?? '');
+    if (options.instanceId === undefined || options.instanceId !== this.claimedBy) return released;
+    // Its own shutdown: holds took nothing from the file, so letting them go gives them back; the claim goes too.
+    let micro = 0;
+    for (const hold of this.holds.values()) micro += hold.amountMicro;
+    const reservations = this.holds.size;
+    this.statements.dropClaim.run(this.claimedBy);
+    this.holds.clear();
+    this.held.clear();
+    this.claimedBy = undefined;
+    clearInterval(this.claimTimer);
+    this.claimTimer = undefined;
+    return { reservations: released.reservations + reservations, micro: released.micro + micro };
   }
 
   async appendLedger(rows: LedgerRow[]): Promise<void> {
@@ -554,6 +801,14 @@ export class SqliteStore implements PlatformStore {
 
   async close(): Promise<void> {
     clearInterval(this.checkpointTimer);
+    clearInterval(this.claimTimer);
+    // A claim left behind would make another server wait until this process is gone (pid) or silent.
+    if (this.claimedBy !== undefined && this.db.open) {
+      try {
+        this.statements.dropClaim.run(this.claimedBy);
+      } catch {}
+      this.claimedBy = undefined;
+    }
     const worker = this.checkpointer;
     this.checkpointer = undefined;
     if (worker) {
