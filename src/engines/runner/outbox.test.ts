@@ -24,6 +24,24 @@ test('interval 0: everything posted in one loop turn is one message, one message
   assert.deepEqual(sent, [[text(1, 'a'), text(2, 'b')], [text(1, 'c'), text(2, 'd')]]);
 });
 
+test("a step's parts go out in one message before the runner's next step (an immediate queued before them)", async () => {
+  const events: string[] = [];
+  const sent: ChildItem[][] = [];
+  const outbox = new Outbox((items) => {
+    sent.push(items);
+    events.push('sent');
+  }, 0);
+  setImmediate(() => events.push('next step'));
+  // The step's sampling resolves each stream's promise chain: posts at different microtask depths.
+  outbox.post(text(1, 'a'));
+  await Promise.resolve();
+  outbox.post(text(2, 'b'));
+  await turn();
+  await turn();
+  assert.deepEqual(events, ['sent', 'next step']);
+  assert.deepEqual(sent, [[text(1, 'a'), text(2, 'b')]]);
+});
+
 test("a stream's first token goes at once; later deltas wait for the interval and then go together, in order", async () => {
   const { sent, outbox, advance } = harness(10);
   outbox.post(text(1, 'a'));

@@ -1,11 +1,11 @@
 // What an engine process sends the server, batched (child.ts). Everything produced in one turn of the
-// event loop goes out as one message (see ChildMessage 'out'), and a running stream's deltas may also
-// wait for later turns: at most one message per `intervalMs` (the model's streamIntervalMs, vLLM's
-// --stream-interval in time), because every message wakes the server, which writes an SSE frame that
-// wakes the client. On a small model a decode step (chat-512x8 at 2 threads: 1.6 ms) is shorter than
-// those wakes, and with every core in llama.cpp's threads each wake preempts a decode thread mid-graph,
-// so the whole step waits for it (docs/BENCHMARKS.md). What may not wait (see mayWait) goes out at
-// once, with everything queued before it, in order.
+// event loop goes out as one message (see ChildMessage 'out') once that turn's microtasks are done, and
+// a running stream's deltas may also wait for later turns: at most one message per `intervalMs` (the
+// model's streamIntervalMs, vLLM's --stream-interval in time), because every message wakes the server,
+// which writes an SSE frame that wakes the client. On a small model a decode step (chat-512x8 at 2
+// threads: 1.6 ms) is shorter than those wakes, and with every core in llama.cpp's threads each wake
+// preempts a decode thread mid-graph, so the whole step waits for it (docs/BENCHMARKS.md). What may not
+// wait (see mayWait) goes out at once, with everything queued before it, in order.
 import type { ChildItem } from './protocol.ts';
 
 export class Outbox {
@@ -30,7 +30,10 @@ export class Outbox {
     if (!this.mayWait(item)) this.urgent = true;
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(() => this.flush());
+      // After the microtasks of this turn (every stream's part of a decode step: they are posted from
+      // the promise chains the step's sampling resolves), before the next step. An immediate would run
+      // after the next step's decode (queued first, by the runner), a step late.
+      process.nextTick(() => this.flush());
     }
   }
 
