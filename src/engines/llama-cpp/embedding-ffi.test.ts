@@ -190,6 +190,37 @@ test('ffi encoder: batches of up to PLAIN_ATTENTION_TOKENS tokens decode on the 
   }
 });
 
+test('ffi encoder: only the context a lone input needs is made at load, the others when a batch first needs them (idle RSS)', async () => {
+  const inputs = TEXTS.map((text) => encoder.framed(encoder.tokenize(text)));
+  // Two lanes with a plain-attention context each: 4 contexts, of which a lone short input needs one.
+  const lanes = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, lanes: 2, pooling: 'model' });
+  // A lone 2-thread lane: its default context and the helper for split halves wait for large batches.
+  const split = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 16, threads: 2, pooling: 'model' });
+  try {
+    for (const encoder of [lanes, split]) {
+      assert.equal(encoder.stats.contexts, 1, 'one context at load');
+      await encoder.encode(inputs[0]!);
+      await encoder.encode(inputs[1]!);
+      assert.deepEqual([encoder.stats.contexts, encoder.stats.smallDecodes], [1, 2], 'lone short inputs: the plain-attention context made at load');
+    }
+    // Six long inputs at once on two 1-thread lanes: two batches over PLAIN_ATTENTION_TOKENS, one on each lane's default context.
+    const long = inputs.map((tokens) => [...tokens, ...tokens.slice(1, -1), ...tokens.slice(1, -1), ...tokens.slice(1)]);
+    await Promise.all([...long, ...long].map((tokens) => lanes.encode(tokens)));
+    assert.equal(lanes.stats.contexts, 3, "both lanes' default contexts, made when the batches came");
+    // Over SPLIT_TOKENS on the lone lane: two halves, on its default context and the helper's.
+    const many = [...long, ...long];
+    assert.ok(many.reduce((sum, tokens) => sum + tokens.length, 0) > SPLIT_TOKENS);
+    await Promise.all(many.map((tokens) => split.encode(tokens)));
+    assert.deepEqual([split.stats.contexts, split.stats.splitDecodes], [3, 2]);
+    // Made on demand, the contexts give the vectors the eager ones gave (the 1-lane encoder made at the top, on the same model).
+    const reference = await encoder.encode(inputs[2]!);
+    assert.ok(maxDifference(await lanes.encode(inputs[2]!), reference) < 1e-4);
+    assert.ok(maxDifference(await split.encode(inputs[2]!), reference) < 1e-4);
+  } finally {
+    await Promise.all([lanes.dispose(), split.dispose()]);
+  }
+});
+
 test('ffi encoder: inputs it cannot evaluate are refused before any decode', async () => {
   const mark = encoder.stats.decodes;
   await assert.rejects(encoder.encode([]), /empty/);
