@@ -10,8 +10,9 @@ import type { Llama } from 'node-llama-cpp';
 import { ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel } from '../../spec/index.ts';
 import { ensureTinyModels } from '../../tiny-models/index.ts';
+import { ensureTinyQwen3Reranker } from '../../tiny-models/tiny-qwen3-reranker.ts';
 import { llamaCppModelSchema } from './config.ts';
-import { loadLlamaCppEmbeddingModel, type LlamaCppEmbeddingModel } from './embedding.ts';
+import { ggufInfo, loadLlamaCppEmbeddingModel, supportsRanking, vocabularySizeOf, type LlamaCppEmbeddingModel } from './embedding.ts';
 import { LlamaEncoder, PLAIN_ATTENTION_TOKENS, SPLIT_TOKENS } from './ffi/encoder.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { createLlama } from './runtime.ts';
@@ -278,6 +279,36 @@ for (const [name, pathOf] of [
     }
   });
 }
+
+test("ggufInfo (Infera's header check) reads what node-llama-cpp's GGUF reader reads for the encoder loads", async () => {
+  const { readGgufFileInfo } = await import('node-llama-cpp');
+  const qwen3Reranker = await ensureTinyQwen3Reranker(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'));
+  const facts = (info: Awaited<ReturnType<typeof ggufInfo>>) => {
+    const metadata = info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
+    const architecture = metadata.general!.architecture as string;
+    return {
+      architecture,
+      pooling: metadata[architecture]?.pooling_type,
+      rerankTemplate: metadata.tokenizer?.['chat_template.rerank'],
+      vocabulary: vocabularySizeOf(info),
+      tensors: (info.fullTensorInfo ?? [])
+        .filter((tensor) => ['token_embd.weight', 'cls.weight', 'cls.output.weight'].includes(tensor.name))
+        .map((tensor) => `${tensor.name} ${tensor.dimensions.map(Number).join('x')}`)
+        .sort(),
+      // supportsRanking with and without a SEP/EOS token: the head and the template decide.
+      ranking: [supportsRanking(info, { eos: 1, sep: undefined }), supportsRanking(info, { eos: undefined, sep: undefined })],
+    };
+  };
+  const seen = [];
+  for (const path of [paths.embedding, paths.reranker, paths.chat, qwen3Reranker]) {
+    const ours = facts(await ggufInfo(path));
+    assert.deepEqual(ours, facts(await readGgufFileInfo(path, { sourceType: 'filesystem' })), path);
+    seen.push(ours);
+  }
+  // The four files cover what the loads branch on: a declared pooling, a head, a rerank template.
+  assert.ok(seen.some((f) => f.pooling !== undefined) && seen.some((f) => f.ranking[0]) && seen.some((f) => !f.ranking[0]));
+  assert.ok(seen.some((f) => typeof f.rerankTemplate === 'string' && f.ranking[1]));
+});
 
 test('llamaCpp.runner ffi falls back to node-llama-cpp with one reason when the FFI runner cannot serve the model', async () => {
   const reasons: string[] = [];
