@@ -167,6 +167,29 @@ async function pollingThenPaused(plainAttentionForSmallBatches: boolean): Promis
   }
 }
 
+test("ffi encoder: poll 0 (llamaCpp.poll) puts a lane's second worker to sleep after each decode, where the default keeps it polling", async (t) => {
+  const idleCpuMs = async () => {
+    const start = process.cpuUsage();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const used = process.cpuUsage(start);
+    return (used.user + used.system) / 1000;
+  };
+  const tokens = encoder.framed(encoder.tokenize('the quick brown fox'));
+  const measured: Record<string, number> = {};
+  for (const poll of [0, undefined]) {
+    const lane = LlamaEncoder.load(lib, paths.embedding, { contextSize: 64, sequences: 4, threads: 2, pooling: 'model', splitLargeBatches: false, poll });
+    try {
+      await lane.encode(tokens);
+      measured[String(poll)] = await idleCpuMs();
+    } finally {
+      await lane.dispose();
+    }
+  }
+  t.diagnostic(`CPU in the 100 ms after a decode: poll 0 ${measured['0']!.toFixed(1)} ms, default ${measured.undefined!.toFixed(1)} ms`);
+  assert.ok(measured['0']! < 5, `poll 0: the worker sleeps (${measured['0']!.toFixed(1)} ms of CPU in 100 ms)`);
+  assert.ok(measured.undefined! > 5, `default: the worker polls (${measured.undefined!.toFixed(1)} ms of CPU in 100 ms)`);
+});
+
 test('ffi encoder: batches of up to PLAIN_ATTENTION_TOKENS tokens decode on the plain-attention context, with the vectors of the packed path', async () => {
   const hybrid = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model' });
   const flashOnly = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model', plainAttentionForSmallBatches: false });

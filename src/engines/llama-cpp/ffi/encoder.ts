@@ -60,6 +60,14 @@ export interface EncoderOptions {
    * half the threads (see SPLIT_TOKENS). Default true.
    */
   splitLargeBatches?: boolean;
+  /**
+   * ggml's polling level (0-100, llama-server's --poll) of each lane's own pool: how long its workers spin
+   * for the next decode before they sleep. Default ggml's (50), which spins through the whole gap between
+   * one client's requests: a worker's CPU per request grows with the time the request spends outside the
+   * decode (HTTP, IPC). 0: the workers sleep after every decode and the next one wakes them. (A lone
+   * lane's half pool and its helper's always poll at 0.)
+   */
+  poll?: number;
 }
 
 export interface EncoderStats {
@@ -217,7 +225,7 @@ export class LlamaEncoder {
       // Without ggml_threadpool_pause (not Linux): level 0, as before. The helper's pool only ever runs
       // split decodes: level 0.
       const halves = this.split && !helper && lib.pauseThreadpool !== undefined;
-      const threadpool = lib.newThreadpool(threads, this.split && !halves ? 0 : undefined);
+      const threadpool = lib.newThreadpool(threads, this.split && !halves ? 0 : options.poll);
       const halfPool = halves ? lib.newThreadpool(threads - helperThreads, 0) : undefined;
       const raw = api.llama_batch_init(contextSize, 0, 1) as Record<string, unknown>;
       const seqIdPointers = koffi.decode(raw.seq_id, koffi.array('void *', contextSize)) as unknown[];
@@ -282,7 +290,7 @@ export class LlamaEncoder {
   static forModel(
     lib: LlamaLibrary,
     path: string,
-    options: { contextSize: number; batchSequences: number; threads: number; contexts: number },
+    options: { contextSize: number; batchSequences: number; threads: number; contexts: number; poll?: number },
     pooling: EncoderOptions['pooling'],
   ): LlamaEncoder {
     return LlamaEncoder.load(lib, path, {
@@ -292,6 +300,7 @@ export class LlamaEncoder {
       lanes: options.contexts,
       pooling,
       decodeOn: 'worker',
+      poll: options.poll,
     });
   }
 
