@@ -59,8 +59,9 @@ export const llamaCppOptionsSchema = z
      */
     repack: z.boolean().default(true),
     /**
-     * Chat on the FFI runner: how long the thread pool's workers spin waiting for the next decode before
-     * they sleep (ggml's polling level, 0-100: llama-server's --poll, default 50).
+     * The FFI runner (chat) and encoders (embedding, reranker): how long the thread pool's workers spin
+     * waiting for the next decode before they sleep (ggml's polling level, 0-100: llama-server's --poll,
+     * default 50).
      */
     poll: z.number().int().min(0).max(100).default(50),
     /**

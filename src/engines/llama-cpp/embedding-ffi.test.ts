@@ -10,8 +10,9 @@ import type { Llama } from 'node-llama-cpp';
 import { ClientGoneError } from '../../errors/index.ts';
 import type { LoadedModel } from '../../spec/index.ts';
 import { ensureTinyModels } from '../../tiny-models/index.ts';
+import { ensureTinyQwen3Reranker } from '../../tiny-models/tiny-qwen3-reranker.ts';
 import { llamaCppModelSchema } from './config.ts';
-import { loadLlamaCppEmbeddingModel, type LlamaCppEmbeddingModel } from './embedding.ts';
+import { ggufInfo, loadLlamaCppEmbeddingModel, supportsRanking, vocabularySizeOf, type LlamaCppEmbeddingModel } from './embedding.ts';
 import { LlamaEncoder, PLAIN_ATTENTION_TOKENS, SPLIT_TOKENS } from './ffi/encoder.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { createLlama } from './runtime.ts';
@@ -166,6 +167,29 @@ async function pollingThenPaused(plainAttentionForSmallBatches: boolean): Promis
   }
 }
 
+test("ffi encoder: poll 0 (llamaCpp.poll) puts a lane's second worker to sleep after each decode, where the default keeps it polling", async (t) => {
+  const idleCpuMs = async () => {
+    const start = process.cpuUsage();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const used = process.cpuUsage(start);
+    return (used.user + used.system) / 1000;
+  };
+  const tokens = encoder.framed(encoder.tokenize('the quick brown fox'));
+  const measured: Record<string, number> = {};
+  for (const poll of [0, undefined]) {
+    const lane = LlamaEncoder.load(lib, paths.embedding, { contextSize: 64, sequences: 4, threads: 2, pooling: 'model', splitLargeBatches: false, poll });
+    try {
+      await lane.encode(tokens);
+      measured[String(poll)] = await idleCpuMs();
+    } finally {
+      await lane.dispose();
+    }
+  }
+  t.diagnostic(`CPU in the 100 ms after a decode: poll 0 ${measured['0']!.toFixed(1)} ms, default ${measured.undefined!.toFixed(1)} ms`);
+  assert.ok(measured['0']! < 5, `poll 0: the worker sleeps (${measured['0']!.toFixed(1)} ms of CPU in 100 ms)`);
+  assert.ok(measured.undefined! > 5, `default: the worker polls (${measured.undefined!.toFixed(1)} ms of CPU in 100 ms)`);
+});
+
 test('ffi encoder: batches of up to PLAIN_ATTENTION_TOKENS tokens decode on the plain-attention context, with the vectors of the packed path', async () => {
   const hybrid = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model' });
   const flashOnly = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, pooling: 'model', plainAttentionForSmallBatches: false });
@@ -187,6 +211,37 @@ test('ffi encoder: batches of up to PLAIN_ATTENTION_TOKENS tokens decode on the 
   } finally {
     await hybrid.dispose();
     await flashOnly.dispose();
+  }
+});
+
+test('ffi encoder: only the context a lone input needs is made at load, the others when a batch first needs them (idle RSS)', async () => {
+  const inputs = TEXTS.map((text) => encoder.framed(encoder.tokenize(text)));
+  // Two lanes with a plain-attention context each: 4 contexts, of which a lone short input needs one.
+  const lanes = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 8, threads: 1, lanes: 2, pooling: 'model' });
+  // A lone 2-thread lane: its default context and the helper for split halves wait for large batches.
+  const split = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 16, threads: 2, pooling: 'model' });
+  try {
+    for (const encoder of [lanes, split]) {
+      assert.equal(encoder.stats.contexts, 1, 'one context at load');
+      await encoder.encode(inputs[0]!);
+      await encoder.encode(inputs[1]!);
+      assert.deepEqual([encoder.stats.contexts, encoder.stats.smallDecodes], [1, 2], 'lone short inputs: the plain-attention context made at load');
+    }
+    // Six long inputs at once on two 1-thread lanes: two batches over PLAIN_ATTENTION_TOKENS, one on each lane's default context.
+    const long = inputs.map((tokens) => [...tokens, ...tokens.slice(1, -1), ...tokens.slice(1, -1), ...tokens.slice(1)]);
+    await Promise.all([...long, ...long].map((tokens) => lanes.encode(tokens)));
+    assert.equal(lanes.stats.contexts, 3, "both lanes' default contexts, made when the batches came");
+    // Over SPLIT_TOKENS on the lone lane: two halves, on its default context and the helper's.
+    const many = [...long, ...long];
+    assert.ok(many.reduce((sum, tokens) => sum + tokens.length, 0) > SPLIT_TOKENS);
+    await Promise.all(many.map((tokens) => split.encode(tokens)));
+    assert.deepEqual([split.stats.contexts, split.stats.splitDecodes], [3, 2]);
+    // Made on demand, the contexts give the vectors the eager ones gave (the 1-lane encoder made at the top, on the same model).
+    const reference = await encoder.encode(inputs[2]!);
+    assert.ok(maxDifference(await lanes.encode(inputs[2]!), reference) < 1e-4);
+    assert.ok(maxDifference(await split.encode(inputs[2]!), reference) < 1e-4);
+  } finally {
+    await Promise.all([lanes.dispose(), split.dispose()]);
   }
 });
 
@@ -247,6 +302,36 @@ for (const [name, pathOf] of [
     }
   });
 }
+
+test("ggufInfo (Infera's header check) reads what node-llama-cpp's GGUF reader reads for the encoder loads", async () => {
+  const { readGgufFileInfo } = await import('node-llama-cpp');
+  const qwen3Reranker = await ensureTinyQwen3Reranker(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'));
+  const facts = (info: Awaited<ReturnType<typeof ggufInfo>>) => {
+    const metadata = info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
+    const architecture = metadata.general!.architecture as string;
+    return {
+      architecture,
+      pooling: metadata[architecture]?.pooling_type,
+      rerankTemplate: metadata.tokenizer?.['chat_template.rerank'],
+      vocabulary: vocabularySizeOf(info),
+      tensors: (info.fullTensorInfo ?? [])
+        .filter((tensor) => ['token_embd.weight', 'cls.weight', 'cls.output.weight'].includes(tensor.name))
+        .map((tensor) => `${tensor.name} ${tensor.dimensions.map(Number).join('x')}`)
+        .sort(),
+      // supportsRanking with and without a SEP/EOS token: the head and the template decide.
+      ranking: [supportsRanking(info, { eos: 1, sep: undefined }), supportsRanking(info, { eos: undefined, sep: undefined })],
+    };
+  };
+  const seen = [];
+  for (const path of [paths.embedding, paths.reranker, paths.chat, qwen3Reranker]) {
+    const ours = facts(await ggufInfo(path));
+    assert.deepEqual(ours, facts(await readGgufFileInfo(path, { sourceType: 'filesystem' })), path);
+    seen.push(ours);
+  }
+  // The four files cover what the loads branch on: a declared pooling, a head, a rerank template.
+  assert.ok(seen.some((f) => f.pooling !== undefined) && seen.some((f) => f.ranking[0]) && seen.some((f) => !f.ranking[0]));
+  assert.ok(seen.some((f) => typeof f.rerankTemplate === 'string' && f.ranking[1]));
+});
 
 test('llamaCpp.runner ffi falls back to node-llama-cpp with one reason when the FFI runner cannot serve the model', async () => {
   const reasons: string[] = [];

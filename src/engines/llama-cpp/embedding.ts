@@ -14,6 +14,7 @@ import { normalizeInPlace } from '../shared/vectors.ts';
 import { ContextPool } from './embedding-context-pool.ts';
 import { LlamaLibraryUnavailable, openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { LlamaEncoder, type EncoderStats } from './ffi/encoder.ts';
+import { checkGgufFileOnce, GgufCheckError, type GgufSummary } from './gguf-check.ts';
 
 /** What every llama-cpp load takes besides the model entry. */
 export interface LlamaCppLoadOptions {
@@ -91,12 +92,33 @@ export function llamaOf(options: LlamaCppLoadOptions): Promise<Llama> {
 }
 
 /**
- * The GGUF's header (metadata and tensor list) through node-llama-cpp's JavaScript reader (nlc-parts.ts:
- * no addon), for what the FFI encoders used to read from a vocabulary-only LlamaModel.
+ * What the FFI encoders read from the GGUF's header (pooling, classification head, token embedding rows,
+ * rerank template, architecture), in the shape of node-llama-cpp's GgufFileInfo that poolingOf,
+ * supportsRanking and vocabularySizeOf read. It comes from Infera's own header check (gguf-check.ts), which
+ * the load has usually just run on the file (llamaCpp.checkHeader; once per file version): node-llama-cpp's
+ * reader loaded ~40 modules (fs-extra, retry, ...) into the engine process and parsed the whole header
+ * (vocabulary included), ~13 MiB of RSS (measured in a bare Node process, bert-384x12-embed); the engine
+ * process did not need them otherwise. A file the check refuses (with checkHeader off) is read with
+ * node-llama-cpp's reader, as before.
  */
 export async function ggufInfo(path: string): Promise<GgufFileInfo> {
-  const { readGgufFileInfo } = await nlcModule<ReadGgufModule>(NLC_PATHS.readGguf);
-  return readGgufFileInfo(path, { sourceType: 'filesystem' });
+  let summary: GgufSummary;
+  try {
+    summary = await checkGgufFileOnce(path);
+  } catch (error) {
+    if (!(error instanceof GgufCheckError)) throw error;
+    const { readGgufFileInfo } = await nlcModule<ReadGgufModule>(NLC_PATHS.readGguf);
+    return readGgufFileInfo(path, { sourceType: 'filesystem' });
+  }
+  const { metadata: flat, tensorShapes } = summary;
+  const architecture = flat['general.architecture'];
+  const metadata: Record<string, Record<string, unknown>> = {
+    general: { architecture },
+    tokenizer: { 'chat_template.rerank': flat['tokenizer.chat_template.rerank'] },
+  };
+  if (typeof architecture === 'string' && !(architecture in metadata)) metadata[architecture] = { pooling_type: flat[`${architecture}.pooling_type`] };
+  const fullTensorInfo = Object.entries(tensorShapes).map(([name, dimensions]) => ({ name, dimensions }));
+  return { metadata, fullTensorInfo } as unknown as GgufFileInfo;
 }
 
 /** The FFI library for an embedding/reranker model, or why it cannot serve it. */

@@ -21,9 +21,23 @@ export interface GgufSummary {
   /** Bytes of header (metadata + tensor infos + padding) before the tensor data. */
   headerBytes: number;
   alignment: number;
-  /** The integer metadata values and general.architecture (the memory estimate reads the model's shape from them). */
+  /**
+   * The integer metadata values, general.architecture (the memory estimate reads the model's shape from
+   * them) and the strings of KEPT_STRINGS (the embedding and reranker loads).
+   */
   metadata: Record<string, number | string>;
+  /** The shapes of the tensors in KEPT_TENSORS the file has (a classification head, the vocabulary's rows). */
+  tensorShapes: Record<string, number[]>;
 }
+
+/**
+ * What the llama-cpp embedding and reranker loads read from the header besides integers (embedding.ts
+ * ggufInfo): a reranker's prompt template, and whether a classification head is there and how many
+ * rows the token embedding has. Reading them here, in the check the load already ran, spares the engine
+ * process node-llama-cpp's GGUF reader (its module graph and the whole parsed header: ~13 MiB of RSS).
+ */
+const KEPT_STRINGS = new Set(['general.architecture', 'tokenizer.chat_template.rerank']);
+const KEPT_TENSORS = new Set(['token_embd.weight', 'cls.weight', 'cls.output.weight']);
 
 /** Headers larger than this are refused (a 150k-token vocabulary with merges is ~10 MiB). */
 export const MAX_HEADER_BYTES = 256 * 1024 * 1024;
@@ -273,8 +287,8 @@ export async function checkGgufFile(path: string, options: { budgetMs?: number }
         }
         continue;
       }
-      if (type === STRING && key === 'general.architecture') {
-        metadata[key] = await r.string(key, 256);
+      if (type === STRING && KEPT_STRINGS.has(key)) {
+        metadata[key] = await r.string(key, key === 'general.architecture' ? 256 : 1 << 20);
         continue;
       }
       if (key === 'general.alignment') {
@@ -287,6 +301,7 @@ export async function checkGgufFile(path: string, options: { budgetMs?: number }
     }
 
     const names = new Set<string>();
+    const tensorShapes: Record<string, number[]> = {};
     const tensors: { name: string; bytes: number; offset: number }[] = [];
     for (let i = 0; i < tensorCount; i++) {
       const name = await r.string(`the name of tensor #${i}`, MAX_NAME - 1);
@@ -308,6 +323,7 @@ export async function checkGgufFile(path: string, options: { budgetMs?: number }
       const bytes = (dims.reduce((product, dim) => product * BigInt(dim), 1n) / BigInt(type!.block)) * BigInt(type!.bytes);
       if (bytes > BigInt(size)) fail(`tensor ${name} [${dims.join(', ')}] of type ${type!.name} would take ${bytes} bytes, more than the whole file (${size})`);
       tensors.push({ name, bytes: Number(bytes), offset });
+      if (KEPT_TENSORS.has(name)) tensorShapes[name] = dims;
     }
 
     const headerBytes = Math.ceil(r.pos / alignment) * alignment;
@@ -321,7 +337,7 @@ export async function checkGgufFile(path: string, options: { budgetMs?: number }
         fail(`tensor ${tensor.name} needs bytes ${tensor.offset}–${tensor.offset + tensor.bytes} of the data section, but the file holds only ${dataBytes} (truncated?)`);
       end = tensor.offset + tensor.bytes;
     }
-    return { version, tensorCount, metadataCount, headerBytes, alignment, metadata };
+    return { version, tensorCount, metadataCount, headerBytes, alignment, metadata, tensorShapes };
   } finally {
     await file.close();
   }

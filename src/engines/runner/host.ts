@@ -89,11 +89,13 @@ interface SpawnedChild {
  *   allocates hundreds of MiB of short-lived values) and keeps it resident. Measured on chat-512x8:
  *   idle RSS -23 MiB after a first start (no cached chat wrapper; -29 with the collection), -2 MiB on a
  *   restart, and no more time in GC while decoding (its objects die young: a scavenge of a 1 MiB space
- *   with almost nothing live costs microseconds). Not measured for the encoders, ONNX and images, whose
- *   requests allocate more in JavaScript: they keep V8's default.
+ *   with almost nothing live costs microseconds). Also for llama.cpp embedding and reranker models (the FFI
+ *   encoder: a request's JavaScript is its tokens, one vector and the IPC message): the young generation
+ *   had grown to 5 MiB by the first answer of bert-384x12-embed (engine-startup --breakdown).
+ *   Not measured for ONNX and images, whose requests allocate more in JavaScript: they keep V8's default.
  */
 export function engineV8Flags(config: Pick<ModelConfig, 'engine' | 'type'>): string[] {
-  return config.engine === 'llama-cpp' && config.type === 'chat' ? ['--max-semi-space-size=1', '--expose-gc'] : ['--expose-gc'];
+  return config.engine === 'llama-cpp' ? ['--max-semi-space-size=1', '--expose-gc'] : ['--expose-gc'];
 }
 
 function spawnChild(config: Pick<ModelConfig, 'engine' | 'type'>, spare = false): SpawnedChild {

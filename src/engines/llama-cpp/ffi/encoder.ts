@@ -23,6 +23,12 @@
 // in one decode: 256 against 550), because plain attention also computes the masked-out blocks between
 // packed sequences. Rerankers have plain attention throughout (F16 rounding moved their scores), so one
 // context each.
+//
+// Only the first context a lone input needs is created at load (the plain-attention one, else the lane's
+// default one); every other context — a lane's default context, the other lanes', a lone lane's helper —
+// is created when a batch first needs it. Each costs ~2–3.5 MiB of resident memory on the 384x12 BERT
+// (its graph and scheduler tables are written at creation, before any decode), and an idle or one-client
+// server never uses them: 2 lanes × 2 contexts at load were ~7 MiB of the engine process's idle RSS.
 import { ClientGoneError } from '../../../errors/index.ts';
 import { FfiVocab } from './vocab.ts';
 import { LLAMA_FLASH_ATTN_TYPE, LLAMA_MAX_SEQ, LLAMA_POOLING_TYPE, LLAMA_VOCAB_TYPE, type LlamaBindings, type LlamaLibrary, type Pointer } from './library.ts';
@@ -54,6 +60,14 @@ export interface EncoderOptions {
    * half the threads (see SPLIT_TOKENS). Default true.
    */
   splitLargeBatches?: boolean;
+  /**
+   * ggml's polling level (0-100, llama-server's --poll) of each lane's own pool: how long its workers spin
+   * for the next decode before they sleep. Default ggml's (50), which spins through the whole gap between
+   * one client's requests: a worker's CPU per request grows with the time the request spends outside the
+   * decode (HTTP, IPC). 0: the workers sleep after every decode and the next one wakes them. (A lone
+   * lane's half pool and its helper's always poll at 0.)
+   */
+  poll?: number;
 }
 
 export interface EncoderStats {
@@ -67,13 +81,26 @@ export interface EncoderStats {
   inputs: number;
   tokens: number;
   decodeMs: number;
+  /** llama.cpp contexts created, at load and on demand, and the milliseconds creating them took (on the loop). */
+  contexts: number;
+  contextMs: number;
+}
+
+/** A llama.cpp context of a lane, once created. */
+interface LaneContext {
+  context: Pointer;
+  memory: Pointer;
 }
 
 interface Lane {
-  context: Pointer;
-  memory: Pointer;
-  /** Embedding models: the plain-attention context for small batches (see PLAIN_ATTENTION_TOKENS); it shares the lane's pool and batch. */
-  small: { context: Pointer; memory: Pointer; tokens: number; sequences: number } | undefined;
+  /** The default context (flash attention for embedding models), undefined until a batch needs it. */
+  main: LaneContext | undefined;
+  params: Record<string, unknown>;
+  /**
+   * Embedding models: the plain-attention context for small batches (see PLAIN_ATTENTION_TOKENS), created
+   * when one first comes (`context` undefined until then); it shares the lane's pool and batch.
+   */
+  small: { context: LaneContext | undefined; params: Record<string, unknown>; tokens: number; sequences: number } | undefined;
   threadpool: Pointer;
   /**
    * A lone lane with a helper: a second pool of the lane's share of the threads (⌈T/2⌉), attached while
@@ -104,9 +131,9 @@ interface Job {
 
 const TOKEN_NULL = -1;
 
-interface LaneContexts {
-  context: Pointer;
-  small: { context: Pointer; tokens: number; sequences: number } | undefined;
+interface LaneSpec {
+  params: Record<string, unknown>;
+  small: { params: Record<string, unknown>; tokens: number; sequences: number } | undefined;
   /** Threads of the lane's pool. */
   threads: number;
   /** The second context of a lone lane, for the other half of a large batch (SPLIT_TOKENS). */
@@ -147,7 +174,7 @@ export class LlamaEncoder {
   readonly frame: { begin: number | undefined; end: number | undefined };
   readonly special: { bos: number | undefined; eos: number | undefined; sep: number | undefined };
   /** Counters for benchmarks and tests: decodes, inputs and tokens they held. */
-  readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, splitDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0 };
+  readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, splitDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0, contexts: 0, contextMs: 0 };
   /** A lone lane with a helper context (lanes[1]) for the second half of a large batch. */
   private readonly split: boolean;
   private readonly api: LlamaBindings;
@@ -162,7 +189,9 @@ export class LlamaEncoder {
   private constructor(
     private readonly lib: LlamaLibrary,
     private readonly model: Pointer,
-    contexts: LaneContexts[],
+    lanes: LaneSpec[],
+    /** The context load() created (lane 0's first choice for a lone input) and the lane part it is. */
+    first: { context: Pointer; small: boolean; ms: number },
     contextSize: number,
     options: EncoderOptions,
   ) {
@@ -172,17 +201,17 @@ export class LlamaEncoder {
     this.vocabSize = api.llama_vocab_n_tokens(this.vocab) as number;
     this.contextSize = contextSize;
     this.sequences = options.sequences;
-    this.split = contexts.some((created) => created.helper);
-    this.lanesCount = contexts.filter((created) => !created.helper).length;
-    this.decodeOn = contexts.length > 1 ? 'worker' : (options.decodeOn ?? 'worker');
-    this.pooling = api.llama_pooling_type(contexts[0]!.context) as number;
+    this.split = lanes.some((lane) => lane.helper);
+    this.lanesCount = lanes.filter((lane) => !lane.helper).length;
+    this.decodeOn = lanes.length > 1 ? 'worker' : (options.decodeOn ?? 'worker');
+    this.pooling = api.llama_pooling_type(first.context) as number;
     this.outputSize = this.pooling === LLAMA_POOLING_TYPE.rank ? Number(api.llama_model_n_cls_out(model)) : (api.llama_model_n_embd_out(model) as number);
     const id = (token: number) => (token === TOKEN_NULL ? undefined : token);
     this.special = { bos: id(api.llama_vocab_bos(this.vocab) as number), eos: id(api.llama_vocab_eos(this.vocab) as number), sep: id(api.llama_vocab_sep(this.vocab) as number) };
     this.frame = frameOf(api.llama_vocab_type(this.vocab) as number, this.special, api.llama_vocab_get_add_bos(this.vocab) as boolean, api.llama_vocab_get_add_eos(this.vocab) as boolean);
     const view = (pointer: unknown, bytes: number) => koffi.view(pointer, bytes);
-    const helperThreads = contexts.find((created) => created.helper)?.threads ?? 0;
-    this.lanes = contexts.map(({ context, small, threads, helper }) => {
+    const helperThreads = lanes.find((lane) => lane.helper)?.threads ?? 0;
+    this.lanes = lanes.map(({ params, small, threads, helper }) => {
       // A pool's workers poll for the next graph after each one (ggml's level 50, llama-server's too: 6.5M
       // rounds; on this EPYC the second worker used CPU for ~0.5 s after a one-input decode at load 11) and
       // only then sleep, also through graphs that use fewer threads than the pool.
@@ -196,18 +225,15 @@ export class LlamaEncoder {
       // Without ggml_threadpool_pause (not Linux): level 0, as before. The helper's pool only ever runs
       // split decodes: level 0.
       const halves = this.split && !helper && lib.pauseThreadpool !== undefined;
-      const threadpool = lib.newThreadpool(threads, this.split && !halves ? 0 : undefined);
+      const threadpool = lib.newThreadpool(threads, this.split && !halves ? 0 : options.poll);
       const halfPool = halves ? lib.newThreadpool(threads - helperThreads, 0) : undefined;
-      api.llama_attach_threadpool(context, threadpool, threadpool);
-      // One lane decodes one batch at a time, so its two contexts can share the pool.
-      if (small) api.llama_attach_threadpool(small.context, threadpool, threadpool);
       const raw = api.llama_batch_init(contextSize, 0, 1) as Record<string, unknown>;
       const seqIdPointers = koffi.decode(raw.seq_id, koffi.array('void *', contextSize)) as unknown[];
       new Int32Array(view(raw.n_seq_id, contextSize * 4)).fill(1);
       return {
-        context,
-        memory: api.llama_get_memory(context),
-        small: small && { ...small, memory: api.llama_get_memory(small.context) },
+        main: undefined,
+        params,
+        small: small && { ...small, context: undefined },
         threadpool,
         halfPool,
         threads,
@@ -222,6 +248,35 @@ export class LlamaEncoder {
         },
       };
     });
+    const lane0 = this.lanes[0]!;
+    const created = this.adopt(lane0, first.context);
+    if (first.small) lane0.small!.context = created;
+    else lane0.main = created;
+    this.stats.contexts++;
+    this.stats.contextMs += first.ms;
+  }
+
+  /** A context just created for `lane`: on the lane's pool (one lane decodes one batch at a time, so its contexts share it) and thread count. */
+  private adopt(lane: Lane, context: Pointer): LaneContext {
+    const pool = lane.halfPool && lane.current !== lane.threads ? lane.halfPool : lane.threadpool;
+    this.api.llama_attach_threadpool(context, pool, pool);
+    this.api.llama_set_n_threads(context, lane.current, lane.current);
+    return { context, memory: this.api.llama_get_memory(context) };
+  }
+
+  /** The lane's context for these params, created now if this is the first batch that needs it (undefined: llama.cpp could not). */
+  private contextOf(lane: Lane, small: boolean): LaneContext | undefined {
+    const existing = small ? lane.small!.context : lane.main;
+    if (existing) return existing;
+    const t0 = performance.now();
+    const context = this.api.llama_init_from_model(this.model, small ? lane.small!.params : lane.params);
+    if (!context) return undefined;
+    const created = this.adopt(lane, context);
+    if (small) lane.small!.context = created;
+    else lane.main = created;
+    this.stats.contexts++;
+    this.stats.contextMs += performance.now() - t0;
+    return created;
   }
 
   /**
@@ -235,7 +290,7 @@ export class LlamaEncoder {
   static forModel(
     lib: LlamaLibrary,
     path: string,
-    options: { contextSize: number; batchSequences: number; threads: number; contexts: number },
+    options: { contextSize: number; batchSequences: number; threads: number; contexts: number; poll?: number },
     pooling: EncoderOptions['pooling'],
   ): LlamaEncoder {
     return LlamaEncoder.load(lib, path, {
@@ -245,6 +300,7 @@ export class LlamaEncoder {
       lanes: options.contexts,
       pooling,
       decodeOn: 'worker',
+      poll: options.poll,
     });
   }
 
@@ -285,36 +341,26 @@ export class LlamaEncoder {
       options.pooling === 'rank' || options.plainAttentionForSmallBatches === false || smallTokens >= contextSize
         ? undefined
         : { ...params, n_ctx: smallTokens, n_batch: smallTokens, n_ubatch: smallTokens, n_seq_max: smallSequences, flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled };
-    const contexts: LaneContexts[] = [];
-    const fail = (what: string): never => {
-      for (const created of contexts) {
-        api.llama_free(created.context);
-        if (created.small) api.llama_free(created.small.context);
-      }
-      api.llama_model_free(model);
-      throw new Error(`llama.cpp could not create ${what} for ${path}`);
-    };
-    for (let i = 0; i < (options.lanes ?? 1); i++) {
-      const context = api.llama_init_from_model(model, params);
-      if (!context) fail(`an embedding context of ${contextSize} tokens × ${options.sequences} sequences`);
-      let small: { context: Pointer; tokens: number; sequences: number } | undefined;
-      if (smallParams) {
-        const smallContext = api.llama_init_from_model(model, smallParams);
-        if (!smallContext) {
-          api.llama_free(context);
-          fail(`a plain-attention context of ${smallTokens} tokens`);
-        }
-        small = { context: smallContext, tokens: smallTokens, sequences: smallSequences };
-      }
-      contexts.push({ context, small, threads: options.threads, helper: false });
-    }
+    const lanes: LaneSpec[] = [];
+    const small = smallParams && { params: smallParams, tokens: smallTokens, sequences: smallSequences };
+    for (let i = 0; i < (options.lanes ?? 1); i++) lanes.push({ params, small, threads: options.threads, helper: false });
     if ((options.lanes ?? 1) === 1 && options.threads >= 2 && options.splitLargeBatches !== false) {
       const threads = Math.floor(options.threads / 2);
-      const context = api.llama_init_from_model(model, { ...params, n_threads: threads, n_threads_batch: threads });
-      if (!context) fail(`a second embedding context of ${contextSize} tokens × ${options.sequences} sequences`);
-      contexts.push({ context, small: undefined, threads, helper: true });
+      lanes.push({ params: { ...params, n_threads: threads, n_threads_batch: threads }, small: undefined, threads, helper: true });
     }
-    return new LlamaEncoder(lib, model, contexts, contextSize, options);
+    // The context a lone input decodes on, now: a model llama.cpp cannot make a context for fails its load,
+    // not its first request. The others are made on demand (see the top of the file).
+    const t0 = performance.now();
+    const context = api.llama_init_from_model(model, small ? small.params : params);
+    if (!context) {
+      api.llama_model_free(model);
+      throw new Error(
+        small
+          ? `llama.cpp could not create a plain-attention context of ${smallTokens} tokens for ${path}`
+          : `llama.cpp could not create an embedding context of ${contextSize} tokens × ${options.sequences} sequences for ${path}`,
+      );
+    }
+    return new LlamaEncoder(lib, model, lanes, { context, small: small !== undefined, ms: performance.now() - t0 }, contextSize, options);
   }
 
   /** The model's tokenizer, node-llama-cpp's rules over this encoder's llama_vocab (valid until dispose). */
@@ -430,14 +476,13 @@ export class LlamaEncoder {
   private dispatch(lane: Lane, threads: number, limit = Infinity): void {
     if (this.queue.length === 0) return;
     if (lane.current !== threads) {
+      const contexts = [lane.main, lane.small?.context].filter((context) => context !== undefined);
       if (lane.halfPool) {
         const pool = threads === lane.threads ? lane.threadpool : lane.halfPool;
         if (pool === lane.halfPool) this.lib.pauseThreadpool!(lane.threadpool);
-        this.api.llama_attach_threadpool(lane.context, pool, pool);
-        if (lane.small) this.api.llama_attach_threadpool(lane.small.context, pool, pool);
+        for (const { context } of contexts) this.api.llama_attach_threadpool(context, pool, pool);
       }
-      this.api.llama_set_n_threads(lane.context, threads, threads);
-      if (lane.small) this.api.llama_set_n_threads(lane.small.context, threads, threads);
+      for (const { context } of contexts) this.api.llama_set_n_threads(context, threads, threads);
       lane.current = threads;
     }
     const jobs: Job[] = [];
@@ -462,7 +507,13 @@ export class LlamaEncoder {
       lastIndex.push(n - 1);
     }
     const small = lane.small && n <= lane.small.tokens && jobs.length <= lane.small.sequences ? lane.small : undefined;
-    const target = small ?? lane;
+    const target = this.contextOf(lane, small !== undefined);
+    if (!target) {
+      const error = new Error(`llama.cpp could not create ${small ? 'a plain-attention context' : 'an embedding context'} for this batch`);
+      for (const job of jobs) job.reject(error);
+      this.schedule();
+      return;
+    }
     this.checkBatch(lane, n, jobs.length, small ? small.tokens : this.contextSize, small ? small.sequences : this.sequences);
     const struct = batch.struct;
     struct.n_tokens = n;
@@ -559,11 +610,10 @@ export class LlamaEncoder {
     const { api } = this;
     for (const lane of this.lanes) {
       api.llama_batch_free(lane.batch.struct);
-      api.llama_detach_threadpool(lane.context);
-      api.llama_free(lane.context);
-      if (lane.small) {
-        api.llama_detach_threadpool(lane.small.context);
-        api.llama_free(lane.small.context);
+      for (const created of [lane.main, lane.small?.context]) {
+        if (!created) continue;
+        api.llama_detach_threadpool(created.context);
+        api.llama_free(created.context);
       }
       this.lib.freeThreadpool(lane.threadpool);
       if (lane.halfPool) this.lib.freeThreadpool(lane.halfPool);
