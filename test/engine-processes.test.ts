@@ -113,13 +113,14 @@ test('models load in engine processes of their own: the server process never map
   assert.doesNotMatch(maps, /libllama|libggml/, 'llama.cpp is loaded in the engine processes only');
   assert.match(readFileSync(`/proc/${pids[0]}/maps`, 'utf8'), /libllama/);
   // Started with the engine process's V8 settings (host.ts engineV8Flags): gc exposed for release.ts
-  // to collect the load's garbage, and for a llama.cpp chat model a small young generation.
+  // to collect the load's garbage, and for a llama.cpp model a small young generation.
   const argv = readFileSync(`/proc/${pids[0]}/cmdline`, 'utf8').split('\0');
   assert.ok(argv.includes('--max-semi-space-size=1') && argv.includes('--expose-gc'), argv.join(' '));
   const embedded = await http(server.baseURL, '/embeddings', { body: { model: EMBED, input: 'flags' }, headers: auth() });
   assert.equal(embedded.status, 200);
   const embedding = readFileSync(`/proc/${entry(EMBED).pid}/cmdline`, 'utf8').split('\0');
-  assert.ok(embedding.includes('--expose-gc') && !embedding.some((arg) => arg.startsWith('--max-semi-space-size')), embedding.join(' '));
+  // An embedding model's engine process too (its young generation grew to 5 MiB by the first answer).
+  assert.ok(embedding.includes('--expose-gc') && embedding.includes('--max-semi-space-size=1'), embedding.join(' '));
   // The chat model runs on the FFI runner, which decodes on the engine process's main thread
   // (ownProcess in the load context); the proxy shows the model's plain-data properties.
   const lease = await server.server.services.registry.acquire(CHAT, 'chat');
