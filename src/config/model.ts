@@ -5,9 +5,6 @@ import { z } from 'zod';
 import { byteSizeSchema, keepAliveSchema } from './lifecycle.ts';
 import { deploymentSchema } from '../routing/config.ts';
 
-/** streamIntervalMs's default: measured on chat-512x8 at 2 threads on 2 cores (docs/BENCHMARKS.md). */
-export const STREAM_INTERVAL_MS = 10;
-
 export const modelTypeSchema = z.enum(['chat', 'embedding', 'reranker', 'text-to-image']);
 
 export const commonModelShape = {
@@ -45,14 +42,6 @@ export const commonModelShape = {
   isolation: z.enum(['process', 'none']).default('process'),
   /** An engine process that answers no heartbeat for this long is taken for hung, killed and restarted. */
   hangTimeoutSeconds: z.number().positive().max(3600).default(60),
-  /**
-   * isolation 'process': the shortest time between two messages carrying a running stream's tokens from
-   * the engine process to the server (vLLM's --stream-interval, in time). Tokens produced sooner ride the
-   * next message: on a small model a step is shorter than waking the server and the client for each
-   * token, and on a CPU whose cores all decode, each wake stalls the step (docs/BENCHMARKS.md). A stream's
-   * first token, its finish, errors and tool-call starts go at once. 0: a message per decode step.
-   */
-  streamIntervalMs: z.number().min(0).max(1000).default(STREAM_INTERVAL_MS),
   /** Embedding models: supports Matryoshka truncation via `dimensions`. */
   matryoshka: z.boolean().default(false),
   /** Embedding models: pooling the model family expects, when the GGUF does not say. */

@@ -3,7 +3,6 @@
 // a hang here costs this model a restart (host.ts), never the server.
 import { Writable } from 'node:stream';
 import { EngineResources } from '../resources.ts';
-import { Outbox } from './outbox.ts';
 import { releaseCodePages, releaseLoadLeftovers } from './release.ts';
 import { engineLoaders, enginePreloads } from '../loaders.ts';
 import { createLogger } from '../../observability/logger.ts';
@@ -32,10 +31,23 @@ const send = (message: ChildMessage) => process.send!(message);
 const spareFor = /^--spare=(.+)$/.exec(process.argv[2] ?? '')?.[1];
 if (spareFor && Object.hasOwn(enginePreloads, spareFor)) void enginePreloads[spareFor]!().catch(() => undefined);
 
-// Everything the child produces for the server, batched per loop turn and, for a running stream's
-// deltas, per the model's streamIntervalMs (outbox.ts).
-const outbox = new Outbox((items) => send({ t: 'out', items }));
-const post = (item: ChildItem) => outbox.post(item);
+// Everything produced in one turn of the event loop goes out as one message (see ChildMessage 'out').
+let outbox: ChildItem[] = [];
+let flushScheduled = false;
+function post(item: ChildItem): void {
+  outbox.push(item);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+}
+function flush(): void {
+  flushScheduled = false;
+  if (outbox.length === 0) return;
+  const items = outbox;
+  outbox = [];
+  send({ t: 'out', items });
+}
 
 /** pino writes JSON lines here; the server re-logs each under the model's logger. */
 function ipcLogStream(): Writable {
@@ -89,7 +101,6 @@ function snapshot(target: AnyModel): { properties: Record<string, unknown>; meth
 
 async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void> {
   if (message.cacheDir !== undefined) process.env.INFERA_CACHE_DIR = message.cacheDir;
-  outbox.intervalMs = message.config.streamIntervalMs ?? 0;
   const logger = createLogger(message.logLevel, ipcLogStream());
   const loader = Object.hasOwn(engineLoaders, message.config.engine) ? engineLoaders[message.config.engine] : undefined;
   try {
@@ -207,7 +218,7 @@ async function dispose(): Promise<void> {
   disposing = true;
   loadAbort.abort(new Error('server closing'));
   await loaded?.dispose().catch(() => undefined);
-  outbox.flush(true);
+  flush();
   process.exit(0);
 }
 

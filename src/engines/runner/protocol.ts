@@ -59,8 +59,7 @@ export type ChildMessage =
   /**
    * Everything the child produced in one turn of its event loop, in order: a decode step of eight
    * streams is one message, not eight. Node's IPC costs tens of µs per message, so per-token messages
-   * would cost more than the 2 % of decode time the boundary may take (docs/RELIABILITY.md). A running
-   * stream's deltas may also wait for later turns, up to the model's streamIntervalMs (outbox.ts).
+   * would cost more than the 2 % of decode time the boundary may take (docs/RELIABILITY.md).
    */
   | { t: 'out'; items: ChildItem[] };
 
