@@ -14,7 +14,7 @@ import { ensureTinyModels } from '../../tiny-models/index.ts';
 import { ensureTinyQwen3Reranker } from '../../tiny-models/tiny-qwen3-reranker.ts';
 import { llamaCppModelSchema } from './config.ts';
 import { ggufInfo, loadLlamaCppEmbeddingModel, supportsRanking, vocabularySizeOf, type LlamaCppEmbeddingModel } from './embedding.ts';
-import { LlamaEncoder, PLAIN_ATTENTION_TOKENS, SPLIT_TOKENS } from './ffi/encoder.ts';
+import { LlamaEncoder, PLAIN_ATTENTION_TOKENS, SPLIT_TOKENS, seqMaxOf } from './ffi/encoder.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { createLlama } from './runtime.ts';
 
@@ -65,6 +65,23 @@ test('ffi encoder: concurrent inputs share one decode, up to n_seq_max inputs an
   const mark2 = encoder.stats.decodes;
   await Promise.all(long.map((tokens) => encoder.encode(tokens)));
   assert.equal(encoder.stats.decodes - mark2, 2);
+});
+
+test('ffi encoder: a sequence count that is not a power of two packs that many inputs (llama.cpp aborted at n_seq_max 3)', async () => {
+  // Without seqMaxOf the first decode of two sequences here aborts the whole process (GGML_ASSERT in ggml.c).
+  assert.deepEqual([1, 2, 3, 4, 5, 12, 256].map(seqMaxOf), [1, 2, 4, 4, 8, 16, 256]);
+  const three = LlamaEncoder.load(lib, paths.embedding, { contextSize: 64, sequences: 3, threads: 1, pooling: 'model' });
+  try {
+    const inputs = TEXTS.slice(0, 4).map((text) => three.framed(three.tokenize(text)));
+    const alone: Float32Array[] = [];
+    for (const tokens of inputs) alone.push(await three.encode(tokens));
+    const mark = three.stats.decodes;
+    const together = await Promise.all(inputs.map((tokens) => three.encode(tokens)));
+    assert.equal(three.stats.decodes - mark, 2, 'four inputs at three per decode: two decodes');
+    for (const [i, vector] of together.entries()) assert.ok(maxDifference(vector, alone[i]!) < 1e-5, `input ${i}`);
+  } finally {
+    await three.dispose();
+  }
 });
 
 test('ffi encoder: two lanes (contexts) share one queue and give the same vectors', async () => {

@@ -319,7 +319,7 @@ export class LlamaEncoder {
       n_ctx: contextSize,
       n_batch: contextSize,
       n_ubatch: contextSize,
-      n_seq_max: options.sequences,
+      n_seq_max: seqMaxOf(options.sequences),
       n_threads: options.threads,
       n_threads_batch: options.threads,
       embeddings: true,
@@ -340,7 +340,7 @@ export class LlamaEncoder {
     const smallParams =
       options.pooling === 'rank' || options.plainAttentionForSmallBatches === false || smallTokens >= contextSize
         ? undefined
-        : { ...params, n_ctx: smallTokens, n_batch: smallTokens, n_ubatch: smallTokens, n_seq_max: smallSequences, flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled };
+        : { ...params, n_ctx: smallTokens, n_batch: smallTokens, n_ubatch: smallTokens, n_seq_max: seqMaxOf(smallSequences), flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled };
     const lanes: LaneSpec[] = [];
     const small = smallParams && { params: smallParams, tokens: smallTokens, sequences: smallSequences };
     for (let i = 0; i < (options.lanes ?? 1); i++) lanes.push({ params, small, threads: options.threads, helper: false });
@@ -620,6 +620,19 @@ export class LlamaEncoder {
     }
     api.llama_model_free(this.model);
   }
+}
+
+/**
+ * The n_seq_max a context is created with for batches of at most `sequences` inputs: the next power of
+ * two. On the bundled llama.cpp a flash-attention context whose n_seq_max is not a power of two aborts
+ * the process (GGML_ASSERT(ggml_can_mul_mat(a, b)) in ggml.c) at its first decode of two or more
+ * sequences: 3, 5, 6, 7, 12, 24 and 48 did on the bench BERT and the tiny one, 2, 4, 8, 16, 32, 64 and 128
+ * did not (a plain-attention reranker context took 3). So `batchSequences: 12` killed the engine process
+ * at the first packed batch. The encoder still packs at most `sequences` inputs per decode (dispatch);
+ * n_seq_max only bounds the sequence ids a batch may use. (Cause inside llama.cpp not traced.)
+ */
+export function seqMaxOf(sequences: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, sequences)));
 }
 
 /**
