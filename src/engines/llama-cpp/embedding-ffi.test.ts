@@ -14,7 +14,7 @@ import { ensureTinyModels } from '../../tiny-models/index.ts';
 import { ensureTinyQwen3Reranker } from '../../tiny-models/tiny-qwen3-reranker.ts';
 import { llamaCppModelSchema } from './config.ts';
 import { ggufInfo, loadLlamaCppEmbeddingModel, supportsRanking, vocabularySizeOf, type LlamaCppEmbeddingModel } from './embedding.ts';
-import { LlamaEncoder, PLAIN_ATTENTION_TOKENS, SPLIT_TOKENS, seqMaxOf } from './ffi/encoder.ts';
+import { LONE_FALLBACK_DECODES, LlamaEncoder, PLAIN_ATTENTION_TOKENS, SPLIT_TOKENS, seqMaxOf } from './ffi/encoder.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { createLlama } from './runtime.ts';
 
@@ -124,7 +124,8 @@ test("ffi encoder on the loop (an engine process's): the worker's vectors, and w
 
 test('ffi encoder: a lone lane of 2 threads decodes a batch over SPLIT_TOKENS as two 1-thread halves at once, a small one on both threads, with the same vectors', async () => {
   // Flash attention throughout, so that vectors compare whichever batches the inputs land in.
-  const options = { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches: false } as const;
+  // No half-thread fallback (its reference decode would take the lone input below to one thread).
+  const options = { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches: false, loneFallbackFactor: 0 } as const;
   const split = LlamaEncoder.load(lib, paths.embedding, options);
   const whole = LlamaEncoder.load(lib, paths.embedding, { ...options, splitLargeBatches: false });
   try {
@@ -158,7 +159,7 @@ test("ffi encoder: a lone 2-thread lane's second worker keeps polling after a wh
 async function pollingThenPaused(plainAttentionForSmallBatches: boolean): Promise<void> {
   const threadIds = () => readdirSync('/proc/self/task');
   const existing = new Set(threadIds());
-  const split = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches });
+  const split = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches, loneFallbackFactor: 0 });
   // The CPU time, over 100 ms in which this thread only waits, of the threads started since the load began
   // (ggml's pool workers: one polls or sleeps). Not the process's: V8's collector threads and the main
   // thread's timers under the full test run measured 6.7 ms in this window by themselves.
@@ -196,6 +197,32 @@ async function pollingThenPaused(plainAttentionForSmallBatches: boolean): Promis
     await split.dispose();
   }
 }
+
+test("ffi encoder: a lone 2-thread lane decodes small batches on half its threads once a whole decode was slower than the half's best (loneFallbackFactor), with the same vectors", async () => {
+  const options = { contextSize: 256, sequences: 16, threads: 2, pooling: 'model' } as const;
+  // A factor this small takes every whole decode for a collapsed one: the switch itself is what is tested.
+  const falling = LlamaEncoder.load(lib, paths.embedding, { ...options, loneFallbackFactor: 1e-9 });
+  const never = LlamaEncoder.load(lib, paths.embedding, { ...options, loneFallbackFactor: 0 });
+  try {
+    const input = falling.framed(falling.tokenize(TEXTS[2]!));
+    const reference = await never.encode(input);
+    const counts = () => [falling.stats.decodes, falling.stats.fallbackDecodes];
+    // The first small batch: the half threads' reference; the second: all threads, judged slower.
+    const first = await falling.encode(input);
+    assert.deepEqual(counts(), [1, 1]);
+    await falling.encode(input);
+    assert.deepEqual(counts(), [2, 1]);
+    const after = [];
+    for (let i = 0; i < 3; i++) after.push(await falling.encode(input));
+    assert.deepEqual(counts(), [5, 4], 'the next small batches on half the threads');
+    for (const vector of [first, ...after]) assert.ok(maxDifference(vector, reference) < 1e-5);
+    for (let i = 0; i < 3; i++) await never.encode(input);
+    assert.equal(never.stats.fallbackDecodes, 0);
+    assert.ok(LONE_FALLBACK_DECODES >= 3);
+  } finally {
+    await Promise.all([falling.dispose(), never.dispose()]);
+  }
+});
 
 test("ffi encoder: poll 0 (llamaCpp.poll) puts a lane's second worker to sleep after each decode, where the default keeps it polling", async (t) => {
   const idleCpuMs = async () => {
