@@ -8,6 +8,8 @@
 //
 //   npm run build && node --import tsx bench/embed-path.ts --llama-bin <dir> [--infera-bin a/bin/infera.js,b/bin/infera.js]
 //        [--threads 2] [--requests 200] [--rounds 3] [--infera-engine '{"cpuBackend":"native"}'] [--strace 40]
+//        (--infera-engine may be a JSON array, one llamaCpp object per --infera-bin, which may repeat:
+//         --infera-bin b/bin/infera.js,b/bin/infera.js --infera-engine '[{}, {"poll":0}]')
 //        [--engine onnx --onnx-options '{"spin":true}']   (Infera's ONNX engine on the same weights, bench-embed)
 //        (--onnx-options may be a JSON array, one object per --infera-bin: '[{}, {"sessions":2}]')
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -49,7 +51,9 @@ const rounds = Number(values.rounds);
 const words = Number(values.words);
 const clients = Number(values.clients);
 const straceRequests = Number(values.strace);
-const engine = JSON.parse(values['infera-engine']!) as Record<string, unknown>;
+const engineArg = JSON.parse(values['infera-engine']!) as Record<string, unknown> | Record<string, unknown>[];
+/** The llamaCpp block's extra options of the bin at `index` (one object for all, or one per bin). */
+const engineOf = (index: number): Record<string, unknown> => (Array.isArray(engineArg) ? (engineArg[index] ?? {}) : engineArg);
 const onnxOptionsArg = JSON.parse(values['onnx-options']!) as Record<string, unknown> | Record<string, unknown>[];
 /** The onnx block's extra options of the bin at `index` (one object for all, or one per bin). */
 const onnxOptionsOf = (index: number): Record<string, unknown> => (Array.isArray(onnxOptionsArg) ? (onnxOptionsArg[index] ?? {}) : onnxOptionsArg);
@@ -70,7 +74,7 @@ const VOCAB = 'the quick brown fox jumps over lazy dog sea light keeper night st
 let counter = 0;
 const sentence = () => `${++counter} ${Array.from({ length: words - 1 }, (_, i) => VOCAB[(counter * 7 + i * 3) % VOCAB.length]).join(' ')}`;
 
-function spawnInfera(bin: string, modelPath: string, label: string, onnxOptions: Record<string, unknown>): Server {
+function spawnInfera(bin: string, modelPath: string, label: string, onnxOptions: Record<string, unknown>, engine: Record<string, unknown>): Server {
   const dataDir = mkdtempSync(join(work, 'infera-'));
   const config = {
     server: { logLevel: 'warn', maxRequestsPerSocket: 0 },
@@ -237,8 +241,13 @@ try {
   for (const [index, bin] of inferaBins.entries()) {
     const options = onnxOptionsOf(index);
     const named = inferaBins.length > 1 ? `infera ${basename(dirname(dirname(bin)))}` : 'infera';
-    const label = values.engine === 'onnx' && Array.isArray(onnxOptionsArg) && Object.keys(options).length ? `${named} ${JSON.stringify(options)}` : named;
-    servers.push(spawnInfera(bin, modelPath, label, options));
+    const label =
+      values.engine === 'onnx' && Array.isArray(onnxOptionsArg) && Object.keys(options).length
+        ? `${named} ${JSON.stringify(options)}`
+        : values.engine !== 'onnx' && Array.isArray(engineArg)
+          ? `${named} ${JSON.stringify(engineOf(index))}`
+          : named;
+    servers.push(spawnInfera(bin, modelPath, label, options, engineOf(index)));
   }
   if (values['llama-bin']) servers.push(spawnLlama(values['llama-bin'], modelPath));
   for (const server of servers) await ready(server);

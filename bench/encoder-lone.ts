@@ -89,4 +89,8 @@ for (const [v, variant] of variants.entries())
   console.log(
     `  ${variant.name.padEnd(28)} wall p50 ${q(walls[v]!, 0.5).toFixed(2)} ms, p10 ${q(walls[v]!, 0.1).toFixed(2)}, p90 ${q(walls[v]!, 0.9).toFixed(2)}; CPU per encode: in the call ${(cpuCall[v]! / n / 1000).toFixed(2)} ms, with the gap ${(cpuBlock[v]! / n / 1000).toFixed(2)} ms`,
   );
+for (const [v, variant] of variants.entries()) {
+  const { decodes, smallDecodes, splitDecodes, fallbackDecodes } = encoders[v]!.stats;
+  console.log(`  ${variant.name.padEnd(28)} decodes ${decodes}: on the plain-attention context ${smallDecodes}, split ${splitDecodes}, on half the threads after a collapse ${fallbackDecodes}`);
+}
 for (const encoder of encoders) await encoder.dispose();

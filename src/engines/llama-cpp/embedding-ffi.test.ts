@@ -14,7 +14,7 @@ import { ensureTinyModels } from '../../tiny-models/index.ts';
 import { ensureTinyQwen3Reranker } from '../../tiny-models/tiny-qwen3-reranker.ts';
 import { llamaCppModelSchema } from './config.ts';
 import { ggufInfo, loadLlamaCppEmbeddingModel, supportsRanking, vocabularySizeOf, type LlamaCppEmbeddingModel } from './embedding.ts';
-import { LlamaEncoder, PLAIN_ATTENTION_TOKENS, SPLIT_TOKENS } from './ffi/encoder.ts';
+import { LONE_FALLBACK_DECODES, LlamaEncoder, PLAIN_ATTENTION_TOKENS, SPLIT_TOKENS, seqMaxOf } from './ffi/encoder.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { createLlama } from './runtime.ts';
 
@@ -67,6 +67,23 @@ test('ffi encoder: concurrent inputs share one decode, up to n_seq_max inputs an
   assert.equal(encoder.stats.decodes - mark2, 2);
 });
 
+test('ffi encoder: a sequence count that is not a power of two packs that many inputs (llama.cpp aborted at n_seq_max 3)', async () => {
+  // Without seqMaxOf the first decode of two sequences here aborts the whole process (GGML_ASSERT in ggml.c).
+  assert.deepEqual([1, 2, 3, 4, 5, 12, 256].map(seqMaxOf), [1, 2, 4, 4, 8, 16, 256]);
+  const three = LlamaEncoder.load(lib, paths.embedding, { contextSize: 64, sequences: 3, threads: 1, pooling: 'model' });
+  try {
+    const inputs = TEXTS.slice(0, 4).map((text) => three.framed(three.tokenize(text)));
+    const alone: Float32Array[] = [];
+    for (const tokens of inputs) alone.push(await three.encode(tokens));
+    const mark = three.stats.decodes;
+    const together = await Promise.all(inputs.map((tokens) => three.encode(tokens)));
+    assert.equal(three.stats.decodes - mark, 2, 'four inputs at three per decode: two decodes');
+    for (const [i, vector] of together.entries()) assert.ok(maxDifference(vector, alone[i]!) < 1e-5, `input ${i}`);
+  } finally {
+    await three.dispose();
+  }
+});
+
 test('ffi encoder: two lanes (contexts) share one queue and give the same vectors', async () => {
   const lanes = LlamaEncoder.load(lib, paths.embedding, { contextSize: 64, sequences: 2, threads: 1, lanes: 2, pooling: 'model' });
   try {
@@ -107,7 +124,8 @@ test("ffi encoder on the loop (an engine process's): the worker's vectors, and w
 
 test('ffi encoder: a lone lane of 2 threads decodes a batch over SPLIT_TOKENS as two 1-thread halves at once, a small one on both threads, with the same vectors', async () => {
   // Flash attention throughout, so that vectors compare whichever batches the inputs land in.
-  const options = { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches: false } as const;
+  // No half-thread fallback (its reference decode would take the lone input below to one thread).
+  const options = { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches: false, loneFallbackFactor: 0 } as const;
   const split = LlamaEncoder.load(lib, paths.embedding, options);
   const whole = LlamaEncoder.load(lib, paths.embedding, { ...options, splitLargeBatches: false });
   try {
@@ -141,7 +159,7 @@ test("ffi encoder: a lone 2-thread lane's second worker keeps polling after a wh
 async function pollingThenPaused(plainAttentionForSmallBatches: boolean): Promise<void> {
   const threadIds = () => readdirSync('/proc/self/task');
   const existing = new Set(threadIds());
-  const split = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches });
+  const split = LlamaEncoder.load(lib, paths.embedding, { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches, loneFallbackFactor: 0 });
   // The CPU time, over 100 ms in which this thread only waits, of the threads started since the load began
   // (ggml's pool workers: one polls or sleeps). Not the process's: V8's collector threads and the main
   // thread's timers under the full test run measured 6.7 ms in this window by themselves.
@@ -179,6 +197,32 @@ async function pollingThenPaused(plainAttentionForSmallBatches: boolean): Promis
     await split.dispose();
   }
 }
+
+test("ffi encoder: a lone 2-thread lane decodes small batches on half its threads once a whole decode was slower than the half's best (loneFallbackFactor), with the same vectors", async () => {
+  const options = { contextSize: 256, sequences: 16, threads: 2, pooling: 'model' } as const;
+  // A factor this small takes every whole decode for a collapsed one: the switch itself is what is tested.
+  const falling = LlamaEncoder.load(lib, paths.embedding, { ...options, loneFallbackFactor: 1e-9 });
+  const never = LlamaEncoder.load(lib, paths.embedding, { ...options, loneFallbackFactor: 0 });
+  try {
+    const input = falling.framed(falling.tokenize(TEXTS[2]!));
+    const reference = await never.encode(input);
+    const counts = () => [falling.stats.decodes, falling.stats.fallbackDecodes];
+    // The first small batch: the half threads' reference; the second: all threads, judged slower.
+    const first = await falling.encode(input);
+    assert.deepEqual(counts(), [1, 1]);
+    await falling.encode(input);
+    assert.deepEqual(counts(), [2, 1]);
+    const after = [];
+    for (let i = 0; i < 3; i++) after.push(await falling.encode(input));
+    assert.deepEqual(counts(), [5, 4], 'the next small batches on half the threads');
+    for (const vector of [first, ...after]) assert.ok(maxDifference(vector, reference) < 1e-5);
+    for (let i = 0; i < 3; i++) await never.encode(input);
+    assert.equal(never.stats.fallbackDecodes, 0);
+    assert.ok(LONE_FALLBACK_DECODES >= 3);
+  } finally {
+    await Promise.all([falling.dispose(), never.dispose()]);
+  }
+});
 
 test("ffi encoder: poll 0 (llamaCpp.poll) puts a lane's second worker to sleep after each decode, where the default keeps it polling", async (t) => {
   const idleCpuMs = async () => {

@@ -68,6 +68,13 @@ export interface EncoderOptions {
    * lane's half pool and its helper's always poll at 0.)
    */
   poll?: number;
+  /**
+   * A lone lane with a helper: once a small batch's decode on all the lane's threads took more than this
+   * many times, per token, the fastest small batch on the lane's half of the threads, the next
+   * LONE_FALLBACK_DECODES small batches decode on the half (see noteWhole). 0: never (and no half-thread
+   * reference decode either). Default LONE_FALLBACK_FACTOR.
+   */
+  loneFallbackFactor?: number;
 }
 
 export interface EncoderStats {
@@ -77,6 +84,8 @@ export interface EncoderStats {
   smallDecodes: number;
   /** Of those, decodes with part of a lone lane's threads, beside another on its helper context (SPLIT_TOKENS). */
   splitDecodes: number;
+  /** Of those, small batches decoded on half a lone lane's threads: the first one (the reference), and those after a collapsed whole decode (loneFallbackFactor). */
+  fallbackDecodes: number;
   /** Inputs evaluated (sequences over all decodes). */
   inputs: number;
   tokens: number;
@@ -158,6 +167,15 @@ export const SPLIT_TOKENS = 128;
  */
 export const PLAIN_ATTENTION_TOKENS = 64;
 
+/**
+ * loneFallbackFactor's default: a whole decode 1.25× slower per token than the half threads' best one,
+ * about twice its quiet time (so a quiet box's spread does not reach it); a collapsed one is 5–100×.
+ */
+export const LONE_FALLBACK_FACTOR = 1.25;
+
+/** Small batches decoded on half a lone lane's threads after a collapsed whole decode, before it tries all of them again. */
+export const LONE_FALLBACK_DECODES = 32;
+
 export class LlamaEncoder {
   /** Tokens one decode (and so one input) may hold. */
   readonly contextSize: number;
@@ -174,7 +192,7 @@ export class LlamaEncoder {
   readonly frame: { begin: number | undefined; end: number | undefined };
   readonly special: { bos: number | undefined; eos: number | undefined; sep: number | undefined };
   /** Counters for benchmarks and tests: decodes, inputs and tokens they held. */
-  readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, splitDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0, contexts: 0, contextMs: 0 };
+  readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, splitDecodes: 0, fallbackDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0, contexts: 0, contextMs: 0 };
   /** A lone lane with a helper context (lanes[1]) for the second half of a large batch. */
   private readonly split: boolean;
   private readonly api: LlamaBindings;
@@ -185,6 +203,11 @@ export class LlamaEncoder {
   private scheduled = false;
   private disposed = false;
   private idle: (() => void)[] = [];
+  private readonly loneFallbackFactor: number;
+  /** The fastest small batch on half a lone lane's threads so far, ms per token (noteWhole). */
+  private halfBestMsPerToken = Infinity;
+  /** Small batches left to decode on half the lane's threads (loneFallbackFactor). */
+  private fallbackLeft = 0;
 
   private constructor(
     private readonly lib: LlamaLibrary,
@@ -201,6 +224,7 @@ export class LlamaEncoder {
     this.vocabSize = api.llama_vocab_n_tokens(this.vocab) as number;
     this.contextSize = contextSize;
     this.sequences = options.sequences;
+    this.loneFallbackFactor = options.loneFallbackFactor ?? LONE_FALLBACK_FACTOR;
     this.split = lanes.some((lane) => lane.helper);
     this.lanesCount = lanes.filter((lane) => !lane.helper).length;
     this.decodeOn = lanes.length > 1 ? 'worker' : (options.decodeOn ?? 'worker');
@@ -319,7 +343,7 @@ export class LlamaEncoder {
       n_ctx: contextSize,
       n_batch: contextSize,
       n_ubatch: contextSize,
-      n_seq_max: options.sequences,
+      n_seq_max: seqMaxOf(options.sequences),
       n_threads: options.threads,
       n_threads_batch: options.threads,
       embeddings: true,
@@ -340,7 +364,7 @@ export class LlamaEncoder {
     const smallParams =
       options.pooling === 'rank' || options.plainAttentionForSmallBatches === false || smallTokens >= contextSize
         ? undefined
-        : { ...params, n_ctx: smallTokens, n_batch: smallTokens, n_ubatch: smallTokens, n_seq_max: smallSequences, flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled };
+        : { ...params, n_ctx: smallTokens, n_batch: smallTokens, n_ubatch: smallTokens, n_seq_max: seqMaxOf(smallSequences), flash_attn_type: LLAMA_FLASH_ATTN_TYPE.disabled };
     const lanes: LaneSpec[] = [];
     const small = smallParams && { params: smallParams, tokens: smallTokens, sequences: smallSequences };
     for (let i = 0; i < (options.lanes ?? 1); i++) lanes.push({ params, small, threads: options.threads, helper: false });
@@ -446,7 +470,13 @@ export class LlamaEncoder {
     if (!main.decoding && !helper.decoding) {
       const { inputs, tokens } = this.fitting();
       if (tokens <= SPLIT_TOKENS || inputs < 2) {
-        this.dispatch(main, main.threads);
+        // The first small batch is the half threads' reference (loneFallbackFactor): one decode at ~1.7× a
+        // whole one's time, once in the process's life.
+        const reference = this.loneFallbackFactor > 0 && this.halfBestMsPerToken === Infinity;
+        if (this.fallbackLeft > 0 || reference) {
+          this.fallbackLeft = Math.max(0, this.fallbackLeft - 1);
+          this.dispatch(main, half, Infinity, 'fallback');
+        } else this.dispatch(main, main.threads, Infinity, 'whole');
         return;
       }
       this.dispatch(main, half, inputs < this.queue.length ? Infinity : Math.ceil(inputs / 2));
@@ -473,7 +503,7 @@ export class LlamaEncoder {
   }
 
   /** Packs what is queued (at most `limit` inputs) into the lane's batch, first come first served, and decodes it on `threads` threads. */
-  private dispatch(lane: Lane, threads: number, limit = Infinity): void {
+  private dispatch(lane: Lane, threads: number, limit = Infinity, kind?: 'whole' | 'fallback'): void {
     if (this.queue.length === 0) return;
     if (lane.current !== threads) {
       const contexts = [lane.main, lane.small?.context].filter((context) => context !== undefined);
@@ -520,7 +550,8 @@ export class LlamaEncoder {
     const t0 = performance.now();
     lane.decoding = true;
     if (small) this.stats.smallDecodes++;
-    if (this.split && threads < this.lanes[0]!.threads) this.stats.splitDecodes++;
+    if (kind === 'fallback') this.stats.fallbackDecodes++;
+    else if (this.split && threads < this.lanes[0]!.threads) this.stats.splitDecodes++;
     // A context without memory (a BERT-style encoder) would have llama_decode log a debug line and call
     // llama_encode: every decode's line went through the log hook, which koffi relays from its worker to
     // the main thread while the decode thread waits (a thread round trip before every decode).
@@ -528,13 +559,30 @@ export class LlamaEncoder {
     if (this.decodeOn === 'worker') {
       run.async(target.context, struct, (error: unknown, status: number) => {
         lane.decoding = false;
+        if (kind && !error && status === 0) this.noteSmall(kind, performance.now() - t0, n);
         this.afterDecode(target, error ? -100 : status, jobs, lastIndex, n, t0);
       });
       return;
     }
     const status = run(target.context, struct) as number;
     lane.decoding = false;
+    if (kind && status === 0) this.noteSmall(kind, performance.now() - t0, n);
     this.afterDecode(target, status, jobs, lastIndex, n, t0);
+  }
+
+  /**
+   * A lone lane's small batch took `ms` for `tokens` tokens, on all its threads ('whole') or half of them.
+   * A whole decode slower per token than the half threads' best: its threads were not running together —
+   * the box's other work took a core from one of them, and the others spun at ggml's barriers until it
+   * came back (a one-input request of ~14 ms on a quiet box took 1.7 s and 785 ms of CPU at load 10) —
+   * so the next small batches go to half the threads, which have no partner to wait for; then a whole
+   * decode tries again. On a quiet box a whole decode takes ~0.6 of a half one's time.
+   */
+  private noteSmall(kind: 'whole' | 'fallback', ms: number, tokens: number): void {
+    // A decode's fixed part (graph, scheduling) weighs like ~16 tokens: a 3-token input is not 10 times dearer per token than a 30-token one.
+    const perToken = ms / (tokens + 16);
+    if (kind === 'fallback') this.halfBestMsPerToken = Math.min(this.halfBestMsPerToken, perToken);
+    else if (this.loneFallbackFactor > 0 && perToken > this.loneFallbackFactor * this.halfBestMsPerToken) this.fallbackLeft = LONE_FALLBACK_DECODES;
   }
 
   /** What llama.cpp would abort on: a sequence id out of range, a position beyond the context, a batch over n_batch / n_ubatch. */
@@ -620,6 +668,19 @@ export class LlamaEncoder {
     }
     api.llama_model_free(this.model);
   }
+}
+
+/**
+ * The n_seq_max a context is created with for batches of at most `sequences` inputs: the next power of
+ * two. On the bundled llama.cpp a flash-attention context whose n_seq_max is not a power of two aborts
+ * the process (GGML_ASSERT(ggml_can_mul_mat(a, b)) in ggml.c) at its first decode of two or more
+ * sequences: 3, 5, 6, 7, 12, 24 and 48 did on the bench BERT and the tiny one, 2, 4, 8, 16, 32, 64 and 128
+ * did not (a plain-attention reranker context took 3). So `batchSequences: 12` killed the engine process
+ * at the first packed batch. The encoder still packs at most `sequences` inputs per decode (dispatch);
+ * n_seq_max only bounds the sequence ids a batch may use. (Cause inside llama.cpp not traced.)
+ */
+export function seqMaxOf(sequences: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, sequences)));
 }
 
 /**
