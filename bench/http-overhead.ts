@@ -132,8 +132,9 @@ function inferaTargets(pid: number, base: string, suffix: string): Record<string
   };
 }
 const only = values.only ? new RegExp(values.only) : undefined;
-// Each answer is measured right after its baseline twin (bare, then a, a [baseline], b, b [baseline], ...):
-// on a busy box the load drifts within a round, and a twin measured minutes later would carry that drift.
+// Each answer is measured next to its baseline twin (bare, then a, a [baseline], b, b [baseline], ...;
+// every other round the reverse): on a busy box the load drifts within a round, and a twin measured
+// minutes later would carry that drift.
 const own = inferaTargets(infera.child.pid!, infera.url, '');
 const twins = baseline ? inferaTargets(baseline.child.pid!, baseline.url, ' [baseline]') : {};
 const targets: Record<string, { pid: number; target: Target }> = Object.fromEntries(
@@ -158,7 +159,12 @@ try {
   for (const { pid, target } of Object.values(targets)) await measure(pid, target); // warm-up
   for (let round = 0; round < rounds; round++) {
     loads.push(loadavg()[0]!);
-    for (const [name, { pid, target }] of Object.entries(targets)) results[name]!.push(await measure(pid, target));
+    // Every other round in the reverse order: a target measured always at the same place in the round
+    // (after the same neighbour, after the same idle time) carried a bias of its own, ~+10 µs for the
+    // 404 behind the list (docs/BENCHMARKS.md, http7); reversed, each target and its twin swap places too.
+    const order = Object.entries(targets);
+    if (round % 2 === 1) order.reverse();
+    for (const [name, { pid, target }] of order) results[name]!.push(await measure(pid, target));
   }
 } finally {
   stopServers();

@@ -1,5 +1,7 @@
 // The `infera` command. Thin: every command calls the same services the server uses, and imports
 // them only when it runs (program.ts says why).
+// First: before anything else runs (or a GC can), see tick-map.ts.
+import '../tick-map.ts';
 import { program } from './program.ts';
 import { registerServeCommand } from './serve.ts';
 import { registerModelsCommand } from './models.ts';

@@ -1,6 +1,8 @@
 // The engine process: loads one model through its engine's load() (../loaders.ts: the same one an in-process
 // model uses) and serves its contract to the server over IPC. A native abort, an out-of-memory kill or
 // a hang here costs this model a restart (host.ts), never the server.
+// First: before anything else runs (or a GC can), see tick-map.ts.
+import '../../tick-map.ts';
 import { Writable } from 'node:stream';
 import { EngineResources } from '../resources.ts';
 import { releaseCodePages, releaseLoadLeftovers } from './release.ts';
