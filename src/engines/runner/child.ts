@@ -3,7 +3,7 @@
 // a hang here costs this model a restart (host.ts), never the server.
 import { Writable } from 'node:stream';
 import { EngineResources } from '../resources.ts';
-import { releaseCodePages, releaseLoadLeftovers } from './release.ts';
+import { releaseIdlePages, releaseLoadLeftovers, releaseWhenQuiet } from './release.ts';
 import { engineLoaders, enginePreloads } from '../loaders.ts';
 import { createLogger } from '../../observability/logger.ts';
 import type { AnyModel, LoadedModel } from '../../spec/index.ts';
@@ -128,7 +128,9 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
     // This process holds one model, so what its load left behind is nobody's (release.ts).
     const released = releaseLoadLeftovers();
     logger.debug(released, 'engine process: released load leftovers');
-    setTimeout(() => logger.debug(releaseCodePages(), 'engine process: dropped start-up code pages'), 1000).unref();
+    // Start-up's code pages once the load's work is over, then what each burst of requests faulted back,
+    // whenever the process goes quiet (not before `loaded`: the first answer would pay the faults back).
+    releaseWhenQuiet(() => logger.debug(releaseIdlePages(), 'engine process: quiet, dropped code pages'));
     send({ t: 'loaded', ...snapshot(model) });
   } catch (error) {
     send({ t: 'load-failed', error: toWireError(error) });

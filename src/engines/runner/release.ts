@@ -130,6 +130,63 @@ export function releaseCodePages(): { codeMiB: number } {
   return { codeMiB: dropFilePages(native.madvise, 'code').codeMiB };
 }
 
+/** This process's CPU time so far, every thread (getrusage), in ms. */
+function processCpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
+/** What releaseIdlePages gave back. */
+interface IdleReleased {
+  codeMiB: number;
+  trimmed: boolean;
+}
+
+/**
+ * The code pages a served request faulted back (releaseCodePages) and malloc's free memory (malloc_trim),
+ * as a quiet process's release (releaseWhenQuiet). The model files' pages stay: llama-server keeps them
+ * resident too, and the next decode would fault all of them back.
+ */
+export function releaseIdlePages(): IdleReleased {
+  native ??= bind();
+  if (!native) return { codeMiB: 0, trimmed: false };
+  const { codeMiB } = dropFilePages(native.madvise, 'code');
+  native.mallocTrim(0);
+  return { codeMiB, trimmed: true };
+}
+
+/**
+ * Runs `release` every time this process goes quiet after having worked: at the first tick (every
+ * `tickMs`, 250 ms) in which the process used under `quietCpuMs` (2 ms) of CPU (all its threads) after a tick that used
+ * more — starting counted as work, so the first quiet tick after the call releases too. Serving a request
+ * faults back ~10–14 MiB of the Node binary's code in an engine process (the interpreter, V8's compilers,
+ * libuv, llama.cpp's libraries; rss7 in docs/BENCHMARKS.md) which an idle process never reads again until
+ * the next request: it stays out of the resident set while idle and comes back from the page cache
+ * (100–250 minor faults with fault-around, ~1 ms) at the next request after a quiet tick. CPU time, not
+ * requests in flight, says "quiet": it also waits out deferred work (the chat engine's no-thinking chat
+ * wrapper, ~400 ms of CPU after the first answer) and needs no hook on the request path. The release's
+ * own CPU is not counted as work (no release loop). The timer does not keep the process alive.
+ * Returns a function that stops it.
+ */
+export function releaseWhenQuiet(release: () => void, options: { tickMs?: number; quietCpuMs?: number } = {}): () => void {
+  const { tickMs = 250, quietCpuMs = 2 } = options;
+  let worked = true;
+  let last = processCpuMs();
+  const timer = setInterval(() => {
+    const now = processCpuMs();
+    if (now - last >= quietCpuMs) worked = true;
+    else if (worked) {
+      worked = false;
+      release();
+      last = processCpuMs();
+      return;
+    }
+    last = now;
+  }, tickMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 /** Physical MiB of V8's young generation (both semi-spaces). */
 const youngGenerationMiB = () => (getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')?.physical_space_size ?? 0) / 1048576;
 
