@@ -68,6 +68,8 @@ function ipcLogStream(): Writable {
 }
 
 let loaded: LoadedModel | undefined;
+/** Drops the code pages requests faulted back once the process is quiet (release.ts); woken by every call. */
+let quiet: { wake(): void } | undefined;
 let model: AnyModel | undefined;
 const loadAbort = new AbortController();
 let startServing!: () => void;
@@ -130,7 +132,9 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
     logger.debug(released, 'engine process: released load leftovers');
     // Start-up's code pages once the load's work is over, then what each burst of requests faulted back,
     // whenever the process goes quiet (not before `loaded`: the first answer would pay the faults back).
-    releaseWhenQuiet(() => logger.debug(releaseIdlePages(), 'engine process: quiet, dropped code pages'));
+    // The ticks sleep after 2 s of quiet (calls wake them): the chat engine's deferred start-up work
+    // (FfiChatModel.whenIdle, 1 s after serving starts) still falls in that window.
+    quiet = releaseWhenQuiet(() => logger.debug(releaseIdlePages(), 'engine process: quiet, dropped code pages'), { sleepAfterQuietTicks: 8 });
     send({ t: 'loaded', ...snapshot(model) });
   } catch (error) {
     send({ t: 'load-failed', error: toWireError(error) });
@@ -139,6 +143,7 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
 
 function call(message: Extract<HostMessage, { t: 'call' }>): void {
   const { id, method } = message;
+  quiet?.wake();
   const fail = (error: unknown, index?: number) => post({ t: 'error', id, error: toWireError(error), index });
   const target = model as unknown as Record<string, (...args: unknown[]) => unknown> | undefined;
   if (!target || typeof target[method] !== 'function') {

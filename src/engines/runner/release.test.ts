@@ -124,7 +124,7 @@ test('releaseWhenQuiet releases once after each burst of work, not while working
   const tickMs = 50;
   let releases = 0;
   // A release as dear as reading smaps: counted as work, it would release again at every quiet tick.
-  const stop = releaseWhenQuiet(
+  const { stop } = releaseWhenQuiet(
     () => {
       releases++;
       burn(10);
@@ -146,6 +146,26 @@ test('releaseWhenQuiet releases once after each burst of work, not while working
     assert.equal(releases, 2, 'one release once the burst is over');
   } finally {
     stop();
+  }
+});
+
+test('releaseWhenQuiet with sleepAfterQuietTicks stops ticking when idle and releases again after wake()', async () => {
+  const tickMs = 50;
+  let releases = 0;
+  const quiet = releaseWhenQuiet(() => releases++, { tickMs, quietCpuMs: 2, sleepAfterQuietTicks: 2 });
+  try {
+    await sleep(tickMs * 8);
+    assert.equal(releases, 1);
+    // Asleep now: work without wake() goes unnoticed.
+    burn(tickMs * 2);
+    await sleep(tickMs * 6);
+    assert.equal(releases, 1, 'ticks kept running after quiet ticks');
+    quiet.wake();
+    burn(tickMs * 2);
+    await sleep(tickMs * 6);
+    assert.equal(releases, 2, 'no release after wake() and work');
+  } finally {
+    quiet.stop();
   }
 });
 

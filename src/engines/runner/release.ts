@@ -157,34 +157,60 @@ export function releaseIdlePages(): IdleReleased {
 
 /**
  * Runs `release` every time this process goes quiet after having worked: at the first tick (every
- * `tickMs`, 250 ms) in which the process used under `quietCpuMs` (2 ms) of CPU (all its threads) after a tick that used
- * more — starting counted as work, so the first quiet tick after the call releases too. Serving a request
- * faults back ~10–14 MiB of the Node binary's code in an engine process (the interpreter, V8's compilers,
- * libuv, llama.cpp's libraries; rss7 in docs/BENCHMARKS.md) which an idle process never reads again until
- * the next request: it stays out of the resident set while idle and comes back from the page cache
- * (100–250 minor faults with fault-around, ~1 ms) at the next request after a quiet tick. CPU time, not
- * requests in flight, says "quiet": it also waits out deferred work (the chat engine's no-thinking chat
- * wrapper, ~400 ms of CPU after the first answer) and needs no hook on the request path. The release's
- * own CPU is not counted as work (no release loop). The timer does not keep the process alive.
- * Returns a function that stops it.
+ * `tickMs`, 250 ms) in which the process used under `quietCpuMs` (2 ms) of CPU (all its threads) after a
+ * tick that used more — starting counts as work, so the first quiet tick after the call releases too.
+ * Serving a request faults back ~10–14 MiB of the Node binary's code in an engine process (the
+ * interpreter, V8's compilers, libuv, llama.cpp's libraries; rss7 in docs/BENCHMARKS.md) which an idle
+ * process does not read again until the next request: it stays out of the resident set while idle and
+ * comes back from the page cache (100–250 minor faults with fault-around, ~1 ms) at the next request
+ * after a quiet tick. CPU time, not requests in flight, says "quiet": it also waits out deferred work
+ * (the chat engine's no-thinking chat wrapper, ~400 ms of CPU after the first answer) and needs no hook
+ * on the request path. The release's own CPU is not counted as work (no release loop).
+ * With `sleepAfterQuietTicks`, the ticks stop after that many quiet ones in a row once it has released
+ * (an idle engine process woke 4 times a second, ~0.27 ms of CPU each there) until `wake()` says work
+ * came. The timer never keeps the process alive.
  */
-export function releaseWhenQuiet(release: () => void, options: { tickMs?: number; quietCpuMs?: number } = {}): () => void {
-  const { tickMs = 250, quietCpuMs = 2 } = options;
+export function releaseWhenQuiet(
+  release: () => void,
+  options: { tickMs?: number; quietCpuMs?: number; sleepAfterQuietTicks?: number } = {},
+): { wake(): void; stop(): void } {
+  const { tickMs = 250, quietCpuMs = 2, sleepAfterQuietTicks = Number.POSITIVE_INFINITY } = options;
   let worked = true;
+  let quietTicks = 0;
   let last = processCpuMs();
-  const timer = setInterval(() => {
+  let timer: NodeJS.Timeout | undefined;
+  const tick = () => {
     const now = processCpuMs();
-    if (now - last >= quietCpuMs) worked = true;
-    else if (worked) {
+    if (now - last >= quietCpuMs) {
+      worked = true;
+      quietTicks = 0;
+    } else if (worked) {
       worked = false;
       release();
       last = processCpuMs();
       return;
+    } else if (++quietTicks >= sleepAfterQuietTicks) {
+      clearInterval(timer);
+      timer = undefined;
     }
     last = now;
-  }, tickMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  };
+  const wake = () => {
+    if (timer) return;
+    worked = true;
+    quietTicks = 0;
+    last = processCpuMs();
+    timer = setInterval(tick, tickMs);
+    timer.unref();
+  };
+  wake();
+  return {
+    wake,
+    stop: () => {
+      clearInterval(timer);
+      timer = undefined;
+    },
+  };
 }
 
 /** Physical MiB of V8's young generation (both semi-spaces). */
