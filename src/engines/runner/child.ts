@@ -132,7 +132,7 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
     logger.debug(released, 'engine process: released load leftovers');
     // Start-up's code pages once the load's work is over, then what each burst of requests faulted back,
     // whenever the process goes quiet (not before `loaded`: the first answer would pay the faults back).
-    // The ticks sleep after 2 s of quiet (calls wake them): the chat engine's deferred start-up work
+    // The ticks sleep 2 s after a release (calls wake them): the chat engine's deferred start-up work
     // (FfiChatModel.whenIdle, 1 s after serving starts) still falls in that window.
     quiet = releaseWhenQuiet(() => logger.debug(releaseIdlePages(), 'engine process: quiet, dropped code pages'), { sleepAfterQuietTicks: 8 });
     send({ t: 'loaded', ...snapshot(model) });

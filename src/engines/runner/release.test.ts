@@ -129,10 +129,12 @@ test('releaseWhenQuiet releases once after each burst of work, not while working
       releases++;
       burn(10);
     },
-    { tickMs, quietCpuMs: 2 },
+    { tickMs, quietCpuMs: 2, releaseAfterQuietTicks: 2 },
   );
   try {
-    // Starting counts as work: the first quiet tick releases, and the quiet ticks after it do not.
+    // Starting counts as work: the second quiet tick releases (not the first), and the quiet ticks after it do not.
+    await sleep(tickMs * 1.5);
+    assert.equal(releases, 0, 'released after one quiet tick of two');
     await sleep(tickMs * 6);
     assert.equal(releases, 1, 'one release after the start, none for the quiet ticks after it');
     // Working through several ticks (timers still run between the slices): no release meanwhile.
@@ -152,7 +154,7 @@ test('releaseWhenQuiet releases once after each burst of work, not while working
 test('releaseWhenQuiet with sleepAfterQuietTicks stops ticking when idle and releases again after wake()', async () => {
   const tickMs = 50;
   let releases = 0;
-  const quiet = releaseWhenQuiet(() => releases++, { tickMs, quietCpuMs: 2, sleepAfterQuietTicks: 2 });
+  const quiet = releaseWhenQuiet(() => releases++, { tickMs, quietCpuMs: 2, releaseAfterQuietTicks: 1, sleepAfterQuietTicks: 2 });
   try {
     await sleep(tickMs * 8);
     assert.equal(releases, 1);
