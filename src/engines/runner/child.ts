@@ -3,7 +3,7 @@
 // a hang here costs this model a restart (host.ts), never the server.
 import { Writable } from 'node:stream';
 import { EngineResources } from '../resources.ts';
-import { releaseIdlePages, releaseLoadLeftovers, releaseWhenQuiet } from './release.ts';
+import { releaseCodePages, releaseIdlePages, releaseLoadLeftovers, releaseWhenQuiet } from './release.ts';
 import { engineLoaders, enginePreloads } from '../loaders.ts';
 import { createLogger } from '../../observability/logger.ts';
 import type { AnyModel, LoadedModel } from '../../spec/index.ts';
@@ -130,10 +130,11 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
     // This process holds one model, so what its load left behind is nobody's (release.ts).
     const released = releaseLoadLeftovers();
     logger.debug(released, 'engine process: released load leftovers');
-    // Start-up's code pages once the load's work is over, then what each burst of requests faulted back,
-    // whenever the process goes quiet (not before `loaded`: the first answer would pay the faults back).
-    // The ticks sleep 2 s after a release (calls wake them): the chat engine's deferred start-up work
-    // (FfiChatModel.whenIdle, 1 s after serving starts) still falls in that window.
+    // Start-up's code pages a second after the load, busy or not (not before `loaded`: the first answer
+    // would pay the faults back); then what each burst of work faulted back, whenever the process goes
+    // quiet. The quiet ticks sleep 2 s after a release (calls wake them): the chat engine's deferred
+    // start-up work (FfiChatModel.whenIdle, 1 s after serving starts) still falls in that window.
+    setTimeout(() => logger.debug(releaseCodePages(), 'engine process: dropped start-up code pages'), 1000).unref();
     quiet = releaseWhenQuiet(() => logger.debug(releaseIdlePages(), 'engine process: quiet, dropped code pages'), { sleepAfterQuietTicks: 8 });
     send({ t: 'loaded', ...snapshot(model) });
   } catch (error) {

@@ -157,9 +157,9 @@ export function releaseIdlePages(): IdleReleased {
 
 /**
  * Runs `release` every time this process goes quiet after having worked: once `releaseAfterQuietTicks`
- * (4) ticks in a row (every `tickMs`, 250 ms: 1 s) each saw the process use under `quietCpuMs` (2 ms) of
- * CPU (all its threads) — starting counts as work, so the process releases 1 s after the call too.
- * Requests less than a second apart never pay the faults below; one after a quiet second pays them.
+ * (2) ticks in a row (every `tickMs`, 250 ms: 0.5 s) each saw the process use under `quietCpuMs` (2 ms)
+ * of CPU (all its threads) — starting counts as work, so the process releases 0.5 s after the call too.
+ * Requests less than half a second apart never pay the faults below; one after a quiet half second does.
  * Serving a request faults back ~10–14 MiB of the Node binary's code in an engine process (the
  * interpreter, V8's compilers, libuv, llama.cpp's libraries; rss7 in docs/BENCHMARKS.md) which an idle
  * process does not read again until the next request: it stays out of the resident set while idle and
@@ -170,15 +170,15 @@ export function releaseIdlePages(): IdleReleased {
  * With `sleepAfterQuietTicks`, the ticks stop after that many quiet ones in a row once it has released
  * (an idle engine process woke 4 times a second, ~0.27 ms of CPU each there) until `wake()` says work
  * came. The timer never keeps the process alive.
- * Cost measured on a loaded box (load 12, rss7): a 16-token chat request after a quiet second took
- * 200–870 minor faults and ~+10 ms of CPU (server and engine, ~100 ms in all there) over one right after
- * another request.
+ * Cost measured on a loaded box (load 11–15, rss7): a 16-token chat request after a quiet period took
+ * 180–870 minor faults (server and engine) against 3–130 right after another request; its CPU (~95 ms
+ * there) moved by less than that box's noise (0 and +10 ms in two sittings).
  */
 export function releaseWhenQuiet(
   release: () => void,
   options: { tickMs?: number; quietCpuMs?: number; releaseAfterQuietTicks?: number; sleepAfterQuietTicks?: number } = {},
 ): { wake(): void; stop(): void } {
-  const { tickMs = 250, quietCpuMs = 2, releaseAfterQuietTicks = 4, sleepAfterQuietTicks = Number.POSITIVE_INFINITY } = options;
+  const { tickMs = 250, quietCpuMs = 2, releaseAfterQuietTicks = 2, sleepAfterQuietTicks = Number.POSITIVE_INFINITY } = options;
   let worked = true;
   let quietTicks = 0;
   let last = processCpuMs();
