@@ -44,6 +44,12 @@ const { values } = parseArgs({
     cache: { type: 'string', default: 'warm' },
     'llama-server': { type: 'string' },
     breakdown: { type: 'boolean', default: false },
+    // The model's context per sequence and sequences (llama-server: -c context×sequences -np sequences);
+    // --context 1024 --sequences 8 --contexts 1 is bench/vs-llama-server.ts's start-up configuration.
+    context: { type: 'string', default: '512' },
+    sequences: { type: 'string', default: '1' },
+    // An embedding model's lanes (llamaCpp.contexts; unset: the engine's default).
+    contexts: { type: 'string' },
     timeline: { type: 'boolean', default: false },
     // Extra llama-server arguments, e.g. --llama-args=-nr (no weight repacking: on an AMX machine a
     // native llama-server build crashes in the AMX kernels; then it holds no repacked copy of the weights).
@@ -147,7 +153,9 @@ async function once(bin: string, path: string, threads: number, label = bin): Pr
           path,
           eager: true,
           isolation,
-          llamaCpp: { contextSize: 512, sequences: 1, threads },
+          llamaCpp: isEmbedding(path)
+            ? { contextSize: Number(values.context), ...(values.contexts && { contexts: Number(values.contexts) }), threads }
+            : { contextSize: Number(values.context), sequences: Number(values.sequences), threads },
         },
       ],
     }),
@@ -251,7 +259,7 @@ function oneProcess(firstAnswerMs: number, pid: number): Sample {
 async function onceLlamaServer(path: string, threads: number): Promise<Sample> {
   const port = await freePort();
   const since = performance.now();
-  const args = ['-m', path, '--host', '127.0.0.1', '--port', String(port), '-c', '512', '-np', '1', '-t', String(threads), '-tb', String(threads), '--no-webui'];
+  const args = ['-m', path, '--host', '127.0.0.1', '--port', String(port), '-c', String(Number(values.context) * Number(values.sequences)), '-np', values.sequences, '-t', String(threads), '-tb', String(threads), '--no-webui'];
   if (isEmbedding(path)) args.push('--embedding');
   args.push(...values['llama-args'].split(' ').filter(Boolean));
   const child: ChildProcess = spawn(values['llama-server']!, args, { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -106,8 +106,11 @@ export function registerServeCommand(program: Command): void {
       void server.services.registry
         .preload()
         .then(() => import('../engines/runner/release.ts'))
-        .then(({ releaseServerStartup }) => releaseServerStartup())
-        .then((released) => server.services.logger.debug(released, 'server: released start-up leftovers'))
+        .then(async ({ releaseServerStartup, releaseIdlePages, releaseWhenQuiet }) => {
+          server.services.logger.debug(await releaseServerStartup(), 'server: released start-up leftovers');
+          // Then, each time it goes quiet, the code pages its requests faulted back (release.ts, rss7).
+          releaseWhenQuiet(() => server.services.logger.debug(releaseIdlePages(), 'server: quiet, dropped code pages'));
+        })
         .catch((error: unknown) => server.services.logger.warn({ err: error }, 'server: releasing start-up leftovers failed'));
 
       // First signal: drain (server.drainTimeoutSeconds), then exit 0. A second one: exit at once.

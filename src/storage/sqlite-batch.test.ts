@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { sqliteMigrations } from './migrations.ts';
-import { SqliteStore } from './sqlite-store.ts';
+import { SqliteStore, type SqliteStoreOptions } from './sqlite-store.ts';
 import type { LedgerRow, Reservation } from './types.ts';
 
 const reservation = (id: string, amountMicro: number): Reservation => ({
@@ -41,10 +41,10 @@ const row = (requestId: string, reservationId: string | undefined, costMicro: nu
   ...(reservationId ? { reservationId } : {}),
 });
 
-async function withStore(run: (store: SqliteStore, path: string) => Promise<void>): Promise<void> {
+async function withStore(run: (store: SqliteStore, path: string) => Promise<void>, options: SqliteStoreOptions = {}): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'infera-sqlite-batch-'));
   const path = join(dir, 'infera.db');
-  const store = new SqliteStore(path);
+  const store = new SqliteStore(path, options);
   try {
     await store.heartbeat('inst_test', Date.now());
     await store.adjustBalance('acct', 10);
@@ -108,16 +108,37 @@ test('a resolved write is committed: another connection sees the reservation and
     }
   }));
 
+const checkpointThread = (store: SqliteStore) => (store as unknown as { checkpointer?: unknown }).checkpointer;
+
 test('checkpoints run off the event loop once a second: ledger rows reach the database file, and close() stops the thread', () =>
-  withStore(async (store, path) => {
-    const before = statSync(path).size;
-    for (let i = 0; i < 20; i++) await store.appendLedger(Array.from({ length: 50 }, (_, j) => row(`req_${i}_${j}`, undefined, 0)));
-    // Committed rows live in the WAL (WAL mode writes nothing else to the file) until a checkpoint copies them in.
-    const deadline = Date.now() + 5000;
-    while (statSync(path).size === before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.ok(statSync(path).size > before, 'no checkpoint within 5 s');
-    assert.equal((store as unknown as { checkpointer?: unknown }).checkpointer !== undefined, true, 'checkpoints run on a worker thread');
-  }));
+  withStore(
+    async (store, path) => {
+      const before = statSync(path).size;
+      for (let i = 0; i < 20; i++) await store.appendLedger(Array.from({ length: 50 }, (_, j) => row(`req_${i}_${j}`, undefined, 0)));
+      // Committed rows live in the WAL (WAL mode writes nothing else to the file) until a checkpoint copies them in.
+      const deadline = Date.now() + 5000;
+      while (statSync(path).size === before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.ok(statSync(path).size > before, 'no checkpoint within 5 s');
+      assert.equal(checkpointThread(store) !== undefined, true, 'checkpoints run on a worker thread');
+    },
+    // The heartbeat and the balance in withStore, then the first ledger commits.
+    { checkpointAfterCommits: 4 },
+  ));
+
+test('the checkpoint thread starts at the checkpointAfterCommits-th commit, not at the first: a server that served little runs none', () =>
+  withStore(
+    async (store) => {
+      // withStore committed a heartbeat (and a balance): at most 2 of the 10.
+      let startedAt = 0;
+      for (let i = 1; i <= 12 && !startedAt; i++) {
+        await store.appendLedger([row(`req_${i}`, undefined, 0)]);
+        if (checkpointThread(store) !== undefined) startedAt = i;
+      }
+      assert.ok(startedAt >= 8 && startedAt <= 10, `checkpoint thread started at ledger commit ${startedAt || 'none of 12'}, not at the 10th commit`);
+      assert.equal(await store.countLedger(), startedAt);
+    },
+    { checkpointAfterCommits: 10 },
+  ));
 
 test('under steady writes the WAL is rewound: it stays bounded instead of growing by every commit', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'infera-sqlite-batch-'));

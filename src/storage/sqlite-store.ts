@@ -25,6 +25,8 @@ export interface SqliteStoreOptions {
   restartFrames?: number;
   /** How often the checkpoint thread runs (CHECKPOINT_MS; tests set less). */
   checkpointMs?: number;
+  /** Commits before the checkpoint thread starts (CHECKPOINT_AFTER_COMMITS; tests set fewer). */
+  checkpointAfterCommits?: number;
   /**
    * platform.reservations.staleAfterSeconds, in ms: how long a silent server's claim (see memoryHolds)
    * is honoured. Default 60 s.
@@ -179,6 +181,17 @@ const CHECKPOINT_MS = 1000;
 const RESTART_FRAMES = 65_536;
 
 /**
+ * Commits before the checkpoint thread starts. A worker thread is a second V8 isolate with its own Node
+ * environment and better-sqlite3: ~8–10 MiB of the server's RSS for as long as it runs (rss7 in
+ * docs/BENCHMARKS.md), which a server serving a few requests, or none, does not need: its WAL holds a
+ * few frames (a priced request writes ~7, a heartbeat ~2), readers read them from the WAL as well, and
+ * closing the last connection checkpoints them. 256 commits leave at most ~2,000 frames (~7 MiB) in the
+ * WAL before the first checkpoint; a server under load gets there within a second or two, an idle one's
+ * heartbeats (every 10 s by default) in ~40 minutes.
+ */
+const CHECKPOINT_AFTER_COMMITS = 256;
+
+/**
  * The checkpoint thread (CommonJS, evaluated): its own connection, a PASSIVE checkpoint every interval,
  * and a rewind once the WAL holds more than restartFrames frames (RESTART_FRAMES).
  */
@@ -241,6 +254,8 @@ export class SqliteStore implements PlatformStore {
   private checkpointer?: Worker;
   private readonly restartFrames: number;
   private readonly checkpointMs: number;
+  /** Commits left before startCheckpoints (CHECKPOINT_AFTER_COMMITS). */
+  private commitsBeforeCheckpoints: number;
   private readonly staleAfterMs: number;
   private readonly memoryHolds: boolean;
   /**
@@ -270,6 +285,7 @@ export class SqliteStore implements PlatformStore {
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
     this.restartFrames = options.restartFrames ?? RESTART_FRAMES;
     this.checkpointMs = options.checkpointMs ?? CHECKPOINT_MS;
+    this.commitsBeforeCheckpoints = options.checkpointAfterCommits ?? CHECKPOINT_AFTER_COMMITS;
     this.staleAfterMs = options.staleAfterMs ?? 60_000;
     this.memoryHolds = options.memoryHolds ?? false;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -633,7 +649,8 @@ export class SqliteStore implements PlatformStore {
    * Checkpoints once a second from a worker thread with its own connection (a PASSIVE checkpoint runs
    * beside the writer): copying the WAL into the database and its two fsyncs took 10–100 ms per
    * checkpoint under load, all that time the event loop stood still and every request waited. Started
-   * by the first write a server makes (heartbeat, reservation, ledger), so CLI commands start no thread.
+   * once a server has made CHECKPOINT_AFTER_COMMITS writes (heartbeats, reservations, ledger rows), so
+   * CLI commands and a server that has served little start no thread.
    */
   private startCheckpoints(): void {
     if (this.checkpointer || this.checkpointTimer || this.path === ':memory:' || !this.db.open) return;
@@ -697,7 +714,7 @@ export class SqliteStore implements PlatformStore {
     const writes = this.writes;
     if (writes.length === 0) return;
     this.writes = [];
-    if (!this.checkpointer && !this.checkpointTimer) this.startCheckpoints();
+    this.countCommit();
     let results: unknown[];
     this.afterCommit = [];
     try {
@@ -729,6 +746,12 @@ export class SqliteStore implements PlatformStore {
 
   async heartbeat(instanceId: string, now: number): Promise<void> {
     this.statements.heartbeat.run(instanceId, now);
+    this.countCommit();
+  }
+
+  /** A commit made (or about to be): the checkpoint thread starts at the CHECKPOINT_AFTER_COMMITS-th. */
+  private countCommit(): void {
+    if (this.commitsBeforeCheckpoints > 0 && --this.commitsBeforeCheckpoints > 0) return;
     if (!this.checkpointer && !this.checkpointTimer) this.startCheckpoints();
   }
 

@@ -5,7 +5,7 @@
 import '../../tick-map.ts';
 import { Writable } from 'node:stream';
 import { EngineResources } from '../resources.ts';
-import { releaseCodePages, releaseLoadLeftovers } from './release.ts';
+import { releaseCodePages, releaseIdlePages, releaseLoadLeftovers, releaseWhenQuiet } from './release.ts';
 import { engineLoaders, enginePreloads } from '../loaders.ts';
 import { createLogger } from '../../observability/logger.ts';
 import type { AnyModel, LoadedModel } from '../../spec/index.ts';
@@ -70,6 +70,8 @@ function ipcLogStream(): Writable {
 }
 
 let loaded: LoadedModel | undefined;
+/** Drops the code pages requests faulted back once the process is quiet (release.ts); woken by every call. */
+let quiet: { wake(): void } | undefined;
 let model: AnyModel | undefined;
 const loadAbort = new AbortController();
 let startServing!: () => void;
@@ -130,7 +132,12 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
     // This process holds one model, so what its load left behind is nobody's (release.ts).
     const released = releaseLoadLeftovers();
     logger.debug(released, 'engine process: released load leftovers');
+    // Start-up's code pages a second after the load, busy or not (not before `loaded`: the first answer
+    // would pay the faults back); then what each burst of work faulted back, whenever the process goes
+    // quiet. The quiet ticks sleep 2 s after a release (calls wake them): the chat engine's deferred
+    // start-up work (FfiChatModel.whenIdle, 1 s after serving starts) still falls in that window.
     setTimeout(() => logger.debug(releaseCodePages(), 'engine process: dropped start-up code pages'), 1000).unref();
+    quiet = releaseWhenQuiet(() => logger.debug(releaseIdlePages(), 'engine process: quiet, dropped code pages'), { sleepAfterQuietTicks: 8 });
     send({ t: 'loaded', ...snapshot(model) });
   } catch (error) {
     send({ t: 'load-failed', error: toWireError(error) });
@@ -139,6 +146,7 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
 
 function call(message: Extract<HostMessage, { t: 'call' }>): void {
   const { id, method } = message;
+  quiet?.wake();
   const fail = (error: unknown, index?: number) => post({ t: 'error', id, error: toWireError(error), index });
   const target = model as unknown as Record<string, (...args: unknown[]) => unknown> | undefined;
   if (!target || typeof target[method] !== 'function') {

@@ -2,7 +2,7 @@
 // binary's and the libraries': the model must go on generating exactly what it generated before (every
 // page it reads again faults back in from the file), and the mappings' resident size must actually fall.
 // releaseServerStartup (the server's) drops the code pages but keeps a model's, and shrinks V8's young
-// generation.
+// generation. releaseWhenQuiet releases once per burst of work, when the process goes quiet.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,7 +13,7 @@ import { encodeRandomChatModel } from '../../tiny-models/random-chat.ts';
 import { openLlamaLibrary } from '../llama-cpp/ffi/library.ts';
 import { LlamaRunner } from '../llama-cpp/ffi/runner.ts';
 import { getHeapSpaceStatistics } from 'node:v8';
-import { releaseCodePages, releaseLoadLeftovers, releaseServerStartup, shrinkYoungGeneration } from './release.ts';
+import { releaseCodePages, releaseIdlePages, releaseLoadLeftovers, releaseServerStartup, releaseWhenQuiet, shrinkYoungGeneration } from './release.ts';
 
 let dir: string;
 let path: string;
@@ -111,4 +111,74 @@ test('shrinkYoungGeneration gives back a young generation grown by a burst of su
   assert.ok(afterMiB <= 4 && youngMiB() <= 4, `young generation ${beforeMiB.toFixed(1)} -> ${afterMiB.toFixed(1)} MiB after ${attempts} attempts (V8 ${process.versions.v8})`);
   console.log(`young generation ${beforeMiB.toFixed(1)} -> ${afterMiB.toFixed(1)} MiB, ${attempts} attempt(s)`);
   assert.equal(typeof (globalThis as { gc?: unknown }).gc, 'undefined', 'gc stays unexposed');
+});
+
+/** Keeps this thread on the CPU for `ms`. */
+function burn(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
+}
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('releaseWhenQuiet releases once after each burst of work, not while working, and not for its own work', async () => {
+  const tickMs = 50;
+  let releases = 0;
+  // A release as dear as reading smaps: counted as work, it would release again at every quiet tick.
+  const { stop } = releaseWhenQuiet(
+    () => {
+      releases++;
+      burn(10);
+    },
+    { tickMs, quietCpuMs: 2, releaseAfterQuietTicks: 2 },
+  );
+  try {
+    // Starting counts as work: the second quiet tick releases (not the first), and the quiet ticks after it do not.
+    await sleep(tickMs * 1.5);
+    assert.equal(releases, 0, 'released after one quiet tick of two');
+    await sleep(tickMs * 6);
+    assert.equal(releases, 1, 'one release after the start, none for the quiet ticks after it');
+    // Working through several ticks (timers still run between the slices): no release meanwhile.
+    const until = performance.now() + tickMs * 5;
+    while (performance.now() < until) {
+      burn(10);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.equal(releases, 1, 'no release while the process works');
+    await sleep(tickMs * 6);
+    assert.equal(releases, 2, 'one release once the burst is over');
+  } finally {
+    stop();
+  }
+});
+
+test('releaseWhenQuiet with sleepAfterQuietTicks stops ticking when idle and releases again after wake()', async () => {
+  const tickMs = 50;
+  let releases = 0;
+  const quiet = releaseWhenQuiet(() => releases++, { tickMs, quietCpuMs: 2, releaseAfterQuietTicks: 1, sleepAfterQuietTicks: 2 });
+  try {
+    await sleep(tickMs * 8);
+    assert.equal(releases, 1);
+    // Asleep now: work without wake() goes unnoticed.
+    burn(tickMs * 2);
+    await sleep(tickMs * 6);
+    assert.equal(releases, 1, 'ticks kept running after quiet ticks');
+    quiet.wake();
+    burn(tickMs * 2);
+    await sleep(tickMs * 6);
+    assert.equal(releases, 2, 'no release after wake() and work');
+  } finally {
+    quiet.stop();
+  }
+});
+
+test("releaseIdlePages drops the libraries' code pages a run faulted back and keeps the model's", { skip: process.platform !== 'linux' && 'Linux only' }, async () => {
+  const tokens = await greedy();
+  const modelBefore = residentKiB();
+  const librariesBefore = residentKiB(llamaLibraries);
+  assert.ok(modelBefore > 0 && librariesBefore > 0, `model ${modelBefore} KiB, llama.cpp libraries ${librariesBefore} KiB resident`);
+  const released = releaseIdlePages();
+  assert.ok(released.trimmed && released.codeMiB > 0, JSON.stringify(released));
+  assert.ok(residentKiB() >= modelBefore, `model pages dropped: ${residentKiB()} of ${modelBefore} KiB left`);
+  assert.ok(residentKiB(llamaLibraries) < librariesBefore / 2, `llama.cpp libraries: ${residentKiB(llamaLibraries)} of ${librariesBefore} KiB still resident`);
+  assert.deepEqual(await greedy(), tokens);
 });

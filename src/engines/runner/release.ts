@@ -130,6 +130,98 @@ export function releaseCodePages(): { codeMiB: number } {
   return { codeMiB: dropFilePages(native.madvise, 'code').codeMiB };
 }
 
+/** This process's CPU time so far, every thread (getrusage), in ms. */
+function processCpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
+/** What releaseIdlePages gave back. */
+interface IdleReleased {
+  codeMiB: number;
+  trimmed: boolean;
+}
+
+/**
+ * The code pages a served request faulted back (releaseCodePages) and malloc's free memory (malloc_trim),
+ * as a quiet process's release (releaseWhenQuiet). The model files' pages stay: llama-server keeps them
+ * resident too, and the next decode would fault all of them back.
+ */
+export function releaseIdlePages(): IdleReleased {
+  native ??= bind();
+  if (!native) return { codeMiB: 0, trimmed: false };
+  const { codeMiB } = dropFilePages(native.madvise, 'code');
+  native.mallocTrim(0);
+  return { codeMiB, trimmed: true };
+}
+
+/**
+ * Runs `release` every time this process goes quiet after having worked: once `releaseAfterQuietTicks`
+ * (2) ticks in a row (every `tickMs`, 250 ms: 0.5 s) each saw the process use under `quietCpuMs` (2 ms)
+ * of CPU (all its threads) — starting counts as work, so the process releases 0.5 s after the call too.
+ * Requests less than half a second apart never pay the faults below; one after a quiet half second does.
+ * Serving a request faults back ~10–14 MiB of the Node binary's code in an engine process (the
+ * interpreter, V8's compilers, libuv, llama.cpp's libraries; rss7 in docs/BENCHMARKS.md) which an idle
+ * process does not read again until the next request: it stays out of the resident set while idle and
+ * comes back from the page cache (100–250 minor faults with fault-around, ~1 ms) at the next request
+ * after a quiet tick. CPU time, not requests in flight, says "quiet": it also waits out deferred work
+ * (the chat engine's no-thinking chat wrapper, ~400 ms of CPU after the first answer) and needs no hook
+ * on the request path. The release's own CPU is not counted as work (no release loop).
+ * With `sleepAfterQuietTicks`, the ticks stop after that many quiet ones in a row once it has released
+ * (an idle engine process woke 4 times a second, ~0.27 ms of CPU each there) until `wake()` says work
+ * came. The timer never keeps the process alive.
+ * Cost measured on a loaded box (load 11–15, rss7): a 16-token chat request after a quiet period took
+ * 180–870 minor faults (server and engine) against 3–130 right after another request; its CPU (~95 ms
+ * there) moved by less than that box's noise (0 and +10 ms in two sittings).
+ */
+export function releaseWhenQuiet(
+  release: () => void,
+  options: { tickMs?: number; quietCpuMs?: number; releaseAfterQuietTicks?: number; sleepAfterQuietTicks?: number } = {},
+): { wake(): void; stop(): void } {
+  const { tickMs = 250, quietCpuMs = 2, releaseAfterQuietTicks = 2, sleepAfterQuietTicks = Number.POSITIVE_INFINITY } = options;
+  let worked = true;
+  let quietTicks = 0;
+  let last = processCpuMs();
+  let timer: NodeJS.Timeout | undefined;
+  const tick = () => {
+    const now = processCpuMs();
+    if (now - last >= quietCpuMs) {
+      worked = true;
+      quietTicks = 0;
+    } else if (worked) {
+      if (++quietTicks < releaseAfterQuietTicks) {
+        last = now;
+        return;
+      }
+      worked = false;
+      quietTicks = 0;
+      release();
+      last = processCpuMs();
+      return;
+    } else if (++quietTicks >= sleepAfterQuietTicks) {
+      clearInterval(timer);
+      timer = undefined;
+    }
+    last = now;
+  };
+  const wake = () => {
+    if (timer) return;
+    worked = true;
+    quietTicks = 0;
+    last = processCpuMs();
+    timer = setInterval(tick, tickMs);
+    timer.unref();
+  };
+  wake();
+  return {
+    wake,
+    stop: () => {
+      clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}
+
 /** Physical MiB of V8's young generation (both semi-spaces). */
 const youngGenerationMiB = () => (getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')?.physical_space_size ?? 0) / 1048576;
 
