@@ -367,7 +367,8 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
       refuse(this, res, state.started, options.requestId(this), target.route, postRefusalFor(checked, target.route, model), { principal: state.principal, model, body });
       return;
     }
-    if (target.serve !== undefined && !(checked instanceof Error) && target.serve(this, res, state.principal, body, checked, state.started)) return;
+    // Not once the server started closing while the body came in: Fastify answers that request's 503.
+    if (target.serve !== undefined && !(checked instanceof Error) && enabled() && target.serve(this, res, state.principal, body, checked, state.started)) return;
     // Accepted, or failed otherwise (the handler runs the check again and fails the same way, through Fastify's error path).
     handOff(this, res, { chunks, parsed: true, body, checked: checked instanceof Error ? undefined : checked });
   }
