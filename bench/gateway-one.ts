@@ -5,7 +5,9 @@
 // round: CPU per request from /proc/PID/task/*/schedstat, by thread ("main" is the event loop, "node" V8's
 // platform workers: concurrent compiles and the parallel scavenger), and wall p50/p99.
 //   --node "FLAGS": node flags for the servers (%N: the target's name), e.g. "--trace-gc --trace-gc-nvp"
-//   or "--perf-basic-prof" (the servers' pids are printed, for perf record -p); --get PATH: GET instead
+//   or "--perf-basic-prof" (the servers' pids are printed, for perf record -p); --types "T1|T2": each round
+//   sends its requests once per content type, rows named NAME[T] (the same server, e.g. "application/json|
+//   application/json; charset=utf-8": quick.ts takes the first only, so the second is Fastify's path); --get PATH: GET instead
 //   of the chat POST; --stream: the chat POST with stream: true; --server "k: v": more server settings; --extra "yaml;yaml": more config lines.
 // Usage: node --import tsx bench/gateway-one.ts [--requests 3000] [--rounds 3] [--warm 2000] [--connections 1]
 import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
@@ -20,7 +22,7 @@ import autocannon from 'autocannon';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, open: { type: 'boolean' }, warm: { type: 'string', default: '2000' }, node: { type: 'string', default: '' }, connections: { type: 'string', default: '1' }, get: { type: 'string' }, stream: { type: 'boolean' }, extra: { type: 'string' }, server: { type: 'string', default: '' } },
+  options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, open: { type: 'boolean' }, warm: { type: 'string', default: '2000' }, node: { type: 'string', default: '' }, connections: { type: 'string', default: '1' }, get: { type: 'string' }, stream: { type: 'boolean' }, extra: { type: 'string' }, server: { type: 'string', default: '' }, types: { type: 'string', default: 'application/json' } },
 });
 const MODEL = 'bench/echo';
 const upstreamSource = fakeUpstreamSource(MODEL);
@@ -42,16 +44,16 @@ function threads(pid: number): Map<string, number> {
 }
 
 const body = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16, ...(values.stream ? { stream: true } : {}) });
-async function run(origin: string, headers: Record<string, string>, n: number): Promise<number[]> {
+async function run(origin: string, headers: Record<string, string>, n: number, type = 'application/json'): Promise<number[]> {
   const conns = Number(values.connections);
   if (conns > 1) {
-    const r = await autocannon({ url: `${origin}/v1/chat/completions`, method: 'POST', connections: conns, amount: n, headers: { ...headers, 'content-type': 'application/json' }, body });
+    const r = await autocannon({ url: `${origin}/v1/chat/completions`, method: 'POST', connections: conns, amount: n, headers: { ...headers, 'content-type': type }, body });
     if (r.non2xx || r.errors) throw new Error(`errors ${r.non2xx} ${r.errors}`);
     return [r.latency.p50 * 1000, r.latency.p99 * 1000];
   }
   const client = new Client(origin, { pipelining: 1 });
   const times: number[] = [];
-  const h = { ...headers, 'content-type': 'application/json' };
+  const h = { ...headers, 'content-type': type };
   try {
     for (let i = 0; i < n; i++) {
       const t0 = process.hrtime.bigint();
@@ -103,15 +105,18 @@ try {
     console.log(`pid ${name} ${server.child.pid}`);
   }
   const n = Number(values.requests);
-  for (const t of targets) await run(t.origin, t.headers, Number(values.warm));
+  for (const t of targets) for (const type of values.types.split('|')) await run(t.origin, t.headers, Number(values.warm), type);
   const rows: Record<string, { cpu: number[]; p50: number[]; p99: number[]; by: Map<string, number[]> }> = {};
+  const types = values.types.split('|');
   for (let round = 0; round < Number(values.rounds); round++) {
-    for (const t of round % 2 ? [...targets].reverse() : targets) {
+    for (const t of round % 2 ? [...targets].reverse() : targets)
+    for (const type of round % 2 ? [...types].reverse() : types) {
+      const name = types.length > 1 ? `${t.name}[${type}]` : t.name;
       const before = threads(t.pid);
-      const times = await run(t.origin, t.headers, n);
+      const times = await run(t.origin, t.headers, n, type);
       const after = threads(t.pid);
-      rows[t.name] ??= { cpu: [], p50: [], p99: [], by: new Map() };
-      const row = rows[t.name]!;
+      rows[name] ??= { cpu: [], p50: [], p99: [], by: new Map() };
+      const row = rows[name]!;
       let total = 0;
       const parts: string[] = [];
       for (const [k, v] of after) {
@@ -124,7 +129,7 @@ try {
       row.cpu.push(total);
       row.p50.push(pct(times, 50));
       row.p99.push(pct(times, 99));
-      console.log(`r${round + 1} ${t.name}: CPU ${total.toFixed(0)} µs/req [${parts.join(', ')}] p50 ${pct(times, 50).toFixed(0)} p99 ${pct(times, 99).toFixed(0)} load ${loadavg()[0]!.toFixed(2)}`);
+      console.log(`r${round + 1} ${name}: CPU ${total.toFixed(0)} µs/req [${parts.join(', ')}] p50 ${pct(times, 50).toFixed(0)} p99 ${pct(times, 99).toFixed(0)} load ${loadavg()[0]!.toFixed(2)}`);
     }
   }
   const med = (xs: number[]) => pct(xs, 50);

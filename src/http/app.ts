@@ -14,11 +14,11 @@ import { registerAdminRoutes } from './routes/admin.ts';
 import { registerApiRoutes } from './routes/index.ts';
 import { registerImageFileRoutes } from './routes/images.ts';
 import { registerCors } from './cors.ts';
-import { modelOf, registerOperationRoutes, requestObserver } from './observe.ts';
+import { modelLabel, modelOf, namedModel, registerOperationRoutes, requestObserver } from './observe.ts';
 import { describeOnlyCompilers, registerDocs, registerOpenApi } from './openapi.ts';
 import { registerPlayground } from './playground.ts';
 import { parsedBefore, type QuickPost, quickAnswers } from './quick.ts';
-import { checkChatRequest } from '../serving/chat.ts';
+import { type CheckedChatRequest, checkChatRequest, serveChatCompletion } from '../serving/chat.ts';
 import { checkCompletionRequest } from '../serving/completions.ts';
 import { checkEmbeddingsRequest } from '../serving/embeddings.ts';
 import { checkImageGenerationRequest } from '../serving/images.ts';
@@ -29,6 +29,7 @@ import {
   closeUnreadBody,
   edgeEvents,
   hostPolicy,
+  inferenceRouteOptions,
   publicOrigin,
   routeTimedOut,
   bodyLimitFor,
@@ -157,7 +158,7 @@ export async function buildApp(services: Services) {
   const admit = admitPrincipal(services, hosts, !tracing);
 
   // Per app, not per module: two servers in one process drain independently.
-  const running = new Set<FastifyRequest>();
+  const running = new Set<Stoppable>();
   app.decorate('inFlight', () => running.size);
   app.decorate('abortInFlight', (reason: InferaError) => {
     const count = running.size;
@@ -313,6 +314,98 @@ export async function buildApp(services: Services) {
     );
   }
 
+  /**
+   * A chat request quick.ts read and accepted, served here instead of through Fastify: on a proxied
+   * request Fastify's part (the body read again from quick.ts's bytes through its parser, Request and
+   * Reply, the hook chain, the reply's send path) was ~10 % of the CPU (docs/BENCHMARKS.md, gw7). The same
+   * steps as the route's: the route's time limit, the drain's in-flight set, the client's abort, the
+   * answer's bytes and headers (test/http-layer.test.ts compares them with Fastify's), the error
+   * rendering and logging of sendError, the access line and HTTP metrics when the response closes.
+   */
+  const chatRouteLimit = inferenceRouteOptions(config.server, 'chat').config.routeTimeout as { ms: number; setting: string } | undefined;
+  function serveChatOutside(req: IncomingMessage, res: ServerResponse, principal: Principal, body: unknown, checked: unknown, started: number): boolean {
+    const id = requestIdFor(req);
+    const context = new PlainRequestContext(id, principal, logger, req.url!, body, started);
+    running.add(context);
+    if (chatRouteLimit) {
+      const left = chatRouteLimit.ms - (performance.now() - started);
+      if (left <= 0) stopRequest(context, routeTimedOut(chatRouteLimit));
+      else {
+        context.routeTimer = setTimeout(() => stopRequest(context, routeTimedOut(chatRouteLimit)), left);
+        context.routeTimer.unref();
+      }
+    }
+    (res as PlainResponse)[PLAIN] = context;
+    res.on('close', plainClosed);
+    serveChatCompletion(services, context, body, checked as CheckedChatRequest)
+      .then(
+        (result) => writeResult(context, res, result),
+        (error: unknown) => writeError(context, res, error),
+      )
+      .catch((error: unknown) => {
+        // Writing the answer failed (the socket went away mid-write): the close listener records it.
+        logger.error({ err: error, id }, 'could not write the answer');
+        res.destroy();
+      });
+    return true;
+  }
+
+  function plainClosed(this: PlainResponse): void {
+    const context = this[PLAIN]!;
+    if (context.routeTimer) clearTimeout(context.routeTimer);
+    running.delete(context);
+    if (!this.writableFinished) stopRequest(context, 'client');
+    const status = this.writableFinished ? this.statusCode : 499;
+    plain({
+      id: context.requestId,
+      method: 'POST',
+      url: context.url,
+      route: context.url,
+      status,
+      ms: performance.now() - context.arrived,
+      principal: context.principal,
+      model: modelLabel(namedModel(context.body), services),
+      code: context.errorCode,
+      row: undefined,
+      body: context.body,
+    });
+    if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
+  }
+
+  function writeResult(context: PlainRequestContext, res: ServerResponse, result: ServeResult): void {
+    // The headers in the order Fastify's reply sends them: the ids (onRequest), the result's, the type, the length.
+    const head: Record<string, string> = { 'x-request-id': context.requestId, 'x-siliconcloud-trace-id': context.requestId };
+    if (result.headers) for (const name in result.headers) head[name] = result.headers[name]!;
+    if (result.type === 'json') {
+      if (res.destroyed) return;
+      const text = JSON.stringify(result.body);
+      head['content-type'] = JSON_UTF8;
+      head['content-length'] = String(Buffer.byteLength(text));
+      res.writeHead(result.status ?? 200, head);
+      res.end(text);
+      return;
+    }
+    void writeFrames(res, head, result.frames, context.signal, (error) => context.logger.error({ err: error, id: context.requestId }, 'stream failed after headers'));
+  }
+
+  function writeError(context: PlainRequestContext, res: ServerResponse, error: unknown): void {
+    // As the error handler and sendError: the server's reason when it stopped the work, logged by kind.
+    const reason = context.stopped;
+    const rendered = isAbortError(error) && reason instanceof InferaError ? reason : toInferaError(error);
+    if (reason === 'client') logger.info({ id: context.requestId }, 'client disconnected before the answer');
+    else if (rendered.status === 503 || rendered.status === 504) logger.warn({ id: context.requestId, code: rendered.code }, rendered.message);
+    else if (rendered.status >= 500) logger.error({ id: context.requestId, err: error }, 'request failed');
+    context.errorCode = rendered.code ?? undefined;
+    if (res.destroyed) return;
+    const head: Record<string, string> = { 'x-request-id': context.requestId, 'x-siliconcloud-trace-id': context.requestId };
+    if (rendered.retryAfter !== undefined || hasAny(rendered.headers)) Object.assign(head, errorHeaders(rendered));
+    const text = errorJson(rendered);
+    head['content-type'] = JSON_UTF8;
+    head['content-length'] = String(Buffer.byteLength(text));
+    res.writeHead(rendered.status, head);
+    res.end(text);
+  }
+
   // Not with CORS (its headers are @fastify/cors's to write) nor tracing (every request is a span).
   if (config.server.cors.origins.length === 0 && !tracing) {
     let open = true;
@@ -331,7 +424,7 @@ export async function buildApp(services: Services) {
         closed: () => {
           if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
         },
-        posts: quickPosts(services, (url) => app.findRoute({ method: 'POST', url }) !== null),
+        posts: quickPosts(services, (url) => app.findRoute({ method: 'POST', url }) !== null, serveChatOutside),
         fastify: (req, res) => fastifyHandler!(req, res),
       },
       () => open,
@@ -344,10 +437,10 @@ export async function buildApp(services: Services) {
  * The POST routes whose refusals before any work quick.ts answers (a bad body, an unknown model), by
  * URL under /v1 and bare, each with its body limit and the pre-work check its handler would run.
  */
-function quickPosts(services: Services, routed: (url: string) => boolean): Map<string, QuickPost> {
+function quickPosts(services: Services, routed: (url: string) => boolean, serveChat: NonNullable<QuickPost['serve']>): Map<string, QuickPost> {
   const server = services.config.server;
-  const checks: [string, Parameters<typeof bodyLimitFor>[1], (body: unknown) => unknown][] = [
-    ['/chat/completions', 'chat', (body) => checkChatRequest(services, body)],
+  const checks: [string, Parameters<typeof bodyLimitFor>[1], (body: unknown) => unknown, QuickPost['serve']?][] = [
+    ['/chat/completions', 'chat', (body) => checkChatRequest(services, body), serveChat],
     ['/completions', 'chat', (body) => checkCompletionRequest(services, body)],
     ['/embeddings', 'embeddings', (body) => checkEmbeddingsRequest(services, body)],
     ['/rerank', 'rerank', (body) => checkRerankRequest(services, body)],
@@ -356,8 +449,9 @@ function quickPosts(services: Services, routed: (url: string) => boolean): Map<s
     ['/image/generations', 'images', (body) => checkImageGenerationRequest(services, body)],
   ];
   const posts = new Map<string, QuickPost>();
-  for (const [path, limit, check] of checks)
-    for (const url of [`/v1${path}`, path]) if (routed(url)) posts.set(url, { route: url, bodyLimit: bodyLimitFor(server, limit), check });
+  for (const [path, limit, check, serve] of checks)
+    for (const url of [`/v1${path}`, path])
+      if (routed(url)) posts.set(url, { route: url, bodyLimit: bodyLimitFor(server, limit), check, endpoint: METERED_ROUTES.get(url), serve });
   return posts;
 }
 
@@ -494,7 +588,7 @@ const METERED_PATHS: [string, Endpoint][] = [
 const METERED_ROUTES = new Map<string, Endpoint>(METERED_PATHS.flatMap(([path, endpoint]) => [[path, endpoint], [`/v1${path}`, endpoint]]));
 
 /** Stops a request's work: the client left ("client", a plain abort) or the server's reason (504, 503). */
-function stopRequest(request: FastifyRequest, reason: InferaError | 'client'): void {
+function stopRequest(request: Stoppable, reason: InferaError | 'client'): void {
   if (request.stopped) return;
   request.stopped = reason;
   // No controller yet: nobody listens, and the getter makes it aborted with this reason if one is asked for.
@@ -586,6 +680,49 @@ class HttpRequestContext implements RequestContext {
   }
 }
 
+/** What stopRequest and the drain need of a request: a FastifyRequest, or one served outside Fastify. */
+interface Stoppable {
+  stopped?: InferaError | 'client';
+  abortSlot?: AbortController;
+}
+
+const PLAIN = Symbol('infera.plain');
+type PlainResponse = ServerResponse & { [PLAIN]?: PlainRequestContext };
+
+/** A request served outside Fastify (serveChatOutside): its context, and what its close listener records. */
+class PlainRequestContext implements RequestContext, Stoppable {
+  readonly startedAt = performance.now();
+  stopped: InferaError | 'client' | undefined = undefined;
+  abortSlot: AbortController | undefined = undefined;
+  routeTimer: NodeJS.Timeout | undefined = undefined;
+  errorCode: string | undefined = undefined;
+  private childLogger: Logger | undefined = undefined;
+  constructor(
+    readonly requestId: string,
+    readonly principal: Principal,
+    private readonly serverLogger: Logger,
+    readonly url: string,
+    readonly body: unknown,
+    /** When quick.ts took the request (performance.now()): the access line's time and the route's limit count from here. */
+    readonly arrived: number,
+  ) {}
+  /** As HttpRequestContext's: made on first use, already aborted when the request was stopped before. */
+  get signal(): AbortSignal {
+    let controller = this.abortSlot;
+    if (!controller) {
+      controller = new AbortController();
+      if (this.stopped === 'client') controller.abort();
+      else if (this.stopped) controller.abort(this.stopped);
+      this.abortSlot = controller;
+    }
+    return controller.signal;
+  }
+  get logger(): Logger {
+    this.childLogger ??= this.serverLogger.child({ id: this.requestId });
+    return this.childLogger;
+  }
+}
+
 /** Write a serving result: JSON as is, SSE frame by frame with back-pressure, stopping when the client leaves. */
 export async function sendResult(request: FastifyRequest, reply: FastifyReply, result: ServeResult): Promise<void> {
   if (result.type === 'json') {
@@ -594,7 +731,6 @@ export async function sendResult(request: FastifyRequest, reply: FastifyReply, r
     return reply.send(result.body);
   }
   const raw = reply.raw;
-  const frames = result.frames;
   reply.hijack();
   // One object filled in place: the spreads of Object.fromEntries(Object.entries(...).map(...)) cost
   // four arrays and three objects per stream.
@@ -602,12 +738,16 @@ export async function sendResult(request: FastifyRequest, reply: FastifyReply, r
   const set = reply.getHeaders();
   for (const name in set) head[name] = String(set[name]);
   if (result.headers) for (const name in result.headers) head[name] = result.headers[name]!;
+  return writeFrames(raw, head, result.frames, request.abort.signal, (error) => request.log.error({ err: error, id: request.inferaId }, 'stream failed after headers'));
+}
+
+/** An SSE answer: the head, then frame by frame with back-pressure, stopping when the signal aborts. */
+async function writeFrames(raw: ServerResponse, head: Record<string, string>, frames: AsyncIterator<string, void>, signal: AbortSignal, failed: (error: unknown) => void): Promise<void> {
   head['content-type'] = 'text/event-stream; charset=utf-8';
   head['cache-control'] = 'no-cache';
   head.connection = 'keep-alive';
   head['x-accel-buffering'] = 'no';
   raw.writeHead(200, head);
-  const signal = request.abort.signal;
   const onAbort = () => void frames.return?.();
   signal.addEventListener('abort', onAbort, { once: true });
   try {
@@ -619,7 +759,7 @@ export async function sendResult(request: FastifyRequest, reply: FastifyReply, r
       if (!raw.write(next.value)) await waitDrain(raw, signal);
     }
   } catch (error) {
-    if (!isAbortError(error)) request.log.error({ err: error, id: request.inferaId }, 'stream failed after headers');
+    if (!isAbortError(error)) failed(error);
   } finally {
     signal.removeEventListener('abort', onAbort);
     if (signal.aborted) await frames.return?.();

@@ -24,7 +24,7 @@ import type { FastifyRequest, preParsingHookHandler } from 'fastify';
 import { errorFields, type ErrorFields, InferaError } from '../errors/index.ts';
 import { errorHeaders, errorJson } from '../errors/render.ts';
 import type { HttpTally } from '../observability/metrics.ts';
-import type { Principal } from '../platform/gate.ts';
+import type { Endpoint, Principal } from '../platform/gate.ts';
 import type { Services } from '../serving/context.ts';
 import { listModelsJson } from '../serving/models.ts';
 import type { hostPolicy } from './edge.ts';
@@ -36,6 +36,13 @@ export interface QuickPost {
   bodyLimit: number;
   /** The route's refusals before any work: returned or thrown as an InferaError; anything else goes to the handler. */
   check: (body: unknown) => unknown;
+  /** The metered endpoint (the key's request-rate precheck), if the route is one. */
+  endpoint?: Endpoint;
+  /**
+   * Serves a request the check accepted without Fastify (app.ts, serveOutside): true when it took it,
+   * false to hand it to Fastify.
+   */
+  serve?: (req: IncomingMessage, res: ServerResponse, principal: Principal, body: unknown, checked: unknown, started: number) => boolean;
 }
 
 /** A POST body quick.ts read and handed to Fastify: the bytes (replayed), the parse and the check's result. */
@@ -304,8 +311,10 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     const started = performance.now();
     const principal = services.gate.authenticateSync?.(options.bearer(headers), req.socket.remoteAddress ?? '');
     if (principal === undefined || principal instanceof InferaError) return false;
-    // gate.precheck answers undefined (nothing to check) for a key without limits of its own.
-    if (principal.limits || hosts.check({ headers } as FastifyRequest, principal.keyId === 'anonymous')) return false;
+    // A key with request-rate limits of its own is taken when memory says it is within them (the
+    // precheck Fastify's auth hook runs, which counts nothing); a refusal, or a counter store to ask, is Fastify's.
+    if (principal.limits && !(target.endpoint !== undefined && services.gate.precheckPassesSync?.(principal, target.endpoint))) return false;
+    if (hosts.check({ headers } as FastifyRequest, principal.keyId === 'anonymous')) return false;
     req[POST] = { res, target, principal, started, chunks: [] };
     req.on('data', onPostData);
     req.on('end', onPostEnd);
@@ -358,6 +367,8 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
       refuse(this, res, state.started, options.requestId(this), target.route, postRefusalFor(checked, target.route, model), { principal: state.principal, model, body });
       return;
     }
+    // Not once the server started closing while the body came in: Fastify answers that request's 503.
+    if (target.serve !== undefined && !(checked instanceof Error) && enabled() && target.serve(this, res, state.principal, body, checked, state.started)) return;
     // Accepted, or failed otherwise (the handler runs the check again and fails the same way, through Fastify's error path).
     handOff(this, res, { chunks, parsed: true, body, checked: checked instanceof Error ? undefined : checked });
   }

@@ -114,6 +114,11 @@ export interface Gate {
    * Undefined when there is nothing to check (no request-rate limit on the key): no promise to wait for.
    */
   precheck?(principal: Principal, endpoint: Endpoint, requestId: string): Promise<void> | undefined;
+  /**
+   * precheck() when memory answers it and it passes: true. False when it would refuse or must ask the
+   * counter store (then call precheck, which records the refusal). Records and counts nothing.
+   */
+  precheckPassesSync?(principal: Principal, endpoint: Endpoint): boolean;
   /** Check allow-list (403), reserve the worst-case cost against the balance (403) and rate limits (429); throws InferaError. */
   admit(request: AdmissionRequest): Promise<Admission>;
   /** SiliconFlow /v1/user/info body `data` for this principal. */

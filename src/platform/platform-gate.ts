@@ -346,6 +346,15 @@ export class PlatformGate implements Gate {
     return this.precheckRequests(principal, endpoint, requestId, checks, peek, now);
   }
 
+  precheckPassesSync(principal: Principal, endpoint: Endpoint): boolean {
+    if (!principal.limits || !endpointKind[endpoint]) return true;
+    const rules = this.keyRequestRules(principal);
+    if (rules.length === 0) return true;
+    if (!this.counters.consumeSync) return false;
+    const checks = planChecks(rules, 0, 0, this.now());
+    return this.counters.consumeSync(checks.map((check) => ({ ...check, amount: 0, limit: check.limit - 1 }))).ok;
+  }
+
   /** The key's request-rate rules (rpm, rph, rpd), cached with its rules. */
   private keyRequestRules(principal: Principal): LimitRule[] {
     let rules = this.keyRequestRuleCache.get(principal.limits!);
