@@ -168,10 +168,14 @@ export const SPLIT_TOKENS = 128;
 export const PLAIN_ATTENTION_TOKENS = 64;
 
 /**
- * loneFallbackFactor's default: a whole decode 1.25× slower per token than the half threads' best one,
- * about twice its quiet time (so a quiet box's spread does not reach it); a collapsed one is 5–100×.
+ * loneFallbackFactor's default: off. 1.25 (a whole decode 1.25× slower per token than the half threads'
+ * best one; a collapsed one is 5–100×) rescued a lone lane on a box at load 10–15 (p50 5,244 → 523 ms),
+ * but on a quiet 2-core host without AVX-512 it sent one-client requests to the half threads and cost
+ * wall time: embed-path base vs this at 1 client, load 0.4–1.4, p50 36.3 vs 50.5 ms (docs/BENCHMARKS.md,
+ * end-of-session run of 2026-12-07 16:54–17:33). Until the trigger tells the two apart, a deployment that
+ * shares its cores opts in per encoder.
  */
-export const LONE_FALLBACK_FACTOR = 1.25;
+export const LONE_FALLBACK_FACTOR = 0;
 
 /** Small batches decoded on half a lone lane's threads after a collapsed whole decode, before it tries all of them again. */
 export const LONE_FALLBACK_DECODES = 32;
