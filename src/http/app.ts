@@ -193,14 +193,7 @@ export async function buildApp(services: Services) {
   app.decorateRequest('abortSlot', undefined);
   app.decorateRequest('abort', {
     getter(this: FastifyRequest) {
-      let controller = this.abortSlot;
-      if (!controller) {
-        controller = new AbortController();
-        if (this.stopped === 'client') controller.abort();
-        else if (this.stopped) controller.abort(this.stopped);
-        this.abortSlot = controller;
-      }
-      return controller;
+      return abortControllerOf(this);
     },
   });
   app.decorateRequest('stopped', undefined);
@@ -686,6 +679,18 @@ interface Stoppable {
   abortSlot?: AbortController;
 }
 
+/** A request's abort controller, made on first use: already aborted when the request was stopped before. */
+function abortControllerOf(request: Stoppable): AbortController {
+  let controller = request.abortSlot;
+  if (!controller) {
+    controller = new AbortController();
+    if (request.stopped === 'client') controller.abort();
+    else if (request.stopped) controller.abort(request.stopped);
+    request.abortSlot = controller;
+  }
+  return controller;
+}
+
 const PLAIN = Symbol('infera.plain');
 type PlainResponse = ServerResponse & { [PLAIN]?: PlainRequestContext };
 
@@ -708,14 +713,7 @@ class PlainRequestContext implements RequestContext, Stoppable {
   ) {}
   /** As HttpRequestContext's: made on first use, already aborted when the request was stopped before. */
   get signal(): AbortSignal {
-    let controller = this.abortSlot;
-    if (!controller) {
-      controller = new AbortController();
-      if (this.stopped === 'client') controller.abort();
-      else if (this.stopped) controller.abort(this.stopped);
-      this.abortSlot = controller;
-    }
-    return controller.signal;
+    return abortControllerOf(this).signal;
   }
   get logger(): Logger {
     this.childLogger ??= this.serverLogger.child({ id: this.requestId });
