@@ -5,10 +5,11 @@
 // the key may not use) and an upstream failure; and both are recorded (metrics, ledger).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Database from 'better-sqlite3';
 import { sqlitePath } from '../src/platform/index.ts';
+import { rawChatAnswer } from './helpers/raw-answer.ts';
 import { http, startTestServer, type TestServer } from './helpers/server.ts';
 
 const KEY = 'sk-test-outside-fastify';
@@ -46,27 +47,11 @@ function fakeUpstream(): Promise<Server> {
 }
 
 /** The raw answer (fresh connection): status, headers but the date, body; generated ids and times masked. */
-function raw(base: string, contentType: string, body: unknown): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sent = request(`${base}/chat/completions`, { method: 'POST', agent: false, headers: { 'content-type': contentType, authorization: `Bearer ${KEY}` } }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('end', () => {
-        const lines = [String(response.statusCode)];
-        for (let i = 0; i < response.rawHeaders.length; i += 2)
-          if (response.rawHeaders[i]!.toLowerCase() !== 'date') lines.push(`${response.rawHeaders[i]}: ${response.rawHeaders[i + 1]}`);
-        resolve(
-          `${lines.join('\n')}\n\n${Buffer.concat(chunks).toString('utf8')}`
-            .replace(/req_[0-9a-f]{32}/g, 'req_ID')
-            .replace(/chatcmpl-[\w-]+/g, 'chatcmpl-ID')
-            .replace(/"created":\d+/g, '"created":0'),
-        );
-      });
-      response.on('error', reject);
-    });
-    sent.on('error', reject);
-    sent.end(JSON.stringify(body));
-  });
+async function raw(base: string, contentType: string, body: unknown): Promise<string> {
+  return (await rawChatAnswer(base, body, { 'content-type': contentType, authorization: `Bearer ${KEY}` }))
+    .replace(/req_[0-9a-f]{32}/g, 'req_ID')
+    .replace(/chatcmpl-[\w-]+/g, 'chatcmpl-ID')
+    .replace(/"created":\d+/g, '"created":0');
 }
 
 describe('chat POST served outside Fastify', () => {

@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, request } from 'node:http';
 import OpenAI from 'openai';
+import { rawChatAnswer } from './helpers/raw-answer.ts';
 import { http, startTestServer, type TestServer } from './helpers/server.ts';
 import { validateAgainstOpenApi } from './helpers/openapi.ts';
 
@@ -285,25 +286,6 @@ describe('HTTP layer without keys', () => {
     }
   });
 });
-
-/** A chat POST's raw answer on a fresh connection: the status, every header as sent but the date, a blank line, the body. */
-function rawChatAnswer(base: string, body: unknown, headers: Record<string, string>): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sent = request(`${base}/chat/completions`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', ...headers } }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('end', () => {
-        const lines = [String(response.statusCode)];
-        for (let i = 0; i < response.rawHeaders.length; i += 2)
-          if (response.rawHeaders[i]!.toLowerCase() !== 'date') lines.push(`${response.rawHeaders[i]}: ${response.rawHeaders[i + 1]}`);
-        resolve(`${lines.join('\n')}\n\n${Buffer.concat(chunks).toString('utf8')}`);
-      });
-      response.on('error', reject);
-    });
-    sent.on('error', reject);
-    sent.end(JSON.stringify(body));
-  });
-}
 
 /** An answer as sent, on a fresh connection (closed or kept alive): as rawChatAnswer, the list's `created` and generated ids masked. */
 function rawAnswer(base: string, method: string, path: string, headers: Record<string, string>, keepAlive: boolean, body?: string): Promise<string> {
