@@ -172,8 +172,8 @@ export const PLAIN_ATTENTION_TOKENS = 64;
  * best one; a collapsed one is 5–100×) rescued a lone lane on a box at load 10–15 (p50 5,244 → 523 ms),
  * but on a quiet 2-core host without AVX-512 it sent one-client requests to the half threads and cost
  * wall time: embed-path base vs this at 1 client, load 0.4–1.4, p50 36.3 vs 50.5 ms (docs/BENCHMARKS.md,
- * end-of-session run of 2026-12-07 16:54–17:33). Until the trigger tells the two apart, a deployment that
- * shares its cores opts in per encoder.
+ * end-of-session run of 2026-12-07 16:54–17:33). Until the trigger tells the two apart it is reachable only
+ * through LlamaEncoder's own option (embedding-ffi.test.ts sets it), not from a model's config.
  */
 export const LONE_FALLBACK_FACTOR = 0;
 
