@@ -92,6 +92,21 @@ const ownFiles = {
   },
 };
 
+// zod's `z.locales` namespace re-exports its 64 error-message languages; the bundle keeps them all
+// because `z` is used as a whole namespace object, so every `infera serve` parsed ~360 KB of them (half
+// the zod chunk, ~30 ms of the server's start-up CPU: docs/BENCHMARKS.md, "Start-up: zod without its
+// locales"). zod itself configures English (classic/external.js imports locales/en.js directly) and
+// Infera never switches (`z.config(z.locales.xx())`), so `z.locales` holds English alone here.
+const zodEnglishOnly = {
+  name: 'zod-english-only',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]node_modules[\\/]zod[\\/]v4[\\/]locales[\\/]index\.js$/ }, () => ({
+      contents: 'export { default as en } from "./en.js";\n',
+      loader: 'js',
+    }));
+  },
+};
+
 // A clean dist: a file deleted from src must not linger in the build.
 rmSync(dist, { recursive: true, force: true });
 const result = await esbuild.build({
@@ -114,7 +129,7 @@ const result = await esbuild.build({
   metafile: true,
   legalComments: 'none',
   logLevel: 'warning',
-  plugins: [moduleUrls, ownFiles],
+  plugins: [moduleUrls, ownFiles, zodEnglishOnly],
 });
 
 const packageOf = (input) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input)?.[1] ?? (input.startsWith('src/') ? 'infera' : undefined);

@@ -6,8 +6,8 @@
 // dist/engines/onnx/session-worker.js (found by src/engines/onnx/sessions.ts's import.meta.url).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -56,5 +56,31 @@ test('the compiled bundle finds the files its modules and bundled packages read 
   } finally {
     child.kill('SIGKILL');
     rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+// scripts/build.js keeps zod's English messages only (its other 63 languages were ~360 KB that every
+// `infera serve` parsed): the compiled CLI must still name config mistakes in zod's English, and no
+// other language may be left in the bundle.
+test("the compiled CLI names config mistakes in zod's English messages; zod's other languages are not bundled", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'infera-bundle-zod-'));
+  try {
+    const config = join(dir, 'infera.yaml');
+    writeFileSync(config, 'server:\n  port: "x"\n  logLevel: loud\n');
+    const result = spawnSync(process.execPath, ['bin/infera.js', 'models', '--config', config], {
+      env: { ...process.env, INFERA_DATA_DIR: dir, INFERA_CONFIG: '' },
+      encoding: 'utf8',
+    });
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, /server\.port: Invalid input: expected number, received string/);
+    assert.match(result.stderr, /server\.logLevel: Invalid option: expected one of "fatal"\|"error"/);
+    const inputs = JSON.parse(readFileSync('dist/bundle-inputs.json', 'utf8')) as Record<string, string[]>;
+    const zodFiles = Object.entries(inputs).filter(([, packages]) => packages.includes('zod')).map(([file]) => file);
+    assert.ok(zodFiles.length > 0);
+    // Indonesian's "invalid input" (zod/v4/locales/id.js), in ASCII, so the build's \u escapes do not hide it.
+    assert.ok(readFileSync('node_modules/zod/v4/locales/id.js', 'utf8').includes('Input tidak valid'));
+    for (const file of zodFiles) assert.ok(!readFileSync(join('dist', file), 'utf8').includes('Input tidak valid'), `${file} holds zod's Indonesian messages`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
