@@ -65,7 +65,12 @@ for (const node of profile.nodes) for (const child of node.children ?? []) paren
 // Self time per node: each sample's delta goes to the node it was taken in.
 const self = new Map<number, number>();
 const until = values.until === undefined ? Number.POSITIVE_INFINITY : Number(values.until) * 1000;
-for (let i = 0, at = 0; i < profile.samples.length && (at += profile.timeDeltas[i] ?? 0) <= until; i++) self.set(profile.samples[i]!, (self.get(profile.samples[i]!) ?? 0) + (profile.timeDeltas[i] ?? 0));
+let at = 0;
+for (let i = 0; i < profile.samples.length; i++) {
+  at += profile.timeDeltas[i] ?? 0;
+  if (at > until) break;
+  self.set(profile.samples[i]!, (self.get(profile.samples[i]!) ?? 0) + (profile.timeDeltas[i] ?? 0));
+}
 // Idle time (the event loop waiting) is left out: percentages are of the time the process was busy.
 for (const [id] of self) if (byId.get(id)!.callFrame.functionName === '(idle)') self.delete(id);
 const total = [...self.values()].reduce((a, b) => a + b, 0);
