@@ -107,6 +107,24 @@ const zodEnglishOnly = {
   },
 };
 
+// @fastify/static (through @fastify/swagger-ui's /docs) require()s glob at load, but calls it only
+// for `wildcard: false`, which Infera never sets: bundled, glob's 136 KB were parsed and run at every
+// start. It is require()d from node_modules at its first call instead.
+const lazyGlob = {
+  name: 'lazy-glob',
+  setup(build) {
+    build.onResolve({ filter: /^glob$/ }, (args) => {
+      if (args.namespace === 'lazy-glob') return { path: 'glob', external: true };
+      if (/[\\/]node_modules[\\/]@fastify[\\/]static[\\/]/.test(args.importer)) return { path: 'glob', namespace: 'lazy-glob' };
+      return undefined;
+    });
+    build.onLoad({ filter: /.*/, namespace: 'lazy-glob' }, () => ({
+      contents: "let real;\nmodule.exports = { glob: (...args) => (real ??= require('glob')).glob(...args) };\n",
+      loader: 'js',
+    }));
+  },
+};
+
 // A clean dist: a file deleted from src must not linger in the build.
 rmSync(dist, { recursive: true, force: true });
 const result = await esbuild.build({
@@ -129,7 +147,7 @@ const result = await esbuild.build({
   metafile: true,
   legalComments: 'none',
   logLevel: 'warning',
-  plugins: [moduleUrls, ownFiles, zodEnglishOnly],
+  plugins: [moduleUrls, ownFiles, zodEnglishOnly, lazyGlob],
 });
 
 const packageOf = (input) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input)?.[1] ?? (input.startsWith('src/') ? 'infera' : undefined);

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 test('the compiled bundle finds the files its modules and bundled packages read next to themselves', async () => {
@@ -83,4 +84,16 @@ test("the compiled CLI names config mistakes in zod's English messages; zod's ot
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+// scripts/build.js leaves glob out of the bundle (@fastify/static calls it only with `wildcard: false`):
+// the stand-in require()s it from the chunk that holds it at its first call, which must then find it.
+test('glob is not bundled, and the bundle that would call it finds it in node_modules', async () => {
+  const inputs = JSON.parse(readFileSync('dist/bundle-inputs.json', 'utf8')) as Record<string, string[]>;
+  const holders = Object.entries(inputs).filter(([, packages]) => packages.includes('@fastify/static')).map(([file]) => file);
+  assert.equal(holders.length, 1);
+  assert.ok(Object.values(inputs).every((packages) => !packages.includes('glob')));
+  const { glob } = createRequire(join(process.cwd(), 'dist', holders[0]!))('glob') as { glob: (pattern: string, options: { cwd: string }) => Promise<string[]> };
+  assert.deepEqual((await glob('package*.json', { cwd: process.cwd() })).sort(), ['package-lock.json', 'package.json']);
+  assert.match(readFileSync(join('dist', holders[0]!), 'utf8'), /\(real \?\?= __require\("glob"\)\)\.glob\(\.\.\.args\)/);
 });
