@@ -18,6 +18,4 @@ if (!existsSync(entry)) {
   console.error('infera: the compiled build (dist/) is missing. Run `npm run build` (`npm ci` builds it too).');
   process.exit(1);
 }
-// `infera serve`'s spare engine process is forked before the CLI loads (src/cli/spare.ts says why).
-await import(new URL('../dist/cli/spare.js', import.meta.url).href);
 await import(entry.href);

@@ -27,8 +27,7 @@ try {
 
 // The processes Node starts from a file: the CLI (and server), the engine process host.ts forks, the
 // ONNX session worker. Each keeps the path it had in a file-per-module build.
-// cli/spare.ts: bin/infera.js runs it before the CLI (it forks `infera serve`'s spare engine process).
-const ENTRIES = ['cli/main.ts', 'cli/spare.ts', 'engines/runner/child.ts', 'engines/onnx/session-worker.ts'];
+const ENTRIES = ['cli/main.ts', 'engines/runner/child.ts', 'engines/onnx/session-worker.ts'];
 
 // Left to node_modules: native addons, the big packages no start-up path loads, and Fastify's default
 // schema compilers (Ajv, fast-json-stringify: ~600 KB it require()s only when no compiler is given,
