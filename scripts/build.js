@@ -94,9 +94,10 @@ const ownFiles = {
 
 // zod's `z.locales` namespace re-exports its 64 error-message languages; the bundle keeps them all
 // because `z` is used as a whole namespace object, so every `infera serve` parsed ~360 KB of them (half
-// the zod chunk, ~30 ms of the server's start-up CPU: docs/BENCHMARKS.md, "Start-up: zod without its
-// locales"). zod itself configures English (classic/external.js imports locales/en.js directly) and
-// Infera never switches (`z.config(z.locales.xx())`), so `z.locales` holds English alone here.
+// the zod chunk; importing it took 53-65 ms of CPU, 36-49 without them: docs/BENCHMARKS.md, "Start-up:
+// the cold first answer waits on the engine process", startup7). zod itself configures English
+// (classic/external.js imports locales/en.js directly) and Infera never switches
+// (`z.config(z.locales.xx())`), so `z.locales` holds English alone here.
 const zodEnglishOnly = {
   name: 'zod-english-only',
   setup(build) {
