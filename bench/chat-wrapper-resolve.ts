@@ -53,14 +53,18 @@ if (values.child) {
   };
   // The FFI chat engine's planner: node-llama-cpp's LlamaText and QwenChatWrapper (every start, cached or not).
   const { WRAPPER_SETTINGS } = await from('src/engines/llama-cpp/chat-plan.ts');
-  const { chatWrapperMetadata } = await from('src/engines/llama-cpp/chat-wrappers.ts');
+  const { chatWrapperMetadata, resolutionTokenizer } = await from('src/engines/llama-cpp/chat-wrappers.ts');
   const { nlcModule, NLC_PATHS } = await from('src/engines/llama-cpp/nlc-parts.ts');
   lap('import chat-plan');
   const metadata = chatWrapperMetadata(metadataFromModel(api, vocabModel));
   const { resolveChatWrapper } = await nlcModule(NLC_PATHS.resolveChatWrapper);
   lap('import');
+  // As chat-wrappers.ts resolves: through its memoizing tokenizer where the root has one (not before 2026-12-07).
+  const tokenizer = resolutionTokenizer?.(vocab.tokenizer) ?? Object.assign((...args: unknown[]) => vocab.tokenizer(...args), vocab.tokenizer, { memoizedDuring: <T>(work: () => T) => work() });
   const resolveWith = (settings: unknown) =>
-    resolveChatWrapper({ bosString: vocab.tokens.bosString, filename: path.split('/').at(-1), fileInfo: { metadata }, tokenizer: vocab.tokenizer, customWrapperSettings: settings });
+    tokenizer.memoizedDuring(() =>
+      resolveChatWrapper({ bosString: vocab.tokens.bosString, filename: path.split('/').at(-1), fileInfo: { metadata }, tokenizer, customWrapperSettings: settings }),
+    );
   const standard = resolveWith(WRAPPER_SETTINGS.standard);
   lap('standard');
   const noThinking = resolveWith(WRAPPER_SETTINGS.noThinking);

@@ -3,8 +3,14 @@
 // node's internals), and inclusive time for the functions whose name matches --focus. For quick reads on
 // a box with no DevTools.
 // and, with --callers, the call paths (up to 6 frames) that lead to the frames matching it.
-// Usage: node --import tsx bench/cpu-profile-summary.ts FILE.cpuprofile [--top 40] [--focus regex] [--callers regex]
-import { readFileSync } from 'node:fs';
+// --until MS keeps only the first MS of the profile (e.g. up to the first answer: bench/engine-startup.ts
+// --timeline says when it came, counted from the hook's load). --sources names a frame of the bundle
+// (dist/chunks/*.js) by the source file it came from (through the chunk's source map): the bundle's
+// chunks mix dozens of packages.
+// Usage: node --import tsx bench/cpu-profile-summary.ts FILE.cpuprofile [--top 40] [--focus regex] [--callers regex] [--until MS] [--sources]
+import { existsSync, readFileSync } from 'node:fs';
+import { SourceMap } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { add, type CallFrame, label, where } from './profile-frames.ts';
 
@@ -23,18 +29,48 @@ interface Profile {
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { top: { type: 'string', default: '40' }, focus: { type: 'string' }, callers: { type: 'string' } },
+  options: {
+    top: { type: 'string', default: '40' },
+    focus: { type: 'string' },
+    callers: { type: 'string' },
+    until: { type: 'string' },
+    sources: { type: 'boolean', default: false },
+  },
 });
 const profile = JSON.parse(readFileSync(positionals[0]!, 'utf8')) as Profile;
 const top = Number(values.top);
 
+if (values.sources) {
+  const maps = new Map<string, SourceMap | undefined>();
+  const mapOf = (url: string) => {
+    if (!maps.has(url)) {
+      const file = `${fileURLToPath(url)}.map`;
+      maps.set(url, existsSync(file) ? new SourceMap(JSON.parse(readFileSync(file, 'utf8'))) : undefined);
+    }
+    return maps.get(url);
+  };
+  for (const node of profile.nodes) {
+    const frame = node.callFrame as CallFrame & { columnNumber: number };
+    if (!frame.url.startsWith('file:') || !frame.url.includes('/dist/')) continue;
+    const entry = mapOf(frame.url)?.findEntry(frame.lineNumber, frame.columnNumber) as { originalSource?: string; originalLine?: number } | undefined;
+    if (!entry?.originalSource) continue;
+    frame.url = new URL(entry.originalSource, frame.url).href;
+    frame.lineNumber = entry.originalLine ?? frame.lineNumber;
+  }
+}
 const byId = new Map(profile.nodes.map((node) => [node.id, node]));
 const parent = new Map<number, number>();
 for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
 
 // Self time per node: each sample's delta goes to the node it was taken in.
 const self = new Map<number, number>();
-for (let i = 0; i < profile.samples.length; i++) self.set(profile.samples[i]!, (self.get(profile.samples[i]!) ?? 0) + (profile.timeDeltas[i] ?? 0));
+const until = values.until === undefined ? Number.POSITIVE_INFINITY : Number(values.until) * 1000;
+let at = 0;
+for (let i = 0; i < profile.samples.length; i++) {
+  at += profile.timeDeltas[i] ?? 0;
+  if (at > until) break;
+  self.set(profile.samples[i]!, (self.get(profile.samples[i]!) ?? 0) + (profile.timeDeltas[i] ?? 0));
+}
 // Idle time (the event loop waiting) is left out: percentages are of the time the process was busy.
 for (const [id] of self) if (byId.get(id)!.callFrame.functionName === '(idle)') self.delete(id);
 const total = [...self.values()].reduce((a, b) => a + b, 0);

@@ -92,6 +92,40 @@ const ownFiles = {
   },
 };
 
+// zod's `z.locales` namespace re-exports its 64 error-message languages; the bundle keeps them all
+// because `z` is used as a whole namespace object, so every `infera serve` parsed ~360 KB of them (half
+// the zod chunk; importing it took 53-65 ms of CPU, 36-49 without them: docs/BENCHMARKS.md, "Start-up:
+// the cold first answer waits on the engine process", startup7). zod itself configures English
+// (classic/external.js imports locales/en.js directly) and Infera never switches
+// (`z.config(z.locales.xx())`), so `z.locales` holds English alone here.
+const zodEnglishOnly = {
+  name: 'zod-english-only',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]node_modules[\\/]zod[\\/]v4[\\/]locales[\\/]index\.js$/ }, () => ({
+      contents: 'export { default as en } from "./en.js";\n',
+      loader: 'js',
+    }));
+  },
+};
+
+// @fastify/static (through @fastify/swagger-ui's /docs) require()s glob at load, but calls it only
+// for `wildcard: false`, which Infera never sets: bundled, glob's 136 KB were parsed and run at every
+// start. It is require()d from node_modules at its first call instead.
+const lazyGlob = {
+  name: 'lazy-glob',
+  setup(build) {
+    build.onResolve({ filter: /^glob$/ }, (args) => {
+      if (args.namespace === 'lazy-glob') return { path: 'glob', external: true };
+      if (/[\\/]node_modules[\\/]@fastify[\\/]static[\\/]/.test(args.importer)) return { path: 'glob', namespace: 'lazy-glob' };
+      return undefined;
+    });
+    build.onLoad({ filter: /.*/, namespace: 'lazy-glob' }, () => ({
+      contents: "let real;\nmodule.exports = { glob: (...args) => (real ??= require('glob')).glob(...args) };\n",
+      loader: 'js',
+    }));
+  },
+};
+
 // A clean dist: a file deleted from src must not linger in the build.
 rmSync(dist, { recursive: true, force: true });
 const result = await esbuild.build({
@@ -114,7 +148,7 @@ const result = await esbuild.build({
   metafile: true,
   legalComments: 'none',
   logLevel: 'warning',
-  plugins: [moduleUrls, ownFiles],
+  plugins: [moduleUrls, ownFiles, zodEnglishOnly, lazyGlob],
 });
 
 const packageOf = (input) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input)?.[1] ?? (input.startsWith('src/') ? 'infera' : undefined);

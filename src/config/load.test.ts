@@ -84,3 +84,30 @@ test('a short INFERA_API_KEY or --api-key is refused naming what the operator se
   assert.throws(() => loadConfig({ apiKey: 'tiny' }, {}, cwd), /^ConfigError: --api-key must be at least 8 characters|--api-key must be at least 8/);
   assert.deepEqual(loadConfig({}, { INFERA_API_KEY: 'long-enough-key' }, cwd).config.server.apiKeys, ['long-enough-key']);
 });
+
+test("the config parses to the same result with and without zod's compiled parsers (PARSE_ONCE)", async () => {
+  const { parse: parseYaml } = await import('yaml');
+  const { readFileSync } = await import('node:fs');
+  const { configSchema } = await import('./schema.ts');
+  const { PARSE_ONCE } = await import('./parse-once.ts');
+  const example = parseYaml(readFileSync(new URL('../../infera.example.yaml', import.meta.url), 'utf8')) as Record<string, unknown>;
+  const invalid = {
+    server: { port: 'x', logLevel: 'loud', cors: { origins: ['ftp://a'] }, bodyLimits: { chat: 0, other: 1 } },
+    storage: { redisFailure: 'maybe' },
+    models: [{ id: 'a/b', type: 'chat', engine: 'llama-cpp', path: 'x.gguf', onnx: {} }, { id: 'c', type: 'chat', engine: 'nope' }, { type: 'image', engine: 'onnx' }],
+    upstreams: [{ baseUrl: 'not a url' }],
+    extra: true,
+  };
+  const issues = (result: { success: boolean; error?: { issues: { path: PropertyKey[]; code: string; message: string }[] } }) =>
+    result.error?.issues.map(({ path, code, message }) => ({ path, code, message }));
+  for (const input of [{}, example, invalid]) {
+    const compiled = configSchema.safeParse(structuredClone(input));
+    const interpreted = configSchema.safeParse(structuredClone(input), PARSE_ONCE);
+    assert.equal(interpreted.success, compiled.success);
+    // Key order too (JSON text): the compiled parser builds each object itself.
+    assert.equal(JSON.stringify(interpreted.data), JSON.stringify(compiled.data));
+    assert.deepEqual(issues(interpreted), issues(compiled));
+  }
+  assert.ok(configSchema.safeParse(example).success, 'infera.example.yaml is a valid config');
+  assert.ok((issues(configSchema.safeParse(invalid, PARSE_ONCE)) ?? []).length >= 8);
+});

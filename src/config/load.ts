@@ -5,6 +5,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { engines as defaultEngines, type EngineTable } from '../engines/index.ts';
 import { configSchema, configSchemaFor, type InferaConfig, type ModelConfig } from './schema.ts';
+import { PARSE_ONCE } from './parse-once.ts';
 
 export interface ConfigOverrides {
   configPath?: string;
@@ -106,7 +107,7 @@ export function loadConfig(
   }
 
   const schema = engines === defaultEngines ? configSchema : configSchemaFor(engines);
-  const result = schema.safeParse({ ...raw, server, storage, presets });
+  const result = schema.safeParse({ ...raw, server, storage, presets }, PARSE_ONCE);
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
       const where = issue.path.length ? issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '') : '(top level)';

@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import { byteSizeSchema, keepAliveSchema } from './lifecycle.ts';
 import { deploymentSchema } from '../routing/config.ts';
+import { PARSE_ONCE } from './parse-once.ts';
 
 export const modelTypeSchema = z.enum(['chat', 'embedding', 'reranker', 'text-to-image']);
 
@@ -54,7 +55,7 @@ export const commonModelShape = {
    * Routing: several entries with the same id are deployments of one model (src/routing/). Their
    * priority, weight, concurrency cap and health check path.
    */
-  deployment: deploymentSchema.default(() => deploymentSchema.parse({})),
+  deployment: deploymentSchema.default(() => deploymentSchema.parse({}, PARSE_ONCE)),
 };
 
 const commonModelSchema = z.object(commonModelShape).strict();

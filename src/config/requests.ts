@@ -4,6 +4,7 @@
 // cannot turn a small body into minutes of compute or a stalled event loop. docs/CONFIGURATION.md
 // documents each key. Zod only: the protocol layer imports this file.
 import { z } from 'zod';
+import { PARSE_ONCE } from './parse-once.ts';
 
 const positiveInt = z.number().int().positive();
 
@@ -31,7 +32,7 @@ export const requestsSchema = z
     maxChoices: positiveInt.default(8),
     /** Chat `tools` (plus legacy `functions`): each offered tool's schema becomes grammar. */
     maxTools: positiveInt.default(128),
-    jsonSchema: jsonSchemaLimitsSchema.default(() => jsonSchemaLimitsSchema.parse({})),
+    jsonSchema: jsonSchemaLimitsSchema.default(() => jsonSchemaLimitsSchema.parse({}, PARSE_ONCE)),
     /**
      * Upper bound on characters per token, used to refuse text that cannot fit before it is tokenized
      * (tokenizing megabytes on the main thread stalls every other request). No real tokenizer packs
@@ -58,4 +59,4 @@ export const requestsSchema = z
 export type RequestLimits = z.output<typeof requestsSchema>;
 export type JsonSchemaLimits = z.output<typeof jsonSchemaLimitsSchema>;
 
-export const DEFAULT_REQUEST_LIMITS: RequestLimits = requestsSchema.parse({});
+export const DEFAULT_REQUEST_LIMITS: RequestLimits = requestsSchema.parse({}, PARSE_ONCE);

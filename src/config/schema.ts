@@ -9,6 +9,7 @@ import { engines as defaultEngines } from '../engines/index.ts';
 import type { EngineDescriptor, EngineTable } from '../engines/descriptor.ts';
 import { quickUpstreamSchema } from '../engines/openai-compatible/config.ts';
 import { routingSchema } from '../routing/config.ts';
+import { PARSE_ONCE } from './parse-once.ts';
 
 export { modelTypeSchema, type ModelConfig, type ModelTypeName } from './model.ts';
 export { requestsSchema, type RequestLimits } from './requests.ts';
@@ -29,7 +30,7 @@ export function modelSchemaFor(table: EngineTable) {
     const engine = typeof name === 'string' ? byName.get(name) : undefined;
     if (!engine) {
       // Still check the common keys, so that one run names every mistake in the entry.
-      const common = commonModelEntry.safeParse(input);
+      const common = commonModelEntry.safeParse(input, PARSE_ONCE);
       if (!common.success) for (const issue of common.error.issues) if (issue.path[0] !== 'engine') ctx.addIssue({ ...issue } as never);
       ctx.addIssue({
         code: 'custom',
@@ -39,7 +40,7 @@ export function modelSchemaFor(table: EngineTable) {
       });
       return z.NEVER;
     }
-    const result = engine.schema.safeParse(input);
+    const result = engine.schema.safeParse(input, PARSE_ONCE);
     if (!result.success) {
       for (const issue of result.error.issues) ctx.addIssue(explainForeignKeys(issue, engine, table) as never);
       return z.NEVER;
@@ -204,9 +205,9 @@ export const serverSchema = z
      * Browser pages on other origins that may call the API (CORS). Empty (the default): none, and a
      * keyless server grants none whatever is listed unless the origin is named exactly (never "*").
      */
-    cors: corsSchema.default(() => corsSchema.parse({})),
+    cors: corsSchema.default(() => corsSchema.parse({}, PARSE_ONCE)),
     /** GET /metrics (Prometheus text format). */
-    metrics: metricsSchema.default(() => metricsSchema.parse({})),
+    metrics: metricsSchema.default(() => metricsSchema.parse({}, PARSE_ONCE)),
   })
   .strict()
   .refine((server) => server.headersTimeoutSeconds <= server.requestTimeoutSeconds, {
@@ -257,22 +258,22 @@ export const imagesSchema = z
 export function configSchemaFor(table: EngineTable) {
   return z
     .object({
-      server: serverSchema.default(() => serverSchema.parse({})),
-      storage: storageSchema.default(() => storageSchema.parse({})),
-      images: imagesSchema.default(() => imagesSchema.parse({})),
-      logging: loggingSchema.default(() => loggingSchema.parse({})),
+      server: serverSchema.default(() => serverSchema.parse({}, PARSE_ONCE)),
+      storage: storageSchema.default(() => storageSchema.parse({}, PARSE_ONCE)),
+      images: imagesSchema.default(() => imagesSchema.parse({}, PARSE_ONCE)),
+      logging: loggingSchema.default(() => loggingSchema.parse({}, PARSE_ONCE)),
       /** OpenTelemetry traces (off by default). */
-      tracing: tracingSchema.default(() => tracingSchema.parse({})),
+      tracing: tracingSchema.default(() => tracingSchema.parse({}, PARSE_ONCE)),
       /** Caps on the work one request may ask for (src/config/requests.ts). */
-      requests: requestsSchema.default(() => requestsSchema.parse({})),
+      requests: requestsSchema.default(() => requestsSchema.parse({}, PARSE_ONCE)),
       /** `infera pull --preset` and the presets served with no models configured (docs/MODELS.md). */
-      presets: presetsSchema.default(() => presetsSchema.parse({})),
+      presets: presetsSchema.default(() => presetsSchema.parse({}, PARSE_ONCE)),
       /** Keep-alive, the resident-model cap, the memory budget and the preload list (src/config/lifecycle.ts). */
-      lifecycle: lifecycleSchema.default(() => lifecycleSchema.parse({})),
+      lifecycle: lifecycleSchema.default(() => lifecycleSchema.parse({}, PARSE_ONCE)),
       /** Served models. Empty (and no upstreams): the pulled presets, else Infera's tiny test models. */
       models: z.array(modelSchemaFor(table)).default([]),
       /** How requests are spread over the deployments of a model id that several entries share (src/routing/). */
-      routing: routingSchema.default(() => routingSchema.parse({})),
+      routing: routingSchema.default(() => routingSchema.parse({}, PARSE_ONCE)),
       /** Servers whose every listed model is served under its own id (engine openai-compatible's quick form). */
       upstreams: z.array(quickUpstreamSchema).default([]),
       /** Platform settings (keys, limits, pricing); owned by src/platform. */

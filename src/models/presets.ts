@@ -8,6 +8,7 @@ import { modelSchema, type ModelConfig } from '../config/schema.ts';
 import { PullError } from './errors.ts';
 import { formatModelRef, parseModelRef } from './ref.ts';
 import { readManifest } from './store.ts';
+import { PARSE_ONCE } from '../config/parse-once.ts';
 
 const presetSchema = z
   .object({
@@ -45,7 +46,7 @@ export function loadCatalogue(file?: string): Catalogue {
   } catch (error) {
     throw new PullError('bad_ref', `cannot read the preset catalogue ${shown}: ${(error as Error).message}`);
   }
-  const parsed = catalogueSchema.safeParse(raw);
+  const parsed = catalogueSchema.safeParse(raw, PARSE_ONCE);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new PullError('bad_ref', `preset catalogue ${shown}: ${issue.path.join('.')}: ${issue.message}`);

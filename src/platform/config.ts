@@ -1,6 +1,7 @@
 // The `platform` section of the config file: rate limits, prices, storage names. Validated once at startup
 // (parsePlatformConfig) so that a typo in a limit name fails the boot instead of silently not limiting.
 import { z } from 'zod';
+import { PARSE_ONCE } from '../config/parse-once.ts';
 
 export const limitDimensions = ['rpm', 'rph', 'rpd', 'tpm', 'tpd', 'ipm', 'ipd'] as const;
 export type LimitDimension = (typeof limitDimensions)[number];
@@ -117,7 +118,7 @@ export type PlatformConfig = z.infer<typeof platformConfigSchema>;
 
 /** Validates config.platform; errors name the offending path, e.g. "platform.limits.defaults.chat.rpmm". */
 export function parsePlatformConfig(raw: unknown): PlatformConfig {
-  const result = platformConfigSchema.safeParse(raw ?? {});
+  const result = platformConfigSchema.safeParse(raw ?? {}, PARSE_ONCE);
   if (result.success) return result.data;
   const details = result.error.issues
     .map((issue) => `platform.${issue.path.join('.')}: ${issue.message}`)

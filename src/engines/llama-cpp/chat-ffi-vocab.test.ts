@@ -13,7 +13,7 @@ import { QwenChatWrapper, type Llama, type LlamaModel, type Token } from 'node-l
 import { ensureTinyModels } from '../../tiny-models/index.ts';
 import { ChatPlanner, WRAPPER_SETTINGS, resolveWrappers, type Wrappers } from './chat-plan.ts';
 import { NLC_PATHS, nlcModule, type ResolveChatWrapperModule } from './nlc-parts.ts';
-import { GGUF_KEYS, chatWrapperMetadata, resolveFfiWrappers } from './chat-wrappers.ts';
+import { GGUF_KEYS, chatWrapperMetadata, resolutionTokenizer, resolveFfiWrappers } from './chat-wrappers.ts';
 import { openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { LlamaRunner } from './ffi/runner.ts';
 import { FfiVocab, metadataFromModel } from './ffi/vocab.ts';
@@ -98,6 +98,37 @@ test('tokenize, detokenize and the token predicates match node-llama-cpp LlamaMo
 /** What distinguishes two wrappers: their class and every field (settings included). */
 const describeWrappers = (wrappers: Wrappers) =>
   [wrappers.standard, wrappers.noThinking].map((wrapper) => ({ name: wrapper.constructor.name, fields: JSON.stringify(wrapper) }));
+
+test("a resolution's tokenizer: the vocabulary's tokens, from memory only while a resolution runs, a fresh array each time", () => {
+  let calls = 0;
+  const counting = Object.assign((...args: Parameters<typeof vocab.tokenizer>) => {
+    calls++;
+    return vocab.tokenizer(...args);
+  }, vocab.tokenizer) as typeof vocab.tokenizer;
+  const tokenizer = resolutionTokenizer(counting);
+  const text = '<|im_start|>user\nHi<|im_end|>\n';
+  tokenizer(text, true);
+  tokenizer(text, true);
+  assert.equal(calls, 2, 'outside a resolution every call tokenizes');
+  const inside = tokenizer.memoizedDuring(() => {
+    const first = tokenizer(text, true);
+    first.push(-1 as Token);
+    const again = tokenizer(text, true);
+    const plain = tokenizer(text, false);
+    const trimmed = tokenizer(' leading space', false, 'trimLeadingSpace');
+    const trimmedAgain = tokenizer(' leading space', false, 'trimLeadingSpace');
+    return { again, plain, trimmed, trimmedAgain };
+  });
+  assert.equal(calls, 5, 'inside: each distinct text, special-token and option set once');
+  assert.deepEqual(inside.again, vocab.tokenizer(text, true), "a caller's change to its array is not what the next one gets");
+  assert.deepEqual(inside.plain, vocab.tokenizer(text, false));
+  assert.notDeepEqual(inside.plain, inside.again);
+  assert.deepEqual(inside.trimmed, vocab.tokenizer(' leading space', false, 'trimLeadingSpace'));
+  assert.deepEqual(inside.trimmedAgain, inside.trimmed);
+  tokenizer(text, true);
+  assert.equal(calls, 6, 'nothing is kept once the resolution is over');
+  assert.equal(tokenizer.detokenize, vocab.tokenizer.detokenize);
+});
 
 test('chat wrappers: the ones resolveChatWrapper picks for a LlamaModel, resolved once and then taken from the cache', async () => {
   const expected = await resolveWrappers(model);

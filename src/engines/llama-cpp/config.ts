@@ -2,6 +2,7 @@
 // (docs/CONFIGURATION.md, "models[].llamaCpp"). zod only: imported by the config loader.
 import { z } from 'zod';
 import { engineModelSchema } from '../../config/model.ts';
+import { PARSE_ONCE } from '../../config/parse-once.ts';
 
 const positiveInt = z.number().int().positive();
 
@@ -84,7 +85,7 @@ export const llamaCppOptionsSchema = z
 export const llamaCppModelSchema = engineModelSchema('llama-cpp', {
   /** The GGUF file. */
   path: z.string().min(1),
-  llamaCpp: llamaCppOptionsSchema.default(() => llamaCppOptionsSchema.parse({})),
+  llamaCpp: llamaCppOptionsSchema.default(() => llamaCppOptionsSchema.parse({}, PARSE_ONCE)),
 });
 
 export type LlamaCppOptions = z.infer<typeof llamaCppOptionsSchema>;

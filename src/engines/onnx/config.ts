@@ -3,6 +3,7 @@
 // the config loader, so it must not import onnxruntime-node.
 import { z } from 'zod';
 import { engineModelSchema } from '../../config/model.ts';
+import { PARSE_ONCE } from '../../config/parse-once.ts';
 
 const positiveInt = z.number().int().positive();
 
@@ -41,7 +42,7 @@ export const onnxOptionsSchema = z
 const onnxShape = {
   /** An optimum / sentence-transformers export folder. */
   path: z.string().min(1),
-  onnx: onnxOptionsSchema.default(() => onnxOptionsSchema.parse({})),
+  onnx: onnxOptionsSchema.default(() => onnxOptionsSchema.parse({}, PARSE_ONCE)),
 };
 
 export const onnxModelSchema = engineModelSchema('onnx', onnxShape);

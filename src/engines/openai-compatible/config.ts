@@ -3,6 +3,7 @@
 // loader and the CLI.
 import { z } from 'zod';
 import { engineModelSchema } from '../../config/model.ts';
+import { PARSE_ONCE } from '../../config/parse-once.ts';
 
 /** The servers this engine knows how to talk to; each has a file in ./dialects/. */
 export const DIALECTS = ['openai', 'vllm', 'sglang', 'ollama', 'llama-server', 'tei', 'infinity', 'siliconflow', 'infera'] as const;
@@ -47,7 +48,7 @@ export const upstreamSchema = z
     headers: z.record(z.string(), z.string()).default({}),
     /** How this upstream is named in errors and the ledger; default: host:port of baseUrl. */
     name: z.string().min(1).optional(),
-    timeouts: upstreamTimeoutsSchema.default(() => upstreamTimeoutsSchema.parse({})),
+    timeouts: upstreamTimeoutsSchema.default(() => upstreamTimeoutsSchema.parse({}, PARSE_ONCE)),
     /** Keep-alive connections to the upstream's origin (shared by every model on it). */
     maxConnections: positiveInt.default(64),
     /**
