@@ -18,11 +18,11 @@ import { modelLabel, modelOf, namedModel, registerOperationRoutes, requestObserv
 import { describeOnlyCompilers, registerDocs, registerOpenApi } from './openapi.ts';
 import { registerPlayground } from './playground.ts';
 import { parsedBefore, type QuickPost, quickAnswers } from './quick.ts';
-import { type CheckedChatRequest, checkChatRequest, serveChatCompletion } from '../serving/chat.ts';
-import { checkCompletionRequest } from '../serving/completions.ts';
-import { checkEmbeddingsRequest } from '../serving/embeddings.ts';
+import { checkChatRequest, serveChatCompletion } from '../serving/chat.ts';
+import { checkCompletionRequest, serveCompletion } from '../serving/completions.ts';
+import { checkEmbeddingsRequest, serveEmbeddings } from '../serving/embeddings.ts';
 import { checkImageGenerationRequest } from '../serving/images.ts';
-import { checkRerankRequest } from '../serving/rerank.ts';
+import { checkRerankRequest, serveRerank } from '../serving/rerank.ts';
 import {
   capConnections,
   clientErrorHandler,
@@ -34,6 +34,7 @@ import {
   routeTimedOut,
   bodyLimitFor,
   serverOptions,
+  type TimedRoute,
   unsupportedContentType,
 } from './edge.ts';
 
@@ -308,39 +309,42 @@ export async function buildApp(services: Services) {
   }
 
   /**
-   * A chat request quick.ts read and accepted, served here instead of through Fastify: on a proxied
+   * A request quick.ts read and accepted, served here instead of through Fastify (chat, completions,
+   * embeddings, rerank: each route's handler is one serving call and its result written): on a proxied
    * request Fastify's part (the body read again from quick.ts's bytes through its parser, Request and
    * Reply, the hook chain, the reply's send path) was ~10 % of the CPU (docs/BENCHMARKS.md, gw7). The same
    * steps as the route's: the route's time limit, the drain's in-flight set, the client's abort, the
-   * answer's bytes and headers (test/http-layer.test.ts compares them with Fastify's), the error
-   * rendering and logging of sendError, the access line and HTTP metrics when the response closes.
+   * answer's bytes and headers (test/gateway-outside-fastify.test.ts compares them with Fastify's), the
+   * error rendering and logging of sendError, the access line and HTTP metrics when the response closes.
    */
-  const chatRouteLimit = inferenceRouteOptions(config.server, 'chat').config.routeTimeout as { ms: number; setting: string } | undefined;
-  function serveChatOutside(req: IncomingMessage, res: ServerResponse, principal: Principal, body: unknown, checked: unknown, started: number): boolean {
-    const id = requestIdFor(req);
-    const context = new PlainRequestContext(id, principal, logger, req.url!, body, started);
-    running.add(context);
-    if (chatRouteLimit) {
-      const left = chatRouteLimit.ms - (performance.now() - started);
-      if (left <= 0) stopRequest(context, routeTimedOut(chatRouteLimit));
-      else {
-        context.routeTimer = setTimeout(() => stopRequest(context, routeTimedOut(chatRouteLimit)), left);
-        context.routeTimer.unref();
+  function servedOutside(route: Parameters<typeof inferenceRouteOptions>[1], serve: PlainServe): NonNullable<QuickPost['serve']> {
+    const routeLimit = inferenceRouteOptions(config.server, route).config.routeTimeout as { ms: number; setting: string } | undefined;
+    return (req, res, principal, body, checked, started) => {
+      const id = requestIdFor(req);
+      const context = new PlainRequestContext(id, principal, logger, req.url!, body, started);
+      running.add(context);
+      if (routeLimit) {
+        const left = routeLimit.ms - (performance.now() - started);
+        if (left <= 0) stopRequest(context, routeTimedOut(routeLimit));
+        else {
+          context.routeTimer = setTimeout(() => stopRequest(context, routeTimedOut(routeLimit)), left);
+          context.routeTimer.unref();
+        }
       }
-    }
-    (res as PlainResponse)[PLAIN] = context;
-    res.on('close', plainClosed);
-    serveChatCompletion(services, context, body, checked as CheckedChatRequest)
-      .then(
-        (result) => writeResult(context, res, result),
-        (error: unknown) => writeError(context, res, error),
-      )
-      .catch((error: unknown) => {
-        // Writing the answer failed (the socket went away mid-write): the close listener records it.
-        logger.error({ err: error, id }, 'could not write the answer');
-        res.destroy();
-      });
-    return true;
+      (res as PlainResponse)[PLAIN] = context;
+      res.on('close', plainClosed);
+      serve(services, context, body, checked as never)
+        .then(
+          (result) => writeResult(context, res, result),
+          (error: unknown) => writeError(context, res, error),
+        )
+        .catch((error: unknown) => {
+          // Writing the answer failed (the socket went away mid-write): the close listener records it.
+          logger.error({ err: error, id }, 'could not write the answer');
+          res.destroy();
+        });
+      return true;
+    };
   }
 
   function plainClosed(this: PlainResponse): void {
@@ -417,7 +421,7 @@ export async function buildApp(services: Services) {
         closed: () => {
           if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
         },
-        posts: quickPosts(services, (url) => app.findRoute({ method: 'POST', url }) !== null, serveChatOutside),
+        posts: quickPosts(services, (url) => app.findRoute({ method: 'POST', url }) !== null, servedOutside),
         fastify: (req, res) => fastifyHandler!(req, res),
       },
       () => open,
@@ -430,21 +434,24 @@ export async function buildApp(services: Services) {
  * The POST routes whose refusals before any work quick.ts answers (a bad body, an unknown model), by
  * URL under /v1 and bare, each with its body limit and the pre-work check its handler would run.
  */
-function quickPosts(services: Services, routed: (url: string) => boolean, serveChat: NonNullable<QuickPost['serve']>): Map<string, QuickPost> {
+function quickPosts(services: Services, routed: (url: string) => boolean, outside: (route: TimedRoute, serve: PlainServe) => NonNullable<QuickPost['serve']>): Map<string, QuickPost> {
   const server = services.config.server;
-  const checks: [string, Parameters<typeof bodyLimitFor>[1], (body: unknown) => unknown, QuickPost['serve']?][] = [
-    ['/chat/completions', 'chat', (body) => checkChatRequest(services, body), serveChat],
-    ['/completions', 'chat', (body) => checkCompletionRequest(services, body)],
-    ['/embeddings', 'embeddings', (body) => checkEmbeddingsRequest(services, body)],
-    ['/rerank', 'rerank', (body) => checkRerankRequest(services, body)],
-    ['/v2/rerank', 'rerank', (body) => checkRerankRequest(services, body)],
+  // The route's body and time limits' kind, its pre-work check, and its serving call when it may be served outside Fastify.
+  const checks: [string, TimedRoute, (body: unknown) => unknown, PlainServe?][] = [
+    ['/chat/completions', 'chat', (body) => checkChatRequest(services, body), serveChatCompletion as PlainServe],
+    ['/completions', 'chat', (body) => checkCompletionRequest(services, body), serveCompletion as PlainServe],
+    ['/embeddings', 'embeddings', (body) => checkEmbeddingsRequest(services, body), serveEmbeddings as PlainServe],
+    ['/rerank', 'rerank', (body) => checkRerankRequest(services, body), serveRerank as PlainServe],
+    ['/v2/rerank', 'rerank', (body) => checkRerankRequest(services, body), serveRerank as PlainServe],
     ['/images/generations', 'images', (body) => checkImageGenerationRequest(services, body)],
     ['/image/generations', 'images', (body) => checkImageGenerationRequest(services, body)],
   ];
   const posts = new Map<string, QuickPost>();
-  for (const [path, limit, check, serve] of checks)
+  for (const [path, limit, check, serve] of checks) {
+    const plain = serve && outside(limit, serve);
     for (const url of [`/v1${path}`, path])
-      if (routed(url)) posts.set(url, { route: url, bodyLimit: bodyLimitFor(server, limit), check, endpoint: METERED_ROUTES.get(url), serve });
+      if (routed(url)) posts.set(url, { route: url, bodyLimit: bodyLimitFor(server, limit), check, endpoint: METERED_ROUTES.get(url), serve: plain });
+  }
   return posts;
 }
 
@@ -692,9 +699,11 @@ function abortControllerOf(request: Stoppable): AbortController {
 }
 
 const PLAIN = Symbol('infera.plain');
+/** A route's serving call (src/serving), as its Fastify handler makes it: the checked request is the route's own check's result. */
+type PlainServe = (services: Services, context: RequestContext, body: unknown, checked: never) => Promise<ServeResult>;
 type PlainResponse = ServerResponse & { [PLAIN]?: PlainRequestContext };
 
-/** A request served outside Fastify (serveChatOutside): its context, and what its close listener records. */
+/** A request served outside Fastify (servedOutside): its context, and what its close listener records. */
 class PlainRequestContext implements RequestContext, Stoppable {
   readonly startedAt = performance.now();
   stopped: InferaError | 'client' | undefined = undefined;
