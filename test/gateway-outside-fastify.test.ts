@@ -18,8 +18,12 @@ const BROKEN = 'org/upstream-broken';
 const EMBED = 'org/upstream-embed';
 const RERANK = 'org/upstream-rerank';
 
-/** A fake OpenAI-compatible upstream: a fixed answer with usage (JSON or SSE); 500 for the broken model's upstream name. */
-function fakeUpstream(): Promise<Server> {
+/**
+ * A fake OpenAI-compatible upstream: a fixed answer with usage (JSON or SSE); 500 for the broken model's
+ * upstream name; for "hang", no answer (JSON) or one chunk and then nothing (SSE), each such request's
+ * close time in `hung`.
+ */
+function fakeUpstream(hung: number[] = []): Promise<Server> {
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -29,6 +33,12 @@ function fakeUpstream(): Promise<Server> {
         return;
       }
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { model: string; stream?: boolean; input?: unknown[]; documents?: unknown[] };
+      if (body.model === 'hang') {
+        const at = hung.push(0) - 1;
+        res.on('close', () => (hung[at] = Date.now()));
+        if (body.stream) res.writeHead(200, { 'content-type': 'text/event-stream' }).write(`data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', created: 1, model: 'hang', choices: [{ index: 0, delta: { role: 'assistant', content: 'Hel' }, finish_reason: null }] })}\n\n`);
+        return;
+      }
       if (body.model === 'broken') {
         res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"boom"}}');
         return;
@@ -47,10 +57,6 @@ function fakeUpstream(): Promise<Server> {
       if (req.url === '/v1/rerank') {
         const results = (body.documents ?? []).map((_, index) => ({ index, relevance_score: 1 / (index + 2) }));
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ results, usage: { prompt_tokens: 9, total_tokens: 9 } }));
-        return;
-      }
-      if (body.model === 'broken') {
-        res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"boom"}}');
         return;
       }
       const usage = { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 };
@@ -136,6 +142,55 @@ describe('chat POST served outside Fastify', () => {
     }
   });
 });
+
+// The work of a request served outside Fastify listens to a RequestStop (app.ts), not an AbortSignal: the
+// route's time limit must still end the upstream request and answer as Fastify's route does (504; a
+// stream: an error frame and [DONE]). A client that leaves (the upstream request closed within 100 ms)
+// is src/routing/routing.test.ts's, whose requests are served outside Fastify too.
+describe('a request served outside Fastify stopped by its time limit', () => {
+  const hung: number[] = [];
+  let upstream: Server;
+  let server: TestServer;
+  const HANG = 'org/upstream-hang';
+  before(async () => {
+    upstream = await fakeUpstream(hung);
+    const baseUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`;
+    server = await startTestServer({
+      config: {
+        server: { apiKeys: [KEY], routeTimeoutsSeconds: { chat: 0.4 } },
+        models: [{ id: HANG, type: 'chat', engine: 'openai-compatible', upstream: { baseUrl, model: 'hang', dialect: 'openai', contextSize: 4096 } }],
+      },
+    });
+  });
+  after(async () => {
+    await server?.close();
+    upstream?.closeAllConnections();
+    await new Promise((resolve) => upstream?.close(resolve));
+  });
+
+  test("the route's time limit: the same 504 and the same error frame as through Fastify, the upstream request closed each time", async () => {
+    const messages = [{ role: 'user', content: 'Say hello.' }];
+    for (const [name, body] of [
+      ['json', { model: HANG, messages }],
+      ['sse', { model: HANG, messages, stream: true }],
+    ] as const) {
+      const outside = await raw(server.url, 'application/json', body);
+      const through = await raw(server.url, 'application/json; charset=utf-8', body);
+      if (name === 'json') assert.match(outside, /^504\n[\s\S]*"code":"request_timeout"/, outside);
+      else assert.match(outside, /^200\n[\s\S]*data: \{"error":[\s\S]*request_timeout[\s\S]*data: \[DONE\]\n\n$/, outside);
+      assert.equal(outside, through, name);
+    }
+    await waitUntil(() => hung.length === 4 && hung.every((at) => at > 0), 'every upstream request closed');
+  });
+});
+
+async function waitUntil(done: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
 
 /** infera_http_requests_total for a route, model and status 200 in a /metrics answer (0 when absent). */
 function requestCount(metrics: { text?: unknown }, route: string, model: string): number {
