@@ -726,7 +726,17 @@ class RequestStop implements StopSignal {
     this.reason = reason === 'client' ? new DOMException('This operation was aborted', 'AbortError') : reason;
     const listeners = this.listeners;
     this.listeners = undefined;
-    if (listeners) for (const listener of listeners) listener();
+    if (!listeners) return;
+    for (const listener of listeners) {
+      try {
+        listener();
+      } catch (error) {
+        // As an EventTarget does: the other listeners and the caller (a response's close) go on, the error is uncaught.
+        process.nextTick(() => {
+          throw error;
+        });
+      }
+    }
   }
 }
 

@@ -12,7 +12,6 @@ import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failedReport, usageReport, warningsNote } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
 import { checkedInputTokens, inputParam, overTokenCap } from '../engines/shared/embedding-input.ts';
-import { abortSignalOf } from '../spec/chat.ts';
 
 export interface EmbedJob {
   inputs: EmbeddingInput[];
@@ -90,7 +89,7 @@ export async function serveEmbeddings(services: Services, context: RequestContex
       await admission.resize({ promptTokens: tokens, completionTokens: 0, images: 0, documents: 0 });
       const job: EmbedJob = { inputs, dimensions: request.dimensions };
       if (model.takesText) job.request = { maxTokens: limits.maxEmbeddingTokens, single: request.single };
-      result = await services.batchers.embedding(model, lease.config).submit(job, tokens, abortSignalOf(context.signal));
+      result = await services.batchers.embedding(model, lease.config).submit(job, tokens, context.signal);
     } catch (error) {
       await admission.settle(failedReport(context, error));
       throw error;

@@ -10,7 +10,6 @@ import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failedReport, usageReport, warningsNote } from './usage.ts';
 import { createBatcher, DEFAULT_BATCHING, type BatchingSettings } from './embeddings-batching.ts';
 import { RerankWorkMeter } from '../engines/shared/rerank-text.ts';
-import { abortSignalOf } from '../spec/chat.ts';
 
 export type RerankJob = Pick<RerankRequest, 'query' | 'documents' | 'instruction' | 'maxChunksPerDoc' | 'overlapTokens' | 'maxTokensPerDoc'> &
   Pick<RerankCallOptions, 'limits'>;
@@ -106,7 +105,7 @@ export async function serveRerank(services: Services, context: RequestContext, b
           limits: workLimits,
         },
         estimate,
-        abortSignalOf(context.signal),
+        context.signal,
       );
     } catch (error) {
       await admission.settle(failedReport(context, error));
