@@ -10,6 +10,7 @@ import type { Logger } from '../observability/logger.ts';
 import { startTracing } from '../observability/tracing.ts';
 import type { Endpoint, Principal } from '../platform/gate.ts';
 import type { RequestContext, ServeResult, Services } from '../serving/context.ts';
+import type { StopSignal } from '../spec/chat.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerApiRoutes } from './routes/index.ts';
 import { registerImageFileRoutes } from './routes/images.ts';
@@ -18,11 +19,11 @@ import { modelLabel, modelOf, namedModel, registerOperationRoutes, requestObserv
 import { describeOnlyCompilers, registerDocs, registerOpenApi } from './openapi.ts';
 import { registerPlayground } from './playground.ts';
 import { parsedBefore, type QuickPost, quickAnswers } from './quick.ts';
-import { type CheckedChatRequest, checkChatRequest, serveChatCompletion } from '../serving/chat.ts';
-import { checkCompletionRequest } from '../serving/completions.ts';
-import { checkEmbeddingsRequest } from '../serving/embeddings.ts';
+import { checkChatRequest, serveChatCompletion } from '../serving/chat.ts';
+import { checkCompletionRequest, serveCompletion } from '../serving/completions.ts';
+import { checkEmbeddingsRequest, serveEmbeddings } from '../serving/embeddings.ts';
 import { checkImageGenerationRequest } from '../serving/images.ts';
-import { checkRerankRequest } from '../serving/rerank.ts';
+import { checkRerankRequest, serveRerank } from '../serving/rerank.ts';
 import {
   capConnections,
   clientErrorHandler,
@@ -34,6 +35,7 @@ import {
   routeTimedOut,
   bodyLimitFor,
   serverOptions,
+  type TimedRoute,
   unsupportedContentType,
 } from './edge.ts';
 
@@ -308,39 +310,42 @@ export async function buildApp(services: Services) {
   }
 
   /**
-   * A chat request quick.ts read and accepted, served here instead of through Fastify: on a proxied
+   * A request quick.ts read and accepted, served here instead of through Fastify (chat, completions,
+   * embeddings, rerank: each route's handler is one serving call and its result written): on a proxied
    * request Fastify's part (the body read again from quick.ts's bytes through its parser, Request and
    * Reply, the hook chain, the reply's send path) was ~10 % of the CPU (docs/BENCHMARKS.md, gw7). The same
    * steps as the route's: the route's time limit, the drain's in-flight set, the client's abort, the
-   * answer's bytes and headers (test/http-layer.test.ts compares them with Fastify's), the error
-   * rendering and logging of sendError, the access line and HTTP metrics when the response closes.
+   * answer's bytes and headers (test/gateway-outside-fastify.test.ts compares them with Fastify's), the
+   * error rendering and logging of sendError, the access line and HTTP metrics when the response closes.
    */
-  const chatRouteLimit = inferenceRouteOptions(config.server, 'chat').config.routeTimeout as { ms: number; setting: string } | undefined;
-  function serveChatOutside(req: IncomingMessage, res: ServerResponse, principal: Principal, body: unknown, checked: unknown, started: number): boolean {
-    const id = requestIdFor(req);
-    const context = new PlainRequestContext(id, principal, logger, req.url!, body, started);
-    running.add(context);
-    if (chatRouteLimit) {
-      const left = chatRouteLimit.ms - (performance.now() - started);
-      if (left <= 0) stopRequest(context, routeTimedOut(chatRouteLimit));
-      else {
-        context.routeTimer = setTimeout(() => stopRequest(context, routeTimedOut(chatRouteLimit)), left);
-        context.routeTimer.unref();
+  function servedOutside(route: Parameters<typeof inferenceRouteOptions>[1], serve: PlainServe): NonNullable<QuickPost['serve']> {
+    const routeLimit = inferenceRouteOptions(config.server, route).config.routeTimeout as { ms: number; setting: string } | undefined;
+    return (req, res, principal, body, checked, started) => {
+      const id = requestIdFor(req);
+      const context = new PlainRequestContext(id, principal, logger, req.url!, body, started);
+      running.add(context);
+      if (routeLimit) {
+        const left = routeLimit.ms - (performance.now() - started);
+        if (left <= 0) stopRequest(context, routeTimedOut(routeLimit));
+        else {
+          context.routeTimer = setTimeout(() => stopRequest(context, routeTimedOut(routeLimit)), left);
+          context.routeTimer.unref();
+        }
       }
-    }
-    (res as PlainResponse)[PLAIN] = context;
-    res.on('close', plainClosed);
-    serveChatCompletion(services, context, body, checked as CheckedChatRequest)
-      .then(
-        (result) => writeResult(context, res, result),
-        (error: unknown) => writeError(context, res, error),
-      )
-      .catch((error: unknown) => {
-        // Writing the answer failed (the socket went away mid-write): the close listener records it.
-        logger.error({ err: error, id }, 'could not write the answer');
-        res.destroy();
-      });
-    return true;
+      (res as PlainResponse)[PLAIN] = context;
+      res.on('close', plainClosed);
+      serve(services, context, body, checked as never)
+        .then(
+          (result) => writeResult(context, res, result),
+          (error: unknown) => writeError(context, res, error),
+        )
+        .catch((error: unknown) => {
+          // Writing the answer failed (the socket went away mid-write): the close listener records it.
+          logger.error({ err: error, id }, 'could not write the answer');
+          res.destroy();
+        });
+      return true;
+    };
   }
 
   function plainClosed(this: PlainResponse): void {
@@ -417,7 +422,7 @@ export async function buildApp(services: Services) {
         closed: () => {
           if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
         },
-        posts: quickPosts(services, (url) => app.findRoute({ method: 'POST', url }) !== null, serveChatOutside),
+        posts: quickPosts(services, (url) => app.findRoute({ method: 'POST', url }) !== null, servedOutside),
         fastify: (req, res) => fastifyHandler!(req, res),
       },
       () => open,
@@ -430,21 +435,24 @@ export async function buildApp(services: Services) {
  * The POST routes whose refusals before any work quick.ts answers (a bad body, an unknown model), by
  * URL under /v1 and bare, each with its body limit and the pre-work check its handler would run.
  */
-function quickPosts(services: Services, routed: (url: string) => boolean, serveChat: NonNullable<QuickPost['serve']>): Map<string, QuickPost> {
+function quickPosts(services: Services, routed: (url: string) => boolean, outside: (route: TimedRoute, serve: PlainServe) => NonNullable<QuickPost['serve']>): Map<string, QuickPost> {
   const server = services.config.server;
-  const checks: [string, Parameters<typeof bodyLimitFor>[1], (body: unknown) => unknown, QuickPost['serve']?][] = [
-    ['/chat/completions', 'chat', (body) => checkChatRequest(services, body), serveChat],
-    ['/completions', 'chat', (body) => checkCompletionRequest(services, body)],
-    ['/embeddings', 'embeddings', (body) => checkEmbeddingsRequest(services, body)],
-    ['/rerank', 'rerank', (body) => checkRerankRequest(services, body)],
-    ['/v2/rerank', 'rerank', (body) => checkRerankRequest(services, body)],
+  // The route's body and time limits' kind, its pre-work check, and its serving call when it may be served outside Fastify.
+  const checks: [string, TimedRoute, (body: unknown) => unknown, PlainServe?][] = [
+    ['/chat/completions', 'chat', (body) => checkChatRequest(services, body), serveChatCompletion as PlainServe],
+    ['/completions', 'chat', (body) => checkCompletionRequest(services, body), serveCompletion as PlainServe],
+    ['/embeddings', 'embeddings', (body) => checkEmbeddingsRequest(services, body), serveEmbeddings as PlainServe],
+    ['/rerank', 'rerank', (body) => checkRerankRequest(services, body), serveRerank as PlainServe],
+    ['/v2/rerank', 'rerank', (body) => checkRerankRequest(services, body), serveRerank as PlainServe],
     ['/images/generations', 'images', (body) => checkImageGenerationRequest(services, body)],
     ['/image/generations', 'images', (body) => checkImageGenerationRequest(services, body)],
   ];
   const posts = new Map<string, QuickPost>();
-  for (const [path, limit, check, serve] of checks)
+  for (const [path, limit, check, serve] of checks) {
+    const plain = serve && outside(limit, serve);
     for (const url of [`/v1${path}`, path])
-      if (routed(url)) posts.set(url, { route: url, bodyLimit: bodyLimitFor(server, limit), check, endpoint: METERED_ROUTES.get(url), serve });
+      if (routed(url)) posts.set(url, { route: url, bodyLimit: bodyLimitFor(server, limit), check, endpoint: METERED_ROUTES.get(url), serve: plain });
+  }
   return posts;
 }
 
@@ -584,6 +592,7 @@ const METERED_ROUTES = new Map<string, Endpoint>(METERED_PATHS.flatMap(([path, e
 function stopRequest(request: Stoppable, reason: InferaError | 'client'): void {
   if (request.stopped) return;
   request.stopped = reason;
+  request.stop?.abort(reason);
   // No controller yet: nobody listens, and the getter makes it aborted with this reason if one is asked for.
   const controller = request.abortSlot;
   if (!controller) return;
@@ -677,6 +686,58 @@ class HttpRequestContext implements RequestContext {
 interface Stoppable {
   stopped?: InferaError | 'client';
   abortSlot?: AbortController;
+  /** A request served outside Fastify: the stop its work listens to (RequestStop). */
+  stop?: RequestStop;
+}
+
+/**
+ * The stop of a request served outside Fastify (spec/chat.ts StopSignal): the listeners in an array,
+ * the reason set once. Node 20 makes each AbortSignal through a prototype swap (~5 µs of CPU, ~1 % of a
+ * proxied request's, docs/BENCHMARKS.md gw8) and a proxied request only needs one listener (the upstream
+ * call's). An engine that needs a real AbortSignal asks asAbortSignal(): the request's controller, made
+ * then, already aborted if the request was stopped before.
+ */
+class RequestStop implements StopSignal {
+  aborted = false;
+  reason: unknown = undefined;
+  private listeners: (() => void)[] | undefined = undefined;
+  constructor(private readonly request: Stoppable) {}
+  throwIfAborted(): void {
+    if (this.aborted) throw this.reason;
+  }
+  /** As on an AbortSignal: a listener added after the abort is not called. */
+  addEventListener(_type: 'abort', listener: () => void): void {
+    if (this.aborted) return;
+    if (this.listeners) this.listeners.push(listener);
+    else this.listeners = [listener];
+  }
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const listeners = this.listeners;
+    const at = listeners ? listeners.indexOf(listener) : -1;
+    if (at >= 0) listeners!.splice(at, 1);
+  }
+  asAbortSignal(): AbortSignal {
+    return abortControllerOf(this.request).signal;
+  }
+  /** stopRequest's: the reason as AbortController.abort() gives it (an AbortError for a client that left), then each listener once. */
+  abort(reason: InferaError | 'client'): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason === 'client' ? new DOMException('This operation was aborted', 'AbortError') : reason;
+    const listeners = this.listeners;
+    this.listeners = undefined;
+    if (!listeners) return;
+    for (const listener of listeners) {
+      try {
+        listener();
+      } catch (error) {
+        // As an EventTarget does: the other listeners and the caller (a response's close) go on, the error is uncaught.
+        process.nextTick(() => {
+          throw error;
+        });
+      }
+    }
+  }
 }
 
 /** A request's abort controller, made on first use: already aborted when the request was stopped before. */
@@ -692,13 +753,16 @@ function abortControllerOf(request: Stoppable): AbortController {
 }
 
 const PLAIN = Symbol('infera.plain');
+/** A route's serving call (src/serving), as its Fastify handler makes it: the checked request is the route's own check's result. */
+type PlainServe = (services: Services, context: RequestContext, body: unknown, checked: never) => Promise<ServeResult>;
 type PlainResponse = ServerResponse & { [PLAIN]?: PlainRequestContext };
 
-/** A request served outside Fastify (serveChatOutside): its context, and what its close listener records. */
+/** A request served outside Fastify (servedOutside): its context, and what its close listener records. */
 class PlainRequestContext implements RequestContext, Stoppable {
   readonly startedAt = performance.now();
   stopped: InferaError | 'client' | undefined = undefined;
   abortSlot: AbortController | undefined = undefined;
+  readonly stop: RequestStop = new RequestStop(this);
   routeTimer: NodeJS.Timeout | undefined = undefined;
   errorCode: string | undefined = undefined;
   private childLogger: Logger | undefined = undefined;
@@ -711,9 +775,9 @@ class PlainRequestContext implements RequestContext, Stoppable {
     /** When quick.ts took the request (performance.now()): the access line's time and the route's limit count from here. */
     readonly arrived: number,
   ) {}
-  /** As HttpRequestContext's: made on first use, already aborted when the request was stopped before. */
-  get signal(): AbortSignal {
-    return abortControllerOf(this).signal;
+  /** No AbortSignal (RequestStop): an engine that needs one makes it from this. */
+  get signal(): StopSignal {
+    return this.stop;
   }
   get logger(): Logger {
     this.childLogger ??= this.serverLogger.child({ id: this.requestId });
@@ -740,7 +804,7 @@ export async function sendResult(request: FastifyRequest, reply: FastifyReply, r
 }
 
 /** An SSE answer: the head, then frame by frame with back-pressure, stopping when the signal aborts. */
-async function writeFrames(raw: ServerResponse, head: Record<string, string>, frames: AsyncIterator<string, void>, signal: AbortSignal, failed: (error: unknown) => void): Promise<void> {
+async function writeFrames(raw: ServerResponse, head: Record<string, string>, frames: AsyncIterator<string, void>, signal: StopSignal, failed: (error: unknown) => void): Promise<void> {
   head['content-type'] = 'text/event-stream; charset=utf-8';
   head['cache-control'] = 'no-cache';
   head.connection = 'keep-alive';
@@ -768,7 +832,7 @@ async function writeFrames(raw: ServerResponse, head: Record<string, string>, fr
   }
 }
 
-function waitDrain(raw: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
+function waitDrain(raw: NodeJS.WritableStream, signal: StopSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       raw.removeListener('drain', done);

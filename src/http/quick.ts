@@ -39,7 +39,7 @@ export interface QuickPost {
   /** The metered endpoint (the key's request-rate precheck), if the route is one. */
   endpoint?: Endpoint;
   /**
-   * Serves a request the check accepted without Fastify (app.ts, serveChatOutside): true when it took it,
+   * Serves a request the check accepted without Fastify (app.ts, servedOutside): true when it took it,
    * false to hand it to Fastify.
    */
   serve?: (req: IncomingMessage, res: ServerResponse, principal: Principal, body: unknown, checked: unknown, started: number) => boolean;

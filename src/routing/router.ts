@@ -15,6 +15,7 @@ import type { RoutingOptions } from './config.ts';
 import { Deployment, type DeploymentSnapshot, type Outcome } from './deployment.ts';
 import { HealthChecker, type HealthTarget, type SharedProbes } from './health.ts';
 import { routedModel } from './models.ts';
+import type { StopSignal } from '../spec/chat.ts';
 
 /** What the registry gives the router for each entry of the model id. */
 export interface DeploymentSource {
@@ -68,7 +69,7 @@ export function unavailable(id: string, deployments: readonly Deployment[], opti
 }
 
 /** Whether an attempt's error may go to another deployment, and what it says about this one. */
-export function judge(error: unknown, signal: AbortSignal | undefined): { outcome: Outcome; retry: boolean } {
+export function judge(error: unknown, signal: StopSignal | undefined): { outcome: Outcome; retry: boolean } {
   // The client left (or the route's deadline passed): nobody waits for a retry, and the deployment did nothing wrong.
   if (signal?.aborted || isAbortError(error)) return { outcome: 'neutral', retry: false };
   if (error instanceof InferaError) {
@@ -166,7 +167,7 @@ export class Router {
   }
 
   /** A call whose answer goes to the client whole (JSON): retried on another deployment when it fails retryably. */
-  async call<T>(signal: AbortSignal | undefined, run: (model: AnyModel) => Promise<T>): Promise<T> {
+  async call<T>(signal: StopSignal | undefined, run: (model: AnyModel) => Promise<T>): Promise<T> {
     const { value, release, end } = await this.attempt(signal, run);
     end('success');
     release();
@@ -178,7 +179,7 @@ export class Router {
    * first part is out, a failure ends the stream (serving turns it into an error frame and [DONE]).
    * Ending the iteration early (the client left) returns the deployment's stream, which stops its work.
    */
-  stream<P>(signal: AbortSignal | undefined, open: (model: AnyModel) => AsyncIterable<P>): AsyncIterable<P> {
+  stream<P>(signal: StopSignal | undefined, open: (model: AnyModel) => AsyncIterable<P>): AsyncIterable<P> {
     return { [Symbol.asyncIterator]: () => new RoutedStream(this, signal, open) };
   }
 
@@ -188,7 +189,7 @@ export class Router {
    * to the next deployment.
    */
   async firstPart<P>(
-    signal: AbortSignal | undefined,
+    signal: StopSignal | undefined,
     open: (model: AnyModel) => AsyncIterable<P>,
   ): Promise<{ iterator: AsyncIterator<P>; first: IteratorResult<P>; release(): void; end: (outcome: Outcome, error?: unknown) => void }> {
     const { value, release, end } = await this.attempt(signal, async (model) => {
@@ -210,7 +211,7 @@ export class Router {
    * deployment, any other is thrown.
    */
   private async attempt<T>(
-    signal: AbortSignal | undefined,
+    signal: StopSignal | undefined,
     start: (model: AnyModel) => Promise<T>,
   ): Promise<{ value: T; release(): void; end: (outcome: Outcome, error?: unknown) => void }> {
     let tried: Set<Deployment> | undefined;
@@ -269,7 +270,7 @@ class RoutedStream<P> implements AsyncIterator<P> {
 
   constructor(
     private readonly router: Router,
-    private readonly signal: AbortSignal | undefined,
+    private readonly signal: StopSignal | undefined,
     private readonly open: (model: AnyModel) => AsyncIterable<P>,
   ) {}
 

@@ -9,13 +9,14 @@
 // engine that runs the whole batch in one call).
 import { ClientGoneError, overloaded } from '../errors/index.ts';
 import { queueWaitExpired, ServiceTime } from './queue-wait.ts';
+import type { StopSignal } from '../spec/chat.ts';
 
 export interface BatchEntry<I> {
   input: I;
   /** Cost of this entry against the batch's token budget. */
   tokens: number;
   /** The caller's signal: aborted when the client left. */
-  signal?: AbortSignal;
+  signal?: StopSignal;
 }
 
 export interface MicroBatcherOptions<I, O> {
@@ -92,7 +93,7 @@ export class MicroBatcher<I, O> {
     };
   }
 
-  submit(input: I, tokens: number, signal?: AbortSignal): Promise<O> {
+  submit(input: I, tokens: number, signal?: StopSignal): Promise<O> {
     if (signal?.aborted) return Promise.reject(new ClientGoneError());
     if (this.closed) return Promise.reject(overloaded(this.options.label, this.retryAfter()));
     // Every entry passes through the queue (it may wait maxWaitMs for company), so the queue is only
@@ -250,10 +251,10 @@ export class MicroBatcher<I, O> {
 }
 
 /** Abort `controller` once every given signal has aborted (a batch is only abandoned when all its callers left). */
-function abortWhenAllAbort(signals: (AbortSignal | undefined)[], controller: AbortController): () => void {
+function abortWhenAllAbort(signals: (StopSignal | undefined)[], controller: AbortController): () => void {
   // A caller without a signal never leaves, so the batch is never abandoned.
   if (signals.some((signal) => !signal)) return () => undefined;
-  const live = signals as AbortSignal[];
+  const live = signals as StopSignal[];
   let remaining = live.filter((signal) => !signal.aborted).length;
   if (remaining === 0) {
     controller.abort();

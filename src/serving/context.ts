@@ -1,3 +1,4 @@
+import type { StopSignal } from '../spec/chat.ts';
 // What every serving function receives. Built once in main.ts (services) and per request (context).
 import type { Logger } from 'pino';
 import type { InferaConfig } from '../config/schema.ts';
@@ -16,7 +17,7 @@ export interface RequestContext {
   requestId: string;
   principal: Principal;
   /** Aborted when the client disconnects. */
-  signal: AbortSignal;
+  signal: StopSignal;
   startedAt: number;
   logger: Logger;
 }

@@ -15,6 +15,7 @@ import type { RequestContext, ServeResult, Services } from './context.ts';
 import { admitFor, failedReport, usageReport } from './usage.ts';
 import { decodeInitImage, loadImageInput } from './images-input.ts';
 import { ImageStore } from './images-store.ts';
+import { abortSignalOf } from '../spec/chat.ts';
 
 /** Path under which stored images are served (outside the authenticated API scope: the name is the key). */
 export const IMAGE_FILES_PATH = '/v1/images/files';
@@ -123,7 +124,7 @@ export async function serveImageGeneration(
           allowPrivateUrls: images.allowPrivateUrls,
           maxBytes: images.maxInputBytes,
           timeoutMs: images.fetchTimeoutMs,
-          signal: context.signal,
+          signal: abortSignalOf(context.signal),
           agents: services.fetchAgents,
         });
         initImage = await decodeInitImage(bytes, request.size, model.limits);
@@ -147,7 +148,7 @@ export async function serveImageGeneration(
         initImage,
         strength: request.strength,
         outputFormat: request.outputFormat,
-        signal: context.signal,
+        signal: abortSignalOf(context.signal),
       });
       ignored = ignoredHeader(request, model);
       const store = await imageStoreFor(services);

@@ -127,7 +127,7 @@ export interface ChatCallOptions {
    */
   grammarCompileMs?: number;
   /** Aborted when the client leaves: the engine must stop generating and free its slot promptly. */
-  signal: AbortSignal;
+  signal: StopSignal;
 }
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls';
@@ -197,7 +197,7 @@ export interface CompletionCallOptions {
   topLogprobs?: number;
   /** As ChatCallOptions.extra: unknown top-level fields, for engines that forward requests. */
   extra?: Record<string, unknown>;
-  signal: AbortSignal;
+  signal: StopSignal;
 }
 
 export interface CompletionUsage {
@@ -260,4 +260,32 @@ export interface ChatModel {
   doComplete?(options: CompletionCallOptions): Promise<CompletionResult>;
   /** Same cancellation rules as doStream. */
   doCompleteStream?(options: CompletionCallOptions): AsyncIterable<CompletionStreamPart>;
+}
+
+/**
+ * A request's stop, as engines see it: aborted when the client leaves or the server stops the work.
+ * An AbortSignal is one. The HTTP layer hands out a lighter one for the requests it serves outside
+ * Fastify (src/http/app.ts, PlainRequestContext): Node 20 makes every AbortSignal through a prototype
+ * swap that costs ~5 µs of CPU (createAbortSignal: ~1 % of a proxied request's CPU, docs/BENCHMARKS.md,
+ * gw8), and a proxied request needs only a listener. Code that hands the stop to an API taking an
+ * AbortSignal converts it with abortSignalOf().
+ */
+export interface StopSignal {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  throwIfAborted(): void;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+  /** The same stop as an AbortSignal (made on first call where this is not one already). */
+  asAbortSignal?(): AbortSignal;
+}
+
+/** The stop as an AbortSignal, for an API that takes one. */
+export function abortSignalOf(stop: StopSignal): AbortSignal {
+  return stop instanceof AbortSignal ? stop : stop.asAbortSignal!();
+}
+
+/** A stop that is not an AbortSignal itself (where a value of unknown type may hold one: the engine process's call arguments). */
+export function isLighterStop(value: unknown): value is StopSignal & { asAbortSignal(): AbortSignal } {
+  return typeof value === 'object' && value !== null && typeof (value as StopSignal).asAbortSignal === 'function' && !(value instanceof AbortSignal);
 }

@@ -1,3 +1,4 @@
+import type { StopSignal } from './chat.ts';
 // Embedding and rerank engine contracts.
 
 export type EmbeddingInput = { text: string } | { tokens: number[] };
@@ -17,7 +18,7 @@ export interface EmbedCallOptions {
   inputs: EmbeddingInput[];
   /** Matryoshka truncation; only for models whose config declares it. */
   dimensions?: number;
-  signal: AbortSignal;
+  signal: StopSignal;
   /**
    * Set by serving for a model that `takesText`: what serving would have checked after tokenizing, for
    * the engine to check instead — the request's cap on text tokens summed over its inputs, and whether
@@ -78,7 +79,7 @@ export interface RerankCallOptions {
    * request with a 400 naming `documents` (RerankWorkMeter) before it scores anything.
    */
   limits?: { maxPairs: number; maxTokens: number };
-  signal: AbortSignal;
+  signal: StopSignal;
 }
 
 export interface RerankResult {

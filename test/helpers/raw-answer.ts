@@ -3,8 +3,13 @@ import { request } from 'node:http';
 
 /** A chat POST's raw answer on a fresh connection: the status, every header as sent but the date, a blank line, the body. */
 export function rawChatAnswer(base: string, body: unknown, headers: Record<string, string>): Promise<string> {
+  return rawAnswer(base, '/chat/completions', body, headers);
+}
+
+/** The same for a POST to any route under `base`. */
+export function rawAnswer(base: string, path: string, body: unknown, headers: Record<string, string>): Promise<string> {
   return new Promise((resolve, reject) => {
-    const sent = request(`${base}/chat/completions`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', ...headers } }, (response) => {
+    const sent = request(`${base}${path}`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', ...headers } }, (response) => {
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
       response.on('end', () => {

@@ -46,6 +46,7 @@ import { ChatPlanner, DEFAULT_TEMPERATURE, PENALTY_WINDOW, newToolCallId, within
 import { streamFromProducer } from './chat-stream.ts';
 import { emptyCompletion, infillTokens, planCompletion, type CompletionPlan } from './completions.ts';
 import { unloading } from './generation.ts';
+import { abortSignalOf } from '../../spec/chat.ts';
 
 const TOOL_OPEN = '<tool_call>';
 
@@ -153,14 +154,14 @@ export class FfiChatModel implements ChatModel {
   }
 
   async doGenerate(options: ChatCallOptions): Promise<ChatResult> {
-    return this.run(this.plan(options), options.signal, () => {}, cachePrompt(options.extra));
+    return this.run(this.plan(options), abortSignalOf(options.signal), () => {}, cachePrompt(options.extra));
   }
 
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart> {
     const plan = this.plan(options);
     return streamFromProducer<ChatStreamPart>(async (emit, signal) => {
       await this.run(plan, signal, emit, cachePrompt(options.extra));
-    }, options.signal);
+    }, abortSignalOf(options.signal));
   }
 
   private plan(options: ChatCallOptions): Plan {
@@ -177,14 +178,14 @@ export class FfiChatModel implements ChatModel {
   }
 
   async doComplete(options: CompletionCallOptions): Promise<CompletionResult> {
-    return this.complete(this.planCompletion(options), options.signal, () => {}, cachePrompt(options.extra));
+    return this.complete(this.planCompletion(options), abortSignalOf(options.signal), () => {}, cachePrompt(options.extra));
   }
 
   doCompleteStream(options: CompletionCallOptions): AsyncIterable<CompletionStreamPart> {
     const plan = this.planCompletion(options);
     return streamFromProducer<CompletionStreamPart>(async (emit, signal) => {
       await this.complete(plan, signal, emit, cachePrompt(options.extra));
-    }, options.signal);
+    }, abortSignalOf(options.signal));
   }
 
   private planCompletion(options: CompletionCallOptions): CompletionPlan {

@@ -52,6 +52,7 @@ import {
   unloading,
   type SampledToken,
 } from './generation.ts';
+import { abortSignalOf } from '../../spec/chat.ts';
 
 export { DEFAULT_TEMPERATURE, recordingProbabilities, type SampledToken } from './generation.ts';
 export { forcingFunctionCall } from './chat-plan.ts';
@@ -98,7 +99,7 @@ export class LlamaCppChatModel implements ChatModel {
   }
 
   async doGenerate(options: ChatCallOptions): Promise<ChatResult> {
-    return this.run(this.plan(options), options.signal, () => {});
+    return this.run(this.plan(options), abortSignalOf(options.signal), () => {});
   }
 
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart> {
@@ -108,7 +109,7 @@ export class LlamaCppChatModel implements ChatModel {
       async (emit, signal) => {
         await this.run(plan, signal, emit);
       },
-      options.signal,
+      abortSignalOf(options.signal),
       { overlapDecode: this.overlapDecode },
     );
   }
@@ -122,7 +123,7 @@ export class LlamaCppChatModel implements ChatModel {
   }
 
   async doComplete(options: CompletionCallOptions): Promise<CompletionResult> {
-    return this.complete(this.planCompletion(options), options.signal, () => {});
+    return this.complete(this.planCompletion(options), abortSignalOf(options.signal), () => {});
   }
 
   doCompleteStream(options: CompletionCallOptions): AsyncIterable<CompletionStreamPart> {
@@ -131,7 +132,7 @@ export class LlamaCppChatModel implements ChatModel {
       async (emit, signal) => {
         await this.complete(plan, signal, emit);
       },
-      options.signal,
+      abortSignalOf(options.signal),
       { overlapDecode: this.overlapDecode },
     );
   }

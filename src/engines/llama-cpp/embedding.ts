@@ -15,6 +15,7 @@ import { ContextPool } from './embedding-context-pool.ts';
 import { LlamaLibraryUnavailable, openLlamaLibrary, type LlamaLibrary } from './ffi/library.ts';
 import { LlamaEncoder, type EncoderStats } from './ffi/encoder.ts';
 import { checkGgufFileOnce, GgufCheckError, type GgufSummary } from './gguf-check.ts';
+import { abortSignalOf } from '../../spec/chat.ts';
 
 /** What every llama-cpp load takes besides the model entry. */
 export interface LlamaCppLoadOptions {
@@ -279,7 +280,8 @@ class LlamaCppEmbedding implements LlamaCppEmbeddingModel {
   }
 
   async doEmbed(call: EmbedCallOptions): Promise<EmbedResult> {
-    const { dimensions, signal } = call;
+    const { dimensions } = call;
+    const signal = abortSignalOf(call.signal);
     const size = this.outputSize(dimensions);
     const tokenLists = checkedCallTokens(call, (text) => this.backend.tokenize(text), this);
     if (signal.aborted) throw new ClientGoneError();

@@ -17,6 +17,7 @@ import { ContextPool } from './embedding-context-pool.ts';
 import { encoderBatching, ffiLibrary, ggufInfo, llamaOf, supportsRanking, type LlamaCppLoadOptions } from './embedding.ts';
 import { LlamaEncoder, type EncoderStats } from './ffi/encoder.ts';
 import type { LlamaLibrary } from './ffi/library.ts';
+import { abortSignalOf } from '../../spec/chat.ts';
 
 export interface LlamaCppRerankModel extends RerankModel {
   readonly parallelism: number;
@@ -258,7 +259,8 @@ class LlamaCppRerank implements LlamaCppRerankModel {
 
   /** Cross-encoders: node-llama-cpp frames query and document tokens ([CLS] q [SEP] d …). */
   private async rerankPairs(options: RerankCallOptions): Promise<RerankResult> {
-    const { documents, signal } = options;
+    const { documents } = options;
+    const signal = abortSignalOf(options.signal);
     const query = this.tokenize(this.queryText(options.query, options.instruction));
     // Tokens the template and special tokens add around query + document.
     const probe = this.tokenize('a');
@@ -283,7 +285,8 @@ class LlamaCppRerank implements LlamaCppRerankModel {
    * whole-prompt tokenization by a token; the room keeps a margin for that.
    */
   private async rerankWithPrompt(template: PromptTemplate, options: RerankCallOptions): Promise<RerankResult> {
-    const { documents, signal } = options;
+    const { documents } = options;
+    const signal = abortSignalOf(options.signal);
     const head = fillHead(template, options.query, this.acceptsInstruction ? options.instruction : undefined);
     const promptTokens = (text: string) => this.model.tokenize(head + text + template.tail, true);
     const margin = 2;

@@ -18,6 +18,7 @@ import type {
   CompletionResult,
   CompletionStreamPart,
   FinishReason,
+  StopSignal,
   TokenLogprob,
 } from '../../spec/index.ts';
 import type { TokenCounter } from './count.ts';
@@ -590,7 +591,7 @@ class UpstreamStream<P> implements AsyncIterableIterator<P> {
 
   constructor(
     private readonly upstream: Upstream,
-    private readonly signal: AbortSignal,
+    private readonly signal: StopSignal,
     private readonly framing: 'sse' | 'ndjson',
     private readonly request: () => Promise<{ path: string; body: Json }>,
     private readonly toParts: (events: AsyncIterable<StreamEvent[]>, response: UpstreamResponse) => AsyncGenerator<P>,

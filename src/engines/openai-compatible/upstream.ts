@@ -8,6 +8,7 @@ import type { Dispatcher, Pool } from 'undici';
 import { InferaError, isAbortError } from '../../errors/index.ts';
 import type { EngineResources } from '../resources.ts';
 import type { UpstreamOptions } from './config.ts';
+import type { StopSignal } from '../../spec/chat.ts';
 
 /** A streamed answer's body: read by iterating, closed (the request aborted) by destroy(). */
 export interface UpstreamBody extends AsyncIterable<Buffer> {
@@ -250,7 +251,7 @@ export class Upstream {
     method: 'GET' | 'POST',
     path: string,
     body: unknown,
-    signal: AbortSignal,
+    signal: StopSignal,
     accept = 'application/json',
   ): Promise<UpstreamResponse & { done(): void; failure(error: unknown): unknown }> {
     const { timeouts } = this.options;
@@ -304,7 +305,7 @@ export class Upstream {
   }
 
   /** POST (or GET) and parse a JSON object answer; anything else is a 502 naming the upstream. */
-  async json(path: string, body: unknown, signal: AbortSignal, method: 'GET' | 'POST' = 'POST'): Promise<Json> {
+  async json(path: string, body: unknown, signal: StopSignal, method: 'GET' | 'POST' = 'POST'): Promise<Json> {
     const answer = await this.exchange(method, path, body, signal);
     if (answer.status < 200 || answer.status >= 300) throw this.statusError(answer.status, answer.contentType, answer.text, answer.retryAfter, body);
     return this.parseJson(answer.text, answer.contentType);
@@ -321,7 +322,7 @@ export class Upstream {
     method: 'GET' | 'POST',
     path: string,
     body: unknown,
-    signal: AbortSignal,
+    signal: StopSignal,
   ): Promise<{ status: number; contentType: string; text: string; retryAfter: unknown }> {
     const { timeouts } = this.options;
     return new Promise((resolve, reject) => {
@@ -426,7 +427,7 @@ export class Upstream {
   }
 
   /** An error from the pool or a body read, as the client should see it (`timedOut`: the total timeout's error, once it fired). */
-  failure(error: unknown, client: AbortSignal, timedOut: unknown): unknown {
+  failure(error: unknown, client: StopSignal, timedOut: unknown): unknown {
     if (error instanceof InferaError) return error;
     // The client left: not the upstream's fault, and nobody reads the answer.
     if (client.aborted) return client.reason ?? error;

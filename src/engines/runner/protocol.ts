@@ -8,6 +8,7 @@
 // rebuilds them.
 import { ClientGoneError, InferaError, type ErrorType } from '../../errors/index.ts';
 import type { ModelConfig } from '../../config/model.ts';
+import { isLighterStop } from '../../spec/chat.ts';
 
 export interface SignalMarker {
   readonly __signal: number;
@@ -136,6 +137,8 @@ export function encodeArguments(
   depth = 0,
 ): unknown {
   if (value instanceof AbortSignal) return onSignal(value);
+  // The HTTP layer's lighter stop (spec/chat.ts StopSignal) goes as the AbortSignal it converts to.
+  if (isLighterStop(value)) return onSignal(value.asAbortSignal());
   if (typeof value === 'function') return onCallback(value as (...args: unknown[]) => unknown);
   if (depth >= 4) return value;
   if (Array.isArray(value)) {
