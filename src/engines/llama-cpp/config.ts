@@ -65,6 +65,14 @@ export const llamaCppOptionsSchema = z
      */
     poll: z.number().int().min(0).max(100).default(50),
     /**
+     * Chat on the FFI runner in its engine process: where llama_decode runs. "loop" on the process's
+     * loop thread (the step's JavaScript runs between decodes); "worker" on koffi's worker thread,
+     * pipelined (the chat layer and the IPC message of one token run while the next decodes; one thread
+     * hop per step); "auto": "worker" when `threads` leaves a CPU free, else "loop". A model in the
+     * server process (isolation: none) always decodes on the worker.
+     */
+    decodeOn: z.enum(['auto', 'loop', 'worker']).default('auto'),
+    /**
      * Chat on the FFI runner: llama.cpp's flash attention. "auto" is llama.cpp's own choice (on, on the
      * CPU backend, as llama-server's default); "on" / "off" force it (llama-server's --flash-attn on|off).
      * Left to llama.cpp because neither wins everywhere on the CPU (docs/BENCHMARKS.md): "off" decodes ~2x
