@@ -7,7 +7,6 @@
 // in src/protocol/parsers, stop strings and token limits are applied here, and tool calls are
 // constrained by a lazy grammar that wakes on the tool-call opening token, as llama-server does.
 // Text completion (/v1/completions) runs on the same sequences, its input planned by completions.ts.
-import { availableParallelism } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import type { ChatWrapper, Token } from 'node-llama-cpp';
 import { ClientGoneError, InferaError, badRequest } from '../../errors/index.ts';
@@ -679,16 +678,11 @@ function trimLogprobs(entries: TokenLogprob[], text: string): void {
 }
 
 /**
- * Where the runner decodes (RunnerOptions.decodeOn, llamaCpp.decodeOn). In the server process always on
- * the worker (its loop answers HTTP). In an engine process, "auto" pipelines on the worker when the pool
- * leaves a CPU free for the step's JavaScript (1 thread on 2 cores: the chat layer and the IPC message
- * were ~10 % of the loop thread's CPU between decodes, docs/BENCHMARKS.md "dec7"); with every core in
- * the pool that JavaScript would only take a pool thread's CPU, so the loop decodes itself.
+ * Where the runner decodes (RunnerOptions.decodeOn, llamaCpp.decodeOn): in the server process always on
+ * the worker (its loop answers HTTP); in an engine process as configured.
  */
-export function decodeOnFor(placement: 'loop' | 'worker' | undefined, options: Pick<LlamaCppModelConfig['llamaCpp'], 'decodeOn' | 'threads'>): 'loop' | 'worker' {
-  if (placement !== 'loop') return 'worker';
-  if (options.decodeOn !== 'auto') return options.decodeOn;
-  return options.threads < availableParallelism() ? 'worker' : 'loop';
+export function decodeOnFor(placement: 'loop' | 'worker' | undefined, options: Pick<LlamaCppModelConfig['llamaCpp'], 'decodeOn'>): 'loop' | 'worker' {
+  return placement === 'loop' ? options.decodeOn : 'worker';
 }
 
 /**
