@@ -10,9 +10,9 @@
 //
 // Usage: node --import tsx bench/step-gaps.ts --pid PID [--lib path/to/libllama.so] [--seconds 1.5] [--name PID=LABEL ...]
 //   PID: the process that decodes (Infera: the engine process, a child of `infera serve`; llama-server).
-//   --lib: the libllama the process has mapped (default: read from /proc/PID/maps).
+//   --lib: the libllama the process has mapped (default: read from /proc/PID/maps; else its executable).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,8 +29,9 @@ const lib =
   readFileSync(`/proc/${pid}/maps`, 'utf8')
     .split('\n')
     .map((line) => line.split(/\s+/)[5] ?? '')
-    .find((path) => /\/libllama[^/]*\.so/.test(path));
-if (!lib) throw new Error(`no libllama mapped by ${pid}: pass --lib`);
+    .find((path) => /\/libllama[^/]*\.so/.test(path)) ??
+  // llama-server and llama-batched-bench built statically: llama_decode is in the executable.
+  readlinkSync(`/proc/${pid}/exe`);
 const tids = new Set(readdirSync(`/proc/${pid}/task`).map(Number));
 
 const group = `dec${process.pid}`;
