@@ -90,7 +90,7 @@ async function rawRound(mode: 'raw' | 'logits' | 'turn'): Promise<Figures> {
     batch.token[0] = token;
     batch.pos[0] = prompt.length + i;
     if (api.llama_decode(inner.context, batch.struct) !== 0) throw new Error('decode failed');
-    if (mode === 'raw') token = (token * 7 + 13) % 1000;
+    if (mode === 'raw') token = (token * 7 + 13) % Math.min(1000, runner.vocabSize);
     else {
       const pointer = api.llama_get_logits_ith(inner.context, 0);
       const address = koffi.address(pointer) as bigint;

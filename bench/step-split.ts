@@ -50,9 +50,23 @@ function selfCpuNs(): number {
     }
   return total;
 }
-function cpu(): { self: number; children: number } {
+/** CPU ns of the main (event-loop) threads of this process's children: the engine process's loop thread, decode included. */
+function childMainNs(): number {
+  let total = 0;
+  for (const tid of readdirSync('/proc/self/task'))
+    for (const pid of readFileSync(`/proc/self/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean))
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // gone meanwhile
+      }
+  return total;
+}
+/** CPU ns of this process's main thread (the bare runner decodes there). */
+const selfMainNs = () => Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
+function cpu(): { self: number; children: number; selfMain: number; childMain: number } {
   const self = selfCpuNs();
-  return { self, children: treeCpuNs(process.pid) - self };
+  return { self, children: treeCpuNs(process.pid) - self, selfMain: selfMainNs(), childMain: childMainNs() };
 }
 
 const lib = await openLlamaLibrary();
@@ -93,19 +107,21 @@ async function engine(tokens: number, model = models.process!): Promise<number> 
 interface Sample {
   self: number;
   children: number;
+  selfMain: number;
+  childMain: number;
   tokens: number;
 }
 async function measure(run: (tokens: number) => Promise<number>, tokens: number): Promise<Sample> {
   const before = cpu();
   const generated = await run(tokens);
   const after = cpu();
-  return { self: after.self - before.self, children: after.children - before.children, tokens: generated };
+  return { self: after.self - before.self, children: after.children - before.children, selfMain: after.selfMain - before.selfMain, childMain: after.childMain - before.childMain, tokens: generated };
 }
 
 const inline = (tokens: number) => engine(tokens, models.none!);
 const sides = { bare, engine, inline } as const;
-const perToken: Record<string, { self: number[]; children: number[]; event: number[] }> = {};
-for (const label of Object.keys(sides)) perToken[label] = { self: [], children: [], event: [] };
+const perToken: Record<string, { self: number[]; children: number[]; event: number[]; main: number[] }> = {};
+for (const label of Object.keys(sides)) perToken[label] = { self: [], children: [], event: [], main: [] };
 console.log(`# step split: ${values.model}, ${threads} thread(s), 1 stream, greedy, ${lengths.join(' vs ')} tokens, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
 for (const side of Object.values(sides)) await side(lengths[0]); // warm-up
 for (let round = 0; round < Number(values.rounds); round++)
@@ -120,6 +136,8 @@ for (let round = 0; round < Number(values.rounds); round++)
     const tokens = long.tokens - short.tokens;
     perToken[label]!.self.push((long.self - short.self) / tokens / 1000);
     perToken[label]!.children.push((long.children - short.children) / tokens / 1000);
+    // The thread a token waits for: this process's loop thread (bare) or the engine process's (engine).
+    perToken[label]!.main.push((label === 'engine' ? long.childMain - short.childMain : long.selfMain - short.selfMain) / tokens / 1000);
   }
 const f = (x: number) => x.toFixed(0);
 const bareSelf = median(perToken.bare!.self);
@@ -131,6 +149,7 @@ console.log(`| CPU | ${f(bareSelf)} | ${f(engineChild)} | ${f(engineMain)} |`);
 console.log(`engine process − bare runner (chat layer + IPC out): ${f(engineChild - bareSelf)} µs/token; + server side: ${f(engineChild - bareSelf + engineMain)} µs/token`);
 const events = (label: string) => (perToken[label]!.event.length > 0 ? f(median(perToken[label]!.event)) : 'n/a');
 console.log(`token event + onToken on the loop's thread (wall µs/token): bare ${events('bare')}, chat layer in process ${events('inline')}`);
+console.log(`loop thread only (µs of CPU per token, medians): bare runner ${f(median(perToken.bare!.main))}, engine process ${f(median(perToken.engine!.main))}; rounds bare ${perToken.bare!.main.map(f).join(' ')}; engine ${perToken.engine!.main.map(f).join(' ')}`);
 console.log(`in process (isolation none) CPU µs/token: ${f(median(perToken.inline!.self))}`);
 console.log(`rounds: bare ${perToken.bare!.self.map(f).join(' ')}; engine ${perToken.engine!.children.map(f).join(' ')}; main ${perToken.engine!.self.map(f).join(' ')}`);
 // The chat layer alone, replayed: the token events of one real greedy answer fed again and again into

@@ -678,6 +678,13 @@ function trimLogprobs(entries: TokenLogprob[], text: string): void {
   }
 }
 
+/**
+ * Where the runner decodes (RunnerOptions.decodeOn, llamaCpp.decodeOn): in the server process always on
+ * the worker (its loop answers HTTP); in an engine process as configured.
+ */
+export function decodeOnFor(placement: 'loop' | 'worker' | undefined, options: Pick<LlamaCppModelConfig['llamaCpp'], 'decodeOn'>): 'loop' | 'worker' {
+  return placement === 'loop' ? options.decodeOn : 'worker';
+}
 
 /**
  * Loads a chat model on the FFI runner, or says why it cannot serve it (the caller then loads it on
@@ -731,7 +738,7 @@ export async function loadFfiChatModel(
       sequences: options.sequences,
       threads: options.threads,
       batchSize: options.batchSize,
-      decodeOn,
+      decodeOn: decodeOnFor(decodeOn, options),
       promptCache: options.promptCache,
       repack: options.repack,
       poll: options.poll,

@@ -66,6 +66,16 @@ export const llamaCppOptionsSchema = z
      */
     poll: z.number().int().min(0).max(100).default(50),
     /**
+     * Chat on the FFI runner in its engine process: where llama_decode runs. "loop" on the process's
+     * loop thread (the step's JavaScript runs between decodes); "worker" on koffi's worker thread,
+     * pipelined (the chat layer and the IPC message of one token run while the next decodes; two thread
+     * hand-offs per step and one IPC message per token). On a loaded 2-core box at 1 thread "worker"
+     * read +10 % t/s at +20 % engine CPU per token; not measured on a quiet box (docs/BENCHMARKS.md,
+     * dec7), so "loop" stays the default. A model in the server process (isolation: none) always decodes
+     * on the worker, pipelined.
+     */
+    decodeOn: z.enum(['loop', 'worker']).default('loop'),
+    /**
      * Chat on the FFI runner: llama.cpp's flash attention. "auto" is llama.cpp's own choice (on, on the
      * CPU backend, as llama-server's default); "on" / "off" force it (llama-server's --flash-attn on|off).
      * Left to llama.cpp because neither wins everywhere on the CPU (docs/BENCHMARKS.md): "off" decodes ~2x

@@ -25,10 +25,13 @@ export interface RunnerOptions {
   /** Prompt tokens per step across all prefilling sequences, so that running streams keep their pace. */
   prefillChunk?: number;
   /**
-   * Where llama_decode runs. 'loop': on the calling thread (an engine process of its own: no hop at
-   * all). 'worker': on koffi's worker thread, one hop per step, so that the event loop stays free
-   * while the weights are read (a server process that also answers HTTP). Sampling is on the loop's
-   * thread either way. Default 'worker'.
+   * Where llama_decode runs. 'loop': on the calling thread (no hop at all; the step's JavaScript runs
+   * between decodes). 'worker': on koffi's worker thread, one hop per step, pipelined: the tokens of a
+   * decode are chosen on the loop's thread, the next decode starts at once, and only then do the owners'
+   * onToken (the chat layer, the IPC message) run, on the loop's thread while the worker decodes. That
+   * pays where a CPU is free besides the decode's threads (a server process that also answers HTTP; an
+   * engine process whose pool leaves a core free), not where the pool takes every core. Sampling is on
+   * the loop's thread either way. Default 'worker'.
    */
   decodeOn?: 'loop' | 'worker';
   /**
@@ -981,10 +984,20 @@ export class LlamaRunner {
     }
     if (status !== 0) {
       // The KV of this batch is not trustworthy: drop the sequences in it, keep the others going.
-      const failed = new Set<Sequence>();
-      for (let i = 0; i < n; i++) failed.add(this.slots[batch.seqId[i]![0]!]!.busy!);
-      for (const sequence of failed) {
-        this.api.llama_memory_seq_rm(this.memory, sequence.id, -1, -1);
+      // (Pipelined, a sequence of the batch may have ended while it decoded and a new request taken
+      // its id: that one has not started, and starts on an empty sequence.)
+      const ids = new Set<number>();
+      for (let i = 0; i < n; i++) ids.add(batch.seqId[i]![0]!);
+      for (const id of ids) {
+        this.api.llama_memory_seq_rm(this.memory, id, -1, -1);
+        const slot = this.slots[id]!;
+        slot.kv = [];
+        const sequence = slot.busy;
+        if (!sequence) continue;
+        if (!sequence.started) {
+          sequence.kv = slot.kv;
+          continue;
+        }
         sequence.kv.length = 0;
         this.fail(sequence, new Error(`llama_decode returned ${status}${status === 1 ? ' (no room in the KV cache)' : ''}`));
       }
@@ -992,6 +1005,12 @@ export class LlamaRunner {
       return;
     }
 
+    // Worker mode pipelines (RunnerOptions.decodeOn): every token is chosen (and its logprobs read:
+    // the next decode overwrites the logits) and the next decode starts before any owner sees its token.
+    // A sequence that an owner then stops or feeds forced tokens had one token decoded in vain; one
+    // that ends by what is known now (end of generation, length, cancellation) is not in that decode.
+    const pipelined = this.decodeOnWorker;
+    const chosen: { sequence: Sequence; event: TokenEvent; ends: EndReason | undefined }[] = [];
     for (const { sequence, index } of outputs) {
       if (sequence.ended || sequence.pendingAt < sequence.pending.length) continue;
       const c0 = performance.now();
@@ -1008,6 +1027,16 @@ export class LlamaRunner {
       const isEog = this.isEog(token);
       const event: TokenEvent = { token, piece: this.piece(token), isEog };
       if (sequence.spec.topLogprobs !== undefined) event.logprobs = this.logprobs(index, token, sequence.spec.topLogprobs);
+      let ends: EndReason | undefined;
+      if (isEog) ends = 'eog';
+      else if (sequence.cancelled) ends = 'cancelled';
+      else if (sequence.spec.maxTokens - sequence.generated <= 0 || sequence.kv.length + 1 >= this.contextSize) ends = 'length';
+      else if (pipelined) sequence.next = token;
+      chosen.push({ sequence, event, ends });
+    }
+    if (pipelined) this.step();
+    for (const { sequence, event, ends } of chosen) {
+      if (sequence.ended) continue;
       let decision: TokenDecision;
       try {
         decision = sequence.spec.onToken(event);
@@ -1015,32 +1044,38 @@ export class LlamaRunner {
         this.fail(sequence, error as Error);
         continue;
       }
-      if (isEog) this.finish(sequence, 'eog');
+      if (ends === 'eog') this.finish(sequence, 'eog');
       else if (decision === 'stop') this.finish(sequence, 'stopped');
       else if (sequence.cancelled) this.finish(sequence, 'cancelled');
+      else if (ends) this.finish(sequence, ends);
       else {
-        sequence.next = token;
+        const token = event.token;
+        // Pipelined, the step above took the token into its decode unless it could not run one.
+        const inFlight = pipelined && sequence.next === undefined;
+        if (!inFlight) sequence.next = token;
         let room = sequence.spec.maxTokens - sequence.generated;
         if (decision && typeof decision === 'object' && decision.force.length > 0) {
           // Forced tokens go through the sampler chain's accept (penalty history, the grammar's
-          // trigger) and are evaluated with the sampled one in the next step.
+          // trigger) and are evaluated after the sampled one: in the next step with it, or, when it is
+          // already in the decode running now, in the step after (whose output for it is not sampled).
           const forced = decision.force.slice(0, Math.max(0, room));
           for (const forcedToken of forced) {
             this.checkToken(forcedToken);
             this.api.llama_sampler_accept(sequence.sampler.chain, forcedToken);
             sequence.sampler.penalties?.accept(forcedToken);
           }
-          sequence.pending = [token, ...forced];
+          sequence.pending = inFlight ? forced : [token, ...forced];
           sequence.pendingAt = 0;
           sequence.next = undefined;
           sequence.generated += forced.length;
           room -= forced.length;
         }
-        if (room <= 0 || sequence.kv.length + 1 + (sequence.pending.length - sequence.pendingAt) >= this.contextSize) this.finish(sequence, 'length');
+        if (room <= 0 || sequence.kv.length + (inFlight ? 0 : 1) + (sequence.pending.length - sequence.pendingAt) >= this.contextSize) this.finish(sequence, 'length');
       }
     }
     this.stats.sampleMs += performance.now() - t1;
-    this.schedule();
+    // (A decode started above schedules the next step when it returns.)
+    if (!this.decoding) this.schedule();
   }
 
   /** log-softmax of the raw logits: the chosen token's logprob and the top alternatives. */
