@@ -154,7 +154,7 @@ export async function buildApp(services: Services) {
   }
   await registerOpenApi(app, VERSION);
   await registerCors(app, config.server.cors);
-  const { observe, plain } = requestObserver(services, tracing);
+  const { observe, plain, prepare } = requestObserver(services, tracing);
   app.decorate('publicOrigin', () => publicOrigin(config.server, app.server.address()));
   const hosts = hostPolicy(config.server);
   const admit = admitPrincipal(services, hosts, !tracing);
@@ -419,6 +419,7 @@ export async function buildApp(services: Services) {
         bearer,
         routed: (method, url) => app.findRoute({ method: method as 'GET', url }) !== null,
         record: plain,
+        prepare,
         closed: () => {
           if (running.size === 0 && !app.server.listening) app.server.closeIdleConnections();
         },

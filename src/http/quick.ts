@@ -89,6 +89,8 @@ export interface QuickOptions {
   /** Whether Fastify has a route for this method and URL (its own router). */
   routed: (method: string, url: string) => boolean;
   record: (observation: PlainObservation) => void;
+  /** The record of an answer sent over and over, formatted once (observe.ts). */
+  prepare: (observation: Omit<PlainObservation, 'id' | 'ms' | 'body'> & { row: HttpTally }) => (id: string, ms: number) => void;
   /** Called when a quick answer's response closed (the drain waits for idle sockets). */
   closed: () => void;
   /** The POST routes answered here when refused, by exact URL (no query). */
@@ -100,11 +102,36 @@ export interface QuickOptions {
 const JSON_UTF8 = 'application/json; charset=utf-8';
 const STATE = Symbol('infera.quick');
 
+/** What the access line and the metrics say of an answer, but for its id, time and URL. */
+interface Sent {
+  method: string;
+  route: string | undefined;
+  status: number;
+  principal: Principal | undefined;
+  model: string;
+  code: string | undefined;
+  row: HttpTally;
+  /** Its record prepared once (a GET answer, whose URL is fixed); undefined: `record` writes it (a POST's body, model). */
+  record?: (id: string, ms: number) => void;
+}
+
 interface QuickState {
-  observation: PlainObservation;
   started: number;
+  id: string;
+  sent: Sent;
+  /** The parsed body of a POST refused (logged with logging.bodies). */
+  body: unknown;
 }
 type QuickResponse = ServerResponse & { [STATE]?: QuickState };
+
+/**
+ * The headers of an answer in the order Fastify sends them: the ids (onRequest; set per request at 1
+ * and 3), the error's own, the type, the length. A flat list: Node's writeHead takes it as it is, where
+ * an object is built, walked and checked key by key on every request.
+ */
+function headerList(extra: readonly [string, string][], bytes: number): string[] {
+  return ['x-request-id', '', 'x-siliconcloud-trace-id', '', ...extra.flat(), 'content-type', JSON_UTF8, 'content-length', String(bytes)];
+}
 
 /** A POST being read: what its 'data', 'end' and 'error' listeners (one function each, no closures) need. */
 interface PostState {
@@ -117,14 +144,15 @@ interface PostState {
 const POST = Symbol('infera.quickPost');
 type PostRequest = PreReadRequest & { [POST]?: PostState };
 
-/** A refusal as sent: its status, error code, headers besides the ids and the type, body and length, metrics row. */
+/** A refusal as sent: its status, error code, headers (headerList), body, metrics row. */
 interface Refusal {
   status: number;
   code: string | undefined;
-  extra: [string, string][];
+  headers: string[];
   body: string;
-  bytes: number;
   row: HttpTally;
+  /** A GET refusal's record (its URL fixed: the list's route, or the 404's URL); a POST's are per request. */
+  sent?: Sent;
 }
 const NOT_FOUND_MAX = 256;
 /**
@@ -136,27 +164,41 @@ const NOT_FOUND_MAX = 256;
  */
 const QUICK_BODY_MAX = 64 * 1024;
 
-/** The byte length of the last list sent, kept while the list's text stays the same string. */
-let lastList = '';
-let lastListBytes = 0;
+/** The list as sent to one caller on one route: the text, its headers (headerList) and its record. */
+interface ListAnswer {
+  list: string;
+  headers: string[];
+  sent: Sent;
+}
+/** Keyless callers' principals are made per request (gate.ts, keyless): they share one list answer. */
+const ANONYMOUS = {};
 
 /**
  * The request listener's first look: true when it answered, false to hand the request to Fastify.
  * `enabled()` is read per request (false once the server starts closing: Fastify answers 503 then).
  */
 export function quickAnswers(options: QuickOptions, enabled: () => boolean): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const { services, hosts, record, closed } = options;
+  const { services, hosts, record, prepare, closed } = options;
 
   const { metrics } = services;
-  // The list's metrics row per route (metrics.httpRow, kept: no key to build and hash per request).
-  const listRows = new Map<string, HttpTally>();
-  const listRow = (route: string) => {
-    let row = listRows.get(route);
-    if (!row) {
-      row = metrics.httpRow(route, 'GET', 200, '', '');
-      listRows.set(route, row);
+  // The list's answer per caller and route (metrics.httpRow, the access line and the headers kept: no
+  // key to build and hash, no line to format field by field per request), again when the list changes.
+  const listAnswers = new WeakMap<object, Map<string, ListAnswer>>();
+  const listAnswerFor = (principal: Principal, route: string, list: string): ListAnswer => {
+    const key = principal.keyId === 'anonymous' ? ANONYMOUS : principal;
+    let byRoute = listAnswers.get(key);
+    if (!byRoute) {
+      byRoute = new Map();
+      listAnswers.set(key, byRoute);
     }
-    return row;
+    let answer = byRoute.get(route);
+    if (answer?.list === list) return answer;
+    const row = answer?.sent.row ?? metrics.httpRow(route, 'GET', 200, '', '');
+    const sent: Sent = { method: 'GET', route, status: 200, principal, model: '', code: undefined, row };
+    sent.record = prepare({ ...sent, url: route });
+    answer = { list, headers: headerList([], Buffer.byteLength(list)), sent };
+    byRoute.set(route, answer);
+    return answer;
   };
   // Refusals built once and remembered: the gate's (mostly constants) per error and route, and the
   // 404 per URL (bounded; the route table is fixed once the server listens, so a path unrouted once stays so).
@@ -170,7 +212,7 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     }
     let refusal = byRoute.get(route);
     if (!refusal) {
-      refusal = refusalOf(error, route, errorHeaders(error));
+      refusal = getRefusal(refusalOf(error, route, errorHeaders(error)), route, route);
       byRoute.set(route, refusal);
     }
     return refusal;
@@ -181,7 +223,7 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     // A path with escapes may be a bad URL (Fastify's own 400), and one a route serves is Fastify's.
     if (url.includes('%') || options.routed('GET', url)) return undefined;
     const error = errorFields({ status: 404, code: 'unknown_route', message: `No route GET ${url.split('?')[0]}. See README for the served endpoints.` });
-    refusal = refusalOf(error, undefined, {});
+    refusal = getRefusal(refusalOf(error, undefined, {}), undefined, url);
     if (notFound.size >= NOT_FOUND_MAX) notFound.delete(notFound.keys().next().value!);
     notFound.set(url, refusal);
     return refusal;
@@ -192,11 +234,18 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     return {
       status: error.status,
       code,
-      extra: Object.entries(extra),
+      headers: headerList(Object.entries(extra), Buffer.byteLength(body)),
       body,
-      bytes: Buffer.byteLength(body),
       row: metrics.httpRow(route ?? 'unmatched', method, error.status, model, code ?? ''),
     };
+  }
+  /** A GET refusal with its record (the access line formatted once for `url`, the only URL it answers). */
+  function getRefusal(refusal: Refusal, route: string | undefined, url: string): Refusal {
+    const { status, code, row } = refusal;
+    const sent: Sent = { method: 'GET', route, status, principal: undefined, model: '', code, row };
+    sent.record = prepare({ ...sent, url });
+    refusal.sent = sent;
+    return refusal;
   }
   // A POST's refusal text per error (unknown-model and no-messages refusals are one object each); the
   // metrics row depends on the model named too, so it is looked up per request (metrics.httpRow).
@@ -210,37 +259,26 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
   };
 
   function onClose(this: QuickResponse): void {
-    const state = this[STATE]!;
-    const status = this.writableFinished ? this.statusCode : 499;
-    // A client that left before the answer was out: counted under its own labels.
-    if (status !== state.observation.status) state.observation.row = undefined;
-    state.observation.status = status;
-    state.observation.ms = performance.now() - state.started;
-    record(state.observation);
+    const { started, id, sent, body } = this[STATE]!;
+    const ms = performance.now() - started;
+    if (this.writableFinished && sent.record !== undefined) sent.record(id, ms);
+    else {
+      // A client that left before the answer was out: counted under its own labels.
+      const status = this.writableFinished ? this.statusCode : 499;
+      const { method, route, principal, model, code } = sent;
+      record({ id, method, url: this.req.url!, route, status, ms, principal, model, code, row: status === sent.status ? sent.row : undefined, body });
+    }
     closed();
   }
 
-  function send(
-    req: IncomingMessage,
-    res: QuickResponse,
-    started: number,
-    id: string,
-    route: string | undefined,
-    row: HttpTally,
-    status: number,
-    headers: Record<string, string>,
-    body: string,
-    bytes: number,
-    principal: Principal | undefined,
-    code: string | undefined,
-    method = 'GET',
-    model = '',
-    requestBody: unknown = undefined,
-  ): true {
-    headers['content-length'] = String(bytes);
-    res.writeHead(status, headers);
+  /** Sends `body` with `template`'s headers (headerList) and this request's id, and records it when the response closes. */
+  function send(res: QuickResponse, started: number, id: string, sent: Sent, template: readonly string[], body: string, requestBody: unknown = undefined): true {
+    const headers = template.slice();
+    headers[1] = id;
+    headers[3] = id;
+    res.writeHead(sent.status, headers);
     res.end(body);
-    res[STATE] = { started, observation: { id, method, url: req.url!, route, status, ms: 0, principal, model, code, row, body: requestBody } };
+    res[STATE] = { started, id, sent, body: requestBody };
     res.on('close', onClose);
     return true;
   }
@@ -256,28 +294,24 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     if (route === undefined) {
       const started = performance.now();
       const refusal = notFoundFor(url);
-      return refusal !== undefined && refuse(req, res, started, options.requestId(req), undefined, refusal);
+      return refusal !== undefined && refuse(res, started, options.requestId(req), undefined, refusal);
     }
     const started = performance.now();
     const known = services.gate.authenticateSync?.(options.bearer(headers), req.socket.remoteAddress ?? '');
     if (known === undefined) return false;
     if (known instanceof InferaError) {
       if (known.status >= 500) return false;
-      return refuse(req, res, started, options.requestId(req), route, refusalFor(known, route));
+      return refuse(res, started, options.requestId(req), route, refusalFor(known, route));
     }
     // Keyless callers (and every caller with server.allowedHosts) pass the Host/Origin policy; a refusal is Fastify's to answer.
     if (hosts.check({ headers } as FastifyRequest, known.keyId === 'anonymous')) return false;
     const id = options.requestId(req);
     const list = listModelsJson(services);
-    if (list !== lastList) {
-      lastList = list;
-      lastListBytes = Buffer.byteLength(list);
-    }
-    return send(req, res, started, id, route, listRow(route), 200, { 'x-request-id': id, 'x-siliconcloud-trace-id': id, 'content-type': JSON_UTF8 }, list, lastListBytes, known, undefined);
+    const answer = listAnswerFor(known, route, list);
+    return send(res, started, id, answer.sent, answer.headers, list);
   };
 
   function refuse(
-    req: IncomingMessage,
     res: QuickResponse,
     started: number,
     id: string,
@@ -285,12 +319,9 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     refusal: Refusal,
     post?: { principal: Principal; model: string; body: unknown },
   ): true {
-    // The headers in the order Fastify sends them: the ids (onRequest), the error's own, the type.
-    const headers: Record<string, string> = { 'x-request-id': id, 'x-siliconcloud-trace-id': id };
-    for (const [name, value] of refusal.extra) headers[name] = value;
-    headers['content-type'] = JSON_UTF8;
-    if (post) return send(req, res, started, id, route, refusal.row, refusal.status, headers, refusal.body, refusal.bytes, post.principal, refusal.code, 'POST', post.model, post.body);
-    return send(req, res, started, id, route, refusal.row, refusal.status, headers, refusal.body, refusal.bytes, undefined, refusal.code);
+    if (post === undefined) return send(res, started, id, refusal.sent!, refusal.headers, refusal.body);
+    const { status, code, row } = refusal;
+    return send(res, started, id, { method: 'POST', route, status, principal: post.principal, model: post.model, code, row }, refusal.headers, refusal.body, post.body);
   }
 
   /**
@@ -364,7 +395,7 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     }
     if (checked instanceof InferaError && checked.status < 500) {
       const model = modelLabel(namedModel(body), services);
-      refuse(this, res, state.started, options.requestId(this), target.route, postRefusalFor(checked, target.route, model), { principal: state.principal, model, body });
+      refuse(res, state.started, options.requestId(this), target.route, postRefusalFor(checked, target.route, model), { principal: state.principal, model, body });
       return;
     }
     // Not once the server started closing while the body came in: Fastify answers that request's 503.

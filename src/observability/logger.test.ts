@@ -68,3 +68,43 @@ test('flatLineWriter writes what logger.info(fields, msg) writes, and leaves wha
   write(cases[0]![0]);
   assert.equal(ours.lines.length, cases.length + 1);
 });
+
+test("flatLineWriter's prepared line writes what the writer writes with the two open fields, and what it cannot to pino", () => {
+  const lines: string[] = [];
+  const logger = createLogger('info', { write: (line: string) => lines.push(line) } as unknown as NodeJS.WritableStream);
+  let slow = 0;
+  const info = logger.info.bind(logger);
+  logger.info = ((...args: Parameters<typeof info>) => {
+    slow += 1;
+    return info(...args);
+  }) as typeof logger.info;
+  type FlatFields = Partial<Record<'id' | 'method' | 'url' | 'status' | 'ms' | 'key' | 'account' | 'code', string | number>>;
+  const write = flatLineWriter<FlatFields>(logger, 'request', ['id', 'method', 'url', 'status', 'ms', 'key', 'account', 'code']);
+  const untimed = (line: string) => line.replace(/,"time":"[^"]+"/, '');
+  const fixedSets: FlatFields[] = [
+    { method: 'GET', url: '/v1/models', status: 200, key: 'config', account: 'default' },
+    { method: 'GET', url: '/v1/no-such-route?x=1', status: 404, code: 'unknown_route' },
+    { method: 'GET', url: '/v1/models', status: 401, code: 'invalid_api_key' },
+    {},
+  ];
+  for (const fixed of fixedSets) {
+    const line = write.prepare({ ...fixed }, 'id', 'ms');
+    assert.ok(line, `${JSON.stringify(fixed)} is prepared`);
+    for (const [id, ms] of [['req_0123', 0], ['trace-me-1', 17], ['quote"d', 3], ['x', Number.NaN]] as const) {
+      const before = slow;
+      line(id, ms);
+      const prepared = lines.pop()!;
+      // The writer's line of the same fields, in its keys' order (its contract).
+      write({ id, method: fixed.method, url: fixed.url, status: fixed.status, ms, key: fixed.key, account: fixed.account, code: fixed.code });
+      const written = lines.pop()!;
+      assert.equal(untimed(prepared), untimed(written), `${JSON.stringify({ ...fixed, id, ms })}`);
+      assert.equal(slow - before, id.includes('"') || Number.isNaN(ms) ? 2 : 0, `${id} ${ms}: pino's path only for what needs it`);
+    }
+  }
+  // A fixed field needing escapes: not prepared (the caller writes each line through the writer).
+  assert.equal(write.prepare({ url: '/a"b' }, 'id', 'ms'), undefined);
+  assert.throws(() => write.prepare({}, 'ms', 'id'), /must come before/);
+  logger.level = 'warn';
+  write.prepare({ method: 'GET' }, 'id', 'ms')!('x', 1);
+  assert.equal(lines.length, 0);
+});
