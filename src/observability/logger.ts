@@ -164,6 +164,12 @@ export function flatLineWriter<Fields extends object>(logger: Logger, msg: strin
   // What pino writes before each field's value: its name, quoted, and the colon.
   const prefixes = keys.map((key) => `,"${key}":`);
   const tail = `,"${own[symbols.messageKeySym] as string}":"${msg}"`;
+  /** Writes the line whose fields (each `,"key":value`, in the keys' order) are `fields`, as pino would. */
+  const emit = (fields: string): void => {
+    const time = (own[symbols.timeSym] as () => string)();
+    const line = `${(own[symbols.lsCacheSym] as Record<number, string>)[INFO]}${time}${own[symbols.chindingsSym] as string}${fields}${tail}${own[symbols.endSym] as string}`;
+    (own[symbols.streamSym] as { write(line: string): unknown }).write(line);
+  };
   /** What a field writes after its prefix, or undefined where only pino's path may write it. */
   const valueText = (value: unknown): string | undefined => {
     if (typeof value === 'string') return NEEDS_ESCAPE.test(value) ? undefined : `"${value}"`;
@@ -184,16 +190,14 @@ export function flatLineWriter<Fields extends object>(logger: Logger, msg: strin
     }
     const before = `${parts[0]}${prefixes[at[0]]}"`;
     const between = `"${parts[1]}${prefixes[at[1]]}`;
-    const after = `${parts[2]}${tail}`;
+    const after = parts[2];
     return (text: string, number: number): void => {
       if (logger.levelVal > INFO) return;
       if (NEEDS_ESCAPE.test(text) || !Number.isFinite(number)) {
         write(inOrder(fixed, textKey, text, numberKey, number));
         return;
       }
-      const time = (own[symbols.timeSym] as () => string)();
-      const line = `${(own[symbols.lsCacheSym] as Record<number, string>)[INFO]}${time}${own[symbols.chindingsSym] as string}${before}${text}${between}${number}${after}${own[symbols.endSym] as string}`;
-      (own[symbols.streamSym] as { write(line: string): unknown }).write(line);
+      emit(`${before}${text}${between}${number}${after}`);
     };
   };
   /** `fixed` with the two open fields set, its fields in the keys' order (pino writes them in the object's). */
@@ -208,17 +212,11 @@ export function flatLineWriter<Fields extends object>(logger: Logger, msg: strin
     for (let i = 0; i < keys.length; i++) {
       const value = (fields as Record<string, unknown>)[keys[i]!];
       if (value === undefined) continue;
-      if (typeof value === 'string') {
-        if (NEEDS_ESCAPE.test(value)) return fallback(fields);
-        text += `${prefixes[i]}"${value}"`;
-      } else {
-        if (typeof value !== 'number' || !Number.isFinite(value)) return fallback(fields);
-        text += `${prefixes[i]}${value}`;
-      }
+      const written = valueText(value);
+      if (written === undefined) return fallback(fields);
+      text += `${prefixes[i]}${written}`;
     }
-    const time = (own[symbols.timeSym] as () => string)();
-    const line = `${(own[symbols.lsCacheSym] as Record<number, string>)[INFO]}${time}${own[symbols.chindingsSym] as string}${text}${tail}${own[symbols.endSym] as string}`;
-    (own[symbols.streamSym] as { write(line: string): unknown }).write(line);
+    emit(text);
   };
   return Object.assign(write, { prepare });
 }
