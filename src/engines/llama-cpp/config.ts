@@ -70,9 +70,10 @@ export const llamaCppOptionsSchema = z
      * loop thread (the step's JavaScript runs between decodes); "worker" on koffi's worker thread,
      * pipelined (the chat layer and the IPC message of one token run while the next decodes; two thread
      * hand-offs per step and one IPC message per token). On a loaded 2-core box at 1 thread "worker"
-     * read +10 % t/s at +20 % engine CPU per token; not measured on a quiet box (docs/BENCHMARKS.md,
-     * dec7), so "loop" stays the default. A model in the server process (isolation: none) always decodes
-     * on the worker, pipelined.
+     * read +10 % t/s at +20 % engine CPU per token, but on a quiet one it lost every chat-512x8 cell to
+     * "loop" by 12-26 % (docs/BENCHMARKS.md, dec7 and the end-of-session run of 2026-12-07 20:14-20:54),
+     * so "loop" stays the default. A model in the server process (isolation: none) always decodes on the
+     * worker, pipelined.
      */
     decodeOn: z.enum(['loop', 'worker']).default('loop'),
     /**
