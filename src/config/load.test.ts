@@ -111,3 +111,24 @@ test("the config parses to the same result with and without zod's compiled parse
   assert.ok(configSchema.safeParse(example).success, 'infera.example.yaml is a valid config');
   assert.ok((issues(configSchema.safeParse(invalid, PARSE_ONCE)) ?? []).length >= 8);
 });
+
+test('llamaCpp.decodeOn: "loop" by default, "worker" taken, anything else refused naming the key', () => {
+  const root = dir();
+  const write = (decodeOn?: string) => {
+    const path = join(root, `decode-${decodeOn ?? 'default'}.json`);
+    const llamaCpp = decodeOn === undefined ? {} : { decodeOn };
+    writeFileSync(path, JSON.stringify({ models: [{ id: 'a/b', type: 'chat', engine: 'llama-cpp', path: 'x.gguf', llamaCpp }] }));
+    return path;
+  };
+  const decodeOnOf = (path: string) => (loadConfig({ configPath: path }, {}, root).config.models[0] as unknown as { llamaCpp: { decodeOn: string } }).llamaCpp.decodeOn;
+  assert.equal(decodeOnOf(write()), 'loop');
+  assert.equal(decodeOnOf(write('worker')), 'worker');
+  assert.throws(
+    () => loadConfig({ configPath: write('gpu') }, {}, root),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(error.message, /models\[0\]\.llamaCpp\.decodeOn/);
+      return true;
+    },
+  );
+});
