@@ -106,16 +106,29 @@ function dropFilePages(madvise: Native['madvise'], which: 'models' | 'code'): { 
  * process. Does nothing where koffi or glibc is missing. Only for a process that holds one model (the
  * engine process): a server process may be mapping another model that is decoding.
  */
-export function releaseLoadLeftovers(): Released {
+export function releaseLoadLeftovers({ collect = true }: { collect?: boolean } = {}): Released {
   // The load's JavaScript garbage first (host.ts starts engine processes with `gc` exposed): what V8
-  // frees goes back to malloc or the system before the trim below.
-  const collected = typeof globalThis.gc === 'function';
-  if (collected) globalThis.gc!();
+  // frees goes back to malloc or the system before the trim below. `collect: false` leaves it to a
+  // later collectGarbage (see there).
+  const collected = collect && collectGarbage();
   native ??= bind();
   if (!native) return { mappedMiB: 0, trimmed: false, collected };
   const { mappedMiB } = dropFilePages(native.madvise, 'models');
   native.mallocTrim(0);
   return { mappedMiB, trimmed: true, collected };
+}
+
+/**
+ * A full garbage collection, where `gc` is exposed (engine processes: host.ts); whether one ran. Not on
+ * the way to a first answer: V8 drops the bytecode of functions a forced full collection finds idle, so
+ * the code a load compiled once (node-llama-cpp's chat-wrapper resolution, the Jinja engine) is compiled
+ * again at its next use. Resolving the no-thinking chat wrapper right after one cost ~117-215 ms of CPU
+ * instead of ~75 (one and two collections between, docs/BENCHMARKS.md "Start-up: the bench of record").
+ */
+export function collectGarbage(): boolean {
+  if (typeof globalThis.gc !== 'function') return false;
+  globalThis.gc();
+  return true;
 }
 
 /**
