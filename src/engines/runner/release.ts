@@ -122,8 +122,9 @@ export function releaseLoadLeftovers({ collect = true }: { collect?: boolean } =
  * A full garbage collection, where `gc` is exposed (engine processes: host.ts); whether one ran. Not on
  * the way to a first answer: V8 drops the bytecode of functions a forced full collection finds idle, so
  * the code a load compiled once (node-llama-cpp's chat-wrapper resolution, the Jinja engine) is compiled
- * again at its next use. Resolving the no-thinking chat wrapper right after one cost ~117-215 ms of CPU
- * instead of ~75 (one and two collections between, docs/BENCHMARKS.md "Start-up: the bench of record").
+ * again at its next use. Resolving the no-thinking chat wrapper right after one or two cost 132-138 ms of
+ * CPU instead of 64-65 (bench/chat-wrapper-resolve.ts --collect), and ~145 instead of ~70 in the engine
+ * process between its load and a first answer without thinking (docs/BENCHMARKS.md, branch start8).
  */
 export function collectGarbage(): boolean {
   if (typeof globalThis.gc !== 'function') return false;
