@@ -8,6 +8,10 @@
 //
 //   node --import tsx bench/chat-wrapper-resolve.ts [--runs 9] [--model chat-512x8] [--root a,b]
 //
+// --collect N runs N full garbage collections (gc(), the child started with --expose-gc) between `standard`
+// and `noThinking`, as the engine process's release of its load's leftovers did before it reported itself
+// loaded: V8 then drops the bytecode the first resolution compiled, and `noThinking` compiles it again.
+//
 // --root DIR,DIR compares checkouts (each with its own node_modules, e.g. a base worktree without a
 // patch under patches/): every run starts one process per root in turn (a, b, a, b, ...), each importing
 // that root's sources and packages.
@@ -24,6 +28,7 @@ const { values } = parseArgs({
     model: { type: 'string', default: 'chat-512x8' },
     root: { type: 'string', default: resolve(import.meta.dirname, '..') },
     child: { type: 'string' },
+    collect: { type: 'string', default: '0' },
   },
 });
 
@@ -67,6 +72,11 @@ if (values.child) {
     );
   const standard = resolveWith(WRAPPER_SETTINGS.standard);
   lap('standard');
+  const collections = Number(values.collect);
+  if (collections > 0) {
+    for (let i = 0; i < collections; i++) (globalThis as { gc?: () => void }).gc!();
+    at = cpu();
+  }
   const noThinking = resolveWith(WRAPPER_SETTINGS.noThinking);
   lap('noThinking');
   resolveWith(WRAPPER_SETTINGS.standard);
@@ -77,10 +87,10 @@ if (values.child) {
   const roots = values.root.split(',').map((root) => resolve(root));
   const results = new Map<string, Record<string, number[]>>(roots.map((root) => [root, {}]));
   const outcomes = new Set<string>();
-  console.log(`${new Date().toISOString()} load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}, node ${process.version}, model ${values.model}`);
+  console.log(`${new Date().toISOString()} load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}, node ${process.version}, model ${values.model}, ${values.collect} collection(s) before noThinking`);
   for (let run = 0; run < Number(values.runs); run++)
     for (const root of roots) {
-      const child = spawnSync(process.execPath, ['--import', 'tsx', import.meta.filename, '--child', root, '--model', values.model], { cwd: root, encoding: 'utf8' });
+      const child = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', import.meta.filename, '--child', root, '--model', values.model, '--collect', values.collect!], { cwd: root, encoding: 'utf8' });
       if (child.status !== 0) throw new Error(`${root}: ${child.stderr}`);
       const { times, wrappers } = JSON.parse(child.stdout.trim().split('\n').at(-1)!) as { times: Record<string, number>; wrappers: unknown[] };
       outcomes.add(JSON.stringify(wrappers));

@@ -51,6 +51,10 @@ const { values } = parseArgs({
     // An embedding model's lanes (llamaCpp.contexts; unset: the engine's default).
     contexts: { type: 'string' },
     timeline: { type: 'boolean', default: false },
+    // The chat probe's body: `plain` (one user message, max_tokens 1) or `no-thinking`, the body
+    // bench/vs-llama-server.ts's start-up part polls with (temperature 0, enable_thinking: false): that one
+    // needs the model's no-thinking chat wrapper for the first answer.
+    request: { type: 'string', default: 'plain' },
     // Extra llama-server arguments, e.g. --llama-args=-nr (no weight repacking: on an AMX machine a
     // native llama-server build crashes in the AMX kernels; then it holds no repacked copy of the weights).
     'llama-args': { type: 'string', default: '' },
@@ -131,7 +135,16 @@ const isEmbedding = (path: string) => /bert-/.test(path);
 const requestFor = (path: string) =>
   isEmbedding(path)
     ? { path: '/v1/embeddings', body: { model: 'bench/chat', input: 'Hello' } }
-    : { path: '/v1/chat/completions', body: { model: 'bench/chat', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 } };
+    : {
+        path: '/v1/chat/completions',
+        body: {
+          model: 'bench/chat',
+          messages: [{ role: 'user', content: 'Hello' }],
+          max_tokens: 1,
+          ...(values.request === 'no-thinking' && { temperature: 0, enable_thinking: false }),
+        },
+      };
+if (values.request !== 'plain' && values.request !== 'no-thinking') throw new Error('--request is plain or no-thinking');
 
 async function once(bin: string, path: string, threads: number, label = bin): Promise<Sample> {
   if (bin === 'llama-server') return onceLlamaServer(path, threads);

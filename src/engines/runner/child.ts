@@ -5,7 +5,7 @@
 import '../../tick-map.ts';
 import { Writable } from 'node:stream';
 import { EngineResources } from '../resources.ts';
-import { releaseCodePages, releaseIdlePages, releaseLoadLeftovers, releaseWhenQuiet } from './release.ts';
+import { collectGarbage, releaseCodePages, releaseIdlePages, releaseLoadLeftovers, releaseWhenQuiet } from './release.ts';
 import { engineLoaders, enginePreloads } from '../loaders.ts';
 import { createLogger } from '../../observability/logger.ts';
 import type { AnyModel, LoadedModel } from '../../spec/index.ts';
@@ -129,15 +129,28 @@ async function load(message: Extract<HostMessage, { t: 'load' }>): Promise<void>
       },
     };
     model = result.model;
-    // This process holds one model, so what its load left behind is nobody's (release.ts).
-    const released = releaseLoadLeftovers();
+    // This process holds one model, so what its load left behind is nobody's (release.ts). Its JavaScript
+    // garbage waits for the first quiet moment (collectGarbage says why; a process goes quiet 0.5 s after
+    // its load when no request comes, so the idle heap is the same); the model file's pages and malloc's
+    // free memory go now, before any request can fault back what it reads.
+    const released = releaseLoadLeftovers({ collect: false });
     logger.debug(released, 'engine process: released load leftovers');
     // Start-up's code pages a second after the load, busy or not (not before `loaded`: the first answer
     // would pay the faults back); then what each burst of work faulted back, whenever the process goes
     // quiet. The quiet ticks sleep 2 s after a release (calls wake them): the chat engine's deferred
     // start-up work (FfiChatModel.whenIdle, 1 s after serving starts) still falls in that window.
     setTimeout(() => logger.debug(releaseCodePages(), 'engine process: dropped start-up code pages'), 1000).unref();
-    quiet = releaseWhenQuiet(() => logger.debug(releaseIdlePages(), 'engine process: quiet, dropped code pages'), { sleepAfterQuietTicks: 8 });
+    let loadGarbage = true;
+    quiet = releaseWhenQuiet(
+      () => {
+        if (loadGarbage) {
+          loadGarbage = false;
+          collectGarbage();
+        }
+        logger.debug(releaseIdlePages(), 'engine process: quiet, dropped code pages');
+      },
+      { sleepAfterQuietTicks: 8 },
+    );
     send({ t: 'loaded', ...snapshot(model) });
   } catch (error) {
     send({ t: 'load-failed', error: toWireError(error) });

@@ -81,9 +81,9 @@ interface SpawnedChild {
 /**
  * V8 settings of an engine process (bench/engine-startup.ts --breakdown; docs/BENCHMARKS.md "Start-up
  * and memory on the AMD EPYC"):
- * - `gc` exposed, so that release.ts can collect once after the load, before it trims malloc: a load's
- *   garbage otherwise keeps old-space pages resident until V8's memory reducer runs, 20-40 s into
- *   idleness.
+ * - `gc` exposed, so that child.ts can collect once after the load (at its first quiet moment, then trim
+ *   malloc: release.ts): a load's garbage otherwise keeps old-space pages resident until V8's memory
+ *   reducer runs, 20-40 s into idleness.
  * - for a llama.cpp chat model, a 1 MiB semi-space: V8 otherwise grows the young generation to 16 MiB
  *   per semi-space during a load that resolves a chat template (node-llama-cpp's Jinja renderer
  *   allocates hundreds of MiB of short-lived values) and keeps it resident. Measured on chat-512x8:

@@ -13,7 +13,7 @@ import { encodeRandomChatModel } from '../../tiny-models/random-chat.ts';
 import { openLlamaLibrary } from '../llama-cpp/ffi/library.ts';
 import { LlamaRunner } from '../llama-cpp/ffi/runner.ts';
 import { getHeapSpaceStatistics } from 'node:v8';
-import { releaseCodePages, releaseIdlePages, releaseLoadLeftovers, releaseServerStartup, releaseWhenQuiet, shrinkYoungGeneration } from './release.ts';
+import { collectGarbage, releaseCodePages, releaseIdlePages, releaseLoadLeftovers, releaseServerStartup, releaseWhenQuiet, shrinkYoungGeneration } from './release.ts';
 
 let dir: string;
 let path: string;
@@ -181,4 +181,27 @@ test("releaseIdlePages drops the libraries' code pages a run faulted back and ke
   assert.ok(residentKiB() >= modelBefore, `model pages dropped: ${residentKiB()} of ${modelBefore} KiB left`);
   assert.ok(residentKiB(llamaLibraries) < librariesBefore / 2, `llama.cpp libraries: ${residentKiB(llamaLibraries)} of ${librariesBefore} KiB still resident`);
   assert.deepEqual(await greedy(), tokens);
+});
+
+test('releaseLoadLeftovers collects garbage only when asked; collectGarbage runs gc where it is exposed', { skip: process.platform !== 'linux' && 'Linux only' }, () => {
+  // The engine process (child.ts) releases its load's leftovers before it reports itself loaded but leaves
+  // the full collection to its first quiet moment: one before the first request made V8 drop the
+  // chat-wrapper code the load had compiled (collectGarbage's comment).
+  const global = globalThis as { gc?: () => void };
+  assert.equal(global.gc, undefined, 'this test process has no gc of its own');
+  assert.equal(collectGarbage(), false, 'no gc exposed: nothing ran');
+  let collections = 0;
+  global.gc = () => collections++;
+  try {
+    const later = releaseLoadLeftovers({ collect: false });
+    assert.equal(collections, 0, 'collect: false ran a collection');
+    assert.equal(later.collected, false);
+    assert.ok(later.trimmed, 'the trim and the model pages do not wait for the collection');
+    assert.equal(releaseLoadLeftovers().collected, true);
+    assert.equal(collections, 1);
+    assert.equal(collectGarbage(), true);
+    assert.equal(collections, 2);
+  } finally {
+    delete global.gc;
+  }
 });

@@ -106,16 +106,30 @@ function dropFilePages(madvise: Native['madvise'], which: 'models' | 'code'): { 
  * process. Does nothing where koffi or glibc is missing. Only for a process that holds one model (the
  * engine process): a server process may be mapping another model that is decoding.
  */
-export function releaseLoadLeftovers(): Released {
+export function releaseLoadLeftovers({ collect = true }: { collect?: boolean } = {}): Released {
   // The load's JavaScript garbage first (host.ts starts engine processes with `gc` exposed): what V8
-  // frees goes back to malloc or the system before the trim below.
-  const collected = typeof globalThis.gc === 'function';
-  if (collected) globalThis.gc!();
+  // frees goes back to malloc or the system before the trim below. `collect: false` leaves it to a
+  // later collectGarbage (see there).
+  const collected = collect && collectGarbage();
   native ??= bind();
   if (!native) return { mappedMiB: 0, trimmed: false, collected };
   const { mappedMiB } = dropFilePages(native.madvise, 'models');
   native.mallocTrim(0);
   return { mappedMiB, trimmed: true, collected };
+}
+
+/**
+ * A full garbage collection, where `gc` is exposed (engine processes: host.ts); whether one ran. Not on
+ * the way to a first answer: V8 drops the bytecode of functions a forced full collection finds idle, so
+ * the code a load compiled once (node-llama-cpp's chat-wrapper resolution, the Jinja engine) is compiled
+ * again at its next use. Resolving the no-thinking chat wrapper right after one or two cost 132-138 ms of
+ * CPU instead of 64-65 (bench/chat-wrapper-resolve.ts --collect), and ~145 instead of ~70 in the engine
+ * process between its load and a first answer without thinking (docs/BENCHMARKS.md, branch start8).
+ */
+export function collectGarbage(): boolean {
+  if (typeof globalThis.gc !== 'function') return false;
+  globalThis.gc();
+  return true;
 }
 
 /**
