@@ -232,6 +232,35 @@ test('a key in use is read again before its entry expires: memory answers throug
   });
 });
 
+test('a keyless server reads "no key yet" again before it expires: memory answers throughout, and a key created elsewhere is required within keyCacheSeconds', async () => {
+  await withGate({ platform: { keyCacheSeconds: 0.2 } }, async (replica, dir) => {
+    const config = configSchema.parse({ storage: { dataDir: dir }, platform: { keyCacheSeconds: 0.2 } });
+    const other = await createGate(config, silent);
+    try {
+      assert.equal((await replica.authenticate(undefined, '127.0.0.1')).keyId, 'anonymous');
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      for (const until = Date.now() + 600; Date.now() < until; ) {
+        assert.equal((replica.authenticateSync(undefined, '127.0.0.1') as Principal | undefined)?.keyId, 'anonymous');
+        await sleep(5);
+      }
+      await other.admin.createKey({ name: 'first', accountId: 'acme' });
+      const createdAt = Date.now();
+      let required = false;
+      while (Date.now() < createdAt + 500) {
+        const sentAt = Date.now();
+        const answer = replica.authenticateSync(undefined, '127.0.0.1');
+        if (answer === undefined || answer instanceof InferaError) required = true;
+        else assert.ok(sentAt < createdAt + 200, `keyless request still served ${sentAt - createdAt} ms after a key was created`);
+        await sleep(5);
+      }
+      assert.ok(required);
+      await rejects(replica.authenticate(undefined, '127.0.0.1'), 401, /Missing API key/);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
 test('stored keys: secret shown once, hash stored, revoke, expiry, model allow-list', async () => {
   await withGate({}, async (gate, dir) => {
     const { key, secret } = await gate.admin.createKey({ name: 'ci', accountId: 'acme', models: ['tiny/chat'] });

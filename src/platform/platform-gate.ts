@@ -125,7 +125,7 @@ export class PlatformGate implements Gate {
   /** The first heartbeat (and startup reconciliation); reservations wait for it. */
   private readonly ready: Promise<void>;
   private readonly heartbeatTimer: NodeJS.Timeout;
-  private storeHasKeys: { value: boolean; fetchedAt: number } | undefined;
+  private storeHasKeys: { value: boolean; fetchedAt: number; refreshing: boolean } | undefined;
   private countersDown = false;
   /** The last heartbeat failed: the durable store did not answer (readiness reads this, no query of its own). */
   private storeDown = false;
@@ -203,8 +203,25 @@ export class PlatformGate implements Gate {
   private anyKeyKnown(now: number): boolean | undefined {
     if (this.staticHashes.length > 0) return true;
     // Once a key exists the answer cannot flip back (revoked keys still count), so only "no" is re-checked.
-    if (this.storeHasKeys && (this.storeHasKeys.value || now - this.storeHasKeys.fetchedAt < this.keyCacheMs)) return this.storeHasKeys.value;
-    return undefined;
+    const known = this.storeHasKeys;
+    if (!known) return undefined;
+    if (known.value) return true;
+    const age = now - known.fetchedAt;
+    if (age >= this.keyCacheMs) return undefined;
+    // "No key yet" is read again in the background at half its life, as a key in use is (refreshKey).
+    if (!known.refreshing && age >= this.keyCacheMs / 2) this.refreshAnyKey(known, now);
+    return false;
+  }
+
+  private refreshAnyKey(known: NonNullable<PlatformGate['storeHasKeys']>, now: number): void {
+    known.refreshing = true;
+    const generation = this.keyGeneration;
+    this.store.listKeys().then(
+      (keys) => {
+        if (this.keyGeneration === generation && this.storeHasKeys === known) this.storeHasKeys = { value: keys.length > 0, fetchedAt: now, refreshing: false };
+      },
+      () => {},
+    );
   }
 
   private async anyKeyExists(): Promise<boolean> {
@@ -212,7 +229,7 @@ export class PlatformGate implements Gate {
     const known = this.anyKeyKnown(now);
     if (known !== undefined) return known;
     const value = (await this.store.listKeys()).length > 0;
-    this.storeHasKeys = { value, fetchedAt: now };
+    this.storeHasKeys = { value, fetchedAt: now, refreshing: false };
     return value;
   }
 
