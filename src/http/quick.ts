@@ -351,12 +351,19 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
       // and those other shapes in the shared serving and upstream code made V8 throw away the proxied
       // path's optimised code, every keyCacheSeconds (docs/BENCHMARKS.md, gw9). A refusal, or a store
       // that did not answer, is Fastify's as before (its auth hook then answers from what this read left).
-      gate.authenticate(options.bearer(headers), req.socket.remoteAddress ?? '').then(
-        (known) => {
-          if (!(enabled() && !req.destroyed && acceptPost(req, res, target, known, started))) options.fastify(req, res);
-        },
-        () => options.fastify(req, res),
-      );
+      gate
+        .authenticate(options.bearer(headers), req.socket.remoteAddress ?? '')
+        .then(
+          (known) => {
+            if (!(enabled() && !req.destroyed && acceptPost(req, res, target, known, started))) options.fastify(req, res);
+          },
+          () => options.fastify(req, res),
+        )
+        .catch((error: unknown) => {
+          // Nothing above should throw; if it does, this request ends here rather than the process.
+          services.logger.error({ err: error }, 'could not serve a request after reading its key');
+          res.destroy();
+        });
       return true;
     }
     return acceptPost(req, res, target, principal, started);
