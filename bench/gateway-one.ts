@@ -11,7 +11,7 @@
 //   of the chat POST; --stream: the chat POST with stream: true; --server "k: v": more server settings; --extra "yaml;yaml": more config lines.
 // Usage: node --import tsx bench/gateway-one.ts [--requests 3000] [--rounds 3] [--warm 2000] [--connections 1]
 import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
-//   NAME=DIR[:open] ...      e.g. before=/work/base this=. open=.:open
+//   NAME=DIR[:open][@yaml;yaml] ...      e.g. before=/work/base this=. open=.:open 'long=.@  keyCacheSeconds: 3600'
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -77,7 +77,9 @@ try {
   const upstreamUrl = `http://127.0.0.1:${upstream.match[1]}`;
   const targets: { name: string; pid: number; origin: string; headers: Record<string, string> }[] = [];
   for (const spec of positionals) {
-    const [name, rootSpec] = spec.split('=') as [string, string];
+    const [name, fullSpec] = spec.split(/=(.*)/s) as [string, string];
+    // NAME=DIR[:open][@yaml;yaml]: config lines for this target only, after the rest (e.g. "@  keyCacheSeconds: 3600" under platform:).
+    const [rootSpec, ownExtra] = fullSpec.split('@') as [string, string | undefined];
     const [root, mode] = rootSpec.split(':') as [string, string | undefined];
     const openOne = values.open || mode === 'open';
     const configPath = join(dir, `${name}.yaml`);
@@ -90,6 +92,7 @@ try {
     if (!openOne)
       lines.push('platform:', '  limits: { defaults: { chat: { rpm: 100000000, tpm: 1000000000000, rpd: 100000000 } } }', `  pricing: { ${MODEL}: { inputPerMillion: 1, outputPerMillion: 2 } }`);
     if (values.extra) lines.push(...values.extra.split(';'));
+    if (ownExtra) lines.push(...ownExtra.split(';'));
     writeFileSync(configPath, `${lines.join('\n')}\n`);
     const bin = join(root, 'bin/infera.js');
     const headers: Record<string, string> = {};

@@ -340,12 +340,41 @@ export function quickAnswers(options: QuickOptions, enabled: () => boolean): (re
     const length = Number(headers['content-length']);
     if (!(length > 0 && length <= target.bodyLimit && length <= QUICK_BODY_MAX)) return false;
     const started = performance.now();
-    const principal = services.gate.authenticateSync?.(options.bearer(headers), req.socket.remoteAddress ?? '');
-    if (principal === undefined || principal instanceof InferaError) return false;
+    const gate = services.gate;
+    const principal = gate.authenticateSync?.(options.bearer(headers), req.socket.remoteAddress ?? '');
+    if (principal instanceof InferaError) return false;
+    if (principal === undefined) {
+      if (gate.authenticateSync === undefined) return false;
+      // The store must be asked (a key's first request, or its first after keyCacheSeconds unused): asked
+      // here, the body left unread meanwhile, and the request goes on outside Fastify as any other.
+      // Handed to Fastify instead, it was served by the route with an AbortSignal and Fastify's objects,
+      // and those other shapes in the shared serving and upstream code made V8 throw away the proxied
+      // path's optimised code, every keyCacheSeconds (docs/BENCHMARKS.md, gw9). A refusal, or a store
+      // that did not answer, is Fastify's as before (its auth hook then answers from what this read left).
+      gate
+        .authenticate(options.bearer(headers), req.socket.remoteAddress ?? '')
+        .then(
+          (known) => {
+            if (!(enabled() && !req.destroyed && acceptPost(req, res, target, known, started))) options.fastify(req, res);
+          },
+          () => options.fastify(req, res),
+        )
+        .catch((error: unknown) => {
+          // Nothing above should throw; if it does, this request ends here rather than the process.
+          services.logger.error({ err: error }, 'could not serve a request after reading its key');
+          res.destroy();
+        });
+      return true;
+    }
+    return acceptPost(req, res, target, principal, started);
+  }
+
+  /** quickPost's request, its key known: true when this module reads its body, false to leave it to Fastify unread. */
+  function acceptPost(req: PostRequest, res: QuickResponse, target: QuickPost, principal: Principal, started: number): boolean {
     // A key with request-rate limits of its own is taken when memory says it is within them (the
     // precheck Fastify's auth hook runs, which counts nothing); a refusal, or a counter store to ask, is Fastify's.
     if (principal.limits && !(target.endpoint !== undefined && services.gate.precheckPassesSync?.(principal, target.endpoint))) return false;
-    if (hosts.check({ headers } as FastifyRequest, principal.keyId === 'anonymous')) return false;
+    if (hosts.check({ headers: req.headers } as FastifyRequest, principal.keyId === 'anonymous')) return false;
     req[POST] = { res, target, principal, started, chunks: [] };
     req.on('data', onPostData);
     req.on('end', onPostEnd);

@@ -185,6 +185,82 @@ test('a key revoked on another replica is refused once keyCacheSeconds have pass
   });
 });
 
+test('a key in use is read again before its entry expires: memory answers throughout, and a revoke elsewhere is still seen within keyCacheSeconds', async () => {
+  // Expired, a key sent through the quick HTTP path went through Fastify's route instead (authenticateSync
+  // answered undefined), once per keyCacheSeconds: that detour made V8 recompile the proxied path (gw9).
+  await withGate({ platform: { keyCacheSeconds: 0.2 } }, async (replica, dir) => {
+    const config = configSchema.parse({ storage: { dataDir: dir }, platform: { keyCacheSeconds: 0.2 } });
+    const other = await createGate(config, silent);
+    try {
+      const { key, secret } = await other.admin.createKey({ name: 'shared', accountId: 'acme' });
+      assert.equal((await replica.authenticate(secret, '10.0.0.7')).keyId, key.id);
+      const store = (replica as unknown as { store: { findKeyByHash(hash: string): Promise<unknown> } }).store;
+      const find = store.findKeyByHash.bind(store);
+      let lookups = 0;
+      store.findKeyByHash = (hash) => {
+        lookups += 1;
+        return find(hash);
+      };
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      // Three lifetimes of the entry, a request every 5 ms: each answered from memory, with a store read
+      // per half lifetime or so, not one per request.
+      let requests = 0;
+      for (const until = Date.now() + 600; Date.now() < until; requests++) {
+        const answer = replica.authenticateSync(secret, '10.0.0.7');
+        assert.equal((answer as Principal | undefined)?.keyId, key.id, `request ${requests} was not answered from memory`);
+        await sleep(5);
+      }
+      assert.ok(lookups >= 3 && lookups <= 8, `${lookups} store reads for ${requests} requests in 600 ms`);
+      // Revoked on the other replica: no answer from memory may vouch for the key once keyCacheSeconds have passed since.
+      await other.admin.revokeKey(key.id);
+      const revokedAt = Date.now();
+      let refused = false;
+      while (Date.now() < revokedAt + 500) {
+        const sentAt = Date.now();
+        const answer = replica.authenticateSync(secret, '10.0.0.7');
+        if (answer === undefined || answer instanceof InferaError) {
+          refused = true;
+          if (answer) assert.match(answer.message, /revoked/);
+        } else assert.ok(sentAt < revokedAt + 200, `key still accepted ${sentAt - revokedAt} ms after its revoke`);
+        await sleep(5);
+      }
+      assert.ok(refused);
+      await rejects(replica.authenticate(secret, '10.0.0.7'), 401, /revoked/);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+test('a keyless server reads "no key yet" again before it expires: memory answers throughout, and a key created elsewhere is required within keyCacheSeconds', async () => {
+  await withGate({ platform: { keyCacheSeconds: 0.2 } }, async (replica, dir) => {
+    const config = configSchema.parse({ storage: { dataDir: dir }, platform: { keyCacheSeconds: 0.2 } });
+    const other = await createGate(config, silent);
+    try {
+      assert.equal((await replica.authenticate(undefined, '127.0.0.1')).keyId, 'anonymous');
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      for (const until = Date.now() + 600; Date.now() < until; ) {
+        assert.equal((replica.authenticateSync(undefined, '127.0.0.1') as Principal | undefined)?.keyId, 'anonymous');
+        await sleep(5);
+      }
+      await other.admin.createKey({ name: 'first', accountId: 'acme' });
+      const createdAt = Date.now();
+      let required = false;
+      while (Date.now() < createdAt + 500) {
+        const sentAt = Date.now();
+        const answer = replica.authenticateSync(undefined, '127.0.0.1');
+        if (answer === undefined || answer instanceof InferaError) required = true;
+        else assert.ok(sentAt < createdAt + 200, `keyless request still served ${sentAt - createdAt} ms after a key was created`);
+        await sleep(5);
+      }
+      assert.ok(required);
+      await rejects(replica.authenticate(undefined, '127.0.0.1'), 401, /Missing API key/);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
 test('stored keys: secret shown once, hash stored, revoke, expiry, model allow-list', async () => {
   await withGate({}, async (gate, dir) => {
     const { key, secret } = await gate.admin.createKey({ name: 'ci', accountId: 'acme', models: ['tiny/chat'] });

@@ -68,6 +68,8 @@ interface CachedKey {
   record: KeyRecord;
   principal: Principal;
   fetchedAt: number;
+  /** A background read of the key is out (or failed: the entry then just expires). */
+  refreshing: boolean;
 }
 
 export class PlatformGate implements Gate {
@@ -85,6 +87,8 @@ export class PlatformGate implements Gate {
   private readonly now: () => number;
   private readonly keyCacheMs: number;
   private readonly keyCache = new Map<string, CachedKey>();
+  /** Bumped by invalidate(): a background key read that began before it does not put its answer back. */
+  private keyGeneration = 0;
   /**
    * Hashes the store did not know, with when it said so: a client retrying a wrong key (or a scan of
    * guessed ones) costs a map lookup instead of a store query per request (the 401 cost 1.5× a served
@@ -121,7 +125,7 @@ export class PlatformGate implements Gate {
   /** The first heartbeat (and startup reconciliation); reservations wait for it. */
   private readonly ready: Promise<void>;
   private readonly heartbeatTimer: NodeJS.Timeout;
-  private storeHasKeys: { value: boolean; fetchedAt: number } | undefined;
+  private storeHasKeys: { value: boolean; fetchedAt: number; refreshing: boolean } | undefined;
   private countersDown = false;
   /** The last heartbeat failed: the durable store did not answer (readiness reads this, no query of its own). */
   private storeDown = false;
@@ -188,6 +192,7 @@ export class PlatformGate implements Gate {
 
   /** Forget cached keys and balances (after a key or balance change in this process). Reservations always take from the store. */
   invalidate(): void {
+    this.keyGeneration++;
     this.keyCache.clear();
     this.balanceSeen.clear();
     this.unknownKeys.clear();
@@ -198,8 +203,25 @@ export class PlatformGate implements Gate {
   private anyKeyKnown(now: number): boolean | undefined {
     if (this.staticHashes.length > 0) return true;
     // Once a key exists the answer cannot flip back (revoked keys still count), so only "no" is re-checked.
-    if (this.storeHasKeys && (this.storeHasKeys.value || now - this.storeHasKeys.fetchedAt < this.keyCacheMs)) return this.storeHasKeys.value;
-    return undefined;
+    const known = this.storeHasKeys;
+    if (!known) return undefined;
+    if (known.value) return true;
+    const age = now - known.fetchedAt;
+    if (age >= this.keyCacheMs) return undefined;
+    // "No key yet" is read again in the background at half its life, as a key in use is (refreshKey).
+    if (!known.refreshing && age >= this.keyCacheMs / 2) this.refreshAnyKey(known, now);
+    return false;
+  }
+
+  private refreshAnyKey(known: NonNullable<PlatformGate['storeHasKeys']>, now: number): void {
+    known.refreshing = true;
+    const generation = this.keyGeneration;
+    this.store.listKeys().then(
+      (keys) => {
+        if (this.keyGeneration === generation && this.storeHasKeys === known) this.storeHasKeys = { value: keys.length > 0, fetchedAt: now, refreshing: false };
+      },
+      () => {},
+    );
   }
 
   private async anyKeyExists(): Promise<boolean> {
@@ -207,7 +229,7 @@ export class PlatformGate implements Gate {
     const known = this.anyKeyKnown(now);
     if (known !== undefined) return known;
     const value = (await this.store.listKeys()).length > 0;
-    this.storeHasKeys = { value, fetchedAt: now };
+    this.storeHasKeys = { value, fetchedAt: now, refreshing: false };
     return value;
   }
 
@@ -232,7 +254,46 @@ export class PlatformGate implements Gate {
       if (unknownAt !== undefined && now - unknownAt < this.keyCacheMs) return INVALID_KEY;
       return undefined;
     }
+    if (!cached.refreshing && now - cached.fetchedAt >= this.keyCacheMs / 2) this.refreshKey(hash, cached, now);
     return this.usable(cached, now);
+  }
+
+  /**
+   * A key in use is read again in the background once its entry is half keyCacheSeconds old, so it never
+   * expires while requests keep coming. Expired, the next request found no key in memory: the HTTP layer
+   * then sent it through Fastify's route (an AbortSignal, the async key read), once per key every
+   * keyCacheSeconds, and those other shapes in the shared serving and upstream code made V8 throw away
+   * and recompile the proxied path's optimised code each time (docs/BENCHMARKS.md, gw9). Revocation is
+   * seen as before or sooner: no request is judged on a read older than keyCacheSeconds (the entry's time
+   * is when its read began), and a key deleted meanwhile leaves the cache for the store's 401.
+   */
+  private refreshKey(hash: string, cached: CachedKey, now: number): void {
+    cached.refreshing = true;
+    const generation = this.keyGeneration;
+    this.store.findKeyByHash(hash).then(
+      (record) => {
+        if (this.keyGeneration !== generation || this.keyCache.get(hash) !== cached) return;
+        if (!record || !sameHash(record.hash, hash)) this.keyCache.delete(hash);
+        else this.keyCache.set(hash, this.cachedKey(record, now));
+      },
+      // The store did not answer: the entry expires when it would have, and the request after asks the store.
+      () => {},
+    );
+  }
+
+  private cachedKey(record: KeyRecord, fetchedAt: number): CachedKey {
+    return {
+      record,
+      fetchedAt,
+      refreshing: false,
+      principal: {
+        accountId: record.accountId,
+        keyId: record.id,
+        keyName: record.name,
+        ...(record.models ? { allowedModels: record.models } : {}),
+        ...(record.limits ? { limits: record.limits as Limits } : {}),
+      },
+    };
   }
 
   async authenticate(secret: string | undefined, remoteAddress: string): Promise<Principal> {
@@ -263,17 +324,7 @@ export class PlatformGate implements Gate {
         throw INVALID_KEY;
       }
       this.unknownKeys.delete(hash);
-      cached = {
-        record,
-        fetchedAt: now,
-        principal: {
-          accountId: record.accountId,
-          keyId: record.id,
-          keyName: record.name,
-          ...(record.models ? { allowedModels: record.models } : {}),
-          ...(record.limits ? { limits: record.limits as Limits } : {}),
-        },
-      };
+      cached = this.cachedKey(record, now);
       if (this.keyCache.size > 10_000) this.keyCache.clear();
       this.keyCache.set(hash, cached);
     }
