@@ -5,16 +5,18 @@
 // alternating. CPU time of this process (1 decode thread, idle while choosing) rather than wall time:
 // on a shared box it is the steadier figure. Reaches into the runner's private choose(). Not a test.
 //
-// Usage: node --import tsx bench/choose-cpu.ts [--rounds 3] [--calls 300]
+// Usage: node --import tsx bench/choose-cpu.ts [--rounds 3] [--calls 300] [--model chat-512x8-vocab152k | chat-512x8]
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openLlamaLibrary } from '../src/engines/llama-cpp/ffi/library.ts';
 import { LlamaRunner, type SamplingSpec } from '../src/engines/llama-cpp/ffi/runner.ts';
-import { ensureBenchModel } from '../src/tiny-models/index.ts';
+import { type BenchModelKind, ensureBenchModel } from '../src/tiny-models/index.ts';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, calls: { type: 'string', default: '300' } } });
-const path = await ensureBenchModel('chat-512x8-vocab152k', join(tmpdir(), 'infera-bench-models'));
+const { values } = parseArgs({
+  options: { rounds: { type: 'string', default: '3' }, calls: { type: 'string', default: '300' }, model: { type: 'string', default: 'chat-512x8-vocab152k' } },
+});
+const path = await ensureBenchModel(values.model as BenchModelKind, join(tmpdir(), 'infera-bench-models'));
 const lib = await openLlamaLibrary();
 const options = { contextSize: 256, sequences: 1, threads: 1, decodeOn: 'loop' as const };
 const runners = { fast: LlamaRunner.load(lib, path, options), plain: LlamaRunner.load(lib, path, { ...options, fastSampling: false }) };
@@ -41,7 +43,9 @@ for (const [name, sampling] of Object.entries(chains)) {
       const sampler = inner.createSampler(sampling);
       // A full penalty window of distinct tokens, as after 256 tokens of real text (the choices below
       // would otherwise fill it with a few tokens chosen again and again).
-      for (let token = 1000; token < 1256; token++) {
+      // (From token 1000 on the 152k vocabulary; on a small one, from token 1.)
+      const first = runner.vocabSize > 1256 ? 1000 : 1;
+      for (let token = first; token < Math.min(first + 256, runner.vocabSize); token++) {
         lib.api.llama_sampler_accept(sampler.chain, token);
         sampler.penalties?.accept(token);
       }

@@ -6,6 +6,7 @@
 //
 // Usage: node --import tsx bench/step-probe.ts [--bin a/bin/infera.js,b/bin/infera.js] [--model chat-512x8]
 //          [--threads 2] [--tokens 128] [--rounds 6] [--engine '{"cpuBackend":"native"}' | '[{...},{...}]'] [--port 27600]
+//          [--env '[{},{"NAME":"value"}]']   (extra environment per server, one object per --bin entry)
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
@@ -24,6 +25,8 @@ const { values } = parseArgs({
     tokens: { type: 'string', default: '128' },
     rounds: { type: 'string', default: '6' },
     engine: { type: 'string', default: '{}' },
+    /** Extra environment per server (one object per --bin entry), e.g. to A/B an engine-process setting on one build. */
+    env: { type: 'string', default: '[]' },
     port: { type: 'string', default: '27600' },
   },
 });
@@ -78,7 +81,8 @@ interface Server {
   port: number;
   child: ChildProcess;
 }
-function start(bin: string, engine: Record<string, unknown>, port: number): Server {
+const extraEnv = JSON.parse(values.env!) as Record<string, string>[];
+function start(bin: string, engine: Record<string, unknown>, port: number, env: Record<string, string> = {}): Server {
   const dataDir = mkdtempSync(join(tmpdir(), 'step-probe-'));
   const config = {
     server: { logLevel: process.env.STEP_PROBE_STDOUT ? 'debug' : 'warn', maxRequestsPerSocket: 0 },
@@ -87,10 +91,10 @@ function start(bin: string, engine: Record<string, unknown>, port: number): Serv
   };
   writeFileSync(join(dataDir, 'infera.yaml'), toYaml(config));
   const child = spawn(process.execPath, [bin, 'serve', '--config', join(dataDir, 'infera.yaml'), '--port', String(port)], {
-    env: { ...process.env, INFERA_API_KEY: '', INFERA_CONFIG: '', INFERA_DATA_DIR: dataDir },
+    env: { ...process.env, ...env, INFERA_API_KEY: '', INFERA_CONFIG: '', INFERA_DATA_DIR: dataDir },
     stdio: ['ignore', process.env.STEP_PROBE_STDOUT ? 'inherit' : 'ignore', 'inherit'],
   });
-  return { label: `${bin} ${JSON.stringify(engine)}`, bin, port, child };
+  return { label: `${bin} ${JSON.stringify(engine)}${Object.keys(env).length ? ` ${JSON.stringify(env)}` : ''}`, bin, port, child };
 }
 
 let counter = 0;
@@ -123,7 +127,7 @@ async function ready(server: Server): Promise<void> {
   throw new Error(`${server.label} did not answer`);
 }
 
-const servers = bins.map((bin, i) => start(bin, engineOptions[i]!, Number(values.port) + i));
+const servers = bins.map((bin, i) => start(bin, engineOptions[i]!, Number(values.port) + i, extraEnv[i]));
 process.on('exit', () => {
   for (const server of servers) server.child.kill('SIGKILL');
 });
