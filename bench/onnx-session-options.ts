@@ -8,7 +8,8 @@
 //
 // Usage: node --import tsx bench/onnx-session-options.ts [--tokens 22] [--rows 1] [--calls 60] [--gap-ms 1]
 //          [--variants '[{"name":"sleep","threads":2,"config":{"session.intra_op.allow_spinning":"0"}}, …]']
-//          (a variant's "model": another .onnx file with the same inputs, for exports written differently)
+//          (a variant's "model": another .onnx file with the same inputs, for exports written differently;
+//          its "options": other session options, e.g. {"executionMode":"parallel","interOpNumThreads":2})
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +38,8 @@ interface Variant {
   config?: Record<string, string>;
   /** Another model file with the same inputs (e.g. the export as ONNX Runtime's transformer optimizer writes it). */
   model?: string;
+  /** Other session options, merged over the defaults below (e.g. {"executionMode":"parallel","interOpNumThreads":2}). */
+  options?: Record<string, unknown>;
 }
 // The defaults: today's setting, `onnx.spin`, and one thread.
 const variants: Variant[] = values.variants
@@ -88,6 +91,7 @@ for (const variant of variants) {
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       extra: nested(variant.config ?? {}),
+      ...variant.options,
     }),
   );
   poolThreads.push([...tids()].filter((tid) => !before.has(tid)));
