@@ -188,8 +188,8 @@ test('a key revoked on another replica is refused once keyCacheSeconds have pass
 test('a key in use is read again before its entry expires: memory answers throughout, and a revoke elsewhere is still seen within keyCacheSeconds', async () => {
   // Expired, a key sent through the quick HTTP path went through Fastify's route instead (authenticateSync
   // answered undefined), once per keyCacheSeconds: that detour made V8 recompile the proxied path (gw9).
-  await withGate({ platform: { keyCacheSeconds: 0.2 } }, async (replica, dir) => {
-    const config = configSchema.parse({ storage: { dataDir: dir }, platform: { keyCacheSeconds: 0.2 } });
+  await withGate({ platform: { keyCacheSeconds: 1 } }, async (replica, dir) => {
+    const config = configSchema.parse({ storage: { dataDir: dir }, platform: { keyCacheSeconds: 1 } });
     const other = await createGate(config, silent);
     try {
       const { key, secret } = await other.admin.createKey({ name: 'shared', accountId: 'acme' });
@@ -202,26 +202,27 @@ test('a key in use is read again before its entry expires: memory answers throug
         return find(hash);
       };
       const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-      // Three lifetimes of the entry, a request every 5 ms: each answered from memory, with a store read
-      // per half lifetime or so, not one per request.
+      // Two and a half lifetimes of the entry (1 s: a background read has half of it, 500 ms, to come back
+      // even on a loaded CI box), a request every 5 ms: each answered from memory, with a store read per
+      // half lifetime or so, not one per request.
       let requests = 0;
-      for (const until = Date.now() + 600; Date.now() < until; requests++) {
+      for (const until = Date.now() + 2500; Date.now() < until; requests++) {
         const answer = replica.authenticateSync(secret, '10.0.0.7');
         assert.equal((answer as Principal | undefined)?.keyId, key.id, `request ${requests} was not answered from memory`);
         await sleep(5);
       }
-      assert.ok(lookups >= 3 && lookups <= 8, `${lookups} store reads for ${requests} requests in 600 ms`);
+      assert.ok(lookups >= 3 && lookups <= 10, `${lookups} store reads for ${requests} requests in 2.5 s`);
       // Revoked on the other replica: no answer from memory may vouch for the key once keyCacheSeconds have passed since.
       await other.admin.revokeKey(key.id);
       const revokedAt = Date.now();
       let refused = false;
-      while (Date.now() < revokedAt + 500) {
+      while (Date.now() < revokedAt + 1500) {
         const sentAt = Date.now();
         const answer = replica.authenticateSync(secret, '10.0.0.7');
         if (answer === undefined || answer instanceof InferaError) {
           refused = true;
           if (answer) assert.match(answer.message, /revoked/);
-        } else assert.ok(sentAt < revokedAt + 200, `key still accepted ${sentAt - revokedAt} ms after its revoke`);
+        } else assert.ok(sentAt < revokedAt + 1000, `key still accepted ${sentAt - revokedAt} ms after its revoke`);
         await sleep(5);
       }
       assert.ok(refused);
@@ -233,24 +234,24 @@ test('a key in use is read again before its entry expires: memory answers throug
 });
 
 test('a keyless server reads "no key yet" again before it expires: memory answers throughout, and a key created elsewhere is required within keyCacheSeconds', async () => {
-  await withGate({ platform: { keyCacheSeconds: 0.2 } }, async (replica, dir) => {
-    const config = configSchema.parse({ storage: { dataDir: dir }, platform: { keyCacheSeconds: 0.2 } });
+  await withGate({ platform: { keyCacheSeconds: 1 } }, async (replica, dir) => {
+    const config = configSchema.parse({ storage: { dataDir: dir }, platform: { keyCacheSeconds: 1 } });
     const other = await createGate(config, silent);
     try {
       assert.equal((await replica.authenticate(undefined, '127.0.0.1')).keyId, 'anonymous');
       const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-      for (const until = Date.now() + 600; Date.now() < until; ) {
+      for (const until = Date.now() + 2500; Date.now() < until; ) {
         assert.equal((replica.authenticateSync(undefined, '127.0.0.1') as Principal | undefined)?.keyId, 'anonymous');
         await sleep(5);
       }
       await other.admin.createKey({ name: 'first', accountId: 'acme' });
       const createdAt = Date.now();
       let required = false;
-      while (Date.now() < createdAt + 500) {
+      while (Date.now() < createdAt + 1500) {
         const sentAt = Date.now();
         const answer = replica.authenticateSync(undefined, '127.0.0.1');
         if (answer === undefined || answer instanceof InferaError) required = true;
-        else assert.ok(sentAt < createdAt + 200, `keyless request still served ${sentAt - createdAt} ms after a key was created`);
+        else assert.ok(sentAt < createdAt + 1000, `keyless request still served ${sentAt - createdAt} ms after a key was created`);
         await sleep(5);
       }
       assert.ok(required);
