@@ -380,6 +380,24 @@ for (const [name, pathOf] of [
   });
 }
 
+test("embedding entries: a lone input decodes on the loop in an engine process as llamaCpp.decodeOn says (default loop), on koffi's worker in the server process", async () => {
+  const noLlama = () => assert.fail('the FFI embedding model asked for a Llama');
+  const cases = [
+    { placement: 'loop', llamaCpp: {}, loop: 1 },
+    { placement: 'loop', llamaCpp: { decodeOn: 'worker' }, loop: 0 },
+    { placement: 'worker', llamaCpp: {}, loop: 0 },
+  ] as const;
+  for (const { placement, llamaCpp, loop } of cases) {
+    const loaded = await loadLlamaCppEmbeddingModel(config(paths.embedding, 'ffi', { threads: 2, ...llamaCpp }), undefined, { llama: noLlama, decodeOn: placement });
+    try {
+      await loaded.model.doEmbed({ inputs: [{ text: TEXTS[0]! }], signal: signal() });
+      assert.deepEqual([loaded.model.encoderStats!.decodes, loaded.model.encoderStats!.loopDecodes], [1, loop], `${placement} ${JSON.stringify(llamaCpp)}`);
+    } finally {
+      await loaded.dispose();
+    }
+  }
+});
+
 test("ggufInfo (Infera's header check) reads what node-llama-cpp's GGUF reader reads for the encoder loads", async () => {
   const { readGgufFileInfo } = await import('node-llama-cpp');
   const qwen3Reranker = await ensureTinyQwen3Reranker(join(tmpdir(), `infera-test-data-${process.env.INFERA_TEST_RUN ?? 'shared'}`, 'tiny-models'));

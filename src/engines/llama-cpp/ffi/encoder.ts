@@ -312,11 +312,12 @@ export class LlamaEncoder {
 
   /**
    * The encoder of an embedding or reranker model entry: its `llamaCpp` options mapped onto the encoder's.
-   * Entries decode on koffi's worker, also in an engine process of their own: on the loop there (two
-   * thread hand-offs fewer per request: 9.4 → 3.5 voluntary context switches a request at 1 client) the
-   * HTTP wall time at 1 client, 1 thread, was longer in 5 of 5 alternating rounds (44.6-55.1 ms against
-   * 40.0-52.1, same CPU; docs/BENCHMARKS.md, embed1), and not explained; in process both measure the same.
-   * (LlamaEncoder.load still takes `decodeOn: 'loop'`.)
+   * `decodeOn`: where the caller lets lone decodes run. Embedding entries in an engine process of their own
+   * pass llamaCpp.decodeOn (default 'loop'): at 2 threads, 1 client, a lone input decoded on the engine's
+   * loop thread served 1.03-1.08x llama-server's embeddings/s where koffi's worker served 0.85x (quiet box,
+   * docs/BENCHMARKS.md, emb8): one thread hand-off fewer each way, and one thread fewer wanting a core
+   * while the decode's two threads run. (At 1 thread on a busy box, embed1 had seen the loop slower.)
+   * Rerankers and the server process keep the worker.
    */
   static forModel(
     lib: LlamaLibrary,
