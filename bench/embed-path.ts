@@ -21,6 +21,7 @@ import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
 import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
+import { type EmbedInputs, sentences } from './embed-inputs.ts';
 import { postJson } from './http-post.ts';
 
 const { values } = parseArgs({
@@ -35,6 +36,10 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '200' },
     rounds: { type: 'string', default: '3' },
     words: { type: 'string', default: '12' },
+    /** Whose sentences: 'path' (this bench's, ~33 tokens) or 'vs' (vs-llama-server's embeddings part, ~22 tokens): bench/embed-inputs.ts. */
+    inputs: { type: 'string', default: 'path' },
+    /** A round ends after this many seconds even if its requests are not all sent (0: no cap): on a loaded box a collapsed round otherwise takes minutes. */
+    'round-seconds': { type: 'string', default: '0' },
     /** Concurrent clients, each sending --requests / clients requests one after another (default 1: the path of one request). */
     clients: { type: 'string', default: '1' },
     strace: { type: 'string', default: '0' },
@@ -51,6 +56,7 @@ const rounds = Number(values.rounds);
 const words = Number(values.words);
 const clients = Number(values.clients);
 const straceRequests = Number(values.strace);
+const roundCapMs = Number(values['round-seconds']) * 1000;
 const engineArg = JSON.parse(values['infera-engine']!) as Record<string, unknown> | Record<string, unknown>[];
 /** The llamaCpp block's extra options of the bin at `index` (one object for all, or one per bin). */
 const engineOf = (index: number): Record<string, unknown> => (Array.isArray(engineArg) ? (engineArg[index] ?? {}) : engineArg);
@@ -59,7 +65,8 @@ const onnxOptionsArg = JSON.parse(values['onnx-options']!) as Record<string, unk
 const onnxOptionsOf = (index: number): Record<string, unknown> => (Array.isArray(onnxOptionsArg) ? (onnxOptionsArg[index] ?? {}) : onnxOptionsArg);
 const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
 const work = mkdtempSync(join(tmpdir(), 'infera-embed-path-'));
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * q)]!;
+const median = (xs: number[]) => quantile(xs, 0.5);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let port = Number(values.port);
 
@@ -70,9 +77,7 @@ interface Server {
   model: string;
 }
 
-const VOCAB = 'the quick brown fox jumps over lazy dog sea light keeper night storm ship rock wave harbour bell'.split(' ');
-let counter = 0;
-const sentence = () => `${++counter} ${Array.from({ length: words - 1 }, (_, i) => VOCAB[(counter * 7 + i * 3) % VOCAB.length]).join(' ')}`;
+const sentence = sentences(values.inputs as EmbedInputs, words);
 
 function spawnInfera(bin: string, modelPath: string, label: string, onnxOptions: Record<string, unknown>, engine: Record<string, unknown>): Server {
   const dataDir = mkdtempSync(join(work, 'infera-'));
@@ -185,7 +190,7 @@ async function measure(server: Server): Promise<Round> {
   const started = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async () => {
-      for (let i = 0; i < Math.ceil(requests / clients); i++) {
+      for (let i = 0; i < Math.ceil(requests / clients) && (roundCapMs === 0 || performance.now() - started < roundCapMs); i++) {
         const t0 = performance.now();
         await embed(server);
         wallMs.push(performance.now() - t0);
@@ -251,14 +256,14 @@ try {
   }
   if (values['llama-bin']) servers.push(spawnLlama(values['llama-bin'], modelPath));
   for (const server of servers) await ready(server);
-  console.log(`embed-path: ${new Date().toISOString()}, ${threads} threads, ${clients} client(s), ${requests} requests/round, ${words}-word inputs; ${servers.map((s) => s.label).join(', ')}; bins ${inferaBins.join(', ')}`);
+  console.log(`embed-path: ${new Date().toISOString()}, ${threads} threads, ${clients} client(s), ${requests} requests/round, ${words}-word inputs (${values.inputs}); ${servers.map((s) => s.label).join(', ')}; bins ${inferaBins.join(', ')}`);
   const results = new Map<string, Round[]>(servers.map((s) => [s.label, []]));
   for (let round = 0; round < rounds; round++)
     for (const server of round % 2 ? [...servers].reverse() : servers) {
       const r = await measure(server);
       results.get(server.label)!.push(r);
       console.log(
-        `round ${round + 1} ${server.label}: wall p50 ${median(r.wallMs).toFixed(2)} ms, ${r.rate.toFixed(1)} requests/s, CPU ${(r.totalCpuUs / 1000).toFixed(2)} ms/request, load ${r.load.toFixed(2)}`,
+        `round ${round + 1} ${server.label}: wall p50 ${median(r.wallMs).toFixed(2)} ms (p10 ${quantile(r.wallMs, 0.1).toFixed(2)}), ${r.rate.toFixed(1)} requests/s, CPU ${(r.totalCpuUs / 1000).toFixed(2)} ms/request, load ${r.load.toFixed(2)}`,
       );
     }
   for (const server of servers) {
@@ -269,9 +274,11 @@ try {
       .filter(([, us, sw]) => us >= 10 || sw >= 0.05)
       .sort((a, b) => b[1] - a[1]);
     console.log(
-      `\n${server.label}: wall p50 ${median(rs.map((r) => median(r.wallMs))).toFixed(2)} ms (rounds ${rs.map((r) => median(r.wallMs).toFixed(2)).join(' / ')}), ` +
+      `\n${server.label}: wall p50 ${median(rs.map((r) => median(r.wallMs))).toFixed(2)} ms (rounds ${rs.map((r) => median(r.wallMs).toFixed(2)).join(' / ')}; p10 ${rs.map((r) => quantile(r.wallMs, 0.1).toFixed(2)).join(' / ')}), ` +
         `CPU ${(median(rs.map((r) => r.totalCpuUs)) / 1000).toFixed(2)} ms/request`,
     );
+    const best = rs.reduce((a, b) => (b.rate > a.rate ? b : a));
+    console.log(`  best round: ${best.rate.toFixed(1)} requests/s, wall p50 ${median(best.wallMs).toFixed(2)} ms, CPU ${(best.totalCpuUs / 1000).toFixed(2)} ms/request, load ${best.load.toFixed(2)}`);
     const allSwitches = median(rs.map((r) => [...r.switches.values()].reduce((a, b) => a + b, 0)));
     console.log(`  voluntary context switches, all threads: ${allSwitches.toFixed(2)} per request`);
     for (const [name, us, sw] of rows) console.log(`  ${name.padEnd(34)} ${us.toFixed(0).padStart(6)} µs/request, ${sw.toFixed(2)} switches/request`);

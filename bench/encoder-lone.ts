@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { LlamaEncoder, type EncoderOptions } from '../src/engines/llama-cpp/ffi/encoder.ts';
 import { openLlamaLibrary } from '../src/engines/llama-cpp/ffi/library.ts';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
+import { type EmbedInputs, sentences } from './embed-inputs.ts';
 
 const { values } = parseArgs({
   options: {
@@ -23,6 +24,8 @@ const { values } = parseArgs({
     /** Inputs queued together per step (1: a lone client). */
     batch: { type: 'string', default: '1' },
     words: { type: 'string', default: '12' },
+    /** Whose sentences: 'path' (embed-path's, ~33 tokens) or 'vs' (vs-llama-server's, ~22 tokens): bench/embed-inputs.ts. */
+    inputs: { type: 'string', default: 'path' },
     block: { type: 'string', default: '20' },
     variants: { type: 'string' },
     model: { type: 'string', default: 'bert-384x12-embed' },
@@ -42,9 +45,7 @@ const lib = await openLlamaLibrary();
 const encoders = variants.map((variant) =>
   LlamaEncoder.load(lib, path, { contextSize: 512, sequences: 32, threads, pooling: 'model', decodeOn: 'worker', ...variant }),
 );
-const VOCAB = 'the quick brown fox jumps over lazy dog sea light keeper night storm ship rock wave harbour bell'.split(' ');
-let counter = 0;
-const sentence = () => `${++counter} ${Array.from({ length: Number(values.words) - 1 }, (_, i) => VOCAB[(counter * 7 + i * 3) % VOCAB.length]).join(' ')}`;
+const sentence = sentences(values.inputs as EmbedInputs, Number(values.words));
 
 /** This process's CPU µs (every thread: the pool's workers included). */
 const processCpuUs = () => {
@@ -90,7 +91,9 @@ for (const [v, variant] of variants.entries())
     `  ${variant.name.padEnd(28)} wall p50 ${q(walls[v]!, 0.5).toFixed(2)} ms, p10 ${q(walls[v]!, 0.1).toFixed(2)}, p90 ${q(walls[v]!, 0.9).toFixed(2)}; CPU per encode: in the call ${(cpuCall[v]! / n / 1000).toFixed(2)} ms, with the gap ${(cpuBlock[v]! / n / 1000).toFixed(2)} ms`,
   );
 for (const [v, variant] of variants.entries()) {
-  const { decodes, smallDecodes, splitDecodes, fallbackDecodes } = encoders[v]!.stats;
-  console.log(`  ${variant.name.padEnd(28)} decodes ${decodes}: on the plain-attention context ${smallDecodes}, split ${splitDecodes}, on half the threads after a collapse ${fallbackDecodes}`);
+  const { decodes, smallDecodes, splitDecodes, fallbackDecodes, loopDecodes } = encoders[v]!.stats;
+  console.log(
+    `  ${variant.name.padEnd(28)} decodes ${decodes}: on the plain-attention context ${smallDecodes}, split ${splitDecodes}, on half the threads after a collapse ${fallbackDecodes}, on the loop ${loopDecodes}`,
+  );
 }
 for (const encoder of encoders) await encoder.dispose();

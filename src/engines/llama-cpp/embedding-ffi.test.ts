@@ -147,6 +147,26 @@ test('ffi encoder: a lone lane of 2 threads decodes a batch over SPLIT_TOKENS as
   }
 });
 
+test("ffi encoder on the loop, a lone 2-thread lane: a lone input decodes on the loop on both threads, split halves on koffi's workers, with the worker's vectors", async () => {
+  const options = { contextSize: 256, sequences: 16, threads: 2, pooling: 'model', plainAttentionForSmallBatches: false, loneFallbackFactor: 0 } as const;
+  const onLoop = LlamaEncoder.load(lib, paths.embedding, { ...options, decodeOn: 'loop' });
+  const onWorker = LlamaEncoder.load(lib, paths.embedding, options);
+  try {
+    assert.equal(onLoop.decodeOn, 'loop', 'the helper context does not make the lane decode on the worker');
+    const inputs = [...TEXTS, ...TEXTS].map((text) => onLoop.framed(onLoop.tokenize(`${text} ${text} ${text}`)));
+    const lone = await onLoop.encode(inputs[0]!);
+    assert.deepEqual([onLoop.stats.decodes, onLoop.stats.loopDecodes, onLoop.stats.splitDecodes], [1, 1, 0]);
+    const halves = await Promise.all(inputs.map((tokens) => onLoop.encode(tokens)));
+    assert.deepEqual([onLoop.stats.decodes, onLoop.stats.loopDecodes, onLoop.stats.splitDecodes], [3, 1, 2], 'the two halves ran on the workers');
+    const reference = await Promise.all(inputs.map((tokens) => onWorker.encode(tokens)));
+    assert.equal(onWorker.stats.loopDecodes, 0);
+    for (const [i, vector] of halves.entries()) assert.ok(maxDifference(vector, reference[i]!) < 1e-6, `input ${i}`);
+    assert.ok(maxDifference(lone, await onWorker.encode(inputs[0]!)) < 1e-6);
+  } finally {
+    await Promise.all([onLoop.dispose(), onWorker.dispose()]);
+  }
+});
+
 test("ffi encoder: a lone 2-thread lane's second worker keeps polling after a whole decode, as llama-server's does, and sleeps once batches are split", async (t) => {
   if (!lib.pauseThreadpool) {
     t.skip('ggml_threadpool_pause not found (the CPU backend library is not in /proc/self/maps): the lane polls at level 0, as before');
@@ -359,6 +379,24 @@ for (const [name, pathOf] of [
     }
   });
 }
+
+test("embedding entries: a lone input decodes on the loop in an engine process as llamaCpp.decodeOn says (default loop), on koffi's worker in the server process", async () => {
+  const noLlama = () => assert.fail('the FFI embedding model asked for a Llama');
+  const cases = [
+    { placement: 'loop', llamaCpp: {}, loop: 1 },
+    { placement: 'loop', llamaCpp: { decodeOn: 'worker' }, loop: 0 },
+    { placement: 'worker', llamaCpp: {}, loop: 0 },
+  ] as const;
+  for (const { placement, llamaCpp, loop } of cases) {
+    const loaded = await loadLlamaCppEmbeddingModel(config(paths.embedding, 'ffi', { threads: 2, ...llamaCpp }), undefined, { llama: noLlama, decodeOn: placement });
+    try {
+      await loaded.model.doEmbed({ inputs: [{ text: TEXTS[0]! }], signal: signal() });
+      assert.deepEqual([loaded.model.encoderStats!.decodes, loaded.model.encoderStats!.loopDecodes], [1, loop], `${placement} ${JSON.stringify(llamaCpp)}`);
+    } finally {
+      await loaded.dispose();
+    }
+  }
+});
 
 test("ggufInfo (Infera's header check) reads what node-llama-cpp's GGUF reader reads for the encoder loads", async () => {
   const { readGgufFileInfo } = await import('node-llama-cpp');

@@ -30,7 +30,8 @@ export interface LlamaCppLoadOptions {
   /**
    * Chat on the FFI runner: where llama_decode runs (see RunnerOptions.decodeOn). An engine process
    * of its own passes 'loop'; the default, 'worker', keeps a shared event loop free during decodes.
-   * The FFI encoders of embedding and reranker entries decode on the worker either way (LlamaEncoder.forModel).
+   * The FFI encoder of an embedding entry in an engine process decodes a lone input where llamaCpp.decodeOn
+   * says (LlamaEncoder.forModel); reranker entries decode on the worker either way.
    */
   decodeOn?: 'loop' | 'worker';
   /**
@@ -201,14 +202,14 @@ async function loadOnNodeLlamaCpp(
 async function loadOnFfi(
   config: LlamaCppModelConfig,
   onProgress: LoadProgress | undefined,
-  { signal }: LlamaCppLoadOptions,
+  { signal, decodeOn }: LlamaCppLoadOptions,
   lib: LlamaLibrary,
 ): Promise<LoadedModel<LlamaCppEmbeddingModel>> {
   const info = await ggufInfo(config.path);
   let encoder: LlamaEncoder | undefined;
   try {
     signal?.throwIfAborted();
-    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model');
+    encoder = LlamaEncoder.forModel(lib, config.path, config.llamaCpp, 'model', decodeOn === 'loop' ? config.llamaCpp.decodeOn : 'worker');
     refuseReranker(config, info, supportsRanking(info, encoder.special));
     onProgress?.(1);
     const loadedEncoder = encoder;

@@ -52,7 +52,8 @@ export interface EncoderOptions {
   /**
    * As RunnerOptions.decodeOn: on the calling thread ('loop') or koffi's worker ('worker', the default,
    * and what model entries get: see forModel). Several lanes always decode on koffi's workers, so that
-   * they run at the same time.
+   * they run at the same time; a lone lane with a helper (splitLargeBatches) decodes on the loop what goes
+   * out alone on all its threads, and its split halves, which run at the same time, on the workers.
    */
   decodeOn?: 'loop' | 'worker';
   /**
@@ -86,6 +87,8 @@ export interface EncoderStats {
   splitDecodes: number;
   /** Of those, small batches decoded on half a lone lane's threads: the first one (the reference), and those after a collapsed whole decode (loneFallbackFactor). */
   fallbackDecodes: number;
+  /** Of those, decodes run on the calling thread (decodeOn 'loop'), not on koffi's worker. */
+  loopDecodes: number;
   /** Inputs evaluated (sequences over all decodes). */
   inputs: number;
   tokens: number;
@@ -196,7 +199,7 @@ export class LlamaEncoder {
   readonly frame: { begin: number | undefined; end: number | undefined };
   readonly special: { bos: number | undefined; eos: number | undefined; sep: number | undefined };
   /** Counters for benchmarks and tests: decodes, inputs and tokens they held. */
-  readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, splitDecodes: 0, fallbackDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0, contexts: 0, contextMs: 0 };
+  readonly stats: EncoderStats = { decodes: 0, smallDecodes: 0, splitDecodes: 0, fallbackDecodes: 0, loopDecodes: 0, inputs: 0, tokens: 0, decodeMs: 0, contexts: 0, contextMs: 0 };
   /** A lone lane with a helper context (lanes[1]) for the second half of a large batch. */
   private readonly split: boolean;
   private readonly api: LlamaBindings;
@@ -231,7 +234,7 @@ export class LlamaEncoder {
     this.loneFallbackFactor = options.loneFallbackFactor ?? LONE_FALLBACK_FACTOR;
     this.split = lanes.some((lane) => lane.helper);
     this.lanesCount = lanes.filter((lane) => !lane.helper).length;
-    this.decodeOn = lanes.length > 1 ? 'worker' : (options.decodeOn ?? 'worker');
+    this.decodeOn = this.lanesCount > 1 ? 'worker' : (options.decodeOn ?? 'worker');
     this.pooling = api.llama_pooling_type(first.context) as number;
     this.outputSize = this.pooling === LLAMA_POOLING_TYPE.rank ? Number(api.llama_model_n_cls_out(model)) : (api.llama_model_n_embd_out(model) as number);
     const id = (token: number) => (token === TOKEN_NULL ? undefined : token);
@@ -309,17 +312,19 @@ export class LlamaEncoder {
 
   /**
    * The encoder of an embedding or reranker model entry: its `llamaCpp` options mapped onto the encoder's.
-   * Entries decode on koffi's worker, also in an engine process of their own: on the loop there (two
-   * thread hand-offs fewer per request: 9.4 → 3.5 voluntary context switches a request at 1 client) the
-   * HTTP wall time at 1 client, 1 thread, was longer in 5 of 5 alternating rounds (44.6-55.1 ms against
-   * 40.0-52.1, same CPU; docs/BENCHMARKS.md, embed1), and not explained; in process both measure the same.
-   * (LlamaEncoder.load still takes `decodeOn: 'loop'`.)
+   * `decodeOn`: where the caller lets lone decodes run. Embedding entries in an engine process of their own
+   * pass llamaCpp.decodeOn (default 'loop'): at 2 threads, 1 client, a lone input decoded on the engine's
+   * loop thread served 1.03-1.08x llama-server's embeddings/s where koffi's worker served 0.85x (quiet box,
+   * docs/BENCHMARKS.md, emb8): one thread hand-off fewer each way, and one thread fewer wanting a core
+   * while the decode's two threads run. (At 1 thread on a busy box, embed1 had seen the loop slower.)
+   * Rerankers and the server process keep the worker.
    */
   static forModel(
     lib: LlamaLibrary,
     path: string,
     options: { contextSize: number; batchSequences: number; threads: number; contexts: number; poll?: number },
     pooling: EncoderOptions['pooling'],
+    decodeOn: 'loop' | 'worker' = 'worker',
   ): LlamaEncoder {
     return LlamaEncoder.load(lib, path, {
       contextSize: options.contextSize,
@@ -327,7 +332,7 @@ export class LlamaEncoder {
       threads: options.threads,
       lanes: options.contexts,
       pooling,
-      decodeOn: 'worker',
+      decodeOn,
       poll: options.poll,
     });
   }
@@ -560,18 +565,22 @@ export class LlamaEncoder {
     // llama_encode: every decode's line went through the log hook, which koffi relays from its worker to
     // the main thread while the decode thread waits (a thread round trip before every decode).
     const run = target.memory ? this.api.llama_decode : this.api.llama_encode;
-    if (this.decodeOn === 'worker') {
+    // A lone lane with a helper decodes on the loop only what goes out alone on the lane ('whole' or
+    // 'fallback'): its split halves run at the same time, so they go to koffi's workers.
+    const onLoop = this.decodeOn === 'loop' && (!this.split || kind !== undefined);
+    if (!onLoop) {
       run.async(target.context, struct, (error: unknown, status: number) => {
         lane.decoding = false;
         if (kind && !error && status === 0) this.noteSmall(kind, performance.now() - t0, n);
-        this.afterDecode(target, error ? -100 : status, jobs, lastIndex, n, t0);
+        this.afterDecode(target, error ? -100 : status, jobs, lastIndex, n, t0, false);
       });
       return;
     }
+    this.stats.loopDecodes++;
     const status = run(target.context, struct) as number;
     lane.decoding = false;
     if (kind && status === 0) this.noteSmall(kind, performance.now() - t0, n);
-    this.afterDecode(target, status, jobs, lastIndex, n, t0);
+    this.afterDecode(target, status, jobs, lastIndex, n, t0, true);
   }
 
   /**
@@ -612,7 +621,7 @@ export class LlamaEncoder {
   }
 
   /** `decoded`: the context that ran the batch (the lane's own or its plain-attention one), whose outputs are read. */
-  private afterDecode(decoded: { context: Pointer; memory: Pointer }, status: number, jobs: Job[], lastIndex: number[], n: number, t0: number): void {
+  private afterDecode(decoded: { context: Pointer; memory: Pointer }, status: number, jobs: Job[], lastIndex: number[], n: number, t0: number, onLoop: boolean): void {
     this.stats.decodeMs += performance.now() - t0;
     this.stats.decodes++;
     this.stats.inputs += jobs.length;
@@ -643,7 +652,7 @@ export class LlamaEncoder {
     // On the loop, the next decode waits one turn: the answers just resolved reach their callers in this
     // turn's microtasks, and what they send (an engine process's outgoing message goes at the end of a
     // turn, by setImmediate) must leave before the loop blocks in the next decode, not after it.
-    if (this.decodeOn === 'loop') setImmediate(() => this.schedule());
+    if (onLoop) setImmediate(() => this.schedule());
     else this.schedule();
   }
 
