@@ -66,14 +66,16 @@ export const llamaCppOptionsSchema = z
      */
     poll: z.number().int().min(0).max(100).default(50),
     /**
-     * Chat on the FFI runner in its engine process: where llama_decode runs. "loop" on the process's
+     * Chat (and embeddings, below) on the FFI runner in its engine process: where llama_decode runs. "loop" on the process's
      * loop thread (the step's JavaScript runs between decodes); "worker" on koffi's worker thread,
      * pipelined (the chat layer and the IPC message of one token run while the next decodes; two thread
      * hand-offs per step and one IPC message per token). On a loaded 2-core box at 1 thread "worker"
      * read +10 % t/s at +20 % engine CPU per token, but on a quiet one it lost every chat-512x8 cell to
      * "loop" by 12-26 % (docs/BENCHMARKS.md, dec7 and the end-of-session run of 2026-12-07 20:14-20:54),
      * so "loop" stays the default. A model in the server process (isolation: none) always decodes on the
-     * worker, pipelined.
+     * worker, pipelined. An embedding model in its engine process follows this too for the inputs its
+     * lone lane decodes whole (on the loop: 1 client 0.85-0.91x -> 1.03-1.08x llama-server, emb8); its
+     * split half-thread decodes and rerankers stay on koffi's workers.
      */
     decodeOn: z.enum(['loop', 'worker']).default('loop'),
     /**
