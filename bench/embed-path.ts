@@ -13,7 +13,7 @@
 //        [--engine onnx --onnx-options '{"spin":true}']   (Infera's ONNX engine on the same weights, bench-embed)
 //        (--onnx-options may be a JSON array, one object per --infera-bin: '[{}, {"sessions":2}]')
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -23,6 +23,7 @@ import { ensureBenchModel } from '../src/tiny-models/index.ts';
 import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
 import { type EmbedInputs, sentences } from './embed-inputs.ts';
 import { postJson } from './http-post.ts';
+import { treeThreads } from './proc-cpu.ts';
 
 const { values } = parseArgs({
   options: {
@@ -132,44 +133,7 @@ async function ready(server: Server): Promise<void> {
   }
 }
 
-/** Every live thread of the process tree: pid, tid, name, CPU ns so far. */
-function threadsOf(rootPid: number): Map<string, { pid: number; name: string; ns: number; switches: number }> {
-  const parents = new Map<number, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {}
-  }
-  const tree = new Set([rootPid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, parent] of parents)
-      if (tree.has(parent) && !tree.has(pid)) {
-        tree.add(pid);
-        grew = true;
-      }
-  }
-  const out = new Map<string, { pid: number; name: string; ns: number; switches: number }>();
-  for (const pid of tree) {
-    let tids: string[] = [];
-    try {
-      tids = readdirSync(`/proc/${pid}/task`);
-    } catch {}
-    for (const tid of tids) {
-      try {
-        const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-        const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-        // Voluntary switches: the thread blocked and had to be woken again (a hand-off on the request's path).
-        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-        const switches = Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
-        out.set(`${pid}/${tid}`, { pid, name: Number(tid) === pid ? `${name}(main)` : name, ns, switches });
-      } catch {}
-    }
-  }
-  return out;
-}
+const threadsOf = treeThreads;
 
 interface Round {
   wallMs: number[];

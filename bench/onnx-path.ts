@@ -14,7 +14,7 @@
 //        [--llama-bin <dir>] [--requests 300] [--rounds 3] [--threads 2] [--clients 1]
 //        [--onnx-options '{…}' | '[{…}, {…}]']
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, get as httpGet } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -23,6 +23,7 @@ import { stringify as toYaml } from 'yaml';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
 import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
 import { postJson } from './http-post.ts';
+import { type TreeThread, treeThreads } from './proc-cpu.ts';
 
 const { values } = parseArgs({
   options: {
@@ -124,41 +125,10 @@ async function ready(server: Server): Promise<void> {
   }
 }
 
-/** Every thread of the process tree: CPU ns and voluntary context switches so far, keyed pid/tid. */
-function threadsOf(rootPid: number): Map<string, { role: string; name: string; ns: number; switches: number }> {
-  const parents = new Map<number, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {}
-  }
-  const tree = new Set([rootPid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, parent] of parents)
-      if (tree.has(parent) && !tree.has(pid)) {
-        tree.add(pid);
-        grew = true;
-      }
-  }
-  const out = new Map<string, { role: string; name: string; ns: number; switches: number }>();
-  for (const pid of tree)
-    for (const tid of (() => {
-      try {
-        return readdirSync(`/proc/${pid}/task`);
-      } catch {
-        return [];
-      }
-    })()) {
-      try {
-        const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-        const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-        const switches = Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] ?? 0);
-        out.set(`${pid}/${tid}`, { role: pid === rootPid ? 'server' : 'engine', name: Number(tid) === pid ? `${comm}(main)` : comm, ns, switches });
-      } catch {}
-    }
+/** Every thread of the process tree, keyed pid/tid, with its role: the server's own or the engine process's. */
+function threadsOf(rootPid: number): Map<string, TreeThread & { role: string }> {
+  const out = new Map<string, TreeThread & { role: string }>();
+  for (const [key, thread] of treeThreads(rootPid)) out.set(key, { ...thread, role: thread.pid === rootPid ? 'server' : 'engine' });
   return out;
 }
 

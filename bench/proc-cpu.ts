@@ -39,6 +39,40 @@ export function treeCpuNs(rootPid: number): number {
   return total;
 }
 
+/** One live thread of a process tree: its process, its name (the main thread's marked `(main)`), CPU ns and voluntary switches so far. */
+export interface TreeThread {
+  pid: number;
+  name: string;
+  ns: number;
+  /** Voluntary context switches: the thread blocked and had to be woken again (a hand-off on a request's path). */
+  switches: number;
+}
+
+/** Every live thread of a process tree, keyed `pid/tid`. */
+export function treeThreads(rootPid: number): Map<string, TreeThread> {
+  const out = new Map<string, TreeThread>();
+  for (const pid of processTree(rootPid, false).tree) {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // gone meanwhile
+    }
+    for (const tid of tids) {
+      try {
+        const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+        const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+        const switches = Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
+        out.set(`${pid}/${tid}`, { pid, name: Number(tid) === pid ? `${name}(main)` : name, ns, switches });
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+  return out;
+}
+
 function processTree(rootPid: number, withTimes: boolean): { tree: Set<number>; times: Map<number, number> } {
   const parents = new Map<number, number>();
   const times = new Map<number, number>();
