@@ -894,7 +894,7 @@ function report(): string {
       const mark = c.busy ? ' †' : '';
       const ri = median(c.inferaRss);
       const rl = median(c.llamaRss);
-      lines.push(`| ${c.model} | ${median(c.inferaMs).toFixed(0)}${mark} | ${median(c.llamaMs).toFixed(0)}${mark} | ${ri.toFixed(0)} | ${rl.toFixed(0)} | +${(ri - rl).toFixed(0)} |`);
+      lines.push(`| ${c.model} | ${median(c.inferaMs).toFixed(0)}${mark} | ${median(c.llamaMs).toFixed(0)}${mark} | ${ri.toFixed(0)} | ${rl.toFixed(0)} | ${ri >= rl ? '+' : '−'}${Math.abs(ri - rl).toFixed(0)} |`);
     }
   }
   return lines.join('\n');
