@@ -22,7 +22,7 @@ import { stringify as toYaml } from 'yaml';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
 import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
 import { type EmbedInputs, sentences } from './embed-inputs.ts';
-import { postJson } from './http-post.ts';
+import { embedOne, spawnLlamaEmbeddings, whenAnswering } from './embed-servers.ts';
 import { treeThreads } from './proc-cpu.ts';
 
 const { values } = parseArgs({
@@ -108,30 +108,9 @@ function spawnInfera(bin: string, modelPath: string, label: string, onnxOptions:
   return { label, child, port: p, model: 'bench/embed' };
 }
 
-function spawnLlama(dir: string, modelPath: string): Server {
-  const p = port++;
-  const args = ['-m', modelPath, '--host', '127.0.0.1', '--port', String(p), '-t', String(threads), '-tb', String(threads), '--no-webui', '--embeddings', '-c', '4096', '-np', '8'];
-  const child = spawn(join(dir, 'llama-server'), args, { stdio: ['ignore', 'ignore', 'ignore'] });
-  return { label: 'llama-server', child, port: p, model: 'bench' };
-}
-
-async function embed(server: Server): Promise<void> {
-  const { status, text } = await postJson(agent, server.port, '/v1/embeddings', { model: server.model, input: sentence() });
-  if (status !== 200) throw new Error(`${server.label}: HTTP ${status} ${text.slice(0, 300)}`);
-}
-
-async function ready(server: Server): Promise<void> {
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    try {
-      await embed(server);
-      return;
-    } catch (error) {
-      if (server.child.exitCode !== null || Date.now() > deadline) throw error;
-      await sleep(200);
-    }
-  }
-}
+const spawnLlama = (dir: string, modelPath: string): Server => spawnLlamaEmbeddings(dir, modelPath, threads, port++);
+const embed = (server: Server) => embedOne(agent, server, sentence());
+const ready = (server: Server) => whenAnswering(server, () => embed(server));
 
 const threadsOf = treeThreads;
 

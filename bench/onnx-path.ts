@@ -22,7 +22,8 @@ import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
 import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
-import { postJson } from './http-post.ts';
+import { sentences } from './embed-inputs.ts';
+import { embedOne, spawnLlamaEmbeddings, whenAnswering } from './embed-servers.ts';
 import { type TreeThread, treeThreads } from './proc-cpu.ts';
 
 const { values } = parseArgs({
@@ -64,16 +65,7 @@ interface Server {
 }
 
 // The same inputs as bench/vs-llama-server.ts's onnx part: twelve words, a different sentence each time.
-const WORDS = 'the a of to and in is it that for on with as by at from cat dog fish bird tree car house sun moon water fire earth wind red blue green apple paris london river mountain ocean city music book code data model query search rank vector hello world'.split(' ');
-let seed = 12345;
-function sentence(): string {
-  const out: string[] = [];
-  for (let i = 0; i < words; i++) {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    out.push(WORDS[seed % WORDS.length]!);
-  }
-  return out.join(' ');
-}
+const sentence = sentences('vs', words);
 
 function spawnInfera(bin: string, onnxPath: string, label: string, options: Record<string, unknown>): Server {
   const dataDir = mkdtempSync(join(work, 'infera-'));
@@ -99,31 +91,9 @@ function spawnInfera(bin: string, onnxPath: string, label: string, options: Reco
   return { label, child, port: p, model: 'bench/embed', marks };
 }
 
-function spawnLlama(dir: string, modelPath: string): Server {
-  const p = port++;
-  // As bench/vs-llama-server.ts runs it for the onnx part: 8 slots of 512.
-  const args = ['-m', modelPath, '--host', '127.0.0.1', '--port', String(p), '-t', String(threads), '-tb', String(threads), '--no-webui', '--embeddings', '-c', '4096', '-np', '8'];
-  const child = spawn(join(dir, 'llama-server'), args, { stdio: ['ignore', 'ignore', 'ignore'] });
-  return { label: 'llama-server', child, port: p, model: 'bench' };
-}
-
-async function embed(server: Server): Promise<void> {
-  const { status, text } = await postJson(agent, server.port, '/v1/embeddings', { model: server.model, input: sentence() });
-  if (status !== 200) throw new Error(`${server.label}: HTTP ${status} ${text.slice(0, 300)}`);
-}
-
-async function ready(server: Server): Promise<void> {
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    try {
-      await embed(server);
-      return;
-    } catch (error) {
-      if (server.child.exitCode !== null || Date.now() > deadline) throw error;
-      await sleep(200);
-    }
-  }
-}
+const spawnLlama = (dir: string, modelPath: string): Server => spawnLlamaEmbeddings(dir, modelPath, threads, port++);
+const embed = (server: Server) => embedOne(agent, server, sentence());
+const ready = (server: Server) => whenAnswering(server, () => embed(server));
 
 /** Every thread of the process tree, keyed pid/tid, with its role: the server's own or the engine process's. */
 function threadsOf(rootPid: number): Map<string, TreeThread & { role: string }> {

@@ -21,19 +21,11 @@ export function treeCpuJiffies(rootPid: number): number {
  */
 export function treeCpuNs(rootPid: number): number {
   let total = 0;
-  for (const pid of processTree(rootPid, false).tree) {
-    let tasks: string[];
+  for (const task of treeTasks(rootPid)) {
     try {
-      tasks = readdirSync(`/proc/${pid}/task`);
+      total += Number(readFileSync(`${task}/schedstat`, 'utf8').split(' ')[0]);
     } catch {
-      continue; // gone meanwhile
-    }
-    for (const tid of tasks) {
-      try {
-        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-      } catch {
-        // gone meanwhile
-      }
+      // gone meanwhile
     }
   }
   return total;
@@ -51,26 +43,33 @@ export interface TreeThread {
 /** Every live thread of a process tree, keyed `pid/tid`. */
 export function treeThreads(rootPid: number): Map<string, TreeThread> {
   const out = new Map<string, TreeThread>();
-  for (const pid of processTree(rootPid, false).tree) {
-    let tids: string[];
+  for (const task of treeTasks(rootPid)) {
+    const [, , pidText, , tid] = task.split('/') as [string, string, string, string, string];
+    const pid = Number(pidText);
     try {
-      tids = readdirSync(`/proc/${pid}/task`);
+      const name = readFileSync(`${task}/comm`, 'utf8').trim();
+      const ns = Number(readFileSync(`${task}/schedstat`, 'utf8').split(' ')[0]);
+      const status = readFileSync(`${task}/status`, 'utf8');
+      const switches = Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      out.set(`${pid}/${tid}`, { pid, name: Number(tid) === pid ? `${name}(main)` : name, ns, switches });
     } catch {
-      continue; // gone meanwhile
-    }
-    for (const tid of tids) {
-      try {
-        const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-        const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-        const switches = Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
-        out.set(`${pid}/${tid}`, { pid, name: Number(tid) === pid ? `${name}(main)` : name, ns, switches });
-      } catch {
-        // gone meanwhile
-      }
+      // gone meanwhile
     }
   }
   return out;
+}
+
+/** The /proc/<pid>/task/<tid> directory of every live thread of a process tree. */
+function treeTasks(rootPid: number): string[] {
+  const tasks: string[] = [];
+  for (const pid of processTree(rootPid, false).tree) {
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) tasks.push(`/proc/${pid}/task/${tid}`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return tasks;
 }
 
 function processTree(rootPid: number, withTimes: boolean): { tree: Set<number>; times: Map<number, number> } {

@@ -49,6 +49,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import { ensureBenchModel, type BenchModelKind } from '../src/tiny-models/index.ts';
+import { drawnSentences } from './embed-inputs.ts';
 
 const { values } = parseArgs({
   options: {
@@ -622,16 +623,7 @@ interface EmbedCell {
 }
 const embedCells: EmbedCell[] = [];
 
-const WORDS = 'the a of to and in is it that for on with as by at from cat dog fish bird tree car house sun moon water fire earth wind red blue green apple paris london river mountain ocean city music book code data model query search rank vector hello world'.split(' ');
-let wordSeed = 12345;
-function sentence(words: number): string {
-  const out: string[] = [];
-  for (let i = 0; i < words; i++) {
-    wordSeed = (wordSeed * 1103515245 + 12345) % 2 ** 31;
-    out.push(WORDS[wordSeed % WORDS.length]!);
-  }
-  return out.join(' ');
-}
+const sentence = drawnSentences();
 
 /** `clients` loops, each sending one single-input /v1/embeddings request after another for --embed-seconds. */
 async function embedRun(server: Server, clients: number): Promise<{ rate: number; cpuMs: number }> {
