@@ -46,7 +46,9 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   const checked = given ?? checkChatRequest(services, body);
   if (checked instanceof InferaError) throw checked;
   const { request, entry } = checked;
-  const promptEstimate = estimatePromptTokens(request.options);
+  // Counted once: the estimate below and the unfittable-prompt check after the lease both need it.
+  const characters = promptCharacters(request.options);
+  const promptEstimate = estimatePromptTokens(request.options, characters);
   // Worst case before the model is loaded: max_tokens (or the whole context) for every choice. Once the
   // model has counted the prompt, resize() makes it exact, thinking budget included.
   const contextSize = services.registry.contextSize(entry) ?? FALLBACK_CONTEXT_SIZE;
@@ -77,7 +79,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   try {
     lease = await services.registry.acquire(entry.config.id, 'chat', { keepAliveMs: request.keepAliveMs });
     const model = lease.model;
-    refuseUnfittablePrompt(model, request.options, limits.maxCharsPerToken);
+    refuseUnfittablePrompt(model, characters, limits.maxCharsPerToken);
     const counted = await model.checkPrompt(options);
     // Refused here (the exact worst case is not covered), nothing ran: the row is free, prompt included.
     await admission.resize({ promptTokens: counted, completionTokens: maxCompletionTokens(model, options, counted) * request.n, images: 0, documents: 0 });
@@ -91,7 +93,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
       const usage = combineChoiceUsage(results.map((r) => r.usage));
       services.metrics.generationRate(entry.config.id, false, usage.completionTokens, (performance.now() - called) / 1000);
-      await settle(usage, 'ok', 200, warningsNote(results.flatMap((r) => r.warnings)));
+      await settle(usage, 'ok', 200, warningsNote(results.length === 1 ? results[0]!.warnings : results.flatMap((r) => r.warnings)));
       return { type: 'json', body: buildChatCompletion(meta, results), headers: admission.headers };
     }
 
@@ -145,8 +147,8 @@ function maxCompletionTokens(model: ChatModel, options: ChatCallOptions, promptT
 }
 
 /** Before the model is loaded there is no tokenizer: about 3 characters per token errs on the high side. */
-function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>): number {
-  return Math.ceil(promptCharacters(options) / 3) + 8 * options.messages.length;
+function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>, characters: number): number {
+  return Math.ceil(characters / 3) + 8 * options.messages.length;
 }
 
 /**
@@ -154,8 +156,7 @@ function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>): number 
  * token is refused before it is tokenized: tokenizing runs on the main thread (a 7 MB message stalled
  * every request for 4 s only to be refused for its length afterwards).
  */
-function refuseUnfittablePrompt(model: ChatModel, options: Omit<ChatCallOptions, 'signal'>, maxCharsPerToken: number): void {
-  const characters = promptCharacters(options);
+function refuseUnfittablePrompt(model: ChatModel, characters: number, maxCharsPerToken: number): void {
   if (characters <= model.contextSize * maxCharsPerToken) return;
   throw new InferaError({
     status: 400,

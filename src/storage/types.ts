@@ -140,6 +140,12 @@ export interface PlatformStore {
    * charges its cost — and resolves only once it is durable (the group commit of LedgerWriter).
    */
   appendLedger(rows: LedgerRow[]): Promise<void>;
+  /**
+   * appendLedger for a store whose commit is synchronous (SQLite): returns once the transaction is
+   * committed, throws what appendLedger would reject with. LedgerWriter uses it to settle a batch in
+   * the turn it commits, without the promises of an asynchronous write.
+   */
+  appendLedgerSync?(rows: LedgerRow[]): void;
   usage(query: UsageQuery): Promise<UsageAggregate[]>;
   countLedger(): Promise<number>;
   hasRequest(requestId: string): Promise<boolean>;

@@ -107,6 +107,16 @@ export function toWireUsage(usage: ChatUsage): WireUsage {
  */
 export function combineChoiceUsage(usages: readonly ChatUsage[]): ChatUsage {
   if (usages.length === 0) return { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 };
+  // One choice (nearly every request): the reduce below with one step, without its closure and seed object.
+  if (usages.length === 1) {
+    const usage = usages[0]!;
+    return {
+      promptTokens: Math.max(0, usage.promptTokens),
+      completionTokens: 0 + usage.completionTokens,
+      reasoningTokens: 0 + usage.reasoningTokens,
+      cachedPromptTokens: Math.min(Number.POSITIVE_INFINITY, usage.cachedPromptTokens),
+    };
+  }
   return usages.reduce<ChatUsage>(
     (sum, usage) => ({
       promptTokens: Math.max(sum.promptTokens, usage.promptTokens),
