@@ -124,6 +124,8 @@ export class PlatformGate implements Gate {
   readonly instanceId = `inst_${randomUUID()}`;
   /** The first heartbeat (and startup reconciliation); reservations wait for it. */
   private readonly ready: Promise<void>;
+  /** `ready` fulfilled: a priced request then need not wait a microtask turn on it (it rejected: still awaited, and throws). */
+  private isReady = false;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private storeHasKeys: { value: boolean; fetchedAt: number; refreshing: boolean } | undefined;
   private countersDown = false;
@@ -148,7 +150,12 @@ export class PlatformGate implements Gate {
     this.admin = new PlatformAdmin(options.store, () => this.invalidate());
     const { heartbeatSeconds } = options.config.reservations;
     this.ready = this.beat();
-    this.ready.catch(() => {});
+    this.ready.then(
+      () => {
+        this.isReady = true;
+      },
+      () => {},
+    );
     this.heartbeatTimer = setInterval(() => void this.beat().catch(() => {}), heartbeatSeconds * 1000);
     this.heartbeatTimer.unref();
   }
@@ -541,7 +548,7 @@ export class PlatformGate implements Gate {
     if (priced && request.deferReservation && this.store.kind === 'sqlite') {
       const worst = request.worstCase ?? { promptTokens: request.estimatedTokens, completionTokens: 0, images: request.images, documents: 0 };
       const amount = Math.max(1, costMicro(price, worst, request.endpoint));
-      await this.ready;
+      if (!this.isReady) await this.ready;
       const seen = this.balanceSeen.get(principal.accountId);
       const balance =
         seen && seen.micro >= amount && this.now() - seen.at < this.keyCacheMs
@@ -557,7 +564,7 @@ export class PlatformGate implements Gate {
       const worst = request.worstCase ?? { promptTokens: request.estimatedTokens, completionTokens: 0, images: request.images, documents: 0 };
       // At least one micro-unit: a priced model is never served on an empty balance.
       const amount = Math.max(1, costMicro(price, worst, request.endpoint));
-      await this.ready;
+      if (!this.isReady) await this.ready;
       const id = `res_${randomUUID()}`;
       const result = await this.store.reserve({
         id,
@@ -678,17 +685,22 @@ export class PlatformGate implements Gate {
         }
         if (counted) {
           const tokens = usage.promptTokens + usage.completionTokens;
-          const adjustments = checks
-            .filter((c) => c.rule.measure !== 'requests')
-            .map((c) => ({
-              key: c.key,
-              delta: c.rule.measure === 'tokens' ? tokens - c.amount : usage.images - c.amount,
-              ttlMs: Math.max(1000, c.resetAt - this.now() + 1000),
-            }));
-          // Counter drift is not worth failing a finished request over; the ledger is.
-          this.counters.adjust(adjustments).catch((error: unknown) => {
-            this.logger.warn({ err: error }, 'could not settle token/image counters');
-          });
+          const adjustments: { key: string; delta: number; ttlMs: number }[] = [];
+          for (const c of checks)
+            if (c.rule.measure !== 'requests')
+              adjustments.push({ key: c.key, delta: c.rule.measure === 'tokens' ? tokens - c.amount : usage.images - c.amount, ttlMs: Math.max(1000, c.resetAt - this.now() + 1000) });
+          // Counter drift is not worth failing a finished request over; the ledger is. Counters in
+          // memory are adjusted at once, without a promise and its catch per request.
+          if (this.counters.adjustSync) {
+            try {
+              this.counters.adjustSync(adjustments);
+            } catch (error) {
+              this.logger.warn({ err: error }, 'could not settle token/image counters');
+            }
+          } else
+            this.counters.adjust(adjustments).catch((error: unknown) => {
+              this.logger.warn({ err: error }, 'could not settle token/image counters');
+            });
         }
         await this.ledger.append(this.row(request, usage, cost, heldId()));
       },

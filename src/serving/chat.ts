@@ -77,7 +77,8 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   const meters: MeteredChatStream[] = [];
   let streaming = false;
   try {
-    lease = await services.registry.acquire(entry.config.id, 'chat', { keepAliveMs: request.keepAliveMs });
+    const leaseOptions = { keepAliveMs: request.keepAliveMs };
+    lease = services.registry.acquireNow(entry.config.id, 'chat', leaseOptions) ?? (await services.registry.acquire(entry.config.id, 'chat', leaseOptions));
     const model = lease.model;
     refuseUnfittablePrompt(model, characters, limits.maxCharsPerToken);
     const counted = await model.checkPrompt(options);

@@ -183,5 +183,7 @@ export interface CounterStore {
   consumeSync?(checks: CounterCheck[]): ConsumeResult;
   /** Adds deltas (may be negative) without checking: settles token estimates against real counts. */
   adjust(adjustments: { key: string; delta: number; ttlMs: number }[]): Promise<void>;
+  /** adjust() for counters kept in this process: done on return, no promise (the settle of every metered request calls it). */
+  adjustSync?(adjustments: { key: string; delta: number; ttlMs: number }[]): void;
   close(): Promise<void>;
 }

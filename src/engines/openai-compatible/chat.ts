@@ -68,21 +68,19 @@ function wireMessage(message: ChatMessage, dialect: Dialect): Json {
   }
 }
 
-/** Sampling fields by their wire names, set only when the client set them. */
-function samplingFields(sampling: ChatCallOptions['sampling']): Json {
-  const out: Json = {};
-  const put = (key: string, value: number | undefined) => {
-    if (value !== undefined) out[key] = value;
-  };
-  put('temperature', sampling.temperature);
-  put('top_p', sampling.topP);
-  put('top_k', sampling.topK);
-  put('min_p', sampling.minP);
-  put('frequency_penalty', sampling.frequencyPenalty);
-  put('presence_penalty', sampling.presencePenalty);
-  put('repetition_penalty', sampling.repetitionPenalty);
-  put('seed', sampling.seed);
-  return out;
+/**
+ * Sampling fields by their wire names, set on `out` only when the client set them (in this order).
+ * Written straight into the body: an object of its own and a setter closure per request, assigned over after.
+ */
+function putSamplingFields(out: Json, sampling: ChatCallOptions['sampling']): void {
+  if (sampling.temperature !== undefined) out.temperature = sampling.temperature;
+  if (sampling.topP !== undefined) out.top_p = sampling.topP;
+  if (sampling.topK !== undefined) out.top_k = sampling.topK;
+  if (sampling.minP !== undefined) out.min_p = sampling.minP;
+  if (sampling.frequencyPenalty !== undefined) out.frequency_penalty = sampling.frequencyPenalty;
+  if (sampling.presencePenalty !== undefined) out.presence_penalty = sampling.presencePenalty;
+  if (sampling.repetitionPenalty !== undefined) out.repetition_penalty = sampling.repetitionPenalty;
+  if (sampling.seed !== undefined) out.seed = sampling.seed;
 }
 
 /** The OpenAI chat body for `options`, shaped by the dialect. The client's unknown fields go first, so a known field always wins. */
@@ -111,7 +109,7 @@ export function chatBody(upstream: Upstream, dialect: Dialect, options: Options,
         : { type: format.type };
   if (options.maxTokens !== undefined) body.max_tokens = options.maxTokens;
   if (options.stop) body.stop = options.stop;
-  Object.assign(body, samplingFields(options.sampling));
+  putSamplingFields(body, options.sampling);
   if (options.topLogprobs !== undefined) {
     body.logprobs = true;
     body.top_logprobs = options.topLogprobs;
@@ -480,7 +478,7 @@ export class RemoteChatModel implements ChatModel {
     if (options.stop) body.stop = options.stop;
     if (options.echo) body.echo = true;
     if (options.topLogprobs !== undefined) body.logprobs = options.topLogprobs;
-    Object.assign(body, samplingFields(options.sampling));
+    putSamplingFields(body, options.sampling);
     return body;
   }
 
