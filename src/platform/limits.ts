@@ -33,6 +33,8 @@ export interface LimitRule {
   keyBase: string;
   /** Human label of the scope for messages, e.g. `model "qwen" for account "acme"`. */
   scope: string;
+  /** The counter key of the window planned last (planChecks): one string per window, not one per request. */
+  windowKey?: { start: number; key: string };
 }
 
 export interface PlannedCheck extends CounterCheck {
@@ -47,7 +49,7 @@ export function limitRules(limits: Limits, keyBase: string, scope: string): Limi
   const rules: LimitRule[] = [];
   for (const [dimension, limit] of Object.entries(limits) as [LimitDimension, number | undefined][]) {
     if (limit === undefined) continue;
-    rules.push({ dimension, measure: measure(dimension), limit, windowMs: windowMs[dimension], keyBase: `${keyBase}:${dimension}`, scope });
+    rules.push({ dimension, measure: measure(dimension), limit, windowMs: windowMs[dimension], keyBase: `${keyBase}:${dimension}`, scope, windowKey: undefined });
   }
   return rules;
 }
@@ -103,8 +105,14 @@ export class LimitPolicy {
   }
 }
 
-export function planChecks(rules: LimitRule[], estimatedTokens: number, images: number, now: number): PlannedCheck[] {
+export function planChecks(rules: LimitRule[], estimatedTokens: number, images: number, now: number, more?: LimitRule[]): PlannedCheck[] {
   const checks: PlannedCheck[] = [];
+  planInto(checks, rules, estimatedTokens, images, now);
+  if (more) planInto(checks, more, estimatedTokens, images, now);
+  return checks;
+}
+
+function planInto(checks: PlannedCheck[], rules: LimitRule[], estimatedTokens: number, images: number, now: number): void {
   for (const rule of rules) {
     const amount = rule.measure === 'requests' ? 1 : rule.measure === 'tokens' ? Math.max(0, estimatedTokens) : images;
     // An image window says nothing about a chat request; token windows always apply because the
@@ -112,8 +120,13 @@ export function planChecks(rules: LimitRule[], estimatedTokens: number, images: 
     if (rule.measure === 'images' && amount === 0) continue;
     const start = Math.floor(now / rule.windowMs);
     const resetAt = (start + 1) * rule.windowMs;
+    let window = rule.windowKey;
+    if (window?.start !== start) {
+      window = { start, key: `${rule.keyBase}:${start}` };
+      rule.windowKey = window;
+    }
     checks.push({
-      key: `${rule.keyBase}:${start}`,
+      key: window.key,
       amount,
       limit: rule.limit,
       ttlMs: resetAt - now + 1000,
@@ -123,7 +136,6 @@ export function planChecks(rules: LimitRule[], estimatedTokens: number, images: 
       resetAt,
     });
   }
-  return checks;
 }
 
 /** OpenAI's reset format: "1s", "6m0s", "2h3m4s". */

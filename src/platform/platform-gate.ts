@@ -452,13 +452,14 @@ export class PlatformGate implements Gate {
   }
 
   private row(request: AdmissionRequest, usage: UsageReport, cost: number, reservationId?: string): LedgerRow {
-    return {
+    // A literal, then the optional fields: properties after a spread in a literal are each defined
+    // through V8's runtime (DefineKeyedOwnPropertyInLiteral), on every ledger row.
+    const row: LedgerRow = {
       requestId: request.requestId,
       accountId: request.principal.accountId,
       keyId: request.principal.keyId,
       model: request.model,
       requestedModel: request.requestedModel ?? null,
-      ...(reservationId ? { reservationId } : {}),
       endpoint: request.endpoint,
       promptTokens: usage.promptTokens,
       completionTokens: usage.completionTokens,
@@ -470,8 +471,10 @@ export class PlatformGate implements Gate {
       outcome: usage.outcome,
       costMicro: cost,
       createdAt: this.now(),
-      ...(usage.note ? { note: usage.note.slice(0, NOTE_MAX) } : {}),
     };
+    if (reservationId) row.reservationId = reservationId;
+    if (usage.note) row.note = usage.note.slice(0, NOTE_MAX);
+    return row;
   }
 
   private noteBalance(accountId: string, micro: number): void {
@@ -589,7 +592,7 @@ export class PlatformGate implements Gate {
     const now = this.now();
     const rules = this.policy.rules(principal.accountId, model, kind, request.aliases);
     const keyRules = principal.limits ? this.keyRules(principal) : undefined;
-    const checks = planChecks(keyRules ? [...rules, ...keyRules] : rules, request.estimatedTokens, request.images, now);
+    const checks = planChecks(rules, request.estimatedTokens, request.images, now, keyRules);
 
     let headers: Record<string, string> = {};
     let counted = false;

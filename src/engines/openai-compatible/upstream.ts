@@ -458,7 +458,8 @@ export class Upstream {
 
   /** Parses an answer body that must be JSON (an object or array); a 502 naming what came instead. */
   parseJson(text: string, contentType: string): Json {
-    if (!/\bjson\b/.test(contentType))
+    // The common type first, without the regular expression (which still decides any other).
+    if (contentType !== 'application/json' && !/\bjson\b/.test(contentType))
       throw this.broken(`answered with content-type ${contentType || '(none)'} where JSON was expected: ${quote(text)}`);
     try {
       const value: unknown = JSON.parse(text);
