@@ -5,7 +5,9 @@
 // callgrind with instrumentation off for --warm requests (V8 optimises the path by call counts, so the
 // warm-up is the same as at full speed), then on for --requests requests back to back on one keep-alive
 // connection; the figure is instructions per request over every thread of the server (main thread
-// alone too). Builds run one after another (the count does not depend on the load).
+// alone too), less the server's instructions while idle for as long (its timers' work, which goes by
+// the clock). Builds run one after another; run them twice, in both orders: what is left still moves a
+// few % with the load.
 // Needs valgrind (callgrind_control on PATH). Slow: ~10-20 min for two builds at the defaults.
 // Usage: node --import tsx bench/gateway-instructions.ts [--warm 6000] [--requests 500] NAME=DIR ...
 import { execFileSync, spawn } from 'node:child_process';
@@ -36,11 +38,11 @@ async function send(origin: string, authorization: string, n: number): Promise<v
   }
 }
 
-/** Instructions (Ir) per thread of a callgrind dump directory's files for `pid`: summary lines. */
-function instructions(dir: string, pid: number): { total: number; main: number } {
+/** Instructions (Ir) of dump `dump` (1, 2, ...) of `pid` in a callgrind output directory: every thread, and the main one. */
+function instructions(dir: string, pid: number, dump: number): { total: number; main: number } {
   let total = 0;
   let main = 0;
-  for (const file of readdirSync(dir).filter((name) => name.startsWith(`callgrind.out.${pid}`))) {
+  for (const file of readdirSync(dir).filter((name) => name.startsWith(`callgrind.out.${pid}.${dump}-`))) {
     const text = readFileSync(join(dir, file), 'utf8');
     const summary = /^summary:\s+(\d+)/m.exec(text) ?? /^totals:\s+(\d+)/m.exec(text);
     const ir = summary ? Number(summary[1]) : 0;
@@ -100,14 +102,24 @@ try {
     const t1 = Date.now();
     await send(origin, authorization, Number(values.requests));
     execFileSync('callgrind_control', ['-d', String(pid)]);
-    execFileSync('callgrind_control', ['-i', 'off', String(pid)]);
     const t2 = Date.now();
+    // The server's work that goes by the clock, not by request (timers: the claim's poll, health checks,
+    // heartbeats, key refreshes): under valgrind a request takes tens of ms, more or less with the box's
+    // load, so this work per request is large and varies. Measured idle for as long as the requests took,
+    // and taken out at its rate.
+    await new Promise((resolve) => setTimeout(resolve, t2 - t1));
+    execFileSync('callgrind_control', ['-d', String(pid)]);
+    const t3 = Date.now();
+    execFileSync('callgrind_control', ['-i', 'off', String(pid)]);
     child.kill('SIGKILL');
     await new Promise((resolve) => child.once('exit', resolve));
-    const { total, main } = instructions(out, pid);
+    const busy = instructions(out, pid, 1);
+    const idle = instructions(out, pid, 2);
+    const scale = (t2 - t1) / (t3 - t2);
     const n = Number(values.requests);
+    const per = (busyIr: number, idleIr: number) => ((busyIr - idleIr * scale) / n / 1000).toFixed(1);
     console.log(
-      `${name}: ${(total / n / 1000).toFixed(1)} k instructions/request (main thread ${(main / n / 1000).toFixed(1)} k) over ${n} requests after ${values.warm}; warm-up ${((t1 - t0) / 1000).toFixed(0)} s, measured ${((t2 - t1) / 1000).toFixed(0)} s, load ${loadavg()[0]!.toFixed(2)}`,
+      `${name}: ${per(busy.total, idle.total)} k instructions/request (main thread ${per(busy.main, idle.main)} k; before taking out the idle rate ${(busy.main / n / 1000).toFixed(1)} k, idle ${((idle.main * scale) / n / 1000).toFixed(1)} k) over ${n} requests after ${values.warm}; warm-up ${((t1 - t0) / 1000).toFixed(0)} s, measured ${((t2 - t1) / 1000).toFixed(0)} s, load ${loadavg()[0]!.toFixed(2)}`,
     );
   }
 } finally {

@@ -35,6 +35,8 @@ export interface LimitRule {
   scope: string;
   /** The counter key of the window planned last (planChecks): one string per window, not one per request. */
   windowKey?: { start: number; key: string };
+  /** `limit` as its header value (x-ratelimit-limit-*), made once: a limit above 2^31 is a heap number, slow to print. */
+  limitText?: string;
 }
 
 export interface PlannedCheck extends CounterCheck {
@@ -49,7 +51,7 @@ export function limitRules(limits: Limits, keyBase: string, scope: string): Limi
   const rules: LimitRule[] = [];
   for (const [dimension, limit] of Object.entries(limits) as [LimitDimension, number | undefined][]) {
     if (limit === undefined) continue;
-    rules.push({ dimension, measure: measure(dimension), limit, windowMs: windowMs[dimension], keyBase: `${keyBase}:${dimension}`, scope, windowKey: undefined });
+    rules.push({ dimension, measure: measure(dimension), limit, windowMs: windowMs[dimension], keyBase: `${keyBase}:${dimension}`, scope, windowKey: undefined, limitText: String(limit) });
   }
   return rules;
 }
@@ -150,6 +152,8 @@ export function formatReset(ms: number): string {
   return `${seconds}s`;
 }
 
+const limitText = (check: PlannedCheck): string => (check.rule.limit === check.limit && check.rule.limitText) || String(check.limit);
+
 /** x-ratelimit-{limit,remaining,reset}-{requests,tokens}: for each measure, the window closest to its limit. */
 export function rateLimitHeaders(checks: PlannedCheck[], values: number[], now: number): Record<string, string> {
   let requests = -1;
@@ -171,22 +175,22 @@ export function rateLimitHeaders(checks: PlannedCheck[], values: number[], now: 
   // transitions for each of the six on every metered request.
   if (requests >= 0 && tokens >= 0)
     return {
-      'x-ratelimit-limit-requests': String(checks[requests]!.limit),
+      'x-ratelimit-limit-requests': limitText(checks[requests]!),
       'x-ratelimit-remaining-requests': String(requestsLeft),
       'x-ratelimit-reset-requests': formatReset(checks[requests]!.resetAt - now),
-      'x-ratelimit-limit-tokens': String(checks[tokens]!.limit),
+      'x-ratelimit-limit-tokens': limitText(checks[tokens]!),
       'x-ratelimit-remaining-tokens': String(tokensLeft),
       'x-ratelimit-reset-tokens': formatReset(checks[tokens]!.resetAt - now),
     };
   if (requests >= 0)
     return {
-      'x-ratelimit-limit-requests': String(checks[requests]!.limit),
+      'x-ratelimit-limit-requests': limitText(checks[requests]!),
       'x-ratelimit-remaining-requests': String(requestsLeft),
       'x-ratelimit-reset-requests': formatReset(checks[requests]!.resetAt - now),
     };
   if (tokens >= 0)
     return {
-      'x-ratelimit-limit-tokens': String(checks[tokens]!.limit),
+      'x-ratelimit-limit-tokens': limitText(checks[tokens]!),
       'x-ratelimit-remaining-tokens': String(tokensLeft),
       'x-ratelimit-reset-tokens': formatReset(checks[tokens]!.resetAt - now),
     };

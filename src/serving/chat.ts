@@ -62,9 +62,11 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     // or causes a load.
     deferReservation: entry.state === 'ready',
   });
-  // The copy, then its two fields stored: named properties after a spread in a literal are defined one
-  // by one through an IC that went to V8's runtime on every request (DefineNamedOwnIC_Slow).
-  const options = { ...request.options } as ChatCallOptions;
+  // The parsed options themselves (made for this request and used by nothing else), their two fields
+  // added: a spread copy's map was one V8 would not keep fast transitions or load handlers for, so each
+  // field defined on it, and then many loads from it (the engine's prompt check, its request body), went
+  // through V8's runtime on every request (DefineNamedOwnIC_Slow, LoadIC_Miss, KeyedStoreIC_Slow).
+  const options = request.options as ChatCallOptions;
   options.grammarCompileMs = limits.jsonSchema.maxCompileMs;
   options.signal = context.signal;
   let promptTokens = 0;
