@@ -9,9 +9,10 @@
 // the clock). Builds run one after another; run them twice, in both orders: what is left still moves a
 // few % with the load.
 // Needs valgrind (callgrind_control on PATH). Slow: ~10-20 min for two builds at the defaults.
-// Usage: node --import tsx bench/gateway-instructions.ts [--warm 6000] [--requests 500] NAME=DIR ...
+// --keep leaves the callgrind files (~150 MB a build) for callgrind_annotate; the directory is printed.
+// Usage: node --import tsx bench/gateway-instructions.ts [--warm 6000] [--requests 500] [--keep] NAME=DIR ...
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,7 +21,7 @@ import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { warm: { type: 'string', default: '6000' }, requests: { type: 'string', default: '500' } },
+  options: { warm: { type: 'string', default: '6000' }, requests: { type: 'string', default: '500' }, keep: { type: 'boolean' } },
 });
 const MODEL = 'bench/echo';
 const body = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 });
@@ -124,4 +125,6 @@ try {
   }
 } finally {
   upstream.child.kill();
+  if (values.keep) console.log(`callgrind files under ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
 }
