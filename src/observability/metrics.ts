@@ -66,6 +66,42 @@ interface DurationTally {
 
 export type LedgerWriteOutcome = 'ok' | 'retry' | 'failed';
 
+/** A histogram's values for one label set, counted per observation and handed to prom-client at scrape time (tallyCollect). */
+interface HistogramTally {
+  labels: Record<string, string>;
+  /** Observations per bucket (not cumulative), as prom-client keeps them; above the last bound only `count` moves. */
+  buckets: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/** prom-client's observe() on a tally: the same refusal of a value that is not finite, the same bucket (the first bound at or above it). */
+function tallyObserve(row: HistogramTally, bounds: readonly number[], value: number): void {
+  if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+  let bucket = 0;
+  while (bucket < bounds.length && value > bounds[bucket]!) bucket++;
+  if (bucket < bounds.length) row.buckets[bucket]!++;
+  row.sum += value;
+  row.count++;
+}
+
+/**
+ * A histogram's collect(): the tallies become prom-client's own per-label-set values (its `hashMap`: the
+ * labels, the count in each bucket, sum and count, exactly what its observe() keeps), in the order the
+ * label sets first came, as observe() would have inserted them.
+ */
+function tallyCollect(tally: Map<string, HistogramTally>, bounds: readonly number[]) {
+  return function collect(this: Histogram<string>) {
+    const values: Record<string, unknown> = {};
+    for (const [key, row] of tally) {
+      const bucketValues: Record<number, number> = {};
+      for (let i = 0; i < bounds.length; i++) bucketValues[bounds[i]!] = row.buckets[i]!;
+      values[key] = { labels: row.labels, bucketValues, sum: row.sum, count: row.count };
+    }
+    (this as unknown as { hashMap: Record<string, unknown> }).hashMap = values;
+  };
+}
+
 /** One endpoint and model's inference requests: admitted not yet settled, and the input tokens of those settled. */
 interface InferenceTally {
   labels: Record<'endpoint' | 'model', string>;
@@ -128,13 +164,16 @@ export class InferaMetrics implements RoutingMetrics {
   readonly registry = new Registry();
   private readonly edgeCuts: Counter<'reason'>;
   private readonly ttft: Histogram<'model'>;
-  private readonly tokensPerSecond: Histogram<'model' | 'stream'>;
+  /**
+   * Tokens per second and ledger writes (one each per chat request), tallied as the HTTP durations are:
+   * prom-client's observe() validated and hashed its label object and looked its values up on every call.
+   */
+  private readonly rateTally = new Map<string, HistogramTally>();
+  private readonly ledgerTally = new Map<string, HistogramTally & { rows: number }>();
   private readonly queueWait: Histogram<'model'>;
   private readonly batchSize: Histogram<'model'>;
   private readonly batchTokens: Histogram<'model'>;
   private readonly loadDuration: Histogram<'model' | 'outcome'>;
-  private readonly ledgerWrite: Histogram<'outcome'>;
-  private readonly ledgerRows: Counter<'outcome'>;
   /** Live batcher queues, by model; weak so a reloaded model's old batcher can go. */
   private readonly queues = new Set<WeakRef<QueueView>>();
   private readonly loadStarted = new Map<string, number>();
@@ -296,12 +335,13 @@ export class InferaMetrics implements RoutingMetrics {
       buckets: TTFT_BUCKETS,
       registers,
     });
-    this.tokensPerSecond = new Histogram({
+    new Histogram({
       name: 'infera_generation_tokens_per_second',
       help: 'Completion tokens per second of each chat request: streams from the first token to the last; non-streamed from the model call to its answer (prefill included).',
       labelNames: ['model', 'stream'],
       buckets: RATE_BUCKETS,
       registers,
+      collect: tallyCollect(this.rateTally, RATE_BUCKETS),
     });
     const queues = this.queues;
     new Gauge({
@@ -379,12 +419,13 @@ export class InferaMetrics implements RoutingMetrics {
       buckets: LOAD_BUCKETS,
       registers,
     });
-    this.ledgerWrite = new Histogram({
+    new Histogram({
       name: 'infera_ledger_write_seconds',
       help: 'Usage ledger write attempts (group commits: one transaction holds every row settled meanwhile), by outcome: ok, retry (failed, tried again), failed (given up).',
       labelNames: ['outcome'],
       buckets: LEDGER_BUCKETS,
       registers,
+      collect: tallyCollect(this.ledgerTally, LEDGER_BUCKETS),
     });
     // Deployments of routed models (src/routing/); `deployment` is a configured deployment name.
     const deploymentTally = this.deploymentTally;
@@ -433,7 +474,14 @@ export class InferaMetrics implements RoutingMetrics {
             this.set({ model: model.id, deployment: deployment.name }, deployment.healthy && deployment.breaker !== 'open' ? 1 : 0);
       },
     });
-    this.ledgerRows = new Counter({ name: 'infera_ledger_rows_total', help: 'Usage ledger rows written (ok) or given up after retries (failed).', labelNames: ['outcome'], registers });
+    const ledgerRows = this.ledgerTally.values.bind(this.ledgerTally);
+    new Counter({
+      name: 'infera_ledger_rows_total',
+      help: 'Usage ledger rows written (ok) or given up after retries (failed).',
+      labelNames: ['outcome'],
+      registers,
+      collect: countedFrom(ledgerRows, (row) => row.rows),
+    });
   }
 
   /** The registry whose entries the model gauges read at scrape time. */
@@ -583,7 +631,14 @@ export class InferaMetrics implements RoutingMetrics {
 
   /** A finished chat generation: `tokens` completion tokens over `seconds` of generating. */
   generationRate(model: string, stream: boolean, tokens: number, seconds: number): void {
-    if (tokens > 0 && seconds > 0) this.tokensPerSecond.observe({ model, stream: String(stream) }, tokens / seconds);
+    if (!(tokens > 0 && seconds > 0)) return;
+    const key = `${model}\n${stream}`;
+    let row = this.rateTally.get(key);
+    if (!row) {
+      row = { labels: { model, stream: String(stream) }, buckets: new Float64Array(RATE_BUCKETS.length), sum: 0, count: 0 };
+      this.rateTally.set(key, row);
+    }
+    tallyObserve(row, RATE_BUCKETS, tokens / seconds);
   }
 
   /** A micro-batcher to show in infera_queue_depth, and the observer its batches report to. */
@@ -602,8 +657,13 @@ export class InferaMetrics implements RoutingMetrics {
 
   /** One ledger write attempt: its duration and rows; `retry` failed and will be tried again, `failed` was given up. */
   readonly ledgerWritten = (seconds: number, rows: number, outcome: LedgerWriteOutcome): void => {
-    this.ledgerWrite.observe({ outcome }, seconds);
-    if (outcome !== 'retry') this.ledgerRows.inc({ outcome }, rows);
+    let row = this.ledgerTally.get(outcome);
+    if (!row) {
+      row = { labels: { outcome }, buckets: new Float64Array(LEDGER_BUCKETS.length), sum: 0, count: 0, rows: 0 };
+      this.ledgerTally.set(outcome, row);
+    }
+    tallyObserve(row, LEDGER_BUCKETS, seconds);
+    if (outcome !== 'retry') row.rows += rows;
   };
 
   /** Per model: admitted requests not yet settled, and requests waiting in its micro-batcher queues (the admin console). */

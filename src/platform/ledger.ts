@@ -67,36 +67,68 @@ export class LedgerWriter {
       this.scheduled = false;
       while (this.active < this.concurrency && this.queue.length > 0) {
         const batch = this.queue.splice(0, this.maxBatch);
+        const rows = batch.map((p) => p.row);
+        // A store that commits synchronously (SQLite) settles the batch here, in this turn: no async
+        // write with its promises per batch (on one connection, one batch per request). Only a failed
+        // commit goes on to the retrying write below, from its first retry.
+        let from = 0;
+        if (this.store.appendLedgerSync) {
+          if (this.attempt(batch, rows, 0, true)) continue;
+          from = 1;
+        }
         this.active++;
-        void this.write(batch).finally(() => {
+        void this.write(batch, rows, from).finally(() => {
           this.active--;
           if (this.queue.length > 0) this.schedule();
           else if (this.active === 0) for (const done of this.idle.splice(0)) done();
         });
       }
+      if (this.active === 0 && this.queue.length === 0) for (const done of this.idle.splice(0)) done();
     });
   }
 
-  private async write(batch: Pending[]): Promise<void> {
-    const rows = batch.map((p) => p.row);
-    let error: unknown;
-    for (let attempt = 0; attempt <= this.retries; attempt++) {
-      const started = performance.now();
-      try {
-        await this.store.appendLedger(rows);
-        this.stats.rows += rows.length;
-        this.stats.transactions += 1;
-        this.onWrite?.((performance.now() - started) / 1000, rows.length, 'ok');
-        for (const p of batch) p.resolve();
-        return;
-      } catch (caught) {
-        error = caught;
-        this.onWrite?.((performance.now() - started) / 1000, rows.length, attempt < this.retries ? 'retry' : 'failed');
-        this.logger.error({ err: caught, rows: rows.length, attempt }, 'usage ledger write failed');
-        if (attempt < this.retries) await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
-      }
+  /** Attempts from `from` on (after the retry delay of the attempt before it), then rejects the batch. */
+  private async write(batch: Pending[], rows: LedgerRow[], from: number): Promise<void> {
+    for (let attempt = from; attempt <= this.retries; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 50 * 2 ** (attempt - 1)));
+      if (await this.attempt(batch, rows, attempt, false)) return;
     }
-    for (const p of batch) p.reject(error);
+  }
+
+  /**
+   * One commit of the batch: true once committed (every row's promise resolved); false when it failed
+   * (observed and logged) and is to be tried again; the batch is rejected after its last attempt.
+   */
+  private attempt(batch: Pending[], rows: LedgerRow[], attempt: number, sync: true): boolean;
+  private attempt(batch: Pending[], rows: LedgerRow[], attempt: number, sync: false): Promise<boolean>;
+  private attempt(batch: Pending[], rows: LedgerRow[], attempt: number, sync: boolean): boolean | Promise<boolean> {
+    const started = performance.now();
+    try {
+      if (!sync)
+        return this.store.appendLedger(rows).then(
+          () => this.committed(batch, rows, started),
+          (caught: unknown) => this.failed(batch, rows, attempt, started, caught),
+        );
+      this.store.appendLedgerSync!(rows);
+    } catch (caught) {
+      return this.failed(batch, rows, attempt, started, caught);
+    }
+    return this.committed(batch, rows, started);
+  }
+
+  private committed(batch: Pending[], rows: LedgerRow[], started: number): true {
+    this.stats.rows += rows.length;
+    this.stats.transactions += 1;
+    this.onWrite?.((performance.now() - started) / 1000, rows.length, 'ok');
+    for (const p of batch) p.resolve();
+    return true;
+  }
+
+  private failed(batch: Pending[], rows: LedgerRow[], attempt: number, started: number, caught: unknown): false {
+    this.onWrite?.((performance.now() - started) / 1000, rows.length, attempt < this.retries ? 'retry' : 'failed');
+    this.logger.error({ err: caught, rows: rows.length, attempt }, 'usage ledger write failed');
+    if (attempt >= this.retries) for (const p of batch) p.reject(caught);
+    return false;
   }
 
   /** Waits for every queued row; later appends are refused. */

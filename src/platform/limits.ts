@@ -33,6 +33,10 @@ export interface LimitRule {
   keyBase: string;
   /** Human label of the scope for messages, e.g. `model "qwen" for account "acme"`. */
   scope: string;
+  /** The counter key of the window planned last (planChecks): one string per window, not one per request. */
+  windowKey?: { start: number; key: string };
+  /** `limit` as its header value (x-ratelimit-limit-*), made once: a limit above 2^31 is a heap number, slow to print. */
+  limitText?: string;
 }
 
 export interface PlannedCheck extends CounterCheck {
@@ -47,7 +51,7 @@ export function limitRules(limits: Limits, keyBase: string, scope: string): Limi
   const rules: LimitRule[] = [];
   for (const [dimension, limit] of Object.entries(limits) as [LimitDimension, number | undefined][]) {
     if (limit === undefined) continue;
-    rules.push({ dimension, measure: measure(dimension), limit, windowMs: windowMs[dimension], keyBase: `${keyBase}:${dimension}`, scope });
+    rules.push({ dimension, measure: measure(dimension), limit, windowMs: windowMs[dimension], keyBase: `${keyBase}:${dimension}`, scope, windowKey: undefined, limitText: String(limit) });
   }
   return rules;
 }
@@ -103,8 +107,14 @@ export class LimitPolicy {
   }
 }
 
-export function planChecks(rules: LimitRule[], estimatedTokens: number, images: number, now: number): PlannedCheck[] {
+export function planChecks(rules: LimitRule[], estimatedTokens: number, images: number, now: number, more?: LimitRule[]): PlannedCheck[] {
   const checks: PlannedCheck[] = [];
+  planInto(checks, rules, estimatedTokens, images, now);
+  if (more) planInto(checks, more, estimatedTokens, images, now);
+  return checks;
+}
+
+function planInto(checks: PlannedCheck[], rules: LimitRule[], estimatedTokens: number, images: number, now: number): void {
   for (const rule of rules) {
     const amount = rule.measure === 'requests' ? 1 : rule.measure === 'tokens' ? Math.max(0, estimatedTokens) : images;
     // An image window says nothing about a chat request; token windows always apply because the
@@ -112,8 +122,13 @@ export function planChecks(rules: LimitRule[], estimatedTokens: number, images: 
     if (rule.measure === 'images' && amount === 0) continue;
     const start = Math.floor(now / rule.windowMs);
     const resetAt = (start + 1) * rule.windowMs;
+    let window = rule.windowKey;
+    if (window?.start !== start) {
+      window = { start, key: `${rule.keyBase}:${start}` };
+      rule.windowKey = window;
+    }
     checks.push({
-      key: `${rule.keyBase}:${start}`,
+      key: window.key,
       amount,
       limit: rule.limit,
       ttlMs: resetAt - now + 1000,
@@ -123,7 +138,6 @@ export function planChecks(rules: LimitRule[], estimatedTokens: number, images: 
       resetAt,
     });
   }
-  return checks;
 }
 
 /** OpenAI's reset format: "1s", "6m0s", "2h3m4s". */
@@ -138,9 +152,10 @@ export function formatReset(ms: number): string {
   return `${seconds}s`;
 }
 
+const limitText = (check: PlannedCheck): string => (check.rule.limit === check.limit && check.rule.limitText) || String(check.limit);
+
 /** x-ratelimit-{limit,remaining,reset}-{requests,tokens}: for each measure, the window closest to its limit. */
 export function rateLimitHeaders(checks: PlannedCheck[], values: number[], now: number): Record<string, string> {
-  const headers: Record<string, string> = {};
   let requests = -1;
   let tokens = -1;
   let requestsLeft = Infinity;
@@ -156,17 +171,30 @@ export function rateLimitHeaders(checks: PlannedCheck[], values: number[], now: 
       tokensLeft = left;
     }
   }
-  if (requests >= 0) {
-    headers['x-ratelimit-limit-requests'] = String(checks[requests]!.limit);
-    headers['x-ratelimit-remaining-requests'] = String(requestsLeft);
-    headers['x-ratelimit-reset-requests'] = formatReset(checks[requests]!.resetAt - now);
-  }
-  if (tokens >= 0) {
-    headers['x-ratelimit-limit-tokens'] = String(checks[tokens]!.limit);
-    headers['x-ratelimit-remaining-tokens'] = String(tokensLeft);
-    headers['x-ratelimit-reset-tokens'] = formatReset(checks[tokens]!.resetAt - now);
-  }
-  return headers;
+  // Object literals, one per combination (in the same key order): keys added one by one walked V8's map
+  // transitions for each of the six on every metered request.
+  if (requests >= 0 && tokens >= 0)
+    return {
+      'x-ratelimit-limit-requests': limitText(checks[requests]!),
+      'x-ratelimit-remaining-requests': String(requestsLeft),
+      'x-ratelimit-reset-requests': formatReset(checks[requests]!.resetAt - now),
+      'x-ratelimit-limit-tokens': limitText(checks[tokens]!),
+      'x-ratelimit-remaining-tokens': String(tokensLeft),
+      'x-ratelimit-reset-tokens': formatReset(checks[tokens]!.resetAt - now),
+    };
+  if (requests >= 0)
+    return {
+      'x-ratelimit-limit-requests': limitText(checks[requests]!),
+      'x-ratelimit-remaining-requests': String(requestsLeft),
+      'x-ratelimit-reset-requests': formatReset(checks[requests]!.resetAt - now),
+    };
+  if (tokens >= 0)
+    return {
+      'x-ratelimit-limit-tokens': limitText(checks[tokens]!),
+      'x-ratelimit-remaining-tokens': String(tokensLeft),
+      'x-ratelimit-reset-tokens': formatReset(checks[tokens]!.resetAt - now),
+    };
+  return {};
 }
 
 export function rateLimitError(check: PlannedCheck, current: number, headers: Record<string, string>, now: number): InferaError {

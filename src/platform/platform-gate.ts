@@ -124,6 +124,8 @@ export class PlatformGate implements Gate {
   readonly instanceId = `inst_${randomUUID()}`;
   /** The first heartbeat (and startup reconciliation); reservations wait for it. */
   private readonly ready: Promise<void>;
+  /** `ready` fulfilled: a priced request then need not wait a microtask turn on it (it rejected: still awaited, and throws). */
+  private isReady = false;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private storeHasKeys: { value: boolean; fetchedAt: number; refreshing: boolean } | undefined;
   private countersDown = false;
@@ -148,7 +150,12 @@ export class PlatformGate implements Gate {
     this.admin = new PlatformAdmin(options.store, () => this.invalidate());
     const { heartbeatSeconds } = options.config.reservations;
     this.ready = this.beat();
-    this.ready.catch(() => {});
+    this.ready.then(
+      () => {
+        this.isReady = true;
+      },
+      () => {},
+    );
     this.heartbeatTimer = setInterval(() => void this.beat().catch(() => {}), heartbeatSeconds * 1000);
     this.heartbeatTimer.unref();
   }
@@ -445,13 +452,14 @@ export class PlatformGate implements Gate {
   }
 
   private row(request: AdmissionRequest, usage: UsageReport, cost: number, reservationId?: string): LedgerRow {
-    return {
+    // A literal, then the optional fields: properties after a spread in a literal are each defined
+    // through V8's runtime (DefineKeyedOwnPropertyInLiteral), on every ledger row.
+    const row: LedgerRow = {
       requestId: request.requestId,
       accountId: request.principal.accountId,
       keyId: request.principal.keyId,
       model: request.model,
       requestedModel: request.requestedModel ?? null,
-      ...(reservationId ? { reservationId } : {}),
       endpoint: request.endpoint,
       promptTokens: usage.promptTokens,
       completionTokens: usage.completionTokens,
@@ -463,8 +471,10 @@ export class PlatformGate implements Gate {
       outcome: usage.outcome,
       costMicro: cost,
       createdAt: this.now(),
-      ...(usage.note ? { note: usage.note.slice(0, NOTE_MAX) } : {}),
     };
+    if (reservationId) row.reservationId = reservationId;
+    if (usage.note) row.note = usage.note.slice(0, NOTE_MAX);
+    return row;
   }
 
   private noteBalance(accountId: string, micro: number): void {
@@ -541,7 +551,7 @@ export class PlatformGate implements Gate {
     if (priced && request.deferReservation && this.store.kind === 'sqlite') {
       const worst = request.worstCase ?? { promptTokens: request.estimatedTokens, completionTokens: 0, images: request.images, documents: 0 };
       const amount = Math.max(1, costMicro(price, worst, request.endpoint));
-      await this.ready;
+      if (!this.isReady) await this.ready;
       const seen = this.balanceSeen.get(principal.accountId);
       const balance =
         seen && seen.micro >= amount && this.now() - seen.at < this.keyCacheMs
@@ -557,7 +567,7 @@ export class PlatformGate implements Gate {
       const worst = request.worstCase ?? { promptTokens: request.estimatedTokens, completionTokens: 0, images: request.images, documents: 0 };
       // At least one micro-unit: a priced model is never served on an empty balance.
       const amount = Math.max(1, costMicro(price, worst, request.endpoint));
-      await this.ready;
+      if (!this.isReady) await this.ready;
       const id = `res_${randomUUID()}`;
       const result = await this.store.reserve({
         id,
@@ -582,7 +592,7 @@ export class PlatformGate implements Gate {
     const now = this.now();
     const rules = this.policy.rules(principal.accountId, model, kind, request.aliases);
     const keyRules = principal.limits ? this.keyRules(principal) : undefined;
-    const checks = planChecks(keyRules ? [...rules, ...keyRules] : rules, request.estimatedTokens, request.images, now);
+    const checks = planChecks(rules, request.estimatedTokens, request.images, now, keyRules);
 
     let headers: Record<string, string> = {};
     let counted = false;
@@ -678,17 +688,22 @@ export class PlatformGate implements Gate {
         }
         if (counted) {
           const tokens = usage.promptTokens + usage.completionTokens;
-          const adjustments = checks
-            .filter((c) => c.rule.measure !== 'requests')
-            .map((c) => ({
-              key: c.key,
-              delta: c.rule.measure === 'tokens' ? tokens - c.amount : usage.images - c.amount,
-              ttlMs: Math.max(1000, c.resetAt - this.now() + 1000),
-            }));
-          // Counter drift is not worth failing a finished request over; the ledger is.
-          this.counters.adjust(adjustments).catch((error: unknown) => {
-            this.logger.warn({ err: error }, 'could not settle token/image counters');
-          });
+          const adjustments: { key: string; delta: number; ttlMs: number }[] = [];
+          for (const c of checks)
+            if (c.rule.measure !== 'requests')
+              adjustments.push({ key: c.key, delta: c.rule.measure === 'tokens' ? tokens - c.amount : usage.images - c.amount, ttlMs: Math.max(1000, c.resetAt - this.now() + 1000) });
+          // Counter drift is not worth failing a finished request over; the ledger is. Counters in
+          // memory are adjusted at once, without a promise and its catch per request.
+          if (this.counters.adjustSync) {
+            try {
+              this.counters.adjustSync(adjustments);
+            } catch (error) {
+              this.logger.warn({ err: error }, 'could not settle token/image counters');
+            }
+          } else
+            this.counters.adjust(adjustments).catch((error: unknown) => {
+              this.logger.warn({ err: error }, 'could not settle token/image counters');
+            });
         }
         await this.ledger.append(this.row(request, usage, cost, heldId()));
       },

@@ -145,6 +145,16 @@ export class Router {
    * checks (context size, prompt counting); each call then picks its own deployment. 503 + Retry-After
    * when none can take a request.
    */
+  /** acquire()'s lease without a promise when its first pick is ready now; undefined otherwise (acquire() then tries). */
+  acquireNow(): { model: AnyModel; release(): void } | undefined {
+    const deployment = this.balancer.pick(undefined);
+    const lease = deployment && this.sources.get(deployment)!.acquireNow?.();
+    if (!lease) return undefined;
+    this.home = lease.model;
+    this.wrapper ??= routedModel(this);
+    return { model: this.wrapper, release: lease.release };
+  }
+
   async acquire(): Promise<{ model: AnyModel; release(): void }> {
     // The deployments tried so far: a set only once one has failed (nearly every request takes its first pick).
     let tried: Set<Deployment> | undefined;

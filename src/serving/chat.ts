@@ -46,7 +46,9 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   const checked = given ?? checkChatRequest(services, body);
   if (checked instanceof InferaError) throw checked;
   const { request, entry } = checked;
-  const promptEstimate = estimatePromptTokens(request.options);
+  // Counted once: the estimate below and the unfittable-prompt check after the lease both need it.
+  const characters = promptCharacters(request.options);
+  const promptEstimate = estimatePromptTokens(request.options, characters);
   // Worst case before the model is loaded: max_tokens (or the whole context) for every choice. Once the
   // model has counted the prompt, resize() makes it exact, thinking budget included.
   const contextSize = services.registry.contextSize(entry) ?? FALLBACK_CONTEXT_SIZE;
@@ -60,7 +62,13 @@ export async function serveChatCompletion(services: Services, context: RequestCo
     // or causes a load.
     deferReservation: entry.state === 'ready',
   });
-  const options: ChatCallOptions = { ...request.options, grammarCompileMs: limits.jsonSchema.maxCompileMs, signal: context.signal };
+  // The parsed options themselves (made for this request and used by nothing else), their two fields
+  // added: a spread copy's map was one V8 would not keep fast transitions or load handlers for, so each
+  // field defined on it, and then many loads from it (the engine's prompt check, its request body), went
+  // through V8's runtime on every request (DefineNamedOwnIC_Slow, LoadIC_Miss, KeyedStoreIC_Slow).
+  const options = request.options as ChatCallOptions;
+  options.grammarCompileMs = limits.jsonSchema.maxCompileMs;
+  options.signal = context.signal;
   let promptTokens = 0;
   let lease: ModelLease<ChatModel> | undefined;
 
@@ -75,9 +83,10 @@ export async function serveChatCompletion(services: Services, context: RequestCo
   const meters: MeteredChatStream[] = [];
   let streaming = false;
   try {
-    lease = await services.registry.acquire(entry.config.id, 'chat', { keepAliveMs: request.keepAliveMs });
+    const leaseOptions = { keepAliveMs: request.keepAliveMs };
+    lease = services.registry.acquireNow(entry.config.id, 'chat', leaseOptions) ?? (await services.registry.acquire(entry.config.id, 'chat', leaseOptions));
     const model = lease.model;
-    refuseUnfittablePrompt(model, request.options, limits.maxCharsPerToken);
+    refuseUnfittablePrompt(model, characters, limits.maxCharsPerToken);
     const counted = await model.checkPrompt(options);
     // Refused here (the exact worst case is not covered), nothing ran: the row is free, prompt included.
     await admission.resize({ promptTokens: counted, completionTokens: maxCompletionTokens(model, options, counted) * request.n, images: 0, documents: 0 });
@@ -91,7 +100,7 @@ export async function serveChatCompletion(services: Services, context: RequestCo
         if (result.warnings.length) context.logger.warn({ warnings: result.warnings }, 'engine approximated settings');
       const usage = combineChoiceUsage(results.map((r) => r.usage));
       services.metrics.generationRate(entry.config.id, false, usage.completionTokens, (performance.now() - called) / 1000);
-      await settle(usage, 'ok', 200, warningsNote(results.flatMap((r) => r.warnings)));
+      await settle(usage, 'ok', 200, warningsNote(results.length === 1 ? results[0]!.warnings : results.flatMap((r) => r.warnings)));
       return { type: 'json', body: buildChatCompletion(meta, results), headers: admission.headers };
     }
 
@@ -145,8 +154,8 @@ function maxCompletionTokens(model: ChatModel, options: ChatCallOptions, promptT
 }
 
 /** Before the model is loaded there is no tokenizer: about 3 characters per token errs on the high side. */
-function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>): number {
-  return Math.ceil(promptCharacters(options) / 3) + 8 * options.messages.length;
+function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>, characters: number): number {
+  return Math.ceil(characters / 3) + 8 * options.messages.length;
 }
 
 /**
@@ -154,8 +163,7 @@ function estimatePromptTokens(options: Omit<ChatCallOptions, 'signal'>): number 
  * token is refused before it is tokenized: tokenizing runs on the main thread (a 7 MB message stalled
  * every request for 4 s only to be refused for its length afterwards).
  */
-function refuseUnfittablePrompt(model: ChatModel, options: Omit<ChatCallOptions, 'signal'>, maxCharsPerToken: number): void {
-  const characters = promptCharacters(options);
+function refuseUnfittablePrompt(model: ChatModel, characters: number, maxCharsPerToken: number): void {
   if (characters <= model.contextSize * maxCharsPerToken) return;
   throw new InferaError({
     status: 400,

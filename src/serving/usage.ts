@@ -21,18 +21,21 @@ export const statusOf = (error: unknown, context?: Pick<RequestContext, 'signal'
   isAbortError(error) ? (context ? cancelledStatus(context) : 499) : toInferaError(error).status;
 
 export function usageReport(context: RequestContext, counts: UsageCounts, outcome: UsageReport['outcome'], status: number, note?: string): UsageReport {
-  return {
-    ...(note ? { note } : {}),
+  // A literal, then the optional fields: properties after a spread in a literal are each defined
+  // through V8's runtime (DefineKeyedOwnPropertyInLiteral), on every settled request.
+  const report: UsageReport = {
     promptTokens: counts.promptTokens ?? 0,
     completionTokens: counts.completionTokens ?? 0,
     reasoningTokens: counts.reasoningTokens ?? 0,
-    ...(counts.cachedPromptTokens ? { cachedPromptTokens: counts.cachedPromptTokens } : {}),
     images: counts.images ?? 0,
     documents: counts.documents ?? 0,
     status,
     outcome,
     latencyMs: performance.now() - context.startedAt,
   };
+  if (counts.cachedPromptTokens) report.cachedPromptTokens = counts.cachedPromptTokens;
+  if (note) report.note = note;
+  return report;
 }
 
 /** A request that ended in `error`: cancelled when the client left, otherwise an error with its status. */

@@ -51,6 +51,10 @@ export class MemoryCounterStore implements CounterStore {
   }
 
   async adjust(adjustments: { key: string; delta: number; ttlMs: number }[]): Promise<void> {
+    this.adjustSync(adjustments);
+  }
+
+  adjustSync(adjustments: { key: string; delta: number; ttlMs: number }[]): void {
     const now = this.now();
     for (const { key, delta, ttlMs } of adjustments) if (delta !== 0) this.add(key, delta, ttlMs, now);
   }

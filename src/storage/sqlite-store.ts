@@ -229,6 +229,7 @@ interface QueuedWrite {
   resolve: (value: never) => void;
   reject: (error: unknown) => void;
 }
+const ignore = (): void => {};
 
 export class SqliteStore implements PlatformStore {
   readonly kind = 'sqlite' as const;
@@ -772,12 +773,25 @@ export class SqliteStore implements PlatformStore {
   }
 
   async appendLedger(rows: LedgerRow[]): Promise<void> {
+    this.appendLedgerSync(rows);
+  }
+
+  appendLedgerSync(rows: LedgerRow[]): void {
     if (rows.length === 0) return;
     // LedgerWriter already gathered this turn's rows: commit now (with any reservation queued so far)
     // rather than one more turn later; the answers wait for this commit.
-    const written = this.write(() => this.appendRows(rows));
+    let failed = false;
+    let failure: unknown;
+    this.writes.push({
+      run: () => this.appendRows(rows),
+      resolve: ignore,
+      reject: (error) => {
+        failed = true;
+        failure = error;
+      },
+    });
     this.flush();
-    await written;
+    if (failed) throw failure;
   }
 
   async usage(query: UsageQuery): Promise<UsageAggregate[]> {

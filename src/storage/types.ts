@@ -140,6 +140,12 @@ export interface PlatformStore {
    * charges its cost — and resolves only once it is durable (the group commit of LedgerWriter).
    */
   appendLedger(rows: LedgerRow[]): Promise<void>;
+  /**
+   * appendLedger for a store whose commit is synchronous (SQLite): returns once the transaction is
+   * committed, throws what appendLedger would reject with. LedgerWriter uses it to settle a batch in
+   * the turn it commits, without the promises of an asynchronous write.
+   */
+  appendLedgerSync?(rows: LedgerRow[]): void;
   usage(query: UsageQuery): Promise<UsageAggregate[]>;
   countLedger(): Promise<number>;
   hasRequest(requestId: string): Promise<boolean>;
@@ -177,5 +183,7 @@ export interface CounterStore {
   consumeSync?(checks: CounterCheck[]): ConsumeResult;
   /** Adds deltas (may be negative) without checking: settles token estimates against real counts. */
   adjust(adjustments: { key: string; delta: number; ttlMs: number }[]): Promise<void>;
+  /** adjust() for counters kept in this process: done on return, no promise (the settle of every metered request calls it). */
+  adjustSync?(adjustments: { key: string; delta: number; ttlMs: number }[]): void;
   close(): Promise<void>;
 }

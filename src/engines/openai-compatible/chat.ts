@@ -68,26 +68,34 @@ function wireMessage(message: ChatMessage, dialect: Dialect): Json {
   }
 }
 
-/** Sampling fields by their wire names, set only when the client set them. */
-function samplingFields(sampling: ChatCallOptions['sampling']): Json {
-  const out: Json = {};
-  const put = (key: string, value: number | undefined) => {
-    if (value !== undefined) out[key] = value;
-  };
-  put('temperature', sampling.temperature);
-  put('top_p', sampling.topP);
-  put('top_k', sampling.topK);
-  put('min_p', sampling.minP);
-  put('frequency_penalty', sampling.frequencyPenalty);
-  put('presence_penalty', sampling.presencePenalty);
-  put('repetition_penalty', sampling.repetitionPenalty);
-  put('seed', sampling.seed);
-  return out;
+/**
+ * Sampling fields by their wire names, set on `out` only when the client set them (in this order).
+ * Written straight into the body: an object of its own and a setter closure per request, assigned over after.
+ */
+function putSamplingFields(out: Json, sampling: ChatCallOptions['sampling']): void {
+  if (sampling.temperature !== undefined) out.temperature = sampling.temperature;
+  if (sampling.topP !== undefined) out.top_p = sampling.topP;
+  if (sampling.topK !== undefined) out.top_k = sampling.topK;
+  if (sampling.minP !== undefined) out.min_p = sampling.minP;
+  if (sampling.frequencyPenalty !== undefined) out.frequency_penalty = sampling.frequencyPenalty;
+  if (sampling.presencePenalty !== undefined) out.presence_penalty = sampling.presencePenalty;
+  if (sampling.repetitionPenalty !== undefined) out.repetition_penalty = sampling.repetitionPenalty;
+  if (sampling.seed !== undefined) out.seed = sampling.seed;
 }
 
 /** The OpenAI chat body for `options`, shaped by the dialect. The client's unknown fields go first, so a known field always wins. */
 export function chatBody(upstream: Upstream, dialect: Dialect, options: Options, stream: boolean): Json {
-  const body: Json = { ...options.extra, model: upstream.model, messages: options.messages.map((m) => wireMessage(m, dialect)), stream };
+  // A literal when the client sent no unknown fields (nearly always); else their copy, then the known
+  // fields stored over it (the same keys in the same order as the literal after a spread, whose named
+  // properties V8 defines one by one through its runtime).
+  let body: Json;
+  if (options.extra === undefined) body = { model: upstream.model, messages: options.messages.map((m) => wireMessage(m, dialect)), stream };
+  else {
+    body = { ...options.extra };
+    body.model = upstream.model;
+    body.messages = options.messages.map((m) => wireMessage(m, dialect));
+    body.stream = stream;
+  }
   // Usage for the ledger, whether or not the client asked for it.
   if (stream) body.stream_options = { ...obj(options.extra?.stream_options), include_usage: true };
   if (options.tools)
@@ -111,7 +119,7 @@ export function chatBody(upstream: Upstream, dialect: Dialect, options: Options,
         : { type: format.type };
   if (options.maxTokens !== undefined) body.max_tokens = options.maxTokens;
   if (options.stop) body.stop = options.stop;
-  Object.assign(body, samplingFields(options.sampling));
+  putSamplingFields(body, options.sampling);
   if (options.topLogprobs !== undefined) {
     body.logprobs = true;
     body.top_logprobs = options.topLogprobs;
@@ -306,6 +314,9 @@ export interface RemoteChatOptions {
   logger: Logger;
 }
 
+const PREPARED = Symbol('infera.preparedRequest');
+type PreparedOptions = ChatCallOptions & { [PREPARED]?: { model: RemoteChatModel; options: ChatCallOptions; path: string; body: Json } | undefined };
+
 export class RemoteChatModel implements ChatModel {
   readonly kind = 'chat' as const;
   readonly name: string;
@@ -334,14 +345,24 @@ export class RemoteChatModel implements ChatModel {
   }
 
   /**
-   * The JSON request checkPrompt built, for the doGenerate that follows with the same options object
-   * (serving checks the prompt, then generates): the body is built once per request, not twice.
+   * The JSON request checkPrompt built, for the doGenerate (or doStream) that follows with the same
+   * options object (serving checks the prompt, then generates): the body is built once per request, not
+   * twice. Kept on the options object itself (PREPARED), naming this model (a routed request may
+   * generate on another deployment) and that object (a copy made for another choice, with its own seed,
+   * copies the property too), and taken off it by the call that uses it; a WeakMap cost a trip into V8's
+   * runtime per set and per delete on every request.
    */
-  private readonly prepared = new WeakMap<object, { path: string; body: Json }>();
+  private takePrepared(options: ChatCallOptions): { path: string; body: Json } | undefined {
+    const prepared = (options as PreparedOptions)[PREPARED];
+    if (prepared === undefined) return undefined;
+    (options as PreparedOptions)[PREPARED] = undefined;
+    return prepared.model === this && prepared.options === options ? prepared : undefined;
+  }
 
   /** The request the upstream will get (refusing what it cannot honour), and an estimate of the prompt's tokens for admission. */
   async checkPrompt(options: ChatCallOptions): Promise<number> {
-    this.prepared.set(options, this.request(options, false));
+    const { path, body } = this.request(options, false);
+    (options as PreparedOptions)[PREPARED] = { model: this, options, path, body };
     const texts: string[] = [JSON.stringify(options.tools ?? [])];
     for (const message of options.messages) {
       if (typeof message.content === 'string') texts.push(message.content);
@@ -360,9 +381,7 @@ export class RemoteChatModel implements ChatModel {
 
   async doGenerate(options: ChatCallOptions): Promise<ChatResult> {
     const { signal } = options;
-    const prepared = this.prepared.get(options);
-    if (prepared) this.prepared.delete(options);
-    const { path, body } = prepared ?? this.request(options, false);
+    const { path, body } = this.takePrepared(options) ?? this.request(options, false);
     let answer = await this.upstream.json(path, body, signal);
     if (this.native) answer = this.dialect.native!.chatAnswer(answer, false);
     return this.result(answer, options);
@@ -403,12 +422,11 @@ export class RemoteChatModel implements ChatModel {
   }
 
   doStream(options: ChatCallOptions): AsyncIterable<ChatStreamPart> {
-    // checkPrompt prepared the JSON request for these options. Taken out of the map here too: left there,
-    // the entry lived until the options object died, and a WeakMap's value survives every scavenge while
-    // its entry exists, so each stream's prepared body was promoted to old space. Its body is the stream's
+    // checkPrompt prepared the JSON request for these options. Taken off them here too: left there, it
+    // lived as long as the options object, and (as with the WeakMap entry it was before) each stream's
+    // prepared body was promoted to old space. Its body is the stream's
     // body but for `stream` and `stream_options` (chatBody), which no dialect without a native API reads.
-    const prepared = this.prepared.get(options);
-    if (prepared) this.prepared.delete(options);
+    const prepared = this.takePrepared(options);
     const build = async (): Promise<{ path: string; body: Json }> => {
       if (!prepared || this.native) return this.request(options, true);
       prepared.body.stream = true;
@@ -480,7 +498,7 @@ export class RemoteChatModel implements ChatModel {
     if (options.stop) body.stop = options.stop;
     if (options.echo) body.echo = true;
     if (options.topLogprobs !== undefined) body.logprobs = options.topLogprobs;
-    Object.assign(body, samplingFields(options.sampling));
+    putSamplingFields(body, options.sampling);
     return body;
   }
 

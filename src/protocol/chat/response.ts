@@ -2,7 +2,7 @@
 // Shape follows API-CONTRACT.md and OpenAI's CreateChatCompletionResponse, including the nullable
 // fields OpenAI marks required (`logprobs`, `message.refusal`) that many servers forget.
 
-import { randomUUID } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { z } from 'zod';
 import type { ChatResult, ChatUsage, FinishReason, TokenLogprob, ToolCall } from '../../spec/chat.ts';
 
@@ -22,9 +22,23 @@ export interface ChatCompletionMeta {
 
 export const DEFAULT_SYSTEM_FINGERPRINT = 'fp_infera';
 
-// randomUUID, not randomBytes: it draws from a cached pool of entropy, where randomBytes(16) asks
-// OpenSSL on every call (2 % of a proxied request's CPU). 122 random bits, 32 hex digits as before.
-export const newChatCompletionId = (): string => `chatcmpl-${randomUUID().replaceAll('-', '')}`;
+// 128 random bits, 32 hex digits, cut from a block of random bytes filled and turned into hex 256 ids
+// at a time: randomBytes(16) asked OpenSSL on every call (2 % of a proxied request's CPU), and
+// randomUUID() then taking out its dashes (replaceAll) cost a new string or two per request.
+const ID_HEX = 32;
+const idPool = Buffer.alloc((ID_HEX / 2) * 256);
+let idHex = '';
+let idAt = 0;
+export const newChatCompletionId = (): string => {
+  if (idAt === idHex.length) {
+    randomFillSync(idPool);
+    idHex = idPool.toString('hex');
+    idAt = 0;
+  }
+  const id = `chatcmpl-${idHex.slice(idAt, idAt + ID_HEX)}`;
+  idAt += ID_HEX;
+  return id;
+};
 
 // The wire shapes are zod schemas so that /openapi.json describes exactly what the builders below
 // return: their return types are these schemas' types, so a field added to one and not the other
@@ -107,6 +121,16 @@ export function toWireUsage(usage: ChatUsage): WireUsage {
  */
 export function combineChoiceUsage(usages: readonly ChatUsage[]): ChatUsage {
   if (usages.length === 0) return { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 };
+  // One choice (nearly every request): the reduce below with one step, without its closure and seed object.
+  if (usages.length === 1) {
+    const usage = usages[0]!;
+    return {
+      promptTokens: Math.max(0, usage.promptTokens),
+      completionTokens: 0 + usage.completionTokens,
+      reasoningTokens: 0 + usage.reasoningTokens,
+      cachedPromptTokens: Math.min(Number.POSITIVE_INFINITY, usage.cachedPromptTokens),
+    };
+  }
   return usages.reduce<ChatUsage>(
     (sum, usage) => ({
       promptTokens: Math.max(sum.promptTokens, usage.promptTokens),
