@@ -106,27 +106,15 @@ export function registerServeCommand(program: Command): void {
       void server.services.registry
         .preload()
         .then(() => import('../engines/runner/release.ts'))
-        .then(async ({ releaseServerStartup, releaseIdlePages, releaseWhenQuiet, growYoungGeneration, giveBackYoungGeneration }) => {
+        .then(async ({ releaseServerStartup, releaseIdlePages, releaseWhenQuiet, growYoungGeneration }) => {
           server.services.logger.debug(await releaseServerStartup(), 'server: released start-up leftovers');
           // Then, each time it goes quiet, the code pages its requests faulted back (release.ts, rss7). While
           // it works, the young generation regrows in one step: a burst of requests after a quiet moment no
-          // longer starts with ~60 extra scavenges, which made the one-connection p99 (release.ts). 6 s
-          // into a quiet spell (past V8's 5 s allocation-rate window) it is given back, so an idle server's
-          // RSS stays as before. Judged by CPU, not by the quiet ticks: an idle server's timers fault back
-          // the code pages a release dropped, which the ticks count as work every ~2 s.
-          let giveBack: NodeJS.Timeout | undefined;
+          // longer starts with ~60 extra scavenges, which made the one-connection p99 (release.ts).
           releaseWhenQuiet(
             () => {
               growYoungGeneration('stepwise');
               server.services.logger.debug(releaseIdlePages(), 'server: quiet, dropped code pages');
-              if (giveBack) return;
-              const since = process.cpuUsage();
-              giveBack = setTimeout(() => {
-                giveBack = undefined;
-                const { user, system } = process.cpuUsage(since);
-                if (user + system < 100_000)
-                  void giveBackYoungGeneration().then((given) => server.services.logger.debug(given, 'server: quiet for 6 s, gave back the young generation'));
-              }, 6000).unref();
             },
             { onWork: () => growYoungGeneration('atOnce') },
           );

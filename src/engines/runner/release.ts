@@ -262,7 +262,13 @@ export async function shrinkYoungGeneration(): Promise<{ beforeMiB: number; afte
   const beforeMiB = youngGenerationMiB();
   // Already at (about) its initial size: nothing to give back.
   if (beforeMiB <= 4) return { beforeMiB, afterMiB: beforeMiB, attempts: 0 };
-  const gc = exposedGc();
+  setFlagsFromString('--expose-gc');
+  let gc: (options?: { type: 'minor' }) => void;
+  try {
+    gc = runInNewContext('gc') as typeof gc;
+  } finally {
+    setFlagsFromString('--no-expose-gc');
+  }
   for (let attempt = 0; ; attempt++) {
     let sample: number[] = [];
     for (let i = 0; i < 16; i++) {
@@ -300,27 +306,6 @@ export function growYoungGeneration(how: keyof typeof YOUNG_GENERATION_GROWTH): 
   if (factor === youngGrowth) return;
   youngGrowth = factor;
   setFlagsFromString(`--semi-space-growth-factor=${factor}`);
-}
-
-/**
- * For a process quiet for more than ~5 s since its last burst: the young generation back to its initial
- * size (shrinkYoungGeneration, ~100 ms of CPU in 20 ms steps) where a burst had grown it (to 16 MiB
- * semi-spaces; growYoungGeneration('atOnce') does so after a few hundred requests), which V8 otherwise
- * keeps until a collection that finds the allocation rate low, far off in an idle process (idle RSS
- * +12 MiB after 300 gateway requests, +23 after 3,000: docs/BENCHMARKS.md, branch `gwtail`).
- */
-export async function giveBackYoungGeneration(): Promise<{ beforeMiB: number; afterMiB: number; attempts: number }> {
-  return shrinkYoungGeneration();
-}
-
-/** V8's `gc`, from a context created while `--expose-gc` is set; the flag is turned back off at once. */
-function exposedGc(): (options?: { type: 'minor' }) => void {
-  setFlagsFromString('--expose-gc');
-  try {
-    return runInNewContext('gc') as (options?: { type: 'minor' }) => void;
-  } finally {
-    setFlagsFromString('--no-expose-gc');
-  }
 }
 
 /**
