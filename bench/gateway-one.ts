@@ -8,7 +8,9 @@
 //   or "--perf-basic-prof" (the servers' pids are printed, for perf record -p); --types "T1|T2": each round
 //   sends its requests once per content type, rows named NAME[T] (the same server, e.g. "application/json|
 //   application/json; charset=utf-8": quick.ts takes the first only, so the second is Fastify's path); --get PATH: GET instead
-//   of the chat POST; --stream: the chat POST with stream: true; --server "k: v": more server settings; --extra "yaml;yaml": more config lines.
+//   of the chat POST; --stream: the chat POST with stream: true; --server "k: v": more server settings; --extra "yaml;yaml": more config lines;
+//   --idle S: S seconds with no request before each round of each server (as gateway-overhead.ts's windows
+//   come after the other targets' turns: the server goes quiet, V8 shrinks its young generation).
 // Usage: node --import tsx bench/gateway-one.ts [--requests 3000] [--rounds 3] [--warm 2000] [--connections 1]
 import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
 //   NAME=DIR[:open][@yaml;yaml] ...      e.g. before=/work/base this=. open=.:open 'long=.@  keyCacheSeconds: 3600'
@@ -22,7 +24,7 @@ import autocannon from 'autocannon';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, open: { type: 'boolean' }, warm: { type: 'string', default: '2000' }, node: { type: 'string', default: '' }, connections: { type: 'string', default: '1' }, get: { type: 'string' }, stream: { type: 'boolean' }, extra: { type: 'string' }, server: { type: 'string', default: '' }, types: { type: 'string', default: 'application/json' } },
+  options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, open: { type: 'boolean' }, warm: { type: 'string', default: '2000' }, node: { type: 'string', default: '' }, connections: { type: 'string', default: '1' }, get: { type: 'string' }, stream: { type: 'boolean' }, extra: { type: 'string' }, server: { type: 'string', default: '' }, types: { type: 'string', default: 'application/json' }, idle: { type: 'string', default: '0' } },
 });
 const MODEL = 'bench/echo';
 const upstreamSource = fakeUpstreamSource(MODEL);
@@ -115,6 +117,7 @@ try {
     for (const t of round % 2 ? [...targets].reverse() : targets)
     for (const type of round % 2 ? [...types].reverse() : types) {
       const name = types.length > 1 ? `${t.name}[${type}]` : t.name;
+      if (Number(values.idle) > 0) await new Promise((resolve) => setTimeout(resolve, Number(values.idle) * 1000));
       const before = threads(t.pid);
       const times = await run(t.origin, t.headers, n, type);
       const after = threads(t.pid);

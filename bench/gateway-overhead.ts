@@ -27,6 +27,10 @@ import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
 //   [--alloc DIR]: after the rounds, bytes allocated per request in each Infera server (V8's sampling heap
 //     profiler, bench/alloc-profile-hook.mjs), over --alloc-requests requests on one connection, non-streamed
 //     then streamed; the profiles stay in DIR for bench/heap-profile-summary.ts.
+//   [--tail DIR]: what the slow one-connection requests overlapped. The Infera servers run with
+//     bench/gateway-tail-hook.mjs (DIR/NAME.txt, DIR/NAME.txt.gc at exit), every timed request carries
+//     x-bench-seq, and DIR/NAME.client.txt holds "seq round client_us" per one-connection request of every
+//     target, so the client's time (the bench's figure) can be joined with the server's record of it.
 import autocannon from 'autocannon';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -45,6 +49,7 @@ const { values } = parseArgs({
     compare: { type: 'string' },
     profile: { type: 'string' },
     alloc: { type: 'string' },
+    tail: { type: 'string' },
     'alloc-requests': { type: 'string', default: '2000' },
     warm: { type: 'string', default: '5000' },
   },
@@ -106,14 +111,19 @@ interface Target {
 const body = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 });
 const streamBody = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16, stream: true });
 
+let seq = 0;
 /** Back-to-back requests on one keep-alive connection for `ms`; µs per request (to the end of the body, or its first byte). */
-async function timed(target: Target, payload: string, ms: number, firstByte: boolean): Promise<number[]> {
+async function timed(target: Target, payload: string, ms: number, firstByte: boolean, seqs?: number[]): Promise<number[]> {
   const client = new Client(target.origin, { pipelining: 1 });
   const times: number[] = [];
-  const headers = { ...target.headers, 'content-type': 'application/json' };
+  const headers: Record<string, string> = { ...target.headers, 'content-type': 'application/json' };
   const end = performance.now() + ms;
   try {
     while (performance.now() < end) {
+      if (seqs) {
+        seqs.push(++seq);
+        headers['x-bench-seq'] = String(seq);
+      }
       const t0 = process.hrtime.bigint();
       const response = await client.request({ method: 'POST', path: target.path, headers, body: payload });
       if (response.statusCode !== 200) throw new Error(`${target.name}: ${response.statusCode} ${await response.body.text()}`);
@@ -217,6 +227,12 @@ try {
     ...(values.alloc ? ['--import', new URL('./alloc-profile-hook.mjs', import.meta.url).pathname] : []),
   ];
   const allocEnv = values.alloc ? { INFERA_BENCH_ALLOC_DIR: values.alloc } : {};
+  if (values.tail) {
+    mkdirSync(values.tail, { recursive: true });
+    profileArgs.push('--import', new URL('./gateway-tail-hook.mjs', import.meta.url).pathname);
+  }
+  const tailEnv = (name: string) => (values.tail ? { GATEWAY_TAIL_FILE: join(values.tail, `${name}.txt`) } : {});
+  const clientLines: Record<string, string[]> = {};
   const priced = async (name: string, bin: string) => {
     const dataDir = join(dir, name);
     const configPath = join(dir, `${name}.yaml`);
@@ -238,7 +254,7 @@ try {
     const cli = (...args: string[]) => execFileSync(process.execPath, [bin, '--config', configPath, ...args], { encoding: 'utf8' });
     const secret = (JSON.parse(cli('keys', 'create', '--name', 'bench', '--account', 'bench', '--limits', 'rpm=100000000', '--json')) as { secret: string }).secret;
     cli('accounts', 'topup', 'bench', '1000000');
-    const server = await start(process.execPath, [...profileArgs, bin, '--config', configPath, 'serve'], allocEnv, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+    const server = await start(process.execPath, [...profileArgs, bin, '--config', configPath, 'serve'], { ...allocEnv, ...tailEnv(name) }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
     children.push(server.child);
     return { server, secret };
   };
@@ -261,7 +277,7 @@ try {
       '',
     ].join('\n'),
   );
-  const open = await start(process.execPath, [...profileArgs, 'bin/infera.js', '--config', openConfig, 'serve'], { INFERA_API_KEY: '', ...allocEnv }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+  const open = await start(process.execPath, [...profileArgs, 'bin/infera.js', '--config', openConfig, 'serve'], { INFERA_API_KEY: '', ...allocEnv, ...tailEnv('infera-open') }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
   children.push(open.child);
 
   const nodeProxy = wanted.includes('node-proxy') ? await start(process.execPath, ['-e', nodeProxySource], { UPSTREAM: upstreamUrl }, /port (\d+)/) : undefined;
@@ -322,7 +338,12 @@ try {
       // CPU per request on one connection too: nothing shares a commit or a wake-up there, and it is
       // the floor under the single-connection latency (p50 cannot be below it plus the two extra hops).
       const cpuBefore = cpuUs(target.pid);
-      const times = await timed(target, body, seconds * 1000, false);
+      const seqs: number[] = [];
+      const times = await timed(target, body, seconds * 1000, false, values.tail ? seqs : undefined);
+      if (values.tail) {
+        clientLines[target.name] ??= [];
+        clientLines[target.name]!.push(...times.map((t, i) => `${seqs[i]} ${round + 1} ${t.toFixed(1)}`));
+      }
       const cpuOneConnection = (cpuUs(target.pid) - cpuBefore) / times.length;
       const first = target.noStream ? [Number.NaN] : await timed(target, streamBody, (seconds * 1000) / 2, true);
       const { rps, errors, cpuUsPerRequest } = await throughput(target);
@@ -341,6 +362,8 @@ try {
     }
     loads.push(loadavg());
   }
+
+  if (values.tail) for (const [name, lines] of Object.entries(clientLines)) writeFileSync(join(values.tail, `${name}.client.txt`), `${lines.join('\n')}\n`);
 
   // After the rounds: the sampling profiler slows the process it runs in, so it never overlaps a timing.
   const allocBytesPerRequest: Record<string, { json: number; stream?: number }> = {};

@@ -6,14 +6,17 @@
 // the upstream's answer read ('undici:request:trailers') to the end (the ledger commit is in there); stdout
 // writes inside it (the access log's flushes); the event loop's own CPU from its schedstat (coarse: brought up
 // to date at switches and ticks only). At SIGTERM it writes $GATEWAY_TAIL_FILE, one line per request:
-// "start_us wall_us gc_us timers cpu_us tail_wall_us tail_cpu_us stdout_writes main_cpu_us" (start in µs of
-// performance.now()), and $GATEWAY_TAIL_FILE.gc: "start_us duration_us kind" per GC pause.
+// "start_us wall_us gc_us timers cpu_us tail_wall_us tail_cpu_us stdout_writes main_cpu_us seq" (start in µs of
+// performance.now(); seq: the request's x-bench-seq header, -1 without one, so a client's own timing of the
+// same request can be joined, bench/gateway-overhead.ts --tail), and $GATEWAY_TAIL_FILE.gc: "start_us
+// duration_us kind young_kib" per GC pause (young_kib: new space's size, both semi-spaces, soon after it).
 // Usage: GATEWAY_TAIL_FILE=/tmp/tail.txt node --import tsx bench/gateway-one.ts --warm 8000 --requests 10000
 //   --rounds 1 "--node=--import $PWD/bench/gateway-tail-hook.mjs" this=.
 import { openSync, readSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import diagnostics from 'node:diagnostics_channel';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
+import { getHeapSpaceStatistics } from 'node:v8';
 
 const file = process.env.GATEWAY_TAIL_FILE;
 const max = Number(process.env.GATEWAY_TAIL_MAX ?? 200_000);
@@ -38,6 +41,8 @@ const statFd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r');
 const statBuf = Buffer.alloc(128);
 const mainUs = () => Number(statBuf.toString('latin1', 0, readSync(statFd, statBuf, 0, 128, 0)).split(' ')[0]) / 1000;
 const mainCpu = new Float64Array(max);
+const seqs = new Float64Array(max);
+let seq = -1;
 let main0 = 0;
 let cpu0 = 0;
 let done = -1;
@@ -75,11 +80,16 @@ globalThis.setTimeout = wrap(globalThis.setTimeout);
 
 const gcs = [];
 new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) gcs.push([entry.startTime * 1000, entry.duration * 1000, entry.detail?.kind ?? 0]);
+  // The young generation's size when the entries arrive (right after the pause, or a few later): how many
+  // requests' allocations fit between scavenges.
+  const young = getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')?.space_size ?? 0;
+  for (const entry of list.getEntries()) gcs.push([entry.startTime * 1000, entry.duration * 1000, entry.detail?.kind ?? 0, young / 1024]);
 }).observe({ entryTypes: ['gc'] });
 
-diagnostics.subscribe('http.server.request.start', () => {
+diagnostics.subscribe('http.server.request.start', ({ request }) => {
   t0 = performance.now() * 1000;
+  const header = request.headers['x-bench-seq'];
+  seq = header === undefined ? -1 : Number(header);
   cpu0 = threadNs();
   main0 = mainUs();
   timersNow = 0;
@@ -98,6 +108,7 @@ diagnostics.subscribe('http.server.response.finish', () => {
   tailCpu[n] = done < 0 ? -1 : (c - doneCpu) / 1000;
   writesIn[n] = writes;
   mainCpu[n] = mainUs() - main0;
+  seqs[n] = seq;
   n++;
   t0 = -1;
 });
@@ -115,7 +126,7 @@ const dump = () => {
     gcIn[i] = sum;
   }
   const lines = [];
-  for (let i = 0; i < n; i++) lines.push(`${start[i].toFixed(0)} ${duration[i].toFixed(1)} ${gcIn[i].toFixed(1)} ${timersIn[i]} ${cpu[i].toFixed(1)} ${tail[i].toFixed(1)} ${tailCpu[i].toFixed(1)} ${writesIn[i]} ${mainCpu[i].toFixed(0)}`);
+  for (let i = 0; i < n; i++) lines.push(`${start[i].toFixed(0)} ${duration[i].toFixed(1)} ${gcIn[i].toFixed(1)} ${timersIn[i]} ${cpu[i].toFixed(1)} ${tail[i].toFixed(1)} ${tailCpu[i].toFixed(1)} ${writesIn[i]} ${mainCpu[i].toFixed(0)} ${seqs[i]}`);
   writeFileSync(file, `${lines.join('\n')}\n`);
   writeFileSync(`${file}.gc`, `${gcs.map((x) => x.map((v) => v.toFixed(0)).join(' ')).join('\n')}\n`);
 };

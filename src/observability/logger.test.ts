@@ -1,8 +1,9 @@
-// The access log's timestamp keeps pino's isoTime format while formatting once per millisecond.
+// The access log's timestamp keeps pino's isoTime format while formatting once per millisecond; stdout lines
+// are written together, by a line's write while lines keep coming and by a timer when they stop.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { createLogger, flatLineWriter, isoTime } from './logger.ts';
+import { BufferedStdout, createLogger, flatLineWriter, isoTime } from './logger.ts';
 
 test('isoTime writes what pino.stdTimeFunctions.isoTime writes, and follows the clock', async () => {
   for (let i = 0; i < 3; i++) {
@@ -107,4 +108,48 @@ test("flatLineWriter's prepared line writes what the writer writes with the two 
   logger.level = 'warn';
   write.prepare({ method: 'GET' }, 'id', 'ms')!('x', 1);
   assert.equal(lines.length, 0);
+});
+
+test('BufferedStdout: while lines keep coming the time-based write is made by a line, not by the timer; what is left goes within flushMs', async () => {
+  const flushMs = 100;
+  const writes: { text: string; inLine: boolean; at: number }[] = [];
+  let inLine = false;
+  const out = new BufferedStdout(flushMs, { write: (text: string) => writes.push({ text, inLine, at: performance.now() }) });
+  const line = (text: string) => {
+    inLine = true;
+    try {
+      out.write(text);
+    } finally {
+      inLine = false;
+    }
+  };
+  // A line every ~1 ms for ~10 flushMs, as an access log under one-connection traffic; the event loop
+  // turns between lines, so a due timer runs.
+  const sent: string[] = [];
+  const until = performance.now() + flushMs * 10;
+  let next = 0;
+  while (performance.now() < until) {
+    if (performance.now() >= next) {
+      const text = `line ${sent.length}\n`;
+      sent.push(text);
+      line(text);
+      next = performance.now() + 1;
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const streamed = writes.length;
+  assert.ok(streamed >= 8, `only ${streamed} writes while lines came`);
+  // One may come from the timer where this process lost the CPU for flushMs / 5 at the wrong moment.
+  const fromTimer = writes.filter((w) => !w.inLine).length;
+  assert.ok(fromTimer <= 1, `${fromTimer} of ${streamed} writes came from the timer while lines kept coming`);
+  // Lines stop: the rest goes out from the timer, no later than flushMs after the first of them.
+  const last = `last\n`;
+  sent.push(last);
+  const firstPending = writes.at(-1)!.at;
+  line(last);
+  await new Promise((resolve) => setTimeout(resolve, flushMs * 3));
+  const tail = writes.slice(streamed);
+  assert.ok(tail.length >= 1 && !tail.at(-1)!.inLine, 'the rest was not written by the timer');
+  assert.ok(tail.at(-1)!.at - firstPending <= flushMs * 2, `the rest went out ${(tail.at(-1)!.at - firstPending).toFixed(0)} ms late`);
+  assert.equal(writes.map((w) => w.text).join(''), sent.join(''), 'every line once, in order');
 });

@@ -2,7 +2,8 @@
 // binary's and the libraries': the model must go on generating exactly what it generated before (every
 // page it reads again faults back in from the file), and the mappings' resident size must actually fall.
 // releaseServerStartup (the server's) drops the code pages but keeps a model's, and shrinks V8's young
-// generation. releaseWhenQuiet releases once per burst of work, when the process goes quiet.
+// generation. releaseWhenQuiet releases once per burst of work, when the process goes quiet, and says when
+// work starts again; growYoungGeneration('atOnce') makes the young generation regrow in one step.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,6 +14,8 @@ import { encodeRandomChatModel } from '../../tiny-models/random-chat.ts';
 import { openLlamaLibrary } from '../llama-cpp/ffi/library.ts';
 import { LlamaRunner } from '../llama-cpp/ffi/runner.ts';
 import { getHeapSpaceStatistics } from 'node:v8';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { collectGarbage, releaseCodePages, releaseIdlePages, releaseLoadLeftovers, releaseServerStartup, releaseWhenQuiet, shrinkYoungGeneration } from './release.ts';
 
 let dir: string;
@@ -149,6 +152,50 @@ test('releaseWhenQuiet releases once after each burst of work, not while working
   } finally {
     stop();
   }
+});
+
+test('releaseWhenQuiet calls onWork at the first tick that sees work after a release, once per burst', async () => {
+  const tickMs = 50;
+  const events: string[] = [];
+  const { stop } = releaseWhenQuiet(() => events.push('release'), { tickMs, quietCpuMs: 2, releaseAfterQuietTicks: 2, onWork: () => events.push('work') });
+  // Timers run late on a loaded machine: wait for what must come, up to 3 s.
+  const waitFor = async (count: number) => {
+    for (const until = performance.now() + 3000; events.length < count && performance.now() < until; ) await sleep(tickMs);
+  };
+  try {
+    // Starting counts as work, but not as work that follows a release.
+    await waitFor(1);
+    await sleep(tickMs * 4);
+    assert.deepEqual(events, ['release']);
+    // A burst over several ticks: one onWork, while it lasts, none after.
+    const until = performance.now() + tickMs * 6;
+    let seenBeforeEnd = false;
+    while (performance.now() < until) {
+      burn(10);
+      await new Promise((resolve) => setImmediate(resolve));
+      seenBeforeEnd ||= events.includes('work');
+    }
+    assert.ok(seenBeforeEnd, `onWork did not come while the burst lasted: ${events.join(', ')}`);
+    await waitFor(3);
+    assert.deepEqual(events, ['release', 'work', 'release'], 'one onWork per burst, then one release');
+    burn(tickMs * 3);
+    await waitFor(5);
+    assert.deepEqual(events, ['release', 'work', 'release', 'work', 'release']);
+  } finally {
+    stop();
+  }
+});
+
+test("growYoungGeneration('atOnce') makes the young generation grow back to its full size in one step, 'stepwise' as V8 does", async () => {
+  // A process each: the factor is a process-wide V8 flag.
+  const fixture = new URL('./fixtures/young-growth.ts', import.meta.url).pathname;
+  const sizes = async (how: string) =>
+    JSON.parse((await promisify(execFile)(process.execPath, ['--import', 'tsx', fixture, how], { encoding: 'utf8' })).stdout) as number[];
+  const [atOnce, stepwise, untouched] = await Promise.all([sizes('atOnce'), sizes('stepwise'), sizes('none')]);
+  const grown = Math.max(...untouched);
+  assert.ok(untouched.length >= 3 && untouched[0]! <= grown / 4, `V8 did not grow it in steps here (${untouched.join(' -> ')} MiB): the test proves nothing`);
+  assert.deepEqual(stepwise, untouched, 'stepwise is V8 default');
+  assert.deepEqual(atOnce, [untouched[0], grown], `atOnce went ${atOnce.join(' -> ')} MiB`);
 });
 
 test('releaseWhenQuiet with sleepAfterQuietTicks stops ticking when idle and releases again after wake()', async () => {

@@ -181,6 +181,7 @@ export function releaseIdlePages(): IdleReleased {
  * after a quiet tick. CPU time, not requests in flight, says "quiet": it also waits out deferred work
  * (the chat engine's no-thinking chat wrapper, ~400 ms of CPU after the first answer) and needs no hook
  * on the request path. The release's own CPU is not counted as work (no release loop).
+ * `onWork` runs at the first tick that sees work after a release (at most a tick into a burst).
  * With `sleepAfterQuietTicks`, the ticks stop after that many quiet ones in a row once it has released
  * (an idle engine process woke 4 times a second, ~0.27 ms of CPU each there) until `wake()` says work
  * came. The timer never keeps the process alive.
@@ -190,9 +191,9 @@ export function releaseIdlePages(): IdleReleased {
  */
 export function releaseWhenQuiet(
   release: () => void,
-  options: { tickMs?: number; quietCpuMs?: number; releaseAfterQuietTicks?: number; sleepAfterQuietTicks?: number } = {},
+  options: { tickMs?: number; quietCpuMs?: number; releaseAfterQuietTicks?: number; sleepAfterQuietTicks?: number; onWork?: () => void } = {},
 ): { wake(): void; stop(): void } {
-  const { tickMs = 250, quietCpuMs = 2, releaseAfterQuietTicks = 2, sleepAfterQuietTicks = Number.POSITIVE_INFINITY } = options;
+  const { tickMs = 250, quietCpuMs = 2, releaseAfterQuietTicks = 2, sleepAfterQuietTicks = Number.POSITIVE_INFINITY, onWork } = options;
   let worked = true;
   let quietTicks = 0;
   let last = processCpuMs();
@@ -200,6 +201,7 @@ export function releaseWhenQuiet(
   const tick = () => {
     const now = processCpuMs();
     if (now - last >= quietCpuMs) {
+      if (!worked) onWork?.();
       worked = true;
       quietTicks = 0;
     } else if (worked) {
@@ -280,6 +282,34 @@ export async function shrinkYoungGeneration(): Promise<{ beforeMiB: number; afte
     if (afterMiB <= 4 || attempt === 2) return { beforeMiB, afterMiB, attempts: attempt + 1 };
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
+}
+
+/** How many times over V8 grows the young generation when it grows it: its default, and while a server works. */
+export const YOUNG_GENERATION_GROWTH = { stepwise: 2, atOnce: 64 } as const;
+let youngGrowth: number = YOUNG_GENERATION_GROWTH.stepwise;
+
+/**
+ * While `atOnce`, the young generation grows back to its full size (16 MiB semi-spaces) in one step instead
+ * of doubling from 1 MiB. V8 shrinks it to 1 MiB at a collection after a quiet spell, so every burst of
+ * requests after an idle moment started with it small: at ~50 KB allocated per gateway request, a
+ * scavenge (~0.5–1 ms, whatever the size) every ~20–120 requests for the burst's first ~2 s and ~60 of
+ * them before it was grown again, against one every ~400 requests after — 1.2–1.5 % of the requests of a
+ * 4 s one-connection burst overlapped one, which made its p99, and those scavenges' promotions brought a
+ * mark-compact (8–47 ms) into most bursts (docs/BENCHMARKS.md, branch `gwtail`). V8 still grows it only
+ * when a scavenge finds as much surviving as it holds (a sustained load) and reads the factor at each
+ * growth, so it is set for bursts only (releaseWhenQuiet's `onWork`) and back to V8's default when the
+ * process goes quiet: growth while idle, and an idle server after start-up, stay as they were (at this
+ * factor from start-up on, an idle server's young generation grew to its full size: RSS +5 MiB). After
+ * a burst of a few hundred requests it is at its full size while idle, as after ~20,000 before (idle RSS
+ * +12 MiB after 300 requests, +23 after 3,000, until V8 shrinks it); giving it back 6 s into a quiet
+ * spell with shrinkYoungGeneration's forced full collection was tried and dropped: V8 then threw away
+ * the compiled request path, and the next burst recompiled it (+300 µs of CPU a request).
+ */
+export function growYoungGeneration(how: keyof typeof YOUNG_GENERATION_GROWTH): void {
+  const factor = YOUNG_GENERATION_GROWTH[how];
+  if (factor === youngGrowth) return;
+  youngGrowth = factor;
+  setFlagsFromString(`--semi-space-growth-factor=${factor}`);
 }
 
 /**
