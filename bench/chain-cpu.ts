@@ -1,10 +1,14 @@
 // CPU per streamed token of every thread of a running server's process tree (Infera's server and its
 // engine process, or llama-server) and of this client, with voluntary/involuntary context switches, over
-// 1-stream greedy or sampled requests: what each side of the chain (decode → server → client) costs per
-// token, for either server, measured the same way. Not a test: prints figures.
+// greedy or sampled requests: what each side of the chain (decode → server → client) costs per token, for
+// either server, measured the same way. With --streams N each round is N concurrent requests (as
+// vs-llama-server's N-stream cells), and it also prints how the round's wall splits: the spread of the
+// streams' first tokens (prompts admitted in different steps: the aggregate t/s of vs-llama-server, first
+// token of any stream → last of all, counts that spread and the ragged end), and the rate while all N
+// streams run (the part llama-batched-bench's S_TG compares with). Not a test: prints figures.
 //
 // Usage: node --import tsx bench/chain-cpu.ts --port P --pid PID [--dialect infera|llama] [--model bench/chat]
-//          [--tokens 128] [--requests 6] [--sampling greedy|sampled]
+//          [--tokens 128] [--requests 6] [--streams 1] [--sampling greedy|sampled]
 import { readdirSync, readFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { loadavg } from 'node:os';
@@ -19,6 +23,7 @@ const { values } = parseArgs({
     model: { type: 'string', default: 'bench/chat' },
     tokens: { type: 'string', default: '128' },
     requests: { type: 'string', default: '6' },
+    streams: { type: 'string', default: '1' },
     sampling: { type: 'string', default: 'greedy' },
   },
 });
@@ -26,7 +31,7 @@ const port = Number(values.port);
 const root = Number(values.pid);
 const tokens = Number(values.tokens);
 // llama-server closes a kept-alive connection after a stream: a fresh one per request there.
-const agent = new Agent({ keepAlive: values.dialect !== 'llama' });
+const agent = new Agent({ keepAlive: values.dialect !== 'llama', maxSockets: 64 });
 
 function tree(pid: number): number[] {
   const kids = (() => {
@@ -78,32 +83,87 @@ function body() {
   else base.chat_template_kwargs = { enable_thinking: false };
   return base;
 }
-async function one(): Promise<{ tps: number; reads: number; ms: number }> {
+interface Stream {
+  start: number;
+  first: number;
+  last: number;
+  /** Arrival time of every content frame (a read may hold several). */
+  times: number[];
+  reads: number;
+}
+async function one(): Promise<Stream> {
   const start = performance.now();
   let first = 0;
   let last = 0;
   let reads = 0;
+  const times: number[] = [];
   const { status, text } = await postJson(agent, port, '/v1/chat/completions', body(), (chunk) => {
     const now = performance.now();
-    if (/"content":"[^"]/.test(chunk.toString('latin1'))) {
+    const frames = chunk.toString('latin1').match(/"content":"[^"]/g)?.length ?? 0;
+    if (frames > 0) {
       reads++;
+      for (let i = 0; i < frames; i++) times.push(now);
       if (!first) first = now;
     }
     if (chunk.includes('"finish_reason":"')) last = now;
   });
   if (status !== 200) throw new Error(`HTTP ${status}: ${text.slice(0, 300)}`);
-  return { tps: (tokens - 1) / ((last - first) / 1000), reads, ms: performance.now() - start };
+  return { start, first, last, times, reads };
 }
-await one();
+const streams = Number(values.streams);
+const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+interface Round {
+  tps: number;
+  ms: number;
+  reads: number;
+  /** First token of the first stream → first token of the last stream, ms. */
+  firstSpread: number;
+  /** Last token of the first stream to finish → last of all, ms. */
+  lastSpread: number;
+  /** Aggregate t/s from the last stream's first token to the first stream's last: all N streams running. */
+  allRunning: number;
+  /** Median time to first token over the round's streams, ms. */
+  ttft: number;
+}
+async function round(): Promise<Round> {
+  const start = performance.now();
+  const runs = await Promise.all(Array.from({ length: streams }, () => one()));
+  const firstFirst = Math.min(...runs.map((r) => r.first));
+  const lastFirst = Math.max(...runs.map((r) => r.first));
+  const firstLast = Math.min(...runs.map((r) => r.last));
+  const lastLast = Math.max(...runs.map((r) => r.last));
+  // Content frames (one per token on both servers) that arrived while all N streams ran.
+  if (process.env.CHAIN_CPU_FIRSTS)
+    console.error(`firsts (ms after the round's start): ${runs.map((r) => (r.first - start).toFixed(0)).sort((a, b) => Number(a) - Number(b)).join(' ')}; requests sent ${runs.map((r) => (r.start - start).toFixed(1)).join(' ')}`);
+  const inside = runs.reduce((sum, r) => sum + r.times.filter((t) => t > lastFirst && t <= firstLast).length, 0);
+  return {
+    tps: (tokens * streams) / ((lastLast - firstFirst) / 1000),
+    ms: performance.now() - start,
+    reads: runs.reduce((sum, r) => sum + r.reads, 0),
+    firstSpread: lastFirst - firstFirst,
+    lastSpread: lastLast - firstLast,
+    allRunning: inside / ((firstLast - lastFirst) / 1000),
+    ttft: med(runs.map((r) => r.first - r.start)),
+  };
+}
+await round();
 const before = snapshot();
-const runs: { tps: number; reads: number; ms: number }[] = [];
-for (let i = 0; i < Number(values.requests); i++) runs.push(await one());
+const cpu0 = process.cpuUsage();
+const runs: Round[] = [];
+for (let i = 0; i < Number(values.requests); i++) runs.push(await round());
 const after = snapshot();
-const total = tokens * runs.length;
-const tps = runs.map((r) => r.tps).sort((a, b) => a - b);
-const ms = runs.map((r) => r.ms).sort((a, b) => a - b);
-console.log(`request ms median ${ms[ms.length >> 1]!.toFixed(1)} (${ms.map((t) => t.toFixed(0)).join(' ')})`);
-console.log(`t/s median ${tps[tps.length >> 1]!.toFixed(1)} (${tps.map((t) => t.toFixed(0)).join(' ')}), reads/token ${(runs.reduce((s, r) => s + r.reads, 0) / total).toFixed(2)}, load ${loadavg()[0]!.toFixed(2)}`);
+const total = tokens * runs.length * streams;
+const list = (xs: number[], digits = 0) => xs.map((x) => x.toFixed(digits)).join(' ');
+console.log(`${streams} stream(s) × ${runs.length} rounds, load ${loadavg()[0]!.toFixed(2)}`);
+console.log(`round ms median ${med(runs.map((r) => r.ms)).toFixed(1)} (${list(runs.map((r) => r.ms))})`);
+console.log(`t/s median ${med(runs.map((r) => r.tps)).toFixed(1)} (${list(runs.map((r) => r.tps))}), TTFT median ${med(runs.map((r) => r.ttft)).toFixed(0)} ms (${list(runs.map((r) => r.ttft))}), reads/token ${(runs.reduce((s, r) => s + r.reads, 0) / total).toFixed(2)}`);
+if (streams > 1)
+  console.log(
+    `first-token spread ms median ${med(runs.map((r) => r.firstSpread)).toFixed(1)} (${list(runs.map((r) => r.firstSpread), 1)}), last-token spread ${med(runs.map((r) => r.lastSpread)).toFixed(1)} (${list(runs.map((r) => r.lastSpread), 1)}), ` +
+      `t/s while all ${streams} run ${med(runs.map((r) => r.allRunning)).toFixed(1)} (${list(runs.map((r) => r.allRunning))})`,
+  );
+const clientCpu = process.cpuUsage(cpu0);
+console.log(`  client (process.cpuUsage)                 ${((clientCpu.user + clientCpu.system) / total).toFixed(1).padStart(8)} µs/token`);
 for (const [key, now] of after) {
   const was = before.get(key) ?? { ns: 0, vol: 0, invol: 0 };
   const us = (now.ns - was.ns) / 1000 / total;

@@ -8,7 +8,7 @@
 // process CPU per step (CPU counts the pool's spinning worker too). Not a test: prints figures.
 //
 // Usage: node --import tsx bench/decode-raw.ts [--model chat-512x8-vocab152k] [--threads 2] [--tokens 128]
-//        [--rounds 5] [--modes raw,logits,turn,runner] [--variant NAME=JSON ...] (runner options, runner mode)
+//        [--streams 1] [--rounds 5] [--modes raw,logits,turn,runner] [--variant NAME=JSON ...] (runner options, runner mode)
 //        [--cpu-backend prebuilt|native|auto] (as llamaCpp.cpuBackend; chat models load the prebuilt under auto)
 import { readdirSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -23,6 +23,8 @@ const { values } = parseArgs({
   options: {
     model: { type: 'string', default: 'chat-512x8-vocab152k' },
     threads: { type: 'string', default: '2' },
+    // N sequences, one token each per decode (llama-batched-bench's -npl N; the runner: N concurrent generates).
+    streams: { type: 'string', default: '1' },
     tokens: { type: 'string', default: '128' },
     rounds: { type: 'string', default: '5' },
     modes: { type: 'string', default: 'raw,logits,turn,runner' },
@@ -33,8 +35,9 @@ const { values } = parseArgs({
 const path = await ensureBenchModel(values.model as BenchModelKind, join(tmpdir(), 'infera-bench-models'));
 const tokens = Number(values.tokens);
 const threads = Number(values.threads);
+const streams = Number(values.streams);
 const lib = await openLlamaLibrary({ cpuBackend: values['cpu-backend'] as CpuBackendSetting });
-const base = { contextSize: 1024, sequences: 1, threads, decodeOn: 'loop' as const };
+const base = { contextSize: 1024, sequences: streams, threads, decodeOn: 'loop' as const };
 const runners: Record<string, LlamaRunner> = { default: LlamaRunner.load(lib, path, base) };
 for (const variant of values.variant) {
   const at = variant.indexOf('=');
@@ -72,42 +75,54 @@ async function measure(label: string, r: LlamaRunner, body: () => Promise<Figure
 
 async function rawRound(mode: 'raw' | 'logits' | 'turn'): Promise<Figures> {
   const { batch } = inner;
-  api.llama_memory_seq_rm(inner.memory, 0, -1, -1);
-  for (let i = 0; i < prompt.length; i++) {
-    batch.token[i] = prompt[i]!;
-    batch.pos[i] = i;
-    batch.seqId[i]![0] = 0;
-    batch.logits[i] = i === prompt.length - 1 ? 1 : 0;
+  const tokenOf: number[] = [];
+  for (let seq = 0; seq < streams; seq++) {
+    api.llama_memory_seq_rm(inner.memory, seq, -1, -1);
+    for (let i = 0; i < prompt.length; i++) {
+      batch.token[i] = prompt[i]!;
+      batch.pos[i] = i;
+      batch.seqId[i]![0] = seq;
+      batch.logits[i] = i === prompt.length - 1 ? 1 : 0;
+    }
+    batch.struct.n_tokens = prompt.length;
+    if (api.llama_decode(inner.context, batch.struct) !== 0) throw new Error('prompt decode failed');
+    tokenOf.push(prompt[prompt.length - 1]!);
   }
-  batch.struct.n_tokens = prompt.length;
-  if (api.llama_decode(inner.context, batch.struct) !== 0) throw new Error('prompt decode failed');
-  let token = prompt[prompt.length - 1]!;
-  batch.struct.n_tokens = 1;
-  batch.logits[0] = 1;
+  batch.struct.n_tokens = streams;
+  for (let seq = 0; seq < streams; seq++) {
+    batch.logits[seq] = 1;
+    batch.seqId[seq]![0] = seq;
+  }
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   for (let i = 0; i < tokens; i++) {
-    batch.token[0] = token;
-    batch.pos[0] = prompt.length + i;
-    if (api.llama_decode(inner.context, batch.struct) !== 0) throw new Error('decode failed');
-    if (mode === 'raw') token = (token * 7 + 13) % Math.min(1000, runner.vocabSize);
-    else {
-      const pointer = api.llama_get_logits_ith(inner.context, 0);
-      const address = koffi.address(pointer) as bigint;
-      let row = rows.get(address);
-      if (!row) {
-        row = new Float32Array(koffi.view(pointer, runner.vocabSize * 4));
-        rows.set(address, row);
-      }
-      token = argmax(row);
-      if (mode === 'turn') await new Promise<void>((resolve) => setImmediate(resolve));
+    for (let seq = 0; seq < streams; seq++) {
+      batch.token[seq] = tokenOf[seq]!;
+      batch.pos[seq] = prompt.length + i;
     }
+    if (api.llama_decode(inner.context, batch.struct) !== 0) throw new Error('decode failed');
+    for (let seq = 0; seq < streams; seq++) {
+      if (mode === 'raw') tokenOf[seq] = (tokenOf[seq]! * 7 + 13) % Math.min(1000, runner.vocabSize);
+      else {
+        const pointer = api.llama_get_logits_ith(inner.context, seq);
+        const address = koffi.address(pointer) as bigint;
+        let row = rows.get(address);
+        if (!row) {
+          row = new Float32Array(koffi.view(pointer, runner.vocabSize * 4));
+          rows.set(address, row);
+        }
+        tokenOf[seq] = argmax(row);
+      }
+    }
+    if (mode === 'turn') await new Promise<void>((resolve) => setImmediate(resolve));
   }
   const wall = (performance.now() - t0) / tokens;
   const cpu = process.cpuUsage(cpu0);
-  // Leave the sequence empty, as the runner's prompt cache believes it to be.
-  api.llama_memory_seq_rm(inner.memory, 0, -1, -1);
-  inner.slots[0]!.kv = [];
+  // Leave the sequences empty, as the runner's prompt cache believes them to be.
+  for (let seq = 0; seq < streams; seq++) {
+    api.llama_memory_seq_rm(inner.memory, seq, -1, -1);
+    inner.slots[seq]!.kv = [];
+  }
   return { wall, cpu: (cpu.user + cpu.system) / 1000 / tokens };
 }
 
@@ -115,19 +130,25 @@ async function runnerRound(r: LlamaRunner): Promise<Figures> {
   let cpu0: NodeJS.CpuUsage | undefined;
   let t0 = 0;
   let seen = 0;
-  await r.generate({
-    prompt,
-    sampling: { temperature: 0 },
-    maxTokens: tokens + 1,
-    cachePrompt: false,
-    onToken: () => {
-      if (seen++ === 0) {
-        cpu0 = process.cpuUsage();
-        t0 = performance.now();
-      }
-      return undefined;
-    },
-  }).done;
+  // Timed from the first generated token of any stream (the prompts are decoded before it) over the
+  // `tokens` steps after it.
+  await Promise.all(
+    Array.from({ length: streams }, () =>
+      r.generate({
+        prompt,
+        sampling: { temperature: 0 },
+        maxTokens: tokens + 1,
+        cachePrompt: false,
+        onToken: () => {
+          if (seen++ === 0) {
+            cpu0 = process.cpuUsage();
+            t0 = performance.now();
+          }
+          return undefined;
+        },
+      }).done,
+    ),
+  );
   const wall = (performance.now() - t0) / tokens;
   const cpu = process.cpuUsage(cpu0);
   return { wall, cpu: (cpu.user + cpu.system) / 1000 / tokens };
@@ -143,10 +164,11 @@ for (let round = 0; round < Number(values.rounds); round++)
   for (const label of labels) {
     const list = figures[label] ?? [];
     list.push(await run(label));
+    if (process.env.DECODE_RAW_PROGRESS) console.error(`round ${round + 1} ${label}: ${list.at(-1)!.wall.toFixed(2)} ms wall, ${list.at(-1)!.cpu.toFixed(2)} ms CPU per step`);
     figures[label] = list;
   }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-console.log(`load ${loadavg().map((l) => l.toFixed(2)).join(' ')}, ${threads} threads, ${tokens} tokens, ${values.rounds} rounds, CPU backend ${lib.cpuBackend.kind} ${lib.cpuBackend.file}`);
+console.log(`load ${loadavg().map((l) => l.toFixed(2)).join(' ')}, ${threads} threads, ${streams} streams, ${tokens} tokens, ${values.rounds} rounds, CPU backend ${lib.cpuBackend.kind} ${lib.cpuBackend.file}`);
 console.table(
   labels.map((label) => ({
     mode: label,

@@ -124,6 +124,15 @@ export class FfiChatModel implements ChatModel {
   private drained: (() => void) | undefined;
   private closing = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  /**
+   * How long an answered prompt check keeps an idle runner's first step waiting for its generation
+   * (the server checks every prompt, then starts it: runner.admissionHold). A check whose request
+   * never starts (refused after it) delays the others' first step this much, once. The server turns a
+   * check into a start in ~1 ms on a quiet box and took ~9 ms under load (docs/BENCHMARKS.md, dec9).
+   */
+  admissionHoldMs = 20;
+  /** Deadlines of answered prompt checks whose generation has not started yet, oldest first. */
+  private readonly checked: number[] = [];
 
   constructor(
     /** The runner's vocabulary: tokenizer and special tokens. */
@@ -138,6 +147,11 @@ export class FfiChatModel implements ChatModel {
     this.contextSize = runner.contextSize;
     this.decodeOn = runner.decodeOn;
     this.planner = new ChatPlanner(vocab, wrappers, this.contextSize);
+    runner.admissionHold = () => {
+      const now = performance.now();
+      while (this.checked.length > 0 && this.checked[0]! <= now) this.checked.shift();
+      return this.checked.length > 0 ? this.checked[0]! - now : 0;
+    };
     this.slots = new Slots(runner.sequences, queue.maxQueue, `Model ${name}`, { maxWaitMs: queue.maxQueueWaitSeconds * 1000 });
   }
 
@@ -150,7 +164,9 @@ export class FfiChatModel implements ChatModel {
   }
 
   async checkPrompt(options: ChatCallOptions): Promise<number> {
-    return this.plan(options).promptTokens;
+    const tokens = this.plan(options).promptTokens;
+    this.checked.push(performance.now() + this.admissionHoldMs);
+    return tokens;
   }
 
   async doGenerate(options: ChatCallOptions): Promise<ChatResult> {
@@ -174,7 +190,9 @@ export class FfiChatModel implements ChatModel {
   }
 
   async checkCompletion(options: CompletionCallOptions): Promise<number> {
-    return this.planCompletion(options).input.length;
+    const tokens = this.planCompletion(options).input.length;
+    this.checked.push(performance.now() + this.admissionHoldMs);
+    return tokens;
   }
 
   async doComplete(options: CompletionCallOptions): Promise<CompletionResult> {
@@ -351,6 +369,7 @@ export class FfiChatModel implements ChatModel {
     try {
       if (signal.aborted) throw new ClientGoneError();
       if (this.closing) throw unloading();
+      this.checked.shift();
       const generation = start();
       stopRun = (error: Error) => generation.cancel(error);
       this.running.add(stopRun);

@@ -334,6 +334,15 @@ export class LlamaRunner {
   private readonly eog: Uint8Array;
   private threadpool: Pointer;
   private scheduled = false;
+  /**
+   * Set by the chat model: how long (ms) a first step from idle should wait for requests already on
+   * their way (their prompt was checked, their generation not started yet), 0 for none. See step().
+   */
+  admissionHold: (() => number) | undefined;
+  /** The longest one first step waits on admissionHold, however many checks keep coming. */
+  admissionHoldMaxMs = 40;
+  private holdTimer: NodeJS.Timeout | undefined;
+  private holdSince = 0;
   private disposed = false;
   private readonly decodeOnWorker: boolean;
   readonly decodeOn: 'loop' | 'worker';
@@ -910,6 +919,29 @@ export class LlamaRunner {
       this.notifyIdle();
       return;
     }
+    // A burst of requests (N clients at once) reaches an idle runner one by one: the server checks
+    // each prompt with the engine, then starts it. A first step taken at the first start would decode
+    // that prompt alone, and the engine's loop would answer the others' checks only after it: their
+    // prompts then take a second prefill step, and their first tokens (and every token of the earlier
+    // ones meanwhile) wait for it. Requests already checked are waited for instead, briefly and only
+    // while nothing is decoding, so that the whole burst shares one prefill.
+    if (this.admissionHold && running.every((sequence) => !sequence.started)) {
+      const now = performance.now();
+      if (this.holdSince === 0) this.holdSince = now;
+      const wait = Math.min(this.admissionHold(), this.holdSince + this.admissionHoldMaxMs - now);
+      if (wait > 0) {
+        this.holdTimer ??= setTimeout(() => {
+          this.holdTimer = undefined;
+          this.schedule();
+        }, wait);
+        return;
+      }
+    }
+    this.holdSince = 0;
+    if (this.holdTimer) {
+      clearTimeout(this.holdTimer);
+      this.holdTimer = undefined;
+    }
     // New sequences: their KV is set up in admission order, each seeing what the ones before did.
     for (const sequence of running) if (!sequence.started) this.start(sequence);
 
@@ -1147,6 +1179,7 @@ export class LlamaRunner {
     if (this.disposed) return;
     for (const slot of this.slots) if (slot.busy) this.fail(slot.busy, error);
     this.disposed = true;
+    clearTimeout(this.holdTimer);
     if (this.decoding) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     const { api } = this;
     api.llama_batch_free(this.batch.struct);
