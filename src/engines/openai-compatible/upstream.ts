@@ -43,13 +43,6 @@ export interface UpstreamResponse {
 /** Chunks a streamed body buffers before the upstream's socket is paused (backpressure). */
 const STREAM_HIGH_WATER = 16;
 
-/**
- * A streamed answer through undici's dispatch(): the handler pushes chunks, the reader pulls them.
- * Reading pauses the upstream's socket once STREAM_HIGH_WATER chunks wait unread and resumes it when the
- * reader has taken them all, so the upstream is read only as fast as the client takes the stream.
- * destroy() aborts the request at once, even while a read is pending (which then rejects with an
- * AbortError). Cheaper than request()'s Readable + AsyncResource per answer.
- */
 /** A whole JSON exchange's answer (Upstream.exchange). */
 interface ExchangeAnswer {
   status: number;
@@ -165,6 +158,13 @@ function exchangeTimedOut(exchange: Exchange): void {
   exchange.timedOutNow();
 }
 
+/**
+ * A streamed answer through undici's dispatch(): the handler pushes chunks, the reader pulls them.
+ * Reading pauses the upstream's socket once STREAM_HIGH_WATER chunks wait unread and resumes it when the
+ * reader has taken them all, so the upstream is read only as fast as the client takes the stream.
+ * destroy() aborts the request at once, even while a read is pending (which then rejects with an
+ * AbortError). Cheaper than request()'s Readable + AsyncResource per answer.
+ */
 class DispatchedBody implements UpstreamBody {
   destroyed = false;
   draining = false;
