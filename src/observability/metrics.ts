@@ -56,19 +56,14 @@ export interface HttpTally {
   duration: DurationTally;
 }
 
-/** One label set of the HTTP duration histogram: requests per bucket (not cumulative), their sum and count. */
-interface DurationTally {
-  labels: Record<'route' | 'model' | 'status_class', string>;
-  buckets: Float64Array;
-  sum: number;
-  count: number;
-}
+/** One label set of the HTTP duration histogram. */
+type DurationTally = HistogramTally<'route' | 'model' | 'status_class'>;
 
 export type LedgerWriteOutcome = 'ok' | 'retry' | 'failed';
 
 /** A histogram's values for one label set, counted per observation and handed to prom-client at scrape time (tallyCollect). */
-interface HistogramTally {
-  labels: Record<string, string>;
+interface HistogramTally<L extends string = string> {
+  labels: Record<L, string>;
   /** Observations per bucket (not cumulative), as prom-client keeps them; above the last bound only `count` moves. */
   buckets: Float64Array;
   sum: number;
@@ -245,19 +240,8 @@ export class InferaMetrics implements RoutingMetrics {
       labelNames: ['route', 'model', 'status_class'],
       buckets: LATENCY_BUCKETS,
       registers,
-      // The tally becomes prom-client's own per-label-set values (its `hashMap`: the labels, the count
-      // in each bucket, sum and count, exactly what its observe() keeps), in the order the label sets
-      // first came, as observe() would have inserted them. metrics.test.ts compares the exposition with
-      // a Histogram fed the same observations.
-      collect() {
-        const values: Record<string, unknown> = {};
-        for (const [key, row] of durationTally) {
-          const bucketValues: Record<number, number> = {};
-          for (let i = 0; i < LATENCY_BUCKETS.length; i++) bucketValues[LATENCY_BUCKETS[i]!] = row.buckets[i]!;
-          values[key] = { labels: row.labels, bucketValues, sum: row.sum, count: row.count };
-        }
-        (this as unknown as { hashMap: Record<string, unknown> }).hashMap = values;
-      },
+      // metrics.test.ts compares the exposition with a Histogram fed the same observations.
+      collect: tallyCollect(durationTally, LATENCY_BUCKETS),
     });
     this.edgeCuts = new Counter({
       name: 'infera_http_connections_cut_total',
@@ -559,14 +543,7 @@ export class InferaMetrics implements RoutingMetrics {
     // What prom-client's observe() refuses, refused the same way.
     if (!Number.isFinite(seconds)) throw new TypeError(`Value is not a valid number: ${seconds}`);
     row.requests++;
-    const duration = row.duration;
-    // The first bound at or above the value, as prom-client counts it; above the last bound only the
-    // count (+Inf) moves.
-    let bucket = 0;
-    while (bucket < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[bucket]!) bucket++;
-    if (bucket < LATENCY_BUCKETS.length) duration.buckets[bucket]!++;
-    duration.sum += seconds;
-    duration.count++;
+    tallyObserve(row.duration, LATENCY_BUCKETS, seconds);
   }
 
   private durationRow(route: string, model: string, statusClass: string): DurationTally {

@@ -121,25 +121,18 @@ export function toWireUsage(usage: ChatUsage): WireUsage {
  */
 export function combineChoiceUsage(usages: readonly ChatUsage[]): ChatUsage {
   if (usages.length === 0) return { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: 0 };
-  // One choice (nearly every request): the reduce below with one step, without its closure and seed object.
-  if (usages.length === 1) {
-    const usage = usages[0]!;
-    return {
-      promptTokens: Math.max(0, usage.promptTokens),
-      completionTokens: 0 + usage.completionTokens,
-      reasoningTokens: 0 + usage.reasoningTokens,
-      cachedPromptTokens: Math.min(Number.POSITIVE_INFINITY, usage.cachedPromptTokens),
-    };
+  // A loop, not a reduce: no closure and no object per choice (one choice is nearly every request).
+  let promptTokens = 0;
+  let completionTokens = 0;
+  let reasoningTokens = 0;
+  let cachedPromptTokens = Number.POSITIVE_INFINITY;
+  for (const usage of usages) {
+    promptTokens = Math.max(promptTokens, usage.promptTokens);
+    completionTokens += usage.completionTokens;
+    reasoningTokens += usage.reasoningTokens;
+    cachedPromptTokens = Math.min(cachedPromptTokens, usage.cachedPromptTokens);
   }
-  return usages.reduce<ChatUsage>(
-    (sum, usage) => ({
-      promptTokens: Math.max(sum.promptTokens, usage.promptTokens),
-      completionTokens: sum.completionTokens + usage.completionTokens,
-      reasoningTokens: sum.reasoningTokens + usage.reasoningTokens,
-      cachedPromptTokens: Math.min(sum.cachedPromptTokens, usage.cachedPromptTokens),
-    }),
-    { promptTokens: 0, completionTokens: 0, reasoningTokens: 0, cachedPromptTokens: Number.POSITIVE_INFINITY },
-  );
+  return { promptTokens, completionTokens, reasoningTokens, cachedPromptTokens };
 }
 
 export function wireFinishReason(reason: FinishReason, hadToolCalls: boolean, legacyFunctions: boolean | undefined): WireFinishReason {
