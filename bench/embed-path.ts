@@ -20,7 +20,7 @@ import { basename, dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
-import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
+import { ensureBenchOnnxBert } from './bench-onnx-bert.ts';
 import { type EmbedInputs, sentences } from './embed-inputs.ts';
 import { embedOne, spawnLlamaEmbeddings, whenAnswering } from './embed-servers.ts';
 import { treeThreads } from './proc-cpu.ts';
@@ -175,7 +175,7 @@ async function traced(server: Server, count: number): Promise<string> {
 }
 
 const modelPath = await ensureBenchModel('bert-384x12-embed', join(tmpdir(), 'infera-bench-models'));
-const onnxPath = values.engine === 'onnx' ? await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed-v2')) : '';
+const onnxPath = values.engine === 'onnx' ? await ensureBenchOnnxBert('embed') : '';
 const servers: Server[] = [];
 const stopAll = () => {
   for (const s of servers) if (s.child.exitCode === null) s.child.kill('SIGTERM');

@@ -102,8 +102,8 @@ async function benchModelPath(kind: 'embed' | 'rerank', engine: Engine): Promise
   if (values.model) return values.model;
   const dir = join(tmpdir(), 'infera-bench-models');
   if (engine === 'onnx') {
-    const { ensureOnnxBert } = await import('../src/tiny-models/onnx/index.ts');
-    return ensureOnnxBert(kind === 'embed' ? 'bench-embed' : 'bench-rerank', join(dir, `onnx-bert-384x12-${kind}-v2`));
+    const { ensureBenchOnnxBert } = await import('./bench-onnx-bert.ts');
+    return ensureBenchOnnxBert(kind, dir);
   }
   const { ensureBenchModel } = await import('../src/tiny-models/index.ts');
   return ensureBenchModel(kind === 'embed' ? 'bert-384x12-embed' : 'bert-384x12-rerank', dir);

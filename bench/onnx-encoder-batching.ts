@@ -4,13 +4,12 @@
 // The ceiling for "batched / one-at-a-time" in bench/embeddings.ts. Not a test.
 //
 // Usage: node --import tsx bench/onnx-encoder-batching.ts [--tokens 21] [--threads 2] [--batches 1,4,8,16,32,64]
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { onnxModelSchema } from '../src/engines/onnx/config.ts';
 import { loadOnnxEmbeddingModel } from '../src/engines/onnx/embedding.ts';
-import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
+import { ensureBenchOnnxBert } from './bench-onnx-bert.ts';
 
 const { values } = parseArgs({
   options: {
@@ -25,7 +24,7 @@ const threads = Number(values.threads);
 const rounds = Number(values.rounds);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-const dir = await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed-v2'));
+const dir = await ensureBenchOnnxBert('embed');
 const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
   intraOpNumThreads: threads,
   interOpNumThreads: 1,

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
+import { ensureBenchOnnxBert } from './bench-onnx-bert.ts';
 
 const { values } = parseArgs({
   options: {
@@ -28,7 +28,7 @@ const rows = Number(values.rows);
 const tokens = Number(values.tokens);
 const calls = Number(values.calls);
 
-const dir = await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed-v2'));
+const dir = await ensureBenchOnnxBert('embed');
 const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
   intraOpNumThreads: threads,
   interOpNumThreads: 1,

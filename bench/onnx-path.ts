@@ -21,7 +21,7 @@ import { basename, dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import { ensureBenchModel } from '../src/tiny-models/index.ts';
-import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
+import { ensureBenchOnnxBert } from './bench-onnx-bert.ts';
 import { sentences } from './embed-inputs.ts';
 import { embedOne, spawnLlamaEmbeddings, whenAnswering } from './embed-servers.ts';
 import { type TreeThread, treeThreads } from './proc-cpu.ts';
@@ -232,7 +232,7 @@ function stagesOf(marksFile: string, spans: [bigint, bigint][]): Map<string, num
   return out;
 }
 
-const onnxPath = await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed-v2'));
+const onnxPath = await ensureBenchOnnxBert('embed');
 const servers: Server[] = [];
 const stopAll = () => {
   for (const s of servers) if (s.child.exitCode === null) s.child.kill('SIGTERM');

@@ -11,11 +11,10 @@
 //          (a variant's "model": another .onnx file with the same inputs, for exports written differently;
 //          its "options": other session options, e.g. {"executionMode":"parallel","interOpNumThreads":2})
 import { readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { ensureOnnxBert } from '../src/tiny-models/onnx/index.ts';
+import { ensureBenchOnnxBert } from './bench-onnx-bert.ts';
 
 const { values } = parseArgs({
   options: {
@@ -65,7 +64,7 @@ function nested(config: Record<string, string>): Record<string, unknown> {
   return out;
 }
 
-const dir = await ensureOnnxBert('bench-embed', join(tmpdir(), 'infera-bench-models', 'onnx-bert-384x12-embed-v2'));
+const dir = await ensureBenchOnnxBert('embed');
 // Each session's intra-op pool has threads of its own: the ones that appear while it is created. Their CPU
 // time and voluntary context switches (each a sleep and a wake-up) over the run say how much of a pass the
 // pool's worker threads did, and how often they were woken for it — both steady on a shared box.

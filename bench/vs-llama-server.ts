@@ -718,13 +718,13 @@ async function encoderRun(server: Server, task: EncoderTask, clients: number): P
 }
 
 async function onnxPart(): Promise<void> {
-  const { ensureOnnxBert } = await import('../src/tiny-models/onnx/index.ts');
+  const { ensureBenchOnnxBert } = await import('./bench-onnx-bert.ts');
   for (const task of onnxTasks) {
     const setup: EncoderSetup = {
       kind: 'encoder',
       task,
       path: await ensureBenchModel(task === 'embed' ? 'bert-384x12-embed' : 'bert-384x12-rerank', modelDir),
-      onnxPath: await ensureOnnxBert(task === 'embed' ? 'bench-embed' : 'bench-rerank', join(modelDir, `onnx-bert-384x12-${task}-v2`)),
+      onnxPath: await ensureBenchOnnxBert(task, modelDir),
       threads: embedThreads,
     };
     console.log(`\n== onnx ${task}: ${setup.onnxPath} vs llama-server on ${setup.path}, ${embedThreads} threads (llama-server: ${embedSlots} slots)`);
