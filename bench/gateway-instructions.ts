@@ -10,7 +10,9 @@
 // few % with the load.
 // Needs valgrind (callgrind_control on PATH). Slow: ~10-20 min for two builds at the defaults.
 // --keep leaves the callgrind files (~150 MB a build) for callgrind_annotate; the directory is printed.
-// Usage: node --import tsx bench/gateway-instructions.ts [--warm 6000] [--requests 500] [--keep] NAME=DIR ...
+// --node "FLAGS": node flags for the servers, e.g. "--perf-basic-prof" (/tmp/perf-PID.map names the JIT code
+// addresses callgrind_annotate prints as ???).
+// Usage: node --import tsx bench/gateway-instructions.ts [--warm 6000] [--requests 500] [--keep] [--node=FLAGS] NAME=DIR ...
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -21,7 +23,7 @@ import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { warm: { type: 'string', default: '6000' }, requests: { type: 'string', default: '500' }, keep: { type: 'boolean' } },
+  options: { warm: { type: 'string', default: '6000' }, requests: { type: 'string', default: '500' }, keep: { type: 'boolean' }, node: { type: 'string', default: '' } },
 });
 const MODEL = 'bench/echo';
 const body = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 16 });
@@ -82,7 +84,7 @@ try {
     execFileSync('mkdir', ['-p', out]);
     const child = spawn(
       'valgrind',
-      ['--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', '--smc-check=all-non-file', `--callgrind-out-file=${out}/callgrind.out.%p`, process.execPath, bin, '--config', configPath, 'serve'],
+      ['--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', '--smc-check=all-non-file', `--callgrind-out-file=${out}/callgrind.out.%p`, process.execPath, ...values.node!.split(' ').filter(Boolean), bin, '--config', configPath, 'serve'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const origin = await new Promise<string>((resolve, reject) => {

@@ -111,6 +111,7 @@ try {
   }
   const n = Number(values.requests);
   for (const t of targets) for (const type of values.types.split('|')) await run(t.origin, t.headers, Number(values.warm), type);
+  if (process.env.BENCH_DEBUG) console.error('=== warm-up end');
   const rows: Record<string, { cpu: number[]; p50: number[]; p99: number[]; by: Map<string, number[]> }> = {};
   const types = values.types.split('|');
   for (let round = 0; round < Number(values.rounds); round++) {
@@ -118,6 +119,9 @@ try {
     for (const type of round % 2 ? [...types].reverse() : types) {
       const name = types.length > 1 ? `${t.name}[${type}]` : t.name;
       if (Number(values.idle) > 0) await new Promise((resolve) => setTimeout(resolve, Number(values.idle) * 1000));
+      // With BENCH_DEBUG (the servers' output copied to stderr) a mark where each measured round starts, so
+      // that a server's own trace (e.g. --node "--trace-opt --trace-deopt", bench/v8-trace-rounds.ts) splits by round.
+      if (process.env.BENCH_DEBUG) console.error(`=== ${name} r${round + 1} start`);
       const before = threads(t.pid);
       const times = await run(t.origin, t.headers, n, type);
       const after = threads(t.pid);
@@ -135,6 +139,7 @@ try {
       row.cpu.push(total);
       row.p50.push(pct(times, 50));
       row.p99.push(pct(times, 99));
+      if (process.env.BENCH_DEBUG) console.error(`=== ${name} r${round + 1} end`);
       console.log(`r${round + 1} ${name}: CPU ${total.toFixed(0)} µs/req [${parts.join(', ')}] p50 ${pct(times, 50).toFixed(0)} p99 ${pct(times, 99).toFixed(0)} load ${loadavg()[0]!.toFixed(2)}`);
     }
   }

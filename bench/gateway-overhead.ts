@@ -27,6 +27,9 @@ import { fakeUpstreamSource, spawnReady } from './http-bench-common.ts';
 //   [--alloc DIR]: after the rounds, bytes allocated per request in each Infera server (V8's sampling heap
 //     profiler, bench/alloc-profile-hook.mjs), over --alloc-requests requests on one connection, non-streamed
 //     then streamed; the profiles stay in DIR for bench/heap-profile-summary.ts.
+//   [--node-infera="FLAGS"]: node flags for the `infera` target's server only, e.g. "--trace-opt --trace-deopt
+//     --trace-gc"; with BENCH_DEBUG=1 its output is copied to stderr between "=== infera rN start/end" marks
+//     (bench/v8-trace-rounds.ts splits it by window; the other servers get no flags, so their output holds none).
 //   [--tail DIR]: what the slow one-connection requests overlapped. The Infera servers run with
 //     bench/gateway-tail-hook.mjs (DIR/NAME.txt, DIR/NAME.txt.gc at exit), every timed request carries
 //     x-bench-seq, and DIR/NAME.client.txt holds "seq round client_us" per one-connection request of every
@@ -52,6 +55,7 @@ const { values } = parseArgs({
     tail: { type: 'string' },
     'alloc-requests': { type: 'string', default: '2000' },
     warm: { type: 'string', default: '5000' },
+    'node-infera': { type: 'string', default: '' },
   },
 });
 const seconds = Number(values.seconds);
@@ -233,7 +237,7 @@ try {
   }
   const tailEnv = (name: string) => (values.tail ? { GATEWAY_TAIL_FILE: join(values.tail, `${name}.txt`) } : {});
   const clientLines: Record<string, string[]> = {};
-  const priced = async (name: string, bin: string) => {
+  const priced = async (name: string, bin: string, nodeArgs: string[] = []) => {
     const dataDir = join(dir, name);
     const configPath = join(dir, `${name}.yaml`);
     writeFileSync(
@@ -254,12 +258,12 @@ try {
     const cli = (...args: string[]) => execFileSync(process.execPath, [bin, '--config', configPath, ...args], { encoding: 'utf8' });
     const secret = (JSON.parse(cli('keys', 'create', '--name', 'bench', '--account', 'bench', '--limits', 'rpm=100000000', '--json')) as { secret: string }).secret;
     cli('accounts', 'topup', 'bench', '1000000');
-    const server = await start(process.execPath, [...profileArgs, bin, '--config', configPath, 'serve'], { ...allocEnv, ...tailEnv(name) }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
+    const server = await start(process.execPath, [...profileArgs, ...nodeArgs, bin, '--config', configPath, 'serve'], { ...allocEnv, ...tailEnv(name) }, /serving the SiliconFlow \/ OpenAI API at (http:\/\/\S+)\/v1/);
     children.push(server.child);
     return { server, secret };
   };
   const wanted = values.only!.split(',');
-  const { server: infera, secret: key } = await priced('infera', 'bin/infera.js');
+  const { server: infera, secret: key } = await priced('infera', 'bin/infera.js', values['node-infera']!.split(' ').filter(Boolean));
   const before = values.compare && wanted.includes('infera-before') ? await priced('infera-before', join(values.compare, 'bin/infera.js')) : undefined;
   // The same model on a second Infera with no key, limit or price (keyless on loopback; its ledger still
   // writes a row per request): the difference to `infera` is what auth, limits and the balance cost.
@@ -324,12 +328,14 @@ try {
   // function called once per request only after thousands of calls, and at ~1,000 requests a second on
   // one connection 1.5 s left Infera's path half in baseline code — the first round's one-connection
   // CPU per request was 2,071 µs against 626 in the next (infera-open, load 8–9, 2026-12-07 03:37).
+  const mark = (text: string) => process.env.BENCH_DEBUG && console.error(`=== ${text}`);
   for (const target of targets) {
     await send(target, body, warmRequests);
     if (!target.noStream) await timed(target, streamBody, 500, true);
     await autocannon({ url: `${target.origin}${target.path}`, method: 'POST', connections, duration: 1, headers: { ...target.headers, 'content-type': 'application/json' }, body });
   }
 
+  mark('warm-up end');
   const loads: number[][] = [loadavg()];
   const lat: Record<string, { p50: number[]; p99: number[]; fb50: number[]; fb99: number[]; rps: number[]; cpu: number[]; cpu1: number[]; errors: number }> = {};
   for (const target of targets) lat[target.name] = { p50: [], p99: [], fb50: [], fb99: [], rps: [], cpu: [], cpu1: [], errors: 0 };
@@ -337,9 +343,11 @@ try {
     for (const target of targets) {
       // CPU per request on one connection too: nothing shares a commit or a wake-up there, and it is
       // the floor under the single-connection latency (p50 cannot be below it plus the two extra hops).
+      mark(`${target.name} r${round + 1} start`);
       const cpuBefore = cpuUs(target.pid);
       const seqs: number[] = [];
       const times = await timed(target, body, seconds * 1000, false, values.tail ? seqs : undefined);
+      mark(`${target.name} r${round + 1} end`);
       if (values.tail) {
         clientLines[target.name] ??= [];
         clientLines[target.name]!.push(...times.map((t, i) => `${seqs[i]} ${round + 1} ${t.toFixed(1)}`));

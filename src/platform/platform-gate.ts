@@ -477,6 +477,20 @@ export class PlatformGate implements Gate {
     return row;
   }
 
+  /**
+   * The balance as stored, for admit() when its last sight of it is older than keyCacheSeconds: at most once
+   * per account and keyCacheSeconds, e.g. at the first request after a quiet spell. A method of its own, so
+   * that admit()'s optimised code reads no property of the account record, an object made only here that
+   * dies at once: optimised admit() was deoptimised at that read (`?.balanceMicro` after the await,
+   * `Insufficient type feedback`: presumably its feedback cleared once a full collection found no such
+   * object alive) in 1–2 of gateway-overhead's 3 one-connection windows, and then ran unoptimised for ~3,000
+   * requests until V8 optimised it again (docs/BENCHMARKS.md, branch `gw11`). Run this rarely, V8 leaves
+   * this method to the interpreter, where nothing is deoptimised.
+   */
+  private async storedBalance(accountId: string): Promise<number> {
+    return (await this.store.getAccount(accountId))?.balanceMicro ?? 0;
+  }
+
   private noteBalance(accountId: string, micro: number): void {
     if (this.keyCacheMs <= 0) return;
     // Bounded like the key cache: one entry per account that reserved within keyCacheSeconds, at most 10,000.
@@ -553,10 +567,7 @@ export class PlatformGate implements Gate {
       const amount = Math.max(1, costMicro(price, worst, request.endpoint));
       if (!this.isReady) await this.ready;
       const seen = this.balanceSeen.get(principal.accountId);
-      const balance =
-        seen && seen.micro >= amount && this.now() - seen.at < this.keyCacheMs
-          ? seen.micro
-          : ((await this.store.getAccount(principal.accountId))?.balanceMicro ?? 0);
+      const balance = seen && seen.micro >= amount && this.now() - seen.at < this.keyCacheMs ? seen.micro : await this.storedBalance(principal.accountId);
       if (balance < amount) {
         const error = this.insufficient(request, balance, amount, worst);
         await this.recordRejection(request, error);

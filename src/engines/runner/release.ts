@@ -249,19 +249,29 @@ const youngGenerationMiB = () => (getHeapSpaceStatistics().find((space) => space
  * `gc()` alone does not: start-up's allocation rate is still in those samples. So: 16 minor collections
  * 20 ms apart, each after a small allocation (a rate of exactly 0 does not count as low), fill V8's
  * samples with the idle rate, and a full collection then shrinks the young generation to its initial
- * size. It grows back as a request load needs it, as after V8's own memory reducer. Requests served
- * meanwhile raise the rate and V8 keeps the size: then it is tried again later (at most 3 times).
+ * size. It grows back as a request load needs it, as after V8's own memory reducer. Where V8 keeps the
+ * size anyway, it is tried again 2 s later (at most 3 times).
  * `--max-semi-space-size` would avoid the growth, but the server's Node is started by the user, and
  * capping growth during start-up from inside (`--semi-space-growth-factor=1`) cost 100–200 ms of
  * start-up CPU (docs/BENCHMARKS.md, branch startup); this costs ~100 ms of CPU after it.
+ * No full collection once the process has worked besides (`busyMs`, 100 ms of its event loop's active
+ * time, since the call or the last attempt; ~30 % of an attempt's ~330 ms, where a quiet server spends
+ * ~5 and one connection's requests ~300): a forced full collection in a server that has served requests drops V8's
+ * optimised code for the request path — V8 drops optimised code whose embedded objects (maps of
+ * per-request objects among them) a collection between two requests finds dead (`weak objects` in
+ * `--trace-deopt`) — and the
+ * requests after it run unoptimised while V8 compiles the path again. A server that got requests in its
+ * first ~7 s had up to 3 of these (one connection, 3,000 requests: ~45 optimised functions dropped by
+ * the last, ~170 compiled again in the next 3,000; docs/BENCHMARKS.md, branch `gw11`). A working
+ * server's young generation is in use anyway; `busy` says the attempts stopped for that.
  * The `gc` function comes from a context created while `--expose-gc` is set; the flag is turned back
  * off at once, so nothing else in the server sees a `gc` global.
- * Returns the young generation's physical MiB before and after, and the attempts made.
+ * Returns the young generation's physical MiB before and after, the full collections made, and whether it stopped busy.
  */
-export async function shrinkYoungGeneration(): Promise<{ beforeMiB: number; afterMiB: number; attempts: number }> {
+export async function shrinkYoungGeneration({ busyMs = 100 }: { busyMs?: number } = {}): Promise<{ beforeMiB: number; afterMiB: number; attempts: number; busy: boolean }> {
   const beforeMiB = youngGenerationMiB();
   // Already at (about) its initial size: nothing to give back.
-  if (beforeMiB <= 4) return { beforeMiB, afterMiB: beforeMiB, attempts: 0 };
+  if (beforeMiB <= 4) return { beforeMiB, afterMiB: beforeMiB, attempts: 0, busy: false };
   setFlagsFromString('--expose-gc');
   let gc: (options?: { type: 'minor' }) => void;
   try {
@@ -269,17 +279,38 @@ export async function shrinkYoungGeneration(): Promise<{ beforeMiB: number; afte
   } finally {
     setFlagsFromString('--no-expose-gc');
   }
+  // Main-thread time spent on anything but this function's own collections, since the last look: the
+  // event loop's active time (V8's helper threads, still sweeping or compiling start-up's code, do not count).
+  let otherMs = 0;
+  let mark = performance.eventLoopUtilization();
+  const look = () => {
+    const now = performance.eventLoopUtilization();
+    otherMs += performance.eventLoopUtilization(now, mark).active;
+    mark = now;
+  };
+  const own = (collect: () => void) => {
+    look();
+    const start = performance.now();
+    collect();
+    const spent = performance.now() - start;
+    look();
+    otherMs -= spent;
+  };
   for (let attempt = 0; ; attempt++) {
     let sample: number[] = [];
     for (let i = 0; i < 16; i++) {
       await new Promise((resolve) => setTimeout(resolve, 20));
       sample = new Array<number>(1000).fill(i);
-      gc({ type: 'minor' });
+      own(() => gc({ type: 'minor' }));
     }
     sample.length = 0;
-    gc();
+    look();
+    // Working since the last look (requests): no full collection now or later.
+    if (otherMs >= busyMs) return { beforeMiB, afterMiB: youngGenerationMiB(), attempts: attempt, busy: true };
+    own(() => gc());
+    otherMs = 0;
     const afterMiB = youngGenerationMiB();
-    if (afterMiB <= 4 || attempt === 2) return { beforeMiB, afterMiB, attempts: attempt + 1 };
+    if (afterMiB <= 4 || attempt === 2) return { beforeMiB, afterMiB, attempts: attempt + 1, busy: false };
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
 }
@@ -320,7 +351,7 @@ export function growYoungGeneration(how: keyof typeof YOUNG_GENERATION_GROWTH): 
  * load ~20, the young generation ~100, reading smaps and dropping ~20), in steps 20 ms apart, so
  * requests are served in between.
  */
-export async function releaseServerStartup(): Promise<{ youngGeneration: { beforeMiB: number; afterMiB: number; attempts: number }; codeMiB: number; trimmed: boolean }> {
+export async function releaseServerStartup(): Promise<{ youngGeneration: { beforeMiB: number; afterMiB: number; attempts: number; busy: boolean }; codeMiB: number; trimmed: boolean }> {
   await new Promise((resolve) => setTimeout(resolve, 1000));
   const youngGeneration = await shrinkYoungGeneration();
   const { codeMiB } = releaseCodePages();
