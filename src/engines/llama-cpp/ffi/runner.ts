@@ -35,7 +35,8 @@ export interface RunnerOptions {
   /**
    * Prompt tokens one step takes while no sequence is generating (default: the whole batch, as
    * llama-server fills its n_batch): a burst of requests reaching an idle runner is prefilled in one
-   * decode, so that all their first tokens come out of the same step.
+   * decode, so that all their first tokens come out of the same step. (The price, llama-server's too:
+   * a cancellation or a request arriving meanwhile waits for that whole decode.)
    */
   idlePrefill?: number;
   /**
