@@ -87,6 +87,23 @@ test('requests whose prompts were checked together share their first decode, tho
   }
 });
 
+test('a burst whose prompts exceed a prefill chunk and 512 tokens is prefilled in one decode', async () => {
+  // vs-llama-server's 8-stream cells send 8 prompts of ~70 tokens at once (~560): with prompt tokens
+  // bounded by the prefill chunk (256) and the batch (512) even with nothing generating, the later
+  // streams' first tokens came one or two prefill steps after the first ones, inside the measured window.
+  const filler = (first: string) => `${first} ${Array.from({ length: 30 }, (_, i) => TINY_CHAT_SCRIPT.countWords[i % 10]!.trim()).join(' ')} Please count`;
+  const prompts = ['Hello', 'Now', 'Again', 'Please'].map(filler);
+  const before = { ...model.runner.stats };
+  const results = await Promise.all(prompts.map((content) => model.doGenerate(ask(content, { maxTokens: 3 }))));
+  const promptTokens = results.reduce((sum, result) => sum + result.usage.promptTokens, 0);
+  assert.ok(promptTokens > 512, `${promptTokens} prompt tokens`);
+  assert.equal(model.runner.stats.tokens - before.tokens, 4 * 3);
+  // One prefill step for all four (their first tokens), two more, and one decoded in vain where the
+  // runner pipelines. Before: 256 prompt tokens a step, the last prompt's first token in the third step.
+  const steps = model.runner.stats.steps - before.steps;
+  assert.ok(steps <= 4, `${steps} decodes for four 3-token answers after ${promptTokens} prompt tokens`);
+});
+
 test('the event loop keeps turning while sequences generate', async () => {
   let ticks = 0;
   const timer = setInterval(() => ticks++, 1);

@@ -16,6 +16,8 @@ import { COPY_MIN_GAIN, LlamaRunner, type GenerationEnd } from './runner.ts';
 let dir: string;
 let cached: LlamaRunner;
 let fresh: LlamaRunner;
+/** The defaults' prefill: a step with nothing generating takes up to n_batch (2048) prompt tokens. */
+let whole: LlamaRunner;
 
 const SEQUENCES = 3;
 
@@ -27,16 +29,18 @@ before(async () => {
     encodeRandomChatModel({ hidden: 64, layers: 2, heads: 4, headsKv: 2, feedForward: 128, seed: 17, matrixType: GgmlType.F32, endBias: 100, asciiOnly: true }),
   );
   const lib = await openLlamaLibrary();
-  // A small prefill chunk: prompts take several steps, so a cancel lands mid-prompt and a copy can
-  // be made from a sequence that is still prefilling.
-  const options = { contextSize: 1024, sequences: SEQUENCES, threads: 1, prefillChunk: 48 };
+  // A small prefill chunk, with streams running or not: prompts take several steps, so a cancel lands
+  // mid-prompt and a copy can be made from a sequence that is still prefilling.
+  const options = { contextSize: 1024, sequences: SEQUENCES, threads: 1, prefillChunk: 48, idlePrefill: 48 };
   cached = LlamaRunner.load(lib, path, options);
   fresh = LlamaRunner.load(lib, path, { ...options, promptCache: false });
+  whole = LlamaRunner.load(lib, path, { contextSize: 1024, sequences: SEQUENCES, threads: 1, promptCache: false });
 });
 
 after(async () => {
   await cached?.dispose();
   await fresh?.dispose();
+  await whole?.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -226,6 +230,20 @@ test('cache_prompt false evaluates the whole prompt (and answers the same)', asy
   const again = await generate(cached, request, 8);
   assert.equal(again.end.cachedPromptTokens, request.length - 1);
   assert.deepEqual(again.tokens, first.tokens);
+});
+
+test('prompts of a burst over one micro-batch (n_ubatch 512) are prefilled in one decode and continue as when fed 48 tokens a step', async () => {
+  // llama.cpp splits that decode into micro-batches of equal tokens per sequence (per-sequence KV
+  // streams): uneven prompts end in different micro-batches, and each first token's logits must come
+  // from its own prompt's last one.
+  const requests = Array.from({ length: SEQUENCES }, (_, i) => prompt(turn('user', `${i} ${words(i + 30, 30 + 10 * i)}`)));
+  const total = requests.reduce((sum, request) => sum + request.length, 0);
+  assert.ok(total > 512 && total <= 1024, `${total} prompt tokens`);
+  const steps = whole.stats.steps;
+  const results = await Promise.all(requests.map((request) => generate(whole, request, 8)));
+  // One prefill step, seven more, and one decoded in vain where the runner pipelines.
+  assert.ok(whole.stats.steps - steps <= 9, `${whole.stats.steps - steps} decodes`);
+  for (const [i, result] of results.entries()) await expectSameAsFresh(result, requests[i]!, 8);
 });
 
 function commonPrefixLength(a: number[], b: number[]): number {

@@ -20,10 +20,25 @@ export interface RunnerOptions {
   /** Threads for single-token steps and for prompt batches. */
   threads: number;
   threadsBatch?: number;
-  /** llama.cpp's n_batch (the most tokens one decode may hold). */
+  /**
+   * llama.cpp's n_batch: the most tokens one decode may hold (default 2048, llama-server's). llama.cpp
+   * splits a decode into micro-batches of n_ubatch tokens (512, llama-server's; the compute buffer is
+   * sized by it), so a larger n_batch costs no memory.
+   */
   batchSize?: number;
-  /** Prompt tokens per step across all prefilling sequences, so that running streams keep their pace. */
+  /**
+   * Prompt tokens per step across all prefilling sequences while some sequence is generating, so that
+   * running streams keep their pace. A step with no sequence generating has no pace to keep and takes
+   * prompt tokens up to `idlePrefill`.
+   */
   prefillChunk?: number;
+  /**
+   * Prompt tokens one step takes while no sequence is generating (default: the whole batch, as
+   * llama-server fills its n_batch): a burst of requests reaching an idle runner is prefilled in one
+   * decode, so that all their first tokens come out of the same step. (The price, llama-server's too:
+   * a cancellation or a request arriving meanwhile waits for that whole decode.)
+   */
+  idlePrefill?: number;
   /**
    * Where llama_decode runs. 'loop': on the calling thread (no hop at all; the step's JavaScript runs
    * between decodes). 'worker': on koffi's worker thread, one hop per step, pipelined: the tokens of a
@@ -302,6 +317,7 @@ export class LlamaRunner {
   private readonly memory: Pointer;
   private readonly batchSize: number;
   private readonly prefillChunk: number;
+  private readonly idlePrefill: number;
   private readonly batch: {
     struct: Record<string, unknown>;
     token: Int32Array;
@@ -387,6 +403,7 @@ export class LlamaRunner {
     this.sequences = options.sequences;
     this.batchSize = api.llama_n_batch(context) as number;
     this.prefillChunk = Math.max(1, Math.min(options.prefillChunk, this.batchSize - options.sequences));
+    this.idlePrefill = Math.max(1, Math.min(options.idlePrefill, this.batchSize));
     this.decodeOn = options.decodeOn;
     this.decodeOnWorker = options.decodeOn === 'worker';
     this.promptCache = options.promptCache;
@@ -424,7 +441,9 @@ export class LlamaRunner {
     // No more context per sequence than the model was trained for (node-llama-cpp's rule too).
     const trained = api.llama_model_n_ctx_train(model) as number;
     const contextSize = trained > 0 ? Math.min(options.contextSize, trained) : options.contextSize;
-    const batchSize = Math.max(options.batchSize ?? 512, options.sequences);
+    const batchSize = Math.max(options.batchSize ?? 2048, options.sequences);
+    // Micro-batches as llama-server's (-ub 512): prompt batches above it are split inside llama_decode.
+    const microBatch = Math.min(batchSize, Math.max(512, options.sequences));
     const contextParams = {
       ...(api.llama_context_default_params() as Record<string, unknown>),
       // Per-sequence KV streams (kv_unified off, as llama-server with -np N): attention in each
@@ -432,7 +451,7 @@ export class LlamaRunner {
       n_ctx: contextSize * options.sequences,
       n_seq_max: options.sequences,
       n_batch: batchSize,
-      n_ubatch: batchSize,
+      n_ubatch: microBatch,
       // One output per sequence per decode at most (a sequence's next token, or its prompt's last):
       // llama.cpp sizes the worst-case graph (the logits of n_outputs_max rows) by it, 300 MiB of compute
       // buffer for a 152k vocabulary at the default n_batch, twice that with backend sampling.
@@ -456,6 +475,7 @@ export class LlamaRunner {
       threadsBatch,
       batchSize,
       prefillChunk: options.prefillChunk ?? 256,
+      idlePrefill: options.idlePrefill ?? batchSize,
       decodeOn: options.decodeOn ?? 'worker',
       promptCache: options.promptCache ?? true,
       fastSampling: options.fastSampling ?? true,
@@ -965,7 +985,10 @@ export class LlamaRunner {
         sequence.next = undefined;
       }
     }
-    let budget = Math.min(this.batchSize - n, Math.max(this.prefillChunk, 1));
+    // (n === 0: no sequence is generating, so nothing's pace is at stake: the prompts of a burst that
+    // reached an idle runner together fill the batch, up to n_batch, instead of arriving at their first
+    // tokens prefillChunk by prefillChunk, the later ones steps behind the first.)
+    let budget = Math.min(this.batchSize - n, n === 0 ? this.idlePrefill : this.prefillChunk);
     for (const sequence of running) {
       if (budget <= 0) break;
       if (!sequence.started) continue;
